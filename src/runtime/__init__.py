@@ -1,0 +1,64 @@
+"""runtime: an asyncio-native distributed actor runtime with a Ray-compatible API.
+
+Example::
+
+    import runtime
+
+    runtime.init()
+
+    @runtime.remote
+    def square(x):
+        return x * x
+
+    print(runtime.get([square.remote(i) for i in range(4)]))
+    runtime.shutdown()
+"""
+
+from runtime import exceptions
+from runtime.core._api import (
+    Cluster,
+    RuntimeContext,
+    available_resources,
+    cluster_resources,
+    connect,
+    get,
+    get_actor,
+    get_runtime_context,
+    init,
+    is_initialized,
+    kill,
+    nodes,
+    put,
+    shutdown,
+    wait,
+)
+from runtime.core._refs import ObjectRef
+from runtime.core._remote import ActorClass, ActorHandle, ActorMethod, RemoteFunction, method, remote
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorClass",
+    "ActorHandle",
+    "ActorMethod",
+    "Cluster",
+    "ObjectRef",
+    "RemoteFunction",
+    "RuntimeContext",
+    "available_resources",
+    "cluster_resources",
+    "connect",
+    "exceptions",
+    "get",
+    "get_actor",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "kill",
+    "method",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

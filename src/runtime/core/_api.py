@@ -1,0 +1,557 @@
+"""The user-facing core API: starting and joining a mesh, and the one blocking facade.
+
+Core code is async and lives on the worker's loop. A script's calls (``runtime.get``,
+``runtime.wait``, ...) come from another thread and block on a future the loop
+resolves; ``async with runtime.connect()`` runs the worker on the caller's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import msgspec
+import uvloop
+
+from . import _launcher as launcher
+from . import _protocol as p
+from ._exceptions import GetTimeoutError
+from ._executor import current_task
+from ._refs import READY, ObjectRef, current_worker
+from ._remote import ActorClass, ActorHandle
+from ._worker import Worker
+
+T = TypeVar("T")
+
+#: How long init() waits for the nodes of a new local mesh to join.
+NODE_START_TIMEOUT = 60.0
+
+
+@dataclass
+class _Session:
+    worker: Worker
+    mesh: launcher.LocalMesh | None
+    info: dict[str, Any]
+    thread: threading.Thread | None = None
+
+
+_lock = threading.Lock()
+_session: _Session | None = None
+
+
+# --- starting and stopping -------------------------------------------------------------------
+
+
+async def _open(
+    address: str | None,
+    *,
+    num_cpus: int | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    namespace: str | None,
+    log_to_driver: bool,
+    token: str | bytes | None,
+    local_mode: bool,
+) -> _Session:
+    mesh: launcher.LocalMesh | None = None
+    expect_nodes = 0
+    if local_mode:
+        res = {"CPU": float(num_cpus if num_cpus is not None else os.cpu_count() or 1)}
+        if num_gpus:
+            res["GPU"] = float(num_gpus)
+        res.update(resources or {})
+        worker = Worker(role="head", token=launcher.new_token(), resources=res, namespace=namespace or "")
+        await worker.start()
+        return _Session(worker, None, _info(worker, None))
+    if address is None:
+        n = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise ValueError("num_cpus must be >= 1 for a local mesh (one node per CPU)")
+        per_node = launcher.split_resources(n, num_gpus or 0.0, resources)
+        mesh = launcher.start_local_mesh(per_node, log_to_driver=log_to_driver)
+        head_address, cluster_token = mesh.head_address, mesh.token
+        expect_nodes = n + 1
+    else:
+        if num_cpus is not None or num_gpus is not None or resources:
+            raise ValueError("num_cpus/num_gpus/resources only apply when init() starts a local mesh")
+        state_dir = None
+        if address == "auto":
+            head = launcher.find_local_head()
+            head_address, state_dir = head["address"], head["state_dir"]
+        else:
+            head_address = address.removeprefix("runtime://")
+        found = launcher.resolve_token(token, state_dir=state_dir)
+        if found is None:
+            try:
+                head = launcher.find_local_head()
+                if head["address"] == head_address:
+                    found = launcher.resolve_token(None, state_dir=head["state_dir"])
+            except ConnectionError:
+                pass
+        if found is None:
+            raise ValueError(
+                "no cluster token: pass token=..., or set RUNTIME_AUTH_TOKEN or RUNTIME_AUTH_TOKEN_FILE"
+            )
+        cluster_token = found
+    worker = Worker(role="driver", token=cluster_token, head_address=head_address, namespace=namespace or "")
+    try:
+        await worker.start()
+        if mesh is not None:
+            await _wait_for_nodes(worker, mesh, expect_nodes)
+    except BaseException:
+        await worker.aclose()
+        if mesh is not None:
+            mesh.stop()
+        raise
+    return _Session(worker, mesh, _info(worker, mesh))
+
+
+async def _wait_for_nodes(worker: Worker, mesh: launcher.LocalMesh, expect: int) -> None:
+    try:
+        async with asyncio.timeout(NODE_START_TIMEOUT):
+            while sum(1 for n in worker.view.values() if not n.is_driver) < expect:
+                changed = worker.view_changed
+                dead = [p.pid for p in mesh.procs if p.poll() is not None]
+                if dead:
+                    raise RuntimeError(f"node processes {dead} exited while the local mesh was starting")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await changed.wait()
+    except TimeoutError:
+        raise RuntimeError(f"the local mesh did not start within {NODE_START_TIMEOUT}s") from None
+
+
+def _info(worker: Worker, mesh: launcher.LocalMesh | None) -> dict[str, Any]:
+    return {
+        "address": worker.head_address,
+        "node_id": worker.peer_id,
+        "namespace": worker.namespace,
+        "session_dir": mesh.state_dir if mesh is not None else worker.state_dir,
+    }
+
+
+async def _close(session: _Session) -> None:
+    await session.worker.aclose()
+    if session.mesh is not None:
+        await asyncio.get_running_loop().run_in_executor(None, session.mesh.stop)
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    log_to_driver: bool = True,
+    token: str | bytes | None = None,
+    local_mode: bool = False,
+    ignore_reinit_error: bool = False,
+) -> dict[str, Any]:
+    """Start a local mesh, or join one, and make this process its driver.
+
+    Args:
+        address: None starts a local mesh (a head plus ``num_cpus`` nodes, one per core by
+            default) whose processes die with this one; ``"auto"`` joins the head started
+            on this host by ``python -m runtime.node --head``; ``"HOST:PORT"`` joins that head.
+        num_cpus, num_gpus, resources: the local mesh's resources.
+        namespace: the namespace for named actors.
+        token: the cluster token (else ``RUNTIME_AUTH_TOKEN``, ``RUNTIME_AUTH_TOKEN_FILE``,
+            or the token a local head wrote in its state directory).
+        local_mode: run everything in this process (same serialization and semantics).
+
+    Returns:
+        A dict with the head ``address``, this driver's ``node_id`` and the ``namespace``.
+
+    Example::
+
+        runtime.init(num_cpus=2)
+    """
+    del runtime_env  # accepted for Ray compatibility; the nodes share this machine's env
+    global _session
+    with _lock:
+        if _session is not None:
+            if ignore_reinit_error:
+                return _session.info
+            raise RuntimeError("runtime.init() was already called; call runtime.shutdown() first")
+        loop = uvloop.new_event_loop()
+        thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
+        thread.start()
+        coro = _open(
+            address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+            namespace=namespace, log_to_driver=log_to_driver, token=token, local_mode=local_mode,
+        )
+        try:
+            session = asyncio.run_coroutine_threadsafe(coro, loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            raise
+        session.thread = thread
+        _session = session
+        return session.info
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def shutdown() -> None:
+    """Disconnect, and stop the local mesh this process started; leaves no process behind."""
+    global _session
+    with _lock:
+        session, _session = _session, None
+        if session is None:
+            return
+        loop = session.worker.loop
+        try:
+            asyncio.run_coroutine_threadsafe(_close(session), loop).result(timeout=30)
+        finally:
+            if session.thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                session.thread.join(timeout=10)
+                if not loop.is_running():
+                    loop.close()
+            if session.mesh is not None:
+                session.mesh.stop()
+
+
+def is_initialized() -> bool:
+    """True between init() (or inside connect()) and shutdown()."""
+    return _session is not None
+
+
+@dataclass
+class Cluster:
+    """What ``async with runtime.connect()`` yields."""
+
+    address: str | None
+    node_id: str
+    namespace: str
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    log_to_driver: bool = True,
+    token: str | bytes | None = None,
+    local_mode: bool = False,
+) -> AsyncIterator[Cluster]:
+    """Like init(), on the caller's event loop; leaving the block is shutdown().
+
+    Example::
+
+        async with runtime.connect(num_cpus=2):
+            print(await square.remote(3))
+    """
+    global _session
+    with _lock:
+        if _session is not None:
+            raise RuntimeError("the runtime is already initialized in this process")
+    session = await _open(
+        address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, namespace=namespace,
+        log_to_driver=log_to_driver, token=token, local_mode=local_mode,
+    )
+    with _lock:
+        _session = session
+    try:
+        yield Cluster(session.info["address"], session.worker.peer_id, session.worker.namespace)
+    finally:
+        with _lock:
+            _session = None
+        await _close(session)
+
+
+# --- the blocking facade -------------------------------------------------------------------------
+
+
+def _blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the worker's loop and wait for it from this (non-loop) thread."""
+    if worker.inbox.on_loop():
+        coro.close()
+        raise RuntimeError(
+            "this call blocks, and it was made on the runtime's event loop (inside an async "
+            "actor method or async task), where blocking would stall the node: use `await ref` "
+            "(or `await asyncio.gather(*refs)`) instead of runtime.get()"
+        )
+    ctx = current_task.get()
+    executor = worker.executor
+    lend = ctx is not None and executor is not None and bool(ctx.demand)
+    if lend:
+        worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
+    fut = asyncio.run_coroutine_threadsafe(_deadline(coro, timeout), worker.loop)
+    try:
+        return fut.result()
+    finally:
+        if lend:
+            worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
+
+
+async def _deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    if timeout is None:
+        return await coro
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
+
+
+@overload
+def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    """Block until the objects are ready and return their values.
+
+    Args:
+        refs: one ObjectRef or a list of them.
+        timeout: seconds to wait at most; then GetTimeoutError.
+
+    Raises:
+        TaskError: the task that makes the object raised (also an instance of its error type).
+        GetTimeoutError: the timeout passed.
+
+    Example::
+
+        assert runtime.get(square.remote(4)) == 16
+    """
+    worker = current_worker()
+    if isinstance(refs, ObjectRef):
+        found, value = worker.try_get_local(refs)
+        if found:
+            return value
+        return _blocking(worker, worker.get_async(refs), timeout)
+    if isinstance(refs, list | tuple):
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"runtime.get takes ObjectRefs, got {type(r).__name__}")
+        return _blocking(worker, _gather(worker, list(refs)), timeout)
+    raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
+
+
+async def _gather(worker: Worker, refs: list[ObjectRef[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for ref in refs:  # in order: the first error raises, like Ray
+        out.append(await worker.get_async(ref))
+    return out
+
+
+def put(value: Any) -> ObjectRef[Any]:
+    """Store ``value`` in the cluster and return a ref to it (owned by this process)."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")
+    return current_worker().put(value)
+
+
+def wait(
+    refs: Sequence[ObjectRef[Any]],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    """Wait until ``num_returns`` of ``refs`` are ready (or ``timeout`` passes).
+
+    Returns:
+        (ready, not_ready), each in the order of ``refs``.
+    """
+    del fetch_local
+    refs = list(refs)
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns={num_returns} must be between 0 and len(refs)={len(refs)}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got the same ref twice")
+    worker = current_worker()
+    return _blocking(worker, wait_async(worker, refs, num_returns, timeout))
+
+
+async def wait_async(
+    worker: Worker, refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    ready: set[ObjectRef[Any]] = set()
+    for r in refs:
+        entry = worker.refs.owned.get(r.id)
+        if entry is not None and entry.state == READY:
+            ready.add(r)
+    if len(ready) < num_returns:
+        waiting = {asyncio.ensure_future(worker.wait_ready(r)): r for r in refs if r not in ready}
+        try:
+            async with asyncio.timeout(timeout):
+                while len(ready) < num_returns:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        ready.add(waiting.pop(fut))
+        except TimeoutError:
+            pass
+        finally:
+            for fut in waiting:
+                fut.cancel()
+            for fut in waiting:
+                with contextlib.suppress(BaseException):
+                    await fut
+    chosen = [r for r in refs if r in ready][: max(num_returns, 0)] if num_returns else []
+    picked = set(chosen)
+    return chosen, [r for r in refs if r not in picked]
+
+
+# --- actors -----------------------------------------------------------------------------------
+
+
+def create_actor(cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
+    worker = current_worker()
+    spec = cls._spec(worker, args, kwargs)  # noqa: SLF001
+    if spec.args.refs:
+        worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)
+    get_if_exists = bool(cls._options.get("get_if_exists"))  # noqa: SLF001
+    methods = cls._methods  # noqa: SLF001
+    if spec.name is not None and not worker.inbox.on_loop():
+        # Named: ask the head now, so a taken name raises here, as in Ray.
+        raw = _blocking(worker, worker.head_request(p.CreateActor(0, spec, get_if_exists)))
+        loc = msgspec.convert(raw, p.ActorLocation)
+        worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
+        return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
+    worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
+    return ActorHandle(spec.actor_id, spec.class_name, methods)
+
+
+def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
+    state = worker.actor_state(spec.actor_id)
+    created: asyncio.Future[None] = worker.loop.create_future()
+    state.creating = created
+
+    async def create() -> None:
+        try:
+            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
+            loc = msgspec.convert(raw, p.ActorLocation)
+            if loc.actor_id != spec.actor_id:
+                state.actor_id = loc.actor_id  # get_if_exists found another actor
+        except Exception as exc:  # noqa: BLE001 - the creation error is what every call reports
+            state.dead = f"creating actor {spec.class_name} failed: {exc}"
+        finally:
+            created.set_result(None)
+
+    worker.spawn(create())
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    """The handle of the live actor named ``name`` (ValueError if there is none)."""
+    worker = current_worker()
+    ns = worker.namespace if namespace is None else namespace
+    raw = _blocking(worker, worker.head_request(p.GetActor(0, name, ns)))
+    loc = msgspec.convert(raw, p.ActorLocation)
+    if loc.state == "DEAD":
+        raise ValueError(f"the actor named {name!r} is dead: {loc.death_cause}")
+    worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
+    return ActorHandle(loc.actor_id, loc.class_name, {}, loc)
+
+
+def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
+    """Stop an actor now; calls in flight fail with ActorDiedError."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"runtime.kill takes an ActorHandle, got {type(actor).__name__}")
+    worker = current_worker()
+    actor_id = actor._actor_id  # noqa: SLF001
+    msg = p.KillActor(0, actor_id, no_restart)
+    if worker.inbox.on_loop():
+        worker.spawn(worker.head_request(msg))
+    else:
+        _blocking(worker, worker.head_request(msg))
+
+
+# --- cluster state ------------------------------------------------------------------------------
+
+
+def nodes() -> list[dict[str, Any]]:
+    """Every node of the cluster, in Ray's format (NodeID, Alive, Resources, ...)."""
+    worker = current_worker()
+    raw = _blocking(worker, worker.head_request(p.ListState(0, "nodes")))
+    out = []
+    for item in raw:
+        n = msgspec.convert(item, p.NodeInfo)
+        host, _, port = n.address.rpartition(":")
+        out.append({
+            "NodeID": n.node_id,
+            "Alive": n.alive,
+            "NodeManagerAddress": host,
+            "NodeManagerPort": int(port),
+            "Resources": dict(n.resources),
+            "Available": dict(n.available),
+            "IsDriver": n.is_driver,
+            "Pid": n.pid,
+            "Labels": dict(n.labels),
+        })
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    """The total resources of all nodes."""
+    return _sum_resources("Resources")
+
+
+def available_resources() -> dict[str, float]:
+    """The resources not in use right now (as last reported by each node)."""
+    return _sum_resources("Available")
+
+
+def _sum_resources(key: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"] and not n["IsDriver"]:
+            for name, amount in n[key].items():
+                total[name] = total.get(name, 0.0) + amount
+    return {k: v for k, v in total.items() if v > 0 or key == "Available"}
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Where the calling code runs: ``runtime.get_runtime_context()``."""
+
+    node_id: str
+    job_id: str
+    namespace: str
+    actor_id: str | None
+    task_id: str | None
+    _actor_name: str | None
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_name(self) -> str | None:
+        return self._actor_name
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The node, job, actor and task of the calling code."""
+    worker = current_worker()
+    ctx = current_task.get()
+    return RuntimeContext(
+        worker.peer_id,
+        worker.job_id,
+        worker.namespace,
+        ctx.actor_id.hex() if ctx is not None and ctx.actor_id else None,
+        ctx.task_id.hex() if ctx is not None and ctx.task_id else None,
+        ctx.actor_name if ctx is not None else None,
+    )

@@ -1,0 +1,532 @@
+"""Running work on a node: tasks under the node's resource ledger, and hosted actors.
+
+``async def`` functions and methods run on the node's loop; plain ``def`` ones run on
+threads (one thread per actor unless ``max_concurrency`` > 1), so a blocking call never
+stalls the loop. An actor runs the calls it receives in arrival order, which keeps every
+caller's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from . import _protocol as p
+from . import _serialization as ser
+from ._exceptions import (
+    ActorDiedError,
+    InfeasibleError,
+    PendingCallsLimitExceeded,
+    RuntimeBaseError,
+    SerializationError,
+)
+from ._refs import ObjectRef, return_id
+from ._scheduler import LocalScheduler
+from ._threads import ThreadPool
+from ._transport import Connection, split_buffers
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+log = logging.getLogger("runtime.executor")
+
+INLINE_MAX = 100 * 1024
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What the running task or actor call is (read by get_runtime_context)."""
+
+    task_id: bytes
+    name: str
+    actor_id: bytes | None = None
+    actor_name: str | None = None
+    demand: dict[str, float] = field(default_factory=dict)
+    lent: bool = False
+
+
+current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "runtime_current_task", default=None
+)
+
+
+@dataclass(slots=True)
+class Job:
+    """One task or actor call received by this node."""
+
+    conn: Connection
+    task_id: bytes
+    name: str
+    args: p.Value
+    buffers: list[Any]
+    num_returns: int
+    fn: Callable[..., Any] | None = None
+    is_async: bool = False
+    demand: dict[str, float] = field(default_factory=dict)
+    call_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    ready: bool = True
+
+
+def encode_returns(
+    worker: Worker, task_id: bytes, result: Any, num_returns: int
+) -> tuple[list[p.Value | p.Located], list[Any]]:
+    """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
+    if num_returns == 1:
+        values = [result]
+    else:
+        if not isinstance(result, tuple | list) or len(result) != num_returns:
+            raise ValueError(
+                f"the task declared num_returns={num_returns} but returned "
+                f"{type(result).__name__} {'of length ' + str(len(result)) if isinstance(result, tuple | list) else ''}".rstrip()
+            )
+        values = list(result)
+    out: list[p.Value | p.Located] = []
+    buffers: list[Any] = []
+    for i, v in enumerate(values):
+        val, bufs = ser.serialize(v)
+        if val.refs:
+            worker.refs.pin(val.refs)
+        if ser.total_size(val) >= INLINE_MAX:
+            out.append(worker.store_value(return_id(task_id, i), val, list(bufs)))
+        else:
+            out.append(val)
+            buffers.extend(bufs)
+    return out, buffers
+
+
+def _error(exc: BaseException, name: str) -> p.Value:
+    if isinstance(exc, RuntimeBaseError):
+        return ser.error_value(exc, name)
+    tb = "".join(traceback.format_exception(exc))
+    return ser.error_value(exc, name, tb=tb)
+
+
+class Executor:
+    """Runs tasks and hosts actors for one node."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.sched = LocalScheduler(worker.resources)
+        self.functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
+        self.classes: dict[bytes, type] = {}
+        self.pool = ThreadPool("runtime-task", 64)
+        self.waiting: dict[bytes, Job] = {}
+        self.actors: dict[bytes, HostedActor] = {}
+        self._report_armed = False
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for actor in list(self.actors.values()):
+            actor.stop("the node is shutting down")
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    def on_submit_task(self, conn: Connection, msg: p.SubmitTask, raw: memoryview) -> None:
+        try:
+            fn, is_async = self._function(msg)
+            bufs, _ = split_buffers(raw, msg.args.bufs, 0)
+        except Exception as exc:
+            conn.send(p.TaskDone(msg.task_id, error=_error(exc, msg.fn_name)))
+            return
+        job = Job(conn, msg.task_id, msg.fn_name, msg.args, bufs, msg.num_returns, fn, is_async, dict(msg.resources))
+        if msg.args.refs:
+            job.ready = False
+            self.worker.spawn(self._resolve_then_queue(job))
+        else:
+            self._queue(job)
+
+    def _function(self, msg: p.SubmitTask) -> tuple[Callable[..., Any], bool]:
+        entry = self.functions.get(msg.fn_id)
+        if entry is None:
+            if msg.fn_blob is None:
+                raise RuntimeBaseError(f"node does not know function {msg.fn_name}")
+            fn = ser.loads_function(msg.fn_blob)
+            entry = self.functions[msg.fn_id] = (fn, inspect.iscoroutinefunction(fn))
+        return entry
+
+    async def _resolve_then_queue(self, job: Job) -> None:
+        try:
+            job.call_args = await self._resolve_args(job)
+        except BaseException as exc:  # noqa: BLE001 - a dependency's error is this task's error
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._done_unqueued(job, _error(exc, job.name))
+            return
+        job.ready = True
+        self._queue(job)
+
+    async def _resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = ser.deserialize_args(job.args, job.buffers)
+        if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            get = self.worker.get_async
+            args = tuple([await get(a) if isinstance(a, ObjectRef) else a for a in args])
+            kwargs = {k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _queue(self, job: Job) -> None:
+        try:
+            granted = self.sched.request(job.task_id, job.demand)
+        except InfeasibleError as exc:
+            self._done_unqueued(job, _error(exc, job.name))
+            return
+        if granted:
+            self._report()
+            self._start(job)
+        else:
+            self.waiting[job.task_id] = job
+
+    def _start(self, job: Job) -> None:
+        ctx = TaskContext(job.task_id, job.name, demand=job.demand)
+        if job.is_async:
+            self.worker.spawn(self._run_async(job, ctx))
+        else:
+            self.pool.submit(partial(self._run_sync, job, ctx))
+
+    def _run_sync(self, job: Job, ctx: TaskContext) -> None:
+        """On a pool thread: run, serialize, hand the answer to the loop."""
+        token = current_task.set(ctx)
+        try:
+            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+            assert job.fn is not None
+            result = job.fn(*args, **kwargs)
+            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
+            done = p.TaskDone(job.task_id, returns)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
+        finally:
+            current_task.reset(token)
+        self.worker.inbox.post(self._finish, job, ctx, done, bufs)
+
+    async def _run_async(self, job: Job, ctx: TaskContext) -> None:
+        current_task.set(ctx)
+        try:
+            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+            assert job.fn is not None
+            result = await job.fn(*args, **kwargs)
+            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
+            done = p.TaskDone(job.task_id, returns)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
+        self._finish(job, ctx, done, bufs)
+
+    def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
+        job.conn.send(done, bufs)
+        if job.args.refs:
+            self.worker.refs.unpin(job.args.refs)
+        if not ctx.lent:
+            self._release(job.demand)
+
+    def _done_unqueued(self, job: Job, error: p.Value) -> None:
+        job.conn.send(p.TaskDone(job.task_id, error=error))
+        if job.args.refs:
+            self.worker.refs.unpin(job.args.refs)
+
+    def _release(self, demand: dict[str, float]) -> None:
+        if not demand:
+            return
+        for key in self.sched.release(demand):
+            job = self.waiting.pop(key)  # type: ignore[call-overload]
+            self._start(job)
+        self._report()
+
+    def lend(self, ctx: TaskContext) -> None:
+        """The task blocks in get(): let others use its resources meanwhile (loop)."""
+        if ctx.demand and not ctx.lent:
+            ctx.lent = True
+            self._release(ctx.demand)
+
+    def take_back(self, ctx: TaskContext) -> None:
+        if ctx.lent:
+            ctx.lent = False
+            self.sched.reacquire(ctx.demand)
+            self._report()
+
+    def _report(self) -> None:
+        if not self._report_armed:
+            self._report_armed = True
+            self.worker.loop.call_later(0.005, self._send_report)
+
+    def _send_report(self) -> None:
+        self._report_armed = False
+        worker = self.worker
+        msg = p.ReportResources(worker.peer_id, dict(self.sched.available))
+        if worker.head is not None:
+            worker.head.on_report(msg)
+        else:
+            conn = worker._head_conn  # noqa: SLF001 - the worker's own head link
+            if conn is not None:
+                conn.send(msg)
+
+    def peer_lost(self, peer: str) -> None:
+        """Drop queued work from a caller that went away."""
+        for key, job in list(self.waiting.items()):
+            if job.conn.peer_id == peer:
+                self.sched.cancel(key)
+                del self.waiting[key]
+
+    # --- actors ------------------------------------------------------------------------------
+
+    def on_control(self, conn: Connection, msg: p.Message) -> None:
+        match msg:
+            case p.CreateActor(rid=rid, spec=spec):
+                try:
+                    self.create_actor(spec)
+                    self.worker.reply(conn, rid, True)
+                except Exception as exc:
+                    self.worker.reply(conn, rid, error=exc)
+            case p.KillActor(rid=rid, actor_id=actor_id):
+                self.kill_actor(actor_id, "the actor was killed with runtime.kill")
+                self.worker.reply(conn, rid, True)
+
+    def create_actor(self, spec: p.ActorSpec) -> None:
+        """Reserve the actor's resources here and start its constructor (loop)."""
+        if spec.actor_id in self.actors:
+            return
+        if not self.sched.try_take(spec.resources):
+            raise ActorUnavailable("no room on this node now")
+        self._report()
+        cls = self.classes.get(spec.cls_id)
+        if cls is None:
+            cls = self.classes[spec.cls_id] = ser.loads_function(spec.cls_blob)
+        actor = HostedActor(self, spec, cls)
+        self.actors[spec.actor_id] = actor
+        actor.start()
+
+    def kill_actor(self, actor_id: bytes, reason: str) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.stop(reason)
+
+    def actor_stopped(self, actor: HostedActor, reason: str) -> None:
+        if self.actors.pop(actor.spec.actor_id, None) is None:
+            return
+        self._release(dict(actor.spec.resources))
+        msg = p.ActorGone(actor.spec.actor_id, reason)
+        worker = self.worker
+        if worker.head is not None:
+            worker.head.on_message(None, msg)
+        elif (conn := worker._head_conn) is not None:  # noqa: SLF001
+            conn.send(msg)
+
+    def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        actor = self.actors.get(msg.actor_id)
+        if actor is None:
+            conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
+                ActorDiedError, f"actor {msg.actor_id.hex()} is not alive on this node")))
+            return
+        actor.on_call(conn, msg, raw)
+
+
+class ActorUnavailable(RuntimeBaseError):
+    """A node has no room for an actor right now (the head tries again later)."""
+
+
+STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
+
+
+class HostedActor:
+    """One actor instance on this node with its mailbox."""
+
+    def __init__(self, executor: Executor, spec: p.ActorSpec, cls: type) -> None:
+        self.executor = executor
+        self.worker = executor.worker
+        self.spec = spec
+        self.cls = cls
+        self.instance: Any = None
+        self.state = STARTING
+        self.death: p.Value | None = None
+        self.is_async = spec.is_async
+        self.max_async = spec.max_concurrency
+        threads = 1 if spec.is_async else spec.max_concurrency
+        self.pool = ThreadPool(f"actor-{spec.class_name}", threads)
+        self.mailbox: deque[Job] = deque()
+        self.running_async = 0
+        self.method_kinds: dict[str, bool] = {}
+        self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
+
+    def start(self) -> None:
+        if self.spec.args.refs:
+            self.worker.spawn(self._resolve_then_construct())
+        else:
+            self.pool.submit(partial(self._construct, None))
+
+    async def _resolve_then_construct(self) -> None:
+        job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
+        try:
+            call_args = await self.executor._resolve_args(job)  # noqa: SLF001
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._constructed(None, _error(exc, f"{self.spec.class_name}.__init__"))
+            return
+        self.pool.submit(partial(self._construct, call_args))
+
+    def _construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+        token = current_task.set(self.ctx)
+        try:
+            args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
+            instance = self.cls(*args, **kwargs)
+            error = None
+        except BaseException as exc:  # noqa: BLE001 - the constructor's error kills the actor
+            instance, error = None, _error(exc, f"{self.spec.class_name}.__init__")
+        finally:
+            current_task.reset(token)
+        self.worker.inbox.post(self._constructed, instance, error)
+
+    def _constructed(self, instance: Any, error: p.Value | None) -> None:
+        if self.state == DEAD:
+            return
+        if error is not None:
+            self.death = error
+            self.stop("the actor's constructor raised")
+            return
+        self.instance = instance
+        self.state = ALIVE
+        self._pump()
+
+    def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        if self.state == DEAD:
+            conn.send(p.TaskDone(msg.task_id, error=self._death_value()))
+            return
+        limit = self.spec.max_pending_calls
+        if limit >= 0 and len(self.mailbox) >= limit:
+            conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
+                PendingCallsLimitExceeded,
+                f"actor {self.spec.class_name} has {len(self.mailbox)} calls waiting "
+                f"(max_pending_calls={limit})")))
+            return
+        try:
+            bufs, _ = split_buffers(raw, msg.args.bufs, 0)
+        except Exception as exc:
+            conn.send(p.TaskDone(msg.task_id, error=_error(exc, msg.method)))
+            return
+        job = Job(conn, msg.task_id, msg.method, msg.args, bufs, msg.num_returns)
+        self.mailbox.append(job)
+        if msg.args.refs:
+            job.ready = False
+            self.worker.spawn(self._resolve(job))
+        elif len(self.mailbox) == 1:
+            self._pump()
+
+    async def _resolve(self, job: Job) -> None:
+        try:
+            job.call_args = await self.executor._resolve_args(job)  # noqa: SLF001
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            job.fn = _raiser(exc)
+        job.ready = True
+        self._pump()
+
+    def _pump(self) -> None:
+        mailbox = self.mailbox
+        while mailbox and self.state == ALIVE:
+            job = mailbox[0]
+            if not job.ready:
+                return
+            if job.fn is None:
+                try:
+                    job.fn, job.is_async = self._method(job.name)
+                except AttributeError as exc:
+                    job.fn = _raiser(exc)
+            if job.is_async:
+                if self.running_async >= self.max_async:
+                    return
+                mailbox.popleft()
+                self.running_async += 1
+                self.worker.spawn(self._run_async(job))
+            else:
+                mailbox.popleft()
+                self.pool.submit(partial(self._run_sync, job))
+
+    def _method(self, name: str) -> tuple[Callable[..., Any], bool]:
+        fn = getattr(self.instance, name)
+        kind = self.method_kinds.get(name)
+        if kind is None:
+            kind = self.method_kinds[name] = inspect.iscoroutinefunction(fn)
+        return fn, kind
+
+    def _run_sync(self, job: Job) -> None:
+        ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
+        token = current_task.set(ctx)
+        try:
+            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+            assert job.fn is not None
+            result = job.fn(*args, **kwargs)
+            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
+            done = p.TaskDone(job.task_id, returns)
+        except BaseException as exc:  # noqa: BLE001
+            done, bufs = p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")), []
+        finally:
+            current_task.reset(token)
+        self.worker.inbox.post(self._finish, job, done, bufs)
+
+    async def _run_async(self, job: Job) -> None:
+        current_task.set(TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name))
+        try:
+            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+            assert job.fn is not None
+            result = await job.fn(*args, **kwargs)
+            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
+            done = p.TaskDone(job.task_id, returns)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            done, bufs = p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")), []
+        self.running_async -= 1
+        self._finish(job, done, bufs)
+        if self.mailbox:
+            self._pump()
+
+    def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+        if self.state == DEAD:
+            done, bufs = p.TaskDone(job.task_id, error=self._death_value(may_have_run=True)), []
+        job.conn.send(done, bufs)
+        if job.args.refs:
+            self.worker.refs.unpin(job.args.refs)
+
+    def _death_value(self, *, may_have_run: bool = False) -> p.Value:
+        if self.death is not None:
+            return self.death
+        suffix = "; the call may have run" if may_have_run else ""
+        return ser.system_error_value(ActorDiedError, f"actor {self.spec.class_name} is dead: {self._reason}{suffix}")
+
+    _reason = "it was stopped"
+
+    def stop(self, reason: str) -> None:
+        if self.state == DEAD:
+            return
+        self.state = DEAD
+        self._reason = reason
+        mailbox, self.mailbox = self.mailbox, deque()
+        for job in mailbox:
+            job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
+        self.pool.shutdown()
+        self.executor.actor_stopped(self, reason if self.death is None else _death_text(self.death))
+
+
+def _death_text(value: p.Value) -> str:
+    try:
+        return str(ser.error_from_value(value))
+    except Exception:  # noqa: BLE001
+        return "the actor's constructor raised"
+
+
+def _raiser(exc: BaseException) -> Callable[..., Any]:
+    def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return raise_it
+
+
+__all__ = ["Executor", "HostedActor", "TaskContext", "current_task", "encode_returns", "SerializationError"]

@@ -1,0 +1,342 @@
+"""The control plane, kept by the head node: members, the actor directory, names, a KV store.
+
+It is never on the per-call path: callers ask it where an actor lives once, then talk to
+that node directly. Actors are placed here, from one consistent view of free resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import _protocol as p
+from ._exceptions import InfeasibleError, RuntimeBaseError
+from ._scheduler import fits, pick_actor_node
+
+if TYPE_CHECKING:
+    from ._transport import Connection
+    from ._worker import Worker
+
+log = logging.getLogger("runtime.head")
+
+PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
+
+
+@dataclass(slots=True)
+class ActorRecord:
+    spec: p.ActorSpec
+    state: str = PENDING
+    node_id: str = ""
+    address: str = ""
+    death_cause: str | None = None
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    created_at: float = field(default_factory=time.time)
+
+    def location(self) -> p.ActorLocation:
+        s = self.spec
+        return p.ActorLocation(
+            s.actor_id, self.node_id, self.address, self.state, s.class_name, s.name,
+            s.namespace, s.max_concurrency, s.is_async, self.death_cause,
+        )
+
+
+class Head:
+    """Control-plane state plus the handlers that change it (on the head's loop)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.nodes: dict[str, p.NodeInfo] = {}
+        self.actors: dict[bytes, ActorRecord] = {}
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.pending: deque[bytes] = deque()
+        self.kv: dict[tuple[str, str], bytes] = {}
+        self._view_armed = False
+        self._placing = False
+
+    # --- members ---------------------------------------------------------------------------
+
+    def register_local(self, info: p.NodeInfo) -> None:
+        self.nodes[info.node_id] = info
+        self.worker._set_view(list(self.nodes.values()))  # noqa: SLF001
+
+    def _broadcast_view(self) -> None:
+        if not self._view_armed:
+            self._view_armed = True
+            self.worker.loop.call_later(0.01, self._send_view)
+
+    def _send_view(self) -> None:
+        self._view_armed = False
+        nodes = list(self.nodes.values())
+        self.worker._set_view(nodes)  # noqa: SLF001
+        msg = p.ClusterView(nodes)
+        for node_id in self.nodes:
+            conn = self.worker.conns.get(node_id)
+            if conn is not None:
+                conn.send(msg)
+
+    def on_report(self, msg: p.ReportResources) -> None:
+        info = self.nodes.get(msg.node_id)
+        if info is not None:
+            info.available = msg.available
+            self._broadcast_view()
+            if self.pending:
+                self._place_pending()
+
+    def peer_lost(self, peer: str) -> None:
+        info = self.nodes.pop(peer, None)
+        if info is None:
+            return
+        for record in list(self.actors.values()):
+            if record.state == DEAD:
+                continue
+            if record.node_id == peer and not info.is_driver:
+                self._mark_dead(record, f"the actor's node {peer} died")
+            elif record.spec.owner_id == peer and not record.spec.detached:
+                self._kill(record, f"its owner {peer} exited (the actor is not detached)")
+        self._broadcast_view()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def on_message(self, conn: Connection | None, msg: p.Message) -> None:
+        match msg:
+            case p.ReportResources():
+                self.on_report(msg)
+            case p.ActorGone(actor_id=actor_id, reason=reason):
+                record = self.actors.get(actor_id)
+                if record is not None and record.state != DEAD:
+                    self._mark_dead(record, reason)
+            case _ if conn is not None and hasattr(msg, "rid"):
+                self.worker.spawn(self._serve(conn, msg))
+            case _:
+                log.warning("head ignores %s", type(msg).__name__)
+
+    async def _serve(self, conn: Connection, msg: Any) -> None:
+        reply = await self.handle_local(msg, conn)
+        conn.send(reply)
+
+    async def handle_local(self, msg: Any, conn: Connection | None = None) -> p.Reply:
+        rid = msg.rid
+        try:
+            value = await self._handle(msg, conn)
+            return p.Reply(rid, value=value)
+        except (RuntimeBaseError, ValueError, KeyError, TypeError) as exc:
+            return p.Reply(rid, error=str(exc), error_type=type(exc).__name__)
+
+    async def _handle(self, msg: Any, conn: Connection | None) -> Any:
+        match msg:
+            case p.RegisterNode(info=info):
+                self.nodes[info.node_id] = info
+                self._send_view()
+                if self.pending:
+                    self._place_pending()
+                return True
+            case p.CreateActor(spec=spec, get_if_exists=get_if_exists):
+                return self._create_actor(spec, get_if_exists)
+            case p.GetActor(name=name, namespace=namespace, actor_id=actor_id, wait=wait):
+                return await self._get_actor(name, namespace, actor_id, wait)
+            case p.KillActor(actor_id=actor_id):
+                record = self.actors.get(actor_id)
+                if record is None:
+                    raise ValueError(f"no actor {actor_id.hex()}")
+                self._kill(record, "the actor was killed with runtime.kill")
+                return True
+            case p.ListState(what=what):
+                return self._list(what)
+            case p.KvOp():
+                return self._kv(msg)
+            case p.StopCluster():
+                self.worker.loop.call_later(0.05, self.stop_cluster)
+                return True
+            case _:
+                raise ValueError(f"the head does not handle {type(msg).__name__}")
+
+    # --- actors ------------------------------------------------------------------------------
+
+    def _create_actor(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
+        if spec.name:
+            key = (spec.namespace, spec.name)
+            existing = self.names.get(key)
+            if existing is not None:
+                if get_if_exists:
+                    return self.actors[existing].location()
+                raise ValueError(
+                    f"an actor named {spec.name!r} already exists in namespace {spec.namespace!r}"
+                    " (use get_if_exists=True to get it)"
+                )
+        _, feasible = pick_actor_node(self.nodes.values(), spec.resources, {}, **_affinity(spec))
+        if not feasible:
+            raise InfeasibleError(
+                f"no node in the cluster can ever host actor {spec.class_name} with resources "
+                f"{dict(spec.resources)}; start a node with those resources or lower the request"
+            )
+        record = ActorRecord(spec)
+        self.actors[spec.actor_id] = record
+        if spec.name:
+            self.names[(spec.namespace, spec.name)] = spec.actor_id
+        self.pending.append(spec.actor_id)
+        self._place_pending()
+        return record.location()
+
+    def _place_pending(self) -> None:
+        if self._placing:
+            return
+        self._placing = True
+        self.worker.spawn(self._placer())
+
+    async def _placer(self) -> None:
+        try:
+            while self.pending:
+                made_progress = False
+                for _ in range(len(self.pending)):
+                    actor_id = self.pending.popleft()
+                    record = self.actors.get(actor_id)
+                    if record is None or record.state != PENDING:
+                        continue
+                    if await self._try_place(record):
+                        made_progress = True
+                    elif record.state == PENDING:
+                        self.pending.append(actor_id)
+                if not made_progress:
+                    return  # wait for a resource report or a new node
+        finally:
+            self._placing = False
+
+    async def _try_place(self, record: ActorRecord) -> bool:
+        spec = record.spec
+        counts: dict[str, int] = {}
+        for r in self.actors.values():
+            if r.state == ALIVE:
+                counts[r.node_id] = counts.get(r.node_id, 0) + 1
+        node_id, feasible = pick_actor_node(self.nodes.values(), spec.resources, counts, **_affinity(spec))
+        if not feasible:
+            self._mark_dead(record, f"no node can host the actor's resources {dict(spec.resources)} any more")
+            return False
+        if node_id is None:
+            return False
+        info = self.nodes[node_id]
+        try:
+            if node_id == self.worker.peer_id:
+                assert self.worker.executor is not None
+                self.worker.executor.create_actor(spec)
+            else:
+                conn = await self.worker.connect_peer(node_id, info.address)
+                from ._worker import unwrap_reply
+
+                unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+        except Exception as exc:  # noqa: BLE001 - no room after all, or the node is gone
+            log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
+            if fits(spec.resources, info.available):
+                # Our view was stale: take the resources off until the node reports.
+                info.available = {k: v - spec.resources.get(k, 0.0) for k, v in info.available.items()}
+            return False
+        if record.state != PENDING:  # killed while being placed
+            self._stop_on_node(node_id, spec.actor_id)
+            return True
+        record.state, record.node_id, record.address = ALIVE, node_id, info.address
+        for k, v in spec.resources.items():
+            info.available[k] = info.available.get(k, 0.0) - v
+        self._wake(record)
+        return True
+
+    async def _get_actor(self, name: str, namespace: str, actor_id: bytes, wait: bool) -> Any:
+        if actor_id:
+            record = self.actors.get(actor_id)
+        else:
+            aid = self.names.get((namespace, name))
+            record = self.actors.get(aid) if aid is not None else None
+        if record is None:
+            what = f"named {name!r} in namespace {namespace!r}" if name else actor_id.hex()
+            raise ValueError(f"no actor {what}")
+        if wait and record.state == PENDING:
+            fut: asyncio.Future[None] = self.worker.loop.create_future()
+            record.waiters.append(fut)
+            await fut
+        return record.location()
+
+    def _wake(self, record: ActorRecord) -> None:
+        waiters, record.waiters = record.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _mark_dead(self, record: ActorRecord, reason: str) -> None:
+        record.state, record.death_cause = DEAD, reason
+        s = record.spec
+        if s.name and self.names.get((s.namespace, s.name)) == s.actor_id:
+            del self.names[(s.namespace, s.name)]
+        self._wake(record)
+
+    def _kill(self, record: ActorRecord, reason: str) -> None:
+        node_id = record.node_id
+        was_alive = record.state == ALIVE
+        self._mark_dead(record, reason)
+        if was_alive:
+            self._stop_on_node(node_id, record.spec.actor_id)
+
+    def _stop_on_node(self, node_id: str, actor_id: bytes) -> None:
+        if node_id == self.worker.peer_id:
+            if self.worker.executor is not None:
+                self.worker.executor.kill_actor(actor_id, "the actor was killed")
+            return
+        conn = self.worker.conns.get(node_id)
+        if conn is not None:
+            conn.send(p.KillActor(0, actor_id))
+
+    # --- state listing, KV, stop ---------------------------------------------------------------
+
+    def _list(self, what: str) -> Any:
+        if what == "nodes":
+            return [msgspec.to_builtins(n) for n in self.nodes.values()]
+        if what == "actors":
+            return [
+                {
+                    "actor_id": r.spec.actor_id.hex(),
+                    "class_name": r.spec.class_name,
+                    "name": r.spec.name,
+                    "namespace": r.spec.namespace,
+                    "state": r.state,
+                    "node_id": r.node_id,
+                    "death_cause": r.death_cause,
+                    "detached": r.spec.detached,
+                }
+                for r in self.actors.values()
+            ]
+        raise ValueError(f"cannot list {what!r}: choose nodes or actors")
+
+    def _kv(self, msg: p.KvOp) -> Any:
+        key = (msg.namespace, msg.key)
+        match msg.op:
+            case "put":
+                if not msg.overwrite and key in self.kv:
+                    return False
+                assert msg.value is not None
+                self.kv[key] = msg.value
+                return True
+            case "get":
+                return self.kv.get(key)
+            case "del":
+                return self.kv.pop(key, None) is not None
+            case "keys":
+                return [k for ns, k in self.kv if ns == msg.namespace and k.startswith(msg.key)]
+        raise ValueError(f"unknown KV operation {msg.op!r}")
+
+    def stop_cluster(self) -> None:
+        for node_id in self.nodes:
+            conn = self.worker.conns.get(node_id)
+            if conn is not None:
+                conn.send(p.Shutdown("the cluster was stopped"))
+        if self.worker.on_head_lost is not None:
+            self.worker.loop.call_later(0.05, self.worker.on_head_lost)
+
+
+def _affinity(spec: p.ActorSpec) -> dict[str, Any]:
+    strategy = spec.strategy
+    if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "node":
+        return {"affinity": strategy[1], "soft": bool(strategy[2])}
+    return {}

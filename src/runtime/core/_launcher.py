@@ -1,0 +1,241 @@
+"""Starting node processes: a local mesh for ``runtime.init()``, and the on-disk traces
+(state directory, token file, ``head.json``) that let ``address="auto"`` find a head.
+
+Every child gets the read end of a pipe whose write end only its parent holds; when the
+parent dies, even by ``kill -9``, the pipe reads EOF and the child exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def base_dir() -> str:
+    """Where heads started on this host leave their traces (``$RUNTIME_TMPDIR`` overrides)."""
+    return os.environ.get("RUNTIME_TMPDIR") or os.path.join(tempfile.gettempdir(), f"runtime-{os.getuid()}")
+
+
+def new_state_dir() -> str:
+    base = base_dir()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
+
+
+def write_token(state_dir: str, token: bytes) -> str:
+    path = os.path.join(state_dir, "token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.hex())
+    return path
+
+
+def read_token_file(path: str) -> bytes:
+    with open(path) as f:
+        text = f.read().strip()
+    if not text:
+        raise ValueError(f"the token file {path} is empty")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode()
+
+
+def parse_token(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode()
+
+
+def head_file() -> str:
+    return os.path.join(base_dir(), "head.json")
+
+
+def write_head_file(address: str, state_dir: str) -> None:
+    os.makedirs(base_dir(), mode=0o700, exist_ok=True)
+    tmp = head_file() + f".{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"address": address, "state_dir": state_dir, "pid": os.getpid()}, f)
+    os.replace(tmp, head_file())
+
+
+def remove_head_file() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        with open(head_file()) as f:
+            if json.load(f).get("pid") == os.getpid():
+                os.unlink(head_file())
+
+
+def find_local_head() -> dict[str, Any]:
+    """The head started on this host by ``python -m runtime.node --head``."""
+    try:
+        with open(head_file()) as f:
+            info: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        raise ConnectionError(
+            f"address='auto' found no head on this host (no {head_file()}); "
+            "start one with `python -m runtime.node --head`"
+        ) from None
+    pid = int(info.get("pid", 0))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ConnectionError(f"the head recorded in {head_file()} (pid {pid}) is not running") from None
+    except PermissionError:
+        pass
+    return info
+
+
+def resolve_token(explicit: str | bytes | None, *, state_dir: str | None = None) -> bytes | None:
+    """The cluster token: argument, $RUNTIME_AUTH_TOKEN, $RUNTIME_AUTH_TOKEN_FILE, or a state dir's."""
+    if explicit is not None:
+        return explicit if isinstance(explicit, bytes) else parse_token(explicit)
+    env = os.environ.get("RUNTIME_AUTH_TOKEN")
+    if env:
+        return parse_token(env)
+    path = os.environ.get("RUNTIME_AUTH_TOKEN_FILE")
+    if path:
+        return read_token_file(path)
+    if state_dir is not None:
+        candidate = os.path.join(state_dir, "token")
+        if os.path.exists(candidate):
+            return read_token_file(candidate)
+    return None
+
+
+def new_token() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def parent_pipe() -> tuple[int, int]:
+    """(read end for children, write end the parent keeps, never inherited)."""
+    r, w = os.pipe()
+    os.set_inheritable(w, False)
+    return r, w
+
+
+@dataclass
+class LocalMesh:
+    """The processes of a mesh this process started; :meth:`stop` ends them all."""
+
+    head_address: str
+    state_dir: str
+    token: bytes
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    death_pipe_w: int = -1
+    owns_state_dir: bool = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.death_pipe_w >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.death_pipe_w)
+            self.death_pipe_w = -1
+        if self.owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def alive(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+
+def node_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runtime.node", *args]
+
+
+def start_local_mesh(
+    node_resources: list[dict[str, float]],
+    *,
+    log_to_driver: bool = True,
+    env: dict[str, str] | None = None,
+) -> LocalMesh:
+    """Start a head (no CPUs) and one node per entry of ``node_resources``, all at once.
+
+    The head's listening socket is bound here and handed down, so the nodes can be
+    started at the same moment as the head and connect as soon as it runs.
+    """
+    state_dir = new_state_dir()
+    token = new_token()
+    token_path = write_token(state_dir, token)
+    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    address = "{}:{}".format(*sock.getsockname()[:2])
+    r, w = parent_pipe()
+    child_env = dict(os.environ if env is None else env)
+    child_env.pop("RUNTIME_AUTH_TOKEN", None)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    out: Any = None
+    if not log_to_driver:
+        out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it
+    mesh = LocalMesh(address, state_dir, token, death_pipe_w=w)
+    common = ["--parent-fd", str(r), "--token-file", token_path, "--state-dir", state_dir]
+    try:
+        mesh.procs.append(
+            subprocess.Popen(
+                node_command("--head", "--listen-fd", str(sock.fileno()), "--num-cpus", "0",
+                             "--no-head-file", *common),
+                pass_fds=(sock.fileno(), r), env=child_env, stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+        for res in node_resources:
+            res = dict(res)
+            cpus = res.pop("CPU", 0.0)
+            gpus = res.pop("GPU", 0.0)
+            mesh.procs.append(
+                subprocess.Popen(
+                    node_command("--address", address, "--num-cpus", _num(cpus), "--num-gpus", _num(gpus),
+                                 "--resources", json.dumps(res), *common),
+                    pass_fds=(r,), env=child_env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                )
+            )
+    except BaseException:
+        mesh.stop()
+        raise
+    finally:
+        sock.close()
+        os.close(r)
+        if out is not None:
+            out.close()
+    return mesh
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def split_resources(
+    num_nodes: int, num_gpus: float, resources: dict[str, float] | None
+) -> list[dict[str, float]]:
+    """Resources per node of a local mesh: one CPU each, GPUs one per node from the first,
+    custom resources on the first node."""
+    out: list[dict[str, float]] = [{"CPU": 1.0} for _ in range(num_nodes)]
+    left = float(num_gpus or 0)
+    i = 0
+    while left > 0 and num_nodes:
+        share = min(1.0, left) if i < num_nodes - 1 else left
+        out[i]["GPU"] = out[i].get("GPU", 0.0) + share
+        left -= share
+        i += 1
+    if resources and num_nodes:
+        out[0].update(resources)
+    return out

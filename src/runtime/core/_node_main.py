@@ -1,0 +1,258 @@
+"""``python -m runtime.node``: run one node process, or a supervisor of several."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import uvloop
+
+from . import _launcher as launcher
+from ._worker import Worker
+
+log = logging.getLogger("runtime.node")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m runtime.node",
+        description="Start a head (--head) or join a cluster (--address HOST:PORT).",
+    )
+    role = ap.add_mutually_exclusive_group(required=True)
+    role.add_argument("--head", action="store_true", help="start a head node")
+    role.add_argument("--address", help="HOST:PORT of the head to join (or 'auto')")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=None, help="port to listen on (head default 6380)")
+    ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of this node (default 1)")
+    ap.add_argument("--num-gpus", type=float, default=0.0, help="GPUs of this node")
+    ap.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"x": 1}\'')
+    ap.add_argument("--token-file", help="file holding the cluster token")
+    ap.add_argument("--state-dir", help="directory for the token, logs and state")
+    ap.add_argument("--dashboard-port", type=int, default=None, help="(reserved) dashboard port")
+    ap.add_argument("--procs", type=int, default=1, help="start N node processes under a supervisor")
+    ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resources(args: argparse.Namespace) -> dict[str, float]:
+    try:
+        custom = json.loads(args.resources)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--resources is not valid JSON: {exc}") from None
+    if not isinstance(custom, dict) or not all(isinstance(v, int | float) for v in custom.values()):
+        raise SystemExit('--resources must be a JSON object of numbers, e.g. \'{"x": 1}\'')
+    res = {"CPU": float(1 if args.num_cpus is None else args.num_cpus)}
+    if args.num_gpus:
+        res["GPU"] = float(args.num_gpus)
+    res.update({str(k): float(v) for k, v in custom.items()})
+    return {k: v for k, v in res.items() if v > 0}
+
+
+def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | None, bool]:
+    """(token, given explicitly)."""
+    if args.token_file:
+        return launcher.read_token_file(args.token_file), True
+    tok = launcher.resolve_token(None)
+    if tok is not None:
+        return tok, True
+    if args.address:
+        try:
+            head = launcher.find_local_head()
+        except ConnectionError:
+            return None, False
+        if args.address in ("auto", head["address"]):
+            return launcher.resolve_token(None, state_dir=head["state_dir"]), False
+    return None, False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.procs > 1:
+        return supervise(args, argv if argv is not None else sys.argv[1:])
+    if args.address == "auto":
+        try:
+            args.address = launcher.find_local_head()["address"]
+        except ConnectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    state_dir = args.state_dir
+    token, explicit = _token(args, state_dir)
+    if not _is_loopback(args.host) and not explicit:
+        print(
+            f"error: refusing to listen on {args.host} without a cluster token: pass --token-file "
+            "or set RUNTIME_AUTH_TOKEN (a non-loopback node must never run unauthenticated)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.head:
+        if state_dir is None:
+            state_dir = launcher.new_state_dir()
+        if token is None:
+            token = launcher.new_token()
+            launcher.write_token(state_dir, token)
+    elif token is None:
+        print("error: no cluster token: pass --token-file or set RUNTIME_AUTH_TOKEN", file=sys.stderr)
+        return 2
+    resources = _resources(args)
+    try:
+        uvloop.run(_serve(args, token, resources, state_dir))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(args: argparse.Namespace, token: bytes, resources: dict[str, float], state_dir: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.parent_fd is not None:
+        fd = args.parent_fd
+
+        def parent_gone() -> None:
+            with contextlib.suppress(OSError):
+                if os.read(fd, 1):
+                    return
+            loop.remove_reader(fd)
+            stop.set()
+
+        loop.add_reader(fd, parent_gone)
+    listen = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    port = args.port if args.port is not None else (6380 if args.head else 0)
+    worker = Worker(
+        role="head" if args.head else "node",
+        token=token,
+        host=args.host,
+        port=port,
+        listen_sock=listen,
+        head_address=args.address,
+        resources=resources,
+        state_dir=state_dir,
+    )
+    worker.on_head_lost = stop.set
+    await worker.start()
+    if args.head:
+        if not args.no_head_file:
+            assert state_dir is not None
+            launcher.write_head_file(worker.address, state_dir)
+        if args.listen_fd is None:
+            print(f"runtime head listening on {worker.address} (state in {state_dir})", flush=True)
+            print(f"join with: python -m runtime.node --address {worker.address}", flush=True)
+            print("connect with: runtime.init(address='auto')", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        if args.head and not args.no_head_file:
+            launcher.remove_head_file()
+        await worker.aclose()
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``--procs`` node processes and restart the ones that crash."""
+    child_args = _strip(argv, "--procs")
+    head_sock: socket.socket | None = None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    r, w = launcher.parent_pipe()
+    specs: list[tuple[list[str], tuple[int, ...]]] = []
+    if args.head:
+        head_sock = socket.create_server((args.host, args.port if args.port is not None else 6380), backlog=1024)
+        address = "{}:{}".format(*head_sock.getsockname()[:2])
+        specs.append((child_args + ["--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),)))
+        node_args = [a for a in _strip(_strip(child_args, "--port"), "--head")]
+        for _ in range(args.procs - 1):
+            specs.append((node_args + ["--address", address], ()))
+    else:
+        specs.extend((child_args, ()) for _ in range(args.procs))
+    procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
+    restarts: list[list[float]] = [[] for _ in specs]
+
+    def start(i: int) -> None:
+        extra, fds = specs[i]
+        procs[i] = subprocess.Popen(
+            launcher.node_command(*extra, "--parent-fd", str(r)), pass_fds=(r, *fds)
+        )
+
+    for i in range(len(specs)):
+        start(i)
+        if i == 0 and args.head:
+            time.sleep(0)  # the socket is already listening: nodes can start at once
+    code = 0
+    try:
+        while not stop.wait(0.5):
+            for i, proc in enumerate(procs):
+                if proc is None or proc.poll() is None:
+                    continue
+                if proc.returncode == 0 or (i == 0 and args.head):
+                    stop.set()
+                    code = proc.returncode
+                    break
+                now = time.monotonic()
+                restarts[i] = [t for t in restarts[i] if now - t < 60] + [now]
+                if len(restarts[i]) > 5:
+                    print(f"node process {i} crashed 5 times in a minute; giving up", file=sys.stderr)
+                    stop.set()
+                    code = 1
+                    break
+                print(f"node process {i} exited with {proc.returncode}; restarting", file=sys.stderr)
+                start(i)
+    finally:
+        for proc in procs:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            if proc is not None:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        os.close(w)
+        if head_sock is not None:
+            head_sock.close()
+    return code
+
+
+def _strip(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``; bare for --head)."""
+    out: list[str] = []
+    skip = False
+    takes_value = flag not in ("--head",)
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = takes_value
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out
+
+

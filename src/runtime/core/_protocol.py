@@ -1,0 +1,325 @@
+"""The wire protocol: every message two peers exchange, as one tagged union of structs.
+
+A frame is ``[u32 body length][u32 header length][msgpack header][raw buffers...]``.
+The header is one of the structs below, encoded by msgspec as a tagged array. The raw
+buffers that follow it are the out-of-band buffers (pickle protocol 5) of the user
+values the message carries, in the order the values appear; each :class:`Value`
+records the sizes of its own buffers, so big numpy arrays are never re-encoded.
+
+Decoding is strict: an unknown tag, a missing or extra field, or a wrong type raises
+:class:`~runtime.core._exceptions.ProtocolError` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from ._exceptions import ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+#: Largest frame a peer may send; checked before anything is allocated for it.
+MAX_FRAME_SIZE: Final = 1 << 31
+PREFIX_SIZE: Final = 8
+
+
+class _Msg(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=False):
+    """Base of every message."""
+
+
+# --- user values -------------------------------------------------------------------
+
+
+class Value(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=100):
+    """A serialized user value: ``kind`` says how ``data`` is encoded (see _serialization).
+
+    ``bufs`` are the sizes of the value's out-of-band buffers that follow the header.
+    ``refs`` lists the object refs nested in the value: (object id, owner id, owner address).
+    """
+
+    kind: int
+    data: bytes
+    bufs: list[int] = []
+    refs: list[tuple[bytes, str, str]] = []
+
+
+class Located(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=101):
+    """A value that stays in the store of ``node_id`` (at ``address``) until fetched."""
+
+    node_id: str
+    address: str
+    size: int
+
+
+# --- handshake (the only messages accepted before authentication) ------------------
+
+
+class Hello(_Msg, tag=1):
+    version: int
+    peer_id: str
+    nonce: bytes
+
+
+class Challenge(_Msg, tag=2):
+    peer_id: str
+    nonce: bytes
+    mac: bytes
+
+
+class Proof(_Msg, tag=3):
+    mac: bytes
+
+
+class Welcome(_Msg, tag=4):
+    pass
+
+
+class Refused(_Msg, tag=5):
+    reason: str
+
+
+# --- generic replies ----------------------------------------------------------------
+
+
+class Reply(_Msg, tag=10):
+    """Answer to a request carrying ``rid``: ``error`` set, or ``value`` (msgpack data)."""
+
+    rid: int
+    error: str | None = None
+    error_type: str | None = None
+    value: Any = None
+
+
+# --- control plane (to and from the head) -------------------------------------------
+
+
+class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    node_id: str
+    address: str
+    is_driver: bool
+    resources: dict[str, float]
+    available: dict[str, float]
+    pid: int
+    alive: bool = True
+    labels: dict[str, str] = {}
+
+
+class RegisterNode(_Msg, tag=20):
+    rid: int
+    info: NodeInfo
+
+
+class ClusterView(_Msg, tag=21):
+    """The head's view of every member, pushed to members when it changes."""
+
+    nodes: list[NodeInfo]
+
+
+class ReportResources(_Msg, tag=22):
+    node_id: str
+    available: dict[str, float]
+
+
+class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    actor_id: bytes
+    class_name: str
+    cls_id: bytes
+    cls_blob: bytes
+    args: Value
+    resources: dict[str, float]
+    owner_id: str
+    name: str | None = None
+    namespace: str = ""
+    detached: bool = False
+    max_concurrency: int = 1
+    is_async: bool = False
+    strategy: Any = None
+    max_pending_calls: int = -1
+
+
+class CreateActor(_Msg, tag=23):
+    """Driver/node -> head: place this actor; head -> node: start it here."""
+
+    rid: int
+    spec: ActorSpec
+    get_if_exists: bool = False
+
+
+class GetActor(_Msg, tag=24):
+    """Look an actor up by name (in a namespace) or by id; ``wait`` until it is placed."""
+
+    rid: int
+    name: str
+    namespace: str
+    actor_id: bytes = b""
+    wait: bool = False
+
+
+class KillActor(_Msg, tag=25):
+    rid: int
+    actor_id: bytes
+    no_restart: bool = True
+
+
+class ActorGone(_Msg, tag=26):
+    """Node -> head: the actor stopped (killed, constructor failed, or exited)."""
+
+    actor_id: bytes
+    reason: str
+
+
+class ListState(_Msg, tag=27):
+    rid: int
+    what: str
+
+
+class KvOp(_Msg, tag=28):
+    rid: int
+    op: str
+    namespace: str
+    key: str
+    value: bytes | None = None
+    overwrite: bool = True
+
+
+class StopCluster(_Msg, tag=29):
+    rid: int
+
+
+class Shutdown(_Msg, tag=30):
+    """Head -> node: stop now."""
+
+    reason: str
+
+
+class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    actor_id: bytes
+    node_id: str
+    address: str
+    state: str
+    class_name: str
+    name: str | None
+    namespace: str
+    max_concurrency: int
+    is_async: bool
+    death_cause: str | None = None
+
+
+# --- tasks and actor calls ----------------------------------------------------------
+
+
+class SubmitTask(_Msg, tag=40):
+    """Run function ``fn_id`` (pickled in ``fn_blob`` the first time a peer sees it)."""
+
+    task_id: bytes
+    fn_id: bytes
+    fn_name: str
+    fn_blob: bytes | None
+    args: Value
+    num_returns: int
+    resources: dict[str, float]
+    owner_id: str
+    owner_address: str
+
+
+class CallActor(_Msg, tag=41):
+    task_id: bytes
+    actor_id: bytes
+    method: str
+    args: Value
+    num_returns: int
+    owner_id: str
+    owner_address: str
+
+
+class TaskDone(_Msg, tag=42):
+    """The results of task ``task_id``: one entry per return, or an error for all."""
+
+    task_id: bytes
+    returns: list[Value | Located] = []
+    error: Value | None = None
+
+
+# --- objects ---------------------------------------------------------------------------
+
+
+class GetObject(_Msg, tag=50):
+    """Ask the owner for an object; it answers with ObjectReply when the object is ready."""
+
+    rid: int
+    object_id: bytes
+
+
+class FetchObject(_Msg, tag=51):
+    """Ask the node holding an object for its bytes."""
+
+    rid: int
+    object_id: bytes
+
+
+class ObjectReply(_Msg, tag=52):
+    rid: int
+    value: Value | Located | None = None
+    error: Value | None = None
+
+
+class UpdateRefs(_Msg, tag=53):
+    """To an object's owner: changes to the counts of remote holders, applied in order."""
+
+    deltas: list[tuple[bytes, int]]
+
+
+class FreeObjects(_Msg, tag=55):
+    object_ids: list[bytes]
+
+
+HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
+Message = (
+    Hello
+    | Challenge
+    | Proof
+    | Welcome
+    | Refused
+    | Reply
+    | RegisterNode
+    | ClusterView
+    | ReportResources
+    | CreateActor
+    | GetActor
+    | KillActor
+    | ActorGone
+    | ListState
+    | KvOp
+    | StopCluster
+    | Shutdown
+    | SubmitTask
+    | CallActor
+    | TaskDone
+    | GetObject
+    | FetchObject
+    | ObjectReply
+    | UpdateRefs
+    | FreeObjects
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)  # type: ignore[arg-type]
+_hs_decoder: msgspec.msgpack.Decoder[HandshakeMessage] = msgspec.msgpack.Decoder(
+    HandshakeMessage  # type: ignore[arg-type]
+)
+
+
+def encode(msg: _Msg) -> bytes:
+    """Encode a message header."""
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | memoryview, *, handshake: bool = False) -> Message:
+    """Decode a header strictly; raise ProtocolError on anything unexpected."""
+    try:
+        if handshake:
+            return _hs_decoder.decode(data)
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None

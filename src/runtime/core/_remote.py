@@ -1,0 +1,327 @@
+"""What ``@runtime.remote`` makes: remote functions, actor classes, actor handles and methods.
+
+These are thin, typed front ends: they serialize the call in the caller's thread, create
+the result refs, and hand one message to the worker's loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from . import _protocol as p
+from . import _serialization as ser
+from ._refs import ObjectRef, current_worker, return_id
+from ._scheduler import normalize
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_TASK_OPTIONS = frozenset(
+    {"num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
+     "scheduling_strategy", "name", "memory", "runtime_env"}
+)
+_ACTOR_OPTIONS = frozenset(
+    {"num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "get_if_exists",
+     "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls",
+     "scheduling_strategy", "memory", "runtime_env", "concurrency_groups"}
+)
+
+
+def _check(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown option(s) for {what}: {', '.join(sorted(unknown))}")
+
+
+def _strategy(strategy: Any) -> Any:
+    """Scheduling strategies travel as small lists the head understands."""
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    to_wire = getattr(strategy, "_to_wire", None)
+    if to_wire is not None:
+        return to_wire()
+    if strategy == "SPREAD":
+        return ["spread"]
+    raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        _check(options, _TASK_OPTIONS, "a remote function")
+        self._fn = fn
+        self._options = options
+        self._name = getattr(fn, "__qualname__", repr(fn))
+        self._fn_id = os.urandom(12)
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+        self._configure()
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", self._name)
+        self.__wrapped__ = fn
+
+    def _configure(self) -> None:
+        o = self._options
+        self._demand = normalize(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0)
+        n = o.get("num_returns", 1)
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
+        self._num_returns = n
+        if o.get("scheduling_strategy") is not None:
+            _strategy(o["scheduling_strategy"])
+
+    def _pickled(self) -> bytes:
+        blob = self._blob
+        if blob is None:
+            with self._lock:
+                if self._blob is None:
+                    self._blob = ser.dumps_function(self._fn)
+                blob = self._blob
+        return blob
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly; use {self.__name__}.remote()"
+        )
+
+    def options(self, **options: Any) -> RemoteFunction[P, R]:
+        """A copy with other options (num_cpus, num_gpus, resources, num_returns, ...)."""
+        merged = {**self._options, **options}
+        other: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
+        other.__dict__.update(self.__dict__)
+        _check(options, _TASK_OPTIONS, "a remote function")
+        other._options = merged
+        other._configure()
+        return other
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
+        worker = current_worker()
+        self._pickled()  # fail here, in the caller, if the function cannot be pickled
+        value, buffers = ser.serialize_args(args, kwargs)
+        if value.refs:
+            worker.refs.pin(value.refs)
+        task_id = worker.new_id()
+        n = self._num_returns
+        oids = [return_id(task_id, i) for i in range(n)]
+        refs = [worker.new_owned(oid) for oid in oids]
+        msg = p.SubmitTask(
+            task_id, self._fn_id, self._name, None, value, n, self._demand,
+            worker.peer_id, worker.address,
+        )
+        worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids)
+        if n == 1:
+            return refs[0]
+        return refs  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self._name})"
+
+
+def method(*, num_returns: int = 1, concurrency_group: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an actor method with call options (``num_returns``)."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        fn.__runtime_num_returns__ = num_returns  # type: ignore[attr-defined]
+        return fn
+
+    del concurrency_group  # accepted for Ray compatibility; all calls share one group
+    return wrap
+
+
+class ActorClass(Generic[T]):
+    """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
+
+    def __init__(self, cls: type[T], options: dict[str, Any]) -> None:
+        _check(options, _ACTOR_OPTIONS, "an actor class")
+        self._cls = cls
+        self._options = options
+        self._cls_id = os.urandom(12)
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+        self._methods: dict[str, int] = {}
+        self._is_async = False
+        for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+            self._methods[name] = getattr(member, "__runtime_num_returns__", 1)
+            if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
+                self._is_async = True
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use {self.__name__}.remote()")
+
+    def options(self, **options: Any) -> ActorClass[T]:
+        """A copy with other options (name, lifetime, resources, max_concurrency, ...)."""
+        _check(options, _ACTOR_OPTIONS, "an actor class")
+        other: ActorClass[T] = ActorClass.__new__(ActorClass)
+        other.__dict__.update(self.__dict__)
+        other._options = {**self._options, **options}
+        return other
+
+    def _pickled(self) -> bytes:
+        with self._lock:
+            if self._blob is None:
+                self._blob = ser.dumps_function(self._cls)
+            return self._blob
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        """Create the actor; returns a handle at once (calls wait until it is placed)."""
+        from ._api import create_actor
+
+        return create_actor(self, args, kwargs)
+
+    def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
+        o = self._options
+        resources = normalize(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0)
+        lifetime = o.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+        max_conc = o.get("max_concurrency") or (1000 if self._is_async else 1)
+        if max_conc < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        value = ser.serialize_inline(args, kwargs)
+        namespace = o.get("namespace")
+        if namespace is None:
+            namespace = worker.namespace
+        name = o.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("an actor name must be a non-empty string")
+        return p.ActorSpec(
+            worker.new_id(), self._cls.__name__, self._cls_id, self._pickled(), value, resources,
+            worker.peer_id, name, namespace, lifetime == "detached", max_conc, self._is_async,
+            _strategy(o.get("scheduling_strategy")), int(o.get("max_pending_calls", -1)),
+        )
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self.__name__})"
+
+
+class ActorHandle(Generic[T]):
+    """A reference to a live actor; ``handle.method.remote(*args) -> ObjectRef``.
+
+    Handles pickle: pass them to tasks and other actors. Calls from one caller run in
+    the order they were made.
+    """
+
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        location: p.ActorLocation | None = None,
+    ) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._method_returns = methods
+        self._location = location
+        self._method_cache: dict[str, ActorMethod[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> ActorMethod[..., Any]:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        cache = self.__dict__.get("_method_cache")
+        if cache is None:
+            raise AttributeError(name)
+        m = cache.get(name)
+        if m is None:
+            if self._method_returns and name not in self._method_returns:
+                raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+            m = cache[name] = ActorMethod(self, name, self._method_returns.get(name, 1))
+        return m
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        worker = current_worker()
+        state = worker.actors.get(self._actor_id)
+        location = state.location if state is not None else self._location
+        return (_rebuild_handle, (self._actor_id, self._class_name, self._method_returns, location))
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+
+def _rebuild_handle(
+    actor_id: bytes, class_name: str, methods: dict[str, int], location: p.ActorLocation | None
+) -> ActorHandle[Any]:
+    try:
+        worker = current_worker()
+    except RuntimeError:
+        return ActorHandle(actor_id, class_name, methods, location)
+    if location is not None and location.state == "ALIVE":
+        worker.inbox.post(worker.actor_state, actor_id, location)
+    return ActorHandle(actor_id, class_name, methods, location)
+
+
+class ActorMethod(Generic[P, R]):
+    """One method of an actor, called with ``.remote(*args)``."""
+
+    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
+
+    def options(self, *, num_returns: int | None = None, **_: Any) -> ActorMethod[P, R]:
+        return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        """Call the method; returns at once with a ref to its result."""
+        worker = current_worker()
+        value, buffers = ser.serialize_args(args, kwargs)
+        if value.refs:
+            worker.refs.pin(value.refs)
+        task_id = worker.new_id()
+        n = self._num_returns
+        oids = [return_id(task_id, i) for i in range(n)]
+        refs = [worker.new_owned(oid) for oid in oids]
+        msg = p.CallActor(
+            task_id, self._handle._actor_id, self._name, value, n, worker.peer_id, worker.address
+        )
+        worker.inbox.post(worker.call_actor, msg, buffers, oids)
+        if n == 1:
+            return refs[0]
+        return refs  # type: ignore[return-value]
+
+
+@overload
+def remote(fn_or_class: type[T], /) -> ActorClass[T]: ...
+@overload
+def remote(fn_or_class: Callable[P, Awaitable[R]], /) -> RemoteFunction[P, R]: ...
+@overload
+def remote(fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+@overload
+def remote(**options: Any) -> Callable[[Any], Any]: ...
+def remote(fn_or_class: Any = None, /, **options: Any) -> Any:
+    """Make a function a remote task, or a class an actor class.
+
+    Use bare (``@runtime.remote``) or with options (``@runtime.remote(num_cpus=2)``).
+
+    Example::
+
+        @runtime.remote
+        def square(x):
+            return x * x
+
+        assert runtime.get(square.remote(3)) == 9
+    """
+    if fn_or_class is None:
+        return lambda target: remote(target, **options)
+    if inspect.isclass(fn_or_class):
+        return ActorClass(fn_or_class, options)
+    if callable(fn_or_class):
+        return RemoteFunction(fn_or_class, options)
+    raise TypeError(f"@remote applies to functions and classes, not {type(fn_or_class).__name__}")

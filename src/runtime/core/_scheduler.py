@@ -1,0 +1,188 @@
+"""Resource accounting and placement, as plain state machines (no sockets, no awaits).
+
+:class:`LocalScheduler` is one node's ledger: work asks for resources, runs when they
+are free, and queues (in arrival order) when they are not. :func:`pick_node` is the
+submitter's choice among the nodes of the cluster view.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Final
+
+from ._exceptions import InfeasibleError
+
+_EPS: Final = 1e-9
+Resources = Mapping[str, float]
+
+
+def fits(demand: Resources, available: Resources) -> bool:
+    """True when ``available`` covers every amount in ``demand``."""
+    return all(amount <= available.get(name, 0.0) + _EPS for name, amount in demand.items() if amount > 0)
+
+
+def normalize(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: Mapping[str, float] | None,
+    *,
+    default_cpus: float,
+) -> dict[str, float]:
+    """The demand dict for the given options; rejects negative or misnamed amounts."""
+    out: dict[str, float] = {}
+    cpus = default_cpus if num_cpus is None else num_cpus
+    for name, amount in (("CPU", cpus), ("GPU", num_gpus or 0.0)):
+        if amount < 0:
+            raise ValueError(f"{name} amount must be >= 0, got {amount}")
+        if amount:
+            out[name] = float(amount)
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}")
+        if amount < 0:
+            raise ValueError(f"resource {name!r} amount must be >= 0, got {amount}")
+        if amount:
+            out[name] = float(amount)
+    return out
+
+
+class LocalScheduler:
+    """A node's resources: grant what fits now, queue the rest in arrival order."""
+
+    def __init__(self, total: Resources) -> None:
+        self.total = dict(total)
+        self.available = dict(total)
+        self.queue: deque[tuple[Hashable, dict[str, float]]] = deque()
+
+    def feasible(self, demand: Resources) -> bool:
+        return fits(demand, self.total)
+
+    def request(self, key: Hashable, demand: Resources) -> bool:
+        """Take ``demand`` now and return True, or queue ``key`` and return False.
+
+        Raises InfeasibleError when this node could never grant it.
+        """
+        if not self.feasible(demand):
+            raise InfeasibleError(
+                f"this node has {self.total} and can never grant {dict(demand)}"
+            )
+        if not self.queue and fits(demand, self.available):
+            self._take(demand)
+            return True
+        self.queue.append((key, dict(demand)))
+        return False
+
+    def try_take(self, demand: Resources) -> bool:
+        """Take ``demand`` if it fits now, without queueing."""
+        if fits(demand, self.available):
+            self._take(demand)
+            return True
+        return False
+
+    def release(self, demand: Resources) -> list[Hashable]:
+        """Give ``demand`` back; return the queued keys that now got their resources."""
+        for name, amount in demand.items():
+            self.available[name] = min(self.total.get(name, 0.0), self.available.get(name, 0.0) + amount)
+        return self._grant()
+
+    def borrow(self, demand: Resources) -> list[Hashable]:
+        """Lend out ``demand`` while its holder is blocked (it may come back over budget)."""
+        return self.release(demand)
+
+    def reacquire(self, demand: Resources) -> None:
+        """Take back what :meth:`borrow` lent, even if that oversubscribes for a while."""
+        for name, amount in demand.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+
+    def cancel(self, key: Hashable) -> bool:
+        for i, (k, _) in enumerate(self.queue):
+            if k == key:
+                del self.queue[i]
+                return True
+        return False
+
+    def _take(self, demand: Resources) -> None:
+        for name, amount in demand.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+
+    def _grant(self) -> list[Hashable]:
+        granted: list[Hashable] = []
+        # Arrival order, but a small request may pass a large one that still does not fit.
+        remaining: deque[tuple[Hashable, dict[str, float]]] = deque()
+        while self.queue:
+            key, demand = self.queue.popleft()
+            if fits(demand, self.available):
+                self._take(demand)
+                granted.append(key)
+            else:
+                remaining.append((key, demand))
+        self.queue = remaining
+        return granted
+
+
+def pick_node(
+    nodes: Iterable[Any],
+    demand: Resources,
+    load: Mapping[str, int],
+    *,
+    prefer: str | None = None,
+) -> str:
+    """Choose the node for a task: feasible, then most free per its capacity, then least loaded.
+
+    ``nodes`` are NodeInfo-like (``node_id``, ``resources``, ``available``, ``is_driver``,
+    ``alive``); ``load`` counts the tasks this submitter already has on each node.
+    Raises InfeasibleError when no node could ever run it.
+    """
+    best: str | None = None
+    best_key: tuple[float, ...] | None = None
+    for node in nodes:
+        if node.is_driver or not node.alive or not fits(demand, node.resources):
+            continue
+        cpus = max(node.resources.get("CPU", 0.0), 1.0)
+        free_now = 1.0 if fits(demand, node.available) else 0.0
+        key = (
+            load.get(node.node_id, 0) / cpus - free_now,
+            0.0 if node.node_id == prefer else 1.0,
+            node.node_id,
+        )
+        if best_key is None or key < best_key:
+            best, best_key = node.node_id, key
+    if best is None:
+        raise InfeasibleError(
+            f"no node in the cluster can ever satisfy the resource request {dict(demand)}; "
+            "start a node with those resources or lower the request"
+        )
+    return best
+
+
+def pick_actor_node(
+    nodes: Iterable[Any],
+    demand: Resources,
+    actors_per_node: Mapping[str, int],
+    *,
+    affinity: str | None = None,
+    soft: bool = False,
+    spread: bool = False,
+) -> tuple[str | None, bool]:
+    """Choose a node for an actor: (node id or None if none has room now, feasible at all).
+
+    Nodes without CPUs (a local mesh's head) are used only when nothing else fits.
+    """
+    candidates = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    if affinity is not None:
+        pinned = [n for n in candidates if n.node_id == affinity]
+        if pinned or not soft:
+            candidates = pinned
+    if not candidates:
+        return None, False
+    room = [n for n in candidates if fits(demand, n.available)]
+    if not room:
+        return None, True
+
+    def key(n: Any) -> tuple[float, ...]:
+        no_cpu = 1.0 if n.resources.get("CPU", 0.0) <= 0 else 0.0
+        return (no_cpu, float(actors_per_node.get(n.node_id, 0)), n.node_id)
+
+    del spread  # DEFAULT already spreads actors over the least-used nodes
+    return min(room, key=key).node_id, True

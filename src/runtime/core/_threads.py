@@ -1,0 +1,90 @@
+"""Threads that run blocking user code off the event loop, and the inbox that brings
+their results (and calls from other user threads) back onto it."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+
+class LoopInbox:
+    """A thread-safe queue of callbacks run on ``loop``; one loop wake-up per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._armed = False
+        self.thread_id = -1  # set by the loop thread once it runs
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self.thread_id
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop: at once when called there, else soon."""
+        if threading.get_ident() == self.thread_id:
+            fn(*args)
+            return
+        self._items.append((fn, args))
+        if not self._armed:
+            self._armed = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nothing will run any more
+                self._armed = False
+
+    def _drain(self) -> None:
+        self._armed = False
+        items = self._items
+        while items:
+            fn, args = items.popleft()
+            fn(*args)
+
+
+_STOP = object()
+
+
+class ThreadPool:
+    """Up to ``size`` threads taking work in arrival order (size 1 keeps strict order)."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = max(1, size)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on a pool thread; it must not raise (callers catch their own errors)."""
+        if self._closed:
+            return
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self.size:
+                t = threading.Thread(
+                    target=self._run, name=f"{self.name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+            else:
+                self._idle -= 1
+        self._queue.put(fn)
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            fn = q.get()
+            if fn is _STOP:
+                return
+            fn()
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)

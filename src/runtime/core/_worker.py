@@ -1,0 +1,784 @@
+"""The core worker: one per process (node or driver), living on that process's event loop.
+
+It owns the peer connections, the reference table and object store of the process,
+submits tasks and actor calls, answers for the objects it owns, and, on a node, runs
+tasks and hosts actors (:mod:`._executor`). On the head it also runs the control
+plane (:mod:`._head`). Every method here runs on the loop unless it says otherwise;
+user threads reach the loop through :attr:`Worker.inbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import _protocol as p
+from . import _serialization as ser
+from ._exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    NodeDiedError,
+    ObjectLostError,
+    OwnerDiedError,
+    RuntimeBaseError,
+)
+from ._refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable, set_worker
+from ._scheduler import pick_node
+from ._threads import LoopInbox
+from ._transport import Connection, split_buffers
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+    from ._head import Head
+
+log = logging.getLogger("runtime.worker")
+
+#: Values at least this big stay in the producer's store and move on demand.
+INLINE_MAX = 100 * 1024
+
+
+@dataclass(slots=True)
+class PendingTask:
+    """A task or actor call this process submitted and waits on."""
+
+    object_ids: list[bytes]
+    node_id: str
+    name: str
+    actor_id: bytes | None = None
+
+
+@dataclass(slots=True)
+class ActorState:
+    """What this process knows about an actor it calls: where it is, calls waiting to go."""
+
+    actor_id: bytes
+    location: p.ActorLocation | None = None
+    conn: Connection | None = None
+    queue: list[tuple[p.CallActor, list[memoryview]]] = field(default_factory=list)
+    resolving: bool = False
+    dead: str | None = None
+    inflight: dict[bytes, None] = field(default_factory=dict)
+    creating: asyncio.Future[None] | None = None
+
+
+class Worker:
+    """The per-process runtime. Create, ``await start()``, use, ``await aclose()``."""
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        token: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        listen_sock: socket.socket | None = None,
+        head_address: str | None = None,
+        resources: dict[str, float] | None = None,
+        namespace: str = "",
+        state_dir: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        assert role in ("head", "node", "driver", "client")
+        self.role = role
+        self.is_driver = role in ("driver", "client")
+        self.token = token
+        self.host = host
+        self.port = port
+        self._listen_sock = listen_sock
+        self.head_address = head_address
+        self.resources = dict(resources or {})
+        self.namespace = namespace
+        self.state_dir = state_dir
+        self.labels = labels or {}
+        self.peer_id = os.urandom(8).hex()
+        self.job_id = self.peer_id if self.is_driver else ""
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self.inbox = LoopInbox(self.loop)
+        self.inbox.thread_id = threading.get_ident()
+        self.refs = ReferenceTable(self.peer_id, self._wake_refs)
+        self._refs_flush_armed = False
+        self.address = ""
+        self.conns: dict[str, Connection] = {}
+        self._dialing: dict[str, asyncio.Future[Connection]] = {}
+        self._all_conns: set[Connection] = set()
+        self.view: dict[str, p.NodeInfo] = {}
+        self.view_changed = asyncio.Event()
+        self.store: dict[bytes, tuple[p.Value, list[Any]]] = {}
+        self.tasks: dict[bytes, PendingTask] = {}
+        self.load: dict[str, int] = {}
+        self.actors: dict[bytes, ActorState] = {}
+        self._rids = itertools.count(1)
+        self._rpcs: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(8)
+        self._server: asyncio.Server | None = None
+        self._head_conn: Connection | None = None
+        self._tg = asyncio.TaskGroup()
+        self._closing = False
+        self.closed = asyncio.Event()
+        self.executor: Executor | None = None
+        self.head: Head | None = None
+        self.on_head_lost: Callable[[], None] | None = None
+        self.started_at = time.time()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, then register with the head (or become it)."""
+        await self._tg.__aenter__()
+        if self._listen_sock is not None:
+            self._server = await self.loop.create_server(self._accept, sock=self._listen_sock)
+        else:
+            self._server = await self.loop.create_server(self._accept, self.host, self.port)
+        sockname = self._server.sockets[0].getsockname()
+        self.address = f"{sockname[0]}:{sockname[1]}"
+        set_worker(self)
+        info = p.NodeInfo(
+            self.peer_id,
+            self.address,
+            self.is_driver,
+            dict(self.resources),
+            dict(self.resources),
+            os.getpid(),
+            labels=self.labels,
+        )
+        if not self.is_driver:
+            from ._executor import Executor
+
+            self.executor = Executor(self)
+        if self.role == "head":
+            from ._head import Head
+
+            self.head = Head(self)
+            self.head.register_local(info)
+            self.head_address = self.address
+        else:
+            assert self.head_address is not None
+            conn = await self.connect_address(self.head_address)
+            self._head_conn = conn
+            await self.request(conn, p.RegisterNode(0, info))
+
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        """Run a background coroutine owned by this worker (cancelled on close)."""
+        return self._tg.create_task(coro, name=name)
+
+    async def aclose(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.executor is not None:
+            self.executor.close()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._all_conns):
+            conn.close()
+        for t in list(self._tg._tasks):  # noqa: SLF001 - cancel our own children on close
+            t.cancel()
+        with contextlib.suppress(BaseException):
+            await self._tg.__aexit__(None, None, None)
+        for fut in self._rpcs.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("the runtime is shutting down"))
+        self._rpcs.clear()
+        set_worker(None) if _is_current(self) else None
+        self.closed.set()
+
+    # --- ids ----------------------------------------------------------------------------
+
+    def new_id(self) -> bytes:
+        return self._id_prefix + next(self._ids).to_bytes(8, "big")
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _make_conn(self, dialer: bool) -> Connection:
+        conn = Connection(
+            local_id=self.peer_id,
+            token=self.token,
+            on_message=self._on_message,
+            on_close=self._on_close,
+            dialer=dialer,
+        )
+        self._all_conns.add(conn)
+        conn.authenticated.add_done_callback(self._on_authenticated)
+        return conn
+
+    def _accept(self) -> Connection:
+        return self._make_conn(dialer=False)
+
+    def _on_authenticated(self, fut: asyncio.Future[Connection]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        conn = fut.result()
+        if conn.peer_id is not None and conn.peer_id not in self.conns:
+            self.conns[conn.peer_id] = conn
+
+    async def connect_address(self, address: str, peer_id: str | None = None) -> Connection:
+        """Dial ``address`` (host:port) and authenticate; reuse a live connection to ``peer_id``."""
+        if peer_id is not None:
+            conn = self.conns.get(peer_id)
+            if conn is not None and not conn.closed:
+                return conn
+        key = peer_id or address
+        pending = self._dialing.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Connection] = self.loop.create_future()
+        self._dialing[key] = fut
+        try:
+            host, _, port = address.rpartition(":")
+            _, conn = await self.loop.create_connection(
+                lambda: self._make_conn(dialer=True), host, int(port)
+            )
+            await conn.authenticated
+            fut.set_result(conn)
+            return conn
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._dialing[key]
+
+    async def connect_peer(self, peer_id: str, address: str | None = None) -> Connection:
+        conn = self.conns.get(peer_id)
+        if conn is not None and not conn.closed:
+            return conn
+        if address is None:
+            info = self.view.get(peer_id)
+            if info is None:
+                raise NodeDiedError(f"node {peer_id} is not in the cluster")
+            address = info.address
+        return await self.connect_address(address, peer_id)
+
+    def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        self._all_conns.discard(conn)
+        peer = conn.peer_id
+        for rid in conn.pending:
+            fut = self._rpcs.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(
+                    NodeDiedError(f"the connection to {peer} closed before it answered ({exc})")
+                )
+        if peer is None or self.conns.get(peer) is not conn:
+            return
+        del self.conns[peer]
+        replacement = next((c for c in self._all_conns if c.peer_id == peer and not c.closed), None)
+        if replacement is not None:
+            self.conns[peer] = replacement
+            return
+        if self._closing:
+            return
+        self._peer_lost(peer)
+
+    def _peer_lost(self, peer: str) -> None:
+        """Everything waiting on ``peer`` fails: its tasks, its actors' calls."""
+        for task_id, task in list(self.tasks.items()):
+            if task.node_id != peer:
+                continue
+            del self.tasks[task_id]
+            self.load[peer] = self.load.get(peer, 1) - 1
+            if task.actor_id is not None:
+                err = ser.system_error_value(
+                    ActorDiedError,
+                    f"the actor's node {peer} died while the call {task.name} was in flight;"
+                    " the call may have run",
+                )
+            else:
+                err = ser.system_error_value(
+                    NodeDiedError, f"node {peer} died while running task {task.name}"
+                )
+            for oid in task.object_ids:
+                self._resolve(oid, err, [])
+        for state in self.actors.values():
+            if state.location is not None and state.location.node_id == peer:
+                state.dead = f"the actor's node {peer} died"
+                state.conn = None
+        if self.head is not None:
+            self.head.peer_lost(peer)
+        if self.executor is not None:
+            self.executor.peer_lost(peer)
+        if self._head_conn is not None and self._head_conn.peer_id == peer:
+            log.warning("lost the connection to the head")
+            if self.on_head_lost is not None:
+                self.on_head_lost()
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any:
+        """Send a message that carries ``rid`` and wait for its Reply/ObjectReply."""
+        rid = next(self._rids)
+        msg.rid = rid
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._rpcs[rid] = fut
+        conn.pending.add(rid)
+        conn.send(msg, buffers)
+        try:
+            return await fut
+        finally:
+            self._rpcs.pop(rid, None)
+            conn.pending.discard(rid)
+
+    async def head_request(self, msg: Any) -> Any:
+        """A control-plane request; raises the error the head answered with."""
+        if self.head is not None:
+            reply = await self.head.handle_local(msg)
+        else:
+            assert self._head_conn is not None
+            reply = await self.request(self._head_conn, msg)
+        return unwrap_reply(reply)
+
+    def reply(self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None) -> None:
+        if error is None:
+            conn.send(p.Reply(rid, value=value))
+        else:
+            conn.send(p.Reply(rid, error=str(error), error_type=type(error).__name__))
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def _on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
+        match msg:
+            case p.CallActor():
+                assert self.executor is not None or _not_a_node(msg)
+                if self.executor is not None:
+                    self.executor.on_call_actor(conn, msg, raw)
+            case p.TaskDone():
+                self._on_task_done(msg, raw)
+            case p.SubmitTask():
+                if self.executor is None:
+                    conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
+                        NodeDiedError, "a driver does not run tasks")))
+                else:
+                    self.executor.on_submit_task(conn, msg, raw)
+            case p.Reply() | p.ObjectReply():
+                fut = self._rpcs.get(msg.rid)
+                if fut is not None and not fut.done():
+                    fut.set_result((msg, raw) if isinstance(msg, p.ObjectReply) else msg)
+            case p.GetObject():
+                self.spawn(self._serve_get_object(conn, msg))
+            case p.FetchObject():
+                self._serve_fetch_object(conn, msg)
+            case p.UpdateRefs(deltas=deltas):
+                for oid, delta in deltas:
+                    self.refs.apply_delta(oid, delta)
+            case p.FreeObjects(object_ids=object_ids):
+                for oid in object_ids:
+                    self._drop_stored(oid)
+            case p.ClusterView(nodes=nodes):
+                self._set_view(nodes)
+            case p.Shutdown(reason=reason):
+                log.info("shutdown requested by the head: %s", reason)
+                if self.on_head_lost is not None:
+                    self.on_head_lost()
+            case _:
+                if self.head is not None:
+                    self.head.on_message(conn, msg)
+                elif self.executor is not None and isinstance(msg, p.CreateActor | p.KillActor):
+                    self.executor.on_control(conn, msg)
+                else:
+                    log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
+
+    def _set_view(self, nodes: list[p.NodeInfo]) -> None:
+        self.view = {n.node_id: n for n in nodes}
+        self.view_changed.set()
+        self.view_changed = asyncio.Event()
+
+    # --- reference bookkeeping ---------------------------------------------------------
+
+    def _wake_refs(self) -> None:
+        if not self._refs_flush_armed:
+            self._refs_flush_armed = True
+            self.inbox.post(self._arm_refs_flush)
+
+    def _arm_refs_flush(self) -> None:
+        self.loop.call_soon(self._flush_refs)
+
+    def _flush_refs(self) -> None:
+        self._refs_flush_armed = False
+        outbox, freed = self.refs.take()
+        for owner_id, (address, deltas) in outbox.items():
+            conn = self.conns.get(owner_id)
+            if conn is not None and not conn.closed:
+                conn.send(p.UpdateRefs(deltas))
+            elif not self._closing:
+                self.spawn(self._send_refs_later(owner_id, address, deltas))
+        for oid, entry in freed:
+            self._release_entry(oid, entry)
+
+    async def _send_refs_later(self, owner_id: str, address: str, deltas: list[tuple[bytes, int]]) -> None:
+        try:
+            conn = await self.connect_peer(owner_id, address)
+        except (OSError, RuntimeBaseError, ConnectionError):
+            return  # the owner is gone: its objects went with it
+        conn.send(p.UpdateRefs(deltas))
+
+    def _release_entry(self, oid: bytes, entry: OwnedObject) -> None:
+        if entry.value is not None and entry.value.refs:
+            self.refs.unpin(entry.value.refs)
+        loc = entry.location
+        if loc is None:
+            return
+        if loc.node_id == self.peer_id:
+            self._drop_stored(oid)
+        else:
+            conn = self.conns.get(loc.node_id)
+            if conn is not None:
+                conn.send(p.FreeObjects([oid]))
+            else:
+                self.spawn(self._free_remote(loc, oid))
+
+    async def _free_remote(self, loc: p.Located, oid: bytes) -> None:
+        with contextlib.suppress(OSError, RuntimeBaseError, ConnectionError):
+            conn = await self.connect_peer(loc.node_id, loc.address)
+            conn.send(p.FreeObjects([oid]))
+
+    def _drop_stored(self, oid: bytes) -> None:
+        item = self.store.pop(oid, None)
+        if item is not None and item[0].refs:
+            self.refs.unpin(item[0].refs)
+
+    # --- owned objects ---------------------------------------------------------------------
+
+    def new_owned(self, object_id: bytes) -> ObjectRef[Any]:
+        """A ref to a pending object this process owns (any thread)."""
+        with self.refs.lock:
+            self.refs.owned[object_id] = OwnedObject()
+            return ObjectRef(object_id, self.peer_id, self.address)
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        """Store ``value`` as an object owned by this process (any thread)."""
+        val, bufs = ser.serialize(value)
+        oid = self.new_id()
+        entry = OwnedObject()
+        if val.refs:
+            self.refs.pin(val.refs)
+        entry.value = val
+        entry.buffers = list(bufs)
+        entry.state = READY
+        with self.refs.lock:
+            self.refs.owned[oid] = entry
+            return ObjectRef(oid, self.peer_id, self.address)
+
+    def _resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
+        """An owned object became ready (loop)."""
+        entry = self.refs.owned.get(oid)
+        if entry is None:
+            # Freed while pending: release what the result holds.
+            if isinstance(value, p.Located):
+                self._release_entry(oid, _located_entry(value))
+            elif value.refs:
+                self.refs.unpin(value.refs)
+            return
+        if entry.state == READY:
+            return
+        if isinstance(value, p.Located):
+            entry.location = value
+        else:
+            entry.value = value
+            entry.buffers = buffers
+        entry.state = READY
+        waiters, entry.waiters = entry.waiters, None
+        if waiters:
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def _on_task_done(self, msg: p.TaskDone, raw: memoryview) -> None:
+        task = self.tasks.pop(msg.task_id, None)
+        if task is None:
+            return
+        self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
+        if task.actor_id is not None:
+            state = self.actors.get(task.actor_id)
+            if state is not None:
+                state.inflight.pop(msg.task_id, None)
+        if msg.error is not None:
+            for oid in task.object_ids:
+                self._resolve(oid, msg.error, [])
+            return
+        offset = 0
+        for oid, value in zip(task.object_ids, msg.returns, strict=False):
+            if isinstance(value, p.Value) and value.bufs:
+                bufs, offset = split_buffers(raw, value.bufs, offset)
+                self._resolve(oid, value, bufs)
+            else:
+                self._resolve(oid, value, [])
+
+    # --- getting values ------------------------------------------------------------------
+
+    async def wait_ready(self, ref: ObjectRef[Any]) -> None:
+        """Wait until ``ref``'s object exists (its value may live elsewhere)."""
+        entry = self.refs.owned.get(ref.id)
+        if entry is not None:
+            if entry.state == PENDING:
+                fut: asyncio.Future[None] = self.loop.create_future()
+                if entry.waiters is None:
+                    entry.waiters = []
+                entry.waiters.append(fut)
+                await fut
+            return
+        await self._ask_owner(ref)
+
+    async def get_async(self, ref: ObjectRef[Any]) -> Any:
+        """The value of ``ref`` (raises the task's error if it failed)."""
+        oid = ref.id
+        entry = self.refs.owned.get(oid)
+        if entry is not None:
+            if entry.state == PENDING:
+                await self.wait_ready(ref)
+            if entry.value is not None:
+                return ser.deserialize(entry.value, entry.buffers)
+            assert entry.location is not None
+            value, bufs = await self._fetch(entry.location, oid)
+            return ser.deserialize(value, bufs)
+        if ref.owner_id == self.peer_id:
+            raise ObjectLostError(f"object {ref.hex()} was freed")
+        value_or_loc, bufs = await self._ask_owner(ref)
+        if isinstance(value_or_loc, p.Located):
+            value, bufs = await self._fetch(value_or_loc, oid)
+            return ser.deserialize(value, bufs)
+        return ser.deserialize(value_or_loc, bufs)
+
+    def try_get_local(self, ref: ObjectRef[Any]) -> tuple[bool, Any]:
+        """(True, value) when the value is here and ready (any thread); raises its error."""
+        entry = self.refs.owned.get(ref.id)
+        if entry is None or entry.state != READY:
+            return False, None
+        value = entry.value
+        if value is not None:
+            return True, ser.deserialize(value, entry.buffers)
+        loc = entry.location
+        if loc is not None and loc.node_id == self.peer_id:
+            item = self.store.get(ref.id)
+            if item is not None:
+                return True, ser.deserialize(item[0], item[1])
+        return False, None
+
+    async def _ask_owner(self, ref: ObjectRef[Any]) -> tuple[p.Value | p.Located, list[Any]]:
+        try:
+            conn = await self.connect_peer(ref.owner_id, ref.owner_address)
+            reply, raw = await self.request(conn, p.GetObject(0, ref.id))
+        except (OSError, ConnectionError, NodeDiedError) as exc:
+            raise OwnerDiedError(
+                f"the owner {ref.owner_id} of object {ref.hex()} is unreachable: {exc}"
+            ) from None
+        if reply.error is not None:
+            raise ser.error_from_value(reply.error)
+        value = reply.value
+        assert value is not None
+        if isinstance(value, p.Value) and value.bufs:
+            bufs, _ = split_buffers(raw, value.bufs, 0)
+            return value, bufs
+        return value, []
+
+    async def _fetch(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
+        if loc.node_id == self.peer_id:
+            item = self.store.get(oid)
+            if item is None:
+                raise ObjectLostError(f"object {oid.hex()} is no longer in this node's store")
+            return item
+        try:
+            conn = await self.connect_peer(loc.node_id, loc.address)
+            reply, raw = await self.request(conn, p.FetchObject(0, oid))
+        except (OSError, ConnectionError, NodeDiedError) as exc:
+            raise ObjectLostError(
+                f"object {oid.hex()} was on node {loc.node_id}, which is unreachable: {exc}"
+            ) from None
+        if reply.error is not None:
+            raise ser.error_from_value(reply.error)
+        value = reply.value
+        assert isinstance(value, p.Value)
+        bufs, _ = split_buffers(raw, value.bufs, 0)
+        return value, bufs
+
+    async def _serve_get_object(self, conn: Connection, msg: p.GetObject) -> None:
+        entry = self.refs.owned.get(msg.object_id)
+        if entry is None:
+            conn.send(p.ObjectReply(msg.rid, error=ser.system_error_value(
+                ObjectLostError, f"object {msg.object_id.hex()} does not exist (freed or never owned here)")))
+            return
+        if entry.state == PENDING:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(fut)
+            await fut
+        if entry.value is not None:
+            if entry.value.kind == ser.KIND_ERROR:
+                conn.send(p.ObjectReply(msg.rid, error=entry.value))
+            else:
+                conn.send(p.ObjectReply(msg.rid, value=entry.value), entry.buffers)
+        else:
+            loc = entry.location
+            assert loc is not None
+            if loc.node_id == self.peer_id and msg.object_id in self.store:
+                value, bufs = self.store[msg.object_id]
+                conn.send(p.ObjectReply(msg.rid, value=value), bufs)
+            else:
+                conn.send(p.ObjectReply(msg.rid, value=loc))
+
+    def _serve_fetch_object(self, conn: Connection, msg: p.FetchObject) -> None:
+        item = self.store.get(msg.object_id)
+        if item is None:
+            entry = self.refs.owned.get(msg.object_id)
+            if entry is not None and entry.value is not None:
+                item = (entry.value, entry.buffers)
+        if item is None:
+            conn.send(p.ObjectReply(msg.rid, error=ser.system_error_value(
+                ObjectLostError, f"object {msg.object_id.hex()} is not in the store of {self.peer_id}")))
+            return
+        conn.send(p.ObjectReply(msg.rid, value=item[0]), item[1])
+
+    def store_value(self, oid: bytes, value: p.Value, buffers: list[Any]) -> p.Located:
+        """Keep a large value here until its owner frees it (any thread)."""
+        self.store[oid] = (value, buffers)
+        return p.Located(self.peer_id, self.address, ser.total_size(value))
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def submit_task(
+        self,
+        msg: p.SubmitTask,
+        buffers: list[memoryview],
+        fn_blob: Callable[[], bytes],
+        object_ids: list[bytes],
+    ) -> None:
+        """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
+        try:
+            node_id = pick_node(self.view.values(), msg.resources, self.load)
+        except RuntimeBaseError as exc:
+            err = ser.error_value(exc)
+            for oid in object_ids:
+                self._resolve(oid, err, [])
+            return
+        self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.fn_name)
+        self.load[node_id] = self.load.get(node_id, 0) + 1
+        conn = self.conns.get(node_id)
+        if conn is not None and not conn.closed:
+            self._send_task(conn, msg, buffers, fn_blob)
+        else:
+            self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
+
+    def _send_task(self, conn: Connection, msg: p.SubmitTask, buffers: list[memoryview], fn_blob: Callable[[], bytes]) -> None:
+        if msg.fn_id not in conn.known_functions:
+            msg.fn_blob = fn_blob()
+            conn.known_functions.add(msg.fn_id)
+        conn.send(msg, buffers)
+
+    async def _send_task_later(self, node_id: str, msg: p.SubmitTask, buffers: list[memoryview], fn_blob: Callable[[], bytes]) -> None:
+        try:
+            conn = await self.connect_peer(node_id)
+        except (OSError, ConnectionError, RuntimeBaseError) as exc:
+            if msg.task_id in self.tasks:
+                self._on_task_done(p.TaskDone(msg.task_id, error=ser.system_error_value(
+                    NodeDiedError, f"cannot reach node {node_id}: {exc}")), memoryview(b""))
+            return
+        self._send_task(conn, msg, buffers, fn_blob)
+
+    # --- actors ------------------------------------------------------------------------------
+
+    def actor_state(self, actor_id: bytes, location: p.ActorLocation | None = None) -> ActorState:
+        state = self.actors.get(actor_id)
+        if state is None:
+            state = self.actors[actor_id] = ActorState(actor_id, location)
+        elif location is not None and state.location is None:
+            state.location = location
+        return state
+
+    def call_actor(self, msg: p.CallActor, buffers: list[memoryview], object_ids: list[bytes]) -> None:
+        """Send an actor call, keeping this caller's order (loop)."""
+        state = self.actor_state(msg.actor_id)
+        if state.dead is not None:
+            err = ser.system_error_value(ActorDiedError, state.dead)
+            for oid in object_ids:
+                self._resolve(oid, err, [])
+            return
+        node_id = state.location.node_id if state.location is not None else ""
+        self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.method, msg.actor_id)
+        conn = state.conn
+        if conn is not None and not conn.closed and not state.queue:
+            state.inflight[msg.task_id] = None
+            msg.actor_id = state.actor_id
+            conn.send(msg, buffers)
+            return
+        state.queue.append((msg, buffers))
+        if not state.resolving:
+            state.resolving = True
+            self.spawn(self._resolve_actor(state))
+
+    async def _resolve_actor(self, state: ActorState) -> None:
+        try:
+            if state.creating is not None:
+                await state.creating
+            if state.dead is not None:
+                raise ActorDiedError(state.dead)
+            while state.location is None or state.location.state == "PENDING":
+                loc = await self.head_request(p.GetActor(0, "", "", state.actor_id, True))
+                state.location = msgspec.convert(loc, p.ActorLocation)
+            if state.location.state == "DEAD":
+                raise ActorDiedError(state.location.death_cause or "the actor is dead")
+            conn = await self.connect_peer(state.location.node_id, state.location.address)
+            state.conn = conn
+            queue, state.queue = state.queue, []
+            for msg, buffers in queue:
+                msg.actor_id = state.actor_id
+                task = self.tasks.get(msg.task_id)
+                if task is not None:
+                    task.node_id = state.location.node_id
+                state.inflight[msg.task_id] = None
+                conn.send(msg, buffers)
+        except (OSError, ConnectionError, RuntimeBaseError) as exc:
+            reason = str(exc) if isinstance(exc, ActorDiedError) else f"the actor cannot be reached: {exc}"
+            state.dead = reason
+            err = ser.system_error_value(ActorDiedError, reason)
+            queue, state.queue = state.queue, []
+            for msg, _ in queue:
+                task = self.tasks.pop(msg.task_id, None)
+                if task is not None:
+                    for oid in task.object_ids:
+                        self._resolve(oid, err, [])
+        finally:
+            state.resolving = False
+
+
+def unwrap_reply(reply: p.Reply) -> Any:
+    """The value of a Reply, or the error it carries raised with its original type."""
+    if reply.error is None:
+        return reply.value
+    from . import _exceptions as exc_mod
+
+    cls = getattr(exc_mod, reply.error_type or "", None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        raise cls(reply.error)
+    if reply.error_type in ("ValueError", "TypeError", "KeyError"):
+        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[reply.error_type](reply.error)
+    raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")
+
+
+def _located_entry(loc: p.Located) -> OwnedObject:
+    entry = OwnedObject()
+    entry.location = loc
+    return entry
+
+
+def _not_a_node(msg: Any) -> bool:
+    return True
+
+
+def _is_current(worker: Worker) -> bool:
+    from . import _refs
+
+    return _refs._worker is worker  # noqa: SLF001
+
+
+__all__ = ["GetTimeoutError", "PendingTask", "Worker", "unwrap_reply"]
