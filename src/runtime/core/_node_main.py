@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.head:
         if state_dir is None:
             state_dir = launcher.new_state_dir()
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
         if token is None:
             token = launcher.new_token()
             launcher.write_token(state_dir, token)

@@ -1,0 +1,114 @@
+"""Shared fixtures: real meshes of node processes on loopback, started and torn down here."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import runtime
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tmpdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test process keeps its head.json and sessions in its own folder."""
+    base = tmp_path_factory.getbasetemp() / "runtime-tmp"
+    base.mkdir(exist_ok=True)
+    monkeypatch.setenv("RUNTIME_TMPDIR", str(base))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A local mesh (head + 2 one-CPU nodes) shared by the tests of a module."""
+    base = tmp_path_factory.mktemp("mesh")
+    old = os.environ.get("RUNTIME_TMPDIR")
+    os.environ["RUNTIME_TMPDIR"] = str(base)
+    info = runtime.init(num_cpus=2, resources={"custom": 2.0})
+    try:
+        yield info
+    finally:
+        runtime.shutdown()
+        if old is None:
+            os.environ.pop("RUNTIME_TMPDIR", None)
+        else:
+            os.environ["RUNTIME_TMPDIR"] = old
+
+
+@dataclass
+class HeadProcess:
+    """A head started with ``python -m runtime.node --head`` in its own process."""
+
+    proc: subprocess.Popen[bytes]
+    address: str
+    state_dir: str
+    token: bytes
+    env: dict[str, str]
+    log_path: str
+
+    def start_node(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "runtime.node", "--address", self.address, *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+
+def start_head(tmp_path: os.PathLike[str], *args: str, env: dict[str, str] | None = None) -> HeadProcess:
+    """Start a head and wait (bounded) until it has written its address to head.json."""
+    state_dir = os.path.join(tmp_path, "state")
+    env = dict(env or os.environ)
+    env["RUNTIME_TMPDIR"] = os.path.join(tmp_path, "rt")
+    env.pop("RUNTIME_AUTH_TOKEN", None)
+    log_path = os.path.join(tmp_path, "head.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.node", "--head", "--port", "0", "--state-dir", state_dir, *args],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    head_json = os.path.join(env["RUNTIME_TMPDIR"], "head.json")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(head_json):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            with open(log_path) as f:
+                raise RuntimeError("head did not start:\n" + f.read())
+        time.sleep(0.02)
+    with open(head_json) as f:
+        address = json.load(f)["address"]
+    with open(os.path.join(state_dir, "token")) as f:
+        token = bytes.fromhex(f.read().strip())
+    return HeadProcess(proc, address, state_dir, token, env, log_path)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a process this test started, by its handle; kill it if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def head(tmp_path: os.PathLike[str]) -> Iterator[HeadProcess]:
+    """A standalone head process (1 CPU) with its own state dir and token file."""
+    h = start_head(tmp_path)
+    try:
+        yield h
+    finally:
+        stop_process(h.proc)
