@@ -477,11 +477,9 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
 
 def nodes() -> list[dict[str, Any]]:
     """Every node of the cluster, in Ray's format (NodeID, Alive, Resources, ...)."""
-    worker = current_worker()
-    raw = _blocking(worker, worker.head_request(p.ListState(0, "nodes")))
     out = []
-    for item in raw:
-        n = msgspec.convert(item, p.NodeInfo)
+    for item in list_state("nodes"):
+        n = p.NodeInfo(**item)
         host, _, port = n.address.rpartition(":")
         out.append({
             "NodeID": n.node_id,
@@ -495,6 +493,22 @@ def nodes() -> list[dict[str, Any]]:
             "Labels": dict(n.labels),
         })
     return out
+
+
+def list_state(what: str) -> list[dict[str, Any]]:
+    """The head's table of ``what`` ("nodes" or "actors"), as plain dicts."""
+    worker = current_worker()
+    raw = _blocking(worker, worker.head_request(p.ListState(0, what)))
+    if what == "nodes":
+        infos = [msgspec.convert(item, p.NodeInfo) for item in raw]
+        return [{f: getattr(n, f) for f in n.__struct_fields__} for n in infos]
+    return list(raw)
+
+
+def stop_cluster() -> None:
+    """Ask the head to stop every node of the cluster, then itself."""
+    worker = current_worker()
+    _blocking(worker, worker.head_request(p.StopCluster(0)))
 
 
 def cluster_resources() -> dict[str, float]:

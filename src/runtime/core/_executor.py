@@ -351,6 +351,7 @@ class HostedActor:
         self.pool = ThreadPool(f"actor-{spec.class_name}", threads)
         self.mailbox: deque[Job] = deque()
         self.running_async = 0
+        self.running_sync = 0
         self.method_kinds: dict[str, bool] = {}
         self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
 
@@ -440,13 +441,15 @@ class HostedActor:
                 except AttributeError as exc:
                     job.fn = _raiser(exc)
             if job.is_async:
-                if self.running_async >= self.max_async:
+                # An async call starts after the sync calls before it have finished.
+                if self.running_async >= self.max_async or self.running_sync:
                     return
                 mailbox.popleft()
                 self.running_async += 1
                 self.worker.spawn(self._run_async(job))
             else:
                 mailbox.popleft()
+                self.running_sync += 1
                 self.pool.submit(partial(self._run_sync, job))
 
     def _method(self, name: str) -> tuple[Callable[..., Any], bool]:
@@ -469,7 +472,13 @@ class HostedActor:
             done, bufs = p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")), []
         finally:
             current_task.reset(token)
-        self.worker.inbox.post(self._finish, job, done, bufs)
+        self.worker.inbox.post(self._sync_done, job, done, bufs)
+
+    def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+        self.running_sync -= 1
+        self._finish(job, done, bufs)
+        if self.mailbox and not self.running_sync:
+            self._pump()
 
     async def _run_async(self, job: Job) -> None:
         current_task.set(TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name))

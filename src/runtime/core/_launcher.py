@@ -137,7 +137,8 @@ class LocalMesh:
     owns_state_dir: bool = True
 
     def stop(self, timeout: float = 5.0) -> None:
-        for proc in self.procs:
+        # Nodes first, the head last, so no node sees its head vanish under it.
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()

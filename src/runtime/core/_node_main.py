@@ -20,6 +20,7 @@ from typing import Any
 import uvloop
 
 from . import _launcher as launcher
+from ._exceptions import RuntimeBaseError
 from ._worker import Worker
 
 log = logging.getLogger("runtime.node")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     resources = _resources(args)
     try:
         uvloop.run(_serve(args, token, resources, state_dir))
-    except OSError as exc:
+    except (OSError, RuntimeBaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -156,7 +157,22 @@ async def _serve(args: argparse.Namespace, token: bytes, resources: dict[str, fl
         state_dir=state_dir,
     )
     worker.on_head_lost = stop.set
-    await worker.start()
+    starting = asyncio.ensure_future(worker.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not starting.done():  # told to stop (or the parent died) before joining
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await worker.aclose()
+        return
+    try:
+        starting.result()
+    except BaseException:
+        await worker.aclose()
+        raise
     if args.head:
         if not args.no_head_file:
             assert state_dir is not None

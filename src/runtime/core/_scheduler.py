@@ -14,6 +14,8 @@ from typing import Any, Final
 from ._exceptions import InfeasibleError
 
 _EPS: Final = 1e-9
+#: How far past a blocked request the queue looks for smaller ones that fit.
+_LOOKAHEAD: Final = 16
 Resources = Mapping[str, float]
 
 
@@ -107,17 +109,27 @@ class LocalScheduler:
             self.available[name] = self.available.get(name, 0.0) - amount
 
     def _grant(self) -> list[Hashable]:
+        """Grant queued requests in arrival order; a small request may pass a large one
+        that does not fit, within a short look-ahead (so a release costs O(1), not O(queue))."""
         granted: list[Hashable] = []
-        # Arrival order, but a small request may pass a large one that still does not fit.
-        remaining: deque[tuple[Hashable, dict[str, float]]] = deque()
-        while self.queue:
-            key, demand = self.queue.popleft()
-            if fits(demand, self.available):
-                self._take(demand)
-                granted.append(key)
-            else:
-                remaining.append((key, demand))
-        self.queue = remaining
+        queue = self.queue
+        while queue and fits(queue[0][1], self.available):
+            key, demand = queue.popleft()
+            self._take(demand)
+            granted.append(key)
+        if len(queue) > 1:
+            blocked = queue[0][1]
+            i = 1
+            limit = min(len(queue), 1 + _LOOKAHEAD)
+            while i < limit:
+                key, demand = queue[i]
+                if demand != blocked and fits(demand, self.available):
+                    self._take(demand)
+                    granted.append(key)
+                    del queue[i]
+                    limit = min(limit, len(queue))
+                else:
+                    i += 1
         return granted
 
 
