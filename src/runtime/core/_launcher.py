@@ -184,6 +184,10 @@ def start_local_mesh(
     child_env = dict(os.environ if env is None else env)
     child_env.pop("RUNTIME_AUTH_TOKEN", None)
     child_env["PYTHONUNBUFFERED"] = "1"
+    # Nodes import what the driver can import (functions pickled by reference, e.g. from
+    # the script's own modules), as Ray's workers do on a local cluster.
+    paths = [os.getcwd() if not entry else entry for entry in sys.path]
+    child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
     out: Any = None
     if not log_to_driver:
         out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it

@@ -90,6 +90,15 @@ class RemoteFunction(Generic[P, R]):
             f"remote function {self._name} cannot be called directly; use {self.__name__}.remote()"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Captured by another task's closure: travel without the lock and the cached blob.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._blob = None
+
     def options(self, **options: Any) -> RemoteFunction[P, R]:
         """A copy with other options (num_cpus, num_gpus, resources, num_returns, ...)."""
         merged = {**self._options, **options}
@@ -156,6 +165,14 @@ class ActorClass(Generic[T]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use {self.__name__}.remote()")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._blob = None
 
     def options(self, **options: Any) -> ActorClass[T]:
         """A copy with other options (name, lifetime, resources, max_concurrency, ...)."""

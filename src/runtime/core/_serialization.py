@@ -99,7 +99,9 @@ def _pickle(value: Any) -> tuple[Value, list[memoryview]]:
         raw = buf.raw()
         if raw.nbytes < _OOB_MIN:
             return True
-        buffers.append(raw)
+        # A writable buffer is copied, so the caller may change its array after put() or
+        # .remote(); a read-only one (e.g. an array that came from the store) is shared.
+        buffers.append(raw if raw.readonly else memoryview(bytes(raw)))
         return False
 
     ctx = serialization_context
