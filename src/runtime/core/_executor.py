@@ -13,7 +13,7 @@ import contextvars
 import inspect
 import logging
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime.executor")
 
 INLINE_MAX = 100 * 1024
+_MAX_TOMBSTONES = 10_000
 
 
 @dataclass(slots=True)
@@ -120,6 +121,8 @@ class Executor:
         self.pool = ThreadPool("runtime-task", 64)
         self.waiting: dict[bytes, Job] = {}
         self.actors: dict[bytes, HostedActor] = {}
+        #: Why recently dead actors died, so late calls get the real cause (bounded).
+        self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
         self._report_armed = False
 
     def close(self) -> None:
@@ -310,6 +313,9 @@ class Executor:
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
         if self.actors.pop(actor.spec.actor_id, None) is None:
             return
+        self.tombstones[actor.spec.actor_id] = actor._death_value()  # noqa: SLF001
+        if len(self.tombstones) > _MAX_TOMBSTONES:
+            self.tombstones.popitem(last=False)
         self._release(dict(actor.spec.resources))
         msg = p.ActorGone(actor.spec.actor_id, reason)
         worker = self.worker
@@ -321,7 +327,8 @@ class Executor:
     def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
         actor = self.actors.get(msg.actor_id)
         if actor is None:
-            conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
+            death = self.tombstones.get(msg.actor_id)
+            conn.send(p.TaskDone(msg.task_id, error=death or ser.system_error_value(
                 ActorDiedError, f"actor {msg.actor_id.hex()} is not alive on this node")))
             return
         actor.on_call(conn, msg, raw)
@@ -352,6 +359,7 @@ class HostedActor:
         self.mailbox: deque[Job] = deque()
         self.running_async = 0
         self.running_sync = 0
+        self.async_starting = 0
         self.method_kinds: dict[str, bool] = {}
         self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
 
@@ -446,8 +454,12 @@ class HostedActor:
                     return
                 mailbox.popleft()
                 self.running_async += 1
+                self.async_starting += 1
                 self.worker.spawn(self._run_async(job))
             else:
+                # A sync call starts once the async calls before it have started.
+                if self.async_starting:
+                    return
                 mailbox.popleft()
                 self.running_sync += 1
                 self.pool.submit(partial(self._run_sync, job))
@@ -482,6 +494,10 @@ class HostedActor:
 
     async def _run_async(self, job: Job) -> None:
         current_task.set(TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name))
+        self.async_starting -= 1
+        if not self.async_starting and self.mailbox:
+            # Runs once this call reaches its first await, so it has started first.
+            self.worker.loop.call_soon(self._pump)
         try:
             args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
             assert job.fn is not None
