@@ -1,0 +1,201 @@
+"""The mesh as processes: local meshes, heads and nodes from the command line, tokens, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import runtime
+from runtime.exceptions import AuthenticationError
+
+from ..conftest import HeadProcess, stop_process
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """The pids still alive after ``timeout`` (bounded poll: process exit has no event here)."""
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def _run_driver(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def test_init_starts_a_local_mesh_and_shutdown_leaves_no_process(monkeypatch):
+    runtime.init(num_cpus=2)
+    try:
+        assert runtime.is_initialized()
+        children = psutil.Process().children(recursive=True)
+        assert len(children) == 3  # head + two nodes
+        assert runtime.cluster_resources() == {"CPU": 2.0}
+    finally:
+        runtime.shutdown()
+    assert not runtime.is_initialized()
+    assert _wait_gone([c.pid for c in children], timeout=5) == []
+
+
+def test_init_twice_is_an_error_unless_ignored():
+    runtime.init(num_cpus=1)
+    try:
+        with pytest.raises(RuntimeError, match="already"):
+            runtime.init(num_cpus=1)
+        assert runtime.init(ignore_reinit_error=True)["address"]
+    finally:
+        runtime.shutdown()
+
+
+def test_mesh_processes_die_when_the_driver_is_killed(tmp_path):
+    script = """
+        import os, sys, time, psutil, runtime
+        runtime.init(num_cpus=2)
+        print(" ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
+        time.sleep(120)
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "RUNTIME_TMPDIR": str(tmp_path)},
+    )
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert _wait_gone(pids) == []
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_async_connect_runs_on_the_callers_loop():
+    import asyncio
+
+    @runtime.remote
+    def double(x):
+        return 2 * x
+
+    async def main():
+        async with runtime.connect(num_cpus=1) as cluster:
+            assert cluster.address
+            values = await asyncio.gather(*[double.remote(i) for i in range(10)])
+            return values, len(psutil.Process().children())
+
+    values, nchildren = asyncio.run(main())
+    assert values == [2 * i for i in range(10)]
+    assert nchildren == 2
+    assert not runtime.is_initialized()
+
+
+def test_nodes_join_a_head_and_auto_finds_it(head: HeadProcess):
+    node = head.start_node("--procs", "2", "--resources", '{"gadget": 2}')
+    try:
+        out = _run_driver(
+            """
+            import time, runtime
+            runtime.init(address="auto")
+            deadline = time.monotonic() + 30
+            while runtime.cluster_resources().get("CPU", 0) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print(runtime.cluster_resources())
+
+            @runtime.remote(resources={"gadget": 1})
+            def f():
+                return "ran"
+
+            print(runtime.get(f.remote()))
+            runtime.shutdown()
+            """,
+            head.env,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "'CPU': 3.0" in out.stdout and "'gadget': 4.0" in out.stdout
+        assert "ran" in out.stdout
+    finally:
+        stop_process(node)
+
+
+def test_the_cli_reports_status_and_lists(head: HeadProcess):
+    env = head.env
+    status = subprocess.run(
+        [sys.executable, "-m", "runtime", "status"], env=env, capture_output=True, text=True, timeout=30,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "CPU: 1 of 1 available" in status.stdout
+    driver = _run_driver(
+        """
+        import runtime
+        runtime.init(address="auto")
+
+        @runtime.remote
+        class Keeper:
+            def ping(self):
+                return 1
+
+        k = Keeper.options(name="keeper", lifetime="detached").remote()
+        runtime.get(k.ping.remote())
+        t = Keeper.options(name="temporary").remote()
+        runtime.get(t.ping.remote())
+        runtime.shutdown()
+        """,
+        env,
+    )
+    assert driver.returncode == 0, driver.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "runtime", "list", "actors"], env=env, capture_output=True, text=True,
+        timeout=30, check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1] + ":" + line.split()[2]: line for line in listed.stdout.splitlines()[1:]}
+    # The detached actor outlives its driver; the other one died with it.
+    assert "ALIVE" in rows["Keeper:keeper"]
+    assert "DEAD" in rows["Keeper:temporary"]
+    nodes = subprocess.run(
+        [sys.executable, "-m", "runtime", "list", "nodes"], env=env, capture_output=True, text=True,
+        timeout=30, check=False,
+    )
+    assert head.address in nodes.stdout
+    stop = subprocess.run(
+        [sys.executable, "-m", "runtime", "stop"], env=env, capture_output=True, text=True, timeout=30,
+        check=False,
+    )
+    assert stop.returncode == 0
+    head.proc.wait(15)
+
+
+def test_a_wrong_token_is_refused(head: HeadProcess):
+    with pytest.raises(AuthenticationError):
+        runtime.init(address=head.address, token=b"not the token")
+    assert not runtime.is_initialized()
+    assert head.proc.poll() is None
+
+
+def test_a_node_with_a_wrong_token_cannot_join(head: HeadProcess, tmp_path):
+    bad = tmp_path / "bad-token"
+    bad.write_text("00" * 32)
+    node = head.start_node("--token-file", str(bad))
+    try:
+        assert node.wait(30) != 0
+    finally:
+        stop_process(node)
+    # The node sees the head's challenge fail (mutual authentication) and exits.
+    assert "does not hold the cluster token" in head.log()
+    assert head.proc.poll() is None
