@@ -29,6 +29,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -395,7 +396,9 @@ class Half:
                 await a.small_value.remote()
 
                 async def work() -> float:
-                    return len(await asyncio.gather(*[a.small_value.remote() for _ in range(BATCH)]))
+                    return len(
+                        await asyncio.gather(*[a.small_value.remote() for _ in range(BATCH)])
+                    )
 
                 return await measure_rate_async(work, s.duration, s.repeats)
 
@@ -427,11 +430,13 @@ class Half:
         if "error" in self.results["shutdown()"]:
             self.shutdown_quietly()
         self.broken = None  # the remaining metrics start sessions of their own
-        self.run_metric("idle mesh memory (PSS MB)", self.idle_memory,
-                        timeout=self.s.init_timeout)
+        self.run_metric("idle mesh memory (PSS MB)", self.idle_memory, timeout=self.s.init_timeout)
         if self.backend == "runtime":
-            self.run_metric("1:1 async-actor calls, asyncio driver", self.asyncio_driver,
-                            timeout=self.s.metric_timeout + 30)
+            self.run_metric(
+                "1:1 async-actor calls, asyncio driver",
+                self.asyncio_driver,
+                timeout=self.s.metric_timeout + 30,
+            )
         return self.results
 
 
@@ -452,9 +457,8 @@ def backend_version(backend: str) -> str:
 
 def run_half_here(backend: str, settings: Settings) -> dict[str, Any]:
     """Run one half in this process and return its JSON-able report."""
-    hard_limit = 20 * settings.metric_timeout + 4 * settings.init_timeout
     # A last resort if a deadline cannot interrupt something: dump every thread and exit.
-    faulthandler.dump_traceback_later(hard_limit, exit=True)
+    faulthandler.dump_traceback_later(hard_limit(settings), exit=True)
     try:
         half = Half(backend, settings)
         results = half.run()
@@ -463,8 +467,14 @@ def run_half_here(backend: str, settings: Settings) -> dict[str, Any]:
     return {"backend": backend, "version": backend_version(backend), "results": results}
 
 
-def run_ray_isolated(settings_args: list[str]) -> dict[str, Any]:
+def hard_limit(settings: Settings) -> float:
+    """The most one half may take even if its per-metric deadlines fail to interrupt it."""
+    return 20 * settings.metric_timeout + 4 * settings.init_timeout
+
+
+def run_ray_isolated(settings: Settings, settings_args: list[str]) -> dict[str, Any]:
     """Run the Ray half as a child in a loopback-only network namespace; return its report."""
+    timeout = hard_limit(settings) + 60
     if importlib.util.find_spec("ray") is None:
         return {"backend": "ray", "skipped": "ray is not importable in this environment"}
     unshare = shutil.which("unshare")
@@ -481,13 +491,17 @@ def run_ray_isolated(settings_args: list[str]) -> dict[str, Any]:
         ]  # fmt: skip
         env = dict(os.environ)
         env.update(
-            {CHILD_ENV: "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+            {
+                CHILD_ENV: "1",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
         )
-        log(f"[ray] running in a loopback-only network namespace: {' '.join(cmd)}")
+        log(f"[ray] running in a loopback-only network namespace: {shlex.join(cmd)}")
         try:
-            proc = subprocess.run(cmd, env=env, timeout=600, check=False)
+            proc = subprocess.run(cmd, env=env, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            return {"backend": "ray", "skipped": "the Ray half ran past 600 s"}
+            return {"backend": "ray", "skipped": f"the Ray half ran past {timeout:.0f} s"}
         if os.path.exists(out):
             with open(out) as f:
                 report: dict[str, Any] = json.load(f)
@@ -509,13 +523,18 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.3f} s"
     if unit == "MB":
         return f"{value:,.0f} MB"
-    if unit == "GB/s":
-        return f"{value:,.2f} GB/s"
-    return f"{value:,.0f} {unit}"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}"
 
 
 def cell(report: dict[str, Any] | None, metric: Metric) -> tuple[str, float | None]:
-    if report is None or "skipped" in report or not metric.ray_column and report["backend"] == "ray":
+    if (
+        report is None
+        or "skipped" in report
+        or not metric.ray_column
+        and report["backend"] == "ray"
+    ):
         return "-", None
     entry = report["results"].get(metric.name)
     if entry is None:
@@ -598,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ours = run_half_here("runtime", settings) if args.only != "ray" else None
-    ray = run_ray_isolated(passthrough) if args.only != "runtime" else None
+    ray = run_ray_isolated(settings, passthrough) if args.only != "runtime" else None
     table, ratios = render(ours, ray)
     print(table)
     if args.json:

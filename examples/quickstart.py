@@ -52,8 +52,10 @@ def main() -> None:
     t0 = time.perf_counter()
     info = runtime.init()
     nodes = [n for n in runtime.nodes() if not n["IsDriver"]]
-    print(f"local mesh up in {time.perf_counter() - t0:.2f}s: {len(nodes)} node processes "
-          f"(head + workers), resources {runtime.cluster_resources()} at {info['address']}")
+    print(
+        f"local mesh up in {time.perf_counter() - t0:.2f}s: {len(nodes)} node processes "
+        f"(head + workers), resources {runtime.cluster_resources()} at {info['address']}"
+    )
 
     squares = runtime.get([square.remote(i) for i in range(10)])
     print(f"tasks: squares of 0..9 = {squares}")
@@ -68,8 +70,10 @@ def main() -> None:
 
     array = np.arange(1_000_000, dtype=np.float64)
     ref = runtime.put(array)
-    print(f"objects: a {array.nbytes / 1e6:.0f} MB array put once; its sum from a task = "
-          f"{runtime.get(array_sum.remote(ref)):.0f}")
+    print(
+        f"objects: a {array.nbytes / 1e6:.0f} MB array put once; its sum from a task = "
+        f"{runtime.get(array_sum.remote(ref)):.0f}"
+    )
 
     try:
         runtime.get(square.remote("not a number"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +16,9 @@ import runtime
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tmpdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_tmpdir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each test process keeps its head.json and sessions in its own folder."""
     base = tmp_path_factory.getbasetemp() / "runtime-tmp"
     base.mkdir(exist_ok=True)
@@ -56,7 +58,9 @@ class HeadProcess:
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "runtime.node", "--address", self.address, *args],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         finally:
             log.close()
@@ -66,7 +70,9 @@ class HeadProcess:
             return f.read()
 
 
-def start_head(tmp_path: os.PathLike[str], *args: str, env: dict[str, str] | None = None) -> HeadProcess:
+def start_head(
+    tmp_path: os.PathLike[str], *args: str, env: dict[str, str] | None = None
+) -> HeadProcess:
     """Start a head and wait (bounded) until it has written its address to head.json."""
     state_dir = os.path.join(tmp_path, "state")
     env = dict(env or os.environ)
@@ -75,8 +81,20 @@ def start_head(tmp_path: os.PathLike[str], *args: str, env: dict[str, str] | Non
     log_path = os.path.join(tmp_path, "head.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.node", "--head", "--port", "0", "--state-dir", state_dir, *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "runtime.node",
+                "--head",
+                "--port",
+                "0",
+                "--state-dir",
+                state_dir,
+                *args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     head_json = os.path.join(env["RUNTIME_TMPDIR"], "head.json")
     deadline = time.monotonic() + 30

@@ -33,7 +33,14 @@ from runtime.core._api import (
     wait,
 )
 from runtime.core._refs import ObjectRef
-from runtime.core._remote import ActorClass, ActorHandle, ActorMethod, RemoteFunction, method, remote
+from runtime.core._remote import (
+    ActorClass,
+    ActorHandle,
+    ActorMethod,
+    RemoteFunction,
+    method,
+    remote,
+)
 
 __version__ = "0.1.0"
 

@@ -49,8 +49,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mypy.errorcodes import ATTR_DEFINED, CALL_ARG
 from mypy.erasetype import erase_typevars
+from mypy.errorcodes import ATTR_DEFINED, CALL_ARG
 from mypy.expandtype import expand_type_by_instance
 from mypy.nodes import ARG_STAR, ARG_STAR2, Argument, Decorator, FuncBase, SymbolNode, TypeInfo, Var
 from mypy.plugin import (
@@ -178,9 +178,7 @@ def _actor_constructor(ctx: MethodSigContext) -> FunctionLike:
     if not isinstance(ctor, FunctionLike):
         return default
     class_vars = {tv.id for tv in actor.type.defn.type_vars}
-    bind = bool(class_vars) and not all(
-        isinstance(get_proper_type(a), AnyType) for a in actor.args
-    )
+    bind = bool(class_vars) and not all(isinstance(get_proper_type(a), AnyType) for a in actor.args)
 
     def remote(item: CallableType) -> CallableType:
         if bind:  # ActorClass[Box[int]]: the class's type variables are fixed
@@ -209,11 +207,13 @@ def _actor_method(name: str, ctx: AttributeContext) -> Type:
         return ctx.default_attr_type  # ActorHandle[Any], a type variable, ...
     sym = actor.type.get(name)
     dunder = name.startswith("__") and name.endswith("__")
+    if sym is None and actor.type.fallback_to_any:
+        return ctx.default_attr_type  # a base class is Any: the method may be there
     if sym is None or dunder or not _is_remote_method(sym.node):
-        if sym is None and not dunder and _has_getattr(actor.type):
-            return ctx.default_attr_type
         ctx.api.fail(
-            f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
+            f'Actor class "{actor.type.name}" has no method "{name}"',
+            ctx.context,
+            code=ATTR_DEFINED,
         )
         return AnyType(TypeOfAny.from_error)
     member = get_proper_type(find_member(name, actor, actor))
@@ -244,8 +244,3 @@ def _is_remote_method(node: SymbolNode | None) -> bool:
     if isinstance(node, Var):
         return node.is_initialized_in_class and isinstance(get_proper_type(node.type), FunctionLike)
     return False
-
-
-def _has_getattr(info: TypeInfo) -> bool:
-    method = info.get_method("__getattr__")
-    return method is not None and method.info.fullname != "builtins.object"

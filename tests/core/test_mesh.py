@@ -25,16 +25,24 @@ def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        alive = [
+            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+        ]
         if alive:
             time.sleep(0.05)
     return alive
 
 
-def _run_driver(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run_driver(
+    code: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -69,7 +77,9 @@ def test_mesh_processes_die_when_the_driver_is_killed(tmp_path):
         time.sleep(120)
     """
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "RUNTIME_TMPDIR": str(tmp_path)},
     )
     try:
@@ -135,7 +145,11 @@ def test_nodes_join_a_head_and_auto_finds_it(head: HeadProcess):
 def test_the_cli_reports_status_and_lists(head: HeadProcess):
     env = head.env
     status = subprocess.run(
-        [sys.executable, "-m", "runtime", "status"], env=env, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "runtime", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
         check=False,
     )
     assert status.returncode == 0, status.stderr
@@ -160,21 +174,35 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
     )
     assert driver.returncode == 0, driver.stderr
     listed = subprocess.run(
-        [sys.executable, "-m", "runtime", "list", "actors"], env=env, capture_output=True, text=True,
-        timeout=30, check=False,
+        [sys.executable, "-m", "runtime", "list", "actors"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert listed.returncode == 0, listed.stderr
-    rows = {line.split()[1] + ":" + line.split()[2]: line for line in listed.stdout.splitlines()[1:]}
+    rows = {
+        line.split()[1] + ":" + line.split()[2]: line for line in listed.stdout.splitlines()[1:]
+    }
     # The detached actor outlives its driver; the other one died with it.
     assert "ALIVE" in rows["Keeper:keeper"]
     assert "DEAD" in rows["Keeper:temporary"]
     nodes = subprocess.run(
-        [sys.executable, "-m", "runtime", "list", "nodes"], env=env, capture_output=True, text=True,
-        timeout=30, check=False,
+        [sys.executable, "-m", "runtime", "list", "nodes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert head.address in nodes.stdout
     stop = subprocess.run(
-        [sys.executable, "-m", "runtime", "stop"], env=env, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "runtime", "stop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
         check=False,
     )
     assert stop.returncode == 0

@@ -8,6 +8,7 @@ asyncio loop and uvloop, which the nodes use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -194,13 +195,6 @@ def test_a_deeply_nested_value_is_a_protocol_error() -> None:
 # --- transport --------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
-
 @dataclass
 class End:
     """What one side of a link saw: its messages and how it closed."""
@@ -248,50 +242,63 @@ class Listener:
     end: End
 
 
-@pytest.fixture
-async def listen() -> AsyncIterator[typing.Callable[..., typing.Awaitable[Listener]]]:
-    """Start servers whose one accepted connection is an End; close everything after."""
-    servers: list[Listener] = []
+Listen = typing.Callable[..., typing.Awaitable[Listener]]
+Dial = typing.Callable[..., typing.Awaitable[End]]
 
-    async def start(**kwargs: typing.Any) -> Listener:
+
+@contextlib.asynccontextmanager
+async def _links() -> AsyncIterator[tuple[Listen, Dial]]:
+    """Listen (one accepted connection per server) and dial; close everything after."""
+    listeners: list[Listener] = []
+    dialed: list[End] = []
+
+    async def listen(**kwargs: typing.Any) -> Listener:
         end = End("server", **kwargs)
         server = await asyncio.get_running_loop().create_server(
             lambda: end.make(dialer=False), "127.0.0.1", 0
         )
         listener = Listener(server, server.sockets[0].getsockname()[1], end)
-        servers.append(listener)
+        listeners.append(listener)
         return listener
 
-    yield start
-    for listener in servers:
-        if listener.end.conn is not None:
-            listener.end.conn.abort()
-        listener.server.close()
-        await listener.server.wait_closed()
-
-
-@pytest.fixture
-async def dial() -> AsyncIterator[typing.Callable[..., typing.Awaitable[End]]]:
-    """Dial a listener with a Connection; abort it after the test."""
-    ends: list[End] = []
-
-    async def connect(listener: Listener, **kwargs: typing.Any) -> End:
+    async def dial(listener: Listener, **kwargs: typing.Any) -> End:
         end = End("client", **kwargs)
         await asyncio.get_running_loop().create_connection(
             lambda: end.make(dialer=True), "127.0.0.1", listener.port
         )
-        ends.append(end)
+        dialed.append(end)
         return end
 
-    yield connect
-    for end in ends:
-        assert end.conn is not None
-        end.conn.abort()
+    try:
+        yield listen, dial
+    finally:
+        for end in [*dialed, *(listener.end for listener in listeners)]:
+            if end.conn is not None:
+                end.conn.abort()
+        for listener in listeners:
+            listener.server.close()
+            await listener.server.wait_closed()
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[tuple[Listen, Dial]]:
+    async with _links() as pair:
+        yield pair
+
+
+@pytest.fixture
+def listen(links: tuple[Listen, Dial]) -> Listen:
+    return links[0]
+
+
+@pytest.fixture
+def dial(links: tuple[Listen, Dial]) -> Dial:
+    return links[1]
 
 
 async def _authenticated_pair(
-    listen: typing.Callable[..., typing.Awaitable[Listener]],
-    dial: typing.Callable[..., typing.Awaitable[End]],
+    listen: Listen,
+    dial: Dial,
     **server_kwargs: typing.Any,
 ) -> tuple[End, End]:
     listener = await listen(**server_kwargs)
@@ -299,8 +306,7 @@ async def _authenticated_pair(
     assert client.conn is not None
     async with asyncio.timeout(10):
         await client.conn.authenticated
-        while listener.end.conn is None:  # the accept callback runs before any handshake byte
-            await asyncio.sleep(0)
+        assert listener.end.conn is not None  # it sent the Welcome
         await listener.end.conn.authenticated
     return listener.end, client
 
@@ -473,6 +479,12 @@ async def _assert_eof(reader: asyncio.StreamReader) -> None:
             pass
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 async def test_a_listener_refuses_a_wrong_proof_with_a_reason(listen) -> None:
     listener = await listen()
     reader, writer, verdict = await _raw_handshake(listener.port, b"wrong token")
@@ -481,7 +493,7 @@ async def test_a_listener_refuses_a_wrong_proof_with_a_reason(listen) -> None:
         await _assert_eof(reader)
         assert isinstance(await listener.end.wait_closed(), AuthenticationError)
     finally:
-        writer.close()
+        await _close(writer)
 
 
 async def test_a_listener_refuses_another_protocol_version(listen) -> None:
@@ -492,7 +504,7 @@ async def test_a_listener_refuses_another_protocol_version(listen) -> None:
         assert "999" in verdict.reason
         await _assert_eof(reader)
     finally:
-        writer.close()
+        await _close(writer)
 
 
 async def test_a_raw_dialer_with_the_right_token_is_welcomed(listen) -> None:
@@ -506,7 +518,7 @@ async def test_a_raw_dialer_with_the_right_token_is_welcomed(listen) -> None:
         _, msg, _ = await _next(listener.end)
         assert msg == p.Reply(1, value="hi")
     finally:
-        writer.close()
+        await _close(writer)
 
 
 @pytest.mark.parametrize(
@@ -536,7 +548,7 @@ async def test_anything_but_a_hello_before_the_handshake_closes_the_connection(
         with pytest.raises(ProtocolError):
             listener.end.conn.authenticated.result()
     finally:
-        writer.close()
+        await _close(writer)
 
 
 async def test_a_silent_dialer_is_dropped_when_the_handshake_times_out(
@@ -551,7 +563,7 @@ async def test_a_silent_dialer_is_dropped_when_the_handshake_times_out(
         assert "timed out" in str(exc)
         await _assert_eof(reader)
     finally:
-        writer.close()
+        await _close(writer)
 
 
 async def test_nothing_is_sent_after_the_connection_closed(listen, dial) -> None:
@@ -562,3 +574,26 @@ async def test_nothing_is_sent_after_the_connection_closed(listen, dial) -> None
     client.conn.send(p.Reply(1))  # a no-op, not an error
     await server.wait_closed()
     assert server.messages.empty()
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_a_handshake_delivers_messages_both_ways,
+        test_a_burst_of_messages_arrives_complete_and_in_order,
+        test_big_frames_arrive_intact_between_small_ones,
+        test_an_oversized_frame_after_the_handshake_closes_the_connection,
+        test_a_wrong_token_fails_both_ends_and_delivers_nothing,
+    ],
+    ids=lambda scenario: scenario.__name__.removeprefix("test_"),
+)
+def test_the_transport_behaves_the_same_on_uvloop(
+    scenario: typing.Callable[[Listen, Dial], typing.Awaitable[None]],
+) -> None:
+    """The nodes run uvloop, whose buffered-protocol path differs from asyncio's."""
+
+    async def main() -> None:
+        async with _links() as (listen, dial):
+            await scenario(listen, dial)
+
+    uvloop.run(main())

@@ -65,7 +65,9 @@ async def _open(
         if num_gpus:
             res["GPU"] = float(num_gpus)
         res.update(resources or {})
-        worker = Worker(role="head", token=launcher.new_token(), resources=res, namespace=namespace or "")
+        worker = Worker(
+            role="head", token=launcher.new_token(), resources=res, namespace=namespace or ""
+        )
         await worker.start()
         return _Session(worker, None, _info(worker, None))
     if address is None:
@@ -78,7 +80,9 @@ async def _open(
         expect_nodes = n + 1
     else:
         if num_cpus is not None or num_gpus is not None or resources:
-            raise ValueError("num_cpus/num_gpus/resources only apply when init() starts a local mesh")
+            raise ValueError(
+                "num_cpus/num_gpus/resources only apply when init() starts a local mesh"
+            )
         state_dir = None
         if address == "auto":
             head = launcher.find_local_head()
@@ -95,10 +99,13 @@ async def _open(
                 pass
         if found is None:
             raise ValueError(
-                "no cluster token: pass token=..., or set RUNTIME_AUTH_TOKEN or RUNTIME_AUTH_TOKEN_FILE"
+                "no cluster token: pass token=..., or set RUNTIME_AUTH_TOKEN or "
+                "RUNTIME_AUTH_TOKEN_FILE"
             )
         cluster_token = found
-    worker = Worker(role="driver", token=cluster_token, head_address=head_address, namespace=namespace or "")
+    worker = Worker(
+        role="driver", token=cluster_token, head_address=head_address, namespace=namespace or ""
+    )
     try:
         await worker.start()
         if mesh is not None:
@@ -118,7 +125,9 @@ async def _wait_for_nodes(worker: Worker, mesh: launcher.LocalMesh, expect: int)
                 changed = worker.view_changed
                 dead = [p.pid for p in mesh.procs if p.poll() is not None]
                 if dead:
-                    raise RuntimeError(f"node processes {dead} exited while the local mesh was starting")
+                    raise RuntimeError(
+                        f"node processes {dead} exited while the local mesh was starting"
+                    )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.5):
                         await changed.wait()
@@ -184,8 +193,14 @@ def init(
         thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
         thread.start()
         coro = _open(
-            address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-            namespace=namespace, log_to_driver=log_to_driver, token=token, local_mode=local_mode,
+            address,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            token=token,
+            local_mode=local_mode,
         )
         try:
             session = asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -262,8 +277,14 @@ async def connect(
         if _session is not None:
             raise RuntimeError("the runtime is already initialized in this process")
     session = await _open(
-        address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, namespace=namespace,
-        log_to_driver=log_to_driver, token=token, local_mode=local_mode,
+        address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        namespace=namespace,
+        log_to_driver=log_to_driver,
+        token=token,
+        local_mode=local_mode,
     )
     with _lock:
         _session = session
@@ -411,13 +432,15 @@ async def wait_async(
 # --- actors -----------------------------------------------------------------------------------
 
 
-def create_actor(cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
+def create_actor(
+    cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> ActorHandle[T]:
     worker = current_worker()
-    spec = cls._spec(worker, args, kwargs)  # noqa: SLF001
+    spec = cls._spec(worker, args, kwargs)
     if spec.args.refs:
         worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)
-    get_if_exists = bool(cls._options.get("get_if_exists"))  # noqa: SLF001
-    methods = cls._methods  # noqa: SLF001
+    get_if_exists = bool(cls._options.get("get_if_exists"))
+    methods = cls._methods
     if spec.name is not None and not worker.inbox.on_loop():
         # Named: ask the head now, so a taken name raises here, as in Ray.
         raw = _blocking(worker, worker.head_request(p.CreateActor(0, spec, get_if_exists)))
@@ -439,7 +462,7 @@ def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool
             loc = msgspec.convert(raw, p.ActorLocation)
             if loc.actor_id != spec.actor_id:
                 state.actor_id = loc.actor_id  # get_if_exists found another actor
-        except Exception as exc:  # noqa: BLE001 - the creation error is what every call reports
+        except Exception as exc:
             state.dead = f"creating actor {spec.class_name} failed: {exc}"
         finally:
             created.set_result(None)
@@ -464,7 +487,7 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"runtime.kill takes an ActorHandle, got {type(actor).__name__}")
     worker = current_worker()
-    actor_id = actor._actor_id  # noqa: SLF001
+    actor_id = actor._actor_id
     msg = p.KillActor(0, actor_id, no_restart)
     if worker.inbox.on_loop():
         worker.spawn(worker.head_request(msg))
@@ -481,17 +504,19 @@ def nodes() -> list[dict[str, Any]]:
     for item in list_state("nodes"):
         n = p.NodeInfo(**item)
         host, _, port = n.address.rpartition(":")
-        out.append({
-            "NodeID": n.node_id,
-            "Alive": n.alive,
-            "NodeManagerAddress": host,
-            "NodeManagerPort": int(port),
-            "Resources": dict(n.resources),
-            "Available": dict(n.available),
-            "IsDriver": n.is_driver,
-            "Pid": n.pid,
-            "Labels": dict(n.labels),
-        })
+        out.append(
+            {
+                "NodeID": n.node_id,
+                "Alive": n.alive,
+                "NodeManagerAddress": host,
+                "NodeManagerPort": int(port),
+                "Resources": dict(n.resources),
+                "Available": dict(n.available),
+                "IsDriver": n.is_driver,
+                "Pid": n.pid,
+                "Labels": dict(n.labels),
+            }
+        )
     return out
 
 

@@ -12,7 +12,9 @@ from . import _api
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m runtime", description="Inspect or stop a cluster.")
-    ap.add_argument("--address", default="auto", help="HOST:PORT of the head (default: the local one)")
+    ap.add_argument(
+        "--address", default="auto", help="HOST:PORT of the head (default: the local one)"
+    )
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         _api.shutdown()
 
 
-def _status(address: str, nodes: list[dict[str, Any]], actors: list[dict[str, Any]]) -> dict[str, Any]:
+def _status(
+    address: str, nodes: list[dict[str, Any]], actors: list[dict[str, Any]]
+) -> dict[str, Any]:
     total: dict[str, float] = {}
     free: dict[str, float] = {}
     for n in nodes:
@@ -72,7 +76,9 @@ def _status(address: str, nodes: list[dict[str, Any]], actors: list[dict[str, An
         "address": address,
         "nodes": sum(1 for n in nodes if not n["is_driver"]),
         "drivers": sum(1 for n in nodes if n["is_driver"]),
-        "resources": {k: {"total": v, "available": free.get(k, 0.0)} for k, v in sorted(total.items())},
+        "resources": {
+            k: {"total": v, "available": free.get(k, 0.0)} for k, v in sorted(total.items())
+        },
         "actors": states,
     }
 
@@ -103,5 +109,8 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 def _cell(v: Any) -> str:
     if isinstance(v, dict):
-        return ",".join(f"{k}={x:g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items()) or "-"
+        return (
+            ",".join(f"{k}={x:g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())
+            or "-"
+        )
     return "-" if v is None else str(v)

@@ -23,6 +23,7 @@ RuntimeBaseError (Exception)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -70,10 +71,8 @@ class TaskError(RuntimeBaseError):
         if cls is None:
             return self
         err: TaskError = Exception.__new__(cls)
-        try:
+        with contextlib.suppress(Exception):  # a cause without a writable __dict__ keeps args
             err.__dict__.update(getattr(cause, "__dict__", {}))
-        except Exception:  # noqa: S110 - a cause without a writable __dict__ keeps its args only
-            pass
         err.args = cause.args
         err.function_name = self.function_name
         err.remote_traceback = self.remote_traceback

@@ -84,9 +84,10 @@ def encode_returns(
         values = [result]
     else:
         if not isinstance(result, tuple | list) or len(result) != num_returns:
+            size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
             raise ValueError(
                 f"the task declared num_returns={num_returns} but returned "
-                f"{type(result).__name__} {'of length ' + str(len(result)) if isinstance(result, tuple | list) else ''}".rstrip()
+                f"{type(result).__name__}{size}"
             )
         values = list(result)
     out: list[p.Value | p.Located] = []
@@ -139,7 +140,17 @@ class Executor:
         except Exception as exc:
             conn.send(p.TaskDone(msg.task_id, error=_error(exc, msg.fn_name)))
             return
-        job = Job(conn, msg.task_id, msg.fn_name, msg.args, bufs, msg.num_returns, fn, is_async, dict(msg.resources))
+        job = Job(
+            conn,
+            msg.task_id,
+            msg.fn_name,
+            msg.args,
+            bufs,
+            msg.num_returns,
+            fn,
+            is_async,
+            dict(msg.resources),
+        )
         if msg.args.refs:
             job.ready = False
             self.worker.spawn(self._resolve_then_queue(job))
@@ -158,7 +169,7 @@ class Executor:
     async def _resolve_then_queue(self, job: Job) -> None:
         try:
             job.call_args = await self._resolve_args(job)
-        except BaseException as exc:  # noqa: BLE001 - a dependency's error is this task's error
+        except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             self._done_unqueued(job, _error(exc, job.name))
@@ -168,10 +179,14 @@ class Executor:
 
     async def _resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args, kwargs = ser.deserialize_args(job.args, job.buffers)
-        if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
+        if any(isinstance(a, ObjectRef) for a in args) or any(
+            isinstance(v, ObjectRef) for v in kwargs.values()
+        ):
             get = self.worker.get_async
             args = tuple([await get(a) if isinstance(a, ObjectRef) else a for a in args])
-            kwargs = {k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()}
+            kwargs = {
+                k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()
+            }
         return args, kwargs
 
     def _queue(self, job: Job) -> None:
@@ -202,7 +217,7 @@ class Executor:
             result = job.fn(*args, **kwargs)
             returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
             done = p.TaskDone(job.task_id, returns)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as exc:
             done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
         finally:
             current_task.reset(token)
@@ -218,7 +233,7 @@ class Executor:
             done = p.TaskDone(job.task_id, returns)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
         self._finish(job, ctx, done, bufs)
 
@@ -266,7 +281,7 @@ class Executor:
         if worker.head is not None:
             worker.head.on_report(msg)
         else:
-            conn = worker._head_conn  # noqa: SLF001 - the worker's own head link
+            conn = worker._head_conn
             if conn is not None:
                 conn.send(msg)
 
@@ -313,7 +328,7 @@ class Executor:
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
         if self.actors.pop(actor.spec.actor_id, None) is None:
             return
-        self.tombstones[actor.spec.actor_id] = actor._death_value()  # noqa: SLF001
+        self.tombstones[actor.spec.actor_id] = actor._death_value()
         if len(self.tombstones) > _MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
         self._release(dict(actor.spec.resources))
@@ -321,15 +336,22 @@ class Executor:
         worker = self.worker
         if worker.head is not None:
             worker.head.on_message(None, msg)
-        elif (conn := worker._head_conn) is not None:  # noqa: SLF001
+        elif (conn := worker._head_conn) is not None:
             conn.send(msg)
 
     def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
         actor = self.actors.get(msg.actor_id)
         if actor is None:
             death = self.tombstones.get(msg.actor_id)
-            conn.send(p.TaskDone(msg.task_id, error=death or ser.system_error_value(
-                ActorDiedError, f"actor {msg.actor_id.hex()} is not alive on this node")))
+            conn.send(
+                p.TaskDone(
+                    msg.task_id,
+                    error=death
+                    or ser.system_error_value(
+                        ActorDiedError, f"actor {msg.actor_id.hex()} is not alive on this node"
+                    ),
+                )
+            )
             return
         actor.on_call(conn, msg, raw)
 
@@ -372,10 +394,10 @@ class HostedActor:
     async def _resolve_then_construct(self) -> None:
         job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
         try:
-            call_args = await self.executor._resolve_args(job)  # noqa: SLF001
+            call_args = await self.executor._resolve_args(job)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._constructed(None, _error(exc, f"{self.spec.class_name}.__init__"))
             return
         self.pool.submit(partial(self._construct, call_args))
@@ -386,7 +408,7 @@ class HostedActor:
             args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
             instance = self.cls(*args, **kwargs)
             error = None
-        except BaseException as exc:  # noqa: BLE001 - the constructor's error kills the actor
+        except BaseException as exc:
             instance, error = None, _error(exc, f"{self.spec.class_name}.__init__")
         finally:
             current_task.reset(token)
@@ -409,10 +431,16 @@ class HostedActor:
             return
         limit = self.spec.max_pending_calls
         if limit >= 0 and len(self.mailbox) >= limit:
-            conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
-                PendingCallsLimitExceeded,
-                f"actor {self.spec.class_name} has {len(self.mailbox)} calls waiting "
-                f"(max_pending_calls={limit})")))
+            conn.send(
+                p.TaskDone(
+                    msg.task_id,
+                    error=ser.system_error_value(
+                        PendingCallsLimitExceeded,
+                        f"actor {self.spec.class_name} has {len(self.mailbox)} calls waiting "
+                        f"(max_pending_calls={limit})",
+                    ),
+                )
+            )
             return
         try:
             bufs, _ = split_buffers(raw, msg.args.bufs, 0)
@@ -429,10 +457,10 @@ class HostedActor:
 
     async def _resolve(self, job: Job) -> None:
         try:
-            job.call_args = await self.executor._resolve_args(job)  # noqa: SLF001
+            job.call_args = await self.executor._resolve_args(job)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             job.fn = _raiser(exc)
         job.ready = True
         self._pump()
@@ -480,8 +508,11 @@ class HostedActor:
             result = job.fn(*args, **kwargs)
             returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
             done = p.TaskDone(job.task_id, returns)
-        except BaseException as exc:  # noqa: BLE001
-            done, bufs = p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")), []
+        except BaseException as exc:
+            done, bufs = (
+                p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")),
+                [],
+            )
         finally:
             current_task.reset(token)
         self.worker.inbox.post(self._sync_done, job, done, bufs)
@@ -506,8 +537,11 @@ class HostedActor:
             done = p.TaskDone(job.task_id, returns)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001
-            done, bufs = p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")), []
+        except BaseException as exc:
+            done, bufs = (
+                p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")),
+                [],
+            )
         self.running_async -= 1
         self._finish(job, done, bufs)
         if self.mailbox:
@@ -524,7 +558,9 @@ class HostedActor:
         if self.death is not None:
             return self.death
         suffix = "; the call may have run" if may_have_run else ""
-        return ser.system_error_value(ActorDiedError, f"actor {self.spec.class_name} is dead: {self._reason}{suffix}")
+        return ser.system_error_value(
+            ActorDiedError, f"actor {self.spec.class_name} is dead: {self._reason}{suffix}"
+        )
 
     _reason = "it was stopped"
 
@@ -543,7 +579,7 @@ class HostedActor:
 def _death_text(value: p.Value) -> str:
     try:
         return str(ser.error_from_value(value))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "the actor's constructor raised"
 
 
@@ -554,4 +590,11 @@ def _raiser(exc: BaseException) -> Callable[..., Any]:
     return raise_it
 
 
-__all__ = ["Executor", "HostedActor", "TaskContext", "current_task", "encode_returns", "SerializationError"]
+__all__ = [
+    "Executor",
+    "HostedActor",
+    "SerializationError",
+    "TaskContext",
+    "current_task",
+    "encode_returns",
+]

@@ -41,8 +41,16 @@ class ActorRecord:
     def location(self) -> p.ActorLocation:
         s = self.spec
         return p.ActorLocation(
-            s.actor_id, self.node_id, self.address, self.state, s.class_name, s.name,
-            s.namespace, s.max_concurrency, s.is_async, self.death_cause,
+            s.actor_id,
+            self.node_id,
+            self.address,
+            self.state,
+            s.class_name,
+            s.name,
+            s.namespace,
+            s.max_concurrency,
+            s.is_async,
+            self.death_cause,
         )
 
 
@@ -63,7 +71,7 @@ class Head:
 
     def register_local(self, info: p.NodeInfo) -> None:
         self.nodes[info.node_id] = info
-        self.worker._set_view(list(self.nodes.values()))  # noqa: SLF001
+        self.worker._set_view(list(self.nodes.values()))
 
     def _broadcast_view(self) -> None:
         if not self._view_armed:
@@ -73,7 +81,7 @@ class Head:
     def _send_view(self) -> None:
         self._view_armed = False
         nodes = list(self.nodes.values())
-        self.worker._set_view(nodes)  # noqa: SLF001
+        self.worker._set_view(nodes)
         msg = p.ClusterView(nodes)
         for node_id in self.nodes:
             conn = self.worker.conns.get(node_id)
@@ -213,9 +221,13 @@ class Head:
         for r in self.actors.values():
             if r.state == ALIVE:
                 counts[r.node_id] = counts.get(r.node_id, 0) + 1
-        node_id, feasible = pick_actor_node(self.nodes.values(), spec.resources, counts, **_affinity(spec))
+        node_id, feasible = pick_actor_node(
+            self.nodes.values(), spec.resources, counts, **_affinity(spec)
+        )
         if not feasible:
-            self._mark_dead(record, f"no node can host the actor's resources {dict(spec.resources)} any more")
+            self._mark_dead(
+                record, f"no node can host the actor's resources {dict(spec.resources)} any more"
+            )
             return False
         if node_id is None:
             return False
@@ -229,11 +241,13 @@ class Head:
                 from ._worker import unwrap_reply
 
                 unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
-        except Exception as exc:  # noqa: BLE001 - no room after all, or the node is gone
+        except Exception as exc:
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
             if fits(spec.resources, info.available):
                 # Our view was stale: take the resources off until the node reports.
-                info.available = {k: v - spec.resources.get(k, 0.0) for k, v in info.available.items()}
+                info.available = {
+                    k: v - spec.resources.get(k, 0.0) for k, v in info.available.items()
+                }
             return False
         if record.state != PENDING:  # killed while being placed
             self._stop_on_node(node_id, spec.actor_id)

@@ -23,7 +23,9 @@ from typing import Any
 
 def base_dir() -> str:
     """Where heads started on this host leave their traces (``$RUNTIME_TMPDIR`` overrides)."""
-    return os.environ.get("RUNTIME_TMPDIR") or os.path.join(tempfile.gettempdir(), f"runtime-{os.getuid()}")
+    return os.environ.get("RUNTIME_TMPDIR") or os.path.join(
+        tempfile.gettempdir(), f"runtime-{os.getuid()}"
+    )
 
 
 def new_state_dir() -> str:
@@ -71,10 +73,9 @@ def write_head_file(address: str, state_dir: str) -> None:
 
 
 def remove_head_file() -> None:
-    with contextlib.suppress(OSError, ValueError):
-        with open(head_file()) as f:
-            if json.load(f).get("pid") == os.getpid():
-                os.unlink(head_file())
+    with contextlib.suppress(OSError, ValueError), open(head_file()) as f:
+        if json.load(f).get("pid") == os.getpid():
+            os.unlink(head_file())
 
 
 def find_local_head() -> dict[str, Any]:
@@ -91,14 +92,17 @@ def find_local_head() -> dict[str, Any]:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        raise ConnectionError(f"the head recorded in {head_file()} (pid {pid}) is not running") from None
+        raise ConnectionError(
+            f"the head recorded in {head_file()} (pid {pid}) is not running"
+        ) from None
     except PermissionError:
         pass
     return info
 
 
 def resolve_token(explicit: str | bytes | None, *, state_dir: str | None = None) -> bytes | None:
-    """The cluster token: argument, $RUNTIME_AUTH_TOKEN, $RUNTIME_AUTH_TOKEN_FILE, or a state dir's."""
+    """The cluster token: the argument, $RUNTIME_AUTH_TOKEN, $RUNTIME_AUTH_TOKEN_FILE, or the
+    token file in ``state_dir``."""
     if explicit is not None:
         return explicit if isinstance(explicit, bytes) else parse_token(explicit)
     env = os.environ.get("RUNTIME_AUTH_TOKEN")
@@ -186,7 +190,7 @@ def start_local_mesh(
     child_env["PYTHONUNBUFFERED"] = "1"
     # Nodes import what the driver can import (functions pickled by reference, e.g. from
     # the script's own modules), as Ray's workers do on a local cluster.
-    paths = [os.getcwd() if not entry else entry for entry in sys.path]
+    paths = [entry or os.getcwd() for entry in sys.path]
     child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
     out: Any = None
     if not log_to_driver:
@@ -196,21 +200,44 @@ def start_local_mesh(
     try:
         mesh.procs.append(
             subprocess.Popen(
-                node_command("--head", "--listen-fd", str(sock.fileno()), "--num-cpus", "0",
-                             "--no-head-file", *common),
-                pass_fds=(sock.fileno(), r), env=child_env, stdout=out, stderr=out,
+                node_command(
+                    "--head",
+                    "--listen-fd",
+                    str(sock.fileno()),
+                    "--num-cpus",
+                    "0",
+                    "--no-head-file",
+                    *common,
+                ),
+                pass_fds=(sock.fileno(), r),
+                env=child_env,
+                stdout=out,
+                stderr=out,
                 stdin=subprocess.DEVNULL,
             )
         )
-        for res in node_resources:
-            res = dict(res)
+        for node_res in node_resources:
+            res = dict(node_res)
             cpus = res.pop("CPU", 0.0)
             gpus = res.pop("GPU", 0.0)
             mesh.procs.append(
                 subprocess.Popen(
-                    node_command("--address", address, "--num-cpus", _num(cpus), "--num-gpus", _num(gpus),
-                                 "--resources", json.dumps(res), *common),
-                    pass_fds=(r,), env=child_env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                    node_command(
+                        "--address",
+                        address,
+                        "--num-cpus",
+                        _num(cpus),
+                        "--num-gpus",
+                        _num(gpus),
+                        "--resources",
+                        json.dumps(res),
+                        *common,
+                    ),
+                    pass_fds=(r,),
+                    env=child_env,
+                    stdout=out,
+                    stderr=out,
+                    stdin=subprocess.DEVNULL,
                 )
             )
     except BaseException:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 
 import uvloop
 
@@ -38,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=None, help="port to listen on (head default 6380)")
     ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of this node (default 1)")
     ap.add_argument("--num-gpus", type=float, default=0.0, help="GPUs of this node")
-    ap.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"x": 1}\'')
+    ap.add_argument("--resources", default="{}", help="custom resources as JSON, e.g. '{\"x\": 1}'")
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--state-dir", help="directory for the token, logs and state")
     ap.add_argument("--dashboard-port", type=int, default=None, help="(reserved) dashboard port")
-    ap.add_argument("--procs", type=int, default=1, help="start N node processes under a supervisor")
+    ap.add_argument(
+        "--procs", type=int, default=1, help="start N node processes under a supervisor"
+    )
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
@@ -64,7 +65,7 @@ def _resources(args: argparse.Namespace) -> dict[str, float]:
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--resources is not valid JSON: {exc}") from None
     if not isinstance(custom, dict) or not all(isinstance(v, int | float) for v in custom.values()):
-        raise SystemExit('--resources must be a JSON object of numbers, e.g. \'{"x": 1}\'')
+        raise SystemExit("--resources must be a JSON object of numbers, e.g. '{\"x\": 1}'")
     res = {"CPU": float(1 if args.num_cpus is None else args.num_cpus)}
     if args.num_gpus:
         res["GPU"] = float(args.num_gpus)
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             token = launcher.new_token()
             launcher.write_token(state_dir, token)
     elif token is None:
-        print("error: no cluster token: pass --token-file or set RUNTIME_AUTH_TOKEN", file=sys.stderr)
+        print(
+            "error: no cluster token: pass --token-file or set RUNTIME_AUTH_TOKEN", file=sys.stderr
+        )
         return 2
     resources = _resources(args)
     try:
@@ -128,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _serve(args: argparse.Namespace, token: bytes, resources: dict[str, float], state_dir: str | None) -> None:
+async def _serve(
+    args: argparse.Namespace, token: bytes, resources: dict[str, float], state_dir: str | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,12 +204,13 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     r, w = launcher.parent_pipe()
     specs: list[tuple[list[str], tuple[int, ...]]] = []
     if args.head:
-        head_sock = socket.create_server((args.host, args.port if args.port is not None else 6380), backlog=1024)
+        head_sock = socket.create_server(
+            (args.host, args.port if args.port is not None else 6380), backlog=1024
+        )
         address = "{}:{}".format(*head_sock.getsockname()[:2])
-        specs.append((child_args + ["--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),)))
-        node_args = [a for a in _strip(_strip(child_args, "--port"), "--head")]
-        for _ in range(args.procs - 1):
-            specs.append((node_args + ["--address", address], ()))
+        specs.append(([*child_args, "--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),)))
+        node_args = _strip(_strip(child_args, "--port"), "--head")
+        specs.extend(([*node_args, "--address", address], ()) for _ in range(args.procs - 1))
     else:
         specs.extend((child_args, ()) for _ in range(args.procs))
     procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
@@ -233,11 +239,15 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
                 now = time.monotonic()
                 restarts[i] = [t for t in restarts[i] if now - t < 60] + [now]
                 if len(restarts[i]) > 5:
-                    print(f"node process {i} crashed 5 times in a minute; giving up", file=sys.stderr)
+                    print(
+                        f"node process {i} crashed 5 times in a minute; giving up", file=sys.stderr
+                    )
                     stop.set()
                     code = 1
                     break
-                print(f"node process {i} exited with {proc.returncode}; restarting", file=sys.stderr)
+                print(
+                    f"node process {i} exited with {proc.returncode}; restarting", file=sys.stderr
+                )
                 start(i)
     finally:
         for proc in procs:
@@ -271,5 +281,3 @@ def _strip(argv: list[str], flag: str) -> list[str]:
             continue
         out.append(a)
     return out
-
-

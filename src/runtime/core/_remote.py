@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _protocol as p
 from . import _serialization as ser
@@ -243,7 +243,7 @@ class ActorHandle(Generic[T]):
     def __getattr__(self, name: str) -> ActorMethod[..., Any]:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        cache = self.__dict__.get("_method_cache")
+        cache: dict[str, ActorMethod[..., Any]] | None = self.__dict__.get("_method_cache")
         if cache is None:
             raise AttributeError(name)
         m = cache.get(name)
@@ -314,14 +314,29 @@ class ActorMethod(Generic[P, R]):
         return refs  # type: ignore[return-value]
 
 
+class _RemoteDecorator(Protocol):
+    """What ``remote(**options)`` returns: a decorator typed like bare ``remote``."""
+
+    @overload
+    def __call__(self, fn_or_class: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn_or_class: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R]: ...
+    @overload
+    def __call__(self, fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+# A class is also a callable; the first overload that matches wins, so classes get ActorClass
+# (hence the overlap ignores). Only a coroutine function is awaited by the executor, so only
+# its result is unwrapped. mypy ignores what a class decorator returns: runtime.mypy_plugin
+# gives a decorated class its `remote` and `options`.
 @overload
-def remote(fn_or_class: type[T], /) -> ActorClass[T]: ...
+def remote(fn_or_class: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
 @overload
-def remote(fn_or_class: Callable[P, Awaitable[R]], /) -> RemoteFunction[P, R]: ...
+def remote(fn_or_class: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R]: ...
 @overload
 def remote(fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
 @overload
-def remote(**options: Any) -> Callable[[Any], Any]: ...
+def remote(**options: Any) -> _RemoteDecorator: ...
 def remote(fn_or_class: Any = None, /, **options: Any) -> Any:
     """Make a function a remote task, or a class an actor class.
 

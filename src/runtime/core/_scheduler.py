@@ -21,7 +21,9 @@ Resources = Mapping[str, float]
 
 def fits(demand: Resources, available: Resources) -> bool:
     """True when ``available`` covers every amount in ``demand``."""
-    return all(amount <= available.get(name, 0.0) + _EPS for name, amount in demand.items() if amount > 0)
+    return all(
+        amount <= available.get(name, 0.0) + _EPS for name, amount in demand.items() if amount > 0
+    )
 
 
 def normalize(
@@ -66,9 +68,7 @@ class LocalScheduler:
         Raises InfeasibleError when this node could never grant it.
         """
         if not self.feasible(demand):
-            raise InfeasibleError(
-                f"this node has {self.total} and can never grant {dict(demand)}"
-            )
+            raise InfeasibleError(f"this node has {self.total} and can never grant {dict(demand)}")
         if not self.queue and fits(demand, self.available):
             self._take(demand)
             return True
@@ -85,7 +85,9 @@ class LocalScheduler:
     def release(self, demand: Resources) -> list[Hashable]:
         """Give ``demand`` back; return the queued keys that now got their resources."""
         for name, amount in demand.items():
-            self.available[name] = min(self.total.get(name, 0.0), self.available.get(name, 0.0) + amount)
+            self.available[name] = min(
+                self.total.get(name, 0.0), self.available.get(name, 0.0) + amount
+            )
         return self._grant()
 
     def borrow(self, demand: Resources) -> list[Hashable]:

@@ -12,7 +12,7 @@ import pickle
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import cloudpickle
 import msgspec
@@ -128,13 +128,17 @@ def deserialize(value: Value, buffers: Sequence[Any] = ()) -> Any:
         try:
             return pickle.loads(value.data, buffers=buffers)
         except Exception as exc:
-            raise SerializationError(f"cannot deserialize a value: {type(exc).__name__}: {exc}") from exc
+            raise SerializationError(
+                f"cannot deserialize a value: {type(exc).__name__}: {exc}"
+            ) from exc
     if kind == KIND_ERROR:
         raise error_from_value(value)
     raise SerializationError(f"unknown value kind {kind}")
 
 
-def deserialize_args(value: Value, buffers: Sequence[Any] = ()) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def deserialize_args(
+    value: Value, buffers: Sequence[Any] = ()
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Rebuild call arguments serialized by :func:`serialize_args`."""
     args, kwargs = deserialize(value, buffers)
     return tuple(args), kwargs
@@ -196,7 +200,7 @@ def error_from_value(value: Value) -> BaseException:
 
 def _try_pickle(error: BaseException) -> bytes | None:
     try:
-        data = cloudpickle.dumps(error, protocol=5)
+        data: bytes = cloudpickle.dumps(error, protocol=5)
         pickle.loads(data)  # an exception that pickles but cannot be rebuilt arrives as text
         return data
     except Exception:
@@ -206,7 +210,7 @@ def _try_pickle(error: BaseException) -> bytes | None:
 def dumps_function(fn: Callable[..., Any] | type) -> bytes:
     """Pickle a function or class once, for caching by id on every node."""
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        return cast(bytes, cloudpickle.dumps(fn, protocol=5))
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {getattr(fn, '__qualname__', fn)!r}: {type(exc).__name__}: {exc}"

@@ -16,14 +16,14 @@ class LoopInbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._items: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._items: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._armed = False
         self.thread_id = -1  # set by the loop thread once it runs
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.thread_id
 
-    def post(self, fn: Callable[..., None], *args: Any) -> None:
+    def post(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop: at once when called there, else soon."""
         if threading.get_ident() == self.thread_id:
             fn(*args)

@@ -200,11 +200,15 @@ class Connection(asyncio.BufferedProtocol):
                         "the peer does not hold the cluster token (its challenge failed)"
                     )
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
-                proof = _mac(self._token, b"C", self._peer_nonce, self._nonce, self.local_id.encode())
+                proof = _mac(
+                    self._token, b"C", self._peer_nonce, self._nonce, self.local_id.encode()
+                )
                 self._send_header(p.Proof(proof))
             case p.Proof(mac=mac) if not self._dialer and self.peer_id is not None:
                 assert self.peer_id is not None
-                expect = _mac(self._token, b"C", self._nonce, self._peer_nonce, self.peer_id.encode())
+                expect = _mac(
+                    self._token, b"C", self._nonce, self._peer_nonce, self.peer_id.encode()
+                )
                 if not hmac.compare_digest(expect, mac):
                     self._refuse("wrong cluster token")
                     return

@@ -183,7 +183,7 @@ class Worker:
             self._server.close()
         for conn in list(self._all_conns):
             conn.close()
-        for t in list(self._tg._tasks):  # noqa: SLF001 - cancel our own children on close
+        for t in list(self._tg._tasks):
             t.cancel()
         with contextlib.suppress(BaseException):
             await self._tg.__aexit__(None, None, None)
@@ -338,7 +338,9 @@ class Worker:
             reply = await self.request(self._head_conn, msg)
         return unwrap_reply(reply)
 
-    def reply(self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None) -> None:
+    def reply(
+        self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None
+    ) -> None:
         if error is None:
             conn.send(p.Reply(rid, value=value))
         else:
@@ -356,8 +358,14 @@ class Worker:
                 self._on_task_done(msg, raw)
             case p.SubmitTask():
                 if self.executor is None:
-                    conn.send(p.TaskDone(msg.task_id, error=ser.system_error_value(
-                        NodeDiedError, "a driver does not run tasks")))
+                    conn.send(
+                        p.TaskDone(
+                            msg.task_id,
+                            error=ser.system_error_value(
+                                NodeDiedError, "a driver does not run tasks"
+                            ),
+                        )
+                    )
                 else:
                     self.executor.on_submit_task(conn, msg, raw)
             case p.Reply() | p.ObjectReply():
@@ -415,7 +423,9 @@ class Worker:
         for oid, entry in freed:
             self._release_entry(oid, entry)
 
-    async def _send_refs_later(self, owner_id: str, address: str, deltas: list[tuple[bytes, int]]) -> None:
+    async def _send_refs_later(
+        self, owner_id: str, address: str, deltas: list[tuple[bytes, int]]
+    ) -> None:
         try:
             conn = await self.connect_peer(owner_id, address)
         except (OSError, RuntimeBaseError, ConnectionError):
@@ -604,8 +614,15 @@ class Worker:
     async def _serve_get_object(self, conn: Connection, msg: p.GetObject) -> None:
         entry = self.refs.owned.get(msg.object_id)
         if entry is None:
-            conn.send(p.ObjectReply(msg.rid, error=ser.system_error_value(
-                ObjectLostError, f"object {msg.object_id.hex()} does not exist (freed or never owned here)")))
+            conn.send(
+                p.ObjectReply(
+                    msg.rid,
+                    error=ser.system_error_value(
+                        ObjectLostError,
+                        f"object {msg.object_id.hex()} does not exist (freed or never owned here)",
+                    ),
+                )
+            )
             return
         if entry.state == PENDING:
             fut: asyncio.Future[None] = self.loop.create_future()
@@ -634,8 +651,15 @@ class Worker:
             if entry is not None and entry.value is not None:
                 item = (entry.value, entry.buffers)
         if item is None:
-            conn.send(p.ObjectReply(msg.rid, error=ser.system_error_value(
-                ObjectLostError, f"object {msg.object_id.hex()} is not in the store of {self.peer_id}")))
+            conn.send(
+                p.ObjectReply(
+                    msg.rid,
+                    error=ser.system_error_value(
+                        ObjectLostError,
+                        f"object {msg.object_id.hex()} is not in the store of {self.peer_id}",
+                    ),
+                )
+            )
             return
         conn.send(p.ObjectReply(msg.rid, value=item[0]), item[1])
 
@@ -669,19 +693,38 @@ class Worker:
         else:
             self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
 
-    def _send_task(self, conn: Connection, msg: p.SubmitTask, buffers: list[memoryview], fn_blob: Callable[[], bytes]) -> None:
+    def _send_task(
+        self,
+        conn: Connection,
+        msg: p.SubmitTask,
+        buffers: list[memoryview],
+        fn_blob: Callable[[], bytes],
+    ) -> None:
         if msg.fn_id not in conn.known_functions:
             msg.fn_blob = fn_blob()
             conn.known_functions.add(msg.fn_id)
         conn.send(msg, buffers)
 
-    async def _send_task_later(self, node_id: str, msg: p.SubmitTask, buffers: list[memoryview], fn_blob: Callable[[], bytes]) -> None:
+    async def _send_task_later(
+        self,
+        node_id: str,
+        msg: p.SubmitTask,
+        buffers: list[memoryview],
+        fn_blob: Callable[[], bytes],
+    ) -> None:
         try:
             conn = await self.connect_peer(node_id)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
             if msg.task_id in self.tasks:
-                self._on_task_done(p.TaskDone(msg.task_id, error=ser.system_error_value(
-                    NodeDiedError, f"cannot reach node {node_id}: {exc}")), memoryview(b""))
+                self._on_task_done(
+                    p.TaskDone(
+                        msg.task_id,
+                        error=ser.system_error_value(
+                            NodeDiedError, f"cannot reach node {node_id}: {exc}"
+                        ),
+                    ),
+                    memoryview(b""),
+                )
             return
         self._send_task(conn, msg, buffers, fn_blob)
 
@@ -695,7 +738,9 @@ class Worker:
             state.location = location
         return state
 
-    def call_actor(self, msg: p.CallActor, buffers: list[memoryview], object_ids: list[bytes]) -> None:
+    def call_actor(
+        self, msg: p.CallActor, buffers: list[memoryview], object_ids: list[bytes]
+    ) -> None:
         """Send an actor call, keeping this caller's order (loop)."""
         state = self.actor_state(msg.actor_id)
         if state.dead is not None:
@@ -738,7 +783,11 @@ class Worker:
                 state.inflight[msg.task_id] = None
                 conn.send(msg, buffers)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
-            reason = str(exc) if isinstance(exc, ActorDiedError) else f"the actor cannot be reached: {exc}"
+            reason = (
+                str(exc)
+                if isinstance(exc, ActorDiedError)
+                else f"the actor cannot be reached: {exc}"
+            )
             state.dead = reason
             err = ser.system_error_value(ActorDiedError, reason)
             queue, state.queue = state.queue, []
@@ -761,7 +810,9 @@ def unwrap_reply(reply: p.Reply) -> Any:
     if isinstance(cls, type) and issubclass(cls, Exception):
         raise cls(reply.error)
     if reply.error_type in ("ValueError", "TypeError", "KeyError"):
-        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[reply.error_type](reply.error)
+        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[
+            reply.error_type
+        ](reply.error)
     raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")
 
 
@@ -778,7 +829,7 @@ def _not_a_node(msg: Any) -> bool:
 def _is_current(worker: Worker) -> bool:
     from . import _refs
 
-    return _refs._worker is worker  # noqa: SLF001
+    return _refs._worker is worker
 
 
 __all__ = ["GetTimeoutError", "PendingTask", "Worker", "unwrap_reply"]
