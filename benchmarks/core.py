@@ -354,6 +354,9 @@ class Half:
         arr = np.ones(LARGE_BYTES // 8, dtype=np.int64)
         ref = api.put(arr)
         del arr
+        check = api.get(ref)  # once, untimed: the figure must be for the real array
+        assert check.nbytes == LARGE_BYTES and check[-1] == 1, "get returned the wrong array"
+        del check
 
         def work() -> float:
             value = api.get(ref)
@@ -532,8 +535,7 @@ def cell(report: dict[str, Any] | None, metric: Metric) -> tuple[str, float | No
     if (
         report is None
         or "skipped" in report
-        or not metric.ray_column
-        and report["backend"] == "ray"
+        or (not metric.ray_column and report["backend"] == "ray")
     ):
         return "-", None
     entry = report["results"].get(metric.name)

@@ -183,15 +183,16 @@ def test_max_pending_calls_rejects_the_overflow(cluster):
 
     @runtime.remote
     class Busy:
-        async def block(self, waiting):
-            await waiting[0]  # a ref nested in a list stays a ref
+        async def block(self, gate):
+            await gate.wait.remote()
 
         async def quick(self):
             return 1
 
     gate = Gate.remote()
     busy = Busy.options(max_pending_calls=2, max_concurrency=1).remote()
-    blocker = busy.block.remote([gate.wait.remote()])
+    assert runtime.get(busy.quick.remote()) == 1  # started: calls no longer wait for __init__
+    blocker = busy.block.remote(gate)
     refs = [busy.quick.remote() for _ in range(6)]
     rejected = 0
     for r in refs[2:]:

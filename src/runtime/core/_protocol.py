@@ -323,3 +323,5 @@ def decode(data: bytes | memoryview, *, handshake: bool = False) -> Message:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed message: nested too deeply") from None

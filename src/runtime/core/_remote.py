@@ -320,7 +320,9 @@ class _RemoteDecorator(Protocol):
     @overload
     def __call__(self, fn_or_class: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
     @overload
-    def __call__(self, fn_or_class: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R]: ...
+    def __call__(
+        self, fn_or_class: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> RemoteFunction[P, R]: ...
     @overload
     def __call__(self, fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
 
