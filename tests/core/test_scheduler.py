@@ -123,11 +123,6 @@ def test_a_small_request_passes_a_queued_one_that_still_does_not_fit() -> None:
     assert sched.release(CPU1) == ["big"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LocalScheduler.request queues whenever the queue is non-empty, even if it fits now",
-)
 def test_a_request_that_fits_is_granted_even_while_a_bigger_one_waits() -> None:
     # An actor holds one of two CPUs for as long as it lives, so nothing is released.
     sched = LocalScheduler(CPU2)

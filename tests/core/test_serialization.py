@@ -234,11 +234,6 @@ def test_a_remote_builtin_error_keeps_its_type(error: Exception) -> None:
     assert err.args == error.args
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="TaskError.as_instanceof_cause calls Exception.__new__ on an OSError subclass",
-)
 @pytest.mark.parametrize(
     "error",
     [OSError("o"), FileNotFoundError(2, "missing"), ConnectionError("c"), TimeoutError("t")],

@@ -70,10 +70,17 @@ class TaskError(RuntimeBaseError):
         cls = _dual_class(type(cause))
         if cls is None:
             return self
-        err: TaskError = Exception.__new__(cls)
+        try:
+            err: TaskError = cls.__new__(cls)  # the cause type's own __new__ (OSError has one)
+        except TypeError:
+            return self
         with contextlib.suppress(Exception):  # a cause without a writable __dict__ keeps args
             err.__dict__.update(getattr(cause, "__dict__", {}))
         err.args = cause.args
+        if isinstance(cause, OSError):
+            for attr in ("errno", "strerror", "filename", "filename2"):
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(err, attr, getattr(cause, attr))
         err.function_name = self.function_name
         err.remote_traceback = self.remote_traceback
         err.cause = cause

@@ -69,7 +69,7 @@ class LocalScheduler:
         """
         if not self.feasible(demand):
             raise InfeasibleError(f"this node has {self.total} and can never grant {dict(demand)}")
-        if not self.queue and fits(demand, self.available):
+        if fits(demand, self.available):
             self._take(demand)
             return True
         self.queue.append((key, dict(demand)))
