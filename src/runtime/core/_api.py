@@ -355,6 +355,18 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
         found, value = worker.try_get_local(refs)
         if found:
             return value
+        if refs.id in worker.refs.owned and current_task.get() is None:
+            # The fast path: one lock handed to the loop, released when the object is ready.
+            if worker.inbox.on_loop():
+                _blocking(worker, _noop(), None)  # raises the "use await" error
+            ready = threading.Lock()
+            ready.acquire()
+            worker.inbox.post(worker.on_ready, refs.id, ready.release)
+            if not ready.acquire(timeout=-1 if timeout is None else timeout):
+                raise GetTimeoutError(f"the object was not ready within {timeout} s")
+            found, value = worker.try_get_local(refs)
+            if found:
+                return value
         return _blocking(worker, worker.get_async(refs), timeout)
     if isinstance(refs, list | tuple):
         for r in refs:
@@ -362,6 +374,10 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
                 raise TypeError(f"runtime.get takes ObjectRefs, got {type(r).__name__}")
         return _blocking(worker, _gather(worker, list(refs)), timeout)
     raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
+
+
+async def _noop() -> None:
+    return None
 
 
 async def _gather(worker: Worker, refs: list[ObjectRef[Any]]) -> list[Any]:

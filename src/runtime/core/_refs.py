@@ -48,7 +48,7 @@ class OwnedObject:
         self.buffers: list[Any] = []
         self.location: Located | None = None  # where a large value lives
         self.remote = 0  # pins + borrowers elsewhere
-        self.waiters: list[asyncio.Future[None]] | None = None
+        self.waiters: list[Callable[[], None]] | None = None
 
 
 class ReferenceTable:

@@ -499,9 +499,8 @@ class Worker:
         entry.state = READY
         waiters, entry.waiters = entry.waiters, None
         if waiters:
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
+            for wake in waiters:
+                wake()
 
     def _on_task_done(self, msg: p.TaskDone, raw: memoryview) -> None:
         task = self.tasks.pop(msg.task_id, None)
@@ -531,13 +530,31 @@ class Worker:
         entry = self.refs.owned.get(ref.id)
         if entry is not None:
             if entry.state == PENDING:
-                fut: asyncio.Future[None] = self.loop.create_future()
-                if entry.waiters is None:
-                    entry.waiters = []
-                entry.waiters.append(fut)
-                await fut
+                await self._entry_ready(entry)
             return
         await self._ask_owner(ref)
+
+    def _entry_ready(self, entry: OwnedObject) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        if entry.waiters is None:
+            entry.waiters = []
+        entry.waiters.append(wake)
+        return fut
+
+    def on_ready(self, object_id: bytes, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (on the loop) once the owned object is ready, or now if it is."""
+        entry = self.refs.owned.get(object_id)
+        if entry is None or entry.state == READY:
+            wake()
+            return
+        if entry.waiters is None:
+            entry.waiters = []
+        entry.waiters.append(wake)
 
     async def get_async(self, ref: ObjectRef[Any]) -> Any:
         """The value of ``ref`` (raises the task's error if it failed)."""
@@ -625,11 +642,7 @@ class Worker:
             )
             return
         if entry.state == PENDING:
-            fut: asyncio.Future[None] = self.loop.create_future()
-            if entry.waiters is None:
-                entry.waiters = []
-            entry.waiters.append(fut)
-            await fut
+            await self._entry_ready(entry)
         if entry.value is not None:
             if entry.value.kind == ser.KIND_ERROR:
                 conn.send(p.ObjectReply(msg.rid, error=entry.value))
