@@ -316,6 +316,9 @@ def _blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | Non
     fut = asyncio.run_coroutine_threadsafe(_deadline(coro, timeout), worker.loop)
     try:
         return fut.result()
+    except BaseException:
+        fut.cancel()  # e.g. KeyboardInterrupt: leave no task behind on the loop
+        raise
     finally:
         if lend:
             worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]

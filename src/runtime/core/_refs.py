@@ -137,7 +137,9 @@ class ReferenceTable:
         slot[1].append((oid, delta))
         self._wake()
 
-    def take(self) -> tuple[dict[str, tuple[str, list[tuple[bytes, int]]]], list[tuple[bytes, OwnedObject]]]:
+    def take(
+        self,
+    ) -> tuple[dict[str, tuple[str, list[tuple[bytes, int]]]], list[tuple[bytes, OwnedObject]]]:
         """Hand the queued messages and freed objects to the loop."""
         with self.lock:
             outbox, self.outbox = self.outbox, {}
@@ -152,6 +154,10 @@ _worker: Worker | None = None
 def set_worker(worker: Worker | None) -> None:
     global _worker
     _worker = worker
+
+
+def current_worker_or_none() -> Worker | None:
+    return _worker
 
 
 def current_worker() -> Worker:

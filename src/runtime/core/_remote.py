@@ -22,13 +22,37 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _TASK_OPTIONS = frozenset(
-    {"num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-     "scheduling_strategy", "name", "memory", "runtime_env"}
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "num_returns",
+        "max_retries",
+        "retry_exceptions",
+        "scheduling_strategy",
+        "name",
+        "memory",
+        "runtime_env",
+    }
 )
 _ACTOR_OPTIONS = frozenset(
-    {"num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "get_if_exists",
-     "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls",
-     "scheduling_strategy", "memory", "runtime_env", "concurrency_groups"}
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "max_pending_calls",
+        "scheduling_strategy",
+        "memory",
+        "runtime_env",
+        "concurrency_groups",
+    }
 )
 
 
@@ -68,7 +92,9 @@ class RemoteFunction(Generic[P, R]):
 
     def _configure(self) -> None:
         o = self._options
-        self._demand = normalize(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0)
+        self._demand = normalize(
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
+        )
         n = o.get("num_returns", 1)
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
@@ -121,8 +147,15 @@ class RemoteFunction(Generic[P, R]):
         oids = [return_id(task_id, i) for i in range(n)]
         refs = [worker.new_owned(oid) for oid in oids]
         msg = p.SubmitTask(
-            task_id, self._fn_id, self._name, None, value, n, self._demand,
-            worker.peer_id, worker.address,
+            task_id,
+            self._fn_id,
+            self._name,
+            None,
+            value,
+            n,
+            self._demand,
+            worker.peer_id,
+            worker.address,
         )
         worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids)
         if n == 1:
@@ -133,7 +166,9 @@ class RemoteFunction(Generic[P, R]):
         return f"RemoteFunction({self._name})"
 
 
-def method(*, num_returns: int = 1, concurrency_group: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def method(
+    *, num_returns: int = 1, concurrency_group: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate an actor method with call options (``num_returns``)."""
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
@@ -164,7 +199,10 @@ class ActorClass(Generic[T]):
         self.__doc__ = cls.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use {self.__name__}.remote()")
+        raise TypeError(
+            f"actor class {self.__name__} cannot be instantiated directly; "
+            f"use {self.__name__}.remote()"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
@@ -196,7 +234,9 @@ class ActorClass(Generic[T]):
 
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
         o = self._options
-        resources = normalize(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0)
+        resources = normalize(
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0
+        )
         lifetime = o.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
@@ -211,9 +251,20 @@ class ActorClass(Generic[T]):
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("an actor name must be a non-empty string")
         return p.ActorSpec(
-            worker.new_id(), self._cls.__name__, self._cls_id, self._pickled(), value, resources,
-            worker.peer_id, name, namespace, lifetime == "detached", max_conc, self._is_async,
-            _strategy(o.get("scheduling_strategy")), int(o.get("max_pending_calls", -1)),
+            worker.new_id(),
+            self._cls.__name__,
+            self._cls_id,
+            self._pickled(),
+            value,
+            resources,
+            worker.peer_id,
+            name,
+            namespace,
+            lifetime == "detached",
+            max_conc,
+            self._is_async,
+            _strategy(o.get("scheduling_strategy")),
+            int(o.get("max_pending_calls", -1)),
         )
 
     def __repr__(self) -> str:
@@ -290,10 +341,14 @@ class ActorMethod(Generic[P, R]):
         self._num_returns = num_returns
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
+        raise TypeError(
+            f"actor method {self._name} cannot be called directly; use .{self._name}.remote()"
+        )
 
     def options(self, *, num_returns: int | None = None, **_: Any) -> ActorMethod[P, R]:
-        return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
+        return ActorMethod(
+            self._handle, self._name, self._num_returns if num_returns is None else num_returns
+        )
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""

@@ -27,13 +27,20 @@ from . import _protocol as p
 from . import _serialization as ser
 from ._exceptions import (
     ActorDiedError,
-    GetTimeoutError,
     NodeDiedError,
     ObjectLostError,
     OwnerDiedError,
     RuntimeBaseError,
 )
-from ._refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable, set_worker
+from ._refs import (
+    PENDING,
+    READY,
+    ObjectRef,
+    OwnedObject,
+    ReferenceTable,
+    current_worker_or_none,
+    set_worker,
+)
 from ._scheduler import pick_node
 from ._threads import LoopInbox
 from ._transport import Connection, split_buffers
@@ -191,7 +198,8 @@ class Worker:
             if not fut.done():
                 fut.set_exception(ConnectionError("the runtime is shutting down"))
         self._rpcs.clear()
-        set_worker(None) if _is_current(self) else None
+        if current_worker_or_none() is self:
+            set_worker(None)
         self.closed.set()
 
     # --- ids ----------------------------------------------------------------------------
@@ -351,9 +359,17 @@ class Worker:
     def _on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
         match msg:
             case p.CallActor():
-                assert self.executor is not None or _not_a_node(msg)
                 if self.executor is not None:
                     self.executor.on_call_actor(conn, msg, raw)
+                else:
+                    conn.send(
+                        p.TaskDone(
+                            msg.task_id,
+                            error=ser.system_error_value(
+                                ActorDiedError, "a driver hosts no actors"
+                            ),
+                        )
+                    )
             case p.TaskDone():
                 self._on_task_done(msg, raw)
             case p.SubmitTask():
@@ -835,14 +851,4 @@ def _located_entry(loc: p.Located) -> OwnedObject:
     return entry
 
 
-def _not_a_node(msg: Any) -> bool:
-    return True
-
-
-def _is_current(worker: Worker) -> bool:
-    from . import _refs
-
-    return _refs._worker is worker
-
-
-__all__ = ["GetTimeoutError", "PendingTask", "Worker", "unwrap_reply"]
+__all__ = ["PendingTask", "Worker", "unwrap_reply"]
