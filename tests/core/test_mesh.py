@@ -227,3 +227,26 @@ def test_a_node_with_a_wrong_token_cannot_join(head: HeadProcess, tmp_path):
     # The node sees the head's challenge fail (mutual authentication) and exits.
     assert "does not hold the cluster token" in head.log()
     assert head.proc.poll() is None
+
+
+def test_local_mode_runs_everything_in_this_process():
+    runtime.init(local_mode=True, num_cpus=2)
+    try:
+
+        @runtime.remote
+        def pid():
+            return os.getpid()
+
+        @runtime.remote
+        class Box:
+            def __init__(self, v):
+                self.v = v
+
+            async def get(self):
+                return self.v
+
+        assert runtime.get(pid.remote()) == os.getpid()
+        assert runtime.get(Box.remote([1, 2]).get.remote()) == [1, 2]
+        assert psutil.Process().children() == []
+    finally:
+        runtime.shutdown()

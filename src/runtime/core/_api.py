@@ -337,7 +337,7 @@ async def _deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
 @overload
 def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 @overload
-def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
 def get(refs: Any, *, timeout: float | None = None) -> Any:
     """Block until the objects are ready and return their values.
 
@@ -390,7 +390,7 @@ async def _gather(worker: Worker, refs: list[ObjectRef[Any]]) -> list[Any]:
     return out
 
 
-def put(value: Any) -> ObjectRef[Any]:
+def put(value: T) -> ObjectRef[T]:
     """Store ``value`` in the cluster and return a ref to it (owned by this process)."""
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")

@@ -141,18 +141,20 @@ class LocalMesh:
     owns_state_dir: bool = True
 
     def stop(self, timeout: float = 5.0) -> None:
-        # Nodes first, the head last, so no node sees its head vanish under it.
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
+        """Stop the nodes, then the head (so no node sees its head vanish), then clean up."""
         deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        nodes, head = self.procs[1:], self.procs[:1]
+        for group in (nodes, head):
+            for proc in group:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         if self.death_pipe_w >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.death_pipe_w)
