@@ -75,7 +75,6 @@ class ActorState:
     queue: list[tuple[p.CallActor, list[memoryview]]] = field(default_factory=list)
     resolving: bool = False
     dead: str | None = None
-    inflight: dict[bytes, None] = field(default_factory=dict)
     creating: asyncio.Future[None] | None = None
 
 
@@ -198,6 +197,11 @@ class Worker:
             if not fut.done():
                 fut.set_exception(ConnectionError("the runtime is shutting down"))
         self._rpcs.clear()
+        # Whoever still waits on an object of ours gets an answer, not a hang.
+        gone = ser.system_error_value(ObjectLostError, "the runtime shut down before it was ready")
+        for oid, entry in list(self.refs.owned.items()):
+            if entry.state == PENDING:
+                self._resolve(oid, gone, [])
         if current_worker_or_none() is self:
             set_worker(None)
         self.closed.set()
@@ -295,7 +299,8 @@ class Worker:
             if task.node_id != peer:
                 continue
             del self.tasks[task_id]
-            self.load[peer] = self.load.get(peer, 1) - 1
+            if task.actor_id is None:
+                self.load[peer] = self.load.get(peer, 1) - 1
             if task.actor_id is not None:
                 err = ser.system_error_value(
                     ActorDiedError,
@@ -522,11 +527,8 @@ class Worker:
         task = self.tasks.pop(msg.task_id, None)
         if task is None:
             return
-        self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-        if task.actor_id is not None:
-            state = self.actors.get(task.actor_id)
-            if state is not None:
-                state.inflight.pop(msg.task_id, None)
+        if task.actor_id is None:
+            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
         if msg.error is not None:
             for oid in task.object_ids:
                 self._resolve(oid, msg.error, [])
@@ -781,7 +783,6 @@ class Worker:
         self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.method, msg.actor_id)
         conn = state.conn
         if conn is not None and not conn.closed and not state.queue:
-            state.inflight[msg.task_id] = None
             msg.actor_id = state.actor_id
             conn.send(msg, buffers)
             return
@@ -809,7 +810,6 @@ class Worker:
                 task = self.tasks.get(msg.task_id)
                 if task is not None:
                     task.node_id = state.location.node_id
-                state.inflight[msg.task_id] = None
                 conn.send(msg, buffers)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
             reason = (
