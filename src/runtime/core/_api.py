@@ -20,6 +20,7 @@ import uvloop
 
 from . import _launcher as launcher
 from . import _protocol as p
+from . import _serialization as ser
 from ._exceptions import GetTimeoutError
 from ._executor import current_task
 from ._refs import READY, ObjectRef, current_worker
@@ -482,7 +483,7 @@ def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool
             if loc.actor_id != spec.actor_id:
                 state.actor_id = loc.actor_id  # get_if_exists found another actor
         except Exception as exc:
-            state.dead = f"creating actor {spec.class_name} failed: {exc}"
+            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
         finally:
             created.set_result(None)
 

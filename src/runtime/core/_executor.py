@@ -328,11 +328,12 @@ class Executor:
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
         if self.actors.pop(actor.spec.actor_id, None) is None:
             return
-        self.tombstones[actor.spec.actor_id] = actor._death_value()
+        death = actor._death_value()
+        self.tombstones[actor.spec.actor_id] = death
         if len(self.tombstones) > _MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
         self._release(dict(actor.spec.resources))
-        msg = p.ActorGone(actor.spec.actor_id, reason)
+        msg = p.ActorGone(actor.spec.actor_id, reason, death)
         worker = self.worker
         if worker.head is not None:
             worker.head.on_message(None, msg)

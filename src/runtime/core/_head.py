@@ -17,7 +17,7 @@ import msgspec
 
 from . import _protocol as p
 from ._exceptions import InfeasibleError, RuntimeBaseError
-from ._scheduler import fits, pick_actor_node
+from ._scheduler import pick_actor_node
 
 if TYPE_CHECKING:
     from ._transport import Connection
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime.head")
 
 PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
+#: After a node turned an actor down (stale view), the head tries again this much later.
+_RETRY_S = 0.1
 
 
 @dataclass(slots=True)
@@ -35,6 +37,7 @@ class ActorRecord:
     node_id: str = ""
     address: str = ""
     death_cause: str | None = None
+    death_error: p.Value | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
 
@@ -51,6 +54,7 @@ class ActorRecord:
             s.max_concurrency,
             s.is_async,
             self.death_cause,
+            self.death_error,
         )
 
 
@@ -115,9 +119,10 @@ class Head:
         match msg:
             case p.ReportResources():
                 self.on_report(msg)
-            case p.ActorGone(actor_id=actor_id, reason=reason):
+            case p.ActorGone(actor_id=actor_id, reason=reason, error=error):
                 record = self.actors.get(actor_id)
                 if record is not None and record.state != DEAD:
+                    record.death_error = error
                     self._mark_dead(record, reason)
             case _ if conn is not None and hasattr(msg, "rid"):
                 self.worker.spawn(self._serve(conn, msg))
@@ -241,20 +246,17 @@ class Head:
                 from ._worker import unwrap_reply
 
                 unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
-        except Exception as exc:
+        except Exception as exc:  # no room after all, or the node is gone
+            # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
-            if fits(spec.resources, info.available):
-                # Our view was stale: take the resources off until the node reports.
-                info.available = {
-                    k: v - spec.resources.get(k, 0.0) for k, v in info.available.items()
-                }
+            self.worker.loop.call_later(_RETRY_S, self._place_pending)
             return False
         if record.state != PENDING:  # killed while being placed
             self._stop_on_node(node_id, spec.actor_id)
             return True
+        # The node reports what it has left (absolute figures); the view is not adjusted here,
+        # as a report may already have overtaken this reply.
         record.state, record.node_id, record.address = ALIVE, node_id, info.address
-        for k, v in spec.resources.items():
-            info.available[k] = info.available.get(k, 0.0) - v
         self._wake(record)
         return True
 

@@ -167,6 +167,7 @@ class ActorGone(_Msg, tag=26):
 
     actor_id: bytes
     reason: str
+    error: Value | None = None
 
 
 class ListState(_Msg, tag=27):
@@ -204,6 +205,7 @@ class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True)
     max_concurrency: int
     is_async: bool
     death_cause: str | None = None
+    death_error: Value | None = None
 
 
 # --- tasks and actor calls ----------------------------------------------------------

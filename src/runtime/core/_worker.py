@@ -74,7 +74,7 @@ class ActorState:
     conn: Connection | None = None
     queue: list[tuple[p.CallActor, list[memoryview]]] = field(default_factory=list)
     resolving: bool = False
-    dead: str | None = None
+    dead: p.Value | None = None  # why the actor is dead, as the error its calls get
     creating: asyncio.Future[None] | None = None
 
 
@@ -315,7 +315,7 @@ class Worker:
                 self._resolve(oid, err, [])
         for state in self.actors.values():
             if state.location is not None and state.location.node_id == peer:
-                state.dead = f"the actor's node {peer} died"
+                state.dead = ser.system_error_value(ActorDiedError, f"the actor's node {peer} died")
                 state.conn = None
         if self.head is not None:
             self.head.peer_lost(peer)
@@ -775,7 +775,7 @@ class Worker:
         """Send an actor call, keeping this caller's order (loop)."""
         state = self.actor_state(msg.actor_id)
         if state.dead is not None:
-            err = ser.system_error_value(ActorDiedError, state.dead)
+            err = state.dead
             for oid in object_ids:
                 self._resolve(oid, err, [])
             return
@@ -795,13 +795,19 @@ class Worker:
         try:
             if state.creating is not None:
                 await state.creating
-            if state.dead is not None:
-                raise ActorDiedError(state.dead)
-            while state.location is None or state.location.state == "PENDING":
+            while state.dead is None and (
+                state.location is None or state.location.state == "PENDING"
+            ):
                 loc = await self.head_request(p.GetActor(0, "", "", state.actor_id, True))
                 state.location = msgspec.convert(loc, p.ActorLocation)
-            if state.location.state == "DEAD":
-                raise ActorDiedError(state.location.death_cause or "the actor is dead")
+            if state.dead is None and state.location is not None and state.location.state == "DEAD":
+                state.dead = state.location.death_error or ser.system_error_value(
+                    ActorDiedError, state.location.death_cause or "the actor is dead"
+                )
+            if state.dead is not None:
+                self._fail_queued(state, state.dead)
+                return
+            assert state.location is not None
             conn = await self.connect_peer(state.location.node_id, state.location.address)
             state.conn = conn
             queue, state.queue = state.queue, []
@@ -817,16 +823,18 @@ class Worker:
                 if isinstance(exc, ActorDiedError)
                 else f"the actor cannot be reached: {exc}"
             )
-            state.dead = reason
-            err = ser.system_error_value(ActorDiedError, reason)
-            queue, state.queue = state.queue, []
-            for msg, _ in queue:
-                task = self.tasks.pop(msg.task_id, None)
-                if task is not None:
-                    for oid in task.object_ids:
-                        self._resolve(oid, err, [])
+            state.dead = ser.system_error_value(ActorDiedError, reason)
+            self._fail_queued(state, state.dead)
         finally:
             state.resolving = False
+
+    def _fail_queued(self, state: ActorState, err: p.Value) -> None:
+        queue, state.queue = state.queue, []
+        for msg, _ in queue:
+            task = self.tasks.pop(msg.task_id, None)
+            if task is not None:
+                for oid in task.object_ids:
+                    self._resolve(oid, err, [])
 
 
 def unwrap_reply(reply: p.Reply) -> Any:
