@@ -359,15 +359,7 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
         found, value = worker.try_get_local(refs)
         if found:
             return value
-        if refs.id in worker.refs.owned and current_task.get() is None:
-            # The fast path: one lock handed to the loop, released when the object is ready.
-            if worker.inbox.on_loop():
-                _blocking(worker, _noop(), None)  # raises the "use await" error
-            ready = threading.Lock()
-            ready.acquire()
-            worker.inbox.post(worker.on_ready, refs.id, ready.release)
-            if not ready.acquire(timeout=-1 if timeout is None else timeout):
-                raise GetTimeoutError(f"the object was not ready within {timeout} s")
+        if _wait_owned(worker, [refs], timeout):
             found, value = worker.try_get_local(refs)
             if found:
                 return value
@@ -376,8 +368,44 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
         for r in refs:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"runtime.get takes ObjectRefs, got {type(r).__name__}")
+        if _wait_owned(worker, refs, timeout):
+            values = []
+            for r in refs:  # in order: the first error raises, like Ray
+                found, value = worker.try_get_local(r)
+                if not found:
+                    break
+                values.append(value)
+            else:
+                return values
         return _blocking(worker, _gather(worker, list(refs)), timeout)
     raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
+
+
+def _wait_owned(worker: Worker, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> bool:
+    """The fast path of a blocking get: when this process owns every ref, hand the loop one
+    lock that it releases once all are ready. False when the slow path must be taken."""
+    owned = worker.refs.owned
+    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
+        return False
+    if worker.inbox.on_loop():
+        _blocking(worker, _noop(), None)  # raises the "use await" error
+    ready = threading.Lock()
+    ready.acquire()
+    left = [len(refs)]
+
+    def one_ready() -> None:  # on the loop
+        left[0] -= 1
+        if left[0] == 0:
+            ready.release()
+
+    def register() -> None:
+        for r in refs:
+            worker.on_ready(r.id, one_ready)
+
+    worker.inbox.post(register)
+    if not ready.acquire(timeout=-1 if timeout is None else timeout):
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s")
+    return True
 
 
 async def _noop() -> None:

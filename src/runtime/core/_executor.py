@@ -490,8 +490,28 @@ class HostedActor:
                 if self.async_starting:
                     return
                 mailbox.popleft()
-                self.running_sync += 1
-                self.pool.submit(partial(self._run_sync, job))
+                if self.pool.size > 1:
+                    self.running_sync += 1
+                    self.pool.submit(partial(self._run_sync, job))
+                    continue
+                # One thread: hand it the whole run of ready sync calls at once.
+                batch = [job]
+                while mailbox and mailbox[0].ready and not mailbox[0].is_async:
+                    nxt = mailbox[0]
+                    if nxt.fn is None:
+                        try:
+                            nxt.fn, nxt.is_async = self._method(nxt.name)
+                        except AttributeError as exc:
+                            nxt.fn = _raiser(exc)
+                        if nxt.is_async:
+                            break
+                    batch.append(mailbox.popleft())
+                self.running_sync += len(batch)
+                self.pool.submit(partial(self._run_sync_batch, batch))
+
+    def _run_sync_batch(self, batch: list[Job]) -> None:
+        for job in batch:
+            self._run_sync(job)
 
     def _method(self, name: str) -> tuple[Callable[..., Any], bool]:
         fn = getattr(self.instance, name)

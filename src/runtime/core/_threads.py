@@ -63,6 +63,9 @@ class ThreadPool:
         """Run ``fn`` on a pool thread; it must not raise (callers catch their own errors)."""
         if self._closed:
             return
+        if self.size == 1 and self._threads:
+            self._queue.put(fn)  # one thread, already running: it takes work in order
+            return
         with self._lock:
             if self._idle == 0 and len(self._threads) < self.size:
                 t = threading.Thread(
@@ -81,8 +84,9 @@ class ThreadPool:
             if fn is _STOP:
                 return
             fn()
-            with self._lock:
-                self._idle += 1
+            if self.size > 1:
+                with self._lock:
+                    self._idle += 1
 
     def shutdown(self) -> None:
         self._closed = True
