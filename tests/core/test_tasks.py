@@ -63,6 +63,11 @@ def test_sync_and_async_functions_return_their_values(cluster):
     assert runtime.get([add.remote(i, i) for i in range(20)]) == [2 * i for i in range(20)]
 
 
+def test_get_of_an_empty_list_is_an_empty_list(cluster):
+    assert runtime.get([]) == []
+    assert runtime.wait([], num_returns=0) == ([], [])
+
+
 def test_a_remote_function_cannot_be_called_directly(cluster):
     with pytest.raises(TypeError, match=r"add.remote\(\)"):
         add(1, 2)
