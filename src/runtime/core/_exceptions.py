@@ -11,7 +11,7 @@ RuntimeBaseError (Exception)
 ├── ObjectLostError            every copy of an object is gone
 │   └── OwnerDiedError         the process that owned the object died
 ├── GetTimeoutError            (also TimeoutError) runtime.get/wait ran past its timeout
-├── TaskCancelledError         (also asyncio.CancelledError is NOT used: cancellation is a value)
+├── TaskCancelledError         the task was cancelled with runtime.cancel
 ├── PendingCallsLimitExceeded  an actor's max_pending_calls was reached
 ├── SerializationError         (also TypeError) a value could not be pickled or unpickled
 ├── AuthenticationError        (also PermissionError) a peer failed the cluster-token handshake

@@ -104,6 +104,40 @@ def encode_returns(
     return out, buffers
 
 
+def call_sync(
+    worker: Worker, job: Job, ctx: TaskContext, label: str
+) -> tuple[p.TaskDone, list[Any]]:
+    """Run a plain function for ``job`` (on a thread) and serialize its answer."""
+    token = current_task.set(ctx)
+    try:
+        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        assert job.fn is not None
+        result = job.fn(*args, **kwargs)
+        returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        return p.TaskDone(job.task_id, returns), bufs
+    except BaseException as exc:  # every failure goes back to the caller
+        return p.TaskDone(job.task_id, error=_error(exc, label)), []
+    finally:
+        current_task.reset(token)
+
+
+async def call_async(
+    worker: Worker, job: Job, ctx: TaskContext, label: str
+) -> tuple[p.TaskDone, list[Any]]:
+    """Run a coroutine function for ``job`` (on the loop) and serialize its answer."""
+    current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
+    try:
+        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        assert job.fn is not None
+        result = await job.fn(*args, **kwargs)
+        returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        return p.TaskDone(job.task_id, returns), bufs
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return p.TaskDone(job.task_id, error=_error(exc, label)), []
+
+
 def _error(exc: BaseException, name: str) -> p.Value:
     if isinstance(exc, RuntimeBaseError):
         return ser.error_value(exc, name)
@@ -210,31 +244,11 @@ class Executor:
 
     def _run_sync(self, job: Job, ctx: TaskContext) -> None:
         """On a pool thread: run, serialize, hand the answer to the loop."""
-        token = current_task.set(ctx)
-        try:
-            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
-            assert job.fn is not None
-            result = job.fn(*args, **kwargs)
-            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
-            done = p.TaskDone(job.task_id, returns)
-        except BaseException as exc:
-            done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
-        finally:
-            current_task.reset(token)
+        done, bufs = call_sync(self.worker, job, ctx, job.name)
         self.worker.inbox.post(self._finish, job, ctx, done, bufs)
 
     async def _run_async(self, job: Job, ctx: TaskContext) -> None:
-        current_task.set(ctx)
-        try:
-            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
-            assert job.fn is not None
-            result = await job.fn(*args, **kwargs)
-            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
-            done = p.TaskDone(job.task_id, returns)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            done, bufs = p.TaskDone(job.task_id, error=_error(exc, job.name)), []
+        done, bufs = await call_async(self.worker, job, ctx, job.name)
         self._finish(job, ctx, done, bufs)
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
@@ -522,20 +536,7 @@ class HostedActor:
 
     def _run_sync(self, job: Job) -> None:
         ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
-        token = current_task.set(ctx)
-        try:
-            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
-            assert job.fn is not None
-            result = job.fn(*args, **kwargs)
-            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
-            done = p.TaskDone(job.task_id, returns)
-        except BaseException as exc:
-            done, bufs = (
-                p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")),
-                [],
-            )
-        finally:
-            current_task.reset(token)
+        done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
     def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
@@ -545,24 +546,12 @@ class HostedActor:
             self._pump()
 
     async def _run_async(self, job: Job) -> None:
-        current_task.set(TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name))
+        ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
         self.async_starting -= 1
         if not self.async_starting and self.mailbox:
             # Runs once this call reaches its first await, so it has started first.
             self.worker.loop.call_soon(self._pump)
-        try:
-            args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
-            assert job.fn is not None
-            result = await job.fn(*args, **kwargs)
-            returns, bufs = encode_returns(self.worker, job.task_id, result, job.num_returns)
-            done = p.TaskDone(job.task_id, returns)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            done, bufs = (
-                p.TaskDone(job.task_id, error=_error(exc, f"{self.spec.class_name}.{job.name}")),
-                [],
-            )
+        done, bufs = await call_async(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         self.running_async -= 1
         self._finish(job, done, bufs)
         if self.mailbox:

@@ -74,6 +74,18 @@ def _strategy(strategy: Any) -> Any:
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
 
 
+def _prepare_call(
+    worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
+) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
+    """Serialize a call in the caller's thread and make the refs to its results."""
+    value, buffers = ser.serialize_args(args, kwargs)
+    if value.refs:
+        worker.refs.pin(value.refs)  # held until the callee has run
+    task_id = worker.new_id()
+    oids = [return_id(task_id, i) for i in range(num_returns)]
+    return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
+
+
 class RemoteFunction(Generic[P, R]):
     """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
 
@@ -139,13 +151,8 @@ class RemoteFunction(Generic[P, R]):
         """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
         worker = current_worker()
         self._pickled()  # fail here, in the caller, if the function cannot be pickled
-        value, buffers = ser.serialize_args(args, kwargs)
-        if value.refs:
-            worker.refs.pin(value.refs)
-        task_id = worker.new_id()
         n = self._num_returns
-        oids = [return_id(task_id, i) for i in range(n)]
-        refs = [worker.new_owned(oid) for oid in oids]
+        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
         msg = p.SubmitTask(
             task_id,
             self._fn_id,
@@ -158,9 +165,7 @@ class RemoteFunction(Generic[P, R]):
             worker.address,
         )
         worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids)
-        if n == 1:
-            return refs[0]
-        return refs  # type: ignore[return-value]
+        return refs[0] if n == 1 else refs  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self._name})"
@@ -353,20 +358,13 @@ class ActorMethod(Generic[P, R]):
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""
         worker = current_worker()
-        value, buffers = ser.serialize_args(args, kwargs)
-        if value.refs:
-            worker.refs.pin(value.refs)
-        task_id = worker.new_id()
         n = self._num_returns
-        oids = [return_id(task_id, i) for i in range(n)]
-        refs = [worker.new_owned(oid) for oid in oids]
+        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
         msg = p.CallActor(
             task_id, self._handle._actor_id, self._name, value, n, worker.peer_id, worker.address
         )
         worker.inbox.post(worker.call_actor, msg, buffers, oids)
-        if n == 1:
-            return refs[0]
-        return refs  # type: ignore[return-value]
+        return refs[0] if n == 1 else refs  # type: ignore[return-value]
 
 
 class _RemoteDecorator(Protocol):
