@@ -225,3 +225,13 @@ def test_runtime_context_inside_an_actor_names_it(cluster):
     assert actor_id is not None
     assert node_id != runtime.get_runtime_context().get_node_id()
     runtime.kill(c)
+
+
+def test_a_handle_passed_on_at_once_finds_its_actor(cluster):
+    @runtime.remote
+    def use(handle):
+        return runtime.get(handle.incr.remote(1))
+
+    # The task may ask the head for the actor before the creator's request got there.
+    refs = [use.remote(Counter.remote(i)) for i in range(20)]
+    assert runtime.get(refs, timeout=30) == [i + 1 for i in range(20)]

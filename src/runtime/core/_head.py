@@ -28,6 +28,8 @@ log = logging.getLogger("runtime.head")
 PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
 #: After a node turned an actor down (stale view), the head tries again this much later.
 _RETRY_S = 0.1
+#: How long a lookup by id waits for the creation request of an actor it does not know.
+_ANNOUNCE_S = 10.0
 
 
 @dataclass(slots=True)
@@ -68,6 +70,8 @@ class Head:
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: deque[bytes] = deque()
         self.kv: dict[tuple[str, str], bytes] = {}
+        #: Lookups of actor ids whose creation request has not arrived yet.
+        self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
         self._view_armed = False
         self._placing = False
 
@@ -190,6 +194,9 @@ class Head:
             )
         record = ActorRecord(spec)
         self.actors[spec.actor_id] = record
+        for fut in self.announced.pop(spec.actor_id, []):
+            if not fut.done():
+                fut.set_result(None)
         if spec.name:
             self.names[(spec.namespace, spec.name)] = spec.actor_id
         self.pending.append(spec.actor_id)
@@ -263,6 +270,23 @@ class Head:
     async def _get_actor(self, name: str, namespace: str, actor_id: bytes, wait: bool) -> Any:
         if actor_id:
             record = self.actors.get(actor_id)
+            if record is None and wait:
+                # A handle can reach another process before its creator's request reaches
+                # us (they travel on different connections): wait for it, within a bound.
+                fut_created: asyncio.Future[None] = self.worker.loop.create_future()
+                self.announced.setdefault(actor_id, []).append(fut_created)
+                try:
+                    async with asyncio.timeout(_ANNOUNCE_S):
+                        await fut_created
+                except TimeoutError:
+                    pass
+                finally:
+                    waiting = self.announced.get(actor_id)
+                    if waiting is not None and fut_created in waiting:
+                        waiting.remove(fut_created)
+                        if not waiting:
+                            del self.announced[actor_id]
+                record = self.actors.get(actor_id)
         else:
             aid = self.names.get((namespace, name))
             record = self.actors.get(aid) if aid is not None else None

@@ -199,7 +199,9 @@ class Worker:
         self._rpcs.clear()
         # Whoever still waits on an object of ours gets an answer, not a hang.
         gone = ser.system_error_value(ObjectLostError, "the runtime shut down before it was ready")
-        for oid, entry in list(self.refs.owned.items()):
+        with self.refs.lock:
+            owned = list(self.refs.owned.items())
+        for oid, entry in owned:
             if entry.state == PENDING:
                 self._resolve(oid, gone, [])
         if current_worker_or_none() is self:
