@@ -188,6 +188,20 @@ class ObjectRef(Generic[T]):
             self._table = worker.refs
             worker.refs.add_local(object_id, owner_id, owner_address)
 
+    @classmethod
+    def counted(
+        cls, object_id: bytes, owner_id: str, owner_address: str, table: ReferenceTable
+    ) -> ObjectRef[Any]:
+        """A ref whose local count the caller has already taken in ``table``."""
+        ref: ObjectRef[Any] = cls.__new__(cls)
+        ref.id, ref.owner_id, ref.owner_address, ref._table = (
+            object_id,
+            owner_id,
+            owner_address,
+            table,
+        )
+        return ref
+
     def __del__(self) -> None:
         table = self._table
         if table is not None and (worker := _worker) is not None and worker.refs is table:

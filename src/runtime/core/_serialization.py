@@ -69,12 +69,17 @@ def serialize(value: Any) -> tuple[Value, list[memoryview]]:
 
 def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Value, list[memoryview]]:
     """Serialize call arguments, as msgpack when they are all plain scalars."""
+    if not args and not kwargs:
+        return _NO_ARGS, []
     if all(type(a) in _SIMPLE for a in args) and all(type(v) in _SIMPLE for v in kwargs.values()):
         try:
             return Value(KIND_MSGPACK, _encode((args, kwargs))), []
         except OverflowError:
             pass
     return _pickle((args, kwargs))
+
+
+_NO_ARGS: Final = Value(KIND_MSGPACK, _encode(((), {})))  # shared: Values are never mutated
 
 
 def serialize_inline(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Value:

@@ -484,9 +484,11 @@ class Worker:
 
     def new_owned(self, object_id: bytes) -> ObjectRef[Any]:
         """A ref to a pending object this process owns (any thread)."""
-        with self.refs.lock:
-            self.refs.owned[object_id] = OwnedObject()
-            return ObjectRef(object_id, self.peer_id, self.address)
+        table = self.refs
+        with table.lock:
+            table.owned[object_id] = OwnedObject()
+            table.local[object_id] = table.local.get(object_id, 0) + 1
+        return ObjectRef.counted(object_id, self.peer_id, self.address, table)
 
     def put(self, value: Any) -> ObjectRef[Any]:
         """Store ``value`` as an object owned by this process (any thread)."""
