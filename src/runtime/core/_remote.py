@@ -16,6 +16,7 @@ from . import _protocol as p
 from . import _serialization as ser
 from ._refs import ObjectRef, current_worker, return_id
 from ._scheduler import normalize
+from ._worker import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,6 +112,17 @@ class RemoteFunction(Generic[P, R]):
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
         self._num_returns = n
+        retries = o.get("max_retries", 3)
+        if not isinstance(retries, int) or retries < -1:
+            raise ValueError(f"max_retries must be an int >= -1 (-1: no limit), got {retries!r}")
+        retry_on = o.get("retry_exceptions", False)
+        if isinstance(retry_on, list | tuple):
+            if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on):
+                raise ValueError("retry_exceptions must be a bool or a list of exception types")
+            retry_on = tuple(retry_on)
+        elif not isinstance(retry_on, bool):
+            raise ValueError("retry_exceptions must be a bool or a list of exception types")
+        self._retry = RetryPolicy(retries, retry_on)
         if o.get("scheduling_strategy") is not None:
             _strategy(o["scheduling_strategy"])
 
@@ -164,7 +176,14 @@ class RemoteFunction(Generic[P, R]):
             worker.peer_id,
             worker.address,
         )
-        worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids)
+        worker.inbox.post(
+            worker.submit_task,
+            msg,
+            buffers,
+            self._pickled,
+            oids,
+            self._retry,
+        )
         return refs[0] if n == 1 else refs  # type: ignore[return-value]
 
     def __repr__(self) -> str:

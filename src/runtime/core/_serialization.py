@@ -177,6 +177,11 @@ def error_value(error: BaseException, function_name: str = "", *, tb: str | None
     return Value(KIND_ERROR, _error_encoder.encode(info))
 
 
+def is_application_error(value: Value) -> bool:
+    """True when an error value is an exception the user's code raised (not a system error)."""
+    return value.kind == KIND_ERROR and _error_decoder.decode(value.data).kind == "task"
+
+
 def system_error_value(cls: type[RuntimeBaseError], message: str) -> Value:
     return Value(KIND_ERROR, _error_encoder.encode(ErrorInfo("system", cls.__name__, message)))
 

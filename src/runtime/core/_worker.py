@@ -63,6 +63,27 @@ class PendingTask:
     node_id: str
     name: str
     actor_id: bytes | None = None
+    retry: TaskRetry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A remote function's retry options."""
+
+    max_retries: int  # -1: without limit
+    retry_exceptions: bool | tuple[type[BaseException], ...]
+
+
+@dataclass(slots=True)
+class TaskRetry:
+    """What it takes to run a task again: its message, and how many tries are left."""
+
+    msg: p.SubmitTask
+    buffers: list[memoryview]
+    fn_blob: Callable[[], bytes]
+    retries_left: int  # -1: without limit
+    retry_exceptions: bool | tuple[type[BaseException], ...]
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -119,6 +140,7 @@ class Worker:
         self._dialing: dict[str, asyncio.Future[Connection]] = {}
         self._all_conns: set[Connection] = set()
         self.view: dict[str, p.NodeInfo] = {}
+        self.dead_peers: set[str] = set()
         self.view_changed = asyncio.Event()
         self.store: dict[bytes, tuple[p.Value, list[Any]]] = {}
         self.tasks: dict[bytes, PendingTask] = {}
@@ -303,6 +325,8 @@ class Worker:
             del self.tasks[task_id]
             if task.actor_id is None:
                 self.load[peer] = self.load.get(peer, 1) - 1
+                if self._retry(task, f"node {peer} died while running it"):
+                    continue
             if task.actor_id is not None:
                 err = ser.system_error_value(
                     ActorDiedError,
@@ -310,11 +334,13 @@ class Worker:
                     " the call may have run",
                 )
             else:
-                err = ser.system_error_value(
-                    NodeDiedError, f"node {peer} died while running task {task.name}"
-                )
+                err = _node_failure(task, f"node {peer} died while running task {task.name}")
             for oid in task.object_ids:
                 self._resolve(oid, err, [])
+        self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
+        info = self.view.get(peer)
+        if info is not None:
+            info.alive = False
         for state in self.actors.values():
             if state.location is not None and state.location.node_id == peer:
                 state.dead = ser.system_error_value(ActorDiedError, f"the actor's node {peer} died")
@@ -420,6 +446,9 @@ class Worker:
                     log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
 
     def _set_view(self, nodes: list[p.NodeInfo]) -> None:
+        for n in nodes:
+            if n.node_id in self.dead_peers:
+                n.alive = False  # the head has not noticed yet
         self.view = {n.node_id: n for n in nodes}
         self.view_changed.set()
         self.view_changed = asyncio.Event()
@@ -534,6 +563,8 @@ class Worker:
         if task.actor_id is None:
             self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
         if msg.error is not None:
+            if task.retry is not None and self._retry_on_error(task, msg.error):
+                return
             for oid in task.object_ids:
                 self._resolve(oid, msg.error, [])
             return
@@ -711,22 +742,65 @@ class Worker:
         buffers: list[memoryview],
         fn_blob: Callable[[], bytes],
         object_ids: list[bytes],
+        policy: RetryPolicy | None = None,
     ) -> None:
         """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
+        retry = None
+        if policy is not None and policy.max_retries != 0:
+            retry = TaskRetry(msg, buffers, fn_blob, policy.max_retries, policy.retry_exceptions)
+        self._place_task(
+            PendingTask(object_ids, "", msg.fn_name, retry=retry), msg, buffers, fn_blob
+        )
+
+    def _place_task(
+        self,
+        task: PendingTask,
+        msg: p.SubmitTask,
+        buffers: list[memoryview],
+        fn_blob: Callable[[], bytes],
+    ) -> None:
         try:
             node_id = pick_node(self.view.values(), msg.resources, self.load)
         except RuntimeBaseError as exc:
             err = ser.error_value(exc)
-            for oid in object_ids:
+            for oid in task.object_ids:
                 self._resolve(oid, err, [])
             return
-        self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.fn_name)
+        task.node_id = node_id
+        self.tasks[msg.task_id] = task
         self.load[node_id] = self.load.get(node_id, 0) + 1
         conn = self.conns.get(node_id)
         if conn is not None and not conn.closed:
             self._send_task(conn, msg, buffers, fn_blob)
         else:
             self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
+
+    def _retry(self, task: PendingTask, why: str) -> bool:
+        """Submit ``task`` again if it has tries left (loop); False when it has none."""
+        retry = task.retry
+        if retry is None or retry.retries_left == 0:
+            return False
+        if retry.retries_left > 0:
+            retry.retries_left -= 1
+        retry.failures.append(why)
+        log.info("retrying task %s: %s", task.name, why)
+        if retry.msg.args.refs:
+            self.refs.pin(retry.msg.args.refs)  # the last try released its pins, or died with them
+        self._place_task(task, retry.msg, retry.buffers, retry.fn_blob)
+        return True
+
+    def _retry_on_error(self, task: PendingTask, error: p.Value) -> bool:
+        retry = task.retry
+        assert retry is not None
+        allowed = retry.retry_exceptions
+        if allowed is False or not ser.is_application_error(error):
+            return False
+        if isinstance(allowed, tuple):
+            exc = ser.error_from_value(error)
+            cause = getattr(exc, "cause", None)
+            if not isinstance(exc, allowed) and not isinstance(cause, allowed):
+                return False
+        return self._retry(task, "it raised an exception and retry_exceptions allows a retry")
 
     def _send_task(
         self,
@@ -750,16 +824,16 @@ class Worker:
         try:
             conn = await self.connect_peer(node_id)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
-            if msg.task_id in self.tasks:
-                self._on_task_done(
-                    p.TaskDone(
-                        msg.task_id,
-                        error=ser.system_error_value(
-                            NodeDiedError, f"cannot reach node {node_id}: {exc}"
-                        ),
-                    ),
-                    memoryview(b""),
-                )
+            task = self.tasks.get(msg.task_id)
+            if task is not None and task.node_id == node_id:
+                del self.tasks[msg.task_id]
+                self.load[node_id] = self.load.get(node_id, 1) - 1
+                if self._retry(task, f"node {node_id} could not be reached: {exc}"):
+                    return
+                self.tasks[msg.task_id] = task
+                self.load[node_id] = self.load.get(node_id, 0) + 1
+                err = _node_failure(task, f"cannot reach node {node_id}: {exc}")
+                self._on_task_done(p.TaskDone(msg.task_id, error=err), memoryview(b""))
             return
         self._send_task(conn, msg, buffers, fn_blob)
 
@@ -839,6 +913,13 @@ class Worker:
             if task is not None:
                 for oid in task.object_ids:
                     self._resolve(oid, err, [])
+
+
+def _node_failure(task: PendingTask, what: str) -> p.Value:
+    tries = len(task.retry.failures) + 1 if task.retry is not None else 1
+    if tries > 1:
+        what += f" (the task was tried {tries} times; max_retries stops it there)"
+    return ser.system_error_value(NodeDiedError, what)
 
 
 def unwrap_reply(reply: p.Reply) -> Any:
