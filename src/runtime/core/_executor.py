@@ -23,6 +23,7 @@ from . import _protocol as p
 from . import _serialization as ser
 from ._exceptions import (
     ActorDiedError,
+    ActorUnavailableError,
     InfeasibleError,
     PendingCallsLimitExceeded,
     RuntimeBaseError,
@@ -316,8 +317,10 @@ class Executor:
                     self.worker.reply(conn, rid, True)
                 except Exception as exc:
                     self.worker.reply(conn, rid, error=exc)
-            case p.KillActor(rid=rid, actor_id=actor_id):
-                self.kill_actor(actor_id, "the actor was killed with runtime.kill")
+            case p.KillActor(rid=rid, actor_id=actor_id, no_restart=no_restart):
+                self.kill_actor(
+                    actor_id, "the actor was killed with runtime.kill", restarting=not no_restart
+                )
                 self.worker.reply(conn, rid, True)
 
     def create_actor(self, spec: p.ActorSpec) -> None:
@@ -334,9 +337,16 @@ class Executor:
         self.actors[spec.actor_id] = actor
         actor.start()
 
-    def kill_actor(self, actor_id: bytes, reason: str) -> None:
+    def kill_actor(self, actor_id: bytes, reason: str, restarting: bool = False) -> None:
+        """Stop an actor here; ``restarting``: it comes back elsewhere, so calls that did not
+        start are answered "not here" (ActorUnavailableError) and their callers send again."""
         actor = self.actors.get(actor_id)
         if actor is not None:
+            if restarting:
+                actor.restarting = True
+                actor.death = ser.system_error_value(
+                    ActorUnavailableError, f"actor {actor.spec.class_name} is restarting"
+                )
             actor.stop(reason)
 
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
@@ -389,6 +399,7 @@ class HostedActor:
         self.instance: Any = None
         self.state = STARTING
         self.death: p.Value | None = None
+        self.restarting = False
         self.is_async = spec.is_async
         self.max_async = spec.max_concurrency
         threads = 1 if spec.is_async else spec.max_concurrency
@@ -559,7 +570,14 @@ class HostedActor:
 
     def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         if self.state == DEAD:
-            done, bufs = p.TaskDone(job.task_id, error=self._death_value(may_have_run=True)), []
+            death = self._death_value(may_have_run=True)
+            if self.restarting:  # this call was running: it may have run, so no resend
+                death = ser.system_error_value(
+                    ActorDiedError,
+                    f"actor {self.spec.class_name} was killed for a restart while running "
+                    f"{job.name}; the call may have run",
+                )
+            done, bufs = p.TaskDone(job.task_id, error=death), []
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)

@@ -40,6 +40,7 @@ class ActorRecord:
     address: str = ""
     death_cause: str | None = None
     death_error: p.Value | None = None
+    num_restarts: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
 
@@ -57,7 +58,14 @@ class ActorRecord:
             s.is_async,
             self.death_cause,
             self.death_error,
+            s.max_restarts,
+            s.max_task_retries,
+            self.num_restarts,
         )
+
+    def can_restart(self) -> bool:
+        limit = self.spec.max_restarts
+        return limit == -1 or self.num_restarts < limit
 
 
 class Head:
@@ -112,7 +120,10 @@ class Head:
             if record.state == DEAD:
                 continue
             if record.node_id == peer and not info.is_driver:
-                self._mark_dead(record, f"the actor's node {peer} died")
+                if record.can_restart():
+                    self._restart(record, f"its node {peer} died")
+                else:
+                    self._mark_dead(record, f"the actor's node {peer} died")
             elif record.spec.owner_id == peer and not record.spec.detached:
                 self._kill(record, f"its owner {peer} exited (the actor is not detached)")
         self._broadcast_view()
@@ -125,7 +136,9 @@ class Head:
                 self.on_report(msg)
             case p.ActorGone(actor_id=actor_id, reason=reason, error=error):
                 record = self.actors.get(actor_id)
-                if record is not None and record.state != DEAD:
+                sender = conn.peer_id if conn is not None else self.worker.peer_id
+                # Only news of the actor's current placement counts (not of a restarted one's).
+                if record is not None and record.state == ALIVE and record.node_id == sender:
                     record.death_error = error
                     self._mark_dead(record, reason)
             case _ if conn is not None and hasattr(msg, "rid"):
@@ -155,13 +168,19 @@ class Head:
                 return True
             case p.CreateActor(spec=spec, get_if_exists=get_if_exists):
                 return self._create_actor(spec, get_if_exists)
-            case p.GetActor(name=name, namespace=namespace, actor_id=actor_id, wait=wait):
-                return await self._get_actor(name, namespace, actor_id, wait)
-            case p.KillActor(actor_id=actor_id):
+            case p.GetActor(
+                name=name, namespace=namespace, actor_id=actor_id, wait=wait, after_restarts=after
+            ):
+                return await self._get_actor(name, namespace, actor_id, wait, after)
+            case p.KillActor(actor_id=actor_id, no_restart=no_restart):
                 record = self.actors.get(actor_id)
                 if record is None:
                     raise ValueError(f"no actor {actor_id.hex()}")
-                self._kill(record, "the actor was killed with runtime.kill")
+                if not no_restart and record.state == ALIVE and record.can_restart():
+                    self._stop_on_node(record.node_id, actor_id, restarting=True)
+                    self._restart(record, "it was killed with runtime.kill(no_restart=False)")
+                else:
+                    self._kill(record, "the actor was killed with runtime.kill")
                 return True
             case p.ListState(what=what):
                 return self._list(what)
@@ -267,7 +286,9 @@ class Head:
         self._wake(record)
         return True
 
-    async def _get_actor(self, name: str, namespace: str, actor_id: bytes, wait: bool) -> Any:
+    async def _get_actor(
+        self, name: str, namespace: str, actor_id: bytes, wait: bool, after_restarts: int = -1
+    ) -> Any:
         if actor_id:
             record = self.actors.get(actor_id)
             if record is None and wait:
@@ -293,10 +314,16 @@ class Head:
         if record is None:
             what = f"named {name!r} in namespace {namespace!r}" if name else actor_id.hex()
             raise ValueError(f"no actor {what}")
-        if wait and record.state == PENDING:
-            fut: asyncio.Future[None] = self.worker.loop.create_future()
-            record.waiters.append(fut)
-            await fut
+        try:
+            async with asyncio.timeout(_ANNOUNCE_S if after_restarts >= 0 else None):
+                while (wait and record.state == PENDING) or (
+                    record.state == ALIVE and record.num_restarts <= after_restarts
+                ):
+                    fut: asyncio.Future[None] = self.worker.loop.create_future()
+                    record.waiters.append(fut)
+                    await fut
+        except TimeoutError:
+            pass  # the caller sees the stale placement and gives up
         return record.location()
 
     def _wake(self, record: ActorRecord) -> None:
@@ -312,6 +339,15 @@ class Head:
             del self.names[(s.namespace, s.name)]
         self._wake(record)
 
+    def _restart(self, record: ActorRecord, reason: str) -> None:
+        """Place the actor again (its constructor runs anew on a live node)."""
+        log.info("restarting actor %s: %s", record.spec.class_name, reason)
+        record.num_restarts += 1
+        record.state, record.node_id, record.address = PENDING, "", ""
+        self._wake(record)
+        self.pending.append(record.spec.actor_id)
+        self._place_pending()
+
     def _kill(self, record: ActorRecord, reason: str) -> None:
         node_id = record.node_id
         was_alive = record.state == ALIVE
@@ -319,14 +355,14 @@ class Head:
         if was_alive:
             self._stop_on_node(node_id, record.spec.actor_id)
 
-    def _stop_on_node(self, node_id: str, actor_id: bytes) -> None:
+    def _stop_on_node(self, node_id: str, actor_id: bytes, *, restarting: bool = False) -> None:
         if node_id == self.worker.peer_id:
             if self.worker.executor is not None:
-                self.worker.executor.kill_actor(actor_id, "the actor was killed")
+                self.worker.executor.kill_actor(actor_id, "the actor was killed", restarting)
             return
         conn = self.worker.conns.get(node_id)
         if conn is not None:
-            conn.send(p.KillActor(0, actor_id))
+            conn.send(p.KillActor(0, actor_id, no_restart=not restarting))
 
     # --- state listing, KV, stop ---------------------------------------------------------------
 

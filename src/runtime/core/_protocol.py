@@ -136,6 +136,8 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     is_async: bool = False
     strategy: Any = None
     max_pending_calls: int = -1
+    max_restarts: int = 0
+    max_task_retries: int = 0
 
 
 class CreateActor(_Msg, tag=23):
@@ -154,6 +156,8 @@ class GetActor(_Msg, tag=24):
     namespace: str
     actor_id: bytes = b""
     wait: bool = False
+    #: Also wait while the actor has restarted no more than this many times (-1: don't).
+    after_restarts: int = -1
 
 
 class KillActor(_Msg, tag=25):
@@ -206,6 +210,9 @@ class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True)
     is_async: bool
     death_cause: str | None = None
     death_error: Value | None = None
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    num_restarts: int = 0
 
 
 # --- tasks and actor calls ----------------------------------------------------------

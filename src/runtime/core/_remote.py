@@ -57,6 +57,13 @@ _ACTOR_OPTIONS = frozenset(
 )
 
 
+def _at_least(options: dict[str, Any], name: str, low: int) -> int:
+    value = options.get(name, 0)
+    if not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low} (-1: no limit), got {value!r}")
+    return value
+
+
 def _check(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
     unknown = set(options) - allowed
     if unknown:
@@ -289,6 +296,8 @@ class ActorClass(Generic[T]):
             self._is_async,
             _strategy(o.get("scheduling_strategy")),
             int(o.get("max_pending_calls", -1)),
+            _at_least(o, "max_restarts", -1),
+            _at_least(o, "max_task_retries", -1),
         )
 
     def __repr__(self) -> str:

@@ -177,6 +177,14 @@ def error_value(error: BaseException, function_name: str = "", *, tb: str | None
     return Value(KIND_ERROR, _error_encoder.encode(info))
 
 
+def system_error_class(value: Value) -> str | None:
+    """The class name of a system error value (None for other values)."""
+    if value.kind != KIND_ERROR:
+        return None
+    info = _error_decoder.decode(value.data)
+    return info.cls if info.kind == "system" else None
+
+
 def is_application_error(value: Value) -> bool:
     """True when an error value is an exception the user's code raised (not a system error)."""
     return value.kind == KIND_ERROR and _error_decoder.decode(value.data).kind == "task"

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime.worker")
 
+#: How many placements in a row a caller tries to reach a restarting actor at.
+_RELOCATE_TRIES = 5
 #: Values at least this big stay in the producer's store and move on demand.
 INLINE_MAX = 100 * 1024
 
@@ -97,6 +99,23 @@ class ActorState:
     resolving: bool = False
     dead: p.Value | None = None  # why the actor is dead, as the error its calls get
     creating: asyncio.Future[None] | None = None
+    #: Calls sent and not answered, kept while the actor's calls may be retried (in order).
+    inflight: dict[bytes, tuple[p.CallActor, list[memoryview], int]] = field(default_factory=dict)
+    #: Retries left of calls that were already re-sent once (else max_task_retries).
+    retries_left: dict[bytes, int] = field(default_factory=dict)
+    #: The restart count of the incarnation we lost: the next one must have a higher one.
+    lost_restarts: int = -1
+
+    def track(self, msg: p.CallActor, buffers: list[memoryview]) -> None:
+        """Keep a sent call (and the incarnation it went to) while the actor may restart."""
+        loc = self.location
+        if loc is not None and loc.max_restarts != 0:
+            self.inflight[msg.task_id] = (msg, buffers, loc.num_restarts)
+
+    def requeue(self, msgs: list[tuple[p.CallActor, list[memoryview]]]) -> None:
+        """Put calls to send again back in the queue, in submission order."""
+        merged = sorted([*msgs, *self.queue], key=lambda item: item[0].task_id)
+        self.queue[:] = merged
 
 
 class Worker:
@@ -318,9 +337,17 @@ class Worker:
         self._peer_lost(peer)
 
     def _peer_lost(self, peer: str) -> None:
-        """Everything waiting on ``peer`` fails: its tasks, its actors' calls."""
+        """Everything waiting on ``peer`` is retried or fails: its tasks, its actors' calls."""
+        self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
+        info = self.view.get(peer)
+        if info is not None:
+            info.alive = False
+        again: set[bytes] = set()
+        for state in self.actors.values():
+            if state.location is not None and state.location.node_id == peer:
+                again |= self._actor_node_lost(state, peer)
         for task_id, task in list(self.tasks.items()):
-            if task.node_id != peer:
+            if task.node_id != peer or task_id in again:
                 continue
             del self.tasks[task_id]
             if task.actor_id is None:
@@ -328,23 +355,18 @@ class Worker:
                 if self._retry(task, f"node {peer} died while running it"):
                     continue
             if task.actor_id is not None:
+                lost = self.actors.get(task.actor_id)
+                restarts = lost is not None and lost.lost_restarts >= 0
                 err = ser.system_error_value(
                     ActorDiedError,
                     f"the actor's node {peer} died while the call {task.name} was in flight;"
-                    " the call may have run",
+                    " the call may have run"
+                    + ("; the actor restarts for the calls after it" if restarts else ""),
                 )
             else:
                 err = _node_failure(task, f"node {peer} died while running task {task.name}")
             for oid in task.object_ids:
                 self._resolve(oid, err, [])
-        self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
-        info = self.view.get(peer)
-        if info is not None:
-            info.alive = False
-        for state in self.actors.values():
-            if state.location is not None and state.location.node_id == peer:
-                state.dead = ser.system_error_value(ActorDiedError, f"the actor's node {peer} died")
-                state.conn = None
         if self.head is not None:
             self.head.peer_lost(peer)
         if self.executor is not None:
@@ -565,6 +587,14 @@ class Worker:
         if msg.error is not None:
             if task.retry is not None and self._retry_on_error(task, msg.error):
                 return
+            if task.actor_id is not None and self._resend_elsewhere(task, msg):
+                return
+        if task.actor_id is not None:
+            state = self.actors.get(task.actor_id)
+            if state is not None and state.inflight:
+                state.inflight.pop(msg.task_id, None)
+                state.retries_left.pop(msg.task_id, None)
+        if msg.error is not None:
             for oid in task.object_ids:
                 self._resolve(oid, msg.error, [])
             return
@@ -862,6 +892,7 @@ class Worker:
         conn = state.conn
         if conn is not None and not conn.closed and not state.queue:
             msg.actor_id = state.actor_id
+            state.track(msg, buffers)
             conn.send(msg, buffers)
             return
         state.queue.append((msg, buffers))
@@ -873,20 +904,19 @@ class Worker:
         try:
             if state.creating is not None:
                 await state.creating
-            while state.dead is None and (
-                state.location is None or state.location.state == "PENDING"
-            ):
-                loc = await self.head_request(p.GetActor(0, "", "", state.actor_id, True))
-                state.location = msgspec.convert(loc, p.ActorLocation)
-            if state.dead is None and state.location is not None and state.location.state == "DEAD":
-                state.dead = state.location.death_error or ser.system_error_value(
-                    ActorDiedError, state.location.death_cause or "the actor is dead"
+            conn = None
+            for _ in range(_RELOCATE_TRIES):
+                conn = await self._locate_actor(state)
+                if conn is not None or state.dead is not None:
+                    break
+            if state.dead is None and conn is None:
+                state.dead = ser.system_error_value(
+                    ActorDiedError, "the actor could not be reached after its restarts"
                 )
             if state.dead is not None:
                 self._fail_queued(state, state.dead)
                 return
-            assert state.location is not None
-            conn = await self.connect_peer(state.location.node_id, state.location.address)
+            assert conn is not None and state.location is not None
             state.conn = conn
             queue, state.queue = state.queue, []
             for msg, buffers in queue:
@@ -894,6 +924,7 @@ class Worker:
                 task = self.tasks.get(msg.task_id)
                 if task is not None:
                     task.node_id = state.location.node_id
+                state.track(msg, buffers)
                 conn.send(msg, buffers)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
             reason = (
@@ -905,6 +936,83 @@ class Worker:
             self._fail_queued(state, state.dead)
         finally:
             state.resolving = False
+
+    async def _locate_actor(self, state: ActorState) -> Connection | None:
+        """Ask the head where the actor is (waiting while it is placed or restarted) and
+        connect; None when that node cannot be reached (it may be restarting elsewhere)."""
+        while state.dead is None and (
+            state.location is None
+            or state.location.state == "PENDING"
+            or state.location.num_restarts <= state.lost_restarts
+        ):
+            lost = state.lost_restarts
+            raw = await self.head_request(p.GetActor(0, "", "", state.actor_id, True, lost))
+            state.location = msgspec.convert(raw, p.ActorLocation)
+            if state.location.state == "ALIVE" and state.location.num_restarts <= lost:
+                state.dead = ser.system_error_value(
+                    ActorDiedError, "the actor was lost and did not come back in time"
+                )
+        loc = state.location
+        if state.dead is None and loc is not None and loc.state == "DEAD":
+            state.dead = loc.death_error or ser.system_error_value(
+                ActorDiedError, loc.death_cause or "the actor is dead"
+            )
+        if state.dead is not None:
+            return None
+        assert loc is not None
+        try:
+            conn = await self.connect_peer(loc.node_id, loc.address)
+        except (OSError, ConnectionError, NodeDiedError):
+            if loc.max_restarts == 0:
+                raise
+            state.lost_restarts, state.location = loc.num_restarts, None
+            return None
+        return conn
+
+    def _resend_elsewhere(self, task: PendingTask, done: p.TaskDone) -> bool:
+        """A call reached a node its actor had left for a restart: it did not run, so send
+        it again to the actor's next placement."""
+        assert done.error is not None and task.actor_id is not None
+        if ser.system_error_class(done.error) != "ActorUnavailableError":
+            return False
+        state = self.actors.get(task.actor_id)
+        entry = state.inflight.pop(done.task_id, None) if state is not None else None
+        if state is None or entry is None:
+            return False
+        msg, buffers, incarnation = entry
+        self.tasks[done.task_id] = task
+        state.requeue([(msg, buffers)])
+        loc = state.location
+        if loc is not None and loc.num_restarts <= incarnation:
+            state.location, state.conn, state.lost_restarts = None, None, incarnation
+        if not state.resolving:
+            state.resolving = True
+            self.spawn(self._resolve_actor(state))
+        return True
+
+    def _actor_node_lost(self, state: ActorState, peer: str) -> set[bytes]:
+        """The node hosting an actor we call died. Returns the calls that go again (once it
+        restarts elsewhere); the others in flight fail."""
+        loc = state.location
+        state.conn = None
+        if loc is None or loc.max_restarts == 0:
+            state.dead = ser.system_error_value(ActorDiedError, f"the actor's node {peer} died")
+            return set()
+        # It restarts elsewhere: calls with retries left go again, first and in order.
+        again: list[tuple[p.CallActor, list[memoryview]]] = []
+        for task_id in sorted(state.inflight):  # ids grow with submission order
+            msg, buffers, _ = state.inflight.pop(task_id)
+            left = state.retries_left.pop(task_id, loc.max_task_retries)
+            if left == 0 or task_id not in self.tasks:
+                continue
+            state.retries_left[task_id] = left - 1 if left > 0 else left
+            again.append((msg, buffers))
+        state.requeue(again)
+        state.location, state.lost_restarts = None, loc.num_restarts
+        if state.queue and not state.resolving:
+            state.resolving = True
+            self.spawn(self._resolve_actor(state))
+        return {msg.task_id for msg, _ in again}
 
     def _fail_queued(self, state: ActorState, err: p.Value) -> None:
         queue, state.queue = state.queue, []

@@ -1,0 +1,100 @@
+"""Actor restarts: max_restarts re-creates an actor on a live node; max_task_retries
+re-sends the calls in flight, in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import runtime
+from runtime.exceptions import ActorDiedError
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def mesh():
+    """A fresh mesh per test: these tests kill its nodes."""
+    runtime.init(num_cpus=3)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
+@runtime.remote
+class Recorder:
+    def __init__(self):
+        self.seen = []
+
+    def record(self, i):
+        self.seen.append(i)
+        return i
+
+    def pid(self):
+        return os.getpid()
+
+    def nap(self, seconds):
+        time.sleep(seconds)
+
+    def history(self):
+        return list(self.seen)
+
+
+def _kill_host(actor) -> int:
+    pid = runtime.get(actor.pid.remote())
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_an_actor_with_retries_survives_its_node_and_every_call_arrives_in_order(mesh):
+    r = Recorder.options(max_restarts=1, max_task_retries=-1).remote()
+    first = [r.record.remote(i) for i in range(50)]
+    old_pid = _kill_host(r)
+    later = [r.record.remote(i) for i in range(50, 100)]
+    assert runtime.get(first + later, timeout=60) == list(range(100))
+    seen = runtime.get(r.history.remote())
+    assert seen == sorted(seen)  # the restarted actor got what it got in submission order
+    assert seen[-1] == 99
+    assert runtime.get(r.pid.remote()) != old_pid
+
+
+def test_without_retries_calls_in_flight_fail_and_later_calls_reach_the_restarted_actor(mesh):
+    r = Recorder.options(max_restarts=1).remote()
+    pid = runtime.get(r.pid.remote())
+    napping = r.nap.remote(30)
+    assert runtime.wait([napping], timeout=0.3) == ([], [napping])  # sent, and running
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="may have run"):
+        runtime.get(napping, timeout=60)
+    assert runtime.get(r.record.remote("after"), timeout=60) == "after"
+    assert runtime.get(r.pid.remote()) != pid
+
+
+def test_an_actor_without_restarts_stays_dead_when_its_node_dies(mesh):
+    r = Recorder.remote()
+    _kill_host(r)
+    with pytest.raises(ActorDiedError, match="died"):
+        runtime.get(r.record.remote(1), timeout=60)
+    with pytest.raises(ActorDiedError):
+        runtime.get(r.record.remote(2), timeout=60)
+
+
+def test_kill_without_no_restart_restarts_the_actor(mesh):
+    r = Recorder.options(max_restarts=2, name="phoenix").remote()
+    assert runtime.get(r.record.remote(1)) == 1
+    runtime.kill(r, no_restart=False)
+    assert runtime.get(r.history.remote(), timeout=30) == []  # a fresh instance
+    assert runtime.get(runtime.get_actor("phoenix").record.remote(2)) == 2
+    runtime.kill(r)
+    with pytest.raises(ActorDiedError):
+        runtime.get(r.record.remote(3), timeout=30)
+
+
+def test_restart_options_are_checked(mesh):
+    with pytest.raises(ValueError, match="max_restarts"):
+        Recorder.options(max_restarts=-5).remote()
