@@ -207,6 +207,15 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
     )
     assert stop.returncode == 0
     head.proc.wait(15)
+    again = subprocess.run(
+        [sys.executable, "-m", "runtime", "stop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert again.returncode == 0 and "no cluster to stop" in again.stdout
 
 
 def test_a_wrong_token_is_refused(head: HeadProcess):

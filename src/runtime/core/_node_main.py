@@ -140,6 +140,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     if args.parent_fd is not None:
         fd = args.parent_fd
+        _die_with_parent()
 
         def parent_gone() -> None:
             with contextlib.suppress(OSError):
@@ -192,6 +193,21 @@ async def _serve(
         if args.head and not args.no_head_file:
             launcher.remove_head_file()
         await worker.aclose()
+
+
+def _die_with_parent() -> None:
+    """Besides the parent pipe (read on the loop), ask the kernel for SIGKILL when the
+    parent goes, so even a node whose loop is stuck does not outlive it (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent was already gone before prctl took effect
+        os._exit(1)
 
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
