@@ -74,6 +74,8 @@ EXAMPLES: list[p._Msg] = [
     p.KvOp(8, "put", "ns", "key", b"value", overwrite=False),
     p.StopCluster(9),
     p.Shutdown("bye"),
+    p.Shutdown("evicted: silent", evicted=True),
+    p.Heartbeat("node-1", 7),
     p.SubmitTask(b"t" * 16, b"f" * 16, "add", b"blob", _value(2), 1, {"CPU": 1.0}, "d", "h:1"),
     p.CallActor(b"t" * 16, b"a" * 16, "incr", _value(), 2, "driver", "127.0.0.1:1"),
     p.TaskDone(b"t" * 16, [_value(1), p.Located("n2", "127.0.0.1:7001", 1 << 20)]),

@@ -17,6 +17,8 @@ import msgspec
 
 from . import _protocol as p
 from ._exceptions import InfeasibleError, RuntimeBaseError
+from ._heartbeat import DetectorConfig, FailureDetector
+from ._heartbeat import now as heartbeat_now
 from ._scheduler import pick_actor_node
 
 if TYPE_CHECKING:
@@ -82,6 +84,10 @@ class Head:
         self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
         self._view_armed = False
         self._placing = False
+        self.detector = FailureDetector(DetectorConfig.from_env())
+        #: Ids of nodes declared dead: never accepted again (a node rejoins with a new id).
+        self.retired: set[str] = set()
+        worker.spawn(self._watch(), name="runtime-failure-detector")
 
     # --- members ---------------------------------------------------------------------------
 
@@ -112,7 +118,28 @@ class Head:
             if self.pending:
                 self._place_pending()
 
+    async def _watch(self) -> None:
+        """Declare dead the nodes whose heartbeats stopped (a periodic check, by design)."""
+        period = self.detector.config.interval / 2
+        while True:
+            await asyncio.sleep(period)
+            for node_id in self.detector.check(heartbeat_now()):
+                self.evict(node_id, f"no heartbeat for {self.detector.config.dead_after:g} s")
+
+    def evict(self, node_id: str, why: str) -> None:
+        """Declare a node dead: retire its id, tell it so, and recover what ran there."""
+        if node_id in self.retired or node_id not in self.nodes:
+            return
+        log.warning("declaring node %s dead: %s", node_id, why)
+        self.retired.add(node_id)
+        conn = self.worker.conns.pop(node_id, None)
+        if conn is not None:
+            conn.send(p.Shutdown(f"evicted: {why}", evicted=True))
+            conn.close()
+        self.worker.peer_lost(node_id)
+
     def peer_lost(self, peer: str) -> None:
+        self.detector.forget(peer)
         info = self.nodes.pop(peer, None)
         if info is None:
             return
@@ -134,6 +161,11 @@ class Head:
         match msg:
             case p.ReportResources():
                 self.on_report(msg)
+            case p.Heartbeat(node_id=node_id):
+                if node_id in self.retired and conn is not None:
+                    conn.abort()  # a retired incarnation: its heartbeats mean nothing now
+                else:
+                    self.detector.beat(node_id, heartbeat_now())
             case p.ActorGone(actor_id=actor_id, reason=reason, error=error):
                 record = self.actors.get(actor_id)
                 sender = conn.peer_id if conn is not None else self.worker.peer_id
@@ -161,7 +193,11 @@ class Head:
     async def _handle(self, msg: Any, conn: Connection | None) -> Any:
         match msg:
             case p.RegisterNode(info=info):
+                if info.node_id in self.retired:
+                    raise ValueError(f"node {info.node_id} was declared dead; join with a new id")
                 self.nodes[info.node_id] = info
+                if not info.is_driver:
+                    self.detector.watch(info.node_id, heartbeat_now())
                 self._send_view()
                 if self.pending:
                     self._place_pending()

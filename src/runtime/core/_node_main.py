@@ -152,17 +152,34 @@ async def _serve(
         loop.add_reader(fd, parent_gone)
     listen = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     port = args.port if args.port is not None else (6380 if args.head else 0)
-    worker = Worker(
-        role="head" if args.head else "node",
-        token=token,
-        host=args.host,
-        port=port,
-        listen_sock=listen,
-        head_address=args.address,
-        resources=resources,
-        state_dir=state_dir,
-    )
-    worker.on_head_lost = stop.set
+    while True:
+        worker = Worker(
+            role="head" if args.head else "node",
+            token=token,
+            host=args.host,
+            port=port,
+            listen_sock=listen,
+            head_address=args.address,
+            resources=resources,
+            state_dir=state_dir,
+        )
+        left = asyncio.Event()  # the head told us to stop, or went away
+        worker.on_head_lost = left.set
+        if not await _run_worker(worker, args, state_dir, stop, left):
+            return
+        # Declared dead while alive (e.g. paused too long): rejoin as a new node.
+        log.warning("this node was evicted by the head; rejoining with a new id")
+        listen = None
+
+
+async def _run_worker(
+    worker: Worker,
+    args: argparse.Namespace,
+    state_dir: str | None,
+    stop: asyncio.Event,
+    left: asyncio.Event,
+) -> bool:
+    """Run one incarnation of this node; True when it was evicted and should rejoin."""
     starting = asyncio.ensure_future(worker.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -173,7 +190,7 @@ async def _serve(
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await worker.aclose()
-        return
+        return False
     try:
         starting.result()
     except BaseException:
@@ -187,12 +204,16 @@ async def _serve(
             print(f"runtime head listening on {worker.address} (state in {state_dir})", flush=True)
             print(f"join with: python -m runtime.node --address {worker.address}", flush=True)
             print("connect with: runtime.init(address='auto')", flush=True)
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for w in waits:
+            w.cancel()
         if args.head and not args.no_head_file:
             launcher.remove_head_file()
         await worker.aclose()
+    return worker.evicted and not stop.is_set() and not args.head
 
 
 def _die_with_parent() -> None:

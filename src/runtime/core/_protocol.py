@@ -193,9 +193,17 @@ class StopCluster(_Msg, tag=29):
 
 
 class Shutdown(_Msg, tag=30):
-    """Head -> node: stop now."""
+    """Head -> node: stop now (``evicted``: you were declared dead; rejoin as a new node)."""
 
     reason: str
+    evicted: bool = False
+
+
+class Heartbeat(_Msg, tag=31):
+    """Node -> head, on the node's heartbeat channel: still alive."""
+
+    node_id: str
+    seq: int
 
 
 class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -302,6 +310,7 @@ Message = (
     | KvOp
     | StopCluster
     | Shutdown
+    | Heartbeat
     | SubmitTask
     | CallActor
     | TaskDone

@@ -32,6 +32,7 @@ from ._exceptions import (
     OwnerDiedError,
     RuntimeBaseError,
 )
+from ._heartbeat import DetectorConfig, HeartbeatSender
 from ._refs import (
     PENDING,
     READY,
@@ -177,6 +178,8 @@ class Worker:
         self.executor: Executor | None = None
         self.head: Head | None = None
         self.on_head_lost: Callable[[], None] | None = None
+        self.evicted = False
+        self._heartbeat: HeartbeatSender | None = None
         self.started_at = time.time()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -214,7 +217,13 @@ class Worker:
             assert self.head_address is not None
             conn = await self.connect_address(self.head_address)
             self._head_conn = conn
-            await self.request(conn, p.RegisterNode(0, info))
+            unwrap_reply(await self.request(conn, p.RegisterNode(0, info)))
+            if not self.is_driver:
+                config = DetectorConfig.from_env()
+                self._heartbeat = HeartbeatSender(
+                    self.peer_id, self.head_address, self.token, config.interval
+                )
+                self._heartbeat.start()
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
         """Run a background coroutine owned by this worker (cancelled on close)."""
@@ -224,6 +233,8 @@ class Worker:
         if self._closing:
             return
         self._closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self.executor is not None:
             self.executor.close()
         if self._server is not None:
@@ -275,8 +286,12 @@ class Worker:
         if fut.cancelled() or fut.exception() is not None:
             return
         conn = fut.result()
-        if conn.peer_id is not None and conn.peer_id not in self.conns:
-            self.conns[conn.peer_id] = conn
+        peer = conn.peer_id
+        if peer is not None and peer.split("#", 1)[0] in self.dead_peers:
+            conn.abort()  # a retired incarnation: declared dead, it must rejoin as a new node
+            return
+        if peer is not None and peer not in self.conns:
+            self.conns[peer] = conn
 
     async def connect_address(self, address: str, peer_id: str | None = None) -> Connection:
         """Dial ``address`` (host:port) and authenticate; reuse a live connection to ``peer_id``."""
@@ -334,9 +349,9 @@ class Worker:
             return
         if self._closing:
             return
-        self._peer_lost(peer)
+        self.peer_lost(peer)
 
-    def _peer_lost(self, peer: str) -> None:
+    def peer_lost(self, peer: str) -> None:
         """Everything waiting on ``peer`` is retried or fails: its tasks, its actors' calls."""
         self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
         info = self.view.get(peer)
@@ -455,8 +470,9 @@ class Worker:
                     self._drop_stored(oid)
             case p.ClusterView(nodes=nodes):
                 self._set_view(nodes)
-            case p.Shutdown(reason=reason):
+            case p.Shutdown(reason=reason, evicted=evicted):
                 log.info("shutdown requested by the head: %s", reason)
+                self.evicted = evicted
                 if self.on_head_lost is not None:
                     self.on_head_lost()
             case _:
@@ -471,7 +487,15 @@ class Worker:
         for n in nodes:
             if n.node_id in self.dead_peers:
                 n.alive = False  # the head has not noticed yet
+        ids = {n.node_id for n in nodes}
+        gone = [i for i in self.view if i not in ids and i not in self.dead_peers]
         self.view = {n.node_id: n for n in nodes}
+        for peer in gone:  # left the cluster, or declared dead by the head: cut it off
+            conn = self.conns.pop(peer, None)
+            if conn is not None:
+                conn.abort()
+            if peer != self.peer_id:
+                self.peer_lost(peer)
         self.view_changed.set()
         self.view_changed = asyncio.Event()
 

@@ -1,0 +1,103 @@
+"""Failure detection: heartbeats on a channel of their own, suspect before dead, eviction
+and rejoining under a new id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import runtime
+from runtime.core._heartbeat import DetectorConfig, FailureDetector
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = {
+    "RUNTIME_HEARTBEAT_INTERVAL_S": "0.1",
+    "RUNTIME_SUSPECT_AFTER_S": "0.6",
+    "RUNTIME_DEAD_AFTER_S": "1.5",
+}
+
+
+def test_a_silent_node_is_suspect_first_then_dead():
+    d = FailureDetector(DetectorConfig(interval=0.1, suspect_after=1.0, dead_after=3.0))
+    d.watch("a", now=0.0)
+    d.watch("b", now=0.0)
+    assert d.check(now=0.5) == []
+    d.beat("a", now=0.9)
+    assert d.check(now=1.5) == [] and d.suspects == {"b"}
+    assert d.beat("b", now=1.6) and d.suspects == set()
+    assert d.check(now=4.7) == ["a", "b"]
+    assert not d.beat("a", now=4.8)  # dead nodes are forgotten: their beats count no more
+
+
+@pytest.fixture
+def fast_mesh(monkeypatch):
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
+def _workers() -> dict[str, int]:
+    return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
+
+
+def _until(predicate, timeout: float = 20.0) -> None:
+    """Poll a cluster-state predicate (membership changes have no event a driver can await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the cluster did not get there in time"
+        time.sleep(0.05)
+
+
+def test_a_node_paused_shorter_than_the_window_is_not_declared_dead(fast_mesh):
+    before = _workers()
+    pid = next(iter(before.values()))
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.3)  # the pause under test
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(2.0)  # longer than the dead window: a false death would show by now
+    assert _workers() == before
+
+
+def test_a_busy_node_is_not_declared_dead(fast_mesh):
+    @runtime.remote
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    before = _workers()
+    assert all(runtime.get([spin.remote(3.0) for _ in range(2)], timeout=60))
+    assert _workers() == before
+
+
+def test_a_node_paused_too_long_is_declared_dead_and_rejoins_with_a_new_id(fast_mesh):
+    before = _workers()
+    victim_id, pid = next(iter(before.items()))
+
+    @runtime.remote
+    def where():
+        return os.getpid()
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _until(lambda: victim_id not in _workers())
+        # Work goes to the live node meanwhile.
+        assert set(runtime.get([where.remote() for _ in range(4)], timeout=30)) == {
+            p for p in before.values() if p != pid
+        }
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Told it was evicted, the node rejoins under a new id (same process).
+    _until(lambda: pid in _workers().values() and victim_id not in _workers())
+    assert runtime.cluster_resources()["CPU"] == 2.0
+    assert len(set(runtime.get([where.remote() for _ in range(20)], timeout=30))) >= 1
