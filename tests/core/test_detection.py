@@ -18,6 +18,7 @@ FAST = {
     "RUNTIME_HEARTBEAT_INTERVAL_S": "0.1",
     "RUNTIME_SUSPECT_AFTER_S": "0.6",
     "RUNTIME_DEAD_AFTER_S": "1.5",
+    "RUNTIME_LOOP_LAG_WARN_S": "0.3",
 }
 
 
@@ -101,3 +102,34 @@ def test_a_node_paused_too_long_is_declared_dead_and_rejoins_with_a_new_id(fast_
     _until(lambda: pid in _workers().values() and victim_id not in _workers())
     assert runtime.cluster_resources()["CPU"] == 2.0
     assert len(set(runtime.get([where.remote() for _ in range(20)], timeout=30))) >= 1
+
+
+def test_a_blocked_loop_is_reported_with_the_actor_method_and_the_node_stays_alive(
+    monkeypatch,
+):
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    info = runtime.init(num_cpus=2, log_to_driver=False)  # the nodes log to a file
+    try:
+
+        @runtime.remote
+        class Blocker:
+            async def stall(self, seconds):
+                time.sleep(seconds)  # noqa: ASYNC251 - the mistake under test: a blocked loop
+                return "done"
+
+        before = _workers()
+        b = Blocker.remote()
+        assert runtime.get(b.stall.remote(2.0), timeout=30) == "done"
+        assert _workers() == before  # heartbeats do not go through the loop
+        log_path = os.path.join(info["session_dir"], "nodes.log")
+
+        def reported() -> bool:
+            with open(log_path) as f:
+                return "Blocker.stall" in f.read()
+
+        _until(reported, timeout=10)
+        with open(log_path) as f:
+            assert "the event loop was blocked for" in f.read()
+    finally:
+        runtime.shutdown()

@@ -33,6 +33,7 @@ from ._exceptions import (
     RuntimeBaseError,
 )
 from ._heartbeat import DetectorConfig, HeartbeatSender
+from ._lag import LoopLagMonitor, threshold_from_env
 from ._refs import (
     PENDING,
     READY,
@@ -180,6 +181,7 @@ class Worker:
         self.on_head_lost: Callable[[], None] | None = None
         self.evicted = False
         self._heartbeat: HeartbeatSender | None = None
+        self._lag_monitor: LoopLagMonitor | None = None
         self.started_at = time.time()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -207,6 +209,10 @@ class Worker:
             from ._executor import Executor
 
             self.executor = Executor(self)
+            threshold = threshold_from_env()
+            if threshold > 0:
+                self._lag_monitor = LoopLagMonitor(self.loop, threshold)
+                self._lag_monitor.start()
         if self.role == "head":
             from ._head import Head
 
@@ -235,6 +241,8 @@ class Worker:
         self._closing = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self._lag_monitor is not None:
+            self._lag_monitor.stop()
         if self.executor is not None:
             self.executor.close()
         if self._server is not None:

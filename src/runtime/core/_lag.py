@@ -1,0 +1,98 @@
+"""The loop-lag monitor: says when a node's event loop was blocked, and by what.
+
+A callback on the loop stamps the time every ``period``; a watchdog thread notices when the
+stamp is older than ``threshold`` and reads the loop thread's stack, naming the actor
+method (or task) that holds the loop and where it is. Blocking code belongs in ``def``
+methods, which run off the loop.
+
+``RUNTIME_LOOP_LAG_WARN_S`` sets the threshold (default 0.5 s; 0 turns the monitor off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from types import FrameType
+
+log = logging.getLogger("runtime.loop")
+
+#: Frames of these functions carry the name of the user call they run, in ``label``.
+_CALL_FRAMES = frozenset({"call_async"})
+
+
+def threshold_from_env() -> float:
+    value = os.environ.get("RUNTIME_LOOP_LAG_WARN_S")
+    return float(value) if value else 0.5
+
+
+class LoopLagMonitor:
+    """Watches one loop from a thread of its own. ``start()`` on the loop, ``stop()`` anywhere."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+        self.loop = loop
+        self.threshold = threshold
+        self.period = min(0.1, threshold / 4)
+        self._stamp = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._thread = threading.Thread(target=self._watch, name="runtime-loop-lag", daemon=True)
+        #: The longest block seen so far, in seconds (for tests and status).
+        self.worst = 0.0
+
+    def start(self) -> None:
+        self._tick()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _tick(self) -> None:
+        self._stamp = time.monotonic()
+        if not self._stop.is_set():
+            self._timer = self.loop.call_later(self.period, self._tick)
+
+    def _watch(self) -> None:
+        reported = 0.0  # the stamp of the block already reported
+        while not self._stop.wait(self.period):
+            stamp = self._stamp
+            blocked = time.monotonic() - stamp
+            if blocked < self.threshold or stamp == reported:
+                continue
+            reported = stamp
+            frame = sys._current_frames().get(self._loop_thread)
+            culprit = describe(frame)
+            # Wait for the loop to come back, to report how long it was blocked in all.
+            while self._stamp == stamp and not self._stop.wait(self.period):
+                pass
+            total = time.monotonic() - stamp - self.period
+            self.worst = max(self.worst, total)
+            log.warning(
+                "the event loop was blocked for %.2f s by %s; run blocking code in a plain "
+                "`def` method (it runs off the loop) or await it in a thread",
+                total,
+                culprit,
+            )
+
+
+def describe(frame: FrameType | None) -> str:
+    """Name the user call running in ``frame``'s stack, and where it is."""
+    label = None
+    where = None
+    f = frame
+    while f is not None:
+        if f.f_code.co_name in _CALL_FRAMES:
+            label = f.f_locals.get("label")
+            break
+        f = f.f_back
+    if frame is not None:
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    if label:
+        return f"{label} (at {where})"
+    return f"code at {where}" if where else "unknown code"
