@@ -235,3 +235,19 @@ def test_a_handle_passed_on_at_once_finds_its_actor(cluster):
     # The task may ask the head for the actor before the creator's request got there.
     refs = [use.remote(Counter.remote(i)) for i in range(20)]
     assert runtime.get(refs, timeout=30) == [i + 1 for i in range(20)]
+
+
+@pytest.mark.timeout(120)
+def test_ten_thousand_queued_calls_keep_their_order_and_memory_stays_bounded(cluster):
+    import psutil
+
+    c = Counter.remote()
+    pid_ref = c.where.remote()
+    node_id = runtime.get(pid_ref)[2]
+    node_pid = next(n["Pid"] for n in runtime.nodes() if n["NodeID"] == node_id)
+    refs = [c.incr.remote(1) for _ in range(10_000)]
+    assert runtime.get(refs, timeout=100) == list(range(1, 10_001))
+    del refs
+    rss = psutil.Process(node_pid).memory_info().rss
+    assert rss < 300 << 20, f"the node holds {rss >> 20} MB after 10,000 calls"
+    assert runtime.get(c.history.remote())[-3:] == [1, 1, 1]

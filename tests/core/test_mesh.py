@@ -259,3 +259,34 @@ def test_local_mode_runs_everything_in_this_process():
         assert psutil.Process().children() == []
     finally:
         runtime.shutdown()
+
+
+def test_a_thousand_idle_connections_do_not_hurt_other_clients(head: HeadProcess):
+    import socket
+
+    host, port = head.address.rsplit(":", 1)
+    idle = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection((host, int(port)), timeout=10)
+            idle.append(s)
+        out = _run_driver(
+            """
+            import runtime
+            runtime.init(address="auto")
+
+            @runtime.remote
+            def f():
+                return "served"
+
+            print(runtime.get(f.remote(), timeout=30))
+            runtime.shutdown()
+            """,
+            head.env,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "served" in out.stdout
+    finally:
+        for s in idle:
+            s.close()
+    assert head.proc.poll() is None

@@ -192,7 +192,9 @@ class Worker:
         if self._listen_sock is not None:
             self._server = await self.loop.create_server(self._accept, sock=self._listen_sock)
         else:
-            self._server = await self.loop.create_server(self._accept, self.host, self.port)
+            self._server = await self.loop.create_server(
+                self._accept, self.host, self.port, backlog=1024
+            )
         sockname = self._server.sockets[0].getsockname()
         self.address = f"{sockname[0]}:{sockname[1]}"
         set_worker(self)
