@@ -341,3 +341,5 @@ def decode(data: bytes | memoryview, *, handshake: bool = False) -> Message:
         raise ProtocolError(f"malformed message: {exc}") from None
     except RecursionError:
         raise ProtocolError("malformed message: nested too deeply") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for a str that is not UTF-8
+        raise ProtocolError(f"malformed message: {exc}") from None
