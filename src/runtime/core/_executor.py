@@ -328,7 +328,7 @@ class Executor:
         if spec.actor_id in self.actors:
             return
         if not self.sched.try_take(spec.resources):
-            raise ActorUnavailable("no room on this node now")
+            raise NoRoomError("no room on this node now")
         self._report()
         cls = self.classes.get(spec.cls_id)
         if cls is None:
@@ -381,7 +381,7 @@ class Executor:
         actor.on_call(conn, msg, raw)
 
 
-class ActorUnavailable(RuntimeBaseError):
+class NoRoomError(RuntimeBaseError):
     """A node has no room for an actor right now (the head tries again later)."""
 
 
