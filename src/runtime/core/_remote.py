@@ -14,9 +14,9 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _protocol as p
 from . import _serialization as ser
+from ._pending import RetryPolicy
 from ._refs import ObjectRef, current_worker, return_id
 from ._scheduler import normalize
-from ._worker import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")

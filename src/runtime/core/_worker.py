@@ -18,27 +18,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from . import _protocol as p
 from . import _serialization as ser
+from ._actor_calls import ActorCaller, ActorState
 from ._exceptions import (
     ActorDiedError,
     NodeDiedError,
     ObjectLostError,
-    OwnerDiedError,
     RuntimeBaseError,
 )
 from ._heartbeat import DetectorConfig, HeartbeatSender
 from ._lag import LoopLagMonitor, threshold_from_env
+from ._objects import ObjectPlane
+from ._pending import PendingTask, RetryPolicy, TaskRetry
 from ._refs import (
     PENDING,
-    READY,
-    ObjectRef,
-    OwnedObject,
     ReferenceTable,
     current_worker_or_none,
     set_worker,
@@ -53,74 +49,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime.worker")
 
-#: How many placements in a row a caller tries to reach a restarting actor at.
-_RELOCATE_TRIES = 5
 #: Values at least this big stay in the producer's store and move on demand.
 INLINE_MAX = 100 * 1024
 
 
-@dataclass(slots=True)
-class PendingTask:
-    """A task or actor call this process submitted and waits on."""
-
-    object_ids: list[bytes]
-    node_id: str
-    name: str
-    actor_id: bytes | None = None
-    retry: TaskRetry | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """A remote function's retry options."""
-
-    max_retries: int  # -1: without limit
-    retry_exceptions: bool | tuple[type[BaseException], ...]
-
-
-@dataclass(slots=True)
-class TaskRetry:
-    """What it takes to run a task again: its message, and how many tries are left."""
-
-    msg: p.SubmitTask
-    buffers: list[memoryview]
-    fn_blob: Callable[[], bytes]
-    retries_left: int  # -1: without limit
-    retry_exceptions: bool | tuple[type[BaseException], ...]
-    failures: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ActorState:
-    """What this process knows about an actor it calls: where it is, calls waiting to go."""
-
-    actor_id: bytes
-    location: p.ActorLocation | None = None
-    conn: Connection | None = None
-    queue: list[tuple[p.CallActor, list[memoryview]]] = field(default_factory=list)
-    resolving: bool = False
-    dead: p.Value | None = None  # why the actor is dead, as the error its calls get
-    creating: asyncio.Future[None] | None = None
-    #: Calls sent and not answered, kept while the actor's calls may be retried (in order).
-    inflight: dict[bytes, tuple[p.CallActor, list[memoryview], int]] = field(default_factory=dict)
-    #: Retries left of calls that were already re-sent once (else max_task_retries).
-    retries_left: dict[bytes, int] = field(default_factory=dict)
-    #: The restart count of the incarnation we lost: the next one must have a higher one.
-    lost_restarts: int = -1
-
-    def track(self, msg: p.CallActor, buffers: list[memoryview]) -> None:
-        """Keep a sent call (and the incarnation it went to) while the actor may restart."""
-        loc = self.location
-        if loc is not None and loc.max_restarts != 0:
-            self.inflight[msg.task_id] = (msg, buffers, loc.num_restarts)
-
-    def requeue(self, msgs: list[tuple[p.CallActor, list[memoryview]]]) -> None:
-        """Put calls to send again back in the queue, in submission order."""
-        merged = sorted([*msgs, *self.queue], key=lambda item: item[0].task_id)
-        self.queue[:] = merged
-
-
-class Worker:
+class Worker(ObjectPlane, ActorCaller):
     """The per-process runtime. Create, ``await start()``, use, ``await aclose()``."""
 
     def __init__(
@@ -509,109 +442,6 @@ class Worker:
         self.view_changed.set()
         self.view_changed = asyncio.Event()
 
-    # --- reference bookkeeping ---------------------------------------------------------
-
-    def _wake_refs(self) -> None:
-        if not self._refs_flush_armed:
-            self._refs_flush_armed = True
-            self.inbox.post(self._arm_refs_flush)
-
-    def _arm_refs_flush(self) -> None:
-        self.loop.call_soon(self._flush_refs)
-
-    def _flush_refs(self) -> None:
-        self._refs_flush_armed = False
-        outbox, freed = self.refs.take()
-        for owner_id, (address, deltas) in outbox.items():
-            conn = self.conns.get(owner_id)
-            if conn is not None and not conn.closed:
-                conn.send(p.UpdateRefs(deltas))
-            elif not self._closing:
-                self.spawn(self._send_refs_later(owner_id, address, deltas))
-        for oid, entry in freed:
-            self._release_entry(oid, entry)
-
-    async def _send_refs_later(
-        self, owner_id: str, address: str, deltas: list[tuple[bytes, int]]
-    ) -> None:
-        try:
-            conn = await self.connect_peer(owner_id, address)
-        except (OSError, RuntimeBaseError, ConnectionError):
-            return  # the owner is gone: its objects went with it
-        conn.send(p.UpdateRefs(deltas))
-
-    def _release_entry(self, oid: bytes, entry: OwnedObject) -> None:
-        if entry.value is not None and entry.value.refs:
-            self.refs.unpin(entry.value.refs)
-        loc = entry.location
-        if loc is None:
-            return
-        if loc.node_id == self.peer_id:
-            self._drop_stored(oid)
-        else:
-            conn = self.conns.get(loc.node_id)
-            if conn is not None:
-                conn.send(p.FreeObjects([oid]))
-            else:
-                self.spawn(self._free_remote(loc, oid))
-
-    async def _free_remote(self, loc: p.Located, oid: bytes) -> None:
-        with contextlib.suppress(OSError, RuntimeBaseError, ConnectionError):
-            conn = await self.connect_peer(loc.node_id, loc.address)
-            conn.send(p.FreeObjects([oid]))
-
-    def _drop_stored(self, oid: bytes) -> None:
-        item = self.store.pop(oid, None)
-        if item is not None and item[0].refs:
-            self.refs.unpin(item[0].refs)
-
-    # --- owned objects ---------------------------------------------------------------------
-
-    def new_owned(self, object_id: bytes) -> ObjectRef[Any]:
-        """A ref to a pending object this process owns (any thread)."""
-        table = self.refs
-        with table.lock:
-            table.owned[object_id] = OwnedObject()
-            table.local[object_id] = table.local.get(object_id, 0) + 1
-        return ObjectRef.counted(object_id, self.peer_id, self.address, table)
-
-    def put(self, value: Any) -> ObjectRef[Any]:
-        """Store ``value`` as an object owned by this process (any thread)."""
-        val, bufs = ser.serialize(value)
-        oid = self.new_id()
-        entry = OwnedObject()
-        if val.refs:
-            self.refs.pin(val.refs)
-        entry.value = val
-        entry.buffers = list(bufs)
-        entry.state = READY
-        with self.refs.lock:
-            self.refs.owned[oid] = entry
-            return ObjectRef(oid, self.peer_id, self.address)
-
-    def _resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
-        """An owned object became ready (loop)."""
-        entry = self.refs.owned.get(oid)
-        if entry is None:
-            # Freed while pending: release what the result holds.
-            if isinstance(value, p.Located):
-                self._release_entry(oid, _located_entry(value))
-            elif value.refs:
-                self.refs.unpin(value.refs)
-            return
-        if entry.state == READY:
-            return
-        if isinstance(value, p.Located):
-            entry.location = value
-        else:
-            entry.value = value
-            entry.buffers = buffers
-        entry.state = READY
-        waiters, entry.waiters = entry.waiters, None
-        if waiters:
-            for wake in waiters:
-                wake()
-
     def _on_task_done(self, msg: p.TaskDone, raw: memoryview) -> None:
         task = self.tasks.pop(msg.task_id, None)
         if task is None:
@@ -639,164 +469,6 @@ class Worker:
                 self._resolve(oid, value, bufs)
             else:
                 self._resolve(oid, value, [])
-
-    # --- getting values ------------------------------------------------------------------
-
-    async def wait_ready(self, ref: ObjectRef[Any]) -> None:
-        """Wait until ``ref``'s object exists (its value may live elsewhere)."""
-        entry = self.refs.owned.get(ref.id)
-        if entry is not None:
-            if entry.state == PENDING:
-                await self._entry_ready(entry)
-            return
-        await self._ask_owner(ref)
-
-    def _entry_ready(self, entry: OwnedObject) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = self.loop.create_future()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        if entry.waiters is None:
-            entry.waiters = []
-        entry.waiters.append(wake)
-        return fut
-
-    def on_ready(self, object_id: bytes, wake: Callable[[], None]) -> None:
-        """Call ``wake()`` (on the loop) once the owned object is ready, or now if it is."""
-        entry = self.refs.owned.get(object_id)
-        if entry is None or entry.state == READY:
-            wake()
-            return
-        if entry.waiters is None:
-            entry.waiters = []
-        entry.waiters.append(wake)
-
-    async def get_async(self, ref: ObjectRef[Any]) -> Any:
-        """The value of ``ref`` (raises the task's error if it failed)."""
-        oid = ref.id
-        entry = self.refs.owned.get(oid)
-        if entry is not None:
-            if entry.state == PENDING:
-                await self.wait_ready(ref)
-            if entry.value is not None:
-                return ser.deserialize(entry.value, entry.buffers)
-            assert entry.location is not None
-            value, bufs = await self._fetch(entry.location, oid)
-            return ser.deserialize(value, bufs)
-        if ref.owner_id == self.peer_id:
-            raise ObjectLostError(f"object {ref.hex()} was freed")
-        value_or_loc, bufs = await self._ask_owner(ref)
-        if isinstance(value_or_loc, p.Located):
-            value, bufs = await self._fetch(value_or_loc, oid)
-            return ser.deserialize(value, bufs)
-        return ser.deserialize(value_or_loc, bufs)
-
-    def try_get_local(self, ref: ObjectRef[Any]) -> tuple[bool, Any]:
-        """(True, value) when the value is here and ready (any thread); raises its error."""
-        entry = self.refs.owned.get(ref.id)
-        if entry is None or entry.state != READY:
-            return False, None
-        value = entry.value
-        if value is not None:
-            return True, ser.deserialize(value, entry.buffers)
-        loc = entry.location
-        if loc is not None and loc.node_id == self.peer_id:
-            item = self.store.get(ref.id)
-            if item is not None:
-                return True, ser.deserialize(item[0], item[1])
-        return False, None
-
-    async def _ask_owner(self, ref: ObjectRef[Any]) -> tuple[p.Value | p.Located, list[Any]]:
-        try:
-            conn = await self.connect_peer(ref.owner_id, ref.owner_address)
-            reply, raw = await self.request(conn, p.GetObject(0, ref.id))
-        except (OSError, ConnectionError, NodeDiedError) as exc:
-            raise OwnerDiedError(
-                f"the owner {ref.owner_id} of object {ref.hex()} is unreachable: {exc}"
-            ) from None
-        if reply.error is not None:
-            raise ser.error_from_value(reply.error)
-        value = reply.value
-        assert value is not None
-        if isinstance(value, p.Value) and value.bufs:
-            bufs, _ = split_buffers(raw, value.bufs, 0)
-            return value, bufs
-        return value, []
-
-    async def _fetch(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
-        if loc.node_id == self.peer_id:
-            item = self.store.get(oid)
-            if item is None:
-                raise ObjectLostError(f"object {oid.hex()} is no longer in this node's store")
-            return item
-        try:
-            conn = await self.connect_peer(loc.node_id, loc.address)
-            reply, raw = await self.request(conn, p.FetchObject(0, oid))
-        except (OSError, ConnectionError, NodeDiedError) as exc:
-            raise ObjectLostError(
-                f"object {oid.hex()} was on node {loc.node_id}, which is unreachable: {exc}"
-            ) from None
-        if reply.error is not None:
-            raise ser.error_from_value(reply.error)
-        value = reply.value
-        assert isinstance(value, p.Value)
-        bufs, _ = split_buffers(raw, value.bufs, 0)
-        return value, bufs
-
-    async def _serve_get_object(self, conn: Connection, msg: p.GetObject) -> None:
-        entry = self.refs.owned.get(msg.object_id)
-        if entry is None:
-            conn.send(
-                p.ObjectReply(
-                    msg.rid,
-                    error=ser.system_error_value(
-                        ObjectLostError,
-                        f"object {msg.object_id.hex()} does not exist (freed or never owned here)",
-                    ),
-                )
-            )
-            return
-        if entry.state == PENDING:
-            await self._entry_ready(entry)
-        if entry.value is not None:
-            if entry.value.kind == ser.KIND_ERROR:
-                conn.send(p.ObjectReply(msg.rid, error=entry.value))
-            else:
-                conn.send(p.ObjectReply(msg.rid, value=entry.value), entry.buffers)
-        else:
-            loc = entry.location
-            assert loc is not None
-            if loc.node_id == self.peer_id and msg.object_id in self.store:
-                value, bufs = self.store[msg.object_id]
-                conn.send(p.ObjectReply(msg.rid, value=value), bufs)
-            else:
-                conn.send(p.ObjectReply(msg.rid, value=loc))
-
-    def _serve_fetch_object(self, conn: Connection, msg: p.FetchObject) -> None:
-        item = self.store.get(msg.object_id)
-        if item is None:
-            entry = self.refs.owned.get(msg.object_id)
-            if entry is not None and entry.value is not None:
-                item = (entry.value, entry.buffers)
-        if item is None:
-            conn.send(
-                p.ObjectReply(
-                    msg.rid,
-                    error=ser.system_error_value(
-                        ObjectLostError,
-                        f"object {msg.object_id.hex()} is not in the store of {self.peer_id}",
-                    ),
-                )
-            )
-            return
-        conn.send(p.ObjectReply(msg.rid, value=item[0]), item[1])
-
-    def store_value(self, oid: bytes, value: p.Value, buffers: list[Any]) -> p.Located:
-        """Keep a large value here until its owner frees it (any thread)."""
-        self.store[oid] = (value, buffers)
-        return p.Located(self.peer_id, self.address, ser.total_size(value))
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -901,161 +573,6 @@ class Worker:
             return
         self._send_task(conn, msg, buffers, fn_blob)
 
-    # --- actors ------------------------------------------------------------------------------
-
-    def actor_state(self, actor_id: bytes, location: p.ActorLocation | None = None) -> ActorState:
-        state = self.actors.get(actor_id)
-        if state is None:
-            state = self.actors[actor_id] = ActorState(actor_id, location)
-        elif location is not None and state.location is None:
-            state.location = location
-        return state
-
-    def call_actor(
-        self, msg: p.CallActor, buffers: list[memoryview], object_ids: list[bytes]
-    ) -> None:
-        """Send an actor call, keeping this caller's order (loop)."""
-        state = self.actor_state(msg.actor_id)
-        if state.dead is not None:
-            err = state.dead
-            for oid in object_ids:
-                self._resolve(oid, err, [])
-            return
-        node_id = state.location.node_id if state.location is not None else ""
-        self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.method, msg.actor_id)
-        conn = state.conn
-        if conn is not None and not conn.closed and not state.queue:
-            msg.actor_id = state.actor_id
-            state.track(msg, buffers)
-            conn.send(msg, buffers)
-            return
-        state.queue.append((msg, buffers))
-        if not state.resolving:
-            state.resolving = True
-            self.spawn(self._resolve_actor(state))
-
-    async def _resolve_actor(self, state: ActorState) -> None:
-        try:
-            if state.creating is not None:
-                await state.creating
-            conn = None
-            for _ in range(_RELOCATE_TRIES):
-                conn = await self._locate_actor(state)
-                if conn is not None or state.dead is not None:
-                    break
-            if state.dead is None and conn is None:
-                state.dead = ser.system_error_value(
-                    ActorDiedError, "the actor could not be reached after its restarts"
-                )
-            if state.dead is not None:
-                self._fail_queued(state, state.dead)
-                return
-            assert conn is not None and state.location is not None
-            state.conn = conn
-            queue, state.queue = state.queue, []
-            for msg, buffers in queue:
-                msg.actor_id = state.actor_id
-                task = self.tasks.get(msg.task_id)
-                if task is not None:
-                    task.node_id = state.location.node_id
-                state.track(msg, buffers)
-                conn.send(msg, buffers)
-        except (OSError, ConnectionError, RuntimeBaseError) as exc:
-            reason = (
-                str(exc)
-                if isinstance(exc, ActorDiedError)
-                else f"the actor cannot be reached: {exc}"
-            )
-            state.dead = ser.system_error_value(ActorDiedError, reason)
-            self._fail_queued(state, state.dead)
-        finally:
-            state.resolving = False
-
-    async def _locate_actor(self, state: ActorState) -> Connection | None:
-        """Ask the head where the actor is (waiting while it is placed or restarted) and
-        connect; None when that node cannot be reached (it may be restarting elsewhere)."""
-        while state.dead is None and (
-            state.location is None
-            or state.location.state == "PENDING"
-            or state.location.num_restarts <= state.lost_restarts
-        ):
-            lost = state.lost_restarts
-            raw = await self.head_request(p.GetActor(0, "", "", state.actor_id, True, lost))
-            state.location = msgspec.convert(raw, p.ActorLocation)
-            if state.location.state == "ALIVE" and state.location.num_restarts <= lost:
-                state.dead = ser.system_error_value(
-                    ActorDiedError, "the actor was lost and did not come back in time"
-                )
-        loc = state.location
-        if state.dead is None and loc is not None and loc.state == "DEAD":
-            state.dead = loc.death_error or ser.system_error_value(
-                ActorDiedError, loc.death_cause or "the actor is dead"
-            )
-        if state.dead is not None:
-            return None
-        assert loc is not None
-        try:
-            conn = await self.connect_peer(loc.node_id, loc.address)
-        except (OSError, ConnectionError, NodeDiedError):
-            if loc.max_restarts == 0:
-                raise
-            state.lost_restarts, state.location = loc.num_restarts, None
-            return None
-        return conn
-
-    def _resend_elsewhere(self, task: PendingTask, done: p.TaskDone) -> bool:
-        """A call reached a node its actor had left for a restart: it did not run, so send
-        it again to the actor's next placement."""
-        assert done.error is not None and task.actor_id is not None
-        if ser.system_error_class(done.error) != "ActorUnavailableError":
-            return False
-        state = self.actors.get(task.actor_id)
-        entry = state.inflight.pop(done.task_id, None) if state is not None else None
-        if state is None or entry is None:
-            return False
-        msg, buffers, incarnation = entry
-        self.tasks[done.task_id] = task
-        state.requeue([(msg, buffers)])
-        loc = state.location
-        if loc is not None and loc.num_restarts <= incarnation:
-            state.location, state.conn, state.lost_restarts = None, None, incarnation
-        if not state.resolving:
-            state.resolving = True
-            self.spawn(self._resolve_actor(state))
-        return True
-
-    def _actor_node_lost(self, state: ActorState, peer: str) -> set[bytes]:
-        """The node hosting an actor we call died. Returns the calls that go again (once it
-        restarts elsewhere); the others in flight fail."""
-        loc = state.location
-        state.conn = None
-        if loc is None or loc.max_restarts == 0:
-            state.dead = ser.system_error_value(ActorDiedError, f"the actor's node {peer} died")
-            return set()
-        # It restarts elsewhere: calls with retries left go again, first and in order.
-        again: list[tuple[p.CallActor, list[memoryview]]] = []
-        for task_id in sorted(state.inflight):  # ids grow with submission order
-            msg, buffers, _ = state.inflight.pop(task_id)
-            left = state.retries_left.pop(task_id, loc.max_task_retries)
-            if left == 0 or task_id not in self.tasks:
-                continue
-            state.retries_left[task_id] = left - 1 if left > 0 else left
-            again.append((msg, buffers))
-        state.requeue(again)
-        state.location, state.lost_restarts = None, loc.num_restarts
-        if state.queue and not state.resolving:
-            state.resolving = True
-            self.spawn(self._resolve_actor(state))
-        return {msg.task_id for msg, _ in again}
-
-    def _fail_queued(self, state: ActorState, err: p.Value) -> None:
-        queue, state.queue = state.queue, []
-        for msg, _ in queue:
-            task = self.tasks.pop(msg.task_id, None)
-            if task is not None:
-                for oid in task.object_ids:
-                    self._resolve(oid, err, [])
-
 
 def _node_failure(task: PendingTask, what: str) -> p.Value:
     tries = len(task.retry.failures) + 1 if task.retry is not None else 1
@@ -1078,12 +595,6 @@ def unwrap_reply(reply: p.Reply) -> Any:
             reply.error_type
         ](reply.error)
     raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")
-
-
-def _located_entry(loc: p.Located) -> OwnedObject:
-    entry = OwnedObject()
-    entry.location = loc
-    return entry
 
 
 __all__ = ["PendingTask", "Worker", "unwrap_reply"]
