@@ -107,3 +107,61 @@ def test_retry_options_are_checked(mesh):
     with pytest.raises(ValueError, match="retry_exceptions"):
         f.options(retry_exceptions=["KeyError"])
     assert runtime.get(f.options(max_retries=0).remote()) == 1
+
+
+def test_a_large_result_whose_node_died_is_lost_with_a_clear_error(mesh):
+    import numpy as np
+
+    from runtime.exceptions import ObjectLostError
+
+    @runtime.remote(num_returns=2)
+    def big_and_pid():
+        return np.ones(1 << 20, dtype=np.uint8), os.getpid()  # the array stays on its node
+
+    array_ref, pid_ref = big_and_pid.remote()
+    os.kill(runtime.get(pid_ref), signal.SIGKILL)
+    with pytest.raises(ObjectLostError, match=r"unreachable|no longer"):
+        runtime.get(array_ref, timeout=30)
+
+
+def test_a_borrower_of_an_object_whose_owner_died_gets_owner_died_error(mesh):
+    import subprocess
+    import sys
+    import textwrap
+
+    from runtime.exceptions import OwnerDiedError
+
+    @runtime.remote
+    class Keeper:
+        def __init__(self):
+            self.refs = []
+
+        def keep(self, wrapped):
+            self.refs.append(wrapped[0])  # a ref nested in a list stays a ref: borrowed
+            return True
+
+        async def read(self):
+            return await self.refs[0]
+
+    Keeper.options(name="keeper", namespace="owners", lifetime="detached").remote()
+    info = runtime.init(ignore_reinit_error=True)
+    env = {**os.environ, "RUNTIME_AUTH_TOKEN_FILE": os.path.join(info["session_dir"], "token")}
+    script = f"""
+        import runtime
+        runtime.init(address={info["address"]!r})
+        keeper = runtime.get_actor("keeper", namespace="owners")
+        assert runtime.get(keeper.keep.remote([runtime.put("owned by a driver that exits")]))
+        runtime.shutdown()
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    keeper = runtime.get_actor("keeper", namespace="owners")
+    with pytest.raises(OwnerDiedError):
+        runtime.get(keeper.read.remote(), timeout=30)
