@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import _protocol as p
 from ._exceptions import AuthenticationError, ProtocolError
+from ._tls import TlsConfig
 
 log = logging.getLogger("runtime.heartbeat")
 
@@ -121,10 +122,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def open_channel(address: str, token: bytes, local_id: str, timeout: float) -> socket.socket:
+def open_channel(
+    address: str, token: bytes, local_id: str, timeout: float, tls: TlsConfig | None = None
+) -> socket.socket:
     """A blocking socket to ``address`` that has passed the mutual HMAC handshake."""
     host, _, port = address.rpartition(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
+    if tls is not None:
+        sock = tls.client_context().wrap_socket(sock)
     try:
         nonce = os.urandom(16)
         _send(sock, p.Hello(p.PROTOCOL_VERSION, local_id, nonce))
@@ -153,7 +158,9 @@ class HeartbeatSender(threading.Thread):
         head_address: str,
         token: bytes,
         interval: float,
+        *,
         on_refused: Callable[[], None] | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         super().__init__(name="runtime-heartbeat", daemon=True)
         self.node_id = node_id
@@ -161,6 +168,7 @@ class HeartbeatSender(threading.Thread):
         self.token = token
         self.interval = interval
         self.on_refused = on_refused
+        self.tls = tls
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -173,7 +181,11 @@ class HeartbeatSender(threading.Thread):
             try:
                 if sock is None:
                     sock = open_channel(
-                        self.head_address, self.token, f"{self.node_id}#hb", max(1.0, self.interval)
+                        self.head_address,
+                        self.token,
+                        f"{self.node_id}#hb",
+                        max(1.0, self.interval),
+                        self.tls,
                     )
                 seq += 1
                 _send(sock, p.Heartbeat(self.node_id, seq))

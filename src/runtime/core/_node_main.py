@@ -20,6 +20,7 @@ import uvloop
 
 from . import _launcher as launcher
 from ._exceptions import RuntimeBaseError
+from ._tls import TlsConfig
 from ._worker import Worker
 
 log = logging.getLogger("runtime.node")
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--state-dir", help="directory for the token, logs and state")
     ap.add_argument("--dashboard-port", type=int, default=None, help="(reserved) dashboard port")
+    ap.add_argument("--tls-cert", help="this node's certificate (PEM), for TLS on the mesh")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    ap.add_argument("--tls-ca", help="the cluster CA that signs every member's certificate")
     ap.add_argument(
         "--procs", type=int, default=1, help="start N node processes under a supervisor"
     )
@@ -92,6 +96,13 @@ def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | Non
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tls = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls):
+        if not all(tls):
+            print("error: TLS needs --tls-cert, --tls-key and --tls-ca together", file=sys.stderr)
+            return 2
+        # The worker (and every process started from here) reads them from the environment.
+        os.environ.update(TlsConfig(*tls).export())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.procs > 1:
         return supervise(args, argv if argv is not None else sys.argv[1:])

@@ -41,6 +41,7 @@ from ._refs import (
 )
 from ._scheduler import pick_node
 from ._threads import LoopInbox
+from ._tls import TlsConfig
 from ._transport import Connection, split_buffers
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class Worker(ObjectPlane, ActorCaller):
     ) -> None:
         assert role in ("head", "node", "driver", "client")
         self.role = role
+        #: Mesh TLS (on top of the token handshake), from the environment; None: plain TCP.
+        self.tls = TlsConfig.from_env()
+        self._client_ssl = self.tls.client_context() if self.tls is not None else None
         self.is_driver = role in ("driver", "client")
         self.token = token
         self.host = host
@@ -122,11 +126,14 @@ class Worker(ObjectPlane, ActorCaller):
     async def start(self) -> None:
         """Listen, then register with the head (or become it)."""
         await self._tg.__aenter__()
+        server_ssl = self.tls.server_context() if self.tls is not None else None
         if self._listen_sock is not None:
-            self._server = await self.loop.create_server(self._accept, sock=self._listen_sock)
+            self._server = await self.loop.create_server(
+                self._accept, sock=self._listen_sock, ssl=server_ssl
+            )
         else:
             self._server = await self.loop.create_server(
-                self._accept, self.host, self.port, backlog=1024
+                self._accept, self.host, self.port, backlog=1024, ssl=server_ssl
             )
         sockname = self._server.sockets[0].getsockname()
         self.address = f"{sockname[0]}:{sockname[1]}"
@@ -162,7 +169,7 @@ class Worker(ObjectPlane, ActorCaller):
             if not self.is_driver:
                 config = DetectorConfig.from_env()
                 self._heartbeat = HeartbeatSender(
-                    self.peer_id, self.head_address, self.token, config.interval
+                    self.peer_id, self.head_address, self.token, config.interval, tls=self.tls
                 )
                 self._heartbeat.start()
 
@@ -251,7 +258,7 @@ class Worker(ObjectPlane, ActorCaller):
         try:
             host, _, port = address.rpartition(":")
             _, conn = await self.loop.create_connection(
-                lambda: self._make_conn(dialer=True), host, int(port)
+                lambda: self._make_conn(dialer=True), host, int(port), ssl=self._client_ssl
             )
             await conn.authenticated
             fut.set_result(conn)
