@@ -290,3 +290,19 @@ def test_a_thousand_idle_connections_do_not_hurt_other_clients(head: HeadProcess
         for s in idle:
             s.close()
     assert head.proc.poll() is None
+
+
+def test_calls_that_need_a_dead_head_fail_instead_of_hanging(head: HeadProcess):
+    from runtime.exceptions import NodeDiedError
+
+    runtime.init(address=head.address, token=head.token)
+    try:
+        assert runtime.cluster_resources()["CPU"] == 1.0
+        head.proc.kill()
+        head.proc.wait(10)
+        with pytest.raises(NodeDiedError, match="head"):
+            for _ in range(100):  # until the driver has seen the connection close (bounded)
+                runtime.nodes()
+                time.sleep(0.05)
+    finally:
+        runtime.shutdown()

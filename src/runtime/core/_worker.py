@@ -345,6 +345,9 @@ class Worker(ObjectPlane, ActorCaller):
 
     async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any:
         """Send a message that carries ``rid`` and wait for its Reply/ObjectReply."""
+        if conn.closed:
+            who = "the head" if conn is self._head_conn else f"peer {conn.peer_id}"
+            raise NodeDiedError(f"the connection to {who} is closed")
         rid = next(self._rids)
         msg.rid = rid
         fut: asyncio.Future[Any] = self.loop.create_future()
