@@ -42,6 +42,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
             os.environ["RUNTIME_TMPDIR"] = old
 
 
+@pytest.fixture
+def mesh() -> Iterator[None]:
+    """A fresh local mesh of three one-CPU nodes for one test (for tests that kill nodes)."""
+    runtime.init(num_cpus=3)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
 @dataclass
 class HeadProcess:
     """A head started with ``python -m runtime.node --head`` in its own process."""

@@ -15,16 +15,6 @@ from runtime.exceptions import ActorDiedError
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def mesh():
-    """A fresh mesh per test: these tests kill its nodes."""
-    runtime.init(num_cpus=3)
-    try:
-        yield
-    finally:
-        runtime.shutdown()
-
-
 @runtime.remote
 class Recorder:
     def __init__(self):

@@ -13,16 +13,6 @@ from runtime.exceptions import NodeDiedError
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def mesh():
-    """A fresh mesh per test: these tests kill its nodes."""
-    runtime.init(num_cpus=3)
-    try:
-        yield
-    finally:
-        runtime.shutdown()
-
-
 @runtime.remote
 class Tally:
     """Counts attempts per key, on the head-less side of the kills (tests pin it)."""

@@ -94,7 +94,23 @@ def _prepare_call(
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
 
 
-class RemoteFunction(Generic[P, R]):
+class _Pickled:
+    """Pickles its target once (cached); travels, e.g. in a task's closure, without the
+    lock and the cached blob."""
+
+    _lock: threading.Lock
+    _blob: bytes | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._blob = None
+
+
+class RemoteFunction(_Pickled, Generic[P, R]):
     """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -146,15 +162,6 @@ class RemoteFunction(Generic[P, R]):
         raise TypeError(
             f"remote function {self._name} cannot be called directly; use {self.__name__}.remote()"
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Captured by another task's closure: travel without the lock and the cached blob.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._blob = None
 
     def options(self, **options: Any) -> RemoteFunction[P, R]:
         """A copy with other options (num_cpus, num_gpus, resources, num_returns, ...)."""
@@ -210,7 +217,7 @@ def method(
     return wrap
 
 
-class ActorClass(Generic[T]):
+class ActorClass(_Pickled, Generic[T]):
     """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
 
     def __init__(self, cls: type[T], options: dict[str, Any]) -> None:
@@ -234,14 +241,6 @@ class ActorClass(Generic[T]):
             f"actor class {self.__name__} cannot be instantiated directly; "
             f"use {self.__name__}.remote()"
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._blob = None
 
     def options(self, **options: Any) -> ActorClass[T]:
         """A copy with other options (name, lifetime, resources, max_concurrency, ...)."""
