@@ -308,3 +308,41 @@ def test_a_head_on_a_public_address_without_a_token_refuses_to_start(tmp_path: P
     assert "token" in proc.stderr.lower()
     assert time.monotonic() - started < 30
     assert not (tmp_path / "head.json").exists()
+
+
+def test_a_host_that_keeps_failing_the_token_check_is_slowed_down(head) -> None:
+    for _ in range(20):
+        sock, _, verdict = _dial(head.address, b"guess")
+        sock.close()
+        assert verdict == p.Refused("wrong cluster token")
+    start = time.monotonic()
+    sock, _, verdict = _dial(head.address, b"guess again")
+    sock.close()
+    assert time.monotonic() - start >= 0.9  # the head waited before it answered
+    # The real token still gets in (only later).
+    _assert_head_serves(head)
+
+
+def test_admission_pushes_out_the_oldest_handshake_and_tracks_failures() -> None:
+    from runtime.core._admission import AdmissionControl
+
+    class Conn:
+        def __init__(self) -> None:
+            self.aborted = False
+
+        def abort(self, exc: BaseException | None = None, *, flush: bool = False) -> None:
+            self.aborted = True
+
+    adm = AdmissionControl(max_pending=2, max_failures=3, window=10.0, delay=1.0)
+    a, b, c = Conn(), Conn(), Conn()
+    assert adm.opened("h", a) is None
+    assert adm.opened("h", b) is None
+    assert adm.opened("h", c) is a  # the oldest goes; the newcomer is served
+    adm.settled("h", b)
+    assert adm.opened("h", Conn()) is None
+    assert adm.opened("other", Conn()) is None  # bounds are per host
+    for t in (0.0, 1.0, 2.0):
+        assert adm.hello_delay("h", now=t) == 0.0
+        adm.failed("h", now=t)
+    assert adm.hello_delay("h", now=3.0) == 1.0
+    assert adm.hello_delay("h", now=12.5) == 0.0  # the failures aged out of the window

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from . import _protocol as p
+from ._admission import AdmissionControl
 from ._exceptions import AuthenticationError, ProtocolError
 
 log = logging.getLogger("runtime.transport")
@@ -52,8 +53,10 @@ class Connection(asyncio.BufferedProtocol):
         on_close: CloseHandler,
         dialer: bool,
         max_frame: int = p.MAX_FRAME_SIZE,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.local_id = local_id
+        self._admission = admission
         self.peer_id: str | None = None
         self._token = token
         self._on_message = on_message
@@ -90,6 +93,10 @@ class Connection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_address = f"{peer[0]}:{peer[1]}"
+        if self._admission is not None and not self._dialer:
+            pushed = self._admission.opened(self._host(), self)
+            if pushed is not None:
+                pushed.abort(ProtocolError("too many connections waiting in the handshake"))
         self._hs_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if self._dialer:
             self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce))
@@ -192,7 +199,12 @@ class Connection(asyncio.BufferedProtocol):
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
                 mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
-                self._send_header(p.Challenge(self.local_id, self._nonce, mac))
+                challenge = p.Challenge(self.local_id, self._nonce, mac)
+                delay = self._admission.hello_delay(self._host()) if self._admission else 0.0
+                if delay:  # this host keeps failing the token check: slow it down
+                    self._loop.call_later(delay, self._send_header, challenge)
+                else:
+                    self._send_header(challenge)
             case p.Challenge(peer_id=peer_id, nonce=nonce, mac=mac) if self._dialer:
                 expect = _mac(self._token, b"S", self._nonce, bytes(nonce), peer_id.encode())
                 if not hmac.compare_digest(expect, mac):
@@ -224,9 +236,16 @@ class Connection(asyncio.BufferedProtocol):
     def _authenticated(self) -> None:
         if self._hs_timer is not None:
             self._hs_timer.cancel()
+        if self._admission is not None and not self._dialer:
+            self._admission.settled(self._host(), self)
         self.authenticated.set_result(self)
 
+    def _host(self) -> str:
+        return (self.peer_address or "?").rpartition(":")[0]
+
     def _refuse(self, reason: str) -> None:
+        if self._admission is not None and reason == "wrong cluster token":
+            self._admission.failed(self._host())
         self._send_header(p.Refused(reason))
         self.abort(AuthenticationError(reason), flush=True)
 
@@ -309,6 +328,8 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         if self._hs_timer is not None:
             self._hs_timer.cancel()
+        if self._admission is not None and not self._dialer:
+            self._admission.settled(self._host(), self)
         if not self.authenticated.done():
             self.authenticated.set_exception(
                 exc

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import _protocol as p
 from . import _serialization as ser
 from ._actor_calls import ActorCaller, ActorState
+from ._admission import AdmissionControl
 from ._exceptions import (
     ActorDiedError,
     NodeDiedError,
@@ -76,6 +77,7 @@ class Worker(ObjectPlane, ActorCaller):
         #: Mesh TLS (on top of the token handshake), from the environment; None: plain TCP.
         self.tls = TlsConfig.from_env()
         self._client_ssl = self.tls.client_context() if self.tls is not None else None
+        self.admission = AdmissionControl()
         self.is_driver = role in ("driver", "client")
         self.token = token
         self.host = host
@@ -224,6 +226,7 @@ class Worker(ObjectPlane, ActorCaller):
             on_message=self._on_message,
             on_close=self._on_close,
             dialer=dialer,
+            admission=self.admission,
         )
         self._all_conns.add(conn)
         conn.authenticated.add_done_callback(self._on_authenticated)
