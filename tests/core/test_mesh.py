@@ -306,3 +306,63 @@ def test_calls_that_need_a_dead_head_fail_instead_of_hanging(head: HeadProcess):
                 time.sleep(0.05)
     finally:
         runtime.shutdown()
+
+
+def test_a_restarted_head_takes_up_its_state_and_work_goes_on(tmp_path):
+    from runtime.exceptions import NodeDiedError
+
+    from ..conftest import start_head
+
+    head = start_head(tmp_path, "--num-cpus", "0")
+    node = head.start_node("--num-cpus", "1")
+    restarted = None
+    try:
+        runtime.init(address=head.address, token=head.token)
+
+        @runtime.remote
+        class Keeper:
+            def __init__(self):
+                self.n = 0
+
+            def incr(self):
+                self.n += 1
+                return self.n
+
+        deadline = time.monotonic() + 30
+        while runtime.cluster_resources().get("CPU", 0) < 1:  # until the node has joined
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        keeper = Keeper.options(name="keeper", lifetime="detached").remote()
+        runtime.get(runtime.put("kv-less warm up"))
+        assert runtime.get(keeper.incr.remote()) == 1
+
+        head.proc.kill()
+        head.proc.wait(10)
+        # Calls go node to node: the actor keeps serving while the head is down.
+        assert runtime.get(keeper.incr.remote(), timeout=30) == 2
+        with pytest.raises(NodeDiedError):
+            runtime.nodes()
+
+        host, port = head.address.rsplit(":", 1)
+        restarted = subprocess.Popen(
+            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
+             "--state-dir", head.state_dir, "--num-cpus", "0"],
+            env=head.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:  # until the driver and the node are back with the new head (bounded)
+            try:
+                if runtime.cluster_resources().get("CPU", 0) >= 1:
+                    break
+            except NodeDiedError:
+                pass
+            assert time.monotonic() < deadline, "the cluster did not come back"
+            time.sleep(0.1)
+        again = runtime.get_actor("keeper")
+        assert runtime.get(again.incr.remote(), timeout=30) == 3  # the same, living actor
+    finally:
+        runtime.shutdown()
+        stop_process(node)
+        if restarted is not None:
+            stop_process(restarted)
+        stop_process(head.proc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import msgspec
 
 from . import _protocol as p
 from ._exceptions import InfeasibleError, RuntimeBaseError
+from ._head_store import HeadStore, StoredActor
 from ._heartbeat import DetectorConfig, FailureDetector
 from ._heartbeat import now as heartbeat_now
 from ._scheduler import pick_actor_node
@@ -87,7 +89,48 @@ class Head:
         self.detector = FailureDetector(DetectorConfig.from_env())
         #: Ids of nodes declared dead: never accepted again (a node rejoins with a new id).
         self.retired: set[str] = set()
+        #: Members that left lately, told to everyone with the view (bounded).
+        self.departed: deque[str] = deque(maxlen=1024)
+        self.store: HeadStore | None = None
+        if worker.state_dir:
+            self.store = HeadStore(os.path.join(worker.state_dir, "head.sqlite"))
+            self._load(self.store)
         worker.spawn(self._watch(), name="runtime-failure-detector")
+
+    def _load(self, store: HeadStore) -> None:
+        """Take up the state a previous head left in the state directory."""
+        self.kv.update(store.kv())
+        alive = 0
+        for stored in store.actors():
+            record = ActorRecord(stored.spec, stored.state, stored.node_id, stored.address,
+                                 stored.death_cause, num_restarts=stored.num_restarts)  # fmt: skip
+            self.actors[stored.spec.actor_id] = record
+            s = stored.spec
+            if record.state != DEAD and s.name:
+                self.names[(s.namespace, s.name)] = s.actor_id
+            if record.state == PENDING:
+                self.pending.append(s.actor_id)
+            alive += record.state == ALIVE
+        if self.actors or self.kv:
+            log.info("recovered %d actors (%d alive) and %d KV entries from %s",
+                     len(self.actors), alive, len(self.kv), store.path)  # fmt: skip
+            self.worker.spawn(self._settle_recovered())
+
+    async def _settle_recovered(self) -> None:
+        """Actors whose node has not come back within the dead window are lost with it."""
+        await asyncio.sleep(self.detector.config.dead_after)
+        for record in list(self.actors.values()):
+            if record.state == ALIVE and record.node_id not in self.nodes:
+                if record.can_restart():
+                    self._restart(record, f"its node {record.node_id} did not come back")
+                else:
+                    self._mark_dead(record, f"its node {record.node_id} did not come back")
+
+    def _persist(self, r: ActorRecord) -> None:
+        if self.store is not None:
+            self.store.save_actor(
+                StoredActor(r.spec, r.state, r.node_id, r.address, r.num_restarts, r.death_cause)
+            )
 
     # --- members ---------------------------------------------------------------------------
 
@@ -104,7 +147,7 @@ class Head:
         self._view_armed = False
         nodes = list(self.nodes.values())
         self.worker._set_view(nodes)
-        msg = p.ClusterView(nodes)
+        msg = p.ClusterView(nodes, list(self.departed))
         for node_id in self.nodes:
             conn = self.worker.conns.get(node_id)
             if conn is not None:
@@ -143,6 +186,7 @@ class Head:
         info = self.nodes.pop(peer, None)
         if info is None:
             return
+        self.departed.append(peer)
         for record in list(self.actors.values()):
             if record.state == DEAD:
                 continue
@@ -249,6 +293,7 @@ class Head:
             )
         record = ActorRecord(spec)
         self.actors[spec.actor_id] = record
+        self._persist(record)
         for fut in self.announced.pop(spec.actor_id, []):
             if not fut.done():
                 fut.set_result(None)
@@ -319,6 +364,7 @@ class Head:
         # The node reports what it has left (absolute figures); the view is not adjusted here,
         # as a report may already have overtaken this reply.
         record.state, record.node_id, record.address = ALIVE, node_id, info.address
+        self._persist(record)
         self._wake(record)
         return True
 
@@ -370,6 +416,7 @@ class Head:
 
     def _mark_dead(self, record: ActorRecord, reason: str) -> None:
         record.state, record.death_cause = DEAD, reason
+        self._persist(record)
         s = record.spec
         if s.name and self.names.get((s.namespace, s.name)) == s.actor_id:
             del self.names[(s.namespace, s.name)]
@@ -380,6 +427,7 @@ class Head:
         log.info("restarting actor %s: %s", record.spec.class_name, reason)
         record.num_restarts += 1
         record.state, record.node_id, record.address = PENDING, "", ""
+        self._persist(record)
         self._wake(record)
         self.pending.append(record.spec.actor_id)
         self._place_pending()
@@ -429,10 +477,14 @@ class Head:
                     return False
                 assert msg.value is not None
                 self.kv[key] = msg.value
+                if self.store is not None:
+                    self.store.put(msg.namespace, msg.key, msg.value)
                 return True
             case "get":
                 return self.kv.get(key)
             case "del":
+                if self.store is not None:
+                    self.store.delete(msg.namespace, msg.key)
                 return self.kv.pop(key, None) is not None
             case "keys":
                 return [k for ns, k in self.kv if ns == msg.namespace and k.startswith(msg.key)]

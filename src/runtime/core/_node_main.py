@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if state_dir is None:
             state_dir = launcher.new_state_dir()
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        if token is None:  # a head restarted on its state dir keeps the cluster's token
+            token = launcher.resolve_token(None, state_dir=state_dir)
         if token is None:
             token = launcher.new_token()
             launcher.write_token(state_dir, token)

@@ -111,9 +111,12 @@ class RegisterNode(_Msg, tag=20):
 
 
 class ClusterView(_Msg, tag=21):
-    """The head's view of every member, pushed to members when it changes."""
+    """The head's view of every member, pushed to members when it changes; ``departed``:
+    members that left or were declared dead lately (absence alone means nothing: a
+    restarted head does not know every node yet)."""
 
     nodes: list[NodeInfo]
+    departed: list[str] = []
 
 
 class ReportResources(_Msg, tag=22):

@@ -51,6 +51,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime.worker")
 
+
+def HEAD_RECONNECT_S() -> float:
+    """How long a member keeps trying to reach a head that went away
+    (``RUNTIME_HEAD_RECONNECT_S``, default 30 s); then a node stops."""
+    value = os.environ.get("RUNTIME_HEAD_RECONNECT_S")
+    return float(value) if value else 30.0
+
+
 #: Values at least this big stay in the producer's store and move on demand.
 INLINE_MAX = 100 * 1024
 
@@ -119,6 +127,7 @@ class Worker(ObjectPlane, ActorCaller):
         self.head: Head | None = None
         self.on_head_lost: Callable[[], None] | None = None
         self.evicted = False
+        self._info: p.NodeInfo | None = None
         self._heartbeat: HeartbeatSender | None = None
         self._lag_monitor: LoopLagMonitor | None = None
         self.started_at = time.time()
@@ -167,6 +176,7 @@ class Worker(ObjectPlane, ActorCaller):
             assert self.head_address is not None
             conn = await self.connect_address(self.head_address)
             self._head_conn = conn
+            self._info = info
             unwrap_reply(await self.request(conn, p.RegisterNode(0, info)))
             if not self.is_driver:
                 config = DetectorConfig.from_env()
@@ -340,7 +350,29 @@ class Worker(ObjectPlane, ActorCaller):
         if self.executor is not None:
             self.executor.peer_lost(peer)
         if self._head_conn is not None and self._head_conn.peer_id == peer:
-            log.warning("lost the connection to the head")
+            log.warning("lost the connection to the head; trying to reach it again")
+            self.dead_peers.discard(peer)  # the head may come back (same id, same address)
+            self.spawn(self._rejoin_head())
+
+    async def _rejoin_head(self) -> None:
+        """Reconnect to a head that went away (it may be restarting), within a bound."""
+        assert self.head_address is not None and self._info is not None
+        deadline = time.monotonic() + HEAD_RECONNECT_S()
+        while time.monotonic() < deadline and not self._closing:
+            try:
+                conn = await self.connect_address(self.head_address)
+                if self.executor is not None:
+                    self._info.available = dict(self.executor.sched.available)
+                unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
+            except (OSError, ConnectionError, RuntimeBaseError, ValueError) as exc:
+                log.debug("the head is not back yet: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._head_conn = conn
+            log.info("reconnected to the head at %s", self.head_address)
+            return
+        if not self._closing:
+            log.warning("the head did not come back within %.0f s", HEAD_RECONNECT_S())
             if self.on_head_lost is not None:
                 self.on_head_lost()
 
@@ -424,8 +456,8 @@ class Worker(ObjectPlane, ActorCaller):
             case p.FreeObjects(object_ids=object_ids):
                 for oid in object_ids:
                     self._drop_stored(oid)
-            case p.ClusterView(nodes=nodes):
-                self._set_view(nodes)
+            case p.ClusterView(nodes=nodes, departed=departed):
+                self._set_view(nodes, departed)
             case p.Shutdown(reason=reason, evicted=evicted):
                 log.info("shutdown requested by the head: %s", reason)
                 self.evicted = evicted
@@ -439,12 +471,11 @@ class Worker(ObjectPlane, ActorCaller):
                 else:
                     log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
 
-    def _set_view(self, nodes: list[p.NodeInfo]) -> None:
+    def _set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None:
         for n in nodes:
             if n.node_id in self.dead_peers:
                 n.alive = False  # the head has not noticed yet
-        ids = {n.node_id for n in nodes}
-        gone = [i for i in self.view if i not in ids and i not in self.dead_peers]
+        gone = [i for i in departed if i not in self.dead_peers and i != self.peer_id]
         self.view = {n.node_id: n for n in nodes}
         for peer in gone:  # left the cluster, or declared dead by the head: cut it off
             conn = self.conns.pop(peer, None)
