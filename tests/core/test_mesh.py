@@ -33,6 +33,14 @@ def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     return alive
 
 
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m runtime ARGS`` against the cluster ``env`` points at."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
 def _run_driver(
     code: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -144,14 +152,7 @@ def test_nodes_join_a_head_and_auto_finds_it(head: HeadProcess):
 
 def test_the_cli_reports_status_and_lists(head: HeadProcess):
     env = head.env
-    status = subprocess.run(
-        [sys.executable, "-m", "runtime", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    status = _cli(env, "status")
     assert status.returncode == 0, status.stderr
     assert "CPU: 1 of 1 available" in status.stdout
     driver = _run_driver(
@@ -173,14 +174,7 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
         env,
     )
     assert driver.returncode == 0, driver.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "runtime", "list", "actors"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    listed = _cli(env, "list", "actors")
     assert listed.returncode == 0, listed.stderr
     rows = {
         line.split()[1] + ":" + line.split()[2]: line for line in listed.stdout.splitlines()[1:]
@@ -188,33 +182,12 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
     # The detached actor outlives its driver; the other one died with it.
     assert "ALIVE" in rows["Keeper:keeper"]
     assert "DEAD" in rows["Keeper:temporary"]
-    nodes = subprocess.run(
-        [sys.executable, "-m", "runtime", "list", "nodes"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    nodes = _cli(env, "list", "nodes")
     assert head.address in nodes.stdout
-    stop = subprocess.run(
-        [sys.executable, "-m", "runtime", "stop"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    stop = _cli(env, "stop")
     assert stop.returncode == 0
     head.proc.wait(15)
-    again = subprocess.run(
-        [sys.executable, "-m", "runtime", "stop"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    again = _cli(env, "stop")
     assert again.returncode == 0 and "no cluster to stop" in again.stdout
 
 
