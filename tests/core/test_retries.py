@@ -99,14 +99,28 @@ def test_retry_options_are_checked(mesh):
     assert runtime.get(f.options(max_retries=0).remote()) == 1
 
 
-def test_a_large_result_whose_node_died_is_lost_with_a_clear_error(mesh):
+def test_a_large_result_whose_node_died_is_made_again_from_its_lineage(mesh):
+    import numpy as np
+
+    @runtime.remote(num_returns=2)
+    def big_and_pid():
+        return np.full(1 << 20, 7, dtype=np.uint8), os.getpid()  # the array stays on its node
+
+    array_ref, pid_ref = big_and_pid.remote()
+    first_pid = runtime.get(pid_ref)
+    os.kill(first_pid, signal.SIGKILL)
+    value = runtime.get(array_ref, timeout=60)  # its node is gone: the task runs again
+    assert value.nbytes == 1 << 20 and int(value[0]) == 7
+
+
+def test_a_large_result_of_a_task_without_retries_is_lost_with_a_clear_error(mesh):
     import numpy as np
 
     from runtime.exceptions import ObjectLostError
 
-    @runtime.remote(num_returns=2)
+    @runtime.remote(num_returns=2, max_retries=0)
     def big_and_pid():
-        return np.ones(1 << 20, dtype=np.uint8), os.getpid()  # the array stays on its node
+        return np.ones(1 << 20, dtype=np.uint8), os.getpid()
 
     array_ref, pid_ref = big_and_pid.remote()
     os.kill(runtime.get(pid_ref), signal.SIGKILL)

@@ -47,6 +47,9 @@ class ObjectPlane:
     async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
 
+    def reconstruct(self, entry: OwnedObject) -> bool:
+        raise NotImplementedError
+
     # --- reference bookkeeping ---------------------------------------------------------
 
     def _wake_refs(self) -> None:
@@ -190,11 +193,18 @@ class ObjectPlane:
         if entry is not None:
             if entry.state == PENDING:
                 await self.wait_ready(ref)
-            if entry.value is not None:
-                return ser.deserialize(entry.value, entry.buffers)
-            assert entry.location is not None
-            value, bufs = await self._fetch(entry.location, oid)
-            return ser.deserialize(value, bufs)
+            while True:
+                if entry.value is not None:
+                    return ser.deserialize(entry.value, entry.buffers)
+                assert entry.location is not None
+                try:
+                    value, bufs = await self._fetch(entry.location, oid)
+                except ObjectLostError:
+                    if not self.reconstruct(entry):
+                        raise
+                    await self.wait_ready(ref)  # made again from its lineage
+                    continue
+                return ser.deserialize(value, bufs)
         if ref.owner_id == self.peer_id:
             raise ObjectLostError(f"object {ref.hex()} was freed")
         value_or_loc, bufs = await self._ask_owner(ref)

@@ -40,7 +40,7 @@ def return_id(task_id: bytes, index: int) -> bytes:
 class OwnedObject:
     """What the owner knows of one of its objects."""
 
-    __slots__ = ("buffers", "location", "remote", "state", "value", "waiters")
+    __slots__ = ("buffers", "lineage", "location", "remote", "state", "value", "waiters")
 
     def __init__(self) -> None:
         self.state = PENDING
@@ -49,6 +49,8 @@ class OwnedObject:
         self.location: Located | None = None  # where a large value lives
         self.remote = 0  # pins + borrowers elsewhere
         self.waiters: list[Callable[[], None]] | None = None
+        #: How to make a lost large result again: (the task's retry record, its return ids).
+        self.lineage: tuple[Any, list[bytes]] | None = None
 
 
 class ReferenceTable:

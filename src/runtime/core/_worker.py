@@ -36,6 +36,8 @@ from ._objects import ObjectPlane
 from ._pending import PendingTask, RetryPolicy, TaskRetry
 from ._refs import (
     PENDING,
+    READY,
+    OwnedObject,
     ReferenceTable,
     current_worker_or_none,
     set_worker,
@@ -513,6 +515,24 @@ class Worker(ObjectPlane, ActorCaller):
                 self._resolve(oid, value, bufs)
             else:
                 self._resolve(oid, value, [])
+                if isinstance(value, p.Located) and task.retry is not None:
+                    entry = self.refs.owned.get(oid)
+                    if entry is not None:  # a retriable task can make it again if it is lost
+                        entry.lineage = (task.retry, task.object_ids)
+
+    def reconstruct(self, entry: OwnedObject) -> bool:
+        """Run the task that made a lost object again (lineage); False when it cannot."""
+        if entry.lineage is None:
+            return False
+        retry, object_ids = entry.lineage
+        if retry.retries_left == 0:
+            return False
+        for oid in object_ids:  # its sibling results come again too
+            sibling = self.refs.owned.get(oid)
+            if sibling is not None and sibling.state == READY and sibling.location is not None:
+                sibling.state, sibling.location, sibling.lineage = PENDING, None, None
+        task = PendingTask(object_ids, "", retry.msg.fn_name, retry=retry)
+        return self._retry(task, "an object it made was lost with its node")
 
     # --- tasks -------------------------------------------------------------------------------
 
