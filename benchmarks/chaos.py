@@ -133,6 +133,29 @@ def pause_node() -> None:
     del paused
 
 
+@runtime.remote
+def hold_gil(n: int) -> float:
+    start = time.perf_counter()
+    sum(range(n))  # one C call: holds the GIL throughout, heartbeat thread included
+    return time.perf_counter() - start
+
+
+def gil_holds() -> None:
+    """The limit of thread heartbeats: one C call that holds the GIL past the dead window."""
+    wait_for(lambda: len(workers()) == 2)
+    for n in (40_000_000, 150_000_000):  # about 1 s and about 3 s in one C call
+        before = set(workers())
+        try:
+            held = f"{runtime.get(hold_gil.options(max_retries=0).remote(n)):.2f} s"
+        except runtime.exceptions.NodeDiedError:
+            held = "past the dead window"
+        time.sleep(2.0)  # longer than the dead window: a death would show by now
+        kept = set(workers()) == before
+        ROWS.append((f"GIL held {held} in one C call", "-", f"node kept its place: {kept}",
+                     0, 0, 0))  # fmt: skip
+        wait_for(lambda: len(workers()) == 2)
+
+
 def main() -> None:
     runtime.init(num_cpus=3, resources={"ledger": 1})
     try:
@@ -148,6 +171,7 @@ def main() -> None:
     runtime.init(num_cpus=2)
     try:
         pause_node()
+        gil_holds()
     finally:
         runtime.shutdown()
     print("| scenario | detection | recovery | lost | duplicated | hung |")
