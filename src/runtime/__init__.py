@@ -69,3 +69,14 @@ __all__ = [
     "shutdown",
     "wait",
 ]
+
+#: The libraries, imported on first access (``runtime.tune``), so ``import runtime`` stays light.
+_LIBRARIES = frozenset({"tune", "train", "rllib", "serve", "data", "util"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LIBRARIES:
+        import importlib
+
+        return importlib.import_module(f"runtime.{name}")
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -228,7 +228,13 @@ class ObjectRef(Generic[T]):
         return (ObjectRef, (self.id, self.owner_id, self.owner_address))
 
     def __await__(self) -> Generator[Any, None, T]:
-        return current_worker().get_async(self).__await__()
+        worker = current_worker()
+        if worker.inbox.on_loop():
+            return worker.get_async(self).__await__()
+        # Awaited on another event loop (e.g. a driver's own asyncio.run next to init()):
+        # resolve on the runtime's loop and hand the result over.
+        fut = asyncio.run_coroutine_threadsafe(worker.get_async(self), worker.loop)
+        return asyncio.wrap_future(fut).__await__()
 
     def future(self) -> concurrent.futures.Future[T]:
         """A ``concurrent.futures.Future`` that resolves to the object's value."""
