@@ -19,6 +19,7 @@ from runtime.core._api import (
     Cluster,
     RuntimeContext,
     available_resources,
+    cancel,
     cluster_resources,
     connect,
     get,
@@ -41,6 +42,7 @@ from runtime.core._remote import (
     method,
     remote,
 )
+from runtime.core._streaming import ObjectRefGenerator
 
 __version__ = "0.1.0"
 
@@ -50,9 +52,11 @@ __all__ = [
     "ActorMethod",
     "Cluster",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "RuntimeContext",
     "available_resources",
+    "cancel",
     "cluster_resources",
     "connect",
     "exceptions",

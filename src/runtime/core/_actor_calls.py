@@ -18,6 +18,7 @@ from . import _protocol as p
 from . import _serialization as ser
 from ._exceptions import ActorDiedError, NodeDiedError, RuntimeBaseError
 from ._pending import PendingTask
+from ._streaming import StreamState
 from ._transport import Connection
 
 #: How many placements in a row a caller tries to reach a restarting actor at.
@@ -60,6 +61,7 @@ class ActorCaller:
     # Provided by Worker.
     actors: dict[bytes, ActorState]
     tasks: dict[bytes, PendingTask]
+    streams: dict[bytes, StreamState]
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         raise NotImplementedError
@@ -84,7 +86,11 @@ class ActorCaller:
         return state
 
     def call_actor(
-        self, msg: p.CallActor, buffers: list[memoryview], object_ids: list[bytes]
+        self,
+        msg: p.CallActor,
+        buffers: list[memoryview],
+        object_ids: list[bytes],
+        stream: StreamState | None = None,
     ) -> None:
         """Send an actor call, keeping this caller's order (loop)."""
         state = self.actor_state(msg.actor_id)
@@ -92,13 +98,20 @@ class ActorCaller:
             err = state.dead
             for oid in object_ids:
                 self._resolve(oid, err, [])
+            if stream is not None:
+                stream.on_done(err)
             return
         node_id = state.location.node_id if state.location is not None else ""
-        self.tasks[msg.task_id] = PendingTask(object_ids, node_id, msg.method, msg.actor_id)
+        self.tasks[msg.task_id] = PendingTask(
+            object_ids, node_id, msg.method, msg.actor_id, stream=stream
+        )
+        if stream is not None:
+            self.streams[msg.task_id] = stream
         conn = state.conn
         if conn is not None and not conn.closed and not state.queue:
             msg.actor_id = state.actor_id
-            state.track(msg, buffers)
+            if stream is None:
+                state.track(msg, buffers)
             conn.send(msg, buffers)
             return
         state.queue.append((msg, buffers))
@@ -128,9 +141,11 @@ class ActorCaller:
             for msg, buffers in queue:
                 msg.actor_id = state.actor_id
                 task = self.tasks.get(msg.task_id)
-                if task is not None:
-                    task.node_id = state.location.node_id
-                state.track(msg, buffers)
+                if task is None:
+                    continue  # cancelled while it waited
+                task.node_id = state.location.node_id
+                if task.stream is None:
+                    state.track(msg, buffers)
                 conn.send(msg, buffers)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
             reason = (
@@ -227,3 +242,5 @@ class ActorCaller:
             if task is not None:
                 for oid in task.object_ids:
                     self._resolve(oid, err, [])
+                if task.stream is not None:
+                    task.stream.on_done(err)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -25,6 +25,7 @@ from ._exceptions import GetTimeoutError
 from ._executor import current_task
 from ._refs import READY, ObjectRef, current_worker
 from ._remote import ActorClass, ActorHandle
+from ._streaming import ObjectRefGenerator
 from ._worker import Worker
 
 T = TypeVar("T")
@@ -543,6 +544,47 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         _blocking(worker, worker.head_request(msg))
 
 
+def cancel(
+    ref: ObjectRef[Any] | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancel the task or actor call that makes ``ref`` (or a streaming generator).
+
+    A call that has not started never runs; a running async task or method gets
+    ``asyncio.CancelledError``; a running sync task sees
+    ``get_runtime_context().is_cancelled()`` become True (``force=True`` also raises
+    TaskCancelledError in its thread at the next Python bytecode). Getting the result raises
+    TaskCancelledError. ``recursive``: the tasks it submitted are cancelled too. Cancelling a
+    finished task does nothing. Only the process that submitted the call can cancel it.
+    """
+    worker = current_worker()
+    if isinstance(ref, ObjectRefGenerator):
+        task_id = ref.task_id
+    elif isinstance(ref, ObjectRef):
+        if ref.owner_id != worker.peer_id:
+            raise ValueError(
+                "runtime.cancel: only the process that submitted the task can cancel it "
+                "(this ref was passed in from elsewhere)"
+            )
+        task_id = ref.id[:-4]
+    else:
+        raise TypeError(f"runtime.cancel takes an ObjectRef, got {type(ref).__name__}")
+
+    def on_loop() -> None:
+        task = worker.tasks.get(task_id)
+        if force and task is not None and task.actor_id is not None:
+            raise ValueError("force=True is not supported for actor calls (as in Ray)")
+        worker.cancel_task(task_id, force=force, recursive=recursive)
+
+    if worker.inbox.on_loop():
+        on_loop()
+    else:
+        _blocking(worker, _call(on_loop))
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    return fn()
+
+
 # --- cluster state ------------------------------------------------------------------------------
 
 
@@ -628,6 +670,15 @@ class RuntimeContext:
 
     def get_actor_name(self) -> str | None:
         return self._actor_name
+
+    def is_cancelled(self) -> bool:
+        """True once ``runtime.cancel`` reached the running task or actor call.
+
+        A sync task cannot be interrupted safely at any point; a long-running one polls this
+        and returns (or raises) when it becomes True.
+        """
+        ctx = current_task.get()
+        return ctx is not None and ctx.cancelled
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import inspect
 import logging
+import threading
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from ._exceptions import (
     PendingCallsLimitExceeded,
     RuntimeBaseError,
     SerializationError,
+    TaskCancelledError,
 )
 from ._refs import ObjectRef, return_id
 from ._scheduler import LocalScheduler
@@ -53,6 +56,37 @@ class TaskContext:
     actor_name: str | None = None
     demand: dict[str, float] = field(default_factory=dict)
     lent: bool = False
+    #: Set by runtime.cancel; a sync task may poll it (get_runtime_context().is_cancelled()).
+    cancelled: bool = False
+    #: The tasks and actor calls this one submitted (cancelled with it when recursive).
+    children: list[bytes] = field(default_factory=list)
+    thread_id: int = 0
+
+
+class StreamControl:
+    """The producer's side of a streaming call: items sent, items the owner consumed."""
+
+    __slots__ = ("acked", "cond", "event", "produced", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = max(window, 1)
+        self.produced = 0
+        self.acked = 0
+        self.cond = threading.Condition()
+        self.event: asyncio.Event | None = None
+
+    def ack(self, consumed: int) -> None:  # loop
+        with self.cond:
+            self.acked = max(self.acked, consumed)
+            self.cond.notify_all()
+        if self.event is not None:
+            self.event.set()
+
+    def wake(self) -> None:  # loop: cancelled, or the owner went away
+        with self.cond:
+            self.cond.notify_all()
+        if self.event is not None:
+            self.event.set()
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
@@ -75,6 +109,10 @@ class Job:
     demand: dict[str, float] = field(default_factory=dict)
     call_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     ready: bool = True
+    stream: StreamControl | None = None
+    ctx: TaskContext | None = None
+    atask: asyncio.Task[Any] | None = None
+    cancelled: bool = False
 
 
 def encode_returns(
@@ -110,15 +148,22 @@ def call_sync(
 ) -> tuple[p.TaskDone, list[Any]]:
     """Run a plain function for ``job`` (on a thread) and serialize its answer."""
     token = current_task.set(ctx)
+    ctx.thread_id = threading.get_ident()
     try:
+        if job.cancelled:
+            raise TaskCancelledError(f"{label} was cancelled before it started")
         args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         assert job.fn is not None
         result = job.fn(*args, **kwargs)
+        if job.stream is not None:
+            _stream_sync(worker, job, ctx, result, label)
+            return p.TaskDone(job.task_id), []
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
         return p.TaskDone(job.task_id, error=_error(exc, label)), []
     finally:
+        ctx.thread_id = 0
         current_task.reset(token)
 
 
@@ -130,13 +175,79 @@ async def call_async(
     try:
         args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         assert job.fn is not None
+        if job.stream is not None:
+            await _stream_async(worker, job, job.fn(*args, **kwargs), label)
+            return p.TaskDone(job.task_id), []
         result = await job.fn(*args, **kwargs)
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
         return p.TaskDone(job.task_id, returns), bufs
     except asyncio.CancelledError:
+        if job.cancelled:  # runtime.cancel, not the node shutting down
+            err = TaskCancelledError(f"{label} was cancelled")
+            return p.TaskDone(job.task_id, error=_error(err, label)), []
         raise
     except BaseException as exc:
         return p.TaskDone(job.task_id, error=_error(exc, label)), []
+
+
+def _encode_item(worker: Worker, job: Job, index: int, item: Any) -> tuple[p.StreamItem, list[Any]]:
+    val, bufs = ser.serialize(item)
+    if val.refs:
+        worker.refs.pin(val.refs)
+    if ser.total_size(val) >= INLINE_MAX:
+        loc = worker.store_value(return_id(job.task_id, index), val, list(bufs))
+        return p.StreamItem(job.task_id, index, loc), []
+    return p.StreamItem(job.task_id, index, val), list(bufs)
+
+
+def _stream_sync(worker: Worker, job: Job, ctx: TaskContext, gen: Any, label: str) -> None:
+    """Send the items of a generator as they come, pausing while the owner lags (thread)."""
+    if not inspect.isgenerator(gen):
+        raise TypeError(
+            f"{label} was called with num_returns='streaming' but returned "
+            f"{type(gen).__name__}, not a generator (use `yield`)"
+        )
+    stream = job.stream
+    assert stream is not None
+    try:
+        for item in gen:
+            stream.produced += 1
+            msg, bufs = _encode_item(worker, job, stream.produced, item)
+            worker.inbox.post(job.conn.send, msg, bufs)
+            with stream.cond:
+                stream.cond.wait_for(
+                    lambda: stream.produced - stream.acked < stream.window or ctx.cancelled
+                )
+            if ctx.cancelled:
+                raise TaskCancelledError(f"{label} was cancelled")
+    finally:
+        gen.close()
+
+
+async def _stream_async(worker: Worker, job: Job, agen: Any, label: str) -> None:
+    """Send the items of an async generator as they come (loop)."""
+    if not inspect.isasyncgen(agen):
+        if inspect.iscoroutine(agen):
+            agen.close()
+        raise TypeError(
+            f"{label} was called with num_returns='streaming' but is not an async generator "
+            "(use `yield` in an `async def`)"
+        )
+    stream = job.stream
+    assert stream is not None
+    stream.event = asyncio.Event()
+    try:
+        async for item in agen:
+            stream.produced += 1
+            msg, bufs = _encode_item(worker, job, stream.produced, item)
+            job.conn.send(msg, bufs)
+            while stream.produced - stream.acked >= stream.window and not job.cancelled:
+                stream.event.clear()
+                await stream.event.wait()
+            if job.cancelled:
+                raise asyncio.CancelledError
+    finally:
+        await agen.aclose()
 
 
 def _error(exc: BaseException, name: str) -> p.Value:
@@ -156,6 +267,8 @@ class Executor:
         self.classes: dict[bytes, type] = {}
         self.pool = ThreadPool("runtime-task", 64)
         self.waiting: dict[bytes, Job] = {}
+        #: Every task and actor call received and not answered yet (for cancel and acks).
+        self.jobs: dict[bytes, Job] = {}
         self.actors: dict[bytes, HostedActor] = {}
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
@@ -186,6 +299,9 @@ class Executor:
             is_async,
             dict(msg.resources),
         )
+        if msg.num_returns == p.STREAMING:
+            job.stream = StreamControl(msg.stream_window)
+        self.jobs[msg.task_id] = job
         if msg.args.refs:
             job.ready = False
             self.worker.spawn(self._resolve_then_queue(job))
@@ -198,7 +314,7 @@ class Executor:
             if msg.fn_blob is None:
                 raise RuntimeBaseError(f"node does not know function {msg.fn_name}")
             fn = ser.loads_function(msg.fn_blob)
-            entry = self.functions[msg.fn_id] = (fn, inspect.iscoroutinefunction(fn))
+            entry = self.functions[msg.fn_id] = (fn, _is_async_fn(fn))
         return entry
 
     async def _resolve_then_queue(self, job: Job) -> None:
@@ -225,6 +341,9 @@ class Executor:
         return args, kwargs
 
     def _queue(self, job: Job) -> None:
+        if job.cancelled:
+            self._done_unqueued(job, _cancelled(job.name))
+            return
         try:
             granted = self.sched.request(job.task_id, job.demand)
         except InfeasibleError as exc:
@@ -237,9 +356,9 @@ class Executor:
             self.waiting[job.task_id] = job
 
     def _start(self, job: Job) -> None:
-        ctx = TaskContext(job.task_id, job.name, demand=job.demand)
+        ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand)
         if job.is_async:
-            self.worker.spawn(self._run_async(job, ctx))
+            job.atask = self.worker.spawn(self._run_async(job, ctx))
         else:
             self.pool.submit(partial(self._run_sync, job, ctx))
 
@@ -253,6 +372,7 @@ class Executor:
         self._finish(job, ctx, done, bufs)
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
+        self.jobs.pop(job.task_id, None)
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -260,6 +380,7 @@ class Executor:
             self._release(job.demand)
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
+        self.jobs.pop(job.task_id, None)
         job.conn.send(p.TaskDone(job.task_id, error=error))
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -301,11 +422,56 @@ class Executor:
                 conn.send(msg)
 
     def peer_lost(self, peer: str) -> None:
-        """Drop queued work from a caller that went away."""
+        """Drop queued work from a caller that went away; stop its streams."""
         for key, job in list(self.waiting.items()):
             if job.conn.peer_id == peer:
                 self.sched.cancel(key)
                 del self.waiting[key]
+                self.jobs.pop(key, None)
+        for job in list(self.jobs.values()):
+            if job.conn.peer_id == peer and job.stream is not None:
+                self.cancel(job.task_id, force=False, recursive=True)
+
+    # --- streams and cancellation ------------------------------------------------------------
+
+    def on_stream_ack(self, msg: p.StreamAck) -> None:
+        job = self.jobs.get(msg.task_id)
+        if job is not None and job.stream is not None:
+            job.stream.ack(msg.consumed)
+
+    def cancel(self, task_id: bytes, *, force: bool, recursive: bool) -> None:
+        """runtime.cancel reached this node (loop): the call never runs, or is interrupted."""
+        job = self.jobs.get(task_id)
+        if job is None or job.cancelled:
+            return
+        job.cancelled = True
+        if task_id in self.waiting:  # queued for resources: it never runs
+            del self.waiting[task_id]
+            self.sched.cancel(task_id)
+            self._done_unqueued(job, _cancelled(job.name))
+            return
+        for actor in self.actors.values():  # an actor call still in the mailbox
+            if job in actor.mailbox:
+                actor.mailbox.remove(job)
+                self._done_unqueued(job, _cancelled(job.name))
+                actor._pump()
+                return
+        ctx = job.ctx
+        if ctx is not None:
+            ctx.cancelled = True
+            if recursive:
+                for child in ctx.children:
+                    self.worker.cancel_task(child, force=force, recursive=True)
+        if job.stream is not None:
+            job.stream.wake()
+        if job.atask is not None:
+            job.atask.cancel()
+        elif force and ctx is not None and ctx.thread_id:
+            # Raise TaskCancelledError in the task's thread at its next bytecode (a call
+            # into C code finishes first).
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ctx.thread_id), ctypes.py_object(TaskCancelledError)
+            )
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -474,6 +640,9 @@ class HostedActor:
             conn.send(p.TaskDone(msg.task_id, error=_error(exc, msg.method)))
             return
         job = Job(conn, msg.task_id, msg.method, msg.args, bufs, msg.num_returns)
+        if msg.num_returns == p.STREAMING:
+            job.stream = StreamControl(msg.stream_window)
+        self.executor.jobs[msg.task_id] = job
         self.mailbox.append(job)
         if msg.args.refs:
             job.ready = False
@@ -509,7 +678,7 @@ class HostedActor:
                 mailbox.popleft()
                 self.running_async += 1
                 self.async_starting += 1
-                self.worker.spawn(self._run_async(job))
+                job.atask = self.worker.spawn(self._run_async(job))
             else:
                 # A sync call starts once the async calls before it have started.
                 if self.async_starting:
@@ -542,11 +711,11 @@ class HostedActor:
         fn = getattr(self.instance, name)
         kind = self.method_kinds.get(name)
         if kind is None:
-            kind = self.method_kinds[name] = inspect.iscoroutinefunction(fn)
+            kind = self.method_kinds[name] = _is_async_fn(fn)
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
-        ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
+        ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
@@ -557,7 +726,7 @@ class HostedActor:
             self._pump()
 
     async def _run_async(self, job: Job) -> None:
-        ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
+        ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
         self.async_starting -= 1
         if not self.async_starting and self.mailbox:
             # Runs once this call reaches its first await, so it has started first.
@@ -578,6 +747,7 @@ class HostedActor:
                     f"{job.name}; the call may have run",
                 )
             done, bufs = p.TaskDone(job.task_id, error=death), []
+        self.executor.jobs.pop(job.task_id, None)
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -599,6 +769,7 @@ class HostedActor:
         self._reason = reason
         mailbox, self.mailbox = self.mailbox, deque()
         for job in mailbox:
+            self.executor.jobs.pop(job.task_id, None)
             job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
         self.pool.shutdown()
         self.executor.actor_stopped(self, reason if self.death is None else _death_text(self.death))
@@ -609,6 +780,14 @@ def _death_text(value: p.Value) -> str:
         return str(ser.error_from_value(value))
     except Exception:
         return "the actor's constructor raised"
+
+
+def _is_async_fn(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _cancelled(name: str) -> p.Value:
+    return ser.system_error_value(TaskCancelledError, f"{name} was cancelled before it ran")
 
 
 def _raiser(exc: BaseException) -> Callable[..., Any]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import _protocol as p
+
+if TYPE_CHECKING:
+    from ._streaming import StreamState
 
 
 @dataclass(slots=True)
@@ -17,6 +21,7 @@ class PendingTask:
     name: str
     actor_id: bytes | None = None
     retry: TaskRetry | None = None
+    stream: StreamState | None = None
 
 
 @dataclass(frozen=True, slots=True)

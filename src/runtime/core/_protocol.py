@@ -45,11 +45,18 @@ class Value(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=100
 
 
 class Located(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=101):
-    """A value that stays in the store of ``node_id`` (at ``address``) until fetched."""
+    """A value that stays in the store of ``node_id`` (at ``address``) until fetched.
+
+    ``host`` names the machine of that store; a reader on the same host maps ``segment``
+    (its shared-memory or spill file) instead of fetching bytes, and asks the node again
+    (``FetchObject(same_host=True)``) if the file has moved.
+    """
 
     node_id: str
     address: str
     size: int
+    host: str = ""
+    segment: str = ""
 
 
 # --- handshake (the only messages accepted before authentication) ------------------
@@ -229,6 +236,10 @@ class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True)
 # --- tasks and actor calls ----------------------------------------------------------
 
 
+#: ``num_returns`` of a generator task or method whose items stream back (StreamItem).
+STREAMING = -1
+
+
 class SubmitTask(_Msg, tag=40):
     """Run function ``fn_id`` (pickled in ``fn_blob`` the first time a peer sees it)."""
 
@@ -241,6 +252,10 @@ class SubmitTask(_Msg, tag=40):
     resources: dict[str, float]
     owner_id: str
     owner_address: str
+    #: Streaming: how many items may wait unconsumed before the generator pauses.
+    stream_window: int = 0
+    #: Placement group bundle to run in: (group id, bundle index), or None.
+    bundle: tuple[bytes, int] | None = None
 
 
 class CallActor(_Msg, tag=41):
@@ -251,6 +266,7 @@ class CallActor(_Msg, tag=41):
     num_returns: int
     owner_id: str
     owner_address: str
+    stream_window: int = 0
 
 
 class TaskDone(_Msg, tag=42):
@@ -259,6 +275,29 @@ class TaskDone(_Msg, tag=42):
     task_id: bytes
     returns: list[Value | Located] = []
     error: Value | None = None
+
+
+class StreamItem(_Msg, tag=43):
+    """Item ``index`` (from 1) of streaming task ``task_id``, sent to its owner as produced."""
+
+    task_id: bytes
+    index: int
+    value: Value | Located
+
+
+class StreamAck(_Msg, tag=44):
+    """To the node running a streaming task: the owner consumed items up to ``consumed``."""
+
+    task_id: bytes
+    consumed: int
+
+
+class CancelTask(_Msg, tag=45):
+    """To the node running task ``task_id``: cancel it (and the tasks it submitted)."""
+
+    task_id: bytes
+    force: bool = False
+    recursive: bool = True
 
 
 # --- objects ---------------------------------------------------------------------------
@@ -272,10 +311,18 @@ class GetObject(_Msg, tag=50):
 
 
 class FetchObject(_Msg, tag=51):
-    """Ask the node holding an object for its bytes."""
+    """Ask the node holding an object for its bytes.
+
+    ``offset >= 0``: bytes [offset, offset + length) of the object's blob, answered with an
+    ObjectReply whose Value (kind 3, data: the blob's total size) carries them as one buffer;
+    ``same_host``: where its file is now, answered with a Located.
+    """
 
     rid: int
     object_id: bytes
+    offset: int = -1
+    length: int = 0
+    same_host: bool = False
 
 
 class ObjectReply(_Msg, tag=52):
@@ -292,6 +339,12 @@ class UpdateRefs(_Msg, tag=53):
 
 class FreeObjects(_Msg, tag=55):
     object_ids: list[bytes]
+
+
+class ListObjects(_Msg, tag=56):
+    """What pins memory here: owned, stored and borrowed objects (answered with a Reply)."""
+
+    rid: int
 
 
 HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
@@ -317,11 +370,15 @@ Message = (
     | SubmitTask
     | CallActor
     | TaskDone
+    | StreamItem
+    | StreamAck
+    | CancelTask
     | GetObject
     | FetchObject
     | ObjectReply
     | UpdateRefs
     | FreeObjects
+    | ListObjects
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -6,6 +6,7 @@ the result refs, and hand one message to the worker's loop.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import threading
@@ -14,9 +15,11 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _protocol as p
 from . import _serialization as ser
+from ._executor import current_task
 from ._pending import RetryPolicy
 from ._refs import ObjectRef, current_worker, return_id
 from ._scheduler import normalize
+from ._streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,6 +37,7 @@ _TASK_OPTIONS = frozenset(
         "name",
         "memory",
         "runtime_env",
+        "_generator_backpressure_num_objects",
     }
 )
 _ACTOR_OPTIONS = frozenset(
@@ -82,6 +86,24 @@ def _strategy(strategy: Any) -> Any:
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
 
 
+def _num_returns(n: Any) -> int:
+    """``num_returns`` as sent: an int >= 0, or STREAMING for ``"streaming"``."""
+    if n in ("streaming", "dynamic"):
+        return p.STREAMING
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"num_returns must be an int >= 0 or 'streaming', got {n!r}")
+    return n
+
+
+def _window(options: dict[str, Any]) -> int:
+    n = options.get("_generator_backpressure_num_objects")
+    if n is None or n == -1:
+        return DEFAULT_WINDOW if n is None else 1 << 30
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"_generator_backpressure_num_objects must be an int >= 1, got {n!r}")
+    return n
+
+
 def _prepare_call(
     worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
 ) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
@@ -90,8 +112,21 @@ def _prepare_call(
     if value.refs:
         worker.refs.pin(value.refs)  # held until the callee has run
     task_id = worker.new_id()
-    oids = [return_id(task_id, i) for i in range(num_returns)]
+    parent = current_task.get()
+    if parent is not None:  # cancelled with its parent (runtime.cancel(recursive=True))
+        children = parent.children
+        if len(children) >= 1024:
+            children[:] = [c for c in children if c in worker.tasks]
+        children.append(task_id)
+    oids = [return_id(task_id, i) for i in range(max(num_returns, 0))]
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
+
+
+def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
+    """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
+    if n == p.STREAMING:
+        return ObjectRefGenerator(StreamState(worker, task_id))
+    return refs[0] if n == 1 else refs
 
 
 class _Pickled:
@@ -131,10 +166,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         self._demand = normalize(
             o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
         )
-        n = o.get("num_returns", 1)
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
-        self._num_returns = n
+        self._num_returns = _num_returns(o.get("num_returns", 1))
+        self._window = _window(o)
         retries = o.get("max_retries", 3)
         if not isinstance(retries, int) or retries < -1:
             raise ValueError(f"max_retries must be an int >= -1 (-1: no limit), got {retries!r}")
@@ -190,27 +223,30 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             worker.peer_id,
             worker.address,
         )
-        worker.inbox.post(
-            worker.submit_task,
-            msg,
-            buffers,
-            self._pickled,
-            oids,
-            self._retry,
-        )
-        return refs[0] if n == 1 else refs  # type: ignore[return-value]
+        out = _results(worker, task_id, n, refs)
+        if n == p.STREAMING:
+            msg.stream_window = self._window
+            worker.inbox.post(
+                functools.partial(
+                    worker.submit_task, msg, buffers, self._pickled, oids, stream=out._state
+                )
+            )
+        else:
+            worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids, self._retry)
+        return out  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self._name})"
 
 
 def method(
-    *, num_returns: int = 1, concurrency_group: str | None = None
+    *, num_returns: int | str = 1, concurrency_group: str | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an actor method with call options (``num_returns``)."""
+    """Decorate an actor method with call options (``num_returns``, ``"streaming"``)."""
+    n = _num_returns(num_returns)
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
-        fn.__runtime_num_returns__ = num_returns  # type: ignore[attr-defined]
+        fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
         return fn
 
     del concurrency_group  # accepted for Ray compatibility; all calls share one group
@@ -377,10 +413,25 @@ class ActorMethod(Generic[P, R]):
             f"actor method {self._name} cannot be called directly; use .{self._name}.remote()"
         )
 
-    def options(self, *, num_returns: int | None = None, **_: Any) -> ActorMethod[P, R]:
-        return ActorMethod(
-            self._handle, self._name, self._num_returns if num_returns is None else num_returns
+    def options(
+        self,
+        *,
+        num_returns: int | str | None = None,
+        _generator_backpressure_num_objects: int | None = None,
+        **_: Any,
+    ) -> ActorMethod[P, R]:
+        m: ActorMethod[P, R] = ActorMethod(
+            self._handle,
+            self._name,
+            self._num_returns if num_returns is None else _num_returns(num_returns),
         )
+        if _generator_backpressure_num_objects is not None:
+            m._window = _window(
+                {"_generator_backpressure_num_objects": _generator_backpressure_num_objects}
+            )
+        return m
+
+    _window = DEFAULT_WINDOW
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""
@@ -390,8 +441,13 @@ class ActorMethod(Generic[P, R]):
         msg = p.CallActor(
             task_id, self._handle._actor_id, self._name, value, n, worker.peer_id, worker.address
         )
-        worker.inbox.post(worker.call_actor, msg, buffers, oids)
-        return refs[0] if n == 1 else refs  # type: ignore[return-value]
+        out = _results(worker, task_id, n, refs)
+        stream = None
+        if n == p.STREAMING:
+            msg.stream_window = self._window
+            stream = out._state
+        worker.inbox.post(worker.call_actor, msg, buffers, oids, stream)
+        return out  # type: ignore[no-any-return]
 
 
 class _RemoteDecorator(Protocol):

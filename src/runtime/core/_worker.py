@@ -29,6 +29,7 @@ from ._exceptions import (
     NodeDiedError,
     ObjectLostError,
     RuntimeBaseError,
+    TaskCancelledError,
 )
 from ._heartbeat import DetectorConfig, HeartbeatSender
 from ._lag import LoopLagMonitor, threshold_from_env
@@ -40,9 +41,11 @@ from ._refs import (
     OwnedObject,
     ReferenceTable,
     current_worker_or_none,
+    return_id,
     set_worker,
 )
 from ._scheduler import pick_node
+from ._streaming import StreamState
 from ._threads import LoopInbox
 from ._tls import TlsConfig
 from ._transport import Connection, split_buffers
@@ -114,6 +117,7 @@ class Worker(ObjectPlane, ActorCaller):
         self.view_changed = asyncio.Event()
         self.store: dict[bytes, tuple[p.Value, list[Any]]] = {}
         self.tasks: dict[bytes, PendingTask] = {}
+        self.streams: dict[bytes, StreamState] = {}
         self.load: dict[str, int] = {}
         self.actors: dict[bytes, ActorState] = {}
         self._rids = itertools.count(1)
@@ -347,6 +351,8 @@ class Worker(ObjectPlane, ActorCaller):
                 err = _node_failure(task, f"node {peer} died while running task {task.name}")
             for oid in task.object_ids:
                 self._resolve(oid, err, [])
+            if task.stream is not None:
+                task.stream.on_done(err)
         if self.head is not None:
             self.head.peer_lost(peer)
         if self.executor is not None:
@@ -432,6 +438,22 @@ class Worker(ObjectPlane, ActorCaller):
                     )
             case p.TaskDone():
                 self._on_task_done(msg, raw)
+            case p.StreamItem(task_id=task_id, index=index, value=value):
+                stream = self.streams.get(task_id)
+                if stream is not None:
+                    bufs: list[Any] = []
+                    if isinstance(value, p.Value) and value.bufs:
+                        bufs, _ = split_buffers(raw, value.bufs, 0)
+                    stream.conn = conn
+                    stream.on_item(index, value, bufs)
+                elif isinstance(value, p.Located):  # the stream was dropped: free its item
+                    conn.send(p.FreeObjects([return_id(task_id, index)]))
+            case p.StreamAck():
+                if self.executor is not None:
+                    self.executor.on_stream_ack(msg)
+            case p.CancelTask(task_id=task_id, force=force, recursive=recursive):
+                if self.executor is not None:
+                    self.executor.cancel(task_id, force=force, recursive=recursive)
             case p.SubmitTask():
                 if self.executor is None:
                     conn.send(
@@ -492,6 +514,15 @@ class Worker(ObjectPlane, ActorCaller):
         task = self.tasks.pop(msg.task_id, None)
         if task is None:
             return
+        if task.stream is not None:
+            if task.actor_id is None:
+                self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
+            else:
+                state = self.actors.get(task.actor_id)
+                if state is not None:
+                    state.inflight.pop(msg.task_id, None)
+            task.stream.on_done(msg.error)
+            return
         if task.actor_id is None:
             self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
         if msg.error is not None:
@@ -543,14 +574,58 @@ class Worker(ObjectPlane, ActorCaller):
         fn_blob: Callable[[], bytes],
         object_ids: list[bytes],
         policy: RetryPolicy | None = None,
+        *,
+        stream: StreamState | None = None,
     ) -> None:
         """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
         retry = None
-        if policy is not None and policy.max_retries != 0:
+        if policy is not None and policy.max_retries != 0 and stream is None:
             retry = TaskRetry(msg, buffers, fn_blob, policy.max_retries, policy.retry_exceptions)
-        self._place_task(
-            PendingTask(object_ids, "", msg.fn_name, retry=retry), msg, buffers, fn_blob
-        )
+        if stream is not None:
+            self.streams[msg.task_id] = stream
+        task = PendingTask(object_ids, "", msg.fn_name, retry=retry, stream=stream)
+        self._place_task(task, msg, buffers, fn_blob)
+
+    def send_to_node(self, node_id: str, msg: Any) -> None:
+        """Send ``msg`` to a peer if connected (loop); dropped otherwise."""
+        conn = self.conns.get(node_id)
+        if conn is not None and not conn.closed:
+            conn.send(msg)
+
+    def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool:
+        """runtime.cancel (loop): the caller gets TaskCancelledError at once; the node running
+        the call stops it (a queued call never runs). False when it already finished."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return False
+        task.retry = None  # a cancelled task is never retried
+        conn: Connection | None = None
+        if task.actor_id is not None:
+            state = self.actors.get(task.actor_id)
+            if state is not None:
+                for i, (queued, _) in enumerate(state.queue):
+                    if queued.task_id == task_id:  # not sent yet: it never will be
+                        del state.queue[i]
+                        break
+                else:
+                    conn = state.conn
+                state.inflight.pop(task_id, None)
+        elif task.node_id:
+            conn = self.conns.get(task.node_id)
+            if conn is None or conn.closed:  # the task itself waits for this connection
+                self.spawn(
+                    self._cancel_later(task.node_id, p.CancelTask(task_id, force, recursive))
+                )
+        if conn is not None and not conn.closed:
+            conn.send(p.CancelTask(task_id, force, recursive))
+        err = ser.system_error_value(TaskCancelledError, f"{task.name} was cancelled")
+        self._on_task_done(p.TaskDone(task_id, error=err), memoryview(b""))
+        return True
+
+    async def _cancel_later(self, node_id: str, msg: p.CancelTask) -> None:
+        with contextlib.suppress(OSError, ConnectionError, RuntimeBaseError):
+            conn = await self.connect_peer(node_id)
+            conn.send(msg)
 
     def _place_task(
         self,
@@ -567,6 +642,8 @@ class Worker(ObjectPlane, ActorCaller):
                 self._resolve(oid, err, [])
             return
         task.node_id = node_id
+        if task.stream is not None:
+            task.stream.node_id = node_id
         self.tasks[msg.task_id] = task
         self.load[node_id] = self.load.get(node_id, 0) + 1
         conn = self.conns.get(node_id)
