@@ -1,0 +1,75 @@
+"""runtime.serve: deployments of replica actors behind a fast aiohttp ingress.
+
+Example::
+
+    from runtime import serve
+
+    @serve.deployment(num_replicas=2)
+    class Hello:
+        async def __call__(self, request: serve.Request):
+            return {"hello": request.query_params.get("name", "world")}
+
+    handle = serve.run(Hello.bind())          # HTTP on 127.0.0.1:8000, route "/"
+    print(handle.remote(...).result())        # or call it from Python
+
+See docs/serve.md for the whole guide.
+"""
+
+from ._api import (
+    ApplicationStatus,
+    DeploymentStatus,
+    ServeStatus,
+    delete,
+    deploy,
+    get_app_handle,
+    get_deployment_handle,
+    run,
+    shutdown,
+    start,
+    status,
+)
+from ._batching import batch
+from ._config import AutoscalingConfig, DeploymentConfig
+from ._context import ReplicaContext, get_replica_context
+from ._deployment import Application, Deployment, deployment
+from ._exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    HTTPException,
+    RequestCancelledError,
+    ServeError,
+)
+from ._handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ._http import Request, Response
+
+__all__ = [
+    "Application",
+    "ApplicationStatus",
+    "AutoscalingConfig",
+    "BackPressureError",
+    "Deployment",
+    "DeploymentConfig",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentResponseGenerator",
+    "DeploymentStatus",
+    "DeploymentUnavailableError",
+    "HTTPException",
+    "ReplicaContext",
+    "Request",
+    "RequestCancelledError",
+    "Response",
+    "ServeError",
+    "ServeStatus",
+    "batch",
+    "delete",
+    "deploy",
+    "deployment",
+    "get_app_handle",
+    "get_deployment_handle",
+    "get_replica_context",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]

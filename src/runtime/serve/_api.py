@@ -1,0 +1,256 @@
+"""Serve's user API: start, run, deploy, status, delete, shutdown, get_app_handle.
+
+These are sync calls (as in Ray), made from a driver; they talk to the controller actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Any
+
+import runtime
+
+from . import _client
+from ._controller import ServeController
+from ._deployment import Application, build
+from ._exceptions import DeploymentUnavailableError
+from ._handle import DeploymentHandle
+from ._router import close_routers
+
+ControllerActor = runtime.remote(ServeController)
+
+_DEFAULT_HTTP = {"host": "127.0.0.1", "port": 8000}
+_READY_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_DEPLOY_TIMEOUT_S", "120"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentStatus:
+    """A deployment's state: ``status`` (HEALTHY, UPDATING, DEPLOY_FAILED), replica counts."""
+
+    name: str
+    status: str
+    replica_states: dict[str, int]
+    target_replicas: int
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplicationStatus:
+    """An application's state: ``status`` (RUNNING, DEPLOYING, DEPLOY_FAILED, DELETING)."""
+
+    name: str
+    status: str
+    route_prefix: str | None
+    deployments: dict[str, DeploymentStatus]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeStatus:
+    """What ``serve.status()`` returns: every application, and where HTTP listens."""
+
+    applications: dict[str, ApplicationStatus]
+    http_host: str | None = None
+    http_port: int | None = None
+
+
+def _state_path() -> str:
+    base = os.environ.get("RUNTIME_TMPDIR") or os.path.join(
+        tempfile.gettempdir(), f"runtime-{os.getuid()}"
+    )
+    return os.path.join(base, "serve", f"controller-{os.urandom(6).hex()}.pkl")
+
+
+def _controller_or_none() -> Any:
+    try:
+        return _client.lookup_controller()
+    except ValueError:
+        return None
+
+
+def start(http_options: dict[str, Any] | None = None, *, detached: bool = True) -> None:
+    """Start Serve on the cluster (the controller and the HTTP proxy), if it is not running.
+
+    ``http_options``: ``host`` (127.0.0.1), ``port`` (8000; 0 picks a free port, see
+    ``serve.status().http_port``), or ``{"disabled": True}`` for no HTTP. Starting again
+    keeps the running instance (and its options).
+    """
+    del detached  # the controller is always detached, as in Ray 2.x
+    if not runtime.is_initialized():
+        runtime.init()
+    options = dict(_DEFAULT_HTTP)
+    if http_options:
+        unknown = set(http_options) - {"host", "port", "disabled", "location"}
+        if unknown:
+            raise ValueError(f"unknown http_options {sorted(unknown)}: use host, port, disabled")
+        options.update(http_options)
+    if not isinstance(options["port"], int) or not 0 <= options["port"] < 65536:
+        raise ValueError(f"http_options port must be an int in [0, 65535]: {options['port']!r}")
+    controller = _controller_or_none()
+    if controller is None:
+        try:
+            controller = ControllerActor.options(
+                name=_client.CONTROLLER_NAME,
+                namespace=_client.NAMESPACE,
+                lifetime="detached",
+                max_restarts=-1,
+                max_task_retries=-1,
+                max_concurrency=100_000,
+                get_if_exists=True,
+            ).remote(_state_path(), os.urandom(8).hex(), options)
+        except ValueError:
+            controller = _client.lookup_controller()
+        _client.set_controller(controller)
+    runtime.get(controller.ping.remote(), timeout=60)
+    if not options.get("disabled"):
+        runtime.get(controller.http_port.remote(), timeout=60)
+
+
+def _controller() -> Any:
+    controller = _controller_or_none()
+    if controller is None:
+        raise DeploymentUnavailableError("Serve is not running: call serve.run() or serve.start()")
+    return controller
+
+
+def _check_prefix(route_prefix: str | None) -> None:
+    if route_prefix is None:
+        return
+    if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
+        raise ValueError(
+            f"route_prefix must be None or a string starting with '/': {route_prefix!r}"
+        )
+    if route_prefix != "/" and route_prefix.endswith("/"):
+        raise ValueError(f"route_prefix must not end with '/': {route_prefix!r}")
+
+
+def _deploy(app: Application, name: str, route_prefix: str | None) -> tuple[Any, str]:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an application name must be a non-empty string: {name!r}")
+    _check_prefix(route_prefix)
+    ingress, specs = build(app, name)
+    start()
+    controller = _controller()
+    runtime.get(controller.deploy_app.remote(name, route_prefix, ingress, specs), timeout=60)
+    return controller, ingress
+
+
+def run(
+    target: Application,
+    *,
+    name: str = "default",
+    route_prefix: str | None = "/",
+    blocking: bool = False,
+    _timeout_s: float | None = None,
+) -> DeploymentHandle:
+    """Deploy an application and wait until it runs; returns its ingress handle.
+
+    Deploying a name again converges to the new graph: changed deployments roll to the
+    new code (new replicas first, then the old ones drain), dropped ones stop, unchanged
+    ones keep their replicas. Raises ``RuntimeError`` if a deployment fails to start.
+    ``blocking=True`` then waits until interrupted (Ctrl-C).
+    """
+    controller, ingress = _deploy(target, name, route_prefix)
+    _wait_running(controller, name, _READY_TIMEOUT_S if _timeout_s is None else _timeout_s)
+    handle = DeploymentHandle(ingress, name)
+    if blocking:
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return handle
+
+
+def deploy(target: Application, *, name: str = "default", route_prefix: str | None = "/") -> None:
+    """Declare the application: the controller converges to it in the background.
+
+    Returns once the controller holds the new desired state; ``serve.status()`` shows the
+    progress. Same converge rules as ``serve.run``.
+    """
+    _deploy(target, name, route_prefix)
+
+
+def _wait_running(controller: Any, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        state = runtime.get(controller.status.remote(), timeout=60)["applications"].get(name)
+        if state is None:
+            raise DeploymentUnavailableError(f"application {name!r} disappeared while deploying")
+        if state["status"] == "RUNNING":
+            return
+        if state["status"] == "DEPLOY_FAILED":
+            messages = "; ".join(
+                d["message"] for d in state["deployments"].values() if d["message"]
+            )
+            raise RuntimeError(f"application {name!r} failed to deploy: {messages}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"application {name!r} was not running after {timeout} s: {state}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def status() -> ServeStatus:
+    """The state of every application and deployment (empty if Serve is not running)."""
+    controller = _controller_or_none()
+    if controller is None:
+        return ServeStatus({})
+    raw = runtime.get(controller.status.remote(), timeout=60)
+    apps = {}
+    for name, a in raw["applications"].items():
+        deps = {
+            d: DeploymentStatus(
+                d, s["status"], s["replica_states"], s["target_replicas"], s["message"]
+            )
+            for d, s in a["deployments"].items()
+        }
+        apps[name] = ApplicationStatus(name, a["status"], a["route_prefix"], deps)
+    http = raw["http"]
+    return ServeStatus(apps, http["host"], http["port"])
+
+
+def delete(name: str, *, _blocking: bool = True) -> None:
+    """Delete an application: its replicas drain and stop; its route goes at once."""
+    controller = _controller()
+    if not runtime.get(controller.delete_app.remote(name), timeout=60):
+        raise ValueError(f"there is no application named {name!r}")
+    if _blocking:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while name in runtime.get(controller.status.remote(), timeout=60)["applications"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"application {name!r} was not deleted in time")
+            time.sleep(0.02)
+
+
+def get_app_handle(name: str = "default") -> DeploymentHandle:
+    """The handle of application ``name``'s ingress deployment."""
+    controller = _controller()
+    ingress = runtime.get(controller.get_ingress.remote(name), timeout=60)
+    if ingress is None:
+        raise DeploymentUnavailableError(f"there is no application named {name!r}")
+    return DeploymentHandle(ingress, name)
+
+
+def get_deployment_handle(deployment_name: str, app_name: str = "default") -> DeploymentHandle:
+    """The handle of one deployment of an application."""
+    raw = runtime.get(_controller().status.remote(), timeout=60)["applications"]
+    if app_name not in raw or deployment_name not in raw[app_name]["deployments"]:
+        raise DeploymentUnavailableError(
+            f"there is no deployment {deployment_name!r} in application {app_name!r}"
+        )
+    return DeploymentHandle(deployment_name, app_name)
+
+
+def shutdown() -> None:
+    """Stop every application, the proxy and the controller (waits, bounded)."""
+    controller = _controller_or_none()
+    close_routers()
+    if controller is not None:
+        try:
+            runtime.get(controller.shutdown.remote(), timeout=120)
+        finally:
+            runtime.kill(controller)
+    _client.forget_controller()

@@ -1,0 +1,551 @@
+"""The controller: a named, detached, restartable actor that owns the desired state.
+
+It keeps the applications (route prefix, ingress, deployments), reconciles each
+deployment's replica actors toward its target (start, stop gracefully, roll to new code,
+reconfigure on a new ``user_config``), autoscales from the replicas' ongoing requests and
+the routers' queues, health-checks replicas and replaces the failing ones, and keeps the
+HTTP proxy alive. Routers and the proxy follow it by long poll (``listen``); no request
+passes through it. After every change it writes a checkpoint file, from which a restarted
+controller takes up the same apps and replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+import runtime
+
+from . import _state
+from ._client import NAMESPACE, PROXY_NAME
+from ._deployment import DeploymentSpec
+from ._proxy import ServeProxy
+from ._replica import ServeReplica
+from ._state import RUNNING, STARTING, STOPPING, AppState, DeploymentState, ReplicaInfo
+
+log = logging.getLogger(__name__)
+
+ReplicaActor = runtime.remote(ServeReplica)
+ProxyActor = runtime.remote(ServeProxy)
+
+_TICK_S = 0.05
+_LISTEN_TIMEOUT_S = 20.0
+_INIT_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_REPLICA_INIT_TIMEOUT_S", "120"))
+_MAX_START_FAILURES = 3
+
+
+class ServeController:
+    """Owns Serve's state; every public method is a coroutine on its node's loop."""
+
+    def __init__(self, state_path: str, token: str, http_options: dict[str, Any]) -> None:
+        self._path = state_path
+        self._token = token
+        self._apps: dict[str, AppState] = {}
+        self._http = dict(http_options)
+        self._restored = False
+        loaded = _state.load(state_path, token)
+        if loaded is not None:
+            self._apps, self._http = loaded
+            self._restored = True
+        self._versions: dict[str, int] = {}
+        self._events: dict[str, asyncio.Event] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._proxy: Any = None
+        self._proxy_port: int | None = None
+        self._proxy_error = ""
+        self._proxy_task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._counter = 0
+        self._shutting_down = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def ping(self) -> dict[str, Any]:
+        """Start the control loop (if not yet) and say whether state was restored."""
+        self._ensure_running()
+        return {"restored": self._restored, "pid": os.getpid()}
+
+    async def _run(self) -> None:
+        if self._restored:
+            for app in self._apps.values():
+                for dep in app.deployments.values():
+                    for rep in list(dep.replicas.values()):
+                        self._spawn(self._verify_restored(app, dep, rep))
+            self._publish_routes()
+            for app in self._apps.values():
+                for name in app.deployments:
+                    self._publish(app.name, name)
+        last_proxy = 0.0
+        while not self._shutting_down:
+            now = time.monotonic()
+            if now - last_proxy > 1.0:
+                last_proxy = now
+                if self._proxy_task is None or self._proxy_task.done():
+                    self._proxy_task = self._spawn(self._keep_proxy())
+            for app in list(self._apps.values()):
+                for dep in list(app.deployments.values()):
+                    try:
+                        self._reconcile(app, dep, now)
+                    except Exception:  # pragma: no cover - a bug here must not stop the loop
+                        log.exception("serve controller: reconcile of %s failed", dep.spec.name)
+                    if dep.removed and not dep.replicas:
+                        del app.deployments[dep.spec.name]
+                        self._publish(app.name, dep.spec.name)
+                        self._save()
+                if app.deleting and not any(d.replicas for d in app.deployments.values()):
+                    del self._apps[app.name]
+                    for name in app.deployments:
+                        self._publish(app.name, name)
+                    self._publish_routes()
+                    self._save()
+            await asyncio.sleep(_TICK_S)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
+
+    def _save(self) -> None:
+        try:
+            _state.save(self._path, self._token, self._apps, self._http)
+        except Exception:
+            log.exception("serve controller: could not write its checkpoint %s", self._path)
+
+    # --- long poll ----------------------------------------------------------------------------
+
+    def _snapshot(self, key: str) -> Any:
+        kind, _, rest = key.partition(":")
+        if kind == "routes":
+            return {
+                app.route_prefix: (app.name, app.ingress)
+                for app in self._apps.values()
+                if app.route_prefix is not None and not app.deleting
+            }
+        if kind == "replicas":
+            app_name, _, dep_name = rest.partition(":")
+            app = self._apps.get(app_name)
+            dep = app.deployments.get(dep_name) if app is not None else None
+            if app is None or dep is None:
+                return None
+            c = dep.spec.config
+            return {
+                "replicas": [(r.tag, r.handle) for r in dep.running()],
+                "max_ongoing_requests": c.max_ongoing_requests,
+                "max_queued_requests": c.max_queued_requests,
+            }
+        raise ValueError(f"unknown long-poll key {key!r}")
+
+    async def listen(self, key: str, version: int) -> tuple[int, Any]:
+        """(version, value) of ``key`` once its version differs from ``version`` (or later)."""
+        self._ensure_running()
+        current = self._versions.setdefault(key, 0)
+        if current == version:
+            event = self._events.get(key)
+            if event is None:
+                event = self._events[key] = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LISTEN_TIMEOUT_S):
+                    await event.wait()
+        return self._versions[key], self._snapshot(key)
+
+    def _bump(self, key: str) -> None:
+        self._versions[key] = self._versions.get(key, 0) + 1
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def _publish(self, app: str, deployment: str) -> None:
+        self._bump(f"replicas:{app}:{deployment}")
+
+    def _publish_routes(self) -> None:
+        self._bump("routes")
+
+    # --- applications -------------------------------------------------------------------------
+
+    async def deploy_app(
+        self,
+        name: str,
+        route_prefix: str | None,
+        ingress: str,
+        specs: list[DeploymentSpec],
+    ) -> None:
+        """Converge ``name`` to these deployments: changed ones roll, dropped ones go."""
+        self._ensure_running()
+        if route_prefix is not None:
+            for other in self._apps.values():
+                if other.name != name and other.route_prefix == route_prefix and not other.deleting:
+                    raise ValueError(
+                        f"route prefix {route_prefix!r} is already used by application "
+                        f"{other.name!r}: choose another, or delete that app first"
+                    )
+        app = self._apps.get(name)
+        if app is None or app.deleting:
+            if app is not None:  # a deletion in progress: take its replicas over
+                app.deleting = False
+            app = app or AppState(name, route_prefix, ingress)
+            self._apps[name] = app
+        app.route_prefix = route_prefix
+        app.ingress = ingress
+        wanted = {s.name: s for s in specs}
+        for dep_name, gone in list(app.deployments.items()):
+            if dep_name not in wanted:
+                gone.target = 0
+                gone.removed = True
+        for spec in specs:
+            dep = app.deployments.get(spec.name)
+            initial = spec.config.initial_replicas()
+            if dep is None:
+                app.deployments[spec.name] = DeploymentState(spec, initial)
+                continue
+            old = dep.spec
+            dep.removed = False
+            dep.failed = False
+            dep.start_failures = 0
+            dep.message = ""
+            if spec.config.user_config != old.config.user_config:
+                dep.user_config_version += 1
+            if spec.config.autoscaling_config is None:
+                dep.target = spec.config.num_replicas
+            elif old.config.autoscaling_config is None:
+                dep.target = initial
+            else:
+                a = spec.config.autoscaling_config
+                dep.target = max(a.min_replicas, min(a.max_replicas, dep.target))
+            dep.spec = spec
+            self._publish(name, spec.name)  # max_ongoing_requests etc. may have changed
+        self._publish_routes()
+        self._save()
+
+    async def delete_app(self, name: str) -> bool:
+        """Stop every replica of ``name`` (gracefully), then forget it; False if unknown."""
+        app = self._apps.get(name)
+        if app is None:
+            return False
+        app.deleting = True
+        for dep in app.deployments.values():
+            dep.target = 0
+        self._publish_routes()
+        self._save()
+        return True
+
+    async def app_names(self) -> list[str]:
+        return [a.name for a in self._apps.values() if not a.deleting]
+
+    async def get_ingress(self, name: str) -> str | None:
+        app = self._apps.get(name)
+        return None if app is None or app.deleting else app.ingress
+
+    async def status(self) -> dict[str, Any]:
+        """Every application, its deployments and their replicas' states, as plain data."""
+        self._ensure_running()
+        apps = {}
+        for app in self._apps.values():
+            deps = {}
+            for dep in app.deployments.values():
+                counts: dict[str, int] = {}
+                for r in dep.replicas.values():
+                    counts[r.state] = counts.get(r.state, 0) + 1
+                deps[dep.spec.name] = {
+                    "status": dep.status(),
+                    "replica_states": counts,
+                    "target_replicas": dep.target,
+                    "message": dep.message,
+                }
+            apps[app.name] = {
+                "status": app.status(),
+                "route_prefix": app.route_prefix,
+                "ingress": app.ingress,
+                "deployments": deps,
+            }
+        return {
+            "applications": apps,
+            "http": {
+                "host": self._http.get("host", "127.0.0.1"),
+                "port": self._proxy_port,
+                "error": self._proxy_error,
+            },
+        }
+
+    async def replica_pids(self, app: str, deployment: str) -> dict[str, int | None]:
+        """The pid of each running replica (for tests and tools)."""
+        dep = self._apps[app].deployments[deployment]
+        return {r.tag: r.pid for r in dep.running()}
+
+    async def shutdown(self) -> None:
+        """Stop every replica (bounded by their graceful timeouts) and the proxy."""
+        self._shutting_down = True
+        stops = []
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                for rep in list(dep.replicas.values()):
+                    stops.append(self._stop_replica(app, dep, rep, graceful=True))
+        self._apps.clear()
+        self._publish_routes()
+        await asyncio.gather(*stops, return_exceptions=True)
+        if self._proxy is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._proxy.stop.remote(), 5)
+            runtime.kill(self._proxy)
+        for task in list(self._bg):
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+    # --- reports from routers -----------------------------------------------------------------
+
+    async def record_queued(self, app: str, deployment: str, router: str, n: int) -> None:
+        """A router says how many requests it has waiting (input to the autoscaler)."""
+        dep = self._find(app, deployment)
+        if dep is None:
+            return
+        if n:
+            dep.queued[router] = (n, time.monotonic())
+        else:
+            dep.queued.pop(router, None)
+
+    async def report_dead_replica(self, app: str, deployment: str, tag: str) -> None:
+        """A router saw a call fail because the replica is gone: check it now."""
+        a = self._apps.get(app)
+        dep = self._find(app, deployment)
+        rep = dep.replicas.get(tag) if dep is not None else None
+        if a is None or dep is None or rep is None or rep.state != RUNNING:
+            return
+        try:
+            await asyncio.wait_for(_ref(rep.handle.stats.remote()), 5)
+        except Exception as exc:
+            self._replica_failed(a, dep, rep, f"replica {tag} is unreachable: {exc!r}")
+
+    def _find(self, app: str, deployment: str) -> DeploymentState | None:
+        a = self._apps.get(app)
+        return a.deployments.get(deployment) if a is not None else None
+
+    # --- reconciliation -----------------------------------------------------------------------
+
+    def _reconcile(self, app: AppState, dep: DeploymentState, now: float) -> None:
+        self._autoscale(dep, now)
+        version = dep.spec.code_version
+        live = dep.live()
+        new = [r for r in live if r.version == version]
+        old = [r for r in live if r.version != version]
+        if not dep.failed:
+            for _ in range(dep.target - len(new)):
+                self._start_replica(app, dep)
+        if len(new) > dep.target:
+            # Stop the surplus, the ones still starting first.
+            surplus = sorted(new, key=lambda r: r.state == RUNNING)[: len(new) - dep.target]
+            for rep in surplus:
+                self._spawn(self._stop_replica(app, dep, rep, graceful=True))
+        running_new = [r for r in new if r.state == RUNNING]
+        if old and not dep.failed and len(running_new) >= dep.target:
+            for rep in old:
+                self._spawn(self._stop_replica(app, dep, rep, graceful=True))
+        for rep in running_new:
+            if rep.user_config_version != dep.user_config_version:
+                rep.user_config_version = dep.user_config_version
+                self._spawn(self._reconfigure(app, dep, rep))
+        c = dep.spec.config
+        if now - dep.last_health_check >= c.health_check_period_s:
+            dep.last_health_check = now
+            for rep in running_new + [r for r in old if r.state == RUNNING]:
+                self._spawn(self._health_check(app, dep, rep))
+        if c.autoscaling_config is not None and now - dep.last_stats >= 0.2:
+            dep.last_stats = now
+            for rep in dep.running():
+                self._spawn(self._poll_stats(rep))
+
+    def _autoscale(self, dep: DeploymentState, now: float) -> None:
+        a = dep.spec.config.autoscaling_config
+        if a is None or dep.failed:
+            return
+        running = dep.running()
+        load = sum(r.ongoing for r in running) + dep.queued_total()
+        want = a.desired(dep.target, load)
+        if want == dep.target:
+            dep.want = None
+            return
+        if want != dep.want:
+            dep.want, dep.want_since = want, now
+        delay = a.upscale_delay_s if want > dep.target else a.downscale_delay_s
+        if dep.target == 0 and want > 0:
+            delay = 0.0  # a request is waiting for the first replica
+        if now - dep.want_since >= delay:
+            log.info("serve: autoscaling %s from %d to %d", dep.spec.name, dep.target, want)
+            dep.target = want
+            dep.want = None
+            self._save()
+
+    def _start_replica(self, app: AppState, dep: DeploymentState) -> None:
+        self._counter += 1
+        tag = f"{app.name}#{dep.spec.name}#{os.urandom(3).hex()}"
+        opts = dict(dep.spec.config.ray_actor_options)
+        handle = ReplicaActor.options(
+            name=f"SERVE_REPLICA::{tag}",
+            namespace=NAMESPACE,
+            lifetime="detached",
+            max_concurrency=100_000,
+            **opts,
+        ).remote(app.name, dep.spec.name, tag, dep.spec.blob, dep.spec.is_function)
+        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING)
+        dep.replicas[tag] = rep
+        self._spawn(self._init_replica(app, dep, rep))
+
+    async def _init_replica(self, app: AppState, dep: DeploymentState, rep: ReplicaInfo) -> None:
+        c = dep.spec.config
+        has_config = c.user_config is not None
+        version = dep.user_config_version
+        try:
+            info = await asyncio.wait_for(
+                _ref(rep.handle.initialize.remote(c.user_config, has_config)), _INIT_TIMEOUT_S
+            )
+        except Exception as exc:
+            dep.start_failures += 1
+            dep.message = f"a replica of {dep.spec.name!r} failed to start: {exc}"
+            log.warning("serve: %s", dep.message)
+            if dep.start_failures >= _MAX_START_FAILURES:
+                dep.failed = True
+            dep.replicas.pop(rep.tag, None)
+            _kill(rep.handle)
+            return
+        if rep.state != STARTING:
+            return  # stopped while it started
+        rep.pid = info.get("pid")
+        rep.state = RUNNING
+        rep.user_config_version = version
+        dep.start_failures = 0
+        dep.message = ""
+        self._publish(app.name, dep.spec.name)
+        self._save()
+
+    async def _stop_replica(
+        self, app: AppState, dep: DeploymentState, rep: ReplicaInfo, *, graceful: bool
+    ) -> None:
+        if rep.state == STOPPING:
+            return
+        was_running = rep.state == RUNNING
+        rep.state = STOPPING
+        self._publish(app.name, dep.spec.name)  # routers stop sending it requests
+        c = dep.spec.config
+        if graceful and was_running:
+            bound = c.graceful_shutdown_wait_loop_s + c.graceful_shutdown_timeout_s + 5
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    _ref(
+                        rep.handle.prepare_for_shutdown.remote(
+                            c.graceful_shutdown_wait_loop_s, c.graceful_shutdown_timeout_s
+                        )
+                    ),
+                    bound,
+                )
+        _kill(rep.handle)
+        dep.replicas.pop(rep.tag, None)
+        self._save()
+
+    def _replica_failed(
+        self, app: AppState, dep: DeploymentState, rep: ReplicaInfo, why: str
+    ) -> None:
+        if rep.state == STOPPING or dep.replicas.get(rep.tag) is not rep:
+            return
+        log.warning("serve: replacing replica %s: %s", rep.tag, why)
+        dep.message = why
+        rep.state = STOPPING
+        dep.replicas.pop(rep.tag, None)
+        _kill(rep.handle)
+        self._publish(app.name, dep.spec.name)
+        self._save()  # the next reconcile starts a replacement
+
+    async def _health_check(self, app: AppState, dep: DeploymentState, rep: ReplicaInfo) -> None:
+        timeout = dep.spec.config.health_check_timeout_s
+        try:
+            await asyncio.wait_for(_ref(rep.handle.check_health.remote()), timeout)
+        except Exception as exc:
+            if rep.state == RUNNING:
+                self._replica_failed(app, dep, rep, f"health check of {rep.tag} failed: {exc!r}")
+
+    async def _poll_stats(self, rep: ReplicaInfo) -> None:
+        with contextlib.suppress(Exception):
+            rep.ongoing, _ = await asyncio.wait_for(_ref(rep.handle.stats.remote()), 2)
+
+    async def _reconfigure(self, app: AppState, dep: DeploymentState, rep: ReplicaInfo) -> None:
+        try:
+            await asyncio.wait_for(
+                _ref(rep.handle.reconfigure.remote(dep.spec.config.user_config)), _INIT_TIMEOUT_S
+            )
+        except Exception as exc:
+            self._replica_failed(app, dep, rep, f"reconfigure of {rep.tag} failed: {exc!r}")
+
+    async def _verify_restored(self, app: AppState, dep: DeploymentState, rep: ReplicaInfo) -> None:
+        """After a restart: keep a replica that answers, replace one that does not."""
+        if rep.state == STARTING:
+            self._spawn(self._init_replica(app, dep, rep))
+            return
+        try:
+            await asyncio.wait_for(_ref(rep.handle.stats.remote()), 5)
+        except Exception as exc:
+            if rep.state == STOPPING:
+                dep.replicas.pop(rep.tag, None)
+                return
+            self._replica_failed(app, dep, rep, f"replica {rep.tag} did not survive: {exc!r}")
+            return
+        if rep.state == STOPPING:
+            await self._stop_replica_again(app, dep, rep)
+
+    async def _stop_replica_again(
+        self, app: AppState, dep: DeploymentState, rep: ReplicaInfo
+    ) -> None:
+        rep.state = RUNNING
+        await self._stop_replica(app, dep, rep, graceful=True)
+
+    # --- the HTTP proxy -----------------------------------------------------------------------
+
+    async def _keep_proxy(self) -> None:
+        """Start the proxy if there is none, and (re)start its server; bounded."""
+        if self._http.get("disabled"):
+            return
+        if self._proxy is None:
+            self._proxy = ProxyActor.options(
+                name=PROXY_NAME,
+                namespace=NAMESPACE,
+                lifetime="detached",
+                max_restarts=-1,
+                max_concurrency=100_000,
+                get_if_exists=True,
+            ).remote(self._http.get("host", "127.0.0.1"), int(self._http.get("port", 8000)))
+        try:
+            self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote()), 30)
+            self._proxy_error = ""
+            if self._http.get("port") == 0 and self._proxy_port:
+                self._http["port"] = self._proxy_port  # a restarted proxy takes the same port
+                self._save()
+        except Exception as exc:
+            self._proxy_error = repr(exc)
+            log.warning("serve: the HTTP proxy is not up: %r", exc)
+            if "died" in repr(exc).lower():
+                self._proxy = None
+
+    async def http_port(self, timeout: float = 30.0) -> int:
+        """The port the proxy listens on, once it does (raises after ``timeout``)."""
+        self._ensure_running()
+        deadline = time.monotonic() + timeout
+        while self._proxy_port is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP proxy did not start: {self._proxy_error}")
+            await asyncio.sleep(0.02)
+        return self._proxy_port
+
+
+async def _ref(ref: Any) -> Any:
+    return await ref
+
+
+def _kill(handle: Any) -> None:
+    with contextlib.suppress(Exception):
+        runtime.kill(handle)

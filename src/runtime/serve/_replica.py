@@ -1,0 +1,326 @@
+"""The replica actor: one instance of the user's class (or function) serving requests.
+
+The controller creates it (a detached, named actor) and calls ``initialize``; routers call
+``handle_request`` (handles) and ``handle_http`` (the ingress) directly, never through the
+controller. Every request runs in a task of its own, registered by request id, so that
+``cancel_request`` can stop it (and the handle calls it made). A streamed answer (a
+generator) stays here and is pulled chunk by chunk with ``next_chunk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import cloudpickle
+
+from . import _http
+from ._context import ReplicaContext, RequestContext, current_replica, current_request
+from ._exceptions import RequestCancelledError
+
+_END = object()
+
+
+class ServeReplica:
+    """Hosts the user's object; every method here is a coroutine on the node's loop."""
+
+    def __init__(
+        self, app_name: str, deployment: str, replica_tag: str, blob: bytes, is_function: bool
+    ) -> None:
+        self._ctx = ReplicaContext(app_name, deployment, replica_tag)
+        self._blob = blob
+        self._is_function = is_function
+        self._obj: Any = None
+        self._ongoing = 0
+        self._total = 0
+        self._tasks: dict[str, asyncio.Future[Any]] = {}
+        self._contexts: dict[str, RequestContext] = {}
+        self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
+        self._idle: asyncio.Event | None = None
+        self._initialized = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def initialize(
+        self, user_config: Any = None, has_user_config: bool = False
+    ) -> dict[str, Any]:
+        """Build the user's object (once), apply ``user_config``; returns pid and node."""
+        if not self._initialized:
+            target, args, kwargs = cloudpickle.loads(self._blob)
+            token = current_replica.set(self._ctx)
+            try:
+                if self._is_function:
+                    self._obj = target
+                else:
+                    self._obj = target(*args, **kwargs)
+                    if inspect.isawaitable(self._obj):  # pragma: no cover - unusual
+                        self._obj = await self._obj
+            finally:
+                current_replica.reset(token)
+            self._ctx = ReplicaContext(
+                self._ctx.app_name, self._ctx.deployment, self._ctx.replica_tag, self._obj
+            )
+            self._initialized = True
+        if has_user_config:
+            await self.reconfigure(user_config)
+        return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
+
+    async def reconfigure(self, user_config: Any) -> None:
+        """Apply a new ``user_config`` through the user's ``reconfigure`` (no restart)."""
+        fn = getattr(self._obj, "reconfigure", None)
+        if fn is None:
+            raise TypeError(
+                f"deployment {self._ctx.deployment!r} has a user_config but no reconfigure() method"
+            )
+        await self._call_user(fn, (user_config,), {})
+
+    async def check_health(self) -> None:
+        """Run the user's ``check_health`` if it has one (raising means unhealthy)."""
+        fn = getattr(self._obj, "check_health", None)
+        if fn is not None:
+            await self._call_user(fn, (), {})
+
+    async def stats(self) -> tuple[int, int]:
+        """(requests ongoing now, requests served in all): the autoscaler's input."""
+        return self._ongoing, self._total
+
+    async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
+        """Wait (bounded) for the requests in flight to finish; returns how many remained."""
+        await asyncio.sleep(wait_loop_s)  # requests routed before the routers heard of it
+        deadline = time.monotonic() + timeout_s
+        while self._ongoing > 0 and time.monotonic() < deadline:
+            self._idle = asyncio.Event()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._idle.wait()
+            except TimeoutError:
+                break
+        fn = getattr(self._obj, "__del__", None)
+        if fn is not None:
+            with contextlib.suppress(Exception):  # a failing destructor must not stop shutdown
+                await self._call_user(fn, (), {})
+        return self._ongoing
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def handle_request(
+        self, meta: tuple[str, str, bool], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run ``method(*args, **kwargs)`` of the user's object for a handle call.
+
+        ``meta`` is (request id, method name, stream). With stream, the result must be a
+        generator; it stays here and this returns the request id to pull chunks with.
+        """
+        request_id, method, stream = meta
+        fn = self._method(method)
+        self._begin()
+        ended = False
+        try:
+            result = await self._run(request_id, fn, args, kwargs)
+            if _is_generator(result):
+                if not stream:
+                    _close(result)
+                    raise TypeError(
+                        f"{self._ctx.deployment}.{method} returned a generator: call it with "
+                        "handle.options(stream=True)"
+                    )
+                self._streams[request_id] = result
+                ended = True  # the stream ends the request when it is exhausted
+                return request_id
+            if stream:
+                raise TypeError(
+                    f"handle.options(stream=True) needs a generator, but "
+                    f"{self._ctx.deployment}.{method} returned {type(result).__name__}"
+                )
+            return result
+        finally:
+            if not ended:
+                self._end()
+
+    async def handle_http(  # noqa: PLR0917 - plain str/bytes arguments travel as msgpack
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: bytes,
+        body: bytes,
+        route_prefix: str,
+    ) -> bytes:
+        """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
+        self._begin()
+        ended = False
+        try:
+            request = _http.decode_request(method, path, query, headers, body, route_prefix)
+            try:
+                fn = self._method("__call__")
+                result = await self._run(request_id, fn, (request,), {})
+            except RequestCancelledError:
+                raise
+            except Exception as exc:
+                return _http.pack_answer(*_http.render_error(exc))
+            if _is_generator(result):
+                self._streams[request_id] = result
+                ended = True
+                return _http.pack_answer(
+                    200, [("content-type", _http.TEXT_TYPE)], b"", streaming=True
+                )
+            try:
+                return _http.pack_answer(*_http.render(result))
+            except TypeError as exc:
+                return _http.pack_answer(*_http.render_error(exc))
+        finally:
+            if not ended:
+                self._end()
+
+    async def next_chunk(self, request_id: str) -> tuple[bool, Any]:
+        """The next item of a streamed answer: (True, item), or (False, None) at its end."""
+        gen = self._streams.get(request_id)
+        if gen is None:
+            return False, None
+        try:
+            if isinstance(gen, AsyncIterator):
+                item = await self._run(request_id, gen.__anext__, (), {}, sync=False)
+            else:
+                item = await self._run(request_id, next, (gen, _END), {}, sync=True)
+                if item is _END:
+                    raise StopAsyncIteration
+        except StopAsyncIteration:
+            self._finish_stream(request_id)
+            return False, None
+        except BaseException:
+            self._finish_stream(request_id)
+            raise
+        return True, item
+
+    async def cancel_request(self, request_id: str) -> bool:
+        """Cancel a request (and the handle calls it made); True if it was still running."""
+        found = False
+        task = self._tasks.get(request_id)
+        if task is not None and not task.done():
+            task.cancel()
+            found = True
+        gen = self._streams.get(request_id)
+        if gen is not None:
+            self._finish_stream(request_id)
+            found = True
+        ctx = self._contexts.pop(request_id, None)
+        if ctx is not None:
+            for child in ctx.children:
+                child.cancel()
+        return found
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _method(self, name: str) -> Any:
+        if not self._initialized:
+            raise RuntimeError(f"replica {self._ctx.replica_tag} is not initialized yet")
+        if self._is_function:
+            if name != "__call__":
+                raise AttributeError(
+                    f"deployment {self._ctx.deployment!r} is a function: it has no method {name!r}"
+                )
+            return self._obj
+        if name.startswith("_") and name != "__call__":
+            raise AttributeError(
+                f"method {name!r} of deployment {self._ctx.deployment!r} is private"
+            )
+        fn = getattr(self._obj, name, None)
+        if fn is None or not callable(fn):
+            raise AttributeError(f"deployment {self._ctx.deployment!r} has no method {name!r}")
+        return fn
+
+    def _begin(self) -> None:
+        self._ongoing += 1
+        self._total += 1
+
+    def _end(self) -> None:
+        self._ongoing -= 1
+        if self._ongoing == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _finish_stream(self, request_id: str) -> None:
+        gen = self._streams.pop(request_id, None)
+        if gen is not None:
+            _close(gen)
+            self._end()
+
+    async def _call_user(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sync: bool | None = None
+    ) -> Any:
+        """Call user code: coroutines on the loop, plain functions on a thread (off the loop)."""
+        token = current_replica.set(self._ctx)
+        try:
+            if sync is None:
+                sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+            if not sync:
+                result = fn(*args, **kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: ctx.run(fn, *args, **kwargs)
+                )
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            current_replica.reset(token)
+
+    async def _run(
+        self,
+        request_id: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        sync: bool | None = None,
+    ) -> Any:
+        """Run user code in a task of its own, registered so that it can be cancelled."""
+        ctx = self._contexts.get(request_id)
+        if ctx is None:
+            ctx = self._contexts[request_id] = RequestContext(request_id)
+
+        async def body() -> Any:
+            current_request.set(ctx)
+            return await self._call_user(fn, args, kwargs, sync)
+
+        task = asyncio.ensure_future(body())
+        self._tasks[request_id] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and not _current_cancelling():
+                raise RequestCancelledError(f"request {request_id} was cancelled") from None
+            task.cancel()
+            raise
+        finally:
+            self._tasks.pop(request_id, None)
+            if request_id not in self._streams:
+                self._contexts.pop(request_id, None)
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _is_generator(value: Any) -> bool:
+    return inspect.isasyncgen(value) or inspect.isgenerator(value)
+
+
+def _close(gen: Any) -> None:
+    if inspect.isgenerator(gen):
+        gen.close()
+    elif inspect.isasyncgen(gen):
+        # aclose() is a coroutine; run it in the background so a generator's finally runs.
+        task = asyncio.ensure_future(gen.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[Any]] = set()

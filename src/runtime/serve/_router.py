@@ -1,0 +1,297 @@
+"""Choosing a replica for each request: power of two choices under a per-replica cap.
+
+One :class:`Router` per (event loop, application, deployment) in a process. It learns the
+deployment's running replicas from the controller by long poll, never asks the controller
+per request, and counts the requests it has in flight on each replica. A request takes the
+less busy of two random replicas that are under ``max_ongoing_requests``; when every
+replica is full it waits in a FIFO queue of at most ``max_queued_requests``, beyond which it
+fails with ``BackPressureError`` (HTTP 503). A freed slot goes straight to the oldest waiter,
+so latency grows with the queue, not with the number of clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+from typing import Any
+
+from runtime.exceptions import ActorDiedError, ActorUnavailableError
+
+from . import _client
+from ._exceptions import BackPressureError, DeploymentUnavailableError
+
+log = logging.getLogger(__name__)
+
+#: How long a request waits for the first replica list, or for a replica when there is none.
+NO_REPLICA_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_NO_REPLICA_TIMEOUT_S", "60"))
+_QUEUE_REPORT_PERIOD_S = 0.1
+
+
+class ReplicaSlot:
+    """One replica as a router sees it: its handle and this router's requests in flight."""
+
+    __slots__ = ("alive", "handle", "ongoing", "tag")
+
+    def __init__(self, tag: str, handle: Any) -> None:
+        self.tag = tag
+        self.handle = handle
+        self.ongoing = 0
+        self.alive = True
+
+    def __repr__(self) -> str:
+        return f"ReplicaSlot({self.tag}, ongoing={self.ongoing})"
+
+
+class Router:
+    """Routes the requests of one deployment that are made on one event loop."""
+
+    def __init__(self, app: str, deployment: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.deployment = deployment
+        self.loop = loop
+        self.replicas: list[ReplicaSlot] = []
+        self.max_ongoing = 5
+        self.max_queued = 1000
+        self.version = -1
+        self._queue: collections.deque[asyncio.Future[ReplicaSlot]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._missing: str | None = None
+        self._id = os.urandom(6).hex()
+        self._reporting = False
+        self._closed = False
+        self._poller = loop.create_task(self._poll())
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    def try_assign(self) -> ReplicaSlot | None:
+        """A replica with room, taken (its count raised), or None; never waits."""
+        if self._queue:
+            return None  # first come, first served
+        reps = self.replicas
+        n = len(reps)
+        if n == 0:
+            return None
+        cap = self.max_ongoing
+        if n == 1:
+            best = reps[0]
+            if best.ongoing >= cap:
+                return None
+        else:
+            a, b = random.sample(reps, 2)
+            best = a if a.ongoing <= b.ongoing else b
+            if best.ongoing >= cap:
+                best = min(reps, key=_ongoing)
+                if best.ongoing >= cap:
+                    return None
+        best.ongoing += 1
+        return best
+
+    async def assign(self) -> ReplicaSlot:
+        """A replica with room, waiting in the bounded queue if every replica is full."""
+        if not self._ready.is_set():
+            try:
+                async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
+                    await self._ready.wait()
+            except TimeoutError:
+                raise DeploymentUnavailableError(
+                    f"no replica list for deployment {self.deployment!r} of app {self.app!r} "
+                    f"within {NO_REPLICA_TIMEOUT_S} s: is Serve running?"
+                ) from None
+        if self._missing is not None:
+            raise DeploymentUnavailableError(self._missing)
+        slot = self.try_assign()
+        if slot is not None:
+            return slot
+        if 0 <= self.max_queued <= len(self._queue):
+            raise BackPressureError(
+                f"deployment {self.deployment!r} of app {self.app!r} is full: "
+                f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
+                f"and {len(self._queue)} requests queued (max_queued_requests={self.max_queued})"
+            )
+        fut: asyncio.Future[ReplicaSlot] = self.loop.create_future()
+        self._queue.append(fut)
+        if not self._reporting:
+            self._reporting = True
+            self.loop.create_task(self._report_queue())
+        try:
+            if self.replicas:
+                return await fut
+            async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
+                return await fut
+        except TimeoutError:
+            raise DeploymentUnavailableError(
+                f"no replica of deployment {self.deployment!r} came up within "
+                f"{NO_REPLICA_TIMEOUT_S} s"
+            ) from None
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())  # handed a slot just as we gave up
+            else:
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(fut)
+            raise
+
+    def release(self, slot: ReplicaSlot) -> None:
+        """A request on ``slot`` ended: hand the slot to the oldest waiter, if any."""
+        slot.ongoing -= 1
+        if self._queue and slot.alive:
+            self._hand_over(slot)
+
+    def replica_failed(self, slot: ReplicaSlot, exc: BaseException) -> None:
+        """A call failed because its replica is gone: stop routing to it, tell the controller."""
+        if not slot.alive:
+            return
+        slot.alive = False
+        self.replicas = [r for r in self.replicas if r is not slot]
+        self.loop.create_task(self._report_dead(slot.tag))
+
+    # --- queue and replica list ---------------------------------------------------------------
+
+    def _hand_over(self, slot: ReplicaSlot) -> None:
+        while self._queue and slot.ongoing < self.max_ongoing:
+            fut = self._queue.popleft()
+            if fut.done():
+                continue
+            slot.ongoing += 1
+            fut.set_result(slot)
+
+    def _wake(self) -> None:
+        while self._queue:
+            reps = [r for r in self.replicas if r.ongoing < self.max_ongoing]
+            if not reps:
+                return
+            best = min(reps, key=_ongoing)
+            fut = self._queue.popleft()
+            if fut.done():
+                continue
+            best.ongoing += 1
+            fut.set_result(best)
+
+    def update(self, info: dict[str, Any] | None) -> None:
+        """Take a new replica list from the controller (None: the deployment is gone)."""
+        if info is None:
+            self._missing = (
+                f"deployment {self.deployment!r} of app {self.app!r} does not exist "
+                "(it was deleted, or never deployed)"
+            )
+            self.replicas = []
+            for fut in self._queue:
+                if not fut.done():
+                    fut.set_exception(DeploymentUnavailableError(self._missing))
+            self._queue.clear()
+        else:
+            self._missing = None
+            self.max_ongoing = info["max_ongoing_requests"]
+            self.max_queued = info["max_queued_requests"]
+            old = {r.tag: r for r in self.replicas}
+            new = []
+            for tag, handle in info["replicas"]:
+                slot = old.pop(tag, None)
+                if slot is None:
+                    slot = ReplicaSlot(tag, handle)
+                new.append(slot)
+            for gone in old.values():
+                gone.alive = False
+            self.replicas = new
+            self._wake()
+        self._ready.set()
+
+    async def _poll(self) -> None:
+        """Follow the controller's replica list for this deployment (long poll)."""
+        key = f"replicas:{self.app}:{self.deployment}"
+        delay = 0.05
+        while not self._closed:
+            try:
+                controller = await _client.controller_async()
+                version, info = await controller.listen.remote(key, self.version)
+                delay = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("serve router %s: long poll failed: %r", key, exc)
+                if isinstance(exc, ValueError):  # no controller by that name (yet)
+                    _client.forget_controller()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if version != self.version:
+                self.version = version
+                self.update(info)
+
+    async def _report_queue(self) -> None:
+        """While requests wait, tell the controller how many (autoscaling, scale from zero)."""
+        try:
+            controller = await _client.controller_async()
+            while self._queue and not self._closed:
+                await controller.record_queued.remote(
+                    self.app, self.deployment, self._id, len(self._queue)
+                )
+                await asyncio.sleep(_QUEUE_REPORT_PERIOD_S)
+            await controller.record_queued.remote(self.app, self.deployment, self._id, 0)
+        except Exception as exc:
+            log.debug("serve router: queue report failed: %r", exc)
+        finally:
+            self._reporting = False
+
+    async def _report_dead(self, tag: str) -> None:
+        try:
+            controller = await _client.controller_async()
+            await controller.report_dead_replica.remote(self.app, self.deployment, tag)
+        except Exception as exc:
+            log.debug("serve router: dead replica report failed: %r", exc)
+
+    def close(self) -> None:
+        self._closed = True
+        self._poller.cancel()
+        for fut in self._queue:
+            if not fut.done():
+                fut.set_exception(DeploymentUnavailableError("Serve was shut down"))
+        self._queue.clear()
+
+
+def _ongoing(slot: ReplicaSlot) -> int:
+    return slot.ongoing
+
+
+def is_replica_gone(exc: BaseException) -> bool:
+    """Whether a call failed because its replica (or the replica's node) is gone."""
+    return isinstance(exc, ActorDiedError | ActorUnavailableError)
+
+
+# --- one router per (loop, app, deployment) -------------------------------------------------
+
+_routers: dict[tuple[int, str, str], tuple[int, Router]] = {}
+
+
+def get_router(app: str, deployment: str, loop: asyncio.AbstractEventLoop) -> Router:
+    """The router for this deployment on ``loop`` (call on ``loop``)."""
+    key = (id(loop), app, deployment)
+    entry = _routers.get(key)
+    if entry is not None:
+        gen, router = entry
+        if gen == _client.generation and router.loop is loop and not loop.is_closed():
+            return router
+        router.close()
+    router = Router(app, deployment, loop)
+    _routers[key] = (_client.generation, router)
+    return router
+
+
+def close_routers() -> None:
+    """Stop every router of this process (on serve.shutdown)."""
+    for _, router in list(_routers.values()):
+        if router.loop.is_closed():
+            continue
+        try:
+            if _client.running_loop() is router.loop:
+                router.close()
+            else:
+                router.loop.call_soon_threadsafe(router.close)
+        except RuntimeError:
+            pass
+    _routers.clear()
