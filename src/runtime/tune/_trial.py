@@ -1,0 +1,97 @@
+"""A trial: one config's run, its status, results and checkpoints, as the controller sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status:
+    """A trial's status, as Ray names them."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+
+
+@dataclass(eq=False)
+class Trial:
+    """One trial. Schedulers and searchers read it; only the controller changes it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    path: str = ""
+    experiment_tag: str = ""
+    status: str = Status.PENDING
+    resources: dict[str, float] = field(default_factory=dict)
+    last_result: dict[str, Any] = field(default_factory=dict)
+    metric_analysis: dict[str, dict[str, float]] = field(default_factory=dict)
+    checkpoint: str | None = None
+    restore_path: str | None = None
+    checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None
+    num_failures: int = 0
+    save_requested: bool = False
+    stop_requested: bool = False
+    start_count: int = 0
+
+    @property
+    def trial_name(self) -> str:
+        return self.path.rsplit("/", 1)[-1] if self.path else self.trial_id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (Status.TERMINATED, Status.ERROR)
+
+    def update_analysis(self, result: dict[str, Any]) -> None:
+        """Track max/min/last of every numeric metric (read by schedulers and best_result)."""
+        for key, value in result.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            stats = self.metric_analysis.get(key)
+            if stats is None:
+                self.metric_analysis[key] = {"max": value, "min": value, "last": value}
+            else:
+                stats["max"] = max(stats["max"], value)
+                stats["min"] = min(stats["min"], value)
+                stats["last"] = value
+
+    def to_state(self) -> dict[str, Any]:
+        """What the experiment state file keeps of this trial."""
+        return {
+            "trial_id": self.trial_id,
+            "config": self.config,
+            "path": self.path,
+            "experiment_tag": self.experiment_tag,
+            "status": self.status,
+            "resources": self.resources,
+            "last_result": self.last_result,
+            "metric_analysis": self.metric_analysis,
+            "checkpoint": self.checkpoint,
+            "checkpoints": self.checkpoints,
+            "error": self.error,
+            "num_failures": self.num_failures,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Trial:
+        trial = cls(state["trial_id"], state["config"])
+        for key in (
+            "path",
+            "experiment_tag",
+            "status",
+            "resources",
+            "last_result",
+            "metric_analysis",
+            "checkpoint",
+            "error",
+            "num_failures",
+        ):
+            setattr(trial, key, state.get(key, getattr(trial, key)))
+        trial.checkpoints = [(p, r) for p, r in state.get("checkpoints", [])]
+        return trial
+
+    def __repr__(self) -> str:
+        return f"Trial({self.trial_id}, {self.status})"
