@@ -142,9 +142,9 @@ class Response:
         else:
             data, default_type = _json_encode(body), JSON_TYPE
         if content_type is not None:
-            h["content-type"] = content_type
+            h["Content-Type"] = content_type
         elif not any(k.lower() == "content-type" for k in h):
-            h["content-type"] = default_type
+            h["Content-Type"] = default_type
         self.body = data
         self.headers = h
 
@@ -173,9 +173,9 @@ def render(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     if isinstance(result, Response):
         return result.status, list(result.headers.items()), result.body
     if isinstance(result, str):
-        return 200, [("content-type", TEXT_TYPE)], result.encode()
+        return 200, [("Content-Type", TEXT_TYPE)], result.encode()
     if isinstance(result, bytes | bytearray | memoryview):
-        return 200, [("content-type", BYTES_TYPE)], bytes(result)
+        return 200, [("Content-Type", BYTES_TYPE)], bytes(result)
     try:
         body = _json_encode(result)
     except (TypeError, msgspec.EncodeError) as exc:
@@ -183,7 +183,7 @@ def render(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
             f"a deployment returned {type(result).__name__}, which is not JSON-serializable: "
             "return a dict, list, str, bytes or serve.Response"
         ) from exc
-    return 200, [("content-type", JSON_TYPE)], body
+    return 200, [("Content-Type", JSON_TYPE)], body
 
 
 def render_error(exc: BaseException) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -191,11 +191,11 @@ def render_error(exc: BaseException) -> tuple[int, list[tuple[str, str]], bytes]
     if isinstance(exc, HTTPException):
         return (
             exc.status_code,
-            [("content-type", JSON_TYPE)],
+            [("Content-Type", JSON_TYPE)],
             error_body(exc.status_code, "HTTPException", exc.detail),
         )
     name = type(exc).__name__
-    return 500, [("content-type", JSON_TYPE)], error_body(500, name, str(exc))
+    return 500, [("Content-Type", JSON_TYPE)], error_body(500, name, str(exc))
 
 
 def pack_answer(
