@@ -74,3 +74,22 @@ async def _fetch_many(
 def fetch_many(urls: list[str], concurrency: int = 16) -> list[tuple[int, bytes]]:
     """Many concurrent real HTTP requests (aiohttp client): [(status, body)]."""
     return asyncio.run(_fetch_many(urls, concurrency))
+
+
+def touch(path: str) -> None:
+    """Create an empty marker file (a cross-process signal between a test and a replica)."""
+    with open(path, "w"):
+        pass
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def until_exists(path: str, timeout: float = 30) -> None:
+    """Wait (bounded) until a marker file exists."""
+    for _ in range(int(timeout / 0.01)):
+        if exists(path):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{path} did not appear within {timeout} s")

@@ -12,7 +12,7 @@ import pytest
 
 from runtime import serve
 
-from .conftest import fetch_many, http, http_json
+from .conftest import exists, fetch_many, http, http_json, touch, until_exists
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,20 +89,19 @@ def test_application_error_reaches_the_handle_caller_with_its_type(serve_cluster
 
 @serve.deployment
 class Streamer:
-    async def __call__(self, request: serve.Request):  # noqa: ANN204 - an async generator
+    async def __call__(self, request: serve.Request):
         n = int(request.query_params.get("n", "3"))
         for i in range(n):
             yield f"chunk{i}\n"
             await asyncio.sleep(0.01)
 
-    async def numbers(self, n: int):  # noqa: ANN201
+    async def numbers(self, n: int):
         for i in range(n):
             yield i
 
-    async def gated(self, gate: str):  # noqa: ANN201
+    async def gated(self, gate: str):
         yield "first"
-        while not os.path.exists(gate):
-            await asyncio.sleep(0.01)
+        await until_exists(gate)
         yield "second"
 
 
@@ -127,25 +126,26 @@ async def test_stream_chunks_arrive_before_the_generator_ends(
     gate = os.path.join(str(tmp_path), "gate")
     gen = handle.options(stream=True, method_name="gated").remote(gate)
     assert await gen.__anext__() == "first"  # the generator is still blocked on the gate
-    open(gate, "w").close()
+    touch(gate)
     assert [x async for x in gen] == ["second"]
 
     @serve.deployment
     class GatedHTTP:
-        async def __call__(self, request: serve.Request):  # noqa: ANN204
+        async def __call__(self, request: serve.Request):
             yield "first;"
-            while not os.path.exists(request.query_params["gate"]):
-                await asyncio.sleep(0.01)
+            await until_exists(request.query_params["gate"])
             yield "second;"
 
     serve.run(GatedHTTP.bind(), name="gated-http", route_prefix="/gated")
     gate2 = gate + "2"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{serve_cluster}/gated?gate={gate2}") as resp:
-            first = await resp.content.readuntil(b";")
-            assert first == b"first;"
-            open(gate2, "w").close()
-            assert await resp.content.read() == b"second;"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{serve_cluster}/gated?gate={gate2}") as resp,
+    ):
+        first = await resp.content.readuntil(b";")
+        assert first == b"first;"
+        touch(gate2)
+        assert await resp.content.read() == b"second;"
 
 
 @serve.deployment(max_ongoing_requests=100)
@@ -155,27 +155,27 @@ class Slow:
 
     async def __call__(self, request: serve.Request) -> str:
         tag = request.query_params["tag"]
-        open(os.path.join(self.dir, f"{tag}.started"), "w").close()
+        touch(os.path.join(self.dir, f"{tag}.started"))
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            open(os.path.join(self.dir, f"{tag}.cancelled"), "w").close()
+            touch(os.path.join(self.dir, f"{tag}.cancelled"))
             raise
         return "finished"
 
     async def work(self, tag: str) -> str:
-        open(os.path.join(self.dir, f"{tag}.started"), "w").close()
+        touch(os.path.join(self.dir, f"{tag}.started"))
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            open(os.path.join(self.dir, f"{tag}.cancelled"), "w").close()
+            touch(os.path.join(self.dir, f"{tag}.cancelled"))
             raise
         return "finished"
 
 
 def _wait_for(path: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
+    while not exists(path):
         assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.01)
 
@@ -211,8 +211,7 @@ class OneAtATime:
         self.dir = marker_dir
 
     async def __call__(self, request: serve.Request) -> str:
-        while not os.path.exists(os.path.join(self.dir, "go")):
-            await asyncio.sleep(0.01)
+        await until_exists(os.path.join(self.dir, "go"))
         return "done"
 
     async def call(self) -> str:
@@ -240,9 +239,11 @@ def test_beyond_capacity_requests_queue_then_get_503_and_backpressure_error(
                     answers.append((resp.status, await resp.read()))
 
             tasks = [asyncio.ensure_future(one()) for _ in range(6)]
-            while len(answers) < 3:  # 3 of the 6 are refused at once
+            for _ in range(3000):  # 3 of the 6 are refused at once
+                if len(answers) >= 3:
+                    break
                 await asyncio.sleep(0.01)
-            open(os.path.join(d, "go"), "w").close()
+            touch(os.path.join(d, "go"))
             await asyncio.gather(*tasks)
 
     asyncio.run(flood())
@@ -347,7 +348,9 @@ def test_redeploy_with_changed_code_switches_traffic_with_no_failed_request(
         seen: list[tuple[int, bytes]] = []
         clients = [asyncio.ensure_future(traffic(stop, seen)) for _ in range(4)]
         await asyncio.to_thread(serve.run, Version.bind("v2"), name="roll", route_prefix="/roll")
-        while not any(json.loads(b)["version"] == "v2" for s, b in seen[-4:] if s == 200):
+        for _ in range(3000):
+            if any(json.loads(b)["version"] == "v2" for s, b in seen[-4:] if s == 200):
+                break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # the old replica drains and stops meanwhile
         stop.set()
