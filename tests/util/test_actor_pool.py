@@ -261,3 +261,13 @@ def test_the_pool_works_inside_a_task(cluster: Any) -> None:
         6,
         8,
     ]
+
+
+def test_runtime_util_exports_its_documented_names() -> None:
+    import runtime.util
+
+    assert sorted(runtime.util.__all__) == runtime.util.__all__
+    assert {"ActorPool", "Empty", "Full", "Queue"} <= set(runtime.util.__all__)
+    for name in runtime.util.__all__:
+        assert getattr(runtime.util, name).__doc__, f"runtime.util.{name} has no docstring"
+    assert runtime.util is runtime.__getattr__("util")  # runtime.util on attribute access
