@@ -210,6 +210,35 @@ def test_a_dead_actor_leaves_the_pool(cluster: Any) -> None:
     assert pool.pop_idle() is None
 
 
+def test_values_left_without_a_live_actor_wait_for_a_push(cluster: Any) -> None:
+    dead = Worker.remote()
+    runtime.get(dead.double.remote(0))
+    runtime.kill(dead)
+    pool = ActorPool([dead])
+    pool.submit(double, 1)
+    pool.submit(double, 2)  # queued behind the dead actor's call
+    with pytest.raises(ActorDiedError):
+        pool.get_next(timeout=30)
+    assert pool.has_next()  # the queued value is not dropped silently
+    with pytest.raises(RuntimeError, match="push"):
+        pool.get_next(timeout=30)
+    pool.push(Worker.remote())
+    assert pool.get_next(timeout=30) == 4
+
+
+def test_get_next_unordered_can_ignore_a_timed_out_call(cluster: Any) -> None:
+    gate = Gate.remote()
+    pool = ActorPool([gate])
+    pool.submit(lambda a, v: a.wait.remote(v), 1)
+    with pytest.raises(GetTimeoutError, match="ignored"):
+        pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True)
+    assert not pool.has_next()
+    assert pool.has_free()  # the gate is back in the pool
+    runtime.get(gate.open.remote())
+    pool.submit(lambda a, v: a.wait.remote(v), 2)
+    assert pool.get_next_unordered(timeout=30) == 2
+
+
 def test_bad_input_is_refused_before_any_work(cluster: Any) -> None:
     with pytest.raises(TypeError, match="actor handles"):
         ActorPool([object()])  # type: ignore[list-item]
