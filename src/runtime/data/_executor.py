@@ -1,0 +1,457 @@
+"""The streaming executor: runs a logical plan as pipelined stages of tasks and actor pools.
+
+It runs in the consuming process (the driver) as a generator of :class:`RefBundle` s. Each
+stage holds a bounded number of running tasks and stops launching while the blocks it made
+but nobody consumed yet (plus what its running tasks will make) exceed
+``DataContext.op_output_buffer_bytes``: a slow consumer slows every stage upstream, so memory
+stays bounded however large the input. Blocks stay in the object store (on the node that made
+them) until a downstream task or the consumer takes them. Tasks are retriable, so the runtime
+re-runs the task of a block lost with its node (lineage).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import runtime
+
+from . import _block as B
+from ._context import DataContext
+from ._datasource import ReadTask
+from ._plan import (
+    ActorPoolStrategy,
+    AllToAllOp,
+    InputDataOp,
+    LimitOp,
+    LogicalOp,
+    MapOp,
+    ReadOp,
+    RefBundle,
+    UnionOp,
+)
+from ._transforms import Transform, apply_all, read_block, run_fused
+
+_fused_task = runtime.remote(num_returns=2, max_retries=3)(run_fused)
+
+
+def cluster_cpus() -> int:
+    try:
+        return max(1, int(runtime.cluster_resources().get("CPU", 1)))
+    except Exception:
+        return 1
+
+
+@dataclass
+class OpStats:
+    """What one stage did in one execution: tasks, rows, bytes, time."""
+
+    name: str
+    tasks: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    task_s: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+
+    def line(self) -> str:
+        wall = max(0.0, self.finished - self.started) if self.started else 0.0
+        return (
+            f"{self.name}: {self.tasks} tasks, {self.rows_in} rows in, {self.rows_out} rows out, "
+            f"{self.bytes_out / 1e6:.1f} MB out, {self.task_s:.3f}s in tasks, {wall:.3f}s wall"
+        )
+
+
+@dataclass
+class ExecutionStats:
+    """Stats of one execution of a plan (``Dataset.stats()`` prints the latest)."""
+
+    ops: list[OpStats] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"Operator {i}: {s.line()}" for i, s in enumerate(self.ops)]
+        lines.append(f"Total wall time: {self.wall_s:.3f}s")
+        return "\n".join(lines)
+
+
+class _Stage:
+    """One physical operator: an inbox of blocks, running work, ordered outputs."""
+
+    def __init__(self, name: str, ctx: DataContext) -> None:
+        self.ctx = ctx
+        self.stats = OpStats(name)
+        self.inbox: deque[tuple[int, Any]] = deque()
+        self.in_flight: dict[Any, tuple[int, Any]] = {}
+        self.outputs: dict[int, RefBundle | None] = {}
+        self.next_out = 0
+        self.held_bytes = 0
+        self.out_blocks = 0
+        self.closed = False
+        self.max_in_flight = ctx.max_tasks_in_flight_per_op or max(2, 2 * cluster_cpus())
+
+    @property
+    def name(self) -> str:
+        return self.stats.name
+
+    def est_block_bytes(self) -> int:
+        if self.out_blocks:
+            return self.stats.bytes_out // self.out_blocks
+        return 0
+
+    def has_room(self) -> bool:
+        projected = self.held_bytes + len(self.in_flight) * self.est_block_bytes()
+        return len(self.in_flight) < self.max_in_flight and (
+            not self.in_flight or projected < self.ctx.op_output_buffer_bytes
+        )
+
+    def wants_input(self) -> bool:
+        return len(self.inbox) < self.max_in_flight
+
+    def dispatch(self) -> None:
+        raise NotImplementedError
+
+    def on_ready(self, meta_ref: Any) -> None:
+        seq, block_ref = self.in_flight.pop(meta_ref)
+        meta = runtime.get(meta_ref)
+        self._record(seq, RefBundle(block_ref, meta))
+
+    def _record(self, seq: int, bundle: RefBundle | None) -> None:
+        self.outputs[seq] = bundle
+        if bundle is not None:
+            s = self.stats
+            s.rows_in += bundle.meta.in_rows
+            s.rows_out += bundle.meta.num_rows
+            s.bytes_out += bundle.meta.size_bytes
+            s.task_s += bundle.meta.exec_s
+            s.finished = time.perf_counter()
+            self.out_blocks += 1
+            self.held_bytes += bundle.meta.size_bytes
+
+    def pop_ordered(self) -> Iterator[tuple[int, RefBundle | None]]:
+        while self.next_out in self.outputs:
+            seq = self.next_out
+            yield seq, self.outputs.pop(seq)
+            self.next_out += 1
+
+    def release(self, bundle: RefBundle | None) -> None:
+        """A block this stage made was taken downstream (or by the consumer)."""
+        if bundle is not None:
+            self.held_bytes -= bundle.meta.size_bytes
+
+    def idle(self) -> bool:
+        return not self.inbox and not self.in_flight and not self.outputs
+
+    def close(self) -> None:
+        """Stop: drop queued input and forget running work (its results are discarded)."""
+        self.closed = True
+        self.inbox.clear()
+        self.in_flight.clear()
+        self.outputs.clear()
+
+    def shutdown(self) -> None:
+        pass
+
+
+class TaskStage(_Stage):
+    """Fused map-like transforms run as one retriable task per block (reads included)."""
+
+    def __init__(
+        self, transforms: list[Transform], remote_args: dict[str, Any], ctx: DataContext, name: str
+    ) -> None:
+        super().__init__(name, ctx)
+        self.transforms = transforms
+        self.remote_args = remote_args
+        opts = dict(remote_args)
+        concurrency = opts.pop("_concurrency", None)
+        if concurrency is not None:
+            self.max_in_flight = max(1, int(concurrency))
+        opts.setdefault("max_retries", ctx.max_block_retries)
+        self.task = _fused_task.options(**opts)
+
+    def dispatch(self) -> None:
+        while self.inbox and self.has_room():
+            seq, item = self.inbox.popleft()
+            if not self.stats.started:
+                self.stats.started = time.perf_counter()
+            if isinstance(item, ReadTask):
+                block_ref, meta_ref = self.task.remote(item, seq, self.transforms)
+            else:
+                block_ref, meta_ref = self.task.remote(None, seq, self.transforms, item.ref)
+            self.stats.tasks += 1
+            self.in_flight[meta_ref] = (seq, block_ref)
+
+
+class _PoolWorker:
+    """A pool actor: builds the user's callable class once, then maps blocks with it."""
+
+    def __init__(self, udf_class: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.env = {"udf": udf_class(*args, **kwargs)}
+
+    @runtime.method(num_returns=2)
+    def run(
+        self, index: int, transforms: list[Transform], source: Any, *blocks: B.Block
+    ) -> tuple[B.Block, B.BlockMetadata]:
+        t0 = time.perf_counter()
+        block = read_block(source) if source is not None else B.concat(list(blocks))
+        in_rows = block.num_rows
+        block = apply_all(block, index, transforms, self.env)
+        return block, B.metadata_of(block, time.perf_counter() - t0, in_rows)
+
+
+class ActorPoolStage(_Stage):
+    """Transforms run on a pool of actors holding the user's callable-class instance."""
+
+    def __init__(self, op: MapOp, transforms: list[Transform], ctx: DataContext) -> None:
+        super().__init__(op.name, ctx)
+        assert op.compute is not None
+        self.strategy: ActorPoolStrategy = op.compute
+        self.transforms = transforms
+        opts: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 3}
+        opts.update(op.remote_args)
+        self.actor_cls = runtime.remote(_PoolWorker).options(**opts)
+        self.op = op
+        self.actors: list[Any] = []
+        self.load: dict[int, int] = {}
+        self.owner: dict[Any, int] = {}
+        assert self.strategy.max_size is not None
+        self.max_in_flight = self.strategy.max_size * self.strategy.max_tasks_in_flight_per_actor
+
+    def _add_actor(self) -> None:
+        actor = self.actor_cls.remote(self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs)
+        self.load[len(self.actors)] = 0
+        self.actors.append(actor)
+
+    def dispatch(self) -> None:
+        per_actor = self.strategy.max_tasks_in_flight_per_actor
+        assert self.strategy.min_size is not None and self.strategy.max_size is not None
+        if self.inbox and not self.actors:
+            for _ in range(self.strategy.min_size):
+                self._add_actor()
+        while self.inbox and self.has_room():
+            i = min(range(len(self.actors)), key=lambda k: self.load[k])
+            if self.load[i] >= per_actor:
+                if len(self.actors) >= self.strategy.max_size:
+                    return
+                self._add_actor()
+                i = len(self.actors) - 1
+            seq, item = self.inbox.popleft()
+            if not self.stats.started:
+                self.stats.started = time.perf_counter()
+            if isinstance(item, ReadTask):
+                block_ref, meta_ref = self.actors[i].run.remote(seq, self.transforms, item)
+            else:
+                block_ref, meta_ref = self.actors[i].run.remote(seq, self.transforms, None, item.ref)
+            self.load[i] += 1
+            self.owner[meta_ref] = i
+            self.stats.tasks += 1
+            self.in_flight[meta_ref] = (seq, block_ref)
+
+    def on_ready(self, meta_ref: Any) -> None:
+        self.load[self.owner.pop(meta_ref)] -= 1
+        super().on_ready(meta_ref)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            try:
+                runtime.kill(actor)
+            except Exception:  # noqa: S110 - an actor already gone needs no kill
+                pass
+        self.actors.clear()
+
+
+class LimitStage(_Stage):
+    """Passes blocks until ``limit`` rows went by (slicing the last one), then stops upstream."""
+
+    def __init__(self, limit: int, ctx: DataContext) -> None:
+        super().__init__("Limit", ctx)
+        self.remaining = limit
+        self.reached = limit <= 0
+
+    def dispatch(self) -> None:
+        while self.inbox:
+            seq, bundle = self.inbox.popleft()
+            if self.remaining <= 0:
+                self._record(seq, None)
+                continue
+            if bundle.meta.num_rows > self.remaining:
+                block = runtime.get(bundle.ref).slice(0, self.remaining)
+                bundle = RefBundle(runtime.put(block), B.metadata_of(block))
+            self.remaining -= bundle.meta.num_rows
+            self.stats.tasks += 0
+            self._record(seq, bundle)
+            if self.remaining <= 0:
+                self.reached = True
+
+
+class _Source:
+    """Where the first stage's inputs come from: read tasks, or bundles from an iterator."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self.items = items
+        self.exhausted = False
+        self.seq = itertools.count()
+
+    def pull(self) -> tuple[int, Any] | None:
+        if self.exhausted:
+            return None
+        try:
+            item = next(self.items)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        return next(self.seq), item
+
+    def close(self) -> None:
+        self.exhausted = True
+        close = getattr(self.items, "close", None)
+        if close is not None:
+            close()
+
+
+def _build(op: LogicalOp, ctx: DataContext) -> tuple[_Source, list[_Stage], bool]:
+    """The source and stages of a plan; the flag says the source yields read tasks."""
+    if isinstance(op, ReadOp):
+        tasks = op.datasource.get_read_tasks(op.parallelism)
+        return _Source(iter(tasks)), [], True
+    if isinstance(op, InputDataOp):
+        return _Source(iter(list(op.bundles))), [], False
+    if isinstance(op, UnionOp):
+        return _Source(itertools.chain.from_iterable(execute(c) for c in op.children)), [], False
+    if isinstance(op, AllToAllOp):
+        assert op.input is not None
+        inner = op.input
+        fn = op.fn
+
+        def barrier() -> Iterator[RefBundle]:
+            yield from fn(list(execute(inner)))
+
+        return _Source(barrier()), [], False
+    assert op.input is not None
+    source, stages, reads = _build(op.input, ctx)
+    if isinstance(op, LimitOp):
+        if reads and not stages:
+            stages.append(TaskStage([], {}, ctx, op.input.name))
+        stages.append(LimitStage(op.limit, ctx))
+        return source, stages, reads
+    assert isinstance(op, MapOp), op
+    last = stages[-1] if stages else None
+    if op.compute is None:
+        if isinstance(last, TaskStage) and last.remote_args == op.remote_args:
+            last.transforms.append(op.transform)
+            last.stats.name += f"->{op.name}"
+            return source, stages, reads
+        if isinstance(last, ActorPoolStage) and not op.remote_args:
+            last.transforms.append(op.transform)
+            last.stats.name += f"->{op.name}"
+            return source, stages, reads
+        if reads and not stages:
+            name = f"{op.input.name}->{op.name}"
+            stages.append(TaskStage([op.transform], op.remote_args, ctx, name))
+            return source, stages, reads
+        stages.append(TaskStage([op.transform], op.remote_args, ctx, op.name))
+        return source, stages, reads
+    if reads and not stages:
+        stages.append(TaskStage([], {}, ctx, op.input.name))
+    stages.append(ActorPoolStage(op, [op.transform], ctx))
+    return source, stages, reads
+
+
+class _Progress:
+    def __init__(self, stages: list[_Stage], enabled: bool) -> None:
+        self.stages = stages
+        self.enabled = enabled
+        self.last = 0.0
+
+    def update(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.2:
+            return
+        self.last = now
+        text = " | ".join(
+            f"{s.name}: {s.stats.rows_out} rows, {len(s.in_flight)} running" for s in self.stages
+        )
+        sys.stderr.write("\r" + text[:200])
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+_last_stats: list[ExecutionStats] = []
+
+
+def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[RefBundle]:
+    """Run the plan ending in ``op``; yield its blocks in order as they are made."""
+    ctx = DataContext.get_current()
+    source, stages, reads = _build(op, ctx)
+    if reads and not stages:
+        stages.append(TaskStage([], {}, ctx, op.name))
+    stats = stats_out if stats_out is not None else ExecutionStats()
+    stats.ops = [s.stats for s in stages]
+    progress = _Progress(stages, ctx.progress_enabled())
+    t0 = time.perf_counter()
+    try:
+        if not stages:
+            while (item := source.pull()) is not None:
+                yield item[1]
+            return
+        first, final = stages[0], stages[-1]
+        while True:
+            while first.wants_input() and not first.closed:
+                pulled = source.pull()
+                if pulled is None:
+                    break
+                first.inbox.append(pulled)
+            for i, stage in enumerate(stages):
+                stage.dispatch()
+                if stage is final:
+                    break
+                nxt = stages[i + 1]
+                for seq, bundle in stage.pop_ordered():
+                    stage.release(bundle)
+                    if bundle is None:
+                        nxt.inbox.append((seq, None))
+                    else:
+                        nxt.inbox.append((seq, bundle))
+                    nxt.stats.started = nxt.stats.started or time.perf_counter()
+                if isinstance(nxt, LimitStage):
+                    nxt.dispatch()
+                    if nxt.reached and not stage.closed:
+                        for upstream in stages[: i + 1]:
+                            upstream.close()
+                        source.close()
+            for _seq, bundle in final.pop_ordered():
+                final.release(bundle)
+                if bundle is not None:
+                    yield bundle
+            progress.update()
+            if isinstance(final, LimitStage) and final.reached:
+                return
+            if source.exhausted and all(s.idle() for s in stages):
+                return
+            waiting = [r for s in stages for r in s.in_flight]
+            if not waiting:
+                if source.exhausted and not any(s.inbox for s in stages):
+                    return
+                continue
+            ready, rest = runtime.wait(waiting, num_returns=1)
+            if rest:
+                more, _ = runtime.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            owners = {r: s for s in stages for r in s.in_flight}
+            for r in ready:
+                owners[r].on_ready(r)
+    finally:
+        for s in stages:
+            s.shutdown()
+        progress.update(force=True)
+        stats.wall_s = time.perf_counter() - t0
+        _last_stats[:] = [stats]

@@ -1,0 +1,213 @@
+"""File sources: path expansion (files, directories, globs) and one reader per format.
+
+Paths are checked in the driver before any task runs: a missing path, an empty match or an
+unknown format is a clear error at ``read_*`` time. Parquet is split by row group (with
+column selection pushed into the reader); other formats are read one file per task.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ._block import Block, BlockMetadata
+from ._datasource import Datasource, ReadTask
+
+_EXTENSIONS = {
+    "parquet": (".parquet",),
+    "csv": (".csv",),
+    "json": (".json", ".jsonl"),
+    "numpy": (".npy",),
+    "text": None,
+    "binary": None,
+}
+
+
+def expand_paths(paths: str | os.PathLike[str] | list[Any], file_extensions: Any = None) -> list[str]:
+    """Files named by ``paths`` (files, directories walked recursively, glob patterns)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)) or not paths:
+        raise ValueError(f"paths must be a path or a non-empty list of paths, got {paths!r}")
+    files: list[str] = []
+    for raw in paths:
+        path = os.fspath(raw)
+        if path.startswith("file://"):
+            path = path[len("file://") :]
+        if "://" in path:
+            raise ValueError(
+                f"only local paths are supported, got {path!r} (copy remote data locally first)"
+            )
+        if any(ch in path for ch in "*?["):
+            matched = sorted(glob.glob(path, recursive=True))
+            if not matched:
+                raise FileNotFoundError(f"no files match the pattern {path!r}")
+            for m in matched:
+                files.extend(_filter(_walk(m), file_extensions) if os.path.isdir(m) else [m])
+        elif os.path.isdir(path):
+            files.extend(_filter(_walk(path), file_extensions))
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {path!r}")
+    if not files:
+        raise FileNotFoundError(f"no files found under {[os.fspath(p) for p in paths]!r}")
+    return files
+
+
+def _filter(files: list[str], extensions: Any) -> list[str]:
+    return [f for f in files if f.endswith(tuple(extensions))] if extensions else files
+
+
+def _walk(directory: str) -> list[str]:
+    out = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        out.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith((".", "_")))
+    return out
+
+
+def _with_path(block: Block, path: str, include_paths: bool) -> Block:
+    if include_paths:
+        return block.append_column("path", pa.array([path] * block.num_rows, pa.string()))
+    return block
+
+
+@dataclass
+class _ParquetRead:
+    path: str
+    row_groups: list[int]
+    columns: list[str] | None
+    include_paths: bool
+
+    def __call__(self) -> list[Block]:
+        import pyarrow.parquet as pq
+
+        f = pq.ParquetFile(self.path)
+        table = f.read_row_groups(self.row_groups, columns=self.columns, use_threads=False)
+        return [_with_path(table, self.path, self.include_paths)]
+
+
+@dataclass
+class _FileRead:
+    path: str
+    fmt: str
+    include_paths: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> list[Block]:
+        return [_with_path(_read_file(self.path, self.fmt, self.options), self.path, self.include_paths)]
+
+
+def _read_file(path: str, fmt: str, options: dict[str, Any]) -> Block:
+    try:
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path, **options)
+        if fmt == "json":
+            import pyarrow.json as pjson
+
+            return pjson.read_json(path, **options)
+        if fmt == "numpy":
+            from ._block import block_from_batch
+
+            return block_from_batch({options.get("column", "data"): np.load(path, allow_pickle=False)})
+        if fmt == "text":
+            with open(path, encoding=options.get("encoding", "utf-8")) as fh:
+                lines = fh.read().splitlines()
+            if options.get("drop_empty_lines", True):
+                lines = [ln for ln in lines if ln.strip()]
+            return pa.table({"text": pa.array(lines, pa.string())})
+        if fmt == "binary":
+            with open(path, "rb") as fh:
+                return pa.table({"bytes": pa.array([fh.read()], pa.binary())})
+    except (pa.ArrowInvalid, ValueError, OSError) as e:
+        raise type(e)(f"reading {path!r} as {fmt}: {e}") from e
+    raise ValueError(f"unsupported format {fmt!r}")
+
+
+class FileDatasource(Datasource):
+    """Files of one format, one read task per file (Parquet: per group of row groups)."""
+
+    def __init__(
+        self,
+        paths: Any,
+        fmt: str,
+        *,
+        columns: list[str] | None = None,
+        include_paths: bool = False,
+        file_extensions: Any = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        if fmt not in _EXTENSIONS:
+            raise ValueError(f"unsupported format {fmt!r}; one of {sorted(_EXTENSIONS)}")
+        self.fmt = fmt
+        self.files = expand_paths(paths, file_extensions or _EXTENSIONS[fmt])
+        self.columns = columns
+        self.include_paths = include_paths
+        self.options = options or {}
+        if fmt == "parquet":
+            self._check_parquet()
+
+    def get_name(self) -> str:
+        return {"json": "ReadJSON", "csv": "ReadCSV", "numpy": "ReadNumpy"}.get(
+            self.fmt, "Read" + self.fmt.capitalize()
+        )
+
+    def _check_parquet(self) -> None:
+        import pyarrow.parquet as pq
+
+        self._pq_meta = []
+        for f in self.files:
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (pa.ArrowInvalid, OSError) as e:
+                raise ValueError(f"{f!r} is not a readable Parquet file: {e}") from e
+            if self.columns is not None:
+                names = set(meta.schema.names)
+                missing = [c for c in self.columns if c not in names]
+                if missing:
+                    raise ValueError(f"columns {missing} are not in {f!r} (it has {sorted(names)})")
+            self._pq_meta.append(meta)
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        if self.fmt == "parquet":
+            return sum(
+                m.row_group(i).total_byte_size for m in self._pq_meta for i in range(m.num_row_groups)
+            )
+        return sum(os.path.getsize(f) for f in self.files)
+
+    def get_read_tasks(self, parallelism: int) -> list[ReadTask]:
+        if self.fmt != "parquet":
+            return [
+                ReadTask(_FileRead(f, self.fmt, self.include_paths, self.options)) for f in self.files
+            ]
+        tasks = []
+        total_groups = sum(m.num_row_groups for m in self._pq_meta)
+        # Split row groups so there are about `parallelism` tasks, at least one per file.
+        per_task = max(1, total_groups // max(parallelism, 1))
+        for f, meta in zip(self.files, self._pq_meta, strict=True):
+            groups = list(range(meta.num_row_groups))
+            for i in range(0, len(groups), per_task):
+                chunk = groups[i : i + per_task]
+                rows = sum(meta.row_group(g).num_rows for g in chunk)
+                size = sum(meta.row_group(g).total_byte_size for g in chunk)
+                if self.columns is not None and meta.num_columns:
+                    size = size * len(self.columns) // meta.num_columns
+                tasks.append(
+                    ReadTask(
+                        _ParquetRead(f, chunk, self.columns, self.include_paths),
+                        BlockMetadata(rows, size),
+                    )
+                )
+            if not groups:
+                tasks.append(ReadTask(_ParquetRead(f, [], self.columns, self.include_paths), BlockMetadata(0, 0)))
+        return tasks
+
+
