@@ -140,6 +140,13 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 1, _value(1)),
     p.StreamAck(b"t" * 16, 1),
     p.CancelTask(b"t" * 16),
+    p.CreatePlacementGroup(
+        14, p.PlacementGroupSpec(b"g" * 16, [{"CPU": 1.0}], "PACK", "driver", "pg", "ns")
+    ),
+    p.WaitPlacementGroup(15, b"g" * 16),
+    p.RemovePlacementGroup(16, b"g" * 16),
+    p.ReserveBundles(17, b"g" * 16, [(0, {"CPU": 1.0})]),
+    p.ReleaseBundles(18, b"g" * 16, [0]),
     p.GetObject(10, b"o" * 20),
     p.FetchObject(11, b"o" * 20),
     p.ObjectReply(12, value=p.Located("n1", "127.0.0.1:7000", 10)),

@@ -84,12 +84,23 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 2, p.Located("n2", "127.0.0.1:7001", 1 << 20)),
     p.StreamAck(b"t" * 16, 2),
     p.CancelTask(b"t" * 16, force=True, recursive=False),
+    p.CreatePlacementGroup(
+        14, p.PlacementGroupSpec(b"g" * 16, [{"CPU": 1.0}], "PACK", "driver", "pg", "ns")
+    ),
+    p.WaitPlacementGroup(15, b"g" * 16),
+    p.RemovePlacementGroup(16, b"g" * 16),
+    p.ReserveBundles(17, b"g" * 16, [(0, {"CPU": 1.0})]),
+    p.ReleaseBundles(18, b"g" * 16, [0]),
     p.GetObject(10, b"o" * 20),
     p.FetchObject(11, b"o" * 20),
     p.ObjectReply(12, value=p.Located("n1", "127.0.0.1:7000", 10)),
     p.ObjectReply(13, error=_value()),
     p.UpdateRefs([(b"o" * 20, 1), (b"o" * 20, -1)]),
     p.FreeObjects([b"o" * 20, b"p" * 20]),
+    p.ListObjects(13),
+    p.FetchObject(14, b"o" * 20, 8 << 20, 8 << 20),
+    p.FetchObject(15, b"o" * 20, same_host=True),
+    p.ObjectReply(16, value=p.Located("n1", "127.0.0.1:7000", 10, "host/boot", "/dev/shm/x")),
 ]
 
 

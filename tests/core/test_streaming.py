@@ -17,14 +17,12 @@ pytestmark = pytest.mark.timeout(60)
 
 @runtime.remote(num_returns="streaming")
 def count(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
 
 
 @runtime.remote(num_returns="streaming")
 def fails_after(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     raise ValueError(f"broke after {n}")
 
 

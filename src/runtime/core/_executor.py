@@ -33,7 +33,7 @@ from ._exceptions import (
     TaskCancelledError,
 )
 from ._refs import ObjectRef, return_id
-from ._scheduler import LocalScheduler
+from ._scheduler import LocalScheduler, fits
 from ._threads import ThreadPool
 from ._transport import Connection, split_buffers
 
@@ -58,6 +58,8 @@ class TaskContext:
     lent: bool = False
     #: Set by runtime.cancel; a sync task may poll it (get_runtime_context().is_cancelled()).
     cancelled: bool = False
+    #: The placement group bundle whose resources it holds, if any.
+    bundle: tuple[bytes, int] | None = None
     #: The tasks and actor calls this one submitted (cancelled with it when recursive).
     children: list[bytes] = field(default_factory=list)
     thread_id: int = 0
@@ -110,6 +112,7 @@ class Job:
     call_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     ready: bool = True
     stream: StreamControl | None = None
+    bundle: tuple[bytes, int] | None = None
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
@@ -132,14 +135,14 @@ def encode_returns(
     out: list[p.Value | p.Located] = []
     buffers: list[Any] = []
     for i, v in enumerate(values):
-        val, bufs = ser.serialize(v)
+        val, bufs = ser.serialize(v, copy=False)  # the store copies; inline ones are owned
         if val.refs:
             worker.refs.pin(val.refs)
         if ser.total_size(val) >= INLINE_MAX:
-            out.append(worker.store_value(return_id(task_id, i), val, list(bufs)))
+            out.append(worker.store_value(return_id(task_id, i), val, bufs))
         else:
             out.append(val)
-            buffers.extend(bufs)
+            buffers.extend(ser.own_buffers(bufs))
     return out, buffers
 
 
@@ -269,6 +272,8 @@ class Executor:
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
+        #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
+        self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
         self.actors: dict[bytes, HostedActor] = {}
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
@@ -301,6 +306,8 @@ class Executor:
         )
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
+        if msg.bundle is not None:
+            job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
         self.jobs[msg.task_id] = job
         if msg.args.refs:
             job.ready = False
@@ -345,7 +352,11 @@ class Executor:
             self._done_unqueued(job, _cancelled(job.name))
             return
         try:
-            granted = self.sched.request(job.task_id, job.demand)
+            ledger = self.sched
+            if job.bundle is not None:
+                job.bundle = self._pick_bundle(job.bundle, job.demand)
+                ledger = self.bundles[job.bundle]
+            granted = ledger.request(job.task_id, job.demand)
         except InfeasibleError as exc:
             self._done_unqueued(job, _error(exc, job.name))
             return
@@ -356,7 +367,7 @@ class Executor:
             self.waiting[job.task_id] = job
 
     def _start(self, job: Job) -> None:
-        ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand)
+        ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand, bundle=job.bundle)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
         else:
@@ -377,7 +388,7 @@ class Executor:
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
         if not ctx.lent:
-            self._release(job.demand)
+            self._release(job.demand, job.bundle)
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
         self.jobs.pop(job.task_id, None)
@@ -385,10 +396,14 @@ class Executor:
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
 
-    def _release(self, demand: dict[str, float]) -> None:
-        if not demand:
+    def _ledger(self, bundle: tuple[bytes, int] | None) -> LocalScheduler | None:
+        return self.sched if bundle is None else self.bundles.get(bundle)
+
+    def _release(self, demand: dict[str, float], bundle: tuple[bytes, int] | None = None) -> None:
+        ledger = self._ledger(bundle)
+        if not demand or ledger is None:  # a removed bundle gave its resources back already
             return
-        for key in self.sched.release(demand):
+        for key in ledger.release(demand):
             job = self.waiting.pop(key)  # type: ignore[call-overload]
             self._start(job)
         self._report()
@@ -397,13 +412,82 @@ class Executor:
         """The task blocks in get(): let others use its resources meanwhile (loop)."""
         if ctx.demand and not ctx.lent:
             ctx.lent = True
-            self._release(ctx.demand)
+            self._release(ctx.demand, ctx.bundle)
 
     def take_back(self, ctx: TaskContext) -> None:
-        if ctx.lent:
+        ledger = self._ledger(ctx.bundle)
+        if ctx.lent and ledger is not None:
             ctx.lent = False
-            self.sched.reacquire(ctx.demand)
+            ledger.reacquire(ctx.demand)
             self._report()
+
+    # --- placement group bundles ---------------------------------------------------------------
+
+    def _pick_bundle(
+        self, bundle: tuple[bytes, int], demand: dict[str, float]
+    ) -> tuple[bytes, int]:
+        """The bundle a task or actor runs in: the one asked for, or (index -1) one of the
+        group's bundles here, preferring one with room now."""
+        pg_id, index = bundle
+        if index >= 0:
+            if bundle not in self.bundles:
+                raise InfeasibleError(
+                    f"bundle {index} of placement group {pg_id.hex()} is not on this node "
+                    "(the group was removed, or placed again elsewhere)"
+                )
+            return bundle
+        mine = [key for key in self.bundles if key[0] == pg_id]
+        if not mine:
+            raise InfeasibleError(
+                f"placement group {pg_id.hex()} has no bundle on this node (removed?)"
+            )
+        for key in mine:
+            if fits(demand, self.bundles[key].available):
+                return key
+        for key in mine:
+            if self.bundles[key].feasible(demand):
+                return key
+        return mine[0]
+
+    def on_bundles(self, msg: p.ReserveBundles | p.ReleaseBundles) -> None:
+        """Reserve (all or none) or release placement group bundles here (loop)."""
+        if isinstance(msg, p.ReserveBundles):
+            total: dict[str, float] = {}
+            for index, res in msg.bundles:
+                if (msg.pg_id, index) in self.bundles:
+                    continue  # a retried request
+                for name, amount in res.items():
+                    total[name] = total.get(name, 0.0) + amount
+            if not self.sched.try_take(total):
+                raise NoRoomError("no room on this node for the bundles now")
+            for index, res in msg.bundles:
+                self.bundles.setdefault((msg.pg_id, index), LocalScheduler(res))
+            self._report()
+            return
+        keys = [
+            key
+            for key in self.bundles
+            if key[0] == msg.pg_id and (not msg.indices or key[1] in msg.indices)
+        ]
+        for actor in list(self.actors.values()):
+            if actor.bundle in keys:
+                actor.stop("its placement group was removed")
+        for key in keys:
+            ledger = self.bundles.pop(key)
+            for task_id, job in list(self.waiting.items()):
+                if job.bundle == key:
+                    del self.waiting[task_id]
+                    self._done_unqueued(job, _group_gone(job.name))
+            for job in list(self.jobs.values()):
+                if job.bundle == key and job.ctx is not None:
+                    self.cancel(job.task_id, force=False, recursive=True)
+            for name, amount in ledger.total.items():
+                self.sched.available[name] = min(
+                    self.sched.total.get(name, 0.0), self.sched.available.get(name, 0.0) + amount
+                )
+        for granted in self.sched._grant():
+            self._start(self.waiting.pop(granted))  # type: ignore[call-overload]
+        self._report()
 
     def _report(self) -> None:
         if not self._report_armed:
@@ -488,18 +572,30 @@ class Executor:
                     actor_id, "the actor was killed with runtime.kill", restarting=not no_restart
                 )
                 self.worker.reply(conn, rid, True)
+            case p.ReserveBundles(rid=rid) | p.ReleaseBundles(rid=rid):
+                try:
+                    self.on_bundles(msg)
+                    self.worker.reply(conn, rid, True)
+                except Exception as exc:
+                    self.worker.reply(conn, rid, error=exc)
 
     def create_actor(self, spec: p.ActorSpec) -> None:
         """Reserve the actor's resources here and start its constructor (loop)."""
         if spec.actor_id in self.actors:
             return
-        if not self.sched.try_take(spec.resources):
+        bundle = None
+        strategy = spec.strategy
+        if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
+            bundle = self._pick_bundle((bytes(strategy[1]), int(strategy[2])), spec.resources)
+        ledger = self.sched if bundle is None else self.bundles[bundle]
+        if not ledger.try_take(spec.resources):
             raise NoRoomError("no room on this node now")
         self._report()
         cls = self.classes.get(spec.cls_id)
         if cls is None:
             cls = self.classes[spec.cls_id] = ser.loads_function(spec.cls_blob)
         actor = HostedActor(self, spec, cls)
+        actor.bundle = bundle
         self.actors[spec.actor_id] = actor
         actor.start()
 
@@ -522,7 +618,7 @@ class Executor:
         self.tombstones[actor.spec.actor_id] = death
         if len(self.tombstones) > _MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
-        self._release(dict(actor.spec.resources))
+        self._release(dict(actor.spec.resources), actor.bundle)
         msg = p.ActorGone(actor.spec.actor_id, reason, death)
         worker = self.worker
         if worker.head is not None:
@@ -575,6 +671,7 @@ class HostedActor:
         self.running_sync = 0
         self.async_starting = 0
         self.method_kinds: dict[str, bool] = {}
+        self.bundle: tuple[bytes, int] | None = None
         self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
 
     def start(self) -> None:
@@ -784,6 +881,12 @@ def _death_text(value: p.Value) -> str:
 
 def _is_async_fn(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _group_gone(name: str) -> p.Value:
+    return ser.system_error_value(
+        TaskCancelledError, f"{name} did not run: its placement group was removed"
+    )
 
 
 def _cancelled(name: str) -> p.Value:

@@ -21,7 +21,13 @@ from ._exceptions import InfeasibleError, RuntimeBaseError
 from ._head_store import HeadStore, StoredActor
 from ._heartbeat import DetectorConfig, FailureDetector
 from ._heartbeat import now as heartbeat_now
-from ._scheduler import pick_actor_node
+from ._scheduler import (
+    PG_STRATEGIES,
+    bundles_feasible,
+    fits,
+    pick_actor_node,
+    place_bundles,
+)
 
 if TYPE_CHECKING:
     from ._transport import Connection
@@ -72,6 +78,32 @@ class ActorRecord:
         return limit == -1 or self.num_restarts < limit
 
 
+REMOVED = "REMOVED"
+
+
+@dataclass(slots=True)
+class GroupRecord:
+    """A placement group: its bundles, and the node holding each one once placed."""
+
+    spec: p.PlacementGroupSpec
+    state: str = PENDING  # PENDING (or placing again after a node died), ALIVE, REMOVED
+    nodes: dict[int, str] = field(default_factory=dict)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    reason: str = ""
+    infeasible: bool = False
+
+    def table(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "placement_group_id": s.pg_id.hex(),
+            "name": s.name,
+            "strategy": s.strategy,
+            "state": {PENDING: "PENDING", ALIVE: "CREATED", REMOVED: "REMOVED"}[self.state],
+            "bundles": {i: dict(b) for i, b in enumerate(s.bundles)},
+            "bundles_to_node_id": {i: n for i, n in sorted(self.nodes.items())},
+        }
+
+
 class Head:
     """Control-plane state plus the handlers that change it (on the head's loop)."""
 
@@ -81,6 +113,9 @@ class Head:
         self.actors: dict[bytes, ActorRecord] = {}
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: deque[bytes] = deque()
+        self.groups: dict[bytes, GroupRecord] = {}
+        self.group_names: dict[tuple[str, str], bytes] = {}
+        self.pending_groups: deque[bytes] = deque()
         self.kv: dict[tuple[str, str], bytes] = {}
         #: Lookups of actor ids whose creation request has not arrived yet.
         self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -158,7 +193,7 @@ class Head:
         if info is not None:
             info.available = msg.available
             self._broadcast_view()
-            if self.pending:
+            if self.pending or self.pending_groups:
                 self._place_pending()
 
     async def _watch(self) -> None:
@@ -197,6 +232,20 @@ class Head:
                     self._mark_dead(record, f"the actor's node {peer} died")
             elif record.spec.owner_id == peer and not record.spec.detached:
                 self._kill(record, f"its owner {peer} exited (the actor is not detached)")
+        for group in list(self.groups.values()):
+            if group.state == REMOVED:
+                continue
+            if group.spec.owner_id == peer and not group.spec.detached:
+                self._remove_group(group, f"its owner {peer} exited")
+                continue
+            lost = [i for i, node_id in group.nodes.items() if node_id == peer]
+            if lost:  # place the lost bundles again; the rest keep running where they are
+                for i in lost:
+                    del group.nodes[i]
+                group.state = PENDING
+                self.pending_groups.append(group.spec.pg_id)
+        if self.pending_groups:
+            self._place_pending()
         self._broadcast_view()
 
     # --- requests ----------------------------------------------------------------------------
@@ -243,7 +292,7 @@ class Head:
                 if not info.is_driver:
                     self.detector.watch(info.node_id, heartbeat_now())
                 self._send_view()
-                if self.pending:
+                if self.pending or self.pending_groups:
                     self._place_pending()
                 return True
             case p.CreateActor(spec=spec, get_if_exists=get_if_exists):
@@ -269,6 +318,16 @@ class Head:
             case p.StopCluster():
                 self.worker.loop.call_later(0.05, self.stop_cluster)
                 return True
+            case p.CreatePlacementGroup(spec=spec):
+                return self._create_group(spec)
+            case p.WaitPlacementGroup(pg_id=pg_id, name=name, namespace=namespace):
+                return await self._wait_group(pg_id, name, namespace)
+            case p.RemovePlacementGroup(pg_id=pg_id):
+                group = self.groups.get(pg_id)
+                if group is None:
+                    raise ValueError(f"no placement group {pg_id.hex()}")
+                self._remove_group(group, "it was removed with remove_placement_group")
+                return True
             case _:
                 raise ValueError(f"the head does not handle {type(msg).__name__}")
 
@@ -285,7 +344,28 @@ class Head:
                     f"an actor named {spec.name!r} already exists in namespace {spec.namespace!r}"
                     " (use get_if_exists=True to get it)"
                 )
-        _, feasible = pick_actor_node(self.nodes.values(), spec.resources, {}, **_affinity(spec))
+        group_id, index = _in_group(spec.strategy)
+        if group_id is not None:
+            group = self.groups.get(group_id)
+            if group is None or group.state == REMOVED:
+                raise ValueError(f"placement group {group_id.hex()} does not exist (removed?)")
+            bundles = group.spec.bundles
+            if index >= len(bundles):
+                raise ValueError(
+                    f"placement_group_bundle_index {index} is out of range: the group has "
+                    f"{len(bundles)} bundles"
+                )
+            candidates = bundles if index < 0 else [bundles[index]]
+            feasible = any(fits(spec.resources, b) for b in candidates)
+        else:
+            _, feasible = pick_actor_node(
+                self.nodes.values(), spec.resources, {}, **_affinity(spec)
+            )
+        if not feasible and group_id is not None:
+            raise InfeasibleError(
+                f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
+                "placement group bundle holds"
+            )
         if not feasible:
             raise InfeasibleError(
                 f"no node in the cluster can ever host actor {spec.class_name} with resources "
@@ -311,6 +391,13 @@ class Head:
 
     async def _placer(self) -> None:
         try:
+            for _ in range(len(self.pending_groups)):
+                pg_id = self.pending_groups.popleft()
+                group = self.groups.get(pg_id)
+                if group is None or group.state != PENDING:
+                    continue
+                if not await self._try_place_group(group) and group.state == PENDING:
+                    self.pending_groups.append(pg_id)
             while self.pending:
                 made_progress = False
                 for _ in range(len(self.pending)):
@@ -329,6 +416,9 @@ class Head:
 
     async def _try_place(self, record: ActorRecord) -> bool:
         spec = record.spec
+        group_id, index = _in_group(spec.strategy)
+        if group_id is not None:
+            return await self._try_place_in_group(record, group_id, index)
         counts: dict[str, int] = {}
         for r in self.actors.values():
             if r.state == ALIVE:
@@ -343,6 +433,10 @@ class Head:
             return False
         if node_id is None:
             return False
+        return await self._create_on(record, node_id)
+
+    async def _create_on(self, record: ActorRecord, node_id: str, retry: bool = True) -> bool:
+        spec = record.spec
         info = self.nodes[node_id]
         try:
             if node_id == self.worker.peer_id:
@@ -356,7 +450,8 @@ class Head:
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
-            self.worker.loop.call_later(_RETRY_S, self._place_pending)
+            if retry:
+                self.worker.loop.call_later(_RETRY_S, self._place_pending)
             return False
         if record.state != PENDING:  # killed while being placed
             self._stop_on_node(node_id, spec.actor_id)
@@ -367,6 +462,144 @@ class Head:
         self._persist(record)
         self._wake(record)
         return True
+
+    async def _try_place_in_group(self, record: ActorRecord, group_id: bytes, index: int) -> bool:
+        group = self.groups.get(group_id)
+        if group is None or group.state == REMOVED:
+            self._mark_dead(record, "its placement group was removed")
+            return False
+        if group.state != ALIVE:
+            return False  # placed once the group is
+        if index >= 0:
+            nodes = [group.nodes[index]]
+        else:  # any bundle: the nodes of the group in bundle order
+            nodes = list(dict.fromkeys(group.nodes[i] for i in sorted(group.nodes)))
+        for node_id in nodes:
+            if node_id in self.nodes and await self._create_on(record, node_id, retry=False):
+                return True
+            if record.state != PENDING:
+                return True
+        self.worker.loop.call_later(_RETRY_S, self._place_pending)
+        return False
+
+    # --- placement groups ----------------------------------------------------------------------
+
+    def _create_group(self, spec: p.PlacementGroupSpec) -> Any:
+        if spec.strategy not in PG_STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(PG_STRATEGIES)}")
+        if spec.pg_id in self.groups:
+            return True  # a retried request
+        if spec.name:
+            key = (spec.namespace, spec.name)
+            if key in self.group_names:
+                raise ValueError(f"a placement group named {spec.name!r} already exists")
+        why = bundles_feasible(self.nodes.values(), spec.bundles, spec.strategy)
+        if why is not None:
+            reason = (
+                f"placement group with bundles {spec.bundles} ({spec.strategy}) can never be "
+                f"placed on this cluster: {why}"
+            )
+            self.groups[spec.pg_id] = GroupRecord(spec, REMOVED, reason=reason, infeasible=True)
+            raise InfeasibleError(reason)
+        self.groups[spec.pg_id] = GroupRecord(spec)
+        if spec.name:
+            self.group_names[(spec.namespace, spec.name)] = spec.pg_id
+        self.pending_groups.append(spec.pg_id)
+        self._place_pending()
+        return True
+
+    async def _try_place_group(self, group: GroupRecord) -> bool:
+        spec = group.spec
+        choice = place_bundles(self.nodes.values(), spec.bundles, spec.strategy, group.nodes)
+        if choice is None:
+            return False
+        new = {i: n for i, n in choice.items() if i not in group.nodes}
+        per_node: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        for i, node_id in new.items():
+            per_node.setdefault(node_id, []).append((i, spec.bundles[i]))
+        reserved: list[str] = []
+        ok = True
+        for node_id, bundles in per_node.items():
+            if await self._send_to_node(node_id, p.ReserveBundles(0, spec.pg_id, bundles)):
+                reserved.append(node_id)
+            else:
+                ok = False
+                break
+        if not ok or group.state == REMOVED:
+            for node_id in reserved:
+                idx = [i for i, _ in per_node[node_id]]
+                await self._send_to_node(node_id, p.ReleaseBundles(0, spec.pg_id, idx))
+            if ok:  # removed while being placed
+                return True
+            self.worker.loop.call_later(_RETRY_S, self._place_pending)
+            return False
+        group.nodes.update(new)
+        group.state = ALIVE
+        self._wake_group(group)
+        if self.pending:
+            self._place_pending()
+        return True
+
+    async def _send_to_node(self, node_id: str, msg: Any) -> bool:
+        """A bundle request to one node; False when it refused or cannot be reached."""
+        try:
+            if node_id == self.worker.peer_id:
+                assert self.worker.executor is not None
+                self.worker.executor.on_bundles(msg)
+                return True
+            conn = await self.worker.connect_peer(node_id, self.nodes[node_id].address)
+            from ._worker import unwrap_reply
+
+            unwrap_reply(await self.worker.request(conn, msg))
+            return True
+        except Exception as exc:
+            log.debug("%s on %s failed: %s", type(msg).__name__, node_id, exc)
+            return False
+
+    def _wake_group(self, group: GroupRecord) -> None:
+        waiters, group.waiters = group.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait_group(self, pg_id: bytes, name: str, namespace: str) -> Any:
+        if not pg_id:
+            found = self.group_names.get((namespace, name))
+            if found is None:
+                raise ValueError(f"no placement group named {name!r} in namespace {namespace!r}")
+            pg_id = found
+        group = self.groups.get(pg_id)
+        if group is None:
+            raise ValueError(f"no placement group {pg_id.hex()}")
+        while group.state == PENDING:
+            fut: asyncio.Future[None] = self.worker.loop.create_future()
+            group.waiters.append(fut)
+            await fut
+        if group.infeasible:
+            raise InfeasibleError(group.reason)
+        if group.state == REMOVED:
+            raise ValueError(f"placement group {pg_id.hex()} was removed: {group.reason}")
+        return {
+            "pg_id": pg_id,
+            "bundles": group.spec.bundles,
+            "strategy": group.spec.strategy,
+            "nodes": [group.nodes[i] for i in range(len(group.spec.bundles))],
+        }
+
+    def _remove_group(self, group: GroupRecord, reason: str) -> None:
+        if group.state == REMOVED:
+            return
+        group.state, group.reason = REMOVED, reason
+        spec = group.spec
+        if spec.name and self.group_names.get((spec.namespace, spec.name)) == spec.pg_id:
+            del self.group_names[(spec.namespace, spec.name)]
+        for record in list(self.actors.values()):
+            if record.state != DEAD and _in_group(record.spec.strategy)[0] == spec.pg_id:
+                self._kill(record, f"its placement group was removed ({reason})")
+        for node_id in set(group.nodes.values()):
+            if node_id in self.nodes:
+                self.worker.spawn(self._send_to_node(node_id, p.ReleaseBundles(0, spec.pg_id)))
+        self._wake_group(group)
 
     async def _get_actor(
         self, name: str, namespace: str, actor_id: bytes, wait: bool, after_restarts: int = -1
@@ -467,7 +700,9 @@ class Head:
                 }
                 for r in self.actors.values()
             ]
-        raise ValueError(f"cannot list {what!r}: choose nodes or actors")
+        if what == "placement_groups":
+            return [g.table() for g in self.groups.values()]
+        raise ValueError(f"cannot list {what!r}: choose nodes, actors or placement_groups")
 
     def _kv(self, msg: p.KvOp) -> Any:
         key = (msg.namespace, msg.key)
@@ -497,6 +732,13 @@ class Head:
                 conn.send(p.Shutdown("the cluster was stopped"))
         if self.worker.on_head_lost is not None:
             self.worker.loop.call_later(0.05, self.worker.on_head_lost)
+
+
+def _in_group(strategy: Any) -> tuple[bytes | None, int]:
+    """(group id, bundle index) of a placement group strategy, else (None, -1)."""
+    if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
+        return bytes(strategy[1]), int(strategy[2])
+    return None, -1
 
 
 def _affinity(spec: p.ActorSpec) -> dict[str, Any]:

@@ -254,8 +254,10 @@ class SubmitTask(_Msg, tag=40):
     owner_address: str
     #: Streaming: how many items may wait unconsumed before the generator pauses.
     stream_window: int = 0
-    #: Placement group bundle to run in: (group id, bundle index), or None.
+    #: Placement group bundle to run in: (group id, bundle index or -1 for any), or None.
     bundle: tuple[bytes, int] | None = None
+    #: The scheduling strategy as the submitter places it (["spread"], ["node", id, soft]).
+    strategy: Any = None
 
 
 class CallActor(_Msg, tag=41):
@@ -347,6 +349,55 @@ class ListObjects(_Msg, tag=56):
     rid: int
 
 
+# --- placement groups ---------------------------------------------------------------
+
+
+class PlacementGroupSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    pg_id: bytes
+    bundles: list[dict[str, float]]
+    strategy: str
+    owner_id: str
+    name: str = ""
+    namespace: str = ""
+    detached: bool = False
+
+
+class CreatePlacementGroup(_Msg, tag=60):
+    rid: int
+    spec: PlacementGroupSpec
+
+
+class WaitPlacementGroup(_Msg, tag=61):
+    """Answered once the group is placed: its bundles' node ids (error if it never will be)."""
+
+    rid: int
+    pg_id: bytes = b""
+    name: str = ""
+    namespace: str = ""
+
+
+class RemovePlacementGroup(_Msg, tag=62):
+    rid: int
+    pg_id: bytes
+
+
+class ReserveBundles(_Msg, tag=63):
+    """Head to node: set aside these bundles' resources (all or none)."""
+
+    rid: int
+    pg_id: bytes
+    bundles: list[tuple[int, dict[str, float]]]
+
+
+class ReleaseBundles(_Msg, tag=64):
+    """Head to node: free the group's bundles (``indices``; all when empty) and stop what
+    runs in them."""
+
+    rid: int
+    pg_id: bytes
+    indices: list[int] = []
+
+
 HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
 Message = (
     Hello
@@ -379,6 +430,11 @@ Message = (
     | UpdateRefs
     | FreeObjects
     | ListObjects
+    | CreatePlacementGroup
+    | WaitPlacementGroup
+    | RemovePlacementGroup
+    | ReserveBundles
+    | ReleaseBundles
 )
 
 _encoder = msgspec.msgpack.Encoder()

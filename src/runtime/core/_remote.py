@@ -179,8 +179,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         elif not isinstance(retry_on, bool):
             raise ValueError("retry_exceptions must be a bool or a list of exception types")
         self._retry = RetryPolicy(retries, retry_on)
-        if o.get("scheduling_strategy") is not None:
-            _strategy(o["scheduling_strategy"])
+        self._strategy = _strategy(o.get("scheduling_strategy"))
 
     def _pickled(self) -> bytes:
         blob = self._blob
@@ -223,6 +222,12 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             worker.peer_id,
             worker.address,
         )
+        strategy = self._strategy
+        if strategy is not None:
+            if strategy[0] == "pg":
+                msg.bundle = (strategy[1], strategy[2])
+            else:
+                msg.strategy = strategy
         out = _results(worker, task_id, n, refs)
         if n == p.STREAMING:
             msg.stream_window = self._window

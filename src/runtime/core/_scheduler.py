@@ -8,7 +8,7 @@ submitter's choice among the nodes of the cluster view.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ._exceptions import InfeasibleError
@@ -200,3 +200,91 @@ def pick_actor_node(
 
     del spread  # DEFAULT already spreads actors over the least-used nodes
     return min(room, key=key).node_id, True
+
+
+# --- placement groups --------------------------------------------------------------------------
+
+PG_STRATEGIES: Final = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _add(total: dict[str, float], demand: Resources) -> None:
+    for name, amount in demand.items():
+        total[name] = total.get(name, 0.0) + amount
+
+
+def bundles_feasible(
+    nodes: Iterable[Any], bundles: Sequence[Resources], strategy: str
+) -> str | None:
+    """Why the group could never be placed on these nodes (None when it could)."""
+    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    for i, bundle in enumerate(bundles):
+        if not any(fits(bundle, n.resources) for n in hosts):
+            return f"no node can ever hold bundle {i} {dict(bundle)}"
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for bundle in bundles:
+            _add(total, bundle)
+        if not any(fits(total, n.resources) for n in hosts):
+            return f"no single node can ever hold all the bundles together ({total})"
+    needed: dict[str, float] = {}
+    have: dict[str, float] = {}
+    for bundle in bundles:
+        _add(needed, bundle)
+    for n in hosts:
+        _add(have, n.resources)
+    short = {k: v for k, v in needed.items() if v > have.get(k, 0.0) + _EPS}
+    if short:
+        return f"the bundles need {short} in all and the whole cluster has {have}"
+    if strategy == "STRICT_SPREAD" and len(bundles) > len(hosts):
+        return f"STRICT_SPREAD needs {len(bundles)} nodes and the cluster has {len(hosts)}"
+    return None
+
+
+def place_bundles(
+    nodes: Iterable[Any],
+    bundles: Sequence[Resources],
+    strategy: str,
+    fixed: Mapping[int, str] | None = None,
+) -> dict[int, str] | None:
+    """Choose a node for every bundle not in ``fixed`` (index -> node id), from what the
+    nodes have free now; None when the group does not fit now.
+
+    PACK puts bundles on as few nodes as it can, SPREAD on as many; the STRICT_ forms
+    fail rather than bend. ``fixed`` holds bundles already placed (after a node died,
+    only the lost bundles are placed again).
+    """
+    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    free = {n.node_id: dict(n.available) for n in hosts}
+    fixed = dict(fixed or {})
+    used: dict[str, int] = {}
+    for node_id in fixed.values():
+        used[node_id] = used.get(node_id, 0) + 1
+    todo = [i for i in range(len(bundles)) if i not in fixed]
+    # Largest first: they are the hardest to fit.
+    todo.sort(key=lambda i: -sum(bundles[i].values()))
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for i in todo:
+            _add(total, bundles[i])
+        targets = [next(iter(used))] if used else [n.node_id for n in hosts]
+        for node_id in targets:
+            if node_id in free and fits(total, free[node_id]):
+                return {**fixed, **dict.fromkeys(todo, node_id)}
+        return None
+    out = dict(fixed)
+    for i in todo:
+        bundle = bundles[i]
+        room = [nid for nid, avail in free.items() if fits(bundle, avail)]
+        if strategy == "STRICT_SPREAD":
+            room = [nid for nid in room if nid not in used]
+        if not room:
+            return None
+        if strategy == "PACK":  # most used first, then the one with most room left
+            choice = min(room, key=lambda nid: (-used.get(nid, 0), -sum(free[nid].values()), nid))
+        else:  # SPREAD, STRICT_SPREAD: least used first
+            choice = min(room, key=lambda nid: (used.get(nid, 0), -sum(free[nid].values()), nid))
+        out[i] = choice
+        used[choice] = used.get(choice, 0) + 1
+        for name, amount in bundle.items():
+            free[choice][name] = free[choice].get(name, 0.0) - amount
+    return out

@@ -26,6 +26,7 @@ from ._actor_calls import ActorCaller, ActorState
 from ._admission import AdmissionControl
 from ._exceptions import (
     ActorDiedError,
+    InfeasibleError,
     NodeDiedError,
     ObjectLostError,
     RuntimeBaseError,
@@ -44,7 +45,8 @@ from ._refs import (
     return_id,
     set_worker,
 )
-from ._scheduler import pick_node
+from ._scheduler import fits, pick_node
+from ._store import ObjectStore
 from ._streaming import StreamState
 from ._threads import LoopInbox
 from ._tls import TlsConfig
@@ -115,9 +117,12 @@ class Worker(ObjectPlane, ActorCaller):
         self.view: dict[str, p.NodeInfo] = {}
         self.dead_peers: set[str] = set()
         self.view_changed = asyncio.Event()
-        self.store: dict[bytes, tuple[p.Value, list[Any]]] = {}
+        self.store = ObjectStore(self.peer_id, state_dir)
         self.tasks: dict[bytes, PendingTask] = {}
         self.streams: dict[bytes, StreamState] = {}
+        #: Where the bundles of placement groups this process submits into are (by index).
+        self.group_nodes: dict[bytes, list[str]] = {}
+        self._spread_turn = 0
         self.load: dict[str, int] = {}
         self.actors: dict[bytes, ActorState] = {}
         self._rids = itertools.count(1)
@@ -226,6 +231,7 @@ class Worker(ObjectPlane, ActorCaller):
                 self._resolve(oid, gone, [])
         if current_worker_or_none() is self:
             set_worker(None)
+        self.store.close()
         self.closed.set()
 
     # --- ids ----------------------------------------------------------------------------
@@ -323,6 +329,9 @@ class Worker(ObjectPlane, ActorCaller):
     def peer_lost(self, peer: str) -> None:
         """Everything waiting on ``peer`` is retried or fails: its tasks, its actors' calls."""
         self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
+        for pg_id, nodes in list(self.group_nodes.items()):
+            if peer in nodes:  # its lost bundles are placed again: ask the head anew
+                del self.group_nodes[pg_id]
         info = self.view.get(peer)
         if info is not None:
             info.alive = False
@@ -480,6 +489,8 @@ class Worker(ObjectPlane, ActorCaller):
             case p.FreeObjects(object_ids=object_ids):
                 for oid in object_ids:
                     self._drop_stored(oid)
+            case p.ListObjects(rid=rid):
+                conn.send(p.Reply(rid, value=self.object_rows()))
             case p.ClusterView(nodes=nodes, departed=departed):
                 self._set_view(nodes, departed)
             case p.Shutdown(reason=reason, evicted=evicted):
@@ -490,7 +501,9 @@ class Worker(ObjectPlane, ActorCaller):
             case _:
                 if self.head is not None:
                     self.head.on_message(conn, msg)
-                elif self.executor is not None and isinstance(msg, p.CreateActor | p.KillActor):
+                elif self.executor is not None and isinstance(
+                    msg, p.CreateActor | p.KillActor | p.ReserveBundles | p.ReleaseBundles
+                ):
                     self.executor.on_control(conn, msg)
                 else:
                     log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
@@ -635,7 +648,23 @@ class Worker(ObjectPlane, ActorCaller):
         fn_blob: Callable[[], bytes],
     ) -> None:
         try:
-            node_id = pick_node(self.view.values(), msg.resources, self.load)
+            if msg.bundle is not None:
+                pg_id, index = bytes(msg.bundle[0]), int(msg.bundle[1])
+                nodes = self.group_nodes.get(pg_id)
+                if nodes is None:  # learn where the group is (waits until it is placed)
+                    self.spawn(self._place_in_group(pg_id, task, msg, buffers, fn_blob))
+                    return
+                if index >= len(nodes):
+                    raise InfeasibleError(
+                        f"placement_group_bundle_index {index} is out of range: the group has "
+                        f"{len(nodes)} bundles"
+                    )
+                choices = [nodes[index]] if index >= 0 else list(dict.fromkeys(nodes))
+                node_id = min(choices, key=lambda n: self.load.get(n, 0))
+            elif msg.strategy is not None:
+                node_id = self._pick_by_strategy(msg)
+            else:
+                node_id = pick_node(self.view.values(), msg.resources, self.load)
         except RuntimeBaseError as exc:
             err = ser.error_value(exc)
             for oid in task.object_ids:
@@ -651,6 +680,57 @@ class Worker(ObjectPlane, ActorCaller):
             self._send_task(conn, msg, buffers, fn_blob)
         else:
             self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
+
+    def _pick_by_strategy(self, msg: p.SubmitTask) -> str:
+        strategy = msg.strategy
+        if strategy[0] == "node":
+            node_id, soft = str(strategy[1]), bool(strategy[2])
+            info = self.view.get(node_id)
+            if info is not None and info.alive and fits(msg.resources, info.resources):
+                return node_id
+            if not soft:
+                raise InfeasibleError(
+                    f"task {msg.fn_name} must run on node {node_id} (NodeAffinity, soft=False), "
+                    "which is not alive or can never hold its resources"
+                )
+            return pick_node(self.view.values(), msg.resources, self.load)
+        # SPREAD: round robin over the nodes that can hold it, least loaded first.
+        self._spread_turn += 1
+        feasible = [
+            n.node_id
+            for n in self.view.values()
+            if not n.is_driver and n.alive and fits(msg.resources, n.resources)
+        ]
+        if not feasible:
+            return pick_node(self.view.values(), msg.resources, self.load)  # raises
+        feasible.sort()
+        turn = self._spread_turn
+        return min(
+            feasible,
+            key=lambda n: (self.load.get(n, 0), (feasible.index(n) - turn) % len(feasible)),
+        )
+
+    async def _place_in_group(
+        self,
+        pg_id: bytes,
+        task: PendingTask,
+        msg: p.SubmitTask,
+        buffers: list[memoryview],
+        fn_blob: Callable[[], bytes],
+    ) -> None:
+        try:
+            placed = await self.head_request(p.WaitPlacementGroup(0, pg_id))
+            self.group_nodes[pg_id] = list(placed["nodes"])
+        except (RuntimeBaseError, ValueError, OSError, ConnectionError) as exc:
+            err = ser.system_error_value(
+                InfeasibleError, f"task {msg.fn_name} cannot run in its placement group: {exc}"
+            )
+            for oid in task.object_ids:
+                self._resolve(oid, err, [])
+            if task.stream is not None:
+                task.stream.on_done(err)
+            return
+        self._place_task(task, msg, buffers, fn_blob)
 
     def _retry(self, task: PendingTask, why: str) -> bool:
         """Submit ``task`` again if it has tries left (loop); False when it has none."""

@@ -6,10 +6,27 @@
   actor (sync ``put``/``get`` and async ``put_async``/``get_async``, with timeouts).
 - :class:`Empty`, :class:`Full`: what ``Queue.get`` and ``Queue.put`` raise when there is
   no item or no room (subclasses of ``queue.Empty`` and ``queue.Full``).
+- :func:`placement_group`: reserve bundles of resources, all or none (``PACK``, ``SPREAD``,
+  ``STRICT_PACK``, ``STRICT_SPREAD``); ``pg.ready()`` is a ref, ``pg.wait(timeout)`` blocks;
+  :func:`remove_placement_group`, :func:`get_placement_group`,
+  :func:`placement_group_table`.
+- Scheduling strategies for ``.options(scheduling_strategy=...)``:
+  :class:`PlacementGroupSchedulingStrategy` (run in a bundle),
+  :class:`NodeAffinitySchedulingStrategy` (run on a node; ``soft`` falls back), and the
+  strings ``"DEFAULT"`` and ``"SPREAD"``.
 
 See ``docs/util.md`` for the details and the differences from Ray.
 """
 
+from runtime.core._placement import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroup,
+    PlacementGroupSchedulingStrategy,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from runtime.util._actor_pool import ActorPool
 from runtime.util._queue import Empty, Full, Queue
 
@@ -17,5 +34,12 @@ __all__ = [
     "ActorPool",
     "Empty",
     "Full",
+    "NodeAffinitySchedulingStrategy",
+    "PlacementGroup",
+    "PlacementGroupSchedulingStrategy",
     "Queue",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
 ]

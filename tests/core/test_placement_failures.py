@@ -1,0 +1,47 @@
+"""A node holding a placement group bundle dies: the bundle is placed again elsewhere and
+a restartable actor in it comes back there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import runtime
+from runtime.util import (
+    PlacementGroupSchedulingStrategy,
+    placement_group,
+    placement_group_table,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@runtime.remote
+class Where:
+    def node(self):
+        return runtime.get_runtime_context().get_node_id(), os.getpid()
+
+
+def test_lost_bundle_is_placed_again(mesh):
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(20)
+    strategy = PlacementGroupSchedulingStrategy(pg, 0)
+    actor = Where.options(
+        num_cpus=1, scheduling_strategy=strategy, max_restarts=1, max_task_retries=1
+    ).remote()
+    node, pid = runtime.get(actor.node.remote())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            new_node, _ = runtime.get(actor.node.remote(), timeout=10)
+            break
+        except runtime.exceptions.RuntimeBaseError:
+            assert time.monotonic() < deadline
+    assert new_node != node
+    row = next(r for r in placement_group_table() if r["placement_group_id"] == pg.id)
+    assert row["state"] == "CREATED"
+    assert row["bundles_to_node_id"][0] == new_node
