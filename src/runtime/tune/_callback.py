@@ -205,10 +205,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def default_loggers() -> list[Callback]:
-    """JSON and CSV loggers always; TensorBoard when tensorboardX is installed."""
-    loggers: list[Callback] = [JsonLoggerCallback(), CSVLoggerCallback()]
-    import importlib.util
-
-    if os.environ.get("TUNE_DISABLE_TBX") != "1" and importlib.util.find_spec("tensorboardX"):
-        loggers.append(TBXLoggerCallback())
-    return loggers
+    """JSON and CSV loggers. TensorBoard is opt-in (``TBXLoggerCallback``): tensorboardX
+    imports torch when installed, about 2 s, which Ray pays by default and we do not."""
+    return [JsonLoggerCallback(), CSVLoggerCallback()]

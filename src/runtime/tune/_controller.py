@@ -142,17 +142,11 @@ class Controller:
             cb.setup(stop=self.stopper, num_samples=self.num_samples)
         try:
             async with asyncio.TaskGroup() as tg:
-                while not self._stop_all:
-                    self._wake.clear()
-                    self._fill(tg)
-                    if not self._running:
-                        if self._stalled():
-                            break
-                        continue
-                    await self._wait()
-                    self._save_state(force=False)
-                    if self._deadline is not None and time.monotonic() >= self._deadline:
-                        self._stop_all = True
+                try:
+                    await self._loop(tg)
+                except Exception as exc:  # raised after the running trials wound down
+                    self._fatal = exc
+                    self._stop_all = True
                 for trial in list(self.trials):  # a stop-all ends what still runs
                     if trial.trial_id in self._running:
                         trial.stop_requested = True
@@ -168,6 +162,19 @@ class Controller:
                     traceback.print_exc()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _loop(self, tg: asyncio.TaskGroup) -> None:
+        while not self._stop_all:
+            self._wake.clear()
+            self._fill(tg)
+            if not self._running:
+                if self._stalled():
+                    return
+                continue
+            await self._wait()
+            self._save_state(force=False)
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._stop_all = True
 
     async def _wait(self) -> None:
         if self._deadline is None:
@@ -198,9 +205,9 @@ class Controller:
             return False
         # Trials wait, nothing runs, and the scheduler chose none of them: run them in order.
         trial = waiting[0]
-        if not self._fits(trial.resources):
+        if not self._feasible(trial.resources):
             self._total = runtime.cluster_resources()
-            if not self._fits(trial.resources):
+            if not self._feasible(trial.resources):
                 raise TuneError(
                     f"trial {trial.trial_id} needs {trial.resources}, more than the cluster "
                     f"has ({self._total})"
@@ -216,6 +223,10 @@ class Controller:
             for k, v in demand.items()
             if v > 0
         )
+
+    def _feasible(self, demand: dict[str, float]) -> bool:
+        """Whether ``demand`` fits the cluster at all (idle actors can be let go)."""
+        return all(v <= self._total.get(k, 0.0) + _EPS for k, v in demand.items() if v > 0)
 
     def _take(self, demand: dict[str, float], sign: float) -> None:
         for k, v in demand.items():

@@ -113,13 +113,15 @@ class HyperBandScheduler(TrialScheduler):
             return False
         ranked = sorted(live, key=lambda t: bracket.scores[t.trial_id], reverse=True)
         keep = max(1, int(len(ranked) / self.eta))
-        for trial in ranked[keep:]:
-            trial.stop_requested = True
-            if trial.status in (Status.PAUSED, Status.PENDING):
-                controller.stop_trial(trial)
+        # Settle the bracket first: stopping a trial below calls back into this scheduler.
         bracket.released = {t.trial_id for t in ranked[:keep]}
         bracket.scores = {}
         bracket.milestone = min(bracket.milestone * self.eta, self.max_t)
+        for trial in ranked[keep:]:
+            trial.stop_requested = True
+        for trial in ranked[keep:]:
+            if trial.status in (Status.PAUSED, Status.PENDING):
+                controller.stop_trial(trial)
         return True
 
     def _forget(self, controller: ControllerView, trial: Trial) -> None:

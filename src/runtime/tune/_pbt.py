@@ -155,6 +155,13 @@ class PopulationBasedTraining(TrialScheduler):
 
     def _exploit(self, trial: Trial, donor: Trial) -> str:
         assert donor.checkpoint is not None
+        self.num_perturbations += 1
+        target = os.path.join(trial.path, f"checkpoint_pbt_{self.num_perturbations:06d}")
+        shutil.rmtree(target, ignore_errors=True)
+        try:  # copy the donor's checkpoint, so the donor may delete its own copy later
+            shutil.copytree(donor.checkpoint, target)
+        except OSError:
+            return TrialScheduler.CONTINUE  # the donor's checkpoint is gone: skip this one
         new_config = explore(
             donor.config,
             self.hyperparam_mutations,
@@ -166,11 +173,6 @@ class PopulationBasedTraining(TrialScheduler):
             new_config = self.custom_explore_fn(new_config)
             if not isinstance(new_config, dict):
                 raise TypeError("custom_explore_fn must return a config dict")
-        # Copy the donor's checkpoint, so the donor may delete its own copy later.
-        self.num_perturbations += 1
-        target = os.path.join(trial.path, f"checkpoint_pbt_{self.num_perturbations:06d}")
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(donor.checkpoint, target)
         trial.config = new_config
         trial.restore_path = target
         self._last_perturb[trial.trial_id] = self._last_perturb.get(donor.trial_id, 0.0)

@@ -101,19 +101,31 @@ class Session:
 
     def persist(self, source: str, metrics: dict[str, Any]) -> str:
         """Copy a reported checkpoint into the trial's folder (unless it is there already)."""
-        name = f"checkpoint_{self.iteration:06d}"
-        target = os.path.join(self.trial_dir, name)
-        if os.path.abspath(source) != os.path.abspath(target):
+        if os.path.dirname(os.path.abspath(source)) == os.path.abspath(self.trial_dir):
+            target = source  # written in place, in the trial's folder
+        else:
+            target = fresh_checkpoint_dir(self.trial_dir, self.iteration)
             tmp = target + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(source, tmp)
-            shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
         write_metadata(target, metrics)
         return target
 
     def last_pause(self) -> None:
         self.last = time.monotonic()
+
+
+def fresh_checkpoint_dir(trial_dir: str, iteration: int) -> str:
+    """``checkpoint_<iteration>``, or with a suffix if a previous run of the trial (before a
+    restore) already used that name: a checkpoint is never overwritten, so another trial
+    may copy it (PBT) while this one runs on."""
+    base = os.path.join(trial_dir, f"checkpoint_{iteration:06d}")
+    target, n = base, 0
+    while os.path.exists(target):
+        n += 1
+        target = f"{base}-{n}"
+    return target
 
 
 def write_metadata(path: str, metrics: dict[str, Any]) -> None:
@@ -261,6 +273,7 @@ class ClassRunner:
     def __init__(self, cls: type, config: dict[str, Any], session: Session, freq: int):
         self.session = session
         self.freq = freq
+        self._saved: tuple[int, str] | None = None
         session.runner = self
         _local.session = session
         try:
@@ -301,7 +314,9 @@ class ClassRunner:
             _local.session = None
 
     def _save(self, metrics: dict[str, Any]) -> str:
-        target = os.path.join(self.session.trial_dir, f"checkpoint_{self.session.iteration:06d}")
+        if self._saved is not None and self._saved[0] == self.session.iteration:
+            return self._saved[1]  # already saved at this iteration
+        target = fresh_checkpoint_dir(self.session.trial_dir, self.session.iteration)
         tmp = target + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -311,9 +326,9 @@ class ClassRunner:
                 pickle.dump(data, f)
         elif data is not None and os.path.abspath(str(data)) != os.path.abspath(tmp):
             shutil.copytree(str(data), tmp, dirs_exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         write_metadata(target, metrics)
+        self._saved = (self.session.iteration, target)
         return target
 
     def save(self) -> str | None:

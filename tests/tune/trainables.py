@@ -1,0 +1,122 @@
+"""Tiny trainables the tests run (importable, so node processes load them by reference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from runtime import tune
+
+
+def quadratic(config: dict[str, Any]) -> None:
+    """Loss falls towards (x-3)^2 + (y+1)^2 over the iterations."""
+    target = (config["x"] - 3) ** 2 + (config.get("y", -1) + 1) ** 2
+    for i in range(config.get("iters", 1)):
+        tune.report({"loss": target + 1.0 / (i + 1)})
+
+
+def returns_dict(config: dict[str, Any]) -> dict[str, Any]:
+    return {"score": config["a"] * 10}
+
+
+def timed(config: dict[str, Any]) -> None:
+    """Records when it ran, to check that trials never overlap beyond the resources."""
+    start = time.time()
+    time.sleep(config.get("sleep", 0.05))
+    tune.report({"start": start, "end": time.time()})
+
+
+def curve(config: dict[str, Any]) -> None:
+    """A toy learning curve: the score of trial ``q`` at step t is q * t (higher q better)."""
+    for t in range(1, config.get("iters", 20) + 1):
+        tune.report({"score": config["q"] * t})
+
+
+def failing(config: dict[str, Any]) -> None:
+    if config["fail"]:
+        raise ValueError(f"bad config {config['x']}")
+    tune.report({"ok": 1})
+
+
+def counter_with_checkpoints(config: dict[str, Any]) -> None:
+    """Counts to ``iters``, checkpointing every step; logs each (re)start to ``log``."""
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with open(os.path.join(checkpoint.path, "state.json")) as f:
+            start = json.load(f)["step"]
+    with open(config["log"], "a") as f:
+        f.write(f"{tune.get_context().get_trial_id()} {start}\n")
+    for step in range(start + 1, config["iters"] + 1):
+        if config.get("die_at") == step and not os.path.exists(config["log"] + ".died"):
+            open(config["log"] + ".died", "w").close()
+            os._exit(1)  # the node process dies, with this trial's actor
+        time.sleep(config.get("sleep", 0.0))
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "state.json"), "w") as f:
+                json.dump({"step": step}, f)
+            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def pbt_member(config: dict[str, Any]) -> None:
+    """Score grows by ``lr`` per step; checkpoints carry the writer's id and the score."""
+    score, origin = 0.0, tune.get_context().get_trial_id()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        state = checkpoint.to_dict()
+        score, origin = state["score"], state["writer"]
+    for _ in range(12):
+        score += config["lr"]
+        ckpt = tune.Checkpoint.from_dict(
+            {"score": score, "writer": tune.get_context().get_trial_id()}
+        )
+        tune.report({"score": score, "restored_from": origin}, checkpoint=ckpt)
+
+
+class Halving(tune.Trainable):
+    """A class trainable: v halves each step; checkpoints as a dict."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.v = float(config["v"])
+
+    def step(self) -> dict[str, Any]:
+        self.v /= 2
+        return {"v": self.v}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"v": self.v}
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        self.v = checkpoint["v"]
+
+
+class DirCheckpointing(tune.Trainable):
+    """A class trainable that writes its checkpoint as a file in the directory."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.n = 0
+
+    def step(self) -> dict[str, Any]:
+        self.n += 1
+        return {"n": self.n, "done": self.n >= 3}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        with open(os.path.join(checkpoint_dir, "n.txt"), "w") as f:
+            f.write(str(self.n))
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        with open(os.path.join(checkpoint, "n.txt")) as f:
+            self.n = int(f.read())
+
+
+def curve_checkpointed(config: dict[str, Any]) -> None:
+    """``curve`` that resumes from its checkpoint (for schedulers that pause trials)."""
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        start = checkpoint.to_dict()["t"]
+    for t in range(start + 1, config.get("iters", 20) + 1):
+        tune.report({"score": config["q"] * t}, checkpoint=tune.Checkpoint.from_dict({"t": t}))
