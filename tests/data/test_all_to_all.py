@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import threading
 
@@ -60,9 +62,13 @@ def test_groupby_aggregates_match_pandas() -> None:
 
 def test_map_groups_sees_whole_groups() -> None:
     df = _frame()
-    out = _ds(df).groupby("k").map_groups(
-        lambda b: {"k": b["k"][:1], "n": [len(b["k"])], "s": [b["v"].sum()]}
-    ).to_pandas().sort_values("k")
+    out = (
+        _ds(df)
+        .groupby("k")
+        .map_groups(lambda b: {"k": b["k"][:1], "n": [len(b["k"])], "s": [b["v"].sum()]})
+        .to_pandas()
+        .sort_values("k")
+    )
     want = df.groupby("k")["v"].agg(["size", "sum"])
     assert out["n"].tolist() == want["size"].tolist()
     np.testing.assert_allclose(out["s"], want["sum"])
@@ -93,7 +99,7 @@ def test_split_and_train_test_split_are_disjoint_and_complete() -> None:
     ds = data.range(103, override_num_blocks=4)
     parts = ds.split(3)
     ids = [[r["id"] for r in p.take_all()] for p in parts]
-    assert sorted(sum(ids, [])) == list(range(103))
+    assert sorted(functools.reduce(operator.iadd, ids, [])) == list(range(103))
     eq = ds.split(4, equal=True)
     assert [p.count() for p in eq] == [25] * 4
     train, test = ds.train_test_split(0.2)
@@ -149,9 +155,13 @@ def test_actor_pool_constructs_each_actor_once(tmp_path: os.PathLike[str]) -> No
 
 def test_autoscaling_pool_stays_within_bounds(tmp_path: os.PathLike[str]) -> None:
     directory = str(tmp_path)
-    ds = data.range(600, override_num_blocks=12).map_batches(
-        _Counted, fn_constructor_args=(directory, 0), concurrency=(1, 3), batch_size=None
-    ).map(lambda r: {"z": r["y"] * 2})
+    ds = (
+        data.range(600, override_num_blocks=12)
+        .map_batches(
+            _Counted, fn_constructor_args=(directory, 0), concurrency=(1, 3), batch_size=None
+        )
+        .map(lambda r: {"z": r["y"] * 2})
+    )
     assert ds.sum("z") == 2 * sum(range(600))
     assert 1 <= len(os.listdir(directory)) <= 3
 

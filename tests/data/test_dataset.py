@@ -29,7 +29,9 @@ def test_range_rows_are_ids_and_count_comes_from_metadata() -> None:
 
 
 def test_sources_from_driver_data_match_their_input() -> None:
-    df = pd.DataFrame({"a": np.arange(50), "b": np.arange(50) * 0.5, "c": [str(i) for i in range(50)]})
+    df = pd.DataFrame(
+        {"a": np.arange(50), "b": np.arange(50) * 0.5, "c": [str(i) for i in range(50)]}
+    )
     assert data.from_pandas(df).to_pandas().equals(df)
     assert data.from_arrow(pa.Table.from_pandas(df)).to_pandas().equals(df)
     items = [{"x": i, "y": f"s{i}"} for i in range(30)]
@@ -66,9 +68,11 @@ def test_map_batches_in_each_batch_format(fmt: str) -> None:
 
 
 def test_map_batches_gets_at_most_batch_size_rows() -> None:
-    sizes = data.range(1000, override_num_blocks=3).map_batches(
-        lambda b: {"n": [len(b["id"])]}, batch_size=100
-    ).take_all()
+    sizes = (
+        data.range(1000, override_num_blocks=3)
+        .map_batches(lambda b: {"n": [len(b["id"])]}, batch_size=100)
+        .take_all()
+    )
     assert sum(r["n"] for r in sizes) == 1000
     assert max(r["n"] for r in sizes) == 100
 
@@ -151,7 +155,9 @@ def test_a_failing_function_fails_with_its_exception_and_the_row() -> None:
 
     with pytest.raises(ZeroDivisionError) as info2:
         data.range(20).map_batches(lambda b: 1 / 0, batch_size=5).take_all()
-    assert "MapBatches(<lambda>) failed on a batch of" in "".join(getattr(info2.value, "__notes__", []))
+    assert "MapBatches(<lambda>) failed on a batch of" in "".join(
+        getattr(info2.value, "__notes__", [])
+    )
 
 
 def test_bad_arguments_fail_before_any_work() -> None:

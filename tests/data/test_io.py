@@ -72,7 +72,9 @@ def test_csv_and_json_round_trips(tmp_path: os.PathLike[str]) -> None:
 def test_numpy_text_and_binary(tmp_path: os.PathLike[str]) -> None:
     arr = np.arange(12).reshape(4, 3)
     np.save(os.path.join(tmp_path, "a.npy"), arr)
-    np.testing.assert_array_equal(data.read_numpy(os.path.join(tmp_path, "a.npy")).take_batch(4)["data"], arr)
+    np.testing.assert_array_equal(
+        data.read_numpy(os.path.join(tmp_path, "a.npy")).take_batch(4)["data"], arr
+    )
     out = os.path.join(tmp_path, "npout")
     data.from_numpy(arr).write_numpy(out, column="data")
     np.testing.assert_array_equal(np.load(os.path.join(out, os.listdir(out)[0])), arr)

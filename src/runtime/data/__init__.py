@@ -24,7 +24,7 @@ from ._sources import (
     from_items,
     from_numpy,
     from_pandas,
-    range,  # noqa: A004 - Ray's name
+    range,
     range_tensor,
     read_binary_files,
     read_csv,

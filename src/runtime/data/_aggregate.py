@@ -49,32 +49,32 @@ class AggregateFn:
         return f"{self.kind}({self.on or ''})"
 
 
-def Count(on: str | None = None, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Count(on: str | None = None, alias_name: str | None = None) -> AggregateFn:
     """Rows per group (non-null values of ``on`` when given)."""
     return AggregateFn("count", on, alias_name=alias_name)
 
 
-def Sum(on: str, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Sum(on: str, alias_name: str | None = None) -> AggregateFn:
     """Sum of a column."""
     return AggregateFn("sum", on, alias_name=alias_name)
 
 
-def Min(on: str, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Min(on: str, alias_name: str | None = None) -> AggregateFn:
     """Minimum of a column."""
     return AggregateFn("min", on, alias_name=alias_name)
 
 
-def Max(on: str, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Max(on: str, alias_name: str | None = None) -> AggregateFn:
     """Maximum of a column."""
     return AggregateFn("max", on, alias_name=alias_name)
 
 
-def Mean(on: str, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Mean(on: str, alias_name: str | None = None) -> AggregateFn:
     """Mean of a column."""
     return AggregateFn("mean", on, alias_name=alias_name)
 
 
-def Std(on: str, ddof: int = 1, alias_name: str | None = None) -> AggregateFn:  # noqa: N802
+def Std(on: str, ddof: int = 1, alias_name: str | None = None) -> AggregateFn:
     """Standard deviation of a column (``ddof=1``: the sample std, as in Ray)."""
     return AggregateFn("std", on, ddof=ddof, alias_name=alias_name)
 

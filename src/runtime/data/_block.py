@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
-Block = pa.Table
+Block: TypeAlias = pa.Table
 
 BATCH_FORMATS = ("numpy", "pandas", "pyarrow", "default")
 
@@ -148,7 +148,9 @@ def _column_to_numpy(col: pa.ChunkedArray, pickled: bool) -> np.ndarray:
 
 def to_numpy_batch(block: Block) -> dict[str, np.ndarray]:
     pickled = _pickled_columns(block)
-    return {name: _column_to_numpy(block.column(name), name in pickled) for name in block.column_names}
+    return {
+        name: _column_to_numpy(block.column(name), name in pickled) for name in block.column_names
+    }
 
 
 def to_batch(block: Block, batch_format: str) -> Any:

@@ -7,6 +7,8 @@ streaming executor. ``materialize()`` runs it once and keeps the blocks in the o
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,7 +39,9 @@ def _check_fn(fn: Any, what: str) -> None:
         raise TypeError(f"{what} needs a callable, got {type(fn).__name__}")
 
 
-def _remote_args(num_cpus: float | None, num_gpus: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+def _remote_args(
+    num_cpus: float | None, num_gpus: float | None, extra: dict[str, Any]
+) -> dict[str, Any]:
     out = dict(extra)
     if num_cpus is not None:
         out["num_cpus"] = num_cpus
@@ -90,8 +94,14 @@ class Dataset:
 
     # --- map-like transforms -------------------------------------------------------------
 
-    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, num_cpus: float | None = None,
-            num_gpus: float | None = None, **ray_remote_args: Any) -> Dataset:
+    def map(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
         """Apply ``fn`` to each row (a dict), which returns the new row (a dict)."""
         _check_fn(fn, "map")
         return self._map(MapRows(fn), _remote_args(num_cpus, num_gpus, ray_remote_args))
@@ -100,7 +110,7 @@ class Dataset:
         self,
         fn: Any,
         *,
-        batch_size: int | None | str = "default",
+        batch_size: int | str | None = "default",
         compute: ActorPoolStrategy | None = None,
         batch_format: str | None = "default",
         zero_copy_batch: bool = False,
@@ -140,10 +150,18 @@ class Dataset:
         if not is_class:
             _check_fn(fn, "map_batches")
         elif not callable(getattr(fn, "__call__", None)):  # noqa: B004
-            raise TypeError(f"{fn.__name__} must define __call__(self, batch) to be used in map_batches")
+            raise TypeError(
+                f"{fn.__name__} must define __call__(self, batch) to be used in map_batches"
+            )
         args = _remote_args(num_cpus, num_gpus, ray_remote_args)
-        transform = MapBatches(None if is_class else fn, batch_size, fmt, tuple(fn_args or ()),
-                               dict(fn_kwargs or {}), name=f"MapBatches({getattr(fn, '__name__', 'fn')})")
+        transform = MapBatches(
+            None if is_class else fn,
+            batch_size,
+            fmt,
+            tuple(fn_args or ()),
+            dict(fn_kwargs or {}),
+            name=f"MapBatches({getattr(fn, '__name__', 'fn')})",
+        )
         if not is_class:
             if fn_constructor_args or fn_constructor_kwargs:
                 raise ValueError("fn_constructor_args only apply when fn is a callable class")
@@ -159,24 +177,44 @@ class Dataset:
                 compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
             else:
                 raise ValueError(f"concurrency must be an int or (min, max), got {concurrency!r}")
-        return self._with(MapOp(
-            self._op, transform, args, compute, fn, tuple(fn_constructor_args or ()),
-            dict(fn_constructor_kwargs or {}), name=transform.name,
-        ))
+        return self._with(
+            MapOp(
+                self._op,
+                transform,
+                args,
+                compute,
+                fn,
+                tuple(fn_constructor_args or ()),
+                dict(fn_constructor_kwargs or {}),
+                name=transform.name,
+            )
+        )
 
-    def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *,
-                 num_cpus: float | None = None, **ray_remote_args: Any) -> Dataset:
+    def flat_map(
+        self,
+        fn: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        *,
+        num_cpus: float | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
         """Apply ``fn`` to each row; it returns a list of rows (zero or more)."""
         _check_fn(fn, "flat_map")
         return self._map(FlatMap(fn), _remote_args(num_cpus, None, ray_remote_args))
 
-    def filter(self, fn: Callable[[dict[str, Any]], bool], *, num_cpus: float | None = None,
-               **ray_remote_args: Any) -> Dataset:
+    def filter(
+        self,
+        fn: Callable[[dict[str, Any]], bool],
+        *,
+        num_cpus: float | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
         """Keep the rows for which ``fn(row)`` is true."""
         _check_fn(fn, "filter")
         return self._map(Filter(fn), _remote_args(num_cpus, None, ray_remote_args))
 
-    def add_column(self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas") -> Dataset:
+    def add_column(
+        self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas"
+    ) -> Dataset:
         """Add (or replace) column ``col`` computed by ``fn(batch) -> values`` (a pandas batch)."""
         _check_fn(fn, "add_column")
         return self._map(ColumnOp("add", col, fn, name="AddColumn"))
@@ -187,7 +225,9 @@ class Dataset:
 
     def select_columns(self, cols: list[str] | str) -> Dataset:
         """Keep only the named columns, in that order."""
-        return self._map(ColumnOp("select", _columns_list(cols, "select_columns"), name="SelectColumns"))
+        return self._map(
+            ColumnOp("select", _columns_list(cols, "select_columns"), name="SelectColumns")
+        )
 
     def rename_columns(self, names: dict[str, str]) -> Dataset:
         """Rename columns by a ``{old: new}`` mapping."""
@@ -219,11 +259,15 @@ class Dataset:
                 lambda b: shuffle_mod.exchange(b, "random", None, "shuffle", None, num_blocks),
                 True,
             )
-        return self._all_to_all("Repartition", lambda b: shuffle_mod.repartition(b, num_blocks), True)
+        return self._all_to_all(
+            "Repartition", lambda b: shuffle_mod.repartition(b, num_blocks), True
+        )
 
     def random_shuffle(self, *, seed: int | None = None) -> Dataset:
         """Rows in a random order (a full shuffle across blocks)."""
-        return self._all_to_all("RandomShuffle", lambda b: shuffle_mod.random_shuffle(b, seed), True)
+        return self._all_to_all(
+            "RandomShuffle", lambda b: shuffle_mod.random_shuffle(b, seed), True
+        )
 
     def sort(self, key: str | list[str], descending: bool = False) -> Dataset:
         """Rows sorted by ``key`` (a column or columns)."""
@@ -277,15 +321,19 @@ class Dataset:
 
     def split_at_indices(self, indices: list[int]) -> list[MaterializedDataset]:
         """Datasets of rows [0, i0), [i0, i1), ..., [ik, end)."""
-        if any(b < a for a, b in zip(indices, indices[1:], strict=False)) or any(i < 0 for i in indices):
+        if any(b < a for a, b in itertools.pairwise(indices)) or any(i < 0 for i in indices):
             raise ValueError(f"indices must be sorted and >= 0, got {indices}")
         bundles = self.materialize()._bundles
         total = sum(b.meta.num_rows for b in bundles)
         bounds = [0, *[min(i, total) for i in indices], total]
-        return [MaterializedDataset(shuffle.slice_rows(bundles, a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+        return [
+            MaterializedDataset(shuffle.slice_rows(bundles, a, b))
+            for a, b in itertools.pairwise(bounds)
+        ]
 
-    def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
-                         seed: int | None = None) -> tuple[MaterializedDataset, MaterializedDataset]:
+    def train_test_split(
+        self, test_size: float | int, *, shuffle: bool = False, seed: int | None = None
+    ) -> tuple[MaterializedDataset, MaterializedDataset]:
         """(train, test): the last ``test_size`` rows (a fraction or a count) are the test set."""
         ds: Dataset = self.random_shuffle(seed=seed) if shuffle else self
         mat = ds.materialize()
@@ -293,16 +341,20 @@ class Dataset:
         if isinstance(test_size, float):
             if not 0 < test_size < 1:
                 raise ValueError(f"a fractional test_size must be in (0, 1), got {test_size}")
-            n_test = int(round(total * test_size))
+            n_test = round(total * test_size)
         elif isinstance(test_size, int) and 0 < test_size < total:
             n_test = test_size
         else:
-            raise ValueError(f"test_size must be a fraction in (0, 1) or an int in (0, {total}), got {test_size!r}")
+            raise ValueError(
+                f"test_size must be a fraction in (0, 1) or an int in (0, {total}), "
+                f"got {test_size!r}"
+            )
         train, test = mat.split_at_indices([total - n_test])
         return train, test
 
-    def streaming_split(self, n: int, *, equal: bool = False,
-                        locality_hints: list[Any] | None = None) -> list[DataIterator]:
+    def streaming_split(
+        self, n: int, *, equal: bool = False, locality_hints: list[Any] | None = None
+    ) -> list[DataIterator]:
         """``n`` iterators that share one streaming execution, each getting disjoint blocks.
 
         Meant for ``n`` consumers in other processes (Train workers): a coordinator actor runs
@@ -322,14 +374,23 @@ class Dataset:
         """A DataIterator over this dataset (each iteration is a new execution)."""
         return DataIterator(self._execute, plan_string(self._op))
 
-    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
-                     prefetch_batches: int = 1, drop_last: bool = False,
-                     local_shuffle_buffer_size: int | None = None,
-                     local_shuffle_seed: int | None = None) -> Iterator[Any]:
+    def iter_batches(
+        self,
+        *,
+        batch_size: int | None = 256,
+        batch_format: str | None = "default",
+        prefetch_batches: int = 1,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+    ) -> Iterator[Any]:
         """Stream the dataset as batches (blocks are fetched ``prefetch_batches`` ahead)."""
         return self.iterator().iter_batches(
-            batch_size=batch_size, batch_format=batch_format, prefetch_batches=prefetch_batches,
-            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
+            batch_size=batch_size,
+            batch_format=batch_format,
+            prefetch_batches=prefetch_batches,
+            drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size,
             local_shuffle_seed=local_shuffle_seed,
         )
 
@@ -337,16 +398,28 @@ class Dataset:
         """Stream the dataset row by row (dicts)."""
         return self.iterator().iter_rows(prefetch_batches=prefetch_batches)
 
-    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
-                           device: str = "cpu", prefetch_batches: int = 1, drop_last: bool = False,
-                           collate_fn: Callable[[dict[str, Any]], Any] | None = None,
-                           local_shuffle_buffer_size: int | None = None,
-                           local_shuffle_seed: int | None = None) -> Iterator[Any]:
+    def iter_torch_batches(
+        self,
+        *,
+        batch_size: int | None = 256,
+        dtypes: Any = None,
+        device: str = "cpu",
+        prefetch_batches: int = 1,
+        drop_last: bool = False,
+        collate_fn: Callable[[dict[str, Any]], Any] | None = None,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+    ) -> Iterator[Any]:
         """Stream batches as dicts of torch tensors (torch is imported only here)."""
         return self.iterator().iter_torch_batches(
-            batch_size=batch_size, dtypes=dtypes, device=device, prefetch_batches=prefetch_batches,
-            drop_last=drop_last, collate_fn=collate_fn,
-            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed,
+            batch_size=batch_size,
+            dtypes=dtypes,
+            device=device,
+            prefetch_batches=prefetch_batches,
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+            local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed,
         )
 
     def take(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -402,7 +475,7 @@ class Dataset:
         self._stats = partial._stats
         merged = agg.merge([b for b in blocks if b.num_rows], [], aggs)
         row = B.to_rows(merged)[0] if merged.num_rows else {a.name: None for a in aggs}
-        return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
     def aggregate(self, *aggs: agg.AggregateFn) -> dict[str, Any]:
         """Whole-dataset aggregations, e.g. ``ds.aggregate(Sum("x"), Mean("y"))``."""
@@ -561,7 +634,9 @@ class GroupedData:
         """Standard deviation per group, in column ``std(on)``."""
         return self._each("std", on, ddof=ddof)
 
-    def map_groups(self, fn: Callable[[Any], Any], *, batch_format: str | None = "default") -> Dataset:
+    def map_groups(
+        self, fn: Callable[[Any], Any], *, batch_format: str | None = "default"
+    ) -> Dataset:
         """``fn(group batch) -> batch`` for each group (groups are not split across calls)."""
         _check_fn(fn, "map_groups")
         fmt = B.check_batch_format(batch_format)

@@ -53,7 +53,11 @@ class Datasource:
     def get_name(self) -> str:
         """The operator name in stats and progress."""
         name = type(self).__name__
-        return name[: -len("Datasource")] if name.endswith("Datasource") and name != "Datasource" else name
+        return (
+            name[: -len("Datasource")]
+            if name.endswith("Datasource") and name != "Datasource"
+            else name
+        )
 
     def estimate_inmemory_data_size(self) -> int | None:
         """Bytes the data will take in memory, if known."""
@@ -96,5 +100,10 @@ class RangeDatasource(Datasource):
         tasks = []
         for start in range(0, self.n, per):
             stop = min(start + per, self.n)
-            tasks.append(ReadTask(_RangeRead(start, stop, self.column), BlockMetadata(stop - start, 8 * (stop - start))))
+            tasks.append(
+                ReadTask(
+                    _RangeRead(start, stop, self.column),
+                    BlockMetadata(stop - start, 8 * (stop - start)),
+                )
+            )
         return tasks

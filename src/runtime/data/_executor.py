@@ -11,6 +11,7 @@ re-runs the task of a block lost with its node (lineage).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -37,7 +38,7 @@ from ._plan import (
 )
 from ._transforms import Transform, apply_all, read_block, run_fused
 
-_fused_task = runtime.remote(num_returns=2, max_retries=3)(run_fused)
+_fused_task: Any = runtime.remote(num_returns=2, max_retries=3)(run_fused)
 
 
 def cluster_cpus() -> int:
@@ -247,7 +248,9 @@ class ActorPoolStage(_Stage):
             if isinstance(item, ReadTask):
                 block_ref, meta_ref = self.actors[i].run.remote(seq, self.transforms, item)
             else:
-                block_ref, meta_ref = self.actors[i].run.remote(seq, self.transforms, None, item.ref)
+                block_ref, meta_ref = self.actors[i].run.remote(
+                    seq, self.transforms, None, item.ref
+                )
             self.load[i] += 1
             self.owner[meta_ref] = i
             self.stats.tasks += 1
@@ -259,10 +262,8 @@ class ActorPoolStage(_Stage):
 
     def shutdown(self) -> None:
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):
                 runtime.kill(actor)
-            except Exception:  # noqa: S110 - an actor already gone needs no kill
-                pass
         self.actors.clear()
 
 

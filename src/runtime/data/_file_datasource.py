@@ -28,7 +28,9 @@ _EXTENSIONS = {
 }
 
 
-def expand_paths(paths: str | os.PathLike[str] | list[Any], file_extensions: Any = None) -> list[str]:
+def expand_paths(
+    paths: str | os.PathLike[str] | list[Any], file_extensions: Any = None
+) -> list[str]:
     """Files named by ``paths`` (files, directories walked recursively, glob patterns)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -65,7 +67,7 @@ def _filter(files: list[str], extensions: Any) -> list[str]:
 
 
 def _walk(directory: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for root, dirs, names in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
         out.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith((".", "_")))
@@ -101,7 +103,9 @@ class _FileRead:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> list[Block]:
-        return [_with_path(_read_file(self.path, self.fmt, self.options), self.path, self.include_paths)]
+        return [
+            _with_path(_read_file(self.path, self.fmt, self.options), self.path, self.include_paths)
+        ]
 
 
 def _read_file(path: str, fmt: str, options: dict[str, Any]) -> Block:
@@ -117,7 +121,9 @@ def _read_file(path: str, fmt: str, options: dict[str, Any]) -> Block:
         if fmt == "numpy":
             from ._block import block_from_batch
 
-            return block_from_batch({options.get("column", "data"): np.load(path, allow_pickle=False)})
+            return block_from_batch(
+                {options.get("column", "data"): np.load(path, allow_pickle=False)}
+            )
         if fmt == "text":
             with open(path, encoding=options.get("encoding", "utf-8")) as fh:
                 lines = fh.read().splitlines()
@@ -179,14 +185,17 @@ class FileDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         if self.fmt == "parquet":
             return sum(
-                m.row_group(i).total_byte_size for m in self._pq_meta for i in range(m.num_row_groups)
+                m.row_group(i).total_byte_size
+                for m in self._pq_meta
+                for i in range(m.num_row_groups)
             )
         return sum(os.path.getsize(f) for f in self.files)
 
     def get_read_tasks(self, parallelism: int) -> list[ReadTask]:
         if self.fmt != "parquet":
             return [
-                ReadTask(_FileRead(f, self.fmt, self.include_paths, self.options)) for f in self.files
+                ReadTask(_FileRead(f, self.fmt, self.include_paths, self.options))
+                for f in self.files
             ]
         tasks = []
         total_groups = sum(m.num_row_groups for m in self._pq_meta)
@@ -207,7 +216,9 @@ class FileDatasource(Datasource):
                     )
                 )
             if not groups:
-                tasks.append(ReadTask(_ParquetRead(f, [], self.columns, self.include_paths), BlockMetadata(0, 0)))
+                tasks.append(
+                    ReadTask(
+                        _ParquetRead(f, [], self.columns, self.include_paths), BlockMetadata(0, 0)
+                    )
+                )
         return tasks
-
-

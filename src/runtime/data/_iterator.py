@@ -122,7 +122,8 @@ class DataIterator:
                 yield collate_fn(batch)
                 continue
             out = {}
-            for k, v in batch.items():
+            for k, col in batch.items():
+                v = col
                 dtype = dtypes.get(k) if isinstance(dtypes, dict) else dtypes
                 if v.dtype == object:
                     raise TypeError(
@@ -138,7 +139,9 @@ class DataIterator:
         return list(self._bundles())
 
 
-def _local_shuffle(blocks: Iterator[B.Block], buffer_rows: int, seed: int | None) -> Iterator[B.Block]:
+def _local_shuffle(
+    blocks: Iterator[B.Block], buffer_rows: int, seed: int | None
+) -> Iterator[B.Block]:
     import numpy as np
 
     rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ of every block. Blocks never pass through the driver; only small samples and met
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -54,8 +55,10 @@ def _map_part(block: B.Block, how: str, p: int, arg: Any, index: int) -> Any:
             parts = [block] * p
         else:
             col = block.column(key).to_numpy(zero_copy_only=False)
-            idx = np.searchsorted(np.asarray(bounds), col, side="left") if len(bounds) else (
-                np.zeros(block.num_rows, dtype=np.int64)
+            idx = (
+                np.searchsorted(np.asarray(bounds), col, side="left")
+                if len(bounds)
+                else (np.zeros(block.num_rows, dtype=np.int64))
             )
             if descending:
                 idx = (p - 1) - idx
@@ -106,22 +109,25 @@ def _apply_groups(table: B.Block, keys: list[str], fn: Any, batch_format: str) -
     key_df = table.select(keys).to_pandas()
     change = np.ones(len(key_df), dtype=bool)
     change[1:] = (key_df.iloc[1:].to_numpy() != key_df.iloc[:-1].to_numpy()).any(axis=1)
-    starts = list(np.flatnonzero(change)) + [table.num_rows]
+    starts = [*list(np.flatnonzero(change)), table.num_rows]
     outs = []
-    for s, e in zip(starts[:-1], starts[1:], strict=True):
+    for s, e in itertools.pairwise(starts):
         group = table.slice(int(s), int(e - s))
         try:
             result = fn(B.to_batch(group, batch_format))
         except Exception as err:
-            annotate(err, f"runtime.data: map_groups({getattr(fn, '__qualname__', fn)}) failed "
-                     f"on the group {key_df.iloc[int(s)].to_dict()} ({e - s} rows)")
+            annotate(
+                err,
+                f"runtime.data: map_groups({getattr(fn, '__qualname__', fn)}) failed "
+                f"on the group {key_df.iloc[int(s)].to_dict()} ({e - s} rows)",
+            )
             raise
         outs.append(B.block_from_batch(result))
     return B.concat(outs)
 
 
-_map_task = runtime.remote(max_retries=3)(_map_part)
-_reduce_task = runtime.remote(num_returns=2, max_retries=3)(_reduce)
+_map_task: Any = runtime.remote(max_retries=3)(_map_part)
+_reduce_task: Any = runtime.remote(num_returns=2, max_retries=3)(_reduce)
 
 
 def _finish(refs: list[tuple[Any, Any]]) -> list[RefBundle]:
@@ -129,8 +135,12 @@ def _finish(refs: list[tuple[Any, Any]]) -> list[RefBundle]:
     return [RefBundle(b, m) for (b, _), m in zip(refs, metas, strict=True)]
 
 
-def exchange(
-    bundles: list[RefBundle], map_how: str, map_arg: Any, reduce_how: str, reduce_arg: Any,
+def exchange(  # noqa: PLR0917 - two rounds, each with its kind and argument
+    bundles: list[RefBundle],
+    map_how: str,
+    map_arg: Any,
+    reduce_how: str,
+    reduce_arg: Any,
     num_partitions: int | None = None,
 ) -> list[RefBundle]:
     """Two rounds of tasks: split every block into P parts, then combine part i of each."""
@@ -164,7 +174,7 @@ def _sample(block: B.Block, key: str, k: int) -> np.ndarray:
     return block.column(key).take(pa.array(idx)).to_numpy(zero_copy_only=False)
 
 
-_sample_task = runtime.remote(max_retries=3)(_sample)
+_sample_task: Any = runtime.remote(max_retries=3)(_sample)
 
 
 def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[RefBundle]:
@@ -172,9 +182,11 @@ def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[Re
         return []
     p = len(bundles)
     samples = runtime.get([_sample_task.remote(b.ref, keys[0], 64) for b in bundles])
-    allv = np.sort(np.concatenate([s for s in samples if len(s)])) if any(
-        len(s) for s in samples
-    ) else np.array([])
+    allv = (
+        np.sort(np.concatenate([s for s in samples if len(s)]))
+        if any(len(s) for s in samples)
+        else np.array([])
+    )
     if p > 1 and len(allv):
         q = np.linspace(0, len(allv) - 1, num=p + 1)[1:-1].astype(np.int64)
         bounds = np.unique(allv[q])
@@ -183,14 +195,20 @@ def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[Re
     return exchange(bundles, "range", (keys[0], bounds, descending), "sort", (keys, descending), p)
 
 
-def aggregate(bundles: list[RefBundle], keys: list[str], aggs: list[agg.AggregateFn]) -> list[RefBundle]:
+def aggregate(
+    bundles: list[RefBundle], keys: list[str], aggs: list[agg.AggregateFn]
+) -> list[RefBundle]:
     out = exchange(bundles, "agg", (keys, aggs), "agg", (keys, aggs), default_partitions(bundles))
     out = [b for b in out if b.meta.num_rows]
     return sort(out, keys, False) if len(out) > 1 else out
 
 
-def map_groups(bundles: list[RefBundle], keys: list[str], fn: Any, batch_format: str) -> list[RefBundle]:
-    return exchange(bundles, "hash", keys, "groups", (keys, fn, batch_format), default_partitions(bundles))
+def map_groups(
+    bundles: list[RefBundle], keys: list[str], fn: Any, batch_format: str
+) -> list[RefBundle]:
+    return exchange(
+        bundles, "hash", keys, "groups", (keys, fn, batch_format), default_partitions(bundles)
+    )
 
 
 def _slice_concat(spec: list[tuple[int, int]], *blocks: B.Block) -> tuple[B.Block, B.BlockMetadata]:
@@ -199,7 +217,7 @@ def _slice_concat(spec: list[tuple[int, int]], *blocks: B.Block) -> tuple[B.Bloc
     return out, B.metadata_of(out, 0.0, out.num_rows)
 
 
-_slice_task = runtime.remote(num_returns=2, max_retries=3)(_slice_concat)
+_slice_task: Any = runtime.remote(num_returns=2, max_retries=3)(_slice_concat)
 
 
 def slice_rows(bundles: list[RefBundle], start: int, end: int) -> list[RefBundle]:
@@ -217,7 +235,9 @@ def slice_rows(bundles: list[RefBundle], start: int, end: int) -> list[RefBundle
     return out
 
 
-def _ranges_of(bundles: list[RefBundle], start: int, end: int) -> tuple[list[tuple[int, int]], list[Any]]:
+def _ranges_of(
+    bundles: list[RefBundle], start: int, end: int
+) -> tuple[list[tuple[int, int]], list[Any]]:
     spec, refs, offset = [], [], 0
     for b in bundles:
         n = b.meta.num_rows
@@ -253,7 +273,7 @@ def _zip_blocks(
     return out, B.metadata_of(out, 0.0, left.num_rows)
 
 
-_zip_task = runtime.remote(num_returns=2, max_retries=3)(_zip_blocks)
+_zip_task: Any = runtime.remote(num_returns=2, max_retries=3)(_zip_blocks)
 
 
 def zip_bundles(left: list[RefBundle], right: list[RefBundle]) -> list[RefBundle]:

@@ -84,7 +84,7 @@ class _SplitBundles:
 
 
 def streaming_split(ds: Dataset, n: int, equal: bool) -> list[DataIterator]:
-    coordinator = runtime.remote(_SplitCoordinator).options(max_concurrency=n + 1).remote(
-        ds._op, n, equal
+    coordinator = (
+        runtime.remote(_SplitCoordinator).options(max_concurrency=n + 1).remote(ds._op, n, equal)
     )
     return [DataIterator(_SplitBundles(coordinator, i), f"split {i} of {n}") for i in range(n)]

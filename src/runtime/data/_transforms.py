@@ -58,8 +58,11 @@ class MapRows(Transform):
             try:
                 result = self.fn(row)
             except Exception as e:
-                annotate(e, f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                         f"{_describe(row)}")
+                annotate(
+                    e,
+                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
+                    f"{_describe(row)}",
+                )
                 raise
             if not isinstance(result, dict):
                 raise TypeError(
@@ -84,8 +87,11 @@ class FlatMap(Transform):
             try:
                 out.extend(self.fn(row))
             except Exception as e:
-                annotate(e, f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                         f"{_describe(row)}")
+                annotate(
+                    e,
+                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
+                    f"{_describe(row)}",
+                )
                 raise
         return B.block_from_rows(out) if out else B.empty_block()
 
@@ -101,8 +107,11 @@ class Filter(Transform):
             try:
                 keep[i] = bool(self.fn(row))
             except Exception as e:
-                annotate(e, f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                         f"{_describe(row)}")
+                annotate(
+                    e,
+                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
+                    f"{_describe(row)}",
+                )
                 raise
         return block.filter(keep)
 
@@ -122,7 +131,7 @@ class MapBatches(Transform):
         fn = self.fn if self.fn is not None else env["udf"]
         n = block.num_rows
         size = self.batch_size or max(n, 1)
-        outs = []
+        outs: list[Block] = []
         for start in range(0, max(n, 1), size):
             piece = block.slice(start, size) if self.batch_size else block
             batch = B.to_batch(piece, self.batch_format)
@@ -164,8 +173,11 @@ class ColumnOp(Transform):
         try:
             values = self.fn(batch)
         except Exception as e:
-            annotate(e, f"runtime.data: add_column({self.arg!r}) failed on a batch of "
-                     f"{block.num_rows} rows of block {index}")
+            annotate(
+                e,
+                f"runtime.data: add_column({self.arg!r}) failed on a batch of "
+                f"{block.num_rows} rows of block {index}",
+            )
             raise
         import pyarrow as pa
 
@@ -199,9 +211,7 @@ class Slice(Transform):
         return block.slice(self.start, self.length)
 
 
-def apply_all(
-    block: Block, index: int, transforms: list[Transform], env: dict[str, Any]
-) -> Block:
+def apply_all(block: Block, index: int, transforms: list[Transform], env: dict[str, Any]) -> Block:
     for t in transforms:
         block = t(block, index, env)
     return block
