@@ -59,6 +59,7 @@ async def _open(
     log_to_driver: bool,
     token: str | bytes | None,
     local_mode: bool,
+    object_store_memory: int | None = None,
 ) -> _Session:
     mesh: launcher.LocalMesh | None = None
     expect_nodes = 0
@@ -77,7 +78,9 @@ async def _open(
         if n < 1:
             raise ValueError("num_cpus must be >= 1 for a local mesh (one node per CPU)")
         per_node = launcher.split_resources(n, num_gpus or 0.0, resources)
-        mesh = launcher.start_local_mesh(per_node, log_to_driver=log_to_driver)
+        mesh = launcher.start_local_mesh(
+            per_node, log_to_driver=log_to_driver, object_store_memory=object_store_memory
+        )
         head_address, cluster_token = mesh.head_address, mesh.token
         expect_nodes = n + 1
     else:
@@ -164,6 +167,7 @@ def init(
     token: str | bytes | None = None,
     local_mode: bool = False,
     ignore_reinit_error: bool = False,
+    object_store_memory: int | None = None,
 ) -> dict[str, Any]:
     """Start a local mesh, or join one, and make this process its driver.
 
@@ -176,6 +180,9 @@ def init(
         token: the cluster token (else ``RUNTIME_AUTH_TOKEN``, ``RUNTIME_AUTH_TOKEN_FILE``,
             or the token a local head wrote in its state directory).
         local_mode: run everything in this process (same serialization and semantics).
+        object_store_memory: bytes each node's object store (and this driver's) keeps in
+            memory before spilling to disk (default 30% of RAM, or
+            ``RUNTIME_OBJECT_STORE_MEMORY``).
 
     Returns:
         A dict with the head ``address``, this driver's ``node_id`` and the ``namespace``.
@@ -185,6 +192,10 @@ def init(
         runtime.init(num_cpus=2)
     """
     del runtime_env  # accepted for Ray compatibility; the nodes share this machine's env
+    if object_store_memory is not None and (
+        not isinstance(object_store_memory, int) or object_store_memory <= 0
+    ):
+        raise ValueError(f"object_store_memory must be an int > 0, got {object_store_memory!r}")
     global _session
     with _lock:
         if _session is not None:
@@ -203,6 +214,7 @@ def init(
             log_to_driver=log_to_driver,
             token=token,
             local_mode=local_mode,
+            object_store_memory=object_store_memory,
         )
         try:
             session = asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -211,6 +223,8 @@ def init(
             thread.join()
             loop.close()
             raise
+        if object_store_memory is not None:
+            session.worker.store.capacity = object_store_memory
         session.thread = thread
         _session = session
         return session.info
@@ -611,8 +625,11 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def list_state(what: str) -> list[dict[str, Any]]:
-    """The head's table of ``what`` ("nodes" or "actors"), as plain dicts."""
+    """The head's table of ``what`` ("nodes" or "actors"), as plain dicts; "objects" asks
+    every member what it owns, stores and borrows (one row per object)."""
     worker = current_worker()
+    if what == "objects":
+        return _blocking(worker, worker.list_objects())
     raw = _blocking(worker, worker.head_request(p.ListState(0, what)))
     if what == "nodes":
         infos = [msgspec.convert(item, p.NodeInfo) for item in raw]

@@ -19,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="nodes, resources and actors at a glance")
-    ls = sub.add_parser("list", help="list nodes or actors")
-    ls.add_argument("what", choices=["nodes", "actors"])
+    ls = sub.add_parser("list", help="list nodes, actors, or objects (what pins memory)")
+    ls.add_argument("what", choices=["nodes", "actors", "objects"])
     sub.add_parser("stop", help="stop every node of the cluster")
     return ap
 
@@ -102,7 +102,7 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if not rows:
         print("(none)")
         return
-    keys = [k for k in rows[0] if k not in ("labels",)]
+    keys = [k for k in rows[0] if k not in ("labels", "path")]
     cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     print("  ".join(k.upper().ljust(w) for k, w in zip(keys, widths, strict=True)))
@@ -111,6 +111,8 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _cell(v: Any) -> str:
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
     if isinstance(v, dict):
         return (
             ",".join(f"{k}={x:g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())

@@ -175,6 +175,7 @@ def start_local_mesh(
     *,
     log_to_driver: bool = True,
     env: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
 ) -> LocalMesh:
     """Start a head (no CPUs) and one node per entry of ``node_resources``, all at once.
 
@@ -199,6 +200,8 @@ def start_local_mesh(
         out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it
     mesh = LocalMesh(address, state_dir, token, death_pipe_w=w)
     common = ["--parent-fd", str(r), "--token-file", token_path, "--state-dir", state_dir]
+    if object_store_memory is not None:
+        common += ["--object-store-memory", str(object_store_memory)]
     try:
         mesh.procs.append(
             subprocess.Popen(

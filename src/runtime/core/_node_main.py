@@ -20,6 +20,7 @@ import uvloop
 
 from . import _launcher as launcher
 from ._exceptions import RuntimeBaseError
+from ._store import parse_size
 from ._tls import TlsConfig
 from ._worker import Worker
 
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--state-dir", help="directory for the token, logs and state")
     ap.add_argument("--dashboard-port", type=int, default=None, help="(reserved) dashboard port")
+    ap.add_argument(
+        "--object-store-memory",
+        help="bytes the object store keeps in memory before spilling to disk, e.g. 268435456 "
+        "or 256MB (default: 30%% of RAM, or RUNTIME_OBJECT_STORE_MEMORY)",
+    )
     ap.add_argument("--tls-cert", help="this node's certificate (PEM), for TLS on the mesh")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ap.add_argument("--tls-ca", help="the cluster CA that signs every member's certificate")
@@ -104,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         # The worker (and every process started from here) reads them from the environment.
         os.environ.update(TlsConfig(*tls).export())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.object_store_memory is not None:
+        try:
+            size = parse_size(args.object_store_memory, "--object-store-memory")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        os.environ["RUNTIME_OBJECT_STORE_MEMORY"] = str(size)  # read by the node's store
     if args.procs > 1:
         return supervise(args, argv if argv is not None else sys.argv[1:])
     if args.address == "auto":

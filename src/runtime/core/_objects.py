@@ -1,7 +1,9 @@
 """The object plane of a process: what it owns, what it stores, and how values are found.
 
 The owner of an object answers for it (``GetObject``); a node that keeps a large value
-serves its bytes (``FetchObject``); reference counts travel to owners in ``UpdateRefs``.
+(in its :class:`~runtime.core._store.ObjectStore`) tells readers on its host which file to
+map, and streams its bytes in chunks to readers elsewhere (``FetchObject``); reference
+counts travel to owners in ``UpdateRefs``.
 :class:`ObjectPlane` is a part of :class:`~runtime.core._worker.Worker`, kept in its own
 module; every method runs on the worker's loop unless it says otherwise.
 """
@@ -10,15 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Final
 
+import msgspec
+
+from . import _blob as blob
 from . import _protocol as p
 from . import _serialization as ser
 from ._exceptions import NodeDiedError, ObjectLostError, OwnerDiedError, RuntimeBaseError
 from ._refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable
+from ._store import ObjectStore
 from ._threads import LoopInbox
 from ._transport import Connection, split_buffers
+
+#: Values at least this big are kept in the object store and move on demand.
+STORE_MIN: Final = 100 * 1024
+#: A reader on another host fetches a stored object in chunks of this size,
+CHUNK: Final = 8 << 20
+#: with this many chunks in flight.
+CHUNKS_IN_FLIGHT: Final = 4
+_encode_int = msgspec.msgpack.Encoder().encode
+_decode_int = msgspec.msgpack.Decoder(int).decode
 
 
 class ObjectPlane:
@@ -31,7 +47,8 @@ class ObjectPlane:
     inbox: LoopInbox
     refs: ReferenceTable
     conns: dict[str, Connection]
-    store: dict[bytes, tuple[p.Value, list[Any]]]
+    store: ObjectStore
+    view: dict[str, p.NodeInfo]
     _refs_flush_armed: bool
     _closing: bool
 
@@ -102,9 +119,9 @@ class ObjectPlane:
             conn.send(p.FreeObjects([oid]))
 
     def _drop_stored(self, oid: bytes) -> None:
-        item = self.store.pop(oid, None)
-        if item is not None and item[0].refs:
-            self.refs.unpin(item[0].refs)
+        value = self.store.free(oid)
+        if value is not None and value.refs:
+            self.refs.unpin(value.refs)
 
     # --- owned objects ---------------------------------------------------------------------
 
@@ -116,18 +133,34 @@ class ObjectPlane:
             table.local[object_id] = table.local.get(object_id, 0) + 1
         return ObjectRef.counted(object_id, self.peer_id, self.address, table)
 
-    def put(self, value: Any) -> ObjectRef[Any]:
-        """Store ``value`` as an object owned by this process (any thread)."""
-        val, bufs = ser.serialize(value)
+    def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]:
+        """Store ``value`` as an object owned by this process (any thread).
+
+        A large value is written once into this process's object store (shared memory),
+        where readers on this host map it; a small one stays inline in the owner's table.
+        ``counted=False`` (a large call argument passed by ref): the ref returned counts
+        nothing, so the object lives exactly as long as the call that pins it.
+        """
+        val, bufs = ser.serialize(value, copy=False)
         oid = self.new_id()
         entry = OwnedObject()
         if val.refs:
             self.refs.pin(val.refs)
-        entry.value = val
-        entry.buffers = list(bufs)
+        if ser.total_size(val) >= STORE_MIN:
+            try:
+                entry.location = self.store_value(oid, val, bufs, what=_put_label(), shared=False)
+            except BaseException:
+                if val.refs:
+                    self.refs.unpin(val.refs)
+                raise
+        else:
+            entry.value = val
+            entry.buffers = ser.own_buffers(bufs)
         entry.state = READY
         with self.refs.lock:
             self.refs.owned[oid] = entry
+            if not counted:
+                return ObjectRef.counted(oid, self.peer_id, self.address, None)
             return ObjectRef(oid, self.peer_id, self.address)
 
     def _resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
@@ -209,7 +242,8 @@ class ObjectPlane:
             raise ObjectLostError(f"object {ref.hex()} was freed")
         value_or_loc, bufs = await self._ask_owner(ref)
         if isinstance(value_or_loc, p.Located):
-            value, bufs = await self._fetch(value_or_loc, oid)
+            fresh = value_or_loc.node_id == ref.owner_id  # the owner holds it and answered
+            value, bufs = await self._fetch(value_or_loc, oid, fresh=fresh)
             return ser.deserialize(value, bufs)
         return ser.deserialize(value_or_loc, bufs)
 
@@ -228,6 +262,13 @@ class ObjectPlane:
                 return True, ser.deserialize(item[0], item[1])
         return False, None
 
+    def _here(self, oid: bytes) -> p.Located | None:
+        """Where a stored object of this process is now (for a reader that maps it)."""
+        entry = self.store.locate(oid)
+        if entry is None:
+            return None
+        return p.Located(self.peer_id, self.address, entry.size, self.store.host_id, entry.path)
+
     async def _ask_owner(self, ref: ObjectRef[Any]) -> tuple[p.Value | p.Located, list[Any]]:
         try:
             conn = await self.connect_peer(ref.owner_id, ref.owner_address)
@@ -245,25 +286,76 @@ class ObjectPlane:
             return value, bufs
         return value, []
 
-    async def _fetch(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
+    async def _fetch(
+        self, loc: p.Located, oid: bytes, *, fresh: bool = False
+    ) -> tuple[p.Value, list[Any]]:
+        """The value a Located names: from this store, by mapping its file when it is on
+        this host, else streamed from its node in chunks. ``fresh``: the holder itself
+        just sent ``loc``."""
         if loc.node_id == self.peer_id:
             item = self.store.get(oid)
             if item is None:
                 raise ObjectLostError(f"object {oid.hex()} is no longer in this node's store")
             return item
+        if loc.host and loc.host == self.store.host_id:
+            for _ in range(3):
+                if not fresh:
+                    # Ask the holder where the object is now: it may have been spilled, and a
+                    # holder that died took its objects with it (its files are orphans).
+                    msg = p.FetchObject(0, oid, same_host=True)
+                    reply, _ = await self._ask_holder(loc, oid, msg)
+                    moved = reply.value
+                    assert isinstance(moved, p.Located)
+                    loc = moved
+                fresh = False
+                if not loc.segment:
+                    break  # kept in the holder's own memory: fetch it
+                try:
+                    return blob.read_file(loc.segment)
+                except FileNotFoundError:
+                    pass  # spilled or freed since: ask again
+        return await self._fetch_chunks(loc, oid)
+
+    async def _ask_holder(
+        self, loc: p.Located, oid: bytes, msg: p.FetchObject
+    ) -> tuple[p.ObjectReply, memoryview]:
         try:
             conn = await self.connect_peer(loc.node_id, loc.address)
-            reply, raw = await self.request(conn, p.FetchObject(0, oid))
+            reply, raw = await self.request(conn, msg)
         except (OSError, ConnectionError, NodeDiedError) as exc:
             raise ObjectLostError(
                 f"object {oid.hex()} was on node {loc.node_id}, which is unreachable: {exc}"
             ) from None
         if reply.error is not None:
             raise ser.error_from_value(reply.error)
-        value = reply.value
-        assert isinstance(value, p.Value)
-        bufs, _ = split_buffers(raw, value.bufs, 0)
-        return value, bufs
+        return reply, raw
+
+    async def _fetch_chunks(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
+        """Stream a stored object from another node into one buffer of its size (a few
+        chunks in flight; the holder sends views of its mapping, nothing is copied twice)."""
+
+        async def chunk(offset: int) -> tuple[int, memoryview]:
+            reply, raw = await self._ask_holder(loc, oid, p.FetchObject(0, oid, offset, CHUNK))
+            value = reply.value
+            if not isinstance(value, p.Value) or value.kind != ser.KIND_BLOB:
+                raise ObjectLostError(f"node {loc.node_id} sent a malformed chunk of {oid.hex()}")
+            bufs, _ = split_buffers(raw, value.bufs, 0)
+            return _decode_int(value.data), bufs[0]
+
+        total, first = await chunk(0)
+        dest = mmap.mmap(-1, max(total, 1))
+        dest[: first.nbytes] = first
+        offsets = list(range(first.nbytes, total, CHUNK))
+        sem = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+        async def fill(offset: int) -> None:
+            async with sem:
+                _, data = await chunk(offset)
+            dest[offset : offset + data.nbytes] = data
+
+        if offsets:
+            await asyncio.gather(*[fill(off) for off in offsets])
+        return blob.parse(memoryview(dest), f"the copy of {oid.hex()} from {loc.node_id}")
 
     async def _serve_get_object(self, conn: Connection, msg: p.GetObject) -> None:
         entry = self.refs.owned.get(msg.object_id)
@@ -288,13 +380,13 @@ class ObjectPlane:
         else:
             loc = entry.location
             assert loc is not None
-            if loc.node_id == self.peer_id and msg.object_id in self.store:
-                value, bufs = self.store[msg.object_id]
-                conn.send(p.ObjectReply(msg.rid, value=value), bufs)
-            else:
-                conn.send(p.ObjectReply(msg.rid, value=loc))
+            here = self._here(msg.object_id) if loc.node_id == self.peer_id else None
+            conn.send(p.ObjectReply(msg.rid, value=here or loc))
 
     def _serve_fetch_object(self, conn: Connection, msg: p.FetchObject) -> None:
+        if msg.same_host or msg.offset >= 0:
+            self._serve_stored(conn, msg)
+            return
         item = self.store.get(msg.object_id)
         if item is None:
             entry = self.refs.owned.get(msg.object_id)
@@ -313,13 +405,169 @@ class ObjectPlane:
             return
         conn.send(p.ObjectReply(msg.rid, value=item[0]), item[1])
 
-    def store_value(self, oid: bytes, value: p.Value, buffers: list[Any]) -> p.Located:
-        """Keep a large value here until its owner frees it (any thread)."""
-        self.store[oid] = (value, buffers)
-        return p.Located(self.peer_id, self.address, ser.total_size(value))
+    def _serve_stored(self, conn: Connection, msg: p.FetchObject) -> None:
+        oid = msg.object_id
+        if msg.same_host:
+            here = self._here(oid)
+            if here is not None:
+                conn.send(p.ObjectReply(msg.rid, value=here))
+                return
+        else:
+            part = self.store.read(oid, msg.offset, msg.length)
+            if part is not None:
+                total, data = part
+                value = p.Value(ser.KIND_BLOB, _encode_int(total), [data.nbytes])
+                conn.send(p.ObjectReply(msg.rid, value=value), [data])
+                return
+        conn.send(
+            p.ObjectReply(
+                msg.rid,
+                error=ser.system_error_value(
+                    ObjectLostError, f"object {oid.hex()} is not in the store of {self.peer_id}"
+                ),
+            )
+        )
+
+    def store_value(
+        self,
+        oid: bytes,
+        value: p.Value,
+        buffers: Sequence[Any],
+        *,
+        what: str | None = None,
+        shared: bool = True,
+    ) -> p.Located:
+        """Keep a large value here until its owner frees it (any thread): written once into
+        the object store. Raises OutOfMemoryError naming the producer when the store is full
+        and nothing can be spilled (after waiting for frees, off the event loop)."""
+        entry = self.store.put(
+            oid,
+            value,
+            buffers,
+            can_wait=not self.inbox.on_loop(),
+            what=what or _result_label(),
+            exported=shared,
+        )
+        return p.Located(
+            self.peer_id, self.address, ser.total_size(value), self.store.host_id, entry.path
+        )
+
+    # --- listing -----------------------------------------------------------------------------
+
+    def object_rows(self) -> dict[str, Any]:
+        """What this process holds (for ``runtime list objects``): owned, stored, borrowed."""
+        table = self.refs
+        with table.lock:
+            owned = [
+                {
+                    "object_id": oid.hex(),
+                    "state": "ready" if e.state == READY else "pending",
+                    "size": (
+                        e.location.size
+                        if e.location is not None
+                        else ser.total_size(e.value)
+                        if e.value is not None
+                        else 0
+                    ),
+                    "stored_on": e.location.node_id if e.location is not None else "",
+                    "local_refs": table.local.get(oid, 0),
+                    "remote_refs": e.remote,
+                }
+                for oid, e in table.owned.items()
+            ]
+            borrowed = [
+                {"object_id": oid.hex(), "owner": owner, "local_refs": table.local.get(oid, 0)}
+                for oid, (owner, _) in table.borrowed.items()
+            ]
+        return {
+            "worker": self.peer_id,
+            "owned": owned,
+            "stored": self.store.rows(),
+            "borrowed": borrowed,
+            "store": self.store.stats(),
+        }
+
+    async def list_objects(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every object the live members of the cluster hold, one row per object."""
+
+        async def ask(node: p.NodeInfo) -> dict[str, Any] | None:
+            try:
+                async with asyncio.timeout(timeout):
+                    conn = await self.connect_peer(node.node_id, node.address)
+                    reply = await self.request(conn, p.ListObjects(0))
+            except (OSError, ConnectionError, RuntimeBaseError, TimeoutError):
+                return None  # gone meanwhile: it holds nothing any more
+            if not isinstance(reply, p.Reply) or reply.error is not None:
+                return None
+            return reply.value if isinstance(reply.value, dict) else None
+
+        members = [n for n in self.view.values() if n.alive and n.node_id != self.peer_id]
+        answers = [self.object_rows(), *await asyncio.gather(*[ask(n) for n in members])]
+        return merge_object_rows([a for a in answers if a is not None])
 
 
 def _located_entry(loc: p.Located) -> OwnedObject:
     entry = OwnedObject()
     entry.location = loc
     return entry
+
+
+def merge_object_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per object from every member's ``object_rows()``: who owns it, where its
+    bytes are (inline in the owner, or a store: memory, shm, spilled), and who holds refs."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(oid: str) -> dict[str, Any]:
+        r = rows.get(oid)
+        if r is None:
+            r = rows[oid] = {
+                "object_id": oid,
+                "size": 0,
+                "owner": "",
+                "state": "",
+                "where": "",
+                "stored_on": "",
+                "local_refs": 0,
+                "remote_refs": 0,
+                "borrowers": [],
+                "path": "",
+            }
+        return r
+
+    for a in answers:
+        worker = a.get("worker", "")
+        for o in a.get("owned", []):
+            r = row(o["object_id"])
+            r.update(owner=worker, state=o["state"], remote_refs=o["remote_refs"])
+            r["size"] = r["size"] or o["size"]
+            r["local_refs"] += o["local_refs"]
+            if o["stored_on"]:
+                r["stored_on"] = r["stored_on"] or o["stored_on"]
+            elif not r["where"]:
+                r["where"] = "inline" if o["state"] == "ready" else "pending"
+        for st in a.get("stored", []):
+            r = row(st["object_id"])
+            r.update(where=st["where"], stored_on=worker, size=st["size"], path=st["path"])
+        for b in a.get("borrowed", []):
+            r = row(b["object_id"])
+            r["owner"] = r["owner"] or b["owner"]
+            r["local_refs"] += b["local_refs"]
+            r["borrowers"].append(worker)
+    return sorted(rows.values(), key=lambda r: (-int(r["size"]), r["object_id"]))
+
+
+def _current_task_name() -> str | None:
+    from ._executor import current_task  # the executor imports the worker, which imports us
+
+    ctx = current_task.get()
+    return ctx.name if ctx is not None else None
+
+
+def _result_label() -> str:
+    name = _current_task_name()
+    return f"the result of task {name}" if name else "an object"
+
+
+def _put_label() -> str:
+    name = _current_task_name()
+    return f"runtime.put() in task {name}" if name else "runtime.put()"

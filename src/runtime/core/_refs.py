@@ -192,9 +192,10 @@ class ObjectRef(Generic[T]):
 
     @classmethod
     def counted(
-        cls, object_id: bytes, owner_id: str, owner_address: str, table: ReferenceTable
+        cls, object_id: bytes, owner_id: str, owner_address: str, table: ReferenceTable | None
     ) -> ObjectRef[Any]:
-        """A ref whose local count the caller has already taken in ``table``."""
+        """A ref whose local count the caller has already taken in ``table`` (None: a ref
+        that counts nothing, e.g. one only serialized into a call that pins it)."""
         ref: ObjectRef[Any] = cls.__new__(cls)
         ref.id, ref.owner_id, ref.owner_address, ref._table = (
             object_id,

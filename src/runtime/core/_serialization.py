@@ -24,8 +24,13 @@ from ._protocol import Value
 KIND_MSGPACK: Final = 0
 KIND_PICKLE: Final = 1
 KIND_ERROR: Final = 2
+#: A byte range of a stored object's blob (only in chunked FetchObject replies).
+KIND_BLOB: Final = 3
 #: Buffers smaller than this stay in the pickle stream.
 _OOB_MIN: Final = 4096
+#: A top-level call argument at least this big is put in the object store and passed by ref,
+#: so it is written once and mapped by a reader on the same host (as Ray does).
+PROMOTE_MIN: Final = 1 << 20
 _SIMPLE: Final = frozenset({int, float, str, bytes, bool, type(None)})
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -57,18 +62,33 @@ _error_encoder = msgspec.msgpack.Encoder()
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
-def serialize(value: Any) -> tuple[Value, list[memoryview]]:
-    """Serialize one user value; raise SerializationError naming the type if it cannot be."""
+def serialize(value: Any, *, copy: bool = True) -> tuple[Value, list[memoryview]]:
+    """Serialize one user value; raise SerializationError naming the type if it cannot be.
+
+    ``copy=False`` leaves writable buffers as views of the caller's memory: only for a
+    caller that copies them (into the object store) before returning.
+    """
     if type(value) in _SIMPLE:
         try:
             return Value(KIND_MSGPACK, _encode(value)), []
         except OverflowError:
             pass  # a big int: pickle handles it
-    return _pickle(value)
+    return _pickle(value, copy)
 
 
-def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Value, list[memoryview]]:
-    """Serialize call arguments, as msgpack when they are all plain scalars."""
+def own_buffers(buffers: list[memoryview]) -> list[memoryview]:
+    """Copies of the writable ones among ``buffers`` (from ``serialize(copy=False)``)."""
+    return [b if b.readonly else memoryview(bytes(b)) for b in buffers]
+
+
+def serialize_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any], *, promote: bool = True
+) -> tuple[Value, list[memoryview]]:
+    """Serialize call arguments, as msgpack when they are all plain scalars.
+
+    With ``promote``, large top-level arguments (arrays, bytes) are put in the object store
+    first and travel as refs, which the callee resolves back to values.
+    """
     if not args and not kwargs:
         return _NO_ARGS, []
     if all(type(a) in _SIMPLE for a in args) and all(type(v) in _SIMPLE for v in kwargs.values()):
@@ -76,7 +96,43 @@ def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Value
             return Value(KIND_MSGPACK, _encode((args, kwargs))), []
         except OverflowError:
             pass
+    if promote and (any(map(_large, args)) or any(map(_large, kwargs.values()))):
+        args, kwargs = _promote(args, kwargs)
     return _pickle((args, kwargs))
+
+
+def _large(value: Any) -> bool:
+    cls = type(value)
+    if cls in _SIMPLE:
+        return cls is bytes and len(value) >= PROMOTE_MIN
+    if cls is bytearray or cls is memoryview:
+        return memoryview(value).nbytes >= PROMOTE_MIN
+    if getattr(cls, "nbytes", None) is None:  # the class, so __getattr__ proxies are not asked
+        return False
+    try:
+        n = value.nbytes
+    except Exception:
+        return False
+    return isinstance(n, int) and n >= PROMOTE_MIN
+
+
+def _promote(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    from ._refs import current_worker_or_none  # _refs imports this module
+
+    worker = current_worker_or_none()
+    if worker is None:
+        return args, kwargs
+
+    def put(value: Any) -> Any:
+        # Uncounted: the call's pin of the ref (taken by the caller) is what keeps it alive.
+        return worker.put(value, counted=False)
+
+    return (
+        tuple([put(a) if _large(a) else a for a in args]),
+        {k: put(v) if _large(v) else v for k, v in kwargs.items()},
+    )
 
 
 _NO_ARGS: Final = Value(KIND_MSGPACK, _encode(((), {})))  # shared: Values are never mutated
@@ -84,7 +140,7 @@ _NO_ARGS: Final = Value(KIND_MSGPACK, _encode(((), {})))  # shared: Values are n
 
 def serialize_inline(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Value:
     """Serialize call arguments with every buffer in band (for messages relayed whole)."""
-    value, buffers = serialize_args(args, kwargs)
+    value, buffers = serialize_args(args, kwargs, promote=False)
     if not buffers:
         return value
     ctx = serialization_context
@@ -97,7 +153,7 @@ def serialize_inline(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Value:
     return Value(KIND_PICKLE, data, [], list(refs))
 
 
-def _pickle(value: Any) -> tuple[Value, list[memoryview]]:
+def _pickle(value: Any, copy: bool = True) -> tuple[Value, list[memoryview]]:
     buffers: list[memoryview] = []
 
     def keep(buf: pickle.PickleBuffer) -> bool:
@@ -106,7 +162,7 @@ def _pickle(value: Any) -> tuple[Value, list[memoryview]]:
             return True
         # A writable buffer is copied, so the caller may change its array after put() or
         # .remote(); a read-only one (e.g. an array that came from the store) is shared.
-        buffers.append(raw if raw.readonly else memoryview(bytes(raw)))
+        buffers.append(raw if raw.readonly or not copy else memoryview(bytes(raw)))
         return False
 
     ctx = serialization_context
