@@ -171,3 +171,10 @@ def test_bad_arguments_fail_before_any_work() -> None:
         data.range(3).limit(-2)
     with pytest.raises(TypeError, match="return a dict"):
         data.range(3).map(lambda r: 5).take_all()
+
+
+def test_stats_of_a_barrier_include_the_pipeline_before_it() -> None:
+    ds = data.range(100).map(lambda r: {"k": r["id"] % 2}).groupby("k").count()
+    assert [r["count()"] for r in ds.take_all()] == [50, 50]
+    stats = ds.stats()
+    assert "ReadRange->Map" in stats and "Aggregate" in stats

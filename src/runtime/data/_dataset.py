@@ -533,7 +533,7 @@ class Dataset:
 
     def stats(self) -> str:
         """Time, rows and tasks per operator of the latest execution of this dataset."""
-        if not self._stats.ops:
+        if not self._stats.all_ops():
             return f"{plan_string(self._op)}: not executed yet"
         return self._stats.summary()
 

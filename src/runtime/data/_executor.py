@@ -75,9 +75,14 @@ class ExecutionStats:
 
     ops: list[OpStats] = field(default_factory=list)
     wall_s: float = 0.0
+    inputs: list[ExecutionStats] = field(default_factory=list)
+
+    def all_ops(self) -> list[OpStats]:
+        """Every operator: those of the inputs (before a barrier or a union) first."""
+        return [op for child in self.inputs for op in child.all_ops()] + self.ops
 
     def summary(self) -> str:
-        lines = [f"Operator {i}: {s.line()}" for i, s in enumerate(self.ops)]
+        lines = [f"Operator {i}: {s.line()}" for i, s in enumerate(self.all_ops())]
         lines.append(f"Total wall time: {self.wall_s:.3f}s")
         return "\n".join(lines)
 
@@ -316,7 +321,9 @@ class _Source:
             close()
 
 
-def _build(op: LogicalOp, ctx: DataContext) -> tuple[_Source, list[_Stage], bool]:
+def _build(
+    op: LogicalOp, ctx: DataContext, stats: ExecutionStats
+) -> tuple[_Source, list[_Stage], bool]:
     """The source and stages of a plan; the flag says the source yields read tasks."""
     if isinstance(op, ReadOp):
         tasks = op.datasource.get_read_tasks(op.parallelism)
@@ -324,18 +331,33 @@ def _build(op: LogicalOp, ctx: DataContext) -> tuple[_Source, list[_Stage], bool
     if isinstance(op, InputDataOp):
         return _Source(iter(list(op.bundles))), [], False
     if isinstance(op, UnionOp):
-        return _Source(itertools.chain.from_iterable(execute(c) for c in op.children)), [], False
+        children = [ExecutionStats() for _ in op.children]
+        stats.inputs.extend(children)
+        streams = (execute(c, s) for c, s in zip(op.children, children, strict=True))
+        return _Source(itertools.chain.from_iterable(streams)), [], False
     if isinstance(op, AllToAllOp):
         assert op.input is not None
         inner = op.input
         fn = op.fn
+        child = ExecutionStats()
+        own = OpStats(op.name)
+        stats.inputs.append(ExecutionStats(ops=[own], inputs=[child]))
 
         def barrier() -> Iterator[RefBundle]:
-            yield from fn(list(execute(inner)))
+            bundles = list(execute(inner, child))
+            own.started = time.perf_counter()
+            out = fn(bundles)
+            own.finished = time.perf_counter()
+            own.rows_in = sum(b.meta.num_rows for b in bundles)
+            own.rows_out = sum(b.meta.num_rows for b in out)
+            own.bytes_out = sum(b.meta.size_bytes for b in out)
+            own.task_s = sum(b.meta.exec_s for b in out)
+            own.tasks = len(out)
+            yield from out
 
         return _Source(barrier()), [], False
     assert op.input is not None
-    source, stages, reads = _build(op.input, ctx)
+    source, stages, reads = _build(op.input, ctx, stats)
     if isinstance(op, LimitOp):
         if reads and not stages:
             stages.append(TaskStage([], {}, ctx, op.input.name))
@@ -386,16 +408,13 @@ class _Progress:
         sys.stderr.flush()
 
 
-_last_stats: list[ExecutionStats] = []
-
-
 def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[RefBundle]:
     """Run the plan ending in ``op``; yield its blocks in order as they are made."""
     ctx = DataContext.get_current()
-    source, stages, reads = _build(op, ctx)
+    stats = stats_out if stats_out is not None else ExecutionStats()
+    source, stages, reads = _build(op, ctx, stats)
     if reads and not stages:
         stages.append(TaskStage([], {}, ctx, op.name))
-    stats = stats_out if stats_out is not None else ExecutionStats()
     stats.ops = [s.stats for s in stages]
     progress = _Progress(stages, ctx.progress_enabled())
     t0 = time.perf_counter()
@@ -455,4 +474,3 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
             s.shutdown()
         progress.update(force=True)
         stats.wall_s = time.perf_counter() - t0
-        _last_stats[:] = [stats]
