@@ -21,7 +21,11 @@ pytestmark = pytest.mark.timeout(60)
 def mode(request, tmp_path_factory):
     old = os.environ.get("RUNTIME_TMPDIR")
     os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp(request.param))
-    runtime.init(num_cpus=2, local_mode=request.param == "local")
+    runtime.init(
+        num_cpus=2,
+        local_mode=request.param == "local",
+        runtime_env={"env_vars": {"RT_JOB_ENV": request.param}},
+    )
     try:
         yield request.param
     finally:
@@ -76,6 +80,17 @@ class Counter:
 def test_where_code_runs(mode):
     here = runtime.get(pid.remote()) == os.getpid()
     assert here == (mode == "local")
+
+
+def test_job_runtime_env(mode):
+    @runtime.remote
+    def env(key):
+        return os.environ.get(key)
+
+    assert runtime.get(env.remote("RT_JOB_ENV")) == mode
+    task = env.options(runtime_env={"env_vars": {"RT_TASK_ENV": "task"}})
+    assert runtime.get(task.remote("RT_JOB_ENV")) == mode  # merged with the job's
+    assert runtime.get(task.remote("RT_TASK_ENV")) == "task"
 
 
 def test_tasks_values_and_refs(mode):

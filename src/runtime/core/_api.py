@@ -20,6 +20,7 @@ import uvloop
 
 from . import _launcher as launcher
 from . import _protocol as p
+from . import _runtime_env as _renv
 from . import _serialization as ser
 from ._exceptions import GetTimeoutError
 from ._executor import current_task
@@ -191,7 +192,7 @@ def init(
 
         runtime.init(num_cpus=2)
     """
-    del runtime_env  # accepted for Ray compatibility; the nodes share this machine's env
+    job_env = _renv.validate(runtime_env)
     if object_store_memory is not None and (
         not isinstance(object_store_memory, int) or object_store_memory <= 0
     ):
@@ -226,6 +227,7 @@ def init(
         if object_store_memory is not None:
             session.worker.store.capacity = object_store_memory
         session.thread = thread
+        session.worker.job_env = job_env
         _session = session
         return session.info
 
@@ -280,6 +282,7 @@ async def connect(
     log_to_driver: bool = True,
     token: str | bytes | None = None,
     local_mode: bool = False,
+    runtime_env: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     """Like init(), on the caller's event loop; leaving the block is shutdown().
 
@@ -288,6 +291,7 @@ async def connect(
         async with runtime.connect(num_cpus=2):
             print(await square.remote(3))
     """
+    job_env = _renv.validate(runtime_env)
     global _session
     with _lock:
         if _session is not None:
@@ -302,6 +306,7 @@ async def connect(
         token=token,
         local_mode=local_mode,
     )
+    session.worker.job_env = job_env
     with _lock:
         _session = session
     try:

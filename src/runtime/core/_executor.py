@@ -9,6 +9,7 @@ caller's order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import ctypes
 import inspect
@@ -33,6 +34,7 @@ from ._exceptions import (
     TaskCancelledError,
 )
 from ._refs import ObjectRef, return_id
+from ._runtime_env import EnvManager, Prepared
 from ._scheduler import LocalScheduler, fits
 from ._threads import ThreadPool
 from ._transport import Connection, split_buffers
@@ -113,6 +115,7 @@ class Job:
     ready: bool = True
     stream: StreamControl | None = None
     bundle: tuple[bytes, int] | None = None
+    env: Prepared | None = None
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
@@ -157,10 +160,11 @@ def call_sync(
             raise TaskCancelledError(f"{label} was cancelled before it started")
         args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         assert job.fn is not None
-        result = job.fn(*args, **kwargs)
-        if job.stream is not None:
-            _stream_sync(worker, job, ctx, result, label)
-            return p.TaskDone(job.task_id), []
+        with _env_applied(worker, job.env):
+            result = job.fn(*args, **kwargs)
+            if job.stream is not None:
+                _stream_sync(worker, job, ctx, result, label)
+                return p.TaskDone(job.task_id), []
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
@@ -178,10 +182,11 @@ async def call_async(
     try:
         args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         assert job.fn is not None
-        if job.stream is not None:
-            await _stream_async(worker, job, job.fn(*args, **kwargs), label)
-            return p.TaskDone(job.task_id), []
-        result = await job.fn(*args, **kwargs)
+        with _env_applied(worker, job.env):
+            if job.stream is not None:
+                await _stream_async(worker, job, job.fn(*args, **kwargs), label)
+                return p.TaskDone(job.task_id), []
+            result = await job.fn(*args, **kwargs)
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
         return p.TaskDone(job.task_id, returns), bufs
     except asyncio.CancelledError:
@@ -191,6 +196,13 @@ async def call_async(
         raise
     except BaseException as exc:
         return p.TaskDone(job.task_id, error=_error(exc, label)), []
+
+
+def _env_applied(worker: Worker, env: Prepared | None) -> contextlib.AbstractContextManager[None]:
+    executor = worker.executor
+    if env is None or executor is None:
+        return contextlib.nullcontext()
+    return executor.envs.applied(env)
 
 
 def _encode_item(worker: Worker, job: Job, index: int, item: Any) -> tuple[p.StreamItem, list[Any]]:
@@ -272,6 +284,7 @@ class Executor:
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
+        self.envs = EnvManager(worker)
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
         self.actors: dict[bytes, HostedActor] = {}
@@ -288,7 +301,8 @@ class Executor:
 
     def on_submit_task(self, conn: Connection, msg: p.SubmitTask, raw: memoryview) -> None:
         try:
-            fn, is_async = self._function(msg)
+            # With a runtime_env the function may live in a module it ships: load it later.
+            fn, is_async = (None, False) if msg.runtime_env else self._function(msg)
             bufs, _ = split_buffers(raw, msg.args.bufs, 0)
         except Exception as exc:
             conn.send(p.TaskDone(msg.task_id, error=_error(exc, msg.fn_name)))
@@ -309,9 +323,9 @@ class Executor:
         if msg.bundle is not None:
             job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
         self.jobs[msg.task_id] = job
-        if msg.args.refs:
+        if msg.args.refs or msg.runtime_env:
             job.ready = False
-            self.worker.spawn(self._resolve_then_queue(job))
+            self.worker.spawn(self._resolve_then_queue(job, msg))
         else:
             self._queue(job)
 
@@ -324,9 +338,14 @@ class Executor:
             entry = self.functions[msg.fn_id] = (fn, _is_async_fn(fn))
         return entry
 
-    async def _resolve_then_queue(self, job: Job) -> None:
+    async def _resolve_then_queue(self, job: Job, msg: p.SubmitTask) -> None:
         try:
-            job.call_args = await self._resolve_args(job)
+            if msg.runtime_env:
+                job.env = await self.envs.prepare(msg.runtime_env)
+                with self.envs.applied(job.env):
+                    job.fn, job.is_async = self._function(msg)
+            if job.args.refs:
+                job.call_args = await self._resolve_args(job)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -585,14 +604,14 @@ class Executor:
             return
         bundle = None
         strategy = spec.strategy
+        cls = self.classes.get(spec.cls_id)
         if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
             bundle = self._pick_bundle((bytes(strategy[1]), int(strategy[2])), spec.resources)
         ledger = self.sched if bundle is None else self.bundles[bundle]
         if not ledger.try_take(spec.resources):
             raise NoRoomError("no room on this node now")
         self._report()
-        cls = self.classes.get(spec.cls_id)
-        if cls is None:
+        if cls is None and not spec.runtime_env:  # else loaded once its env is ready
             cls = self.classes[spec.cls_id] = ser.loads_function(spec.cls_blob)
         actor = HostedActor(self, spec, cls)
         actor.bundle = bundle
@@ -653,7 +672,7 @@ STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 class HostedActor:
     """One actor instance on this node with its mailbox."""
 
-    def __init__(self, executor: Executor, spec: p.ActorSpec, cls: type) -> None:
+    def __init__(self, executor: Executor, spec: p.ActorSpec, cls: type | None) -> None:
         self.executor = executor
         self.worker = executor.worker
         self.spec = spec
@@ -672,18 +691,27 @@ class HostedActor:
         self.async_starting = 0
         self.method_kinds: dict[str, bool] = {}
         self.bundle: tuple[bytes, int] | None = None
+        self.env: Prepared | None = None
         self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
 
     def start(self) -> None:
-        if self.spec.args.refs:
+        if self.spec.args.refs or self.spec.runtime_env:
             self.worker.spawn(self._resolve_then_construct())
         else:
             self.pool.submit(partial(self._construct, None))
 
     async def _resolve_then_construct(self) -> None:
         job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
+        call_args = None
         try:
-            call_args = await self.executor._resolve_args(job)
+            if self.spec.runtime_env:
+                envs = self.executor.envs
+                self.env = await envs.prepare(self.spec.runtime_env)
+                if self.cls is None:
+                    with envs.applied(self.env):
+                        self.cls = ser.loads_function(self.spec.cls_blob)
+            if self.spec.args.refs:
+                call_args = await self.executor._resolve_args(job)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -695,7 +723,9 @@ class HostedActor:
         token = current_task.set(self.ctx)
         try:
             args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
-            instance = self.cls(*args, **kwargs)
+            assert self.cls is not None
+            with _env_applied(self.worker, self.env):
+                instance = self.cls(*args, **kwargs)
             error = None
         except BaseException as exc:
             instance, error = None, _error(exc, f"{self.spec.class_name}.__init__")
@@ -812,6 +842,7 @@ class HostedActor:
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
+        job.env = self.env
         ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         self.worker.inbox.post(self._sync_done, job, done, bufs)
@@ -823,6 +854,7 @@ class HostedActor:
             self._pump()
 
     async def _run_async(self, job: Job) -> None:
+        job.env = self.env
         ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
         self.async_starting -= 1
         if not self.async_starting and self.mailbox:

@@ -148,6 +148,7 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     max_pending_calls: int = -1
     max_restarts: int = 0
     max_task_retries: int = 0
+    runtime_env: Any = None
 
 
 class CreateActor(_Msg, tag=23):
@@ -258,6 +259,8 @@ class SubmitTask(_Msg, tag=40):
     bundle: tuple[bytes, int] | None = None
     #: The scheduling strategy as the submitter places it (["spread"], ["node", id, soft]).
     strategy: Any = None
+    #: runtime_env in wire form (see _runtime_env.prepare), or None.
+    runtime_env: Any = None
 
 
 class CallActor(_Msg, tag=41):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _protocol as p
+from . import _runtime_env as renv
 from . import _serialization as ser
 from ._executor import current_task
 from ._pending import RetryPolicy
@@ -122,6 +123,18 @@ def _prepare_call(
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
 
 
+def _env_wire(owner: Any, worker: Any) -> Any:
+    """The runtime_env of a function or class as sent (the job's under its own), made once
+    per process: directories are zipped and shipped when first used."""
+    cached = owner._env_wire
+    if cached is not None and cached[0] is worker:
+        return cached[1]
+    env = renv.merge(worker.job_env, owner._env) if worker.job_env else owner._env
+    wire = renv.prepare(worker, env)
+    owner._env_wire = (worker, wire)
+    return wire
+
+
 def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
     """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
     if n == p.STREAMING:
@@ -180,6 +193,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             raise ValueError("retry_exceptions must be a bool or a list of exception types")
         self._retry = RetryPolicy(retries, retry_on)
         self._strategy = _strategy(o.get("scheduling_strategy"))
+        self._env = renv.validate(o.get("runtime_env"))
+        self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
 
     def _pickled(self) -> bytes:
         blob = self._blob
@@ -222,6 +237,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             worker.peer_id,
             worker.address,
         )
+        msg.runtime_env = _env_wire(self, worker)
         strategy = self._strategy
         if strategy is not None:
             if strategy[0] == "pg":
@@ -269,6 +285,8 @@ class ActorClass(_Pickled, Generic[T]):
         self._blob: bytes | None = None
         self._lock = threading.Lock()
         self._methods: dict[str, int] = {}
+        self._env = renv.validate(options.get("runtime_env"))
+        self._env_wire: tuple[Any, Any] | None = None
         self._is_async = False
         for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
             self._methods[name] = getattr(member, "__runtime_num_returns__", 1)
@@ -289,6 +307,9 @@ class ActorClass(_Pickled, Generic[T]):
         other: ActorClass[T] = ActorClass.__new__(ActorClass)
         other.__dict__.update(self.__dict__)
         other._options = {**self._options, **options}
+        if "runtime_env" in options:
+            other._env = renv.validate(options["runtime_env"])
+            other._env_wire = None
         return other
 
     def _pickled(self) -> bytes:
@@ -338,6 +359,7 @@ class ActorClass(_Pickled, Generic[T]):
             int(o.get("max_pending_calls", -1)),
             _at_least(o, "max_restarts", -1),
             _at_least(o, "max_task_retries", -1),
+            _env_wire(self, worker),
         )
 
     def __repr__(self) -> str:

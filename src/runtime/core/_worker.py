@@ -39,6 +39,7 @@ from ._pending import PendingTask, RetryPolicy, TaskRetry
 from ._refs import (
     PENDING,
     READY,
+    ObjectRef,
     OwnedObject,
     ReferenceTable,
     current_worker_or_none,
@@ -120,6 +121,10 @@ class Worker(ObjectPlane, ActorCaller):
         self.store = ObjectStore(self.peer_id, state_dir)
         self.tasks: dict[bytes, PendingTask] = {}
         self.streams: dict[bytes, StreamState] = {}
+        #: runtime_env packages this process shipped (by content hash), kept alive here.
+        self.env_packages: dict[str, ObjectRef[Any]] = {}
+        #: The runtime_env of init(), under every task and actor this process submits.
+        self.job_env: dict[str, Any] = {}
         #: Where the bundles of placement groups this process submits into are (by index).
         self.group_nodes: dict[bytes, list[str]] = {}
         self._spread_turn = 0
