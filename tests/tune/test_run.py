@@ -156,9 +156,7 @@ def test_a_trial_that_raises_is_an_error_and_the_rest_finish(storage: str) -> No
     with open(os.path.join(failed.path, "error.txt")) as f:
         assert "bad config 7" in f.read()
     with pytest.raises(tune.TuneError, match="did not complete"):
-        tune.run(
-            tr.failing, config={"fail": True, "x": 1}, storage_path=storage, verbose=0
-        )
+        tune.run(tr.failing, config={"fail": True, "x": 1}, storage_path=storage, verbose=0)
 
 
 def test_storage_layout_has_params_results_progress_and_state(storage: str) -> None:
@@ -194,8 +192,9 @@ def test_callbacks_see_every_trial_event(storage: str) -> None:
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             events.append(("start", trial.trial_id))
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
             events.append(("result", trial.trial_id))
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -252,7 +251,7 @@ def test_the_progress_table_shows_trials_and_metrics(storage: str) -> None:
 
 def test_reading_results_by_a_metric_never_reported_names_it(storage: str) -> None:
     grid = tune.run(tr.quadratic, config={"x": 1}, storage_path=storage, verbose=0)
-    with pytest.raises(tune.MetricNotReportedError, match="'accuracy'.*loss"):
+    with pytest.raises(tune.MetricNotReportedError, match=r"'accuracy'.*loss"):
         grid.get_best_result("accuracy", "max")
     with pytest.raises(ValueError, match="metric and a mode"):
         grid.get_best_result()

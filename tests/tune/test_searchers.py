@@ -3,6 +3,7 @@ points_to_evaluate run first; ConcurrencyLimiter bounds the live trials."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -102,7 +103,7 @@ def test_optuna_rejects_what_it_cannot_search(
 
 
 def test_optuna_needs_a_metric_before_any_trial(cluster: object, storage: str) -> None:
-    with pytest.raises(ValueError, match="OptunaSearch.*needs a metric"):
+    with pytest.raises(ValueError, match=r"OptunaSearch.*needs a metric"):
         tune.run(
             tr.quadratic,
             config={"x": tune.uniform(0, 1)},
@@ -125,7 +126,7 @@ def test_concurrency_limiter_bounds_live_trials(cluster: object, storage: str) -
     )
     spans = sorted((r.metrics["start"], r.metrics["end"]) for r in grid)
     assert len(spans) == 4
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_concurrency_limiter_checks_its_arguments() -> None:

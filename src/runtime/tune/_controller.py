@@ -238,6 +238,8 @@ class Controller:
                 return
             if not any(t.status == Status.PENDING for t in self.trials):
                 self._add_trial()
+            if not self._can_acquire(self.resources):
+                return  # ask the scheduler only when its choice can start now
             forced, self._forced = self._forced, None
             trial = forced or self.scheduler.choose_trial_to_run(self)
             if trial is None:
@@ -253,6 +255,20 @@ class Controller:
             trial.status = Status.RUNNING
             trial.start_count += 1
             tg.create_task(self._drive(trial, actor))
+
+    def _can_acquire(self, demand: dict[str, float]) -> bool:
+        key = _key(demand)
+        if any(_key(actor.resources) == key for actor in self._idle):
+            return True
+        free = dict(self._used)
+        for actor in self._idle:
+            for k, v in actor.resources.items():
+                free[k] = free.get(k, 0.0) - v
+        return all(
+            free.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
+            for k, v in demand.items()
+            if v > 0
+        )
 
     def _acquire(self, demand: dict[str, float]) -> _Actor | None:
         key = _key(demand)
@@ -374,6 +390,7 @@ class Controller:
         except RuntimeBaseError as exc:
             # The actor or its node died (or a call could not be made): not the trainable.
             alive = False
+            self._total = runtime.cluster_resources()  # a node may have gone with it
             self._failed(trial, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug in a scheduler, searcher or callback: end the run
             alive = False
