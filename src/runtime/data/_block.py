@@ -122,7 +122,7 @@ def _object_table(cols: dict[str, list[Any]]) -> Block:
     return table
 
 
-def _pickled_columns(block: Block) -> set[str]:
+def pickled_columns(block: Block) -> set[str]:
     md = block.schema.metadata or {}
     return {k.decode()[len("runtime.") :] for k, v in md.items() if v == b"pickled"}
 
@@ -141,13 +141,16 @@ def _column_to_numpy(col: pa.ChunkedArray, pickled: bool) -> np.ndarray:
             arr = arr.flatten()
         return np.asarray(arr.to_numpy(zero_copy_only=False)).reshape(shape)
     try:
+        if col.num_chunks == 1:
+            # One chunk of a primitive type without nulls: a zero-copy (read-only) view.
+            return col.chunk(0).to_numpy(zero_copy_only=False)
         return col.to_numpy()
     except (pa.ArrowInvalid, NotImplementedError):
         return np.array(col.to_pylist(), dtype=object)
 
 
 def to_numpy_batch(block: Block) -> dict[str, np.ndarray]:
-    pickled = _pickled_columns(block)
+    pickled = pickled_columns(block)
     return {
         name: _column_to_numpy(block.column(name), name in pickled) for name in block.column_names
     }
@@ -158,7 +161,7 @@ def to_batch(block: Block, batch_format: str) -> Any:
     if batch_format in ("numpy", "default"):
         return to_numpy_batch(block)
     if batch_format == "pandas":
-        if _pickled_columns(block):
+        if pickled_columns(block):
             import pandas as pd
 
             return pd.DataFrame(to_numpy_batch(block))
@@ -167,7 +170,7 @@ def to_batch(block: Block, batch_format: str) -> Any:
 
 
 def iter_rows(block: Block) -> Iterator[dict[str, Any]]:
-    pickled = _pickled_columns(block)
+    pickled = pickled_columns(block)
     if pickled:
         batch = to_numpy_batch(block)
         for i in range(block.num_rows):

@@ -131,24 +131,65 @@ class MapBatches(Transform):
         fn = self.fn if self.fn is not None else env["udf"]
         n = block.num_rows
         size = self.batch_size or max(n, 1)
+        if self.batch_format in ("numpy", "default") and not B.pickled_columns(block):
+            return self._numpy_batches(fn, block, index, size)
         outs: list[Block] = []
         for start in range(0, max(n, 1), size):
             piece = block.slice(start, size) if self.batch_size else block
-            batch = B.to_batch(piece, self.batch_format)
-            try:
-                result = fn(batch, *self.fn_args, **self.fn_kwargs)
-            except Exception as e:
-                annotate(
-                    e,
-                    f"runtime.data: {self.name} failed on a batch of "
-                    f"{piece.num_rows} rows (rows {start}..{start + piece.num_rows - 1} of "
-                    f"block {index}; columns {piece.column_names})",
+            result = self._call(fn, B.to_batch(piece, self.batch_format), piece.num_rows, start, index)
+            self._collect(result, outs)
+        return B.concat(outs)
+
+    def _call(self, fn: Any, batch: Any, rows: int, start: int, index: int) -> Any:
+        try:
+            return fn(batch, *self.fn_args, **self.fn_kwargs)
+        except Exception as e:
+            annotate(
+                e,
+                f"runtime.data: {self.name} failed on a batch of {rows} rows (rows "
+                f"{start}..{start + rows - 1} of block {index})",
+            )
+            raise
+
+    @staticmethod
+    def _collect(result: Any, outs: list[Block]) -> None:
+        if isinstance(result, types.GeneratorType):
+            outs.extend(B.block_from_batch(r) for r in result)
+        else:
+            outs.append(B.block_from_batch(result))
+
+    def _numpy_batches(self, fn: Any, block: Block, index: int, size: int) -> Block:
+        """Numpy batches as views of one writable copy of the block; outputs joined per column.
+
+        Converting per batch costs Arrow calls per batch; one conversion per block and numpy
+        slicing keep small batches cheap. Batches are writable copies, as in Ray
+        (``zero_copy_batch=False``).
+        """
+        full = {k: np.array(v, copy=True) for k, v in B.to_numpy_batch(block).items()}
+        n = block.num_rows
+        dicts: list[dict[str, Any]] = []
+        outs: list[Block] = []
+        for start in range(0, max(n, 1), size):
+            batch = {k: v[start : start + size] for k, v in full.items()}
+            rows = min(size, n - start)
+            result = self._call(fn, batch, rows, start, index)
+            if isinstance(result, dict) and not outs:
+                dicts.append(result)
+                continue
+            if dicts:
+                outs.extend(B.block_from_batch(d) for d in dicts)
+                dicts = []
+            self._collect(result, outs)
+        if dicts:
+            keys = list(dicts[0])
+            if all(list(d) == keys for d in dicts) and all(
+                isinstance(d[k], np.ndarray) for d in dicts for k in keys
+            ):
+                return B.block_from_batch(
+                    {k: np.concatenate([d[k] for d in dicts]) if len(dicts) > 1 else dicts[0][k]
+                     for k in keys}
                 )
-                raise
-            if isinstance(result, types.GeneratorType):
-                outs.extend(B.block_from_batch(r) for r in result)
-            else:
-                outs.append(B.block_from_batch(result))
+            outs.extend(B.block_from_batch(d) for d in dicts)
         return B.concat(outs)
 
 

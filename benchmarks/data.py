@@ -1,0 +1,269 @@
+"""Data benchmark, side by side: runtime.data and Ray Data, same workloads, same run.
+
+Workloads (the issue's): ``range(10M) -> map_batches(numpy add) -> sum`` in rows/s; read
+~1 GB of Parquet ``-> map_batches -> iter_batches`` in MB/s; a group-by mean over 10M rows
+in rows/s; and the peak memory of each (the largest sum of RSS over the driver and every
+process it started, sampled every 20 ms while the workload runs). Each backend runs in its
+own child process with a 2-CPU local cluster; the Ray child runs inside a network namespace
+where only loopback is up (``unshare -n``). Ratios are oriented so that > 1 means
+runtime.data did better. Cluster start-up is not timed.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/data.py            # ~1 GB of Parquet, 10M rows
+    .venv/bin/python benchmarks/data.py --quick    # 256 MB of Parquet, 2M rows
+    .venv/bin/python benchmarks/data.py --only runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+CHILD_ENV = "RUNTIME_BENCH_DATA_CHILD"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ memory sampling
+
+
+def _tree_rss(root: int) -> int:
+    """RSS bytes of ``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class PeakMemory:
+    """Samples the process tree's RSS in a thread while a workload runs."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _tree_rss(os.getpid()))
+
+
+# ------------------------------------------------------------------------------ the workloads
+
+
+def add_one(batch: dict[str, Any]) -> dict[str, Any]:
+    return {"id": batch["id"] + 1}
+
+
+def scale(batch: dict[str, Any]) -> dict[str, Any]:
+    batch = dict(batch)
+    batch["a"] = batch["a"] * 2.0
+    return batch
+
+
+def with_key(batch: dict[str, Any]) -> dict[str, Any]:
+    return {"k": batch["id"] % 100, "v": batch["id"] * 0.5}
+
+
+def run_half(backend: str, rows: int, parquet_dir: str, parquet_bytes: int) -> dict[str, Any]:
+    if backend == "ray":
+        import ray
+        import ray.data as data
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ctx = data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+    else:
+        import runtime
+        from runtime import data  # type: ignore[no-redef]
+
+        runtime.init(num_cpus=2)
+    results: dict[str, Any] = {}
+
+    def measure(name: str, fn: Callable[[], float], unit_amount: float, unit: str) -> None:
+        try:
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                check = fn()
+                elapsed = time.perf_counter() - t0
+            results[name] = {
+                "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
+                "peak_mb": mem.peak / 1e6, "check": check,
+            }  # fmt: skip
+            log(f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB")
+        except Exception as e:  # a failed workload is reported, the run goes on
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            log(f"[{backend}] {name} failed: {e!r}")
+
+    def range_sum() -> float:
+        return float(data.range(rows).map_batches(add_one, batch_format="numpy").sum("id"))
+
+    def parquet() -> float:
+        ds = data.read_parquet(parquet_dir).map_batches(scale, batch_format="numpy")
+        n = 0
+        for batch in ds.iter_batches(batch_size=65536, batch_format="numpy"):
+            n += len(batch["a"])
+        return float(n)
+
+    def groupby() -> float:
+        ds = data.range(rows).map_batches(with_key, batch_format="numpy")
+        out = ds.groupby("k").mean("v").take_all()
+        return float(len(out))
+
+    # Warm-up (not timed): workers start and import their libraries on both sides.
+    data.range(100_000).map_batches(add_one, batch_format="numpy").sum("id")
+    measure("range -> map_batches -> sum", range_sum, rows, "rows/s")
+    measure("read_parquet -> map_batches -> iter_batches", parquet, parquet_bytes / 1e6, "MB/s")
+    measure("groupby(k).mean(v)", groupby, rows, "rows/s")
+    if backend == "ray":
+        ray.shutdown()
+    else:
+        runtime.shutdown()
+    return {"backend": backend, "results": results}
+
+
+# ------------------------------------------------------------------------------ orchestration
+
+
+def generate_parquet(directory: str, target_bytes: int) -> int:
+    """Parquet files of float64 columns, ~``target_bytes`` in memory; returns the bytes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    rows_per_file = 2_000_000  # 4 float64 columns: 64 MB per file in memory
+    files = max(1, target_bytes // (rows_per_file * 32))
+    total = 0
+    for i in range(files):
+        table = pa.table({c: rng.random(rows_per_file) for c in "abcd"})
+        pq.write_table(table, os.path.join(directory, f"part_{i:03d}.parquet"), row_group_size=250_000)
+        total += table.nbytes
+    return total
+
+
+def run_child(backend: str, argv: list[str], isolate: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-data-{backend}-") as tmp:
+        out = os.path.join(tmp, "out.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", backend, "--json", out, *argv]
+        env = dict(os.environ, **{CHILD_ENV: "1"})
+        if isolate:
+            unshare, ip = shutil.which("unshare"), shutil.which("ip")
+            if unshare is None or ip is None:
+                return {"backend": backend, "skipped": "`unshare` or `ip` not found"}
+            prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
+            cmd = [*prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *cmd]
+            env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+        try:
+            proc = subprocess.run(cmd, env=env, timeout=1800, check=False)
+        except subprocess.TimeoutExpired:
+            return {"backend": backend, "skipped": "ran past 30 minutes"}
+        if os.path.exists(out):
+            with open(out) as f:
+                report: dict[str, Any] = json.load(f)
+            return report
+        return {"backend": backend, "skipped": f"the child exited with status {proc.returncode}"}
+
+
+def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
+    lines = [
+        "| workload | runtime.data | Ray Data 2.60 | ratio | peak memory (ours / Ray) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, mine in ours.get("results", {}).items():
+        theirs = (ray or {}).get("results", {}).get(name) if ray else None
+        if "error" in mine:
+            lines.append(f"| {name} | error: {mine['error']} | - | - | - |")
+            continue
+        a = f"{mine['rate']:,.0f} {mine['unit']} ({mine['seconds']:.2f} s)"
+        if theirs and "error" not in theirs:
+            b = f"{theirs['rate']:,.0f} {theirs['unit']} ({theirs['seconds']:.2f} s)"
+            ratio = f"{mine['rate'] / theirs['rate']:.2f}x"
+            mem = f"{mine['peak_mb']:,.0f} / {theirs['peak_mb']:,.0f} MB"
+        else:
+            b = theirs["error"] if theirs else "-"
+            ratio, mem = "-", f"{mine['peak_mb']:,.0f} MB / -"
+        lines.append(f"| {name} | {a} | {b} | {ratio} | {mem} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256 MB of Parquet, 2M rows")
+    parser.add_argument("--only", choices=["runtime", "ray"])
+    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--child", choices=["runtime", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--parquet-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--parquet-bytes", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rows = 2_000_000 if args.quick else 10_000_000
+    if args.child:
+        report = run_half(args.child, rows, args.parquet_dir, args.parquet_bytes)
+        with open(args.json, "w") as f:
+            json.dump(report, f)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-data-parquet-") as pdir:
+        nbytes = generate_parquet(pdir, (256 if args.quick else 1024) * 1024 * 1024)
+        log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
+        passthrough = ["--parquet-dir", pdir, "--parquet-bytes", str(nbytes)]
+        passthrough += ["--quick"] if args.quick else []
+        ours = run_child("runtime", passthrough, isolate=False) if args.only != "ray" else {}
+        ray = None
+        if args.only != "runtime":
+            if importlib.util.find_spec("ray") is None:
+                ray = {"backend": "ray", "skipped": "ray is not installed"}
+            else:
+                ray = run_child("ray", passthrough, isolate=True)
+    if args.only == "ray":
+        print(json.dumps(ray, indent=1))
+        return 0
+    if ray and "skipped" in ray:
+        log(f"Ray half skipped: {ray['skipped']}")
+    print(table(ours, ray))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runtime": ours, "ray": ray}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
