@@ -140,6 +140,7 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 1, _value(1)),
     p.StreamAck(b"t" * 16, 1),
     p.CancelTask(b"t" * 16),
+    p.LogLines("n1", [("f pid=1", "hello", False), ("A pid=2", "oops", True)]),
     p.CreatePlacementGroup(
         14, p.PlacementGroupSpec(b"g" * 16, [{"CPU": 1.0}], "PACK", "driver", "pg", "ns")
     ),

@@ -84,6 +84,7 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 2, p.Located("n2", "127.0.0.1:7001", 1 << 20)),
     p.StreamAck(b"t" * 16, 2),
     p.CancelTask(b"t" * 16, force=True, recursive=False),
+    p.LogLines("n1", [("f pid=1", "hello", False), ("A pid=2", "oops", True)]),
     p.CreatePlacementGroup(
         14, p.PlacementGroupSpec(b"g" * 16, [{"CPU": 1.0}], "PACK", "driver", "pg", "ns")
     ),
@@ -98,6 +99,7 @@ EXAMPLES: list[p._Msg] = [
     p.UpdateRefs([(b"o" * 20, 1), (b"o" * 20, -1)]),
     p.FreeObjects([b"o" * 20, b"p" * 20]),
     p.ListObjects(13),
+    p.Unmapped([b"o" * 20]),
     p.FetchObject(14, b"o" * 20, 8 << 20, 8 << 20),
     p.FetchObject(15, b"o" * 20, same_host=True),
     p.ObjectReply(16, value=p.Located("n1", "127.0.0.1:7000", 10, "host/boot", "/dev/shm/x")),

@@ -110,7 +110,11 @@ async def _open(
             )
         cluster_token = found
     worker = Worker(
-        role="driver", token=cluster_token, head_address=head_address, namespace=namespace or ""
+        role="driver",
+        token=cluster_token,
+        head_address=head_address,
+        namespace=namespace or "",
+        labels={"log_to_driver": "1"} if log_to_driver else None,
     )
     try:
         await worker.start()

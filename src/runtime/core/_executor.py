@@ -57,6 +57,8 @@ class TaskContext:
     actor_id: bytes | None = None
     actor_name: str | None = None
     demand: dict[str, float] = field(default_factory=dict)
+    #: The actor's class name (what its output is tagged with when it has no name).
+    actor_class: str | None = None
     lent: bool = False
     #: Set by runtime.cancel; a sync task may poll it (get_runtime_context().is_cancelled()).
     cancelled: bool = False
@@ -692,7 +694,14 @@ class HostedActor:
         self.method_kinds: dict[str, bool] = {}
         self.bundle: tuple[bytes, int] | None = None
         self.env: Prepared | None = None
-        self.ctx = TaskContext(b"", f"{spec.class_name}.__init__", spec.actor_id, spec.name)
+        self.cls_name = spec.class_name
+        self.ctx = TaskContext(
+            b"",
+            f"{spec.class_name}.__init__",
+            spec.actor_id,
+            spec.name,
+            actor_class=spec.class_name,
+        )
 
     def start(self) -> None:
         if self.spec.args.refs or self.spec.runtime_env:
@@ -843,7 +852,9 @@ class HostedActor:
 
     def _run_sync(self, job: Job) -> None:
         job.env = self.env
-        ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
+        ctx = job.ctx = TaskContext(
+            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+        )
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
@@ -855,7 +866,9 @@ class HostedActor:
 
     async def _run_async(self, job: Job) -> None:
         job.env = self.env
-        ctx = job.ctx = TaskContext(job.task_id, job.name, self.spec.actor_id, self.spec.name)
+        ctx = job.ctx = TaskContext(
+            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+        )
         self.async_starting -= 1
         if not self.async_starting and self.mailbox:
             # Runs once this call reaches its first await, so it has started first.

@@ -259,6 +259,8 @@ class Head:
                     conn.abort()  # a retired incarnation: its heartbeats mean nothing now
                 else:
                     self.detector.beat(node_id, heartbeat_now())
+            case p.LogLines():
+                self.forward_logs(msg)
             case p.ActorGone(actor_id=actor_id, reason=reason, error=error):
                 record = self.actors.get(actor_id)
                 sender = conn.peer_id if conn is not None else self.worker.peer_id
@@ -270,6 +272,14 @@ class Head:
                 self.worker.spawn(self._serve(conn, msg))
             case _:
                 log.warning("head ignores %s", type(msg).__name__)
+
+    def forward_logs(self, msg: p.LogLines) -> None:
+        """Task output from a node, to every driver that asked for it."""
+        for info in self.nodes.values():
+            if info.is_driver and info.labels.get("log_to_driver") == "1":
+                conn = self.worker.conns.get(info.node_id)
+                if conn is not None and not conn.closed:
+                    conn.send(msg)
 
     async def _serve(self, conn: Connection, msg: Any) -> None:
         reply = await self.handle_local(msg, conn)

@@ -20,6 +20,7 @@ import uvloop
 
 from . import _launcher as launcher
 from ._exceptions import RuntimeBaseError
+from ._logs import capture as capture_output
 from ._store import parse_size
 from ._tls import TlsConfig
 from ._worker import Worker
@@ -222,6 +223,7 @@ async def _run_worker(
     except BaseException:
         await worker.aclose()
         raise
+    capture_output(worker)  # what tasks print goes to the drivers, tagged
     if args.head:
         if not args.no_head_file:
             assert state_dir is not None

@@ -217,6 +217,13 @@ class Heartbeat(_Msg, tag=31):
     seq: int
 
 
+class LogLines(_Msg, tag=32):
+    """Output of tasks on node ``node_id``: (who printed it, line, on stderr)."""
+
+    node_id: str
+    lines: list[tuple[str, str, bool]]
+
+
 class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     actor_id: bytes
     node_id: str
@@ -352,6 +359,12 @@ class ListObjects(_Msg, tag=56):
     rid: int
 
 
+class Unmapped(_Msg, tag=57):
+    """To the node holding these objects: a reader on its host no longer maps their files."""
+
+    object_ids: list[bytes]
+
+
 # --- placement groups ---------------------------------------------------------------
 
 
@@ -421,6 +434,7 @@ Message = (
     | StopCluster
     | Shutdown
     | Heartbeat
+    | LogLines
     | SubmitTask
     | CallActor
     | TaskDone
@@ -433,6 +447,7 @@ Message = (
     | UpdateRefs
     | FreeObjects
     | ListObjects
+    | Unmapped
     | CreatePlacementGroup
     | WaitPlacementGroup
     | RemovePlacementGroup

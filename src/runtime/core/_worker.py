@@ -34,6 +34,7 @@ from ._exceptions import (
 )
 from ._heartbeat import DetectorConfig, HeartbeatSender
 from ._lag import LoopLagMonitor, threshold_from_env
+from ._logs import print_lines
 from ._objects import ObjectPlane
 from ._pending import PendingTask, RetryPolicy, TaskRetry
 from ._refs import (
@@ -462,6 +463,9 @@ class Worker(ObjectPlane, ActorCaller):
                     stream.on_item(index, value, bufs)
                 elif isinstance(value, p.Located):  # the stream was dropped: free its item
                     conn.send(p.FreeObjects([return_id(task_id, index)]))
+            case p.LogLines() if self.head is None:
+                if self.is_driver:
+                    print_lines(msg)
             case p.StreamAck():
                 if self.executor is not None:
                     self.executor.on_stream_ack(msg)
@@ -496,6 +500,9 @@ class Worker(ObjectPlane, ActorCaller):
                     self._drop_stored(oid)
             case p.ListObjects(rid=rid):
                 conn.send(p.Reply(rid, value=self.object_rows()))
+            case p.Unmapped(object_ids=object_ids):
+                for oid in object_ids:
+                    self.store.unmapped(oid)
             case p.ClusterView(nodes=nodes, departed=departed):
                 self._set_view(nodes, departed)
             case p.Shutdown(reason=reason, evicted=evicted):
