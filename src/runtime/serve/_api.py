@@ -133,8 +133,20 @@ def _deploy(app: Application, name: str, route_prefix: str | None) -> tuple[Any,
     ingress, specs = build(app, name)
     start()
     controller = _controller()
-    runtime.get(controller.deploy_app.remote(name, route_prefix, ingress, specs), timeout=60)
+    version = runtime.get(
+        controller.deploy_app.remote(name, route_prefix, ingress, specs), timeout=60
+    )
+    _wait_proxy(version)
     return controller, ingress
+
+
+def _wait_proxy(version: int) -> None:
+    """Wait (bounded) until the HTTP proxy routes by the given route table version."""
+    try:
+        proxy = runtime.get_actor(_client.PROXY_NAME, namespace=_client.NAMESPACE)
+    except ValueError:
+        return  # HTTP is disabled
+    runtime.get(proxy.wait_routes.remote(version), timeout=30)
 
 
 def run(
@@ -215,8 +227,10 @@ def status() -> ServeStatus:
 def delete(name: str, *, _blocking: bool = True) -> None:
     """Delete an application: its replicas drain and stop; its route goes at once."""
     controller = _controller()
-    if not runtime.get(controller.delete_app.remote(name), timeout=60):
+    version = runtime.get(controller.delete_app.remote(name), timeout=60)
+    if version is None:
         raise ValueError(f"there is no application named {name!r}")
+    _wait_proxy(version)
     if _blocking:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while name in runtime.get(controller.status.remote(), timeout=60)["applications"]:

@@ -33,7 +33,9 @@ ReplicaActor = runtime.remote(ServeReplica)
 ProxyActor = runtime.remote(ServeProxy)
 
 _TICK_S = 0.05
-_LISTEN_TIMEOUT_S = 20.0
+#: Bounded so that followers notice a restarted controller soon (a call in flight to the
+#: old instance may only fail when its wait ends).
+_LISTEN_TIMEOUT_S = 3.0
 _INIT_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_REPLICA_INIT_TIMEOUT_S", "120"))
 _MAX_START_FAILURES = 3
 
@@ -52,6 +54,9 @@ class ServeController:
             self._apps, self._http = loaded
             self._restored = True
         self._versions: dict[str, int] = {}
+        # Versions start from the clock, so that a restarted controller's versions are newer
+        # than any a follower saw from its previous life.
+        self._epoch = time.time_ns() // 1000
         self._events: dict[str, asyncio.Event] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._proxy: Any = None
@@ -147,7 +152,7 @@ class ServeController:
     async def listen(self, key: str, version: int) -> tuple[int, Any]:
         """(version, value) of ``key`` once its version differs from ``version`` (or later)."""
         self._ensure_running()
-        current = self._versions.setdefault(key, 0)
+        current = self._versions.setdefault(key, self._epoch)
         if current == version:
             event = self._events.get(key)
             if event is None:
@@ -158,7 +163,7 @@ class ServeController:
         return self._versions[key], self._snapshot(key)
 
     def _bump(self, key: str) -> None:
-        self._versions[key] = self._versions.get(key, 0) + 1
+        self._versions[key] = self._versions.get(key, self._epoch) + 1
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
@@ -177,8 +182,11 @@ class ServeController:
         route_prefix: str | None,
         ingress: str,
         specs: list[DeploymentSpec],
-    ) -> None:
-        """Converge ``name`` to these deployments: changed ones roll, dropped ones go."""
+    ) -> int:
+        """Converge ``name`` to these deployments: changed ones roll, dropped ones go.
+
+        Returns the version of the route table that includes this app.
+        """
         self._ensure_running()
         if route_prefix is not None:
             for other in self._apps.values():
@@ -224,18 +232,22 @@ class ServeController:
             self._publish(name, spec.name)  # max_ongoing_requests etc. may have changed
         self._publish_routes()
         self._save()
+        return self._versions["routes"]
 
-    async def delete_app(self, name: str) -> bool:
-        """Stop every replica of ``name`` (gracefully), then forget it; False if unknown."""
+    async def delete_app(self, name: str) -> int | None:
+        """Stop every replica of ``name`` (gracefully), then forget it; None if unknown.
+
+        Returns the version of the route table without the app.
+        """
         app = self._apps.get(name)
         if app is None:
-            return False
+            return None
         app.deleting = True
         for dep in app.deployments.values():
             dep.target = 0
         self._publish_routes()
         self._save()
-        return True
+        return self._versions["routes"]
 
     async def app_names(self) -> list[str]:
         return [a.name for a in self._apps.values() if not a.deleting]
@@ -270,7 +282,7 @@ class ServeController:
             "applications": apps,
             "http": {
                 "host": self._http.get("host", "127.0.0.1"),
-                "port": self._proxy_port,
+                "port": self._proxy_port or self._http.get("port") or None,
                 "error": self._proxy_error,
             },
         }
@@ -445,17 +457,30 @@ class ServeController:
                     ),
                     bound,
                 )
-        _kill(rep.handle)
         dep.replicas.pop(rep.tag, None)
         self._save()
+        if graceful and was_running and not self._shutting_down:
+            # It refuses new requests now; routers that still list it (a long poll in flight
+            # to a restarted controller) are sent elsewhere until they hear, then it goes.
+            await asyncio.sleep(_LISTEN_TIMEOUT_S + 1)
+        _kill(rep.handle)
 
     def _replica_failed(
-        self, app: AppState, dep: DeploymentState, rep: ReplicaInfo, why: str
+        self,
+        app: AppState,
+        dep: DeploymentState,
+        rep: ReplicaInfo,
+        why: str,
+        *,
+        alive: bool = False,
     ) -> None:
         if rep.state == STOPPING or dep.replicas.get(rep.tag) is not rep:
             return
         log.warning("serve: replacing replica %s: %s", rep.tag, why)
         dep.message = why
+        if alive:  # unhealthy but reachable: drain it (routers first), then stop it
+            self._spawn(self._stop_replica(app, dep, rep, graceful=True))
+            return
         rep.state = STOPPING
         dep.replicas.pop(rep.tag, None)
         _kill(rep.handle)
@@ -468,7 +493,9 @@ class ServeController:
             await asyncio.wait_for(_ref(rep.handle.check_health.remote()), timeout)
         except Exception as exc:
             if rep.state == RUNNING:
-                self._replica_failed(app, dep, rep, f"health check of {rep.tag} failed: {exc!r}")
+                self._replica_failed(
+                    app, dep, rep, f"health check of {rep.tag} failed: {exc!r}", alive=True
+                )
 
     async def _poll_stats(self, rep: ReplicaInfo) -> None:
         with contextlib.suppress(Exception):
@@ -520,7 +547,8 @@ class ServeController:
                 get_if_exists=True,
             ).remote(self._http.get("host", "127.0.0.1"), int(self._http.get("port", 8000)))
         try:
-            self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote()), 30)
+            port = int(self._http.get("port", 8000))
+            self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote(port)), 30)
             self._proxy_error = ""
             if self._http.get("port") == 0 and self._proxy_port:
                 self._http["port"] = self._proxy_port  # a restarted proxy takes the same port

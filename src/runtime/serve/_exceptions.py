@@ -37,6 +37,13 @@ class RequestCancelledError(ServeError, RuntimeError):
     """The request was cancelled (its client went away or ``response.cancel()`` was called)."""
 
 
+class ReplicaDrainingError(ServeError):
+    """Internal: a replica that is shutting down refused a request (it did not run it).
+
+    Routers catch it and send the request to another replica.
+    """
+
+
 class HTTPException(Exception):
     """Raise in a deployment to answer with ``status_code`` and ``detail`` as a JSON body."""
 

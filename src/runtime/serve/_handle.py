@@ -21,7 +21,8 @@ import runtime
 
 from . import _client
 from ._context import current_request
-from ._router import ReplicaSlot, Router, get_router, is_replica_gone
+from ._exceptions import ReplicaDrainingError
+from ._router import ReplicaSlot, Router, get_router, is_replica_gone, is_retryable
 
 
 class DeploymentHandle:
@@ -122,26 +123,43 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     router = get_router(app, deployment, asyncio.get_running_loop())
     try:
         args, kwargs = await _resolve(args, kwargs)
-        slot = router.try_assign() or await router.assign()
     except BaseException as exc:
         resp._assigned.set_exception(exc)
         raise
-    try:
-        ref = slot.handle.handle_request.remote(meta, *args, **kwargs)
-    except BaseException as exc:
-        router.release(slot)
-        resp._assigned.set_exception(exc)
-        raise
-    resp._slot = slot
-    resp._assigned.set_result(ref)
-    return await _finish(router, slot, ref)
+    for attempt in range(_RETRIES + 1):
+        try:
+            slot = router.try_assign() or await router.assign()
+        except BaseException as exc:
+            if not resp._assigned.done():
+                resp._assigned.set_exception(exc)
+            raise
+        try:
+            ref = slot.handle.handle_request.remote(meta, *args, **kwargs)
+        except BaseException as exc:
+            router.release(slot)
+            if not resp._assigned.done():
+                resp._assigned.set_exception(exc)
+            raise
+        resp._slot = slot
+        if not resp._assigned.done():
+            resp._assigned.set_result(ref)
+        try:
+            return await _finish(router, slot, ref)
+        except ReplicaDrainingError:
+            if attempt == _RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+#: How many times a request refused by a replica that is shutting down is sent again.
+_RETRIES = 3
 
 
 async def _finish(router: Router, slot: ReplicaSlot, ref: Any) -> Any:
     try:
         return await ref
     except Exception as exc:
-        if is_replica_gone(exc):
+        if is_replica_gone(exc) or is_retryable(exc):
             router.replica_failed(slot, exc)
         raise
     finally:

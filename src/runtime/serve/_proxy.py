@@ -18,10 +18,11 @@ from typing import Any
 
 from . import _client, _http
 from ._exceptions import BackPressureError, DeploymentUnavailableError
-from ._router import get_router, is_replica_gone
+from ._router import get_router, is_replica_gone, is_retryable
 
 log = logging.getLogger(__name__)
 
+_RETRIES = 3
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
@@ -49,8 +50,14 @@ class ServeProxy:
         self._poller: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
 
-    async def ready(self) -> int:
-        """Start the server if it is not up (idempotent); returns the port it listens on."""
+    async def ready(self, port: int | None = None) -> int:
+        """Start the server if it is not up (idempotent); returns the port it listens on.
+
+        ``port``: where to listen if it is not up yet (a restarted proxy takes the port
+        its first life was given, even if that was picked with port 0).
+        """
+        if port:
+            self._port = port
         if self._bound is not None:
             return self._bound
         if self._starting is None:
@@ -107,6 +114,14 @@ class ServeProxy:
             table.sort(key=lambda r: len(r[0]), reverse=True)
             self._routes = table
 
+    async def wait_routes(self, version: int, timeout: float = 10.0) -> bool:
+        """Wait (bounded) until this proxy routes by table ``version`` or newer."""
+        for _ in range(int(timeout / 0.005)):
+            if self._version >= version:
+                return True
+            await asyncio.sleep(0.005)
+        return False
+
     def _match(self, path: str) -> tuple[str, str, str] | None:
         for prefix, app, ingress in self._routes:
             if prefix in ("/", path) or path.startswith(prefix.rstrip("/") + "/"):
@@ -131,34 +146,34 @@ class ServeProxy:
         prefix, app, ingress = route
         body = await request.read()
         router = get_router(app, ingress, asyncio.get_running_loop())
-        try:
-            slot = router.try_assign() or await router.assign()
-        except BackPressureError as exc:
-            return _json(503, "BackPressureError", str(exc))
-        except DeploymentUnavailableError as exc:
-            return _json(503, "DeploymentUnavailableError", str(exc))
+        headers_blob = _http.encode_request(request.headers)
         request_id = os.urandom(8).hex()
-        handle = slot.handle
-        try:
-            blob = await handle.handle_http.remote(
-                request_id,
-                method,
-                path,
-                request.query_string,
-                _http.encode_request(request.headers),
-                body,
-                prefix,
-            )
-        except asyncio.CancelledError:
-            handle.cancel_request.remote(request_id)  # the client went away
-            raise
-        except Exception as exc:
-            if is_replica_gone(exc):
-                router.replica_failed(slot, exc)
-                return _json(503, type(exc).__name__, f"the replica serving this died: {exc}")
-            return _json(500, type(exc).__name__, str(exc))
-        finally:
-            router.release(slot)
+        for attempt in range(_RETRIES + 1):
+            try:
+                slot = router.try_assign() or await router.assign()
+            except BackPressureError as exc:
+                return _json(503, "BackPressureError", str(exc))
+            except DeploymentUnavailableError as exc:
+                return _json(503, "DeploymentUnavailableError", str(exc))
+            handle = slot.handle
+            try:
+                blob = await handle.handle_http.remote(
+                    request_id, method, path, request.query_string, headers_blob, body, prefix
+                )
+                break
+            except asyncio.CancelledError:
+                handle.cancel_request.remote(request_id)  # the client went away
+                raise
+            except Exception as exc:  # every failure becomes an HTTP answer
+                if is_retryable(exc) and attempt < _RETRIES:
+                    router.replica_failed(slot, exc)
+                    continue  # refused by a replica that is going away: it did not run
+                if is_replica_gone(exc) or is_retryable(exc):
+                    router.replica_failed(slot, exc)
+                    return _json(503, type(exc).__name__, f"the replica serving this died: {exc}")
+                return _json(500, type(exc).__name__, str(exc))
+            finally:
+                router.release(slot)
         status, headers, out, streaming = _http.unpack_answer(blob)
         if not streaming:
             return web.Response(status=status, headers=headers, body=out)

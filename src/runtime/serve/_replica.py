@@ -22,7 +22,7 @@ import cloudpickle
 
 from . import _http
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
-from ._exceptions import RequestCancelledError
+from ._exceptions import ReplicaDrainingError, RequestCancelledError
 
 _END = object()
 
@@ -44,6 +44,7 @@ class ServeReplica:
         self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
         self._idle: asyncio.Event | None = None
         self._initialized = False
+        self._draining = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -91,7 +92,12 @@ class ServeReplica:
         return self._ongoing, self._total
 
     async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
-        """Wait (bounded) for the requests in flight to finish; returns how many remained."""
+        """Wait (bounded) for the requests in flight to finish; returns how many remained.
+
+        From now on new requests are refused (``ReplicaDrainingError``): they come from
+        routers that have not yet heard that this replica is going, and go elsewhere.
+        """
+        self._draining = True
         await asyncio.sleep(wait_loop_s)  # requests routed before the routers heard of it
         deadline = time.monotonic() + timeout_s
         while self._ongoing > 0 and time.monotonic() < deadline:
@@ -118,6 +124,8 @@ class ServeReplica:
         generator; it stays here and this returns the request id to pull chunks with.
         """
         request_id, method, stream = meta
+        if self._draining:
+            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
         fn = self._method(method)
         self._begin()
         ended = False
@@ -154,6 +162,8 @@ class ServeReplica:
         route_prefix: str,
     ) -> bytes:
         """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
+        if self._draining:
+            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
         self._begin()
         ended = False
         try:

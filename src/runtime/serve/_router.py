@@ -22,7 +22,7 @@ from typing import Any
 from runtime.exceptions import ActorDiedError, ActorUnavailableError
 
 from . import _client
-from ._exceptions import BackPressureError, DeploymentUnavailableError
+from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaDrainingError
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,13 @@ class Router:
             self._hand_over(slot)
 
     def replica_failed(self, slot: ReplicaSlot, exc: BaseException) -> None:
-        """A call failed because its replica is gone: stop routing to it, tell the controller."""
+        """A call failed because its replica is gone or going: stop routing to it."""
         if not slot.alive:
             return
         slot.alive = False
         self.replicas = [r for r in self.replicas if r is not slot]
-        self.loop.create_task(self._report_dead(slot.tag))
+        if not is_retryable(exc):
+            self.loop.create_task(self._report_dead(slot.tag))
 
     # --- queue and replica list ---------------------------------------------------------------
 
@@ -256,6 +257,11 @@ class Router:
 
 def _ongoing(slot: ReplicaSlot) -> int:
     return slot.ongoing
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the request never ran because its replica was shutting down (send it again)."""
+    return isinstance(exc, ReplicaDrainingError)
 
 
 def is_replica_gone(exc: BaseException) -> bool:
