@@ -1,0 +1,87 @@
+"""runtime.rllib: reinforcement learning with parallel env-runner actors (PPO, DQN).
+
+Readable like CleanRL, scaling like RLlib: each algorithm is one file read top to bottom
+(``ppo.py``, ``dqn.py``: config, model, loss, update); the env runners (actors stepping a
+gymnasium vector env and returning batches through the object store), the replay buffer and
+the torch learner are shared modules. An algorithm class is also a Tune trainable, so
+``tune.run("PPO", config=PPOConfig().environment("CartPole-v1").to_dict())`` works.
+
+torch is imported on first use of an algorithm name (``PPO``, ``PPOConfig``, ...), not by
+``import runtime.rllib``, so env-runner actors start without waiting for it.
+
+Example::
+
+    import runtime
+    from runtime.rllib import PPOConfig
+
+    runtime.init(num_cpus=2)
+    algo = (PPOConfig().environment("CartPole-v1")
+            .env_runners(num_env_runners=2).debugging(seed=0).build())
+    for _ in range(15):
+        result = algo.train()
+    print(result["env_runners"]["episode_return_mean"])
+    path = algo.save("/tmp/ppo").checkpoint.path
+    algo.stop()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._env import UnsupportedSpaceError, register_env
+
+if TYPE_CHECKING:
+    from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
+    from runtime.rllib.dqn import DQN, DQNConfig
+    from runtime.rllib.ppo import PPO, PPOConfig
+
+#: Where each lazily imported public name lives.
+_LAZY = {
+    "Algorithm": "runtime.rllib._algorithm",
+    "CheckpointRef": "runtime.rllib._algorithm",
+    "SaveResult": "runtime.rllib._algorithm",
+    "DQN": "runtime.rllib.dqn",
+    "DQNConfig": "runtime.rllib.dqn",
+    "PPO": "runtime.rllib.ppo",
+    "PPOConfig": "runtime.rllib.ppo",
+}
+
+#: Algorithm names Tune and the CLI accept (``tune.run("PPO")``): name -> "module:class".
+ALGORITHMS = {"PPO": "runtime.rllib.ppo:PPO", "DQN": "runtime.rllib.dqn:DQN"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime.rllib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def get_algorithm_class(name: str) -> type[Algorithm]:
+    """The algorithm class registered as ``name`` ("PPO" or "DQN", any case)."""
+    target = ALGORITHMS.get(name.upper()) if isinstance(name, str) else None
+    if target is None:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
+    module, _, attr = target.partition(":")
+    cls: type[Algorithm] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+__all__ = [
+    "ALGORITHMS",
+    "DQN",
+    "PPO",
+    "Algorithm",
+    "AlgorithmConfig",
+    "CheckpointRef",
+    "DQNConfig",
+    "PPOConfig",
+    "SaveResult",
+    "UnsupportedSpaceError",
+    "get_algorithm_class",
+    "register_env",
+]

@@ -1,0 +1,434 @@
+"""Algorithm: the loop around an algorithm's ``training_step`` (results, checkpoints, weights).
+
+A subclass (``PPO``, ``DQN``) defines ``setup()`` (its torch module and learner),
+``training_step()`` (sample, then update; returns learner stats) and, when it needs them,
+``get_extra_state``/``set_extra_state``. Everything else is here: building the env runners,
+aggregating episode statistics, evaluation, saving and restoring, and the Tune trainable
+shape (``step``/``save_checkpoint``/``load_checkpoint``/``cleanup``), so an algorithm class
+is itself a Tune trainable: ``tune.run("PPO", config=PPOConfig()...to_dict())``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._env import check_spaces, resolve_env_creator, spaces_of
+from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup
+
+__all__ = ["Algorithm", "CheckpointRef", "SaveResult"]
+
+STATE_FILE = "algorithm_state.pkl"
+META_FILE = "rllib_checkpoint.json"
+
+
+@dataclass
+class CheckpointRef:
+    """Where a checkpoint lives (``.path``), as Ray's ``Checkpoint``."""
+
+    path: str
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+@dataclass
+class SaveResult:
+    """What ``Algorithm.save`` returns: ``.checkpoint.path`` (as in Ray) and the last metrics.
+
+    It is also path-like, so ``Algorithm.from_checkpoint(algo.save(d))`` works.
+    """
+
+    checkpoint: CheckpointRef
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __fspath__(self) -> str:
+        return self.checkpoint.path
+
+    def __str__(self) -> str:
+        return self.checkpoint.path
+
+
+class Algorithm:
+    """Base of PPO and DQN: ``train()`` runs one iteration and returns its result dict."""
+
+    #: The config class ``get_default_config`` makes; set by each subclass.
+    config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    #: Whether the algorithm handles Box (continuous) action spaces.
+    supports_box_actions: ClassVar[bool] = False
+    #: Defaults bound by ``AlgorithmConfig.as_trainable`` (a Tuner given a config object).
+    _default_config_dict: ClassVar[dict[str, Any] | None] = None
+
+    @classmethod
+    def get_default_config(cls) -> AlgorithmConfig:
+        """A fresh config of this algorithm with its defaults."""
+        config = cls.config_class()
+        if cls._default_config_dict is not None:
+            config.update_from_dict(cls._default_config_dict)
+        return config
+
+    def __init__(self, config: AlgorithmConfig | dict[str, Any] | None = None, **_kwargs: Any):
+        if config is None or isinstance(config, dict):
+            config = self.get_default_config().update_from_dict(dict(config or {}))
+        elif isinstance(config, AlgorithmConfig):
+            config = config.copy()
+        else:
+            raise TypeError(f"config must be an AlgorithmConfig or a dict, got {config!r}")
+        config.validate()
+        self.config = config
+        self.env_creator = resolve_env_creator(config.env)
+        self.observation_space, self.action_space = spaces_of(self.env_creator, config.env_config)
+        check_spaces(
+            self.observation_space,
+            self.action_space,
+            type(self).__name__,
+            box_actions=self.supports_box_actions,
+        )
+        self.iteration = 0
+        self.num_env_steps_sampled_lifetime = 0
+        self.num_env_steps_trained_lifetime = 0
+        self.num_episodes_lifetime = 0
+        self._time_total = 0.0
+        smooth = max(1, config.metrics_num_episodes_for_smoothing)
+        self._returns: deque[float] = deque(maxlen=smooth)
+        self._lens: deque[int] = deque(maxlen=smooth)
+        self._rng = np.random.default_rng(config.seed)
+        self._eval_runner: EnvRunner | None = None
+        self._action_generator: Any = None
+        self.module: Any = None
+        self.learner: Any = None
+        self.module_ctor: Callable[[], Any] = _no_module
+        self.setup()
+        self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.module_ctor)
+
+    # --- what a subclass defines --------------------------------------------------------
+
+    def setup(self) -> None:
+        """Build ``self.module`` (the policy), ``self.learner`` and ``self.module_ctor``.
+
+        ``module_ctor`` is a picklable zero-argument callable (a ``functools.partial`` of the
+        module class) that each env runner calls to build its own copy of the module.
+        """
+        raise NotImplementedError
+
+    def training_step(self) -> dict[str, Any]:
+        """Sample, update, and return the learner's stats; subclasses override."""
+        raise NotImplementedError
+
+    def act_kwargs(self) -> dict[str, Any]:
+        """Extra arguments for the module's ``act`` (DQN passes its epsilon)."""
+        return {}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    # --- sampling, shared by the algorithms ---------------------------------------------
+
+    def sample(self, num_steps_per_env: int) -> list[dict[str, Any]]:
+        """One round on every runner with the current weights (broadcast once)."""
+        batches = self.env_runner_group.sample(
+            self.get_weights(), num_steps_per_env, self.config.explore, self.act_kwargs()
+        )
+        for batch in batches:
+            self.num_env_steps_sampled_lifetime += int(batch["env_steps"])
+            self._returns.extend(batch["episode_returns"])
+            self._lens.extend(batch["episode_lens"])
+            self.num_episodes_lifetime += len(batch["episode_returns"])
+        return batches
+
+    # --- the public API -----------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Run one iteration; the result has Ray's keys (nested, and flat ``a/b`` aliases)."""
+        start = time.perf_counter()
+        episodes_before = self.num_episodes_lifetime
+        learner = self.training_step()
+        self.iteration += 1
+        elapsed = time.perf_counter() - start
+        self._time_total += elapsed
+        runners = self._episode_stats()
+        runners["num_episodes"] = self.num_episodes_lifetime - episodes_before
+        runners["num_env_steps_sampled_lifetime"] = self.num_env_steps_sampled_lifetime
+        result: dict[str, Any] = {
+            "training_iteration": self.iteration,
+            "env_runners": runners,
+            "learners": {"default_policy": learner},
+            "num_env_steps_sampled_lifetime": self.num_env_steps_sampled_lifetime,
+            "num_env_steps_trained_lifetime": self.num_env_steps_trained_lifetime,
+            "num_episodes_lifetime": self.num_episodes_lifetime,
+            "num_healthy_workers": self.env_runner_group.num_healthy(),
+            "num_env_runner_restarts": self.env_runner_group.num_restarts,
+            "time_this_iter_s": elapsed,
+            "time_total_s": self._time_total,
+        }
+        interval = self.config.evaluation_interval
+        if interval and self.iteration % interval == 0:
+            result["evaluation"] = self.evaluate()
+        for key, value in list(result.items()):
+            if isinstance(value, dict):
+                result.update(_flatten(value, key + "/"))
+        return result
+
+    def _episode_stats(self) -> dict[str, Any]:
+        if not self._returns:
+            nan = float("nan")
+            return {
+                "episode_return_mean": nan,
+                "episode_return_min": nan,
+                "episode_return_max": nan,
+                "episode_len_mean": nan,
+            }
+        returns = np.asarray(self._returns)
+        return {
+            "episode_return_mean": float(returns.mean()),
+            "episode_return_min": float(returns.min()),
+            "episode_return_max": float(returns.max()),
+            "episode_len_mean": float(np.mean(self._lens)),
+        }
+
+    def evaluate(self) -> dict[str, Any]:
+        """Greedy (``explore=False``) episodes in the driver; ``{"env_runners": {...}}``."""
+        if self._eval_runner is None:
+            self._eval_runner = EnvRunner(
+                self.env_creator,
+                self.config.env_config,
+                1,
+                self.module_ctor,
+                seed=self.config.seed,
+                worker_index=0,
+            )
+        runner = self._eval_runner
+        if self.config.evaluation_duration_unit == "episodes":
+            out = runner.sample_episodes(self.get_weights(), self.config.evaluation_duration, False)
+        else:
+            runner.sample_episodes(self.get_weights(), 0, False)  # fresh, seeded reset
+            out = runner.sample(None, self.config.evaluation_duration, False, self.act_kwargs())
+        returns = out["episode_returns"] or [float("nan")]
+        lens = out["episode_lens"] or [0]
+        return {
+            "env_runners": {
+                "episode_return_mean": float(np.mean(returns)),
+                "episode_return_min": float(np.min(returns)),
+                "episode_return_max": float(np.max(returns)),
+                "episode_len_mean": float(np.mean(lens)),
+                "num_episodes": len(out["episode_returns"]),
+            }
+        }
+
+    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
+        """The action for one observation (``explore=False``: the greedy/mean action).
+
+        Box actions are clipped to the space's bounds (what the env runners step with).
+        """
+        import torch
+
+        if self._action_generator is None:
+            self._action_generator = torch.Generator()
+            if self.config.seed is None:
+                self._action_generator.seed()
+            else:
+                self._action_generator.manual_seed(self.config.seed)
+        explore = self.config.explore if explore is None else bool(explore)
+        batch = np.asarray(observation)[None]
+        space = self.observation_space
+        if not space.contains(np.asarray(observation, space.dtype)):
+            raise ValueError(
+                f"observation {observation!r} is not in the env's observation space "
+                f"{self.observation_space}"
+            )
+        actions, _ = self.module.act(batch, explore, self._action_generator, **self.act_kwargs())
+        action = actions[0]
+        from gymnasium import spaces
+
+        if isinstance(self.action_space, spaces.Box):
+            return np.clip(action, self.action_space.low, self.action_space.high)
+        return int(action)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The policy module's weights, as numpy arrays."""
+        weights: dict[str, np.ndarray] = self.learner.get_weights()
+        return weights
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Replace the policy's weights; runners get them with the next sampling round."""
+        self.learner.set_weights(weights)
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything ``restore`` needs: learner (weights, optimizer), counters, RNG."""
+        return {
+            "learner": self.learner.get_state(),
+            "iteration": self.iteration,
+            "num_env_steps_sampled_lifetime": self.num_env_steps_sampled_lifetime,
+            "num_env_steps_trained_lifetime": self.num_env_steps_trained_lifetime,
+            "num_episodes_lifetime": self.num_episodes_lifetime,
+            "time_total_s": self._time_total,
+            "returns": list(self._returns),
+            "lens": list(self._lens),
+            "rng": self._rng.bit_generator.state,
+            "extra": self.get_extra_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.learner.set_state(state["learner"])
+        self.iteration = int(state["iteration"])
+        self.num_env_steps_sampled_lifetime = int(state["num_env_steps_sampled_lifetime"])
+        self.num_env_steps_trained_lifetime = int(state["num_env_steps_trained_lifetime"])
+        self.num_episodes_lifetime = int(state["num_episodes_lifetime"])
+        self._time_total = float(state["time_total_s"])
+        self._returns.clear()
+        self._returns.extend(state["returns"])
+        self._lens.clear()
+        self._lens.extend(state["lens"])
+        self._rng.bit_generator.state = state["rng"]
+        self.set_extra_state(state.get("extra", {}))
+
+    def save(self, checkpoint_dir: str | os.PathLike[str] | None = None) -> SaveResult:
+        """Write a checkpoint directory (a new temp dir when none is given)."""
+        path = os.fspath(checkpoint_dir) if checkpoint_dir else tempfile.mkdtemp(prefix="rllib-")
+        self.save_to_path(path)
+        metrics = {"training_iteration": self.iteration}
+        return SaveResult(CheckpointRef(os.path.abspath(path)), metrics)
+
+    def save_to_path(self, path: str | os.PathLike[str]) -> str:
+        """Write the checkpoint into ``path``; returns it."""
+        import cloudpickle
+
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        blob = {
+            "algorithm_class": _class_path(type(self)),
+            "config": self.config.to_dict(),
+            "state": self.get_state(),
+        }
+        tmp = os.path.join(path, STATE_FILE + ".tmp")
+        with open(tmp, "wb") as f:
+            cloudpickle.dump(blob, f)
+        os.replace(tmp, os.path.join(path, STATE_FILE))
+        with open(os.path.join(path, META_FILE), "w") as f:
+            json.dump(
+                {
+                    "type": "Algorithm",
+                    "algorithm_class": blob["algorithm_class"],
+                    "training_iteration": self.iteration,
+                    "format": "runtime.rllib/1",
+                },
+                f,
+            )
+        return path
+
+    @staticmethod
+    def _read_checkpoint(path: Any) -> dict[str, Any]:
+        path = os.fspath(getattr(path, "path", path))
+        file = os.path.join(path, STATE_FILE)
+        if not os.path.exists(file):
+            raise FileNotFoundError(
+                f"{path!r} is not an rllib checkpoint (no {STATE_FILE}); pass the directory "
+                "that Algorithm.save returned"
+            )
+        with open(file, "rb") as f:
+            blob: dict[str, Any] = pickle.load(f)
+        return blob
+
+    @classmethod
+    def from_checkpoint(cls, path: Any) -> Algorithm:
+        """A new algorithm (runners started) in the state saved at ``path``."""
+        blob = cls._read_checkpoint(path)
+        algo_cls = cls
+        if cls is Algorithm or not issubclass(_load_class(blob["algorithm_class"]), cls):
+            algo_cls = _load_class(blob["algorithm_class"])
+        algo = algo_cls(config=algo_cls.config_class.from_dict(blob["config"]))
+        algo.set_state(blob["state"])
+        return algo
+
+    def restore(self, path: Any) -> None:
+        """Load the state saved at ``path`` into this algorithm (weights, optimizer, counters)."""
+        if isinstance(path, dict):
+            self.set_state(path)
+            return
+        self.set_state(self._read_checkpoint(path)["state"])
+
+    def stop(self) -> None:
+        """Stop the env runners (the actors are killed)."""
+        group = getattr(self, "env_runner_group", None)
+        if group is not None:
+            group.stop()
+        if self._eval_runner is not None:
+            self._eval_runner.stop()
+            self._eval_runner = None
+
+    # --- Tune's class-trainable shape ---------------------------------------------------
+
+    def step(self) -> dict[str, Any]:
+        """One Tune iteration (``train()``)."""
+        return self.train()
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Tune: write the checkpoint into the directory Tune gives."""
+        self.save_to_path(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Tune: restore from the directory ``save_checkpoint`` wrote."""
+        self.restore(checkpoint)
+
+    def cleanup(self) -> None:
+        """Tune: the trial ended."""
+        self.stop()
+
+    def __enter__(self) -> Algorithm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(env={self.config.env!r}, iteration={self.iteration})"
+
+
+def _no_module() -> Any:
+    raise NotImplementedError("the algorithm's setup() must set module_ctor")
+
+
+def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + str(key)] = value
+    return out
+
+
+def _class_path(cls: type) -> str:
+    """``module:qualname`` of the first importable class in ``cls``'s MRO."""
+    for klass in cls.__mro__:
+        try:
+            module = importlib.import_module(klass.__module__)
+        except ImportError:
+            continue
+        if getattr(module, klass.__qualname__, None) is klass:
+            return f"{klass.__module__}:{klass.__qualname__}"
+    raise TypeError(f"cannot find an importable class for {cls!r}")
+
+
+def _load_class(path: str) -> type[Algorithm]:
+    module, _, name = path.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"{path} is not an Algorithm class")
+    return cls

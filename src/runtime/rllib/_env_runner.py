@@ -1,0 +1,297 @@
+"""Env runners: actors that step a vector env with the latest weights and return batches.
+
+Each iteration the algorithm puts its weights in the object store once and passes that one
+ref to every runner's ``sample`` call (the runtime resolves it before the call runs), and
+each runner returns its batch of numpy arrays through the object store. A runner that died
+(its actor or node is gone, or it did not answer in ``sample_timeout_s``) is replaced by a
+new actor when ``restart_failed_env_runners`` is on, and the iteration goes on with the
+batches of the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import runtime
+from runtime.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    NodeDiedError,
+)
+
+__all__ = ["EnvRunner", "EnvRunnerGroup"]
+
+logger = logging.getLogger(__name__)
+
+#: Failures that mean "this runner is gone", as opposed to an error raised by the env itself.
+RUNNER_FAILURES = (ActorDiedError, ActorUnavailableError, NodeDiedError, GetTimeoutError)
+
+
+class EnvRunner:
+    """Steps ``num_envs`` copies of the env with a copy of the policy module.
+
+    ``module_ctor()`` builds the module; it must have ``act(obs, explore, generator,
+    **act_kwargs) -> (actions, extras)``. Sampling randomness comes from this runner's own
+    torch generator, seeded from the config's seed and the runner's index, so a seeded run on
+    one runner repeats exactly.
+    """
+
+    def __init__(
+        self,
+        env_creator: Callable[[dict[str, Any]], Any] | bytes,
+        env_config: dict[str, Any],
+        num_envs: int,
+        module_ctor: Callable[[], Any] | bytes,
+        *,
+        seed: int | None,
+        worker_index: int,
+    ):
+        import pickle
+
+        import torch
+
+        from runtime.rllib._env import make_vector_env
+
+        # Remote runners get the creators pickled, so that unpickling them (which imports
+        # torch and gymnasium) happens here, off the node's event loop.
+        if isinstance(env_creator, bytes):
+            env_creator = pickle.loads(env_creator)
+        if isinstance(module_ctor, bytes):
+            module_ctor = pickle.loads(module_ctor)
+        assert callable(env_creator) and callable(module_ctor)
+        torch.set_num_threads(1)
+        self.env = make_vector_env(env_creator, env_config, num_envs)
+        self.num_envs = num_envs
+        self.module = module_ctor()
+        self.generator = torch.Generator()
+        self.seed = seed
+        self.worker_index = worker_index
+        if seed is None:
+            self.generator.seed()
+            self.obs, _ = self.env.reset()
+        else:
+            self.generator.manual_seed(seed * 1_000_003 + worker_index)
+            base = seed * 10_007 + worker_index * 101
+            self.obs, _ = self.env.reset(seed=[base + i for i in range(num_envs)])
+        self.action_space = self.env.single_action_space
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_len = np.zeros(num_envs, dtype=np.int64)
+
+    def ping(self) -> bool:
+        return True
+
+    def set_weights(self, weights: dict[str, Any] | None) -> None:
+        from runtime.rllib._learner import set_module_weights
+
+        if weights is not None:
+            set_module_weights(self.module, weights)
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        from gymnasium import spaces
+
+        if isinstance(self.action_space, spaces.Box):
+            return np.clip(actions, self.action_space.low, self.action_space.high)
+        return actions
+
+    def sample(
+        self,
+        weights: dict[str, Any] | None,
+        num_steps: int,
+        explore: bool = True,
+        act_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Take ``num_steps`` steps in every env; arrays are ``[num_steps, num_envs, ...]``.
+
+        ``next_obs`` is the true next observation (the last one of an episode that ended,
+        not the first one of the next), so a learner can bootstrap truncated episodes.
+        """
+        self.set_weights(weights)
+        kwargs = act_kwargs or {}
+        cols: dict[str, list[Any]] = {
+            k: [] for k in ("obs", "actions", "rewards", "terminateds", "truncateds", "next_obs")
+        }
+        extras: dict[str, list[Any]] = {}
+        returns: list[float] = []
+        lengths: list[int] = []
+        for _ in range(num_steps):
+            actions, extra = self.module.act(self.obs, explore, self.generator, **kwargs)
+            next_obs, rewards, terms, truncs, infos = self.env.step(self._env_actions(actions))
+            done = np.logical_or(terms, truncs)
+            real_next = np.array(next_obs, copy=True)
+            if done.any():
+                final = infos["final_obs"]
+                for i in np.flatnonzero(done):
+                    real_next[i] = final[i]
+            cols["obs"].append(self.obs)
+            cols["actions"].append(actions)
+            cols["rewards"].append(np.asarray(rewards, dtype=np.float32))
+            cols["terminateds"].append(np.asarray(terms, dtype=bool))
+            cols["truncateds"].append(np.asarray(truncs, dtype=bool))
+            cols["next_obs"].append(real_next)
+            for k, v in extra.items():
+                extras.setdefault(k, []).append(v)
+            self.ep_return += rewards
+            self.ep_len += 1
+            for i in np.flatnonzero(done):
+                returns.append(float(self.ep_return[i]))
+                lengths.append(int(self.ep_len[i]))
+                self.ep_return[i] = 0.0
+                self.ep_len[i] = 0
+            self.obs = next_obs
+        batch: dict[str, Any] = {k: np.stack(v) for k, v in {**cols, **extras}.items()}
+        batch["episode_returns"] = returns
+        batch["episode_lens"] = lengths
+        batch["env_steps"] = num_steps * self.num_envs
+        return batch
+
+    def sample_episodes(
+        self, weights: dict[str, Any] | None, num_episodes: int, explore: bool = False
+    ) -> dict[str, Any]:
+        """Run whole episodes from fresh resets (evaluation); returns their returns and lengths."""
+        self.set_weights(weights)
+        if self.seed is None:
+            self.obs, _ = self.env.reset()
+        else:
+            base = self.seed * 10_007 + self.worker_index * 101
+            self.obs, _ = self.env.reset(seed=[base + i for i in range(self.num_envs)])
+        self.ep_return[:] = 0.0
+        self.ep_len[:] = 0
+        returns: list[float] = []
+        lengths: list[int] = []
+        while len(returns) < num_episodes:
+            out = self.sample(None, 1, explore)
+            returns += out["episode_returns"]
+            lengths += out["episode_lens"]
+        return {"episode_returns": returns[:num_episodes], "episode_lens": lengths[:num_episodes]}
+
+    def stop(self) -> None:
+        self.env.close()
+
+
+class EnvRunnerGroup:
+    """The algorithm's runners: ``num_env_runners`` actors, or one local runner when it is 0."""
+
+    def __init__(
+        self,
+        config: Any,
+        env_creator: Callable[[dict[str, Any]], Any],
+        module_ctor: Callable[[], Any],
+    ):
+        self.config = config
+        self.env_creator = env_creator
+        self.module_ctor = module_ctor
+        self.num_restarts = 0
+        self.local: EnvRunner | None = None
+        self.runners: list[Any] = []
+        if config.num_env_runners == 0:
+            self.local = self._local_runner(0)
+        else:
+            import cloudpickle
+
+            self._remote_cls = runtime.remote(EnvRunner)
+            self._blobs = (cloudpickle.dumps(env_creator), cloudpickle.dumps(module_ctor))
+            self.runners = [self._start(i + 1) for i in range(config.num_env_runners)]
+            # Wait until every runner is up, so a bad env fails build() rather than train().
+            runtime.get([r.ping.remote() for r in self.runners], timeout=config.sample_timeout_s)
+
+    def _local_runner(self, index: int) -> EnvRunner:
+        c = self.config
+        return EnvRunner(
+            self.env_creator,
+            c.env_config,
+            c.num_envs_per_env_runner,
+            self.module_ctor,
+            seed=c.seed,
+            worker_index=index,
+        )
+
+    def _start(self, index: int) -> Any:
+        c = self.config
+        seed = None if c.seed is None else c.seed + 7919 * self.num_restarts
+        return self._remote_cls.options(num_cpus=c.num_cpus_per_env_runner).remote(
+            self._blobs[0],
+            c.env_config,
+            c.num_envs_per_env_runner,
+            self._blobs[1],
+            seed=seed,
+            worker_index=index,
+        )
+
+    def num_healthy(self) -> int:
+        return 1 if self.local is not None else len(self.runners)
+
+    def sample(
+        self,
+        weights: dict[str, Any],
+        num_steps: int,
+        explore: bool = True,
+        act_kwargs: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One round: every runner samples ``num_steps`` per env with ``weights``.
+
+        The weights are put in the object store once and the same ref goes to every runner.
+        Runners that failed are replaced; the round returns the batches of the others (and
+        samples again if none survived).
+        """
+        if self.local is not None:
+            self.local.set_weights(weights)
+            return [self.local.sample(None, num_steps, explore, act_kwargs)]
+        weights_ref = runtime.put(weights)
+        for _attempt in range(3):
+            refs = [
+                r.sample.remote(weights_ref, num_steps, explore, act_kwargs) for r in self.runners
+            ]
+            batches: list[dict[str, Any]] = []
+            failed: list[tuple[int, BaseException]] = []
+            for index, ref in enumerate(refs):
+                try:
+                    batches.append(runtime.get(ref, timeout=self.config.sample_timeout_s))
+                except RUNNER_FAILURES as exc:
+                    failed.append((index, exc))
+            for index, error in failed:
+                self._replace(index, error)
+            if batches:
+                return batches
+        raise RuntimeError("every env runner failed three sampling rounds in a row")
+
+    def _replace(self, index: int, exc: BaseException) -> None:
+        c = self.config
+        if not c.restart_failed_env_runners:
+            raise RuntimeError(
+                f"env runner {index + 1} failed ({type(exc).__name__}: {exc}); set "
+                ".fault_tolerance(restart_failed_env_runners=True) to replace it and go on"
+            ) from exc
+        if self.num_restarts >= c.max_num_env_runner_restarts:
+            raise RuntimeError(
+                f"env runner {index + 1} failed ({exc}) and the {c.max_num_env_runner_restarts} "
+                "allowed restarts (max_num_env_runner_restarts) are used up"
+            ) from exc
+        logger.warning("env runner %d failed (%s); starting a new one", index + 1, exc)
+        try:
+            runtime.kill(self.runners[index], no_restart=True)
+        except Exception:
+            logger.debug("killing the failed runner", exc_info=True)
+        self.num_restarts += 1
+        self.runners[index] = self._start(index + 1)
+
+    def foreach_runner(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on every runner (or the local one) and wait for the results."""
+        if self.local is not None:
+            return [getattr(self.local, method)(*args)]
+        refs = [getattr(r, method).remote(*args) for r in self.runners]
+        return list(runtime.get(refs, timeout=self.config.sample_timeout_s))
+
+    def stop(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+        for runner in self.runners:
+            try:
+                runtime.kill(runner, no_restart=True)
+            except Exception:
+                logger.debug("killing a runner at stop", exc_info=True)
+        self.runners = []

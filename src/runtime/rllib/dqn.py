@@ -1,0 +1,254 @@
+"""DQN (Mnih et al. 2015) with double Q-learning, in one file you can read top to bottom.
+
+1. ``DQNConfig``: the hyperparameters, with defaults that learn CartPole-v1.
+2. ``QNetwork``: an MLP from observation to one Q-value per action; epsilon-greedy ``act``.
+3. ``epsilon_at``: the linear exploration schedule.
+4. ``dqn_loss``: Huber TD error against a target network (double Q: the online network
+   picks the next action, the target network scores it).
+5. ``DQN.training_step``: sample a round from the env runners into the replay buffer, then
+   a number of gradient steps on replayed minibatches; copy to the target network every
+   ``target_network_update_freq`` env steps.
+
+Discrete actions only: a Box action space is a clear ``UnsupportedSpaceError`` at build.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.rllib._algorithm import Algorithm
+from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._learner import TorchLearner, mlp, obs_size, obs_to_tensor, seeded_init
+from runtime.rllib._replay_buffer import ReplayBuffer
+
+__all__ = ["DQN", "DQNConfig"]
+
+
+# --- 1. config ----------------------------------------------------------------------------
+
+
+class DQNConfig(AlgorithmConfig):
+    """DQN's settings. ``.training()`` takes any of the attributes set here.
+
+    Defaults: ``lr=5e-4``, ``gamma=0.99``, ``train_batch_size=64`` (the replayed minibatch),
+    ``replay_buffer_config={"capacity": 50000}``, ``num_steps_sampled_before_learning_starts
+    =1000``, ``target_network_update_freq=500`` env steps, ``double_q=True``, epsilon from
+    1.0 to 0.05 over ``epsilon_timesteps=10000`` env steps, ``training_intensity=16``
+    (replayed transitions trained per sampled one: 16 x 64-batches per 64 env steps),
+    ``rollout_fragment_length=32`` per env per round, ``grad_clip=10``, a 64x64 ReLU MLP.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 5e-4
+        self.train_batch_size = 64
+        self.rollout_fragment_length = 32
+        self.replay_buffer_config: dict[str, Any] = {"capacity": 50_000}
+        self.num_steps_sampled_before_learning_starts = 1000
+        self.target_network_update_freq = 500
+        self.double_q = True
+        self.initial_epsilon = 1.0
+        self.final_epsilon = 0.05
+        self.epsilon_timesteps = 10_000
+        self.training_intensity: float = 16.0
+        self.td_error_loss_fn = "huber"
+        self.grad_clip = 10.0
+        self.model = {"fcnet_hiddens": [64, 64], "fcnet_activation": "relu"}
+
+    def validate(self) -> None:
+        super().validate()
+        capacity = self.replay_buffer_config.get("capacity")
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"replay_buffer_config['capacity'] must be an int >= 1: {capacity!r}")
+        if self.td_error_loss_fn not in ("huber", "mse"):
+            raise ValueError(
+                f"td_error_loss_fn must be 'huber' or 'mse': {self.td_error_loss_fn!r}"
+            )
+        if not isinstance(self.target_network_update_freq, int) or (
+            self.target_network_update_freq < 1
+        ):
+            raise ValueError("target_network_update_freq must be an int >= 1 (env steps)")
+        if float(self.training_intensity) <= 0:
+            raise ValueError(f"training_intensity must be > 0, got {self.training_intensity!r}")
+        if not 0.0 <= float(self.final_epsilon) <= float(self.initial_epsilon) <= 1.0:
+            raise ValueError("need 0 <= final_epsilon <= initial_epsilon <= 1")
+
+
+# --- 2. model -----------------------------------------------------------------------------
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for every action of a Discrete space."""
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        super().__init__()
+        self.observation_space = observation_space
+        self.num_actions = int(action_space.n)
+        self.action_start = int(action_space.start)
+        self.q = mlp(
+            obs_size(observation_space),
+            list(model["fcnet_hiddens"]),
+            self.num_actions,
+            model["fcnet_activation"],
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        q: torch.Tensor = self.q(obs)
+        return q
+
+    @torch.no_grad()
+    def act(
+        self, obs: Any, explore: bool, generator: torch.Generator, epsilon: float = 0.0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Greedy actions, each replaced by a uniform one with probability ``epsilon``."""
+        q = self(obs_to_tensor(obs, self.observation_space))
+        actions = q.argmax(-1)
+        if explore and epsilon > 0:
+            n = actions.shape[0]
+            random = torch.randint(self.num_actions, (n,), generator=generator)
+            actions = torch.where(torch.rand(n, generator=generator) < epsilon, random, actions)
+        return (actions + self.action_start).numpy(), {}
+
+
+# --- 3. exploration -----------------------------------------------------------------------
+
+
+def epsilon_at(step: int, config: DQNConfig) -> float:
+    """Linear decay from ``initial_epsilon`` to ``final_epsilon`` over ``epsilon_timesteps``."""
+    frac = min(1.0, step / max(1, config.epsilon_timesteps))
+    return float(config.initial_epsilon + frac * (config.final_epsilon - config.initial_epsilon))
+
+
+# --- 4. loss ------------------------------------------------------------------------------
+
+
+def dqn_loss(
+    q_net: QNetwork, target_net: QNetwork, mb: dict[str, torch.Tensor], config: DQNConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """TD error of Q(s, a) against r + gamma * Q_target(s', a*) (0 past a terminal state)."""
+    q_all = q_net(mb["obs"])
+    q = q_all.gather(1, mb["actions"].unsqueeze(1)).squeeze(1)
+    with torch.no_grad():
+        q_next_target = target_net(mb["next_obs"])
+        if config.double_q:
+            best = q_net(mb["next_obs"]).argmax(-1, keepdim=True)
+        else:
+            best = q_next_target.argmax(-1, keepdim=True)
+        q_next = q_next_target.gather(1, best).squeeze(1)
+        target = mb["rewards"] + config.gamma * (1.0 - mb["terminateds"]) * q_next
+    if config.td_error_loss_fn == "huber":
+        loss = nn.functional.smooth_l1_loss(q, target)
+    else:
+        loss = nn.functional.mse_loss(q, target)
+    return loss, {"qf_loss": loss.item(), "qf_mean": q.mean().item()}
+
+
+# --- 5. the algorithm ---------------------------------------------------------------------
+
+
+class DQN(Algorithm):
+    """Deep Q-learning (double Q, target network, uniform replay) on Discrete actions.
+
+    Example::
+
+        algo = DQNConfig().environment("CartPole-v1").build()
+        for _ in range(100):
+            result = algo.train()
+    """
+
+    config_class = DQNConfig
+    supports_box_actions = False
+    config: DQNConfig
+
+    def setup(self) -> None:
+        c = self.config
+        self.module_ctor = functools.partial(
+            QNetwork, self.observation_space, self.action_space, dict(c.model)
+        )
+        self.module = seeded_init(c.seed, self.module_ctor)
+        self.target = copy.deepcopy(self.module)
+        self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
+        self.buffer = ReplayBuffer(int(c.replay_buffer_config["capacity"]))
+        self.last_target_update = 0
+        self.num_target_updates = 0
+
+    def act_kwargs(self) -> dict[str, Any]:
+        return {"epsilon": epsilon_at(self.num_env_steps_sampled_lifetime, self.config)}
+
+    def training_step(self) -> dict[str, Any]:
+        c = self.config
+        self.learner.set_lr(c.lr)
+        epsilon = self.act_kwargs()["epsilon"]
+
+        # Sample one round into the replay buffer (arrays [T, N, ...] flattened to [T*N, ...]).
+        sampled = 0
+        for b in self.sample(c.get_rollout_fragment_length()):
+            flat = {k: _flatten_tn(b[k]) for k in ("obs", "actions", "rewards", "next_obs")}
+            flat["terminateds"] = _flatten_tn(b["terminateds"]).astype(np.float32)
+            flat["actions"] = flat["actions"].astype(np.int64) - self.module.action_start
+            self.buffer.add(flat)
+            sampled += int(b["env_steps"])
+
+        stats: dict[str, list[float]] = {}
+        if len(self.buffer) >= c.num_steps_sampled_before_learning_starts:
+            num_updates = max(1, round(sampled * float(c.training_intensity) / c.train_batch_size))
+            space = self.observation_space
+            for _ in range(num_updates):
+                raw = self.buffer.sample(c.train_batch_size, self._rng)
+                mb = {
+                    "obs": obs_to_tensor(raw["obs"], space),
+                    "next_obs": obs_to_tensor(raw["next_obs"], space),
+                    "actions": torch.as_tensor(raw["actions"]),
+                    "rewards": torch.as_tensor(raw["rewards"], dtype=torch.float32),
+                    "terminateds": torch.as_tensor(raw["terminateds"]),
+                }
+                loss, mb_stats = dqn_loss(self.module, self.target, mb, c)
+                mb_stats["grad_norm"] = self.learner.update(loss)
+                for k, v in mb_stats.items():
+                    stats.setdefault(k, []).append(v)
+            self.num_env_steps_trained_lifetime += num_updates * c.train_batch_size
+
+        # Copy the online network into the target network every target_network_update_freq.
+        steps = self.num_env_steps_sampled_lifetime
+        if steps - self.last_target_update >= c.target_network_update_freq:
+            self.target.load_state_dict(self.module.state_dict())
+            self.last_target_update = steps
+            self.num_target_updates += 1
+
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["epsilon"] = epsilon
+        out["replay_buffer_size"] = len(self.buffer)
+        out["num_target_updates"] = self.num_target_updates
+        out["curr_lr"] = float(c.lr)
+        return out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        from runtime.rllib._learner import get_module_weights
+
+        return {
+            "target": get_module_weights(self.target),
+            "last_target_update": self.last_target_update,
+            "num_target_updates": self.num_target_updates,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        from runtime.rllib._learner import set_module_weights
+
+        if "target" in state:
+            set_module_weights(self.target, state["target"])
+            self.last_target_update = int(state["last_target_update"])
+            self.num_target_updates = int(state["num_target_updates"])
+
+
+def _flatten_tn(x: np.ndarray) -> np.ndarray:
+    """``[T, N, ...]`` -> ``[T*N, ...]``."""
+    return np.asarray(x).reshape(-1, *np.asarray(x).shape[2:])
+
+
+DQNConfig.algo_class = DQN

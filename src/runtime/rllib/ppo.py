@@ -1,0 +1,281 @@
+"""PPO (Schulman et al. 2017), in one file you can read top to bottom.
+
+1. ``PPOConfig``: the hyperparameters, with defaults that solve CartPole-v1 quickly.
+2. ``ActorCritic``: separate policy and value MLPs; a categorical policy for Discrete
+   actions, a Gaussian with a learned state-independent log-std for Box actions.
+3. ``compute_gae``: advantages by generalized advantage estimation.
+4. ``ppo_loss``: clipped surrogate + value loss - entropy bonus.
+5. ``PPO.training_step``: sample from the env runners, GAE, then ``num_epochs`` passes of
+   shuffled minibatches.
+
+Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from runtime.rllib._algorithm import Algorithm
+from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._learner import TorchLearner, mlp, obs_size, obs_to_tensor, seeded_init
+
+__all__ = ["PPO", "PPOConfig"]
+
+
+# --- 1. config ----------------------------------------------------------------------------
+
+
+class PPOConfig(AlgorithmConfig):
+    """PPO's settings. ``.training()`` takes any of the attributes set here.
+
+    Defaults (tuned to reach a mean return of 150 on CartPole-v1 in a few seconds with
+    2 env runners): ``lr=3e-4``, ``gamma=0.99``, ``lambda_=0.95``, ``train_batch_size=2000``
+    env steps per iteration, ``minibatch_size=128``, ``num_epochs=10``, ``clip_param=0.2``,
+    ``vf_loss_coeff=0.5``, ``entropy_coeff=0.0``, ``grad_clip=0.5``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 3e-4
+        self.train_batch_size = 2000
+        self.minibatch_size = 128
+        self.num_epochs = 10
+        self.lambda_ = 0.95
+        self.use_gae = True
+        self.clip_param = 0.2
+        self.vf_clip_param: float | None = None
+        self.vf_loss_coeff = 0.5
+        self.entropy_coeff = 0.0
+        self.normalize_advantages = True
+        self.grad_clip = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.minibatch_size, int) or self.minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be an int >= 1, got {self.minibatch_size!r}")
+        if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be an int >= 1, got {self.num_epochs!r}")
+        if not 0.0 <= float(self.lambda_) <= 1.0:
+            raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
+        if float(self.clip_param) <= 0:
+            raise ValueError(f"clip_param must be > 0, got {self.clip_param!r}")
+
+
+# --- 2. model -----------------------------------------------------------------------------
+
+
+class ActorCritic(nn.Module):
+    """Policy and value function as two MLPs (no shared layers, as in CleanRL)."""
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        from gymnasium import spaces
+
+        super().__init__()
+        self.observation_space = observation_space
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        hiddens, act = list(model["fcnet_hiddens"]), model["fcnet_activation"]
+        n_in = obs_size(observation_space)
+        n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
+        self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(n_out))
+
+    def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
+        out = self.pi(obs)
+        if self.discrete:
+            return Categorical(logits=out)
+        return Normal(out, self.log_std.exp().expand_as(out))
+
+    def log_prob(self, dist: Categorical | Normal, actions: torch.Tensor) -> torch.Tensor:
+        logp = dist.log_prob(actions)
+        return logp if self.discrete else logp.sum(-1)
+
+    def entropy(self, dist: Categorical | Normal) -> torch.Tensor:
+        ent = dist.entropy()
+        return ent if self.discrete else ent.sum(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.vf(obs).squeeze(-1)
+
+    @torch.no_grad()
+    def act(
+        self, obs: Any, explore: bool, generator: torch.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions for a batch of observations, and their log-probabilities (for the loss)."""
+        x = obs_to_tensor(obs, self.observation_space)
+        dist = self.distribution(x)
+        if self.discrete:
+            assert isinstance(dist, Categorical)
+            if explore:
+                actions = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+            else:
+                actions = dist.probs.argmax(-1)
+        else:
+            assert isinstance(dist, Normal)
+            noise = torch.randn(dist.mean.shape, generator=generator) if explore else 0.0
+            actions = dist.mean + dist.stddev * noise
+        logp = self.log_prob(dist, actions)
+        return actions.numpy(), {"action_logp": logp.numpy().astype(np.float32)}
+
+
+# --- 3. advantages ------------------------------------------------------------------------
+
+
+def compute_gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminateds: np.ndarray,
+    truncateds: np.ndarray,
+    *,
+    gamma: float,
+    lambda_: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GAE over ``[T, N]`` arrays; returns (advantages, value targets).
+
+    ``next_values`` are the values of the true next observations, so a truncated episode
+    (and the end of the fragment) bootstraps from V(s'), while a terminated one does not.
+    The recursion stops at every episode end (terminated or truncated).
+    """
+    deltas = rewards + gamma * next_values * (1.0 - terminateds) - values
+    not_done = 1.0 - np.logical_or(terminateds, truncateds)
+    advantages = np.zeros_like(rewards)
+    last = np.zeros(rewards.shape[1], dtype=rewards.dtype)
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * lambda_ * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+# --- 4. loss ------------------------------------------------------------------------------
+
+
+def ppo_loss(
+    module: ActorCritic, mb: dict[str, torch.Tensor], config: PPOConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate objective, value loss and entropy bonus on one minibatch."""
+    dist = module.distribution(mb["obs"])
+    logp = module.log_prob(dist, mb["actions"])
+    log_ratio = logp - mb["action_logp"]
+    ratio = log_ratio.exp()
+    adv = mb["advantages"]
+    if config.normalize_advantages and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    surrogate = torch.min(
+        ratio * adv, ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * adv
+    )
+    policy_loss = -surrogate.mean()
+    values = module.value(mb["obs"])
+    vf_err = (values - mb["value_targets"]) ** 2
+    if config.vf_clip_param is not None:
+        vf_err = vf_err.clamp(max=config.vf_clip_param)
+    vf_loss = 0.5 * vf_err.mean()
+    entropy = module.entropy(dist).mean()
+    loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
+        clip_frac = ((ratio - 1).abs() > config.clip_param).float().mean()
+    stats = {
+        "policy_loss": policy_loss.item(),
+        "vf_loss": vf_loss.item(),
+        "entropy": entropy.item(),
+        "mean_kl_loss": float(approx_kl),
+        "clip_fraction": float(clip_frac),
+    }
+    return loss, stats
+
+
+# --- 5. the algorithm ---------------------------------------------------------------------
+
+
+class PPO(Algorithm):
+    """Proximal Policy Optimization on Discrete or Box actions.
+
+    Example::
+
+        algo = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=2).build()
+        for _ in range(20):
+            print(algo.train()["env_runners"]["episode_return_mean"])
+    """
+
+    config_class = PPOConfig
+    supports_box_actions = True
+    config: PPOConfig
+
+    def setup(self) -> None:
+        c = self.config
+        self.module_ctor = functools.partial(
+            ActorCritic, self.observation_space, self.action_space, dict(c.model)
+        )
+        self.module = seeded_init(c.seed, self.module_ctor)
+        self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
+
+    def training_step(self) -> dict[str, Any]:
+        c = self.config
+        self.learner.set_lr(c.lr)  # Tune's PBT may have changed it
+        batches = self.sample(c.get_rollout_fragment_length())
+
+        # GAE per runner batch ([T, N]), with values from the weights that sampled it.
+        columns: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("obs", "actions", "action_logp", "advantages", "value_targets")
+        }
+        space = self.observation_space
+        for b in batches:
+            t, n = b["rewards"].shape
+            with torch.no_grad():
+                flat_obs = obs_to_tensor(b["obs"].reshape(t * n, *b["obs"].shape[2:]), space)
+                flat_next = obs_to_tensor(
+                    b["next_obs"].reshape(t * n, *b["next_obs"].shape[2:]), space
+                )
+                values = self.module.value(flat_obs).numpy().reshape(t, n)
+                next_values = self.module.value(flat_next).numpy().reshape(t, n)
+            adv, targets = compute_gae(
+                b["rewards"],
+                values,
+                next_values,
+                b["terminateds"].astype(np.float32),
+                b["truncateds"].astype(np.float32),
+                gamma=c.gamma,
+                lambda_=c.lambda_,
+            )
+            columns["obs"].append(flat_obs.numpy())
+            columns["actions"].append(b["actions"].reshape(t * n, *b["actions"].shape[2:]))
+            columns["action_logp"].append(b["action_logp"].reshape(-1))
+            columns["advantages"].append(adv.reshape(-1))
+            columns["value_targets"].append(targets.reshape(-1))
+        data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items()}
+        if not self.module.discrete:
+            data["actions"] = data["actions"].float()
+
+        # num_epochs passes over shuffled minibatches.
+        size = len(data["advantages"])
+        mb_size = min(c.minibatch_size, size)
+        stats: dict[str, list[float]] = {}
+        for _epoch in range(c.num_epochs):
+            order = torch.as_tensor(self._rng.permutation(size))
+            for start in range(0, size - mb_size + 1, mb_size):
+                idx = order[start : start + mb_size]
+                loss, mb_stats = ppo_loss(self.module, {k: v[idx] for k, v in data.items()}, c)
+                mb_stats["grad_norm"] = self.learner.update(loss)
+                for k, v in mb_stats.items():
+                    stats.setdefault(k, []).append(v)
+        self.num_env_steps_trained_lifetime += size * c.num_epochs
+
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        targets_all, values_all = data["value_targets"], data["value_targets"] - data["advantages"]
+        var = float(targets_all.var())
+        resid = float((targets_all - values_all).var())
+        out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
+        out["curr_lr"] = float(c.lr)
+        out["num_env_steps_trained"] = size
+        return out
+
+
+PPOConfig.algo_class = PPO
