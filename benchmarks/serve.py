@@ -1,0 +1,324 @@
+"""Serve benchmark, side by side: this runtime's Serve and Ray Serve 2.60, same workloads.
+
+Workloads (the same deployments on both, 2 CPUs each):
+
+- time to deploy an app (``serve.run`` of a trivial deployment, Serve already started);
+- HTTP requests/s and p50/p99 latency of a trivial JSON deployment (2 replicas,
+  ``max_ongoing_requests=100``) at client concurrency 1, 16, 64, 256 and 512;
+- HTTP requests/s of a batched numpy model (``@serve.batch(max_batch_size=16)``) at 64;
+- handle calls/s from the driver (``await asyncio.gather`` of 1,000 ``handle.remote()``).
+
+The HTTP load comes from a separate client process (aiohttp, one event loop, a fixed number
+of connections each sending its next request when the last one is answered: closed loop),
+so the client never shares a GIL with the server side; it runs on the same 2 cores as the
+cluster, as it would on a single machine. Ray runs in a child process inside a network
+namespace where only loopback is up (``unshare -n``), like benchmarks/core.py does.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/serve.py            # both, about 2 minutes
+    .venv/bin/python benchmarks/serve.py --quick    # shorter measurements
+    .venv/bin/python benchmarks/serve.py --only runtime   # or --only ray
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+CONCURRENCY = (1, 16, 64, 256, 512)
+NUM_CPUS = 2
+CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------- the load generator
+
+
+async def _load(url: str, concurrency: int, duration: float, body: bytes | None) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    if body is None:
+                        async with session.get(url) as resp:
+                            await resp.read()
+                            ok = resp.status == 200
+                    else:
+                        async with session.post(url, data=body) as resp:
+                            await resp.read()
+                            ok = resp.status == 200
+                except Exception:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        # Warm the connections up first (not measured).
+        warm_until = time.perf_counter() + min(0.5, duration / 4)
+        while time.perf_counter() < warm_until:
+            async with session.get(url) as resp:
+                await resp.read()
+        stop_at = time.perf_counter() + duration
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0
+
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pct(0.50) * 1000,
+        "p99_ms": pct(0.99) * 1000,
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def run_load(url: str, concurrency: int, duration: float, body: bytes | None = None) -> dict:
+    """Run the load generator in its own process; returns its measurements."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--loadgen", url, str(concurrency),
+           str(duration)] + (["--body", body.decode()] if body else [])  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------- the workloads
+
+
+def workloads(serve: Any, backend: str) -> tuple[Any, Any]:
+    """The two deployments, defined against the given Serve module (ours or Ray's)."""
+    import numpy as np
+
+    @serve.deployment(num_replicas=2, max_ongoing_requests=100)
+    class NoOp:
+        async def __call__(self, request: Any) -> dict:
+            return {"ok": True}
+
+        async def call(self, x: int) -> int:
+            return x
+
+    @serve.deployment(num_replicas=2, max_ongoing_requests=100)
+    class Model:
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.w = rng.standard_normal((64, 64)).astype(np.float32)
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+        async def predict(self, rows: list) -> list:
+            x = np.stack(rows)
+            return (x @ self.w).sum(axis=1).tolist()
+
+        async def __call__(self, request: Any) -> dict:
+            body = await request.json()
+            return {"y": await self.predict(np.asarray(body["x"], dtype=np.float32))}
+
+    return NoOp, Model
+
+
+def measure(backend: str, quick: bool) -> dict[str, Any]:
+    duration = 2.0 if quick else 5.0
+    results: dict[str, Any] = {}
+    port = free_port()
+    if backend == "runtime":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+        import runtime as rt
+        from runtime import serve
+
+        rt.init(num_cpus=NUM_CPUS)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    else:
+        import ray
+        from ray import serve
+
+        ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        NoOp, Model = workloads(serve, backend)
+        t0 = time.perf_counter()
+        serve.run(NoOp.bind(), name="noop", route_prefix="/noop")
+        results["deploy an app"] = time.perf_counter() - t0
+        url = f"http://127.0.0.1:{port}/noop"
+        for c in CONCURRENCY:
+            log(f"[{backend}] HTTP no-op at concurrency {c}")
+            results[f"http c={c}"] = run_load(url, c, duration)
+        serve.run(Model.bind(), name="model", route_prefix="/model")
+        log(f"[{backend}] batched model at concurrency 64")
+        body = json.dumps({"x": [0.5] * 64}).encode()
+        results["model c=64"] = run_load(f"http://127.0.0.1:{port}/model", 64, duration, body)
+        log(f"[{backend}] handle calls")
+        handle = serve.get_app_handle("noop")
+
+        async def calls() -> float:
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < duration:
+                await asyncio.gather(*(handle.call.remote(i) for i in range(1000)))
+                n += 1000
+            return n / (time.perf_counter() - t0)
+
+        results["handle calls"] = asyncio.run(calls())
+    except Exception:
+        traceback.print_exc()
+        results["error"] = traceback.format_exc(limit=3)
+    finally:
+        serve.shutdown()
+        if backend == "runtime":
+            rt.shutdown()
+        else:
+            ray.shutdown()
+    return results
+
+
+def run_ray_isolated(quick: bool) -> dict[str, Any]:
+    if importlib.util.find_spec("ray") is None:
+        return {"skipped": "ray is not importable here"}
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        return {"skipped": "`unshare` or `ip` not found: cannot isolate Ray"}
+    prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
+    with tempfile.TemporaryDirectory(prefix="bench-serve-ray-") as tmp:
+        out = os.path.join(tmp, "ray.json")
+        cmd = [*prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", sys.executable,
+               os.path.abspath(__file__), "--only", "ray", "--json", out] + (
+            ["--quick"] if quick else [])  # fmt: skip
+        env = dict(os.environ)
+        env.update({CHILD_ENV: "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                    "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
+        log(f"[ray] in a loopback-only network namespace: {shlex.join(cmd)}")
+        try:
+            subprocess.run(cmd, env=env, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            return {"skipped": "the Ray half ran past 900 s"}
+        if not os.path.exists(out):
+            return {"skipped": "the Ray child left no results (see its stderr above)"}
+        with open(out) as f:
+            result: dict[str, Any] = json.load(f)
+            return result
+
+
+# --------------------------------------------------------------------------------- the table
+
+
+def table(ours: dict[str, Any], ray: dict[str, Any]) -> str:
+    rows = ["| metric | runtime | Ray Serve 2.60 | ratio |", "|---|---|---|---|"]
+
+    def ratio(a: float | None, b: float | None, higher: bool) -> str:
+        if not a or not b:
+            return "-"
+        r = a / b if higher else b / a
+        return f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+
+    def get(rep: dict[str, Any], key: str) -> Any:
+        return None if "skipped" in rep else rep.get(key)
+
+    d1, d2 = get(ours, "deploy an app"), get(ray, "deploy an app")
+    rows.append(
+        f"| time to deploy an app | {_s(d1)} | {_s(d2)} | {ratio(d1, d2, higher=False)} |"
+    )
+    for key, label in [(f"http c={c}", f"HTTP no-op, concurrency {c}") for c in CONCURRENCY] + [
+        ("model c=64", "HTTP batched numpy model, concurrency 64")
+    ]:
+        a, b = get(ours, key), get(ray, key)
+        rows.append(
+            f"| {label}: requests/s | {_rps(a)} | {_rps(b)} | "
+            f"{ratio(a and a['rps'], b and b['rps'], higher=True)} |"
+        )
+        rows.append(
+            f"| {label}: p50 / p99 latency | {_lat(a)} | {_lat(b)} | "
+            f"{ratio(a and a['p99_ms'], b and b['p99_ms'], higher=False)} (p99) |"
+        )
+    h1, h2 = get(ours, "handle calls"), get(ray, "handle calls")
+    rows.append(
+        f"| handle calls from the driver | {_num(h1, 'calls/s')} | {_num(h2, 'calls/s')} | "
+        f"{ratio(h1, h2, higher=True)} |"
+    )
+    return "\n".join(rows)
+
+
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _num(v: float | None, unit: str) -> str:
+    return "-" if v is None else f"{v:,.0f} {unit}"
+
+
+def _rps(v: dict | None) -> str:
+    if v is None:
+        return "-"
+    err = f" ({v['errors']} errors)" if v["errors"] else ""
+    return f"{v['rps']:,.0f}{err}"
+
+
+def _lat(v: dict | None) -> str:
+    return "-" if v is None else f"{v['p50_ms']:.1f} / {v['p99_ms']:.1f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("runtime", "ray"))
+    parser.add_argument("--json", help="write this half's results here (internal)")
+    parser.add_argument("--loadgen", nargs=3, metavar=("URL", "CONCURRENCY", "SECONDS"))
+    parser.add_argument("--body")
+    args = parser.parse_args(argv)
+    if args.loadgen:
+        import uvloop
+
+        url, c, d = args.loadgen
+        body = args.body.encode() if args.body else None
+        print(json.dumps(uvloop.run(_load(url, int(c), float(d), body))))
+        return 0
+    if args.only:
+        res = measure(args.only, args.quick)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f)
+        else:
+            print(json.dumps(res, indent=1))
+        return 0
+    ours = measure("runtime", args.quick)
+    ray = run_ray_isolated(args.quick)
+    if "skipped" in ray:
+        log(f"[ray] skipped: {ray['skipped']}")
+    print(table(ours, ray))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
