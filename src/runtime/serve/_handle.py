@@ -134,7 +134,7 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
                 resp._assigned.set_exception(exc)
             raise
         try:
-            ref = slot.handle.handle_request.remote(meta, *args, **kwargs)
+            ref = slot.handle.handle_request.remote(*meta, *args, **kwargs)
         except BaseException as exc:
             router.release(slot)
             if not resp._assigned.done():

@@ -116,14 +116,14 @@ class ServeReplica:
     # --- requests -----------------------------------------------------------------------------
 
     async def handle_request(
-        self, meta: tuple[str, str, bool], /, *args: Any, **kwargs: Any
+        self, request_id: str, method: str, stream: bool, /, *args: Any, **kwargs: Any
     ) -> Any:
         """Run ``method(*args, **kwargs)`` of the user's object for a handle call.
 
-        ``meta`` is (request id, method name, stream). With stream, the result must be a
-        generator; it stays here and this returns the request id to pull chunks with.
+        With ``stream``, the result must be a generator; it stays here and this returns the
+        request id to pull chunks with. (The call's parts travel as separate plain
+        arguments, so that a call with plain arguments is sent as msgpack, not pickled.)
         """
-        request_id, method, stream = meta
         if self._draining:
             raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
         fn = self._method(method)
