@@ -118,6 +118,7 @@ class Job:
     stream: StreamControl | None = None
     bundle: tuple[bytes, int] | None = None
     env: Prepared | None = None
+    lane: _Lane | None = None
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
@@ -555,12 +556,14 @@ class Executor:
             self.sched.cancel(task_id)
             self._done_unqueued(job, _cancelled(job.name))
             return
-        for actor in self.actors.values():  # an actor call still in the mailbox
-            if job in actor.mailbox:
-                actor.mailbox.remove(job)
-                self._done_unqueued(job, _cancelled(job.name))
-                actor._pump()
-                return
+        lane = job.lane
+        if lane is not None and job in lane.mailbox:  # an actor call not started yet
+            lane.mailbox.remove(job)
+            self._done_unqueued(job, _cancelled(job.name))
+            for actor in self.actors.values():
+                if lane in actor.all_lanes():
+                    actor._pump(lane)
+            return
         ctx = job.ctx
         if ctx is not None:
             ctx.cancelled = True
@@ -671,8 +674,22 @@ class NoRoomError(RuntimeBaseError):
 STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 
 
+class _Lane:
+    """A mailbox with its own concurrency: an actor's default one, or a concurrency group's."""
+
+    __slots__ = ("async_starting", "mailbox", "max_async", "pool", "running_async", "running_sync")
+
+    def __init__(self, name: str, limit: int, is_async: bool) -> None:
+        self.max_async = limit
+        self.pool = ThreadPool(f"actor-{name}", 1 if is_async else limit)
+        self.mailbox: deque[Job] = deque()
+        self.running_async = 0
+        self.running_sync = 0
+        self.async_starting = 0
+
+
 class HostedActor:
-    """One actor instance on this node with its mailbox."""
+    """One actor instance on this node with its mailboxes (one per concurrency group)."""
 
     def __init__(self, executor: Executor, spec: p.ActorSpec, cls: type | None) -> None:
         self.executor = executor
@@ -684,13 +701,13 @@ class HostedActor:
         self.death: p.Value | None = None
         self.restarting = False
         self.is_async = spec.is_async
-        self.max_async = spec.max_concurrency
-        threads = 1 if spec.is_async else spec.max_concurrency
-        self.pool = ThreadPool(f"actor-{spec.class_name}", threads)
-        self.mailbox: deque[Job] = deque()
-        self.running_async = 0
-        self.running_sync = 0
-        self.async_starting = 0
+        self.lane = _Lane(spec.class_name, spec.max_concurrency, spec.is_async)
+        #: Concurrency groups: each has its own mailbox and limit (threads for sync methods).
+        self.lanes: dict[str, _Lane] = {
+            group: _Lane(f"{spec.class_name}-{group}", limit, spec.is_async)
+            for group, limit in spec.concurrency_groups.items()
+        }
+        self.pool = self.lane.pool
         self.method_kinds: dict[str, bool] = {}
         self.bundle: tuple[bytes, int] | None = None
         self.env: Prepared | None = None
@@ -758,13 +775,14 @@ class HostedActor:
             conn.send(p.TaskDone(msg.task_id, error=self._death_value()))
             return
         limit = self.spec.max_pending_calls
-        if limit >= 0 and len(self.mailbox) >= limit:
+        lane = self._lane_for(msg.method)
+        if limit >= 0 and len(lane.mailbox) >= limit:
             conn.send(
                 p.TaskDone(
                     msg.task_id,
                     error=ser.system_error_value(
                         PendingCallsLimitExceeded,
-                        f"actor {self.spec.class_name} has {len(self.mailbox)} calls waiting "
+                        f"actor {self.spec.class_name} has {len(lane.mailbox)} calls waiting "
                         f"(max_pending_calls={limit})",
                     ),
                 )
@@ -779,12 +797,22 @@ class HostedActor:
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
-        self.mailbox.append(job)
+        job.lane = lane
+        lane.mailbox.append(job)
         if msg.args.refs:
             job.ready = False
             self.worker.spawn(self._resolve(job))
-        elif len(self.mailbox) == 1:
-            self._pump()
+        elif len(lane.mailbox) == 1:
+            self._pump(lane)
+
+    def _lane_for(self, method: str) -> _Lane:
+        if not self.lanes or self.cls is None:
+            return self.lane
+        group = getattr(getattr(self.cls, method, None), "__runtime_concurrency_group__", None)
+        return self.lanes.get(group, self.lane) if group else self.lane
+
+    def all_lanes(self) -> list[_Lane]:
+        return [self.lane, *self.lanes.values()]
 
     async def _resolve(self, job: Job) -> None:
         try:
@@ -794,10 +822,14 @@ class HostedActor:
         except BaseException as exc:
             job.fn = _raiser(exc)
         job.ready = True
-        self._pump()
+        self._pump(job.lane)
 
-    def _pump(self) -> None:
-        mailbox = self.mailbox
+    def _pump(self, lane: _Lane | None = None) -> None:
+        if lane is None:  # every lane (the actor became alive)
+            for each in self.all_lanes():
+                self._pump(each)
+            return
+        mailbox = lane.mailbox
         while mailbox and self.state == ALIVE:
             job = mailbox[0]
             if not job.ready:
@@ -809,20 +841,20 @@ class HostedActor:
                     job.fn = _raiser(exc)
             if job.is_async:
                 # An async call starts after the sync calls before it have finished.
-                if self.running_async >= self.max_async or self.running_sync:
+                if lane.running_async >= lane.max_async or lane.running_sync:
                     return
                 mailbox.popleft()
-                self.running_async += 1
-                self.async_starting += 1
+                lane.running_async += 1
+                lane.async_starting += 1
                 job.atask = self.worker.spawn(self._run_async(job))
             else:
                 # A sync call starts once the async calls before it have started.
-                if self.async_starting:
+                if lane.async_starting:
                     return
                 mailbox.popleft()
-                if self.pool.size > 1:
-                    self.running_sync += 1
-                    self.pool.submit(partial(self._run_sync, job))
+                if lane.pool.size > 1:
+                    lane.running_sync += 1
+                    lane.pool.submit(partial(self._run_sync, job))
                     continue
                 # One thread: hand it the whole run of ready sync calls at once.
                 batch = [job]
@@ -836,8 +868,8 @@ class HostedActor:
                         if nxt.is_async:
                             break
                     batch.append(mailbox.popleft())
-                self.running_sync += len(batch)
-                self.pool.submit(partial(self._run_sync_batch, batch))
+                lane.running_sync += len(batch)
+                lane.pool.submit(partial(self._run_sync_batch, batch))
 
     def _run_sync_batch(self, batch: list[Job]) -> None:
         for job in batch:
@@ -859,25 +891,27 @@ class HostedActor:
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
     def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
-        self.running_sync -= 1
+        lane = job.lane or self.lane
+        lane.running_sync -= 1
         self._finish(job, done, bufs)
-        if self.mailbox and not self.running_sync:
-            self._pump()
+        if lane.mailbox and not lane.running_sync:
+            self._pump(lane)
 
     async def _run_async(self, job: Job) -> None:
         job.env = self.env
         ctx = job.ctx = TaskContext(
             job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
         )
-        self.async_starting -= 1
-        if not self.async_starting and self.mailbox:
+        lane = job.lane or self.lane
+        lane.async_starting -= 1
+        if not lane.async_starting and lane.mailbox:
             # Runs once this call reaches its first await, so it has started first.
-            self.worker.loop.call_soon(self._pump)
+            self.worker.loop.call_soon(self._pump, lane)
         done, bufs = await call_async(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
-        self.running_async -= 1
+        lane.running_async -= 1
         self._finish(job, done, bufs)
-        if self.mailbox:
-            self._pump()
+        if lane.mailbox:
+            self._pump(lane)
 
     def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         if self.state == DEAD:
@@ -909,11 +943,12 @@ class HostedActor:
             return
         self.state = DEAD
         self._reason = reason
-        mailbox, self.mailbox = self.mailbox, deque()
-        for job in mailbox:
-            self.executor.jobs.pop(job.task_id, None)
-            job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
-        self.pool.shutdown()
+        for lane in self.all_lanes():
+            mailbox, lane.mailbox = lane.mailbox, deque()
+            for job in mailbox:
+                self.executor.jobs.pop(job.task_id, None)
+                job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
+            lane.pool.shutdown()
         self.executor.actor_stopped(self, reason if self.death is None else _death_text(self.death))
 
 

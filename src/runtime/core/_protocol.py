@@ -149,6 +149,7 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     max_restarts: int = 0
     max_task_retries: int = 0
     runtime_env: Any = None
+    concurrency_groups: dict[str, int] = {}
 
 
 class CreateActor(_Msg, tag=23):

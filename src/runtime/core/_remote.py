@@ -135,6 +135,29 @@ def _env_wire(owner: Any, worker: Any) -> Any:
     return wire
 
 
+def _groups(cls: type, groups: Any) -> dict[str, int]:
+    """Check ``concurrency_groups`` against the methods that name a group."""
+    out: dict[str, int] = {}
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise ValueError("concurrency_groups must be a dict of group name to max concurrency")
+        for name, limit in groups.items():
+            if not isinstance(name, str) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(
+                    f"concurrency group {name!r} needs a str name and an int limit >= 1, "
+                    f"got {limit!r}"
+                )
+            out[name] = limit
+    for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        group = getattr(member, "__runtime_concurrency_group__", None)
+        if group is not None and group not in out:
+            raise ValueError(
+                f"method {cls.__name__}.{attr} uses concurrency group {group!r}, which the "
+                f"actor does not define (concurrency_groups={out or None})"
+            )
+    return out
+
+
 def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
     """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
     if n == p.STREAMING:
@@ -148,14 +171,17 @@ class _Pickled:
 
     _lock: threading.Lock
     _blob: bytes | None
+    _env_wire: tuple[Any, Any] | None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_blob")}
+        skip = ("_lock", "_blob", "_env_wire")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._blob = None
+        self._env_wire = None
 
 
 class RemoteFunction(_Pickled, Generic[P, R]):
@@ -268,9 +294,10 @@ def method(
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
+        if concurrency_group is not None:
+            fn.__runtime_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
         return fn
 
-    del concurrency_group  # accepted for Ray compatibility; all calls share one group
     return wrap
 
 
@@ -360,6 +387,7 @@ class ActorClass(_Pickled, Generic[T]):
             _at_least(o, "max_restarts", -1),
             _at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
+            _groups(self._cls, o.get("concurrency_groups")),
         )
 
     def __repr__(self) -> str:
