@@ -387,6 +387,9 @@ class Controller:
                     if path:
                         self._on_checkpoint(trial, path, trial.last_result)
                 outcome = await actor.handle.train.remote()
+        except asyncio.CancelledError:
+            alive = False  # the run was interrupted (Ctrl-C): do not leave the actor behind
+            raise
         except RuntimeBaseError as exc:
             # The actor or its node died (or a call could not be made): not the trainable.
             alive = False

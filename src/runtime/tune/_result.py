@@ -57,10 +57,12 @@ def _value(result: Result, metric: str, mode: str, scope: str) -> float | None:
     if scope == "all":
         stats = result.metric_analysis.get(metric)
         value = None if stats is None else stats[mode]
-    elif scope in ("last", "last-5-avg", "last-10-avg"):
+    elif scope == "last":
         value = result.metrics.get(metric)
     else:
-        raise ValueError(f"scope must be 'last', 'all', 'last-5-avg' or 'last-10-avg': {scope!r}")
+        raise ValueError(
+            f"scope must be 'last' or 'all' (Ray's 'last-N-avg' are not here): {scope!r}"
+        )
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
