@@ -74,6 +74,9 @@ async def _open(
         )
         await worker.start()
         return _Session(worker, None, _info(worker, None))
+    from_env = address is None and bool(os.environ.get("RUNTIME_ADDRESS"))
+    if from_env:  # as Ray's RAY_ADDRESS: a job's driver joins the cluster that runs it
+        address = os.environ["RUNTIME_ADDRESS"]
     if address is None:
         n = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
         if n < 1:
@@ -86,8 +89,9 @@ async def _open(
         expect_nodes = n + 1
     else:
         if num_cpus is not None or num_gpus is not None or resources:
+            why = f" (RUNTIME_ADDRESS={address} makes init() join that cluster)" if from_env else ""
             raise ValueError(
-                "num_cpus/num_gpus/resources only apply when init() starts a local mesh"
+                "num_cpus/num_gpus/resources only apply when init() starts a local mesh" + why
             )
         state_dir = None
         if address == "auto":
@@ -178,8 +182,10 @@ def init(
 
     Args:
         address: None starts a local mesh (a head plus ``num_cpus`` nodes, one per core by
-            default) whose processes die with this one; ``"auto"`` joins the head started
-            on this host by ``python -m runtime.node --head``; ``"HOST:PORT"`` joins that head.
+            default) whose processes die with this one, unless ``RUNTIME_ADDRESS`` is set
+            (as Ray's ``RAY_ADDRESS``; a job's driver has it): then None joins that address;
+            ``"auto"`` joins the head started on this host by ``python -m runtime.node
+            --head``; ``"HOST:PORT"`` joins that head.
         num_cpus, num_gpus, resources: the local mesh's resources.
         namespace: the namespace for named actors.
         token: the cluster token (else ``RUNTIME_AUTH_TOKEN``, ``RUNTIME_AUTH_TOKEN_FILE``,
