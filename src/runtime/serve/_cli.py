@@ -1,0 +1,194 @@
+"""``python -m runtime.serve``: run an app, deploy a config file, show status, shut down.
+
+::
+
+    python -m runtime.serve run module:app [--address A] [--name N] [--route-prefix P]
+                                           [--host H] [--port P] [--non-blocking]
+    python -m runtime.serve deploy config.yaml [--address A]
+    python -m runtime.serve status [--address A]
+    python -m runtime.serve shutdown [--address A]
+
+``run`` joins the cluster at ``--address`` (default: the local cluster started with
+``python -m runtime.node --head`` if there is one, else a new local mesh), deploys the app
+and serves until Ctrl-C, then shuts Serve down. ``deploy`` declares the applications of a
+config file (Ray Serve's format, below) on a running cluster and returns; they keep running.
+
+.. code-block:: yaml
+
+    http_options: {host: 127.0.0.1, port: 8000}
+    applications:
+      - name: default
+        route_prefix: /
+        import_path: my_module:app          # an Application, or a function returning one
+        args: {}                            # passed to that function
+        deployments:                        # per-deployment option overrides, by name
+          - name: Model
+            num_replicas: 2
+            user_config: {threshold: 0.5}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import signal
+import sys
+from typing import Any
+
+import runtime
+
+from . import _api
+from ._deployment import Application
+
+
+def import_app(path: str, args: dict[str, Any] | None = None) -> Application:
+    """Import ``module:attribute``: an Application, or a builder function returning one."""
+    if ":" not in path:
+        raise ValueError(f"an import path is 'module:attribute', got {path!r}")
+    module_name, _, attr = path.partition(":")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # the current directory, as `python -m` does
+    module = importlib.import_module(module_name)
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(target, Application) and callable(target):
+        target = target(args or {}) if args is not None else target()
+    if not isinstance(target, Application):
+        raise TypeError(
+            f"{path} is {type(target).__name__}, not an application: "
+            "point it at `MyDeployment.bind(...)` (or a function that returns one)"
+        )
+    return target
+
+
+def apply_overrides(app: Application, overrides: list[dict[str, Any]]) -> None:
+    """Apply per-deployment options from a config file to the bound graph, by name."""
+    by_name = {}
+    for entry in overrides:
+        opts = dict(entry)
+        name = opts.pop("name", None)
+        if not name:
+            raise ValueError(f"each entry of 'deployments' needs a name: {entry!r}")
+        by_name[name] = opts
+    seen: set[int] = set()
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Application):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            opts = by_name.get(value.deployment.name)
+            if opts:
+                found.add(value.deployment.name)
+                value.deployment = value.deployment.options(**opts)
+            for v in (*value.args, *value.kwargs.values()):
+                visit(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    visit(app)
+    missing = set(by_name) - found
+    if missing:
+        raise ValueError(f"the config names deployments that the app does not have: {missing}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _connect(address: str | None, *, start_local: bool) -> None:
+    if address is not None:
+        runtime.init(address=address)
+        return
+    try:
+        runtime.init(address="auto")
+    except Exception:
+        if not start_local:
+            raise
+        runtime.init()
+
+
+def _status_dict() -> dict[str, Any]:
+    st = _api.status()
+    return {
+        "http": {"host": st.http_host, "port": st.http_port},
+        "applications": {name: dataclasses.asdict(a) for name, a in st.applications.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="deploy an app and serve it until Ctrl-C")
+    run.add_argument("import_path", help="module:app")
+    run.add_argument("--address", help="HOST:PORT of the head (default: local)")
+    run.add_argument("--name", default="default")
+    run.add_argument("--route-prefix", default="/")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--non-blocking", action="store_true", help="deploy, then exit")
+    dep = sub.add_parser("deploy", help="deploy the applications of a config file")
+    dep.add_argument("config")
+    dep.add_argument("--address", default="auto")
+    for name in ("status", "shutdown"):
+        p = sub.add_parser(name)
+        p.add_argument("--address", default="auto")
+    args = ap.parse_args(argv)
+
+    if args.command == "run":
+        app = import_app(args.import_path)
+        _connect(args.address, start_local=True)
+        _api.start(http_options={"host": args.host, "port": args.port})
+        _api.run(app, name=args.name, route_prefix=args.route_prefix)
+        st = _api.status()
+        print(
+            f"serving {args.import_path} as {args.name!r} on "
+            f"http://{st.http_host}:{st.http_port}{args.route_prefix}",
+            flush=True,
+        )
+        if args.non_blocking:
+            return 0
+        signal.signal(signal.SIGTERM, _interrupt)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+        _api.shutdown()
+        runtime.shutdown()
+        return 0
+    if args.command == "deploy":
+        import yaml
+
+        with open(args.config) as f:
+            config = yaml.safe_load(f) or {}
+        apps = config.get("applications")
+        if not isinstance(apps, list) or not apps:
+            raise SystemExit(f"{args.config}: 'applications' must be a non-empty list")
+        built = []
+        for item in apps:
+            if "import_path" not in item:
+                raise SystemExit(f"{args.config}: an application needs an import_path: {item}")
+            app = import_app(item["import_path"], item.get("args"))
+            apply_overrides(app, item.get("deployments") or [])
+            built.append((app, item.get("name", "default"), item.get("route_prefix", "/")))
+        _connect(args.address, start_local=False)
+        _api.start(http_options=config.get("http_options"))
+        for app, name, prefix in built:
+            _api.deploy(app, name=name, route_prefix=prefix)
+            print(f"deployed {name!r} at route prefix {prefix!r}", flush=True)
+        return 0
+    _connect(args.address, start_local=False)
+    if args.command == "status":
+        print(json.dumps(_status_dict(), indent=2))
+        return 0
+    _api.shutdown()
+    print("Serve is shut down", flush=True)
+    return 0
