@@ -1,0 +1,194 @@
+"""DataParallelTrainer: run ``train_loop_per_worker`` on a gang-scheduled group of ranks.
+
+The base for framework trainers (``TorchTrainer`` adds the torch backend). ``fit()`` runs
+the controller in the calling thread; the trainer is also a Tune trainable (it implements
+``as_trainable()`` of ``runtime.libs.trainable``), so ``tune.Tuner(trainer, param_space=
+{"train_loop_config": {...}})`` runs one worker group per trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import runtime
+from runtime.libs import trainable as libs_trainable
+
+from ._backend import BackendConfig
+from ._checkpoint import Checkpoint
+from ._config import DataConfig, RunConfig, ScalingConfig
+from ._controller import Controller, OnReport, RunSpec, check_fits
+from ._result import Result
+from ._storage import RunStorage, default_storage_path
+
+_TUNABLE_KEYS = ("train_loop_config", "scaling_config", "datasets")
+
+
+class DataParallelTrainer:
+    """Data-parallel training: one rank actor per worker, each in its own node process.
+
+    Args:
+        train_loop_per_worker: ``fn(config)`` or ``fn()``, run by every rank; it calls
+            ``train.report``, ``train.get_checkpoint``, ``train.get_context`` and
+            ``train.get_dataset_shard``.
+        train_loop_config: the dict passed to it.
+        backend_config: sets up the framework in each rank (the base does nothing).
+        scaling_config: ranks and their resources.
+        run_config: name, storage, checkpoint and failure handling.
+        datasets: ``runtime.data`` datasets by name; see ``dataset_config``.
+        dataset_config: which datasets are split across ranks (default: ``"train"``).
+        resume_from_checkpoint: the checkpoint ``train.get_checkpoint()`` gives at the start.
+        metadata: a dict every rank sees as ``get_context().get_metadata()``.
+
+    Raises:
+        TypeError / ValueError: bad arguments (before anything starts).
+    """
+
+    _backend_config_cls: type[BackendConfig] = BackendConfig
+
+    def __init__(
+        self,
+        train_loop_per_worker: Callable[..., Any],
+        *,
+        train_loop_config: dict[str, Any] | None = None,
+        backend_config: BackendConfig | None = None,
+        scaling_config: ScalingConfig | None = None,
+        run_config: RunConfig | None = None,
+        datasets: dict[str, Any] | None = None,
+        dataset_config: DataConfig | None = None,
+        resume_from_checkpoint: Checkpoint | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not callable(train_loop_per_worker):
+            raise TypeError(
+                "train_loop_per_worker must be a function fn(config) or fn(), got "
+                f"{type(train_loop_per_worker).__name__}"
+            )
+        if train_loop_config is not None and not isinstance(train_loop_config, dict):
+            raise TypeError(
+                f"train_loop_config must be a dict, got {type(train_loop_config).__name__}"
+            )
+        scaling_config = ScalingConfig() if scaling_config is None else scaling_config
+        if not isinstance(scaling_config, ScalingConfig):
+            raise TypeError("scaling_config must be a train.ScalingConfig")
+        run_config = RunConfig() if run_config is None else run_config
+        if not isinstance(run_config, RunConfig):
+            raise TypeError("run_config must be a train.RunConfig")
+        backend_config = self._backend_config_cls() if backend_config is None else backend_config
+        if not isinstance(backend_config, BackendConfig):
+            raise TypeError("backend_config must be a train.BackendConfig")
+        datasets = dict(datasets or {})
+        for name, ds in datasets.items():
+            if not isinstance(name, str) or not callable(getattr(ds, "streaming_split", None)):
+                raise TypeError(
+                    f"datasets[{name!r}] must be a runtime.data Dataset, got {type(ds).__name__}"
+                )
+        dataset_config = DataConfig() if dataset_config is None else dataset_config
+        if not isinstance(dataset_config, DataConfig):
+            raise TypeError("dataset_config must be a train.DataConfig")
+        if resume_from_checkpoint is not None and not isinstance(
+            resume_from_checkpoint, Checkpoint
+        ):
+            raise TypeError("resume_from_checkpoint must be a train.Checkpoint")
+        self.train_loop_per_worker = train_loop_per_worker
+        self.train_loop_config = train_loop_config
+        self.backend_config = backend_config
+        self.scaling_config = scaling_config
+        self.run_config = run_config
+        self.datasets = datasets
+        self.dataset_config = dataset_config
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.metadata = metadata
+
+    def fit(self) -> Result:
+        """Train to the end; the Result's ``error`` is set if failures ran past max_failures.
+
+        Raises:
+            WorkerGroupError: the cluster can never hold the worker group (raised before
+                any rank starts).
+        """
+        return self._fit(on_report=None)
+
+    def _fit(self, on_report: OnReport | None) -> Result:
+        if not runtime.is_initialized():
+            runtime.init()
+        check_fits(self.scaling_config)
+        rc = self.run_config
+        name = rc.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        path = os.path.join(rc.storage_path or default_storage_path(), name)
+        assert rc.checkpoint_config is not None and rc.failure_config is not None
+        spec = RunSpec(
+            fn=self.train_loop_per_worker,
+            config=self.train_loop_config,
+            scaling=self.scaling_config,
+            backend_config=self.backend_config,
+            failure=rc.failure_config,
+            storage=RunStorage(path, rc.checkpoint_config),
+            name=name,
+            datasets=self.datasets,
+            data_config=self.dataset_config,
+            resume_from=self.resume_from_checkpoint,
+            metadata=self.metadata,
+            verbose=rc.verbose,
+            on_report=on_report,
+        )
+        return Controller(spec).run()
+
+    # --- Tune -----------------------------------------------------------------------------
+
+    def _with_param_space(self, config: dict[str, Any]) -> DataParallelTrainer:
+        """A copy with a trial's config applied (the keys of Tune's ``param_space``)."""
+        unknown = sorted(set(config) - set(_TUNABLE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"param_space keys {unknown} are not trainer arguments; a trainer takes "
+                f"{', '.join(_TUNABLE_KEYS)} (put loop settings under 'train_loop_config')"
+            )
+        trainer = copy.copy(self)
+        if "train_loop_config" in config:
+            trainer.train_loop_config = {
+                **(self.train_loop_config or {}),
+                **dict(config["train_loop_config"]),
+            }
+        scaling = config.get("scaling_config")
+        if isinstance(scaling, dict):
+            scaling = dataclasses.replace(self.scaling_config, **scaling)
+        if scaling is not None:
+            if not isinstance(scaling, ScalingConfig):
+                raise TypeError("param_space['scaling_config'] must be a ScalingConfig or dict")
+            trainer.scaling_config = scaling
+        if "datasets" in config:
+            trainer.datasets = {**self.datasets, **dict(config["datasets"])}
+        base = self.run_config.name or type(self).__name__
+        trainer.run_config = dataclasses.replace(
+            self.run_config, name=f"{base}_trial_{uuid.uuid4().hex[:8]}", verbose=0
+        )
+        return trainer
+
+    def as_trainable(self) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+        """A Tune function trainable: one worker group per trial, every report forwarded."""
+        trainer = self
+
+        def train_trial(config: dict[str, Any]) -> dict[str, Any] | None:
+            trial = trainer._with_param_space(dict(config or {}))
+
+            def forward(metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
+                libs_trainable.report_to_tuner(
+                    metrics, None if checkpoint is None else checkpoint.path
+                )
+
+            result = trial._fit(on_report=forward)
+            if result.error is not None:
+                raise result.error
+            return None
+
+        train_trial.__name__ = type(self).__name__
+        return train_trial
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_workers={self.scaling_config.num_workers})"

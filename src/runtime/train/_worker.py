@@ -1,0 +1,150 @@
+"""The rank actor: one per rank, each in its own node process, running the user's loop.
+
+The loop runs in a thread the actor starts, so the actor keeps answering ``poll`` (the
+controller's long poll for reports) while it trains. The node process outlives the actor
+(a torn-down group only kills actors), so a new rank in the same process first waits for the
+previous loop's thread to end and for its process group to be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import pickle
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import runtime
+
+from . import _session
+from ._backend import Backend
+from ._checkpoint import Checkpoint
+from ._context import TrainContext
+from ._session import Event, RankSession, StopRank
+
+_PREVIOUS_WAIT_S = 30.0
+_previous: threading.Thread | None = None  # the last loop thread run in this process
+_original_cuda: str | None = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _error_event(rank: int, exc: BaseException) -> Event:
+    text = "".join(traceback.format_exception(exc))
+    blob: bytes | None
+    try:
+        blob = pickle.dumps(exc)
+        pickle.loads(blob)
+    except Exception:
+        blob = None
+    return ("error", rank, text, blob)
+
+
+@dataclass
+class RankStart:
+    """What a rank needs to start its loop (one per rank per attempt)."""
+
+    fn: Callable[..., Any]
+    config: dict[str, Any] | None
+    context: TrainContext
+    backend: Backend
+    rendezvous: tuple[str, int]
+    env: dict[str, str]
+    checkpoint_path: str | None
+    shards: dict[str, Any]
+    first_index: int
+    staging_root: str
+
+
+class RankActor:
+    """Hosts one rank: setup, start the loop, answer polls, stop."""
+
+    def __init__(self) -> None:
+        self._session: RankSession | None = None
+        self._thread: threading.Thread | None = None
+
+    def setup(self, env: dict[str, str]) -> dict[str, Any]:
+        """Wait out a previous loop in this process, set ``env``; where this rank runs."""
+        previous = _previous
+        if previous is not None and previous.is_alive():
+            previous.join(_PREVIOUS_WAIT_S)
+        os.environ.update(env)
+        return {
+            "node_id": runtime.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "cuda_visible_devices": _original_cuda,
+        }
+
+    def free_port(self) -> int:
+        """A free TCP port on 127.0.0.1 for the rendezvous (asked of rank 0)."""
+        return _free_port()
+
+    def start(self, job: RankStart) -> None:
+        """Start the loop in a thread and return at once."""
+        global _previous
+        os.environ.update(job.env)
+        checkpoint = None if job.checkpoint_path is None else Checkpoint(job.checkpoint_path)
+        session = RankSession(
+            job.context, checkpoint, job.shards, job.first_index, job.staging_root
+        )
+        self._session = session
+        thread = threading.Thread(
+            target=self._main,
+            args=(session, job.fn, job.config, job.backend, job.rendezvous),
+            name=f"train-rank-{job.context.world_rank}",
+            daemon=True,
+        )
+        _previous = self._thread = thread
+        thread.start()
+
+    def _main(
+        self,
+        session: RankSession,
+        fn: Callable[..., Any],
+        config: dict[str, Any] | None,
+        backend: Backend,
+        rendezvous: tuple[str, int],
+    ) -> None:
+        rank = session.context.world_rank
+        _session.install(session)
+        started = False
+        try:
+            backend.on_start(session.context, *rendezvous)
+            started = True
+            takes_config = bool(inspect.signature(fn).parameters)
+            fn(dict(config or {})) if takes_config else fn()
+            session.events.put(("done", rank))
+        except StopRank:
+            session.events.put(("stopped", rank))
+        except BaseException as exc:
+            session.events.put(_error_event(rank, exc))
+        finally:
+            if started:
+                # Closing this rank's process group makes peers blocked in a collective fail
+                # now rather than at the collective timeout.
+                with contextlib.suppress(BaseException):
+                    backend.on_shutdown(session.context)
+            _session.install(None)
+
+    def poll(self, timeout: float) -> list[Event]:
+        """The events since the last poll (reports, done, error), waiting up to ``timeout``."""
+        session = self._session
+        if session is None:
+            return []
+        return session.drain(timeout)
+
+    def stop(self) -> None:
+        """Ask the loop to end: its next ``train.report`` raises."""
+        if self._session is not None:
+            self._session.stopping.set()

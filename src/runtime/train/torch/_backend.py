@@ -1,0 +1,87 @@
+"""The torch backend: ``torch.distributed`` set up in every rank (gloo on CPU, NCCL on GPU).
+
+Rank 0 chose a free port on 127.0.0.1; every rank joins with ``init_method=tcp://`` and a
+timeout, so a rank that never arrives fails the group instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+from runtime.train._backend import Backend, BackendConfig
+from runtime.train._context import TrainContext
+
+
+def _loopback_interface() -> str | None:
+    for _, name in socket.if_nameindex():
+        if name.startswith("lo"):
+            return name
+    return None
+
+
+class TorchBackend(Backend):
+    """Joins (and leaves) the default process group in each rank."""
+
+    def __init__(self, config: TorchConfig) -> None:
+        self.config = config
+
+    def on_start(self, context: TrainContext, master_addr: str, master_port: int) -> None:
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)  # a rank holds one CPU; torch would use every core
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # left by an earlier group in this node process
+        backend = self.config.backend or ("nccl" if context.use_gpu else "gloo")
+        if context.use_gpu:
+            torch.cuda.set_device(0)  # CUDA_VISIBLE_DEVICES holds this rank's GPU(s)
+        if master_addr.startswith("127.") and "GLOO_SOCKET_IFNAME" not in os.environ:
+            name = _loopback_interface()
+            if name is not None:
+                os.environ["GLOO_SOCKET_IFNAME"] = name
+        os.environ["MASTER_ADDR"] = master_addr
+        os.environ["MASTER_PORT"] = str(master_port)
+        os.environ["RANK"] = str(context.world_rank)
+        os.environ["WORLD_SIZE"] = str(context.world_size)
+        os.environ["LOCAL_RANK"] = str(context.local_rank)
+        os.environ["LOCAL_WORLD_SIZE"] = str(context.local_world_size)
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{master_addr}:{master_port}",
+            rank=context.world_rank,
+            world_size=context.world_size,
+            timeout=datetime.timedelta(seconds=self.config.timeout_s),
+        )
+
+    def on_shutdown(self, context: TrainContext) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@dataclass
+class TorchConfig(BackendConfig):
+    """Options of the torch backend.
+
+    Args:
+        backend: ``"gloo"`` or ``"nccl"``; None picks NCCL with GPUs, else gloo.
+        timeout_s: bound for joining the group and for each collective (Ray: 1800 s).
+    """
+
+    backend: str | None = None
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"backend must be 'gloo', 'nccl' or None, got {self.backend!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, int | float):
+            raise TypeError(f"timeout_s must be a number, got {self.timeout_s!r}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
+    def make_backend(self) -> Backend:
+        return TorchBackend(self)

@@ -1,0 +1,166 @@
+"""Training loops the tests run (importable, so node processes load them by reference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from typing import Any
+
+from runtime import train
+
+
+def make_model() -> Any:
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def digits() -> tuple[Any, Any]:
+    import torch
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+
+
+def _wait_for(path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def ddp_digits(config: dict[str, Any]) -> None:
+    """A small MLP on scikit-learn digits with DDP; records parameters per rank per epoch.
+
+    ``fail_at``/``kill_at``: rank 1 raises / SIGKILLs its own node process after reporting
+    that epoch (once: a marker file in ``out`` remembers it happened).
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from runtime.train.torch import get_device, prepare_data_loader, prepare_model
+
+    out = config["out"]
+    ctx = train.get_context()
+    rank = ctx.get_world_rank()
+    x, y = digits()
+    torch.manual_seed(0)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=config.get("lr", 0.5))
+    start = 0
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, "model.pt"))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["epoch"] + 1
+    model = prepare_model(model)
+    loader = prepare_data_loader(DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    with open(os.path.join(out, f"ctx_r{rank}.json"), "w") as f:
+        json.dump(
+            {
+                "world_rank": rank,
+                "world_size": ctx.get_world_size(),
+                "local_rank": ctx.get_local_rank(),
+                "node_rank": ctx.get_node_rank(),
+                "node_id": ctx.get_node_id(),
+                "pid": os.getpid(),
+                "device": str(get_device()),
+                "threads": torch.get_num_threads(),
+                "batches": len(loader),
+            },
+            f,
+        )
+    for epoch in range(start, config.get("epochs", 3)):
+        total, count = 0.0, 0
+        for xb, yb in loader:
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(yb)
+            count += len(yb)
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, os.path.join(out, f"params_r{rank}_e{epoch}.pt"))
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                inner = model.module if hasattr(model, "module") else model
+                state = {"model": inner.state_dict(), "opt": opt.state_dict(), "epoch": epoch}
+                torch.save(state, os.path.join(d, "model.pt"))
+                ckpt = train.Checkpoint.from_directory(d)
+            metrics = {"epoch": epoch, "loss": total / count, "start": start, "rank": rank}
+            train.report(metrics, checkpoint=ckpt)
+        marker = os.path.join(out, "failed_once")
+        if rank == 1 and epoch == config.get("fail_at") and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("injected failure in rank 1")
+        if rank == 1 and epoch == config.get("kill_at") and not os.path.exists(marker):
+            open(marker, "w").close()
+            # wait until this epoch's checkpoint is persisted, then die like kill -9
+            name = f"checkpoint_{epoch + 1:06d}"
+            _wait_for(os.path.join(ctx.get_storage_path(), name))
+            os.kill(os.getpid(), signal.SIGKILL)
+    if rank == 0:
+        inner = model.module if hasattr(model, "module") else model
+        with torch.no_grad():
+            torch.save(inner(x[:50]), os.path.join(out, "predictions.pt"))
+
+
+def always_fails(config: dict[str, Any]) -> None:
+    train.report({"step": 0})
+    if train.get_context().get_world_rank() == 1:
+        raise ValueError("rank 1 always fails")
+
+
+def read_shards(config: dict[str, Any]) -> None:
+    """Each rank records the ids of its train shard per epoch, and the whole valid set."""
+    ctx = train.get_context()
+    rank = ctx.get_world_rank()
+    shard = train.get_dataset_shard("train")
+    seen = []
+    for _ in range(config["epochs"]):
+        ids: list[int] = []
+        for batch in shard.iter_batches(batch_size=16):
+            ids.extend(int(i) for i in batch["id"])
+        seen.append(ids)
+    valid = [int(i) for b in train.get_dataset_shard("valid").iter_batches() for i in b["id"]]
+    torch_rows = sum(len(b["id"]) for b in shard.iter_torch_batches(batch_size=8))
+    with open(os.path.join(config["out"], f"shard_r{rank}.json"), "w") as f:
+        json.dump({"epochs": seen, "valid": valid, "torch_rows": torch_rows}, f)
+    train.report({"rows": sum(len(s) for s in seen)})
+
+
+def slow_rank(config: dict[str, Any]) -> None:
+    """Rank 1 goes quiet for a while before its first report (a stand-in for a hung rank)."""
+    if train.get_context().get_world_rank() == 1:
+        time.sleep(config["quiet_s"])
+    train.report({"done": 1})
+
+
+def linear(config: dict[str, Any]) -> None:
+    """A linear regression per trial: loss depends on lr; reports and checkpoints each step."""
+    import torch
+
+    from runtime.train.torch import prepare_model
+
+    torch.manual_seed(0)
+    model = prepare_model(torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    gen = torch.Generator().manual_seed(train.get_context().get_world_rank())
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    for step in range(config.get("steps", 3)):
+        x = torch.randn(64, 4, generator=gen)
+        loss = ((model(x).squeeze(-1) - x @ w) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ckpt = train.Checkpoint.from_dict({"step": step})
+        train.report({"loss": loss.item(), "step": step}, checkpoint=ckpt)
