@@ -107,7 +107,7 @@ def with_key(batch: dict[str, Any]) -> dict[str, Any]:
 def run_half(backend: str, rows: int, parquet_dir: str, parquet_bytes: int) -> dict[str, Any]:
     if backend == "ray":
         import ray
-        import ray.data as data
+        from ray import data
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ctx = data.DataContext.get_current()
@@ -176,7 +176,9 @@ def generate_parquet(directory: str, target_bytes: int) -> int:
     total = 0
     for i in range(files):
         table = pa.table({c: rng.random(rows_per_file) for c in "abcd"})
-        pq.write_table(table, os.path.join(directory, f"part_{i:03d}.parquet"), row_group_size=250_000)
+        pq.write_table(
+            table, os.path.join(directory, f"part_{i:03d}.parquet"), row_group_size=250_000
+        )
         total += table.nbytes
     return total
 

@@ -178,3 +178,21 @@ def test_stats_of_a_barrier_include_the_pipeline_before_it() -> None:
     assert [r["count()"] for r in ds.take_all()] == [50, 50]
     stats = ds.stats()
     assert "ReadRange->Map" in stats and "Aggregate" in stats
+
+
+def test_progress_is_quiet_when_stderr_is_not_a_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    assert data.DataContext.get_current().enable_progress_bars
+    assert data.range(100).map(lambda r: r).count() == 100
+    data.range(100).map(lambda r: r).take_all()
+    assert capfd.readouterr().err == ""
+
+
+def test_count_uses_read_task_metadata_without_running_them() -> None:
+    class Counted(data.Datasource):
+        def get_read_tasks(self, parallelism: int) -> list[data.ReadTask]:
+            def never() -> list[dict[str, list[int]]]:
+                raise AssertionError("count() should not read")
+
+            return [data.ReadTask(never, data.BlockMetadata(10, 80)) for _ in range(3)]
+
+    assert data.read_datasource(Counted()).map(lambda r: r).count() == 30

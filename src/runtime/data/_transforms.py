@@ -136,7 +136,9 @@ class MapBatches(Transform):
         outs: list[Block] = []
         for start in range(0, max(n, 1), size):
             piece = block.slice(start, size) if self.batch_size else block
-            result = self._call(fn, B.to_batch(piece, self.batch_format), piece.num_rows, start, index)
+            result = self._call(
+                fn, B.to_batch(piece, self.batch_format), piece.num_rows, start, index
+            )
             self._collect(result, outs)
         return B.concat(outs)
 
@@ -186,8 +188,10 @@ class MapBatches(Transform):
                 isinstance(d[k], np.ndarray) for d in dicts for k in keys
             ):
                 return B.block_from_batch(
-                    {k: np.concatenate([d[k] for d in dicts]) if len(dicts) > 1 else dicts[0][k]
-                     for k in keys}
+                    {
+                        k: np.concatenate([d[k] for d in dicts]) if len(dicts) > 1 else dicts[0][k]
+                        for k in keys
+                    }
                 )
             outs.extend(B.block_from_batch(d) for d in dicts)
         return B.concat(outs)
