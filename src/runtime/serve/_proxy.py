@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 from typing import Any
@@ -69,6 +70,7 @@ class ServeProxy:
         return self._bound
 
     async def _start(self) -> None:
+        await asyncio.to_thread(importlib.import_module, "aiohttp.web")  # slow: off the loop
         from aiohttp import web
 
         loop = asyncio.get_running_loop()

@@ -53,17 +53,9 @@ class ServeReplica:
     ) -> dict[str, Any]:
         """Build the user's object (once), apply ``user_config``; returns pid and node."""
         if not self._initialized:
-            target, args, kwargs = cloudpickle.loads(self._blob)
-            token = current_replica.set(self._ctx)
-            try:
-                if self._is_function:
-                    self._obj = target
-                else:
-                    self._obj = target(*args, **kwargs)
-                    if inspect.isawaitable(self._obj):  # pragma: no cover - unusual
-                        self._obj = await self._obj
-            finally:
-                current_replica.reset(token)
+            # On a thread: unpickling imports the user's modules, and a constructor may load
+            # a model; neither may stall the node's loop.
+            self._obj = await asyncio.to_thread(self._construct)
             self._ctx = ReplicaContext(
                 self._ctx.app_name, self._ctx.deployment, self._ctx.replica_tag, self._obj
             )
@@ -71,6 +63,16 @@ class ServeReplica:
         if has_user_config:
             await self.reconfigure(user_config)
         return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
+
+    def _construct(self) -> Any:
+        target, args, kwargs = cloudpickle.loads(self._blob)
+        if self._is_function:
+            return target
+        token = current_replica.set(self._ctx)
+        try:
+            return target(*args, **kwargs)
+        finally:
+            current_replica.reset(token)
 
     async def reconfigure(self, user_config: Any) -> None:
         """Apply a new ``user_config`` through the user's ``reconfigure`` (no restart)."""
