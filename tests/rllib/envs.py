@@ -1,0 +1,60 @@
+"""Small environments the rllib tests (and the custom-env example) train on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class GridWorld(gym.Env[np.ndarray, np.int64]):
+    """A ``size`` x ``size`` grid: start in a corner, reach the opposite one.
+
+    Observations are the one-hot cell index (a Discrete space), actions are up/down/left/
+    right, each step costs 0.01 and reaching the goal gives 1. The shortest path takes
+    ``2 * (size - 1)`` steps. ``env_config``: ``size`` (default 4), ``max_steps`` (default 30).
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        config = env_config or {}
+        self.size = int(config.get("size", 4))
+        self.max_steps = int(config.get("max_steps", 30))
+        self.observation_space = spaces.Discrete(self.size * self.size)
+        self.action_space = spaces.Discrete(4)
+        self.pos = (0, 0)
+        self.steps = 0
+
+    def _obs(self) -> int:
+        return self.pos[0] * self.size + self.pos[1]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.pos = (0, 0)
+        self.steps = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        dr, dc = [(-1, 0), (1, 0), (0, -1), (0, 1)][int(action)]
+        r = min(self.size - 1, max(0, self.pos[0] + dr))
+        c = min(self.size - 1, max(0, self.pos[1] + dc))
+        self.pos = (r, c)
+        self.steps += 1
+        done = self.pos == (self.size - 1, self.size - 1)
+        reward = 1.0 if done else -0.01
+        return self._obs(), reward, done, self.steps >= self.max_steps and not done, {}
+
+
+class DictObsEnv(gym.Env[Any, np.int64]):
+    """An env with a Dict observation space, which the algorithms do not support."""
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.observation_space = spaces.Dict({"a": spaces.Discrete(2)})
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        return {"a": 0}, {}
+
+    def step(self, action: Any) -> Any:
+        return {"a": 0}, 0.0, True, False, {}

@@ -1,0 +1,163 @@
+"""PPO on a real local mesh: solving CartPole, checkpoints, actions, evaluation, weights,
+seeded reproducibility and a killed env runner replaced mid-training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.rllib import PPO, Algorithm, PPOConfig
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+def cartpole(**runners: Any) -> PPOConfig:
+    config = (
+        PPOConfig().environment("CartPole-v1").debugging(seed=0).evaluation(evaluation_duration=3)
+    )
+    config.env_runners(**{"num_env_runners": 2, "num_envs_per_env_runner": 4, **runners})
+    return config
+
+
+@pytest.fixture(scope="module")
+def solved(cluster: Any) -> Iterator[tuple[PPO, list[dict[str, Any]]]]:
+    """PPO trained on CartPole-v1 until a mean return of 150 (at most 30 iterations)."""
+    algo = cartpole().build()
+    results = []
+    try:
+        for _ in range(30):
+            results.append(algo.train())
+            if results[-1]["env_runners"]["episode_return_mean"] >= 150:
+                break
+        assert isinstance(algo, PPO)
+        yield algo, results
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(400)
+def test_ppo_reaches_a_mean_return_of_150_on_cartpole(
+    solved: tuple[PPO, list[dict[str, Any]]],
+) -> None:
+    _, results = solved
+    last = results[-1]
+    assert last["env_runners"]["episode_return_mean"] >= 150, [
+        r["env_runners"]["episode_return_mean"] for r in results
+    ]
+    assert last["training_iteration"] == len(results)
+    assert last["num_env_steps_sampled_lifetime"] == 2000 * len(results)
+    assert last["env_runners/episode_return_mean"] == last["env_runners"]["episode_return_mean"]
+    stats = last["learners"]["default_policy"]
+    for key in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "curr_lr"):
+        assert math.isfinite(stats[key]), key
+    assert last["time_this_iter_s"] > 0
+    assert last["num_healthy_workers"] == 2
+
+
+def test_greedy_evaluation_is_deterministic_and_good(
+    solved: tuple[PPO, list[dict[str, Any]]],
+) -> None:
+    algo, _ = solved
+    first = algo.evaluate()["env_runners"]
+    second = algo.evaluate()["env_runners"]
+    assert first == second
+    assert first["num_episodes"] == algo.config.evaluation_duration
+    assert first["episode_return_mean"] >= 150
+
+
+@pytest.mark.timeout(200)
+def test_checkpoint_round_trip_gives_identical_greedy_actions(
+    solved: tuple[PPO, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    algo, _ = solved
+    saved = algo.save(tmp_path / "ckpt")
+    assert saved.checkpoint.path == str(tmp_path / "ckpt")
+    observations = np.random.default_rng(1).uniform(-0.2, 0.2, size=(50, 4)).astype(np.float32)
+    expected = [algo.compute_single_action(o, explore=False) for o in observations]
+    assert all(isinstance(a, int) for a in expected)
+    restored = Algorithm.from_checkpoint(saved)
+    try:
+        assert isinstance(restored, PPO)
+        assert restored.iteration == algo.iteration
+        got = [restored.compute_single_action(o, explore=False) for o in observations]
+        assert got == expected
+        for key, value in algo.get_weights().items():
+            np.testing.assert_array_equal(restored.get_weights()[key], value)
+        # restore() into an algorithm with other weights brings the saved ones back
+        restored.set_weights({k: np.zeros_like(v) for k, v in restored.get_weights().items()})
+        restored.restore(saved.checkpoint.path)
+        assert [restored.compute_single_action(o, explore=False) for o in observations] == expected
+    finally:
+        restored.stop()
+
+
+def test_set_weights_changes_the_policy(solved: tuple[PPO, list[dict[str, Any]]]) -> None:
+    algo, _ = solved
+    weights = algo.get_weights()
+    assert all(isinstance(v, np.ndarray) for v in weights.values())
+    with pytest.raises(ValueError, match="observation space"):
+        algo.compute_single_action(np.zeros(3))
+
+
+@pytest.mark.timeout(200)
+def test_same_seed_on_one_runner_gives_the_same_results() -> None:
+    def run() -> list[tuple[float, float, float]]:
+        config = cartpole(num_env_runners=1, num_envs_per_env_runner=2).training(
+            train_batch_size=400, num_epochs=2
+        )
+        algo = config.build()
+        try:
+            out = []
+            for _ in range(2):
+                r = algo.train()
+                stats = r["learners"]["default_policy"]
+                out.append(
+                    (
+                        r["env_runners"]["episode_return_mean"],
+                        stats["policy_loss"],
+                        stats["vf_loss"],
+                    )
+                )
+            return out
+        finally:
+            algo.stop()
+
+    assert run() == run()
+
+
+@pytest.mark.timeout(200)
+def test_a_killed_env_runner_is_replaced_and_training_goes_on() -> None:
+    algo = cartpole().training(train_batch_size=400, num_epochs=1).build()
+    try:
+        algo.train()
+        victim = algo.env_runner_group.runners[0]
+        runtime.kill(victim, no_restart=True)
+        result = algo.train()
+        assert result["num_env_runner_restarts"] == 1
+        assert algo.env_runner_group.runners[0] is not victim
+        result = algo.train()  # the new runner samples with the broadcast weights
+        assert result["num_env_steps_sampled_lifetime"] >= 400 * 2
+        assert result["num_healthy_workers"] == 2
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(200)
+def test_without_restarts_a_dead_runner_fails_the_iteration() -> None:
+    config = cartpole(num_env_runners=1, num_envs_per_env_runner=1).training(
+        train_batch_size=100, num_epochs=1
+    )
+    config.fault_tolerance(restart_failed_env_runners=False)
+    algo = config.build()
+    try:
+        runtime.kill(algo.env_runner_group.runners[0], no_restart=True)
+        with pytest.raises(RuntimeError, match="restart_failed_env_runners"):
+            algo.train()
+    finally:
+        algo.stop()
