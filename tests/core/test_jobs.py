@@ -228,6 +228,17 @@ def test_wrong_token_is_an_authentication_error(head: HeadProcess, tmp_path: Pat
     out = _cli(head, "job", "list", token_file=str(bad))
     assert out.returncode == 2
     assert "authentication failed" in out.stderr
+    # the options also work after the sub-command, as `ray job submit --address ...`
+    cmd = [sys.executable, "-m", "runtime", "job", "submit", "--address", head.address]
+    late = subprocess.run(
+        [*cmd, "--token-file", str(bad), "--", "true"],
+        env=head.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert late.returncode == 2 and "authentication failed" in late.stderr
 
 
 @pytest.mark.timeout(60)

@@ -14,8 +14,10 @@ A job is one shell command (usually ``python script.py``) started on the head no
   times in ``<state dir>/jobs/<id>/job.json`` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED);
 - stops a job with SIGTERM to its process group, then SIGKILL after a grace period.
 
-The driver is spawned from the node's loop thread (async methods only, never a thread of a
-pool that may exit) with the kernel's parent-death signal set, so it dies with the node.
+Nothing of a job outlives its node: its first process is a small shim that leads the job's
+process group, asks the kernel for a signal when the node process dies (``PR_SET_PDEATHSIG``)
+and then kills the whole group. The shim is spawned from the node's loop thread (the manager's
+methods are all async, never run in a pool thread that may exit, which would fire that signal).
 
 This module is written against the public API only (``runtime``, ``runtime.util``,
 ``runtime.exceptions``): the job system is a client of the cluster like any other.
