@@ -161,6 +161,7 @@ def _add_job_parser(sub: Any) -> None:
 def _job_main(args: argparse.Namespace, token: bytes | None) -> int:
     """Run one ``job`` sub-command; its exit status (``submit``: the job's, when waited for)."""
     from . import _jobs
+    from ._exceptions import RuntimeBaseError
 
     if "token_file" in args and args.token_file and token is None:
         from ._launcher import read_token_file
@@ -260,6 +261,11 @@ def _job_main(args: argparse.Namespace, token: bytes | None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeBaseError as exc:  # e.g. the job manager's node died mid-call
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # `job logs --follow` interrupted: the job runs on
+        return 130
     finally:
         _api.shutdown()
 
