@@ -20,7 +20,7 @@ DOCUMENTED = {
     "Trainable", "Searcher", "TrialScheduler", "Trial", "Domain", "Stopper",
     "MaximumIterationStopper", "LoggerCallback", "JsonLoggerCallback", "CSVLoggerCallback",
     "TBXLoggerCallback", "ProgressReporter", "TuneContext", "AsyncHyperBandScheduler",
-    "TuneError", "TrialError", "MetricNotReportedError",
+    "TuneError", "TrialError", "MetricNotReportedError", "PlacementGroupFactory",
 }  # fmt: skip
 
 

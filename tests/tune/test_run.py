@@ -285,6 +285,7 @@ def test_report_outside_a_trial_says_where_it_works() -> None:
         ({"config": {"x": tune.uniform}}, TypeError, "tune.uniform itself"),
         ({"stop": 5}, TypeError, "stop must be"),
         ({"resources_per_trial": {"cpu": 2}}, ValueError, "no node has that much"),
+        ({"resources_per_trial": [1]}, TypeError, "PlacementGroupFactory"),
         ({"resources_per_trial": {"gpu": 1}}, ValueError, "GPU"),
         ({"resources_per_trial": {"cpu": -1}}, ValueError, ">= 0"),
         ({"num_samples": 0}, ValueError, "num_samples"),
@@ -336,3 +337,39 @@ def test_a_trainable_factory_from_another_library_plugs_in(storage: str) -> None
     grid = tune.run("my-trainer", config={"k": 2}, storage_path=storage, verbose=0)
     assert grid[0].metrics["m"] == 4 and grid[0].metrics["training_iteration"] == 3
     assert factory.report_to_tuner({"m": 1}) is False  # outside a trial: a no-op
+
+
+def test_a_multi_bundle_trial_reserves_a_placement_group(storage: str) -> None:
+    grid = tune.run(
+        tr.where_are_my_bundles,
+        config={"i": tune.grid_search([0, 1, 2])},
+        resources_per_trial=tune.PlacementGroupFactory(
+            [{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD"
+        ),
+        storage_path=storage,
+        verbose=0,
+    )
+    assert grid.num_terminated == 3, grid.errors
+    for result in grid:
+        # The trial ran in bundle 0, its task in bundle 1, on the other node.
+        assert result.metrics["here"] != result.metrics["there"]
+    assert _max_overlap(grid) == 1  # each trial holds both CPUs of the mesh
+
+
+def test_bundles_that_cannot_be_placed_are_rejected_before_any_trial(storage: str) -> None:
+    with pytest.raises(ValueError, match="bundle 1 asks for 2 CPU"):
+        tune.run(
+            tr.quadratic,
+            config={"x": 1},
+            resources_per_trial=tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": 2}]),
+            storage_path=storage,
+            verbose=0,
+        )
+    with pytest.raises(ValueError, match="in all, more than the cluster has"):
+        tune.run(
+            tr.quadratic,
+            config={"x": 1},
+            resources_per_trial=tune.PlacementGroupFactory([{"CPU": 1}] * 3),
+            storage_path=storage,
+            verbose=0,
+        )

@@ -120,3 +120,28 @@ def curve_checkpointed(config: dict[str, Any]) -> None:
         start = checkpoint.to_dict()["t"]
     for t in range(start + 1, config.get("iters", 20) + 1):
         tune.report({"score": config["q"] * t}, checkpoint=tune.Checkpoint.from_dict({"t": t}))
+
+
+def where_are_my_bundles(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs a task in bundle 1 of the trial's placement group; returns both node ids."""
+    import runtime
+    from runtime.libs import trainable as factory
+    from runtime.util import PlacementGroupSchedulingStrategy
+
+    start = time.time()
+    pg = tune.get_context().get_placement_group()
+    assert pg is factory.current_placement_group() or pg == factory.current_placement_group()
+
+    @runtime.remote
+    def node_of_task() -> str:
+        return runtime.get_runtime_context().get_node_id()
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
+    other = runtime.get(node_of_task.options(scheduling_strategy=strategy).remote())
+    time.sleep(0.05)
+    return {
+        "here": runtime.get_runtime_context().get_node_id(),
+        "there": other,
+        "start": start,
+        "end": time.time(),
+    }

@@ -9,7 +9,8 @@ with :func:`register_trainable`; neither side imports the other.
 
 Inside a trial, a function trainable that drives another library (a Train trainer fitting
 inside a Tune trial) forwards its reports with :func:`report_to_tuner`, which reaches the
-running Tune trial through a per-thread hook Tune installs (:func:`set_reporter`).
+running Tune trial through a per-thread hook Tune installs (:func:`set_reporter`), and
+finds the resources Tune reserved for it with :func:`current_placement_group`.
 
 Example (what a trainer does to be tunable)::
 
@@ -32,11 +33,14 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "StepTrainable",
     "TrainableFactory",
+    "current_placement_group",
     "register_trainable",
     "registered_trainables",
     "report_to_tuner",
+    "reset_placement_group",
     "reset_reporter",
     "resolve_trainable",
+    "set_placement_group",
     "set_reporter",
 ]
 
@@ -73,6 +77,9 @@ _registry: dict[str, Any] = {
 _lock = threading.Lock()
 _reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar(
     "runtime_tune_reporter", default=None
+)
+_placement_group: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "runtime_tune_placement_group", default=None
 )
 
 
@@ -133,3 +140,23 @@ def report_to_tuner(metrics: dict[str, Any], checkpoint_dir: str | None = None) 
         return False
     reporter(metrics, checkpoint_dir)
     return True
+
+
+def set_placement_group(pg: Any) -> contextvars.Token[Any]:
+    """Install the placement group reserved for the trial running in this thread (Tune)."""
+    return _placement_group.set(pg)
+
+
+def reset_placement_group(token: contextvars.Token[Any]) -> None:
+    """Undo :func:`set_placement_group`."""
+    _placement_group.reset(token)
+
+
+def current_placement_group() -> Any:
+    """The placement group Tune reserved for the trial running in this thread, or None.
+
+    A trainer that starts workers (a Train trainer inside a Tune trial) places them in this
+    group's bundles 1..n (bundle 0 holds the trial itself) instead of reserving its own
+    resources, so a tuned trainer never asks for resources twice.
+    """
+    return _placement_group.get()

@@ -36,6 +36,7 @@ from runtime.tune._median import MedianStoppingRule
 from runtime.tune._optuna import OptunaSearch
 from runtime.tune._pbt import PopulationBasedTraining
 from runtime.tune._progress import ProgressReporter
+from runtime.tune._resources import PlacementGroupFactory
 from runtime.tune._result import Result, ResultGrid
 from runtime.tune._scheduler import FIFOScheduler, TrialScheduler
 from runtime.tune._search_space import (
@@ -76,6 +77,7 @@ __all__ = [
     "MedianStoppingRule",
     "MetricNotReportedError",
     "OptunaSearch",
+    "PlacementGroupFactory",
     "PopulationBasedTraining",
     "ProgressReporter",
     "Result",

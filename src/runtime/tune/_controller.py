@@ -23,11 +23,17 @@ import cloudpickle
 
 import runtime
 from runtime.exceptions import RuntimeBaseError
+from runtime.util import (
+    PlacementGroupSchedulingStrategy,
+    placement_group,
+    remove_placement_group,
+)
 
 from ._basic_variant import BasicVariantGenerator
 from ._callback import Callback
 from ._config import CheckpointConfig, FailureConfig
 from ._errors import TuneError
+from ._resources import PlacementGroupFactory
 from ._scheduler import TrialScheduler
 from ._searcher import Searcher
 from ._stopper import Stopper
@@ -41,16 +47,15 @@ _EPS = 1e-9
 Outcome = tuple[str, Any, Any]
 
 
-def _key(resources: dict[str, float]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted(resources.items()))
-
-
 class _Actor:
-    """A trial actor handle with what the controller knows of it."""
+    """A trial actor handle (and its placement group) with what the controller knows of it."""
 
-    def __init__(self, handle: Any, resources: dict[str, float]):
+    def __init__(self, handle: Any, request: PlacementGroupFactory, pg: Any = None):
         self.handle = handle
-        self.resources = resources
+        self.request = request
+        self.resources = request.required_resources
+        self.pg = pg
+        self.placed = pg is None
         self.has_trainable = False
 
 
@@ -68,7 +73,7 @@ class Controller:
         stopper: Stopper | None,
         num_samples: int,
         max_concurrent: int | None,
-        resources: dict[str, float],
+        resources: PlacementGroupFactory,
         experiment_path: str,
         callbacks: list[Callback],
         checkpoint_config: CheckpointConfig,
@@ -89,7 +94,8 @@ class Controller:
         self.stopper = stopper
         self.num_samples = num_samples
         self.max_concurrent = max_concurrent
-        self.resources = resources
+        self.request = resources
+        self.resources = resources.required_resources
         self.experiment_path = experiment_path
         self.callbacks = callbacks
         self.checkpoint_config = checkpoint_config
@@ -257,8 +263,7 @@ class Controller:
             tg.create_task(self._drive(trial, actor))
 
     def _can_acquire(self, demand: dict[str, float]) -> bool:
-        key = _key(demand)
-        if any(_key(actor.resources) == key for actor in self._idle):
+        if any(actor.request == self.request for actor in self._idle):
             return True
         free = dict(self._used)
         for actor in self._idle:
@@ -271,22 +276,28 @@ class Controller:
         )
 
     def _acquire(self, demand: dict[str, float]) -> _Actor | None:
-        key = _key(demand)
         for i, actor in enumerate(self._idle):
-            if _key(actor.resources) == key:
+            if actor.request == self.request:
                 return self._idle.pop(i)
         while not self._fits(demand) and self._idle:
             self._kill(self._idle.pop(0))  # idle actors of another shape hold resources
         if not self._fits(demand):
             return None
         self._take(demand, +1)
-        custom = {k: v for k, v in demand.items() if k not in ("CPU", "GPU")}
-        handle = RemoteTrialActor.options(  # type: ignore[attr-defined]
-            num_cpus=demand.get("CPU", 0.0),
-            num_gpus=demand.get("GPU", 0.0),
-            resources=custom or None,
-        ).remote()
-        return _Actor(handle, dict(demand))
+        head = self.request.head_bundle
+        custom = {k: v for k, v in head.items() if k not in ("CPU", "GPU")}
+        options: dict[str, Any] = {
+            "num_cpus": head.get("CPU", 0.0),
+            "num_gpus": head.get("GPU", 0.0),
+            "resources": custom or None,
+        }
+        pg = None
+        if self.request.uses_placement_group:
+            # Several bundles: reserve them together; the trial's actor runs in bundle 0.
+            pg = placement_group(self.request.bundles, strategy=self.request.strategy)
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, 0)
+        handle = RemoteTrialActor.options(**options).remote()  # type: ignore[attr-defined]
+        return _Actor(handle, self.request, pg)
 
     def _release(self, actor: _Actor, reusable: bool) -> None:
         if reusable and self.reuse_actors and not self._stop_all:
@@ -298,6 +309,9 @@ class Controller:
         self._take(actor.resources, -1)
         with contextlib.suppress(RuntimeBaseError):  # already gone
             runtime.kill(actor.handle)
+        if actor.pg is not None:
+            with contextlib.suppress(RuntimeBaseError):
+                remove_placement_group(actor.pg)
 
     def _add_trial(self) -> Trial | None:
         """Ask the searcher for one more trial; None when it has none (now or ever)."""
@@ -318,6 +332,8 @@ class Controller:
             raise TuneError(f"{type(self.searcher).__name__}.suggest returned {config!r}")
         self._num_suggested += 1
         trial = Trial(trial_id, config, resources=dict(self.resources))
+        if self.request.uses_placement_group:
+            trial.bundles = self.request.to_state()
         name = (
             self.trial_dirname_creator(trial)
             if self.trial_dirname_creator is not None
@@ -341,7 +357,11 @@ class Controller:
                 "trial_dir": trial.path,
                 "experiment_name": os.path.basename(self.experiment_path),
                 "resources": trial.resources,
+                "placement_group": actor.pg,
             }
+            if not actor.placed:
+                await actor.pg.ready()  # raises InfeasibleError if it can never be placed
+                actor.placed = True
             restore = trial.restore_path
             trial.restore_path = None
             trial.stop_requested = False

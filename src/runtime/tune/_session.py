@@ -53,6 +53,13 @@ class TuneContext:
     def get_trial_resources(self) -> dict[str, float]:
         return dict(self._info["resources"])
 
+    def get_placement_group(self) -> Any:
+        """The trial's placement group (a multi-bundle ``PlacementGroupFactory`` request):
+        the trial runs in bundle 0; place the trainable's workers in the others with
+        ``PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)``. None for a
+        single-bundle request."""
+        return self._info.get("placement_group")
+
     def get_world_rank(self) -> int:
         return 0
 
@@ -218,6 +225,7 @@ class FunctionRunner:
     def _main(self) -> None:
         _local.session = self.session
         token = libs_trainable.set_reporter(_libs_report)
+        pg_token = libs_trainable.set_placement_group(self.session.info.get("placement_group"))
         try:
             returned = self.fn(self.config)
         except _StopTrial:
@@ -226,6 +234,7 @@ class FunctionRunner:
             self._results.put(("error", _format(exc), None))
             return
         finally:
+            libs_trainable.reset_placement_group(pg_token)
             libs_trainable.reset_reporter(token)
             _local.session = None
         if returned is not None and not isinstance(returned, dict):

@@ -26,6 +26,7 @@ class Trial:
     experiment_tag: str = ""
     status: str = Status.PENDING
     resources: dict[str, float] = field(default_factory=dict)
+    bundles: dict[str, Any] | None = None
     last_result: dict[str, Any] = field(default_factory=dict)
     metric_analysis: dict[str, dict[str, float]] = field(default_factory=dict)
     checkpoint: str | None = None
@@ -67,6 +68,7 @@ class Trial:
             "experiment_tag": self.experiment_tag,
             "status": self.status,
             "resources": self.resources,
+            "bundles": self.bundles,
             "last_result": self.last_result,
             "metric_analysis": self.metric_analysis,
             "checkpoint": self.checkpoint,
@@ -83,6 +85,7 @@ class Trial:
             "experiment_tag",
             "status",
             "resources",
+            "bundles",
             "last_result",
             "metric_analysis",
             "checkpoint",

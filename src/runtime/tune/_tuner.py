@@ -27,6 +27,7 @@ from ._config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, che
 from ._controller import Controller
 from ._errors import TuneError
 from ._progress import ProgressReporter
+from ._resources import PlacementGroupFactory, resource_request
 from ._result import ResultGrid
 from ._scheduler import FIFOScheduler, TrialScheduler
 from ._search_space import has_unresolved, is_grid, leaves, validate
@@ -66,36 +67,33 @@ def _resolve_trainable(trainable: Any) -> tuple[Any, str, bool]:
     return trainable, name if name != "<lambda>" else "lambda", False
 
 
-def _normalize_resources(resources: Any) -> dict[str, float]:
-    """``{"cpu": 2, "gpu": 0, "custom": 1}`` -> ``{"CPU": 2.0, "custom": 1.0}``."""
-    if resources is None:
-        return {"CPU": 1.0}
-    if not isinstance(resources, dict):
-        raise TypeError(f"resources_per_trial must be a dict like {{'cpu': 1}}, got {resources!r}")
-    out: dict[str, float] = {}
-    for key, amount in resources.items():
-        name = str(key).upper() if str(key).lower() in ("cpu", "gpu") else str(key)
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            raise ValueError(f"resources_per_trial[{key!r}] must be a number >= 0, got {amount!r}")
-        if amount:
-            out[name] = float(amount)
-    return out
-
-
-def _check_fits(resources: dict[str, float]) -> None:
-    """A trial is one actor, so its request must fit on one node of the cluster."""
+def _check_fits(request: PlacementGroupFactory) -> None:
+    """Each bundle must fit on one node (all of them on one for STRICT_PACK), and the sum
+    in the cluster: otherwise no trial could ever start."""
     largest: dict[str, float] = {}
     for node in runtime.nodes():
         if node.get("Alive") and not node.get("IsDriver"):
             for k, v in node.get("Resources", {}).items():
                 largest[k] = max(largest.get(k, 0.0), v)
-    for name, amount in resources.items():
-        if amount > largest.get(name, 0.0) + 1e-9:
+    bundles = list(request.bundles)
+    if request.strategy == "STRICT_PACK":
+        bundles = [request.required_resources]
+    for i, bundle in enumerate(bundles):
+        for name, amount in bundle.items():
+            if amount > largest.get(name, 0.0) + 1e-9:
+                what = "resources_per_trial" if len(bundles) == 1 else f"bundle {i}"
+                raise ValueError(
+                    f"{what} asks for {amount:g} {name}, but no node has that much (the "
+                    f"largest node has {largest.get(name, 0.0):g}; cluster total "
+                    f"{runtime.cluster_resources()}). A bundle is placed on one node: split "
+                    "the request into bundles with tune.PlacementGroupFactory"
+                )
+    total = runtime.cluster_resources()
+    for name, amount in request.required_resources.items():
+        if amount > total.get(name, 0.0) + 1e-9:
             raise ValueError(
-                f"resources_per_trial asks for {amount:g} {name}, but no node has that much "
-                f"(the largest node has {largest.get(name, 0.0):g}; cluster total "
-                f"{runtime.cluster_resources()}). A trial runs as one actor on one node; "
-                "trials spanning several nodes need placement groups, not supported yet"
+                f"a trial asks for {amount:g} {name} in all, more than the cluster has "
+                f"({total.get(name, 0.0):g})"
             )
 
 
@@ -148,13 +146,13 @@ class Tuner:
         if not isinstance(self.run_config, RunConfig):
             raise TypeError("run_config must be a tune.RunConfig")
         validate(self.param_space)
-        self._resources = _normalize_resources(_resources)
+        self._resources = resource_request(_resources)
         self._resume = _resume
         self._points = _points_to_evaluate
         self._restored = _restored
 
-    def with_resources(self, resources: dict[str, float]) -> Tuner:
-        self._resources = _normalize_resources(resources)
+    def with_resources(self, resources: dict[str, float] | PlacementGroupFactory) -> Tuner:
+        self._resources = resource_request(resources)
         return self
 
     @classmethod
@@ -387,7 +385,7 @@ def run(
     search_alg: Searcher | None = None,
     scheduler: TrialScheduler | None = None,
     stop: Any = None,
-    resources_per_trial: dict[str, float] | None = None,
+    resources_per_trial: dict[str, float] | PlacementGroupFactory | None = None,
     max_concurrent_trials: int | None = None,
     name: str | None = None,
     storage_path: str | None = None,
