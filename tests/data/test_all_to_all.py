@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import runtime
 from runtime import data
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(90)]
@@ -174,3 +175,27 @@ def test_map_batches_class_errors_carry_the_batch() -> None:
     with pytest.raises(RuntimeError, match="model exploded") as info:
         data.range(10).map_batches(Bad, concurrency=1).take_all()
     assert "MapBatches(Bad) failed on a batch" in "".join(info.value.__notes__)
+
+
+@runtime.remote
+class _ShardConsumer:
+    """Stands for a Train worker: gets a DataIterator and reads its shard, epoch by epoch."""
+
+    def consume(self, it: data.DataIterator, epochs: int) -> list[list[int]]:
+        out = []
+        for _ in range(epochs):
+            ids: list[int] = []
+            for batch in it.iter_batches(batch_size=None):
+                ids.extend(batch["id"].tolist())
+            out.append(ids)
+        return out
+
+
+def test_streaming_split_shards_feed_actors_in_other_processes() -> None:
+    ds = data.range(1000, override_num_blocks=10).map(lambda r: {"id": r["id"]})
+    its = ds.streaming_split(2)
+    workers = [_ShardConsumer.remote() for _ in range(2)]
+    got = runtime.get([w.consume.remote(it, 2) for w, it in zip(workers, its, strict=True)])
+    for epoch in range(2):
+        a, b = got[0][epoch], got[1][epoch]
+        assert sorted(a + b) == list(range(1000)) and not set(a) & set(b)
