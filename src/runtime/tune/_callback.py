@@ -65,9 +65,23 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _default(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars and 0-d arrays
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    return repr(value)
+
+
 def dumps(value: Any) -> str:
-    """JSON for results and configs (non-JSON values become their repr)."""
-    return json.dumps(_jsonable(value))
+    """JSON for results and configs: non-JSON values become their repr, numpy scalars
+    numbers, and non-finite floats NaN/Infinity (as Python's and Ray's JSON do)."""
+    try:
+        return json.dumps(value, default=_default)
+    except (TypeError, ValueError):  # e.g. non-string keys
+        return json.dumps(_jsonable(value))
 
 
 class LoggerCallback(Callback):
@@ -111,7 +125,6 @@ class JsonLoggerCallback(LoggerCallback):
         self._files: dict[str, Any] = {}
 
     def log_trial_start(self, trial: Trial) -> None:
-        os.makedirs(trial.path, exist_ok=True)
         with open(os.path.join(trial.path, "params.json"), "w") as f:
             f.write(dumps(trial.config))
         self._file(trial)
