@@ -52,6 +52,8 @@ NN_CLIENTS = 2  # n in "n:n": client actors, each calling every one of n server 
 NN_BATCH = 250  # calls per (client, server) pair per round
 LARGE_BYTES = 100 * 1024 * 1024  # the "gigabytes" metrics move a 100 MiB numpy array
 WAIT_REFS = 1000
+SPILL_STORE = 256 * 1024 * 1024  # the object store of the spilling metric
+SPILL_OBJECTS = 10  # of LARGE_BYTES each: a 1 GB working set
 CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"  # set in the namespaced child that runs the Ray half
 BACKENDS = ("runtime", "ray")
 
@@ -86,6 +88,8 @@ METRICS = [
     Metric("shutdown()", "s", higher_is_better=False),
     Metric("idle mesh memory (PSS MB)", "MB", higher_is_better=False),
     Metric("1:1 async-actor calls, asyncio driver", "calls/s", ray_column=False),
+    Metric("100 MB array to a task in another process", "ms", higher_is_better=False),
+    Metric("1 GB put+get through a 256 MB store (spilling)", "s", higher_is_better=False),
 ]
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
@@ -96,6 +100,11 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 def small_value() -> bytes:
     """The task every task metric runs."""
     return b"ok"
+
+
+def last_byte(arr: Any) -> int:
+    """The task of the large-argument metric: it reads the array without copying it."""
+    return int(arr[-1])
 
 
 class SmallActor:
@@ -214,6 +223,7 @@ class Settings:
     repeats: int
     metric_timeout: float  # deadline of one metric
     init_timeout: float  # deadline of init/shutdown and of the cold start
+    select: tuple[str, ...] = ()  # run only the metrics whose names contain one of these
 
 
 class Half:
@@ -230,14 +240,15 @@ class Half:
         self.actor_cls = api.remote(num_cpus=0)(SmallActor)
         self.async_actor_cls = api.remote(num_cpus=0)(AsyncSmallActor)
         self.client_cls = api.remote(num_cpus=0)(Client)
+        self.last_byte = api.remote(last_byte)
 
     # -- session
 
-    def init(self) -> None:
+    def init(self, **options: Any) -> None:
         if self.backend == "ray":
-            self.api.init(num_cpus=NUM_CPUS, include_dashboard=False)
+            self.api.init(num_cpus=NUM_CPUS, include_dashboard=False, **options)
         else:
-            self.api.init(num_cpus=NUM_CPUS)
+            self.api.init(num_cpus=NUM_CPUS, **options)
 
     def shutdown_quietly(self) -> None:
         with contextlib.suppress(Exception, MetricTimeout), deadline(self.s.init_timeout):
@@ -273,6 +284,8 @@ class Half:
 
     def run_metric(self, name: str, body: Callable[[], float], timeout: float = 0.0) -> None:
         """Run one metric under a deadline; on failure record it and recover the session."""
+        if self.s.select and not any(part in name for part in self.s.select):
+            return
         if self.broken:
             self.results[name] = {"error": f"not run: {self.broken}"}
             return
@@ -364,6 +377,41 @@ class Half:
 
         return self.rate(work)
 
+    def large_arg_ms(self) -> float:
+        """A 100 MB array passed straight to a task (both runtimes put it in their object
+        store once and the worker maps it); median milliseconds per call."""
+        api, f = self.api, self.last_byte
+        arr = np.ones(LARGE_BYTES, dtype=np.uint8)
+        assert api.get(f.remote(arr)) == 1
+        times = []
+        for _ in range(max(5, 5 * self.s.repeats)):
+            start = time.perf_counter()
+            api.get(f.remote(arr))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    def spill_working_set(self) -> float:
+        """A fresh session with a 256 MB store: put ten 100 MB arrays, keeping every ref,
+        then get each back and check it; seconds for the whole."""
+        self.init(object_store_memory=SPILL_STORE)
+        api = self.api
+        try:
+            arr = np.ones(LARGE_BYTES, dtype=np.uint8)
+            start = time.perf_counter()
+            refs = []
+            for i in range(SPILL_OBJECTS):
+                arr[0] = i
+                refs.append(api.put(arr))
+            for i, ref in enumerate(refs):
+                value = api.get(ref)
+                assert value[0] == i and value.nbytes == LARGE_BYTES, "wrong array back"
+                del value
+            elapsed = time.perf_counter() - start
+            del refs
+            return elapsed
+        finally:
+            api.shutdown()
+
     def wait_1k_refs(self) -> float:
         api, f = self.api, self.f
 
@@ -413,6 +461,8 @@ class Half:
         self.run_metric(
             "cold start: init() to first actor result", self.cold_start, self.s.init_timeout
         )
+        if "cold start: init() to first actor result" not in self.results:
+            self.init()  # filtered out by --metrics: the session still has to start
         steps: list[tuple[str, Callable[[], float]]] = [
             ("single client tasks sync", self.tasks_sync),
             ("single client tasks async", self.tasks_async),
@@ -426,14 +476,20 @@ class Half:
             ("single client put gigabytes", self.put_gigabytes),
             ("single client get gigabytes", self.get_gigabytes),
             ("single client wait 1k refs", self.wait_1k_refs),
+            ("100 MB array to a task in another process", self.large_arg_ms),
         ]
         for name, body in steps:
             self.run_metric(name, body)
         self.run_metric("shutdown()", self.timed_shutdown, timeout=self.s.init_timeout)
-        if "error" in self.results["shutdown()"]:
+        if "error" in self.results.get("shutdown()", {"error": "filtered out"}):
             self.shutdown_quietly()
         self.broken = None  # the remaining metrics start sessions of their own
         self.run_metric("idle mesh memory (PSS MB)", self.idle_memory, timeout=self.s.init_timeout)
+        self.run_metric(
+            "1 GB put+get through a 256 MB store (spilling)",
+            self.spill_working_set,
+            timeout=self.s.init_timeout + 60,
+        )
         if self.backend == "runtime":
             self.run_metric(
                 "1:1 async-actor calls, asyncio driver",
@@ -593,19 +649,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter measurements")
     parser.add_argument("--only", choices=BACKENDS, help="run one half only")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the metrics whose names contain TEXT (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
+    select = tuple(args.metrics)
     if args.quick:
-        return Settings(duration=0.3, repeats=3, metric_timeout=20.0, init_timeout=60.0)
-    return Settings(duration=1.0, repeats=3, metric_timeout=30.0, init_timeout=60.0)
+        return Settings(0.3, 3, metric_timeout=20.0, init_timeout=60.0, select=select)
+    return Settings(1.0, 3, metric_timeout=30.0, init_timeout=60.0, select=select)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_for(args)
     passthrough = ["--quick"] if args.quick else []
+    for text in args.metrics:
+        passthrough += ["--metrics", text]
 
     if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
         # The namespaced child: run the Ray half, write JSON for the parent, print nothing else.

@@ -78,6 +78,13 @@ class Probe:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def keep(self, arr: Any) -> int:
+        self.kept = arr
+        return int(arr[0])
+
+    def kept_sum(self) -> int:
+        return int(self.kept.sum(dtype=np.int64))
+
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
@@ -259,3 +266,17 @@ def test_another_host_streams_in_chunks(far_node: None) -> None:
     got = runtime.get(make.remote(20 * MB // 8))  # the result comes back over the mesh
     assert np.array_equal(got, np.arange(20 * MB // 8, dtype=np.int64))
     assert not mapping_of(got.ctypes.data).startswith(shm_root())
+
+
+def test_a_freed_segment_is_never_reused_under_a_reader(probes: tuple[Any, Any]) -> None:
+    a, _ = probes
+    ref = runtime.put(np.full(8 * MB, 7, dtype=np.uint8))
+    assert runtime.get(a.keep.remote(ref)) == 7  # another process keeps the array
+    mine = runtime.get(ref)  # and so does this one
+    del ref  # freed: its file must not be reused while either maps it
+    for i in range(4):  # same-size objects, each freed at once: candidates for reuse
+        other = runtime.put(np.full(8 * MB, i, dtype=np.uint8))
+        assert runtime.get(a.look.remote(other))["sum"] == i * 8 * MB
+        del other
+    assert runtime.get(a.kept_sum.remote()) == 7 * 8 * MB
+    assert int(mine.sum(dtype=np.int64)) == 7 * 8 * MB

@@ -169,6 +169,7 @@ def _job_main(args: argparse.Namespace, token: bytes | None) -> int:
         token = read_token_file(args.token_file)
     entrypoint = ""
     env_vars: dict[str, str] = {}
+    package: tuple[str, bytes] | None = None
     if args.job_command == "submit":  # bad input is refused before connecting
         argv = list(args.entrypoint)
         if argv[:1] == ["--"]:
@@ -183,7 +184,7 @@ def _job_main(args: argparse.Namespace, token: bytes | None) -> int:
             if args.job_id is not None:
                 _jobs._check_job_id(args.job_id)
             if args.working_dir is not None:
-                _jobs.package_dir(args.working_dir)  # checked (and cached by the OS) early
+                package = _jobs.package_dir(args.working_dir)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -206,7 +207,7 @@ def _job_main(args: argparse.Namespace, token: bytes | None) -> int:
                 manager,
                 info["address"],
                 entrypoint,
-                working_dir=args.working_dir,
+                package=package,
                 job_id=args.job_id,
                 env_vars=env_vars,
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mmap
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
 
@@ -49,6 +50,7 @@ class ObjectPlane:
     conns: dict[str, Connection]
     store: ObjectStore
     view: dict[str, p.NodeInfo]
+    dead_peers: set[str]
     _refs_flush_armed: bool
     _closing: bool
 
@@ -148,7 +150,7 @@ class ObjectPlane:
             self.refs.pin(val.refs)
         if ser.total_size(val) >= STORE_MIN:
             try:
-                entry.location = self.store_value(oid, val, bufs, what=_put_label(), shared=False)
+                entry.location = self.store_value(oid, val, bufs, what=_put_label())
             except BaseException:
                 if val.refs:
                     self.refs.unpin(val.refs)
@@ -311,10 +313,35 @@ class ObjectPlane:
                 if not loc.segment:
                     break  # kept in the holder's own memory: fetch it
                 try:
-                    return blob.read_file(loc.segment)
+                    return self._map_segment(loc, oid)
                 except FileNotFoundError:
                     pass  # spilled or freed since: ask again
         return await self._fetch_chunks(loc, oid)
+
+    def _map_segment(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
+        """Map the holder's file; tell the holder when the mapping is gone (the last array
+        over it collected), so it may reuse the file's pages for another object."""
+        mem = blob.map_file(loc.segment)
+        weakref.finalize(mem, self._unmapped_later, loc.node_id, loc.address, oid)
+        return blob.parse(memoryview(mem), loc.segment)
+
+    def _unmapped_later(self, node_id: str, address: str, oid: bytes) -> None:
+        if self._closing:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the worker
+            self.inbox.post(self._send_unmapped, node_id, address, oid)
+
+    def _send_unmapped(self, node_id: str, address: str, oid: bytes) -> None:
+        conn = self.conns.get(node_id)
+        if conn is not None and not conn.closed:
+            conn.send(p.Unmapped([oid]))
+        elif not self._closing and node_id not in self.dead_peers:
+            self.spawn(self._send_unmapped_later(node_id, address, oid))
+
+    async def _send_unmapped_later(self, node_id: str, address: str, oid: bytes) -> None:
+        with contextlib.suppress(OSError, RuntimeBaseError, ConnectionError):
+            conn = await self.connect_peer(node_id, address)
+            conn.send(p.Unmapped([oid]))
 
     async def _ask_holder(
         self, loc: p.Located, oid: bytes, msg: p.FetchObject
@@ -435,7 +462,6 @@ class ObjectPlane:
         buffers: Sequence[Any],
         *,
         what: str | None = None,
-        shared: bool = True,
     ) -> p.Located:
         """Keep a large value here until its owner frees it (any thread): written once into
         the object store. Raises OutOfMemoryError naming the producer when the store is full
@@ -446,7 +472,6 @@ class ObjectPlane:
             buffers,
             can_wait=not self.inbox.on_loop(),
             what=what or _result_label(),
-            exported=shared,
         )
         return p.Located(
             self.peer_id, self.address, ser.total_size(value), self.store.host_id, entry.path

@@ -47,6 +47,11 @@ SHM_MIN: Final = 1 << 20
 DEFAULT_FRACTION: Final = 0.3
 #: Freed shared-memory files kept for reuse (their pages are already allocated).
 _POOL_FILES: Final = 4
+#: Spare segments (allocated and mapped ahead, in the background) are dropped when unused
+#: for this long.
+SPARE_IDLE_S: Final = 20.0
+#: How long a freed file waits for its readers elsewhere to report their mappings gone.
+DRAIN_S: Final = 10.0
 
 MEMORY = "memory"
 SHM = "shm"
@@ -145,9 +150,10 @@ def sweep_orphans(root: str) -> list[str]:
 class Stored:
     """One object in the store."""
 
-    __slots__ = ("exported", "kind", "last_used", "layout", "mem", "path", "size", "value")
+    __slots__ = ("kind", "last_used", "layout", "mem", "oid", "path", "readers", "size", "value")
 
     def __init__(self, value: Value, layout: blob.Layout, kind: str, path: str) -> None:
+        self.oid = b""
         self.value = value
         self.layout = layout
         self.size = layout.size
@@ -155,8 +161,9 @@ class Stored:
         self.path = path  # the shm or spill file ("" for memory)
         #: The blob mapped here (anonymous memory for MEMORY; else mapped on first read).
         self.mem: mmap.mmap | None = None
-        #: Another process may have mapped the file: never reuse it.
-        self.exported = False
+        #: Mappings of the file handed to readers in other processes and not yet reported
+        #: gone (``Unmapped``): the file is reused only once this is back to 0.
+        self.readers = 0
         self.last_used = time.monotonic()
 
 
@@ -180,9 +187,18 @@ class ObjectStore:
         self.pinned = 0  # bytes freed or spilled but still mapped by a reader here
         self.spilled_bytes = 0
         self.spill_count = 0
+        self.reused = 0  # objects written into a reused (spare) segment
         self._zombies: list[tuple[mmap.mmap, int]] = []
         self._pool: list[tuple[str, int]] = []
-        self._pool_bytes = 0
+        #: Segments made ahead (allocated, mapped, page tables filled) for the next object
+        #: of about the same size: writing into one is a plain memory copy.
+        self._spares: list[tuple[str, int, mmap.mmap, float]] = []
+        self._pool_bytes = 0  # bytes of pool files and spares (memory that is not objects)
+        self._spare_want = 0
+        self._last_write = time.monotonic()
+        #: Freed objects whose files readers elsewhere may still map: oid -> (record, until).
+        self._draining: dict[bytes, tuple[Stored, float]] = {}
+        self._spare_thread: threading.Thread | None = None
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         tag = f"{node_id}.{process_tag()}"
@@ -212,7 +228,6 @@ class ObjectStore:
         *,
         can_wait: bool,
         what: str,
-        exported: bool = True,
     ) -> Stored:
         """Store ``value`` (header and out-of-band buffers) under ``oid``; returns its record.
 
@@ -224,6 +239,7 @@ class ObjectStore:
         size = layout.size
         with self._cond:
             kind = self._reserve(size, can_wait, what)
+            self._last_write = time.monotonic()
             self._seq += 1
             seq = self._seq
         try:
@@ -234,7 +250,7 @@ class ObjectStore:
                     self.used -= size
                 self._cond.notify_all()
             raise
-        entry.exported = exported
+        entry.oid = oid
         with self._cond:
             self.objects[oid] = entry
             if kind == SPILLED:
@@ -303,6 +319,15 @@ class ObjectStore:
         if kind == SHM:
             assert self.shm_dir is not None
             path = os.path.join(self.shm_dir, name)
+            spare = self._take_spare(layout.size)
+            if spare is not None:
+                spare_path, mem = spare
+                os.rename(spare_path, path)
+                blob.write_memory(mem, layout, buffers)
+                entry = Stored(value, layout, SHM, path)
+                entry.mem = mem
+                self.reused += 1
+                return entry
             try:
                 fd = self._open_for(path, layout.size)
                 try:
@@ -340,8 +365,103 @@ class ObjectStore:
                 except OSError:
                     best = None
         if best is not None:
+            self.reused += 1
             return os.open(path, os.O_RDWR | os.O_CLOEXEC)
         return os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+
+    # --- spare segments -------------------------------------------------------------------
+
+    def _take_spare(self, size: int) -> tuple[str, mmap.mmap] | None:
+        with self._cond:
+            for i, (path, n, mem, _) in enumerate(self._spares):
+                if n == size:
+                    del self._spares[i]
+                    self._pool_bytes -= n
+                    return path, mem
+        return None
+
+    def _want_spare(self, size: int) -> None:
+        """Have a freed segment of ``size`` bytes mapped ahead, in the background (lock held).
+
+        Only freed files are made spares: their pages exist, so the thread only fills page
+        tables; allocating fresh ones ahead would cost as much CPU as writing into them."""
+        if self._closed or self.shm_dir is None or len(self._spares) >= 2:
+            return
+        self._spare_want = size
+        if self._spare_thread is None:
+            self._spare_thread = threading.Thread(
+                target=self._spare_loop, name="runtime-store-spares", daemon=True
+            )
+            self._spare_thread.start()
+        self._cond.notify_all()
+
+    def _spare_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and self._spare_want == 0:
+                    self._cond.wait(SPARE_IDLE_S / 2)
+                    self._expire_spares()
+                if self._closed or self.shm_dir is None:
+                    return
+                size, self._spare_want = self._spare_want, 0
+                src = next((f for f in self._pool if f[1] == size), None)
+                if src is None:
+                    continue
+                self._pool.remove(src)
+                self._pool_bytes -= src[1]
+                self._seq += 1
+                path = os.path.join(self.shm_dir, f"spare.{self._seq}")
+                self._pool_bytes += size
+            mem = self._make_spare(path, size, src[0])
+            with self._cond:
+                if mem is None or self._closed:
+                    self._pool_bytes -= size
+                    if mem is not None:
+                        mem.close()
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                    if self._closed:
+                        return
+                    continue
+                self._spares.append((path, size, mem, time.monotonic()))
+                self._cond.notify_all()
+
+    @staticmethod
+    def _make_spare(path: str, size: int, reuse: str) -> mmap.mmap | None:
+        """A writable, populated mapping of the freed file ``reuse``, renamed ``path`` (None
+        if that fails; the pages are allocated first, so a write can never fault on them)."""
+        try:
+            os.rename(reuse, path)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, size)
+                os.posix_fallocate(fd, 0, size)
+                return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+
+    def _expire_spares(self) -> None:
+        now = time.monotonic()
+        if self._pool and now - self._last_write > SPARE_IDLE_S:
+            self._drop_pool(self._pool_bytes)
+        for oid, (entry, until) in list(self._draining.items()):
+            if now > until:  # its readers never reported: do not reuse it
+                del self._draining[oid]
+                self._pool_bytes -= entry.size
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        keep = []
+        for spare in self._spares:
+            if now - spare[3] > SPARE_IDLE_S:
+                self._pool_bytes -= spare[1]
+                spare[2].close()
+                with contextlib.suppress(OSError):
+                    os.unlink(spare[0])
+            else:
+                keep.append(spare)
+        self._spares = keep
 
     # --- spilling -----------------------------------------------------------------------
 
@@ -437,6 +557,21 @@ class ObjectStore:
         self._zombies = keep
 
     def _drop_pool(self, need: int) -> None:
+        for oid, (entry, _) in list(self._draining.items()):
+            if need <= 0:
+                break
+            del self._draining[oid]
+            self._pool_bytes -= entry.size
+            need -= entry.size
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        while self._spares and need > 0:
+            path, n, mem, _ = self._spares.pop()
+            self._pool_bytes -= n
+            need -= n
+            mem.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         while self._pool and need > 0:
             path, n = self._pool.pop()
             self._pool_bytes -= n
@@ -479,8 +614,25 @@ class ObjectStore:
         with self._cond:
             entry = self.objects.get(oid)
             if entry is not None:
-                entry.exported = True
+                entry.readers += 1
             return entry
+
+    def unmapped(self, oid: bytes) -> None:
+        """A reader elsewhere let go of its mapping of ``oid``'s file."""
+        with self._cond:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.readers = max(0, entry.readers - 1)
+                return
+            draining = self._draining.get(oid)
+            if draining is None:
+                return
+            entry = draining[0]
+            entry.readers -= 1
+            if entry.readers <= 0:
+                del self._draining[oid]
+                self._pool_bytes -= entry.size
+                self._recycle_or_unlink(entry, True)
 
     def __contains__(self, oid: object) -> bool:
         return oid in self.objects
@@ -514,12 +666,17 @@ class ObjectStore:
         """Keep a freed shm file for the next object of its size, if nobody can be reading it."""
         keep = (
             unmapped
-            and not entry.exported
             and not self._closed
             and len(self._pool) < _POOL_FILES
             and self._in_memory() + entry.size <= self.capacity
         )
-        if keep and self.shm_dir is not None:
+        if keep and entry.readers > 0 and len(self._draining) < _POOL_FILES:
+            # Readers elsewhere may still map it: keep it (unlisted) until they say they are
+            # done, then reuse it; dropped after a while if they never do.
+            self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
+            self._pool_bytes += entry.size
+            return
+        if keep and entry.readers == 0 and self.shm_dir is not None:
             free = os.path.join(self.shm_dir, f"free.{self._seq}.{len(self._pool)}")
             try:
                 os.rename(entry.path, free)
@@ -528,6 +685,7 @@ class ObjectStore:
             else:
                 self._pool.append((free, entry.size))
                 self._pool_bytes += entry.size
+                self._want_spare(entry.size)
                 return
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
@@ -539,7 +697,12 @@ class ObjectStore:
                 return
             self._closed = True
             self.objects.clear()
+            for _, _, mem, _ in self._spares:
+                mem.close()
+            self._spares.clear()
             self._pool.clear()
+            self._draining.clear()
+            self._cond.notify_all()
             self.used = self._pool_bytes = self.spilled_bytes = 0
         for d in self._made:
             shutil.rmtree(d, ignore_errors=True)
@@ -559,6 +722,7 @@ class ObjectStore:
                 "pinned_by_readers": self.pinned,
                 "spilled": self.spilled_bytes,
                 "spill_count": self.spill_count,
+                "reused_segments": self.reused,
                 "objects": len(self.objects),
                 "shm_dir": self.shm_dir,
                 "spill_dir": self.spill_dir,
