@@ -185,6 +185,8 @@ def test_stop_kills_the_job_and_its_processes(head: HeadProcess) -> None:
     status = _status(head, job_id)
     assert status["status"] == "STOPPED" and status["end_time"] is not None
     _wait_gone(pid)
+    follow = _cli(head, "job", "logs", "--follow", job_id)  # ends: the job has
+    assert follow.returncode == 0 and f"pid {pid}" in follow.stdout
     again = _cli(head, "job", "stop", job_id)
     assert again.returncode == 0 and "already ended" in again.stdout
 

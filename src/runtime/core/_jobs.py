@@ -208,17 +208,23 @@ def submit(
     entrypoint: str,
     *,
     working_dir: str | None = None,
+    package: tuple[str, bytes] | None = None,
     job_id: str | None = None,
     env_vars: dict[str, str] | None = None,
 ) -> str:
-    """Start ``entrypoint`` as a job; returns its id at once (the job runs on)."""
+    """Start ``entrypoint`` as a job; returns its id at once (the job runs on).
+
+    ``working_dir`` is zipped here, unless ``package`` is given: what ``package_dir`` made of it.
+    """
     if job_id is None:
         job_id = "job_" + secrets.token_hex(6)
     _check_job_id(job_id)
     pkg_hash: str | None = None
     pkg_ref: Any = None
-    if working_dir is not None:
-        pkg_hash, blob = package_dir(working_dir)
+    if package is None and working_dir is not None:
+        package = package_dir(working_dir)
+    if package is not None:
+        pkg_hash, blob = package
         if not runtime.get(manager.has_package.remote(pkg_hash)):
             pkg_ref = runtime.put(blob)
     error = runtime.get(
