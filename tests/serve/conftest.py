@@ -38,10 +38,15 @@ def serve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def http(
-    url: str, *, method: str = "GET", body: bytes | None = None, timeout: float = 30
+    url: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
     """One real HTTP request: (status, headers, body); error statuses are returned, not raised."""
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()

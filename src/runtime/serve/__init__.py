@@ -28,6 +28,7 @@ from ._api import (
     start,
     status,
 )
+from ._asgi import ingress
 from ._batching import batch
 from ._config import AutoscalingConfig, DeploymentConfig
 from ._context import ReplicaContext, get_replica_context
@@ -68,6 +69,7 @@ __all__ = [
     "get_app_handle",
     "get_deployment_handle",
     "get_replica_context",
+    "ingress",
     "run",
     "shutdown",
     "start",

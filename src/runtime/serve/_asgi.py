@@ -1,0 +1,151 @@
+"""``@serve.ingress(fastapi_app)``: a FastAPI (or any ASGI) app as a deployment's HTTP face.
+
+The decorated class gets a ``__call__`` that runs the ASGI app on the request, inside the
+replica, and returns its answer; routes declared on the class's own methods
+(``@app.get("/x") def x(self): ...``) are bound to the replica's instance, as in Ray
+Serve. The app sees the route prefix as its ``root_path``. fastapi is an optional
+dependency: it is imported by the user's code, never by Serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import types
+from collections.abc import Callable
+from typing import Any
+
+from ._http import Request, Response
+
+
+def ingress(asgi_app: Any) -> Callable[[type], type]:
+    """Serve ``asgi_app`` (e.g. a FastAPI app) as the HTTP ingress of the decorated class.
+
+    Example::
+
+        app = FastAPI()
+
+        @serve.deployment
+        @serve.ingress(app)
+        class Api:
+            def __init__(self) -> None:
+                self.count = 0
+
+            @app.get("/count")
+            def count(self) -> dict:
+                self.count += 1
+                return {"count": self.count}
+    """
+    if not callable(asgi_app):
+        raise TypeError(f"serve.ingress takes an ASGI app (e.g. FastAPI()), got {asgi_app!r}")
+    # An app object does not always survive pickling by value (FastAPI's does not), so a
+    # replica imports it by its module-level name when it has one.
+    where = _find_global(asgi_app, inspect.currentframe())
+    by_value = asgi_app if where is None else None
+
+    def decorate(cls: type) -> type:
+        if not inspect.isclass(cls):
+            raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
+        own = {v.__qualname__ for v in vars(cls).values() if inspect.isfunction(v)}
+
+        async def __call__(self: Any, request: Request) -> Response:
+            app = self.__dict__.get("_serve_asgi_app")
+            if app is None:
+                target = by_value
+                if where is not None:
+                    target = getattr(importlib.import_module(where[0]), where[1])
+                app = self._serve_asgi_app = _bind_routes(target, own, self)
+            return await _call_asgi(app, request)
+
+        namespace = {"__call__": __call__, "__module__": cls.__module__, "__doc__": cls.__doc__}
+        return type(cls.__name__, (cls,), namespace)
+
+    return decorate
+
+
+def _find_global(obj: Any, frame: Any) -> tuple[str, str] | None:
+    """(module, name) under which the caller's module holds ``obj``, if importable."""
+    caller = frame.f_back if frame is not None else None
+    if caller is None:
+        return None
+    module = caller.f_globals.get("__name__")
+    if not module or module == "__main__":
+        return None
+    for name, value in caller.f_globals.items():
+        if value is obj:
+            return module, name
+    return None
+
+
+def _bind_routes(app: Any, own: set[str], instance: Any) -> Any:
+    """Rebuild the routes whose endpoints are the class's methods, bound to ``instance``."""
+    router = getattr(app, "router", None)
+    routes = getattr(router, "routes", None)
+    if routes is None:
+        return app
+    try:
+        from fastapi.routing import APIRoute
+    except ImportError:  # a plain ASGI app: nothing to bind
+        return app
+    params = [p for p in inspect.signature(APIRoute.__init__).parameters if p not in
+              ("self", "path", "endpoint")]  # fmt: skip
+    for i, route in enumerate(routes):
+        if isinstance(route, APIRoute) and getattr(route.endpoint, "__qualname__", "") in own:
+            # The route's own function (its module's globals resolve string annotations),
+            # bound to this replica's instance.
+            bound = types.MethodType(route.endpoint, instance)
+            kwargs = {p: getattr(route, p) for p in params if hasattr(route, p)}
+            routes[i] = APIRoute(route.path, bound, **kwargs)
+    return app
+
+
+async def _call_asgi(app: Any, request: Request) -> Response:
+    body = await request.body()
+    prefix = request.route_prefix if request.route_prefix != "/" else ""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.path.encode(),
+        "root_path": prefix,
+        "query_string": request.query_string.encode(),
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers._items
+        ],
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    sent = False
+    status = 500
+    headers: dict[str, str] = {}
+    chunks: list[bytes] = []
+    done = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            for k, v in message.get("headers", []):
+                headers[k.decode("latin-1")] = v.decode("latin-1")
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                done.set()
+
+    await app(scope, receive, send)
+    done.set()
+    headers.pop("content-length", None)  # the proxy sets it for the body it sends
+    return Response(b"".join(chunks), status=status, headers=headers)
