@@ -46,6 +46,10 @@ log = logging.getLogger("runtime.executor")
 
 INLINE_MAX = 100 * 1024
 _MAX_TOMBSTONES = 10_000
+#: Answers of finished calls kept to answer a resent call (same task id) without running it.
+_MAX_ANSWERED = 4096
+#: Only answers this small are kept (larger ones are Located: small anyway).
+_ANSWER_KEEP_BYTES = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -287,6 +291,8 @@ class Executor:
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
+        #: Small answers of recent calls, by task id (see duplicate()).
+        self.answered: OrderedDict[bytes, p.TaskDone] = OrderedDict()
         self.envs = EnvManager(worker)
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
@@ -302,7 +308,31 @@ class Executor:
 
     # --- tasks ---------------------------------------------------------------------------
 
+    def duplicate(self, conn: Connection, task_id: bytes) -> bool:
+        """The task id is the idempotency key of a call: a call sent again (its answer was
+        lost with a connection) is not run twice; it gets the first run's answer."""
+        if task_id in self.jobs:
+            return True  # still running: its answer goes out when it finishes
+        answer = self.answered.get(task_id)
+        if answer is None:
+            return False
+        conn.send(answer)
+        return True
+
+    def remember(self, done: p.TaskDone, bufs: list[Any]) -> None:
+        if bufs or (
+            done.error is None
+            and sum(ser.total_size(v) if isinstance(v, p.Value) else 0 for v in done.returns)
+            > _ANSWER_KEEP_BYTES
+        ):
+            return
+        self.answered[done.task_id] = done
+        if len(self.answered) > _MAX_ANSWERED:
+            self.answered.popitem(last=False)
+
     def on_submit_task(self, conn: Connection, msg: p.SubmitTask, raw: memoryview) -> None:
+        if self.duplicate(conn, msg.task_id):
+            return
         try:
             # With a runtime_env the function may live in a module it ships: load it later.
             fn, is_async = (None, False) if msg.runtime_env else self._function(msg)
@@ -406,6 +436,7 @@ class Executor:
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
         self.jobs.pop(job.task_id, None)
+        self.remember(done, bufs)
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -771,6 +802,8 @@ class HostedActor:
         self._pump()
 
     def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        if self.executor.duplicate(conn, msg.task_id):
+            return
         if self.state == DEAD:
             conn.send(p.TaskDone(msg.task_id, error=self._death_value()))
             return
@@ -924,6 +957,7 @@ class HostedActor:
                 )
             done, bufs = p.TaskDone(job.task_id, error=death), []
         self.executor.jobs.pop(job.task_id, None)
+        self.executor.remember(done, bufs)
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)

@@ -344,6 +344,9 @@ class Head:
     # --- actors ------------------------------------------------------------------------------
 
     def _create_actor(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
+        known = self.actors.get(spec.actor_id)
+        if known is not None:  # the same request again (its reply was lost): one actor
+            return known.location()
         if spec.name:
             key = (spec.namespace, spec.name)
             existing = self.names.get(key)
