@@ -161,3 +161,27 @@ def test_without_restarts_a_dead_runner_fails_the_iteration() -> None:
             algo.train()
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(200)
+def test_ppo_learns_a_gaussian_policy_on_pendulum_box_actions() -> None:
+    config = PPOConfig().environment("Pendulum-v1").debugging(seed=0)
+    config.env_runners(num_env_runners=1, num_envs_per_env_runner=2)
+    config.training(train_batch_size=400, minibatch_size=100, num_epochs=2, lr=1e-3)
+    algo = config.build()
+    try:
+        before = algo.get_weights()["log_std"].copy()
+        for _ in range(2):
+            result = algo.train()
+        stats = result["learners"]["default_policy"]
+        assert math.isfinite(stats["policy_loss"]) and math.isfinite(stats["entropy"])
+        assert not np.array_equal(algo.get_weights()["log_std"], before)
+        assert result["env_runners"]["episode_return_mean"] < 0  # Pendulum's returns
+        obs = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+        greedy = algo.compute_single_action(obs, explore=False)
+        assert greedy.shape == (1,) and -2.0 <= greedy[0] <= 2.0
+        assert np.array_equal(greedy, algo.compute_single_action(obs, explore=False))
+        sampled = {float(algo.compute_single_action(obs, explore=True)[0]) for _ in range(5)}
+        assert len(sampled) > 1 and all(-2.0 <= a <= 2.0 for a in sampled)
+    finally:
+        algo.stop()

@@ -1,0 +1,83 @@
+"""The rllib examples run to the end and print what they learned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(name: str, tmp_path: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env={**os.environ, "RUNTIME_TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_cartpole_example_trains_evaluates_and_restores(tmp_path: Path) -> None:
+    stdout = run_example("rllib_cartpole.py", tmp_path, "--target", "60")
+    assert "reached a mean return of" in stdout
+    assert "greedy evaluation: mean return" in stdout
+    assert "same greedy action = True" in stdout
+
+
+@pytest.mark.timeout(300)
+def test_custom_env_example_finds_the_shortest_path(tmp_path: Path) -> None:
+    stdout = run_example("rllib_custom_env.py", tmp_path)
+    assert "(6 steps; the shortest is 6)" in stdout, stdout
+
+
+@pytest.mark.timeout(300)
+def test_cli_trains_until_the_stop_condition_then_evaluates_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "RUNTIME_TMPDIR": str(tmp_path)}
+    ckpt = tmp_path / "ckpt"
+    cli = [sys.executable, "-m", "runtime.rllib", "--num-cpus", "2"]
+    train = subprocess.run(
+        [
+            *cli,
+            "train",
+            "--algo",
+            "PPO",
+            "--env",
+            "CartPole-v1",
+            "--num-env-runners",
+            "1",
+            "--config",
+            '{"train_batch_size": 200, "num_epochs": 1}',
+            "--stop",
+            '{"training_iteration": 2}',
+            "--checkpoint-dir",
+            str(ckpt),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "iter    2" in train.stdout and f"checkpoint saved to {ckpt}" in train.stdout
+    evaluate = subprocess.run(
+        [*cli, "evaluate", str(ckpt), "--episodes", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert '"num_episodes": 2' in evaluate.stdout
