@@ -45,3 +45,50 @@ def test_lost_bundle_is_placed_again(mesh):
     row = next(r for r in placement_group_table() if r["placement_group_id"] == pg.id)
     assert row["state"] == "CREATED"
     assert row["bundles_to_node_id"][0] == new_node
+
+
+def test_a_restarted_head_keeps_its_placement_groups(tmp_path):
+    import subprocess
+    import sys
+
+    from runtime.exceptions import NodeDiedError
+    from runtime.util import get_placement_group
+
+    from ..conftest import start_head, stop_process
+
+    head = start_head(tmp_path, "--num-cpus", "0")
+    node = head.start_node("--num-cpus", "2")
+    restarted = None
+    try:
+        runtime.init(address=head.address, token=head.token)
+        pg = placement_group([{"CPU": 1}], name="kept", lifetime="detached")
+        assert pg.wait(30)
+        head.proc.kill()
+        head.proc.wait(10)
+        host, port = head.address.rsplit(":", 1)
+        restarted = subprocess.Popen(
+            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
+             "--state-dir", head.state_dir, "--num-cpus", "0"],
+            env=head.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:  # until the driver is back with the new head (bounded)
+            try:
+                if runtime.cluster_resources().get("CPU", 0) >= 2:
+                    break
+            except NodeDiedError:
+                pass
+            assert time.monotonic() < deadline, "the cluster did not come back"
+            time.sleep(0.1)
+        assert get_placement_group("kept") == pg
+        row = next(r for r in placement_group_table() if r["placement_group_id"] == pg.id)
+        assert row["state"] == "CREATED"
+        # Its bundle is still held on the node: a second whole-node group does not fit now.
+        other = placement_group([{"CPU": 2}])
+        assert not other.wait(1)
+    finally:
+        runtime.shutdown()
+        stop_process(node)
+        if restarted is not None:
+            stop_process(restarted)
+        stop_process(head.proc)

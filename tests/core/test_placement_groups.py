@@ -24,7 +24,11 @@ def three_nodes(tmp_path_factory):
 
     old = os.environ.get("RUNTIME_TMPDIR")
     os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp("pg"))
-    runtime.init(num_cpus=3)
+    os.environ["RUNTIME_PG_INFEASIBLE_S"] = "0.5"  # the head gives up on impossible groups fast
+    try:
+        runtime.init(num_cpus=3)
+    finally:
+        del os.environ["RUNTIME_PG_INFEASIBLE_S"]
     try:
         yield
     finally:

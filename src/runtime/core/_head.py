@@ -135,6 +135,12 @@ class Head:
     def _load(self, store: HeadStore) -> None:
         """Take up the state a previous head left in the state directory."""
         self.kv.update(store.kv())
+        for spec, state, nodes, reason in store.groups():
+            self.groups[spec.pg_id] = GroupRecord(spec, state, dict(nodes), reason=reason)
+            if state != REMOVED and spec.name:
+                self.group_names[(spec.namespace, spec.name)] = spec.pg_id
+            if state == PENDING:
+                self.pending_groups.append(spec.pg_id)
         alive = 0
         for stored in store.actors():
             record = ActorRecord(stored.spec, stored.state, stored.node_id, stored.address,
@@ -146,7 +152,7 @@ class Head:
             if record.state == PENDING:
                 self.pending.append(s.actor_id)
             alive += record.state == ALIVE
-        if self.actors or self.kv:
+        if self.actors or self.kv or self.groups:
             log.info("recovered %d actors (%d alive) and %d KV entries from %s",
                      len(self.actors), alive, len(self.kv), store.path)  # fmt: skip
             self.worker.spawn(self._settle_recovered())
@@ -154,12 +160,26 @@ class Head:
     async def _settle_recovered(self) -> None:
         """Actors whose node has not come back within the dead window are lost with it."""
         await asyncio.sleep(self.detector.config.dead_after)
+        for group in self.groups.values():  # bundles on nodes that did not come back
+            lost = [i for i, n in group.nodes.items() if n not in self.nodes]
+            if group.state != REMOVED and lost:
+                for i in lost:
+                    del group.nodes[i]
+                group.state = PENDING
+                self._persist_group(group)
+                self.pending_groups.append(group.spec.pg_id)
+        if self.pending_groups:
+            self._place_pending()
         for record in list(self.actors.values()):
             if record.state == ALIVE and record.node_id not in self.nodes:
                 if record.can_restart():
                     self._restart(record, f"its node {record.node_id} did not come back")
                 else:
                     self._mark_dead(record, f"its node {record.node_id} did not come back")
+
+    def _persist_group(self, g: GroupRecord) -> None:
+        if self.store is not None:
+            self.store.save_group(g.spec, g.state, g.nodes, g.reason)
 
     def _persist(self, r: ActorRecord) -> None:
         if self.store is not None:
@@ -243,6 +263,7 @@ class Head:
                 for i in lost:
                     del group.nodes[i]
                 group.state = PENDING
+                self._persist_group(group)
                 self.pending_groups.append(group.spec.pg_id)
         if self.pending_groups:
             self._place_pending()
@@ -506,20 +527,31 @@ class Head:
             key = (spec.namespace, spec.name)
             if key in self.group_names:
                 raise ValueError(f"a placement group named {spec.name!r} already exists")
-        why = bundles_feasible(self.nodes.values(), spec.bundles, spec.strategy)
-        if why is not None:
-            reason = (
-                f"placement group with bundles {spec.bundles} ({spec.strategy}) can never be "
-                f"placed on this cluster: {why}"
-            )
-            self.groups[spec.pg_id] = GroupRecord(spec, REMOVED, reason=reason, infeasible=True)
-            raise InfeasibleError(reason)
         self.groups[spec.pg_id] = GroupRecord(spec)
+        if bundles_feasible(self.nodes.values(), spec.bundles, spec.strategy) is not None:
+            # Nodes may still be joining: give up only if it stays impossible for a while.
+            self.worker.loop.call_later(_infeasible_after(), self._fail_if_infeasible, spec.pg_id)
+        self._persist_group(self.groups[spec.pg_id])
         if spec.name:
             self.group_names[(spec.namespace, spec.name)] = spec.pg_id
         self.pending_groups.append(spec.pg_id)
         self._place_pending()
         return True
+
+    def _fail_if_infeasible(self, pg_id: bytes) -> None:
+        group = self.groups.get(pg_id)
+        if group is None or group.state != PENDING:
+            return
+        spec = group.spec
+        why = bundles_feasible(self.nodes.values(), spec.bundles, spec.strategy)
+        if why is None:
+            return
+        group.infeasible = True
+        self._remove_group(
+            group,
+            f"placement group with bundles {spec.bundles} ({spec.strategy}) can never be "
+            f"placed on this cluster: {why}",
+        )
 
     async def _try_place_group(self, group: GroupRecord) -> bool:
         spec = group.spec
@@ -548,6 +580,7 @@ class Head:
             return False
         group.nodes.update(new)
         group.state = ALIVE
+        self._persist_group(group)
         self._wake_group(group)
         if self.pending:
             self._place_pending()
@@ -603,6 +636,7 @@ class Head:
         if group.state == REMOVED:
             return
         group.state, group.reason = REMOVED, reason
+        self._persist_group(group)
         spec = group.spec
         if spec.name and self.group_names.get((spec.namespace, spec.name)) == spec.pg_id:
             del self.group_names[(spec.namespace, spec.name)]
@@ -745,6 +779,11 @@ class Head:
                 conn.send(p.Shutdown("the cluster was stopped"))
         if self.worker.on_head_lost is not None:
             self.worker.loop.call_later(0.05, self.worker.on_head_lost)
+
+
+def _infeasible_after() -> float:
+    """Seconds a placement group that no node set could hold waits for nodes to join."""
+    return float(os.environ.get("RUNTIME_PG_INFEASIBLE_S", "5"))
 
 
 def _in_group(strategy: Any) -> tuple[bytes | None, int]:

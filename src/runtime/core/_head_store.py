@@ -1,4 +1,5 @@
-"""The head's durable state: actors (with their specs) and the KV store, in SQLite.
+"""The head's durable state: actors (with their specs), placement groups and the KV store,
+in SQLite.
 
 A head started again with the same ``--state-dir`` finds its named and detached actors and
 its KV entries; nodes that kept running re-register, and calls reach their actors again.
@@ -16,6 +17,7 @@ from . import _protocol as p
 
 _encoder = msgspec.msgpack.Encoder()
 _spec_decoder = msgspec.msgpack.Decoder(p.ActorSpec)
+_group_decoder = msgspec.msgpack.Decoder(p.PlacementGroupSpec)
 
 _SCHEMA = """
 create table if not exists actors (
@@ -26,6 +28,13 @@ create table if not exists actors (
     address text not null,
     num_restarts integer not null,
     death_cause text
+);
+create table if not exists placement_groups (
+    pg_id blob primary key,
+    spec blob not null,
+    state text not null,
+    nodes blob not null,
+    reason text not null
 );
 create table if not exists kv (
     namespace text not null,
@@ -71,6 +80,24 @@ class HeadStore:
             "select spec, state, node_id, address, num_restarts, death_cause from actors"
         ).fetchall()
         return [StoredActor(_spec_decoder.decode(r[0]), *r[1:]) for r in rows]
+
+    def save_group(
+        self, spec: p.PlacementGroupSpec, state: str, nodes: dict[int, str], reason: str
+    ) -> None:
+        self._db.execute(
+            "insert or replace into placement_groups values (?, ?, ?, ?, ?)",
+            (spec.pg_id, _encoder.encode(spec), state, _encoder.encode(nodes), reason),
+        )
+
+    def groups(self) -> list[tuple[p.PlacementGroupSpec, str, dict[int, str], str]]:
+        rows = self._db.execute(
+            "select spec, state, nodes, reason from placement_groups"
+        ).fetchall()
+        return [
+            (_group_decoder.decode(r[0]), r[1], msgspec.msgpack.decode(r[2], type=dict[int, str]),
+             r[3])
+            for r in rows
+        ]  # fmt: skip
 
     def put(self, namespace: str, key: str, value: bytes) -> None:
         self._db.execute("insert or replace into kv values (?, ?, ?)", (namespace, key, value))
