@@ -62,9 +62,11 @@ def test_working_dir_is_shipped_and_importable(cluster, tmp_path):
 def test_py_modules_and_actor_env(cluster, tmp_path):
     pkg = tmp_path / "rt_extra_pkg"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent("""
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent("""
         NAME = "extra"
-    """))
+    """)
+    )
 
     @runtime.remote
     class Uses:
