@@ -1,21 +1,22 @@
-"""Task retries: on the death of the node running a task, and on exceptions when asked."""
+"""Task retries on exceptions when asked, their options, and owners that exit.
+
+Retries on the death of the node running a task are chaos scenarios: tests/chaos/test_node_kill.py.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 
 import runtime
-from runtime.exceptions import NodeDiedError
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @runtime.remote
 class Tally:
-    """Counts attempts per key, on the head-less side of the kills (tests pin it)."""
+    """Counts attempts per key."""
 
     def __init__(self):
         self.counts = {}
@@ -23,39 +24,6 @@ class Tally:
     def bump(self, key):
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
-
-
-def _node_pids():
-    return sorted(n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"])
-
-
-def test_tasks_on_a_killed_node_run_again_elsewhere_and_return_once(mesh):
-    pids = _node_pids()
-    victim, *_ = pids
-
-    @runtime.remote
-    def work(i):
-        import time
-
-        time.sleep(0.2)
-        return i, os.getpid()
-
-    refs = [work.remote(i) for i in range(12)]
-    ready, _ = runtime.wait(refs, num_returns=1, timeout=30)
-    assert ready  # the work is under way on every node
-    os.kill(victim, signal.SIGKILL)
-    results = runtime.get(refs, timeout=60)
-    assert [i for i, _ in results] == list(range(12))
-    assert all(pid in pids for _, pid in results)
-
-
-def test_a_task_that_kills_its_node_stops_after_max_retries(mesh):
-    @runtime.remote(max_retries=1)
-    def crash():
-        os._exit(1)
-
-    with pytest.raises(NodeDiedError, match="tried 2 times"):
-        runtime.get(crash.remote(), timeout=60)
 
 
 def test_application_errors_are_retried_only_when_asked(mesh):
@@ -97,35 +65,6 @@ def test_retry_options_are_checked(mesh):
     with pytest.raises(ValueError, match="retry_exceptions"):
         f.options(retry_exceptions=["KeyError"])
     assert runtime.get(f.options(max_retries=0).remote()) == 1
-
-
-def test_a_large_result_whose_node_died_is_made_again_from_its_lineage(mesh):
-    import numpy as np
-
-    @runtime.remote(num_returns=2)
-    def big_and_pid():
-        return np.full(1 << 20, 7, dtype=np.uint8), os.getpid()  # the array stays on its node
-
-    array_ref, pid_ref = big_and_pid.remote()
-    first_pid = runtime.get(pid_ref)
-    os.kill(first_pid, signal.SIGKILL)
-    value = runtime.get(array_ref, timeout=60)  # its node is gone: the task runs again
-    assert value.nbytes == 1 << 20 and int(value[0]) == 7
-
-
-def test_a_large_result_of_a_task_without_retries_is_lost_with_a_clear_error(mesh):
-    import numpy as np
-
-    from runtime.exceptions import ObjectLostError
-
-    @runtime.remote(num_returns=2, max_retries=0)
-    def big_and_pid():
-        return np.ones(1 << 20, dtype=np.uint8), os.getpid()
-
-    array_ref, pid_ref = big_and_pid.remote()
-    os.kill(runtime.get(pid_ref), signal.SIGKILL)
-    with pytest.raises(ObjectLostError, match=r"unreachable|no longer"):
-        runtime.get(array_ref, timeout=30)
 
 
 def test_a_borrower_of_an_object_whose_owner_died_gets_owner_died_error(mesh):
