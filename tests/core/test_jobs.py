@@ -114,19 +114,21 @@ def _wait_gone(pid: int) -> None:
 def test_submit_runs_a_script_from_its_working_dir(head: HeadProcess, tmp_path: Path) -> None:
     wd = tmp_path / "wd"
     wd.mkdir()
-    (wd / "helper.py").write_text('GREETING = "hello from helper"\n')
+    (wd / "helper.py").write_text(
+        'GREETING = "hello from helper"\n\ndef half(x):\n    return x // 2\n'
+    )
     (wd / "main.py").write_text(
         textwrap.dedent(
             """
             import os
             import runtime
-            from helper import GREETING
+            from helper import GREETING, half
 
             runtime.init()  # no address: RUNTIME_ADDRESS, set by the job manager
 
             @runtime.remote
             def double(x):
-                return 2 * x
+                return 2 * half(2 * x)  # helper, pickled by reference: the node needs the dir
 
             print(GREETING, runtime.get(double.remote(21)), len(runtime.nodes()), flush=True)
             print("job id", os.environ["RUNTIME_JOB_SUBMISSION_ID"], flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -202,7 +203,7 @@ def init(
 
         runtime.init(num_cpus=2)
     """
-    job_env = _renv.validate(runtime_env)
+    job_env = _renv.validate(_job_runtime_env(runtime_env))
     if object_store_memory is not None and (
         not isinstance(object_store_memory, int) or object_store_memory <= 0
     ):
@@ -240,6 +241,21 @@ def init(
         session.worker.job_env = job_env
         _session = session
         return session.info
+
+
+def _job_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The runtime_env given, else the one a submitted job was started with (its working dir
+    then travels to the nodes that run the job's tasks)."""
+    if runtime_env is not None:
+        return runtime_env
+    raw = os.environ.get("RUNTIME_JOB_RUNTIME_ENV")
+    if not raw:
+        return None
+    try:
+        env = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"RUNTIME_JOB_RUNTIME_ENV is not JSON: {exc}") from None
+    return env if isinstance(env, dict) else None
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -301,7 +317,7 @@ async def connect(
         async with runtime.connect(num_cpus=2):
             print(await square.remote(3))
     """
-    job_env = _renv.validate(runtime_env)
+    job_env = _renv.validate(_job_runtime_env(runtime_env))
     global _session
     with _lock:
         if _session is not None:

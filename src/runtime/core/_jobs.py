@@ -401,6 +401,9 @@ class JobManager:
         env["RUNTIME_ADDRESS"] = head_address
         env["RUNTIME_JOB_SUBMISSION_ID"] = job.info.job_id
         env["PYTHONUNBUFFERED"] = "1"
+        if job.info.working_dir_hash is not None:
+            # The driver's init() ships the working dir to the nodes running its tasks.
+            env["RUNTIME_JOB_RUNTIME_ENV"] = json.dumps({"working_dir": cwd})
         if self.token_file is not None and "RUNTIME_AUTH_TOKEN" not in os.environ:
             env["RUNTIME_AUTH_TOKEN_FILE"] = self.token_file
         # `python` in the command is the node's own interpreter (its venv), as for Ray's jobs.
