@@ -26,11 +26,23 @@ import sys
 import runtime
 from runtime import tune
 from tests.tune import trainables as tr
+from tests.tune.test_resume import space
 
 runtime.init(num_cpus=2)
-tune.run(tr.counter_with_checkpoints, config=eval(sys.argv[1]), name="exp",
+tune.run(tr.counter_with_checkpoints, config=space(sys.argv[1]), name="exp",
          storage_path=sys.argv[2], verbose=0)
 """
+
+
+def space(log: str) -> dict[str, Any]:
+    """Trial 0 is short, the others long: the driver is killed while trial 0 has finished
+    and the others are midway, with checkpoints."""
+    return {
+        "i": tune.grid_search([0, 1, 2, 3]),
+        "iters": tune.sample_from(lambda spec: 2 if spec.config.i == 0 else 10),
+        "sleep": 0.2,
+        "log": log,
+    }
 
 
 def _state(path: str) -> dict[str, Any] | None:
@@ -42,13 +54,11 @@ def _state(path: str) -> dict[str, Any] | None:
         return None
 
 
-def _killed_midway(storage: str, config: dict[str, Any]) -> dict[str, Any]:
+def _killed_midway(storage: str, log: str) -> dict[str, Any]:
     """Start a driver in its own process; SIGKILL it once one trial finished while another
     has a checkpoint; return the experiment state it left behind."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, repr(config), storage], cwd=ROOT, env=env
-    )
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, log, storage], cwd=ROOT, env=env)
     path = os.path.join(storage, "exp")
     deadline = time.monotonic() + 60
     try:
@@ -84,8 +94,8 @@ def _starts(log: str) -> dict[str, list[int]]:
 @pytest.mark.parametrize("how", ["tune.run", "Tuner.restore"])
 def test_resume_after_the_driver_was_killed(cluster: object, storage: str, how: str) -> None:
     log = os.path.join(storage, "starts.log")
-    config = {"i": tune.grid_search([0, 1, 2, 3]), "iters": 8, "sleep": 0.1, "log": log}
-    state = _killed_midway(storage, {**config, "i": {"grid_search": [0, 1, 2, 3]}})
+    config = space(log)
+    state = _killed_midway(storage, log)
     before = {t["trial_id"]: t for t in state["trials"]}
     path = os.path.join(storage, "exp")
 
@@ -103,8 +113,10 @@ def test_resume_after_the_driver_was_killed(cluster: object, storage: str, how: 
         grid = tune.Tuner.restore(path, tr.counter_with_checkpoints).fit()
 
     assert len(grid) == 4 and grid.num_terminated == 4
-    assert all(r.metrics["step"] == 8 for r in grid)
+    assert sorted(r.metrics["step"] for r in grid) == [2, 10, 10, 10]
     starts = _starts(log)
+    assert any(e["status"] == "TERMINATED" for e in before.values())
+    assert any(e["status"] != "TERMINATED" and e["checkpoint"] for e in before.values())
     for trial_id, entry in before.items():
         if entry["status"] == "TERMINATED":
             assert starts[trial_id] == [0], f"finished trial {trial_id} ran again"
