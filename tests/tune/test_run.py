@@ -373,3 +373,19 @@ def test_bundles_that_cannot_be_placed_are_rejected_before_any_trial(storage: st
             storage_path=storage,
             verbose=0,
         )
+
+
+def test_num_to_keep_keeps_the_best_checkpoints_and_the_latest(storage: str) -> None:
+    grid = tune.run(
+        tr.scored_checkpoints,
+        config={"scores": [1, 5, 3, 4, 2]},
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="acc"),
+        storage_path=storage,
+        verbose=0,
+    )
+    result = grid[0]
+    kept = sorted(d for d in os.listdir(result.path) if d.startswith("checkpoint_"))
+    # The best (score 5, iteration 2) and the latest (iteration 5, kept for restarts).
+    assert kept == ["checkpoint_000002", "checkpoint_000005"]
+    assert result.checkpoint is not None and result.checkpoint.to_dict() == {"acc": 2}
+    assert sorted(r["acc"] for _, r in result.best_checkpoints) == [2, 5]

@@ -283,11 +283,11 @@ class Tuner:
         ):
             raise ValueError(f"{type(searcher).__name__} has no search space to search")
         scheduler.set_search_properties(metric, mode)
-        if not restored_searcher and state is not None:
+        if not restored_searcher and state is not None and basic:
             # A searcher we could not restore must not suggest the trials it already made.
             for _ in trials:
-                if basic:
-                    searcher.suggest("__skip__")
+                searcher.suggest("__skip__")
+                searcher.on_trial_complete("__skip__")
         if not os.path.exists(os.path.join(path, TUNER_FILE)) or self._resume:
             self._save_tuner(path)
 
