@@ -33,6 +33,7 @@ from ._checkpoint import Checkpoint
 from ._config import DataConfig, FailureConfig, ScalingConfig
 from ._context import TrainContext
 from ._errors import TrainingFailedError, WorkerGroupError
+from ._ingest import make_shards
 from ._result import Result
 from ._storage import RunStorage
 from ._worker import RankActor, RankStart
@@ -102,6 +103,7 @@ class _Group:
     pg: PlacementGroup
     actors: list[Any] = field(default_factory=list)
     where: list[dict[str, Any]] = field(default_factory=list)
+    helpers: list[Any] = field(default_factory=list)  # actors that live as long as the group
 
     def describe(self, rank: int) -> str:
         if rank < len(self.where):
@@ -118,7 +120,7 @@ class _Group:
         if refs:
             with contextlib.suppress(Exception):
                 runtime.wait(refs, num_returns=len(refs), timeout=2.0)
-        for actor in self.actors:
+        for actor in self.actors + self.helpers:
             with contextlib.suppress(Exception):
                 runtime.kill(actor)
         with contextlib.suppress(Exception):
@@ -191,19 +193,6 @@ def _gpu_ids(spec: RunSpec, ctx: TrainContext, where: dict[str, Any]) -> list[st
     return pool[ctx.local_rank * per_rank : (ctx.local_rank + 1) * per_rank]
 
 
-def _shards(spec: RunSpec, n: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for name, ds in spec.datasets.items():
-        if spec.data_config.split(name):
-            parts = ds.streaming_split(n, equal=spec.data_config.equal)
-            for rank in range(n):
-                out[rank][name] = parts[rank]
-        else:
-            for rank in range(n):
-                out[rank][name] = ds.iterator()
-    return out
-
-
 class Controller:
     """Runs a :class:`RunSpec` to a :class:`Result`."""
 
@@ -255,6 +244,7 @@ class Controller:
         bundle = spec.scaling.bundle()
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         remote_cls = runtime.remote(RankActor)
+        preload = ["runtime.data"] if spec.datasets else []
         for rank in range(n):
             strategy = PlacementGroupSchedulingStrategy(group.pg, rank)
             group.actors.append(
@@ -268,7 +258,7 @@ class Controller:
             )
         try:
             group.where = runtime.get(
-                [a.setup.remote({}) for a in group.actors], timeout=_SETUP_TIMEOUT_S
+                [a.setup.remote({}, preload) for a in group.actors], timeout=_SETUP_TIMEOUT_S
             )
         except RuntimeBaseError as exc:
             raise RankFailure(f"the rank actors did not start: {exc}", exc) from exc
@@ -285,7 +275,10 @@ class Controller:
         except RuntimeBaseError as exc:
             raise RankFailure(f"rank 0 did not answer: {exc}", exc) from exc
         backend: Backend = spec.backend_config.make_backend()
-        shards = _shards(spec, n)
+        shards, helpers = make_shards(
+            spec.datasets, spec.data_config.split, spec.data_config.equal, n
+        )
+        group.helpers.extend(helpers)
         ckpt = self.checkpoint.path if self.checkpoint else None
         starts = []
         for rank, actor in enumerate(group.actors):

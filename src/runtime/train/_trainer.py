@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import time
 import uuid
@@ -27,6 +28,21 @@ from ._result import Result
 from ._storage import RunStorage, default_storage_path
 
 _TUNABLE_KEYS = ("train_loop_config", "scaling_config", "datasets")
+logger = logging.getLogger("runtime.train")
+
+
+def _warn_if_no_cpu_for_data(scaling: ScalingConfig) -> None:
+    """Dataset tasks need CPUs the ranks' bundles do not hold (as in Ray); say so early."""
+    total = runtime.cluster_resources().get("CPU", 0.0)
+    held = scaling.bundle().get("CPU", 0.0) * scaling.num_workers
+    if total - held < 1.0:
+        logger.warning(
+            "the ranks reserve %g of the cluster's %g CPUs, leaving less than one for the "
+            "dataset's tasks: ingest will wait for CPUs that never free up. Use fewer or "
+            "smaller workers, or a bigger cluster.",
+            held,
+            total,
+        )
 
 
 class DataParallelTrainer:
@@ -118,6 +134,8 @@ class DataParallelTrainer:
         if not runtime.is_initialized():
             runtime.init()
         check_fits(self.scaling_config)
+        if self.datasets:
+            _warn_if_no_cpu_for_data(self.scaling_config)
         rc = self.run_config
         name = rc.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
         path = os.path.join(rc.storage_path or default_storage_path(), name)

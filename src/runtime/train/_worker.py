@@ -9,6 +9,7 @@ previous loop's thread to end and for its process group to be gone.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import os
 import pickle
@@ -73,8 +74,16 @@ class RankActor:
         self._session: RankSession | None = None
         self._thread: threading.Thread | None = None
 
-    def setup(self, env: dict[str, str]) -> dict[str, Any]:
-        """Wait out a previous loop in this process, set ``env``; where this rank runs."""
+    def setup(self, env: dict[str, str], preload: list[str]) -> dict[str, Any]:
+        """Wait out a previous loop in this process, set ``env``, import ``preload``; where
+        this rank runs.
+
+        Importing the libraries the rank's arguments need (``runtime.data`` for dataset
+        shards) here, in one thread, keeps a later unpickling from racing another thread's
+        import of the same modules in this node process.
+        """
+        for module in preload:
+            importlib.import_module(module)
         previous = _previous
         if previous is not None and previous.is_alive():
             previous.join(_PREVIOUS_WAIT_S)
