@@ -90,11 +90,22 @@ METRICS = [
     Metric("1:1 async-actor calls, asyncio driver", "calls/s", ray_column=False),
     Metric("100 MB array to a task in another process", "ms", higher_is_better=False),
     Metric("1 GB put+get through a 256 MB store (spilling)", "s", higher_is_better=False),
+    Metric("placement group create+remove", "groups/s"),
+    Metric("streaming generator items", "items/s"),
 ]
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 
 # ------------------------------------------------------- remote code, identical for both APIs
+
+
+STREAM_ITEMS = 1000
+
+
+def count_up(n: int) -> Any:
+    """A generator task: the streaming workload."""
+    for i in range(n):  # noqa: UP028 - Ray's streaming calls send(), which range's iterator lacks
+        yield i
 
 
 def small_value() -> bytes:
@@ -423,6 +434,33 @@ class Half:
 
         return self.rate(work)
 
+    def placement_groups(self) -> float:
+        """Create a one-bundle group, wait until it is placed, remove it."""
+        util = importlib.import_module(f"{self.backend}.util")
+
+        def work() -> float:
+            pg = util.placement_group([{"CPU": 1}])
+            self.api.get(pg.ready())
+            util.remove_placement_group(pg)
+            return 1.0
+
+        return self.rate(work)
+
+    def streaming_items(self) -> float:
+        """Items per second out of a streaming generator task, consumed as they come."""
+        api = self.api
+        gen_fn = api.remote(num_returns="streaming")(count_up)
+
+        def work() -> float:
+            n = 0
+            for ref in gen_fn.remote(STREAM_ITEMS):
+                api.get(ref)
+                n += 1
+            assert n == STREAM_ITEMS
+            return float(n)
+
+        return self.rate(work)
+
     def idle_memory(self) -> float:
         """A fresh session, left idle for a second, then the PSS of every process in it."""
         self.init()
@@ -477,6 +515,8 @@ class Half:
             ("single client get gigabytes", self.get_gigabytes),
             ("single client wait 1k refs", self.wait_1k_refs),
             ("100 MB array to a task in another process", self.large_arg_ms),
+            ("placement group create+remove", self.placement_groups),
+            ("streaming generator items", self.streaming_items),
         ]
         for name, body in steps:
             self.run_metric(name, body)
