@@ -70,24 +70,43 @@ def test_a_pipeline_ten_times_the_object_store_streams_with_bounded_memory() -> 
     assert all(g < bound for g in growth.values()), growth
 
 
+class _Square:
+    """An actor-pool stage between two task stages."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"id": batch["id"], "sq": batch["id"] ** 2}
+
+
+def _slow_copy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import time
+
+    time.sleep(0.05)  # stands for work, so the kill lands mid-pipeline
+    return {"id": batch["id"]}
+
+
+def _plus_one(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"id": batch["id"], "sq": batch["sq"] + 1}
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("mesh")
 def test_a_node_killed_mid_pipeline_still_yields_the_full_result() -> None:
     victim = next(n["Pid"] for n in runtime.nodes() if n["Resources"].get("CPU"))
-
-    def slow_square(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import time
-
-        time.sleep(0.05)  # stands for work, so the kill lands mid-pipeline
-        return {"id": batch["id"], "sq": batch["id"] ** 2}
-
-    ds = data.range(3000, override_num_blocks=30).map_batches(slow_square, batch_size=None)
-    ids: list[int] = []
-    sq: list[int] = []
+    # 20k rows per block: blocks live in the nodes' stores (not inlined), so the kill loses
+    # some of them, and the tasks and the pool actor running there.
+    ds = (
+        data.range(600_000, override_num_blocks=30)
+        .map_batches(_slow_copy, batch_size=None)
+        .map_batches(_Square, concurrency=2, batch_size=None)
+        .map_batches(_plus_one, batch_size=None, num_cpus=1)
+    )
+    ids: list[np.ndarray] = []
+    sq: list[np.ndarray] = []
     for i, batch in enumerate(ds.iter_batches(batch_size=None)):
         if i == 3:
             os.kill(victim, signal.SIGKILL)
-        ids.extend(batch["id"].tolist())
-        sq.extend(batch["sq"].tolist())
-    assert ids == list(range(3000))
-    assert sq == [i * i for i in range(3000)]
+        ids.append(batch["id"])
+        sq.append(batch["sq"])
+    expect = np.arange(600_000)
+    np.testing.assert_array_equal(np.concatenate(ids), expect)
+    np.testing.assert_array_equal(np.concatenate(sq), expect**2 + 1)

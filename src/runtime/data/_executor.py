@@ -16,11 +16,12 @@ import itertools
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import runtime
+import runtime.exceptions as rex
 
 from . import _block as B
 from ._context import DataContext
@@ -39,6 +40,82 @@ from ._plan import (
 from ._transforms import Transform, apply_all, read_block, run_fused
 
 _fused_task: Any = runtime.remote(num_returns=2, max_retries=3)(run_fused)
+
+#: Failures that mean a block (or the actor making it) was lost with a node, not a user error.
+LOST = (rex.ObjectLostError, rex.NodeDiedError, rex.ActorDiedError)
+
+
+@dataclass
+class ChainStep:
+    """The transforms of one stage, and the class to build for them (actor-pool stages)."""
+
+    transforms: list[Transform]
+    udf_class: Any = None
+    ctor_args: tuple[Any, ...] = ()
+    ctor_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_chain(
+    source: Any, index: int, chain: list[ChainStep], *blocks: B.Block
+) -> tuple[B.Block, B.BlockMetadata]:
+    """Make one block again from its source through every stage up to the lost one.
+
+    Lineage in the runtime re-runs the task whose result was lost, but that task's input
+    block may be gone too; this runs the whole chain from the source item in one task.
+    An actor-pool stage's class is built here for the occasion.
+    """
+    t0 = time.perf_counter()
+    block = read_block(source) if source is not None else B.concat(list(blocks))
+    in_rows = block.num_rows
+    for step in chain:
+        env = {}
+        if step.udf_class is not None:
+            env["udf"] = step.udf_class(*step.ctor_args, **step.ctor_kwargs)
+        block = apply_all(block, index, step.transforms, env)
+    return block, B.metadata_of(block, time.perf_counter() - t0, in_rows)
+
+
+_recover_task: Any = runtime.remote(num_returns=2, max_retries=3)(run_chain)
+MAX_RECOVERIES = 3
+
+
+class _Lineage:
+    """What each in-flight block came from, so a lost one can be made again."""
+
+    def __init__(self) -> None:
+        self.origin: dict[int, Any] = {}
+        self.chains: dict[int, list[ChainStep] | None] = {}
+        self.sliced: set[int] = set()
+        self.attempts: dict[int, int] = {}
+
+    def submit(self, stage_index: int, seq: int, error: BaseException) -> tuple[Any, Any]:
+        chain = self.chains.get(stage_index)
+        if chain is None or seq not in self.origin or seq in self.sliced:
+            raise error
+        tries = self.attempts.get(seq, 0) + 1
+        if tries > MAX_RECOVERIES:
+            raise error
+        self.attempts[seq] = tries
+        item = self.origin[seq]
+        if isinstance(item, ReadTask):
+            return tuple(_recover_task.remote(item, seq, chain))  # type: ignore[return-value]
+        return tuple(_recover_task.remote(None, seq, chain, item.ref))  # type: ignore[return-value]
+
+    def recoverer(self, stage_index: int, seq: int) -> Callable[[], RefBundle] | None:
+        chain = self.chains.get(stage_index)
+        item = self.origin.get(seq)
+        if chain is None or item is None or seq in self.sliced:
+            return None
+
+        def recover() -> RefBundle:
+            block_ref, meta_ref = (
+                _recover_task.remote(item, seq, chain)
+                if isinstance(item, ReadTask)
+                else _recover_task.remote(None, seq, chain, item.ref)
+            )
+            return RefBundle(block_ref, runtime.get(meta_ref))
+
+        return recover
 
 
 def cluster_cpus() -> int:
@@ -60,12 +137,14 @@ class OpStats:
     task_s: float = 0.0
     started: float = 0.0
     finished: float = 0.0
+    recovered: int = 0
 
     def line(self) -> str:
         wall = max(0.0, self.finished - self.started) if self.started else 0.0
         return (
             f"{self.name}: {self.tasks} tasks, {self.rows_in} rows in, {self.rows_out} rows out, "
             f"{self.bytes_out / 1e6:.1f} MB out, {self.task_s:.3f}s in tasks, {wall:.3f}s wall"
+            + (f", {self.recovered} blocks made again after a loss" if self.recovered else "")
         )
 
 
@@ -101,6 +180,8 @@ class _Stage:
         self.out_blocks = 0
         self.closed = False
         self.max_in_flight = ctx.max_tasks_in_flight_per_op or max(2, 2 * cluster_cpus())
+        self.lineage: _Lineage | None = None
+        self.index = 0
 
     @property
     def name(self) -> str:
@@ -125,8 +206,21 @@ class _Stage:
 
     def on_ready(self, meta_ref: Any) -> None:
         seq, block_ref = self.in_flight.pop(meta_ref)
-        meta = runtime.get(meta_ref)
+        try:
+            meta = runtime.get(meta_ref)
+        except LOST as e:
+            # The block's input, its node or its actor is gone: make it again from its source.
+            if self.lineage is None:
+                raise
+            block_ref, new_meta_ref = self.lineage.submit(self.index, seq, e)
+            self.stats.recovered += 1
+            self.in_flight[new_meta_ref] = (seq, block_ref)
+            return
         self._record(seq, RefBundle(block_ref, meta))
+
+    def chain_step(self) -> ChainStep | None:
+        """This stage as a step of a recovery chain (None: a driver-side stage)."""
+        return None
 
     def _record(self, seq: int, bundle: RefBundle | None) -> None:
         self.outputs[seq] = bundle
@@ -192,6 +286,9 @@ class TaskStage(_Stage):
                 block_ref, meta_ref = self.task.remote(None, seq, self.transforms, item.ref)
             self.stats.tasks += 1
             self.in_flight[meta_ref] = (seq, block_ref)
+
+    def chain_step(self) -> ChainStep | None:
+        return ChainStep(self.transforms)
 
 
 class _PoolWorker:
@@ -262,8 +359,13 @@ class ActorPoolStage(_Stage):
             self.in_flight[meta_ref] = (seq, block_ref)
 
     def on_ready(self, meta_ref: Any) -> None:
-        self.load[self.owner.pop(meta_ref)] -= 1
+        actor = self.owner.pop(meta_ref, None)
+        if actor is not None:
+            self.load[actor] -= 1
         super().on_ready(meta_ref)
+
+    def chain_step(self) -> ChainStep | None:
+        return ChainStep(self.transforms, self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs)
 
     def shutdown(self) -> None:
         for actor in self.actors:
@@ -289,6 +391,8 @@ class LimitStage(_Stage):
             if bundle.meta.num_rows > self.remaining:
                 block = runtime.get(bundle.ref).slice(0, self.remaining)
                 bundle = RefBundle(runtime.put(block), B.metadata_of(block))
+                if self.lineage is not None:
+                    self.lineage.sliced.add(seq)  # stages after it cannot remake it from source
             self.remaining -= bundle.meta.num_rows
             self.stats.tasks += 0
             self._record(seq, bundle)
@@ -416,6 +520,16 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
     if reads and not stages:
         stages.append(TaskStage([], {}, ctx, op.name))
     stats.ops = [s.stats for s in stages]
+    lineage = _Lineage()
+    chain: list[ChainStep] | None = []
+    for i, stage in enumerate(stages):
+        stage.index, stage.lineage = i, lineage
+        step = stage.chain_step()
+        if step is not None and chain is not None:
+            chain = [*chain, step]
+        elif not isinstance(stage, LimitStage):
+            chain = None
+        lineage.chains[i] = chain
     progress = _Progress(stages, ctx.progress_enabled())
     t0 = time.perf_counter()
     try:
@@ -429,6 +543,7 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                 pulled = source.pull()
                 if pulled is None:
                     break
+                lineage.origin[pulled[0]] = pulled[1]
                 first.inbox.append(pulled)
             for i, stage in enumerate(stages):
                 stage.dispatch()
@@ -448,8 +563,12 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                         for upstream in stages[: i + 1]:
                             upstream.close()
                         source.close()
-            for _seq, bundle in final.pop_ordered():
+            for seq, bundle in final.pop_ordered():
                 final.release(bundle)
+                if bundle is not None:
+                    bundle.recover = lineage.recoverer(final.index, seq)
+                lineage.origin.pop(seq, None)
+                lineage.attempts.pop(seq, None)
                 if bundle is not None:
                     yield bundle
             progress.update()

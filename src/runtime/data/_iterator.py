@@ -16,16 +16,30 @@ from . import _block as B
 from ._plan import RefBundle
 
 
+def _fetched(bundle: RefBundle, future: Any) -> B.Block:
+    from ._executor import LOST
+
+    try:
+        return future.result()
+    except LOST:
+        # The block was lost with its node after it was made: make it again from its source.
+        if bundle.recover is None:
+            raise
+        import runtime
+
+        return runtime.get(bundle.recover().ref)
+
+
 def prefetch_blocks(bundles: Iterator[RefBundle], ahead: int) -> Iterator[B.Block]:
     """Fetch blocks ``ahead`` in advance of the consumer; yield them in order."""
-    pending: deque[Any] = deque()
+    pending: deque[tuple[RefBundle, Any]] = deque()
     ahead = max(1, ahead)
     for bundle in bundles:
-        pending.append(bundle.ref.future())
+        pending.append((bundle, bundle.ref.future()))
         while len(pending) > ahead:
-            yield pending.popleft().result()
+            yield _fetched(*pending.popleft())
     while pending:
-        yield pending.popleft().result()
+        yield _fetched(*pending.popleft())
 
 
 def batch_blocks(

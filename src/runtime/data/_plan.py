@@ -23,6 +23,8 @@ class RefBundle:
 
     ref: Any
     meta: BlockMetadata
+    #: Makes the block again from its source when its copy was lost (set by the executor).
+    recover: Callable[[], RefBundle] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
