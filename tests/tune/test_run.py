@@ -389,3 +389,14 @@ def test_num_to_keep_keeps_the_best_checkpoints_and_the_latest(storage: str) -> 
     assert kept == ["checkpoint_000002", "checkpoint_000005"]
     assert result.checkpoint is not None and result.checkpoint.to_dict() == {"acc": 2}
     assert sorted(r["acc"] for _, r in result.best_checkpoints) == [2, 5]
+
+
+def test_time_budget_ends_the_experiment(storage: str) -> None:
+    grid = tune.Tuner(
+        tr.curve,
+        param_space={"q": tune.grid_search([1, 2, 3]), "iters": 10**7},
+        tune_config=tune.TuneConfig(time_budget_s=0.5),
+        run_config=tune.RunConfig(storage_path=storage, verbose=0),
+    ).fit()
+    assert all(r.metrics.get("training_iteration", 0) < 10**7 for r in grid)
+    assert all(r.status in ("TERMINATED", "PENDING") for r in grid)
