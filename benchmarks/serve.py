@@ -31,7 +31,6 @@ import os
 import shlex
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,7 +124,10 @@ def workloads(serve: Any, backend: str) -> tuple[Any, Any]:
     """The two deployments, defined against the given Serve module (ours or Ray's)."""
     import numpy as np
 
-    @serve.deployment(num_replicas=2, max_ongoing_requests=100)
+    # num_cpus=0: Ray gives each replica one CPU by default, and the cluster has only two.
+    options = {"num_replicas": 2, "max_ongoing_requests": 100, "ray_actor_options": {"num_cpus": 0}}
+
+    @serve.deployment(**options)
     class NoOp:
         async def __call__(self, request: Any) -> dict:
             return {"ok": True}
@@ -133,7 +135,7 @@ def workloads(serve: Any, backend: str) -> tuple[Any, Any]:
         async def call(self, x: int) -> int:
             return x
 
-    @serve.deployment(num_replicas=2, max_ongoing_requests=100)
+    @serve.deployment(**options)
     class Model:
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
@@ -247,9 +249,7 @@ def table(ours: dict[str, Any], ray: dict[str, Any]) -> str:
         return None if "skipped" in rep else rep.get(key)
 
     d1, d2 = get(ours, "deploy an app"), get(ray, "deploy an app")
-    rows.append(
-        f"| time to deploy an app | {_s(d1)} | {_s(d2)} | {ratio(d1, d2, higher=False)} |"
-    )
+    rows.append(f"| time to deploy an app | {_s(d1)} | {_s(d2)} | {ratio(d1, d2, higher=False)} |")
     for key, label in [(f"http c={c}", f"HTTP no-op, concurrency {c}") for c in CONCURRENCY] + [
         ("model c=64", "HTTP batched numpy model, concurrency 64")
     ]:

@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         _connect(args.address, start_local=True)
         _api.start(http_options={"host": args.host, "port": args.port})
         _api.run(app, name=args.name, route_prefix=args.route_prefix)
+        if not args.non_blocking:
+            signal.signal(signal.SIGTERM, _interrupt)  # before saying we serve: tests race it
         st = _api.status()
         print(
             f"serving {args.import_path} as {args.name!r} on "
@@ -158,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.non_blocking:
             return 0
-        signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
         _api.shutdown()
