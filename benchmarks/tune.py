@@ -4,7 +4,9 @@ Three workloads, each timed from the experiment's start to its results (cluster 
 excluded), best of ``--repeat`` runs:
 
 - 100 trivial trials, one report each (the per-trial overhead of the controller);
-- 20 trials x 50 iterations under ASHA (the per-result round trip and a scheduler);
+- 20 trials x 50 iterations under ASHA (the per-result round trip and a scheduler; ASHA's
+  decisions depend on the order results arrive, so the last column shows how many results
+  each side ran in all);
 - 50 OptunaSearch trials on a 2-D quadratic (a searcher in the loop, TPE).
 
 Both clusters get 2 CPUs and trials ask for 1 CPU each (Ray's default), so two trials run
@@ -68,6 +70,10 @@ def make_trainables(report: Callable[[dict[str, Any]], None]) -> dict[str, Calla
 # --------------------------------------------------------------------------- the two halves
 
 
+def _iterations_ours(grid: Any) -> int:
+    return sum(int(r.metrics.get("training_iteration", 0)) for r in grid)
+
+
 def run_ours(storage: str) -> dict[str, Callable[[], int]]:
     import runtime
     from runtime import tune
@@ -80,7 +86,7 @@ def run_ours(storage: str) -> dict[str, Callable[[], int]]:
             fns["trivial"], config={"x": tune.uniform(0, 1)}, num_samples=100,
             storage_path=storage, verbose=0,
         )  # fmt: skip
-        return len(grid)
+        return _iterations_ours(grid)
 
     def asha() -> int:
         grid = tune.run(
@@ -89,7 +95,7 @@ def run_ours(storage: str) -> dict[str, Callable[[], int]]:
             scheduler=tune.ASHAScheduler(max_t=50, grace_period=1, reduction_factor=4),
             storage_path=storage, verbose=0,
         )  # fmt: skip
-        return len(grid)
+        return _iterations_ours(grid)
 
     def optuna() -> int:
         grid = tune.run(
@@ -97,7 +103,7 @@ def run_ours(storage: str) -> dict[str, Callable[[], int]]:
             num_samples=50, metric="loss", mode="min", search_alg=tune.OptunaSearch(seed=0),
             storage_path=storage, verbose=0,
         )  # fmt: skip
-        return len(grid)
+        return _iterations_ours(grid)
 
     return {WORKLOADS[0][0]: trivial, WORKLOADS[1][0]: asha, WORKLOADS[2][0]: optuna}
 
@@ -118,7 +124,7 @@ def run_ray(storage: str) -> dict[str, Callable[[], int]]:
             tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),
             run_config=tune.RunConfig(storage_path=storage, verbose=0),
         )
-        return len(tuner.fit())
+        return sum(int(r.metrics.get("training_iteration", 0)) for r in tuner.fit())
 
     def trivial() -> int:
         return fit(fns["trivial"], {"x": tune.uniform(0, 1)}, num_samples=100)
@@ -147,9 +153,9 @@ def measure(backend: str, repeat: int) -> dict[str, Any]:
             try:
                 for _ in range(repeat):
                     start = time.perf_counter()
-                    n = fn()
+                    results_seen = fn()  # results reported, summed over trials
                     times.append(time.perf_counter() - start)
-                results[name] = {"seconds": min(times), "trials": n}
+                results[name] = {"seconds": min(times), "results": results_seen}
                 log(f"[{backend}] {name}: {min(times):.2f} s")
             except Exception as exc:  # one failed workload does not hide the others
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -194,7 +200,10 @@ def run_ray_isolated(repeat: int) -> dict[str, Any]:
 
 
 def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
-    rows = [("workload", "runtime", "Ray Tune 2.60", "ray/ours", "ms/trial ours", "ms/trial ray")]
+    rows = [
+        ("workload", "runtime", "Ray Tune 2.60", "ray/ours", "ms/trial ours", "ms/trial ray",
+         "results ours/ray"),
+    ]  # fmt: skip
     for name, trials in WORKLOADS:
         mine = ours["results"].get(name, {})
         theirs = (ray or {}).get("results", {}).get(name, {})
@@ -207,6 +216,7 @@ def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
                 f"{b / a:.1f}x" if a and b else "-",
                 f"{1000 * a / trials:.1f}" if a else "-",
                 f"{1000 * b / trials:.1f}" if b else "-",
+                f"{mine.get('results', '-')}/{theirs.get('results', '-')}",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
