@@ -234,14 +234,8 @@ class Algorithm:
 
         Box actions are clipped to the space's bounds (what the env runners step with).
         """
-        import torch
-
         if self._action_generator is None:
-            self._action_generator = torch.Generator()
-            if self.config.seed is None:
-                self._action_generator.seed()
-            else:
-                self._action_generator.manual_seed(self.config.seed)
+            self._action_generator = np.random.default_rng(self.config.seed)
         explore = self.config.explore if explore is None else bool(explore)
         batch = np.asarray(observation)[None]
         space = self.observation_space

@@ -35,9 +35,9 @@ RUNNER_FAILURES = (ActorDiedError, ActorUnavailableError, NodeDiedError, GetTime
 class EnvRunner:
     """Steps ``num_envs`` copies of the env with a copy of the policy module.
 
-    ``module_ctor()`` builds the module; it must have ``act(obs, explore, generator,
+    ``module_ctor()`` builds the module; it must have ``act(obs, explore, rng,
     **act_kwargs) -> (actions, extras)``. Sampling randomness comes from this runner's own
-    torch generator, seeded from the config's seed and the runner's index, so a seeded run on
+    numpy generator, seeded from the config's seed and the runner's index, so a seeded run on
     one runner repeats exactly.
     """
 
@@ -68,14 +68,13 @@ class EnvRunner:
         self.env = make_vector_env(env_creator, env_config, num_envs)
         self.num_envs = num_envs
         self.module = module_ctor()
-        self.generator = torch.Generator()
         self.seed = seed
         self.worker_index = worker_index
         if seed is None:
-            self.generator.seed()
+            self.rng = np.random.default_rng()
             self.obs, _ = self.env.reset()
         else:
-            self.generator.manual_seed(seed * 1_000_003 + worker_index)
+            self.rng = np.random.default_rng([seed, worker_index])
             base = seed * 10_007 + worker_index * 101
             self.obs, _ = self.env.reset(seed=[base + i for i in range(num_envs)])
         self.action_space = self.env.single_action_space
@@ -119,7 +118,7 @@ class EnvRunner:
         returns: list[float] = []
         lengths: list[int] = []
         for _ in range(num_steps):
-            actions, extra = self.module.act(self.obs, explore, self.generator, **kwargs)
+            actions, extra = self.module.act(self.obs, explore, self.rng, **kwargs)
             next_obs, rewards, terms, truncs, infos = self.env.step(self._env_actions(actions))
             done = np.logical_or(terms, truncs)
             real_next = np.array(next_obs, copy=True)

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TorchLearner", "get_module_weights", "mlp", "obs_size", "obs_to_tensor"]
+__all__ = [
+    "NumpyMLP",
+    "TorchLearner",
+    "get_module_weights",
+    "mlp",
+    "obs_size",
+    "obs_to_numpy",
+    "obs_to_tensor",
+]
 
 
 def obs_size(space: Any) -> int:
@@ -35,6 +43,62 @@ def obs_to_tensor(obs: Any, space: Any) -> torch.Tensor:
         return nn.functional.one_hot(index, int(space.n)).to(torch.float32)
     flat = np.ascontiguousarray(arr, dtype=np.float32).reshape(arr.shape[0], -1)
     return torch.from_numpy(flat.copy())
+
+
+def obs_to_numpy(obs: Any, space: Any) -> np.ndarray:
+    """:func:`obs_to_tensor` in numpy (for acting in env runners)."""
+    from gymnasium import spaces
+
+    arr = np.asarray(obs)
+    if isinstance(space, spaces.Discrete):
+        index = arr.astype(np.int64).reshape(-1) - int(space.start)
+        return np.eye(int(space.n), dtype=np.float32)[index]
+    return np.asarray(arr, dtype=np.float32).reshape(arr.shape[0], -1)
+
+
+class NumpyMLP:
+    """An inference-only numpy copy of an :func:`mlp`, refreshed when its weights change.
+
+    Env runners act once per env step on a handful of observations; at that size torch's
+    per-operation overhead costs several times the arithmetic, so acting runs in numpy. The
+    copy is rebuilt whenever a parameter's version counter moves (``load_state_dict`` and
+    optimizer steps update parameters in place, which bumps it).
+    """
+
+    def __init__(self, seq: nn.Sequential):
+        self.seq = seq
+        self.key: tuple[int, ...] = ()
+        self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
+
+    def _refresh(self) -> None:
+        key = tuple(p._version for p in self.seq.parameters())
+        if key == self.key:
+            return
+        modules = list(self.seq)
+        layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
+        for i, m in enumerate(modules):
+            if isinstance(m, nn.Linear):
+                nxt = modules[i + 1] if i + 1 < len(modules) else None
+                act = (
+                    "tanh"
+                    if isinstance(nxt, nn.Tanh)
+                    else "relu"
+                    if isinstance(nxt, nn.ReLU)
+                    else None
+                )
+                w = m.weight.detach().numpy().T.copy()
+                layers.append((w, m.bias.detach().numpy().copy(), act))
+        self.layers, self.key = layers, key
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._refresh()
+        for w, b, act in self.layers:
+            x = x @ w + b
+            if act == "tanh":
+                x = np.tanh(x)
+            elif act == "relu":
+                x = np.maximum(x, 0.0)
+        return x
 
 
 def mlp(

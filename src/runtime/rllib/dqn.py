@@ -24,7 +24,15 @@ from torch import nn
 
 from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig
-from runtime.rllib._learner import TorchLearner, mlp, obs_size, obs_to_tensor, seeded_init
+from runtime.rllib._learner import (
+    NumpyMLP,
+    TorchLearner,
+    mlp,
+    obs_size,
+    obs_to_numpy,
+    obs_to_tensor,
+    seeded_init,
+)
 from runtime.rllib._replay_buffer import ReplayBuffer
 
 __all__ = ["DQN", "DQNConfig"]
@@ -97,23 +105,26 @@ class QNetwork(nn.Module):
             self.num_actions,
             model["fcnet_activation"],
         )
+        self.q_numpy = NumpyMLP(self.q)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         q: torch.Tensor = self.q(obs)
         return q
 
-    @torch.no_grad()
     def act(
-        self, obs: Any, explore: bool, generator: torch.Generator, epsilon: float = 0.0
+        self, obs: Any, explore: bool, rng: np.random.Generator, epsilon: float = 0.0
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Greedy actions, each replaced by a uniform one with probability ``epsilon``."""
-        q = self(obs_to_tensor(obs, self.observation_space))
+        """Greedy actions, each replaced by a uniform one with probability ``epsilon``.
+
+        Runs in numpy (see ``NumpyMLP``): env runners call it once per env step.
+        """
+        q = self.q_numpy(obs_to_numpy(obs, self.observation_space))
         actions = q.argmax(-1)
         if explore and epsilon > 0:
-            n = actions.shape[0]
-            random = torch.randint(self.num_actions, (n,), generator=generator)
-            actions = torch.where(torch.rand(n, generator=generator) < epsilon, random, actions)
-        return (actions + self.action_start).numpy(), {}
+            n = len(actions)
+            random = rng.integers(self.num_actions, size=n)
+            actions = np.where(rng.random(n) < epsilon, random, actions)
+        return actions + self.action_start, {}
 
 
 # --- 3. exploration -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,15 @@ from torch.distributions import Categorical, Normal
 
 from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig
-from runtime.rllib._learner import TorchLearner, mlp, obs_size, obs_to_tensor, seeded_init
+from runtime.rllib._learner import (
+    NumpyMLP,
+    TorchLearner,
+    mlp,
+    obs_size,
+    obs_to_numpy,
+    obs_to_tensor,
+    seeded_init,
+)
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -84,14 +93,15 @@ class ActorCritic(nn.Module):
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
         self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
+        self.pi_numpy = NumpyMLP(self.pi)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(n_out))
 
     def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
         out = self.pi(obs)
         if self.discrete:
-            return Categorical(logits=out)
-        return Normal(out, self.log_std.exp().expand_as(out))
+            return Categorical(logits=out, validate_args=False)
+        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
 
     def log_prob(self, dist: Categorical | Normal, actions: torch.Tensor) -> torch.Tensor:
         logp = dist.log_prob(actions)
@@ -104,25 +114,34 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.vf(obs).squeeze(-1)
 
-    @torch.no_grad()
     def act(
-        self, obs: Any, explore: bool, generator: torch.Generator
+        self, obs: Any, explore: bool, rng: np.random.Generator
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actions for a batch of observations, and their log-probabilities (for the loss)."""
-        x = obs_to_tensor(obs, self.observation_space)
-        dist = self.distribution(x)
+        """Actions for a batch of observations, and their log-probabilities (for the loss).
+
+        Env runners call this once per env step, so it runs in numpy (see ``NumpyMLP``):
+        the same math as ``distribution`` + ``log_prob``, sampled with the runner's ``rng``.
+        """
+        out = self.pi_numpy(obs_to_numpy(obs, self.observation_space))
         if self.discrete:
-            assert isinstance(dist, Categorical)
+            z = out - out.max(-1, keepdims=True)
+            logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
             if explore:
-                actions = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+                cdf = np.exp(logp_all).cumsum(-1)
+                u = rng.random((len(out), 1)) * cdf[:, -1:]
+                actions = np.minimum((cdf < u).sum(-1), out.shape[-1] - 1)
             else:
-                actions = dist.probs.argmax(-1)
+                actions = out.argmax(-1)
+            logp = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
         else:
-            assert isinstance(dist, Normal)
-            noise = torch.randn(dist.mean.shape, generator=generator) if explore else 0.0
-            actions = dist.mean + dist.stddev * noise
-        logp = self.log_prob(dist, actions)
-        return actions.numpy(), {"action_logp": logp.numpy().astype(np.float32)}
+            log_std = self.log_std.detach().numpy()
+            noise = rng.standard_normal(out.shape) if explore else np.zeros_like(out)
+            actions = (out + np.exp(log_std) * noise).astype(np.float32)
+            logp = (-0.5 * noise**2 - log_std - _HALF_LOG_2PI).sum(-1)
+        return actions, {"action_logp": logp.astype(np.float32)}
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 # --- 3. advantages ------------------------------------------------------------------------

@@ -1,0 +1,302 @@
+"""RLlib benchmark, side by side: runtime.rllib and Ray RLlib 2.60, same PPO workload, same run.
+
+Two measurements, each on CartPole-v1 with 2 env runners (4 envs each) and the same PPO
+hyperparameters on both sides (lr 3e-4, 2000 env steps per iteration, minibatches of 128,
+10 epochs, clip 0.2, GAE lambda 0.95, no KL penalty, 64x64 tanh MLPs without shared layers):
+
+* PPO: wall time (after the algorithm is built) to a mean return of 150 and of 450 over the
+  last 100 episodes, and the end-to-end env steps per second of that run;
+* sampling: then, with the trained policy, env steps per second of pure sampling rounds
+  (weights fixed, no learning).
+
+This process runs our half; the Ray half runs as a child in a network namespace where only
+loopback is up (``unshare -n``), with usage stats off. Ratios are oriented so that > 1 means
+runtime.rllib did better. Without Ray RLlib installed, only our half runs.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/rllib.py            # both halves, up to ~10 minutes
+    .venv/bin/python benchmarks/rllib.py --quick    # target 150 only, shorter sampling
+    .venv/bin/python benchmarks/rllib.py --only runtime
+
+Ray RLlib needs ``dm-tree`` and ``lz4`` besides ``ray``; ``RLLIB_BENCH_PYTHONPATH`` is
+prepended to the Ray child's ``PYTHONPATH`` (for deps installed with ``pip --target``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+CHILD_ENV = "RUNTIME_BENCH_RLLIB_RAY_CHILD"
+RUNNERS = 2
+ENVS_PER_RUNNER = 4
+PPO_SETTINGS = {
+    "lr": 3e-4,
+    "gamma": 0.99,
+    "lambda_": 0.95,
+    "train_batch_size": 2000,
+    "minibatch_size": 128,
+    "num_epochs": 10,
+    "clip_param": 0.2,
+    "vf_loss_coeff": 0.5,
+    "entropy_coeff": 0.0,
+    "grad_clip": 0.5,
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- our half
+
+
+def run_runtime(targets: list[float], budget_s: float, sample_rounds: int) -> dict[str, Any]:
+    import runtime
+    from runtime.rllib import PPOConfig
+
+    runtime.init(num_cpus=RUNNERS)
+    try:
+        config = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+            .training(**PPO_SETTINGS)
+            .debugging(seed=0)
+        )
+        t0 = time.perf_counter()
+        algo = config.build()
+        build_s = time.perf_counter() - t0
+        try:
+            reached = train_until(
+                "runtime",
+                algo.train,
+                mean_of=lambda r: r["env_runners"]["episode_return_mean"],
+                steps_of=lambda r: r["num_env_steps_sampled_lifetime"],
+                targets=targets,
+                budget_s=budget_s,
+            )
+            # Then sampling alone: rounds of 250 steps per env on every runner.
+            group, weights = algo.env_runner_group, algo.get_weights()
+            t0 = time.perf_counter()
+            steps = sum(
+                int(b["env_steps"])
+                for _ in range(sample_rounds)
+                for b in group.sample(weights, 250)
+            )
+            sample_rate = steps / (time.perf_counter() - t0)
+            log(f"[runtime] sampling: {sample_rate:,.0f} env steps/s")
+        finally:
+            algo.stop()
+    finally:
+        runtime.shutdown()
+    return {"build_s": build_s, "sample_steps_per_s": sample_rate, **reached}
+
+
+def train_until(
+    name: str,
+    train: Any,
+    *,
+    mean_of: Any,
+    steps_of: Any,
+    targets: list[float],
+    budget_s: float,
+) -> dict[str, Any]:
+    """Call ``train()`` until every target is reached or the budget is spent."""
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    pending = sorted(targets)
+    steps = 0
+    while pending and time.perf_counter() - start < budget_s:
+        result = train()
+        steps = int(steps_of(result))
+        mean = float(mean_of(result))
+        elapsed = time.perf_counter() - start
+        log(f"[{name}] {elapsed:6.1f} s  {steps:7d} steps  mean return {mean:6.1f}")
+        while pending and mean >= pending[0]:
+            target = pending.pop(0)
+            out[f"time_to_{target:g}_s"] = elapsed
+            out[f"steps_to_{target:g}"] = steps
+    total = time.perf_counter() - start
+    out["train_steps_per_s"] = steps / total if total else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- Ray's half
+
+
+def run_ray(targets: list[float], budget_s: float, sample_rounds: int) -> dict[str, Any]:
+    import ray
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    # Logical CPUs: 1 per runner plus the driver's learner (the machine has the same cores).
+    ray.init(num_cpus=RUNNERS + 1, include_dashboard=False, log_to_driver=False)
+    try:
+        settings = dict(PPO_SETTINGS)
+        settings["train_batch_size_per_learner"] = settings.pop("train_batch_size")
+        config = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+            .training(**settings, use_kl_loss=False, vf_clip_param=1e6)
+            .rl_module(
+                model_config=DefaultModelConfig(
+                    fcnet_hiddens=[64, 64], fcnet_activation="tanh", vf_share_layers=False
+                )
+            )
+            .debugging(seed=0)
+        )
+        t0 = time.perf_counter()
+        algo = config.build_algo()
+        build_s = time.perf_counter() - t0
+        try:
+            reached = train_until(
+                "ray",
+                algo.train,
+                mean_of=lambda r: r["env_runners"]["episode_return_mean"],
+                steps_of=lambda r: r["env_runners"]["num_env_steps_sampled_lifetime"],
+                targets=targets,
+                budget_s=budget_s,
+            )
+            # Then sampling alone (after training, as on our side).
+            group = algo.env_runner_group
+            per_runner = 250 * ENVS_PER_RUNNER
+
+            def sample(runner: Any) -> int:
+                episodes = runner.sample(num_timesteps=per_runner)
+                return sum(len(e) for e in episodes)
+
+            t0 = time.perf_counter()
+            steps = 0
+            for _ in range(sample_rounds):
+                steps += sum(group.foreach_env_runner(sample, local_env_runner=False))
+            sample_rate = steps / (time.perf_counter() - t0)
+            log(f"[ray] sampling: {sample_rate:,.0f} env steps/s")
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    return {
+        "version": ray.__version__,
+        "build_s": build_s,
+        "sample_steps_per_s": sample_rate,
+        **reached,
+    }
+
+
+def run_ray_isolated(argv: list[str], timeout: float) -> dict[str, Any]:
+    if importlib.util.find_spec("ray") is None:
+        return {"skipped": "ray is not installed"}
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        return {"skipped": "`unshare` or `ip` not found: cannot isolate Ray"}
+    prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
+    with tempfile.TemporaryDirectory(prefix="bench-rllib-") as tmp:
+        out = os.path.join(tmp, "ray.json")
+        cmd = [
+            *prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
+            sys.executable, os.path.abspath(__file__), "--only", "ray", "--json", out, *argv,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env.update(
+            {
+                CHILD_ENV: "1",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
+        )
+        extra = os.environ.get("RLLIB_BENCH_PYTHONPATH")
+        if extra:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+        log(f"[ray] in a loopback-only network namespace: {shlex.join(cmd)}")
+        try:
+            subprocess.run(cmd, env=env, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return {"skipped": f"the Ray half ran past {timeout:.0f} s"}
+        if not os.path.exists(out):
+            return {"skipped": "the Ray child wrote no results (see its stderr above)"}
+        with open(out) as f:
+            report: dict[str, Any] = json.load(f)
+        return report
+
+
+# --------------------------------------------------------------------------- the table
+
+
+ROWS = [
+    ("sampling, 2 runners x 4 envs", "sample_steps_per_s", "steps/s", True),
+    ("build (start runners)", "build_s", "s", False),
+    ("time to mean return 150", "time_to_150_s", "s", False),
+    ("env steps to mean return 150", "steps_to_150", "steps", False),
+    ("time to mean return 450", "time_to_450_s", "s", False),
+    ("env steps to mean return 450", "steps_to_450", "steps", False),
+    ("PPO end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
+]
+
+
+def render(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
+    lines = [
+        "| metric | runtime.rllib | Ray RLlib | ratio (>1: ours better) |",
+        "|---|---|---|---|",
+    ]
+    for label, key, unit, higher in ROWS:
+        a, b = ours.get(key), (ray or {}).get(key)
+        fa = "-" if a is None else (f"{a:,.0f} {unit}" if a >= 100 else f"{a:.1f} {unit}")
+        fb = "-" if b is None else (f"{b:,.0f} {unit}" if b >= 100 else f"{b:.1f} {unit}")
+        ratio = "-"
+        if a and b:
+            ratio = f"{(a / b if higher else b / a):.2f}x"
+        lines.append(f"| {label} | {fa} | {fb} | {ratio} |")
+    if ray and "skipped" in ray:
+        lines.append(f"\nRay half skipped: {ray['skipped']}")
+    elif ray and "version" in ray:
+        lines.append(f"\nRay {ray['version']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="target 150 only; fewer rounds")
+    parser.add_argument("--only", choices=("runtime", "ray"), default=None)
+    parser.add_argument("--budget", type=float, default=None, help="seconds of training per half")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    targets = [150.0] if args.quick else [150.0, 450.0]
+    budget = args.budget or (120.0 if args.quick else 300.0)
+    rounds = 3 if args.quick else 10
+    passthrough = (["--quick"] if args.quick else []) + ["--budget", str(budget)]
+
+    if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
+        try:
+            report = run_ray(targets, budget, rounds)
+        except Exception as exc:  # e.g. ray.rllib's imports failing
+            report = {"skipped": f"{type(exc).__name__}: {exc}"}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return 0
+
+    ours = run_runtime(targets, budget, rounds) if args.only != "ray" else {}
+    ray = run_ray_isolated(passthrough, budget * 2 + 300) if args.only != "runtime" else None
+    print(render(ours, ray))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runtime": ours, "ray": ray}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
