@@ -7,6 +7,7 @@ excluded), best of ``--repeat`` runs:
 - 20 trials x 50 iterations under ASHA (the per-result round trip and a scheduler; ASHA's
   decisions depend on the order results arrive, so the last column shows how many results
   each side ran in all);
+- the same 20 x 50 without a scheduler (FIFO: exactly 1,000 results on both sides);
 - 50 OptunaSearch trials on a 2-D quadratic (a searcher in the loop, TPE).
 
 Both clusters get 2 CPUs and trials ask for 1 CPU each (Ray's default), so two trials run
@@ -42,6 +43,7 @@ CHILD_ENV = "RUNTIME_BENCH_TUNE_RAY_CHILD"
 WORKLOADS = [
     ("100 trivial trials", 100),
     ("20 trials x 50 iterations, ASHA", 20),
+    ("20 trials x 50 iterations, FIFO", 20),
     ("50 OptunaSearch trials, quadratic", 50),
 ]
 
@@ -97,6 +99,13 @@ def run_ours(storage: str) -> dict[str, Callable[[], int]]:
         )  # fmt: skip
         return _iterations_ours(grid)
 
+    def fifo() -> int:
+        grid = tune.run(
+            fns["curve"], config={"q": tune.uniform(0, 1)}, num_samples=20,
+            storage_path=storage, verbose=0,
+        )  # fmt: skip
+        return _iterations_ours(grid)
+
     def optuna() -> int:
         grid = tune.run(
             fns["quadratic"], config={"x": tune.uniform(-5, 10), "y": tune.uniform(-5, 5)},
@@ -105,7 +114,7 @@ def run_ours(storage: str) -> dict[str, Callable[[], int]]:
         )  # fmt: skip
         return _iterations_ours(grid)
 
-    return {WORKLOADS[0][0]: trivial, WORKLOADS[1][0]: asha, WORKLOADS[2][0]: optuna}
+    return dict(zip([w[0] for w in WORKLOADS], (trivial, asha, fifo, optuna), strict=True))
 
 
 def run_ray(storage: str) -> dict[str, Callable[[], int]]:
@@ -135,13 +144,16 @@ def run_ray(storage: str) -> dict[str, Callable[[], int]]:
             mode="max", scheduler=ASHAScheduler(max_t=50, grace_period=1, reduction_factor=4),
         )  # fmt: skip
 
+    def fifo() -> int:
+        return fit(fns["curve"], {"q": tune.uniform(0, 1)}, num_samples=20)
+
     def optuna() -> int:
         return fit(
             fns["quadratic"], {"x": tune.uniform(-5, 10), "y": tune.uniform(-5, 5)},
             num_samples=50, metric="loss", mode="min", search_alg=OptunaSearch(seed=0),
         )  # fmt: skip
 
-    return {WORKLOADS[0][0]: trivial, WORKLOADS[1][0]: asha, WORKLOADS[2][0]: optuna}
+    return dict(zip([w[0] for w in WORKLOADS], (trivial, asha, fifo, optuna), strict=True))
 
 
 def measure(backend: str, repeat: int) -> dict[str, Any]:
