@@ -66,6 +66,7 @@ class ServeController:
         self._bg: set[asyncio.Task[Any]] = set()
         self._counter = 0
         self._shutting_down = False
+        self._doomed: set[Any] = set()  # drained replicas waiting to be killed
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -306,9 +307,11 @@ class ServeController:
         if self._proxy is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._proxy.stop.remote(), 5)
-            runtime.kill(self._proxy)
+            await _kill(self._proxy)
+        doomed, self._doomed = list(self._doomed), set()
         for task in list(self._bg):
             task.cancel()
+        await asyncio.gather(*(_kill(h) for h in doomed))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)
 
@@ -425,7 +428,7 @@ class ServeController:
             if dep.start_failures >= _MAX_START_FAILURES:
                 dep.failed = True
             dep.replicas.pop(rep.tag, None)
-            _kill(rep.handle)
+            await _kill(rep.handle)
             return
         if rep.state != STARTING:
             return  # stopped while it started
@@ -462,8 +465,12 @@ class ServeController:
         if graceful and was_running and not self._shutting_down:
             # It refuses new requests now; routers that still list it (a long poll in flight
             # to a restarted controller) are sent elsewhere until they hear, then it goes.
-            await asyncio.sleep(_LISTEN_TIMEOUT_S + 1)
-        _kill(rep.handle)
+            self._doomed.add(rep.handle)
+            try:
+                await asyncio.sleep(_LISTEN_TIMEOUT_S + 1)
+            finally:
+                self._doomed.discard(rep.handle)
+        await _kill(rep.handle)
 
     def _replica_failed(
         self,
@@ -483,7 +490,7 @@ class ServeController:
             return
         rep.state = STOPPING
         dep.replicas.pop(rep.tag, None)
-        _kill(rep.handle)
+        self._spawn(_kill(rep.handle))
         self._publish(app.name, dep.spec.name)
         self._save()  # the next reconcile starts a replacement
 
@@ -574,6 +581,8 @@ async def _ref(ref: Any) -> Any:
     return await ref
 
 
-def _kill(handle: Any) -> None:
+async def _kill(handle: Any) -> None:
+    """Kill an actor; one that is gone already is fine (the blocking call runs on a thread,
+    so that a refusal is an exception here, not an error logged by the loop)."""
     with contextlib.suppress(Exception):
-        runtime.kill(handle)
+        await asyncio.to_thread(runtime.kill, handle)
