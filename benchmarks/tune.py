@@ -1,6 +1,6 @@
 """Tune benchmark, side by side: this runtime's Tune and Ray Tune 2.60, same workloads.
 
-Three workloads, each timed from the experiment's start to its results (cluster start-up
+Four workloads, each timed from the experiment's start to its results (cluster start-up
 excluded), best of ``--repeat`` runs:
 
 - 100 trivial trials, one report each (the per-trial overhead of the controller);
@@ -17,7 +17,7 @@ runs in a child process inside a network namespace where only loopback is up
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/tune.py           # both halves, about 1-2 minutes
+    .venv/bin/python benchmarks/tune.py           # both halves, about 2-4 minutes
     .venv/bin/python benchmarks/tune.py --quick   # one run per workload
     .venv/bin/python benchmarks/tune.py --only runtime
 """
