@@ -150,3 +150,30 @@ def test_import_runtime_and_rllib_stay_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_every_public_name_is_importable_from_runtime_rllib() -> None:
+    import runtime
+    from runtime import rllib
+
+    assert sorted(rllib.__all__) == sorted(
+        [
+            "ALGORITHMS",
+            "DQN",
+            "PPO",
+            "Algorithm",
+            "AlgorithmConfig",
+            "CheckpointRef",
+            "DQNConfig",
+            "PPOConfig",
+            "SaveResult",
+            "UnsupportedSpaceError",
+            "get_algorithm_class",
+            "register_env",
+        ]
+    )
+    for name in rllib.__all__:
+        assert getattr(rllib, name) is not None
+    assert runtime.rllib is rllib
+    with pytest.raises(AttributeError):
+        _ = rllib.NoSuchName
