@@ -196,6 +196,33 @@ async def test_client_disconnect_cancels_the_replicas_work(
     await asyncio.to_thread(_wait_for, os.path.join(d, "http.cancelled"))
 
 
+@serve.deployment
+class Outer:
+    def __init__(self, inner: serve.DeploymentHandle) -> None:
+        self.inner = inner
+
+    async def __call__(self, request: serve.Request) -> str:
+        return await self.inner.work.remote(request.query_params["tag"])
+
+
+async def test_client_disconnect_cancels_down_the_call_chain(
+    serve_cluster: str, tmp_path: object
+) -> None:
+    import aiohttp
+
+    d = str(tmp_path)
+    await asyncio.to_thread(
+        serve.run, Outer.bind(Slow.bind(d)), name="chain", route_prefix="/chain"
+    )
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.ensure_future(session.get(f"{serve_cluster}/chain?tag=inner"))
+        await until_exists(os.path.join(d, "inner.started"))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await until_exists(os.path.join(d, "inner.cancelled"))  # in the second deployment
+
+
 def test_response_cancel_cancels_the_replicas_work(serve_cluster: str, tmp_path: object) -> None:
     d = str(tmp_path)
     handle = serve.run(Slow.bind(d), name="slow-handle", route_prefix=None)
