@@ -210,6 +210,14 @@ class Controller:
             try:
                 self._attempt()
                 break
+            except WorkerGroupError as exc:
+                if failures == 0:
+                    raise  # nothing ran yet: the caller's input cannot work
+                error = TrainingFailedError(
+                    f"the worker group could not be restarted after {failures} failure(s): {exc}"
+                )
+                error.__cause__ = exc
+                break
             except RankFailure as exc:
                 failures += 1
                 limit = spec.failure.max_failures
