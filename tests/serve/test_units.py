@@ -184,3 +184,14 @@ def test_autoscaling_rule() -> None:
     assert a.desired(current=1, total_load=5) == 3
     assert a.desired(current=2, total_load=100) == 4
     assert serve.AutoscalingConfig(min_replicas=1, max_replicas=2).desired(3, 0) == 1
+
+
+def test_serve_calls_without_a_runtime_say_serve_is_not_running() -> None:
+    import runtime
+
+    if runtime.is_initialized():
+        pytest.skip("a runtime is up in this process")
+    assert serve.status().applications == {}
+    serve.shutdown()  # harmless
+    with pytest.raises(serve.DeploymentUnavailableError, match="not running"):
+        serve.get_app_handle("x")

@@ -64,6 +64,8 @@ def _state_path() -> str:
 
 
 def _controller_or_none() -> Any:
+    if not runtime.is_initialized():
+        return None
     try:
         return _client.lookup_controller()
     except ValueError:

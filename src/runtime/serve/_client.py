@@ -20,6 +20,7 @@ NAMESPACE = "serve"
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _controller: Any = None
+_controller_session: str | None = None
 #: Bumped by serve.start/shutdown in this process: routers of an older generation are stale.
 generation = 0
 
@@ -50,28 +51,36 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def _session() -> str:
+    return runtime.get_runtime_context().get_job_id()
+
+
 def lookup_controller() -> Any:
     """The controller's handle (blocking; call off the loop). ValueError if Serve is not up."""
-    global _controller
+    global _controller, _controller_session, generation
+    session = _session()
     c = _controller
     if c is not None:
-        return c
+        if _controller_session == session:
+            return c
+        _controller = None  # a handle from an earlier runtime session: its routers go too
+        generation += 1
     c = runtime.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
-    _controller = c
+    _controller, _controller_session = c, session
     return c
 
 
 async def controller_async() -> Any:
     """The controller's handle, from async code (the name lookup runs on a thread)."""
     c = _controller
-    if c is not None:
+    if c is not None and _controller_session == _session():
         return c
     return await asyncio.to_thread(lookup_controller)
 
 
 def set_controller(handle: Any) -> None:
-    global _controller, generation
-    _controller = handle
+    global _controller, _controller_session, generation
+    _controller, _controller_session = handle, _session()
     generation += 1
 
 
