@@ -80,3 +80,19 @@ def test_killing_a_replica_process_mid_traffic_fails_cleanly_and_replaces_it(
             serve.shutdown()
         finally:
             runtime.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_serve_works_again_after_the_runtime_restarts_without_serve_shutdown() -> None:
+    @serve.deployment
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    for i in range(2):
+        runtime.init(num_cpus=1)
+        try:
+            serve.start(http_options={"port": 0})
+            handle = serve.run(plus_one.bind(), name="p", route_prefix=None)
+            assert handle.remote(i).result(timeout_s=30) == i + 1
+        finally:
+            runtime.shutdown()  # no serve.shutdown(): the next session must not see stale state
