@@ -199,3 +199,27 @@ def test_streaming_split_shards_feed_actors_in_other_processes() -> None:
     for epoch in range(2):
         a, b = got[0][epoch], got[1][epoch]
         assert sorted(a + b) == list(range(1000)) and not set(a) & set(b)
+
+
+def test_custom_aggregate_fn_alone_and_mixed_with_built_ins() -> None:
+    df = _frame()
+    longest = data.AggregateFn(
+        init=lambda key: 0,
+        accumulate_row=lambda s, row: max(s, abs(row["v"])),
+        merge=max,
+        finalize=lambda s: round(s, 6),
+        name="maxabs(v)",
+    )
+    got = _ds(df).groupby("k").aggregate(longest, data.Mean("v"), data.Count()).to_pandas()
+    want = df.groupby("k")["v"]
+    np.testing.assert_allclose(got["maxabs(v)"], want.apply(lambda v: round(v.abs().max(), 6)))
+    np.testing.assert_allclose(got["mean(v)"], want.mean())
+    assert got["count()"].tolist() == want.size().tolist()
+    whole = _ds(df).aggregate(longest, data.Std("v"), data.Sum("v"))
+    assert whole["maxabs(v)"] == pytest.approx(round(df["v"].abs().max(), 6))
+    assert whole["std(v)"] == pytest.approx(df["v"].std())
+    assert whole["sum(v)"] == pytest.approx(df["v"].sum())
+    with pytest.raises(ValueError, match="exactly one"):
+        data.AggregateFn(init=lambda k: 0, merge=max)
+    with pytest.raises(TypeError, match="AggregateFn"):
+        _ds(df).groupby("k").aggregate("sum")

@@ -15,9 +15,10 @@ Example::
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum
+    from ._aggregate import Count, Max, Mean, Min, Std, Sum
     from ._block import BlockMetadata
     from ._context import DataContext
+    from ._custom_aggregate import AggregateFn
     from ._dataset import Dataset, GroupedData, MaterializedDataset
     from ._datasource import Datasource, ReadTask
     from ._iterator import DataIterator
@@ -76,7 +77,7 @@ __all__ = [
 # then sees a half-initialised module. Loading lazily keeps the package import trivial.
 _WHERE = {
     "ActorPoolStrategy": "_plan",
-    "AggregateFn": "_aggregate",
+    "AggregateFn": "_custom_aggregate",
     "BlockMetadata": "_block",
     "Count": "_aggregate",
     "DataContext": "_context",

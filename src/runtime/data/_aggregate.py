@@ -28,8 +28,8 @@ _PARTS = {
 
 
 @dataclass(frozen=True)
-class AggregateFn:
-    """A built-in aggregation of one column (``on=None`` with Count: rows)."""
+class BuiltinAggregate:
+    """A built-in aggregation of one column (``on=None`` with Count: rows), vectorised."""
 
     kind: str
     on: str | None = None
@@ -49,37 +49,37 @@ class AggregateFn:
         return f"{self.kind}({self.on or ''})"
 
 
-def Count(on: str | None = None, alias_name: str | None = None) -> AggregateFn:
+def Count(on: str | None = None, alias_name: str | None = None) -> BuiltinAggregate:
     """Rows per group (non-null values of ``on`` when given)."""
-    return AggregateFn("count", on, alias_name=alias_name)
+    return BuiltinAggregate("count", on, alias_name=alias_name)
 
 
-def Sum(on: str, alias_name: str | None = None) -> AggregateFn:
+def Sum(on: str, alias_name: str | None = None) -> BuiltinAggregate:
     """Sum of a column."""
-    return AggregateFn("sum", on, alias_name=alias_name)
+    return BuiltinAggregate("sum", on, alias_name=alias_name)
 
 
-def Min(on: str, alias_name: str | None = None) -> AggregateFn:
+def Min(on: str, alias_name: str | None = None) -> BuiltinAggregate:
     """Minimum of a column."""
-    return AggregateFn("min", on, alias_name=alias_name)
+    return BuiltinAggregate("min", on, alias_name=alias_name)
 
 
-def Max(on: str, alias_name: str | None = None) -> AggregateFn:
+def Max(on: str, alias_name: str | None = None) -> BuiltinAggregate:
     """Maximum of a column."""
-    return AggregateFn("max", on, alias_name=alias_name)
+    return BuiltinAggregate("max", on, alias_name=alias_name)
 
 
-def Mean(on: str, alias_name: str | None = None) -> AggregateFn:
+def Mean(on: str, alias_name: str | None = None) -> BuiltinAggregate:
     """Mean of a column."""
-    return AggregateFn("mean", on, alias_name=alias_name)
+    return BuiltinAggregate("mean", on, alias_name=alias_name)
 
 
-def Std(on: str, ddof: int = 1, alias_name: str | None = None) -> AggregateFn:
+def Std(on: str, ddof: int = 1, alias_name: str | None = None) -> BuiltinAggregate:
     """Standard deviation of a column (``ddof=1``: the sample std, as in Ray)."""
-    return AggregateFn("std", on, ddof=ddof, alias_name=alias_name)
+    return BuiltinAggregate("std", on, ddof=ddof, alias_name=alias_name)
 
 
-def _needed(aggs: list[AggregateFn]) -> list[tuple[str | None, str]]:
+def _needed(aggs: list[BuiltinAggregate]) -> list[tuple[str | None, str]]:
     out: dict[tuple[str | None, str], None] = {}
     for a in aggs:
         for part in _PARTS[a.kind]:
@@ -91,8 +91,12 @@ def _pname(col: str | None, part: str) -> str:
     return f"__{part}__{col or ''}"
 
 
-def partial(block: Block, keys: list[str], aggs: list[AggregateFn]) -> Block:
+def partial(block: Block, keys: list[str], aggs: list[Any]) -> Block:
     """The partial state of ``aggs`` over one block, one row per group."""
+    if not all(isinstance(a, BuiltinAggregate) for a in aggs):
+        from . import _custom_aggregate as custom
+
+        return custom.partial(block, keys, [custom.as_custom(a) for a in aggs])
     needed = _needed(aggs)
     for col, _ in needed:
         if col is not None and col not in block.column_names:
@@ -149,8 +153,12 @@ def _cast_numeric(block: Block, needed: list[tuple[str | None, str]]) -> Block:
     return block
 
 
-def merge(partials: list[Block], keys: list[str], aggs: list[AggregateFn]) -> Block:
+def merge(partials: list[Block], keys: list[str], aggs: list[Any]) -> Block:
     """Merge partial states and finish: one row per group (sorted by key), one column per agg."""
+    if not all(isinstance(a, BuiltinAggregate) for a in aggs):
+        from . import _custom_aggregate as custom
+
+        return custom.merge(partials, keys, [custom.as_custom(a) for a in aggs])
     import pandas as pd
 
     partials = [p for p in partials if p.num_rows]
@@ -218,7 +226,7 @@ class PartialAggregate(Transform):
 
     name = "Aggregate"
 
-    def __init__(self, keys: list[str], aggs: list[AggregateFn]) -> None:
+    def __init__(self, keys: list[str], aggs: list[Any]) -> None:
         self.keys = keys
         self.aggs = aggs
 

@@ -17,6 +17,7 @@ import runtime
 from . import _aggregate as agg
 from . import _block as B
 from . import _shuffle as shuffle
+from ._custom_aggregate import AggregateFn
 from ._executor import ExecutionStats, execute
 from ._iterator import DataIterator, prefetch_blocks
 from ._plan import (
@@ -469,7 +470,7 @@ class Dataset:
         schema = self.schema()
         return [] if schema is None else list(schema.names)
 
-    def _aggregate(self, aggs: list[agg.AggregateFn]) -> dict[str, Any]:
+    def _aggregate(self, aggs: list[Any]) -> dict[str, Any]:
         partial = self._map(agg.PartialAggregate([], aggs))
         blocks = [runtime.get(b.ref) for b in partial._execute()]
         self._stats = partial._stats
@@ -477,13 +478,13 @@ class Dataset:
         row = B.to_rows(merged)[0] if merged.num_rows else {a.name: None for a in aggs}
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
-    def aggregate(self, *aggs: agg.AggregateFn) -> dict[str, Any]:
+    def aggregate(self, *aggs: Any) -> dict[str, Any]:
         """Whole-dataset aggregations, e.g. ``ds.aggregate(Sum("x"), Mean("y"))``."""
         return self._aggregate(list(aggs))
 
     def _one(self, kind: str, on: str | list[str], **kw: Any) -> Any:
         cols = _columns_list(on, kind)
-        aggs = [agg.AggregateFn(kind, c, **kw) for c in cols]
+        aggs = [agg.BuiltinAggregate(kind, c, **kw) for c in cols]
         result = self._aggregate(aggs)
         values = [result[a.name] for a in aggs]
         return values[0] if isinstance(on, str) else dict(zip(cols, values, strict=True))
@@ -591,14 +592,15 @@ class GroupedData:
     def __repr__(self) -> str:
         return f"GroupedData(keys={self._keys})"
 
-    def aggregate(self, *aggs: agg.AggregateFn) -> Dataset:
+    def aggregate(self, *aggs: Any) -> Dataset:
         """One row per group with a column per aggregation (``Count()``, ``Sum("x")``, ...)."""
         if not aggs:
             raise ValueError("aggregate needs at least one aggregation (Count(), Sum(col), ...)")
         for a in aggs:
-            if not isinstance(a, agg.AggregateFn):
+            if not isinstance(a, (agg.BuiltinAggregate, AggregateFn)):
                 raise TypeError(
-                    f"aggregate takes Count/Sum/Min/Max/Mean/Std, got {type(a).__name__}"
+                    "aggregate takes Count/Sum/Min/Max/Mean/Std or AggregateFn objects, "
+                    f"got {type(a).__name__}"
                 )
         keys, aggs_l = self._keys, list(aggs)
         return self._ds._all_to_all(
@@ -612,7 +614,9 @@ class GroupedData:
     def _each(self, kind: str, on: str | list[str] | None, **kw: Any) -> Dataset:
         if on is None:
             raise ValueError(f"{kind} needs a column")
-        return self.aggregate(*[agg.AggregateFn(kind, c, **kw) for c in _columns_list(on, kind)])
+        return self.aggregate(
+            *[agg.BuiltinAggregate(kind, c, **kw) for c in _columns_list(on, kind)]
+        )
 
     def sum(self, on: str | list[str] | None = None) -> Dataset:
         """Sum per group, in column ``sum(on)``."""

@@ -195,9 +195,7 @@ def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[Re
     return exchange(bundles, "range", (keys[0], bounds, descending), "sort", (keys, descending), p)
 
 
-def aggregate(
-    bundles: list[RefBundle], keys: list[str], aggs: list[agg.AggregateFn]
-) -> list[RefBundle]:
+def aggregate(bundles: list[RefBundle], keys: list[str], aggs: list[Any]) -> list[RefBundle]:
     out = exchange(bundles, "agg", (keys, aggs), "agg", (keys, aggs), default_partitions(bundles))
     out = [b for b in out if b.meta.num_rows]
     return sort(out, keys, False) if len(out) > 1 else out
