@@ -170,13 +170,21 @@ class Controller:
             raise self._fatal
 
     async def _loop(self, tg: asyncio.TaskGroup) -> None:
+        idle_rounds = 0
         while not self._stop_all:
             self._wake.clear()
             self._fill(tg)
             if not self._running:
                 if self._stalled():
                     return
+                idle_rounds += 1
+                if idle_rounds > 3:  # nothing started in rounds where nothing ran
+                    raise TuneError(
+                        f"no trial can start: {len(self.trials)} trials, cluster "
+                        f"{self._total}, in use by idle trial actors {self._used}"
+                    )
                 continue
+            idle_rounds = 0
             await self._wait()
             self._save_state(force=False)
             if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -250,9 +258,10 @@ class Controller:
             trial = forced or self.scheduler.choose_trial_to_run(self)
             if trial is None:
                 return
-            if trial.status not in (Status.PENDING, Status.PAUSED) or trial.stop_requested:
-                if trial.status in (Status.PENDING, Status.PAUSED):
-                    self.stop_trial(trial)
+            if trial.status not in (Status.PENDING, Status.PAUSED):
+                return  # a scheduler that offers a running or finished trial: nothing to start
+            if trial.stop_requested:
+                self.stop_trial(trial)  # its status changes, so the loop moves on
                 continue
             actor = self._acquire(trial.resources)
             if actor is None:
