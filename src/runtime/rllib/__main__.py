@@ -4,8 +4,9 @@
         --stop '{"env_runners/episode_return_mean": 450}' --checkpoint-dir /tmp/ppo
     python -m runtime.rllib evaluate /tmp/ppo --episodes 10
 
-``--address`` joins a running cluster (``auto`` or ``HOST:PORT``); without it a local mesh of
-``--num-cpus`` nodes is started for the command.
+For ``train``, ``--address`` joins a running cluster (``auto`` or ``HOST:PORT``); without it a
+local mesh of ``--num-cpus`` nodes is started for the command. ``evaluate`` runs its greedy
+episodes in this process and needs no cluster.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from runtime.rllib import Algorithm
 
-    algo = Algorithm.from_checkpoint(args.checkpoint)
+    # Evaluation runs in this process: the algorithm is rebuilt without env-runner actors.
+    algo = Algorithm.from_checkpoint(args.checkpoint, num_env_runners=0)
     try:
         algo.config.evaluation(evaluation_duration=args.episodes)
         print(json.dumps(algo.evaluate()["env_runners"], indent=2))
@@ -109,9 +111,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)  # no cluster needed: greedy episodes in this process
     runtime.init(address=args.address, num_cpus=args.num_cpus)
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
+        return _train(args)
     finally:
         runtime.shutdown()
 

@@ -340,13 +340,18 @@ class Algorithm:
         return blob
 
     @classmethod
-    def from_checkpoint(cls, path: Any) -> Algorithm:
-        """A new algorithm (runners started) in the state saved at ``path``."""
+    def from_checkpoint(cls, path: Any, **overrides: Any) -> Algorithm:
+        """A new algorithm (runners started) in the state saved at ``path``.
+
+        ``overrides`` replace saved settings, e.g. ``num_env_runners=0`` to evaluate in
+        this process without starting actors.
+        """
         blob = cls._read_checkpoint(path)
         algo_cls = cls
         if cls is Algorithm or not issubclass(_load_class(blob["algorithm_class"]), cls):
             algo_cls = _load_class(blob["algorithm_class"])
-        algo = algo_cls(config=algo_cls.config_class.from_dict(blob["config"]))
+        config = algo_cls.config_class.from_dict(blob["config"]).update_from_dict(overrides)
+        algo = algo_cls(config=config)
         algo.set_state(blob["state"])
         return algo
 
