@@ -400,3 +400,17 @@ def test_time_budget_ends_the_experiment(storage: str) -> None:
     ).fit()
     assert all(r.metrics.get("training_iteration", 0) < 10**7 for r in grid)
     assert all(r.status in ("TERMINATED", "PENDING") for r in grid)
+
+
+def test_max_failures_retries_a_trial_that_raised(storage: str) -> None:
+    marker = os.path.join(storage, "marker")
+    grid = tune.run(
+        tr.flaky,
+        config={"marker": marker},
+        max_failures=1,
+        storage_path=storage,
+        verbose=0,
+    )
+    assert grid.num_terminated == 1 and grid[0].metrics["ok"] == 1
+    with open(os.path.join(grid[0].path, "error.txt")) as f:
+        assert "first attempt fails" in f.read()  # the failure is kept on record

@@ -148,3 +148,34 @@ def test_pbt_needs_mutations() -> None:
 def test_bad_scheduler_settings_raise(make: object) -> None:
     with pytest.raises(ValueError):
         make()  # type: ignore[operator]
+
+
+def test_pbt_saves_and_clones_class_trainables(cluster: object, storage: str) -> None:
+    pbt = tune.PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_mutations={"lr": [0.1, 0.2, 0.3, 0.4]},
+        quantile_fraction=0.5,
+        seed=0,
+    )
+    grid = tune.run(
+        tr.Climber,
+        config={
+            "lr": tune.grid_search([0.1, 0.4]),
+            "barrier": os.path.join(storage, "barrier"),
+            "peers": 2,
+        },
+        metric="score",
+        mode="max",
+        scheduler=pbt,
+        stop={"training_iteration": 8},
+        storage_path=storage,
+        verbose=0,
+    )
+    assert grid.num_terminated == 2
+    assert pbt.exploits, "PBT never exploited"
+    recipient, donor, _ = pbt.exploits[0]
+    by_id = {r.trial_id: r for r in grid}
+    with open(os.path.join(by_id[recipient].path, "result.json")) as f:
+        origins = {json.loads(line)["origin"] for line in f}
+    assert donor in origins  # the recipient ran on from the donor's saved state

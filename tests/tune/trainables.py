@@ -151,3 +151,45 @@ def scored_checkpoints(config: dict[str, Any]) -> None:
     """Reports a checkpoint with each of ``config["scores"]``."""
     for score in config["scores"]:
         tune.report({"acc": score}, checkpoint=tune.Checkpoint.from_dict({"acc": score}))
+
+
+def _wait_for_peers(folder: str, me: str, count: int, timeout: float = 30.0) -> None:
+    """A barrier between trials: mark this one started, wait until ``count`` have."""
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, me), "w").close()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class Climber(tune.Trainable):
+    """A class trainable for PBT: score grows by ``lr`` per step; saved as a dict. The first
+    run of each trial waits for its peers, so the population really runs side by side."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.score = 0.0
+        self.origin = ""
+        self.waited = False
+
+    def step(self) -> dict[str, Any]:
+        if not self.waited:
+            self.waited = True
+            _wait_for_peers(self.config["barrier"], self.trial_id, self.config["peers"])
+        time.sleep(0.02)
+        self.score += self.config["lr"]
+        return {"score": self.score, "origin": self.origin or self.trial_id}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"score": self.score, "writer": self.trial_id}
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        self.score, self.origin = checkpoint["score"], checkpoint["writer"]
+
+
+def flaky(config: dict[str, Any]) -> None:
+    """Raises on its first run (a marker file remembers), then succeeds."""
+    marker = config["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    tune.report({"ok": 1})
