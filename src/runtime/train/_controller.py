@@ -43,6 +43,7 @@ logger = logging.getLogger("runtime.train")
 _POLL_S = 0.5
 _SETUP_TIMEOUT_S = 120.0
 _PLACE_LOG_S = 30.0
+_GRACE_S = 10.0  # after a failure, how long the other ranks may finish reports already begun
 
 OnReport = Callable[[dict[str, Any], Checkpoint | None], None]
 
@@ -193,6 +194,46 @@ def _gpu_ids(spec: RunSpec, ctx: TrainContext, where: dict[str, Any]) -> list[st
     return pool[ctx.local_rank * per_rank : (ctx.local_rank + 1) * per_rank]
 
 
+class _MonitorState:
+    """What the controller knows about the ranks' reports during one attempt."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pending: dict[int, dict[int, tuple[dict[str, Any], str | None]]] = {}
+        self.finished: set[int] = set()
+        now = time.monotonic()
+        self.last_seen = dict.fromkeys(range(n), now)
+        self.warned = dict.fromkeys(range(n), now)
+        self.last_index = dict.fromkeys(range(n), 0)
+
+    def handle(self, rank: int, event: tuple[Any, ...]) -> tuple[str, Any] | None:
+        """Record one event; for an error, (traceback text, the exception or None)."""
+        kind = event[0]
+        if kind == "report":
+            _, index, metrics, staged, _t = event
+            self.pending.setdefault(index, {})[rank] = (metrics, staged)
+            self.last_index[rank] = index
+            self.last_seen[rank] = time.monotonic()
+        elif kind in ("done", "stopped"):
+            self.finished.add(rank)
+        elif kind == "error":
+            self.finished.add(rank)
+            _, _, text, blob = event
+            cause = None
+            if blob is not None:
+                with contextlib.suppress(Exception):
+                    cause = pickle.loads(blob)
+            return text, cause
+        return None
+
+    def caught_up(self, failed: int, n: int) -> bool:
+        """Every other rank has made the reports the failed rank made (or is gone)."""
+        target = self.last_index[failed]
+        return all(
+            r == failed or r in self.finished or self.last_index[r] >= target for r in range(n)
+        )
+
+
 class Controller:
     """Runs a :class:`RunSpec` to a :class:`Result`."""
 
@@ -323,55 +364,62 @@ class Controller:
 
     def _monitor(self, group: _Group, n: int) -> None:
         timeout = self.spec.failure.report_timeout_s
-        pending: dict[int, dict[int, tuple[dict[str, Any], str | None]]] = {}
-        finished: set[int] = set()
-        now = time.monotonic()
-        last_seen = dict.fromkeys(range(n), now)
-        warned = dict.fromkeys(range(n), now)
+        st = _MonitorState(n)
         outstanding = {a.poll.remote(_POLL_S): rank for rank, a in enumerate(group.actors)}
-        while len(finished) < n:
+        failure: RankFailure | None = None
+        failure_rank, grace_until = -1, 0.0
+        while len(st.finished) < n:
+            if failure is not None and (
+                time.monotonic() > grace_until or st.caught_up(failure_rank, n)
+            ):
+                break
             ready, _ = runtime.wait(list(outstanding), num_returns=1, timeout=_POLL_S * 2)
             for ref in ready:
                 rank = outstanding.pop(ref)
                 try:
                     events = runtime.get(ref)
                 except RuntimeBaseError as exc:
-                    raise RankFailure(f"{group.describe(rank)} died: {exc}", exc) from exc
+                    st.finished.add(rank)
+                    if failure is None:
+                        failure = RankFailure(f"{group.describe(rank)} died: {exc}", exc)
+                        failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
+                    continue
                 for event in events:
-                    kind = event[0]
-                    if kind == "report":
-                        _, index, metrics, staged, _t = event
-                        pending.setdefault(index, {})[rank] = (metrics, staged)
-                        self.next_index = max(self.next_index, index + 1)
-                        last_seen[rank] = time.monotonic()
-                    elif kind in ("done", "stopped"):
-                        finished.add(rank)
-                    elif kind == "error":
-                        self._complete(pending, finished, n)  # reports made before it count
-                        _, _, text, blob = event
-                        cause = None
-                        if blob is not None:
-                            with contextlib.suppress(Exception):
-                                cause = pickle.loads(blob)
-                        raise RankFailure(f"{group.describe(rank)} raised:\n{text}", cause)
-                self._complete(pending, finished, n)
-                if rank not in finished:
+                    error = st.handle(rank, event)
+                    if error is not None and failure is None:
+                        failure = RankFailure(f"{group.describe(rank)} raised:\n{error[0]}")
+                        failure.cause = error[1]
+                        failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
+                    self.next_index = max(self.next_index, st.last_index[rank] + 1)
+                if failure is None:
+                    self._complete(st.pending, st.finished, n)
+                if rank not in st.finished:
                     outstanding[group.actors[rank].poll.remote(_POLL_S)] = rank
-            if timeout is not None:
-                now = time.monotonic()
-                for rank in range(n):
-                    quiet = now - last_seen[rank]
-                    if rank not in finished and quiet > timeout and now - warned[rank] > timeout:
-                        warned[rank] = now
-                        logger.warning(
-                            "%s on host %s has not reported for %.1f s (report_timeout_s=%g); "
-                            "it may be hung",
-                            group.describe(rank),
-                            group.where[rank]["host"] if group.where else "?",
-                            quiet,
-                            timeout,
-                        )
-        self._complete(pending, finished, n, final=True)
+            if timeout is not None and failure is None:
+                self._warn_quiet(group, st, timeout)
+        if failure is not None:
+            # Reports every rank made before the failure still count (their checkpoint is
+            # the one the next group resumes from); the others are dropped.
+            target = st.last_index[failure_rank]
+            made = {i: got for i, got in st.pending.items() if i <= target}
+            self._complete(made, st.finished | {failure_rank}, n)
+            raise failure
+        self._complete(st.pending, st.finished, n, final=True)
+
+    def _warn_quiet(self, group: _Group, st: _MonitorState, timeout: float) -> None:
+        now = time.monotonic()
+        for rank in range(st.n):
+            quiet = now - st.last_seen[rank]
+            if rank not in st.finished and quiet > timeout and now - st.warned[rank] > timeout:
+                st.warned[rank] = now
+                logger.warning(
+                    "%s on host %s has not reported for %.1f s (report_timeout_s=%g); "
+                    "it may be hung",
+                    group.describe(rank),
+                    group.where[rank]["host"] if group.where else "?",
+                    quiet,
+                    timeout,
+                )
 
     def _complete(
         self,
