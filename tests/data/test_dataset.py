@@ -203,3 +203,35 @@ def test_count_uses_read_task_metadata_without_running_them() -> None:
             return [data.ReadTask(never, data.BlockMetadata(10, 80)) for _ in range(3)]
 
     assert data.read_datasource(Counted()).map(lambda r: r).count() == 30
+
+
+def _count_and_wait(batch: dict[str, np.ndarray], directory: str) -> dict[str, np.ndarray]:
+    import os
+    import time
+
+    with open(os.path.join(directory, f"{int(batch['id'][0])}"), "w"):
+        pass
+    if batch["id"][0] > 0:
+        time.sleep(0.5)  # a slow block: the consumer stops long before these finish
+    return batch
+
+
+@pytest.mark.timeout(60)
+def test_stopping_early_cancels_the_work_not_yet_started(tmp_path: object) -> None:
+    import os
+
+    directory = str(tmp_path)
+    ctx = data.DataContext.get_current()
+    old = ctx.max_tasks_in_flight_per_op
+    ctx.max_tasks_in_flight_per_op = 100  # all 100 tasks are submitted at once
+    try:
+        ds = data.range(100_000, override_num_blocks=100).map_batches(
+            _count_and_wait, fn_kwargs={"directory": directory}, batch_size=None
+        )
+        assert ds.take(3) == [{"id": 0}, {"id": 1}, {"id": 2}]
+    finally:
+        ctx.max_tasks_in_flight_per_op = old
+    # A task queued after them runs once the cancelled ones are out of the way; uncancelled,
+    # all 100 would run first (about 25 s on 2 CPUs).
+    runtime.get([runtime.remote(lambda: None).remote() for _ in range(2)])
+    assert len(os.listdir(directory)) < 50

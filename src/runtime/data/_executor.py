@@ -249,11 +249,19 @@ class _Stage:
         return not self.inbox and not self.in_flight and not self.outputs
 
     def close(self) -> None:
-        """Stop: drop queued input and forget running work (its results are discarded)."""
+        """Stop: drop queued input and cancel running work (its results are not wanted)."""
         self.closed = True
         self.inbox.clear()
-        self.in_flight.clear()
+        self.cancel_running()
         self.outputs.clear()
+
+    def cancel_running(self) -> None:
+        """Cancel this stage's tasks still queued or running (a limit was reached, or the
+        consumer stopped early): queued ones never start, running ones see the request."""
+        for meta_ref in list(self.in_flight):
+            with contextlib.suppress(Exception):  # finished meanwhile, or its node is gone
+                runtime.cancel(meta_ref)
+        self.in_flight.clear()
 
     def shutdown(self) -> None:
         pass
@@ -590,6 +598,7 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                 owners[r].on_ready(r)
     finally:
         for s in stages:
+            s.cancel_running()
             s.shutdown()
         progress.update(force=True)
         stats.wall_s = time.perf_counter() - t0
