@@ -111,7 +111,14 @@ def test_pbt_clones_a_better_trials_checkpoint_and_perturbs_its_config(
     )
     grid = tune.run(
         tr.pbt_member,
-        config={"lr": tune.grid_search([0.1, 0.4])},
+        config={
+            "lr": tune.grid_search([0.1, 0.4]),
+            "barrier": os.path.join(storage, "barrier"),
+            "peers": 2,
+            # The better trial runs longer, so it is still alive when the worse one exploits.
+            "iters": tune.sample_from(lambda spec: 30 if spec.config.lr == 0.4 else 12),
+            "sleep": 0.01,
+        },
         metric="score",
         mode="max",
         scheduler=pbt,
@@ -168,7 +175,7 @@ def test_pbt_saves_and_clones_class_trainables(cluster: object, storage: str) ->
         metric="score",
         mode="max",
         scheduler=pbt,
-        stop={"training_iteration": 8},
+        stop={"training_iteration": 20},
         storage_path=storage,
         verbose=0,
     )

@@ -62,13 +62,17 @@ def counter_with_checkpoints(config: dict[str, Any]) -> None:
 
 
 def pbt_member(config: dict[str, Any]) -> None:
-    """Score grows by ``lr`` per step; checkpoints carry the writer's id and the score."""
+    """Score grows by ``lr`` per step; checkpoints carry the writer's id and the score.
+    With ``barrier``, the first run of each trial waits until ``peers`` trials started."""
     score, origin = 0.0, tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         state = checkpoint.to_dict()
         score, origin = state["score"], state["writer"]
-    for _ in range(12):
+    elif "barrier" in config:
+        _wait_for_peers(config["barrier"], origin, config["peers"])
+    for _ in range(config.get("iters", 12)):
+        time.sleep(config.get("sleep", 0.0))
         score += config["lr"]
         ckpt = tune.Checkpoint.from_dict(
             {"score": score, "writer": tune.get_context().get_trial_id()}
