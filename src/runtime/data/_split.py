@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import runtime
 
+from ._context import DataContext
 from ._executor import execute
 from ._iterator import DataIterator
 from ._plan import LogicalOp, RefBundle
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 class _SplitCoordinator:
     """The actor behind streaming_split (a sync actor: its methods run in threads)."""
 
-    def __init__(self, op: LogicalOp, n: int, equal: bool) -> None:
+    def __init__(self, op: LogicalOp, n: int, equal: bool, ctx: DataContext) -> None:
+        DataContext._current = ctx  # the driver's settings, in this process
         self.op = op
         self.n = n
         self.equal = equal
@@ -85,6 +87,8 @@ class _SplitBundles:
 
 def streaming_split(ds: Dataset, n: int, equal: bool) -> list[DataIterator]:
     coordinator = (
-        runtime.remote(_SplitCoordinator).options(max_concurrency=n + 1).remote(ds._op, n, equal)
+        runtime.remote(_SplitCoordinator)
+        .options(max_concurrency=n + 1)
+        .remote(ds._op, n, equal, DataContext.get_current())
     )
     return [DataIterator(_SplitBundles(coordinator, i), f"split {i} of {n}") for i in range(n)]
