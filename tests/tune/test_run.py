@@ -414,3 +414,16 @@ def test_max_failures_retries_a_trial_that_raised(storage: str) -> None:
     assert grid.num_terminated == 1 and grid[0].metrics["ok"] == 1
     with open(os.path.join(grid[0].path, "error.txt")) as f:
         assert "first attempt fails" in f.read()  # the failure is kept on record
+
+
+def test_fail_fast_raise_stops_the_experiment_and_raises(storage: str) -> None:
+    with pytest.raises(tune.TuneError, match="bad config 3"):
+        tune.Tuner(
+            tr.failing,
+            param_space={"fail": True, "x": 3},
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                verbose=0,
+                failure_config=tune.FailureConfig(fail_fast="raise"),
+            ),
+        ).fit()
