@@ -251,3 +251,29 @@ def test_ten_thousand_queued_calls_keep_their_order_and_memory_stays_bounded(clu
     rss = psutil.Process(node_pid).memory_info().rss
     assert rss < 300 << 20, f"the node holds {rss >> 20} MB after 10,000 calls"
     assert runtime.get(c.history.remote())[-3:] == [1, 1, 1]
+
+
+def test_killing_an_async_actor_fails_its_running_calls_at_once(cluster):
+    @runtime.remote(max_restarts=1)
+    class Sleeper:
+        def __init__(self):
+            self.sleeping = 0
+
+        async def sleep(self, seconds):
+            self.sleeping += 1
+            await asyncio.sleep(seconds)
+            return "slept"
+
+        async def sleeping_now(self):
+            return self.sleeping
+
+    s = Sleeper.remote()
+    running = s.sleep.remote(60)
+    deadline = time.monotonic() + 20
+    while runtime.get(s.sleeping_now.remote()) == 0:  # the call runs: it is in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    runtime.kill(s, no_restart=False)
+    with pytest.raises(ActorDiedError, match="may have run"):
+        runtime.get(running, timeout=10)  # not when the 60 s sleep would have ended
+    assert runtime.get(s.sleep.remote(0), timeout=30) == "slept"  # restarted

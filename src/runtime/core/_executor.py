@@ -940,7 +940,14 @@ class HostedActor:
         if not lane.async_starting and lane.mailbox:
             # Runs once this call reaches its first await, so it has started first.
             self.worker.loop.call_soon(self._pump, lane)
-        done, bufs = await call_async(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
+        try:
+            done, bufs = await call_async(
+                self.worker, job, ctx, f"{self.spec.class_name}.{job.name}"
+            )
+        except asyncio.CancelledError:
+            if self.state != DEAD:
+                raise
+            done, bufs = p.TaskDone(job.task_id), []  # _finish answers with the death
         lane.running_async -= 1
         self._finish(job, done, bufs)
         if lane.mailbox:
@@ -977,7 +984,11 @@ class HostedActor:
             return
         self.state = DEAD
         self._reason = reason
-        for lane in self.all_lanes():
+        lanes = self.all_lanes()
+        for job in list(self.executor.jobs.values()):  # running async calls stop now
+            if job.lane in lanes and job.atask is not None and not job.atask.done():
+                job.atask.cancel()
+        for lane in lanes:
             mailbox, lane.mailbox = lane.mailbox, deque()
             for job in mailbox:
                 self.executor.jobs.pop(job.task_id, None)

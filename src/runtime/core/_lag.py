@@ -68,17 +68,32 @@ class LoopLagMonitor:
             reported = stamp
             frame = sys._current_frames().get(self._loop_thread)
             culprit = describe(frame)
+            by_user_call = culprit_is_a_call(frame)
             # Wait for the loop to come back, to report how long it was blocked in all.
             while self._stamp == stamp and not self._stop.wait(self.period):
                 pass
             total = time.monotonic() - stamp - self.period
             self.worst = max(self.worst, total)
-            log.warning(
-                "the event loop was blocked for %.2f s by %s; run blocking code in a plain "
-                "`def` method (it runs off the loop) or await it in a thread",
-                total,
-                culprit,
-            )
+            if by_user_call:
+                log.warning(
+                    "the event loop was blocked for %.2f s by %s; run blocking code in a plain "
+                    "`def` method (it runs off the loop) or await it in a thread",
+                    total,
+                    culprit,
+                )
+            else:  # the runtime's own work (e.g. an import while unpickling), or a thread
+                # holding the GIL: nothing the user's async code can change, so not a warning
+                log.info("the event loop could not run for %.2f s (at %s)", total, culprit)
+
+
+def culprit_is_a_call(frame: FrameType | None) -> bool:
+    """True when an async task or actor method is what runs on the loop thread."""
+    f = frame
+    while f is not None:
+        if f.f_code.co_name in _CALL_FRAMES:
+            return True
+        f = f.f_back
+    return False
 
 
 def describe(frame: FrameType | None) -> str:
