@@ -92,28 +92,27 @@ def test_checkpoint_round_trip_gives_identical_greedy_actions(tmp_path: Path) ->
 
 @pytest.mark.timeout(200)
 def test_same_seed_on_one_runner_gives_the_same_results() -> None:
-    def run() -> list[tuple[float, float, float]]:
+    def run() -> list[dict[str, Any]]:
         config = cartpole(num_env_runners=1, num_envs_per_env_runner=2).training(
             train_batch_size=400, num_epochs=2
         )
         algo = config.build()
         try:
-            out = []
-            for _ in range(2):
-                r = algo.train()
-                stats = r["learners"]["default_policy"]
-                out.append(
-                    (
-                        r["env_runners"]["episode_return_mean"],
-                        stats["policy_loss"],
-                        stats["vf_loss"],
-                    )
-                )
-            return out
+            return [algo.train() for _ in range(3)]
         finally:
             algo.stop()
 
-    assert run() == run()
+    first, second = run(), run()
+    for a, b in zip(first, second, strict=True):
+        # The same episodes, step for step ...
+        for key in ("episode_return_mean", "episode_return_min", "episode_len_mean"):
+            assert a["env_runners"][key] == b["env_runners"][key], key
+        assert a["num_episodes_lifetime"] == b["num_episodes_lifetime"]
+        # ... and the same learning, up to float rounding (CPU BLAS kernels may round the
+        # last bits differently with the buffers' memory alignment).
+        la, lb = a["learners"]["default_policy"], b["learners"]["default_policy"]
+        for key in ("policy_loss", "vf_loss", "entropy"):
+            assert la[key] == pytest.approx(lb[key], rel=1e-4, abs=1e-7), key
 
 
 @pytest.mark.timeout(200)

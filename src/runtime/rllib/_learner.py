@@ -67,11 +67,12 @@ class NumpyMLP:
 
     def __init__(self, seq: nn.Sequential):
         self.seq = seq
+        self.params = list(seq.parameters())
         self.key: tuple[int, ...] = ()
         self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
 
     def _refresh(self) -> None:
-        key = tuple(p._version for p in self.seq.parameters())
+        key = tuple(p._version for p in self.params)
         if key == self.key:
             return
         modules = list(self.seq)
@@ -93,7 +94,9 @@ class NumpyMLP:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self._refresh()
         for w, b, act in self.layers:
-            x = x @ w + b
+            # einsum, not BLAS: BLAS kernels may round differently with the buffers'
+            # alignment, which would break "same seed, same results".
+            x = np.einsum("bi,io->bo", x, w) + b
             if act == "tanh":
                 x = np.tanh(x)
             elif act == "relu":
@@ -152,7 +155,10 @@ class TorchLearner:
         torch.set_num_threads(1)  # two cores are shared with the env runners
         self.module = module
         self.grad_clip = grad_clip
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=lr, eps=1e-5)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        # foreach: multi-tensor kernels instead of a Python loop over the parameters (the loop
+        # is most of an update's cost for these small networks).
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, foreach=True)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -162,7 +168,7 @@ class TorchLearner:
         """One gradient step on ``loss``; returns the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.module.parameters() if p.grad is not None]
+        params = [p for p in self.params if p.grad is not None]
         if self.grad_clip is not None:
             norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
         else:

@@ -117,7 +117,7 @@ class ActorCritic(nn.Module):
     def act(
         self, obs: Any, explore: bool, rng: np.random.Generator
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actions for a batch of observations, and their log-probabilities (for the loss).
+        """Actions for a batch of observations, and their log-probabilities.
 
         Env runners call this once per env step, so it runs in numpy (see ``NumpyMLP``):
         the same math as ``distribution`` + ``log_prob``, sampled with the runner's ``rng``.
@@ -243,7 +243,7 @@ class PPO(Algorithm):
 
         # GAE per runner batch ([T, N]), with values from the weights that sampled it.
         columns: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("obs", "actions", "action_logp", "advantages", "value_targets")
+            k: [] for k in ("obs", "actions", "advantages", "value_targets")
         }
         space = self.observation_space
         for b in batches:
@@ -266,12 +266,17 @@ class PPO(Algorithm):
             )
             columns["obs"].append(flat_obs.numpy())
             columns["actions"].append(b["actions"].reshape(t * n, *b["actions"].shape[2:]))
-            columns["action_logp"].append(b["action_logp"].reshape(-1))
             columns["advantages"].append(adv.reshape(-1))
             columns["value_targets"].append(targets.reshape(-1))
-        data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items()}
+        data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items() if v}
         if not self.module.discrete:
             data["actions"] = data["actions"].float()
+        # The behaviour policy's log-probs. Sampling is synchronous, so the learner's weights
+        # right now are the ones that sampled the batch: computing them here in torch (rather
+        # than taking the runners' numpy values) keeps a seeded run bit-for-bit repeatable.
+        with torch.no_grad():
+            dist = self.module.distribution(data["obs"])
+            data["action_logp"] = self.module.log_prob(dist, data["actions"])
 
         # num_epochs passes over shuffled minibatches.
         size = len(data["advantages"])
