@@ -123,6 +123,7 @@ class Job:
     bundle: tuple[bytes, int] | None = None
     env: Prepared | None = None
     lane: _Lane | None = None
+    attempt: int = 0
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
@@ -291,8 +292,8 @@ class Executor:
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
-        #: Small answers of recent calls, by task id (see duplicate()).
-        self.answered: OrderedDict[bytes, p.TaskDone] = OrderedDict()
+        #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
+        self.answered: OrderedDict[tuple[bytes, int], p.TaskDone] = OrderedDict()
         self.envs = EnvManager(worker)
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
@@ -308,30 +309,36 @@ class Executor:
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def duplicate(self, conn: Connection, task_id: bytes) -> bool:
-        """The task id is the idempotency key of a call: a call sent again (its answer was
-        lost with a connection) is not run twice; it gets the first run's answer."""
-        if task_id in self.jobs:
+    def duplicate(self, conn: Connection, task_id: bytes, attempt: int = 0) -> bool:
+        """(task id, attempt) is the idempotency key of a call: a call sent again (its answer
+        was lost with a connection) is not run twice; it gets the first run's answer. A retry
+        that is meant to run again carries the next attempt number."""
+        job = self.jobs.get(task_id)
+        if job is not None and job.attempt == attempt:
             return True  # still running: its answer goes out when it finishes
-        answer = self.answered.get(task_id)
+        answer = self.answered.get((task_id, attempt))
         if answer is None:
             return False
         conn.send(answer)
         return True
 
-    def remember(self, done: p.TaskDone, bufs: list[Any]) -> None:
-        if bufs or (
-            done.error is None
-            and sum(ser.total_size(v) if isinstance(v, p.Value) else 0 for v in done.returns)
-            > _ANSWER_KEEP_BYTES
+    def remember(self, done: p.TaskDone, bufs: list[Any], attempt: int = 0) -> None:
+        """Keep a small answer of a call that ran (a value, or the user's error)."""
+        if bufs:
+            return
+        if done.error is not None:
+            if not ser.is_application_error(done.error):
+                return  # "did not run / may have run" answers must not stick
+        elif sum(ser.total_size(v) for v in done.returns if isinstance(v, p.Value)) > (
+            _ANSWER_KEEP_BYTES
         ):
             return
-        self.answered[done.task_id] = done
+        self.answered[(done.task_id, attempt)] = done
         if len(self.answered) > _MAX_ANSWERED:
             self.answered.popitem(last=False)
 
     def on_submit_task(self, conn: Connection, msg: p.SubmitTask, raw: memoryview) -> None:
-        if self.duplicate(conn, msg.task_id):
+        if self.duplicate(conn, msg.task_id, msg.attempt):
             return
         try:
             # With a runtime_env the function may live in a module it ships: load it later.
@@ -351,6 +358,7 @@ class Executor:
             is_async,
             dict(msg.resources),
         )
+        job.attempt = msg.attempt
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
         if msg.bundle is not None:
@@ -436,7 +444,7 @@ class Executor:
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
         self.jobs.pop(job.task_id, None)
-        self.remember(done, bufs)
+        self.remember(done, bufs, job.attempt)
         job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)

@@ -269,6 +269,8 @@ class SubmitTask(_Msg, tag=40):
     strategy: Any = None
     #: runtime_env in wire form (see _runtime_env.prepare), or None.
     runtime_env: Any = None
+    #: Which try this is: (task_id, attempt) is the idempotency key of a task.
+    attempt: int = 0
 
 
 class CallActor(_Msg, tag=41):

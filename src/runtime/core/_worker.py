@@ -752,6 +752,7 @@ class Worker(ObjectPlane, ActorCaller):
         if retry.retries_left > 0:
             retry.retries_left -= 1
         retry.failures.append(why)
+        retry.msg.attempt += 1  # a new try, meant to run again (not a resend of the last)
         log.info("retrying task %s: %s", task.name, why)
         if retry.msg.args.refs:
             self.refs.pin(retry.msg.args.refs)  # the last try released its pins, or died with them
