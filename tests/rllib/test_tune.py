@@ -64,3 +64,39 @@ def test_tuner_takes_a_config_object_and_checkpoints_restore(tmp_path: Path) -> 
         assert algo.config.env == "CartPole-v1"  # the config object's settings came along
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(300)
+def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> None:
+    # Ranking trials by their learning rate makes the lr=1e-4 trial the bottom one for sure,
+    # so PBT clones the top trial's PPO checkpoint into it.
+    pbt = tune.PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=1,
+        hyperparam_mutations={"lr": [1e-4, 3e-4, 1e-3]},
+        quantile_fraction=0.5,
+        seed=0,
+    )
+    results = tune.run(
+        "PPO",
+        config={**small_ppo().to_dict(), "lr": tune.grid_search([1e-4, 1e-3])},
+        stop={"training_iteration": 3},
+        metric="learners/default_policy/curr_lr",
+        mode="max",
+        scheduler=pbt,
+        storage_path=str(tmp_path),
+        verbose=0,
+    )
+    assert len(results) == 2
+    assert not results.errors
+    for result in results:
+        assert result.metrics["training_iteration"] == 3
+        # The lifetime counter came through every checkpoint restore: 3 iterations x 200.
+        assert result.metrics["num_env_steps_sampled_lifetime"] == 600
+    cloned = list(tmp_path.glob("*/*/checkpoint_pbt_*/algorithm_state.pkl"))
+    assert cloned, "PBT cloned no PPO checkpoint"
+    algo = Algorithm.from_checkpoint(cloned[0].parent)
+    try:
+        assert algo.iteration >= 1
+    finally:
+        algo.stop()
