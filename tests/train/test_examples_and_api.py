@@ -39,6 +39,13 @@ def test_train_mlp_example_trains_checkpoints_and_evaluates(tmp_path: Path) -> N
     assert accuracy > 0.6, stdout
 
 
+@pytest.mark.timeout(120)
+def test_train_tune_example_tunes_the_learning_rate(tmp_path: Path) -> None:
+    stdout = _run_example("train_tune.py", tmp_path)
+    assert "lr=0.005: accuracy" in stdout and "lr=0.05: accuracy" in stdout
+    assert "best lr: 0.05" in stdout, stdout
+
+
 def test_public_names_are_the_documented_ones() -> None:
     assert sorted(train.__all__) == [
         "Backend",

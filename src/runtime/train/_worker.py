@@ -9,6 +9,7 @@ previous loop's thread to end and for its process group to be gone.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import inspect
 import os
@@ -28,7 +29,7 @@ from ._checkpoint import Checkpoint
 from ._context import TrainContext
 from ._session import Event, RankSession, StopRank
 
-_PREVIOUS_WAIT_S = 30.0
+_PREVIOUS_WAIT_S = 3.0  # then go on: a loop stuck in a dead group's collective ends at its timeout
 _previous: threading.Thread | None = None  # the last loop thread run in this process
 _original_cuda: str | None = os.environ.get("CUDA_VISIBLE_DEVICES")
 
@@ -138,12 +139,15 @@ class RankActor:
             session.events.put(("stopped", rank))
         except BaseException as exc:
             session.events.put(_error_event(rank, exc))
+            exc.__traceback__ = None  # the loop's frames hold the model (and its process group)
         finally:
             if started:
                 # Closing this rank's process group makes peers blocked in a collective fail
-                # now rather than at the collective timeout.
+                # now rather than at the collective timeout. The group's sockets close only
+                # once nothing holds it (DDP models do), hence the collection.
                 with contextlib.suppress(BaseException):
                     backend.on_shutdown(session.context)
+                gc.collect()
             _session.install(None)
 
     def poll(self, timeout: float) -> list[Event]:

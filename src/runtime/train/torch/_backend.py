@@ -27,6 +27,7 @@ class TorchBackend(Backend):
 
     def __init__(self, config: TorchConfig) -> None:
         self.config = config
+        self._group: object = None  # the default process group this rank created
 
     def on_start(self, context: TrainContext, master_addr: str, master_port: int) -> None:
         import torch
@@ -34,7 +35,9 @@ class TorchBackend(Backend):
 
         torch.set_num_threads(1)  # a rank holds one CPU; torch would use every core
         if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()  # left by an earlier group in this node process
+            # left by an earlier group in this node process whose loop is still stuck in a
+            # collective (it fails there at its timeout and exits on its own)
+            dist.destroy_process_group()
         backend = self.config.backend or ("nccl" if context.use_gpu else "gloo")
         if context.use_gpu:
             torch.cuda.set_device(0)  # CUDA_VISIBLE_DEVICES holds this rank's GPU(s)
@@ -55,12 +58,16 @@ class TorchBackend(Backend):
             world_size=context.world_size,
             timeout=datetime.timedelta(seconds=self.config.timeout_s),
         )
+        self._group = dist.distributed_c10d._get_default_group()
 
     def on_shutdown(self, context: TrainContext) -> None:
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        # Only the group this rank made: a loop of an earlier group that outlived its
+        # teardown (stuck in a collective) must not destroy the next group's.
+        if dist.is_initialized() and dist.distributed_c10d._get_default_group() is self._group:
             dist.destroy_process_group()
+        self._group = None
 
 
 @dataclass
