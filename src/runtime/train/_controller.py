@@ -65,6 +65,7 @@ class RunSpec:
     metadata: dict[str, Any] | None
     verbose: int
     on_report: OnReport | None = None
+    in_tune: bool = False
 
 
 class RankFailure(Exception):
@@ -128,7 +129,7 @@ class _Group:
             remove_placement_group(self.pg)
 
 
-def _place(scaling: ScalingConfig) -> PlacementGroup:
+def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
     """A placed group of ``num_workers`` bundles; WorkerGroupError if it can never be."""
     check_fits(scaling)
     bundle = scaling.bundle()
@@ -151,10 +152,11 @@ def _place(scaling: ScalingConfig) -> PlacementGroup:
         if time.monotonic() - last_log > _PLACE_LOG_S:
             last_log = time.monotonic()
             logger.warning(
-                "waiting %.0f s for resources for %d ranks of %s (other work holds them)",
+                "waiting %.0f s for resources for %d ranks of %s (other work holds them)%s",
                 last_log - started,
                 scaling.num_workers,
                 bundle,
+                hint,
             )
 
 
@@ -355,7 +357,13 @@ class Controller:
     def _attempt(self) -> None:
         spec = self.spec
         n = spec.scaling.num_workers
-        group = _Group(_place(spec.scaling))
+        hint = ""
+        if spec.in_tune:
+            hint = (
+                "; inside a Tune trial, give the trial itself no CPU so the ranks can have "
+                "them: Tuner(trainer, ...).with_resources({'cpu': 0})"
+            )
+        group = _Group(_place(spec.scaling, hint))
         try:
             self._start(group)
             self._monitor(group, n)

@@ -130,7 +130,7 @@ class DataParallelTrainer:
         """
         return self._fit(on_report=None)
 
-    def _fit(self, on_report: OnReport | None) -> Result:
+    def _fit(self, on_report: OnReport | None, in_tune: bool = False) -> Result:
         if not runtime.is_initialized():
             runtime.init()
         check_fits(self.scaling_config)
@@ -154,6 +154,7 @@ class DataParallelTrainer:
             metadata=self.metadata,
             verbose=rc.verbose,
             on_report=on_report,
+            in_tune=in_tune,
         )
         return Controller(spec).run()
 
@@ -200,7 +201,7 @@ class DataParallelTrainer:
                     metrics, None if checkpoint is None else checkpoint.path
                 )
 
-            result = trial._fit(on_report=forward)
+            result = trial._fit(on_report=forward, in_tune=True)
             if result.error is not None:
                 raise result.error
             return None
