@@ -655,7 +655,10 @@ class Executor:
         if not ledger.try_take(spec.resources):
             raise NoRoomError("no room on this node now")
         self._report()
-        if cls is None and not spec.runtime_env:  # else loaded once its env is ready
+        if cls is None and spec.concurrency_groups and not spec.runtime_env:
+            # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
+            # the class loads on the actor's thread (its imports may take seconds: not here,
+            # on the loop), or once its runtime_env is ready.
             cls = self.classes[spec.cls_id] = ser.loads_function(spec.cls_blob)
         actor = HostedActor(self, spec, cls)
         actor.bundle = bundle
@@ -787,9 +790,11 @@ class HostedActor:
     def _construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
         token = current_task.set(self.ctx)
         try:
-            args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
-            assert self.cls is not None
             with _env_applied(self.worker, self.env):
+                if self.cls is None:
+                    self.cls = ser.loads_function(self.spec.cls_blob)
+                    self.executor.classes[self.spec.cls_id] = self.cls
+                args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
                 instance = self.cls(*args, **kwargs)
             error = None
         except BaseException as exc:
