@@ -242,6 +242,9 @@ class Head:
         if info is None:
             return
         self.departed.append(peer)
+        # A member killed on this host leaves its object store files: remove them once it is
+        # surely gone (the store sweeps directories of processes that no longer run).
+        self.worker.loop.call_later(1.0, self.worker.store.sweep)
         for record in list(self.actors.values()):
             if record.state == DEAD:
                 continue

@@ -711,6 +711,11 @@ class ObjectStore:
         with contextlib.suppress(ValueError):
             atexit.unregister(self.close)
 
+    def sweep(self) -> None:
+        """Remove the store directories, on this host, of processes that no longer run."""
+        for r in self._roots:
+            sweep_orphans(r)
+
     # --- reporting -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
