@@ -280,6 +280,11 @@ class Algorithm:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
+        # The optimizer's saved state carries the lr it was saved with; this algorithm's
+        # config decides (a PBT trial that cloned a checkpoint keeps its own, explored lr).
+        lr = getattr(self.config, "lr", None)
+        if lr is not None:
+            self.learner.set_lr(float(lr))
         self.iteration = int(state["iteration"])
         self.num_env_steps_sampled_lifetime = int(state["num_env_steps_sampled_lifetime"])
         self.num_env_steps_trained_lifetime = int(state["num_env_steps_trained_lifetime"])
