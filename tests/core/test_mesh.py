@@ -1,9 +1,12 @@
-"""The mesh as processes: local meshes, heads and nodes from the command line, tokens, CLI."""
+"""The mesh as processes: local meshes, heads and nodes from the command line, tokens, CLI.
+
+Killed drivers and heads, and a thousand idle connections, are chaos scenarios: see
+tests/chaos/test_driver_kill.py, test_head_restart.py and test_attacks.py.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -75,32 +78,6 @@ def test_init_twice_is_an_error_unless_ignored():
         assert runtime.init(ignore_reinit_error=True)["address"]
     finally:
         runtime.shutdown()
-
-
-def test_mesh_processes_die_when_the_driver_is_killed(tmp_path):
-    script = """
-        import os, sys, time, psutil, runtime
-        runtime.init(num_cpus=2)
-        print(" ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
-        time.sleep(120)
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "RUNTIME_TMPDIR": str(tmp_path)},
-    )
-    try:
-        assert proc.stdout is not None
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 3
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert _wait_gone(pids) == []
-    finally:
-        stop_process(proc)  # type: ignore[arg-type]
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_async_connect_runs_on_the_callers_loop():
@@ -232,110 +209,3 @@ def test_local_mode_runs_everything_in_this_process():
         assert psutil.Process().children() == []
     finally:
         runtime.shutdown()
-
-
-def test_a_thousand_idle_connections_do_not_hurt_other_clients(head: HeadProcess):
-    import socket
-
-    host, port = head.address.rsplit(":", 1)
-    idle = []
-    try:
-        for _ in range(1000):
-            s = socket.create_connection((host, int(port)), timeout=10)
-            idle.append(s)
-        out = _run_driver(
-            """
-            import runtime
-            runtime.init(address="auto")
-
-            @runtime.remote
-            def f():
-                return "served"
-
-            print(runtime.get(f.remote(), timeout=30))
-            runtime.shutdown()
-            """,
-            head.env,
-        )
-        assert out.returncode == 0, out.stderr
-        assert "served" in out.stdout
-    finally:
-        for s in idle:
-            s.close()
-    assert head.proc.poll() is None
-
-
-def test_calls_that_need_a_dead_head_fail_instead_of_hanging(head: HeadProcess):
-    from runtime.exceptions import NodeDiedError
-
-    runtime.init(address=head.address, token=head.token)
-    try:
-        assert runtime.cluster_resources()["CPU"] == 1.0
-        head.proc.kill()
-        head.proc.wait(10)
-        with pytest.raises(NodeDiedError, match="head"):
-            for _ in range(100):  # until the driver has seen the connection close (bounded)
-                runtime.nodes()
-                time.sleep(0.05)
-    finally:
-        runtime.shutdown()
-
-
-def test_a_restarted_head_takes_up_its_state_and_work_goes_on(tmp_path):
-    from runtime.exceptions import NodeDiedError
-
-    from ..conftest import start_head
-
-    head = start_head(tmp_path, "--num-cpus", "0")
-    node = head.start_node("--num-cpus", "1")
-    restarted = None
-    try:
-        runtime.init(address=head.address, token=head.token)
-
-        @runtime.remote
-        class Keeper:
-            def __init__(self):
-                self.n = 0
-
-            def incr(self):
-                self.n += 1
-                return self.n
-
-        deadline = time.monotonic() + 30
-        while runtime.cluster_resources().get("CPU", 0) < 1:  # until the node has joined
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        keeper = Keeper.options(name="keeper", lifetime="detached").remote()
-        runtime.get(runtime.put("kv-less warm up"))
-        assert runtime.get(keeper.incr.remote()) == 1
-
-        head.proc.kill()
-        head.proc.wait(10)
-        # Calls go node to node: the actor keeps serving while the head is down.
-        assert runtime.get(keeper.incr.remote(), timeout=30) == 2
-        with pytest.raises(NodeDiedError):
-            runtime.nodes()
-
-        host, port = head.address.rsplit(":", 1)
-        restarted = subprocess.Popen(
-            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
-             "--state-dir", head.state_dir, "--num-cpus", "0"],
-            env=head.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:  # until the driver and the node are back with the new head (bounded)
-            try:
-                if runtime.cluster_resources().get("CPU", 0) >= 1:
-                    break
-            except NodeDiedError:
-                pass
-            assert time.monotonic() < deadline, "the cluster did not come back"
-            time.sleep(0.1)
-        again = runtime.get_actor("keeper")
-        assert runtime.get(again.incr.remote(), timeout=30) == 3  # the same, living actor
-    finally:
-        runtime.shutdown()
-        stop_process(node)
-        if restarted is not None:
-            stop_process(restarted)
-        stop_process(head.proc)
