@@ -237,22 +237,6 @@ def test_a_handle_passed_on_at_once_finds_its_actor(cluster):
     assert runtime.get(refs, timeout=30) == [i + 1 for i in range(20)]
 
 
-@pytest.mark.timeout(120)
-def test_ten_thousand_queued_calls_keep_their_order_and_memory_stays_bounded(cluster):
-    import psutil
-
-    c = Counter.remote()
-    pid_ref = c.where.remote()
-    node_id = runtime.get(pid_ref)[2]
-    node_pid = next(n["Pid"] for n in runtime.nodes() if n["NodeID"] == node_id)
-    refs = [c.incr.remote(1) for _ in range(10_000)]
-    assert runtime.get(refs, timeout=100) == list(range(1, 10_001))
-    del refs
-    rss = psutil.Process(node_pid).memory_info().rss
-    assert rss < 300 << 20, f"the node holds {rss >> 20} MB after 10,000 calls"
-    assert runtime.get(c.history.remote())[-3:] == [1, 1, 1]
-
-
 def test_killing_an_async_actor_fails_its_running_calls_at_once(cluster):
     @runtime.remote(max_restarts=1)
     class Sleeper:
