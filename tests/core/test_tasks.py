@@ -234,3 +234,20 @@ def test_cluster_resources_and_nodes(cluster):
     nodes = [n for n in runtime.nodes() if not n["IsDriver"]]
     assert len(nodes) == 3  # head + two nodes
     assert all(n["Alive"] for n in nodes)
+
+
+def test_tasks_go_around_a_node_whose_cpu_an_actor_holds(cluster):
+    @runtime.remote
+    class Holder:
+        def ping(self):
+            return "held"
+
+    @runtime.remote
+    def work(i):
+        return i
+
+    for _ in range(3):  # at once after the actor starts: nodes' reports may lag behind
+        holder = Holder.options(num_cpus=1).remote()
+        assert runtime.get(holder.ping.remote()) == "held"
+        assert runtime.get([work.remote(i) for i in range(6)], timeout=20) == list(range(6))
+        runtime.kill(holder)

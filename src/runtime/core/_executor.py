@@ -48,6 +48,8 @@ INLINE_MAX = 100 * 1024
 _MAX_TOMBSTONES = 10_000
 #: Answers of finished calls kept to answer a resent call (same task id) without running it.
 _MAX_ANSWERED = 4096
+#: How often a task may be sent back to be placed elsewhere before it waits where it is.
+_MAX_SPILLS = 3
 #: Only answers this small are kept (larger ones are Located: small anyway).
 _ANSWER_KEEP_BYTES = 16 * 1024
 
@@ -124,6 +126,7 @@ class Job:
     env: Prepared | None = None
     lane: _Lane | None = None
     attempt: int = 0
+    spills: int = 0
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
@@ -359,6 +362,7 @@ class Executor:
             dict(msg.resources),
         )
         job.attempt = msg.attempt
+        job.spills = msg.spills
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
         if msg.bundle is not None:
@@ -417,6 +421,17 @@ class Executor:
                 job.bundle = self._pick_bundle(job.bundle, job.demand)
                 ledger = self.bundles[job.bundle]
             granted = ledger.request(job.task_id, job.demand)
+            if (
+                not granted
+                and job.bundle is None
+                and job.spills < _MAX_SPILLS
+                and not fits(job.demand, self._unreserved())
+            ):
+                # Actors or bundles hold what it needs here, maybe for good: send it back
+                # to its submitter to place elsewhere (its view of this node was stale).
+                self.sched.cancel(job.task_id)
+                self._done_unqueued(job, _spilled(job.name))
+                return
         except InfeasibleError as exc:
             self._done_unqueued(job, _error(exc, job.name))
             return
@@ -558,13 +573,29 @@ class Executor:
     def _send_report(self) -> None:
         self._report_armed = False
         worker = self.worker
-        msg = p.ReportResources(worker.peer_id, dict(self.sched.available))
+        msg = p.ReportResources(worker.peer_id, dict(self.sched.available), self._reserved())
         if worker.head is not None:
             worker.head.on_report(msg)
         else:
             conn = worker._head_conn
             if conn is not None:
                 conn.send(msg)
+
+    def _reserved(self) -> dict[str, float]:
+        """What actors and placement group bundles hold here (for long, unlike tasks)."""
+        reserved: dict[str, float] = {}
+        for actor in self.actors.values():
+            if actor.bundle is None:
+                for name, amount in actor.spec.resources.items():
+                    reserved[name] = reserved.get(name, 0.0) + amount
+        for ledger in self.bundles.values():
+            for name, amount in ledger.total.items():
+                reserved[name] = reserved.get(name, 0.0) + amount
+        return reserved
+
+    def _unreserved(self) -> dict[str, float]:
+        reserved = self._reserved()
+        return {k: v - reserved.get(k, 0.0) for k, v in self.sched.total.items()}
 
     def peer_lost(self, peer: str) -> None:
         """Drop queued work from a caller that went away; stop its streams."""
@@ -1019,6 +1050,10 @@ def _death_text(value: p.Value) -> str:
 
 def _is_async_fn(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _spilled(name: str) -> p.Value:
+    return ser.system_error_value(NoRoomError, f"{name}: no room on this node; place it again")
 
 
 def _group_gone(name: str) -> p.Value:

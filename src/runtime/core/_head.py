@@ -212,6 +212,7 @@ class Head:
         info = self.nodes.get(msg.node_id)
         if info is not None:
             info.available = msg.available
+            info.reserved = msg.reserved
             self._broadcast_view()
             if self.pending or self.pending_groups:
                 self._place_pending()

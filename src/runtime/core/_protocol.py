@@ -110,6 +110,7 @@ class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     pid: int
     alive: bool = True
     labels: dict[str, str] = {}
+    reserved: dict[str, float] = {}
 
 
 class RegisterNode(_Msg, tag=20):
@@ -129,6 +130,8 @@ class ClusterView(_Msg, tag=21):
 class ReportResources(_Msg, tag=22):
     node_id: str
     available: dict[str, float]
+    #: Held for long by actors and placement group bundles (tasks cannot count on it).
+    reserved: dict[str, float] = {}
 
 
 class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -271,6 +274,8 @@ class SubmitTask(_Msg, tag=40):
     runtime_env: Any = None
     #: Which try this is: (task_id, attempt) is the idempotency key of a task.
     attempt: int = 0
+    #: How often nodes sent it back (their free capacity was held by actors or bundles).
+    spills: int = 0
 
 
 class CallActor(_Msg, tag=41):

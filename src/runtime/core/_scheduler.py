@@ -150,10 +150,12 @@ def pick_node(
     """
     best: str | None = None
     best_key: tuple[float, ...] | None = None
-    for node in nodes:
-        if node.is_driver or not node.alive or not fits(demand, node.resources):
-            continue
-        cpus = max(node.resources.get("CPU", 0.0), 1.0)
+    hosts = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    # What actors and bundles hold stays held: a task queued behind it could wait for good.
+    # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
+    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n))]
+    for node in free_for_tasks or hosts:
+        cpus = max(_unreserved(node).get("CPU", 0.0), 1.0)
         free_now = 1.0 if fits(demand, node.available) else 0.0
         key = (
             load.get(node.node_id, 0) / cpus - free_now,
@@ -168,6 +170,11 @@ def pick_node(
             "start a node with those resources or lower the request"
         )
     return best
+
+
+def _unreserved(node: Any) -> dict[str, float]:
+    reserved = getattr(node, "reserved", None) or {}
+    return {k: v - reserved.get(k, 0.0) for k, v in node.resources.items()}
 
 
 def pick_actor_node(

@@ -539,6 +539,14 @@ class Worker(ObjectPlane, ActorCaller):
         task = self.tasks.pop(msg.task_id, None)
         if task is None:
             return
+        if (
+            msg.error is not None
+            and task.retry is not None
+            and ser.system_error_class(msg.error) == "NoRoomError"
+        ):
+            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
+            self._spill(task)
+            return
         if task.stream is not None:
             if task.actor_id is None:
                 self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
@@ -604,7 +612,7 @@ class Worker(ObjectPlane, ActorCaller):
     ) -> None:
         """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
         retry = None
-        if policy is not None and policy.max_retries != 0 and stream is None:
+        if policy is not None and stream is None:  # kept also to place it again (spills)
             retry = TaskRetry(msg, buffers, fn_blob, policy.max_retries, policy.retry_exceptions)
         if stream is not None:
             self.streams[msg.task_id] = stream
@@ -743,6 +751,18 @@ class Worker(ObjectPlane, ActorCaller):
                 task.stream.on_done(err)
             return
         self._place_task(task, msg, buffers, fn_blob)
+
+    def _spill(self, task: PendingTask) -> None:
+        """A node sent the task back (its room was held by actors): place it again, a little
+        later, once this process's view of the nodes has caught up."""
+        retry = task.retry
+        assert retry is not None
+        retry.msg.spills += 1
+        if retry.msg.args.refs:
+            self.refs.pin(retry.msg.args.refs)  # the node released its pins with the task
+        self.loop.call_later(
+            0.02 * retry.msg.spills, self._place_task, task, retry.msg, retry.buffers, retry.fn_blob
+        )
 
     def _retry(self, task: PendingTask, why: str) -> bool:
         """Submit ``task`` again if it has tries left (loop); False when it has none."""
