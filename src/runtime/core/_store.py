@@ -388,12 +388,16 @@ class ObjectStore:
         if self._closed or self.shm_dir is None or len(self._spares) >= 2:
             return
         self._spare_want = size
+        self._ensure_spare_thread()
+        self._cond.notify_all()
+
+    def _ensure_spare_thread(self) -> None:
+        """Start the thread that maps spares and expires what waits (lock held)."""
         if self._spare_thread is None:
             self._spare_thread = threading.Thread(
                 target=self._spare_loop, name="runtime-store-spares", daemon=True
             )
             self._spare_thread.start()
-        self._cond.notify_all()
 
     def _spare_loop(self) -> None:
         while True:
@@ -424,6 +428,8 @@ class ObjectStore:
                         return
                     continue
                 self._spares.append((path, size, mem, time.monotonic()))
+                if self._pool and len(self._spares) < 2 and not self._spare_want:
+                    self._spare_want = self._pool[-1][1]  # another freed file is waiting
                 self._cond.notify_all()
 
     @staticmethod
@@ -671,8 +677,19 @@ class ObjectStore:
             and self._in_memory() + entry.size <= self.capacity
         )
         if keep and entry.readers > 0 and len(self._draining) < _POOL_FILES:
-            # Readers elsewhere may still map it: keep it (unlisted) until they say they are
-            # done, then reuse it; dropped after a while if they never do.
+            # Readers elsewhere may still map it: keep it (renamed: the object is gone) until
+            # they say they are done, then reuse it; dropped after a while if they never do.
+            assert self.shm_dir is not None
+            self._seq += 1
+            drained = os.path.join(self.shm_dir, f"drain.{self._seq}")
+            try:
+                os.rename(entry.path, drained)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                return
+            entry.path = drained
+            self._ensure_spare_thread()
             self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
             self._pool_bytes += entry.size
             return
