@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # The worker (and every process started from here) reads them from the environment.
         os.environ.update(TlsConfig(*tls).export())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A local mesh's nodes share the driver's terminal: only warnings there, unless asked.
+    quiet = args.parent_fd is not None
+    level = os.environ.get("RUNTIME_LOG_LEVEL") or ("WARNING" if quiet else "INFO")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     if args.object_store_memory is not None:
         try:
             size = parse_size(args.object_store_memory, "--object-store-memory")
