@@ -144,6 +144,7 @@ class Worker(ObjectPlane, ActorCaller):
         self.head: Head | None = None
         self.on_head_lost: Callable[[], None] | None = None
         self.evicted = False
+        self._rejoining = False
         self._info: p.NodeInfo | None = None
         self._heartbeat: HeartbeatSender | None = None
         self._lag_monitor: LoopLagMonitor | None = None
@@ -269,7 +270,13 @@ class Worker(ObjectPlane, ActorCaller):
         conn = fut.result()
         peer = conn.peer_id
         if peer is not None and peer.split("#", 1)[0] in self.dead_peers:
-            conn.abort()  # a retired incarnation: declared dead, it must rejoin as a new node
+            # A retired incarnation: declared dead, it must rejoin as a new node. Tell it so
+            # (it may never have heard: e.g. it was cut off when it was evicted).
+            if self.head is not None and "#" not in peer:
+                conn.send(p.Shutdown("evicted: this node was declared dead", evicted=True))
+                conn.close()
+            else:
+                conn.abort()
             return
         if peer is not None and peer not in self.conns:
             self.conns[peer] = conn
@@ -373,26 +380,43 @@ class Worker(ObjectPlane, ActorCaller):
         if self.executor is not None:
             self.executor.peer_lost(peer)
         if self._head_conn is not None and self._head_conn.peer_id == peer:
-            log.warning("lost the connection to the head; trying to reach it again")
             self.dead_peers.discard(peer)  # the head may come back (same id, same address)
-            self.spawn(self._rejoin_head())
+            if not self._rejoining:  # one at a time: every closed connection lands here
+                log.warning("lost the connection to the head; trying to reach it again")
+                self._rejoining = True
+                self.spawn(self._rejoin_head())
 
     async def _rejoin_head(self) -> None:
         """Reconnect to a head that went away (it may be restarting), within a bound."""
         assert self.head_address is not None and self._info is not None
         deadline = time.monotonic() + HEAD_RECONNECT_S()
-        while time.monotonic() < deadline and not self._closing:
-            try:
-                conn = await self.connect_address(self.head_address)
-                if self.executor is not None:
-                    self._info.available = dict(self.executor.sched.available)
-                unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
-            except (OSError, ConnectionError, RuntimeBaseError, ValueError) as exc:
-                log.debug("the head is not back yet: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
-            self._head_conn = conn
-            log.info("reconnected to the head at %s", self.head_address)
+        try:
+            while time.monotonic() < deadline and not self._closing and not self.evicted:
+                try:
+                    conn = await self.connect_address(self.head_address)
+                    if self.executor is not None:
+                        self._info.available = dict(self.executor.sched.available)
+                    unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
+                except ValueError as exc:
+                    if "declared dead" in str(exc):  # evicted meanwhile: rejoin as a new node
+                        log.warning("the head declared this node dead; rejoining with a new id")
+                        self.evicted = True
+                        break
+                    log.debug("the head is not back yet: %s", exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                except (OSError, ConnectionError, RuntimeBaseError) as exc:
+                    log.debug("the head is not back yet: %s", exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                self._head_conn = conn
+                log.info("reconnected to the head at %s", self.head_address)
+                return
+        finally:
+            self._rejoining = False
+        if self.evicted:
+            if self.on_head_lost is not None:
+                self.on_head_lost()
             return
         if not self._closing:
             log.warning("the head did not come back within %.0f s", HEAD_RECONNECT_S())
