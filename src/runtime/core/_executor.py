@@ -601,7 +601,9 @@ class Executor:
         """Drop queued work from a caller that went away; stop its streams."""
         for key, job in list(self.waiting.items()):
             if job.conn.peer_id == peer:
-                self.sched.cancel(key)
+                ledger = self._ledger(job.bundle)
+                if ledger is not None:
+                    ledger.cancel(key)
                 del self.waiting[key]
                 self.jobs.pop(key, None)
         for job in list(self.jobs.values()):
@@ -623,7 +625,9 @@ class Executor:
         job.cancelled = True
         if task_id in self.waiting:  # queued for resources: it never runs
             del self.waiting[task_id]
-            self.sched.cancel(task_id)
+            ledger = self._ledger(job.bundle)
+            if ledger is not None:
+                ledger.cancel(task_id)
             self._done_unqueued(job, _cancelled(job.name))
             return
         lane = job.lane

@@ -184,8 +184,8 @@ class TBXLoggerCallback(LoggerCallback):
     """TensorBoard event files through tensorboardX (numeric metrics, per iteration)."""
 
     def __init__(self) -> None:
-        # tensorboardX ships no type information (no py.typed, no stubs).
-        from tensorboardX import SummaryWriter  # type: ignore[import-untyped]
+        # tensorboardX is optional and ships no type information (see pyproject's mypy section).
+        from tensorboardX import SummaryWriter
 
         self._cls = SummaryWriter
         self._writers: dict[str, Any] = {}
