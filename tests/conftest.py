@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -50,6 +50,40 @@ def mesh() -> Iterator[None]:
         yield
     finally:
         runtime.shutdown()
+
+
+#: Fast failure detection for the tests that pause or silence nodes (beat, suspect, dead).
+FAST_DETECTION = {
+    "RUNTIME_HEARTBEAT_INTERVAL_S": "0.1",
+    "RUNTIME_SUSPECT_AFTER_S": "0.6",
+    "RUNTIME_DEAD_AFTER_S": "1.5",
+    "RUNTIME_LOOP_LAG_WARN_S": "0.3",
+}
+
+
+@pytest.fixture
+def fast_mesh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh local mesh of two one-CPU nodes with FAST_DETECTION."""
+    for name, value in FAST_DETECTION.items():
+        monkeypatch.setenv(name, value)
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
+def workers() -> dict[str, int]:
+    """Node id -> pid of the cluster's worker nodes (not drivers, not the CPU-less head)."""
+    return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
+
+
+def until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll a cluster-state predicate (membership changes have no event a driver can await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the cluster did not get there in time"
+        time.sleep(0.05)
 
 
 @dataclass

@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 import runtime
 from runtime.exceptions import ActorDiedError
 
+from ..actors import Recorder
+
 pytestmark = pytest.mark.timeout(90)
-
-
-@runtime.remote
-class Recorder:
-    def __init__(self):
-        self.seen = []
-
-    def record(self, i):
-        self.seen.append(i)
-        return i
-
-    def pid(self):
-        return os.getpid()
-
-    def nap(self, seconds):
-        time.sleep(seconds)
-
-    def history(self):
-        return list(self.seen)
 
 
 def _kill_host(actor) -> int:

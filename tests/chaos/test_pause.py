@@ -17,37 +17,13 @@ import pytest
 import runtime
 from runtime.util import NodeAffinitySchedulingStrategy
 
+from ..conftest import until as _until
+from ..conftest import workers as _workers
+
 pytestmark = pytest.mark.timeout(90)
 
-#: Fast detection: beat every 0.1 s, suspect after 0.6 s of silence, dead after 1.5 s.
-FAST = {
-    "RUNTIME_HEARTBEAT_INTERVAL_S": "0.1",
-    "RUNTIME_SUSPECT_AFTER_S": "0.6",
-    "RUNTIME_DEAD_AFTER_S": "1.5",
-}
-
-
-@pytest.fixture
-def fast_mesh(monkeypatch):
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    runtime.init(num_cpus=2)
-    try:
-        yield
-    finally:
-        runtime.shutdown()
-
-
-def _workers() -> dict[str, int]:
-    return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
-
-
-def _until(predicate, timeout: float = 20.0) -> None:
-    """Poll a cluster-state predicate (membership changes have no event a driver can await)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the cluster did not get there in time"
-        time.sleep(0.05)
+# The `fast_mesh` fixture (tests/conftest.py): beat every 0.1 s, suspect after 0.6 s of
+# silence, dead after 1.5 s.
 
 
 @runtime.remote

@@ -15,14 +15,11 @@ import pytest
 import runtime
 from runtime.core._heartbeat import DetectorConfig, FailureDetector
 
-pytestmark = pytest.mark.timeout(90)
+from ..conftest import FAST_DETECTION
+from ..conftest import until as _until
+from ..conftest import workers as _workers
 
-FAST = {
-    "RUNTIME_HEARTBEAT_INTERVAL_S": "0.1",
-    "RUNTIME_SUSPECT_AFTER_S": "0.6",
-    "RUNTIME_DEAD_AFTER_S": "1.5",
-    "RUNTIME_LOOP_LAG_WARN_S": "0.3",
-}
+pytestmark = pytest.mark.timeout(90)
 
 
 def test_a_silent_node_is_suspect_first_then_dead():
@@ -35,29 +32,6 @@ def test_a_silent_node_is_suspect_first_then_dead():
     assert d.beat("b", now=1.6) and d.suspects == set()
     assert d.check(now=4.7) == ["a", "b"]
     assert not d.beat("a", now=4.8)  # dead nodes are forgotten: their beats count no more
-
-
-@pytest.fixture
-def fast_mesh(monkeypatch):
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    runtime.init(num_cpus=2)
-    try:
-        yield
-    finally:
-        runtime.shutdown()
-
-
-def _workers() -> dict[str, int]:
-    return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
-
-
-def _until(predicate, timeout: float = 20.0) -> None:
-    """Poll a cluster-state predicate (membership changes have no event a driver can await)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the cluster did not get there in time"
-        time.sleep(0.05)
 
 
 def test_a_busy_node_is_not_declared_dead(fast_mesh):
@@ -77,7 +51,7 @@ def test_a_busy_node_is_not_declared_dead(fast_mesh):
 def test_a_blocked_loop_is_reported_with_the_actor_method_and_the_node_stays_alive(
     monkeypatch,
 ):
-    for name, value in FAST.items():
+    for name, value in FAST_DETECTION.items():
         monkeypatch.setenv(name, value)
     info = runtime.init(num_cpus=2, log_to_driver=False)  # the nodes log to a file
     try:

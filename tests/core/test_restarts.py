@@ -5,34 +5,14 @@ Restarts after a node dies under an actor are chaos scenarios: tests/chaos/test_
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 
 import runtime
 from runtime.exceptions import ActorDiedError
 
+from ..actors import Recorder
+
 pytestmark = pytest.mark.timeout(90)
-
-
-@runtime.remote
-class Recorder:
-    def __init__(self):
-        self.seen = []
-
-    def record(self, i):
-        self.seen.append(i)
-        return i
-
-    def pid(self):
-        return os.getpid()
-
-    def nap(self, seconds):
-        time.sleep(seconds)
-
-    def history(self):
-        return list(self.seen)
 
 
 def test_kill_without_no_restart_restarts_the_actor(mesh):

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -161,13 +162,8 @@ class Head:
         """Actors whose node has not come back within the dead window are lost with it."""
         await asyncio.sleep(self.detector.config.dead_after)
         for group in self.groups.values():  # bundles on nodes that did not come back
-            lost = [i for i, n in group.nodes.items() if n not in self.nodes]
-            if group.state != REMOVED and lost:
-                for i in lost:
-                    del group.nodes[i]
-                group.state = PENDING
-                self._persist_group(group)
-                self.pending_groups.append(group.spec.pg_id)
+            if group.state != REMOVED:
+                self._replace_lost_bundles(group, lambda node_id: node_id not in self.nodes)
         if self.pending_groups:
             self._place_pending()
         for record in list(self.actors.values()):
@@ -262,13 +258,7 @@ class Head:
             if group.spec.owner_id == peer and not group.spec.detached:
                 self._remove_group(group, f"its owner {peer} exited")
                 continue
-            lost = [i for i, node_id in group.nodes.items() if node_id == peer]
-            if lost:  # place the lost bundles again; the rest keep running where they are
-                for i in lost:
-                    del group.nodes[i]
-                group.state = PENDING
-                self._persist_group(group)
-                self.pending_groups.append(group.spec.pg_id)
+            self._replace_lost_bundles(group, lambda node_id: node_id == peer)
         if self.pending_groups:
             self._place_pending()
         self._broadcast_view()
@@ -541,6 +531,17 @@ class Head:
         self.pending_groups.append(spec.pg_id)
         self._place_pending()
         return True
+
+    def _replace_lost_bundles(self, group: GroupRecord, lost: Callable[[str], bool]) -> None:
+        """Place the group's bundles on lost nodes again; the rest stay where they run."""
+        indices = [i for i, node_id in group.nodes.items() if lost(node_id)]
+        if not indices:
+            return
+        for i in indices:
+            del group.nodes[i]
+        group.state = PENDING
+        self._persist_group(group)
+        self.pending_groups.append(group.spec.pg_id)
 
     def _fail_if_infeasible(self, pg_id: bytes) -> None:
         group = self.groups.get(pg_id)

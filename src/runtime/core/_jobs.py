@@ -604,11 +604,12 @@ def _extract(blob: bytes, pkg_hash: str, dest: str) -> None:
 
 
 def _node_state_dir() -> str:
-    """The state directory of the node process this runs in: its ``--state-dir``, else the
-    one its head file records, else a fresh directory under the runtime's base directory."""
-    state = _argv_value("--state-dir")
+    """The state directory of the node process this runs in (``RUNTIME_NODE_STATE_DIR``, set
+    by ``python -m runtime.node``), else the one its head file records, else a fresh directory
+    under the runtime's base directory."""
+    state = os.environ.get("RUNTIME_NODE_STATE_DIR")
     if state:
-        return os.path.abspath(state)
+        return state
     base = os.environ.get("RUNTIME_TMPDIR") or os.path.join(
         tempfile.gettempdir(), f"runtime-{os.getuid()}"
     )
@@ -625,20 +626,10 @@ def _node_token_file(state_dir: str) -> str | None:
     """A file with the cluster token for the drivers: the node's ``--token-file``, its
     ``RUNTIME_AUTH_TOKEN_FILE``, or the token its head wrote in the state directory."""
     for candidate in (
-        _argv_value("--token-file"),
+        os.environ.get("RUNTIME_NODE_TOKEN_FILE"),
         os.environ.get("RUNTIME_AUTH_TOKEN_FILE"),
         os.path.join(state_dir, "token"),
     ):
         if candidate and os.path.isfile(candidate):
             return os.path.abspath(candidate)
-    return None
-
-
-def _argv_value(flag: str) -> str | None:
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
     return None

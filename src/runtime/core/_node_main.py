@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     resources = _resources(args)
+    # Where this node keeps its state and finds its token, for code that runs inside it (the
+    # job manager starts drivers that must join this cluster).
+    if state_dir is not None:
+        os.environ["RUNTIME_NODE_STATE_DIR"] = os.path.abspath(state_dir)
+    if args.token_file:
+        os.environ["RUNTIME_NODE_TOKEN_FILE"] = os.path.abspath(args.token_file)
     try:
         uvloop.run(_serve(args, token, resources, state_dir))
     except (OSError, RuntimeBaseError) as exc:
