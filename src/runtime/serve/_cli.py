@@ -153,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.non_blocking:
             signal.signal(signal.SIGTERM, _interrupt)  # before saying we serve: tests race it
         st = _api.status()
-        print(
-            f"serving {args.import_path} as {args.name!r} on "
-            f"http://{st.http_host}:{st.http_port}{args.route_prefix}",
-            flush=True,
-        )
-        if args.non_blocking:
-            return 0
+        # A SIGTERM may come as soon as the line is out, before pause() is reached: the
+        # interruption is caught from the print on.
         with contextlib.suppress(KeyboardInterrupt):
+            print(
+                f"serving {args.import_path} as {args.name!r} on "
+                f"http://{st.http_host}:{st.http_port}{args.route_prefix}",
+                flush=True,
+            )
+            if args.non_blocking:
+                return 0
             signal.pause()
         _api.shutdown()
         runtime.shutdown()
