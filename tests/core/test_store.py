@@ -8,7 +8,9 @@ receiver's private memory (RssAnon) does not grow by the array's size.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 
 import runtime
 from runtime.core import _api
+from runtime.core import _blob as blob
 from runtime.core._refs import current_worker
 from runtime.core._store import shm_root
 
@@ -74,6 +77,9 @@ class Probe:
 
     def make(self, n: int, fill: int) -> Any:
         return np.full(n, fill, dtype=np.uint8)
+
+    def digest(self, arr: Any) -> str:
+        return hashlib.sha256(arr).hexdigest()
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -280,3 +286,38 @@ def test_a_freed_segment_is_never_reused_under_a_reader(probes: tuple[Any, Any])
         del other
     assert runtime.get(a.kept_sum.remote()) == 7 * 8 * MB
     assert int(mine.sum(dtype=np.int64)) == 7 * 8 * MB
+
+
+def test_parallel_copy_writes_every_byte_in_place() -> None:
+    """Big buffers are copied into a mapping in slices by several threads: every byte lands
+    where it belongs, at any offset and for sizes that are not whole pages."""
+    for size, offset in [(blob.PARALLEL_COPY_MIN, 0), (3 * blob.PARALLEL_COPY_MIN + 17, 64)]:
+        src = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+        target = mmap.mmap(-1, offset + size + 64)
+        target[:] = b"\xee" * len(target)
+        copied = blob._copy_parallel(target, offset, memoryview(src))
+        if not copied:  # one core: the plain copy does it
+            target[offset : offset + size] = memoryview(src)
+        out = np.frombuffer(target, dtype=np.uint8)
+        assert np.array_equal(out[offset : offset + size], src)
+        assert (out[:offset] == 0xEE).all() and (out[offset + size :] == 0xEE).all()
+        del out
+        target.close()
+
+
+def test_same_size_arguments_reuse_segments_with_the_right_contents(
+    probes: tuple[Any, Any],
+) -> None:
+    """A big argument passed call after call: each freed segment (read by the callee,
+    which reports its mapping gone before it answers) is written again for the next call,
+    through the writer's own mapping, and each callee sees exactly its own array."""
+    a, _ = probes
+    store = current_worker().store
+    before = store.stats()["reused_segments"]
+    n = 24 * MB + 123  # several copy slices, not whole pages
+    base = np.arange(n, dtype=np.uint32).astype(np.uint8)
+    for i in range(8):
+        arr = base + np.uint8(i)
+        assert runtime.get(a.digest.remote(arr)) == hashlib.sha256(arr).hexdigest()
+        del arr
+    assert store.stats()["reused_segments"] - before >= 4

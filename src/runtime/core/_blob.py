@@ -13,7 +13,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 import msgspec
@@ -27,6 +30,12 @@ _PREFIX = struct.Struct("<8sQ")
 _encode = msgspec.msgpack.Encoder().encode
 _decode_value = msgspec.msgpack.Decoder(Value).decode
 _ZEROS: Final = bytes(ALIGN)
+#: Buffers at least this big are copied into a mapping by several threads at once: one
+#: core's memcpy does not saturate memory bandwidth (here 5 GB/s on one core, 10 on two).
+PARALLEL_COPY_MIN: Final = 8 << 20
+_COPY_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
+_copiers: ThreadPoolExecutor | None = None
+_copiers_lock = threading.Lock()
 
 
 def _align(n: int) -> int:
@@ -72,7 +81,43 @@ def write_fd(fd: int, layout: Layout, buffers: Sequence[Any]) -> None:
 def write_memory(target: mmap.mmap, layout: Layout, buffers: Sequence[Any]) -> None:
     """Write a blob into a writable mapping of at least ``layout.size`` bytes."""
     for off, view in layout.pieces(buffers):
-        target[off : off + view.nbytes] = view
+        if view.nbytes < PARALLEL_COPY_MIN or not _copy_parallel(target, off, view):
+            target[off : off + view.nbytes] = view
+
+
+def _copy_parallel(target: mmap.mmap, off: int, view: memoryview) -> bool:
+    """Copy ``view`` into ``target`` at ``off`` in slices, on this thread and the copier
+    threads at once (numpy's copy releases the GIL). False, having copied nothing, when
+    there is one core or numpy is not loaded (a buffer this big is nearly always an array,
+    so numpy is there; it is not imported for this)."""
+    np = sys.modules.get("numpy")
+    if np is None or _COPY_THREADS < 2:
+        return False
+    n = view.nbytes
+    dst = np.frombuffer(target, dtype=np.uint8, count=n, offset=off)
+    src = np.frombuffer(view, dtype=np.uint8)
+    step = -(-n // _COPY_THREADS)
+    step = (step + 4095) & ~4095  # whole pages per thread
+    pool = _copier_pool()
+    futures: list[Future[None]] = []
+    try:
+        for start in range(step, n, step):
+            end = min(n, start + step)
+            futures.append(pool.submit(np.copyto, dst[start:end], src[start:end]))
+        np.copyto(dst[:step], src[:step])
+    finally:
+        for f in futures:
+            f.result()  # the slices must be done (and released) before the mapping is used
+        del dst, src
+    return True
+
+
+def _copier_pool() -> ThreadPoolExecutor:
+    global _copiers
+    with _copiers_lock:
+        if _copiers is None:
+            _copiers = ThreadPoolExecutor(_COPY_THREADS - 1, thread_name_prefix="runtime-copy")
+        return _copiers
 
 
 def parse(view: memoryview, where: str) -> tuple[Value, list[memoryview]]:

@@ -176,7 +176,12 @@ def call_sync(
             if job.stream is not None:
                 _stream_sync(worker, job, ctx, result, label)
                 return p.TaskDone(job.task_id), []
+        # Let mapped arguments go before the answer is sent: their holders then hear that
+        # the mapping is gone (Unmapped, posted first) before the answer, and can reuse it.
+        job.call_args = None
+        del args, kwargs
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        del result
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
         return p.TaskDone(job.task_id, error=_error(exc, label)), []
@@ -198,7 +203,10 @@ async def call_async(
                 await _stream_async(worker, job, job.fn(*args, **kwargs), label)
                 return p.TaskDone(job.task_id), []
             result = await job.fn(*args, **kwargs)
+        job.call_args = None  # as in call_sync: mapped arguments go before the answer
+        del args, kwargs
         returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        del result
         return p.TaskDone(job.task_id, returns), bufs
     except asyncio.CancelledError:
         if job.cancelled:  # runtime.cancel, not the node shutting down

@@ -150,7 +150,18 @@ def sweep_orphans(root: str) -> list[str]:
 class Stored:
     """One object in the store."""
 
-    __slots__ = ("kind", "last_used", "layout", "mem", "oid", "path", "readers", "size", "value")
+    __slots__ = (
+        "kind",
+        "last_used",
+        "layout",
+        "mem",
+        "oid",
+        "path",
+        "readers",
+        "size",
+        "value",
+        "wmem",
+    )
 
     def __init__(self, value: Value, layout: blob.Layout, kind: str, path: str) -> None:
         self.oid = b""
@@ -161,6 +172,10 @@ class Stored:
         self.path = path  # the shm or spill file ("" for memory)
         #: The blob mapped here (anonymous memory for MEMORY; else mapped on first read).
         self.mem: mmap.mmap | None = None
+        #: The writable mapping the blob was written through (shm written into a spare):
+        #: never handed to readers, so once the object is freed and its readers are gone
+        #: it is a spare again as it is, page tables filled.
+        self.wmem: mmap.mmap | None = None
         #: Mappings of the file handed to readers in other processes and not yet reported
         #: gone (``Unmapped``): the file is reused only once this is back to 0.
         self.readers = 0
@@ -325,7 +340,7 @@ class ObjectStore:
                 os.rename(spare_path, path)
                 blob.write_memory(mem, layout, buffers)
                 entry = Stored(value, layout, SHM, path)
-                entry.mem = mem
+                entry.wmem = mem
                 self.reused += 1
                 return entry
             try:
@@ -456,6 +471,7 @@ class ObjectStore:
             if now > until:  # its readers never reported: do not reuse it
                 del self._draining[oid]
                 self._pool_bytes -= entry.size
+                _close(entry)
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
         keep = []
@@ -528,6 +544,7 @@ class ObjectStore:
         if entry.kind == SHM:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
+            _close(entry)
         self.used -= entry.size
         self._release(entry.mem, entry.size, counted=True)
         entry.mem = None
@@ -569,6 +586,7 @@ class ObjectStore:
             del self._draining[oid]
             self._pool_bytes -= entry.size
             need -= entry.size
+            _close(entry)
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
         while self._spares and need > 0:
@@ -685,6 +703,7 @@ class ObjectStore:
             try:
                 os.rename(entry.path, drained)
             except OSError:
+                _close(entry)
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                 return
@@ -693,6 +712,22 @@ class ObjectStore:
             self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
             self._pool_bytes += entry.size
             return
+        if keep and entry.readers == 0 and entry.wmem is not None and len(self._spares) < 2:
+            # Its writer's mapping is still there, page tables filled: a spare as it is.
+            assert self.shm_dir is not None
+            self._seq += 1
+            spare = os.path.join(self.shm_dir, f"spare.{self._seq}")
+            try:
+                os.rename(entry.path, spare)
+            except OSError:
+                pass
+            else:
+                self._spares.append((spare, entry.size, entry.wmem, time.monotonic()))
+                self._pool_bytes += entry.size
+                entry.wmem = None
+                self._ensure_spare_thread()  # it also expires spares left unused
+                return
+        _close(entry)
         if keep and entry.readers == 0 and self.shm_dir is not None:
             free = os.path.join(self.shm_dir, f"free.{self._seq}.{len(self._pool)}")
             try:
@@ -718,6 +753,8 @@ class ObjectStore:
                 mem.close()
             self._spares.clear()
             self._pool.clear()
+            for entry, _ in self._draining.values():
+                _close(entry)
             self._draining.clear()
             self._cond.notify_all()
             self.used = self._pool_bytes = self.spilled_bytes = 0
@@ -756,6 +793,13 @@ class ObjectStore:
                 {"object_id": oid.hex(), "size": e.size, "where": e.kind, "path": e.path}
                 for oid, e in self.objects.items()
             ]
+
+
+def _close(entry: Stored) -> None:
+    """Drop the writer's mapping of ``entry`` (never exported, so it always closes)."""
+    if entry.wmem is not None:
+        entry.wmem.close()
+        entry.wmem = None
 
 
 def _name(entry: Stored) -> str:
