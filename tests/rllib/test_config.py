@@ -17,6 +17,7 @@ from runtime.rllib import (
     UnsupportedSpaceError,
     get_algorithm_class,
 )
+from runtime.rllib._algorithm import merge_runner_episode_stats, runner_episode_stats
 from runtime.rllib._replay_buffer import ReplayBuffer
 from runtime.rllib.ppo import compute_gae
 from tests.rllib.envs import DictObsEnv, GridWorld
@@ -75,6 +76,14 @@ def test_unknown_hyperparameter_is_a_type_error_naming_it() -> None:
         (PPOConfig().environment("CartPole-v1").training(gamma=2.0), "gamma"),
         (PPOConfig().environment("CartPole-v1").training(minibatch_size=0), "minibatch_size"),
         (DQNConfig().environment("CartPole-v1").training(td_error_loss_fn="l1"), "td_error"),
+        (
+            PPOConfig().environment("CartPole-v1").reporting(metrics_num_episodes_for_smoothing=0),
+            "metrics_num_episodes_for_smoothing",
+        ),
+        (
+            PPOConfig().environment("CartPole-v1").reporting(min_sample_timesteps_per_iteration=-1),
+            "min_sample_timesteps_per_iteration",
+        ),
     ],
 )
 def test_bad_settings_fail_before_any_work(config: AlgorithmConfig, match: str) -> None:
@@ -117,6 +126,25 @@ def test_gae_matches_a_hand_computation() -> None:
     d0 = 1.0 + 0.9 * 0.4 - 0.5
     np.testing.assert_allclose(adv[:, 0], [d0 + 0.45 * d1, d1, d2], rtol=1e-6)
     np.testing.assert_allclose(targets, adv + values, rtol=1e-6)
+
+
+def test_episode_return_mean_is_computed_as_ray_rllib_does() -> None:
+    # The figures Ray 2.60's MetricsLogger gives for the same episodes (checked against it:
+    # runners log with window=ceil(smoothing / num_env_runners), reduce and clear each round,
+    # and the Algorithm averages the runners' values with nanmean).
+    window = 2  # metrics_num_episodes_for_smoothing=4 over 2 runners
+    runner1 = runner_episode_stats([1.0, 2.0, 3.0], [10, 20, 30], window)
+    runner2 = runner_episode_stats([10.0], [100], window)
+    merged = merge_runner_episode_stats([s for s in (runner1, runner2) if s is not None])
+    assert merged["episode_return_mean"] == pytest.approx((2.5 + 10.0) / 2)  # not 4.0
+    assert (merged["episode_return_min"], merged["episode_return_max"]) == (2.0, 10.0)
+    assert merged["episode_len_mean"] == pytest.approx((25 + 100) / 2)
+    # A runner that finished no episode this round is left out, not counted as 0 ...
+    assert runner_episode_stats([], [], window) is None
+    only = merge_runner_episode_stats([runner_episode_stats([20.0], [5], window)])  # type: ignore[list-item]
+    assert only["episode_return_mean"] == 20.0
+    # ... and an iteration in which no runner finished one reports NaN.
+    assert np.isnan(merge_runner_episode_stats([])["episode_return_mean"])
 
 
 def test_replay_buffer_is_a_ring() -> None:

@@ -25,6 +25,9 @@ def grid_config(size: int = 4) -> DQNConfig:
         training_intensity=8,
         model={"fcnet_hiddens": [32]},
     )
+    # One sampling round per iteration (Ray's DQN default samples >= 1000 env steps per
+    # iteration), so that the test evaluates often.
+    config.reporting(min_sample_timesteps_per_iteration=0)
     return config.evaluation(evaluation_duration=1).debugging(seed=0)
 
 
@@ -68,8 +71,10 @@ def test_a_registered_env_name_reaches_the_runners() -> None:
     algo = config.build()
     try:
         result = algo.train()
-        assert result["num_env_steps_sampled_lifetime"] == 8
-        assert result["learners"]["default_policy"]["epsilon"] == 1.0
+        # Rounds of 8 steps until min_sample_timesteps_per_iteration (DQN's default: 1000).
+        assert result["num_env_steps_sampled_lifetime"] == 1000
+        assert result["env_runners"]["num_env_steps_sampled"] == 1000
+        assert 0.9 < result["learners"]["default_policy"]["epsilon"] < 1.0  # 1 -> 0.05 over 10k
         assert algo.compute_single_action(0, explore=False) in range(4)
     finally:
         algo.stop()

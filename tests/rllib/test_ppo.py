@@ -56,6 +56,28 @@ def test_ppo_reaches_a_mean_return_of_150_on_cartpole() -> None:
 
 
 @pytest.mark.timeout(200)
+def test_sample_ahead_overlaps_sampling_and_still_learns() -> None:
+    # Runners sample batch k+1 with the weights of before update k; PPO's ratio is taken
+    # against the log-probs they recorded, so the stale batch trains correctly.
+    algo = cartpole(sample_ahead=True).training(train_batch_size=1000).build()
+    try:
+        means = []
+        for _ in range(40):
+            result = algo.train()
+            means.append(result["env_runners"]["episode_return_mean"])
+            if means[-1] >= 100:
+                break
+        assert means[-1] >= 100, means
+        assert result["num_env_steps_sampled_lifetime"] == 1000 * len(means)
+        # The next round is already in flight when train() returns.
+        assert algo._pending is not None
+        stats = result["learners"]["default_policy"]
+        assert 0.0 <= stats["clip_fraction"] < 0.5 and math.isfinite(stats["mean_kl_loss"])
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(200)
 def test_checkpoint_round_trip_gives_identical_greedy_actions(tmp_path: Path) -> None:
     algo = cartpole(num_env_runners=1).training(train_batch_size=400, num_epochs=2).build()
     try:

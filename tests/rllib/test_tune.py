@@ -80,8 +80,9 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
     results = tune.run(
         "PPO",
         config={**small_ppo().to_dict(), "lr": tune.grid_search([1e-4, 1e-3])},
-        # Long enough that the two trials overlap although one actor starts later.
-        stop={"training_iteration": 40},
+        # Long enough that the two trials overlap although one actor starts later (a trial
+        # actor's start, importing torch, can take seconds on a loaded machine).
+        stop={"training_iteration": 100},
         metric="learners/default_policy/curr_lr",
         mode="max",
         scheduler=pbt,
@@ -91,9 +92,9 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
     assert len(results) == 2
     assert not results.errors
     for result in results:
-        assert result.metrics["training_iteration"] == 40
-        # The lifetime counter came through every checkpoint restore: 40 iterations x 200.
-        assert result.metrics["num_env_steps_sampled_lifetime"] == 8000
+        assert result.metrics["training_iteration"] == 100
+        # The lifetime counter came through every checkpoint restore: 100 iterations x 200.
+        assert result.metrics["num_env_steps_sampled_lifetime"] == 20_000
     cloned = list(tmp_path.glob("*/*/checkpoint_pbt_*/algorithm_state.pkl"))
     assert cloned, "PBT cloned no PPO checkpoint"
     algo = Algorithm.from_checkpoint(cloned[0].parent)

@@ -16,7 +16,6 @@ import os
 import pickle
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,7 +24,7 @@ import numpy as np
 
 from runtime.rllib._config import AlgorithmConfig
 from runtime.rllib._env import check_spaces, resolve_env_creator, spaces_of
-from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup
+from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup, PendingSample
 
 __all__ = ["Algorithm", "CheckpointRef", "SaveResult"]
 
@@ -100,9 +99,9 @@ class Algorithm:
         self.num_env_steps_trained_lifetime = 0
         self.num_episodes_lifetime = 0
         self._time_total = 0.0
-        smooth = max(1, config.metrics_num_episodes_for_smoothing)
-        self._returns: deque[float] = deque(maxlen=smooth)
-        self._lens: deque[int] = deque(maxlen=smooth)
+        # Per-runner episode stats of this iteration's sampling rounds (see _episode_stats).
+        self._runner_stats: list[tuple[float, float, float, float]] = []
+        self._pending: PendingSample | None = None  # sample_ahead's round in flight
         self._rng = np.random.default_rng(config.seed)
         self._eval_runner: EnvRunner | None = None
         self._action_generator: Any = None
@@ -139,29 +138,55 @@ class Algorithm:
     # --- sampling, shared by the algorithms ---------------------------------------------
 
     def sample(self, num_steps_per_env: int) -> list[dict[str, Any]]:
-        """One round on every runner with the current weights (broadcast once)."""
-        batches = self.env_runner_group.sample(
-            self.get_weights(), num_steps_per_env, self.config.explore, self.act_kwargs()
-        )
+        """One round on every runner with the current weights (broadcast once).
+
+        With ``sample_ahead`` the round returned is the one started at the previous call
+        (sampled with the weights of then), and the next round starts right away with the
+        current weights, so the runners sample while the caller trains.
+        """
+        group, c = self.env_runner_group, self.config
+        args = (num_steps_per_env, c.explore, self.act_kwargs())
+        if c.sample_ahead and group.local is None:
+            if self._pending is None:
+                self._pending = group.start_sample(self.get_weights(), *args)
+            batches = group.collect(self._pending)
+            self._pending = group.start_sample(self.get_weights(), *args)
+        else:
+            batches = group.sample(self.get_weights(), *args)
+        window = -(-c.metrics_num_episodes_for_smoothing // max(1, c.num_env_runners))
         for batch in batches:
             self.num_env_steps_sampled_lifetime += int(batch["env_steps"])
-            self._returns.extend(batch["episode_returns"])
-            self._lens.extend(batch["episode_lens"])
             self.num_episodes_lifetime += len(batch["episode_returns"])
+            stats = runner_episode_stats(batch["episode_returns"], batch["episode_lens"], window)
+            if stats is not None:
+                self._runner_stats.append(stats)
         return batches
 
     # --- the public API -----------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Run one iteration; the result has Ray's keys (nested, and flat ``a/b`` aliases)."""
+        """Run one iteration; the result has Ray's keys (nested, and flat ``a/b`` aliases).
+
+        An iteration runs the training step at least once, and again until
+        ``min_sample_timesteps_per_iteration`` env steps were sampled in it (as Ray's).
+        """
         start = time.perf_counter()
         episodes_before = self.num_episodes_lifetime
-        learner = self.training_step()
+        steps_before = self.num_env_steps_sampled_lifetime
+        self._runner_stats = []
+        steps = [self.training_step()]
+        while (
+            self.num_env_steps_sampled_lifetime - steps_before
+            < self.config.min_sample_timesteps_per_iteration
+        ):
+            steps.append(self.training_step())
+        learner = _merge_step_stats(steps)
         self.iteration += 1
         elapsed = time.perf_counter() - start
         self._time_total += elapsed
         runners = self._episode_stats()
         runners["num_episodes"] = self.num_episodes_lifetime - episodes_before
+        runners["num_env_steps_sampled"] = self.num_env_steps_sampled_lifetime - steps_before
         runners["num_env_steps_sampled_lifetime"] = self.num_env_steps_sampled_lifetime
         result: dict[str, Any] = {
             "training_iteration": self.iteration,
@@ -184,21 +209,7 @@ class Algorithm:
         return result
 
     def _episode_stats(self) -> dict[str, Any]:
-        if not self._returns:
-            nan = float("nan")
-            return {
-                "episode_return_mean": nan,
-                "episode_return_min": nan,
-                "episode_return_max": nan,
-                "episode_len_mean": nan,
-            }
-        returns = np.asarray(self._returns)
-        return {
-            "episode_return_mean": float(returns.mean()),
-            "episode_return_min": float(returns.min()),
-            "episode_return_max": float(returns.max()),
-            "episode_len_mean": float(np.mean(self._lens)),
-        }
+        return merge_runner_episode_stats(self._runner_stats)
 
     def evaluate(self) -> dict[str, Any]:
         """Greedy (``explore=False``) episodes in the driver; ``{"env_runners": {...}}``."""
@@ -260,6 +271,7 @@ class Algorithm:
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Replace the policy's weights; runners get them with the next sampling round."""
         self.learner.set_weights(weights)
+        self._pending = None
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -272,8 +284,6 @@ class Algorithm:
             "num_env_steps_trained_lifetime": self.num_env_steps_trained_lifetime,
             "num_episodes_lifetime": self.num_episodes_lifetime,
             "time_total_s": self._time_total,
-            "returns": list(self._returns),
-            "lens": list(self._lens),
             "rng": self._rng.bit_generator.state,
             "extra": self.get_extra_state(),
         }
@@ -290,10 +300,7 @@ class Algorithm:
         self.num_env_steps_trained_lifetime = int(state["num_env_steps_trained_lifetime"])
         self.num_episodes_lifetime = int(state["num_episodes_lifetime"])
         self._time_total = float(state["time_total_s"])
-        self._returns.clear()
-        self._returns.extend(state["returns"])
-        self._lens.clear()
-        self._lens.extend(state["lens"])
+        self._pending = None  # a round in flight was sampled with the weights replaced here
         self._rng.bit_generator.state = state["rng"]
         self.set_extra_state(state.get("extra", {}))
 
@@ -406,6 +413,72 @@ class Algorithm:
 
 def _no_module() -> Any:
     raise NotImplementedError("the algorithm's setup() must set module_ctor")
+
+
+def runner_episode_stats(
+    returns: list[float], lens: list[int], window: int
+) -> tuple[float, float, float, float] | None:
+    """One runner's figures for one sampling round: (mean, min, max return, mean length).
+
+    Ray RLlib 2.60's EnvRunner logs each episode it finishes into windows of ``window =
+    ceil(metrics_num_episodes_for_smoothing / num_env_runners)`` values and reduces -- and
+    thereby clears -- them at the end of every ``sample()`` call, so a runner's figure is
+    over at most its last ``window`` episodes finished in that round. ``None``: it finished
+    none (Ray's NaN, which the Algorithm's ``nanmean`` skips).
+    """
+    if not returns:
+        return None
+    returns, lens = returns[-window:], lens[-window:]
+    return float(np.mean(returns)), min(returns), max(returns), float(np.mean(lens))
+
+
+def merge_runner_episode_stats(
+    stats: list[tuple[float, float, float, float]],
+) -> dict[str, float]:
+    """An iteration's ``env_runners`` episode figures from its runners' round figures.
+
+    As Ray's Algorithm merges its runners' metrics: ``episode_return_mean`` is the mean of
+    the per-runner (per-round) means -- not of the episodes, and nothing carries over from
+    earlier iterations -- min and max are over the runners' windows, and every figure is
+    NaN in an iteration where no runner finished an episode.
+    """
+    if not stats:
+        nan = float("nan")
+        return {
+            "episode_return_mean": nan,
+            "episode_return_min": nan,
+            "episode_return_max": nan,
+            "episode_len_mean": nan,
+        }
+    means, mins, maxs, lens = zip(*stats, strict=True)
+    return {
+        "episode_return_mean": float(np.mean(means)),
+        "episode_return_min": float(np.min(mins)),
+        "episode_return_max": float(np.max(maxs)),
+        "episode_len_mean": float(np.mean(lens)),
+    }
+
+
+#: Learner stats that describe the state after the iteration (the last step's value is kept).
+_LAST_VALUE_STATS = frozenset(
+    {"epsilon", "replay_buffer_size", "num_target_updates", "curr_lr", "vf_explained_var"}
+)
+
+
+def _merge_step_stats(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One iteration's learner stats from its training steps: means, counts summed."""
+    if len(steps) == 1:
+        return steps[0]
+    out: dict[str, Any] = {}
+    for key in {k for step in steps for k in step}:
+        values = [step[key] for step in steps if key in step]
+        if key in _LAST_VALUE_STATS:
+            out[key] = values[-1]
+        elif key.startswith("num_"):
+            out[key] = sum(values)
+        else:
+            out[key] = float(np.mean(values))
+    return out
 
 
 def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class AlgorithmConfig:
         self.num_cpus_per_env_runner: float = 0.0
         self.sample_timeout_s: float = 120.0
         self.explore = True
+        self.sample_ahead = False
         # fault tolerance
         self.restart_failed_env_runners = True
         self.max_num_env_runner_restarts = 1000
@@ -73,6 +74,7 @@ class AlgorithmConfig:
         self.evaluation_duration_unit = "episodes"
         # reporting
         self.metrics_num_episodes_for_smoothing = 100
+        self.min_sample_timesteps_per_iteration = 0
         # debugging
         self.seed: int | None = None
         # resources (accepted for compatibility; the learner runs in the driver on CPU)
@@ -101,11 +103,19 @@ class AlgorithmConfig:
         num_cpus_per_env_runner: float = NotProvided,
         sample_timeout_s: float = NotProvided,
         explore: bool = NotProvided,
+        sample_ahead: bool = NotProvided,
     ) -> AlgorithmConfig:
         """How sampling is spread: ``num_env_runners`` actors of ``num_envs_per_env_runner`` envs.
 
         ``num_env_runners=0`` samples in the driver. ``rollout_fragment_length="auto"``
         splits each iteration's batch evenly over the runners' envs.
+
+        ``sample_ahead=True`` (not in Ray; off by default) overlaps sampling with learning:
+        while the learner trains on batch k, the runners already sample batch k+1 with the
+        weights from before that update, so every batch is one iteration stale. PPO then
+        takes its importance ratio against the log-probs the runners recorded while acting
+        (the behaviour policy), so the clipped objective stays correct for the stale batch.
+        It needs remote runners (``num_env_runners >= 1``); with 0 it samples synchronously.
         """
         for name, value in (
             ("num_env_runners", num_env_runners),
@@ -114,6 +124,7 @@ class AlgorithmConfig:
             ("num_cpus_per_env_runner", num_cpus_per_env_runner),
             ("sample_timeout_s", sample_timeout_s),
             ("explore", explore),
+            ("sample_ahead", sample_ahead),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -162,10 +173,23 @@ class AlgorithmConfig:
             self.evaluation_duration_unit = evaluation_duration_unit
         return self
 
-    def reporting(self, metrics_num_episodes_for_smoothing: int = NotProvided) -> AlgorithmConfig:
-        """Over how many recent episodes ``episode_return_mean`` is averaged."""
+    def reporting(
+        self,
+        metrics_num_episodes_for_smoothing: int = NotProvided,
+        min_sample_timesteps_per_iteration: int = NotProvided,
+    ) -> AlgorithmConfig:
+        """How iterations report (Ray's settings and meanings).
+
+        ``metrics_num_episodes_for_smoothing``: each runner contributes the mean of at most
+        its last ``ceil(this / num_env_runners)`` episodes completed in the iteration (see
+        ``Algorithm.train``). ``min_sample_timesteps_per_iteration``: ``train()`` repeats
+        the training step until at least this many env steps were sampled in the iteration
+        (Ray's default: 0 for PPO, 1000 for DQN).
+        """
         if metrics_num_episodes_for_smoothing is not NotProvided:
             self.metrics_num_episodes_for_smoothing = int(metrics_num_episodes_for_smoothing)
+        if min_sample_timesteps_per_iteration is not NotProvided:
+            self.min_sample_timesteps_per_iteration = int(min_sample_timesteps_per_iteration)
         return self
 
     def debugging(self, seed: int | None = NotProvided, **_ignored: Any) -> AlgorithmConfig:
@@ -262,6 +286,14 @@ class AlgorithmConfig:
                 "evaluation_duration_unit must be 'episodes' or 'timesteps', "
                 f"got {self.evaluation_duration_unit!r}"
             )
+        _int_at_least(
+            "metrics_num_episodes_for_smoothing", self.metrics_num_episodes_for_smoothing, 1
+        )
+        _int_at_least(
+            "min_sample_timesteps_per_iteration", self.min_sample_timesteps_per_iteration, 0
+        )
+        if not isinstance(self.sample_ahead, bool):
+            raise TypeError(f"sample_ahead must be a bool, got {self.sample_ahead!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
         hiddens = self.model.get("fcnet_hiddens", [])

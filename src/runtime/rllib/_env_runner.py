@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from runtime.exceptions import (
     NodeDiedError,
 )
 
-__all__ = ["EnvRunner", "EnvRunnerGroup"]
+__all__ = ["EnvRunner", "EnvRunnerGroup", "PendingSample"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,18 @@ class EnvRunner:
         self.env.close()
 
 
+@dataclass
+class PendingSample:
+    """A sampling round in flight: what each runner was asked, and the refs to its batches."""
+
+    weights_ref: Any
+    num_steps: int
+    explore: bool
+    kw: dict[str, Any] | None
+    refs: list[Any]
+    batches: list[dict[str, Any]] | None = None
+
+
 class EnvRunnerGroup:
     """The algorithm's runners: ``num_env_runners`` actors, or one local runner when it is 0."""
 
@@ -237,17 +250,42 @@ class EnvRunnerGroup:
         Runners that failed are replaced; the round returns the batches of the others (and
         samples again if none survived).
         """
+        return self.collect(self.start_sample(weights, num_steps, explore, act_kwargs))
+
+    def start_sample(
+        self,
+        weights: dict[str, Any],
+        num_steps: int,
+        explore: bool = True,
+        act_kwargs: dict[str, Any] | None = None,
+    ) -> PendingSample:
+        """Start a round on every runner without waiting for it; ``collect`` gets the batches.
+
+        With no remote runners the local runner samples right here (there is nothing to
+        overlap with).
+        """
         if self.local is not None:
             self.local.set_weights(weights)
-            return [self.local.sample(None, num_steps, explore, act_kwargs)]
-        weights_ref = runtime.put(weights)
+            batch = self.local.sample(None, num_steps, explore, act_kwargs)
+            return PendingSample(None, num_steps, explore, act_kwargs, [], [batch])
+        pending = PendingSample(runtime.put(weights), num_steps, explore, act_kwargs, [])
+        self._launch(pending)
+        return pending
+
+    def _launch(self, pending: PendingSample) -> None:
+        pending.refs = [
+            r.sample.remote(pending.weights_ref, pending.num_steps, pending.explore, pending.kw)
+            for r in self.runners
+        ]
+
+    def collect(self, pending: PendingSample) -> list[dict[str, Any]]:
+        """The batches of a round ``start_sample`` began (replacing runners that failed)."""
+        if pending.batches is not None:
+            return pending.batches
         for _attempt in range(3):
-            refs = [
-                r.sample.remote(weights_ref, num_steps, explore, act_kwargs) for r in self.runners
-            ]
             batches: list[dict[str, Any]] = []
             failed: list[tuple[int, BaseException]] = []
-            for index, ref in enumerate(refs):
+            for index, ref in enumerate(pending.refs):
                 try:
                     batches.append(runtime.get(ref, timeout=self.config.sample_timeout_s))
                 except RUNNER_FAILURES as exc:
@@ -256,6 +294,7 @@ class EnvRunnerGroup:
                 self._replace(index, error)
             if batches:
                 return batches
+            self._launch(pending)
         raise RuntimeError("every env runner failed three sampling rounds in a row")
 
     def _replace(self, index: int, exc: BaseException) -> None:

@@ -149,32 +149,43 @@ def seeded_init(seed: int | None, build: Any) -> Any:
 
 
 class TorchLearner:
-    """Adam on a module, with global-norm gradient clipping; one ``update(loss)`` per minibatch."""
+    """Adam on a module, with global-norm gradient clipping; one ``update(loss)`` per minibatch.
+
+    Written for many small updates (PPO: 10 epochs x 16 minibatches of 128 per iteration on
+    64x64 MLPs), where per-call overhead, not arithmetic, is the cost: one thread (measured
+    faster than two for these matmuls, and the cores are shared with the env runners),
+    torch's *fused* CPU Adam (one kernel for every parameter instead of a chain of
+    multi-tensor ops; ``foreach`` where fused is unavailable), a ``foreach`` norm for
+    clipping, and ``update`` returns the gradient norm as a tensor so that the loop never
+    waits on a Python float.
+    """
 
     def __init__(self, module: nn.Module, lr: float, grad_clip: float | None):
-        torch.set_num_threads(1)  # two cores are shared with the env runners
+        torch.set_num_threads(1)
         self.module = module
         self.grad_clip = grad_clip
         self.params = [p for p in module.parameters() if p.requires_grad]
-        # foreach: multi-tensor kernels instead of a Python loop over the parameters (the loop
-        # is most of an update's cost for these small networks).
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, foreach=True)
+        try:
+            self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, fused=True)
+        except (RuntimeError, ValueError):  # a torch without fused CPU Adam
+            self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, foreach=True)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, loss: torch.Tensor) -> float:
-        """One gradient step on ``loss``; returns the gradient norm before clipping."""
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """One gradient step on ``loss``; returns the gradient norm before clipping (a tensor)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.params if p.grad is not None]
         if self.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
         else:
-            norm = torch.norm(torch.stack([p.grad.detach().norm() for p in params]))  # type: ignore[union-attr]
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         self.optimizer.step()
-        return float(norm)
+        return norm.detach()
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return get_module_weights(self.module)

@@ -68,6 +68,7 @@ class DQNConfig(AlgorithmConfig):
         self.td_error_loss_fn = "huber"
         self.grad_clip = 10.0
         self.model = {"fcnet_hiddens": [64, 64], "fcnet_activation": "relu"}
+        self.min_sample_timesteps_per_iteration = 1000  # Ray's DQN default
 
     def validate(self) -> None:
         super().validate()
@@ -220,7 +221,7 @@ class DQN(Algorithm):
                     "terminateds": torch.as_tensor(raw["terminateds"]),
                 }
                 loss, mb_stats = dqn_loss(self.module, self.target, mb, c)
-                mb_stats["grad_norm"] = self.learner.update(loss)
+                mb_stats["grad_norm"] = float(self.learner.update(loss))
                 for k, v in mb_stats.items():
                     stats.setdefault(k, []).append(v)
             self.num_env_steps_trained_lifetime += num_updates * c.train_batch_size

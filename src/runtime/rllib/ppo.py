@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Normal
+from torch.distributions import Normal
 
 from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig
@@ -97,19 +97,22 @@ class ActorCritic(nn.Module):
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(n_out))
 
-    def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
+    def logp_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of ``actions`` under the policy, and the policy's entropy.
+
+        The categorical case is written out (``log_softmax`` + ``gather``) rather than going
+        through ``torch.distributions``: the learner calls this 160 times an iteration on
+        minibatches of 128, where each extra autograd node costs more than its arithmetic.
+        """
         out = self.pi(obs)
         if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
-
-    def log_prob(self, dist: Categorical | Normal, actions: torch.Tensor) -> torch.Tensor:
-        logp = dist.log_prob(actions)
-        return logp if self.discrete else logp.sum(-1)
-
-    def entropy(self, dist: Categorical | Normal) -> torch.Tensor:
-        ent = dist.entropy()
-        return ent if self.discrete else ent.sum(-1)
+            logp_all = torch.log_softmax(out, -1)
+            logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+            return logp, -(logp_all.exp() * logp_all).sum(-1)
+        dist = Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
+        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.vf(obs).squeeze(-1)
@@ -178,10 +181,15 @@ def compute_gae(
 
 def ppo_loss(
     module: ActorCritic, mb: dict[str, torch.Tensor], config: PPOConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped surrogate objective, value loss and entropy bonus on one minibatch."""
-    dist = module.distribution(mb["obs"])
-    logp = module.log_prob(dist, mb["actions"])
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate objective, value loss and entropy bonus on one minibatch.
+
+    ``mb["action_logp"]`` is the log-probability under the policy that *sampled* the batch
+    (the behaviour policy), so the ratio is an importance ratio against it, also when that
+    policy is an iteration older than the learner's (``sample_ahead``). The stats come back
+    as detached tensors: the learner sums them over the minibatches and converts once.
+    """
+    logp, entropy = module.logp_entropy(mb["obs"], mb["actions"])
     log_ratio = logp - mb["action_logp"]
     ratio = log_ratio.exp()
     adv = mb["advantages"]
@@ -196,18 +204,16 @@ def ppo_loss(
     if config.vf_clip_param is not None:
         vf_err = vf_err.clamp(max=config.vf_clip_param)
     vf_loss = 0.5 * vf_err.mean()
-    entropy = module.entropy(dist).mean()
+    entropy = entropy.mean()
     loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
-        clip_frac = ((ratio - 1).abs() > config.clip_param).float().mean()
-    stats = {
-        "policy_loss": policy_loss.item(),
-        "vf_loss": vf_loss.item(),
-        "entropy": entropy.item(),
-        "mean_kl_loss": float(approx_kl),
-        "clip_fraction": float(clip_frac),
-    }
+        stats = {
+            "policy_loss": policy_loss.detach(),
+            "vf_loss": vf_loss.detach(),
+            "entropy": entropy.detach(),
+            "mean_kl_loss": ((ratio - 1) - log_ratio).mean(),  # the low-variance k3 estimator
+            "clip_fraction": ((ratio - 1).abs() > config.clip_param).float().mean(),
+        }
     return loss, stats
 
 
@@ -239,13 +245,49 @@ class PPO(Algorithm):
     def training_step(self) -> dict[str, Any]:
         c = self.config
         self.learner.set_lr(c.lr)  # Tune's PBT may have changed it
-        batches = self.sample(c.get_rollout_fragment_length())
+        data = self.postprocess(self.sample(c.get_rollout_fragment_length()))
 
-        # GAE per runner batch ([T, N]), with values from the weights that sampled it.
-        columns: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("obs", "actions", "advantages", "value_targets")
-        }
+        # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
+        # each minibatch is a slice (a view); stats stay tensors until the end.
+        size = len(data["advantages"])
+        mb_size = min(c.minibatch_size, size)
+        stat_names = (*_STAT_NAMES, "grad_norm")
+        totals = torch.zeros(len(stat_names))
+        num_updates = 0
+        for _epoch in range(c.num_epochs):
+            order = torch.from_numpy(self._rng.permutation(size))
+            shuffled = {k: v[order] for k, v in data.items()}
+            for start in range(0, size - mb_size + 1, mb_size):
+                mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
+                loss, mb_stats = ppo_loss(self.module, mb, c)
+                grad_norm = self.learner.update(loss)
+                totals += torch.stack([*mb_stats.values(), grad_norm])
+                num_updates += 1
+        self.num_env_steps_trained_lifetime += size * c.num_epochs
+
+        out = dict(zip(stat_names, (totals / max(1, num_updates)).tolist(), strict=True))
+        targets_all, values_all = data["value_targets"], data["value_targets"] - data["advantages"]
+        var = float(targets_all.var())
+        resid = float((targets_all - values_all).var())
+        out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
+        out["curr_lr"] = float(c.lr)
+        out["num_env_steps_trained"] = size
+        return out
+
+    def postprocess(self, batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The runners' ``[T, N]`` batches as one flat batch of tensors, with GAE.
+
+        Values (for GAE) come from the learner's current weights. The behaviour log-probs:
+        with synchronous sampling the learner's weights right now are the ones that sampled
+        the batch, so they are recomputed here in torch (which keeps a seeded run repeatable
+        bit for bit); with ``sample_ahead`` the batch was sampled with the previous
+        iteration's weights, and the log-probs the runners recorded while acting are used.
+        """
+        c = self.config
         space = self.observation_space
+        columns: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("obs", "actions", "advantages", "value_targets", "action_logp")
+        }
         for b in batches:
             t, n = b["rewards"].shape
             with torch.no_grad():
@@ -268,38 +310,17 @@ class PPO(Algorithm):
             columns["actions"].append(b["actions"].reshape(t * n, *b["actions"].shape[2:]))
             columns["advantages"].append(adv.reshape(-1))
             columns["value_targets"].append(targets.reshape(-1))
+            columns["action_logp"].append(b["action_logp"].reshape(-1))
         data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items() if v}
-        if not self.module.discrete:
-            data["actions"] = data["actions"].float()
-        # The behaviour policy's log-probs. Sampling is synchronous, so the learner's weights
-        # right now are the ones that sampled the batch: computing them here in torch (rather
-        # than taking the runners' numpy values) keeps a seeded run bit-for-bit repeatable.
-        with torch.no_grad():
-            dist = self.module.distribution(data["obs"])
-            data["action_logp"] = self.module.log_prob(dist, data["actions"])
+        actions = data["actions"]
+        data["actions"] = actions.long() if self.module.discrete else actions.float()
+        if not c.sample_ahead:
+            with torch.no_grad():
+                data["action_logp"] = self.module.logp_entropy(data["obs"], data["actions"])[0]
+        return data
 
-        # num_epochs passes over shuffled minibatches.
-        size = len(data["advantages"])
-        mb_size = min(c.minibatch_size, size)
-        stats: dict[str, list[float]] = {}
-        for _epoch in range(c.num_epochs):
-            order = torch.as_tensor(self._rng.permutation(size))
-            for start in range(0, size - mb_size + 1, mb_size):
-                idx = order[start : start + mb_size]
-                loss, mb_stats = ppo_loss(self.module, {k: v[idx] for k, v in data.items()}, c)
-                mb_stats["grad_norm"] = self.learner.update(loss)
-                for k, v in mb_stats.items():
-                    stats.setdefault(k, []).append(v)
-        self.num_env_steps_trained_lifetime += size * c.num_epochs
 
-        out = {k: float(np.mean(v)) for k, v in stats.items()}
-        targets_all, values_all = data["value_targets"], data["value_targets"] - data["advantages"]
-        var = float(targets_all.var())
-        resid = float((targets_all - values_all).var())
-        out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
-        out["curr_lr"] = float(c.lr)
-        out["num_env_steps_trained"] = size
-        return out
+_STAT_NAMES = ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "clip_fraction")
 
 
 PPOConfig.algo_class = PPO
