@@ -8,6 +8,7 @@ module; every method runs on the worker's loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,15 @@ from . import _protocol as p
 from . import _serialization as ser
 from ._exceptions import ActorDiedError, NodeDiedError, RuntimeBaseError
 from ._pending import PendingTask
+from ._refs import ReferenceTable
 from ._streaming import StreamState
 from ._transport import Connection
 
 #: How many placements in a row a caller tries to reach a restarting actor at.
 _RELOCATE_TRIES = 5
+#: The death cause of an actor stopped because no handle to it was left.
+OUT_OF_SCOPE = "all of its handles went out of scope (unnamed, non-detached actor)"
+log = logging.getLogger("runtime.actors")
 
 
 @dataclass(slots=True)
@@ -42,6 +47,9 @@ class ActorState:
     retries_left: dict[bytes, int] = field(default_factory=dict)
     #: The restart count of the incarnation we lost: the next one must have a higher one.
     lost_restarts: int = -1
+    #: Refs among the constructor's arguments, pinned by the creator while the actor may
+    #: (re)start; released once it is out of scope.
+    args_refs: list[tuple[bytes, str, str]] = field(default_factory=list)
 
     def track(self, msg: p.CallActor, buffers: list[memoryview]) -> None:
         """Keep a sent call (and the incarnation it went to) while the actor may restart."""
@@ -59,6 +67,7 @@ class ActorCaller:
     """Sends actor calls in each caller's order and follows actors that restart."""
 
     # Provided by Worker.
+    refs: ReferenceTable
     actors: dict[bytes, ActorState]
     tasks: dict[bytes, PendingTask]
     streams: dict[bytes, StreamState]
@@ -91,8 +100,10 @@ class ActorCaller:
         buffers: list[memoryview],
         object_ids: list[bytes],
         stream: StreamState | None = None,
+        keep: Any = None,
     ) -> None:
-        """Send an actor call, keeping this caller's order (loop)."""
+        """Send an actor call, keeping this caller's order (loop). ``keep``: the handle's
+        token, held until the call is answered (the actor stays in scope meanwhile)."""
         state = self.actor_state(msg.actor_id)
         if state.dead is not None:
             err = state.dead
@@ -103,7 +114,7 @@ class ActorCaller:
             return
         node_id = state.location.node_id if state.location is not None else ""
         self.tasks[msg.task_id] = PendingTask(
-            object_ids, node_id, msg.method, msg.actor_id, stream=stream
+            object_ids, node_id, msg.method, msg.actor_id, stream=stream, keep=keep
         )
         if stream is not None:
             self.streams[msg.task_id] = stream
@@ -118,6 +129,26 @@ class ActorCaller:
         if not state.resolving:
             state.resolving = True
             self.spawn(self._resolve_actor(state))
+
+    def actor_out_of_scope(self, actor_id: bytes) -> None:
+        """No handle of an actor this process created is left anywhere, and no call to it
+        is in flight: stop it, as Ray does (loop). Named and detached actors have no token."""
+        state = self.actors.pop(actor_id, None)
+        self.spawn(self._stop_unreferenced(actor_id, state))
+
+    async def _stop_unreferenced(self, actor_id: bytes, state: ActorState | None) -> None:
+        if state is not None:
+            if state.creating is not None:
+                await state.creating  # the head learns of the actor before it is stopped
+            if state.dead is not None:
+                return
+            actor_id = state.actor_id
+        try:
+            await self.head_request(p.KillActor(0, actor_id, True, OUT_OF_SCOPE))
+        except (OSError, ConnectionError, RuntimeBaseError, ValueError) as exc:
+            log.debug("could not stop out-of-scope actor %s: %s", actor_id.hex(), exc)
+        if state is not None and state.args_refs:
+            self.refs.unpin(state.args_refs)
 
     async def _resolve_actor(self, state: ActorState) -> None:
         try:

@@ -542,13 +542,18 @@ def create_actor(
         worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
         return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
     worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
-    return ActorHandle(spec.actor_id, spec.class_name, methods)
+    # Unnamed and not detached: stopped when its last handle is gone (Ray's semantics).
+    token = None
+    if spec.name is None and not spec.detached:
+        token = worker.new_actor_token(spec.actor_id)
+    return ActorHandle(spec.actor_id, spec.class_name, methods, token=token)
 
 
 def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
     state = worker.actor_state(spec.actor_id)
     created: asyncio.Future[None] = worker.loop.create_future()
     state.creating = created
+    state.args_refs = spec.args.refs
 
     async def create() -> None:
         try:

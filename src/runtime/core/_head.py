@@ -41,6 +41,10 @@ PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
 _RETRY_S = 0.1
 #: How long a lookup by id waits for the creation request of an actor it does not know.
 _ANNOUNCE_S = 10.0
+#: Dead actors remembered (to answer their callers with the death cause); the oldest are
+#: forgotten past this, so a cluster that makes and drops actors all day stays bounded.
+#: Ray keeps a bounded cache of destroyed actors in its GCS for the same reason.
+DEAD_ACTORS_KEPT = int(os.environ.get("RUNTIME_DEAD_ACTORS_KEPT", "10000"))
 
 
 @dataclass(slots=True)
@@ -112,6 +116,7 @@ class Head:
         self.worker = worker
         self.nodes: dict[str, p.NodeInfo] = {}
         self.actors: dict[bytes, ActorRecord] = {}
+        self._dead_order: deque[bytes] = deque()  # dead actors, oldest first
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: deque[bytes] = deque()
         self.groups: dict[bytes, GroupRecord] = {}
@@ -147,6 +152,8 @@ class Head:
             record = ActorRecord(stored.spec, stored.state, stored.node_id, stored.address,
                                  stored.death_cause, num_restarts=stored.num_restarts)  # fmt: skip
             self.actors[stored.spec.actor_id] = record
+            if record.state == DEAD:
+                self._dead_order.append(stored.spec.actor_id)
             s = stored.spec
             if record.state != DEAD and s.name:
                 self.names[(s.namespace, s.name)] = s.actor_id
@@ -326,7 +333,7 @@ class Head:
                 name=name, namespace=namespace, actor_id=actor_id, wait=wait, after_restarts=after
             ):
                 return await self._get_actor(name, namespace, actor_id, wait, after)
-            case p.KillActor(actor_id=actor_id, no_restart=no_restart):
+            case p.KillActor(actor_id=actor_id, no_restart=no_restart, reason=reason):
                 record = self.actors.get(actor_id)
                 if record is None:
                     raise ValueError(f"no actor {actor_id.hex()}")
@@ -334,7 +341,7 @@ class Head:
                     self._stop_on_node(record.node_id, actor_id, restarting=True)
                     self._restart(record, "it was killed with runtime.kill(no_restart=False)")
                 else:
-                    self._kill(record, "the actor was killed with runtime.kill")
+                    self._kill(record, reason or "the actor was killed with runtime.kill")
                 return True
             case p.ListState(what=what):
                 return self._list(what)
@@ -700,12 +707,21 @@ class Head:
                 w.set_result(None)
 
     def _mark_dead(self, record: ActorRecord, reason: str) -> None:
+        if record.state != DEAD:
+            self._dead_order.append(record.spec.actor_id)
         record.state, record.death_cause = DEAD, reason
         self._persist(record)
         s = record.spec
         if s.name and self.names.get((s.namespace, s.name)) == s.actor_id:
             del self.names[(s.namespace, s.name)]
         self._wake(record)
+        while len(self._dead_order) > DEAD_ACTORS_KEPT:
+            old = self._dead_order.popleft()
+            gone = self.actors.get(old)
+            if gone is not None and gone.state == DEAD:
+                del self.actors[old]
+                if self.store is not None:
+                    self.store.delete_actor(old)
 
     def _restart(self, record: ActorRecord, reason: str) -> None:
         """Place the actor again (its constructor runs anew on a live node)."""

@@ -75,6 +75,9 @@ class HeadStore:
              actor.address, actor.num_restarts, actor.death_cause),
         )  # fmt: skip
 
+    def delete_actor(self, actor_id: bytes) -> None:
+        self._db.execute("delete from actors where actor_id = ?", (actor_id,))
+
     def actors(self) -> list[StoredActor]:
         rows = self._db.execute(
             "select spec, state, node_id, address, num_restarts, death_cause from actors"

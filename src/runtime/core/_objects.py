@@ -30,6 +30,8 @@ from ._transport import Connection, split_buffers
 
 #: Values at least this big are kept in the object store and move on demand.
 STORE_MIN: Final = 100 * 1024
+#: An actor's handle token is the object ``actor id + this`` (no task id ends so).
+_TOKEN_SUFFIX: Final = b"\xffhdl"
 #: A reader on another host fetches a stored object in chunks of this size,
 CHUNK: Final = 8 << 20
 #: with this many chunks in flight.
@@ -53,6 +55,7 @@ class ObjectPlane:
     dead_peers: set[str]
     _refs_flush_armed: bool
     _closing: bool
+    actor_out_of_scope: Callable[[bytes], None]  # ActorCaller's
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         raise NotImplementedError
@@ -90,6 +93,8 @@ class ObjectPlane:
                 self.spawn(self._send_refs_later(owner_id, address, deltas))
         for oid, entry in freed:
             self._release_entry(oid, entry)
+        for actor_id in self.refs.take_unreferenced():
+            self.actor_out_of_scope(actor_id)
 
     async def _send_refs_later(
         self, owner_id: str, address: str, deltas: list[tuple[bytes, int]]
@@ -126,6 +131,19 @@ class ObjectPlane:
             self.refs.unpin(value.refs)
 
     # --- owned objects ---------------------------------------------------------------------
+
+    def new_actor_token(self, actor_id: bytes) -> ObjectRef[Any]:
+        """The token every handle of a new actor of this process holds (any thread): an
+        owned object with no value, counted like any other; when nothing references it
+        any more, here or elsewhere, the actor is stopped (Ray's out-of-scope actors)."""
+        token = actor_id + _TOKEN_SUFFIX
+        table = self.refs
+        with table.lock:
+            entry = table.owned[token] = OwnedObject()
+            entry.state = READY
+            table.actor_tokens[token] = actor_id
+            table.local[token] = table.local.get(token, 0) + 1
+        return ObjectRef.counted(token, self.peer_id, self.address, table)
 
     def new_owned(self, object_id: bytes) -> ObjectRef[Any]:
         """A ref to a pending object this process owns (any thread)."""
@@ -499,6 +517,7 @@ class ObjectPlane:
                     "remote_refs": e.remote,
                 }
                 for oid, e in table.owned.items()
+                if oid not in table.actor_tokens
             ]
             borrowed = [
                 {"object_id": oid.hex(), "owner": owner, "local_refs": table.local.get(oid, 0)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _protocol as p
 
@@ -22,6 +22,8 @@ class PendingTask:
     actor_id: bytes | None = None
     retry: TaskRetry | None = None
     stream: StreamState | None = None
+    #: What the call keeps alive until it is answered: the callee actor's handle token.
+    keep: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,7 @@ class KillActor(_Msg, tag=25):
     rid: int
     actor_id: bytes
     no_restart: bool = True
+    reason: str = ""  # why (for the actor's death cause); "" means runtime.kill
 
 
 class ActorGone(_Msg, tag=26):

@@ -66,6 +66,12 @@ class ReferenceTable:
         self.outbox: dict[str, tuple[str, list[tuple[bytes, int]]]] = {}
         #: Objects freed by the owner whose value or copies need releasing on the loop.
         self.freed: list[tuple[bytes, OwnedObject]] = []
+        #: Handle tokens of the actors this process created (token object id -> actor id):
+        #: a token is referenced by every handle of its actor, and by every call in flight
+        #: to it, wherever they are; when it is freed, the actor is out of scope.
+        self.actor_tokens: dict[bytes, bytes] = {}
+        #: Actors whose token was freed, to stop on the loop.
+        self.unreferenced: list[bytes] = []
         self._wake = wake
 
     # --- local instances ------------------------------------------------------------
@@ -125,6 +131,11 @@ class ReferenceTable:
         if entry is None or entry.remote > 0 or self.local.get(oid, 0) > 0:
             return
         del self.owned[oid]
+        actor_id = self.actor_tokens.pop(oid, None)
+        if actor_id is not None:
+            self.unreferenced.append(actor_id)
+            self._wake()
+            return
         if entry.state == PENDING:
             # Nobody can ask for it any more; drop the result when it arrives.
             return
@@ -147,6 +158,12 @@ class ReferenceTable:
             outbox, self.outbox = self.outbox, {}
             freed, self.freed = self.freed, []
             return outbox, freed
+
+    def take_unreferenced(self) -> list[bytes]:
+        """Hand the actors whose last handle is gone to the loop."""
+        with self.lock:
+            out, self.unreferenced = self.unreferenced, []
+            return out
 
 
 #: The table of this process, set while a worker runs (ObjectRef needs it in __del__).

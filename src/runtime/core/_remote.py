@@ -407,11 +407,15 @@ class ActorHandle(Generic[T]):
         class_name: str,
         methods: dict[str, int],
         location: p.ActorLocation | None = None,
+        token: ObjectRef[Any] | None = None,
     ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._method_returns = methods
         self._location = location
+        #: The reference every handle of an unnamed, non-detached actor holds (pickled with
+        #: the handle, so borrowers count too): the actor is stopped once it is freed.
+        self._token = token
         self._method_cache: dict[str, ActorMethod[..., Any]] = {}
 
     def __getattr__(self, name: str) -> ActorMethod[..., Any]:
@@ -431,7 +435,10 @@ class ActorHandle(Generic[T]):
         worker = current_worker()
         state = worker.actors.get(self._actor_id)
         location = state.location if state is not None else self._location
-        return (_rebuild_handle, (self._actor_id, self._class_name, self._method_returns, location))
+        return (
+            _rebuild_handle,
+            (self._actor_id, self._class_name, self._method_returns, location, self._token),
+        )
 
     def __repr__(self) -> str:
         return f"ActorHandle({self._class_name}, {self._actor_id.hex()})"
@@ -444,22 +451,29 @@ class ActorHandle(Generic[T]):
 
 
 def _rebuild_handle(
-    actor_id: bytes, class_name: str, methods: dict[str, int], location: p.ActorLocation | None
+    actor_id: bytes,
+    class_name: str,
+    methods: dict[str, int],
+    location: p.ActorLocation | None,
+    token: ObjectRef[Any] | None = None,
 ) -> ActorHandle[Any]:
     try:
         worker = current_worker()
     except RuntimeError:
-        return ActorHandle(actor_id, class_name, methods, location)
+        return ActorHandle(actor_id, class_name, methods, location, token)
     if location is not None and location.state == "ALIVE":
         worker.inbox.post(worker.actor_state, actor_id, location)
-    return ActorHandle(actor_id, class_name, methods, location)
+    return ActorHandle(actor_id, class_name, methods, location, token)
 
 
 class ActorMethod(Generic[P, R]):
     """One method of an actor, called with ``.remote(*args)``."""
 
     def __init__(self, handle: ActorHandle[Any], name: str, num_returns: int) -> None:
-        self._handle = handle
+        # The actor's id and token, not the handle: the handle caches its methods, and a
+        # cycle would keep a dropped handle (and so its actor) alive until a gc pass.
+        self._actor_id = handle._actor_id
+        self._token = handle._token
         self._name = name
         self._num_returns = num_returns
 
@@ -475,11 +489,10 @@ class ActorMethod(Generic[P, R]):
         _generator_backpressure_num_objects: int | None = None,
         **_: Any,
     ) -> ActorMethod[P, R]:
-        m: ActorMethod[P, R] = ActorMethod(
-            self._handle,
-            self._name,
-            self._num_returns if num_returns is None else _num_returns(num_returns),
-        )
+        m: ActorMethod[P, R] = ActorMethod.__new__(ActorMethod)
+        m.__dict__.update(self.__dict__)
+        if num_returns is not None:
+            m._num_returns = _num_returns(num_returns)
         if _generator_backpressure_num_objects is not None:
             m._window = _window(
                 {"_generator_backpressure_num_objects": _generator_backpressure_num_objects}
@@ -494,14 +507,14 @@ class ActorMethod(Generic[P, R]):
         n = self._num_returns
         value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
         msg = p.CallActor(
-            task_id, self._handle._actor_id, self._name, value, n, worker.peer_id, worker.address
+            task_id, self._actor_id, self._name, value, n, worker.peer_id, worker.address
         )
         out = _results(worker, task_id, n, refs)
         stream = None
         if n == p.STREAMING:
             msg.stream_window = self._window
             stream = out._state
-        worker.inbox.post(worker.call_actor, msg, buffers, oids, stream)
+        worker.inbox.post(worker.call_actor, msg, buffers, oids, stream, self._token)
         return out  # type: ignore[no-any-return]
 
 
