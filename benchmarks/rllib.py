@@ -63,46 +63,61 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- our half
 
 
-def run_runtime(targets: list[float], budget_s: float, sample_rounds: int) -> dict[str, Any]:
+def run_runtime(
+    targets: list[float], budget_s: float, sample_rounds: int, seed: int
+) -> dict[str, Any]:
+    """Our half: the default (synchronous) PPO, then the same run with ``sample_ahead``."""
     import runtime
     from runtime.rllib import PPOConfig
 
     runtime.init(num_cpus=RUNNERS)
     try:
-        config = (
-            PPOConfig()
-            .environment("CartPole-v1")
-            .env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
-            .training(**PPO_SETTINGS)
-            .debugging(seed=0)
-        )
-        t0 = time.perf_counter()
-        algo = config.build()
-        build_s = time.perf_counter() - t0
-        try:
-            reached = train_until(
-                "runtime",
-                algo.train,
-                mean_of=lambda r: r["env_runners"]["episode_return_mean"],
-                steps_of=lambda r: r["num_env_steps_sampled_lifetime"],
-                targets=targets,
-                budget_s=budget_s,
+        out: dict[str, Any] = {}
+        for variant, sample_ahead in (("", False), ("ahead_", True)):
+            config = (
+                PPOConfig()
+                .environment("CartPole-v1")
+                .env_runners(
+                    num_env_runners=RUNNERS,
+                    num_envs_per_env_runner=ENVS_PER_RUNNER,
+                    sample_ahead=sample_ahead,
+                )
+                .training(**PPO_SETTINGS)
+                .debugging(seed=seed)
             )
-            # Then sampling alone: rounds of 250 steps per env on every runner.
-            group, weights = algo.env_runner_group, algo.get_weights()
             t0 = time.perf_counter()
-            steps = sum(
-                int(b["env_steps"])
-                for _ in range(sample_rounds)
-                for b in group.sample(weights, 250)
-            )
-            sample_rate = steps / (time.perf_counter() - t0)
-            log(f"[runtime] sampling: {sample_rate:,.0f} env steps/s")
-        finally:
-            algo.stop()
+            algo = config.build()
+            build_s = time.perf_counter() - t0
+            name = "runtime" + (" sample_ahead" if sample_ahead else "")
+            try:
+                reached = train_until(
+                    name,
+                    algo.train,
+                    mean_of=lambda r: r["env_runners"]["episode_return_mean"],
+                    steps_of=lambda r: r["num_env_steps_sampled_lifetime"],
+                    targets=targets,
+                    budget_s=budget_s,
+                )
+                out.update({variant + k: v for k, v in reached.items()})
+                if not sample_ahead:
+                    # The first build starts the runners' processes' imports; later ones
+                    # find them warm, so only the first is reported.
+                    out["build_s"] = build_s
+                    # Then sampling alone: rounds of 250 steps per env on every runner.
+                    group, weights = algo.env_runner_group, algo.get_weights()
+                    t0 = time.perf_counter()
+                    steps = sum(
+                        int(b["env_steps"])
+                        for _ in range(sample_rounds)
+                        for b in group.sample(weights, 250)
+                    )
+                    out["sample_steps_per_s"] = steps / (time.perf_counter() - t0)
+                    log(f"[runtime] sampling: {out['sample_steps_per_s']:,.0f} env steps/s")
+            finally:
+                algo.stop()
     finally:
         runtime.shutdown()
-    return {"build_s": build_s, "sample_steps_per_s": sample_rate, **reached}
+    return out
 
 
 def train_until(
@@ -137,7 +152,7 @@ def train_until(
 # --------------------------------------------------------------------------- Ray's half
 
 
-def run_ray(targets: list[float], budget_s: float, sample_rounds: int) -> dict[str, Any]:
+def run_ray(targets: list[float], budget_s: float, sample_rounds: int, seed: int) -> dict[str, Any]:
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -157,7 +172,7 @@ def run_ray(targets: list[float], budget_s: float, sample_rounds: int) -> dict[s
                     fcnet_hiddens=[64, 64], fcnet_activation="tanh", vf_share_layers=False
                 )
             )
-            .debugging(seed=0)
+            .debugging(seed=seed)
         )
         t0 = time.perf_counter()
         algo = config.build_algo()
@@ -245,6 +260,14 @@ ROWS = [
     ("env steps to mean return 450", "steps_to_450", "steps", False),
     ("PPO end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
 ]
+#: Rows of our ``sample_ahead`` run (same settings; sampling overlaps learning).
+AHEAD_ROWS = [(f"sample_ahead: {label}", "ahead_" + key, u, h) for label, key, u, h in ROWS[2:]]
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
 
 
 def render(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
@@ -252,14 +275,13 @@ def render(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
         "| metric | runtime.rllib | Ray RLlib | ratio (>1: ours better) |",
         "|---|---|---|---|",
     ]
-    for label, key, unit, higher in ROWS:
-        a, b = ours.get(key), (ray or {}).get(key)
-        fa = "-" if a is None else (f"{a:,.0f} {unit}" if a >= 100 else f"{a:.1f} {unit}")
-        fb = "-" if b is None else (f"{b:,.0f} {unit}" if b >= 100 else f"{b:.1f} {unit}")
+    for label, key, unit, higher in ROWS + AHEAD_ROWS:
+        a = ours.get(key)
+        b = (ray or {}).get(key.removeprefix("ahead_"))
         ratio = "-"
         if a and b:
             ratio = f"{(a / b if higher else b / a):.2f}x"
-        lines.append(f"| {label} | {fa} | {fb} | {ratio} |")
+        lines.append(f"| {label} | {_fmt(a, unit)} | {_fmt(b, unit)} | {ratio} |")
     if ray and "skipped" in ray:
         lines.append(f"\nRay half skipped: {ray['skipped']}")
     elif ray and "version" in ray:
@@ -272,16 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="target 150 only; fewer rounds")
     parser.add_argument("--only", choices=("runtime", "ray"), default=None)
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per half")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both halves")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     targets = [150.0] if args.quick else [150.0, 450.0]
     budget = args.budget or (120.0 if args.quick else 300.0)
     rounds = 3 if args.quick else 10
     passthrough = (["--quick"] if args.quick else []) + ["--budget", str(budget)]
+    passthrough += ["--seed", str(args.seed)]
 
     if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
         try:
-            report = run_ray(targets, budget, rounds)
+            report = run_ray(targets, budget, rounds, args.seed)
         except Exception as exc:  # e.g. ray.rllib's imports failing
             report = {"skipped": f"{type(exc).__name__}: {exc}"}
         if args.json:
@@ -289,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(report, f, indent=2)
         return 0
 
-    ours = run_runtime(targets, budget, rounds) if args.only != "ray" else {}
+    ours = run_runtime(targets, budget, rounds, args.seed) if args.only != "ray" else {}
     ray = run_ray_isolated(passthrough, budget * 2 + 300) if args.only != "runtime" else None
     print(render(ours, ray))
     if args.json:

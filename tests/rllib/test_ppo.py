@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import runtime
 from runtime.rllib import PPO, Algorithm, PPOConfig
@@ -51,6 +52,26 @@ def test_ppo_reaches_a_mean_return_of_150_on_cartpole() -> None:
         assert first == algo.evaluate()["env_runners"]
         assert first["num_episodes"] == algo.config.evaluation_duration
         assert first["episode_return_mean"] >= 150
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(120)
+def test_env_runners_act_in_numpy_without_importing_torch() -> None:
+    # Importing torch is most of a runner's start-up; the runners' policy is numpy-only.
+    algo = cartpole().training(train_batch_size=400, num_epochs=1).build()
+    try:
+        algo.train()
+        assert algo.env_runner_group.foreach_runner("has_imported", "gymnasium") == [True, True]
+        assert algo.env_runner_group.foreach_runner("has_imported", "torch") == [False, False]
+        # The driver's torch module acts through the same numpy policy, with its weights.
+        obs = np.array([[0.01, -0.02, 0.03, 0.04]], dtype=np.float32)
+        rng1, rng2 = np.random.default_rng(3), np.random.default_rng(3)
+        actions, extra = algo.module.act(obs, True, rng1)
+        with torch.no_grad():
+            logp, _ = algo.module.logp_entropy(torch.from_numpy(obs), torch.from_numpy(actions))
+        np.testing.assert_allclose(extra["action_logp"], logp.numpy(), rtol=1e-5)
+        assert np.array_equal(algo.module.act(obs, True, rng2)[0], actions)
     finally:
         algo.stop()
 

@@ -82,7 +82,7 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
         config={**small_ppo().to_dict(), "lr": tune.grid_search([1e-4, 1e-3])},
         # Long enough that the two trials overlap although one actor starts later (a trial
         # actor's start, importing torch, can take seconds on a loaded machine).
-        stop={"training_iteration": 100},
+        stop={"training_iteration": 150},
         metric="learners/default_policy/curr_lr",
         mode="max",
         scheduler=pbt,
@@ -92,11 +92,18 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
     assert len(results) == 2
     assert not results.errors
     for result in results:
-        assert result.metrics["training_iteration"] == 100
-        # The lifetime counter came through every checkpoint restore: 100 iterations x 200.
-        assert result.metrics["num_env_steps_sampled_lifetime"] == 20_000
+        assert result.metrics["training_iteration"] == 150
+        # The lifetime counter came through every checkpoint restore: 150 iterations x 200.
+        assert result.metrics["num_env_steps_sampled_lifetime"] == 30_000
     cloned = list(tmp_path.glob("*/*/checkpoint_pbt_*/algorithm_state.pkl"))
-    assert cloned, "PBT cloned no PPO checkpoint"
+    assert cloned, (
+        "PBT cloned no PPO checkpoint",
+        pbt.num_perturbations,
+        [
+            {k: v for k, v in r.metrics.items() if "time" in k or k in ("pid", "date")}
+            for r in results
+        ],
+    )
     algo = Algorithm.from_checkpoint(cloned[0].parent)
     try:
         assert algo.iteration >= 1

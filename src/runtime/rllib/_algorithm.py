@@ -107,17 +107,18 @@ class Algorithm:
         self._action_generator: Any = None
         self.module: Any = None
         self.learner: Any = None
-        self.module_ctor: Callable[[], Any] = _no_module
+        self.actor_ctor: Callable[[], Any] = _no_actor
         self.setup()
-        self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.module_ctor)
+        self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.actor_ctor)
 
     # --- what a subclass defines --------------------------------------------------------
 
     def setup(self) -> None:
-        """Build ``self.module`` (the policy), ``self.learner`` and ``self.module_ctor``.
+        """Build ``self.module`` (the torch policy), ``self.learner`` and ``self.actor_ctor``.
 
-        ``module_ctor`` is a picklable zero-argument callable (a ``functools.partial`` of the
-        module class) that each env runner calls to build its own copy of the module.
+        ``actor_ctor`` is a picklable zero-argument callable (a ``functools.partial`` of a
+        ``_numpy_policy`` class) that each env runner calls to build its torch-free policy;
+        it gets the module's weights with every sampling round.
         """
         raise NotImplementedError
 
@@ -218,7 +219,7 @@ class Algorithm:
                 self.env_creator,
                 self.config.env_config,
                 1,
-                self.module_ctor,
+                self.actor_ctor,
                 seed=self.config.seed,
                 worker_index=0,
             )
@@ -411,8 +412,8 @@ class Algorithm:
         return f"{type(self).__name__}(env={self.config.env!r}, iteration={self.iteration})"
 
 
-def _no_module() -> Any:
-    raise NotImplementedError("the algorithm's setup() must set module_ctor")
+def _no_actor() -> Any:
+    raise NotImplementedError("the algorithm's setup() must set actor_ctor")
 
 
 def runner_episode_stats(

@@ -34,9 +34,10 @@ RUNNER_FAILURES = (ActorDiedError, ActorUnavailableError, NodeDiedError, GetTime
 
 
 class EnvRunner:
-    """Steps ``num_envs`` copies of the env with a copy of the policy module.
+    """Steps ``num_envs`` copies of the env with a numpy copy of the policy.
 
-    ``module_ctor()`` builds the module; it must have ``act(obs, explore, rng,
+    ``actor_ctor()`` builds the policy (a ``_numpy_policy`` class: torch-free, so a runner
+    never imports torch); it has ``set_weights(weights)`` and ``act(obs, explore, rng,
     **act_kwargs) -> (actions, extras)``. Sampling randomness comes from this runner's own
     numpy generator, seeded from the config's seed and the runner's index, so a seeded run on
     one runner repeats exactly.
@@ -47,28 +48,25 @@ class EnvRunner:
         env_creator: Callable[[dict[str, Any]], Any] | bytes,
         env_config: dict[str, Any],
         num_envs: int,
-        module_ctor: Callable[[], Any] | bytes,
+        actor_ctor: Callable[[], Any] | bytes,
         *,
         seed: int | None,
         worker_index: int,
     ):
         import pickle
 
-        import torch
-
         from runtime.rllib._env import make_vector_env
 
         # Remote runners get the creators pickled, so that unpickling them (which imports
-        # torch and gymnasium) happens here, off the node's event loop.
+        # gymnasium, and whatever a user's env needs) happens here, off the node's event loop.
         if isinstance(env_creator, bytes):
             env_creator = pickle.loads(env_creator)
-        if isinstance(module_ctor, bytes):
-            module_ctor = pickle.loads(module_ctor)
-        assert callable(env_creator) and callable(module_ctor)
-        torch.set_num_threads(1)
+        if isinstance(actor_ctor, bytes):
+            actor_ctor = pickle.loads(actor_ctor)
+        assert callable(env_creator) and callable(actor_ctor)
         self.env = make_vector_env(env_creator, env_config, num_envs)
         self.num_envs = num_envs
-        self.module = module_ctor()
+        self.module = actor_ctor()
         self.seed = seed
         self.worker_index = worker_index
         if seed is None:
@@ -85,11 +83,15 @@ class EnvRunner:
     def ping(self) -> bool:
         return True
 
-    def set_weights(self, weights: dict[str, Any] | None) -> None:
-        from runtime.rllib._learner import set_module_weights
+    def has_imported(self, module: str) -> bool:
+        """Whether ``module`` is imported in this runner's process (runners never need torch)."""
+        import sys
 
+        return module in sys.modules
+
+    def set_weights(self, weights: dict[str, Any] | None) -> None:
         if weights is not None:
-            set_module_weights(self.module, weights)
+            self.module.set_weights(weights)
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
         from gymnasium import spaces
@@ -192,11 +194,11 @@ class EnvRunnerGroup:
         self,
         config: Any,
         env_creator: Callable[[dict[str, Any]], Any],
-        module_ctor: Callable[[], Any],
+        actor_ctor: Callable[[], Any],
     ):
         self.config = config
         self.env_creator = env_creator
-        self.module_ctor = module_ctor
+        self.actor_ctor = actor_ctor
         self.num_restarts = 0
         self.local: EnvRunner | None = None
         self.runners: list[Any] = []
@@ -206,7 +208,7 @@ class EnvRunnerGroup:
             import cloudpickle
 
             self._remote_cls = runtime.remote(EnvRunner)
-            self._blobs = (cloudpickle.dumps(env_creator), cloudpickle.dumps(module_ctor))
+            self._blobs = (cloudpickle.dumps(env_creator), cloudpickle.dumps(actor_ctor))
             self.runners = [self._start(i + 1) for i in range(config.num_env_runners)]
             # Wait until every runner is up, so a bad env fails build() rather than train().
             runtime.get([r.ping.remote() for r in self.runners], timeout=config.sample_timeout_s)
@@ -217,7 +219,7 @@ class EnvRunnerGroup:
             self.env_creator,
             c.env_config,
             c.num_envs_per_env_runner,
-            self.module_ctor,
+            self.actor_ctor,
             seed=c.seed,
             worker_index=index,
         )

@@ -25,14 +25,14 @@ from torch import nn
 from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig
 from runtime.rllib._learner import (
-    NumpyMLP,
     TorchLearner,
     mlp,
     obs_size,
-    obs_to_numpy,
     obs_to_tensor,
     seeded_init,
+    sync_actor,
 )
+from runtime.rllib._numpy_policy import DQNActor
 from runtime.rllib._replay_buffer import ReplayBuffer
 
 __all__ = ["DQN", "DQNConfig"]
@@ -106,7 +106,7 @@ class QNetwork(nn.Module):
             self.num_actions,
             model["fcnet_activation"],
         )
-        self.q_numpy = NumpyMLP(self.q)
+        self.actor = DQNActor(observation_space, action_space, model)  # what runners run
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         q: torch.Tensor = self.q(obs)
@@ -117,15 +117,10 @@ class QNetwork(nn.Module):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Greedy actions, each replaced by a uniform one with probability ``epsilon``.
 
-        Runs in numpy (see ``NumpyMLP``): env runners call it once per env step.
+        The same numpy ``DQNActor`` the env runners act with (kept in sync with these weights).
         """
-        q = self.q_numpy(obs_to_numpy(obs, self.observation_space))
-        actions = q.argmax(-1)
-        if explore and epsilon > 0:
-            n = len(actions)
-            random = rng.integers(self.num_actions, size=n)
-            actions = np.where(rng.random(n) < epsilon, random, actions)
-        return actions + self.action_start, {}
+        sync_actor(self, self.actor)
+        return self.actor.act(obs, explore, rng, epsilon)
 
 
 # --- 3. exploration -----------------------------------------------------------------------
@@ -180,10 +175,9 @@ class DQN(Algorithm):
 
     def setup(self) -> None:
         c = self.config
-        self.module_ctor = functools.partial(
-            QNetwork, self.observation_space, self.action_space, dict(c.model)
-        )
-        self.module = seeded_init(c.seed, self.module_ctor)
+        spec = (self.observation_space, self.action_space, dict(c.model))
+        self.module = seeded_init(c.seed, functools.partial(QNetwork, *spec))
+        self.actor_ctor = functools.partial(DQNActor, *spec)  # the env runners' policy
         self.target = copy.deepcopy(self.module)
         self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
         self.buffer = ReplayBuffer(int(c.replay_buffer_config["capacity"]))

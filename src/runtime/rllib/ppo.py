@@ -14,7 +14,6 @@ Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
@@ -25,14 +24,14 @@ from torch.distributions import Normal
 from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig
 from runtime.rllib._learner import (
-    NumpyMLP,
     TorchLearner,
     mlp,
     obs_size,
-    obs_to_numpy,
     obs_to_tensor,
     seeded_init,
+    sync_actor,
 )
+from runtime.rllib._numpy_policy import PPOActor
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -93,7 +92,7 @@ class ActorCritic(nn.Module):
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
         self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
-        self.pi_numpy = NumpyMLP(self.pi)
+        self.actor = PPOActor(observation_space, action_space, model)  # what runners run
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(n_out))
 
@@ -122,29 +121,11 @@ class ActorCritic(nn.Module):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for a batch of observations, and their log-probabilities.
 
-        Env runners call this once per env step, so it runs in numpy (see ``NumpyMLP``):
-        the same math as ``distribution`` + ``log_prob``, sampled with the runner's ``rng``.
+        The same numpy ``PPOActor`` the env runners act with (kept in sync with these
+        weights): the same math as ``logp_entropy``, sampled with the caller's ``rng``.
         """
-        out = self.pi_numpy(obs_to_numpy(obs, self.observation_space))
-        if self.discrete:
-            z = out - out.max(-1, keepdims=True)
-            logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
-            if explore:
-                cdf = np.exp(logp_all).cumsum(-1)
-                u = rng.random((len(out), 1)) * cdf[:, -1:]
-                actions = np.minimum((cdf < u).sum(-1), out.shape[-1] - 1)
-            else:
-                actions = out.argmax(-1)
-            logp = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
-        else:
-            log_std = self.log_std.detach().numpy()
-            noise = rng.standard_normal(out.shape) if explore else np.zeros_like(out)
-            actions = (out + np.exp(log_std) * noise).astype(np.float32)
-            logp = (-0.5 * noise**2 - log_std - _HALF_LOG_2PI).sum(-1)
-        return actions, {"action_logp": logp.astype(np.float32)}
-
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+        sync_actor(self, self.actor)
+        return self.actor.act(obs, explore, rng)
 
 
 # --- 3. advantages ------------------------------------------------------------------------
@@ -195,6 +176,8 @@ def ppo_loss(
     adv = mb["advantages"]
     if config.normalize_advantages and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    if not config.entropy_coeff:
+        entropy = entropy.detach()  # only a statistic then: no backward through it
     surrogate = torch.min(
         ratio * adv, ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * adv
     )
@@ -236,10 +219,9 @@ class PPO(Algorithm):
 
     def setup(self) -> None:
         c = self.config
-        self.module_ctor = functools.partial(
-            ActorCritic, self.observation_space, self.action_space, dict(c.model)
-        )
-        self.module = seeded_init(c.seed, self.module_ctor)
+        spec = (self.observation_space, self.action_space, dict(c.model))
+        self.module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
+        self.actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
         self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
 
     def training_step(self) -> dict[str, Any]:

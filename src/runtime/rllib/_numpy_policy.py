@@ -1,0 +1,136 @@
+"""Torch-free policies: what the env runners act with (the algorithms' MLPs, in numpy).
+
+Runners act once per env step on a handful of observations. At that size torch's
+per-operation overhead costs several times the arithmetic, so acting runs in numpy; and a
+runner that never touches torch does not import it either, which is most of the time it
+takes to start (``import torch`` is about two seconds here, per process). The learner's
+torch modules (``ppo.ActorCritic``, ``dqn.QNetwork``) act through these same classes, so a
+runner and ``compute_single_action`` compute the same actions from the same weights.
+
+Weights arrive as the learner's state dict in numpy (``{"pi.0.weight": ..., ...}``): an
+MLP built by ``_learner.mlp`` is a ``Sequential`` of Linear layers with an activation after
+every hidden one, so layer ``i`` of ``prefix`` is ``{prefix}.{i}.weight`` / ``.bias``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DQNActor", "NumpyMLP", "PPOActor", "obs_to_numpy"]
+
+
+def obs_to_numpy(obs: Any, space: Any) -> np.ndarray:
+    """A float32 batch ``[B, obs_size]``: a Box flattened, a Discrete one-hot."""
+    from gymnasium import spaces
+
+    arr = np.asarray(obs)
+    if isinstance(space, spaces.Discrete):
+        index = arr.astype(np.int64).reshape(-1) - int(space.start)
+        return np.eye(int(space.n), dtype=np.float32)[index]
+    return np.asarray(arr, dtype=np.float32).reshape(arr.shape[0], -1)
+
+
+class NumpyMLP:
+    """The forward pass of an ``_learner.mlp`` in numpy, from its state dict's arrays."""
+
+    def __init__(self, activation: str):
+        self.activation = activation
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def load(self, weights: dict[str, Any], prefix: str) -> None:
+        """Take layers ``{prefix}.{i}.weight`` / ``.bias`` (copies: store arrays are read-only)."""
+        indices = sorted({int(k.split(".")[1]) for k in weights if k.startswith(prefix + ".")})
+        if not indices:
+            raise KeyError(f"no {prefix!r} layers in the weights ({', '.join(weights)})")
+        self.layers = [
+            (
+                np.array(weights[f"{prefix}.{i}.weight"], dtype=np.float32).T.copy(),
+                np.array(weights[f"{prefix}.{i}.bias"], dtype=np.float32),
+            )
+            for i in indices
+        ]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.layers:
+            raise RuntimeError("the policy has no weights yet: call set_weights first")
+        last = len(self.layers) - 1
+        for j, (w, b) in enumerate(self.layers):
+            # einsum, not BLAS: BLAS kernels may round differently with the buffers'
+            # alignment, which would break "same seed, same results".
+            x = np.einsum("bi,io->bo", x, w) + b
+            if j < last:
+                x = np.tanh(x) if self.activation == "tanh" else np.maximum(x, 0.0)
+        return x
+
+
+class PPOActor:
+    """PPO's policy head: categorical for Discrete actions, Gaussian for Box actions.
+
+    ``act`` samples with the caller's ``rng`` and returns the actions' log-probabilities,
+    which PPO's learner uses as the behaviour policy's with ``sample_ahead``.
+    """
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        from gymnasium import spaces
+
+        self.observation_space = observation_space
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.pi = NumpyMLP(model["fcnet_activation"])
+        self.log_std = np.zeros(0, dtype=np.float32)
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        self.pi.load(weights, "pi")
+        if not self.discrete:
+            self.log_std = np.array(weights["log_std"], dtype=np.float32)
+
+    def act(
+        self, obs: Any, explore: bool, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions for a batch of observations, and their log-probabilities."""
+        out = self.pi(obs_to_numpy(obs, self.observation_space))
+        if self.discrete:
+            z = out - out.max(-1, keepdims=True)
+            logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            if explore:
+                cdf = np.exp(logp_all).cumsum(-1)
+                u = rng.random((len(out), 1)) * cdf[:, -1:]
+                actions = np.minimum((cdf < u).sum(-1), out.shape[-1] - 1)
+            else:
+                actions = out.argmax(-1)
+            logp = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
+        else:
+            noise = rng.standard_normal(out.shape) if explore else np.zeros_like(out)
+            actions = (out + np.exp(self.log_std) * noise).astype(np.float32)
+            logp = (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
+        return actions, {"action_logp": logp.astype(np.float32)}
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class DQNActor:
+    """DQN's epsilon-greedy policy over an MLP's Q-values."""
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        self.observation_space = observation_space
+        self.num_actions = int(action_space.n)
+        self.action_start = int(action_space.start)
+        self.q = NumpyMLP(model["fcnet_activation"])
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        self.q.load(weights, "q")
+
+    def act(
+        self, obs: Any, explore: bool, rng: np.random.Generator, epsilon: float = 0.0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Greedy actions, each replaced by a uniform one with probability ``epsilon``."""
+        q = self.q(obs_to_numpy(obs, self.observation_space))
+        actions = q.argmax(-1)
+        if explore and epsilon > 0:
+            n = len(actions)
+            random = rng.integers(self.num_actions, size=n)
+            actions = np.where(rng.random(n) < epsilon, random, actions)
+        return actions + self.action_start, {}
