@@ -47,3 +47,16 @@ def test_importing_tune_imports_neither_optuna_pandas_nor_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_rays_module_paths_import_the_same_classes() -> None:
+    from runtime.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+    from runtime.tune.search import ConcurrencyLimiter
+    from runtime.tune.search.optuna import OptunaSearch
+    from runtime.tune.stopper import Stopper
+
+    assert ASHAScheduler is tune.ASHAScheduler
+    assert PopulationBasedTraining is tune.PopulationBasedTraining
+    assert ConcurrencyLimiter is tune.ConcurrencyLimiter
+    assert OptunaSearch is tune.OptunaSearch
+    assert Stopper is tune.Stopper

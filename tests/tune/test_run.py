@@ -108,6 +108,25 @@ def test_stop_accepts_a_function_and_a_stopper(storage: str) -> None:
     assert all(r.metrics["training_iteration"] < 50 for r in by_stopper)
 
 
+def test_nested_metrics_are_named_outer_slash_inner(storage: str) -> None:
+    """As in Ray: stop criteria, schedulers and best-result queries read a nested metric by
+    its flattened name; the reported result itself stays nested."""
+    grid = tune.run(
+        tr.nested_curve,
+        config={"q": tune.grid_search([1, 2]), "iters": 50},
+        stop={"runners/score": 10},
+        metric="runners/score",
+        mode="max",
+        scheduler=tune.schedulers.ASHAScheduler(max_t=50, grace_period=50),
+        storage_path=storage,
+        verbose=0,
+    )
+    assert sorted(r.metrics["runners"]["steps"] for r in grid) == [5, 10]
+    assert grid.get_best_result("runners/steps", "max").config["q"] == 1
+    assert grid.get_best_result("runners/steps", "min", scope="last").config["q"] == 2
+    assert "runners/score" not in grid[0].metrics  # callbacks and results see it nested
+
+
 def _max_overlap(grid: tune.ResultGrid) -> int:
     events = []
     for r in grid:

@@ -35,6 +35,12 @@ def curve(config: dict[str, Any]) -> None:
         tune.report({"score": config["q"] * t})
 
 
+def nested_curve(config: dict[str, Any]) -> None:
+    """``curve`` reporting its score nested, as RLlib does (``{"runners": {"score": ...}}``)."""
+    for t in range(1, config.get("iters", 20) + 1):
+        tune.report({"runners": {"score": config["q"] * t, "steps": t}})
+
+
 def failing(config: dict[str, Any]) -> None:
     if config["fail"]:
         raise ValueError(f"bad config {config['x']}")

@@ -18,6 +18,7 @@ Example::
     print(results.best_config)
 """
 
+from runtime.tune import schedulers, search, stopper  # Ray's module paths
 from runtime.tune._asha import ASHAScheduler, AsyncHyperBandScheduler
 from runtime.tune._basic_variant import BasicVariantGenerator
 from runtime.tune._callback import (

@@ -38,7 +38,7 @@ from ._scheduler import TrialScheduler
 from ._searcher import Searcher
 from ._stopper import Stopper
 from ._storage import SEARCHER_FILE, CheckpointKeeper, save_state, write_error
-from ._trial import Status, Trial
+from ._trial import Status, Trial, flat_result
 from ._trial_actor import RemoteTrialActor
 
 _STATE_INTERVAL_S = 1.0
@@ -462,16 +462,17 @@ class Controller:
         """Record one result; the decision of the stoppers and the scheduler."""
         self._iteration += 1
         trial.last_result = result
-        trial.update_analysis(result)
+        flat = flat_result(result)  # nested metrics by "outer/inner" name, as in Ray
+        trial.update_analysis(flat)
         if checkpoint is not None:
-            self._on_checkpoint(trial, checkpoint, result)
+            self._on_checkpoint(trial, checkpoint, flat)
         self._callback("on_trial_result", trial=trial, result=result)
-        self.searcher.on_trial_result(trial.trial_id, result)
-        decision = self.scheduler.on_trial_result(self, trial, result)
+        self.searcher.on_trial_result(trial.trial_id, flat)
+        decision = self.scheduler.on_trial_result(self, trial, flat)
         if result.get("done"):
             decision = TrialScheduler.STOP
         if self.stopper is not None:
-            if self.stopper(trial.trial_id, result):
+            if self.stopper(trial.trial_id, flat):
                 decision = TrialScheduler.STOP
             if self.stopper.stop_all():
                 self._stop_all = True
@@ -483,9 +484,9 @@ class Controller:
         self._callback("on_checkpoint", trial=trial, checkpoint=path)
 
     def _complete(self, trial: Trial) -> None:
-        result = trial.last_result or None
+        result = flat_result(trial.last_result) if trial.last_result else None
         self.searcher.on_trial_complete(trial.trial_id, result=result, error=False)
-        self.scheduler.on_trial_complete(self, trial, trial.last_result)
+        self.scheduler.on_trial_complete(self, trial, result or {})
         self._callback("on_trial_complete", trial=trial)
         self._save_state(force=False)
 

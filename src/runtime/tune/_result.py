@@ -59,6 +59,8 @@ def _value(result: Result, metric: str, mode: str, scope: str) -> float | None:
         value = None if stats is None else stats[mode]
     elif scope == "last":
         value = result.metrics.get(metric)
+        if value is None and metric in result.metric_analysis:  # a nested metric, "a/b"
+            value = result.metric_analysis[metric]["last"]
     else:
         raise ValueError(
             f"scope must be 'last' or 'all' (Ray's 'last-N-avg' are not here): {scope!r}"

@@ -6,6 +6,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def flat_result(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every leaf of a nested dict also under its ``"outer/inner"`` key, as
+    Ray flattens results for stop criteria, schedulers, searchers and best-result queries
+    (``stop={"env_runners/episode_return_mean": 450}``). Keys already there win."""
+    if not any(isinstance(v, dict) for v in result.values()):
+        return result
+    out = dict(result)
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for key, value in d.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + "/")
+            else:
+                out.setdefault(name, value)
+
+    for key, value in result.items():
+        if isinstance(value, dict):
+            walk(value, f"{key}/")
+    return out
+
+
 class Status:
     """A trial's status, as Ray names them."""
 
