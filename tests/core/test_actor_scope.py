@@ -47,6 +47,13 @@ class Worker:
     def ping(self) -> str:
         return runtime.get_runtime_context().get_actor_id()
 
+    def count(self, n: int) -> Iterator[int]:
+        import time
+
+        for i in range(n):
+            time.sleep(0.01)
+            yield i
+
     def slow(self, s: float) -> str:
         import time
 
@@ -102,6 +109,11 @@ def test_a_call_in_flight_keeps_the_actor_until_it_is_answered() -> None:
     del h
     assert runtime.get(ref) == "done"
     until(lambda: is_out_of_scope(aid))
+
+
+def test_a_stream_from_a_dropped_handle_runs_to_its_end() -> None:
+    gen = Worker.remote().count.options(num_returns="streaming").remote(20)
+    assert [runtime.get(ref) for ref in gen] == list(range(20))
 
 
 def test_a_borrower_in_another_process_keeps_the_actor_alive() -> None:
