@@ -173,9 +173,7 @@ def ppo_loss(
     logp, entropy = module.logp_entropy(mb["obs"], mb["actions"])
     log_ratio = logp - mb["action_logp"]
     ratio = log_ratio.exp()
-    adv = mb["advantages"]
-    if config.normalize_advantages and adv.numel() > 1:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    adv = mb["advantages"]  # standardized over the whole batch (``postprocess``)
     if not config.entropy_coeff:
         entropy = entropy.detach()  # only a statistic then: no backward through it
     surrogate = torch.min(
@@ -186,7 +184,7 @@ def ppo_loss(
     vf_err = (values - mb["value_targets"]) ** 2
     if config.vf_clip_param is not None:
         vf_err = vf_err.clamp(max=config.vf_clip_param)
-    vf_loss = 0.5 * vf_err.mean()
+    vf_loss = vf_err.mean()  # Ray's: the mean squared error, without a factor 1/2
     entropy = entropy.mean()
     loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     with torch.no_grad():
@@ -228,6 +226,7 @@ class PPO(Algorithm):
         c = self.config
         self.learner.set_lr(c.lr)  # Tune's PBT may have changed it
         data = self.postprocess(self.sample(c.get_rollout_fragment_length()))
+        vf_preds = data.pop("vf_preds")
 
         # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
         # each minibatch is a slice (a view); stats stay tensors until the end.
@@ -248,9 +247,8 @@ class PPO(Algorithm):
         self.num_env_steps_trained_lifetime += size * c.num_epochs
 
         out = dict(zip(stat_names, (totals / max(1, num_updates)).tolist(), strict=True))
-        targets_all, values_all = data["value_targets"], data["value_targets"] - data["advantages"]
-        var = float(targets_all.var())
-        resid = float((targets_all - values_all).var())
+        var = float(data["value_targets"].var())
+        resid = float((data["value_targets"] - vf_preds).var())
         out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
         out["curr_lr"] = float(c.lr)
         out["num_env_steps_trained"] = size
@@ -268,7 +266,8 @@ class PPO(Algorithm):
         c = self.config
         space = self.observation_space
         columns: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("obs", "actions", "advantages", "value_targets", "action_logp")
+            k: []
+            for k in ("obs", "actions", "advantages", "value_targets", "action_logp", "vf_preds")
         }
         for b in batches:
             t, n = b["rewards"].shape
@@ -292,7 +291,12 @@ class PPO(Algorithm):
             columns["actions"].append(b["actions"].reshape(t * n, *b["actions"].shape[2:]))
             columns["advantages"].append(adv.reshape(-1))
             columns["value_targets"].append(targets.reshape(-1))
+            columns["vf_preds"].append(values.reshape(-1))
             columns["action_logp"].append(b["action_logp"].reshape(-1))
+        if c.normalize_advantages:
+            # Over the whole train batch, as Ray's GAE connector does (std floored at 1e-4).
+            adv = np.concatenate(columns["advantages"])
+            columns["advantages"] = [(adv - adv.mean()) / max(1e-4, float(adv.std()))]
         data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items() if v}
         actions = data["actions"]
         data["actions"] = actions.long() if self.module.discrete else actions.float()
