@@ -662,10 +662,13 @@ def nodes() -> list[dict[str, Any]]:
 
 def list_state(what: str) -> list[dict[str, Any]]:
     """The head's table of ``what`` ("nodes" or "actors"), as plain dicts; "objects" asks
-    every member what it owns, stores and borrows (one row per object)."""
+    every member what it owns, stores and borrows (one row per object), "tasks" what it
+    runs, queues and waits on (one row per live task or actor call)."""
     worker = current_worker()
     if what == "objects":
         return _blocking(worker, worker.list_objects())
+    if what == "tasks":
+        return _blocking(worker, worker.list_tasks())
     raw = _blocking(worker, worker.head_request(p.ListState(0, what)))
     if what == "nodes":
         infos = [msgspec.convert(item, p.NodeInfo) for item in raw]

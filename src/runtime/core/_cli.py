@@ -20,8 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="nodes, resources and actors at a glance")
-    ls = sub.add_parser("list", help="list nodes, actors, or objects (what pins memory)")
-    ls.add_argument("what", choices=["nodes", "actors", "objects"])
+    ls = sub.add_parser(
+        "list", help="list nodes, actors, tasks (live ones), or objects (what pins memory)"
+    )
+    ls.add_argument("what", choices=["nodes", "actors", "tasks", "objects"])
     sub.add_parser("stop", help="stop every node of the cluster")
     _add_job_parser(sub)
     return ap

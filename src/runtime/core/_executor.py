@@ -130,6 +130,7 @@ class Job:
     ctx: TaskContext | None = None
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
+    actor_id: bytes = b""  # the actor an actor call is for
 
 
 def encode_returns(
@@ -376,7 +377,7 @@ class Executor:
         if msg.bundle is not None:
             job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
         self.jobs[msg.task_id] = job
-        if msg.args.refs or msg.runtime_env:
+        if msg.runtime_env or (msg.args.refs and not self.parse_args_now(job)):
             job.ready = False
             self.worker.spawn(self._resolve_then_queue(job, msg))
         else:
@@ -407,8 +408,24 @@ class Executor:
         job.ready = True
         self._queue(job)
 
+    def parse_args_now(self, job: Job) -> bool:
+        """For a call whose arguments hold refs: deserialize them now; True when none is a
+        top-level ref to fetch first (refs nested in containers, such as the one in an
+        actor handle, stay refs), so the call is ready at once like one without refs.
+        False: some must be fetched (``_resolve_args`` does), or deserializing failed
+        (the asynchronous path reports it)."""
+        try:
+            args, kwargs = ser.deserialize_args(job.args, job.buffers)
+        except Exception:
+            return False
+        job.call_args = (args, kwargs)
+        return not (
+            any(isinstance(a, ObjectRef) for a in args)
+            or any(isinstance(v, ObjectRef) for v in kwargs.values())
+        )
+
     async def _resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = ser.deserialize_args(job.args, job.buffers)
+        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         if any(isinstance(a, ObjectRef) for a in args) or any(
             isinstance(v, ObjectRef) for v in kwargs.values()
         ):
@@ -464,6 +481,28 @@ class Executor:
     async def _run_async(self, job: Job, ctx: TaskContext) -> None:
         done, bufs = await call_async(self.worker, job, ctx, job.name)
         self._finish(job, ctx, done, bufs)
+
+    def task_rows(self) -> list[dict[str, Any]]:
+        """The tasks and actor calls this node has (``runtime list tasks``): running,
+        queued for resources or the actor, or waiting for their ref arguments."""
+        rows = []
+        for task_id, job in list(self.jobs.items()):
+            if job.ctx is not None:
+                state = "RUNNING"
+            elif not job.ready:
+                state = "PENDING_ARGS"
+            else:
+                state = "QUEUED"
+            rows.append(
+                {
+                    "task_id": task_id.hex(),
+                    "name": job.name,
+                    "state": state,
+                    "actor_id": job.actor_id.hex(),
+                    "attempt": job.attempt,
+                }
+            )
+        return rows
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
         self.jobs.pop(job.task_id, None)
@@ -886,9 +925,10 @@ class HostedActor:
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
+        job.actor_id = self.spec.actor_id
         job.lane = lane
         lane.mailbox.append(job)
-        if msg.args.refs:
+        if msg.args.refs and not self.executor.parse_args_now(job):
             job.ready = False
             self.worker.spawn(self._resolve(job))
         elif len(lane.mailbox) == 1:

@@ -533,12 +533,20 @@ class ObjectPlane:
 
     async def list_objects(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Every object the live members of the cluster hold, one row per object."""
+        answers = await self.ask_members(p.ListObjects, timeout)
+        return merge_object_rows([self.object_rows(), *answers])
+
+    async def ask_members(
+        self, make: Callable[[int], Any], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """The answers (dicts) of every other live member to the request ``make(0)``; a
+        member that leaves or does not answer within ``timeout`` has none."""
 
         async def ask(node: p.NodeInfo) -> dict[str, Any] | None:
             try:
                 async with asyncio.timeout(timeout):
                     conn = await self.connect_peer(node.node_id, node.address)
-                    reply = await self.request(conn, p.ListObjects(0))
+                    reply = await self.request(conn, make(0))
             except (OSError, ConnectionError, RuntimeBaseError, TimeoutError):
                 return None  # gone meanwhile: it holds nothing any more
             if not isinstance(reply, p.Reply) or reply.error is not None:
@@ -546,8 +554,8 @@ class ObjectPlane:
             return reply.value if isinstance(reply.value, dict) else None
 
         members = [n for n in self.view.values() if n.alive and n.node_id != self.peer_id]
-        answers = [self.object_rows(), *await asyncio.gather(*[ask(n) for n in members])]
-        return merge_object_rows([a for a in answers if a is not None])
+        answers = await asyncio.gather(*[ask(n) for n in members])
+        return [a for a in answers if a is not None]
 
 
 def _located_entry(loc: p.Located) -> OwnedObject:

@@ -44,3 +44,40 @@ class TaskRetry:
     retries_left: int  # -1: without limit
     retry_exceptions: bool | tuple[type[BaseException], ...]
     failures: list[str] = field(default_factory=list)
+
+
+def owned_task_rows(tasks: dict[bytes, PendingTask]) -> list[dict[str, Any]]:
+    """The calls a process submitted and waits on, as ``runtime list tasks`` rows."""
+    return [
+        {
+            "task_id": task_id.hex(),
+            "name": t.name,
+            "node_id": t.node_id,
+            "actor_id": t.actor_id.hex() if t.actor_id else "",
+        }
+        for task_id, t in list(tasks.items())
+    ]
+
+
+def merge_task_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task from every member's answer: its state where it runs (RUNNING,
+    QUEUED, PENDING_ARGS), else SUBMITTED (its owner waits on it; it is on its way, being
+    placed, or its node's answer is missing); the owner is the member that submitted it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        for r in answer.get("owned", []):
+            rows[r["task_id"]] = {
+                "task_id": r["task_id"],
+                "name": r["name"],
+                "state": "SUBMITTED",
+                "node_id": r["node_id"],
+                "actor_id": r["actor_id"],
+                "owner": answer["node_id"],
+                "attempt": 0,
+            }
+    for answer in answers:
+        for r in answer.get("running", []):
+            row = rows.setdefault(r["task_id"], {"task_id": r["task_id"], "owner": ""})
+            row.update(r, node_id=answer["node_id"])
+    order = {"RUNNING": 0, "QUEUED": 1, "PENDING_ARGS": 2, "SUBMITTED": 3}
+    return sorted(rows.values(), key=lambda r: (order.get(r["state"], 9), r["name"]))

@@ -368,6 +368,13 @@ class ListObjects(_Msg, tag=56):
     rid: int
 
 
+class ListTasks(_Msg, tag=58):
+    """The tasks and actor calls this member runs or queues, and those it submitted and
+    waits on (answered with a Reply)."""
+
+    rid: int
+
+
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
@@ -456,6 +463,7 @@ Message = (
     | UpdateRefs
     | FreeObjects
     | ListObjects
+    | ListTasks
     | Unmapped
     | CreatePlacementGroup
     | WaitPlacementGroup

@@ -36,7 +36,7 @@ from ._heartbeat import DetectorConfig, HeartbeatSender
 from ._lag import LoopLagMonitor, threshold_from_env
 from ._logs import print_lines
 from ._objects import ObjectPlane
-from ._pending import PendingTask, RetryPolicy, TaskRetry
+from ._pending import PendingTask, RetryPolicy, TaskRetry, merge_task_rows, owned_task_rows
 from ._refs import (
     PENDING,
     READY,
@@ -524,6 +524,8 @@ class Worker(ObjectPlane, ActorCaller):
                     self._drop_stored(oid)
             case p.ListObjects(rid=rid):
                 conn.send(p.Reply(rid, value=self.object_rows()))
+            case p.ListTasks(rid=rid):
+                conn.send(p.Reply(rid, value=self.task_rows()))
             case p.Unmapped(object_ids=object_ids):
                 for oid in object_ids:
                     self.store.unmapped(oid)
@@ -543,6 +545,20 @@ class Worker(ObjectPlane, ActorCaller):
                     self.executor.on_control(conn, msg)
                 else:
                     log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
+
+    def task_rows(self) -> dict[str, Any]:
+        """This member's part of ``runtime list tasks``: what its executor has, and the
+        tasks and actor calls it submitted that are not answered yet."""
+        return {
+            "node_id": self.peer_id,
+            "running": self.executor.task_rows() if self.executor is not None else [],
+            "owned": owned_task_rows(self.tasks),
+        }
+
+    async def list_tasks(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every live task and actor call in the cluster, one row each."""
+        answers = await self.ask_members(p.ListTasks, timeout)
+        return merge_task_rows([self.task_rows(), *answers])
 
     def _set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None:
         for n in nodes:

@@ -18,7 +18,9 @@ Example::
     print(results.best_config)
 """
 
-from runtime.tune import schedulers, search, stopper  # Ray's module paths
+from runtime.tune import schedulers as schedulers  # Ray's module paths
+from runtime.tune import search as search
+from runtime.tune import stopper as stopper
 from runtime.tune._asha import ASHAScheduler, AsyncHyperBandScheduler
 from runtime.tune._basic_variant import BasicVariantGenerator
 from runtime.tune._callback import (
