@@ -140,6 +140,29 @@ def test_a_handle_inside_a_stored_object_keeps_the_actor_alive() -> None:
     until(lambda: is_out_of_scope(aid))
 
 
+@runtime.remote
+class Itself:
+    def me(self) -> Any:
+        return runtime.get_runtime_context().current_actor
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_handle_an_actor_gives_of_itself_counts_like_any_other() -> None:
+    h = Itself.remote()
+    again = runtime.get(h.me.remote())
+    assert again == h
+    aid = h._actor_id.hex()
+    del h
+    assert runtime.get(again.ping.remote()) == "pong"  # its own handle keeps it in scope
+    assert state_of(aid)["state"] == "ALIVE"
+    del again
+    until(lambda: is_out_of_scope(aid))
+    with pytest.raises(RuntimeError, match="only there inside an actor"):
+        _ = runtime.get_runtime_context().current_actor
+
+
 def test_named_and_detached_actors_outlive_their_handles() -> None:
     named = Worker.options(name="kept-by-name", num_cpus=0).remote()
     detached = Worker.options(name="kept-detached", lifetime="detached", num_cpus=0).remote()

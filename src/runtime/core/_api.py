@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import threading
@@ -25,6 +26,7 @@ from . import _runtime_env as _renv
 from . import _serialization as ser
 from ._exceptions import GetTimeoutError
 from ._executor import current_task
+from ._objects import actor_token_id
 from ._refs import READY, ObjectRef, current_worker
 from ._remote import ActorClass, ActorHandle
 from ._streaming import ObjectRefGenerator
@@ -727,6 +729,14 @@ class RuntimeContext:
     def get_actor_name(self) -> str | None:
         return self._actor_name
 
+    @property
+    def current_actor(self) -> ActorHandle[Any]:
+        """A handle to the actor the calling code runs in (RuntimeError elsewhere). Like any
+        handle it keeps the actor in scope while it lives, here or wherever it is passed."""
+        if self.actor_id is None:
+            raise RuntimeError("current_actor is only there inside an actor's methods")
+        return current_actor_handle(current_worker(), bytes.fromhex(self.actor_id))
+
     def is_cancelled(self) -> bool:
         """True once ``runtime.cancel`` reached the running task or actor call.
 
@@ -735,6 +745,25 @@ class RuntimeContext:
         """
         ctx = current_task.get()
         return ctx is not None and ctx.cancelled
+
+
+def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:
+    """A new handle to an actor hosted by this node, holding its creator's token (a borrow)
+    when the actor has one."""
+    executor = worker.executor
+    hosted = executor.actors.get(actor_id) if executor is not None else None
+    if hosted is None:
+        raise RuntimeError(f"actor {actor_id.hex()} is not hosted by this node")
+    spec, cls = hosted.spec, hosted.cls
+    methods: dict[str, int] = {}
+    if cls is not None:
+        for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+            methods[name] = getattr(member, "__runtime_num_returns__", 1)
+    token: ObjectRef[Any] | None = None
+    owner = worker.view.get(spec.owner_id)
+    if spec.name is None and not spec.detached and owner is not None:
+        token = ObjectRef(actor_token_id(actor_id), spec.owner_id, owner.address)
+    return ActorHandle(actor_id, spec.class_name, methods, token=token)
 
 
 def get_runtime_context() -> RuntimeContext:

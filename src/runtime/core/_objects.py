@@ -136,7 +136,7 @@ class ObjectPlane:
         """The token every handle of a new actor of this process holds (any thread): an
         owned object with no value, counted like any other; when nothing references it
         any more, here or elsewhere, the actor is stopped (Ray's out-of-scope actors)."""
-        token = actor_id + _TOKEN_SUFFIX
+        token = actor_token_id(actor_id)
         table = self.refs
         with table.lock:
             entry = table.owned[token] = OwnedObject()
@@ -556,6 +556,11 @@ class ObjectPlane:
         members = [n for n in self.view.values() if n.alive and n.node_id != self.peer_id]
         answers = await asyncio.gather(*[ask(n) for n in members])
         return [a for a in answers if a is not None]
+
+
+def actor_token_id(actor_id: bytes) -> bytes:
+    """The object id of the token the handles of actor ``actor_id`` hold."""
+    return actor_id + _TOKEN_SUFFIX
 
 
 def _located_entry(loc: p.Located) -> OwnedObject:
