@@ -177,3 +177,31 @@ def test_generator_does_not_pickle(cluster):
     with pytest.raises(TypeError, match="cannot be passed"):
         runtime.put(gen)
     list(gen)
+
+
+@runtime.remote(num_returns="streaming")
+def gated(path):
+    yield "first"
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    yield "second"
+
+
+def test_wait_takes_generators(cluster, tmp_path):
+    """As in Ray: a generator is ready when its next item is there, or once it has ended."""
+    flag = str(tmp_path / "go")
+    gen = gated.remote(flag)
+    ready, not_ready = runtime.wait([gen], timeout=20)
+    assert ready == [gen] and not_ready == []
+    assert runtime.get(next(gen)) == "first"
+    # The producer waits for the flag: the generator is not ready, a plain ref is.
+    other = runtime.put(1)
+    ready, not_ready = runtime.wait([gen, other], num_returns=2, timeout=0.3)
+    assert ready == [other] and not_ready == [gen]
+    open(flag, "w").close()
+    ready, _ = runtime.wait([gen], timeout=20)
+    assert ready == [gen] and runtime.get(next(gen)) == "second"
+    ready, _ = runtime.wait([gen], timeout=20)  # ended: next() answers at once
+    assert ready == [gen]
+    with pytest.raises(StopIteration):
+        next(gen)

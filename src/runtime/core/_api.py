@@ -474,14 +474,21 @@ def put(value: T) -> ObjectRef[T]:
     return current_worker().put(value)
 
 
+#: What runtime.wait takes: refs, and streaming generators.
+_Waitable = TypeVar("_Waitable", bound=ObjectRef[Any] | ObjectRefGenerator)
+
+
 def wait(
-    refs: Sequence[ObjectRef[Any]],
+    refs: Sequence[_Waitable],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
-) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+) -> tuple[list[_Waitable], list[_Waitable]]:
     """Wait until ``num_returns`` of ``refs`` are ready (or ``timeout`` passes).
+
+    ``refs`` may hold ObjectRefGenerators (as in Ray): a generator is ready when its next
+    item is there, or when it has ended (its next ``next()`` answers at once).
 
     Returns:
         (ready, not_ready), each in the order of ``refs``.
@@ -497,15 +504,25 @@ def wait(
 
 
 async def wait_async(
-    worker: Worker, refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None
-) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-    ready: set[ObjectRef[Any]] = set()
+    worker: Worker, refs: list[_Waitable], num_returns: int, timeout: float | None
+) -> tuple[list[_Waitable], list[_Waitable]]:
+    ready: set[_Waitable] = set()
     for r in refs:
+        if isinstance(r, ObjectRefGenerator):
+            if r._state.is_ready():
+                ready.add(r)
+            continue
         entry = worker.refs.owned.get(r.id)
         if entry is not None and entry.state == READY:
             ready.add(r)
+
+    def ready_when(r: _Waitable) -> Coroutine[Any, Any, Any]:
+        if isinstance(r, ObjectRefGenerator):
+            return r._state.wait_ready()
+        return worker.wait_ready(r)
+
     if len(ready) < num_returns:
-        waiting = {asyncio.ensure_future(worker.wait_ready(r)): r for r in refs if r not in ready}
+        waiting = {asyncio.ensure_future(ready_when(r)): r for r in refs if r not in ready}
         try:
             async with asyncio.timeout(timeout):
                 while len(ready) < num_returns:

@@ -42,6 +42,7 @@ class StreamState:
         "received",
         "task_id",
         "waiter",
+        "watchers",
         "worker",
     )
 
@@ -55,6 +56,8 @@ class StreamState:
         self.node_id = ""
         self.conn: Connection | None = None
         self.waiter: asyncio.Future[None] | None = None
+        #: runtime.wait calls waiting for the next item (or the end) without taking it.
+        self.watchers: list[asyncio.Future[None]] = []
 
     def on_item(self, index: int, value: p.Value | p.Located, buffers: list[Any]) -> None:
         if self.finished or index != self.received + 1:
@@ -84,6 +87,21 @@ class StreamState:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        watchers, self.watchers = self.watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
+    def is_ready(self) -> bool:
+        """Whether ``next()`` would answer at once: an item is there, or the stream ended."""
+        return bool(self.items) or self.finished
+
+    async def wait_ready(self) -> None:
+        """Wait until :meth:`is_ready` (for ``runtime.wait``), taking nothing."""
+        while not self.is_ready():
+            fut = self.worker.loop.create_future()
+            self.watchers.append(fut)
+            await fut
 
     async def next(self) -> ObjectRef[Any]:
         while not self.items:
