@@ -86,6 +86,25 @@ def until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def cli_json(*args: str) -> object:
+    """Run ``python -m runtime --json ARGS`` against this driver's local mesh; its output."""
+    from runtime.core import _api
+
+    session = _api._session
+    assert session is not None and session.mesh is not None, "needs a local mesh"
+    mesh = session.mesh
+    token_file = os.path.join(mesh.state_dir, "token")
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime", "--address", mesh.head_address,
+         "--token-file", token_file, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
 @dataclass
 class HeadProcess:
     """A head started with ``python -m runtime.node --head`` in its own process."""

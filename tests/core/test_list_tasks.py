@@ -4,19 +4,15 @@ node it is on and the member that submitted it; finished ones leave the list."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 import runtime
-from runtime.core import _api
 from runtime.core._api import list_state
-from tests.conftest import until
+from tests.conftest import cli_json, until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]
 
@@ -74,27 +70,9 @@ def test_running_queued_and_finished_tasks_and_actor_calls(tmp_path: Any) -> Non
     assert me not in running_nodes and "" not in running_nodes
 
     # The CLI, from another process, sees them too.
-    session = _api._session
-    assert session is not None and session.mesh is not None
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "--address",
-            session.mesh.head_address,
-            "--token-file",
-            os.path.join(session.mesh.state_dir, "token"),
-            "--json",
-            "list",
-            "tasks",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert {r["task_id"] for r in json.loads(out.stdout)} >= {task_of(calls[0]), task_of(tasks[0])}
+    listed = cli_json("list", "tasks")
+    assert isinstance(listed, list)
+    assert {r["task_id"] for r in listed} >= {task_of(calls[0]), task_of(tasks[0])}
 
     open(flag, "w").close()
     assert runtime.get(tasks + calls) == ["released"] * 5

@@ -9,7 +9,6 @@ receiver's private memory (RssAnon) does not grow by the array's size.
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import os
 import subprocess
@@ -26,6 +25,7 @@ from runtime.core import _api
 from runtime.core import _blob as blob
 from runtime.core._refs import current_worker
 from runtime.core._store import shm_root
+from tests.conftest import cli_json
 
 MB = 1 << 20
 pytestmark = pytest.mark.timeout(90)
@@ -191,27 +191,9 @@ def test_list_objects_shows_what_pins_memory(probes: tuple[Any, Any]) -> None:
     assert r["owner"] == me and r["stored_on"] == node_a and r["where"] == "shm"
 
     # The CLI, from another process, sees the same table.
-    session = _api._session
-    assert session is not None and session.mesh is not None
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "--address",
-            session.mesh.head_address,
-            "--token-file",
-            os.path.join(session.mesh.state_dir, "token"),
-            "--json",
-            "list",
-            "objects",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    listed = {r["object_id"]: r for r in json.loads(out.stdout)}
+    rows_out = cli_json("list", "objects")
+    assert isinstance(rows_out, list)
+    listed = {r["object_id"]: r for r in rows_out}
     assert listed[put_ref.hex()]["owner"] == me
     assert listed[result.hex()]["where"] == "shm"
 

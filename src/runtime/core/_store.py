@@ -697,50 +697,45 @@ class ObjectStore:
         if keep and entry.readers > 0 and len(self._draining) < _POOL_FILES:
             # Readers elsewhere may still map it: keep it (renamed: the object is gone) until
             # they say they are done, then reuse it; dropped after a while if they never do.
-            assert self.shm_dir is not None
-            self._seq += 1
-            drained = os.path.join(self.shm_dir, f"drain.{self._seq}")
-            try:
-                os.rename(entry.path, drained)
-            except OSError:
-                _close(entry)
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            drained = self._renamed(entry.path, "drain")
+            if drained is not None:
+                entry.path = drained
+                self._ensure_spare_thread()
+                self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
+                self._pool_bytes += entry.size
                 return
-            entry.path = drained
-            self._ensure_spare_thread()
-            self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
-            self._pool_bytes += entry.size
-            return
-        if keep and entry.readers == 0 and entry.wmem is not None and len(self._spares) < 2:
+        elif keep and entry.readers == 0 and entry.wmem is not None and len(self._spares) < 2:
             # Its writer's mapping is still there, page tables filled: a spare as it is.
-            assert self.shm_dir is not None
-            self._seq += 1
-            spare = os.path.join(self.shm_dir, f"spare.{self._seq}")
-            try:
-                os.rename(entry.path, spare)
-            except OSError:
-                pass
-            else:
+            spare = self._renamed(entry.path, "spare")
+            if spare is not None:
                 self._spares.append((spare, entry.size, entry.wmem, time.monotonic()))
                 self._pool_bytes += entry.size
                 entry.wmem = None
                 self._ensure_spare_thread()  # it also expires spares left unused
                 return
         _close(entry)
-        if keep and entry.readers == 0 and self.shm_dir is not None:
-            free = os.path.join(self.shm_dir, f"free.{self._seq}.{len(self._pool)}")
-            try:
-                os.rename(entry.path, free)
-            except OSError:
-                pass
-            else:
+        if keep and entry.readers == 0:
+            free = self._renamed(entry.path, "free")
+            if free is not None:
                 self._pool.append((free, entry.size))
                 self._pool_bytes += entry.size
                 self._want_spare(entry.size)
                 return
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
+
+    def _renamed(self, path: str, kind: str) -> str | None:
+        """``path`` renamed ``<kind>.<n>`` in this store's shm directory (lock held); None
+        if that fails (the caller unlinks it)."""
+        if self.shm_dir is None:
+            return None
+        self._seq += 1
+        new = os.path.join(self.shm_dir, f"{kind}.{self._seq}")
+        try:
+            os.rename(path, new)
+        except OSError:
+            return None
+        return new
 
     def close(self) -> None:
         """Remove this process's files (arrays still mapped here stay valid)."""
