@@ -4,10 +4,15 @@ Two measurements, each on CartPole-v1 with 2 env runners (4 envs each) and the s
 hyperparameters on both sides (lr 3e-4, 2000 env steps per iteration, minibatches of 128,
 10 epochs, clip 0.2, GAE lambda 0.95, no KL penalty, 64x64 tanh MLPs without shared layers):
 
-* PPO: wall time (after the algorithm is built) to a mean return of 150 and of 450 over the
-  last 100 episodes, and the end-to-end env steps per second of that run;
+* PPO: wall time (after the algorithm is built) to an ``env_runners/episode_return_mean``
+  of 150 and of 450, and the end-to-end env steps per second of that run;
 * sampling: then, with the trained policy, env steps per second of pure sampling rounds
   (weights fixed, no learning).
+
+Our half then trains again with ``sample_ahead=True`` (runners sample the next batch while
+the learner trains; see docs/rllib.md): the ``sample_ahead:`` rows, compared with the same
+Ray run. ``episode_return_mean`` is computed the same way on both sides (ours reproduces
+Ray 2.60's definition). ``--seed`` seeds both halves.
 
 This process runs our half; the Ray half runs as a child in a network namespace where only
 loopback is up (``unshare -n``), with usage stats off. Ratios are oriented so that > 1 means
@@ -18,6 +23,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/rllib.py            # both halves, up to ~10 minutes
     .venv/bin/python benchmarks/rllib.py --quick    # target 150 only, shorter sampling
     .venv/bin/python benchmarks/rllib.py --only runtime
+    .venv/bin/python benchmarks/rllib.py --seed 1     # another seed, both halves
 
 Ray RLlib needs ``dm-tree`` and ``lz4`` besides ``ray``; ``RLLIB_BENCH_PYTHONPATH`` is
 prepended to the Ray child's ``PYTHONPATH`` (for deps installed with ``pip --target``).
