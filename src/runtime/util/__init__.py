@@ -15,6 +15,9 @@
   :class:`NodeAffinitySchedulingStrategy` (run on a node; ``soft`` falls back), and the
   strings ``"DEFAULT"`` and ``"SPREAD"``.
 
+- :mod:`runtime.util.state`: Ray's state API (``list_nodes``, ``list_actors``,
+  ``list_tasks``, ``list_objects``, ``list_placement_groups``, ``get_actor``).
+
 See ``docs/util.md`` for the details and the differences from Ray.
 """
 

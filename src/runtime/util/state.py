@@ -1,0 +1,116 @@
+"""The cluster's state, named as Ray's ``ray.util.state``: ``list_nodes``, ``list_actors``,
+``list_placement_groups`` (the head's tables), ``list_tasks`` (what every member runs,
+queues and waits on now) and ``list_objects`` (what pins memory, and who owns it).
+
+Each returns a list of rows; a row is a dict whose keys also read as attributes
+(``row["state"]`` or ``row.state``). ``filters`` takes Ray's ``(key, "=" | "!=", value)``
+triples, compared as strings; ``limit`` caps the rows. The CLI shows the same tables:
+``python -m runtime list nodes|actors|tasks|objects``. See ``docs/util.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from runtime.core._api import list_state
+
+__all__ = [
+    "StateRow",
+    "get_actor",
+    "list_actors",
+    "list_nodes",
+    "list_objects",
+    "list_placement_groups",
+    "list_tasks",
+]
+
+#: Ray's default cap on the rows a listing returns.
+DEFAULT_LIMIT = 100
+Filter = tuple[str, str, Any]
+
+
+class StateRow(dict[str, Any]):
+    """One row: a dict whose keys are also attributes (``row.actor_id``)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"a state row has no field {key!r}: {sorted(self)}") from None
+
+
+def list_nodes(
+    *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
+) -> list[StateRow]:
+    """Every member of the cluster (nodes and drivers) the head knows of."""
+    return _listing("nodes", filters, limit, address)
+
+
+def list_actors(
+    *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
+) -> list[StateRow]:
+    """Every actor the head knows of: alive, pending, restarting, and the recently dead."""
+    return _listing("actors", filters, limit, address)
+
+
+def list_placement_groups(
+    *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
+) -> list[StateRow]:
+    """Every placement group the head knows of."""
+    return _listing("placement_groups", filters, limit, address)
+
+
+def list_tasks(
+    *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
+) -> list[StateRow]:
+    """Every live task and actor call (finished ones are not kept, unlike Ray)."""
+    return _listing("tasks", filters, limit, address)
+
+
+def list_objects(
+    *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
+) -> list[StateRow]:
+    """Every object some member owns, stores or borrows."""
+    return _listing("objects", filters, limit, address)
+
+
+def get_actor(actor_id: str, *, address: None = None) -> StateRow | None:
+    """The row of one actor by its hex id, or None."""
+    rows = _listing("actors", [("actor_id", "=", actor_id)], 1, address)
+    return rows[0] if rows else None
+
+
+def _listing(
+    what: str, filters: Iterable[Filter] | None, limit: int, address: None
+) -> list[StateRow]:
+    if address is not None:
+        raise ValueError(
+            "runtime.util.state reads the cluster this process is connected to: call "
+            f"runtime.init(address={address!r}) first, then list without address="
+        )
+    checks = [_check(f) for f in filters or ()]
+    rows = []
+    for row in list_state(what):
+        if all(check(row) for check in checks):
+            rows.append(StateRow(row))
+            if len(rows) >= limit:
+                break
+    return rows
+
+
+def _check(f: Filter) -> Any:
+    try:
+        key, op, value = f
+    except (TypeError, ValueError):
+        raise ValueError(f"a filter is a (key, '=' or '!=', value) triple, got {f!r}") from None
+    if op not in ("=", "!="):
+        raise ValueError(f"filter predicate must be '=' or '!=', got {op!r} in {f!r}")
+    want = str(value)
+
+    def check(row: dict[str, Any]) -> bool:
+        if key not in row:
+            raise ValueError(f"cannot filter on {key!r}: the rows have {sorted(row)}")
+        return (str(row[key]) == want) == (op == "=")
+
+    return check
