@@ -119,3 +119,53 @@ def test_a_large_result_of_a_task_without_retries_is_lost_with_a_clear_error(mes
     os.kill(runtime.get(pid_ref), signal.SIGKILL)
     with pytest.raises(ObjectLostError, match=r"unreachable|no longer"):
         runtime.get(array_ref, timeout=30)
+
+
+@runtime.remote
+class Borrower:
+    """Keeps a ref it was given (nested, so it stays a ref) and reads it on demand."""
+
+    def keep(self, refs):
+        self.ref = refs[0]
+        return os.getpid()
+
+    def read(self):
+        value = runtime.get(self.ref)
+        return value.nbytes, int(value[0])
+
+
+def test_a_borrower_of_a_lost_result_gets_it_made_again_by_its_owner(mesh):
+    import numpy as np
+
+    @runtime.remote(num_returns=2)
+    def big_and_pid():
+        return np.full(1 << 20, 5, dtype=np.uint8), os.getpid()
+
+    array_ref, pid_ref = big_and_pid.remote()
+    holder = runtime.get(pid_ref)
+    borrowers = [Borrower.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    pids = runtime.get([b.keep.remote([array_ref]) for b in borrowers])
+    reader = borrowers[next(i for i, pid in enumerate(pids) if pid != holder)]
+    os.kill(holder, signal.SIGKILL)
+    # The borrower cannot read it where it was; it tells the owner (this driver), which runs
+    # the task again, and the borrower reads the new copy.
+    assert runtime.get(reader.read.remote(), timeout=60) == (1 << 20, 5)
+
+
+def test_a_borrower_of_a_lost_result_without_retries_gets_a_clear_error(mesh):
+    import numpy as np
+
+    from runtime.exceptions import ObjectLostError
+
+    @runtime.remote(num_returns=2, max_retries=0)
+    def big_and_pid():
+        return np.ones(1 << 20, dtype=np.uint8), os.getpid()
+
+    array_ref, pid_ref = big_and_pid.remote()
+    holder = runtime.get(pid_ref)
+    borrowers = [Borrower.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    pids = runtime.get([b.keep.remote([array_ref]) for b in borrowers])
+    reader = borrowers[next(i for i, pid in enumerate(pids) if pid != holder)]
+    os.kill(holder, signal.SIGKILL)
+    with pytest.raises(ObjectLostError, match="cannot run again"):
+        runtime.get(reader.read.remote(), timeout=60)

@@ -32,6 +32,8 @@ from ._transport import Connection, split_buffers
 STORE_MIN: Final = 100 * 1024
 #: An actor's handle token is the object ``actor id + this`` (no task id ends so).
 _TOKEN_SUFFIX: Final = b"\xffhdl"
+#: How often a borrower asks the owner for an object it could not read where it was.
+_BORROWER_TRIES: Final = 3
 #: A reader on another host fetches a stored object in chunks of this size,
 CHUNK: Final = 8 << 20
 #: with this many chunks in flight.
@@ -261,10 +263,21 @@ class ObjectPlane:
         if ref.owner_id == self.peer_id:
             raise ObjectLostError(f"object {ref.hex()} was freed")
         value_or_loc, bufs = await self._ask_owner(ref)
-        if isinstance(value_or_loc, p.Located):
+        for tries_left in range(_BORROWER_TRIES - 1, -1, -1):
+            if not isinstance(value_or_loc, p.Located):
+                break
             fresh = value_or_loc.node_id == ref.owner_id  # the owner holds it and answered
-            value, bufs = await self._fetch(value_or_loc, oid, fresh=fresh)
+            try:
+                value, bufs = await self._fetch(value_or_loc, oid, fresh=fresh)
+            except ObjectLostError:
+                if not tries_left:
+                    raise
+                # Tell the owner: it makes the object again from its lineage (as it does
+                # for its own reads), or answers why it cannot.
+                value_or_loc, bufs = await self._ask_owner(ref, lost=value_or_loc)
+                continue
             return ser.deserialize(value, bufs)
+        assert isinstance(value_or_loc, p.Value)
         return ser.deserialize(value_or_loc, bufs)
 
     def try_get_local(self, ref: ObjectRef[Any]) -> tuple[bool, Any]:
@@ -289,10 +302,12 @@ class ObjectPlane:
             return None
         return p.Located(self.peer_id, self.address, entry.size, self.store.host_id, entry.path)
 
-    async def _ask_owner(self, ref: ObjectRef[Any]) -> tuple[p.Value | p.Located, list[Any]]:
+    async def _ask_owner(
+        self, ref: ObjectRef[Any], lost: p.Located | None = None
+    ) -> tuple[p.Value | p.Located, list[Any]]:
         try:
             conn = await self.connect_peer(ref.owner_id, ref.owner_address)
-            reply, raw = await self.request(conn, p.GetObject(0, ref.id))
+            reply, raw = await self.request(conn, p.GetObject(0, ref.id, lost))
         except (OSError, ConnectionError, NodeDiedError) as exc:
             raise OwnerDiedError(
                 f"the owner {ref.owner_id} of object {ref.hex()} is unreachable: {exc}"
@@ -417,6 +432,24 @@ class ObjectPlane:
             return
         if entry.state == PENDING:
             await self._entry_ready(entry)
+        loc = entry.location
+        # A borrower could not read it there: if that holder lost it, make it again.
+        lost = msg.lost is not None and loc is not None and loc.node_id == msg.lost.node_id
+        if lost and loc is not None and await self._holder_lost(loc, msg.object_id):
+            if not self.reconstruct(entry):
+                conn.send(
+                    p.ObjectReply(
+                        msg.rid,
+                        error=ser.system_error_value(
+                            ObjectLostError,
+                            f"object {msg.object_id.hex()} was lost with node {loc.node_id}, "
+                            "and the task that made it cannot run again (it was put, or its "
+                            "retries are used up)",
+                        ),
+                    )
+                )
+                return
+            await self._entry_ready(entry)
         if entry.value is not None:
             if entry.value.kind == ser.KIND_ERROR:
                 conn.send(p.ObjectReply(msg.rid, error=entry.value))
@@ -427,6 +460,16 @@ class ObjectPlane:
             assert loc is not None
             here = self._here(msg.object_id) if loc.node_id == self.peer_id else None
             conn.send(p.ObjectReply(msg.rid, value=here or loc))
+
+    async def _holder_lost(self, loc: p.Located, oid: bytes) -> bool:
+        """Whether the node ``loc`` names no longer has object ``oid`` (gone, or freed it)."""
+        if loc.node_id == self.peer_id:
+            return oid not in self.store
+        try:
+            await self._ask_holder(loc, oid, p.FetchObject(0, oid, same_host=True))
+        except ObjectLostError:
+            return True
+        return False
 
     def _serve_fetch_object(self, conn: Connection, msg: p.FetchObject) -> None:
         if msg.same_host or msg.offset >= 0:

@@ -325,10 +325,13 @@ class CancelTask(_Msg, tag=45):
 
 
 class GetObject(_Msg, tag=50):
-    """Ask the owner for an object; it answers with ObjectReply when the object is ready."""
+    """Ask the owner for an object; it answers with ObjectReply when the object is ready.
+    ``lost``: the borrower could not read it where the owner said it was (the owner makes
+    it again from its lineage when that holder lost it)."""
 
     rid: int
     object_id: bytes
+    lost: Located | None = None
 
 
 class FetchObject(_Msg, tag=51):
