@@ -64,11 +64,14 @@ def head_file() -> str:
     return os.path.join(base_dir(), "head.json")
 
 
-def write_head_file(address: str, state_dir: str) -> None:
+def write_head_file(address: str, state_dir: str, dashboard: str | None = None) -> None:
     os.makedirs(base_dir(), mode=0o700, exist_ok=True)
     tmp = head_file() + f".{os.getpid()}"
+    info: dict[str, Any] = {"address": address, "state_dir": state_dir, "pid": os.getpid()}
+    if dashboard is not None:
+        info["dashboard"] = dashboard  # without the token: that is in the state dir
     with open(tmp, "w") as f:
-        json.dump({"address": address, "state_dir": state_dir, "pid": os.getpid()}, f)
+        json.dump(info, f)
     os.replace(tmp, head_file())
 
 

@@ -19,6 +19,7 @@ import time
 import uvloop
 
 from . import _launcher as launcher
+from ._dashboard import Dashboard
 from ._exceptions import RuntimeBaseError
 from ._logs import capture as capture_output
 from ._store import parse_size
@@ -43,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resources", default="{}", help="custom resources as JSON, e.g. '{\"x\": 1}'")
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--state-dir", help="directory for the token, logs and state")
-    ap.add_argument("--dashboard-port", type=int, default=None, help="(reserved) dashboard port")
+    ap.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="serve a read-only dashboard on this port of --host (0: any free port); "
+        "it needs the cluster token (head only)",
+    )
     ap.add_argument(
         "--object-store-memory",
         help="bytes the object store keeps in memory before spilling to disk, e.g. 268435456 "
@@ -235,14 +242,26 @@ async def _run_worker(
         await worker.aclose()
         raise
     capture_output(worker)  # what tasks print goes to the drivers, tagged
+    dashboard = None
+    if args.head and args.dashboard_port is not None:
+        dashboard = Dashboard(worker, worker.token)
+        try:
+            await dashboard.start(args.host, args.dashboard_port)
+        except OSError as exc:  # a taken port must not stop the cluster
+            log.warning("no dashboard: cannot listen on port %s: %s", args.dashboard_port, exc)
+            dashboard = None
     if args.head:
         if not args.no_head_file:
             assert state_dir is not None
-            launcher.write_head_file(worker.address, state_dir)
+            launcher.write_head_file(
+                worker.address, state_dir, dashboard.address if dashboard else None
+            )
         if args.listen_fd is None:
             print(f"runtime head listening on {worker.address} (state in {state_dir})", flush=True)
             print(f"join with: python -m runtime.node --address {worker.address}", flush=True)
             print("connect with: runtime.init(address='auto')", flush=True)
+        if dashboard is not None:
+            print(f"dashboard: {dashboard.url()}", flush=True)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -251,6 +270,8 @@ async def _run_worker(
             w.cancel()
         if args.head and not args.no_head_file:
             launcher.remove_head_file()
+        if dashboard is not None:
+            await dashboard.close()
         await worker.aclose()
     return worker.evicted and not stop.is_set() and not args.head
 
