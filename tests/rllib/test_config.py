@@ -147,6 +147,35 @@ def test_episode_return_mean_is_computed_as_ray_rllib_does() -> None:
     assert np.isnan(merge_runner_episode_stats([])["episode_return_mean"])
 
 
+def test_the_learners_flat_adam_matches_torch_adam_with_clipping() -> None:
+    import torch
+
+    from runtime.rllib._learner import TorchLearner, mlp
+
+    torch.manual_seed(0)
+    ours, ref = mlp(4, [8, 8], 2), mlp(4, [8, 8], 2)
+    ref.load_state_dict(ours.state_dict())
+    learner = TorchLearner(ours, lr=1e-2, grad_clip=0.5)
+    adam = torch.optim.Adam(ref.parameters(), lr=1e-2, eps=TorchLearner.eps)
+    x, y = torch.randn(32, 4), torch.randn(32, 2)
+    for _ in range(5):
+        norm = learner.update(((ours(x) - y) ** 2).mean())
+        adam.zero_grad()
+        ((ref(x) - y) ** 2).mean().backward()
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+        adam.step()
+        assert float(norm) == pytest.approx(float(ref_norm), rel=1e-5)
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The state round-trips, and a torch.optim.Adam state (older checkpoints) loads too.
+    state = learner.get_state()
+    other = TorchLearner(mlp(4, [8, 8], 2), lr=1e-2, grad_clip=0.5)
+    other.set_state(state)
+    assert other.step_count == 5 and torch.equal(other.exp_avg_sq, learner.exp_avg_sq)
+    other.set_state({"weights": state["weights"], "optimizer": adam.state_dict()})
+    torch.testing.assert_close(other.exp_avg, learner.exp_avg, rtol=1e-4, atol=1e-7)
+
+
 def test_replay_buffer_is_a_ring() -> None:
     buf = ReplayBuffer(4)
     for start in (0, 3):

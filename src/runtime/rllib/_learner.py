@@ -103,43 +103,74 @@ def seeded_init(seed: int | None, build: Any) -> Any:
 class TorchLearner:
     """Adam on a module, with global-norm gradient clipping; one ``update(loss)`` per minibatch.
 
-    Written for many small updates (PPO: 10 epochs x 16 minibatches of 128 per iteration on
-    64x64 MLPs), where per-call overhead, not arithmetic, is the cost: one thread (measured
-    faster than two for these matmuls, and the cores are shared with the env runners),
-    torch's *fused* CPU Adam (one kernel for every parameter instead of a chain of
-    multi-tensor ops; ``foreach`` where fused is unavailable), a ``foreach`` norm for
-    clipping, and ``update`` returns the gradient norm as a tensor so that the loop never
-    waits on a Python float.
+    Written for many small updates (PPO: 10 epochs x 15 minibatches of 128 per iteration on
+    64x64 MLPs), where per-call overhead, not arithmetic, is the cost. So the module's
+    parameters live in **one flat buffer** and their gradients in another: every parameter's
+    data and ``.grad`` are views into them (backward accumulates into the views in place),
+    and zeroing, the global gradient norm, clipping and the Adam step are each a few
+    whole-buffer operations instead of a pass over a dozen tensors through
+    ``torch.optim``'s machinery (measured: 0.14 s against 0.17-0.28 s with torch's fused
+    Adam for the 150 updates of a PPO iteration). The step is exactly ``torch.optim.Adam``'s
+    (no weight decay, no amsgrad; tested against it). One torch thread: the cores are
+    shared with the env runners, and two are no faster at this size. ``update`` returns the
+    gradient norm as a tensor, so the loop never waits on a Python float.
     """
+
+    betas = (0.9, 0.999)
+    eps = 1e-5  # CleanRL's (torch's default is 1e-8)
 
     def __init__(self, module: nn.Module, lr: float, grad_clip: float | None):
         torch.set_num_threads(1)
         self.module = module
+        self.lr = float(lr)
         self.grad_clip = grad_clip
         self.params = [p for p in module.parameters() if p.requires_grad]
-        try:
-            self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, fused=True)
-        except (RuntimeError, ValueError):  # a torch without fused CPU Adam
-            self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=1e-5, foreach=True)
+        with torch.no_grad():
+            self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self.flat_grad = torch.zeros_like(self.flat)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.step_count = 0
+        self.slices: list[slice] = []
+        offset = 0
+        for p in self.params:
+            self.slices.append(slice(offset, offset + p.numel()))
+            offset += p.numel()
+        self._link()
+
+    def _link(self) -> None:
+        """Point every parameter's data and ``.grad`` at its slice of the flat buffers."""
+        for p, part in zip(self.params, self.slices, strict=True):
+            p.data = self.flat[part].view_as(p)
+            p.grad = self.flat_grad[part].view_as(p)
+        self._grads = [p.grad for p in self.params]
 
     def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.lr = float(lr)
 
     def update(self, loss: torch.Tensor) -> torch.Tensor:
-        """One gradient step on ``loss``; returns the gradient norm before clipping (a tensor).
-
-        The global-norm clipping is ``clip_grad_norm_``'s arithmetic without its per-call
-        checks (a fifth of an update's time at this size): one multi-tensor norm, one scale.
-        """
-        for p in self.params:
-            p.grad = None
+        """One gradient step on ``loss``; returns the gradient norm before clipping (a tensor)."""
+        if any(p.grad is not g for p, g in zip(self.params, self._grads, strict=True)):
+            self._link()  # someone replaced a .grad (e.g. module.zero_grad()): views again
+        self.flat_grad.zero_()
         loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        grad = self.flat_grad
+        norm = torch.linalg.vector_norm(grad)
         if self.grad_clip is not None:
-            torch._foreach_mul_(grads, (self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
-        self.optimizer.step()
+            grad.mul_((self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
+        # Adam, as torch.optim.Adam computes it.
+        beta1, beta2 = self.betas
+        self.step_count += 1
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias1 = 1 - beta1**self.step_count
+        bias2 = 1 - beta2**self.step_count
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(self.eps)
+        with torch.no_grad():
+            self.flat.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
+        # The parameters changed through the flat buffer, which does not move their own
+        # version counters; move them, so that numpy copies (sync_actor) see the change.
+        torch.autograd.graph.increment_version(self.params)
         return norm
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -149,8 +180,32 @@ class TorchLearner:
         set_module_weights(self.module, weights)
 
     def get_state(self) -> dict[str, Any]:
-        return {"weights": self.get_weights(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "weights": self.get_weights(),
+            "optimizer": {
+                "adam": {
+                    "step": self.step_count,
+                    "exp_avg": self.exp_avg.numpy().copy(),
+                    "exp_avg_sq": self.exp_avg_sq.numpy().copy(),
+                }
+            },
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.set_weights(state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        if "adam" in optimizer:
+            adam = optimizer["adam"]
+            self.step_count = int(adam["step"])
+            self.exp_avg.copy_(torch.as_tensor(np.asarray(adam["exp_avg"])))
+            self.exp_avg_sq.copy_(torch.as_tensor(np.asarray(adam["exp_avg_sq"])))
+            return
+        # A checkpoint written with torch.optim.Adam (its state_dict: per-parameter state).
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        for index, part in enumerate(self.slices):
+            param_state = optimizer["state"].get(index)
+            if param_state:
+                self.step_count = int(param_state["step"])
+                self.exp_avg[part] = param_state["exp_avg"].reshape(-1)
+                self.exp_avg_sq[part] = param_state["exp_avg_sq"].reshape(-1)
