@@ -291,8 +291,8 @@ class Algorithm:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
-        # The optimizer's saved state carries the lr it was saved with; this algorithm's
-        # config decides (a PBT trial that cloned a checkpoint keeps its own, explored lr).
+        # This algorithm's config decides the lr, not the checkpoint's (a PBT trial that
+        # cloned another trial's checkpoint keeps its own, explored lr).
         lr = getattr(self.config, "lr", None)
         if lr is not None:
             self.learner.set_lr(float(lr))
