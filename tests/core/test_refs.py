@@ -182,15 +182,20 @@ def test_a_remote_release_does_not_free_what_a_local_ref_still_holds() -> None:
     assert table.owned[b"o1"].remote == 0
 
 
-def test_a_surplus_release_never_drives_the_count_below_zero() -> None:
+def test_a_release_that_overtakes_its_hold_waits_for_it() -> None:
+    """Deltas come on different connections (a pin from the node that ran a task, its release
+    by this owner), so a -1 can land before its +1: the count dips below zero, the object is
+    not freed meanwhile, and it is freed once the +1 lands and nothing else holds it."""
     table = Table()
-    owned(table, b"o1", location=True)
+    entry = owned(table, b"o1", location=True)
     table.add_local(b"o1", ME, ME_ADDRESS)
-    table.apply_delta(b"o1", -3)
-    assert table.owned[b"o1"].remote == 0
-    table.apply_delta(b"o1", 1)
+    table.apply_delta(b"o1", -1)  # the release, early
+    assert table.owned[b"o1"].remote == -1
     table.remove_local(b"o1")
-    assert b"o1" in table.owned  # the later holder still counts
+    assert b"o1" in table.owned  # a holder is still on its way
+    table.apply_delta(b"o1", 1)  # the hold it released
+    assert b"o1" not in table.owned
+    assert table.take() == ({}, [(b"o1", entry)])
 
 
 def test_a_delta_for_an_object_already_freed_is_ignored() -> None:

@@ -47,7 +47,7 @@ class OwnedObject:
         self.value: Value | None = None  # inline value or error
         self.buffers: list[Any] = []
         self.location: Located | None = None  # where a large value lives
-        self.remote = 0  # pins + borrowers elsewhere
+        self.remote = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
         self.waiters: list[Callable[[], None]] | None = None
         #: How to make a lost large result again: (the task's retry record, its return ids).
         self.lineage: tuple[Any, list[bytes]] | None = None
@@ -121,14 +121,17 @@ class ReferenceTable:
             entry = self.owned.get(oid)
             if entry is None:
                 return
+            # Deltas travel on different connections (a pin from the node that ran a task,
+            # its release by this owner once the result is in), so one can overtake another:
+            # the count may dip below zero for a moment. It is not clamped (that would lose
+            # the +1 still on its way and pin the object for good), and only exactly zero frees.
             entry.remote += delta
-            if entry.remote <= 0:
-                entry.remote = 0
+            if entry.remote == 0:
                 self._maybe_free(oid)
 
     def _maybe_free(self, oid: bytes) -> None:
         entry = self.owned.get(oid)
-        if entry is None or entry.remote > 0 or self.local.get(oid, 0) > 0:
+        if entry is None or entry.remote != 0 or self.local.get(oid, 0) > 0:
             return
         del self.owned[oid]
         actor_id = self.actor_tokens.pop(oid, None)
