@@ -88,9 +88,10 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
         scheduler=pbt,
         storage_path=str(tmp_path),
         verbose=0,
+        raise_on_failed_trial=False,  # the assertion below shows the errors
     )
     assert len(results) == 2
-    assert not results.errors
+    assert not results.errors, [str(e) for e in results.errors]
     for result in results:
         assert result.metrics["training_iteration"] == 150
         # The lifetime counter came through every checkpoint restore: 150 iterations x 200.
