@@ -39,8 +39,10 @@ def record(log, value):
 
 @runtime.remote
 async def async_sleeper(log):
-    await log.add.remote("started")
     try:
+        # Inside the try: the log shows "started" before this await has its answer, so a
+        # cancel sent once "started" is seen may land here.
+        await log.add.remote("started")
         await asyncio.sleep(60)
     except asyncio.CancelledError:
         await log.add.remote("cancelled")
