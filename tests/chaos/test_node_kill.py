@@ -134,6 +134,16 @@ class Borrower:
         return value.nbytes, int(value[0])
 
 
+def _borrow_then_kill_the_holder(array_ref, holder):
+    """Borrowers on every node keep ``array_ref``; the node holding it is killed. Returns
+    a borrower on another node."""
+    borrowers = [Borrower.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    pids = runtime.get([b.keep.remote([array_ref]) for b in borrowers])
+    reader = borrowers[next(i for i, pid in enumerate(pids) if pid != holder)]
+    os.kill(holder, signal.SIGKILL)
+    return reader
+
+
 def test_a_borrower_of_a_lost_result_gets_it_made_again_by_its_owner(mesh):
     import numpy as np
 
@@ -142,11 +152,7 @@ def test_a_borrower_of_a_lost_result_gets_it_made_again_by_its_owner(mesh):
         return np.full(1 << 20, 5, dtype=np.uint8), os.getpid()
 
     array_ref, pid_ref = big_and_pid.remote()
-    holder = runtime.get(pid_ref)
-    borrowers = [Borrower.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
-    pids = runtime.get([b.keep.remote([array_ref]) for b in borrowers])
-    reader = borrowers[next(i for i, pid in enumerate(pids) if pid != holder)]
-    os.kill(holder, signal.SIGKILL)
+    reader = _borrow_then_kill_the_holder(array_ref, runtime.get(pid_ref))
     # The borrower cannot read it where it was; it tells the owner (this driver), which runs
     # the task again, and the borrower reads the new copy.
     assert runtime.get(reader.read.remote(), timeout=60) == (1 << 20, 5)
@@ -162,10 +168,6 @@ def test_a_borrower_of_a_lost_result_without_retries_gets_a_clear_error(mesh):
         return np.ones(1 << 20, dtype=np.uint8), os.getpid()
 
     array_ref, pid_ref = big_and_pid.remote()
-    holder = runtime.get(pid_ref)
-    borrowers = [Borrower.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
-    pids = runtime.get([b.keep.remote([array_ref]) for b in borrowers])
-    reader = borrowers[next(i for i, pid in enumerate(pids) if pid != holder)]
-    os.kill(holder, signal.SIGKILL)
+    reader = _borrow_then_kill_the_holder(array_ref, runtime.get(pid_ref))
     with pytest.raises(ObjectLostError, match="cannot run again"):
         runtime.get(reader.read.remote(), timeout=60)

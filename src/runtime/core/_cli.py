@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 def _status(
     address: str, nodes: list[dict[str, Any]], actors: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """Members, resources and actor states at a glance (also the dashboard's summary)."""
+    live = [n for n in nodes if n.get("alive", True)]
     total: dict[str, float] = {}
     free: dict[str, float] = {}
-    for n in nodes:
+    for n in live:
         if n["is_driver"]:
             continue
         for k, v in n["resources"].items():
@@ -83,8 +85,8 @@ def _status(
         states[a["state"]] = states.get(a["state"], 0) + 1
     return {
         "address": address,
-        "nodes": sum(1 for n in nodes if not n["is_driver"]),
-        "drivers": sum(1 for n in nodes if n["is_driver"]),
+        "nodes": sum(1 for n in live if not n["is_driver"]),
+        "drivers": sum(1 for n in live if n["is_driver"]),
         "resources": {
             k: {"total": v, "available": free.get(k, 0.0)} for k, v in sorted(total.items())
         },

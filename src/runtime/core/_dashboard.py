@@ -129,28 +129,10 @@ class Dashboard:
         ]
 
     async def _summary(self) -> dict[str, Any]:
+        from ._cli import _status  # the summary `python -m runtime status` prints
+
         assert self.worker.head is not None
-        nodes = self._nodes()
-        actors = self.worker.head._list("actors")
-        total: dict[str, float] = {}
-        free: dict[str, float] = {}
-        for n in nodes:
-            if n.get("is_driver") or not n.get("alive", True):
-                continue
-            for k, v in n["resources"].items():
-                total[k] = total.get(k, 0.0) + v
-            for k, v in n["available"].items():
-                free[k] = free.get(k, 0.0) + v
-        states: dict[str, int] = {}
-        for a in actors:
-            states[a["state"]] = states.get(a["state"], 0) + 1
-        return {
-            "address": self.worker.address,
-            "nodes": sum(1 for n in nodes if not n.get("is_driver") and n.get("alive", True)),
-            "drivers": sum(1 for n in nodes if n.get("is_driver") and n.get("alive", True)),
-            "resources": {k: {"total": v, "available": free.get(k, 0.0)} for k, v in total.items()},
-            "actors": states,
-        }
+        return _status(self.worker.address, self._nodes(), self.worker.head._list("actors"))
 
 
 def _json(value: Any) -> bytes:
