@@ -140,15 +140,24 @@ class ActorCaller:
         if state is not None:
             if state.creating is not None:
                 await state.creating  # the head learns of the actor before it is stopped
-            if state.dead is not None:
-                return
             actor_id = state.actor_id
-        try:
-            await self.head_request(p.KillActor(0, actor_id, True, OUT_OF_SCOPE))
-        except (OSError, ConnectionError, RuntimeBaseError, ValueError) as exc:
-            log.debug("could not stop out-of-scope actor %s: %s", actor_id.hex(), exc)
+        if state is None or state.dead is None:
+            try:
+                await self.head_request(p.KillActor(0, actor_id, True, OUT_OF_SCOPE))
+            except (OSError, ConnectionError, RuntimeBaseError, ValueError) as exc:
+                log.debug("could not stop out-of-scope actor %s: %s", actor_id.hex(), exc)
         if state is not None and state.args_refs:
             self.refs.unpin(state.args_refs)
+
+    def actor_killed(self, actor_id: bytes) -> None:
+        """``runtime.kill(no_restart=True)`` from this process (loop): its later calls fail
+        at once, rather than racing the head's kill to the actor's node."""
+        state = self.actor_state(actor_id)
+        if state.dead is None:
+            state.dead = ser.system_error_value(
+                ActorDiedError, "the actor was killed with runtime.kill"
+            )
+            self._fail_queued(state, state.dead)
 
     async def _resolve_actor(self, state: ActorState) -> None:
         try:

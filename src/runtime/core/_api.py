@@ -611,6 +611,8 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         worker.spawn(worker.head_request(msg))
     else:
         _blocking(worker, worker.head_request(msg))
+    if no_restart:
+        worker.inbox.post(worker.actor_killed, actor_id)
 
 
 def cancel(
