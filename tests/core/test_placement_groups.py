@@ -136,7 +136,7 @@ def test_queued_task_fails_when_its_group_is_removed(three_nodes):
         return seconds
 
     pg = placement_group([{"CPU": 1}])
-    assert pg.wait(20)
+    assert pg.wait(20), (placement_group_table(), runtime.available_resources())
     running = hold.options(scheduling_strategy=in_bundle(pg, 0)).remote(1.0)
     queued = hold.options(scheduling_strategy=in_bundle(pg, 0)).remote(0)
     time.sleep(0.2)

@@ -592,22 +592,30 @@ class Executor:
             for key in self.bundles
             if key[0] == msg.pg_id and (not msg.indices or key[1] in msg.indices)
         ]
-        for actor in list(self.actors.values()):
-            if actor.bundle in keys:
-                actor.stop("its placement group was removed")
+        # The bundles' resources go back first: whatever fails below must not leak them.
         for key in keys:
             ledger = self.bundles.pop(key)
+            for name, amount in ledger.total.items():
+                self.sched.available[name] = min(
+                    self.sched.total.get(name, 0.0), self.sched.available.get(name, 0.0) + amount
+                )
+        for actor in list(self.actors.values()):
+            if actor.bundle in keys:
+                try:
+                    actor.stop("its placement group was removed")
+                except Exception:
+                    log.exception("stopping an actor of a removed placement group failed")
+        for key in keys:
             for task_id, job in list(self.waiting.items()):
                 if job.bundle == key:
                     del self.waiting[task_id]
                     self._done_unqueued(job, _group_gone(job.name))
             for job in list(self.jobs.values()):
                 if job.bundle == key and job.ctx is not None:
-                    self.cancel(job.task_id, force=False, recursive=True)
-            for name, amount in ledger.total.items():
-                self.sched.available[name] = min(
-                    self.sched.total.get(name, 0.0), self.sched.available.get(name, 0.0) + amount
-                )
+                    try:
+                        self.cancel(job.task_id, force=False, recursive=True)
+                    except Exception:
+                        log.exception("cancelling a task of a removed placement group failed")
         for granted in self.sched._grant():
             self._start(self.waiting.pop(granted))  # type: ignore[call-overload]
         self._report()

@@ -611,7 +611,8 @@ class Head:
             unwrap_reply(await self.worker.request(conn, msg))
             return True
         except Exception as exc:
-            log.debug("%s on %s failed: %s", type(msg).__name__, node_id, exc)
+            level = logging.WARNING if isinstance(msg, p.ReleaseBundles) else logging.DEBUG
+            log.log(level, "%s on %s failed: %s", type(msg).__name__, node_id, exc)
             return False
 
     def _wake_group(self, group: GroupRecord) -> None:
@@ -657,8 +658,19 @@ class Head:
                 self._kill(record, f"its placement group was removed ({reason})")
         for node_id in set(group.nodes.values()):
             if node_id in self.nodes:
-                self.worker.spawn(self._send_to_node(node_id, p.ReleaseBundles(0, spec.pg_id)))
+                self.worker.spawn(self._release_on(node_id, spec.pg_id))
         self._wake_group(group)
+
+    async def _release_on(self, node_id: str, pg_id: bytes) -> None:
+        """Give a removed group's bundles on ``node_id`` back, retrying a failed request a
+        few times while the node lives (a release that is lost leaks the node's room)."""
+        for attempt in range(4):
+            if await self._send_to_node(node_id, p.ReleaseBundles(0, pg_id)):
+                return
+            if node_id not in self.nodes:
+                return  # the node is gone: so are its bundles
+            await asyncio.sleep(_RETRY_S * 2**attempt)
+        log.warning("could not release placement group %s on node %s", pg_id.hex(), node_id)
 
     async def _get_actor(
         self, name: str, namespace: str, actor_id: bytes, wait: bool, after_restarts: int = -1
