@@ -27,6 +27,8 @@ from ._tls import TlsConfig
 from ._worker import Worker
 
 log = logging.getLogger("runtime.node")
+#: Failed rejoins in a row after which an evicted node gives up (and exits).
+_REJOINS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +199,7 @@ async def _serve(
         loop.add_reader(fd, parent_gone)
     listen = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     port = args.port if args.port is not None else (6380 if args.head else 0)
+    rejoining, rejoin_failures = False, 0
     while True:
         worker = Worker(
             role="head" if args.head else "node",
@@ -210,8 +213,22 @@ async def _serve(
         )
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
-        if not await _run_worker(worker, args, state_dir, stop, left):
+        try:
+            evicted = await _run_worker(worker, args, state_dir, stop, left)
+        except (Exception, asyncio.CancelledError) as exc:
+            this_task = asyncio.current_task()
+            cancelled = this_task is not None and this_task.cancelling() > 0
+            if not rejoining or cancelled or stop.is_set() or rejoin_failures >= _REJOINS:
+                raise  # a first start that fails, or a real cancellation, ends the node
+            # Rejoining after an eviction failed half-way (the head was busy, a connection
+            # dropped in the handshake): a node that was evicted tries again, within a bound.
+            rejoin_failures += 1
+            log.warning("rejoining failed (%s: %s); trying again", type(exc).__name__, exc)
+            await asyncio.sleep(min(2.0, 0.2 * rejoin_failures))
+            continue
+        if not evicted:
             return
+        rejoining, rejoin_failures = True, 0
         # Declared dead while alive (e.g. paused too long): rejoin as a new node.
         log.warning("this node was evicted by the head; rejoining with a new id")
         listen = None
