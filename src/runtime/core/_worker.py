@@ -137,7 +137,9 @@ class Worker(ObjectPlane, ActorCaller):
         self._id_prefix = os.urandom(8)
         self._server: asyncio.Server | None = None
         self._head_conn: Connection | None = None
-        self._tg = asyncio.TaskGroup()
+        #: Background tasks (cancelled on close). Not a TaskGroup: one failing task must not
+        #: cancel every other one, nor the task that started the worker.
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.closed = asyncio.Event()
         self.executor: Executor | None = None
@@ -154,7 +156,6 @@ class Worker(ObjectPlane, ActorCaller):
 
     async def start(self) -> None:
         """Listen, then register with the head (or become it)."""
-        await self._tg.__aenter__()
         server_ssl = self.tls.server_context() if self.tls is not None else None
         if self._listen_sock is not None:
             self._server = await self.loop.create_server(
@@ -204,8 +205,17 @@ class Worker(ObjectPlane, ActorCaller):
                 self._heartbeat.start()
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
-        """Run a background coroutine owned by this worker (cancelled on close)."""
-        return self._tg.create_task(coro, name=name)
+        """Run a background coroutine owned by this worker (cancelled on close). Its error,
+        if nobody awaits it, is logged; it stops nothing else."""
+        task: asyncio.Task[Any] = self.loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None and not self._closing:
+            log.warning("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
     async def aclose(self) -> None:
         if self._closing:
@@ -221,10 +231,11 @@ class Worker(ObjectPlane, ActorCaller):
             self._server.close()
         for conn in list(self._all_conns):
             conn.close()
-        for t in list(self._tg._tasks):
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in tasks:
             t.cancel()
         with contextlib.suppress(BaseException):
-            await self._tg.__aexit__(None, None, None)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for fut in self._rpcs.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("the runtime is shutting down"))
