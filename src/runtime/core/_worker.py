@@ -206,7 +206,10 @@ class Worker(ObjectPlane, ActorCaller):
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
         """Run a background coroutine owned by this worker (cancelled on close). Its error,
-        if nobody awaits it, is logged; it stops nothing else."""
+        if nobody awaits it, is logged; it stops nothing else. RuntimeError once closed."""
+        if self.closed.is_set():
+            coro.close()
+            raise RuntimeError("this runtime worker is closed")
         task: asyncio.Task[Any] = self.loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -231,11 +234,14 @@ class Worker(ObjectPlane, ActorCaller):
             self._server.close()
         for conn in list(self._all_conns):
             conn.close()
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(3):  # tasks spawned while the others wind down are cancelled too
+            tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+            if not tasks:
+                break
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
         for fut in self._rpcs.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("the runtime is shutting down"))
