@@ -105,6 +105,31 @@ def cli_json(*args: str) -> object:
     return json.loads(out.stdout)
 
 
+def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """The pids still alive after ``timeout`` (bounded poll: process exit has no event here)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [
+            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+        ]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def cpus_back(n: float) -> bool:
+    """The cluster counts ``n`` CPUs again (False while the head is down)."""
+    from runtime.exceptions import NodeDiedError
+
+    try:
+        return runtime.cluster_resources().get("CPU", 0) >= n
+    except NodeDiedError:
+        return False
+
+
 @dataclass
 class HeadProcess:
     """A head started with ``python -m runtime.node --head`` in its own process."""
@@ -131,6 +156,15 @@ class HeadProcess:
     def log(self) -> str:
         with open(self.log_path) as f:
             return f.read()
+
+    def restart(self) -> subprocess.Popen[bytes]:
+        """Start a head again on this one's address and state dir (after it was killed)."""
+        host, port = self.address.rsplit(":", 1)
+        return subprocess.Popen(
+            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
+             "--state-dir", self.state_dir, "--num-cpus", "0"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
 
 def start_head(

@@ -15,35 +15,13 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
 
 import runtime
 
-from ..conftest import HeadProcess, stop_process
+from ..conftest import HeadProcess, stop_process, until, wait_gone
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
-    """The pids still alive after ``timeout`` (bounded poll: process exit has no event here)."""
-    deadline = time.monotonic() + timeout
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-        ]
-        if alive:
-            time.sleep(0.05)
-    return alive
-
-
-def _until(predicate, timeout: float = 30.0) -> None:
-    """Poll cluster state (what a dead driver leaves behind has no event to await)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the cluster did not get there in time"
-        time.sleep(0.05)
 
 
 DRIVER = """
@@ -83,7 +61,7 @@ def test_a_killed_driver_leaves_its_detached_actors_and_nothing_else(head: HeadP
     driver = None
     try:
         runtime.init(address=head.address, token=head.token)
-        _until(lambda: runtime.cluster_resources().get("CPU") == 3.0)
+        until(lambda: runtime.cluster_resources().get("CPU") == 3.0, timeout=30)
         driver = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(DRIVER), str(marks)],
             env=head.env,
@@ -93,15 +71,15 @@ def test_a_killed_driver_leaves_its_detached_actors_and_nothing_else(head: HeadP
         assert driver.stdout is not None
         assert driver.stdout.readline().strip() == "ready", head.log()
         # Its tasks hold every CPU (nodes report what is free as it changes: wait for it).
-        _until(lambda: runtime.available_resources().get("CPU", 0.0) == 0.0)
+        until(lambda: runtime.available_resources().get("CPU", 0.0) == 0.0, timeout=30)
         driver.send_signal(signal.SIGKILL)
         driver.wait(10)
 
         # Its non-detached actor goes; its detached one stays, with its state.
-        _until(lambda: _named("temporary") is None)
+        until(lambda: _named("temporary") is None, timeout=30)
         assert runtime.get(runtime.get_actor("survivor").incr.remote(), timeout=30) == 2
         # Its running tasks give their CPUs back; its queued ones never start.
-        _until(lambda: runtime.available_resources().get("CPU") == 3.0)
+        until(lambda: runtime.available_resources().get("CPU") == 3.0, timeout=30)
         time.sleep(0.5)  # a queued task that wrongly started would have left its mark by now
         assert len(os.listdir(marks)) == 3
         assert runtime.get_actor("survivor") is not None
@@ -141,7 +119,7 @@ def test_mesh_processes_die_when_the_driver_is_killed(tmp_path):
         assert len(pids) == 3
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert _wait_gone(pids) == []
+        assert wait_gone(pids) == []
     finally:
         stop_process(proc)  # type: ignore[arg-type]
         if proc.stdout is not None:

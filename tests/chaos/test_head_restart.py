@@ -8,8 +8,6 @@ again, and the work that was running completes undisturbed.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 import runtime
 from runtime.exceptions import NodeDiedError
 
-from ..conftest import HeadProcess, start_head, stop_process
+from ..conftest import HeadProcess, cpus_back, start_head, stop_process, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,21 +72,8 @@ def test_a_restarted_head_takes_up_its_state_and_work_goes_on(tmp_path):
         with pytest.raises(NodeDiedError):
             runtime.nodes()
 
-        host, port = head.address.rsplit(":", 1)
-        restarted = subprocess.Popen(
-            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
-             "--state-dir", head.state_dir, "--num-cpus", "0"],
-            env=head.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:  # until the driver and the node are back with the new head (bounded)
-            try:
-                if runtime.cluster_resources().get("CPU", 0) >= 1:
-                    break
-            except NodeDiedError:
-                pass
-            assert time.monotonic() < deadline, "the cluster did not come back"
-            time.sleep(0.1)
+        restarted = head.restart()
+        until(lambda: cpus_back(1), timeout=60)  # node and driver back
         again = runtime.get_actor("keeper")
         assert runtime.get(again.incr.remote(), timeout=30) == 3  # the same, living actor
         assert runtime.get(refs, timeout=60) == list(range(8))  # the work completed

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
@@ -18,22 +17,9 @@ import pytest
 import runtime
 from runtime.exceptions import AuthenticationError
 
-from ..conftest import HeadProcess, stop_process
+from ..conftest import HeadProcess, stop_process, wait_gone
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
-    """The pids still alive after ``timeout`` (bounded poll: process exit has no event here)."""
-    deadline = time.monotonic() + timeout
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-        ]
-        if alive:
-            time.sleep(0.05)
-    return alive
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +53,7 @@ def test_init_starts_a_local_mesh_and_shutdown_leaves_no_process(monkeypatch):
     finally:
         runtime.shutdown()
     assert not runtime.is_initialized()
-    assert _wait_gone([c.pid for c in children], timeout=5) == []
+    assert wait_gone([c.pid for c in children], timeout=5) == []
 
 
 def test_init_twice_is_an_error_unless_ignored():

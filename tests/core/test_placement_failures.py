@@ -48,13 +48,10 @@ def test_lost_bundle_is_placed_again(mesh):
 
 
 def test_a_restarted_head_keeps_its_placement_groups(tmp_path):
-    import subprocess
-    import sys
 
-    from runtime.exceptions import NodeDiedError
     from runtime.util import get_placement_group
 
-    from ..conftest import start_head, stop_process
+    from ..conftest import cpus_back, start_head, stop_process, until
 
     head = start_head(tmp_path, "--num-cpus", "0")
     node = head.start_node("--num-cpus", "2")
@@ -65,21 +62,8 @@ def test_a_restarted_head_keeps_its_placement_groups(tmp_path):
         assert pg.wait(30)
         head.proc.kill()
         head.proc.wait(10)
-        host, port = head.address.rsplit(":", 1)
-        restarted = subprocess.Popen(
-            [sys.executable, "-m", "runtime.node", "--head", "--host", host, "--port", port,
-             "--state-dir", head.state_dir, "--num-cpus", "0"],
-            env=head.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:  # until the driver is back with the new head (bounded)
-            try:
-                if runtime.cluster_resources().get("CPU", 0) >= 2:
-                    break
-            except NodeDiedError:
-                pass
-            assert time.monotonic() < deadline, "the cluster did not come back"
-            time.sleep(0.1)
+        restarted = head.restart()
+        until(lambda: cpus_back(2), timeout=60)  # the driver is back
         assert get_placement_group("kept") == pg
         row = next(r for r in placement_group_table() if r["placement_group_id"] == pg.id)
         assert row["state"] == "CREATED"
