@@ -88,7 +88,7 @@ def until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
 
 def cli_json(*args: str) -> object:
     """Run ``python -m runtime --json ARGS`` against this driver's local mesh; its output."""
-    from runtime.core import _api
+    from runtime.core.api import session as _api
 
     session = _api._session
     assert session is not None and session.mesh is not None, "needs a local mesh"

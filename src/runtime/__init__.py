@@ -15,7 +15,15 @@ Example::
 """
 
 from runtime import exceptions
-from runtime.core._api import (
+from runtime.core.api.remote import (
+    ActorClass,
+    ActorHandle,
+    ActorMethod,
+    RemoteFunction,
+    method,
+    remote,
+)
+from runtime.core.api.session import (
     Cluster,
     RuntimeContext,
     available_resources,
@@ -33,16 +41,8 @@ from runtime.core._api import (
     shutdown,
     wait,
 )
-from runtime.core._refs import ObjectRef
-from runtime.core._remote import (
-    ActorClass,
-    ActorHandle,
-    ActorMethod,
-    RemoteFunction,
-    method,
-    remote,
-)
-from runtime.core._streaming import ObjectRefGenerator
+from runtime.core.objects.refs import ObjectRef
+from runtime.core.submission.streaming import ObjectRefGenerator
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m runtime status | list nodes|actors | stop``."""
 
-from runtime.core._cli import main
+from runtime.core.tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

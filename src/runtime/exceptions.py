@@ -1,6 +1,6 @@
 """Every error the runtime raises, rooted at :class:`RuntimeBaseError`.
 
-The tree, drawn in :mod:`runtime.core._exceptions`::
+The tree, drawn in :mod:`runtime.core.common.exceptions`::
 
     RuntimeBaseError
     ├── TaskError (also the original exception type)
@@ -17,7 +17,7 @@ The tree, drawn in :mod:`runtime.core._exceptions`::
     └── OutOfMemoryError (also MemoryError)
 """
 
-from runtime.core._exceptions import (
+from runtime.core.common.exceptions import (
     ActorDiedError,
     ActorError,
     ActorUnavailableError,

@@ -80,7 +80,7 @@ from mypy.types import (
 )
 from mypy.typevars import fill_typevars_with_any
 
-_MODULE = "runtime.core._remote"
+_MODULE = "runtime.core.api.remote"
 _REMOTE = f"{_MODULE}.remote"
 _ACTOR_CLASS = f"{_MODULE}.ActorClass"
 _ACTOR_HANDLE = f"{_MODULE}.ActorHandle"
@@ -146,7 +146,7 @@ def _add_actor_class_methods(ctx: ClassDefContext) -> bool:
     handle = ctx.api.named_type_or_none(_ACTOR_HANDLE, [self_type])
     actor_class = ctx.api.named_type_or_none(_ACTOR_CLASS, [self_type])
     if handle is None or actor_class is None:
-        return False  # runtime.core._remote is not analyzed yet: ask again later
+        return False  # runtime.core.api.remote is not analyzed yet: ask again later
     info.metadata[_MARK] = {}
     anything = AnyType(TypeOfAny.explicit)
     args = [

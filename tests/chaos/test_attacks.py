@@ -20,7 +20,7 @@ import textwrap
 import pytest
 
 import runtime
-from runtime.core._transport import HANDSHAKE_TIMEOUT
+from runtime.core.wire.transport import HANDSHAKE_TIMEOUT
 
 from ..conftest import HeadProcess
 

@@ -42,10 +42,10 @@ import uvloop
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runtime.core import _protocol as p
-from runtime.core import _transport
-from runtime.core._exceptions import AuthenticationError, ProtocolError
-from runtime.core._transport import Connection
+from runtime.core.common.exceptions import AuthenticationError, ProtocolError
+from runtime.core.wire import protocol as p
+from runtime.core.wire import transport as _transport
+from runtime.core.wire.transport import Connection
 
 PREFIX = struct.Struct(">II")
 TOKEN = b"t" * 32

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import runtime
-from runtime.core._actor_calls import OUT_OF_SCOPE
-from runtime.core._api import list_state
+from runtime.core.api.session import list_state
+from runtime.core.submission.actor_calls import OUT_OF_SCOPE
 from tests.conftest import until
 
 pytestmark = pytest.mark.timeout(60)

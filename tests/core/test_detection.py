@@ -13,7 +13,7 @@ import time
 import pytest
 
 import runtime
-from runtime.core._heartbeat import DetectorConfig, FailureDetector
+from runtime.core.wire.heartbeat import DetectorConfig, FailureDetector
 
 from ..conftest import FAST_DETECTION
 from ..conftest import until as _until

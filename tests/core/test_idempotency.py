@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import runtime
-from runtime.core._pending import PendingTask
-from runtime.core._refs import current_worker
+from runtime.core.objects.refs import current_worker
+from runtime.core.submission.pending import PendingTask
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,8 +59,8 @@ def test_a_resent_task_is_answered_without_running_again(cluster, monkeypatch):
 def test_creating_the_same_actor_twice_makes_one(cluster, monkeypatch):
     import asyncio
 
-    from runtime.core import _api
-    from runtime.core import _protocol as p
+    from runtime.core.api import session as _api
+    from runtime.core.wire import protocol as p
 
     worker = current_worker()
     specs = []

@@ -21,10 +21,10 @@ import msgspec
 import pytest
 import uvloop
 
-from runtime.core import _protocol as p
-from runtime.core import _transport
-from runtime.core._exceptions import AuthenticationError, ProtocolError
-from runtime.core._transport import Connection
+from runtime.core.common.exceptions import AuthenticationError, ProtocolError
+from runtime.core.wire import protocol as p
+from runtime.core.wire import transport as _transport
+from runtime.core.wire.transport import Connection
 
 pytestmark = pytest.mark.timeout(30)
 

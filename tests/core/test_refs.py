@@ -8,9 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from runtime.core import _refs
-from runtime.core._protocol import Located, Value
-from runtime.core._refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable, return_id
+from runtime.core.objects import refs as _refs
+from runtime.core.objects.refs import (
+    PENDING,
+    READY,
+    ObjectRef,
+    OwnedObject,
+    ReferenceTable,
+    return_id,
+)
+from runtime.core.wire.protocol import Located, Value
 
 ME = "owner-node"
 ME_ADDRESS = "127.0.0.1:7000"

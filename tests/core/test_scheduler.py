@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.core._exceptions import InfeasibleError
-from runtime.core._protocol import NodeInfo
-from runtime.core._scheduler import LocalScheduler, fits, normalize, pick_actor_node, pick_node
+from runtime.core.common.exceptions import InfeasibleError
+from runtime.core.scheduling.scheduler import (
+    LocalScheduler,
+    fits,
+    normalize,
+    pick_actor_node,
+    pick_node,
+)
+from runtime.core.wire.protocol import NodeInfo
 
 CPU1 = {"CPU": 1.0}
 CPU2 = {"CPU": 2.0}

@@ -22,9 +22,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runtime.core import _protocol as p
-from runtime.core._exceptions import AuthenticationError
-from runtime.core._transport import Connection
+from runtime.core.common.exceptions import AuthenticationError
+from runtime.core.wire import protocol as p
+from runtime.core.wire.transport import Connection
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -324,7 +324,7 @@ def test_a_host_that_keeps_failing_the_token_check_is_slowed_down(head) -> None:
 
 
 def test_admission_pushes_out_the_oldest_handshake_and_tracks_failures() -> None:
-    from runtime.core._admission import AdmissionControl
+    from runtime.core.wire.admission import AdmissionControl
 
     class Conn:
         def __init__(self) -> None:

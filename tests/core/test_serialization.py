@@ -9,17 +9,17 @@ import msgspec
 import numpy as np
 import pytest
 
-from runtime.core import _refs
-from runtime.core import _serialization as ser
-from runtime.core._exceptions import (
+from runtime.core.common.exceptions import (
     ActorDiedError,
     NodeDiedError,
     RuntimeBaseError,
     SerializationError,
     TaskError,
 )
-from runtime.core._protocol import Value
-from runtime.core._refs import ObjectRef
+from runtime.core.objects import refs as _refs
+from runtime.core.objects.refs import ObjectRef
+from runtime.core.wire import serialization as ser
+from runtime.core.wire.protocol import Value
 
 
 def _as_received(buffers: list[memoryview]) -> list[memoryview]:

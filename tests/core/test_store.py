@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.core import _api
-from runtime.core import _blob as blob
-from runtime.core._refs import current_worker
-from runtime.core._store import shm_root
+from runtime.core.api import session as _api
+from runtime.core.objects import blob
+from runtime.core.objects.refs import current_worker
+from runtime.core.objects.store import shm_root
 from tests.conftest import cli_json
 
 MB = 1 << 20

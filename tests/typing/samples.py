@@ -92,15 +92,15 @@ class Plain:
 
 
 def remote_functions() -> None:
-    reveal_type(square)  # N: Revealed type is "runtime.core._remote.RemoteFunction[[x: int], int]"
-    reveal_type(square.remote(1))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
+    reveal_type(square)  # N: Revealed type is "runtime.core.api.remote.RemoteFunction[[x: int], int]"
+    reveal_type(square.remote(1))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
     # An async def: the ref holds what the coroutine returns, not the coroutine.
-    reveal_type(asquare)  # N: Revealed type is "runtime.core._remote.RemoteFunction[[x: int], int]"
-    reveal_type(asquare.remote(1))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
+    reveal_type(asquare)  # N: Revealed type is "runtime.core.api.remote.RemoteFunction[[x: int], int]"
+    reveal_type(asquare.remote(1))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
     # The decorator with options is typed like the bare one.
-    reveal_type(describe)  # N: Revealed type is "runtime.core._remote.RemoteFunction[[x: int, *, prefix: str =], str]"
-    reveal_type(describe.remote(1, prefix="n="))  # N: Revealed type is "runtime.core._refs.ObjectRef[str]"
-    reveal_type(square.options(num_cpus=2).remote(1))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
+    reveal_type(describe)  # N: Revealed type is "runtime.core.api.remote.RemoteFunction[[x: int, *, prefix: str =], str]"
+    reveal_type(describe.remote(1, prefix="n="))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[str]"
+    reveal_type(square.options(num_cpus=2).remote(1))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
     reveal_type(runtime.get(square.remote(1)))  # N: Revealed type is "int"
     reveal_type(runtime.get(asquare.remote(1), timeout=5))  # N: Revealed type is "int"
     reveal_type(square.remote(1).future())  # N: Revealed type is "concurrent.futures._base.Future[int]"
@@ -122,33 +122,33 @@ async def awaiting() -> None:
 
 
 def actors() -> None:
-    reveal_type(Counter.remote)  # N: Revealed type is "def (start: int =) -> runtime.core._remote.ActorHandle[tests.typing.samples.Counter]"
+    reveal_type(Counter.remote)  # N: Revealed type is "def (start: int =) -> runtime.core.api.remote.ActorHandle[tests.typing.samples.Counter]"
     h = Counter.remote(5)
-    reveal_type(h)  # N: Revealed type is "runtime.core._remote.ActorHandle[tests.typing.samples.Counter]"
-    reveal_type(Counter.options(name="c"))  # N: Revealed type is "runtime.core._remote.ActorClass[tests.typing.samples.Counter]"
-    reveal_type(Counter.options(name="c").remote(start=1))  # N: Revealed type is "runtime.core._remote.ActorHandle[tests.typing.samples.Counter]"
-    reveal_type(h.incr)  # N: Revealed type is "runtime.core._remote.ActorMethod[[n: int =], int]"
-    reveal_type(h.incr.remote(1))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
-    reveal_type(h.aincr)  # N: Revealed type is "runtime.core._remote.ActorMethod[[n: int =], int]"
-    reveal_type(h.aincr.remote(1))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
-    reveal_type(h.incr.options(num_returns=1).remote(2))  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
-    reveal_type(h.version.remote())  # N: Revealed type is "runtime.core._refs.ObjectRef[str]"
+    reveal_type(h)  # N: Revealed type is "runtime.core.api.remote.ActorHandle[tests.typing.samples.Counter]"
+    reveal_type(Counter.options(name="c"))  # N: Revealed type is "runtime.core.api.remote.ActorClass[tests.typing.samples.Counter]"
+    reveal_type(Counter.options(name="c").remote(start=1))  # N: Revealed type is "runtime.core.api.remote.ActorHandle[tests.typing.samples.Counter]"
+    reveal_type(h.incr)  # N: Revealed type is "runtime.core.api.remote.ActorMethod[[n: int =], int]"
+    reveal_type(h.incr.remote(1))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
+    reveal_type(h.aincr)  # N: Revealed type is "runtime.core.api.remote.ActorMethod[[n: int =], int]"
+    reveal_type(h.aincr.remote(1))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
+    reveal_type(h.incr.options(num_returns=1).remote(2))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
+    reveal_type(h.version.remote())  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[str]"
     # A generic method's type variables become Any (the handle cannot carry them).
-    reveal_type(h.first.remote([1]))  # N: Revealed type is "runtime.core._refs.ObjectRef[Any]"
+    reveal_type(h.first.remote([1]))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[Any]"
     # The handle's own attributes are not taken for methods of the actor.
     reveal_type(h._actor_id)  # N: Revealed type is "bytes"
     reveal_type(runtime.get(h.aincr.remote()))  # N: Revealed type is "int"
     # A generic actor class: its type arguments are inferred from __init__.
     b = Box.remote("x")
-    reveal_type(b)  # N: Revealed type is "runtime.core._remote.ActorHandle[tests.typing.samples.Box[str]]"
-    reveal_type(b.get.remote())  # N: Revealed type is "runtime.core._refs.ObjectRef[str]"
+    reveal_type(b)  # N: Revealed type is "runtime.core.api.remote.ActorHandle[tests.typing.samples.Box[str]]"
+    reveal_type(b.get.remote())  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[str]"
     # An overloaded __init__: remote() takes any of its signatures.
-    reveal_type(Shape.remote)  # N: Revealed type is "Overload(def (side: float) -> runtime.core._remote.ActorHandle[tests.typing.samples.Shape], def (side: float, other: float) -> runtime.core._remote.ActorHandle[tests.typing.samples.Shape])"
-    reveal_type(Shape.remote(2.0, 3.0).get_area.remote())  # N: Revealed type is "runtime.core._refs.ObjectRef[float]"
+    reveal_type(Shape.remote)  # N: Revealed type is "Overload(def (side: float) -> runtime.core.api.remote.ActorHandle[tests.typing.samples.Shape], def (side: float, other: float) -> runtime.core.api.remote.ActorHandle[tests.typing.samples.Shape])"
+    reveal_type(Shape.remote(2.0, 3.0).get_area.remote())  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[float]"
     # remote() called on an undecorated class.
     plain = runtime.remote(Plain)
-    reveal_type(plain)  # N: Revealed type is "runtime.core._remote.ActorClass[tests.typing.samples.Plain]"
-    reveal_type(plain.remote(1).double.remote())  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
+    reveal_type(plain)  # N: Revealed type is "runtime.core.api.remote.ActorClass[tests.typing.samples.Plain]"
+    reveal_type(plain.remote(1).double.remote())  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
 
 
 def actor_errors() -> None:
@@ -167,12 +167,12 @@ def actor_errors() -> None:
 
 def untyped_handles(h: runtime.ActorHandle[Any]) -> None:
     # A handle of unknown class (from get_actor, say) accepts any method, untyped.
-    reveal_type(h.anything)  # N: Revealed type is "runtime.core._remote.ActorMethod[..., Any]"
-    reveal_type(h.anything.remote(1, "x"))  # N: Revealed type is "runtime.core._refs.ObjectRef[Any]"
-    reveal_type(runtime.get_actor("c"))  # N: Revealed type is "runtime.core._remote.ActorHandle[Any]"
+    reveal_type(h.anything)  # N: Revealed type is "runtime.core.api.remote.ActorMethod[..., Any]"
+    reveal_type(h.anything.remote(1, "x"))  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[Any]"
+    reveal_type(runtime.get_actor("c"))  # N: Revealed type is "runtime.core.api.remote.ActorHandle[Any]"
 
 
 def bounded_handles(h: runtime.ActorHandle[PlainT]) -> None:
     # A handle whose class is a type variable: the methods of its bound.
-    reveal_type(h.double.remote())  # N: Revealed type is "runtime.core._refs.ObjectRef[int]"
+    reveal_type(h.double.remote())  # N: Revealed type is "runtime.core.objects.refs.ObjectRef[int]"
     h.triple.remote()  # E: Actor class "Plain" has no method "triple"  [attr-defined]

@@ -21,7 +21,7 @@
 See ``docs/util.md`` for the details and the differences from Ray.
 """
 
-from runtime.core._placement import (
+from runtime.core.api.placement import (
     NodeAffinitySchedulingStrategy,
     PlacementGroup,
     PlacementGroupSchedulingStrategy,

@@ -1,0 +1,565 @@
+"""What ``@runtime.remote`` makes: remote functions, actor classes, actor handles and methods.
+
+These are thin, typed front ends: they serialize the call in the caller's thread, create
+the result refs, and hand one message to the worker's loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from ..execution import runtime_env as renv
+from ..execution.executor import current_task
+from ..objects.refs import ObjectRef, current_worker, return_id
+from ..scheduling.scheduler import normalize
+from ..submission.pending import RetryPolicy
+from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamState
+from ..wire import protocol as p
+from ..wire import serialization as ser
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_TASK_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "num_returns",
+        "max_retries",
+        "retry_exceptions",
+        "scheduling_strategy",
+        "name",
+        "memory",
+        "runtime_env",
+        "_generator_backpressure_num_objects",
+    }
+)
+_ACTOR_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "max_pending_calls",
+        "scheduling_strategy",
+        "memory",
+        "runtime_env",
+        "concurrency_groups",
+    }
+)
+
+
+def _at_least(options: dict[str, Any], name: str, low: int) -> int:
+    value = options.get(name, 0)
+    if not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low} (-1: no limit), got {value!r}")
+    return value
+
+
+def _check(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown option(s) for {what}: {', '.join(sorted(unknown))}")
+
+
+def _strategy(strategy: Any) -> Any:
+    """Scheduling strategies travel as small lists the head understands."""
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    to_wire = getattr(strategy, "_to_wire", None)
+    if to_wire is not None:
+        return to_wire()
+    if strategy == "SPREAD":
+        return ["spread"]
+    raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+def _num_returns(n: Any) -> int:
+    """``num_returns`` as sent: an int >= 0, or STREAMING for ``"streaming"``."""
+    if n in ("streaming", "dynamic"):
+        return p.STREAMING
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"num_returns must be an int >= 0 or 'streaming', got {n!r}")
+    return n
+
+
+def _window(options: dict[str, Any]) -> int:
+    n = options.get("_generator_backpressure_num_objects")
+    if n is None or n == -1:
+        return DEFAULT_WINDOW if n is None else 1 << 30
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"_generator_backpressure_num_objects must be an int >= 1, got {n!r}")
+    return n
+
+
+def _prepare_call(
+    worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
+) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
+    """Serialize a call in the caller's thread and make the refs to its results."""
+    value, buffers = ser.serialize_args(args, kwargs)
+    if value.refs:
+        worker.refs.pin(value.refs)  # held until the callee has run
+    task_id = worker.new_id()
+    parent = current_task.get()
+    if parent is not None:  # cancelled with its parent (runtime.cancel(recursive=True))
+        children = parent.children
+        if len(children) >= 1024:
+            children[:] = [c for c in children if c in worker.tasks]
+        children.append(task_id)
+    oids = [return_id(task_id, i) for i in range(max(num_returns, 0))]
+    return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
+
+
+def _env_wire(owner: Any, worker: Any) -> Any:
+    """The runtime_env of a function or class as sent (the job's under its own), made once
+    per process: directories are zipped and shipped when first used."""
+    cached = owner._env_wire
+    if cached is not None and cached[0] is worker:
+        return cached[1]
+    env = renv.merge(worker.job_env, owner._env) if worker.job_env else owner._env
+    wire = renv.prepare(worker, env)
+    owner._env_wire = (worker, wire)
+    return wire
+
+
+def _groups(cls: type, groups: Any) -> dict[str, int]:
+    """Check ``concurrency_groups`` against the methods that name a group."""
+    out: dict[str, int] = {}
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise ValueError("concurrency_groups must be a dict of group name to max concurrency")
+        for name, limit in groups.items():
+            if not isinstance(name, str) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(
+                    f"concurrency group {name!r} needs a str name and an int limit >= 1, "
+                    f"got {limit!r}"
+                )
+            out[name] = limit
+    for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        group = getattr(member, "__runtime_concurrency_group__", None)
+        if group is not None and group not in out:
+            raise ValueError(
+                f"method {cls.__name__}.{attr} uses concurrency group {group!r}, which the "
+                f"actor does not define (concurrency_groups={out or None})"
+            )
+    return out
+
+
+def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
+    """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
+    if n == p.STREAMING:
+        return ObjectRefGenerator(StreamState(worker, task_id))
+    return refs[0] if n == 1 else refs
+
+
+class _Pickled:
+    """Pickles its target once (cached); travels, e.g. in a task's closure, without the
+    lock and the cached blob."""
+
+    _lock: threading.Lock
+    _blob: bytes | None
+    _env_wire: tuple[Any, Any] | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        skip = ("_lock", "_blob", "_env_wire")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._blob = None
+        self._env_wire = None
+
+
+class RemoteFunction(_Pickled, Generic[P, R]):
+    """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        _check(options, _TASK_OPTIONS, "a remote function")
+        self._fn = fn
+        self._options = options
+        self._name = getattr(fn, "__qualname__", repr(fn))
+        self._fn_id = os.urandom(12)
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+        self._configure()
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", self._name)
+        self.__wrapped__ = fn
+
+    def _configure(self) -> None:
+        o = self._options
+        self._demand = normalize(
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
+        )
+        self._num_returns = _num_returns(o.get("num_returns", 1))
+        self._window = _window(o)
+        retries = o.get("max_retries", 3)
+        if not isinstance(retries, int) or retries < -1:
+            raise ValueError(f"max_retries must be an int >= -1 (-1: no limit), got {retries!r}")
+        retry_on = o.get("retry_exceptions", False)
+        if isinstance(retry_on, list | tuple):
+            if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on):
+                raise ValueError("retry_exceptions must be a bool or a list of exception types")
+            retry_on = tuple(retry_on)
+        elif not isinstance(retry_on, bool):
+            raise ValueError("retry_exceptions must be a bool or a list of exception types")
+        self._retry = RetryPolicy(retries, retry_on)
+        self._strategy = _strategy(o.get("scheduling_strategy"))
+        self._env = renv.validate(o.get("runtime_env"))
+        self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
+
+    def _pickled(self) -> bytes:
+        blob = self._blob
+        if blob is None:
+            with self._lock:
+                if self._blob is None:
+                    self._blob = ser.dumps_function(self._fn)
+                blob = self._blob
+        return blob
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly; use {self.__name__}.remote()"
+        )
+
+    def options(self, **options: Any) -> RemoteFunction[P, R]:
+        """A copy with other options (num_cpus, num_gpus, resources, num_returns, ...)."""
+        merged = {**self._options, **options}
+        other: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
+        other.__dict__.update(self.__dict__)
+        _check(options, _TASK_OPTIONS, "a remote function")
+        other._options = merged
+        other._configure()
+        return other
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
+        worker = current_worker()
+        self._pickled()  # fail here, in the caller, if the function cannot be pickled
+        n = self._num_returns
+        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
+        msg = p.SubmitTask(
+            task_id,
+            self._fn_id,
+            self._name,
+            None,
+            value,
+            n,
+            self._demand,
+            worker.peer_id,
+            worker.address,
+        )
+        msg.runtime_env = _env_wire(self, worker)
+        strategy = self._strategy
+        if strategy is not None:
+            if strategy[0] == "pg":
+                msg.bundle = (strategy[1], strategy[2])
+            else:
+                msg.strategy = strategy
+        out = _results(worker, task_id, n, refs)
+        if n == p.STREAMING:
+            msg.stream_window = self._window
+            worker.inbox.post(
+                functools.partial(
+                    worker.submit_task, msg, buffers, self._pickled, oids, stream=out._state
+                )
+            )
+        else:
+            worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids, self._retry)
+        return out  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self._name})"
+
+
+def method(
+    *, num_returns: int | str = 1, concurrency_group: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an actor method with call options (``num_returns``, ``"streaming"``)."""
+    n = _num_returns(num_returns)
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
+        if concurrency_group is not None:
+            fn.__runtime_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+class ActorClass(_Pickled, Generic[T]):
+    """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
+
+    def __init__(self, cls: type[T], options: dict[str, Any]) -> None:
+        _check(options, _ACTOR_OPTIONS, "an actor class")
+        self._cls = cls
+        self._options = options
+        self._cls_id = os.urandom(12)
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+        self._methods: dict[str, int] = {}
+        self._env = renv.validate(options.get("runtime_env"))
+        self._env_wire: tuple[Any, Any] | None = None
+        self._is_async = False
+        for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+            self._methods[name] = getattr(member, "__runtime_num_returns__", 1)
+            if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
+                self._is_async = True
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor class {self.__name__} cannot be instantiated directly; "
+            f"use {self.__name__}.remote()"
+        )
+
+    def options(self, **options: Any) -> ActorClass[T]:
+        """A copy with other options (name, lifetime, resources, max_concurrency, ...)."""
+        _check(options, _ACTOR_OPTIONS, "an actor class")
+        other: ActorClass[T] = ActorClass.__new__(ActorClass)
+        other.__dict__.update(self.__dict__)
+        other._options = {**self._options, **options}
+        if "runtime_env" in options:
+            other._env = renv.validate(options["runtime_env"])
+            other._env_wire = None
+        return other
+
+    def _pickled(self) -> bytes:
+        with self._lock:
+            if self._blob is None:
+                self._blob = ser.dumps_function(self._cls)
+            return self._blob
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        """Create the actor; returns a handle at once (calls wait until it is placed)."""
+        from .session import create_actor
+
+        return create_actor(self, args, kwargs)
+
+    def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
+        o = self._options
+        resources = normalize(
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0
+        )
+        lifetime = o.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+        max_conc = o.get("max_concurrency") or (1000 if self._is_async else 1)
+        if max_conc < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        value = ser.serialize_inline(args, kwargs)
+        namespace = o.get("namespace")
+        if namespace is None:
+            namespace = worker.namespace
+        name = o.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("an actor name must be a non-empty string")
+        return p.ActorSpec(
+            worker.new_id(),
+            self._cls.__name__,
+            self._cls_id,
+            self._pickled(),
+            value,
+            resources,
+            worker.peer_id,
+            name,
+            namespace,
+            lifetime == "detached",
+            max_conc,
+            self._is_async,
+            _strategy(o.get("scheduling_strategy")),
+            int(o.get("max_pending_calls", -1)),
+            _at_least(o, "max_restarts", -1),
+            _at_least(o, "max_task_retries", -1),
+            _env_wire(self, worker),
+            _groups(self._cls, o.get("concurrency_groups")),
+        )
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self.__name__})"
+
+
+class ActorHandle(Generic[T]):
+    """A reference to a live actor; ``handle.method.remote(*args) -> ObjectRef``.
+
+    Handles pickle: pass them to tasks and other actors. Calls from one caller run in
+    the order they were made.
+    """
+
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        location: p.ActorLocation | None = None,
+        token: ObjectRef[Any] | None = None,
+    ) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._method_returns = methods
+        self._location = location
+        #: The reference every handle of an unnamed, non-detached actor holds (pickled with
+        #: the handle, so borrowers count too): the actor is stopped once it is freed.
+        self._token = token
+        self._method_cache: dict[str, ActorMethod[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> ActorMethod[..., Any]:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        cache: dict[str, ActorMethod[..., Any]] | None = self.__dict__.get("_method_cache")
+        if cache is None:
+            raise AttributeError(name)
+        m = cache.get(name)
+        if m is None:
+            if self._method_returns and name not in self._method_returns:
+                raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+            m = cache[name] = ActorMethod(self, name, self._method_returns.get(name, 1))
+        return m
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        worker = current_worker()
+        state = worker.actors.get(self._actor_id)
+        location = state.location if state is not None else self._location
+        return (
+            _rebuild_handle,
+            (self._actor_id, self._class_name, self._method_returns, location, self._token),
+        )
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+
+def _rebuild_handle(
+    actor_id: bytes,
+    class_name: str,
+    methods: dict[str, int],
+    location: p.ActorLocation | None,
+    token: ObjectRef[Any] | None = None,
+) -> ActorHandle[Any]:
+    try:
+        worker = current_worker()
+    except RuntimeError:
+        return ActorHandle(actor_id, class_name, methods, location, token)
+    if location is not None and location.state == "ALIVE":
+        worker.inbox.post(worker.actor_state, actor_id, location)
+    return ActorHandle(actor_id, class_name, methods, location, token)
+
+
+class ActorMethod(Generic[P, R]):
+    """One method of an actor, called with ``.remote(*args)``."""
+
+    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: int) -> None:
+        # The actor's id and token, not the handle: the handle caches its methods, and a
+        # cycle would keep a dropped handle (and so its actor) alive until a gc pass.
+        self._actor_id = handle._actor_id
+        self._token = handle._token
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor method {self._name} cannot be called directly; use .{self._name}.remote()"
+        )
+
+    def options(
+        self,
+        *,
+        num_returns: int | str | None = None,
+        _generator_backpressure_num_objects: int | None = None,
+        **_: Any,
+    ) -> ActorMethod[P, R]:
+        m: ActorMethod[P, R] = ActorMethod.__new__(ActorMethod)
+        m.__dict__.update(self.__dict__)
+        if num_returns is not None:
+            m._num_returns = _num_returns(num_returns)
+        if _generator_backpressure_num_objects is not None:
+            m._window = _window(
+                {"_generator_backpressure_num_objects": _generator_backpressure_num_objects}
+            )
+        return m
+
+    _window = DEFAULT_WINDOW
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        """Call the method; returns at once with a ref to its result."""
+        worker = current_worker()
+        n = self._num_returns
+        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
+        msg = p.CallActor(
+            task_id, self._actor_id, self._name, value, n, worker.peer_id, worker.address
+        )
+        out = _results(worker, task_id, n, refs)
+        stream = None
+        if n == p.STREAMING:
+            msg.stream_window = self._window
+            stream = out._state
+        worker.inbox.post(worker.call_actor, msg, buffers, oids, stream, self._token)
+        return out  # type: ignore[no-any-return]
+
+
+class _RemoteDecorator(Protocol):
+    """What ``remote(**options)`` returns: a decorator typed like bare ``remote``."""
+
+    @overload
+    def __call__(self, fn_or_class: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(
+        self, fn_or_class: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> RemoteFunction[P, R]: ...
+    @overload
+    def __call__(self, fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+# A class is also a callable; the first overload that matches wins, so classes get ActorClass
+# (hence the overlap ignores). Only a coroutine function is awaited by the executor, so only
+# its result is unwrapped. mypy ignores what a class decorator returns: runtime.mypy_plugin
+# gives a decorated class its `remote` and `options`.
+@overload
+def remote(fn_or_class: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(fn_or_class: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R]: ...
+@overload
+def remote(fn_or_class: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+@overload
+def remote(**options: Any) -> _RemoteDecorator: ...
+def remote(fn_or_class: Any = None, /, **options: Any) -> Any:
+    """Make a function a remote task, or a class an actor class.
+
+    Use bare (``@runtime.remote``) or with options (``@runtime.remote(num_cpus=2)``).
+
+    Example::
+
+        @runtime.remote
+        def square(x):
+            return x * x
+
+        assert runtime.get(square.remote(3)) == 9
+    """
+    if fn_or_class is None:
+        return lambda target: remote(target, **options)
+    if inspect.isclass(fn_or_class):
+        return ActorClass(fn_or_class, options)
+    if callable(fn_or_class):
+        return RemoteFunction(fn_or_class, options)
+    raise TypeError(f"@remote applies to functions and classes, not {type(fn_or_class).__name__}")

@@ -1,0 +1,799 @@
+"""The user-facing core API: starting and joining a mesh, and the one blocking facade.
+
+Core code is async and lives on the worker's loop. A script's calls (``runtime.get``,
+``runtime.wait``, ...) come from another thread and block on a future the loop
+resolves; ``async with runtime.connect()`` runs the worker on the caller's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import msgspec
+import uvloop
+
+from ..common.exceptions import GetTimeoutError
+from ..execution import runtime_env as _renv
+from ..execution.executor import current_task
+from ..objects.plane import actor_token_id
+from ..objects.refs import READY, ObjectRef, current_worker
+from ..process import launcher
+from ..process.worker import Worker
+from ..submission.streaming import ObjectRefGenerator
+from ..wire import protocol as p
+from ..wire import serialization as ser
+from .remote import ActorClass, ActorHandle
+
+T = TypeVar("T")
+
+#: How long init() waits for the nodes of a new local mesh to join.
+NODE_START_TIMEOUT = 60.0
+
+
+@dataclass
+class _Session:
+    worker: Worker
+    mesh: launcher.LocalMesh | None
+    info: dict[str, Any]
+    thread: threading.Thread | None = None
+
+
+_lock = threading.Lock()
+_session: _Session | None = None
+
+
+# --- starting and stopping -------------------------------------------------------------------
+
+
+async def _open(
+    address: str | None,
+    *,
+    num_cpus: int | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    namespace: str | None,
+    log_to_driver: bool,
+    token: str | bytes | None,
+    local_mode: bool,
+    object_store_memory: int | None = None,
+) -> _Session:
+    mesh: launcher.LocalMesh | None = None
+    expect_nodes = 0
+    if local_mode:
+        res = {"CPU": float(num_cpus if num_cpus is not None else os.cpu_count() or 1)}
+        if num_gpus:
+            res["GPU"] = float(num_gpus)
+        res.update(resources or {})
+        worker = Worker(
+            role="head", token=launcher.new_token(), resources=res, namespace=namespace or ""
+        )
+        await worker.start()
+        return _Session(worker, None, _info(worker, None))
+    from_env = address is None and bool(os.environ.get("RUNTIME_ADDRESS"))
+    if from_env:  # as Ray's RAY_ADDRESS: a job's driver joins the cluster that runs it
+        address = os.environ["RUNTIME_ADDRESS"]
+    if address is None:
+        n = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise ValueError("num_cpus must be >= 1 for a local mesh (one node per CPU)")
+        per_node = launcher.split_resources(n, num_gpus or 0.0, resources)
+        mesh = launcher.start_local_mesh(
+            per_node, log_to_driver=log_to_driver, object_store_memory=object_store_memory
+        )
+        head_address, cluster_token = mesh.head_address, mesh.token
+        expect_nodes = n + 1
+    else:
+        if num_cpus is not None or num_gpus is not None or resources:
+            why = f" (RUNTIME_ADDRESS={address} makes init() join that cluster)" if from_env else ""
+            raise ValueError(
+                "num_cpus/num_gpus/resources only apply when init() starts a local mesh" + why
+            )
+        state_dir = None
+        if address == "auto":
+            head = launcher.find_local_head()
+            head_address, state_dir = head["address"], head["state_dir"]
+        else:
+            head_address = address.removeprefix("runtime://")
+        found = launcher.resolve_token(token, state_dir=state_dir)
+        if found is None:
+            try:
+                head = launcher.find_local_head()
+                if head["address"] == head_address:
+                    found = launcher.resolve_token(None, state_dir=head["state_dir"])
+            except ConnectionError:
+                pass
+        if found is None:
+            raise ValueError(
+                "no cluster token: pass token=..., or set RUNTIME_AUTH_TOKEN or "
+                "RUNTIME_AUTH_TOKEN_FILE"
+            )
+        cluster_token = found
+    worker = Worker(
+        role="driver",
+        token=cluster_token,
+        head_address=head_address,
+        namespace=namespace or "",
+        labels={"log_to_driver": "1"} if log_to_driver else None,
+    )
+    try:
+        await worker.start()
+        if mesh is not None:
+            await _wait_for_nodes(worker, mesh, expect_nodes)
+    except BaseException:
+        await worker.aclose()
+        if mesh is not None:
+            mesh.stop()
+        raise
+    return _Session(worker, mesh, _info(worker, mesh))
+
+
+async def _wait_for_nodes(worker: Worker, mesh: launcher.LocalMesh, expect: int) -> None:
+    try:
+        async with asyncio.timeout(NODE_START_TIMEOUT):
+            while sum(1 for n in worker.view.values() if not n.is_driver) < expect:
+                changed = worker.view_changed
+                dead = [p.pid for p in mesh.procs if p.poll() is not None]
+                if dead:
+                    raise RuntimeError(
+                        f"node processes {dead} exited while the local mesh was starting"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await changed.wait()
+    except TimeoutError:
+        raise RuntimeError(f"the local mesh did not start within {NODE_START_TIMEOUT}s") from None
+
+
+def _info(worker: Worker, mesh: launcher.LocalMesh | None) -> dict[str, Any]:
+    return {
+        "address": worker.head_address,
+        "node_id": worker.peer_id,
+        "namespace": worker.namespace,
+        "session_dir": mesh.state_dir if mesh is not None else worker.state_dir,
+    }
+
+
+async def _close(session: _Session) -> None:
+    await session.worker.aclose()
+    if session.mesh is not None:
+        await asyncio.get_running_loop().run_in_executor(None, session.mesh.stop)
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    log_to_driver: bool = True,
+    token: str | bytes | None = None,
+    local_mode: bool = False,
+    ignore_reinit_error: bool = False,
+    object_store_memory: int | None = None,
+) -> dict[str, Any]:
+    """Start a local mesh, or join one, and make this process its driver.
+
+    Args:
+        address: None starts a local mesh (a head plus ``num_cpus`` nodes, one per core by
+            default) whose processes die with this one, unless ``RUNTIME_ADDRESS`` is set
+            (as Ray's ``RAY_ADDRESS``; a job's driver has it): then None joins that address;
+            ``"auto"`` joins the head started on this host by ``python -m runtime.node
+            --head``; ``"HOST:PORT"`` joins that head.
+        num_cpus, num_gpus, resources: the local mesh's resources.
+        namespace: the namespace for named actors.
+        token: the cluster token (else ``RUNTIME_AUTH_TOKEN``, ``RUNTIME_AUTH_TOKEN_FILE``,
+            or the token a local head wrote in its state directory).
+        local_mode: run everything in this process (same serialization and semantics).
+        object_store_memory: bytes each node's object store (and this driver's) keeps in
+            memory before spilling to disk (default 30% of RAM, or
+            ``RUNTIME_OBJECT_STORE_MEMORY``).
+
+    Returns:
+        A dict with the head ``address``, this driver's ``node_id`` and the ``namespace``.
+
+    Example::
+
+        runtime.init(num_cpus=2)
+    """
+    job_env = _renv.validate(_job_runtime_env(runtime_env))
+    if object_store_memory is not None and (
+        not isinstance(object_store_memory, int) or object_store_memory <= 0
+    ):
+        raise ValueError(f"object_store_memory must be an int > 0, got {object_store_memory!r}")
+    global _session
+    with _lock:
+        if _session is not None:
+            if ignore_reinit_error:
+                return _session.info
+            raise RuntimeError("runtime.init() was already called; call runtime.shutdown() first")
+        loop = uvloop.new_event_loop()
+        thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
+        thread.start()
+        coro = _open(
+            address,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            token=token,
+            local_mode=local_mode,
+            object_store_memory=object_store_memory,
+        )
+        try:
+            session = asyncio.run_coroutine_threadsafe(coro, loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            raise
+        if object_store_memory is not None:
+            session.worker.store.capacity = object_store_memory
+        session.thread = thread
+        session.worker.job_env = job_env
+        _session = session
+        return session.info
+
+
+def _job_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The runtime_env given, else the one a submitted job was started with (its working dir
+    then travels to the nodes that run the job's tasks)."""
+    if runtime_env is not None:
+        return runtime_env
+    raw = os.environ.get("RUNTIME_JOB_RUNTIME_ENV")
+    if not raw:
+        return None
+    try:
+        env = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"RUNTIME_JOB_RUNTIME_ENV is not JSON: {exc}") from None
+    return env if isinstance(env, dict) else None
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def shutdown() -> None:
+    """Disconnect, and stop the local mesh this process started; leaves no process behind."""
+    global _session
+    with _lock:
+        session, _session = _session, None
+        if session is None:
+            return
+        loop = session.worker.loop
+        try:
+            asyncio.run_coroutine_threadsafe(_close(session), loop).result(timeout=30)
+        finally:
+            if session.thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                session.thread.join(timeout=10)
+                if not loop.is_running():
+                    loop.close()
+            if session.mesh is not None:
+                session.mesh.stop()
+
+
+def is_initialized() -> bool:
+    """True between init() (or inside connect()) and shutdown()."""
+    return _session is not None
+
+
+@dataclass
+class Cluster:
+    """What ``async with runtime.connect()`` yields."""
+
+    address: str | None
+    node_id: str
+    namespace: str
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    log_to_driver: bool = True,
+    token: str | bytes | None = None,
+    local_mode: bool = False,
+    runtime_env: dict[str, Any] | None = None,
+) -> AsyncIterator[Cluster]:
+    """Like init(), on the caller's event loop; leaving the block is shutdown().
+
+    Example::
+
+        async with runtime.connect(num_cpus=2):
+            print(await square.remote(3))
+    """
+    job_env = _renv.validate(_job_runtime_env(runtime_env))
+    global _session
+    with _lock:
+        if _session is not None:
+            raise RuntimeError("the runtime is already initialized in this process")
+    session = await _open(
+        address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        namespace=namespace,
+        log_to_driver=log_to_driver,
+        token=token,
+        local_mode=local_mode,
+    )
+    session.worker.job_env = job_env
+    with _lock:
+        _session = session
+    try:
+        yield Cluster(session.info["address"], session.worker.peer_id, session.worker.namespace)
+    finally:
+        with _lock:
+            _session = None
+        await _close(session)
+
+
+# --- the blocking facade -------------------------------------------------------------------------
+
+
+def _blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the worker's loop and wait for it from this (non-loop) thread."""
+    if worker.inbox.on_loop():
+        coro.close()
+        raise RuntimeError(
+            "this call blocks, and it was made on the runtime's event loop (inside an async "
+            "actor method or async task), where blocking would stall the node: use `await ref` "
+            "(or `await asyncio.gather(*refs)`) instead of runtime.get()"
+        )
+    ctx = current_task.get()
+    executor = worker.executor
+    lend = ctx is not None and executor is not None and bool(ctx.demand)
+    if lend:
+        worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
+    fut = asyncio.run_coroutine_threadsafe(_deadline(coro, timeout), worker.loop)
+    try:
+        return fut.result()
+    except BaseException:
+        fut.cancel()  # e.g. KeyboardInterrupt: leave no task behind on the loop
+        raise
+    finally:
+        if lend:
+            worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
+
+
+async def _deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    if timeout is None:
+        return await coro
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
+
+
+@overload
+def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    """Block until the objects are ready and return their values.
+
+    Args:
+        refs: one ObjectRef or a list of them.
+        timeout: seconds to wait at most; then GetTimeoutError.
+
+    Raises:
+        TaskError: the task that makes the object raised (also an instance of its error type).
+        GetTimeoutError: the timeout passed.
+
+    Example::
+
+        assert runtime.get(square.remote(4)) == 16
+    """
+    worker = current_worker()
+    if isinstance(refs, ObjectRef):
+        found, value = worker.try_get_local(refs)
+        if found:
+            return value
+        if _wait_owned(worker, [refs], timeout):
+            found, value = worker.try_get_local(refs)
+            if found:
+                return value
+        return _blocking(worker, worker.get_async(refs), timeout)
+    if isinstance(refs, list | tuple):
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"runtime.get takes ObjectRefs, got {type(r).__name__}")
+        if _wait_owned(worker, refs, timeout):
+            values = []
+            for r in refs:  # in order: the first error raises, like Ray
+                found, value = worker.try_get_local(r)
+                if not found:
+                    break
+                values.append(value)
+            else:
+                return values
+        return _blocking(worker, _gather(worker, list(refs)), timeout)
+    raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
+
+
+def _wait_owned(worker: Worker, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> bool:
+    """The fast path of a blocking get: when this process owns every ref, hand the loop one
+    lock that it releases once all are ready. False when the slow path must be taken."""
+    owned = worker.refs.owned
+    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
+        return False
+    if worker.inbox.on_loop():
+        _blocking(worker, _noop(), None)  # raises the "use await" error
+    ready = threading.Lock()
+    ready.acquire()
+    left = [len(refs)]
+
+    def one_ready() -> None:  # on the loop
+        left[0] -= 1
+        if left[0] == 0:
+            ready.release()
+
+    def register() -> None:
+        for r in refs:
+            worker.on_ready(r.id, one_ready)
+
+    worker.inbox.post(register)
+    if not ready.acquire(timeout=-1 if timeout is None else timeout):
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s")
+    return True
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _gather(worker: Worker, refs: list[ObjectRef[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for ref in refs:  # in order: the first error raises, like Ray
+        out.append(await worker.get_async(ref))
+    return out
+
+
+def put(value: T) -> ObjectRef[T]:
+    """Store ``value`` in the cluster and return a ref to it (owned by this process)."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")
+    return current_worker().put(value)
+
+
+#: What runtime.wait takes: refs, and streaming generators.
+_Waitable = TypeVar("_Waitable", bound=ObjectRef[Any] | ObjectRefGenerator)
+
+
+def wait(
+    refs: Sequence[_Waitable],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[_Waitable], list[_Waitable]]:
+    """Wait until ``num_returns`` of ``refs`` are ready (or ``timeout`` passes).
+
+    ``refs`` may hold ObjectRefGenerators (as in Ray): a generator is ready when its next
+    item is there, or when it has ended (its next ``next()`` answers at once).
+
+    Returns:
+        (ready, not_ready), each in the order of ``refs``.
+    """
+    del fetch_local
+    refs = list(refs)
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns={num_returns} must be between 0 and len(refs)={len(refs)}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got the same ref twice")
+    worker = current_worker()
+    return _blocking(worker, wait_async(worker, refs, num_returns, timeout))
+
+
+async def wait_async(
+    worker: Worker, refs: list[_Waitable], num_returns: int, timeout: float | None
+) -> tuple[list[_Waitable], list[_Waitable]]:
+    ready: set[_Waitable] = set()
+    for r in refs:
+        if isinstance(r, ObjectRefGenerator):
+            if r._state.is_ready():
+                ready.add(r)
+            continue
+        entry = worker.refs.owned.get(r.id)
+        if entry is not None and entry.state == READY:
+            ready.add(r)
+
+    def ready_when(r: _Waitable) -> Coroutine[Any, Any, Any]:
+        if isinstance(r, ObjectRefGenerator):
+            return r._state.wait_ready()
+        return worker.wait_ready(r)
+
+    if len(ready) < num_returns:
+        waiting = {asyncio.ensure_future(ready_when(r)): r for r in refs if r not in ready}
+        try:
+            async with asyncio.timeout(timeout):
+                while len(ready) < num_returns:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        ready.add(waiting.pop(fut))
+        except TimeoutError:
+            pass
+        finally:
+            for fut in waiting:
+                fut.cancel()
+            for fut in waiting:
+                with contextlib.suppress(BaseException):
+                    await fut
+    chosen = [r for r in refs if r in ready][: max(num_returns, 0)] if num_returns else []
+    picked = set(chosen)
+    return chosen, [r for r in refs if r not in picked]
+
+
+# --- actors -----------------------------------------------------------------------------------
+
+
+def create_actor(
+    cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> ActorHandle[T]:
+    worker = current_worker()
+    spec = cls._spec(worker, args, kwargs)
+    if spec.args.refs:
+        worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)
+    get_if_exists = bool(cls._options.get("get_if_exists"))
+    methods = cls._methods
+    if spec.name is not None and not worker.inbox.on_loop():
+        # Named: ask the head now, so a taken name raises here, as in Ray.
+        raw = _blocking(worker, worker.head_request(p.CreateActor(0, spec, get_if_exists)))
+        loc = msgspec.convert(raw, p.ActorLocation)
+        worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
+        return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
+    worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
+    # Unnamed and not detached: stopped when its last handle is gone (Ray's semantics).
+    token = None
+    if spec.name is None and not spec.detached:
+        token = worker.new_actor_token(spec.actor_id)
+    return ActorHandle(spec.actor_id, spec.class_name, methods, token=token)
+
+
+def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
+    state = worker.actor_state(spec.actor_id)
+    created: asyncio.Future[None] = worker.loop.create_future()
+    state.creating = created
+    state.args_refs = spec.args.refs
+
+    async def create() -> None:
+        try:
+            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
+            loc = msgspec.convert(raw, p.ActorLocation)
+            if loc.actor_id != spec.actor_id:
+                state.actor_id = loc.actor_id  # get_if_exists found another actor
+        except Exception as exc:
+            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
+        finally:
+            created.set_result(None)
+
+    worker.spawn(create())
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    """The handle of the live actor named ``name`` (ValueError if there is none)."""
+    worker = current_worker()
+    ns = worker.namespace if namespace is None else namespace
+    raw = _blocking(worker, worker.head_request(p.GetActor(0, name, ns)))
+    loc = msgspec.convert(raw, p.ActorLocation)
+    if loc.state == "DEAD":
+        raise ValueError(f"the actor named {name!r} is dead: {loc.death_cause}")
+    worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
+    return ActorHandle(loc.actor_id, loc.class_name, {}, loc)
+
+
+def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
+    """Stop an actor now; calls in flight fail with ActorDiedError."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"runtime.kill takes an ActorHandle, got {type(actor).__name__}")
+    worker = current_worker()
+    actor_id = actor._actor_id
+    msg = p.KillActor(0, actor_id, no_restart)
+    if worker.inbox.on_loop():
+        worker.spawn(worker.head_request(msg))
+    else:
+        _blocking(worker, worker.head_request(msg))
+    if no_restart:
+        worker.inbox.post(worker.actor_killed, actor_id)
+
+
+def cancel(
+    ref: ObjectRef[Any] | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancel the task or actor call that makes ``ref`` (or a streaming generator).
+
+    A call that has not started never runs; a running async task or method gets
+    ``asyncio.CancelledError``; a running sync task sees
+    ``get_runtime_context().is_cancelled()`` become True (``force=True`` also raises
+    TaskCancelledError in its thread at the next Python bytecode). Getting the result raises
+    TaskCancelledError. ``recursive``: the tasks it submitted are cancelled too. Cancelling a
+    finished task does nothing. Only the process that submitted the call can cancel it.
+    """
+    worker = current_worker()
+    if isinstance(ref, ObjectRefGenerator):
+        task_id = ref.task_id
+    elif isinstance(ref, ObjectRef):
+        if ref.owner_id != worker.peer_id:
+            raise ValueError(
+                "runtime.cancel: only the process that submitted the task can cancel it "
+                "(this ref was passed in from elsewhere)"
+            )
+        task_id = ref.id[:-4]
+    else:
+        raise TypeError(f"runtime.cancel takes an ObjectRef, got {type(ref).__name__}")
+
+    def on_loop() -> None:
+        task = worker.tasks.get(task_id)
+        if force and task is not None and task.actor_id is not None:
+            raise ValueError("force=True is not supported for actor calls (as in Ray)")
+        worker.cancel_task(task_id, force=force, recursive=recursive)
+
+    if worker.inbox.on_loop():
+        on_loop()
+    else:
+        _blocking(worker, _call(on_loop))
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+# --- cluster state ------------------------------------------------------------------------------
+
+
+def nodes() -> list[dict[str, Any]]:
+    """Every node of the cluster, in Ray's format (NodeID, Alive, Resources, ...)."""
+    out = []
+    for item in list_state("nodes"):
+        n = p.NodeInfo(**item)
+        host, _, port = n.address.rpartition(":")
+        out.append(
+            {
+                "NodeID": n.node_id,
+                "Alive": n.alive,
+                "NodeManagerAddress": host,
+                "NodeManagerPort": int(port),
+                "Resources": dict(n.resources),
+                "Available": dict(n.available),
+                "IsDriver": n.is_driver,
+                "Pid": n.pid,
+                "Labels": dict(n.labels),
+            }
+        )
+    return out
+
+
+def list_state(what: str) -> list[dict[str, Any]]:
+    """The head's table of ``what`` ("nodes" or "actors"), as plain dicts; "objects" asks
+    every member what it owns, stores and borrows (one row per object), "tasks" what it
+    runs, queues and waits on (one row per live task or actor call)."""
+    worker = current_worker()
+    if what == "objects":
+        return _blocking(worker, worker.list_objects())
+    if what == "tasks":
+        return _blocking(worker, worker.list_tasks())
+    raw = _blocking(worker, worker.head_request(p.ListState(0, what)))
+    if what == "nodes":
+        infos = [msgspec.convert(item, p.NodeInfo) for item in raw]
+        return [{f: getattr(n, f) for f in n.__struct_fields__} for n in infos]
+    return list(raw)
+
+
+def stop_cluster() -> None:
+    """Ask the head to stop every node of the cluster, then itself."""
+    worker = current_worker()
+    _blocking(worker, worker.head_request(p.StopCluster(0)))
+
+
+def cluster_resources() -> dict[str, float]:
+    """The total resources of all nodes."""
+    return _sum_resources("Resources")
+
+
+def available_resources() -> dict[str, float]:
+    """The resources not in use right now (as last reported by each node)."""
+    return _sum_resources("Available")
+
+
+def _sum_resources(key: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"] and not n["IsDriver"]:
+            for name, amount in n[key].items():
+                total[name] = total.get(name, 0.0) + amount
+    return {k: v for k, v in total.items() if v > 0 or key == "Available"}
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Where the calling code runs: ``runtime.get_runtime_context()``."""
+
+    node_id: str
+    job_id: str
+    namespace: str
+    actor_id: str | None
+    task_id: str | None
+    _actor_name: str | None
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_name(self) -> str | None:
+        return self._actor_name
+
+    @property
+    def current_actor(self) -> ActorHandle[Any]:
+        """A handle to the actor the calling code runs in (RuntimeError elsewhere). Like any
+        handle it keeps the actor in scope while it lives, here or wherever it is passed."""
+        if self.actor_id is None:
+            raise RuntimeError("current_actor is only there inside an actor's methods")
+        return current_actor_handle(current_worker(), bytes.fromhex(self.actor_id))
+
+    def is_cancelled(self) -> bool:
+        """True once ``runtime.cancel`` reached the running task or actor call.
+
+        A sync task cannot be interrupted safely at any point; a long-running one polls this
+        and returns (or raises) when it becomes True.
+        """
+        ctx = current_task.get()
+        return ctx is not None and ctx.cancelled
+
+
+def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:
+    """A new handle to an actor hosted by this node, holding its creator's token (a borrow)
+    when the actor has one."""
+    executor = worker.executor
+    hosted = executor.actors.get(actor_id) if executor is not None else None
+    if hosted is None:
+        raise RuntimeError(f"actor {actor_id.hex()} is not hosted by this node")
+    spec, cls = hosted.spec, hosted.cls
+    methods: dict[str, int] = {}
+    if cls is not None:
+        for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+            methods[name] = getattr(member, "__runtime_num_returns__", 1)
+    token: ObjectRef[Any] | None = None
+    owner = worker.view.get(spec.owner_id)
+    if spec.name is None and not spec.detached and owner is not None:
+        token = ObjectRef(actor_token_id(actor_id), spec.owner_id, owner.address)
+    return ActorHandle(actor_id, spec.class_name, methods, token=token)
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The node, job, actor and task of the calling code."""
+    worker = current_worker()
+    ctx = current_task.get()
+    return RuntimeContext(
+        worker.peer_id,
+        worker.job_id,
+        worker.namespace,
+        ctx.actor_id.hex() if ctx is not None and ctx.actor_id else None,
+        ctx.task_id.hex() if ctx is not None and ctx.task_id else None,
+        ctx.actor_name if ctx is not None else None,
+    )

@@ -1,0 +1,267 @@
+"""Object references and the per-process reference table that decides when objects are freed.
+
+An :class:`ObjectRef` names an object and its owner (the process that created it).
+Every process counts its live ``ObjectRef`` instances per object. A process that is
+not the owner becomes a *borrower* when its first instance appears and tells the
+owner (+1); when its last instance dies it tells the owner again (-1). A serialized
+value that contains refs *pins* them (+1 at the owner) until whoever holds the value
+releases it, so a ref in flight is never freed under it. The owner frees an object
+when it has no local instance and no remote holder.
+
+The table is plain state guarded by a lock (``__del__`` runs on any thread); the
+messages it wants sent are queued in :attr:`ReferenceTable.outbox` for the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..wire.protocol import Located, Value
+from ..wire.serialization import serialization_context
+
+if TYPE_CHECKING:
+    from ..process.worker import Worker
+
+T = TypeVar("T")
+
+PENDING = 0
+READY = 1
+
+
+def return_id(task_id: bytes, index: int) -> bytes:
+    """The object id of return value ``index`` of task ``task_id``."""
+    return task_id + index.to_bytes(4, "big")
+
+
+class OwnedObject:
+    """What the owner knows of one of its objects."""
+
+    __slots__ = ("buffers", "lineage", "location", "remote", "state", "value", "waiters")
+
+    def __init__(self) -> None:
+        self.state = PENDING
+        self.value: Value | None = None  # inline value or error
+        self.buffers: list[Any] = []
+        self.location: Located | None = None  # where a large value lives
+        self.remote = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
+        self.waiters: list[Callable[[], None]] | None = None
+        #: How to make a lost large result again: (the task's retry record, its return ids).
+        self.lineage: tuple[Any, list[bytes]] | None = None
+
+
+class ReferenceTable:
+    """Counts of live refs in this process and of remote holders of owned objects."""
+
+    def __init__(self, self_id: str, wake: Callable[[], None]) -> None:
+        self.self_id = self_id
+        self.lock = threading.RLock()
+        self.local: dict[bytes, int] = {}
+        self.owned: dict[bytes, OwnedObject] = {}
+        self.borrowed: dict[bytes, tuple[str, str]] = {}
+        #: owner id -> (owner address, ordered (object id, delta) list) to send.
+        self.outbox: dict[str, tuple[str, list[tuple[bytes, int]]]] = {}
+        #: Objects freed by the owner whose value or copies need releasing on the loop.
+        self.freed: list[tuple[bytes, OwnedObject]] = []
+        #: Handle tokens of the actors this process created (token object id -> actor id):
+        #: a token is referenced by every handle of its actor, and by every call in flight
+        #: to it, wherever they are; when it is freed, the actor is out of scope.
+        self.actor_tokens: dict[bytes, bytes] = {}
+        #: Actors whose token was freed, to stop on the loop.
+        self.unreferenced: list[bytes] = []
+        self._wake = wake
+
+    # --- local instances ------------------------------------------------------------
+
+    def add_local(self, oid: bytes, owner_id: str, owner_address: str) -> None:
+        with self.lock:
+            n = self.local.get(oid, 0)
+            self.local[oid] = n + 1
+            if n == 0 and owner_id != self.self_id:
+                self.borrowed[oid] = (owner_id, owner_address)
+                self._send(owner_id, owner_address, oid, 1)
+
+    def remove_local(self, oid: bytes) -> None:
+        with self.lock:
+            n = self.local.get(oid, 0) - 1
+            if n > 0:
+                self.local[oid] = n
+                return
+            self.local.pop(oid, None)
+            owner = self.borrowed.pop(oid, None)
+            if owner is not None:
+                self._send(owner[0], owner[1], oid, -1)
+            else:
+                self._maybe_free(oid)
+
+    # --- remote holders (owner side) and pins -----------------------------------------
+
+    def pin(self, refs: list[tuple[bytes, str, str]]) -> None:
+        """Hold the objects ``refs`` name on behalf of a serialized value."""
+        self._change(refs, 1)
+
+    def unpin(self, refs: list[tuple[bytes, str, str]]) -> None:
+        """Release what :meth:`pin` held."""
+        self._change(refs, -1)
+
+    def _change(self, refs: list[tuple[bytes, str, str]], delta: int) -> None:
+        with self.lock:
+            for oid, owner_id, owner_address in refs:
+                if owner_id == self.self_id:
+                    self.apply_delta(oid, delta)
+                else:
+                    self._send(owner_id, owner_address, oid, delta)
+
+    def apply_delta(self, oid: bytes, delta: int) -> None:
+        """A change to the remote holders of an owned object (from a peer or a pin)."""
+        with self.lock:
+            entry = self.owned.get(oid)
+            if entry is None:
+                return
+            # Deltas travel on different connections (a pin from the node that ran a task,
+            # its release by this owner once the result is in), so one can overtake another:
+            # the count may dip below zero for a moment. It is not clamped (that would lose
+            # the +1 still on its way and pin the object for good), and only exactly zero frees.
+            entry.remote += delta
+            if entry.remote == 0:
+                self._maybe_free(oid)
+
+    def _maybe_free(self, oid: bytes) -> None:
+        entry = self.owned.get(oid)
+        if entry is None or entry.remote != 0 or self.local.get(oid, 0) > 0:
+            return
+        del self.owned[oid]
+        actor_id = self.actor_tokens.pop(oid, None)
+        if actor_id is not None:
+            self.unreferenced.append(actor_id)
+            self._wake()
+            return
+        if entry.state == PENDING:
+            # Nobody can ask for it any more; drop the result when it arrives.
+            return
+        if entry.location is not None or (entry.value is not None and entry.value.refs):
+            self.freed.append((oid, entry))
+            self._wake()
+
+    def _send(self, owner_id: str, owner_address: str, oid: bytes, delta: int) -> None:
+        slot = self.outbox.get(owner_id)
+        if slot is None:
+            slot = self.outbox[owner_id] = (owner_address, [])
+        slot[1].append((oid, delta))
+        self._wake()
+
+    def take(
+        self,
+    ) -> tuple[dict[str, tuple[str, list[tuple[bytes, int]]]], list[tuple[bytes, OwnedObject]]]:
+        """Hand the queued messages and freed objects to the loop."""
+        with self.lock:
+            outbox, self.outbox = self.outbox, {}
+            freed, self.freed = self.freed, []
+            return outbox, freed
+
+    def take_unreferenced(self) -> list[bytes]:
+        """Hand the actors whose last handle is gone to the loop."""
+        with self.lock:
+            out, self.unreferenced = self.unreferenced, []
+            return out
+
+
+#: The table of this process, set while a worker runs (ObjectRef needs it in __del__).
+_worker: Worker | None = None
+
+
+def set_worker(worker: Worker | None) -> None:
+    global _worker
+    _worker = worker
+
+
+def current_worker_or_none() -> Worker | None:
+    return _worker
+
+
+def current_worker() -> Worker:
+    worker = _worker
+    if worker is None:
+        raise RuntimeError(
+            "the runtime is not initialized: call runtime.init() (or use runtime.connect())"
+        )
+    return worker
+
+
+class ObjectRef(Generic[T]):
+    """A reference to an object in the cluster: ``await ref`` or ``runtime.get(ref)``.
+
+    Refs are cheap to copy and pass around: passed to a task at the top level of its
+    arguments, a ref is replaced by its value; nested in a container, it stays a ref.
+    """
+
+    __slots__ = ("__weakref__", "_table", "id", "owner_address", "owner_id")
+
+    def __init__(self, object_id: bytes, owner_id: str, owner_address: str) -> None:
+        self.id = object_id
+        self.owner_id = owner_id
+        self.owner_address = owner_address
+        worker = _worker
+        self._table: ReferenceTable | None = None
+        if worker is not None:
+            self._table = worker.refs
+            worker.refs.add_local(object_id, owner_id, owner_address)
+
+    @classmethod
+    def counted(
+        cls, object_id: bytes, owner_id: str, owner_address: str, table: ReferenceTable | None
+    ) -> ObjectRef[Any]:
+        """A ref whose local count the caller has already taken in ``table`` (None: a ref
+        that counts nothing, e.g. one only serialized into a call that pins it)."""
+        ref: ObjectRef[Any] = cls.__new__(cls)
+        ref.id, ref.owner_id, ref.owner_address, ref._table = (
+            object_id,
+            owner_id,
+            owner_address,
+            table,
+        )
+        return ref
+
+    def __del__(self) -> None:
+        table = self._table
+        if table is not None and (worker := _worker) is not None and worker.refs is table:
+            table.remove_local(self.id)
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        refs = serialization_context.refs
+        if refs is not None:
+            refs.append((self.id, self.owner_id, self.owner_address))
+        return (ObjectRef, (self.id, self.owner_id, self.owner_address))
+
+    def __await__(self) -> Generator[Any, None, T]:
+        worker = current_worker()
+        if worker.inbox.on_loop():
+            return worker.get_async(self).__await__()
+        # Awaited on another event loop (e.g. a driver's own asyncio.run next to init()):
+        # resolve on the runtime's loop and hand the result over.
+        fut = asyncio.run_coroutine_threadsafe(worker.get_async(self), worker.loop)
+        return asyncio.wrap_future(fut).__await__()
+
+    def future(self) -> concurrent.futures.Future[T]:
+        """A ``concurrent.futures.Future`` that resolves to the object's value."""
+        worker = current_worker()
+        return asyncio.run_coroutine_threadsafe(worker.get_async(self), worker.loop)
+
+    def as_future(self) -> asyncio.Future[T]:
+        """An ``asyncio.Future`` on the runtime's loop (use from async code on that loop)."""
+        return asyncio.ensure_future(current_worker().get_async(self))

@@ -1,0 +1,297 @@
+"""Resource accounting and placement, as plain state machines (no sockets, no awaits).
+
+:class:`LocalScheduler` is one node's ledger: work asks for resources, runs when they
+are free, and queues (in arrival order) when they are not. :func:`pick_node` is the
+submitter's choice among the nodes of the cluster view.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from ..common.exceptions import InfeasibleError
+
+_EPS: Final = 1e-9
+#: How far past a blocked request the queue looks for smaller ones that fit.
+_LOOKAHEAD: Final = 16
+Resources = Mapping[str, float]
+
+
+def fits(demand: Resources, available: Resources) -> bool:
+    """True when ``available`` covers every amount in ``demand``."""
+    return all(
+        amount <= available.get(name, 0.0) + _EPS for name, amount in demand.items() if amount > 0
+    )
+
+
+def normalize(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: Mapping[str, float] | None,
+    *,
+    default_cpus: float,
+) -> dict[str, float]:
+    """The demand dict for the given options; rejects negative or misnamed amounts."""
+    out: dict[str, float] = {}
+    cpus = default_cpus if num_cpus is None else num_cpus
+    for name, amount in (("CPU", cpus), ("GPU", num_gpus or 0.0)):
+        if amount < 0:
+            raise ValueError(f"{name} amount must be >= 0, got {amount}")
+        if amount:
+            out[name] = float(amount)
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}")
+        if amount < 0:
+            raise ValueError(f"resource {name!r} amount must be >= 0, got {amount}")
+        if amount:
+            out[name] = float(amount)
+    return out
+
+
+class LocalScheduler:
+    """A node's resources: grant what fits now, queue the rest in arrival order."""
+
+    def __init__(self, total: Resources) -> None:
+        self.total = dict(total)
+        self.available = dict(total)
+        self.queue: deque[tuple[Hashable, dict[str, float]]] = deque()
+
+    def feasible(self, demand: Resources) -> bool:
+        return fits(demand, self.total)
+
+    def request(self, key: Hashable, demand: Resources) -> bool:
+        """Take ``demand`` now and return True, or queue ``key`` and return False.
+
+        Raises InfeasibleError when this node could never grant it.
+        """
+        if not self.feasible(demand):
+            raise InfeasibleError(f"this node has {self.total} and can never grant {dict(demand)}")
+        if fits(demand, self.available):
+            self._take(demand)
+            return True
+        self.queue.append((key, dict(demand)))
+        return False
+
+    def try_take(self, demand: Resources) -> bool:
+        """Take ``demand`` if it fits now, without queueing."""
+        if fits(demand, self.available):
+            self._take(demand)
+            return True
+        return False
+
+    def release(self, demand: Resources) -> list[Hashable]:
+        """Give ``demand`` back; return the queued keys that now got their resources."""
+        for name, amount in demand.items():
+            self.available[name] = min(
+                self.total.get(name, 0.0), self.available.get(name, 0.0) + amount
+            )
+        return self._grant()
+
+    def borrow(self, demand: Resources) -> list[Hashable]:
+        """Lend out ``demand`` while its holder is blocked (it may come back over budget)."""
+        return self.release(demand)
+
+    def reacquire(self, demand: Resources) -> None:
+        """Take back what :meth:`borrow` lent, even if that oversubscribes for a while."""
+        for name, amount in demand.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+
+    def cancel(self, key: Hashable) -> bool:
+        for i, (k, _) in enumerate(self.queue):
+            if k == key:
+                del self.queue[i]
+                return True
+        return False
+
+    def _take(self, demand: Resources) -> None:
+        for name, amount in demand.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+
+    def _grant(self) -> list[Hashable]:
+        """Grant queued requests in arrival order; a small request may pass a large one
+        that does not fit, within a short look-ahead (so a release costs O(1), not O(queue))."""
+        granted: list[Hashable] = []
+        queue = self.queue
+        while queue and fits(queue[0][1], self.available):
+            key, demand = queue.popleft()
+            self._take(demand)
+            granted.append(key)
+        if len(queue) > 1:
+            blocked = queue[0][1]
+            i = 1
+            limit = min(len(queue), 1 + _LOOKAHEAD)
+            while i < limit:
+                key, demand = queue[i]
+                if demand != blocked and fits(demand, self.available):
+                    self._take(demand)
+                    granted.append(key)
+                    del queue[i]
+                    limit = min(limit, len(queue))
+                else:
+                    i += 1
+        return granted
+
+
+def pick_node(
+    nodes: Iterable[Any],
+    demand: Resources,
+    load: Mapping[str, int],
+    *,
+    prefer: str | None = None,
+) -> str:
+    """Choose the node for a task: feasible, then most free per its capacity, then least loaded.
+
+    ``nodes`` are NodeInfo-like (``node_id``, ``resources``, ``available``, ``is_driver``,
+    ``alive``); ``load`` counts the tasks this submitter already has on each node.
+    Raises InfeasibleError when no node could ever run it.
+    """
+    best: str | None = None
+    best_key: tuple[float, ...] | None = None
+    hosts = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    # What actors and bundles hold stays held: a task queued behind it could wait for good.
+    # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
+    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n))]
+    for node in free_for_tasks or hosts:
+        cpus = max(_unreserved(node).get("CPU", 0.0), 1.0)
+        free_now = 1.0 if fits(demand, node.available) else 0.0
+        key = (
+            load.get(node.node_id, 0) / cpus - free_now,
+            0.0 if node.node_id == prefer else 1.0,
+            node.node_id,
+        )
+        if best_key is None or key < best_key:
+            best, best_key = node.node_id, key
+    if best is None:
+        raise InfeasibleError(
+            f"no node in the cluster can ever satisfy the resource request {dict(demand)}; "
+            "start a node with those resources or lower the request"
+        )
+    return best
+
+
+def _unreserved(node: Any) -> dict[str, float]:
+    reserved = getattr(node, "reserved", None) or {}
+    return {k: v - reserved.get(k, 0.0) for k, v in node.resources.items()}
+
+
+def pick_actor_node(
+    nodes: Iterable[Any],
+    demand: Resources,
+    actors_per_node: Mapping[str, int],
+    *,
+    affinity: str | None = None,
+    soft: bool = False,
+    spread: bool = False,
+) -> tuple[str | None, bool]:
+    """Choose a node for an actor: (node id or None if none has room now, feasible at all).
+
+    Nodes without CPUs (a local mesh's head) are used only when nothing else fits.
+    """
+    candidates = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    if affinity is not None:
+        pinned = [n for n in candidates if n.node_id == affinity]
+        if pinned or not soft:
+            candidates = pinned
+    if not candidates:
+        return None, False
+    room = [n for n in candidates if fits(demand, n.available)]
+    if not room:
+        return None, True
+
+    def key(n: Any) -> tuple[float, ...]:
+        no_cpu = 1.0 if n.resources.get("CPU", 0.0) <= 0 else 0.0
+        return (no_cpu, float(actors_per_node.get(n.node_id, 0)), n.node_id)
+
+    del spread  # DEFAULT already spreads actors over the least-used nodes
+    return min(room, key=key).node_id, True
+
+
+# --- placement groups --------------------------------------------------------------------------
+
+PG_STRATEGIES: Final = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _add(total: dict[str, float], demand: Resources) -> None:
+    for name, amount in demand.items():
+        total[name] = total.get(name, 0.0) + amount
+
+
+def bundles_feasible(
+    nodes: Iterable[Any], bundles: Sequence[Resources], strategy: str
+) -> str | None:
+    """Why the group could never be placed on these nodes (None when it could)."""
+    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    for i, bundle in enumerate(bundles):
+        if not any(fits(bundle, n.resources) for n in hosts):
+            return f"no node can ever hold bundle {i} {dict(bundle)}"
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for bundle in bundles:
+            _add(total, bundle)
+        if not any(fits(total, n.resources) for n in hosts):
+            return f"no single node can ever hold all the bundles together ({total})"
+    needed: dict[str, float] = {}
+    have: dict[str, float] = {}
+    for bundle in bundles:
+        _add(needed, bundle)
+    for n in hosts:
+        _add(have, n.resources)
+    short = {k: v for k, v in needed.items() if v > have.get(k, 0.0) + _EPS}
+    if short:
+        return f"the bundles need {short} in all and the whole cluster has {have}"
+    if strategy == "STRICT_SPREAD" and len(bundles) > len(hosts):
+        return f"STRICT_SPREAD needs {len(bundles)} nodes and the cluster has {len(hosts)}"
+    return None
+
+
+def place_bundles(
+    nodes: Iterable[Any],
+    bundles: Sequence[Resources],
+    strategy: str,
+    fixed: Mapping[int, str] | None = None,
+) -> dict[int, str] | None:
+    """Choose a node for every bundle not in ``fixed`` (index -> node id), from what the
+    nodes have free now; None when the group does not fit now.
+
+    PACK puts bundles on as few nodes as it can, SPREAD on as many; the STRICT_ forms
+    fail rather than bend. ``fixed`` holds bundles already placed (after a node died,
+    only the lost bundles are placed again).
+    """
+    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    free = {n.node_id: dict(n.available) for n in hosts}
+    fixed = dict(fixed or {})
+    used: dict[str, int] = {}
+    for node_id in fixed.values():
+        used[node_id] = used.get(node_id, 0) + 1
+    todo = [i for i in range(len(bundles)) if i not in fixed]
+    # Largest first: they are the hardest to fit.
+    todo.sort(key=lambda i: -sum(bundles[i].values()))
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for i in todo:
+            _add(total, bundles[i])
+        targets = [next(iter(used))] if used else [n.node_id for n in hosts]
+        for node_id in targets:
+            if node_id in free and fits(total, free[node_id]):
+                return {**fixed, **dict.fromkeys(todo, node_id)}
+        return None
+    out = dict(fixed)
+    for i in todo:
+        bundle = bundles[i]
+        room = [nid for nid, avail in free.items() if fits(bundle, avail)]
+        if strategy == "STRICT_SPREAD":
+            room = [nid for nid in room if nid not in used]
+        if not room:
+            return None
+        if strategy == "PACK":  # most used first, then the one with most room left
+            choice = min(room, key=lambda nid: (-used.get(nid, 0), -sum(free[nid].values()), nid))
+        else:  # SPREAD, STRICT_SPREAD: least used first
+            choice = min(room, key=lambda nid: (used.get(nid, 0), -sum(free[nid].values()), nid))
+        out[i] = choice
+        used[choice] = used.get(choice, 0) + 1
+        for name, amount in bundle.items():
+            free[choice][name] = free[choice].get(name, 0.0) - amount
+    return out

@@ -1,0 +1,4 @@
+"""Layer 7: the caller's side.
+
+Pending tasks and retries, actor call ordering and resends, streaming generators.
+"""

@@ -1,0 +1,83 @@
+"""What a process waits on: the tasks and actor calls it submitted, and how to retry them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..wire import protocol as p
+
+if TYPE_CHECKING:
+    from .streaming import StreamState
+
+
+@dataclass(slots=True)
+class PendingTask:
+    """A task or actor call this process submitted and waits on."""
+
+    object_ids: list[bytes]
+    node_id: str
+    name: str
+    actor_id: bytes | None = None
+    retry: TaskRetry | None = None
+    stream: StreamState | None = None
+    #: What the call keeps alive until it is answered: the callee actor's handle token.
+    keep: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A remote function's retry options."""
+
+    max_retries: int  # -1: without limit
+    retry_exceptions: bool | tuple[type[BaseException], ...]
+
+
+@dataclass(slots=True)
+class TaskRetry:
+    """What it takes to run a task again: its message, and how many tries are left."""
+
+    msg: p.SubmitTask
+    buffers: list[memoryview]
+    fn_blob: Callable[[], bytes]
+    retries_left: int  # -1: without limit
+    retry_exceptions: bool | tuple[type[BaseException], ...]
+    failures: list[str] = field(default_factory=list)
+
+
+def owned_task_rows(tasks: dict[bytes, PendingTask]) -> list[dict[str, Any]]:
+    """The calls a process submitted and waits on, as ``runtime list tasks`` rows."""
+    return [
+        {
+            "task_id": task_id.hex(),
+            "name": t.name,
+            "node_id": t.node_id,
+            "actor_id": t.actor_id.hex() if t.actor_id else "",
+        }
+        for task_id, t in list(tasks.items())
+    ]
+
+
+def merge_task_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task from every member's answer: its state where it runs (RUNNING,
+    QUEUED, PENDING_ARGS), else SUBMITTED (its owner waits on it; it is on its way, being
+    placed, or its node's answer is missing); the owner is the member that submitted it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        for r in answer.get("owned", []):
+            rows[r["task_id"]] = {
+                "task_id": r["task_id"],
+                "name": r["name"],
+                "state": "SUBMITTED",
+                "node_id": r["node_id"],
+                "actor_id": r["actor_id"],
+                "owner": answer["node_id"],
+                "attempt": 0,
+            }
+    for answer in answers:
+        for r in answer.get("running", []):
+            row = rows.setdefault(r["task_id"], {"task_id": r["task_id"], "owner": ""})
+            row.update(r, node_id=answer["node_id"])
+    order = {"RUNNING": 0, "QUEUED": 1, "PENDING_ARGS": 2, "SUBMITTED": 3}
+    return sorted(rows.values(), key=lambda r: (order.get(r["state"], 9), r["name"]))

@@ -1,0 +1,4 @@
+"""Top layer: programs.
+
+The command line, the node's main, the dashboard, job submission.
+"""

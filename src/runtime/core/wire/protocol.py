@@ -1,0 +1,499 @@
+"""The wire protocol: every message two peers exchange, as one tagged union of structs.
+
+A frame is ``[u32 body length][u32 header length][msgpack header][raw buffers...]``.
+The header is one of the structs below, encoded by msgspec as a tagged array. The raw
+buffers that follow it are the out-of-band buffers (pickle protocol 5) of the user
+values the message carries, in the order the values appear; each :class:`Value`
+records the sizes of its own buffers, so big numpy arrays are never re-encoded.
+
+Decoding is strict: an unknown tag, a missing or extra field, or a wrong type raises
+:class:`~runtime.core.common.exceptions.ProtocolError` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from ..common.exceptions import ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+#: Largest frame a peer may send; checked before anything is allocated for it.
+MAX_FRAME_SIZE: Final = 1 << 31
+PREFIX_SIZE: Final = 8
+
+
+class _Msg(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=False):
+    """Base of every message."""
+
+
+# --- user values -------------------------------------------------------------------
+
+
+class Value(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=100):
+    """A serialized user value: ``kind`` says how ``data`` is encoded (see _serialization).
+
+    ``bufs`` are the sizes of the value's out-of-band buffers that follow the header.
+    ``refs`` lists the object refs nested in the value: (object id, owner id, owner address).
+    """
+
+    kind: int
+    data: bytes
+    bufs: list[int] = []
+    refs: list[tuple[bytes, str, str]] = []
+
+
+class Located(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=101):
+    """A value that stays in the store of ``node_id`` (at ``address``) until fetched.
+
+    ``host`` names the machine of that store; a reader on the same host maps ``segment``
+    (its shared-memory or spill file) instead of fetching bytes, and asks the node again
+    (``FetchObject(same_host=True)``) if the file has moved.
+    """
+
+    node_id: str
+    address: str
+    size: int
+    host: str = ""
+    segment: str = ""
+
+
+# --- handshake (the only messages accepted before authentication) ------------------
+
+
+class Hello(_Msg, tag=1):
+    version: int
+    peer_id: str
+    nonce: bytes
+
+
+class Challenge(_Msg, tag=2):
+    peer_id: str
+    nonce: bytes
+    mac: bytes
+
+
+class Proof(_Msg, tag=3):
+    mac: bytes
+
+
+class Welcome(_Msg, tag=4):
+    pass
+
+
+class Refused(_Msg, tag=5):
+    reason: str
+
+
+# --- generic replies ----------------------------------------------------------------
+
+
+class Reply(_Msg, tag=10):
+    """Answer to a request carrying ``rid``: ``error`` set, or ``value`` (msgpack data)."""
+
+    rid: int
+    error: str | None = None
+    error_type: str | None = None
+    value: Any = None
+
+
+# --- control plane (to and from the head) -------------------------------------------
+
+
+class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    node_id: str
+    address: str
+    is_driver: bool
+    resources: dict[str, float]
+    available: dict[str, float]
+    pid: int
+    alive: bool = True
+    labels: dict[str, str] = {}
+    reserved: dict[str, float] = {}
+
+
+class RegisterNode(_Msg, tag=20):
+    rid: int
+    info: NodeInfo
+
+
+class ClusterView(_Msg, tag=21):
+    """The head's view of every member, pushed to members when it changes; ``departed``:
+    members that left or were declared dead lately (absence alone means nothing: a
+    restarted head does not know every node yet)."""
+
+    nodes: list[NodeInfo]
+    departed: list[str] = []
+
+
+class ReportResources(_Msg, tag=22):
+    node_id: str
+    available: dict[str, float]
+    #: Held for long by actors and placement group bundles (tasks cannot count on it).
+    reserved: dict[str, float] = {}
+
+
+class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    actor_id: bytes
+    class_name: str
+    cls_id: bytes
+    cls_blob: bytes
+    args: Value
+    resources: dict[str, float]
+    owner_id: str
+    name: str | None = None
+    namespace: str = ""
+    detached: bool = False
+    max_concurrency: int = 1
+    is_async: bool = False
+    strategy: Any = None
+    max_pending_calls: int = -1
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    runtime_env: Any = None
+    concurrency_groups: dict[str, int] = {}
+
+
+class CreateActor(_Msg, tag=23):
+    """Driver/node -> head: place this actor; head -> node: start it here."""
+
+    rid: int
+    spec: ActorSpec
+    get_if_exists: bool = False
+
+
+class GetActor(_Msg, tag=24):
+    """Look an actor up by name (in a namespace) or by id; ``wait`` until it is placed."""
+
+    rid: int
+    name: str
+    namespace: str
+    actor_id: bytes = b""
+    wait: bool = False
+    #: Also wait while the actor has restarted no more than this many times (-1: don't).
+    after_restarts: int = -1
+
+
+class KillActor(_Msg, tag=25):
+    rid: int
+    actor_id: bytes
+    no_restart: bool = True
+    reason: str = ""  # why (for the actor's death cause); "" means runtime.kill
+
+
+class ActorGone(_Msg, tag=26):
+    """Node -> head: the actor stopped (killed, constructor failed, or exited)."""
+
+    actor_id: bytes
+    reason: str
+    error: Value | None = None
+
+
+class ListState(_Msg, tag=27):
+    rid: int
+    what: str
+
+
+class KvOp(_Msg, tag=28):
+    rid: int
+    op: str
+    namespace: str
+    key: str
+    value: bytes | None = None
+    overwrite: bool = True
+
+
+class StopCluster(_Msg, tag=29):
+    rid: int
+
+
+class Shutdown(_Msg, tag=30):
+    """Head -> node: stop now (``evicted``: you were declared dead; rejoin as a new node)."""
+
+    reason: str
+    evicted: bool = False
+
+
+class Heartbeat(_Msg, tag=31):
+    """Node -> head, on the node's heartbeat channel: still alive."""
+
+    node_id: str
+    seq: int
+
+
+class LogLines(_Msg, tag=32):
+    """Output of tasks on node ``node_id``: (who printed it, line, on stderr)."""
+
+    node_id: str
+    lines: list[tuple[str, str, bool]]
+
+
+class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    actor_id: bytes
+    node_id: str
+    address: str
+    state: str
+    class_name: str
+    name: str | None
+    namespace: str
+    max_concurrency: int
+    is_async: bool
+    death_cause: str | None = None
+    death_error: Value | None = None
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    num_restarts: int = 0
+
+
+# --- tasks and actor calls ----------------------------------------------------------
+
+
+#: ``num_returns`` of a generator task or method whose items stream back (StreamItem).
+STREAMING = -1
+
+
+class SubmitTask(_Msg, tag=40):
+    """Run function ``fn_id`` (pickled in ``fn_blob`` the first time a peer sees it)."""
+
+    task_id: bytes
+    fn_id: bytes
+    fn_name: str
+    fn_blob: bytes | None
+    args: Value
+    num_returns: int
+    resources: dict[str, float]
+    owner_id: str
+    owner_address: str
+    #: Streaming: how many items may wait unconsumed before the generator pauses.
+    stream_window: int = 0
+    #: Placement group bundle to run in: (group id, bundle index or -1 for any), or None.
+    bundle: tuple[bytes, int] | None = None
+    #: The scheduling strategy as the submitter places it (["spread"], ["node", id, soft]).
+    strategy: Any = None
+    #: runtime_env in wire form (see _runtime_env.prepare), or None.
+    runtime_env: Any = None
+    #: Which try this is: (task_id, attempt) is the idempotency key of a task.
+    attempt: int = 0
+    #: How often nodes sent it back (their free capacity was held by actors or bundles).
+    spills: int = 0
+
+
+class CallActor(_Msg, tag=41):
+    task_id: bytes
+    actor_id: bytes
+    method: str
+    args: Value
+    num_returns: int
+    owner_id: str
+    owner_address: str
+    stream_window: int = 0
+
+
+class TaskDone(_Msg, tag=42):
+    """The results of task ``task_id``: one entry per return, or an error for all."""
+
+    task_id: bytes
+    returns: list[Value | Located] = []
+    error: Value | None = None
+
+
+class StreamItem(_Msg, tag=43):
+    """Item ``index`` (from 1) of streaming task ``task_id``, sent to its owner as produced."""
+
+    task_id: bytes
+    index: int
+    value: Value | Located
+
+
+class StreamAck(_Msg, tag=44):
+    """To the node running a streaming task: the owner consumed items up to ``consumed``."""
+
+    task_id: bytes
+    consumed: int
+
+
+class CancelTask(_Msg, tag=45):
+    """To the node running task ``task_id``: cancel it (and the tasks it submitted)."""
+
+    task_id: bytes
+    force: bool = False
+    recursive: bool = True
+
+
+# --- objects ---------------------------------------------------------------------------
+
+
+class GetObject(_Msg, tag=50):
+    """Ask the owner for an object; it answers with ObjectReply when the object is ready.
+    ``lost``: the borrower could not read it where the owner said it was (the owner makes
+    it again from its lineage when that holder lost it)."""
+
+    rid: int
+    object_id: bytes
+    lost: Located | None = None
+
+
+class FetchObject(_Msg, tag=51):
+    """Ask the node holding an object for its bytes.
+
+    ``offset >= 0``: bytes [offset, offset + length) of the object's blob, answered with an
+    ObjectReply whose Value (kind 3, data: the blob's total size) carries them as one buffer;
+    ``same_host``: where its file is now, answered with a Located.
+    """
+
+    rid: int
+    object_id: bytes
+    offset: int = -1
+    length: int = 0
+    same_host: bool = False
+
+
+class ObjectReply(_Msg, tag=52):
+    rid: int
+    value: Value | Located | None = None
+    error: Value | None = None
+
+
+class UpdateRefs(_Msg, tag=53):
+    """To an object's owner: changes to the counts of remote holders, applied in order."""
+
+    deltas: list[tuple[bytes, int]]
+
+
+class FreeObjects(_Msg, tag=55):
+    object_ids: list[bytes]
+
+
+class ListObjects(_Msg, tag=56):
+    """What pins memory here: owned, stored and borrowed objects (answered with a Reply)."""
+
+    rid: int
+
+
+class ListTasks(_Msg, tag=58):
+    """The tasks and actor calls this member runs or queues, and those it submitted and
+    waits on (answered with a Reply)."""
+
+    rid: int
+
+
+class Unmapped(_Msg, tag=57):
+    """To the node holding these objects: a reader on its host no longer maps their files."""
+
+    object_ids: list[bytes]
+
+
+# --- placement groups ---------------------------------------------------------------
+
+
+class PlacementGroupSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    pg_id: bytes
+    bundles: list[dict[str, float]]
+    strategy: str
+    owner_id: str
+    name: str = ""
+    namespace: str = ""
+    detached: bool = False
+
+
+class CreatePlacementGroup(_Msg, tag=60):
+    rid: int
+    spec: PlacementGroupSpec
+
+
+class WaitPlacementGroup(_Msg, tag=61):
+    """Answered once the group is placed: its bundles' node ids (error if it never will be)."""
+
+    rid: int
+    pg_id: bytes = b""
+    name: str = ""
+    namespace: str = ""
+
+
+class RemovePlacementGroup(_Msg, tag=62):
+    rid: int
+    pg_id: bytes
+
+
+class ReserveBundles(_Msg, tag=63):
+    """Head to node: set aside these bundles' resources (all or none)."""
+
+    rid: int
+    pg_id: bytes
+    bundles: list[tuple[int, dict[str, float]]]
+
+
+class ReleaseBundles(_Msg, tag=64):
+    """Head to node: free the group's bundles (``indices``; all when empty) and stop what
+    runs in them."""
+
+    rid: int
+    pg_id: bytes
+    indices: list[int] = []
+
+
+HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
+Message = (
+    Hello
+    | Challenge
+    | Proof
+    | Welcome
+    | Refused
+    | Reply
+    | RegisterNode
+    | ClusterView
+    | ReportResources
+    | CreateActor
+    | GetActor
+    | KillActor
+    | ActorGone
+    | ListState
+    | KvOp
+    | StopCluster
+    | Shutdown
+    | Heartbeat
+    | LogLines
+    | SubmitTask
+    | CallActor
+    | TaskDone
+    | StreamItem
+    | StreamAck
+    | CancelTask
+    | GetObject
+    | FetchObject
+    | ObjectReply
+    | UpdateRefs
+    | FreeObjects
+    | ListObjects
+    | ListTasks
+    | Unmapped
+    | CreatePlacementGroup
+    | WaitPlacementGroup
+    | RemovePlacementGroup
+    | ReserveBundles
+    | ReleaseBundles
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+_hs_decoder: msgspec.msgpack.Decoder[HandshakeMessage] = msgspec.msgpack.Decoder(HandshakeMessage)
+
+
+def encode(msg: _Msg) -> bytes:
+    """Encode a message header."""
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | memoryview, *, handshake: bool = False) -> Message:
+    """Decode a header strictly; raise ProtocolError on anything unexpected."""
+    try:
+        if handshake:
+            return _hs_decoder.decode(data)
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed message: nested too deeply") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for a str that is not UTF-8
+        raise ProtocolError(f"malformed message: {exc}") from None

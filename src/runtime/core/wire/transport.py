@@ -1,0 +1,352 @@
+"""Framed, authenticated connections between two peers over TCP (asyncio Protocol on uvloop).
+
+A :class:`Connection` reads frames into a reusable buffer (large frames into a buffer of
+their own, so their payload can be handed out without a copy), checks every length
+before allocating, authenticates the peer with an HMAC challenge-response over the
+cluster token before anything else, and coalesces writes adaptively: the first frame
+of a loop iteration goes out at once, the rest of that iteration in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from ..common.exceptions import AuthenticationError, ProtocolError
+from . import protocol as p
+from .admission import AdmissionControl
+
+log = logging.getLogger("runtime.transport")
+
+_PREFIX = struct.Struct(">II")
+_SMALL_BUFFER: Final = 256 * 1024
+#: Frames bigger than this are refused before the handshake completes.
+_MAX_HANDSHAKE_FRAME: Final = 4096
+HANDSHAKE_TIMEOUT: Final = 10.0
+
+Buffer = bytes | bytearray | memoryview
+#: Called with (connection, message, raw buffers) for every authenticated frame.
+Handler = Callable[["Connection", p.Message, memoryview], None]
+#: Called with (connection, error or None) once when the connection is closed.
+CloseHandler = Callable[["Connection", BaseException | None], None]
+
+
+def _mac(token: bytes, label: bytes, *parts: bytes) -> bytes:
+    return hmac.new(token, label + b"".join(parts), hashlib.sha256).digest()
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One end of a peer-to-peer link: framing, handshake, coalesced writes."""
+
+    def __init__(
+        self,
+        *,
+        local_id: str,
+        token: bytes,
+        on_message: Handler,
+        on_close: CloseHandler,
+        dialer: bool,
+        max_frame: int = p.MAX_FRAME_SIZE,
+        admission: AdmissionControl | None = None,
+    ) -> None:
+        self.local_id = local_id
+        self._admission = admission
+        self.peer_id: str | None = None
+        self._token = token
+        self._on_message = on_message
+        self._on_close = on_close
+        self._dialer = dialer
+        self._max_frame = max_frame
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._buf = bytearray(_SMALL_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._big: bytearray | None = None
+        self._big_pos = 0
+        self._batch: list[Buffer] = []
+        self._flush_scheduled = False
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
+        self.closed = False
+        self._nonce = os.urandom(16)
+        self._peer_nonce = b""
+        self._hs_timer: asyncio.TimerHandle | None = None
+        #: Request ids waiting for an answer on this connection (failed when it closes).
+        self.pending: set[int] = set()
+        #: Function ids this peer has already been sent the definition of.
+        self.known_functions: set[bytes] = set()
+        self.peer_address: str | None = None
+
+    # --- asyncio callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_address = f"{peer[0]}:{peer[1]}"
+        if self._admission is not None and not self._dialer:
+            pushed = self._admission.opened(self._host(), self)
+            if pushed is not None:
+                pushed.abort(ProtocolError("too many connections waiting in the handshake"))
+        self._hs_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        if self._dialer:
+            self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big is not None:
+            return memoryview(self._big)[self._big_pos :]
+        if self._end == len(self._buf):
+            self._compact()
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._big is not None:
+                self._big_pos += nbytes
+                if self._big_pos == len(self._big):
+                    big, self._big = self._big, None
+                    self._dispatch(memoryview(big).toreadonly())
+                return
+            self._end += nbytes
+            self._parse()
+        except ProtocolError as exc:
+            self.abort(exc)
+        except AuthenticationError as exc:
+            self.abort(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _compact(self) -> None:
+        live = self._end - self._start
+        if self._start:
+            self._buf[:live] = self._buf[self._start : self._end]
+            self._start, self._end = 0, live
+
+    def _parse(self) -> None:
+        while self._end - self._start >= p.PREFIX_SIZE:
+            body_len, header_len = _PREFIX.unpack_from(self._buf, self._start)
+            limit = self._max_frame if self.authenticated.done() else _MAX_HANDSHAKE_FRAME
+            if body_len > limit or header_len + 4 > body_len:
+                raise ProtocolError(
+                    f"frame of {body_len} bytes (header {header_len}) is malformed or exceeds "
+                    f"the limit of {limit} bytes"
+                )
+            total = 4 + body_len
+            have = self._end - self._start
+            if have < total:
+                if total > len(self._buf):
+                    # A large frame gets a buffer of its own, filled straight from the socket.
+                    big = bytearray(body_len)
+                    chunk = have - 4
+                    big[:chunk] = self._buf[self._start + 4 : self._end]
+                    self._big, self._big_pos = big, chunk
+                    self._start = self._end = 0
+                elif self._start + total > len(self._buf):
+                    self._compact()
+                return
+            frame = self._view[self._start + 4 : self._start + total]
+            self._start += total
+            self._dispatch(frame)
+            if self.closed:
+                return
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _dispatch(self, frame: memoryview) -> None:
+        """``frame`` is [u32 header length][header][raw buffers]."""
+        (header_len,) = struct.unpack_from(">I", frame, 0)
+        header = frame[4 : 4 + header_len]
+        raw = frame[4 + header_len :]
+        if raw.nbytes and frame.obj is self._buf:
+            raw = memoryview(bytes(raw))  # the small buffer is reused: keep a copy
+        if not self.authenticated.done():
+            self._handshake(p.decode(header, handshake=True))
+            return
+        msg = p.decode(header)
+        if isinstance(msg, p.HandshakeMessage):
+            raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
+        self._on_message(self, msg, raw)
+
+    # --- handshake -----------------------------------------------------------------------
+
+    def _handshake(self, msg: p.Message) -> None:
+        match msg:
+            case p.Hello(version=version, peer_id=peer_id, nonce=nonce) if not self._dialer:
+                if version != p.PROTOCOL_VERSION:
+                    self._refuse(f"protocol version {version} is not {p.PROTOCOL_VERSION}")
+                    return
+                self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
+                mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
+                challenge = p.Challenge(self.local_id, self._nonce, mac)
+                delay = self._admission.hello_delay(self._host()) if self._admission else 0.0
+                if delay:  # this host keeps failing the token check: slow it down
+                    self._loop.call_later(delay, self._send_header, challenge)
+                else:
+                    self._send_header(challenge)
+            case p.Challenge(peer_id=peer_id, nonce=nonce, mac=mac) if self._dialer:
+                expect = _mac(self._token, b"S", self._nonce, bytes(nonce), peer_id.encode())
+                if not hmac.compare_digest(expect, mac):
+                    raise AuthenticationError(
+                        "the peer does not hold the cluster token (its challenge failed)"
+                    )
+                self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
+                proof = _mac(
+                    self._token, b"C", self._peer_nonce, self._nonce, self.local_id.encode()
+                )
+                self._send_header(p.Proof(proof))
+            case p.Proof(mac=mac) if not self._dialer and self.peer_id is not None:
+                assert self.peer_id is not None
+                expect = _mac(
+                    self._token, b"C", self._nonce, self._peer_nonce, self.peer_id.encode()
+                )
+                if not hmac.compare_digest(expect, mac):
+                    self._refuse("wrong cluster token")
+                    return
+                self._send_header(p.Welcome())
+                self._authenticated()
+            case p.Welcome() if self._dialer and self.peer_id is not None:
+                self._authenticated()
+            case p.Refused(reason=reason):
+                raise AuthenticationError(f"the peer refused the connection: {reason}")
+            case _:
+                raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
+
+    def _authenticated(self) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+        if self._admission is not None and not self._dialer:
+            self._admission.settled(self._host(), self)
+        self.authenticated.set_result(self)
+
+    def _host(self) -> str:
+        return (self.peer_address or "?").rpartition(":")[0]
+
+    def _refuse(self, reason: str) -> None:
+        if self._admission is not None and reason == "wrong cluster token":
+            self._admission.failed(self._host())
+        self._send_header(p.Refused(reason))
+        self.abort(AuthenticationError(reason), flush=True)
+
+    def _handshake_timeout(self) -> None:
+        if not self.authenticated.done():
+            self.abort(AuthenticationError("handshake timed out"))
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _send_header(self, msg: p._Msg) -> None:
+        header = p.encode(msg)
+        self._write(_PREFIX.pack(4 + len(header), len(header)) + header)
+
+    def send(self, msg: p._Msg, buffers: Sequence[Buffer] = ()) -> None:
+        """Queue one message (and the raw buffers of its values) for the peer."""
+        if self.closed:
+            return
+        header = p.encode(msg)
+        if buffers:
+            size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
+            self._write(_PREFIX.pack(size, len(header)) + header)
+            for b in buffers:
+                self._write(b)
+        else:
+            self._write(_PREFIX.pack(4 + len(header), len(header)) + header)
+
+    def _write(self, data: Buffer) -> None:
+        transport = self._transport
+        if transport is None or self.closed:
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+            transport.write(data)
+        else:
+            self._batch.append(data)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        if batch and self._transport is not None and not self.closed:
+            if len(batch) == 1:
+                self._transport.write(batch[0])
+            else:
+                self._transport.writelines(batch)
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken what was written (backpressure)."""
+        if self._paused and not self.closed:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    # --- closing -------------------------------------------------------------------------
+
+    def abort(self, exc: BaseException | None = None, *, flush: bool = False) -> None:
+        """Close the connection; ``exc`` says why (logged, and given to waiters)."""
+        if self.closed:
+            return
+        if exc is not None:
+            log.warning("closing connection to %s: %s", self.peer_id or self.peer_address, exc)
+        transport = self._transport
+        if transport is not None:
+            if flush:
+                self._flush()
+                transport.close()
+            else:
+                transport.abort()
+        self._finish(exc)
+
+    def close(self) -> None:
+        """Close after sending what is queued."""
+        if self._transport is not None and not self.closed:
+            self._flush()
+            self._transport.close()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+        if self._admission is not None and not self._dialer:
+            self._admission.settled(self._host(), self)
+        if not self.authenticated.done():
+            self.authenticated.set_exception(
+                exc
+                if isinstance(exc, AuthenticationError | ProtocolError)
+                else ConnectionError(f"connection closed during the handshake: {exc}")
+            )
+            self.authenticated.exception()  # mark retrieved: the dialer may not be waiting
+        self.resume_writing()
+        self._on_close(self, exc)
+
+
+def split_buffers(raw: memoryview, sizes: Sequence[int], offset: int) -> tuple[list[Any], int]:
+    """Cut ``sizes`` consecutive buffers out of ``raw`` starting at ``offset``."""
+    out = []
+    for size in sizes:
+        if offset + size > len(raw):
+            raise ProtocolError("a value's buffers run past the end of the frame")
+        out.append(raw[offset : offset + size])
+        offset += size
+    return out, offset
