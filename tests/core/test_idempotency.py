@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import runtime
-from runtime.core.objects.refs import current_worker
+from runtime.core.api.blocking import current_worker
 from runtime.core.submission.pending import PendingTask
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,18 +59,19 @@ def test_a_resent_task_is_answered_without_running_again(cluster, monkeypatch):
 def test_creating_the_same_actor_twice_makes_one(cluster, monkeypatch):
     import asyncio
 
+    from runtime.core.api import remote as _remote
     from runtime.core.api import session as _api
     from runtime.core.wire import protocol as p
 
     worker = current_worker()
     specs = []
-    original = _api._create_in_background
+    original = _remote._create_in_background
 
     def recording(w, spec, get_if_exists):
         specs.append(spec)
         return original(w, spec, get_if_exists)
 
-    monkeypatch.setattr(_api, "_create_in_background", recording)
+    monkeypatch.setattr(_remote, "_create_in_background", recording)
     counter = Counter.remote()
     assert runtime.get(counter.incr.remote()) == 1
     before = len(_api.list_state("actors"))

@@ -17,8 +17,8 @@ from runtime.core.common.exceptions import (
     TaskError,
 )
 from runtime.core.objects import refs as _refs
+from runtime.core.objects import serialization as ser
 from runtime.core.objects.refs import ObjectRef
-from runtime.core.wire import serialization as ser
 from runtime.core.wire.protocol import Value
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import runtime
 from runtime.core.api import session as _api
-from runtime.core.objects.refs import current_worker
+from runtime.core.api.blocking import current_worker
 from runtime.core.objects.store import shm_root
 from runtime.exceptions import OutOfMemoryError
 

@@ -22,8 +22,8 @@ import pytest
 
 import runtime
 from runtime.core.api import session as _api
+from runtime.core.api.blocking import current_worker
 from runtime.core.objects import blob
-from runtime.core.objects.refs import current_worker
 from runtime.core.objects.store import shm_root
 from tests.conftest import cli_json
 

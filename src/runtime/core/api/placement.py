@@ -14,10 +14,12 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..objects.refs import ObjectRef, current_worker
+from ..objects import serialization as ser
+from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import PG_STRATEGIES
 from ..wire import protocol as p
-from ..wire import serialization as ser
+from .blocking import blocking as _blocking
+from .blocking import current_worker
 
 
 class PlacementGroup:
@@ -49,17 +51,15 @@ class PlacementGroup:
             try:
                 await worker.head_request(p.WaitPlacementGroup(0, pg_id))
                 value, bufs = ser.serialize(self)
-                worker._resolve(oid, value, list(bufs))
+                worker.resolve(oid, value, list(bufs))
             except Exception as exc:
-                worker._resolve(oid, ser.error_value(exc, "placement_group.ready"), [])
+                worker.resolve(oid, ser.error_value(exc, "placement_group.ready"), [])
 
         worker.inbox.post(worker.spawn, wait())
         return ref
 
     def wait(self, timeout_seconds: float | None = 30) -> bool:
         """Block until the group is placed: True, or False after ``timeout_seconds``."""
-        from .session import _blocking
-
         worker = current_worker()
 
         async def placed() -> bool:
@@ -134,8 +134,6 @@ def placement_group(
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Free the group's bundles and stop the actors and tasks running in them."""
-    from .session import _blocking
-
     worker = current_worker()
     msg = p.RemovePlacementGroup(0, placement_group._pg_id)
     worker.group_nodes.pop(placement_group._pg_id, None)
@@ -147,8 +145,6 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
 
 def get_placement_group(name: str, namespace: str | None = None) -> PlacementGroup:
     """The placed group named ``name`` (waits while it is being placed)."""
-    from .session import _blocking
-
     worker = current_worker()
     ns = worker.namespace if namespace is None else namespace
     info = _blocking(worker, worker.head_request(p.WaitPlacementGroup(0, b"", name, ns)))

@@ -6,6 +6,7 @@ the result refs, and hand one message to the worker's loop.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
@@ -13,14 +14,19 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
+from ..common.context import current_task
 from ..execution import runtime_env as renv
-from ..execution.executor import current_task
-from ..objects.refs import ObjectRef, current_worker, return_id
+from ..objects import serialization as ser
+from ..objects.refs import ObjectRef, return_id
+from ..process.worker import Worker
 from ..scheduling.scheduler import normalize
 from ..submission.pending import RetryPolicy
 from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamState
 from ..wire import protocol as p
-from ..wire import serialization as ser
+from .blocking import blocking as _blocking
+from .blocking import current_worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -347,8 +353,6 @@ class ActorClass(_Pickled, Generic[T]):
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         """Create the actor; returns a handle at once (calls wait until it is placed)."""
-        from .session import create_actor
-
         return create_actor(self, args, kwargs)
 
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
@@ -563,3 +567,46 @@ def remote(fn_or_class: Any = None, /, **options: Any) -> Any:
     if callable(fn_or_class):
         return RemoteFunction(fn_or_class, options)
     raise TypeError(f"@remote applies to functions and classes, not {type(fn_or_class).__name__}")
+
+
+def create_actor(
+    cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> ActorHandle[T]:
+    worker = current_worker()
+    spec = cls._spec(worker, args, kwargs)
+    if spec.args.refs:
+        worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)
+    get_if_exists = bool(cls._options.get("get_if_exists"))
+    methods = cls._methods
+    if spec.name is not None and not worker.inbox.on_loop():
+        # Named: ask the head now, so a taken name raises here, as in Ray.
+        raw = _blocking(worker, worker.head_request(p.CreateActor(0, spec, get_if_exists)))
+        loc = msgspec.convert(raw, p.ActorLocation)
+        worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
+        return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
+    worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
+    # Unnamed and not detached: stopped when its last handle is gone (Ray's semantics).
+    token = None
+    if spec.name is None and not spec.detached:
+        token = worker.new_actor_token(spec.actor_id)
+    return ActorHandle(spec.actor_id, spec.class_name, methods, token=token)
+
+
+def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
+    state = worker.actor_state(spec.actor_id)
+    created: asyncio.Future[None] = worker.loop.create_future()
+    state.creating = created
+    state.args_refs = spec.args.refs
+
+    async def create() -> None:
+        try:
+            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
+            loc = msgspec.convert(raw, p.ActorLocation)
+            if loc.actor_id != spec.actor_id:
+                state.actor_id = loc.actor_id  # get_if_exists found another actor
+        except Exception as exc:
+            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
+        finally:
+            created.set_result(None)
+
+    worker.spawn(create())

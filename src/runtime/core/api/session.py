@@ -20,17 +20,18 @@ from typing import Any, TypeVar, overload
 import msgspec
 import uvloop
 
+from ..common.context import current_task
 from ..common.exceptions import GetTimeoutError
 from ..execution import runtime_env as _renv
-from ..execution.executor import current_task
 from ..objects.plane import actor_token_id
-from ..objects.refs import READY, ObjectRef, current_worker
+from ..objects.refs import READY, ObjectRef
 from ..process import launcher
 from ..process.worker import Worker
 from ..submission.streaming import ObjectRefGenerator
 from ..wire import protocol as p
-from ..wire import serialization as ser
-from .remote import ActorClass, ActorHandle
+from .blocking import blocking as _blocking
+from .blocking import current_worker
+from .remote import ActorHandle
 
 T = TypeVar("T")
 
@@ -348,41 +349,6 @@ async def connect(
 # --- the blocking facade -------------------------------------------------------------------------
 
 
-def _blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coro`` on the worker's loop and wait for it from this (non-loop) thread."""
-    if worker.inbox.on_loop():
-        coro.close()
-        raise RuntimeError(
-            "this call blocks, and it was made on the runtime's event loop (inside an async "
-            "actor method or async task), where blocking would stall the node: use `await ref` "
-            "(or `await asyncio.gather(*refs)`) instead of runtime.get()"
-        )
-    ctx = current_task.get()
-    executor = worker.executor
-    lend = ctx is not None and executor is not None and bool(ctx.demand)
-    if lend:
-        worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
-    fut = asyncio.run_coroutine_threadsafe(_deadline(coro, timeout), worker.loop)
-    try:
-        return fut.result()
-    except BaseException:
-        fut.cancel()  # e.g. KeyboardInterrupt: leave no task behind on the loop
-        raise
-    finally:
-        if lend:
-            worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
-
-
-async def _deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-    if timeout is None:
-        return await coro
-    try:
-        async with asyncio.timeout(timeout):
-            return await coro
-    except TimeoutError:
-        raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
-
-
 @overload
 def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 @overload
@@ -543,49 +509,6 @@ async def wait_async(
 
 
 # --- actors -----------------------------------------------------------------------------------
-
-
-def create_actor(
-    cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> ActorHandle[T]:
-    worker = current_worker()
-    spec = cls._spec(worker, args, kwargs)
-    if spec.args.refs:
-        worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)
-    get_if_exists = bool(cls._options.get("get_if_exists"))
-    methods = cls._methods
-    if spec.name is not None and not worker.inbox.on_loop():
-        # Named: ask the head now, so a taken name raises here, as in Ray.
-        raw = _blocking(worker, worker.head_request(p.CreateActor(0, spec, get_if_exists)))
-        loc = msgspec.convert(raw, p.ActorLocation)
-        worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
-        return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
-    worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
-    # Unnamed and not detached: stopped when its last handle is gone (Ray's semantics).
-    token = None
-    if spec.name is None and not spec.detached:
-        token = worker.new_actor_token(spec.actor_id)
-    return ActorHandle(spec.actor_id, spec.class_name, methods, token=token)
-
-
-def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
-    state = worker.actor_state(spec.actor_id)
-    created: asyncio.Future[None] = worker.loop.create_future()
-    state.creating = created
-    state.args_refs = spec.args.refs
-
-    async def create() -> None:
-        try:
-            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
-            loc = msgspec.convert(raw, p.ActorLocation)
-            if loc.actor_id != spec.actor_id:
-                state.actor_id = loc.actor_id  # get_if_exists found another actor
-        except Exception as exc:
-            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
-        finally:
-            created.set_result(None)
-
-    worker.spawn(create())
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:

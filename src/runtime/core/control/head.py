@@ -11,9 +11,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -31,8 +31,41 @@ from ..wire.heartbeat import now as heartbeat_now
 from .head_store import HeadStore, StoredActor
 
 if TYPE_CHECKING:
-    from ..process.worker import Worker
+    from ..objects.store import ObjectStore
     from ..wire.transport import Connection
+
+
+class LocalExecutor(Protocol):
+    """The head's own node's executor, for actors and bundles placed on the head."""
+
+    def create_actor(self, spec: p.ActorSpec) -> None: ...
+    def on_bundles(self, msg: p.ReserveBundles | p.ReleaseBundles) -> None: ...
+    def kill_actor(self, actor_id: bytes, reason: str, restarting: bool = False) -> None: ...
+
+
+class HeadHost(Protocol):
+    """What the control plane needs of the head's worker (the worker is one)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def conns(self) -> dict[str, Connection]: ...
+    @property
+    def store(self) -> ObjectStore: ...
+    @property
+    def executor(self) -> LocalExecutor | None: ...
+    @property
+    def on_head_lost(self) -> Callable[[], None] | None: ...
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
+    async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any: ...
+    async def connect_peer(self, peer_id: str, address: str | None = None) -> Connection: ...
+    def set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None: ...
+    def peer_lost(self, peer: str) -> None: ...
+
 
 log = logging.getLogger("runtime.head")
 
@@ -112,7 +145,7 @@ class GroupRecord:
 class Head:
     """Control-plane state plus the handlers that change it (on the head's loop)."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: HeadHost) -> None:
         self.worker = worker
         self.nodes: dict[str, p.NodeInfo] = {}
         self.actors: dict[bytes, ActorRecord] = {}
@@ -194,7 +227,7 @@ class Head:
 
     def register_local(self, info: p.NodeInfo) -> None:
         self.nodes[info.node_id] = info
-        self.worker._set_view(list(self.nodes.values()))
+        self.worker.set_view(list(self.nodes.values()))
 
     def _broadcast_view(self) -> None:
         if not self._view_armed:
@@ -204,7 +237,7 @@ class Head:
     def _send_view(self) -> None:
         self._view_armed = False
         nodes = list(self.nodes.values())
-        self.worker._set_view(nodes)
+        self.worker.set_view(nodes)
         msg = p.ClusterView(nodes, list(self.departed))
         for node_id in self.nodes:
             conn = self.worker.conns.get(node_id)
@@ -479,9 +512,7 @@ class Head:
                 self.worker.executor.create_actor(spec)
             else:
                 conn = await self.worker.connect_peer(node_id, info.address)
-                from ..process.worker import unwrap_reply
-
-                unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+                p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
@@ -606,9 +637,7 @@ class Head:
                 self.worker.executor.on_bundles(msg)
                 return True
             conn = await self.worker.connect_peer(node_id, self.nodes[node_id].address)
-            from ..process.worker import unwrap_reply
-
-            unwrap_reply(await self.worker.request(conn, msg))
+            p.unwrap_reply(await self.worker.request(conn, msg))
             return True
         except Exception as exc:
             level = logging.WARNING if isinstance(msg, p.ReleaseBundles) else logging.DEBUG

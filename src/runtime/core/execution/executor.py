@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import ctypes
 import inspect
 import logging
 import threading
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..common.context import TaskContext, current_task
 from ..common.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
@@ -31,16 +31,52 @@ from ..common.exceptions import (
     SerializationError,
     TaskCancelledError,
 )
-from ..common.threads import ThreadPool
-from ..objects.refs import ObjectRef, return_id
+from ..common.threads import LoopInbox, ThreadPool
+from ..objects import serialization as ser
+from ..objects.refs import ObjectRef, ReferenceTable, return_id
 from ..scheduling.scheduler import LocalScheduler, fits
 from ..wire import protocol as p
-from ..wire import serialization as ser
 from ..wire.transport import Connection, split_buffers
 from .runtime_env import EnvManager, Prepared
 
 if TYPE_CHECKING:
-    from ..process.worker import Worker
+    from ..control.head import Head
+
+
+class ExecutionHost(Protocol):
+    """What the executor and its hosted actors need of the node's worker (the worker is one)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def inbox(self) -> LoopInbox: ...
+    @property
+    def refs(self) -> ReferenceTable: ...
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def resources(self) -> dict[str, float]: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def env_packages(self) -> dict[str, ObjectRef[Any]]: ...
+    @property
+    def head(self) -> Head | None: ...
+    @property
+    def head_conn(self) -> Connection | None: ...
+    @property
+    def executor(self) -> Executor | None: ...
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
+    def reply(
+        self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None
+    ) -> None: ...
+    def store_value(
+        self, oid: bytes, value: p.Value, buffers: Sequence[Any], *, what: str | None = None
+    ) -> p.Located: ...
+    def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]: ...
+    async def get_async(self, ref: ObjectRef[Any]) -> Any: ...
+    def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool: ...
+
 
 log = logging.getLogger("runtime.executor")
 
@@ -52,27 +88,6 @@ _MAX_ANSWERED = 4096
 _MAX_SPILLS = 3
 #: Only answers this small are kept (larger ones are Located: small anyway).
 _ANSWER_KEEP_BYTES = 16 * 1024
-
-
-@dataclass(slots=True)
-class TaskContext:
-    """What the running task or actor call is (read by get_runtime_context)."""
-
-    task_id: bytes
-    name: str
-    actor_id: bytes | None = None
-    actor_name: str | None = None
-    demand: dict[str, float] = field(default_factory=dict)
-    #: The actor's class name (what its output is tagged with when it has no name).
-    actor_class: str | None = None
-    lent: bool = False
-    #: Set by runtime.cancel; a sync task may poll it (get_runtime_context().is_cancelled()).
-    cancelled: bool = False
-    #: The placement group bundle whose resources it holds, if any.
-    bundle: tuple[bytes, int] | None = None
-    #: The tasks and actor calls this one submitted (cancelled with it when recursive).
-    children: list[bytes] = field(default_factory=list)
-    thread_id: int = 0
 
 
 class StreamControl:
@@ -99,11 +114,6 @@ class StreamControl:
             self.cond.notify_all()
         if self.event is not None:
             self.event.set()
-
-
-current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
-    "runtime_current_task", default=None
-)
 
 
 @dataclass(slots=True)
@@ -134,7 +144,7 @@ class Job:
 
 
 def encode_returns(
-    worker: Worker, task_id: bytes, result: Any, num_returns: int
+    worker: ExecutionHost, task_id: bytes, result: Any, num_returns: int
 ) -> tuple[list[p.Value | p.Located], list[Any]]:
     """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
     if num_returns == 1:
@@ -162,7 +172,7 @@ def encode_returns(
 
 
 def call_sync(
-    worker: Worker, job: Job, ctx: TaskContext, label: str
+    worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
 ) -> tuple[p.TaskDone, list[Any]]:
     """Run a plain function for ``job`` (on a thread) and serialize its answer."""
     token = current_task.set(ctx)
@@ -192,7 +202,7 @@ def call_sync(
 
 
 async def call_async(
-    worker: Worker, job: Job, ctx: TaskContext, label: str
+    worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
 ) -> tuple[p.TaskDone, list[Any]]:
     """Run a coroutine function for ``job`` (on the loop) and serialize its answer."""
     current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
@@ -218,14 +228,18 @@ async def call_async(
         return p.TaskDone(job.task_id, error=_error(exc, label)), []
 
 
-def _env_applied(worker: Worker, env: Prepared | None) -> contextlib.AbstractContextManager[None]:
+def _env_applied(
+    worker: ExecutionHost, env: Prepared | None
+) -> contextlib.AbstractContextManager[None]:
     executor = worker.executor
     if env is None or executor is None:
         return contextlib.nullcontext()
     return executor.envs.applied(env)
 
 
-def _encode_item(worker: Worker, job: Job, index: int, item: Any) -> tuple[p.StreamItem, list[Any]]:
+def _encode_item(
+    worker: ExecutionHost, job: Job, index: int, item: Any
+) -> tuple[p.StreamItem, list[Any]]:
     val, bufs = ser.serialize(item)
     if val.refs:
         worker.refs.pin(val.refs)
@@ -235,7 +249,7 @@ def _encode_item(worker: Worker, job: Job, index: int, item: Any) -> tuple[p.Str
     return p.StreamItem(job.task_id, index, val), list(bufs)
 
 
-def _stream_sync(worker: Worker, job: Job, ctx: TaskContext, gen: Any, label: str) -> None:
+def _stream_sync(worker: ExecutionHost, job: Job, ctx: TaskContext, gen: Any, label: str) -> None:
     """Send the items of a generator as they come, pausing while the owner lags (thread)."""
     if not inspect.isgenerator(gen):
         raise TypeError(
@@ -259,7 +273,7 @@ def _stream_sync(worker: Worker, job: Job, ctx: TaskContext, gen: Any, label: st
         gen.close()
 
 
-async def _stream_async(worker: Worker, job: Job, agen: Any, label: str) -> None:
+async def _stream_async(worker: ExecutionHost, job: Job, agen: Any, label: str) -> None:
     """Send the items of an async generator as they come (loop)."""
     if not inspect.isasyncgen(agen):
         if inspect.iscoroutine(agen):
@@ -295,7 +309,7 @@ def _error(exc: BaseException, name: str) -> p.Value:
 class Executor:
     """Runs tasks and hosts actors for one node."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: ExecutionHost) -> None:
         self.worker = worker
         self.sched = LocalScheduler(worker.resources)
         self.functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
@@ -632,7 +646,7 @@ class Executor:
         if worker.head is not None:
             worker.head.on_report(msg)
         else:
-            conn = worker._head_conn
+            conn = worker.head_conn
             if conn is not None:
                 conn.send(msg)
 
@@ -779,7 +793,7 @@ class Executor:
         worker = self.worker
         if worker.head is not None:
             worker.head.on_message(None, msg)
-        elif (conn := worker._head_conn) is not None:
+        elif (conn := worker.head_conn) is not None:
             conn.send(msg)
 
     def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:

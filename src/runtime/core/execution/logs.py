@@ -11,18 +11,39 @@ driver is told how many.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
 import sys
 import threading
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from ..common.context import TaskContext, current_task
+from ..common.threads import LoopInbox
 from ..wire import protocol as p
-from .executor import TaskContext, current_task
+from ..wire.transport import Connection
 
 if TYPE_CHECKING:
-    from ..process.worker import Worker
+    from ..control.head import Head
+
+
+class LogHost(Protocol):
+    """What output capture needs of the process's worker."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def inbox(self) -> LoopInbox: ...
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def head(self) -> Head | None: ...
+    @property
+    def head_conn(self) -> Connection | None: ...
+
 
 #: Lines waiting to be sent, at most; more are dropped (and counted).
 MAX_PENDING = 10_000
@@ -41,7 +62,7 @@ def label(ctx: TaskContext) -> str:
 class LogSink:
     """Collects tagged lines from any thread; sends them to the head from the loop."""
 
-    def __init__(self, worker: Worker, path: str | None) -> None:
+    def __init__(self, worker: LogHost, path: str | None) -> None:
         self.worker = worker
         self._lock = threading.Lock()
         self._pending: list[tuple[str, str, bool]] = []
@@ -86,7 +107,7 @@ class LogSink:
         worker = self.worker
         if worker.head is not None:
             worker.head.forward_logs(msg)
-        elif (conn := worker._head_conn) is not None and not conn.closed:
+        elif (conn := worker.head_conn) is not None and not conn.closed:
             conn.send(msg)
 
     def close(self) -> None:
@@ -137,7 +158,7 @@ class TaskOutput(io.TextIOBase):
         return True
 
 
-def capture(worker: Worker) -> LogSink:
+def capture(worker: LogHost) -> LogSink:
     """Tag task output on this node from now on (a node process calls it once)."""
     base = worker.state_dir
     path = os.path.join(base, "logs", f"worker-{worker.peer_id}.log") if base else None

@@ -26,12 +26,23 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..objects.refs import ObjectRef
 
-if TYPE_CHECKING:
-    from ..process.worker import Worker
+
+class EnvHost(Protocol):
+    """What runtime environments need of the process's worker."""
+
+    @property
+    def env_packages(self) -> dict[str, ObjectRef[Any]]: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]: ...
+    async def get_async(self, ref: ObjectRef[Any]) -> Any: ...
+
 
 _KEYS = frozenset({"env_vars", "working_dir", "py_modules", "excludes"})
 _SKIP_DIRS = frozenset({"__pycache__", ".git", ".hg", ".venv", "node_modules", ".mypy_cache"})
@@ -123,7 +134,7 @@ def _add_file(zf: zipfile.ZipFile, full: str, arcname: str) -> None:
         zf.writestr(info, f.read(), zipfile.ZIP_DEFLATED)
 
 
-def _package(worker: Worker, path: str, excludes: list[str] | None) -> list[Any]:
+def _package(worker: EnvHost, path: str, excludes: list[str] | None) -> list[Any]:
     data = zip_path(path, excludes)
     digest = hashlib.sha256(data).hexdigest()[:32]
     ref = worker.env_packages.get(digest)
@@ -133,7 +144,7 @@ def _package(worker: Worker, path: str, excludes: list[str] | None) -> list[Any]
     return [digest, ref.id, ref.owner_id, ref.owner_address, os.path.basename(path), is_module_dir]
 
 
-def prepare(worker: Worker, env: Mapping[str, Any]) -> dict[str, Any] | None:
+def prepare(worker: EnvHost, env: Mapping[str, Any]) -> dict[str, Any] | None:
     """The wire form of a validated env: directories zipped and put in the object store."""
     if not env:
         return None
@@ -162,7 +173,7 @@ class Prepared:
 class EnvManager:
     """Unpacks packages on a node (once per content hash) and applies envs around tasks."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: EnvHost) -> None:
         self.worker = worker
         base = worker.state_dir or os.path.join(tempfile.gettempdir(), f"runtime-{os.getuid()}")
         self.root = os.path.join(base, "runtime_env")

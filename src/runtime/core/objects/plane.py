@@ -19,12 +19,13 @@ from typing import Any, Final
 
 import msgspec
 
+from ..common.context import current_task
 from ..common.exceptions import NodeDiedError, ObjectLostError, OwnerDiedError, RuntimeBaseError
 from ..common.threads import LoopInbox
 from ..wire import protocol as p
-from ..wire import serialization as ser
 from ..wire.transport import Connection, split_buffers
 from . import blob
+from . import serialization as ser
 from .refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable
 from .store import ObjectStore
 
@@ -185,7 +186,7 @@ class ObjectPlane:
                 return ObjectRef.counted(oid, self.peer_id, self.address, None)
             return ObjectRef(oid, self.peer_id, self.address)
 
-    def _resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
+    def resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
         """An owned object became ready (loop)."""
         entry = self.refs.owned.get(oid)
         if entry is None:
@@ -657,10 +658,6 @@ def merge_object_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _current_task_name() -> str | None:
-    from ..execution.executor import (
-        current_task,  # the executor imports the worker, which imports us
-    )
-
     ctx = current_task.get()
     return ctx.name if ctx is not None else None
 

@@ -17,16 +17,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Generic, Protocol, TypeVar
 
+from ..common.threads import LoopInbox
 from ..wire.protocol import Located, Value
-from ..wire.serialization import serialization_context
-
-if TYPE_CHECKING:
-    from ..process.worker import Worker
 
 T = TypeVar("T")
+
+RefTuple = tuple[bytes, str, str]
+
+
+class _Context(threading.local):
+    refs: list[RefTuple] | None = None
+
+
+#: While a value is being pickled, ObjectRef.__reduce__ records itself here.
+serialization_context = _Context()
 
 PENDING = 0
 READY = 1
@@ -169,20 +176,33 @@ class ReferenceTable:
             return out
 
 
-#: The table of this process, set while a worker runs (ObjectRef needs it in __del__).
-_worker: Worker | None = None
+class RefHost(Protocol):
+    """What refs and serialization need of the process's worker (the worker is one)."""
+
+    @property
+    def refs(self) -> ReferenceTable: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def inbox(self) -> LoopInbox: ...
+    def get_async(self, ref: ObjectRef[Any]) -> Coroutine[Any, Any, Any]: ...
+    def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]: ...
 
 
-def set_worker(worker: Worker | None) -> None:
+#: The worker of this process, set while it runs (ObjectRef needs its table in __del__).
+_worker: RefHost | None = None
+
+
+def set_worker(worker: RefHost | None) -> None:
     global _worker
     _worker = worker
 
 
-def current_worker_or_none() -> Worker | None:
+def current_worker_or_none() -> RefHost | None:
     return _worker
 
 
-def current_worker() -> Worker:
+def current_worker() -> RefHost:
     worker = _worker
     if worker is None:
         raise RuntimeError(

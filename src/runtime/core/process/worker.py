@@ -30,6 +30,7 @@ from ..common.exceptions import (
 )
 from ..common.threads import LoopInbox
 from ..execution.logs import print_lines
+from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
 from ..objects.refs import (
     PENDING,
@@ -53,7 +54,6 @@ from ..submission.pending import (
 )
 from ..submission.streaming import StreamState
 from ..wire import protocol as p
-from ..wire import serialization as ser
 from ..wire.admission import AdmissionControl
 from ..wire.heartbeat import DetectorConfig, HeartbeatSender
 from ..wire.tls import TlsConfig
@@ -142,7 +142,7 @@ class Worker(ObjectPlane, ActorCaller):
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(8)
         self._server: asyncio.Server | None = None
-        self._head_conn: Connection | None = None
+        self.head_conn: Connection | None = None
         #: Background tasks (cancelled on close). Not a TaskGroup: one failing task must not
         #: cancel every other one, nor the task that started the worker.
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -200,9 +200,9 @@ class Worker(ObjectPlane, ActorCaller):
         else:
             assert self.head_address is not None
             conn = await self.connect_address(self.head_address)
-            self._head_conn = conn
+            self.head_conn = conn
             self._info = info
-            unwrap_reply(await self.request(conn, p.RegisterNode(0, info)))
+            p.unwrap_reply(await self.request(conn, p.RegisterNode(0, info)))
             if not self.is_driver:
                 config = DetectorConfig.from_env()
                 self._heartbeat = HeartbeatSender(
@@ -258,7 +258,7 @@ class Worker(ObjectPlane, ActorCaller):
             owned = list(self.refs.owned.items())
         for oid, entry in owned:
             if entry.state == PENDING:
-                self._resolve(oid, gone, [])
+                self.resolve(oid, gone, [])
         if current_worker_or_none() is self:
             set_worker(None)
         self.store.close()
@@ -395,14 +395,14 @@ class Worker(ObjectPlane, ActorCaller):
             else:
                 err = _node_failure(task, f"node {peer} died while running task {task.name}")
             for oid in task.object_ids:
-                self._resolve(oid, err, [])
+                self.resolve(oid, err, [])
             if task.stream is not None:
                 task.stream.on_done(err)
         if self.head is not None:
             self.head.peer_lost(peer)
         if self.executor is not None:
             self.executor.peer_lost(peer)
-        if self._head_conn is not None and self._head_conn.peer_id == peer:
+        if self.head_conn is not None and self.head_conn.peer_id == peer:
             self.dead_peers.discard(peer)  # the head may come back (same id, same address)
             if not self._rejoining:  # one at a time: every closed connection lands here
                 log.warning("lost the connection to the head; trying to reach it again")
@@ -419,7 +419,7 @@ class Worker(ObjectPlane, ActorCaller):
                     conn = await self.connect_address(self.head_address)
                     if self.executor is not None:
                         self._info.available = dict(self.executor.sched.available)
-                    unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
+                    p.unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
                 except ValueError as exc:
                     if "declared dead" in str(exc):  # evicted meanwhile: rejoin as a new node
                         log.warning("the head declared this node dead; rejoining with a new id")
@@ -432,7 +432,7 @@ class Worker(ObjectPlane, ActorCaller):
                     log.debug("the head is not back yet: %s", exc)
                     await asyncio.sleep(0.2)
                     continue
-                self._head_conn = conn
+                self.head_conn = conn
                 log.info("reconnected to the head at %s", self.head_address)
                 return
         finally:
@@ -451,7 +451,7 @@ class Worker(ObjectPlane, ActorCaller):
     async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any:
         """Send a message that carries ``rid`` and wait for its Reply/ObjectReply."""
         if conn.closed:
-            who = "the head" if conn is self._head_conn else f"peer {conn.peer_id}"
+            who = "the head" if conn is self.head_conn else f"peer {conn.peer_id}"
             raise NodeDiedError(f"the connection to {who} is closed")
         rid = next(self._rids)
         msg.rid = rid
@@ -470,9 +470,9 @@ class Worker(ObjectPlane, ActorCaller):
         if self.head is not None:
             reply = await self.head.handle_local(msg)
         else:
-            assert self._head_conn is not None
-            reply = await self.request(self._head_conn, msg)
-        return unwrap_reply(reply)
+            assert self.head_conn is not None
+            reply = await self.request(self.head_conn, msg)
+        return p.unwrap_reply(reply)
 
     def reply(
         self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None
@@ -553,7 +553,7 @@ class Worker(ObjectPlane, ActorCaller):
                 for oid in object_ids:
                     self.store.unmapped(oid)
             case p.ClusterView(nodes=nodes, departed=departed):
-                self._set_view(nodes, departed)
+                self.set_view(nodes, departed)
             case p.Shutdown(reason=reason, evicted=evicted):
                 log.info("shutdown requested by the head: %s", reason)
                 self.evicted = evicted
@@ -583,7 +583,7 @@ class Worker(ObjectPlane, ActorCaller):
         answers = await self.ask_members(p.ListTasks, timeout)
         return merge_task_rows([self.task_rows(), *answers])
 
-    def _set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None:
+    def set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None:
         for n in nodes:
             if n.node_id in self.dead_peers:
                 n.alive = False  # the head has not noticed yet
@@ -633,15 +633,15 @@ class Worker(ObjectPlane, ActorCaller):
                 state.retries_left.pop(msg.task_id, None)
         if msg.error is not None:
             for oid in task.object_ids:
-                self._resolve(oid, msg.error, [])
+                self.resolve(oid, msg.error, [])
             return
         offset = 0
         for oid, value in zip(task.object_ids, msg.returns, strict=False):
             if isinstance(value, p.Value) and value.bufs:
                 bufs, offset = split_buffers(raw, value.bufs, offset)
-                self._resolve(oid, value, bufs)
+                self.resolve(oid, value, bufs)
             else:
-                self._resolve(oid, value, [])
+                self.resolve(oid, value, [])
                 if isinstance(value, p.Located) and task.retry is not None:
                     entry = self.refs.owned.get(oid)
                     if entry is not None:  # a retriable task can make it again if it is lost
@@ -751,7 +751,7 @@ class Worker(ObjectPlane, ActorCaller):
         except RuntimeBaseError as exc:
             err = ser.error_value(exc)
             for oid in task.object_ids:
-                self._resolve(oid, err, [])
+                self.resolve(oid, err, [])
             return
         task.node_id = node_id
         if task.stream is not None:
@@ -809,7 +809,7 @@ class Worker(ObjectPlane, ActorCaller):
                 InfeasibleError, f"task {msg.fn_name} cannot run in its placement group: {exc}"
             )
             for oid in task.object_ids:
-                self._resolve(oid, err, [])
+                self.resolve(oid, err, [])
             if task.stream is not None:
                 task.stream.on_done(err)
             return
@@ -898,20 +898,4 @@ def _node_failure(task: PendingTask, what: str) -> p.Value:
     return ser.system_error_value(NodeDiedError, what)
 
 
-def unwrap_reply(reply: p.Reply) -> Any:
-    """The value of a Reply, or the error it carries raised with its original type."""
-    if reply.error is None:
-        return reply.value
-    from ..common import exceptions as exc_mod
-
-    cls = getattr(exc_mod, reply.error_type or "", None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        raise cls(reply.error)
-    if reply.error_type in ("ValueError", "TypeError", "KeyError"):
-        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[
-            reply.error_type
-        ](reply.error)
-    raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")
-
-
-__all__ = ["PendingTask", "Worker", "unwrap_reply"]
+__all__ = ["PendingTask", "Worker"]

@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 
 from ..common.exceptions import ActorDiedError, NodeDiedError, RuntimeBaseError
+from ..objects import serialization as ser
 from ..objects.refs import ReferenceTable
 from ..wire import protocol as p
-from ..wire import serialization as ser
 from ..wire.transport import Connection
 from .pending import PendingTask
 from .streaming import StreamState
@@ -81,7 +81,7 @@ class ActorCaller:
     async def connect_peer(self, peer_id: str, address: str | None = None) -> Connection:
         raise NotImplementedError
 
-    def _resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
+    def resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
         raise NotImplementedError
 
     # --- actors ------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class ActorCaller:
         if state.dead is not None:
             err = state.dead
             for oid in object_ids:
-                self._resolve(oid, err, [])
+                self.resolve(oid, err, [])
             if stream is not None:
                 stream.on_done(err)
             return
@@ -281,6 +281,6 @@ class ActorCaller:
             task = self.tasks.pop(msg.task_id, None)
             if task is not None:
                 for oid in task.object_ids:
-                    self._resolve(oid, err, [])
+                    self.resolve(oid, err, [])
                 if task.stream is not None:
                     task.stream.on_done(err)

@@ -17,14 +17,29 @@ import concurrent.futures
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..common.threads import LoopInbox
 from ..objects.refs import ObjectRef, return_id
 from ..wire import protocol as p
 
 if TYPE_CHECKING:
-    from ..process.worker import Worker
     from ..wire.transport import Connection
+
+
+class StreamHost(Protocol):
+    """What a streaming call's state needs of the caller's worker (the worker is one)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def inbox(self) -> LoopInbox: ...
+    @property
+    def streams(self) -> dict[bytes, StreamState]: ...
+    def new_owned(self, object_id: bytes) -> ObjectRef[Any]: ...
+    def resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None: ...
+    def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool: ...
+
 
 #: Items a generator may run ahead of its consumer, unless the call says otherwise.
 DEFAULT_WINDOW = 16
@@ -46,7 +61,7 @@ class StreamState:
         "worker",
     )
 
-    def __init__(self, worker: Worker, task_id: bytes) -> None:
+    def __init__(self, worker: StreamHost, task_id: bytes) -> None:
         self.worker = worker
         self.task_id = task_id
         self.items: deque[ObjectRef[Any]] = deque()
@@ -65,7 +80,7 @@ class StreamState:
         self.received = index
         oid = return_id(self.task_id, index)
         ref = self.worker.new_owned(oid)
-        self.worker._resolve(oid, value, buffers)
+        self.worker.resolve(oid, value, buffers)
         self.items.append(ref)
         self._wake()
 
@@ -76,7 +91,7 @@ class StreamState:
             index = self.received + 1
             oid = return_id(self.task_id, index)
             ref = self.worker.new_owned(oid)
-            self.worker._resolve(oid, error, [])
+            self.worker.resolve(oid, error, [])
             self.items.append(ref)
             self.received = index
         self.finished = True

@@ -16,7 +16,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ..common.exceptions import ProtocolError
+from ..common import exceptions as exc_mod
+from ..common.exceptions import ProtocolError, RuntimeBaseError
 
 PROTOCOL_VERSION: Final = 1
 #: Largest frame a peer may send; checked before anything is allocated for it.
@@ -497,3 +498,17 @@ def decode(data: bytes | memoryview, *, handshake: bool = False) -> Message:
         raise ProtocolError("malformed message: nested too deeply") from None
     except UnicodeDecodeError as exc:  # msgspec raises it for a str that is not UTF-8
         raise ProtocolError(f"malformed message: {exc}") from None
+
+
+def unwrap_reply(reply: Reply) -> Any:
+    """The value of a Reply, or the error it carries raised with its original type."""
+    if reply.error is None:
+        return reply.value
+    cls = getattr(exc_mod, reply.error_type or "", None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        raise cls(reply.error)
+    if reply.error_type in ("ValueError", "TypeError", "KeyError"):
+        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[
+            reply.error_type
+        ](reply.error)
+    raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")

@@ -9,7 +9,6 @@ Errors are values too: a failed task's result is an :class:`ErrorInfo`.
 from __future__ import annotations
 
 import pickle
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -19,7 +18,8 @@ import msgspec
 
 from ..common import exceptions as exc_mod
 from ..common.exceptions import RuntimeBaseError, SerializationError, TaskError
-from .protocol import Value
+from ..wire.protocol import Value
+from .refs import current_worker_or_none, serialization_context
 
 KIND_MSGPACK: Final = 0
 KIND_PICKLE: Final = 1
@@ -35,16 +35,6 @@ _SIMPLE: Final = frozenset({int, float, str, bytes, bool, type(None)})
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-
-RefTuple = tuple[bytes, str, str]
-
-
-class _Context(threading.local):
-    refs: list[RefTuple] | None = None
-
-
-#: While a value is being pickled, ObjectRef.__reduce__ records itself here.
-serialization_context = _Context()
 
 
 class ErrorInfo(msgspec.Struct, array_like=True):
@@ -119,8 +109,6 @@ def _large(value: Any) -> bool:
 def _promote(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    from ..objects.refs import current_worker_or_none  # _refs imports this module
-
     worker = current_worker_or_none()
     if worker is None:
         return args, kwargs

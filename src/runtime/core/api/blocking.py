@@ -1,0 +1,59 @@
+"""The blocking facade: a script's thread waits on a future that the worker's loop resolves.
+
+Also the typed accessor of this process's worker for the API layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
+
+from ..common.context import current_task
+from ..common.exceptions import GetTimeoutError
+from ..objects import refs as _refs
+from ..process.worker import Worker
+
+T = TypeVar("T")
+
+#: The worker of this process (RuntimeError when the runtime is not initialized), as the
+#: whole :class:`Worker`: the same function as ``refs.current_worker``, typed for this layer.
+current_worker = cast("Callable[[], Worker]", _refs.current_worker)
+
+
+def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the worker's loop and wait for it from this (non-loop) thread."""
+    if worker.inbox.on_loop():
+        coro.close()
+        raise RuntimeError(
+            "this call blocks, and it was made on the runtime's event loop (inside an async "
+            "actor method or async task), where blocking would stall the node: use `await ref` "
+            "(or `await asyncio.gather(*refs)`) instead of runtime.get()"
+        )
+    ctx = current_task.get()
+    executor = worker.executor
+    lend = ctx is not None and executor is not None and bool(ctx.demand)
+    if lend:
+        worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
+    fut = asyncio.run_coroutine_threadsafe(deadline(coro, timeout), worker.loop)
+    try:
+        return fut.result()
+    except BaseException:
+        fut.cancel()  # e.g. KeyboardInterrupt: leave no task behind on the loop
+        raise
+    finally:
+        if lend:
+            worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
+
+
+async def deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    if timeout is None:
+        return await coro
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
+
+
+__all__ = ["blocking", "current_worker", "deadline"]
