@@ -25,8 +25,6 @@ NOT_YET_SPLIT: set[str] = {
     "api/session.py",
     "control/head.py",
     "control/head.py:Head",
-    "execution/executor.py",
-    "execution/executor.py:Executor",
     "objects/plane.py",
     "objects/plane.py:ObjectPlane",
     "objects/store.py",

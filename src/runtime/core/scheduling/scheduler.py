@@ -295,3 +295,55 @@ def place_bundles(
         for name, amount in bundle.items():
             free[choice][name] = free[choice].get(name, 0.0) - amount
     return out
+
+
+# --- placement group bundles on one node -------------------------------------------------------
+
+
+def pick_bundle(
+    bundles: Mapping[tuple[bytes, int], LocalScheduler],
+    bundle: tuple[bytes, int],
+    demand: Mapping[str, float],
+) -> tuple[bytes, int]:
+    """The bundle a task or actor runs in, of the ``bundles`` reserved on a node: the one
+    asked for, or (index -1) one of the group's bundles here, preferring one with room now."""
+    pg_id, index = bundle
+    if index >= 0:
+        if bundle not in bundles:
+            raise InfeasibleError(
+                f"bundle {index} of placement group {pg_id.hex()} is not on this node "
+                "(the group was removed, or placed again elsewhere)"
+            )
+        return bundle
+    mine = [key for key in bundles if key[0] == pg_id]
+    if not mine:
+        raise InfeasibleError(
+            f"placement group {pg_id.hex()} has no bundle on this node (removed?)"
+        )
+    for key in mine:
+        if fits(demand, bundles[key].available):
+            return key
+    for key in mine:
+        if bundles[key].feasible(demand):
+            return key
+    return mine[0]
+
+
+def held_for_long(
+    actor_demands: Iterable[Mapping[str, float]], bundles: Iterable[LocalScheduler]
+) -> dict[str, float]:
+    """What actors (outside bundles) and placement group bundles hold on a node: held for
+    long, unlike what tasks hold."""
+    held: dict[str, float] = {}
+    for demand in actor_demands:
+        for name, amount in demand.items():
+            held[name] = held.get(name, 0.0) + amount
+    for ledger in bundles:
+        for name, amount in ledger.total.items():
+            held[name] = held.get(name, 0.0) + amount
+    return held
+
+
+def unreserved(total: Mapping[str, float], held: Mapping[str, float]) -> dict[str, float]:
+    """A node's total less what is held there for long."""
+    return {k: v - held.get(k, 0.0) for k, v in total.items()}

@@ -1,0 +1,420 @@
+"""One call on a node: the job record, running it (sync on a thread or async on the loop),
+encoding its returns and streaming its items, and the errors a call ends with.
+
+Shared by the executor (tasks) and hosted actors (actor calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..common.context import TaskContext, current_task
+from ..common.exceptions import (
+    RuntimeBaseError,
+    TaskCancelledError,
+)
+from ..common.threads import LoopInbox, ThreadPool
+from ..objects import serialization as ser
+from ..objects.refs import ObjectRef, ReferenceTable, return_id
+from ..wire import protocol as p
+from ..wire.transport import Connection
+from .runtime_env import EnvManager, Prepared
+
+if TYPE_CHECKING:
+    from ..control.head import Head
+
+
+class EnvSource(Protocol):
+    """Where the runtime environments of a node are prepared (its executor)."""
+
+    @property
+    def envs(self) -> EnvManager: ...
+
+
+class ExecutionHost(Protocol):
+    """What the executor and its hosted actors need of the node's worker (the worker is one)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def inbox(self) -> LoopInbox: ...
+    @property
+    def refs(self) -> ReferenceTable: ...
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def resources(self) -> dict[str, float]: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def env_packages(self) -> dict[str, ObjectRef[Any]]: ...
+    @property
+    def head(self) -> Head | None: ...
+    @property
+    def head_conn(self) -> Connection | None: ...
+    @property
+    def executor(self) -> EnvSource | None: ...
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
+    def reply(
+        self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None
+    ) -> None: ...
+    def store_value(
+        self, oid: bytes, value: p.Value, buffers: Sequence[Any], *, what: str | None = None
+    ) -> p.Located: ...
+    def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]: ...
+    async def get_async(self, ref: ObjectRef[Any]) -> Any: ...
+    def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool: ...
+
+
+log = logging.getLogger("runtime.executor")
+
+INLINE_MAX = 100 * 1024
+MAX_TOMBSTONES = 10_000
+#: Answers of finished calls kept to answer a resent call (same task id) without running it.
+MAX_ANSWERED = 4096
+#: How often a task may be sent back to be placed elsewhere before it waits where it is.
+MAX_SPILLS = 3
+#: Only answers this small are kept (larger ones are Located: small anyway).
+ANSWER_KEEP_BYTES = 16 * 1024
+
+
+class StreamControl:
+    """The producer's side of a streaming call: items sent, items the owner consumed."""
+
+    __slots__ = ("acked", "cond", "event", "produced", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = max(window, 1)
+        self.produced = 0
+        self.acked = 0
+        self.cond = threading.Condition()
+        self.event: asyncio.Event | None = None
+
+    def ack(self, consumed: int) -> None:  # loop
+        with self.cond:
+            self.acked = max(self.acked, consumed)
+            self.cond.notify_all()
+        if self.event is not None:
+            self.event.set()
+
+    def wake(self) -> None:  # loop: cancelled, or the owner went away
+        with self.cond:
+            self.cond.notify_all()
+        if self.event is not None:
+            self.event.set()
+
+
+@dataclass(slots=True)
+class Job:
+    """One task or actor call received by this node."""
+
+    conn: Connection
+    task_id: bytes
+    name: str
+    args: p.Value
+    buffers: list[Any]
+    num_returns: int
+    fn: Callable[..., Any] | None = None
+    is_async: bool = False
+    demand: dict[str, float] = field(default_factory=dict)
+    call_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    ready: bool = True
+    stream: StreamControl | None = None
+    bundle: tuple[bytes, int] | None = None
+    env: Prepared | None = None
+    lane: Lane | None = None
+    attempt: int = 0
+    spills: int = 0
+    ctx: TaskContext | None = None
+    atask: asyncio.Task[Any] | None = None
+    cancelled: bool = False
+    actor_id: bytes = b""  # the actor an actor call is for
+
+
+class Answers:
+    """The answers of recent calls, by (task id, attempt): the idempotency of calls."""
+
+    def __init__(self, jobs: dict[bytes, Job]) -> None:
+        #: The node's calls received and not answered yet (shared with the executor).
+        self.jobs = jobs
+        #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
+        self.answered: OrderedDict[tuple[bytes, int], p.TaskDone] = OrderedDict()
+
+    def duplicate(self, conn: Connection, task_id: bytes, attempt: int = 0) -> bool:
+        """(task id, attempt) is the idempotency key of a call: a call sent again (its answer
+        was lost with a connection) is not run twice; it gets the first run's answer. A retry
+        that is meant to run again carries the next attempt number."""
+        job = self.jobs.get(task_id)
+        if job is not None and job.attempt == attempt:
+            return True  # still running: its answer goes out when it finishes
+        answer = self.answered.get((task_id, attempt))
+        if answer is None:
+            return False
+        conn.send(answer)
+        return True
+
+    def remember(self, done: p.TaskDone, bufs: list[Any], attempt: int = 0) -> None:
+        """Keep a small answer of a call that ran (a value, or the user's error)."""
+        if bufs:
+            return
+        if done.error is not None:
+            if not ser.is_application_error(done.error):
+                return  # "did not run / may have run" answers must not stick
+        elif sum(ser.total_size(v) for v in done.returns if isinstance(v, p.Value)) > (
+            ANSWER_KEEP_BYTES
+        ):
+            return
+        self.answered[(done.task_id, attempt)] = done
+        if len(self.answered) > MAX_ANSWERED:
+            self.answered.popitem(last=False)
+
+
+def encode_returns(
+    worker: ExecutionHost, task_id: bytes, result: Any, num_returns: int
+) -> tuple[list[p.Value | p.Located], list[Any]]:
+    """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
+    if num_returns == 1:
+        values = [result]
+    else:
+        if not isinstance(result, tuple | list) or len(result) != num_returns:
+            size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
+            raise ValueError(
+                f"the task declared num_returns={num_returns} but returned "
+                f"{type(result).__name__}{size}"
+            )
+        values = list(result)
+    out: list[p.Value | p.Located] = []
+    buffers: list[Any] = []
+    for i, v in enumerate(values):
+        val, bufs = ser.serialize(v, copy=False)  # the store copies; inline ones are owned
+        if val.refs:
+            worker.refs.pin(val.refs)
+        if ser.total_size(val) >= INLINE_MAX:
+            out.append(worker.store_value(return_id(task_id, i), val, bufs))
+        else:
+            out.append(val)
+            buffers.extend(ser.own_buffers(bufs))
+    return out, buffers
+
+
+def call_sync(
+    worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
+) -> tuple[p.TaskDone, list[Any]]:
+    """Run a plain function for ``job`` (on a thread) and serialize its answer."""
+    token = current_task.set(ctx)
+    ctx.thread_id = threading.get_ident()
+    try:
+        if job.cancelled:
+            raise TaskCancelledError(f"{label} was cancelled before it started")
+        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        assert job.fn is not None
+        with env_applied(worker, job.env):
+            result = job.fn(*args, **kwargs)
+            if job.stream is not None:
+                stream_sync(worker, job, ctx, result, label)
+                return p.TaskDone(job.task_id), []
+        # Let mapped arguments go before the answer is sent: their holders then hear that
+        # the mapping is gone (Unmapped, posted first) before the answer, and can reuse it.
+        job.call_args = None
+        del args, kwargs
+        returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        del result
+        return p.TaskDone(job.task_id, returns), bufs
+    except BaseException as exc:  # every failure goes back to the caller
+        return p.TaskDone(job.task_id, error=task_error(exc, label)), []
+    finally:
+        ctx.thread_id = 0
+        current_task.reset(token)
+
+
+async def call_async(
+    worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
+) -> tuple[p.TaskDone, list[Any]]:
+    """Run a coroutine function for ``job`` (on the loop) and serialize its answer."""
+    current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
+    try:
+        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        assert job.fn is not None
+        with env_applied(worker, job.env):
+            if job.stream is not None:
+                await stream_async(worker, job, job.fn(*args, **kwargs), label)
+                return p.TaskDone(job.task_id), []
+            result = await job.fn(*args, **kwargs)
+        job.call_args = None  # as in call_sync: mapped arguments go before the answer
+        del args, kwargs
+        returns, bufs = encode_returns(worker, job.task_id, result, job.num_returns)
+        del result
+        return p.TaskDone(job.task_id, returns), bufs
+    except asyncio.CancelledError:
+        if job.cancelled:  # runtime.cancel, not the node shutting down
+            err = TaskCancelledError(f"{label} was cancelled")
+            return p.TaskDone(job.task_id, error=task_error(err, label)), []
+        raise
+    except BaseException as exc:
+        return p.TaskDone(job.task_id, error=task_error(exc, label)), []
+
+
+def env_applied(
+    worker: ExecutionHost, env: Prepared | None
+) -> contextlib.AbstractContextManager[None]:
+    executor = worker.executor
+    if env is None or executor is None:
+        return contextlib.nullcontext()
+    return executor.envs.applied(env)
+
+
+def _encode_item(
+    worker: ExecutionHost, job: Job, index: int, item: Any
+) -> tuple[p.StreamItem, list[Any]]:
+    val, bufs = ser.serialize(item)
+    if val.refs:
+        worker.refs.pin(val.refs)
+    if ser.total_size(val) >= INLINE_MAX:
+        loc = worker.store_value(return_id(job.task_id, index), val, list(bufs))
+        return p.StreamItem(job.task_id, index, loc), []
+    return p.StreamItem(job.task_id, index, val), list(bufs)
+
+
+def stream_sync(worker: ExecutionHost, job: Job, ctx: TaskContext, gen: Any, label: str) -> None:
+    """Send the items of a generator as they come, pausing while the owner lags (thread)."""
+    if not inspect.isgenerator(gen):
+        raise TypeError(
+            f"{label} was called with num_returns='streaming' but returned "
+            f"{type(gen).__name__}, not a generator (use `yield`)"
+        )
+    stream = job.stream
+    assert stream is not None
+    try:
+        for item in gen:
+            stream.produced += 1
+            msg, bufs = _encode_item(worker, job, stream.produced, item)
+            worker.inbox.post(job.conn.send, msg, bufs)
+            with stream.cond:
+                stream.cond.wait_for(
+                    lambda: stream.produced - stream.acked < stream.window or ctx.cancelled
+                )
+            if ctx.cancelled:
+                raise TaskCancelledError(f"{label} was cancelled")
+    finally:
+        gen.close()
+
+
+async def stream_async(worker: ExecutionHost, job: Job, agen: Any, label: str) -> None:
+    """Send the items of an async generator as they come (loop)."""
+    if not inspect.isasyncgen(agen):
+        if inspect.iscoroutine(agen):
+            agen.close()
+        raise TypeError(
+            f"{label} was called with num_returns='streaming' but is not an async generator "
+            "(use `yield` in an `async def`)"
+        )
+    stream = job.stream
+    assert stream is not None
+    stream.event = asyncio.Event()
+    try:
+        async for item in agen:
+            stream.produced += 1
+            msg, bufs = _encode_item(worker, job, stream.produced, item)
+            job.conn.send(msg, bufs)
+            while stream.produced - stream.acked >= stream.window and not job.cancelled:
+                stream.event.clear()
+                await stream.event.wait()
+            if job.cancelled:
+                raise asyncio.CancelledError
+    finally:
+        await agen.aclose()
+
+
+def task_error(exc: BaseException, name: str) -> p.Value:
+    if isinstance(exc, RuntimeBaseError):
+        return ser.error_value(exc, name)
+    tb = "".join(traceback.format_exception(exc))
+    return ser.error_value(exc, name, tb=tb)
+
+
+class NoRoomError(RuntimeBaseError):
+    """A node has no room for an actor right now (the head tries again later)."""
+
+
+class Lane:
+    """A mailbox with its own concurrency: an actor's default one, or a concurrency group's."""
+
+    __slots__ = ("async_starting", "mailbox", "max_async", "pool", "running_async", "running_sync")
+
+    def __init__(self, name: str, limit: int, is_async: bool) -> None:
+        self.max_async = limit
+        self.pool = ThreadPool(f"actor-{name}", 1 if is_async else limit)
+        self.mailbox: deque[Job] = deque()
+        self.running_async = 0
+        self.running_sync = 0
+        self.async_starting = 0
+
+
+def death_text(value: p.Value) -> str:
+    try:
+        return str(ser.error_from_value(value))
+    except Exception:
+        return "the actor's constructor raised"
+
+
+def is_async_fn(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def spilled(name: str) -> p.Value:
+    return ser.system_error_value(NoRoomError, f"{name}: no room on this node; place it again")
+
+
+def group_gone(name: str) -> p.Value:
+    return ser.system_error_value(
+        TaskCancelledError, f"{name} did not run: its placement group was removed"
+    )
+
+
+def cancelled_before_run(name: str) -> p.Value:
+    return ser.system_error_value(TaskCancelledError, f"{name} was cancelled before it ran")
+
+
+def raiser(exc: BaseException) -> Callable[..., Any]:
+    def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return raise_it
+
+
+__all__ = [
+    "ANSWER_KEEP_BYTES",
+    "INLINE_MAX",
+    "MAX_ANSWERED",
+    "MAX_SPILLS",
+    "MAX_TOMBSTONES",
+    "Answers",
+    "EnvSource",
+    "ExecutionHost",
+    "Job",
+    "Lane",
+    "NoRoomError",
+    "StreamControl",
+    "call_async",
+    "call_sync",
+    "cancelled_before_run",
+    "death_text",
+    "encode_returns",
+    "env_applied",
+    "group_gone",
+    "is_async_fn",
+    "raiser",
+    "spilled",
+    "stream_async",
+    "stream_sync",
+    "task_error",
+]

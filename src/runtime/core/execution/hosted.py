@@ -1,0 +1,348 @@
+"""An actor hosted on this node: its instance, its mailboxes (one per concurrency group),
+and the order it runs calls in (arrival order per caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..common.context import TaskContext, current_task
+from ..common.exceptions import (
+    ActorDiedError,
+    PendingCallsLimitExceeded,
+)
+from ..objects import serialization as ser
+from ..wire import protocol as p
+from ..wire.transport import Connection, split_buffers
+from .runtime_env import EnvManager, Prepared
+
+if TYPE_CHECKING:
+    pass
+
+
+from .calls import (
+    Answers,
+    ExecutionHost,
+    Job,
+    Lane,
+    StreamControl,
+    call_async,
+    call_sync,
+    death_text,
+    env_applied,
+    is_async_fn,
+    raiser,
+    task_error,
+)
+
+
+class ActorSite(Protocol):
+    """What a hosted actor needs of the node's executor (the executor is one)."""
+
+    @property
+    def worker(self) -> ExecutionHost: ...
+    @property
+    def classes(self) -> dict[bytes, type]: ...
+    @property
+    def jobs(self) -> dict[bytes, Job]: ...
+    @property
+    def envs(self) -> EnvManager: ...
+    @property
+    def answers(self) -> Answers: ...
+    def parse_args_now(self, job: Job) -> bool: ...
+    async def resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
+    def actor_stopped(self, actor: HostedActor, reason: str) -> None: ...
+
+
+STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
+
+log = logging.getLogger("runtime.executor")
+
+
+class HostedActor:
+    """One actor instance on this node with its mailboxes (one per concurrency group)."""
+
+    def __init__(self, executor: ActorSite, spec: p.ActorSpec, cls: type | None) -> None:
+        self.executor = executor
+        self.worker = executor.worker
+        self.spec = spec
+        self.cls = cls
+        self.instance: Any = None
+        self.state = STARTING
+        self.death: p.Value | None = None
+        self.restarting = False
+        self.is_async = spec.is_async
+        self.lane = Lane(spec.class_name, spec.max_concurrency, spec.is_async)
+        #: Concurrency groups: each has its own mailbox and limit (threads for sync methods).
+        self.lanes: dict[str, Lane] = {
+            group: Lane(f"{spec.class_name}-{group}", limit, spec.is_async)
+            for group, limit in spec.concurrency_groups.items()
+        }
+        self.pool = self.lane.pool
+        self.method_kinds: dict[str, bool] = {}
+        self.bundle: tuple[bytes, int] | None = None
+        self.env: Prepared | None = None
+        self.cls_name = spec.class_name
+        self.ctx = TaskContext(
+            b"",
+            f"{spec.class_name}.__init__",
+            spec.actor_id,
+            spec.name,
+            actor_class=spec.class_name,
+        )
+
+    def start(self) -> None:
+        if self.spec.args.refs or self.spec.runtime_env:
+            self.worker.spawn(self._resolve_then_construct())
+        else:
+            self.pool.submit(partial(self._construct, None))
+
+    async def _resolve_then_construct(self) -> None:
+        job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
+        call_args = None
+        try:
+            if self.spec.runtime_env:
+                envs = self.executor.envs
+                self.env = await envs.prepare(self.spec.runtime_env)
+                if self.cls is None:
+                    with envs.applied(self.env):
+                        self.cls = ser.loads_function(self.spec.cls_blob)
+            if self.spec.args.refs:
+                call_args = await self.executor.resolve_args(job)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._constructed(None, task_error(exc, f"{self.spec.class_name}.__init__"))
+            return
+        self.pool.submit(partial(self._construct, call_args))
+
+    def _construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+        token = current_task.set(self.ctx)
+        try:
+            with env_applied(self.worker, self.env):
+                if self.cls is None:
+                    self.cls = ser.loads_function(self.spec.cls_blob)
+                    self.executor.classes[self.spec.cls_id] = self.cls
+                args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
+                instance = self.cls(*args, **kwargs)
+            error = None
+        except BaseException as exc:
+            instance, error = None, task_error(exc, f"{self.spec.class_name}.__init__")
+        finally:
+            current_task.reset(token)
+        self.worker.inbox.post(self._constructed, instance, error)
+
+    def _constructed(self, instance: Any, error: p.Value | None) -> None:
+        if self.state == DEAD:
+            return
+        if error is not None:
+            self.death = error
+            self.stop("the actor's constructor raised")
+            return
+        self.instance = instance
+        self.state = ALIVE
+        self._pump()
+
+    def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        if self.executor.answers.duplicate(conn, msg.task_id):
+            return
+        if self.state == DEAD:
+            conn.send(p.TaskDone(msg.task_id, error=self._death_value()))
+            return
+        limit = self.spec.max_pending_calls
+        lane = self._lane_for(msg.method)
+        if limit >= 0 and len(lane.mailbox) >= limit:
+            conn.send(
+                p.TaskDone(
+                    msg.task_id,
+                    error=ser.system_error_value(
+                        PendingCallsLimitExceeded,
+                        f"actor {self.spec.class_name} has {len(lane.mailbox)} calls waiting "
+                        f"(max_pending_calls={limit})",
+                    ),
+                )
+            )
+            return
+        try:
+            bufs, _ = split_buffers(raw, msg.args.bufs, 0)
+        except Exception as exc:
+            conn.send(p.TaskDone(msg.task_id, error=task_error(exc, msg.method)))
+            return
+        job = Job(conn, msg.task_id, msg.method, msg.args, bufs, msg.num_returns)
+        if msg.num_returns == p.STREAMING:
+            job.stream = StreamControl(msg.stream_window)
+        self.executor.jobs[msg.task_id] = job
+        job.actor_id = self.spec.actor_id
+        job.lane = lane
+        lane.mailbox.append(job)
+        if msg.args.refs and not self.executor.parse_args_now(job):
+            job.ready = False
+            self.worker.spawn(self._resolve(job))
+        elif len(lane.mailbox) == 1:
+            self._pump(lane)
+
+    def _lane_for(self, method: str) -> Lane:
+        if not self.lanes or self.cls is None:
+            return self.lane
+        group = getattr(getattr(self.cls, method, None), "__runtime_concurrency_group__", None)
+        return self.lanes.get(group, self.lane) if group else self.lane
+
+    def all_lanes(self) -> list[Lane]:
+        return [self.lane, *self.lanes.values()]
+
+    async def _resolve(self, job: Job) -> None:
+        try:
+            job.call_args = await self.executor.resolve_args(job)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            job.fn = raiser(exc)
+        job.ready = True
+        self._pump(job.lane)
+
+    def _pump(self, lane: Lane | None = None) -> None:
+        if lane is None:  # every lane (the actor became alive)
+            for each in self.all_lanes():
+                self._pump(each)
+            return
+        mailbox = lane.mailbox
+        while mailbox and self.state == ALIVE:
+            job = mailbox[0]
+            if not job.ready:
+                return
+            if job.fn is None:
+                try:
+                    job.fn, job.is_async = self._method(job.name)
+                except AttributeError as exc:
+                    job.fn = raiser(exc)
+            if job.is_async:
+                # An async call starts after the sync calls before it have finished.
+                if lane.running_async >= lane.max_async or lane.running_sync:
+                    return
+                mailbox.popleft()
+                lane.running_async += 1
+                lane.async_starting += 1
+                job.atask = self.worker.spawn(self._run_async(job))
+            else:
+                # A sync call starts once the async calls before it have started.
+                if lane.async_starting:
+                    return
+                mailbox.popleft()
+                if lane.pool.size > 1:
+                    lane.running_sync += 1
+                    lane.pool.submit(partial(self._run_sync, job))
+                    continue
+                # One thread: hand it the whole run of ready sync calls at once.
+                batch = [job]
+                while mailbox and mailbox[0].ready and not mailbox[0].is_async:
+                    nxt = mailbox[0]
+                    if nxt.fn is None:
+                        try:
+                            nxt.fn, nxt.is_async = self._method(nxt.name)
+                        except AttributeError as exc:
+                            nxt.fn = raiser(exc)
+                        if nxt.is_async:
+                            break
+                    batch.append(mailbox.popleft())
+                lane.running_sync += len(batch)
+                lane.pool.submit(partial(self._run_sync_batch, batch))
+
+    def _run_sync_batch(self, batch: list[Job]) -> None:
+        for job in batch:
+            self._run_sync(job)
+
+    def _method(self, name: str) -> tuple[Callable[..., Any], bool]:
+        fn = getattr(self.instance, name)
+        kind = self.method_kinds.get(name)
+        if kind is None:
+            kind = self.method_kinds[name] = is_async_fn(fn)
+        return fn, kind
+
+    def _run_sync(self, job: Job) -> None:
+        job.env = self.env
+        ctx = job.ctx = TaskContext(
+            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+        )
+        done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
+        self.worker.inbox.post(self._sync_done, job, done, bufs)
+
+    def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+        lane = job.lane or self.lane
+        lane.running_sync -= 1
+        self._finish(job, done, bufs)
+        if lane.mailbox and not lane.running_sync:
+            self._pump(lane)
+
+    async def _run_async(self, job: Job) -> None:
+        job.env = self.env
+        ctx = job.ctx = TaskContext(
+            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+        )
+        lane = job.lane or self.lane
+        lane.async_starting -= 1
+        if not lane.async_starting and lane.mailbox:
+            # Runs once this call reaches its first await, so it has started first.
+            self.worker.loop.call_soon(self._pump, lane)
+        try:
+            done, bufs = await call_async(
+                self.worker, job, ctx, f"{self.spec.class_name}.{job.name}"
+            )
+        except asyncio.CancelledError:
+            if self.state != DEAD:
+                raise
+            done, bufs = p.TaskDone(job.task_id), []  # _finish answers with the death
+        lane.running_async -= 1
+        self._finish(job, done, bufs)
+        if lane.mailbox:
+            self._pump(lane)
+
+    def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+        if self.state == DEAD:
+            death = self._death_value(may_have_run=True)
+            if self.restarting:  # this call was running: it may have run, so no resend
+                death = ser.system_error_value(
+                    ActorDiedError,
+                    f"actor {self.spec.class_name} was killed for a restart while running "
+                    f"{job.name}; the call may have run",
+                )
+            done, bufs = p.TaskDone(job.task_id, error=death), []
+        self.executor.jobs.pop(job.task_id, None)
+        self.executor.answers.remember(done, bufs)
+        job.conn.send(done, bufs)
+        if job.args.refs:
+            self.worker.refs.unpin(job.args.refs)
+
+    def _death_value(self, *, may_have_run: bool = False) -> p.Value:
+        if self.death is not None:
+            return self.death
+        suffix = "; the call may have run" if may_have_run else ""
+        return ser.system_error_value(
+            ActorDiedError, f"actor {self.spec.class_name} is dead: {self._reason}{suffix}"
+        )
+
+    _reason = "it was stopped"
+
+    def stop(self, reason: str) -> None:
+        if self.state == DEAD:
+            return
+        self.state = DEAD
+        self._reason = reason
+        lanes = self.all_lanes()
+        for job in list(self.executor.jobs.values()):  # running async calls stop now
+            if job.lane in lanes and job.atask is not None and not job.atask.done():
+                job.atask.cancel()
+        for lane in lanes:
+            mailbox, lane.mailbox = lane.mailbox, deque()
+            for job in mailbox:
+                self.executor.jobs.pop(job.task_id, None)
+                job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
+            lane.pool.shutdown()
+        self.executor.actor_stopped(self, reason if self.death is None else death_text(self.death))
+
+
+__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor"]
