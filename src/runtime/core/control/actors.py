@@ -1,0 +1,262 @@
+"""The actor directory the head keeps: records, names, placement of pending actors,
+restarts and deaths, lookups that wait for an actor to be created or restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from ..common.exceptions import InfeasibleError
+from ..scheduling.scheduler import (
+    fits,
+    pick_actor_node,
+)
+from ..wire import protocol as p
+from .head_store import StoredActor
+from .records import (
+    ALIVE,
+    ANNOUNCE_S,
+    DEAD,
+    DEAD_ACTORS_KEPT,
+    PENDING,
+    REMOVED,
+    RETRY_S,
+    ActorRecord,
+    HeadCore,
+    HeadHost,
+    affinity,
+    in_group,
+)
+
+log = logging.getLogger("runtime.head")
+
+
+class ActorDirectory:
+    """The head's actors (a part of :class:`~runtime.core.control.head.Head`)."""
+
+    def __init__(self, head: HeadCore) -> None:
+        self.head = head
+        self.worker: HeadHost = head.worker
+        self.actors: dict[bytes, ActorRecord] = {}
+        self.dead_order: deque[bytes] = deque()  # dead actors, oldest first
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.pending: deque[bytes] = deque()
+        #: Lookups of actor ids whose creation request has not arrived yet.
+        self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
+
+    def create(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
+        known = self.actors.get(spec.actor_id)
+        if known is not None:  # the same request again (its reply was lost): one actor
+            return known.location()
+        if spec.name:
+            key = (spec.namespace, spec.name)
+            existing = self.names.get(key)
+            if existing is not None:
+                if get_if_exists:
+                    return self.actors[existing].location()
+                raise ValueError(
+                    f"an actor named {spec.name!r} already exists in namespace {spec.namespace!r}"
+                    " (use get_if_exists=True to get it)"
+                )
+        group_id, index = in_group(spec.strategy)
+        if group_id is not None:
+            group = self.head.placement.groups.get(group_id)
+            if group is None or group.state == REMOVED:
+                raise ValueError(f"placement group {group_id.hex()} does not exist (removed?)")
+            bundles = group.spec.bundles
+            if index >= len(bundles):
+                raise ValueError(
+                    f"placement_group_bundle_index {index} is out of range: the group has "
+                    f"{len(bundles)} bundles"
+                )
+            candidates = bundles if index < 0 else [bundles[index]]
+            feasible = any(fits(spec.resources, b) for b in candidates)
+        else:
+            _, feasible = pick_actor_node(
+                self.head.nodes.values(), spec.resources, {}, **affinity(spec)
+            )
+        if not feasible and group_id is not None:
+            raise InfeasibleError(
+                f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
+                "placement group bundle holds"
+            )
+        if not feasible:
+            raise InfeasibleError(
+                f"no node in the cluster can ever host actor {spec.class_name} with resources "
+                f"{dict(spec.resources)}; start a node with those resources or lower the request"
+            )
+        record = ActorRecord(spec)
+        self.actors[spec.actor_id] = record
+        self._persist(record)
+        for fut in self.announced.pop(spec.actor_id, []):
+            if not fut.done():
+                fut.set_result(None)
+        if spec.name:
+            self.names[(spec.namespace, spec.name)] = spec.actor_id
+        self.pending.append(spec.actor_id)
+        self.head.place_pending()
+        return record.location()
+
+    async def try_place(self, record: ActorRecord) -> bool:
+        spec = record.spec
+        group_id, index = in_group(spec.strategy)
+        if group_id is not None:
+            return await self._try_place_in_group(record, group_id, index)
+        counts: dict[str, int] = {}
+        for r in self.actors.values():
+            if r.state == ALIVE:
+                counts[r.node_id] = counts.get(r.node_id, 0) + 1
+        node_id, feasible = pick_actor_node(
+            self.head.nodes.values(), spec.resources, counts, **affinity(spec)
+        )
+        if not feasible:
+            self.mark_dead(
+                record, f"no node can host the actor's resources {dict(spec.resources)} any more"
+            )
+            return False
+        if node_id is None:
+            return False
+        return await self._create_on(record, node_id)
+
+    async def _create_on(self, record: ActorRecord, node_id: str, retry: bool = True) -> bool:
+        spec = record.spec
+        info = self.head.nodes[node_id]
+        try:
+            if node_id == self.worker.peer_id:
+                assert self.worker.executor is not None
+                self.worker.executor.create_actor(spec)
+            else:
+                conn = await self.worker.connect_peer(node_id, info.address)
+                p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+        except Exception as exc:  # no room after all, or the node is gone
+            # The view was stale; the node's next report corrects it. Try again shortly.
+            log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
+            if retry:
+                self.worker.loop.call_later(RETRY_S, self.head.place_pending)
+            return False
+        if record.state != PENDING:  # killed while being placed
+            self.stop_on_node(node_id, spec.actor_id)
+            return True
+        # The node reports what it has left (absolute figures); the view is not adjusted here,
+        # as a report may already have overtaken this reply.
+        record.state, record.node_id, record.address = ALIVE, node_id, info.address
+        self._persist(record)
+        self.wake(record)
+        return True
+
+    async def _try_place_in_group(self, record: ActorRecord, group_id: bytes, index: int) -> bool:
+        group = self.head.placement.groups.get(group_id)
+        if group is None or group.state == REMOVED:
+            self.mark_dead(record, "its placement group was removed")
+            return False
+        if group.state != ALIVE:
+            return False  # placed once the group is
+        if index >= 0:
+            nodes = [group.nodes[index]]
+        else:  # any bundle: the nodes of the group in bundle order
+            nodes = list(dict.fromkeys(group.nodes[i] for i in sorted(group.nodes)))
+        for node_id in nodes:
+            if node_id in self.head.nodes and await self._create_on(record, node_id, retry=False):
+                return True
+            if record.state != PENDING:
+                return True
+        self.worker.loop.call_later(RETRY_S, self.head.place_pending)
+        return False
+
+    async def get(
+        self, name: str, namespace: str, actor_id: bytes, wait: bool, after_restarts: int = -1
+    ) -> Any:
+        if actor_id:
+            record = self.actors.get(actor_id)
+            if record is None and wait:
+                # A handle can reach another process before its creator's request reaches
+                # us (they travel on different connections): wait for it, within a bound.
+                fut_created: asyncio.Future[None] = self.worker.loop.create_future()
+                self.announced.setdefault(actor_id, []).append(fut_created)
+                try:
+                    async with asyncio.timeout(ANNOUNCE_S):
+                        await fut_created
+                except TimeoutError:
+                    pass
+                finally:
+                    waiting = self.announced.get(actor_id)
+                    if waiting is not None and fut_created in waiting:
+                        waiting.remove(fut_created)
+                        if not waiting:
+                            del self.announced[actor_id]
+                record = self.actors.get(actor_id)
+        else:
+            aid = self.names.get((namespace, name))
+            record = self.actors.get(aid) if aid is not None else None
+        if record is None:
+            what = f"named {name!r} in namespace {namespace!r}" if name else actor_id.hex()
+            raise ValueError(f"no actor {what}")
+        try:
+            async with asyncio.timeout(ANNOUNCE_S if after_restarts >= 0 else None):
+                while (wait and record.state == PENDING) or (
+                    record.state == ALIVE and record.num_restarts <= after_restarts
+                ):
+                    fut: asyncio.Future[None] = self.worker.loop.create_future()
+                    record.waiters.append(fut)
+                    await fut
+        except TimeoutError:
+            pass  # the caller sees the stale placement and gives up
+        return record.location()
+
+    def wake(self, record: ActorRecord) -> None:
+        waiters, record.waiters = record.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def mark_dead(self, record: ActorRecord, reason: str) -> None:
+        if record.state != DEAD:
+            self.dead_order.append(record.spec.actor_id)
+        record.state, record.death_cause = DEAD, reason
+        self._persist(record)
+        s = record.spec
+        if s.name and self.names.get((s.namespace, s.name)) == s.actor_id:
+            del self.names[(s.namespace, s.name)]
+        self.wake(record)
+        while len(self.dead_order) > DEAD_ACTORS_KEPT:
+            old = self.dead_order.popleft()
+            gone = self.actors.get(old)
+            if gone is not None and gone.state == DEAD:
+                del self.actors[old]
+                if self.head.store is not None:
+                    self.head.store.delete_actor(old)
+
+    def restart(self, record: ActorRecord, reason: str) -> None:
+        """Place the actor again (its constructor runs anew on a live node)."""
+        log.info("restarting actor %s: %s", record.spec.class_name, reason)
+        record.num_restarts += 1
+        record.state, record.node_id, record.address = PENDING, "", ""
+        self._persist(record)
+        self.wake(record)
+        self.pending.append(record.spec.actor_id)
+        self.head.place_pending()
+
+    def kill(self, record: ActorRecord, reason: str) -> None:
+        node_id = record.node_id
+        was_alive = record.state == ALIVE
+        self.mark_dead(record, reason)
+        if was_alive:
+            self.stop_on_node(node_id, record.spec.actor_id)
+
+    def stop_on_node(self, node_id: str, actor_id: bytes, *, restarting: bool = False) -> None:
+        if node_id == self.worker.peer_id:
+            if self.worker.executor is not None:
+                self.worker.executor.kill_actor(actor_id, "the actor was killed", restarting)
+            return
+        conn = self.worker.conns.get(node_id)
+        if conn is not None:
+            conn.send(p.KillActor(0, actor_id, no_restart=not restarting))
+
+    def _persist(self, r: ActorRecord) -> None:
+        if self.head.store is not None:
+            self.head.store.save_actor(
+                StoredActor(r.spec, r.state, r.node_id, r.address, r.num_restarts, r.death_cause)
+            )
