@@ -25,8 +25,6 @@ NOT_YET_SPLIT: set[str] = {
     "api/session.py",
     "objects/plane.py",
     "objects/plane.py:ObjectPlane",
-    "objects/store.py",
-    "objects/store.py:ObjectStore",
     "process/worker.py",
     "process/worker.py:Worker",
     "tools/jobs.py",

@@ -40,18 +40,12 @@ from typing import Any, Final
 from ..common.exceptions import OutOfMemoryError
 from ..wire.protocol import Value
 from . import blob
+from .segments import SegmentPool, Stored, close_writer
 
 #: Blobs at least this big go to shared memory (smaller ones are cheaper to copy).
 SHM_MIN: Final = 1 << 20
 #: Default capacity: this fraction of the host's memory, per store.
 DEFAULT_FRACTION: Final = 0.3
-#: Freed shared-memory files kept for reuse (their pages are already allocated).
-_POOL_FILES: Final = 4
-#: Spare segments (allocated and mapped ahead, in the background) are dropped when unused
-#: for this long.
-SPARE_IDLE_S: Final = 20.0
-#: How long a freed file waits for its readers elsewhere to report their mappings gone.
-DRAIN_S: Final = 10.0
 
 MEMORY = "memory"
 SHM = "shm"
@@ -147,41 +141,6 @@ def sweep_orphans(root: str) -> list[str]:
     return removed
 
 
-class Stored:
-    """One object in the store."""
-
-    __slots__ = (
-        "kind",
-        "last_used",
-        "layout",
-        "mem",
-        "oid",
-        "path",
-        "readers",
-        "size",
-        "value",
-        "wmem",
-    )
-
-    def __init__(self, value: Value, layout: blob.Layout, kind: str, path: str) -> None:
-        self.oid = b""
-        self.value = value
-        self.layout = layout
-        self.size = layout.size
-        self.kind = kind
-        self.path = path  # the shm or spill file ("" for memory)
-        #: The blob mapped here (anonymous memory for MEMORY; else mapped on first read).
-        self.mem: mmap.mmap | None = None
-        #: The writable mapping the blob was written through (shm written into a spare):
-        #: never handed to readers, so once the object is freed and its readers are gone
-        #: it is a spare again as it is, page tables filled.
-        self.wmem: mmap.mmap | None = None
-        #: Mappings of the file handed to readers in other processes and not yet reported
-        #: gone (``Unmapped``): the file is reused only once this is back to 0.
-        self.readers = 0
-        self.last_used = time.monotonic()
-
-
 class ObjectStore:
     """Large objects kept by one process for others to read; thread-safe."""
 
@@ -204,16 +163,6 @@ class ObjectStore:
         self.spill_count = 0
         self.reused = 0  # objects written into a reused (spare) segment
         self._zombies: list[tuple[mmap.mmap, int]] = []
-        self._pool: list[tuple[str, int]] = []
-        #: Segments made ahead (allocated, mapped, page tables filled) for the next object
-        #: of about the same size: writing into one is a plain memory copy.
-        self._spares: list[tuple[str, int, mmap.mmap, float]] = []
-        self._pool_bytes = 0  # bytes of pool files and spares (memory that is not objects)
-        self._spare_want = 0
-        self._last_write = time.monotonic()
-        #: Freed objects whose files readers elsewhere may still map: oid -> (record, until).
-        self._draining: dict[bytes, tuple[Stored, float]] = {}
-        self._spare_thread: threading.Thread | None = None
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         tag = f"{node_id}.{process_tag()}"
@@ -231,6 +180,8 @@ class ObjectStore:
             self._made.append(self.shm_dir)
         except OSError:
             self.shm_dir = None  # no usable /dev/shm: large objects stay in this process
+        #: Freed files, spares and draining files (memory that is not objects).
+        self.segments = SegmentPool(self.shm_dir, self._cond)
         atexit.register(self.close)
 
     # --- writing ----------------------------------------------------------------------
@@ -254,7 +205,7 @@ class ObjectStore:
         size = layout.size
         with self._cond:
             kind = self._reserve(size, can_wait, what)
-            self._last_write = time.monotonic()
+            self.segments.last_write = time.monotonic()
             self._seq += 1
             seq = self._seq
         try:
@@ -274,7 +225,7 @@ class ObjectStore:
         return entry
 
     def _in_memory(self) -> int:
-        return self.used + self.pinned + self._pool_bytes
+        return self.used + self.pinned + self.segments.bytes
 
     def _reserve(self, size: int, can_wait: bool, what: str) -> str:
         """Make room for ``size`` bytes and count them (lock held); returns where they go."""
@@ -285,7 +236,7 @@ class ObjectStore:
             self._reap()
             if self._in_memory() + size <= self.capacity:
                 break
-            self._drop_pool(self._in_memory() + size - self.capacity)
+            self.segments.drop(self._in_memory() + size - self.capacity)
             if self._in_memory() + size <= self.capacity:
                 break
             if self.spilling and self._spill_some(self._in_memory() + size - self.capacity):
@@ -334,7 +285,7 @@ class ObjectStore:
         if kind == SHM:
             assert self.shm_dir is not None
             path = os.path.join(self.shm_dir, name)
-            spare = self._take_spare(layout.size)
+            spare = self.segments.take_spare(layout.size)
             if spare is not None:
                 spare_path, mem = spare
                 os.rename(spare_path, path)
@@ -344,7 +295,11 @@ class ObjectStore:
                 self.reused += 1
                 return entry
             try:
-                fd = self._open_for(path, layout.size)
+                if self.segments.reuse_file(path, layout.size):
+                    self.reused += 1
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                else:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
                 try:
                     blob.write_fd(fd, layout, buffers)
                 finally:
@@ -364,126 +319,6 @@ class ObjectStore:
         finally:
             os.close(fd)
         return Stored(value, layout, SPILLED, path)
-
-    def _open_for(self, path: str, size: int) -> int:
-        """A new shm file at ``path``, reusing a freed one when one of a fitting size is kept."""
-        with self._cond:
-            best = None
-            for i, (_, n) in enumerate(self._pool):
-                if size <= n <= 2 * size and (best is None or n < self._pool[best][1]):
-                    best = i
-            if best is not None:
-                old, n = self._pool.pop(best)
-                self._pool_bytes -= n
-                try:
-                    os.rename(old, path)
-                except OSError:
-                    best = None
-        if best is not None:
-            self.reused += 1
-            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        return os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-
-    # --- spare segments -------------------------------------------------------------------
-
-    def _take_spare(self, size: int) -> tuple[str, mmap.mmap] | None:
-        with self._cond:
-            for i, (path, n, mem, _) in enumerate(self._spares):
-                if n == size:
-                    del self._spares[i]
-                    self._pool_bytes -= n
-                    return path, mem
-        return None
-
-    def _want_spare(self, size: int) -> None:
-        """Have a freed segment of ``size`` bytes mapped ahead, in the background (lock held).
-
-        Only freed files are made spares: their pages exist, so the thread only fills page
-        tables; allocating fresh ones ahead would cost as much CPU as writing into them."""
-        if self._closed or self.shm_dir is None or len(self._spares) >= 2:
-            return
-        self._spare_want = size
-        self._ensure_spare_thread()
-        self._cond.notify_all()
-
-    def _ensure_spare_thread(self) -> None:
-        """Start the thread that maps spares and expires what waits (lock held)."""
-        if self._spare_thread is None:
-            self._spare_thread = threading.Thread(
-                target=self._spare_loop, name="runtime-store-spares", daemon=True
-            )
-            self._spare_thread.start()
-
-    def _spare_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and self._spare_want == 0:
-                    self._cond.wait(SPARE_IDLE_S / 2)
-                    self._expire_spares()
-                if self._closed or self.shm_dir is None:
-                    return
-                size, self._spare_want = self._spare_want, 0
-                src = next((f for f in self._pool if f[1] == size), None)
-                if src is None:
-                    continue
-                self._pool.remove(src)
-                self._pool_bytes -= src[1]
-                self._seq += 1
-                path = os.path.join(self.shm_dir, f"spare.{self._seq}")
-                self._pool_bytes += size
-            mem = self._make_spare(path, size, src[0])
-            with self._cond:
-                if mem is None or self._closed:
-                    self._pool_bytes -= size
-                    if mem is not None:
-                        mem.close()
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                    if self._closed:
-                        return
-                    continue
-                self._spares.append((path, size, mem, time.monotonic()))
-                if self._pool and len(self._spares) < 2 and not self._spare_want:
-                    self._spare_want = self._pool[-1][1]  # another freed file is waiting
-                self._cond.notify_all()
-
-    @staticmethod
-    def _make_spare(path: str, size: int, reuse: str) -> mmap.mmap | None:
-        """A writable, populated mapping of the freed file ``reuse``, renamed ``path`` (None
-        if that fails; the pages are allocated first, so a write can never fault on them)."""
-        try:
-            os.rename(reuse, path)
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                os.ftruncate(fd, size)
-                os.posix_fallocate(fd, 0, size)
-                return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-            finally:
-                os.close(fd)
-        except OSError:
-            return None
-
-    def _expire_spares(self) -> None:
-        now = time.monotonic()
-        if self._pool and now - self._last_write > SPARE_IDLE_S:
-            self._drop_pool(self._pool_bytes)
-        for oid, (entry, until) in list(self._draining.items()):
-            if now > until:  # its readers never reported: do not reuse it
-                del self._draining[oid]
-                self._pool_bytes -= entry.size
-                _close(entry)
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-        keep = []
-        for spare in self._spares:
-            if now - spare[3] > SPARE_IDLE_S:
-                self._pool_bytes -= spare[1]
-                spare[2].close()
-                with contextlib.suppress(OSError):
-                    os.unlink(spare[0])
-            else:
-                keep.append(spare)
-        self._spares = keep
 
     # --- spilling -----------------------------------------------------------------------
 
@@ -544,7 +379,7 @@ class ObjectStore:
         if entry.kind == SHM:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-            _close(entry)
+            close_writer(entry)
         self.used -= entry.size
         self._release(entry.mem, entry.size, counted=True)
         entry.mem = None
@@ -578,30 +413,6 @@ class ObjectStore:
             else:
                 self.pinned -= size
         self._zombies = keep
-
-    def _drop_pool(self, need: int) -> None:
-        for oid, (entry, _) in list(self._draining.items()):
-            if need <= 0:
-                break
-            del self._draining[oid]
-            self._pool_bytes -= entry.size
-            need -= entry.size
-            _close(entry)
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-        while self._spares and need > 0:
-            path, n, mem, _ = self._spares.pop()
-            self._pool_bytes -= n
-            need -= n
-            mem.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        while self._pool and need > 0:
-            path, n = self._pool.pop()
-            self._pool_bytes -= n
-            need -= n
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -648,15 +459,10 @@ class ObjectStore:
             if entry is not None:
                 entry.readers = max(0, entry.readers - 1)
                 return
-            draining = self._draining.get(oid)
-            if draining is None:
-                return
-            entry = draining[0]
-            entry.readers -= 1
-            if entry.readers <= 0:
-                del self._draining[oid]
-                self._pool_bytes -= entry.size
-                self._recycle_or_unlink(entry, True)
+            drained = self.segments.reader_gone(oid)
+            if drained is not None:
+                keepable = self._in_memory() + drained.size <= self.capacity
+                self.segments.recycle_or_unlink(drained, keepable)
 
     def __contains__(self, oid: object) -> bool:
         return oid in self.objects
@@ -681,61 +487,11 @@ class ObjectStore:
                 self.used -= entry.size
                 unmapped = self._release(entry.mem, entry.size, counted=True)
                 if entry.kind == SHM:
-                    self._recycle_or_unlink(entry, unmapped)
+                    keepable = unmapped and self._in_memory() + entry.size <= self.capacity
+                    self.segments.recycle_or_unlink(entry, keepable)
             entry.mem = None
             self._cond.notify_all()
             return entry.value
-
-    def _recycle_or_unlink(self, entry: Stored, unmapped: bool) -> None:
-        """Keep a freed shm file for the next object of its size, if nobody can be reading it."""
-        keep = (
-            unmapped
-            and not self._closed
-            and len(self._pool) < _POOL_FILES
-            and self._in_memory() + entry.size <= self.capacity
-        )
-        if keep and entry.readers > 0 and len(self._draining) < _POOL_FILES:
-            # Readers elsewhere may still map it: keep it (renamed: the object is gone) until
-            # they say they are done, then reuse it; dropped after a while if they never do.
-            drained = self._renamed(entry.path, "drain")
-            if drained is not None:
-                entry.path = drained
-                self._ensure_spare_thread()
-                self._draining[entry.oid] = (entry, time.monotonic() + DRAIN_S)
-                self._pool_bytes += entry.size
-                return
-        elif keep and entry.readers == 0 and entry.wmem is not None and len(self._spares) < 2:
-            # Its writer's mapping is still there, page tables filled: a spare as it is.
-            spare = self._renamed(entry.path, "spare")
-            if spare is not None:
-                self._spares.append((spare, entry.size, entry.wmem, time.monotonic()))
-                self._pool_bytes += entry.size
-                entry.wmem = None
-                self._ensure_spare_thread()  # it also expires spares left unused
-                return
-        _close(entry)
-        if keep and entry.readers == 0:
-            free = self._renamed(entry.path, "free")
-            if free is not None:
-                self._pool.append((free, entry.size))
-                self._pool_bytes += entry.size
-                self._want_spare(entry.size)
-                return
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
-
-    def _renamed(self, path: str, kind: str) -> str | None:
-        """``path`` renamed ``<kind>.<n>`` in this store's shm directory (lock held); None
-        if that fails (the caller unlinks it)."""
-        if self.shm_dir is None:
-            return None
-        self._seq += 1
-        new = os.path.join(self.shm_dir, f"{kind}.{self._seq}")
-        try:
-            os.rename(path, new)
-        except OSError:
-            return None
-        return new
 
     def close(self) -> None:
         """Remove this process's files (arrays still mapped here stay valid)."""
@@ -744,15 +500,9 @@ class ObjectStore:
                 return
             self._closed = True
             self.objects.clear()
-            for _, _, mem, _ in self._spares:
-                mem.close()
-            self._spares.clear()
-            self._pool.clear()
-            for entry, _ in self._draining.values():
-                _close(entry)
-            self._draining.clear()
+            self.segments.close()
             self._cond.notify_all()
-            self.used = self._pool_bytes = self.spilled_bytes = 0
+            self.used = self.spilled_bytes = 0
         for d in self._made:
             shutil.rmtree(d, ignore_errors=True)
         for r in self._roots:
@@ -788,13 +538,6 @@ class ObjectStore:
                 {"object_id": oid.hex(), "size": e.size, "where": e.kind, "path": e.path}
                 for oid, e in self.objects.items()
             ]
-
-
-def _close(entry: Stored) -> None:
-    """Drop the writer's mapping of ``entry`` (never exported, so it always closes)."""
-    if entry.wmem is not None:
-        entry.wmem.close()
-        entry.wmem = None
 
 
 def _name(entry: Stored) -> str:
