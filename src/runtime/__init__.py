@@ -15,6 +15,7 @@ Example::
 """
 
 from runtime import exceptions
+from runtime.core.api.context import RuntimeContext, get_runtime_context
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
@@ -25,22 +26,18 @@ from runtime.core.api.remote import (
 )
 from runtime.core.api.session import (
     Cluster,
-    RuntimeContext,
-    available_resources,
     cancel,
-    cluster_resources,
     connect,
     get,
     get_actor,
-    get_runtime_context,
     init,
     is_initialized,
     kill,
-    nodes,
     put,
     shutdown,
     wait,
 )
+from runtime.core.api.state import available_resources, cluster_resources, nodes
 from runtime.core.objects.refs import ObjectRef
 from runtime.core.submission.streaming import ObjectRefGenerator
 

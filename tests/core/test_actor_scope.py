@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import runtime
-from runtime.core.api.session import list_state
+from runtime.core.api.state import list_state
 from runtime.core.submission.actor_calls import OUT_OF_SCOPE
 from tests.conftest import until
 

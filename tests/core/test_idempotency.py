@@ -60,7 +60,7 @@ def test_creating_the_same_actor_twice_makes_one(cluster, monkeypatch):
     import asyncio
 
     from runtime.core.api import remote as _remote
-    from runtime.core.api import session as _api
+    from runtime.core.api import state as _state
     from runtime.core.wire import protocol as p
 
     worker = current_worker()
@@ -74,12 +74,12 @@ def test_creating_the_same_actor_twice_makes_one(cluster, monkeypatch):
     monkeypatch.setattr(_remote, "_create_in_background", recording)
     counter = Counter.remote()
     assert runtime.get(counter.incr.remote()) == 1
-    before = len(_api.list_state("actors"))
+    before = len(_state.list_state("actors"))
 
     async def create_again():  # the request again, as after a lost reply
         return await worker.head_request(p.CreateActor(0, specs[0]))
 
     loc = asyncio.run_coroutine_threadsafe(create_again(), worker.loop).result(10)
     assert bytes(loc["actor_id"] if isinstance(loc, dict) else loc[0]) == counter._actor_id
-    assert len(_api.list_state("actors")) == before
+    assert len(_state.list_state("actors")) == before
     assert runtime.get(counter.incr.remote()) == 2  # the same instance

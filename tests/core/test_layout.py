@@ -21,13 +21,10 @@ MAX_CLASS_METHODS = 30
 #: Files and classes still over the limits, to be split; each entry must still be over (so
 #: the list only shrinks), and nothing else may be.
 NOT_YET_SPLIT: set[str] = {
-    "api/remote.py",
-    "api/session.py",
     "objects/plane.py",
     "objects/plane.py:ObjectPlane",
     "process/worker.py",
     "process/worker.py:Worker",
-    "tools/jobs.py",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import runtime
-from runtime.core.api.session import list_state
+from runtime.core.api.state import list_state
 from tests.conftest import cli_json, until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.core.api import session as _api
+from runtime.core.api import state as _state
 from runtime.core.api.blocking import current_worker
 from runtime.core.objects.store import shm_root
 from runtime.exceptions import OutOfMemoryError
@@ -72,7 +72,7 @@ def test_puts_past_the_capacity_spill_and_read_back(small_store: None) -> None:
     refs = [runtime.put(np.full(20 * MB, i, dtype=np.uint8)) for i in range(10)]  # 200 MB
     stats = store.stats()
     assert stats["used"] <= 64 * MB and stats["spill_count"] >= 7, stats
-    rows = {r["object_id"]: r for r in _api.list_state("objects")}
+    rows = {r["object_id"]: r for r in _state.list_state("objects")}
     assert sum(rows[r.hex()]["where"] == "spilled" for r in refs) >= 7
     for i, ref in enumerate(refs):  # restored on access (mapped from the spill file)
         arr = runtime.get(ref)
@@ -93,9 +93,9 @@ def test_task_results_past_the_capacity_spill_on_their_node(small_store: None) -
         arr = runtime.get(ref)
         assert arr.nbytes == 25 * MB and arr[0] == i and arr[-1] == i
         del arr
-    rows = [r for r in _api.list_state("objects") if r["object_id"] in {x.hex() for x in refs}]
+    rows = [r for r in _state.list_state("objects") if r["object_id"] in {x.hex() for x in refs}]
     assert sum(r["where"] == "spilled" for r in rows) >= 5
-    paths = [r["path"] for r in _api.list_state("objects") if r.get("path")]
+    paths = [r["path"] for r in _state.list_state("objects") if r.get("path")]
     del refs, ref, rows
     wait_until(lambda: not any(os.path.exists(p) for p in paths), "the node's files are gone")
 
@@ -115,7 +115,7 @@ def test_out_of_memory_names_the_task_when_nothing_can_spill(
             [runtime.put(np.zeros(40 * MB, dtype=np.uint8)) for _ in range(2)]
         del first  # freed: there is room again
         wait_until(
-            lambda: not any(r["where"] == "shm" for r in _api.list_state("objects")),
+            lambda: not any(r["where"] == "shm" for r in _state.list_state("objects")),
             "the first result is freed",
         )
         assert runtime.get(make.remote(40 * MB, 3))[-1] == 3

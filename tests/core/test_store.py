@@ -22,6 +22,7 @@ import pytest
 
 import runtime
 from runtime.core.api import session as _api
+from runtime.core.api import state as _state
 from runtime.core.api.blocking import current_worker
 from runtime.core.objects import blob
 from runtime.core.objects.store import shm_root
@@ -182,7 +183,7 @@ def test_list_objects_shows_what_pins_memory(probes: tuple[Any, Any]) -> None:
     runtime.get(result)
     me = current_worker().peer_id
     node_a = runtime.get(a.node.remote())
-    rows = {r["object_id"]: r for r in _api.list_state("objects")}
+    rows = {r["object_id"]: r for r in _state.list_state("objects")}
     r = rows[put_ref.hex()]
     assert r["owner"] == me and r["stored_on"] == me and r["where"] == "shm"
     assert r["size"] >= 2 * MB and r["local_refs"] == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runtime.core.api.session import list_state
+from runtime.core.api.state import list_state
 
 __all__ = [
     "StateRow",

@@ -20,6 +20,7 @@ from ..scheduling.scheduler import PG_STRATEGIES
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker
+from .state import list_state
 
 
 class PlacementGroup:
@@ -153,8 +154,6 @@ def get_placement_group(name: str, namespace: str | None = None) -> PlacementGro
 
 def placement_group_table() -> list[dict[str, Any]]:
     """Every placement group the head knows, with its state and where its bundles are."""
-    from .session import list_state
-
     return list_state("placement_groups")
 
 

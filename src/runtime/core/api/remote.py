@@ -27,88 +27,20 @@ from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamSta
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker
+from .options import (
+    ACTOR_OPTIONS,
+    TASK_OPTIONS,
+    at_least,
+    check_options,
+    concurrency_groups,
+    num_returns_option,
+    strategy_option,
+    window_option,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-_TASK_OPTIONS = frozenset(
-    {
-        "num_cpus",
-        "num_gpus",
-        "resources",
-        "num_returns",
-        "max_retries",
-        "retry_exceptions",
-        "scheduling_strategy",
-        "name",
-        "memory",
-        "runtime_env",
-        "_generator_backpressure_num_objects",
-    }
-)
-_ACTOR_OPTIONS = frozenset(
-    {
-        "num_cpus",
-        "num_gpus",
-        "resources",
-        "name",
-        "namespace",
-        "lifetime",
-        "get_if_exists",
-        "max_restarts",
-        "max_task_retries",
-        "max_concurrency",
-        "max_pending_calls",
-        "scheduling_strategy",
-        "memory",
-        "runtime_env",
-        "concurrency_groups",
-    }
-)
-
-
-def _at_least(options: dict[str, Any], name: str, low: int) -> int:
-    value = options.get(name, 0)
-    if not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low} (-1: no limit), got {value!r}")
-    return value
-
-
-def _check(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"unknown option(s) for {what}: {', '.join(sorted(unknown))}")
-
-
-def _strategy(strategy: Any) -> Any:
-    """Scheduling strategies travel as small lists the head understands."""
-    if strategy is None or strategy == "DEFAULT":
-        return None
-    to_wire = getattr(strategy, "_to_wire", None)
-    if to_wire is not None:
-        return to_wire()
-    if strategy == "SPREAD":
-        return ["spread"]
-    raise ValueError(f"unknown scheduling_strategy {strategy!r}")
-
-
-def _num_returns(n: Any) -> int:
-    """``num_returns`` as sent: an int >= 0, or STREAMING for ``"streaming"``."""
-    if n in ("streaming", "dynamic"):
-        return p.STREAMING
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"num_returns must be an int >= 0 or 'streaming', got {n!r}")
-    return n
-
-
-def _window(options: dict[str, Any]) -> int:
-    n = options.get("_generator_backpressure_num_objects")
-    if n is None or n == -1:
-        return DEFAULT_WINDOW if n is None else 1 << 30
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"_generator_backpressure_num_objects must be an int >= 1, got {n!r}")
-    return n
 
 
 def _prepare_call(
@@ -141,29 +73,6 @@ def _env_wire(owner: Any, worker: Any) -> Any:
     return wire
 
 
-def _groups(cls: type, groups: Any) -> dict[str, int]:
-    """Check ``concurrency_groups`` against the methods that name a group."""
-    out: dict[str, int] = {}
-    if groups is not None:
-        if not isinstance(groups, dict):
-            raise ValueError("concurrency_groups must be a dict of group name to max concurrency")
-        for name, limit in groups.items():
-            if not isinstance(name, str) or not isinstance(limit, int) or limit < 1:
-                raise ValueError(
-                    f"concurrency group {name!r} needs a str name and an int limit >= 1, "
-                    f"got {limit!r}"
-                )
-            out[name] = limit
-    for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
-        group = getattr(member, "__runtime_concurrency_group__", None)
-        if group is not None and group not in out:
-            raise ValueError(
-                f"method {cls.__name__}.{attr} uses concurrency group {group!r}, which the "
-                f"actor does not define (concurrency_groups={out or None})"
-            )
-    return out
-
-
 def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
     """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
     if n == p.STREAMING:
@@ -194,7 +103,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
     """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-        _check(options, _TASK_OPTIONS, "a remote function")
+        check_options(options, TASK_OPTIONS, "a remote function")
         self._fn = fn
         self._options = options
         self._name = getattr(fn, "__qualname__", repr(fn))
@@ -211,8 +120,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         self._demand = normalize(
             o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
         )
-        self._num_returns = _num_returns(o.get("num_returns", 1))
-        self._window = _window(o)
+        self._num_returns = num_returns_option(o.get("num_returns", 1))
+        self._window = window_option(o)
         retries = o.get("max_retries", 3)
         if not isinstance(retries, int) or retries < -1:
             raise ValueError(f"max_retries must be an int >= -1 (-1: no limit), got {retries!r}")
@@ -224,7 +133,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         elif not isinstance(retry_on, bool):
             raise ValueError("retry_exceptions must be a bool or a list of exception types")
         self._retry = RetryPolicy(retries, retry_on)
-        self._strategy = _strategy(o.get("scheduling_strategy"))
+        self._strategy = strategy_option(o.get("scheduling_strategy"))
         self._env = renv.validate(o.get("runtime_env"))
         self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
 
@@ -247,7 +156,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         merged = {**self._options, **options}
         other: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
         other.__dict__.update(self.__dict__)
-        _check(options, _TASK_OPTIONS, "a remote function")
+        check_options(options, TASK_OPTIONS, "a remote function")
         other._options = merged
         other._configure()
         return other
@@ -296,7 +205,7 @@ def method(
     *, num_returns: int | str = 1, concurrency_group: str | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate an actor method with call options (``num_returns``, ``"streaming"``)."""
-    n = _num_returns(num_returns)
+    n = num_returns_option(num_returns)
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
@@ -311,7 +220,7 @@ class ActorClass(_Pickled, Generic[T]):
     """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
 
     def __init__(self, cls: type[T], options: dict[str, Any]) -> None:
-        _check(options, _ACTOR_OPTIONS, "an actor class")
+        check_options(options, ACTOR_OPTIONS, "an actor class")
         self._cls = cls
         self._options = options
         self._cls_id = os.urandom(12)
@@ -336,7 +245,7 @@ class ActorClass(_Pickled, Generic[T]):
 
     def options(self, **options: Any) -> ActorClass[T]:
         """A copy with other options (name, lifetime, resources, max_concurrency, ...)."""
-        _check(options, _ACTOR_OPTIONS, "an actor class")
+        check_options(options, ACTOR_OPTIONS, "an actor class")
         other: ActorClass[T] = ActorClass.__new__(ActorClass)
         other.__dict__.update(self.__dict__)
         other._options = {**self._options, **options}
@@ -386,12 +295,12 @@ class ActorClass(_Pickled, Generic[T]):
             lifetime == "detached",
             max_conc,
             self._is_async,
-            _strategy(o.get("scheduling_strategy")),
+            strategy_option(o.get("scheduling_strategy")),
             int(o.get("max_pending_calls", -1)),
-            _at_least(o, "max_restarts", -1),
-            _at_least(o, "max_task_retries", -1),
+            at_least(o, "max_restarts", -1),
+            at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
-            _groups(self._cls, o.get("concurrency_groups")),
+            concurrency_groups(self._cls, o.get("concurrency_groups")),
         )
 
     def __repr__(self) -> str:
@@ -496,9 +405,9 @@ class ActorMethod(Generic[P, R]):
         m: ActorMethod[P, R] = ActorMethod.__new__(ActorMethod)
         m.__dict__.update(self.__dict__)
         if num_returns is not None:
-            m._num_returns = _num_returns(num_returns)
+            m._num_returns = num_returns_option(num_returns)
         if _generator_backpressure_num_objects is not None:
-            m._window = _window(
+            m._window = window_option(
                 {"_generator_backpressure_num_objects": _generator_backpressure_num_objects}
             )
         return m

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..api import session as _api
+from ..api import state as _state
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "stop":
-            _api.stop_cluster()
+            _state.stop_cluster()
             print(f"stopping the cluster at {info['address']}")
             return 0
         if args.command == "list":
-            rows = _api.list_state(args.what)
+            rows = _state.list_state(args.what)
             if args.what == "nodes":
                 rows = [r for r in rows if r["node_id"] != info["node_id"]]
             _print(rows, args.json)
             return 0
-        nodes = [n for n in _api.list_state("nodes") if n["node_id"] != info["node_id"]]
-        actors = _api.list_state("actors")
+        nodes = [n for n in _state.list_state("nodes") if n["node_id"] != info["node_id"]]
+        actors = _state.list_state("actors")
         status = _status(info["address"], nodes, actors)
         print(json.dumps(status, indent=2) if args.json else _format_status(status))
         return 0

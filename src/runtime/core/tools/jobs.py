@@ -34,11 +34,9 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zipfile
@@ -48,6 +46,15 @@ from typing import Any
 
 import runtime
 import runtime.util
+
+from .job_files import (
+    extract_package,
+    is_dir,
+    node_state_dir,
+    node_token_file,
+    read_chunk,
+    signal_group,
+)
 
 __all__ = [
     "MANAGER_NAME",
@@ -322,10 +329,10 @@ class JobManager:
     on the node's loop thread, which also spawns the drivers (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.state_dir = _node_state_dir()
+        self.state_dir = node_state_dir()
         self.root = os.path.join(self.state_dir, "jobs")
         os.makedirs(os.path.join(self.root, "_packages"), mode=0o700, exist_ok=True)
-        self.token_file = _node_token_file(self.state_dir)
+        self.token_file = node_token_file(self.state_dir)
         self.jobs: dict[str, _Job] = {}
         self.unpacking: dict[str, asyncio.Future[str]] = {}
         self._load()
@@ -351,7 +358,7 @@ class JobManager:
                 self.jobs[info.job_id] = job
 
     async def has_package(self, pkg_hash: str) -> bool:
-        return _is_dir(self._package_path(pkg_hash))
+        return is_dir(self._package_path(pkg_hash))
 
     async def submit(
         self,
@@ -492,7 +499,7 @@ class JobManager:
     async def _unpack(self, pkg_hash: str, package: bytes | None) -> str:
         """The package's directory, unpacked once per hash (concurrent submits share it)."""
         dest = self._package_path(pkg_hash)
-        if _is_dir(dest):
+        if is_dir(dest):
             return dest
         pending = self.unpacking.get(pkg_hash)
         if pending is not None:
@@ -502,7 +509,7 @@ class JobManager:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.unpacking[pkg_hash] = fut
         try:
-            await asyncio.to_thread(_extract, bytes(package), pkg_hash, dest)
+            await asyncio.to_thread(extract_package, bytes(package), pkg_hash, dest)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved here: the raise reports it to this caller
@@ -530,7 +537,7 @@ class JobManager:
             return False
         job.stop_requested = True
         if job.proc is not None:
-            _signal_group(job.proc.pid, signal.SIGTERM)
+            signal_group(job.proc.pid, signal.SIGTERM)
             asyncio.get_running_loop().call_later(STOP_GRACE_S, self._kill, job)
         return True
 
@@ -547,7 +554,7 @@ class JobManager:
     def _kill(self, job: _Job) -> None:
         if job.proc is not None:
             # The whole group: the driver may be gone while children it started linger.
-            _signal_group(job.proc.pid, signal.SIGKILL)
+            signal_group(job.proc.pid, signal.SIGKILL)
 
     async def tail(self, job_id: str, offset: int, wait_s: float) -> tuple[bytes, int, bool] | None:
         job = self.jobs.get(job_id)
@@ -556,80 +563,10 @@ class JobManager:
         deadline = time.monotonic() + max(0.0, min(wait_s, 30.0))
         while True:
             ended = job.done.is_set()  # before reading: every byte written by then is read
-            data = _read(job.info.log_path, offset, TAIL_CHUNK)
+            data = read_chunk(job.info.log_path, offset, TAIL_CHUNK)
             if data or ended or time.monotonic() >= deadline:
                 return data, offset + len(data), ended and len(data) < TAIL_CHUNK
             # The driver writes its log file itself; look again shortly, or as soon as it ends.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(0.1, max(0.0, deadline - time.monotonic()))):
                     await job.done.wait()
-
-
-def _is_dir(path: str) -> bool:
-    return os.path.isdir(path)  # a stat of a local directory: does not block the loop for long
-
-
-def _read(path: str, offset: int, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, offset))
-            return f.read(limit)
-    except OSError:
-        return b""
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _extract(blob: bytes, pkg_hash: str, dest: str) -> None:
-    if hashlib.sha256(blob).hexdigest() != pkg_hash:
-        raise ValueError("the working directory package does not match its hash")
-    tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(dest))
-    try:
-        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-            for member in zf.infolist():
-                path = zf.extract(member, tmp)
-                mode = (member.external_attr >> 16) & 0o777
-                if mode and not member.is_dir():
-                    os.chmod(path, mode)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not os.path.isdir(dest):  # not lost to a concurrent unpack of the same hash
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _node_state_dir() -> str:
-    """The state directory of the node process this runs in (``RUNTIME_NODE_STATE_DIR``, set
-    by ``python -m runtime.node``), else the one its head file records, else a fresh directory
-    under the runtime's base directory."""
-    state = os.environ.get("RUNTIME_NODE_STATE_DIR")
-    if state:
-        return state
-    base = os.environ.get("RUNTIME_TMPDIR") or os.path.join(
-        tempfile.gettempdir(), f"runtime-{os.getuid()}"
-    )
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        with open(os.path.join(base, "head.json")) as f:
-            head = json.load(f)
-        if int(head.get("pid", 0)) == os.getpid() and os.path.isdir(head["state_dir"]):
-            return str(head["state_dir"])
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return tempfile.mkdtemp(prefix="jobs_", dir=base)
-
-
-def _node_token_file(state_dir: str) -> str | None:
-    """A file with the cluster token for the drivers: the node's ``--token-file``, its
-    ``RUNTIME_AUTH_TOKEN_FILE``, or the token its head wrote in the state directory."""
-    for candidate in (
-        os.environ.get("RUNTIME_NODE_TOKEN_FILE"),
-        os.environ.get("RUNTIME_AUTH_TOKEN_FILE"),
-        os.path.join(state_dir, "token"),
-    ):
-        if candidate and os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    return None

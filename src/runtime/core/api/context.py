@@ -1,0 +1,91 @@
+"""Where the calling code runs: ``runtime.get_runtime_context()`` and the current actor."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from ..common.context import current_task
+from ..objects.plane import actor_token_id
+from ..objects.refs import ObjectRef
+from ..process.worker import Worker
+from .blocking import current_worker
+from .remote import ActorHandle
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Where the calling code runs: ``runtime.get_runtime_context()``."""
+
+    node_id: str
+    job_id: str
+    namespace: str
+    actor_id: str | None
+    task_id: str | None
+    _actor_name: str | None
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_name(self) -> str | None:
+        return self._actor_name
+
+    @property
+    def current_actor(self) -> ActorHandle[Any]:
+        """A handle to the actor the calling code runs in (RuntimeError elsewhere). Like any
+        handle it keeps the actor in scope while it lives, here or wherever it is passed."""
+        if self.actor_id is None:
+            raise RuntimeError("current_actor is only there inside an actor's methods")
+        return current_actor_handle(current_worker(), bytes.fromhex(self.actor_id))
+
+    def is_cancelled(self) -> bool:
+        """True once ``runtime.cancel`` reached the running task or actor call.
+
+        A sync task cannot be interrupted safely at any point; a long-running one polls this
+        and returns (or raises) when it becomes True.
+        """
+        ctx = current_task.get()
+        return ctx is not None and ctx.cancelled
+
+
+def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:
+    """A new handle to an actor hosted by this node, holding its creator's token (a borrow)
+    when the actor has one."""
+    executor = worker.executor
+    hosted = executor.actors.get(actor_id) if executor is not None else None
+    if hosted is None:
+        raise RuntimeError(f"actor {actor_id.hex()} is not hosted by this node")
+    spec, cls = hosted.spec, hosted.cls
+    methods: dict[str, int] = {}
+    if cls is not None:
+        for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+            methods[name] = getattr(member, "__runtime_num_returns__", 1)
+    token: ObjectRef[Any] | None = None
+    owner = worker.view.get(spec.owner_id)
+    if spec.name is None and not spec.detached and owner is not None:
+        token = ObjectRef(actor_token_id(actor_id), spec.owner_id, owner.address)
+    return ActorHandle(actor_id, spec.class_name, methods, token=token)
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The node, job, actor and task of the calling code."""
+    worker = current_worker()
+    ctx = current_task.get()
+    return RuntimeContext(
+        worker.peer_id,
+        worker.job_id,
+        worker.namespace,
+        ctx.actor_id.hex() if ctx is not None and ctx.actor_id else None,
+        ctx.task_id.hex() if ctx is not None and ctx.task_id else None,
+        ctx.actor_name if ctx is not None else None,
+    )

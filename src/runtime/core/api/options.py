@@ -1,0 +1,112 @@
+"""Checking the options of ``@remote`` and ``.options()``: the names each kind accepts,
+scheduling strategies, ``num_returns``, the streaming window, concurrency groups.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..submission.streaming import DEFAULT_WINDOW
+from ..wire import protocol as p
+
+TASK_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "num_returns",
+        "max_retries",
+        "retry_exceptions",
+        "scheduling_strategy",
+        "name",
+        "memory",
+        "runtime_env",
+        "_generator_backpressure_num_objects",
+    }
+)
+ACTOR_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "max_pending_calls",
+        "scheduling_strategy",
+        "memory",
+        "runtime_env",
+        "concurrency_groups",
+    }
+)
+
+
+def at_least(options: dict[str, Any], name: str, low: int) -> int:
+    value = options.get(name, 0)
+    if not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low} (-1: no limit), got {value!r}")
+    return value
+
+
+def check_options(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown option(s) for {what}: {', '.join(sorted(unknown))}")
+
+
+def strategy_option(strategy: Any) -> Any:
+    """Scheduling strategies travel as small lists the head understands."""
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    to_wire = getattr(strategy, "_to_wire", None)
+    if to_wire is not None:
+        return to_wire()
+    if strategy == "SPREAD":
+        return ["spread"]
+    raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+def num_returns_option(n: Any) -> int:
+    """``num_returns`` as sent: an int >= 0, or STREAMING for ``"streaming"``."""
+    if n in ("streaming", "dynamic"):
+        return p.STREAMING
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"num_returns must be an int >= 0 or 'streaming', got {n!r}")
+    return n
+
+
+def window_option(options: dict[str, Any]) -> int:
+    n = options.get("_generator_backpressure_num_objects")
+    if n is None or n == -1:
+        return DEFAULT_WINDOW if n is None else 1 << 30
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"_generator_backpressure_num_objects must be an int >= 1, got {n!r}")
+    return n
+
+
+def concurrency_groups(cls: type, groups: Any) -> dict[str, int]:
+    """Check ``concurrency_groups`` against the methods that name a group."""
+    out: dict[str, int] = {}
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise ValueError("concurrency_groups must be a dict of group name to max concurrency")
+        for name, limit in groups.items():
+            if not isinstance(name, str) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(
+                    f"concurrency group {name!r} needs a str name and an int limit >= 1, "
+                    f"got {limit!r}"
+                )
+            out[name] = limit
+    for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        group = getattr(member, "__runtime_concurrency_group__", None)
+        if group is not None and group not in out:
+            raise ValueError(
+                f"method {cls.__name__}.{attr} uses concurrency group {group!r}, which the "
+                f"actor does not define (concurrency_groups={out or None})"
+            )
+    return out
