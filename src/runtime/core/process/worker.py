@@ -44,7 +44,7 @@ from ..objects.refs import (
 )
 from ..objects.store import ObjectStore
 from ..scheduling.scheduler import fits, pick_node
-from ..submission.actor_calls import ActorCaller, ActorState
+from ..submission.actor_calls import ActorCaller
 from ..submission.pending import (
     PendingTask,
     RetryPolicy,
@@ -78,7 +78,7 @@ def HEAD_RECONNECT_S() -> float:
 INLINE_MAX = 100 * 1024
 
 
-class Worker(ObjectPlane, ActorCaller):
+class Worker(ObjectPlane):
     """The per-process runtime. Create, ``await start()``, use, ``await aclose()``."""
 
     def __init__(
@@ -136,7 +136,6 @@ class Worker(ObjectPlane, ActorCaller):
         self.group_nodes: dict[bytes, list[str]] = {}
         self._spread_turn = 0
         self.load: dict[str, int] = {}
-        self.actors: dict[bytes, ActorState] = {}
         self._rids = itertools.count(1)
         self._rpcs: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -157,6 +156,13 @@ class Worker(ObjectPlane, ActorCaller):
         self._heartbeat: HeartbeatSender | None = None
         self._lag_monitor: LoopLagMonitor | None = None
         self.started_at = time.time()
+        #: The parts (each sees this worker through a protocol of what it needs).
+        self.caller = ActorCaller(self)
+        self.actors = self.caller.actors
+        self.call_actor = self.caller.call_actor
+        self.actor_state = self.caller.actor_state
+        self.actor_killed = self.caller.actor_killed
+        self.actor_out_of_scope = self.caller.actor_out_of_scope
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -372,9 +378,9 @@ class Worker(ObjectPlane, ActorCaller):
         if info is not None:
             info.alive = False
         again: set[bytes] = set()
-        for state in self.actors.values():
+        for state in self.caller.actors.values():
             if state.location is not None and state.location.node_id == peer:
-                again |= self._actor_node_lost(state, peer)
+                again |= self.caller.actor_node_lost(state, peer)
         for task_id, task in list(self.tasks.items()):
             if task.node_id != peer or task_id in again:
                 continue
@@ -384,7 +390,7 @@ class Worker(ObjectPlane, ActorCaller):
                 if self._retry(task, f"node {peer} died while running it"):
                     continue
             if task.actor_id is not None:
-                lost = self.actors.get(task.actor_id)
+                lost = self.caller.actors.get(task.actor_id)
                 restarts = lost is not None and lost.lost_restarts >= 0
                 err = ser.system_error_value(
                     ActorDiedError,
@@ -614,7 +620,7 @@ class Worker(ObjectPlane, ActorCaller):
             if task.actor_id is None:
                 self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
             else:
-                state = self.actors.get(task.actor_id)
+                state = self.caller.actors.get(task.actor_id)
                 if state is not None:
                     state.inflight.pop(msg.task_id, None)
             task.stream.on_done(msg.error)
@@ -624,10 +630,10 @@ class Worker(ObjectPlane, ActorCaller):
         if msg.error is not None:
             if task.retry is not None and self._retry_on_error(task, msg.error):
                 return
-            if task.actor_id is not None and self._resend_elsewhere(task, msg):
+            if task.actor_id is not None and self.caller.resend_elsewhere(task, msg):
                 return
         if task.actor_id is not None:
-            state = self.actors.get(task.actor_id)
+            state = self.caller.actors.get(task.actor_id)
             if state is not None and state.inflight:
                 state.inflight.pop(msg.task_id, None)
                 state.retries_left.pop(msg.task_id, None)
@@ -697,7 +703,7 @@ class Worker(ObjectPlane, ActorCaller):
         task.retry = None  # a cancelled task is never retried
         conn: Connection | None = None
         if task.actor_id is not None:
-            state = self.actors.get(task.actor_id)
+            state = self.caller.actors.get(task.actor_id)
             if state is not None:
                 for i, (queued, _) in enumerate(state.queue):
                     if queued.task_id == task_id:  # not sent yet: it never will be

@@ -1,8 +1,8 @@
 """Calling actors: where each actor is, the calls waiting for it, and what happens to the
 calls in flight when its node dies (retried in order after a restart, or failed).
 
-:class:`ActorCaller` is a part of :class:`~runtime.core.process.worker.Worker`, kept in its own
-module; every method runs on the worker's loop.
+:class:`ActorCaller` is a part the worker holds (:mod:`runtime.core.process.worker`); it sees
+the worker through :class:`CallerHost`. Every method runs on the worker's loop.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -63,26 +63,37 @@ class ActorState:
         self.queue[:] = merged
 
 
+class CallerHost(Protocol):
+    """What the actor caller needs of the process's worker (the worker is one)."""
+
+    @property
+    def refs(self) -> ReferenceTable: ...
+    @property
+    def tasks(self) -> dict[bytes, PendingTask]: ...
+    @property
+    def streams(self) -> dict[bytes, StreamState]: ...
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], name: str | None = None
+    ) -> asyncio.Task[Any]: ...
+    async def head_request(self, msg: Any) -> Any: ...
+    async def connect_peer(self, peer_id: str, address: str | None = None) -> Connection: ...
+    def resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None: ...
+
+
 class ActorCaller:
-    """Sends actor calls in each caller's order and follows actors that restart."""
+    """Sends actor calls in each caller's order and follows actors that restart (a part of
+    the worker, on its loop)."""
 
-    # Provided by Worker.
-    refs: ReferenceTable
-    actors: dict[bytes, ActorState]
-    tasks: dict[bytes, PendingTask]
-    streams: dict[bytes, StreamState]
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        raise NotImplementedError
-
-    async def head_request(self, msg: Any) -> Any:
-        raise NotImplementedError
-
-    async def connect_peer(self, peer_id: str, address: str | None = None) -> Connection:
-        raise NotImplementedError
-
-    def resolve(self, oid: bytes, value: p.Value | p.Located, buffers: list[Any]) -> None:
-        raise NotImplementedError
+    def __init__(self, host: CallerHost) -> None:
+        self.actors: dict[bytes, ActorState] = {}
+        # The host's tables and methods, bound once (the per-call path looks up nothing more).
+        self.refs = host.refs
+        self.tasks = host.tasks
+        self.streams = host.streams
+        self.spawn = host.spawn
+        self.head_request = host.head_request
+        self.connect_peer = host.connect_peer
+        self.resolve = host.resolve
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -157,7 +168,7 @@ class ActorCaller:
             state.dead = ser.system_error_value(
                 ActorDiedError, "the actor was killed with runtime.kill"
             )
-            self._fail_queued(state, state.dead)
+            self.fail_queued(state, state.dead)
 
     async def _resolve_actor(self, state: ActorState) -> None:
         try:
@@ -173,7 +184,7 @@ class ActorCaller:
                     ActorDiedError, "the actor could not be reached after its restarts"
                 )
             if state.dead is not None:
-                self._fail_queued(state, state.dead)
+                self.fail_queued(state, state.dead)
                 return
             assert conn is not None and state.location is not None
             state.conn = conn
@@ -194,7 +205,7 @@ class ActorCaller:
                 else f"the actor cannot be reached: {exc}"
             )
             state.dead = ser.system_error_value(ActorDiedError, reason)
-            self._fail_queued(state, state.dead)
+            self.fail_queued(state, state.dead)
         finally:
             state.resolving = False
 
@@ -230,7 +241,7 @@ class ActorCaller:
             return None
         return conn
 
-    def _resend_elsewhere(self, task: PendingTask, done: p.TaskDone) -> bool:
+    def resend_elsewhere(self, task: PendingTask, done: p.TaskDone) -> bool:
         """A call reached a node its actor had left for a restart: it did not run, so send
         it again to the actor's next placement."""
         assert done.error is not None and task.actor_id is not None
@@ -251,7 +262,7 @@ class ActorCaller:
             self.spawn(self._resolve_actor(state))
         return True
 
-    def _actor_node_lost(self, state: ActorState, peer: str) -> set[bytes]:
+    def actor_node_lost(self, state: ActorState, peer: str) -> set[bytes]:
         """The node hosting an actor we call died. Returns the calls that go again (once it
         restarts elsewhere); the others in flight fail."""
         loc = state.location
@@ -275,7 +286,7 @@ class ActorCaller:
             self.spawn(self._resolve_actor(state))
         return {msg.task_id for msg, _ in again}
 
-    def _fail_queued(self, state: ActorState, err: p.Value) -> None:
+    def fail_queued(self, state: ActorState, err: p.Value) -> None:
         queue, state.queue = state.queue, []
         for msg, _ in queue:
             task = self.tasks.pop(msg.task_id, None)
