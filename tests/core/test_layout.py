@@ -23,8 +23,6 @@ MAX_CLASS_METHODS = 30
 NOT_YET_SPLIT: set[str] = {
     "objects/plane.py",
     "objects/plane.py:ObjectPlane",
-    "process/worker.py",
-    "process/worker.py:Worker",
 }
 
 

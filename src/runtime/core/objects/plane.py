@@ -59,6 +59,7 @@ class ObjectPlane:
     _refs_flush_armed: bool
     _closing: bool
     actor_out_of_scope: Callable[[bytes], None]  # ActorCaller's
+    reconstruct: Callable[[OwnedObject], bool]  # TaskSubmitter's
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         raise NotImplementedError
@@ -70,9 +71,6 @@ class ObjectPlane:
         raise NotImplementedError
 
     async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def reconstruct(self, entry: OwnedObject) -> bool:
         raise NotImplementedError
 
     # --- reference bookkeeping ---------------------------------------------------------

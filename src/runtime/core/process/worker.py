@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..common.exceptions import (
     ActorDiedError,
-    InfeasibleError,
     NodeDiedError,
     ObjectLostError,
     RuntimeBaseError,
-    TaskCancelledError,
 )
 from ..common.threads import LoopInbox
 from ..execution.logs import print_lines
@@ -34,25 +32,21 @@ from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
 from ..objects.refs import (
     PENDING,
-    READY,
     ObjectRef,
-    OwnedObject,
     ReferenceTable,
     current_worker_or_none,
     return_id,
     set_worker,
 )
 from ..objects.store import ObjectStore
-from ..scheduling.scheduler import fits, pick_node
 from ..submission.actor_calls import ActorCaller
 from ..submission.pending import (
     PendingTask,
-    RetryPolicy,
-    TaskRetry,
     merge_task_rows,
     owned_task_rows,
 )
 from ..submission.streaming import StreamState
+from ..submission.tasks import TaskSubmitter
 from ..wire import protocol as p
 from ..wire.admission import AdmissionControl
 from ..wire.heartbeat import DetectorConfig, HeartbeatSender
@@ -134,7 +128,6 @@ class Worker(ObjectPlane):
         self.job_env: dict[str, Any] = {}
         #: Where the bundles of placement groups this process submits into are (by index).
         self.group_nodes: dict[bytes, list[str]] = {}
-        self._spread_turn = 0
         self.load: dict[str, int] = {}
         self._rids = itertools.count(1)
         self._rpcs: dict[int, asyncio.Future[Any]] = {}
@@ -163,6 +156,10 @@ class Worker(ObjectPlane):
         self.actor_state = self.caller.actor_state
         self.actor_killed = self.caller.actor_killed
         self.actor_out_of_scope = self.caller.actor_out_of_scope
+        self.submitter = TaskSubmitter(self)
+        self.submit_task = self.submitter.submit_task
+        self.cancel_task = self.submitter.cancel_task
+        self.reconstruct = self.submitter.reconstruct
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -371,9 +368,6 @@ class Worker(ObjectPlane):
     def peer_lost(self, peer: str) -> None:
         """Everything waiting on ``peer`` is retried or fails: its tasks, its actors' calls."""
         self.dead_peers.add(peer)  # ids never come back: a restarted node gets a new one
-        for pg_id, nodes in list(self.group_nodes.items()):
-            if peer in nodes:  # its lost bundles are placed again: ask the head anew
-                del self.group_nodes[pg_id]
         info = self.view.get(peer)
         if info is not None:
             info.alive = False
@@ -381,29 +375,7 @@ class Worker(ObjectPlane):
         for state in self.caller.actors.values():
             if state.location is not None and state.location.node_id == peer:
                 again |= self.caller.actor_node_lost(state, peer)
-        for task_id, task in list(self.tasks.items()):
-            if task.node_id != peer or task_id in again:
-                continue
-            del self.tasks[task_id]
-            if task.actor_id is None:
-                self.load[peer] = self.load.get(peer, 1) - 1
-                if self._retry(task, f"node {peer} died while running it"):
-                    continue
-            if task.actor_id is not None:
-                lost = self.caller.actors.get(task.actor_id)
-                restarts = lost is not None and lost.lost_restarts >= 0
-                err = ser.system_error_value(
-                    ActorDiedError,
-                    f"the actor's node {peer} died while the call {task.name} was in flight;"
-                    " the call may have run"
-                    + ("; the actor restarts for the calls after it" if restarts else ""),
-                )
-            else:
-                err = _node_failure(task, f"node {peer} died while running task {task.name}")
-            for oid in task.object_ids:
-                self.resolve(oid, err, [])
-            if task.stream is not None:
-                task.stream.on_done(err)
+        self.submitter.node_lost(peer, again)
         if self.head is not None:
             self.head.peer_lost(peer)
         if self.executor is not None:
@@ -505,7 +477,7 @@ class Worker(ObjectPlane):
                         )
                     )
             case p.TaskDone():
-                self._on_task_done(msg, raw)
+                self.submitter.on_task_done(msg, raw)
             case p.StreamItem(task_id=task_id, index=index, value=value):
                 stream = self.streams.get(task_id)
                 if stream is not None:
@@ -603,305 +575,6 @@ class Worker(ObjectPlane):
                 self.peer_lost(peer)
         self.view_changed.set()
         self.view_changed = asyncio.Event()
-
-    def _on_task_done(self, msg: p.TaskDone, raw: memoryview) -> None:
-        task = self.tasks.pop(msg.task_id, None)
-        if task is None:
-            return
-        if (
-            msg.error is not None
-            and task.retry is not None
-            and ser.system_error_class(msg.error) == "NoRoomError"
-        ):
-            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-            self._spill(task)
-            return
-        if task.stream is not None:
-            if task.actor_id is None:
-                self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-            else:
-                state = self.caller.actors.get(task.actor_id)
-                if state is not None:
-                    state.inflight.pop(msg.task_id, None)
-            task.stream.on_done(msg.error)
-            return
-        if task.actor_id is None:
-            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-        if msg.error is not None:
-            if task.retry is not None and self._retry_on_error(task, msg.error):
-                return
-            if task.actor_id is not None and self.caller.resend_elsewhere(task, msg):
-                return
-        if task.actor_id is not None:
-            state = self.caller.actors.get(task.actor_id)
-            if state is not None and state.inflight:
-                state.inflight.pop(msg.task_id, None)
-                state.retries_left.pop(msg.task_id, None)
-        if msg.error is not None:
-            for oid in task.object_ids:
-                self.resolve(oid, msg.error, [])
-            return
-        offset = 0
-        for oid, value in zip(task.object_ids, msg.returns, strict=False):
-            if isinstance(value, p.Value) and value.bufs:
-                bufs, offset = split_buffers(raw, value.bufs, offset)
-                self.resolve(oid, value, bufs)
-            else:
-                self.resolve(oid, value, [])
-                if isinstance(value, p.Located) and task.retry is not None:
-                    entry = self.refs.owned.get(oid)
-                    if entry is not None:  # a retriable task can make it again if it is lost
-                        entry.lineage = (task.retry, task.object_ids)
-
-    def reconstruct(self, entry: OwnedObject) -> bool:
-        """Run the task that made a lost object again (lineage); False when it cannot."""
-        if entry.lineage is None:
-            return False
-        retry, object_ids = entry.lineage
-        if retry.retries_left == 0:
-            return False
-        for oid in object_ids:  # its sibling results come again too
-            sibling = self.refs.owned.get(oid)
-            if sibling is not None and sibling.state == READY and sibling.location is not None:
-                sibling.state, sibling.location, sibling.lineage = PENDING, None, None
-        task = PendingTask(object_ids, "", retry.msg.fn_name, retry=retry)
-        return self._retry(task, "an object it made was lost with its node")
-
-    # --- tasks -------------------------------------------------------------------------------
-
-    def submit_task(
-        self,
-        msg: p.SubmitTask,
-        buffers: list[memoryview],
-        fn_blob: Callable[[], bytes],
-        object_ids: list[bytes],
-        policy: RetryPolicy | None = None,
-        *,
-        stream: StreamState | None = None,
-    ) -> None:
-        """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
-        retry = None
-        if policy is not None and stream is None:  # kept also to place it again (spills)
-            retry = TaskRetry(msg, buffers, fn_blob, policy.max_retries, policy.retry_exceptions)
-        if stream is not None:
-            self.streams[msg.task_id] = stream
-        task = PendingTask(object_ids, "", msg.fn_name, retry=retry, stream=stream)
-        self._place_task(task, msg, buffers, fn_blob)
-
-    def send_to_node(self, node_id: str, msg: Any) -> None:
-        """Send ``msg`` to a peer if connected (loop); dropped otherwise."""
-        conn = self.conns.get(node_id)
-        if conn is not None and not conn.closed:
-            conn.send(msg)
-
-    def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool:
-        """runtime.cancel (loop): the caller gets TaskCancelledError at once; the node running
-        the call stops it (a queued call never runs). False when it already finished."""
-        task = self.tasks.get(task_id)
-        if task is None:
-            return False
-        task.retry = None  # a cancelled task is never retried
-        conn: Connection | None = None
-        if task.actor_id is not None:
-            state = self.caller.actors.get(task.actor_id)
-            if state is not None:
-                for i, (queued, _) in enumerate(state.queue):
-                    if queued.task_id == task_id:  # not sent yet: it never will be
-                        del state.queue[i]
-                        break
-                else:
-                    conn = state.conn
-                state.inflight.pop(task_id, None)
-        elif task.node_id:
-            conn = self.conns.get(task.node_id)
-            if conn is None or conn.closed:  # the task itself waits for this connection
-                self.spawn(
-                    self._cancel_later(task.node_id, p.CancelTask(task_id, force, recursive))
-                )
-        if conn is not None and not conn.closed:
-            conn.send(p.CancelTask(task_id, force, recursive))
-        err = ser.system_error_value(TaskCancelledError, f"{task.name} was cancelled")
-        self._on_task_done(p.TaskDone(task_id, error=err), memoryview(b""))
-        return True
-
-    async def _cancel_later(self, node_id: str, msg: p.CancelTask) -> None:
-        with contextlib.suppress(OSError, ConnectionError, RuntimeBaseError):
-            conn = await self.connect_peer(node_id)
-            conn.send(msg)
-
-    def _place_task(
-        self,
-        task: PendingTask,
-        msg: p.SubmitTask,
-        buffers: list[memoryview],
-        fn_blob: Callable[[], bytes],
-    ) -> None:
-        try:
-            if msg.bundle is not None:
-                pg_id, index = bytes(msg.bundle[0]), int(msg.bundle[1])
-                nodes = self.group_nodes.get(pg_id)
-                if nodes is None:  # learn where the group is (waits until it is placed)
-                    self.spawn(self._place_in_group(pg_id, task, msg, buffers, fn_blob))
-                    return
-                if index >= len(nodes):
-                    raise InfeasibleError(
-                        f"placement_group_bundle_index {index} is out of range: the group has "
-                        f"{len(nodes)} bundles"
-                    )
-                choices = [nodes[index]] if index >= 0 else list(dict.fromkeys(nodes))
-                node_id = min(choices, key=lambda n: self.load.get(n, 0))
-            elif msg.strategy is not None:
-                node_id = self._pick_by_strategy(msg)
-            else:
-                node_id = pick_node(self.view.values(), msg.resources, self.load)
-        except RuntimeBaseError as exc:
-            err = ser.error_value(exc)
-            for oid in task.object_ids:
-                self.resolve(oid, err, [])
-            return
-        task.node_id = node_id
-        if task.stream is not None:
-            task.stream.node_id = node_id
-        self.tasks[msg.task_id] = task
-        self.load[node_id] = self.load.get(node_id, 0) + 1
-        conn = self.conns.get(node_id)
-        if conn is not None and not conn.closed:
-            self._send_task(conn, msg, buffers, fn_blob)
-        else:
-            self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
-
-    def _pick_by_strategy(self, msg: p.SubmitTask) -> str:
-        strategy = msg.strategy
-        if strategy[0] == "node":
-            node_id, soft = str(strategy[1]), bool(strategy[2])
-            info = self.view.get(node_id)
-            if info is not None and info.alive and fits(msg.resources, info.resources):
-                return node_id
-            if not soft:
-                raise InfeasibleError(
-                    f"task {msg.fn_name} must run on node {node_id} (NodeAffinity, soft=False), "
-                    "which is not alive or can never hold its resources"
-                )
-            return pick_node(self.view.values(), msg.resources, self.load)
-        # SPREAD: round robin over the nodes that can hold it, least loaded first.
-        self._spread_turn += 1
-        feasible = [
-            n.node_id
-            for n in self.view.values()
-            if not n.is_driver and n.alive and fits(msg.resources, n.resources)
-        ]
-        if not feasible:
-            return pick_node(self.view.values(), msg.resources, self.load)  # raises
-        feasible.sort()
-        turn = self._spread_turn
-        return min(
-            feasible,
-            key=lambda n: (self.load.get(n, 0), (feasible.index(n) - turn) % len(feasible)),
-        )
-
-    async def _place_in_group(
-        self,
-        pg_id: bytes,
-        task: PendingTask,
-        msg: p.SubmitTask,
-        buffers: list[memoryview],
-        fn_blob: Callable[[], bytes],
-    ) -> None:
-        try:
-            placed = await self.head_request(p.WaitPlacementGroup(0, pg_id))
-            self.group_nodes[pg_id] = list(placed["nodes"])
-        except (RuntimeBaseError, ValueError, OSError, ConnectionError) as exc:
-            err = ser.system_error_value(
-                InfeasibleError, f"task {msg.fn_name} cannot run in its placement group: {exc}"
-            )
-            for oid in task.object_ids:
-                self.resolve(oid, err, [])
-            if task.stream is not None:
-                task.stream.on_done(err)
-            return
-        self._place_task(task, msg, buffers, fn_blob)
-
-    def _spill(self, task: PendingTask) -> None:
-        """A node sent the task back (its room was held by actors): place it again, a little
-        later, once this process's view of the nodes has caught up."""
-        retry = task.retry
-        assert retry is not None
-        retry.msg.spills += 1
-        if retry.msg.args.refs:
-            self.refs.pin(retry.msg.args.refs)  # the node released its pins with the task
-        self.loop.call_later(
-            0.02 * retry.msg.spills, self._place_task, task, retry.msg, retry.buffers, retry.fn_blob
-        )
-
-    def _retry(self, task: PendingTask, why: str) -> bool:
-        """Submit ``task`` again if it has tries left (loop); False when it has none."""
-        retry = task.retry
-        if retry is None or retry.retries_left == 0:
-            return False
-        if retry.retries_left > 0:
-            retry.retries_left -= 1
-        retry.failures.append(why)
-        retry.msg.attempt += 1  # a new try, meant to run again (not a resend of the last)
-        log.info("retrying task %s: %s", task.name, why)
-        if retry.msg.args.refs:
-            self.refs.pin(retry.msg.args.refs)  # the last try released its pins, or died with them
-        self._place_task(task, retry.msg, retry.buffers, retry.fn_blob)
-        return True
-
-    def _retry_on_error(self, task: PendingTask, error: p.Value) -> bool:
-        retry = task.retry
-        assert retry is not None
-        allowed = retry.retry_exceptions
-        if allowed is False or not ser.is_application_error(error):
-            return False
-        if isinstance(allowed, tuple):
-            exc = ser.error_from_value(error)
-            cause = getattr(exc, "cause", None)
-            if not isinstance(exc, allowed) and not isinstance(cause, allowed):
-                return False
-        return self._retry(task, "it raised an exception and retry_exceptions allows a retry")
-
-    def _send_task(
-        self,
-        conn: Connection,
-        msg: p.SubmitTask,
-        buffers: list[memoryview],
-        fn_blob: Callable[[], bytes],
-    ) -> None:
-        if msg.fn_id not in conn.known_functions:
-            msg.fn_blob = fn_blob()
-            conn.known_functions.add(msg.fn_id)
-        conn.send(msg, buffers)
-
-    async def _send_task_later(
-        self,
-        node_id: str,
-        msg: p.SubmitTask,
-        buffers: list[memoryview],
-        fn_blob: Callable[[], bytes],
-    ) -> None:
-        try:
-            conn = await self.connect_peer(node_id)
-        except (OSError, ConnectionError, RuntimeBaseError) as exc:
-            task = self.tasks.get(msg.task_id)
-            if task is not None and task.node_id == node_id:
-                del self.tasks[msg.task_id]
-                self.load[node_id] = self.load.get(node_id, 1) - 1
-                if self._retry(task, f"node {node_id} could not be reached: {exc}"):
-                    return
-                self.tasks[msg.task_id] = task
-                self.load[node_id] = self.load.get(node_id, 0) + 1
-                err = _node_failure(task, f"cannot reach node {node_id}: {exc}")
-                self._on_task_done(p.TaskDone(msg.task_id, error=err), memoryview(b""))
-            return
-        self._send_task(conn, msg, buffers, fn_blob)
-
-
-def _node_failure(task: PendingTask, what: str) -> p.Value:
-    tries = len(task.retry.failures) + 1 if task.retry is not None else 1
-    if tries > 1:
-        what += f" (the task was tried {tries} times; max_retries stops it there)"
-    return ser.system_error_value(NodeDiedError, what)
 
 
 __all__ = ["PendingTask", "Worker"]
