@@ -33,7 +33,6 @@ from ..objects.plane import ObjectPlane
 from ..objects.refs import (
     PENDING,
     ObjectRef,
-    ReferenceTable,
     current_worker_or_none,
     return_id,
     set_worker,
@@ -72,7 +71,7 @@ def HEAD_RECONNECT_S() -> float:
 INLINE_MAX = 100 * 1024
 
 
-class Worker(ObjectPlane):
+class Worker:
     """The per-process runtime. Create, ``await start()``, use, ``await aclose()``."""
 
     def __init__(
@@ -110,8 +109,6 @@ class Worker(ObjectPlane):
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.inbox = LoopInbox(self.loop)
         self.inbox.thread_id = threading.get_ident()
-        self.refs = ReferenceTable(self.peer_id, self._wake_refs)
-        self._refs_flush_armed = False
         self.address = ""
         self.conns: dict[str, Connection] = {}
         self._dialing: dict[str, asyncio.Future[Connection]] = {}
@@ -138,7 +135,7 @@ class Worker(ObjectPlane):
         #: Background tasks (cancelled on close). Not a TaskGroup: one failing task must not
         #: cancel every other one, nor the task that started the worker.
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
+        self.closing = False
         self.closed = asyncio.Event()
         self.executor: Executor | None = None
         self.head: Head | None = None
@@ -149,7 +146,21 @@ class Worker(ObjectPlane):
         self._heartbeat: HeartbeatSender | None = None
         self._lag_monitor: LoopLagMonitor | None = None
         self.started_at = time.time()
-        #: The parts (each sees this worker through a protocol of what it needs).
+        #: The parts (each sees this worker through a protocol of what it needs), and the
+        #: methods of theirs others call on the worker, bound once.
+        self.objects = ObjectPlane(self)
+        self.refs = self.objects.refs
+        self.put = self.objects.put
+        self.get_async = self.objects.get_async
+        self.new_owned = self.objects.new_owned
+        self.new_actor_token = self.objects.new_actor_token
+        self.resolve = self.objects.resolve
+        self.store_value = self.objects.store_value
+        self.wait_ready = self.objects.wait_ready
+        self.on_ready = self.objects.on_ready
+        self.try_get_local = self.objects.try_get_local
+        self.list_objects = self.objects.list_objects
+        self.ask_members = self.objects.ask_members
         self.caller = ActorCaller(self)
         self.actors = self.caller.actors
         self.call_actor = self.caller.call_actor
@@ -176,6 +187,7 @@ class Worker(ObjectPlane):
             )
         sockname = self._server.sockets[0].getsockname()
         self.address = f"{sockname[0]}:{sockname[1]}"
+        self.objects.address = self.address
         set_worker(self)
         info = p.NodeInfo(
             self.peer_id,
@@ -226,13 +238,13 @@ class Worker(ObjectPlane):
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None and not self._closing:
+        if not task.cancelled() and (exc := task.exception()) is not None and not self.closing:
             log.warning("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
     async def aclose(self) -> None:
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._lag_monitor is not None:
@@ -361,7 +373,7 @@ class Worker(ObjectPlane):
         if replacement is not None:
             self.conns[peer] = replacement
             return
-        if self._closing:
+        if self.closing:
             return
         self.peer_lost(peer)
 
@@ -392,7 +404,7 @@ class Worker(ObjectPlane):
         assert self.head_address is not None and self._info is not None
         deadline = time.monotonic() + HEAD_RECONNECT_S()
         try:
-            while time.monotonic() < deadline and not self._closing and not self.evicted:
+            while time.monotonic() < deadline and not self.closing and not self.evicted:
                 try:
                     conn = await self.connect_address(self.head_address)
                     if self.executor is not None:
@@ -419,7 +431,7 @@ class Worker(ObjectPlane):
             if self.on_head_lost is not None:
                 self.on_head_lost()
             return
-        if not self._closing:
+        if not self.closing:
             log.warning("the head did not come back within %.0f s", HEAD_RECONNECT_S())
             if self.on_head_lost is not None:
                 self.on_head_lost()
@@ -514,17 +526,17 @@ class Worker(ObjectPlane):
                 if fut is not None and not fut.done():
                     fut.set_result((msg, raw) if isinstance(msg, p.ObjectReply) else msg)
             case p.GetObject():
-                self.spawn(self._serve_get_object(conn, msg))
+                self.spawn(self.objects.transfer.serve_get_object(conn, msg))
             case p.FetchObject():
-                self._serve_fetch_object(conn, msg)
+                self.objects.transfer.serve_fetch_object(conn, msg)
             case p.UpdateRefs(deltas=deltas):
                 for oid, delta in deltas:
                     self.refs.apply_delta(oid, delta)
             case p.FreeObjects(object_ids=object_ids):
                 for oid in object_ids:
-                    self._drop_stored(oid)
+                    self.objects.drop_stored(oid)
             case p.ListObjects(rid=rid):
-                conn.send(p.Reply(rid, value=self.object_rows()))
+                conn.send(p.Reply(rid, value=self.objects.object_rows()))
             case p.ListTasks(rid=rid):
                 conn.send(p.Reply(rid, value=self.task_rows()))
             case p.Unmapped(object_ids=object_ids):
