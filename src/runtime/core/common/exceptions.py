@@ -181,6 +181,15 @@ class OutOfMemoryError(RuntimeBaseError, MemoryError):
     """A node ran out of memory for the work."""
 
 
+class NoRoomError(RuntimeBaseError):
+    """Internal: a node has no room for an actor, bundles or a task right now (the head or
+    the submitter places it again). Never raised to users."""
+
+
+class NodeRetiredError(RuntimeBaseError, ValueError):
+    """Internal: the head declared this node id dead; the node rejoins with a new id."""
+
+
 __all__ = [
     "ActorDiedError",
     "ActorError",

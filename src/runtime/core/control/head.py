@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..common.exceptions import RuntimeBaseError
+from ..common.errors import error_code
+from ..common.exceptions import NodeRetiredError, RuntimeBaseError
 from ..wire import protocol as p
 from ..wire.heartbeat import DetectorConfig, FailureDetector
 from ..wire.heartbeat import now as heartbeat_now
@@ -230,13 +231,17 @@ class Head:
             value = await self._handle(msg, conn)
             return p.Reply(rid, value=value)
         except (RuntimeBaseError, ValueError, KeyError, TypeError) as exc:
-            return p.Reply(rid, error=str(exc), error_type=type(exc).__name__)
+            return p.Reply(
+                rid, error=str(exc), error_type=type(exc).__name__, code=error_code(type(exc))
+            )
 
     async def _handle(self, msg: Any, conn: Connection | None) -> Any:
         match msg:
             case p.RegisterNode(info=info):
                 if info.node_id in self.retired:
-                    raise ValueError(f"node {info.node_id} was declared dead; join with a new id")
+                    raise NodeRetiredError(
+                        f"node {info.node_id} was declared dead; join with a new id"
+                    )
                 self.nodes[info.node_id] = info
                 if not info.is_driver:
                     self.detector.watch(info.node_id, heartbeat_now())

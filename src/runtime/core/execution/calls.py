@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.context import TaskContext, current_task
 from ..common.exceptions import (
+    NoRoomError,
     RuntimeBaseError,
     TaskCancelledError,
 )
@@ -339,10 +340,6 @@ def task_error(exc: BaseException, name: str) -> p.Value:
         return ser.error_value(exc, name)
     tb = "".join(traceback.format_exception(exc))
     return ser.error_value(exc, name, tb=tb)
-
-
-class NoRoomError(RuntimeBaseError):
-    """A node has no room for an actor right now (the head tries again later)."""
 
 
 class Lane:

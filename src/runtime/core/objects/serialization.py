@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 import cloudpickle
 import msgspec
 
-from ..common import exceptions as exc_mod
+from ..common.errors import ErrorCode, error_class, error_code
 from ..common.exceptions import RuntimeBaseError, SerializationError, TaskError
 from ..wire.protocol import Value
 from .refs import current_worker_or_none, serialization_context
@@ -46,10 +46,12 @@ class ErrorInfo(msgspec.Struct, array_like=True):
     function_name: str = ""
     traceback: str = ""
     cause: bytes | None = None
+    code: int = 0  # a system error's ErrorCode: the class it is raised as
 
 
 _error_encoder = msgspec.msgpack.Encoder()
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+_KNOWN = frozenset(int(c) for c in ErrorCode)
 
 
 def serialize(value: Any, *, copy: bool = True) -> tuple[Value, list[memoryview]]:
@@ -211,8 +213,8 @@ def error_value(error: BaseException, function_name: str = "", *, tb: str | None
             error.remote_traceback,
             _try_pickle(error.cause) if error.cause is not None else None,
         )
-    elif isinstance(error, RuntimeBaseError) and hasattr(exc_mod, type(error).__name__):
-        info = ErrorInfo("system", type(error).__name__, str(error), function_name)
+    elif isinstance(error, RuntimeBaseError) and (code := error_code(type(error))):
+        info = ErrorInfo("system", type(error).__name__, str(error), function_name, code=code)
     else:
         text = tb if tb is not None else "".join(traceback.format_exception(error))
         info = ErrorInfo(
@@ -221,12 +223,12 @@ def error_value(error: BaseException, function_name: str = "", *, tb: str | None
     return Value(KIND_ERROR, _error_encoder.encode(info))
 
 
-def system_error_class(value: Value) -> str | None:
-    """The class name of a system error value (None for other values)."""
+def system_error_code(value: Value) -> ErrorCode | None:
+    """The code of a system error value (None for other values)."""
     if value.kind != KIND_ERROR:
         return None
     info = _error_decoder.decode(value.data)
-    return info.cls if info.kind == "system" else None
+    return ErrorCode(info.code) if info.kind == "system" and info.code in _KNOWN else None
 
 
 def is_application_error(value: Value) -> bool:
@@ -235,15 +237,16 @@ def is_application_error(value: Value) -> bool:
 
 
 def system_error_value(cls: type[RuntimeBaseError], message: str) -> Value:
-    return Value(KIND_ERROR, _error_encoder.encode(ErrorInfo("system", cls.__name__, message)))
+    info = ErrorInfo("system", cls.__name__, message, code=error_code(cls))
+    return Value(KIND_ERROR, _error_encoder.encode(info))
 
 
 def error_from_value(value: Value) -> BaseException:
     """The exception a failed value stands for, ready to raise in the caller."""
     info = _error_decoder.decode(value.data)
     if info.kind == "system":
-        cls = getattr(exc_mod, info.cls, None)
-        if isinstance(cls, type) and issubclass(cls, RuntimeBaseError):
+        cls = error_class(info.code)
+        if cls is not None and issubclass(cls, RuntimeBaseError):
             return cls(info.message)
         return RuntimeBaseError(f"{info.cls}: {info.message}")
     cause: BaseException | None = None

@@ -20,21 +20,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..common.errors import error_code
 from ..common.exceptions import (
-    ActorDiedError,
     NodeDiedError,
+    NodeRetiredError,
     ObjectLostError,
     RuntimeBaseError,
 )
 from ..common.threads import LoopInbox
-from ..execution.logs import print_lines
 from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
 from ..objects.refs import (
     PENDING,
     ObjectRef,
     current_worker_or_none,
-    return_id,
     set_worker,
 )
 from ..objects.store import ObjectStore
@@ -50,7 +49,8 @@ from ..wire import protocol as p
 from ..wire.admission import AdmissionControl
 from ..wire.heartbeat import DetectorConfig, HeartbeatSender
 from ..wire.tls import TlsConfig
-from ..wire.transport import Connection, split_buffers
+from ..wire.transport import Connection
+from .dispatch import Dispatch
 from .lag import LoopLagMonitor, threshold_from_env
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class Worker:
         self.group_nodes: dict[bytes, list[str]] = {}
         self.load: dict[str, int] = {}
         self._rids = itertools.count(1)
-        self._rpcs: dict[int, asyncio.Future[Any]] = {}
+        self.rpcs: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(8)
         self._server: asyncio.Server | None = None
@@ -171,6 +171,7 @@ class Worker:
         self.submit_task = self.submitter.submit_task
         self.cancel_task = self.submitter.cancel_task
         self.reconstruct = self.submitter.reconstruct
+        self.dispatch = Dispatch(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -206,12 +207,14 @@ class Worker:
             if threshold > 0:
                 self._lag_monitor = LoopLagMonitor(self.loop, threshold)
                 self._lag_monitor.start()
+        self.dispatch.bind()  # the executor's handlers, now that it exists
         if self.role == "head":
             from ..control.head import Head
 
             self.head = Head(self)
             self.head.register_local(info)
             self.head_address = self.address
+            self.dispatch.bind()  # the head takes what no part here handles
         else:
             assert self.head_address is not None
             conn = await self.connect_address(self.head_address)
@@ -263,10 +266,10 @@ class Worker:
                 t.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, return_exceptions=True)
-        for fut in self._rpcs.values():
+        for fut in self.rpcs.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("the runtime is shutting down"))
-        self._rpcs.clear()
+        self.rpcs.clear()
         # Whoever still waits on an object of ours gets an answer, not a hang.
         gone = ser.system_error_value(ObjectLostError, "the runtime shut down before it was ready")
         with self.refs.lock:
@@ -290,7 +293,7 @@ class Worker:
         conn = Connection(
             local_id=self.peer_id,
             token=self.token,
-            on_message=self._on_message,
+            on_message=self.dispatch.dispatch,
             on_close=self._on_close,
             dialer=dialer,
             admission=self.admission,
@@ -361,7 +364,7 @@ class Worker:
         self._all_conns.discard(conn)
         peer = conn.peer_id
         for rid in conn.pending:
-            fut = self._rpcs.pop(rid, None)
+            fut = self.rpcs.pop(rid, None)
             if fut is not None and not fut.done():
                 fut.set_exception(
                     NodeDiedError(f"the connection to {peer} closed before it answered ({exc})")
@@ -410,11 +413,11 @@ class Worker:
                     if self.executor is not None:
                         self._info.available = dict(self.executor.sched.available)
                     p.unwrap_reply(await self.request(conn, p.RegisterNode(0, self._info)))
+                except NodeRetiredError:  # evicted meanwhile: rejoin as a new node
+                    log.warning("the head declared this node dead; rejoining with a new id")
+                    self.evicted = True
+                    break
                 except ValueError as exc:
-                    if "declared dead" in str(exc):  # evicted meanwhile: rejoin as a new node
-                        log.warning("the head declared this node dead; rejoining with a new id")
-                        self.evicted = True
-                        break
                     log.debug("the head is not back yet: %s", exc)
                     await asyncio.sleep(0.2)
                     continue
@@ -446,13 +449,13 @@ class Worker:
         rid = next(self._rids)
         msg.rid = rid
         fut: asyncio.Future[Any] = self.loop.create_future()
-        self._rpcs[rid] = fut
+        self.rpcs[rid] = fut
         conn.pending.add(rid)
         conn.send(msg, buffers)
         try:
             return await fut
         finally:
-            self._rpcs.pop(rid, None)
+            self.rpcs.pop(rid, None)
             conn.pending.discard(rid)
 
     async def head_request(self, msg: Any) -> Any:
@@ -470,94 +473,23 @@ class Worker:
         if error is None:
             conn.send(p.Reply(rid, value=value))
         else:
-            conn.send(p.Reply(rid, error=str(error), error_type=type(error).__name__))
+            conn.send(
+                p.Reply(
+                    rid,
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    code=error_code(type(error)),
+                )
+            )
 
     # --- dispatch -----------------------------------------------------------------------
 
-    def _on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
-        match msg:
-            case p.CallActor():
-                if self.executor is not None:
-                    self.executor.on_call_actor(conn, msg, raw)
-                else:
-                    conn.send(
-                        p.TaskDone(
-                            msg.task_id,
-                            error=ser.system_error_value(
-                                ActorDiedError, "a driver hosts no actors"
-                            ),
-                        )
-                    )
-            case p.TaskDone():
-                self.submitter.on_task_done(msg, raw)
-            case p.StreamItem(task_id=task_id, index=index, value=value):
-                stream = self.streams.get(task_id)
-                if stream is not None:
-                    bufs: list[Any] = []
-                    if isinstance(value, p.Value) and value.bufs:
-                        bufs, _ = split_buffers(raw, value.bufs, 0)
-                    stream.conn = conn
-                    stream.on_item(index, value, bufs)
-                elif isinstance(value, p.Located):  # the stream was dropped: free its item
-                    conn.send(p.FreeObjects([return_id(task_id, index)]))
-            case p.LogLines() if self.head is None:
-                if self.is_driver:
-                    print_lines(msg)
-            case p.StreamAck():
-                if self.executor is not None:
-                    self.executor.on_stream_ack(msg)
-            case p.CancelTask(task_id=task_id, force=force, recursive=recursive):
-                if self.executor is not None:
-                    self.executor.cancel(task_id, force=force, recursive=recursive)
-            case p.SubmitTask():
-                if self.executor is None:
-                    conn.send(
-                        p.TaskDone(
-                            msg.task_id,
-                            error=ser.system_error_value(
-                                NodeDiedError, "a driver does not run tasks"
-                            ),
-                        )
-                    )
-                else:
-                    self.executor.on_submit_task(conn, msg, raw)
-            case p.Reply() | p.ObjectReply():
-                fut = self._rpcs.get(msg.rid)
-                if fut is not None and not fut.done():
-                    fut.set_result((msg, raw) if isinstance(msg, p.ObjectReply) else msg)
-            case p.GetObject():
-                self.spawn(self.objects.transfer.serve_get_object(conn, msg))
-            case p.FetchObject():
-                self.objects.transfer.serve_fetch_object(conn, msg)
-            case p.UpdateRefs(deltas=deltas):
-                for oid, delta in deltas:
-                    self.refs.apply_delta(oid, delta)
-            case p.FreeObjects(object_ids=object_ids):
-                for oid in object_ids:
-                    self.objects.drop_stored(oid)
-            case p.ListObjects(rid=rid):
-                conn.send(p.Reply(rid, value=self.objects.object_rows()))
-            case p.ListTasks(rid=rid):
-                conn.send(p.Reply(rid, value=self.task_rows()))
-            case p.Unmapped(object_ids=object_ids):
-                for oid in object_ids:
-                    self.store.unmapped(oid)
-            case p.ClusterView(nodes=nodes, departed=departed):
-                self.set_view(nodes, departed)
-            case p.Shutdown(reason=reason, evicted=evicted):
-                log.info("shutdown requested by the head: %s", reason)
-                self.evicted = evicted
-                if self.on_head_lost is not None:
-                    self.on_head_lost()
-            case _:
-                if self.head is not None:
-                    self.head.on_message(conn, msg)
-                elif self.executor is not None and isinstance(
-                    msg, p.CreateActor | p.KillActor | p.ReserveBundles | p.ReleaseBundles
-                ):
-                    self.executor.on_control(conn, msg)
-                else:
-                    log.warning("ignoring %s from %s", type(msg).__name__, conn.peer_id)
+    def on_shutdown(self, reason: str, evicted: bool) -> None:
+        """The head told this member to stop (``evicted``: it was declared dead)."""
+        log.info("shutdown requested by the head: %s", reason)
+        self.evicted = evicted
+        if self.on_head_lost is not None:
+            self.on_head_lost()
 
     def task_rows(self) -> dict[str, Any]:
         """This member's part of ``runtime list tasks``: what its executor has, and the

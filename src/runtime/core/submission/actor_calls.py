@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..common.errors import ErrorCode
 from ..common.exceptions import ActorDiedError, NodeDiedError, RuntimeBaseError
 from ..objects import serialization as ser
 from ..objects.refs import ReferenceTable
@@ -245,7 +246,7 @@ class ActorCaller:
         """A call reached a node its actor had left for a restart: it did not run, so send
         it again to the actor's next placement."""
         assert done.error is not None and task.actor_id is not None
-        if ser.system_error_class(done.error) != "ActorUnavailableError":
+        if ser.system_error_code(done.error) != ErrorCode.ACTOR_UNAVAILABLE:
             return False
         state = self.actors.get(task.actor_id)
         entry = state.inflight.pop(done.task_id, None) if state is not None else None

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from ..common.errors import ErrorCode
 from ..common.exceptions import (
     ActorDiedError,
     InfeasibleError,
@@ -112,14 +113,15 @@ class TaskSubmitter:
             if task.stream is not None:
                 task.stream.on_done(err)
 
-    def on_task_done(self, msg: p.TaskDone, raw: memoryview) -> None:
+    def on_task_done(self, conn: Connection | None, msg: p.TaskDone, raw: memoryview) -> None:
+        """A task or actor call this process submitted was answered (``conn``: by whom)."""
         task = self.tasks.pop(msg.task_id, None)
         if task is None:
             return
         if (
             msg.error is not None
             and task.retry is not None
-            and ser.system_error_class(msg.error) == "NoRoomError"
+            and ser.system_error_code(msg.error) == ErrorCode.NO_ROOM
         ):
             self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
             self._spill(task)
@@ -229,7 +231,7 @@ class TaskSubmitter:
         if conn is not None and not conn.closed:
             conn.send(p.CancelTask(task_id, force, recursive))
         err = ser.system_error_value(TaskCancelledError, f"{task.name} was cancelled")
-        self.on_task_done(p.TaskDone(task_id, error=err), memoryview(b""))
+        self.on_task_done(None, p.TaskDone(task_id, error=err), memoryview(b""))
         return True
 
     async def _cancel_later(self, node_id: str, msg: p.CancelTask) -> None:
@@ -400,7 +402,7 @@ class TaskSubmitter:
                 self.tasks[msg.task_id] = task
                 self.load[node_id] = self.load.get(node_id, 0) + 1
                 err = _node_failure(task, f"cannot reach node {node_id}: {exc}")
-                self.on_task_done(p.TaskDone(msg.task_id, error=err), memoryview(b""))
+                self.on_task_done(None, p.TaskDone(msg.task_id, error=err), memoryview(b""))
             return
         self._send_task(conn, msg, buffers, fn_blob)
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ..common import exceptions as exc_mod
+from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
 
 PROTOCOL_VERSION: Final = 1
@@ -95,8 +95,9 @@ class Reply(_Msg, tag=10):
 
     rid: int
     error: str | None = None
-    error_type: str | None = None
+    error_type: str | None = None  # the class name, for the message of an unknown code
     value: Any = None
+    code: int = 0  # the ErrorCode of ``error``: what the receiver raises
 
 
 # --- control plane (to and from the head) -------------------------------------------
@@ -504,11 +505,7 @@ def unwrap_reply(reply: Reply) -> Any:
     """The value of a Reply, or the error it carries raised with its original type."""
     if reply.error is None:
         return reply.value
-    cls = getattr(exc_mod, reply.error_type or "", None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    cls = error_class(reply.code)
+    if cls is not None:
         raise cls(reply.error)
-    if reply.error_type in ("ValueError", "TypeError", "KeyError"):
-        raise {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}[
-            reply.error_type
-        ](reply.error)
     raise RuntimeBaseError(f"{reply.error_type}: {reply.error}")
