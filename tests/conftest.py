@@ -78,12 +78,17 @@ def workers() -> dict[str, int]:
     return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
 
 
-def until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
-    """Poll a cluster-state predicate (membership changes have no event a driver can await)."""
+def until(
+    predicate: Callable[[], object],
+    timeout: float = 20.0,
+    why: Callable[[], str] = lambda: "the cluster did not get there in time",
+) -> None:
+    """Poll a cluster-state predicate (membership changes have no event a driver can await);
+    the one polling helper of the tests. ``why()``: the failure message, read at the end."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "the cluster did not get there in time"
-        time.sleep(0.05)
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.02)
 
 
 def cli_json(*args: str) -> object:

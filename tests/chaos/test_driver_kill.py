@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import runtime
+from runtime.core.api.state import list_state
 
 from ..conftest import HeadProcess, stop_process, until, wait_gone
 
@@ -80,7 +80,9 @@ def test_a_killed_driver_leaves_its_detached_actors_and_nothing_else(head: HeadP
         assert runtime.get(runtime.get_actor("survivor").incr.remote(), timeout=30) == 2
         # Its running tasks give their CPUs back; its queued ones never start.
         until(lambda: runtime.available_resources().get("CPU") == 3.0, timeout=30)
-        time.sleep(0.5)  # a queued task that wrongly started would have left its mark by now
+        # No node has any of its tasks left: a queued one that wrongly started would be listed
+        # (running) until it ended, its mark written by then.
+        until(lambda: not [r for r in list_state("tasks") if "hog" in r["name"]], timeout=30)
         assert len(os.listdir(marks)) == 3
         assert runtime.get_actor("survivor") is not None
     finally:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 import runtime
 from runtime.exceptions import ActorDiedError, PendingCallsLimitExceeded, TaskError
+
+from ..conftest import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,10 +212,14 @@ def test_actor_resources_are_reserved_for_its_lifetime(cluster):
     a = Counter.options(resources={"custom": 1}).remote()
     runtime.get(a.incr.remote())
     # Nodes report what is free as it changes; the head's view converges within a moment.
-    deadline = time.monotonic() + 10
-    while (during := runtime.available_resources().get("custom", 0.0)) != before - 1:
-        assert time.monotonic() < deadline, f"custom stayed at {during}, expected {before - 1}"
-        time.sleep(0.02)
+    until(
+        lambda: runtime.available_resources().get("custom", 0.0) == before - 1,
+        timeout=10,
+        why=lambda: (
+            f"custom stayed at {runtime.available_resources().get('custom', 0.0)}, "
+            f"expected {before - 1}"
+        ),
+    )
     runtime.kill(a)
 
 
@@ -253,10 +258,7 @@ def test_killing_an_async_actor_fails_its_running_calls_at_once(cluster):
 
     s = Sleeper.remote()
     running = s.sleep.remote(60)
-    deadline = time.monotonic() + 20
-    while runtime.get(s.sleeping_now.remote()) == 0:  # the call runs: it is in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(lambda: runtime.get(s.sleeping_now.remote()) != 0)  # the call runs: it is in flight
     runtime.kill(s, no_restart=False)
     with pytest.raises(ActorDiedError, match="may have run"):
         runtime.get(running, timeout=10)  # not when the 60 s sleep would have ended

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import runtime
+from runtime.core.api.state import list_state
 from runtime.exceptions import ActorDiedError, InfeasibleError, TaskCancelledError
 from runtime.util import (
     NodeAffinitySchedulingStrategy,
@@ -14,6 +15,8 @@ from runtime.util import (
     placement_group_table,
     remove_placement_group,
 )
+
+from ..conftest import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,11 +142,19 @@ def test_queued_task_fails_when_its_group_is_removed(three_nodes):
     assert pg.wait(20), (placement_group_table(), runtime.available_resources())
     running = hold.options(scheduling_strategy=in_bundle(pg, 0)).remote(1.0)
     queued = hold.options(scheduling_strategy=in_bundle(pg, 0)).remote(0)
-    time.sleep(0.2)
+    # Both reached the bundle's node: one runs, the other waits there for the bundle's CPU.
+    ids = (running.id, queued.id)
+    until(lambda: _task_states(*ids) == ["RUNNING", "QUEUED"])
     remove_placement_group(pg)
     with pytest.raises(TaskCancelledError):
         runtime.get(queued, timeout=10)
     del running
+
+
+def _task_states(*object_ids: bytes) -> list[str | None]:
+    """Where the task of each result is now (``runtime list tasks``): RUNNING, QUEUED, ..."""
+    states = {r["task_id"]: r["state"] for r in list_state("tasks")}
+    return [states.get(oid[:-4].hex()) for oid in object_ids]  # a result id: task id + index
 
 
 def test_named_group(three_nodes):
