@@ -81,14 +81,18 @@ def workers() -> dict[str, int]:
 def until(
     predicate: Callable[[], object],
     timeout: float = 20.0,
-    why: Callable[[], str] = lambda: "the cluster did not get there in time",
-) -> None:
+    why: Callable[[], str] | None = None,
+) -> float:
     """Poll a cluster-state predicate (membership changes have no event a driver can await);
-    the one polling helper of the tests. ``why()``: the failure message, read at the end."""
-    deadline = time.monotonic() + timeout
+    the one polling helper of the tests. ``why()`` adds to the failure message (read at the
+    end); returns the seconds it took."""
+    start = time.monotonic()
     while not predicate():
-        assert time.monotonic() < deadline, why()
+        if time.monotonic() - start >= timeout:
+            detail = f"\n{why()}" if why is not None else ""
+            raise AssertionError(f"the cluster did not get there in time{detail}")
         time.sleep(0.02)
+    return time.monotonic() - start
 
 
 def cli_json(*args: str) -> object:

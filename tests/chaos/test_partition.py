@@ -37,6 +37,7 @@ import runtime
 from runtime.util import NodeAffinitySchedulingStrategy
 
 from ..conftest import stop_process
+from ..conftest import until as _until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -171,16 +172,6 @@ def cluster(netns: Partitionable, tmp_path) -> Iterator[tuple[Cluster, Partition
         netns.heal()  # a test that failed mid-cut must not leave the nodes unable to stop
         for proc in reversed(c.procs):
             stop_process(proc)
-
-
-def _until(predicate, timeout: float, why=lambda: "") -> float:
-    """Poll until ``predicate()``; the seconds it took (membership changes have no event a
-    driver can await)."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"the cluster did not get there in time\n{why()}"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def _members() -> dict[str, dict]:

@@ -10,6 +10,8 @@ import pytest
 import runtime
 from runtime.exceptions import TaskCancelledError
 
+from ..conftest import until
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -77,10 +79,9 @@ def parent(log):
 
 
 def wait_for(log, item, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while item not in runtime.get(log.get.remote()):
-        assert time.monotonic() < deadline, f"{item!r} never logged"
-        time.sleep(0.02)
+    until(
+        lambda: item in runtime.get(log.get.remote()), timeout, why=lambda: f"{item!r} never logged"
+    )
 
 
 def test_queued_task_never_runs(cluster):

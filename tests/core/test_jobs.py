@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import HeadProcess, start_head, stop_process
+from ..conftest import HeadProcess, start_head, stop_process, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,13 +48,12 @@ def _cli(
 
 
 def _wait_for_nodes(head: HeadProcess, n: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    def joined() -> bool:
         out = _cli(head, "--json", "list", "nodes")
         nodes = json.loads(out.stdout) if out.returncode == 0 else []
-        if sum(1 for x in nodes if not x["is_driver"]) >= n:
-            return
-        assert time.monotonic() < deadline, f"{n} nodes did not join: {out}\n{head.log()}"
+        return sum(1 for x in nodes if not x["is_driver"]) >= n
+
+    until(joined, 30, why=lambda: f"{n} nodes did not join\n{head.log()}")
 
 
 @pytest.fixture(scope="module")
