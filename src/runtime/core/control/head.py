@@ -9,9 +9,11 @@ actor directory (:mod:`.actors`) and the placement groups (:mod:`.groups`) are i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -59,6 +61,31 @@ class Head:
         #: The parts: the actor directory and the placement groups.
         self.directory = ActorDirectory(self)
         self.placement = PlacementGroups(self)
+        #: One table per kind: messages from members (no answer), and requests (answered with
+        #: a Reply: the handler's value, or the error it raised). A handler may be async.
+        self._messages: dict[type, Callable[[Connection | None, Any], None]] = {
+            p.ReportResources: lambda conn, msg: self.on_report(msg),
+            p.Heartbeat: self._heartbeat,
+            p.LogLines: lambda conn, msg: self.forward_logs(msg),
+            p.ActorGone: self._actor_gone,
+        }
+        directory, placement = self.directory, self.placement
+        self._requests: dict[type, Callable[[Any, Connection | None], Any]] = {
+            p.RegisterNode: self._register,
+            p.CreateActor: lambda msg, conn: directory.create(msg.spec, msg.get_if_exists),
+            p.GetActor: lambda msg, conn: directory.get(
+                msg.name, msg.namespace, msg.actor_id, msg.wait, msg.after_restarts
+            ),
+            p.KillActor: self._kill_actor,
+            p.ListState: lambda msg, conn: self._list(msg.what),
+            p.KvOp: lambda msg, conn: self._kv(msg),
+            p.StopCluster: self._stop_request,
+            p.CreatePlacementGroup: lambda msg, conn: placement.create(msg.spec),
+            p.WaitPlacementGroup: lambda msg, conn: placement.wait(
+                msg.pg_id, msg.name, msg.namespace
+            ),
+            p.RemovePlacementGroup: self._remove_group,
+        }
         if worker.state_dir:
             self.store = HeadStore(os.path.join(worker.state_dir, "head.sqlite"))
             self._load(self.store)
@@ -191,27 +218,27 @@ class Head:
     # --- requests ----------------------------------------------------------------------------
 
     def on_message(self, conn: Connection | None, msg: p.Message) -> None:
-        match msg:
-            case p.ReportResources():
-                self.on_report(msg)
-            case p.Heartbeat(node_id=node_id):
-                if node_id in self.retired and conn is not None:
-                    conn.abort()  # a retired incarnation: its heartbeats mean nothing now
-                else:
-                    self.detector.beat(node_id, heartbeat_now())
-            case p.LogLines():
-                self.forward_logs(msg)
-            case p.ActorGone(actor_id=actor_id, reason=reason, error=error):
-                record = self.directory.actors.get(actor_id)
-                sender = conn.peer_id if conn is not None else self.worker.peer_id
-                # Only news of the actor's current placement counts (not of a restarted one's).
-                if record is not None and record.state == ALIVE and record.node_id == sender:
-                    record.death_error = error
-                    self.directory.mark_dead(record, reason)
-            case _ if conn is not None and hasattr(msg, "rid"):
-                self.worker.spawn(self._serve(conn, msg))
-            case _:
-                log.warning("head ignores %s", type(msg).__name__)
+        handler = self._messages.get(type(msg))
+        if handler is not None:
+            handler(conn, msg)
+        elif conn is not None and hasattr(msg, "rid"):
+            self.worker.spawn(self._serve(conn, msg))
+        else:
+            log.warning("head ignores %s", type(msg).__name__)
+
+    def _heartbeat(self, conn: Connection | None, msg: p.Heartbeat) -> None:
+        if msg.node_id in self.retired and conn is not None:
+            conn.abort()  # a retired incarnation: its heartbeats mean nothing now
+        else:
+            self.detector.beat(msg.node_id, heartbeat_now())
+
+    def _actor_gone(self, conn: Connection | None, msg: p.ActorGone) -> None:
+        record = self.directory.actors.get(msg.actor_id)
+        sender = conn.peer_id if conn is not None else self.worker.peer_id
+        # Only news of the actor's current placement counts (not of a restarted one's).
+        if record is not None and record.state == ALIVE and record.node_id == sender:
+            record.death_error = msg.error
+            self.directory.mark_dead(record, msg.reason)
 
     def forward_logs(self, msg: p.LogLines) -> None:
         """Task output from a node, to every driver that asked for it."""
@@ -236,56 +263,45 @@ class Head:
             )
 
     async def _handle(self, msg: Any, conn: Connection | None) -> Any:
-        match msg:
-            case p.RegisterNode(info=info):
-                if info.node_id in self.retired:
-                    raise NodeRetiredError(
-                        f"node {info.node_id} was declared dead; join with a new id"
-                    )
-                self.nodes[info.node_id] = info
-                if not info.is_driver:
-                    self.detector.watch(info.node_id, heartbeat_now())
-                self._send_view()
-                if self.directory.pending or self.placement.pending:
-                    self.place_pending()
-                return True
-            case p.CreateActor(spec=spec, get_if_exists=get_if_exists):
-                return self.directory.create(spec, get_if_exists)
-            case p.GetActor(
-                name=name, namespace=namespace, actor_id=actor_id, wait=wait, after_restarts=after
-            ):
-                return await self.directory.get(name, namespace, actor_id, wait, after)
-            case p.KillActor(actor_id=actor_id, no_restart=no_restart, reason=reason):
-                record = self.directory.actors.get(actor_id)
-                if record is None:
-                    raise ValueError(f"no actor {actor_id.hex()}")
-                if not no_restart and record.state == ALIVE and record.can_restart():
-                    self.directory.stop_on_node(record.node_id, actor_id, restarting=True)
-                    self.directory.restart(
-                        record, "it was killed with runtime.kill(no_restart=False)"
-                    )
-                else:
-                    self.directory.kill(record, reason or "the actor was killed with runtime.kill")
-                return True
-            case p.ListState(what=what):
-                return self._list(what)
-            case p.KvOp():
-                return self._kv(msg)
-            case p.StopCluster():
-                self.worker.loop.call_later(0.05, self.stop_cluster)
-                return True
-            case p.CreatePlacementGroup(spec=spec):
-                return self.placement.create(spec)
-            case p.WaitPlacementGroup(pg_id=pg_id, name=name, namespace=namespace):
-                return await self.placement.wait(pg_id, name, namespace)
-            case p.RemovePlacementGroup(pg_id=pg_id):
-                group = self.placement.groups.get(pg_id)
-                if group is None:
-                    raise ValueError(f"no placement group {pg_id.hex()}")
-                self.placement.remove(group, "it was removed with remove_placement_group")
-                return True
-            case _:
-                raise ValueError(f"the head does not handle {type(msg).__name__}")
+        handler = self._requests.get(type(msg))
+        if handler is None:
+            raise ValueError(f"the head does not handle {type(msg).__name__}")
+        value = handler(msg, conn)
+        return await value if inspect.isawaitable(value) else value
+
+    def _register(self, msg: p.RegisterNode, conn: Connection | None) -> bool:
+        info = msg.info
+        if info.node_id in self.retired:
+            raise NodeRetiredError(f"node {info.node_id} was declared dead; join with a new id")
+        self.nodes[info.node_id] = info
+        if not info.is_driver:
+            self.detector.watch(info.node_id, heartbeat_now())
+        self._send_view()
+        if self.directory.pending or self.placement.pending:
+            self.place_pending()
+        return True
+
+    def _kill_actor(self, msg: p.KillActor, conn: Connection | None) -> bool:
+        record = self.directory.actors.get(msg.actor_id)
+        if record is None:
+            raise ValueError(f"no actor {msg.actor_id.hex()}")
+        if not msg.no_restart and record.state == ALIVE and record.can_restart():
+            self.directory.stop_on_node(record.node_id, msg.actor_id, restarting=True)
+            self.directory.restart(record, "it was killed with runtime.kill(no_restart=False)")
+        else:
+            self.directory.kill(record, msg.reason or "the actor was killed with runtime.kill")
+        return True
+
+    def _stop_request(self, msg: p.StopCluster, conn: Connection | None) -> bool:
+        self.worker.loop.call_later(0.05, self.stop_cluster)
+        return True
+
+    def _remove_group(self, msg: p.RemovePlacementGroup, conn: Connection | None) -> bool:
+        group = self.placement.groups.get(msg.pg_id)
+        if group is None:
+            raise ValueError(f"no placement group {msg.pg_id.hex()}")
+        self.placement.remove(group, "it was removed with remove_placement_group")
+        return True
 
     # --- actors ------------------------------------------------------------------------------
 

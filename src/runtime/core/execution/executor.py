@@ -79,6 +79,17 @@ class Executor:
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
         self._report_armed = False
+        #: Request type -> what it does here (on_control answers each).
+        self._control: dict[type, Callable[[Any], object]] = {
+            p.CreateActor: lambda msg: self.create_actor(msg.spec),
+            p.KillActor: lambda msg: self.kill_actor(
+                msg.actor_id,
+                "the actor was killed with runtime.kill",
+                restarting=not msg.no_restart,
+            ),
+            p.ReserveBundles: self.on_bundles,
+            p.ReleaseBundles: self.on_bundles,
+        }
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -416,24 +427,11 @@ class Executor:
     # --- actors ------------------------------------------------------------------------------
 
     def on_control(self, conn: Connection, msg: p.Message) -> None:
-        match msg:
-            case p.CreateActor(rid=rid, spec=spec):
-                try:
-                    self.create_actor(spec)
-                    self.worker.reply(conn, rid, True)
-                except Exception as exc:
-                    self.worker.reply(conn, rid, error=exc)
-            case p.KillActor(rid=rid, actor_id=actor_id, no_restart=no_restart):
-                self.kill_actor(
-                    actor_id, "the actor was killed with runtime.kill", restarting=not no_restart
-                )
-                self.worker.reply(conn, rid, True)
-            case p.ReserveBundles(rid=rid) | p.ReleaseBundles(rid=rid):
-                try:
-                    self.on_bundles(msg)
-                    self.worker.reply(conn, rid, True)
-                except Exception as exc:
-                    self.worker.reply(conn, rid, error=exc)
+        """The head's requests to this node (create or kill an actor, reserve or release
+        bundles), answered with a Reply: True, or the error it raised."""
+        run = self._control.get(type(msg))
+        if run is not None:
+            _answer(self.worker, conn, msg, run)
 
     def create_actor(self, spec: p.ActorSpec) -> None:
         """Reserve the actor's resources here and start its constructor (loop)."""
@@ -502,6 +500,18 @@ class Executor:
             )
             return
         actor.on_call(conn, msg, raw)
+
+
+def _answer(
+    worker: ExecutionHost, conn: Connection, msg: Any, run: Callable[[Any], object]
+) -> None:
+    """Run a request of the head and reply True, or the error it raised."""
+    try:
+        run(msg)
+    except Exception as exc:
+        worker.reply(conn, msg.rid, error=exc)
+    else:
+        worker.reply(conn, msg.rid, True)
 
 
 __all__ = ["Executor", "HostedActor", "encode_returns"]
