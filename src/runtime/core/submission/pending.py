@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..objects import serialization as ser
 from ..wire import protocol as p
 
 if TYPE_CHECKING:
@@ -44,6 +45,32 @@ class TaskRetry:
     retries_left: int  # -1: without limit
     retry_exceptions: bool | tuple[type[BaseException], ...]
     failures: list[str] = field(default_factory=list)
+
+
+def take_retry(retry: TaskRetry | None, why: str) -> bool:
+    """Spend one try of ``retry`` on a new attempt (state only: the caller sends it); False
+    when there is no try left. The new attempt carries the next attempt number, so the node
+    runs it again instead of answering it as a resend of the last one."""
+    if retry is None or retry.retries_left == 0:
+        return False
+    if retry.retries_left > 0:
+        retry.retries_left -= 1
+    retry.failures.append(why)
+    retry.msg.attempt += 1
+    return True
+
+
+def retry_allowed(allowed: bool | tuple[type[BaseException], ...], error: p.Value) -> bool:
+    """Whether a task's ``retry_exceptions`` allows a retry after it failed with ``error``:
+    only for an exception the user's code raised, of an allowed class (or caused by one)."""
+    if allowed is False or not ser.is_application_error(error):
+        return False
+    if isinstance(allowed, tuple):
+        exc = ser.error_from_value(error)
+        cause = getattr(exc, "cause", None)
+        if not isinstance(exc, allowed) and not isinstance(cause, allowed):
+            return False
+    return True
 
 
 def owned_task_rows(tasks: dict[bytes, PendingTask]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from ..scheduling.scheduler import fits, pick_node
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
-from .pending import PendingTask, RetryPolicy, TaskRetry
+from .pending import PendingTask, RetryPolicy, TaskRetry, retry_allowed, take_retry
 from .streaming import StreamState
 
 log = logging.getLogger("runtime.worker")
@@ -346,12 +346,8 @@ class TaskSubmitter:
     def _retry(self, task: PendingTask, why: str) -> bool:
         """Submit ``task`` again if it has tries left (loop); False when it has none."""
         retry = task.retry
-        if retry is None or retry.retries_left == 0:
+        if retry is None or not take_retry(retry, why):
             return False
-        if retry.retries_left > 0:
-            retry.retries_left -= 1
-        retry.failures.append(why)
-        retry.msg.attempt += 1  # a new try, meant to run again (not a resend of the last)
         log.info("retrying task %s: %s", task.name, why)
         if retry.msg.args.refs:
             self.refs.pin(retry.msg.args.refs)  # the last try released its pins, or died with them
@@ -361,14 +357,8 @@ class TaskSubmitter:
     def _retry_on_error(self, task: PendingTask, error: p.Value) -> bool:
         retry = task.retry
         assert retry is not None
-        allowed = retry.retry_exceptions
-        if allowed is False or not ser.is_application_error(error):
+        if not retry_allowed(retry.retry_exceptions, error):
             return False
-        if isinstance(allowed, tuple):
-            exc = ser.error_from_value(error)
-            cause = getattr(exc, "cause", None)
-            if not isinstance(exc, allowed) and not isinstance(cause, allowed):
-                return False
         return self._retry(task, "it raised an exception and retry_exceptions allows a retry")
 
     def _send_task(
