@@ -21,11 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """``make_cluster(n, env=None)``: ``n`` hosts with the token provisioned on each and a
-    head started on ``h0``; everything is removed at the end of the test."""
+    """``make_cluster(n, env=None, head_name=None)``: ``n`` hosts with the token provisioned
+    on each and a head started on ``h0`` (reached by ``head_name`` when given, a name every
+    host resolves); everything is removed at the end of the test."""
     networks: list[Network] = []
 
-    def make(n: int, env: dict[str, str] | None = None) -> Cluster:
+    def make(n: int, env: dict[str, str] | None = None, head_name: str | None = None) -> Cluster:
         try:
             net = make_network(n, tmp_path, env)
         except Unavailable as exc:
@@ -34,7 +35,9 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         token = os.urandom(32)
         for host in net.hosts:  # provisioned like a secret: a file only root reads
             host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
-        cluster = Cluster(net, token)
+        cluster = Cluster(net, token, head_name=head_name)
+        if head_name is not None:
+            net.resolve(head_name, net.hosts[0].ip)
         cluster.start_head()
         return cluster
 

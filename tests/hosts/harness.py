@@ -196,6 +196,14 @@ class Network:
             timeout=30,
         )
 
+    def resolve(self, name: str, ip: str) -> None:
+        """Make ``name`` resolve to ``ip`` on every host (a DNS record that changes, as a
+        Kubernetes Service's does when its pod comes back elsewhere)."""
+        for host in self.hosts:
+            # In place: /etc/hosts is a bind mount, which a rename (sed -i) cannot replace.
+            script = f"grep -v ' {name}$' /etc/hosts > /tmp/.h; echo '{ip} {name}' >> /tmp/.h; "
+            host.run("sh", "-c", script + "cat /tmp/.h > /etc/hosts")
+
     def log_tail(self) -> str:
         return "\n".join(h.log_tail() for h in self.hosts)
 
@@ -286,6 +294,10 @@ class Cluster:
     token: bytes
     state_dir: str = f"{RUNTIME_TMP}/head-state"
     head: subprocess.Popen[bytes] | None = None
+    #: The name nodes and drivers reach the head by (None: its address on h0).
+    head_name: str | None = None
+    #: The head's address on h0 (None: h0's own).
+    head_ip: str | None = None
 
     @property
     def hosts(self) -> list[Host]:
@@ -293,10 +305,10 @@ class Cluster:
 
     @property
     def address(self) -> str:
-        return f"{self.hosts[0].ip}:{HEAD_PORT}"
+        return f"{self.head_name or self.head_ip or self.hosts[0].ip}:{HEAD_PORT}"
 
-    def node_command(self, host: Host, *args: str) -> list[str]:
-        return [sys.executable, "-m", "runtime.node", "--host", host.ip,
+    def node_command(self, host: Host, *args: str, ip: str | None = None) -> list[str]:
+        return [sys.executable, "-m", "runtime.node", "--host", ip or host.ip,
                 "--token-file", TOKEN_PATH, *args]  # fmt: skip
 
     def start_head(self, *args: str, timeout: float = 30) -> subprocess.Popen[bytes]:
@@ -307,7 +319,7 @@ class Cluster:
         self.head = h0.spawn(
             "head",
             *self.node_command(h0, "--head", "--port", str(HEAD_PORT), "--num-cpus", "0",
-                               "--state-dir", self.state_dir, *args),
+                               "--state-dir", self.state_dir, *args, ip=self.head_ip),
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while b"runtime head listening on" not in log.read_bytes()[start:]:

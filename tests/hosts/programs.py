@@ -197,6 +197,17 @@ def driver_object_borrowed_by_a_host_it_never_called() -> dict[str, Any]:
 
 
 @program
+def members() -> dict[str, Any]:
+    """Where the worker nodes are, and the head's address as the cluster lists it."""
+    heads = [
+        n["NodeManagerAddress"]
+        for n in runtime.nodes()
+        if n["Alive"] and not n["IsDriver"] and not n["Resources"].get("CPU")
+    ]
+    return {"hosts": sorted(host_of_nodes().values()), "head": heads}
+
+
+@program
 def strict_spread(bundles: int, too_many: int) -> dict[str, Any]:
     """One bundle per host with STRICT_SPREAD; more bundles than hosts never place."""
     pg = placement_group([{"CPU": 1}] * bundles, strategy="STRICT_SPREAD")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import FAST_DETECTION
+from .harness import FAST_DETECTION, SUBNET
 
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(120)]
 
@@ -103,3 +103,25 @@ def test_a_host_the_driver_never_called_reads_an_object_the_driver_owns(make_clu
         cluster.hosts[3], "driver_object_borrowed_by_a_host_it_never_called", nodes=2
     )
     assert out["read"] == [out["expected"], "h2"]
+
+
+def test_nodes_follow_the_head_to_a_new_address_under_its_name(make_cluster):
+    # A Kubernetes head pod comes back with a new IP behind the same Service name.
+    cluster = make_cluster(3, env=FAST_DETECTION, head_name="runtime-head")
+    h0, h1, h2 = cluster.hosts
+    for host in (h1, h2):
+        cluster.start_node(host, procs=2)
+    assert cluster.drive(h1, "members", nodes=4) == {
+        "hosts": ["h1", "h1", "h2", "h2"],
+        "head": [h0.ip],
+    }
+    cluster.kill_head()
+    moved = f"{SUBNET}.101"
+    h0.run("ip", "addr", "add", f"{moved}/24", "dev", "eth0")
+    cluster.net.resolve("runtime-head", moved)
+    cluster.head_ip = moved
+    cluster.start_head()
+    assert cluster.drive(h2, "members", nodes=4) == {
+        "hosts": ["h1", "h1", "h2", "h2"],
+        "head": [moved],
+    }
