@@ -23,10 +23,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """``make_cluster(n, env=None, head_name=None)``: ``n`` hosts with the token provisioned
     on each and a head started on ``h0`` (reached by ``head_name`` when given, a name every
-    host resolves); everything is removed at the end of the test."""
+    host resolves; ``head=False``: no head yet); everything is removed at the end of the test."""
     networks: list[Network] = []
 
-    def make(n: int, env: dict[str, str] | None = None, head_name: str | None = None) -> Cluster:
+    def make(
+        n: int, env: dict[str, str] | None = None, head_name: str | None = None, head: bool = True
+    ) -> Cluster:
         try:
             net = make_network(n, tmp_path, env)
         except Unavailable as exc:
@@ -38,7 +40,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         cluster = Cluster(net, token, head_name=head_name)
         if head_name is not None:
             net.resolve(head_name, net.hosts[0].ip)
-        cluster.start_head()
+        if head:
+            cluster.start_head()
         return cluster
 
     try:

@@ -149,6 +149,17 @@ class Host:
             )
         return out.stdout.decode(errors="replace")
 
+    def exit_code(self, *argv: str, env: dict[str, str] | None = None, timeout: float = 30) -> int:
+        """Run a command in this host (as a probe would) and return its exit status."""
+        out = subprocess.run(
+            self.command(*argv),
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        return out.returncode
+
     def kill(self) -> list[int]:
         """Kill -9 every process started in this host (a machine whose runtime died); the
         pids killed."""
