@@ -1,7 +1,8 @@
 """Driver programs the multi-host tests run inside a simulated host.
 
-``python -m tests.hosts.programs NAME HEAD_ADDRESS KWARGS_JSON`` joins the cluster (the token
-comes from ``RUNTIME_AUTH_TOKEN_FILE``, which the harness sets), waits (bounded) until
+``python -m tests.hosts.programs NAME HEAD_ADDRESS KWARGS_JSON`` joins the cluster (at
+``RUNTIME_ADDRESS`` when HEAD_ADDRESS is ``-``; the token comes from
+``RUNTIME_AUTH_TOKEN_FILE``, which the harness sets), waits (bounded) until
 ``nodes`` worker nodes are up, runs ``NAME(**kwargs)`` and prints ``RESULT <json>`` last.
 A program that needs the test to act in the middle (kill a host, restart the head) calls
 :func:`checkpoint`, which prints ``CHECKPOINT <json>`` and waits for the test's go.
@@ -319,7 +320,8 @@ def train_two_hosts(timeout_s: float) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     name, address, kwargs = argv[0], argv[1], json.loads(argv[2])
     nodes = kwargs.pop("nodes", 0)
-    runtime.init(address=address, log_to_driver=False)
+    # "-": the address from the environment (RUNTIME_ADDRESS), as a job's driver has it.
+    runtime.init(address=None if address == "-" else address, log_to_driver=False)
     try:
         until(lambda: len(workers()) >= nodes, 60, f"{nodes} worker nodes")
         result = PROGRAMS[name](**kwargs)
