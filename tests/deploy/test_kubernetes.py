@@ -4,6 +4,8 @@ container commands and probes make a working cluster on simulated hosts."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from typing import Any
 
@@ -120,7 +122,32 @@ def test_pods_run_as_a_user_with_the_token_from_a_secret_probes_and_a_grace_peri
 # --- the manifests' commands, run on simulated hosts -------------------------------------------
 
 #: Paths of the pods, mapped into each simulated host's private /tmp.
-PATHS = {"/etc/runtime/token/token": TOKEN_PATH, "/var/lib/runtime": f"{RUNTIME_TMP}/pv"}
+PATHS = {
+    "/etc/runtime/token/token": TOKEN_PATH,
+    "/var/lib/runtime": f"{RUNTIME_TMP}/pv",
+    "/etc/runtime/tls": "/tmp/tls",
+}
+
+
+def _provision_tls(hosts, where) -> None:
+    """Make the runtime-tls Secret's files as docs/deploy.md says (a CA, one member
+    certificate), and put them where each host mounts the Secret."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the TLS overlay's run needs the openssl command")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=runtime-ca", "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=runtime-member",
+            "-keyout", "tls.key", "-out", "member.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "member.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", "tls.crt")  # fmt: skip
+    for host in hosts:
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            data = (where / name).read_bytes()
+            host.run("sh", "-c", f"mkdir -p /tmp/tls && cat > /tmp/tls/{name}", input=data)
 
 
 def _local(text: str) -> str:
@@ -161,11 +188,18 @@ def _until_probe_passes(host, probe, env, tries: int = 20) -> int:
 
 @pytest.mark.hosts
 @pytest.mark.timeout(150)
-def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(make_cluster):
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(
+    make_cluster, overlay, tmp_path
+):
     cluster = make_cluster(4, head=False)
     h0, h1, h2, h3 = cluster.hosts
     cluster.net.resolve("runtime-head", h0.ip)  # the headless Service's DNS record
-    docs = resources()
+    if overlay == "tls":
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        _provision_tls(cluster.hosts, certs)
+    docs = resources(overlay)
     head = container(find(docs, "StatefulSet", "runtime-head"))
     worker = container(find(docs, "Deployment", "runtime-worker"))
     argv, head_env = _pod_process(h0, head)
@@ -182,8 +216,13 @@ def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(make_clu
     # A pod whose node processes are not members is not ready.
     _, idle_env = _pod_process(h3, worker)
     assert _probe(h3, worker["readinessProbe"], idle_env) != 0
+    if overlay == "tls":  # the mesh really is TLS: the same probe without the certificates fails
+        plain = {k: v for k, v in envs["h1"].items() if not k.startswith("RUNTIME_TLS_")}
+        plain_env = {**plain, **{k: "" for k in envs["h1"] if k.startswith("RUNTIME_TLS_")}}
+        assert _probe(h1, worker["readinessProbe"], plain_env) != 0
     procs = int(envs["h1"]["RUNTIME_PROCS"])
-    out = cluster.drive(h3, "members", nodes=2 * procs)
+    tls = {k: v for k, v in idle_env.items() if k.startswith("RUNTIME_TLS_")}
+    out = cluster.drive(h3, "members", env=tls, nodes=2 * procs)
     assert out["hosts"] == ["h1"] * procs + ["h2"] * procs
     assert out["head"] == [h0.ip]
     # The head's state lives where the persistent volume is mounted.

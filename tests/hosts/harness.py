@@ -358,15 +358,24 @@ class Cluster:
             args += ["--resources", json.dumps(resources)]
         return host.spawn("node", *self.node_command(host, *args))
 
-    def driver(self, host: Host, program: str, **kwargs: object) -> Driver:
+    def driver(
+        self, host: Host, program: str, env: dict[str, str] | None = None, **kwargs: object
+    ) -> Driver:
         """Start driver ``program`` of ``programs.py`` in ``host`` (joined to this cluster)."""
         argv = [sys.executable, "-m", "tests.hosts.programs", program, self.address,
                 json.dumps(kwargs)]  # fmt: skip
-        return Driver(host.spawn(f"driver-{program}", *argv, stdin=True), self)
+        return Driver(host.spawn(f"driver-{program}", *argv, env=env, stdin=True), self)
 
-    def drive(self, host: Host, program: str, timeout: float = 90, **kwargs: object) -> object:
+    def drive(
+        self,
+        host: Host,
+        program: str,
+        timeout: float = 90,
+        env: dict[str, str] | None = None,
+        **kwargs: object,
+    ) -> object:
         """Run driver ``program`` to its end in ``host``; what it returned."""
-        return self.driver(host, program, **kwargs).result(timeout)
+        return self.driver(host, program, env, **kwargs).result(timeout)
 
 
 @dataclass
