@@ -208,6 +208,20 @@ def members() -> dict[str, Any]:
     return {"hosts": sorted(host_of_nodes().values()), "head": heads}
 
 
+@runtime.remote(num_cpus=2)
+def two_cpus() -> str:
+    return socket.gethostname()
+
+
+@program
+def task_of_two_cpus() -> dict[str, Any]:
+    """A task that needs 2 CPUs, on a cluster whose one host offers 2 (in 2 processes)."""
+    try:
+        return {"ran_on": runtime.get(two_cpus.remote(), timeout=20), "error": None}
+    except runtime.exceptions.RuntimeBaseError as exc:
+        return {"ran_on": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
 @program
 def strict_spread(bundles: int, too_many: int) -> dict[str, Any]:
     """One bundle per host with STRICT_SPREAD; more bundles than hosts never place."""
