@@ -1,0 +1,181 @@
+"""Objects between hosts, measured on simulated hosts (network namespaces on a bridge).
+
+Run (root, iproute2): `.venv/bin/python benchmarks/hosts.py [--size-mb 1024] [--runs 3]`
+
+Three hosts on a private bridge (see tests/hosts/harness.py): the head on h0 (with the
+driver), a node on h1 and a node on h2, each host with its own /dev/shm. Rows (medians):
+
+* raw socket: a Python sender on h1 streams SIZE bytes to a receiver on h2 that reads into a
+  reused, pre-touched buffer: the ceiling of the bridge for one TCP stream;
+* a task on h2 reads an object made on h1 (`runtime.get` timed inside the task, so only the
+  transfer counts), first read and a second read of the same object;
+* for scale, a task on h1 reads the same object on its own host (shared memory, no copy).
+
+Only this runtime is measured; Ray's published broadcast figure (1 GiB to 50 nodes in
+16.9 s) is for a different workload (see docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHUNK = 64 << 20
+PORT = 9000
+
+SENDER = f"""
+import socket, sys
+size = int(sys.argv[1])
+buf = bytearray(b"x" * {CHUNK})
+srv = socket.create_server(("0.0.0.0", {PORT}))
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    conn, _ = srv.accept()
+    left = size
+    while left:
+        n = min(left, len(buf))
+        conn.sendall(memoryview(buf)[:n])
+        left -= n
+    conn.close()
+"""
+
+RECEIVER = f"""
+import socket, sys, time
+size, host = int(sys.argv[1]), sys.argv[2]
+buf = bytearray(b"y" * {CHUNK})
+view = memoryview(buf)
+conn = socket.create_connection((host, {PORT}))
+start = time.perf_counter()
+got = 0
+while got < size:
+    n = conn.recv_into(view)
+    if not n:
+        raise SystemExit("short read")
+    got += n
+print(time.perf_counter() - start)
+"""
+
+
+def driver(address: str, size: int, runs: int) -> dict[str, list[float]]:
+    """Runs inside h0: the runtime rows."""
+    import numpy as np
+
+    import runtime
+
+    @runtime.remote(resources={"h1": 0.01})
+    def produce(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.uint8)
+
+    def reader(resource: str):
+        @runtime.remote(resources={resource: 0.01})
+        def read(refs: list) -> float:
+            start = time.perf_counter()
+            value = runtime.get(refs[0])
+            elapsed = time.perf_counter() - start
+            assert value.nbytes == refs[1] and int(value[:: 1 << 20].sum()) == len(
+                value[:: 1 << 20]
+            )
+            return elapsed
+
+        return read
+
+    runtime.init(address=address, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + 60
+        while len([n for n in runtime.nodes() if n["Alive"] and n["Resources"].get("CPU")]) < 2:
+            assert time.monotonic() < deadline, "nodes did not join"
+            time.sleep(0.1)
+        out: dict[str, list[float]] = {"first": [], "second": [], "same_host": []}
+        remote_read, local_read = reader("h2"), reader("h1")
+        for _ in range(runs):
+            ref = produce.remote(size)
+            runtime.wait([ref], timeout=120)
+            out["first"].append(runtime.get(remote_read.remote([ref, size]), timeout=300))
+            out["second"].append(runtime.get(remote_read.remote([ref, size]), timeout=300))
+            out["same_host"].append(runtime.get(local_read.remote([ref, size]), timeout=300))
+            del ref
+        return out
+    finally:
+        runtime.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--driver", help=argparse.SUPPRESS)  # the head's address, inside h0
+    args = ap.parse_args()
+    size = args.size_mb << 20
+    if args.driver:
+        print("RESULT " + json.dumps(driver(args.driver, size, args.runs)), flush=True)
+        return
+
+    from tests.hosts.harness import TOKEN_PATH, Cluster, Unavailable, make_network
+
+    logs = Path(tempfile.mkdtemp(prefix="bench-hosts-"))
+    try:
+        net = make_network(3, logs)
+    except Unavailable as exc:
+        print(f"skipped: {exc}")
+        return
+    try:
+        h0, h1, h2 = net.hosts
+        # Raw TCP over the bridge, h1 -> h2.
+        sender = h1.spawn("sender", sys.executable, "-c", SENDER, str(size), str(args.runs))
+        deadline = time.monotonic() + 30
+        raw = []
+        for _ in range(args.runs):
+            while time.monotonic() < deadline:
+                try:
+                    raw.append(float(h2.run(sys.executable, "-c", RECEIVER, str(size), h1.ip)))
+                    break
+                except RuntimeError:
+                    time.sleep(0.2)  # the sender is not listening yet
+        sender.wait(30)
+        # The runtime: head on h0, a node on h1 and one on h2, the driver on h0.
+        token = os.urandom(32)
+        for host in net.hosts:
+            host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
+        cluster = Cluster(net, token)
+        cluster.start_head()
+        store = str(3 * size + (256 << 20))
+        for host in (h1, h2):
+            host.spawn(
+                "node",
+                *cluster.node_command(host, "--address", cluster.address, "--num-cpus", "1",
+                                      "--resources", json.dumps({host.name: 1}),
+                                      "--object-store-memory", store),
+            )  # fmt: skip
+        out = h0.run(
+            sys.executable, str(Path(__file__).resolve()), "--driver", cluster.address,
+            "--size-mb", str(args.size_mb), "--runs", str(args.runs),
+            timeout=900,
+        )  # fmt: skip
+        times = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+    finally:
+        net.close()
+    gib = size / (1 << 30)
+    rows = [
+        ("raw TCP socket h1 -> h2 (ceiling)", raw),
+        ("object made on h1, first read on h2", times["first"]),
+        ("same object, second read on h2", times["second"]),
+        ("same object, read on h1 (shared memory)", times["same_host"]),
+    ]
+    print(f"| path ({args.size_mb} MiB, median of {args.runs}) | seconds | GB/s |")
+    print("|---|---|---|")
+    for name, values in rows:
+        median = statistics.median(values)
+        print(f"| {name} | {median:.3f} | {gib * (1 << 30) / median / 1e9:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The deploy tests reuse the simulated hosts of ``tests/hosts``."""
+
+from ..hosts.conftest import make_cluster, pytest_configure
+
+__all__ = ["make_cluster", "pytest_configure"]
