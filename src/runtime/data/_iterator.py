@@ -122,6 +122,7 @@ class DataIterator:
         local_shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
         """Batches as dicts of torch tensors (torch is imported here, not before)."""
+        import numpy as np
         import torch
 
         for batch in self.iter_batches(
@@ -139,6 +140,13 @@ class DataIterator:
             for k, col in batch.items():
                 v = col
                 dtype = dtypes.get(k) if isinstance(dtypes, dict) else dtypes
+                if v.dtype == object and len(v) and isinstance(v[0], np.ndarray):
+                    shapes = sorted({a.shape for a in v})
+                    raise ValueError(
+                        f"column {k!r} holds tensors of different shapes ({shapes[:4]}"
+                        f"{'...' if len(shapes) > 4 else ''}); torch needs one shape per "
+                        "batch (pad or resize them in map_batches, or pass collate_fn)"
+                    )
                 if v.dtype == object:
                     raise TypeError(
                         f"column {k!r} holds Python objects; torch needs numeric columns "

@@ -89,9 +89,7 @@ def from_pandas(dfs: Any) -> Dataset:
     for f in frames:
         if not isinstance(f, pd.DataFrame):
             raise TypeError(f"from_pandas needs DataFrames, got {type(f).__name__}")
-    return _from_blocks(
-        [pa.Table.from_pandas(f, preserve_index=False) for f in frames], "FromPandas"
-    )
+    return _from_blocks([B.block_from_pandas(f) for f in frames], "FromPandas")
 
 
 def from_arrow(tables: Any) -> Dataset:
