@@ -147,7 +147,7 @@ def test_stats_report_each_fused_operator() -> None:
     assert "not executed" in ds.stats()
     ds.take_all()
     stats = ds.stats()
-    assert "ReadRange->Map->Filter" in stats and "100 rows out" in stats
+    assert "ReadRange->Map(<lambda>)->Filter(<lambda>)" in stats and "100 rows out" in stats
 
 
 def test_a_failing_function_fails_with_its_exception_and_the_row() -> None:

@@ -302,8 +302,20 @@ class TaskStage(_Stage):
 class _PoolWorker:
     """A pool actor: builds the user's callable class once, then maps blocks with it."""
 
-    def __init__(self, udf_class: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.env = {"udf": udf_class(*args, **kwargs)}
+    def __init__(
+        self, udf_class: Any, args: tuple[Any, ...], kwargs: dict[str, Any], op_name: str = ""
+    ) -> None:
+        try:
+            self.env = {"udf": udf_class(*args, **kwargs)}
+        except Exception as e:
+            from ._transforms import annotate
+
+            annotate(
+                e,
+                f"runtime.data: {op_name or 'a map operator'} could not construct "
+                f"{getattr(udf_class, '__qualname__', udf_class)!s} in its pool actor",
+            )
+            raise
 
     @runtime.method(num_returns=2)
     def run(
@@ -335,7 +347,9 @@ class ActorPoolStage(_Stage):
         self.max_in_flight = self.strategy.max_size * self.strategy.max_tasks_in_flight_per_actor
 
     def _add_actor(self) -> None:
-        actor = self.actor_cls.remote(self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs)
+        actor = self.actor_cls.remote(
+            self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs, self.op.name
+        )
         self.load[len(self.actors)] = 0
         self.actors.append(actor)
 
