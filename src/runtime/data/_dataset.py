@@ -408,30 +408,135 @@ class Dataset:
 
     # --- all-to-all ----------------------------------------------------------------------
 
-    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
-        """``num_blocks`` blocks of nearly equal rows (``shuffle=True``: rows shuffled too)."""
-        if not isinstance(num_blocks, int) or num_blocks < 1:
+    def repartition(
+        self,
+        num_blocks: int | None = None,
+        target_num_rows_per_block: int | None = None,
+        *,
+        shuffle: bool = False,
+        keys: str | list[str] | None = None,
+        sort: bool = False,
+    ) -> Dataset:
+        """Re-cut the rows into blocks.
+
+        ``num_blocks``: that many blocks of nearly equal rows, in order (``shuffle=True``: rows
+        shuffled too; ``keys=``: rows hash-partitioned on those columns, so equal keys share a
+        block, ``sort=True`` sorting each block by them). ``target_num_rows_per_block``: as
+        few blocks as hold at most that many rows each, in order.
+        """
+        if (num_blocks is None) == (target_num_rows_per_block is None):
+            raise ValueError(
+                "repartition takes exactly one of num_blocks, target_num_rows_per_block"
+            )
+        if num_blocks is not None and (not isinstance(num_blocks, int) or num_blocks < 1):
             raise ValueError(f"num_blocks must be an int >= 1, got {num_blocks!r}")
+        if target_num_rows_per_block is not None:
+            if not isinstance(target_num_rows_per_block, int) or target_num_rows_per_block < 1:
+                raise ValueError(
+                    "target_num_rows_per_block must be an int >= 1, got "
+                    f"{target_num_rows_per_block!r}"
+                )
+            if shuffle or keys is not None:
+                raise ValueError(
+                    "target_num_rows_per_block cannot be combined with shuffle or keys"
+                )
+            rows = target_num_rows_per_block
+            return self._all_to_all(
+                "Repartition", lambda b: shuffle_mod.repartition(b, None, rows), True
+            )
+        n = int(num_blocks)  # type: ignore[arg-type]
+        if keys is not None:
+            cols = _columns_list(keys, "repartition")
+            return self._all_to_all(
+                "Repartition",
+                lambda b: shuffle_mod.exchange(
+                    b,
+                    "join",
+                    (cols, "repartition: the dataset"),
+                    "sort" if sort else "concat",
+                    (cols, [False] * len(cols)) if sort else None,
+                    n,
+                ),
+                True,
+            )
         if shuffle:
             return self._all_to_all(
                 "Repartition",
-                lambda b: shuffle_mod.exchange(b, "random", None, "shuffle", None, num_blocks),
+                lambda b: shuffle_mod.exchange(b, "random", None, "shuffle", None, n),
                 True,
             )
-        return self._all_to_all(
-            "Repartition", lambda b: shuffle_mod.repartition(b, num_blocks), True
-        )
+        return self._all_to_all("Repartition", lambda b: shuffle_mod.repartition(b, n), True)
 
-    def random_shuffle(self, *, seed: int | None = None) -> Dataset:
-        """Rows in a random order (a full shuffle across blocks)."""
+    def random_shuffle(self, *, seed: int | None = None, **kwargs: Any) -> Dataset:
+        """Rows in a random order (a full shuffle across blocks; ``seed``: reproducible)."""
+        if kwargs:
+            raise TypeError(f"random_shuffle got unexpected arguments {sorted(kwargs)}")
         return self._all_to_all(
             "RandomShuffle", lambda b: shuffle_mod.random_shuffle(b, seed), True
         )
 
-    def sort(self, key: str | list[str], descending: bool = False) -> Dataset:
-        """Rows sorted by ``key`` (a column or columns)."""
+    def sort(self, key: str | list[str], descending: bool | list[bool] = False) -> Dataset:
+        """Rows sorted by ``key`` (a column or columns; ``descending`` one flag or one per key)."""
         keys = _columns_list(key, "sort")
-        return self._all_to_all("Sort", lambda b: shuffle_mod.sort(b, keys, descending), True)
+        if isinstance(descending, list):
+            if len(descending) != len(keys):
+                raise ValueError(
+                    f"sort got {len(descending)} descending flags for {len(keys)} keys"
+                )
+            order: bool | list[bool] = [bool(d) for d in descending]
+        else:
+            order = bool(descending)
+        return self._all_to_all("Sort", lambda b: shuffle_mod.sort(b, keys, order), True)
+
+    def join(  # noqa: PLR0917 - Ray's signature
+        self,
+        ds: Dataset,
+        join_type: str,
+        num_partitions: int,
+        on: tuple[str, ...] | list[str] = ("id",),
+        right_on: tuple[str, ...] | list[str] | None = None,
+        left_suffix: str | None = None,
+        right_suffix: str | None = None,
+        **kwargs: Any,
+    ) -> Dataset:
+        """Join with ``ds`` on key columns, hash-partitioned into ``num_partitions`` parts.
+
+        ``join_type``: "inner", "left_outer", "right_outer", "full_outer" (also "left",
+        "right", "outer"), "left_semi", "right_semi", "left_anti", "right_anti". Each
+        partition is joined by one task (Arrow's hash join), so memory per task is about one
+        partition of each side. A key missing on either side is an error naming it.
+        """
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"join needs a Dataset, got {type(ds).__name__}")
+        if join_type not in shuffle_mod._JOIN_TYPES:
+            raise ValueError(
+                f"join_type must be one of {sorted(shuffle_mod._JOIN_TYPES)}, got {join_type!r}"
+            )
+        if not isinstance(num_partitions, int) or num_partitions < 1:
+            raise ValueError(f"num_partitions must be an int >= 1, got {num_partitions!r}")
+        unknown = set(kwargs) - {
+            "partition_size_hint",
+            "aggregator_ray_remote_args",
+            "validate_schemas",
+        }
+        if unknown:
+            raise TypeError(f"join got unexpected arguments {sorted(unknown)}")
+        left_keys = _columns_list(list(on), "join")
+        right_keys = _columns_list(list(right_on), "join") if right_on is not None else left_keys
+        if len(left_keys) != len(right_keys):
+            raise ValueError(
+                f"join needs as many right_on keys as on keys, got {left_keys} and {right_keys}"
+            )
+        right = ds._op
+        suffixes = (left_suffix or "", right_suffix or "")
+        kind = join_type
+        return self._all_to_all(
+            f"Join({join_type})",
+            lambda b: shuffle_mod.join(
+                b, list(execute(right)), kind, left_keys, right_keys, num_partitions, suffixes
+            ),
+            False,
+        )
 
     def groupby(self, key: str | list[str]) -> GroupedData:
         """Group rows by ``key`` for aggregations or ``map_groups``."""
