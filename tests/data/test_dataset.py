@@ -19,8 +19,9 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "ActorPoolStrategy", "AggregateFn", "BlockMetadata", "Count", "DataContext",
         "DataIterator", "Dataset", "Datasource", "GroupedData", "MaterializedDataset", "Max",
         "Mean", "Min", "ReadTask", "Std", "Sum", "from_arrow", "from_items", "from_numpy",
-        "from_pandas", "range", "range_tensor", "read_binary_files", "read_csv",
-        "read_datasource", "read_json", "read_numpy", "read_parquet", "read_text",
+        "from_pandas", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
+        "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet",
+        "read_sql", "read_text",
     }  # fmt: skip
     for name in data.__all__:
         assert getattr(data, name).__doc__, name

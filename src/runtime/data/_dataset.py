@@ -803,11 +803,31 @@ class Dataset:
 
     # --- writing -------------------------------------------------------------------------
 
-    def write_parquet(self, path: str, **kwargs: Any) -> None:
-        """One Parquet file per block under directory ``path``, written by tasks."""
+    def write_parquet(
+        self,
+        path: str,
+        *,
+        partition_cols: list[str] | None = None,
+        min_rows_per_file: int | None = None,
+        max_rows_per_file: int | None = None,
+        **arrow_parquet_args: Any,
+    ) -> None:
+        """Parquet files under directory ``path``, written by tasks (one per block).
+
+        ``partition_cols``: rows go to ``path/col=value/...`` directories (hive style, what
+        ``read_parquet`` reads back as columns); ``min_rows_per_file``: consecutive blocks are
+        joined so each file has at least that many rows; ``max_rows_per_file``: a block
+        larger than that is written as several files. Other keyword arguments go to
+        ``pyarrow.parquet.write_table``.
+        """
         from ._write import write
 
-        write(self, path, "parquet", kwargs)
+        opts = dict(arrow_parquet_args)
+        if partition_cols:
+            opts["partition_cols"] = _columns_list(partition_cols, "write_parquet")
+        opts["min_rows_per_file"] = min_rows_per_file
+        opts["max_rows_per_file"] = max_rows_per_file
+        write(self, path, "parquet", opts)
 
     def write_csv(self, path: str, **kwargs: Any) -> None:
         """One CSV file per block under ``path``."""

@@ -420,3 +420,28 @@ def zip_bundles(left: list[RefBundle], right: list[RefBundle]) -> list[RefBundle
         out.append(_zip_task.remote(b.ref, spec, *refs))
         offset += n
     return _finish(out)
+
+
+def coalesce(bundles: list[RefBundle], min_rows: int) -> list[RefBundle]:
+    """Consecutive blocks joined until each has at least ``min_rows`` rows, in order (fewer
+    only when the whole dataset has fewer)."""
+    groups: list[list[RefBundle]] = []
+    have = 0
+    for b in bundles:
+        if not b.meta.num_rows:
+            continue
+        if not groups or have >= min_rows:
+            groups.append([])
+            have = 0
+        groups[-1].append(b)
+        have += b.meta.num_rows
+    if len(groups) > 1 and have < min_rows:  # a short tail joins the group before it
+        groups[-2].extend(groups.pop())
+    out = []
+    for g in groups:
+        if len(g) == 1:
+            out.append(g[0])
+        else:
+            spec = [(0, b.meta.num_rows) for b in g]
+            out.extend(_finish([_slice_task.remote(spec, *[b.ref for b in g])]))
+    return out

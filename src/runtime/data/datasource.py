@@ -5,7 +5,19 @@ Example::
     from runtime.data.datasource import Datasource, ReadTask
 """
 
+from dataclasses import dataclass
+
 from ._block import BlockMetadata
 from ._datasource import Datasource, ReadTask
 
-__all__ = ["BlockMetadata", "Datasource", "ReadTask"]
+__all__ = ["BlockMetadata", "Datasource", "Partitioning", "ReadTask"]
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How file paths encode column values (``read_parquet(partitioning=...)``); only the
+    ``"hive"`` style (``key=value`` directories) is read here."""
+
+    style: str = "hive"
+    base_dir: str | None = None
+    field_names: list[str] | None = None
