@@ -513,10 +513,34 @@ def _build(
 
 
 class _Progress:
+    """One progress bar per operator (tqdm; ``tqdm.auto`` in a notebook): blocks and rows
+    out, tasks running. Only when ``DataContext.progress_enabled()`` (a terminal or a
+    notebook, not CI, bars not switched off); a plain status line when tqdm is missing."""
+
     def __init__(self, stages: list[_Stage], enabled: bool) -> None:
         self.stages = stages
-        self.enabled = enabled
+        self.enabled = enabled and bool(stages)
         self.last = 0.0
+        self.bars: list[Any] = []
+        self.shown: list[int] = []
+        if not self.enabled:
+            return
+        try:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            return
+        for i, stage in enumerate(stages):
+            self.bars.append(
+                tqdm(
+                    desc=f"- {stage.name}",
+                    unit=" blocks",
+                    position=i,
+                    leave=True,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
+            )
+            self.shown.append(0)
 
     def update(self, force: bool = False) -> None:
         if not self.enabled:
@@ -525,6 +549,17 @@ class _Progress:
         if not force and now - self.last < 0.2:
             return
         self.last = now
+        if self.bars:
+            for i, (bar, stage) in enumerate(zip(self.bars, self.stages, strict=True)):
+                done = stage.out_blocks
+                if done > self.shown[i]:
+                    bar.update(done - self.shown[i])
+                    self.shown[i] = done
+                bar.set_postfix_str(
+                    f"{stage.stats.rows_out} rows, {len(stage.in_flight)} running", refresh=False
+                )
+                bar.refresh()
+            return
         text = " | ".join(
             f"{s.name}: {s.stats.rows_out} rows, {len(s.in_flight)} running" for s in self.stages
         )
@@ -532,6 +567,13 @@ class _Progress:
         if force:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.update(force=True)
+        for bar in self.bars:
+            bar.close()
 
 
 def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[RefBundle]:
@@ -614,5 +656,5 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
         for s in stages:
             s.cancel_running()
             s.shutdown()
-        progress.update(force=True)
+        progress.close()
         stats.wall_s = time.perf_counter() - t0
