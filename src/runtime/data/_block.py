@@ -350,8 +350,19 @@ def fixed_tensor_array(arr: np.ndarray) -> pa.Array:
     shape = [int(d) for d in arr.shape[1:]]
     typ = pa.fixed_shape_tensor(pa.from_numpy_dtype(arr.dtype), shape)
     size = int(np.prod(shape)) if shape else 1
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), size)
+    storage = pa.FixedSizeListArray.from_arrays(_flat_values(arr), size)
     return pa.ExtensionArray.from_storage(typ, storage)
+
+
+def _flat_values(arr: np.ndarray) -> pa.Array:
+    """A contiguous numeric array's values as an Arrow array over the same memory (no copy;
+    ``pa.array`` copies). Booleans are bit-packed by Arrow, so they are converted."""
+    flat = arr.reshape(-1)
+    if flat.dtype.kind in "iuf" and flat.dtype.isnative:
+        return pa.Array.from_buffers(
+            pa.from_numpy_dtype(flat.dtype), len(flat), [None, pa.py_buffer(flat)]
+        )
+    return pa.array(flat)
 
 
 def variable_tensor_array(values: list[np.ndarray]) -> pa.Array:
@@ -367,7 +378,7 @@ def variable_tensor_array(values: list[np.ndarray]) -> pa.Array:
     lengths = np.fromiter((len(f) for f in flat), dtype=np.int64, count=len(flat))
     offsets = np.zeros(len(flat) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    data_values = pa.array(np.concatenate(flat) if flat else np.zeros(0, dtype=dtype))
+    data_values = _flat_values(np.concatenate(flat) if flat else np.zeros(0, dtype=dtype))
     data = pa.LargeListArray.from_arrays(pa.array(offsets), data_values)
     ndim = ndims.pop()
     shapes = np.array([v.shape for v in values], dtype=np.int64).reshape(-1)
@@ -395,7 +406,11 @@ def _all_arrays(values: list[Any]) -> bool:
 def tensor_to_numpy(col: pa.ChunkedArray | pa.Array, name: str = "") -> np.ndarray:
     """A tensor column as one ndarray (fixed shape: a zero-copy view of a single chunk) or,
     ragged, an object array of ndarrays."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):
+        # One chunk: a view of it; several: one copy into a single array.
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    else:
+        arr = col
     typ = arr.type
     if isinstance(typ, pa.FixedShapeTensorType):
         if len(arr) == 0:
