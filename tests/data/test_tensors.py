@@ -142,3 +142,16 @@ def test_tensor_blocks_pickle_with_their_types() -> None:
 
     block = block_from_rows([{"v": np.zeros((i + 1,))} for i in range(3)])
     assert pickle.loads(pickle.dumps(block)).schema == block.schema
+
+
+def test_torch_batches_wrap_read_only_block_memory_without_a_warning() -> None:
+    torch = pytest.importorskip("torch")
+    arr = np.arange(32 * 4, dtype=np.float32).reshape(32, 4)
+    mat = data.from_numpy(arr).materialize()
+    numpy_batch = next(iter(mat.iter_batches(batch_size=None)))["data"]
+    torch_batch = next(iter(mat.iter_torch_batches(batch_size=None)))["data"]
+    assert torch_batch.dtype == torch.float32 and tuple(torch_batch.shape) == (32, 4)
+    np.testing.assert_array_equal(torch_batch.numpy(), arr)
+    # The numpy batch is a read-only view of the block; torch wraps the same kind of view
+    # (no copy), and the warning torch gives for that is not raised (warnings are errors).
+    assert not numpy_batch.flags.writeable

@@ -272,6 +272,17 @@ def to_pandas(block: Block) -> Any:
     return pd.DataFrame(cols)
 
 
+def compact(block: Block) -> Block:
+    """A slice's rows in buffers of their own. Pickling a slice writes the whole buffers it
+    views (every row of the block it was cut from), so slices are compacted before they
+    leave a task."""
+    arrays = [
+        pa.concat_arrays(list(c.chunks)) if c.num_chunks else pa.array([], c.type)
+        for c in block.columns
+    ]
+    return pa.Table.from_arrays(arrays, schema=block.schema)
+
+
 def split_rows(block: Block, sizes: list[int]) -> list[Block]:
     out, start = [], 0
     for n in sizes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,23 +115,27 @@ class _ParquetRead:
     filesystem: Any = None
     scan_args: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self) -> list[Block]:
+    def __call__(self) -> Iterator[Block]:
+        """One block per row group, yielded as it is read (a streaming read task sends
+        each on before reading the next)."""
         import pyarrow.dataset as pads
 
-        frag = _fragment(self.path, self.filesystem, self.row_groups)
         cols = self.columns
         if cols is not None:
             cols = [c for c in cols if c not in self.partitions]
         args = {"use_threads": False, **self.scan_args}
-        table = pads.Scanner.from_fragment(frag, columns=cols, **args).to_table()
-        for k, v in self.partitions.items():
-            if self.columns is None or k in self.columns:
-                table = table.append_column(k, pa.array([v] * table.num_rows, pa.string()))
-        if self.columns is not None:
-            table = table.select(self.columns)
-        if self.filter is not None:
-            table = table.filter(self.filter)
-        return [_with_path(table, self.path, self.include_paths)]
+        pieces: list[list[int]] = [[g] for g in self.row_groups] or [[]]
+        for groups in pieces:
+            frag = _fragment(self.path, self.filesystem, groups)
+            table = pads.Scanner.from_fragment(frag, columns=cols, **args).to_table()
+            for k, v in self.partitions.items():
+                if self.columns is None or k in self.columns:
+                    table = table.append_column(k, pa.array([v] * table.num_rows, pa.string()))
+            if self.columns is not None:
+                table = table.select(self.columns)
+            if self.filter is not None:
+                table = table.filter(self.filter)
+            yield _with_path(table, self.path, self.include_paths)
 
 
 @dataclass

@@ -122,6 +122,8 @@ class DataIterator:
         local_shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
         """Batches as dicts of torch tensors (torch is imported here, not before)."""
+        import warnings
+
         import numpy as np
         import torch
 
@@ -152,9 +154,11 @@ class DataIterator:
                         f"column {k!r} holds Python objects; torch needs numeric columns "
                         "(drop or convert it, or pass collate_fn)"
                     )
-                if not v.flags.writeable:
-                    v = v.copy()  # Arrow memory is read-only; torch wants to own writable memory
-                out[k] = torch.as_tensor(v, dtype=dtype, device=device)
+                with warnings.catch_warnings():
+                    # Zero-copy from the block, as Ray does: Arrow memory is read-only, and
+                    # torch warns that writing to such a tensor is undefined behaviour.
+                    warnings.filterwarnings("ignore", message=".*not writable.*")
+                    out[k] = torch.as_tensor(v, dtype=dtype, device=device)
             yield out
 
     def materialize_bundles(self) -> list[RefBundle]:

@@ -340,6 +340,8 @@ def join(  # noqa: PLR0917 - both sides and how they meet
 def _slice_concat(spec: list[tuple[int, int]], *blocks: B.Block) -> tuple[B.Block, B.BlockMetadata]:
     parts = [b.slice(s, e - s) for (s, e), b in zip(spec, blocks, strict=True)]
     out = B.concat(parts)
+    if len(parts) == 1 and out.num_rows < blocks[0].num_rows:
+        out = B.compact(out)  # a slice would pickle its whole block
     return out, B.metadata_of(out, 0.0, out.num_rows)
 
 

@@ -8,6 +8,7 @@ that raises fails with its own exception, annotated with the operator and the ro
 
 from __future__ import annotations
 
+import itertools
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -349,3 +350,49 @@ def run_fused(
     in_rows = block.num_rows
     block = apply_all(block, index, transforms, {})
     return block, B.metadata_of(block, time.perf_counter() - t0, in_rows)
+
+
+def iter_source(source: Any) -> Any:
+    """The blocks a read task yields, one at a time (batches become blocks)."""
+    for b in source():
+        yield b if isinstance(b, B.pa.Table) else B.block_from_batch(b)
+
+
+def split_by_bytes(block: Block, max_bytes: int) -> list[Block]:
+    """``block`` cut into row ranges of at most about ``max_bytes`` each."""
+    size = block.nbytes
+    if block.num_rows <= 1 or max_bytes <= 0 or size <= max_bytes:
+        return [block]
+    parts = min(block.num_rows, -(-size // max_bytes))
+    bounds = [block.num_rows * i // parts for i in range(parts + 1)]
+    return [block.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def run_fused_streaming(
+    source: Any, index: int, transforms: list[Transform], max_block_bytes: int, *blocks: Block
+) -> Iterable[Any]:
+    """The body of a fused streaming task: yields ``block, metadata, block, metadata, ...``.
+
+    Each block a read task yields goes through every transform as soon as it is read, and
+    the result is cut into blocks of at most ``max_block_bytes`` (the context's
+    ``target_max_block_size``), each sent to the caller as soon as it is made: the first
+    block leaves before a big file is read to the end, and a task holds about one piece at a
+    time. ``source`` is a read task, or ``None`` when the input block is in ``blocks``.
+    """
+    t0 = time.perf_counter()
+    inputs = iter_source(source) if source is not None else iter([B.concat(list(blocks))])
+    sent = 0
+    for piece, block in enumerate(inputs):
+        in_rows = block.num_rows
+        out = apply_all(block, index, transforms, {"piece": piece})
+        parts = split_by_bytes(out, max_block_bytes)
+        for part in parts:
+            if part.num_rows == 0 and sent:
+                continue
+            yield B.compact(part) if len(parts) > 1 else part
+            yield B.metadata_of(part, time.perf_counter() - t0, in_rows)
+            in_rows, sent, t0 = 0, sent + 1, time.perf_counter()
+    if not sent:
+        empty = B.empty_block()
+        yield empty
+        yield B.metadata_of(empty, time.perf_counter() - t0, 0)

@@ -47,7 +47,10 @@ class WriteBlock(Transform):
             )
             for j, piece in enumerate(pieces):
                 suffix = f"_{j:04d}" if len(pieces) > 1 else ""
-                name = f"{self.prefix}_{index:06d}{suffix}.{_EXT[self.fmt]}"
+                # A streaming read task's blocks share its index: its piece number tells them apart.
+                part_no = env.get("piece", 0)
+                stem = f"{self.prefix}_{index:06d}" + (f"_p{part_no:04d}" if part_no else "")
+                name = f"{stem}{suffix}.{_EXT[self.fmt]}"
                 written.append(self._write(piece, directory, name, options))
         return pa.table({"path": pa.array(written, pa.string())})
 
