@@ -89,3 +89,20 @@ def test_a_streaming_task_that_fails_mid_way_fails_the_dataset_with_its_error() 
 
     with pytest.raises(ValueError, match="bad batch"):
         data.range(100, override_num_blocks=1).map_batches(boom, batch_size=10).take_all()
+
+
+def test_the_per_operator_budget_follows_the_store_capacity_when_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import runtime
+    from runtime.data import _executor
+
+    ctx = data.DataContext.get_current()
+    # Core does not report the store's capacity yet: the configured budget applies.
+    assert "object_store_memory" not in runtime.cluster_resources()
+    assert _executor.store_budget(ctx, 3) == ctx.op_output_buffer_bytes
+    # Ray reports it as the object_store_memory resource; then the stages share half of it.
+    monkeypatch.setattr(
+        runtime, "cluster_resources", lambda: {"CPU": 2.0, "object_store_memory": 600e6}
+    )
+    assert _executor.store_budget(ctx, 3) == 100_000_000

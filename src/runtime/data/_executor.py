@@ -118,6 +118,19 @@ class _Lineage:
         return recover
 
 
+def store_budget(ctx: DataContext, stages: int) -> int:
+    """Bytes each stage may hold: ``op_output_buffer_bytes``, lowered so that all stages
+    together keep within half the object store's capacity when the cluster reports it
+    (Ray's ``object_store_memory`` resource; core does not report it yet)."""
+    try:
+        capacity = float(runtime.cluster_resources().get("object_store_memory", 0))
+    except Exception:
+        capacity = 0.0
+    if capacity <= 0 or stages <= 0:
+        return ctx.op_output_buffer_bytes
+    return max(1 << 20, min(ctx.op_output_buffer_bytes, int(capacity / 2 / stages)))
+
+
 def cluster_cpus() -> int:
     try:
         return max(1, int(runtime.cluster_resources().get("CPU", 1)))
@@ -189,6 +202,8 @@ class _Stage:
         self.max_in_flight = ctx.max_tasks_in_flight_per_op or max(2, 2 * cluster_cpus())
         self.lineage: _Lineage | None = None
         self.index = 0
+        #: Bytes of made, unconsumed blocks this stage may hold (see ``store_budget``).
+        self.budget = ctx.op_output_buffer_bytes
 
     @property
     def name(self) -> str:
@@ -202,7 +217,7 @@ class _Stage:
     def has_room(self) -> bool:
         projected = self.held_bytes + len(self.in_flight) * self.est_block_bytes()
         return len(self.in_flight) < self.max_in_flight and (
-            not self.in_flight or projected < self.ctx.op_output_buffer_bytes
+            not self.in_flight or projected < self.budget
         )
 
     def wants_input(self) -> bool:
@@ -652,6 +667,9 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
         stages.append(TaskStage([], {}, ctx, op.name))
     stats.ops = [s.stats for s in stages]
     lineage = _Lineage()
+    budget = store_budget(ctx, len(stages))
+    for stage in stages:
+        stage.budget = budget
     chain: list[ChainStep] | None = []
     for i, stage in enumerate(stages):
         stage.index, stage.lineage = i, lineage
