@@ -122,3 +122,23 @@ def test_transform_before_fit_raises_and_fitted_state_pickles() -> None:
 def test_an_unknown_column_names_the_column() -> None:
     with pytest.raises(KeyError, match="'nope'"):
         StandardScaler(["nope"]).fit(_ds(_frame()))
+
+
+def test_a_custom_preprocessor_and_ray_module_paths() -> None:
+    from runtime.data.aggregate import Max
+    from runtime.data.preprocessor import Preprocessor
+    from runtime.data.preprocessors.chain import Chain as ChainAgain
+    from runtime.data.preprocessors.encoder import OneHotEncoder as OneHotAgain
+    from runtime.data.preprocessors.scaler import StandardScaler as ScalerAgain
+
+    assert (ScalerAgain, OneHotAgain, ChainAgain) == (StandardScaler, OneHotEncoder, Chain)
+
+    class TimesMax(Preprocessor):
+        def _fit(self, ds: data.Dataset) -> None:
+            self.stats_ = ds.aggregate(Max("id"))
+
+        def _transform_pandas(self, df: pd.DataFrame) -> pd.DataFrame:
+            return df * self.stats_["max(id)"]
+
+    out = TimesMax().fit_transform(data.range(4)).take_all()
+    assert [r["id"] for r in out] == [0, 3, 6, 9]

@@ -95,3 +95,20 @@ def test_from_torch_rows_hold_each_sample() -> None:
     batch = ds.take_batch(5)
     assert batch["item"].shape == (5, 3)
     assert batch["item"][:, 0].tolist() == [0.0, 1.0, 4.0, 9.0, 16.0]
+
+
+def test_a_file_based_datasource_reads_each_file_through_read_stream(tmp_path: Path) -> None:
+    from runtime.data.datasource import FileBasedDatasource
+
+    class Lines(FileBasedDatasource):
+        def _read_stream(self, f: object, path: str) -> object:
+            text = f.readall().decode()  # type: ignore[attr-defined]
+            yield {"line": np.array(text.splitlines())}
+
+    for i in range(3):
+        (tmp_path / f"f{i}.log").write_text(f"a{i}\nb{i}\n")
+    (tmp_path / "skip.txt").write_text("not read\n")
+    ds = data.read_datasource(Lines(str(tmp_path), file_extensions=["log"], include_paths=True))
+    rows = ds.take_all()
+    assert sorted(r["line"] for r in rows) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert {os.path.basename(r["path"]) for r in rows} == {"f0.log", "f1.log", "f2.log"}

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from ._block import BlockMetadata
 from ._datasource import Datasource, ReadTask
+from ._file_based import FileBasedDatasource
 
-__all__ = ["BlockMetadata", "Datasource", "Partitioning", "ReadTask"]
+__all__ = ["BlockMetadata", "Datasource", "FileBasedDatasource", "Partitioning", "ReadTask"]
 
 
 @dataclass(frozen=True)
