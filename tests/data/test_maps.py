@@ -11,6 +11,7 @@ import pytest
 
 from runtime import data
 from runtime.data.expressions import col, lit
+from tests.conftest import until
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(60)]
 
@@ -115,6 +116,14 @@ def test_a_constructor_that_raises_fails_the_dataset_naming_the_operator() -> No
         getattr(info.value, "__notes__", [])
     )
     assert time.monotonic() - t0 < 30
+
+    from runtime.util.state import list_actors, list_tasks
+
+    def nothing_left() -> bool:
+        pools = [a for a in list_actors() if a["class_name"] == "_PoolWorker"]
+        return all(a["state"] == "DEAD" for a in pools) and not list_tasks()
+
+    until(nothing_left)
 
 
 def test_a_function_cannot_take_constructor_arguments() -> None:
