@@ -155,6 +155,11 @@ def read_parquet(
     ):
         if value is not None:
             raise NotImplementedError(f"read_parquet({name}=...) is not supported here")
+    if arrow_parquet_args.get("dataset_kwargs"):
+        raise NotImplementedError(
+            "read_parquet(dataset_kwargs=...) is not supported here (files are read one "
+            "row group at a time, not through pyarrow.dataset.dataset)"
+        )
     arrow_parquet_args.pop("dataset_kwargs", None)
     if "filter" in arrow_parquet_args:
         filter = arrow_parquet_args.pop("filter")
