@@ -112,3 +112,51 @@ def test_a_file_based_datasource_reads_each_file_through_read_stream(tmp_path: P
     rows = ds.take_all()
     assert sorted(r["line"] for r in rows) == ["a0", "a1", "a2", "b0", "b1", "b2"]
     assert {os.path.basename(r["path"]) for r in rows} == {"f0.log", "f1.log", "f2.log"}
+
+
+def test_write_datasink_runs_write_in_tasks_and_its_hooks_in_the_driver(tmp_path: Path) -> None:
+    from runtime.data.datasource import Datasink, RowBasedFileDatasink, WriteResult
+
+    class ImageSink(RowBasedFileDatasink):
+        def write_row_to_file(self, row: dict[str, object], file: object) -> None:
+            import io
+
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(row["image"]).save(buffer, format="png")  # type: ignore[arg-type]
+            file.write(buffer.getvalue())  # type: ignore[attr-defined]
+
+    pytest.importorskip("PIL")
+    images = [{"image": np.full((4, 5, 3), i, dtype=np.uint8)} for i in range(6)]
+    out = tmp_path / "out"
+    data.from_items(images, override_num_blocks=3).write_datasink(
+        ImageSink(str(out), file_format="png")
+    )
+    back = data.read_images(str(out)).take_all()
+    assert sorted(int(r["image"][0, 0, 0]) for r in back) == list(range(6))
+
+    seen: list[WriteResult] = []
+
+    class Counting(Datasink):
+        def write(self, blocks: object, ctx: object) -> int:
+            return sum(b.num_rows for b in blocks)  # type: ignore[attr-defined]
+
+        def on_write_complete(self, write_result: WriteResult) -> None:
+            seen.append(write_result)
+
+    data.range(100, override_num_blocks=4).write_datasink(Counting())
+    assert seen[0].num_rows == 100 and sum(seen[0].write_returns) == 100
+
+    failures: list[Exception] = []
+
+    class Failing(Datasink):
+        def write(self, blocks: object, ctx: object) -> None:
+            raise OSError("disk full")
+
+        def on_write_failed(self, error: Exception) -> None:
+            failures.append(error)
+
+    with pytest.raises(OSError, match="disk full"):
+        data.range(10).write_datasink(Failing())
+    assert len(failures) == 1

@@ -829,6 +829,14 @@ class Dataset:
         opts["max_rows_per_file"] = max_rows_per_file
         write(self, path, "parquet", opts)
 
+    def write_datasink(self, datasink: Any, **kwargs: Any) -> None:
+        """Write every block through a ``Datasink`` (``runtime.data.datasource``): its
+        ``write`` runs in tasks, one call per block; its hooks run here."""
+        from ._datasink import write_datasink
+
+        del kwargs  # Ray's ray_remote_args / concurrency: the fused tasks' defaults apply
+        write_datasink(self, datasink)
+
     def write_csv(self, path: str, **kwargs: Any) -> None:
         """One CSV file per block under ``path``."""
         from ._write import write

@@ -8,10 +8,28 @@ Example::
 from dataclasses import dataclass
 
 from ._block import BlockMetadata
+from ._datasink import (
+    BlockBasedFileDatasink,
+    Datasink,
+    RowBasedFileDatasink,
+    TaskContext,
+    WriteResult,
+)
 from ._datasource import Datasource, ReadTask
 from ._file_based import FileBasedDatasource
 
-__all__ = ["BlockMetadata", "Datasource", "FileBasedDatasource", "Partitioning", "ReadTask"]
+__all__ = [
+    "BlockBasedFileDatasink",
+    "BlockMetadata",
+    "Datasink",
+    "Datasource",
+    "FileBasedDatasource",
+    "Partitioning",
+    "ReadTask",
+    "RowBasedFileDatasink",
+    "TaskContext",
+    "WriteResult",
+]
 
 
 @dataclass(frozen=True)
