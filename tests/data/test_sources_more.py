@@ -160,3 +160,29 @@ def test_write_datasink_runs_write_in_tasks_and_its_hooks_in_the_driver(tmp_path
     with pytest.raises(OSError, match="disk full"):
         data.range(10).write_datasink(Failing())
     assert len(failures) == 1
+
+
+def test_rays_documented_image_datasource_runs_on_local_files(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from runtime.data._internal.delegating_block_builder import DelegatingBlockBuilder
+    from runtime.data.datasource import FileBasedDatasource
+
+    class ImageDatasource(FileBasedDatasource):
+        def __init__(self, paths: str, *, mode: str) -> None:
+            super().__init__(paths, file_extensions=["png"])
+            self.mode = mode
+
+        def _read_stream(self, f: object, path: str) -> object:
+            import io
+
+            from PIL import Image
+
+            image = Image.open(io.BytesIO(f.readall())).convert(self.mode)  # type: ignore[attr-defined]
+            builder = DelegatingBlockBuilder()
+            builder.add({"image": np.array(image)})
+            yield builder.build()
+
+    arrays = _images(tmp_path, [(6, 7)] * 3)
+    rows = data.read_datasource(ImageDatasource(str(tmp_path), mode="RGB")).take_all()
+    got = sorted(int(r["image"][1, 1, 0]) for r in rows)
+    assert got == sorted(int(a[1, 1, 0]) for a in arrays) and rows[0]["image"].shape == (6, 7, 3)
