@@ -494,7 +494,7 @@ class LimitStage(_Stage):
                 self._record(seq, None)
                 continue
             if bundle.meta.num_rows > self.remaining:
-                block = runtime.get(bundle.ref).slice(0, self.remaining)
+                block = B.compact(runtime.get(bundle.ref).slice(0, self.remaining))
                 bundle = RefBundle(runtime.put(block), B.metadata_of(block))
                 self.src[seq] = None  # stages after it cannot remake it from its source
             self.remaining -= bundle.meta.num_rows
