@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,8 +22,9 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "ActorPoolStrategy", "AggregateFn", "BlockMetadata", "Count", "DataContext",
         "DataIterator", "Dataset", "Datasource", "GroupedData", "MaterializedDataset", "Max",
         "Mean", "Min", "ReadTask", "Std", "Sum", "from_arrow", "from_items", "from_numpy",
-        "from_pandas", "range", "range_tensor", "read_binary_files", "read_csv",
-        "read_datasource", "read_json", "read_numpy", "read_parquet", "read_text",
+        "from_pandas", "from_torch", "range", "range_tensor", "read_binary_files", "read_csv",
+        "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet",
+        "read_sql", "read_text",
     }  # fmt: skip
     for name in data.__all__:
         assert getattr(data, name).__doc__, name
@@ -147,7 +151,7 @@ def test_stats_report_each_fused_operator() -> None:
     assert "not executed" in ds.stats()
     ds.take_all()
     stats = ds.stats()
-    assert "ReadRange->Map->Filter" in stats and "100 rows out" in stats
+    assert "ReadRange->Map(<lambda>)->Filter(<lambda>)" in stats and "100 rows out" in stats
 
 
 def test_a_failing_function_fails_with_its_exception_and_the_row() -> None:
@@ -235,3 +239,32 @@ def test_stopping_early_cancels_the_work_not_yet_started(tmp_path: object) -> No
     # all 100 would run first (about 25 s on 2 CPUs).
     runtime.get([runtime.remote(lambda: None).remote() for _ in range(2)])
     assert len(os.listdir(directory)) < 50
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_show_each_operator_in_a_terminal_and_stay_off_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tqdm")
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.delenv("CI", raising=False)
+    ds = data.range(100, override_num_blocks=4).map_batches(lambda b: b).filter(lambda r: True)
+    ds.random_shuffle(seed=1).map(lambda r: r).take_all()
+    out = term.getvalue()
+    assert "ReadRange->MapBatches(<lambda>)->Filter(<lambda>)" in out and "Map(<lambda>)" in out
+    assert "4 blocks" in out or "4/" in out or " 4 " in out
+
+    term2 = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term2)
+    monkeypatch.setenv("CI", "1")
+    data.range(10).take_all()
+    ctx = data.DataContext.get_current()
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(ctx, "enable_progress_bars", False)
+    data.range(10).take_all()
+    assert term2.getvalue() == ""

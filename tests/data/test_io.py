@@ -111,3 +111,56 @@ def test_bad_paths_and_files_fail_at_read_time(tmp_path: os.PathLike[str]) -> No
         data.read_parquet("s3://bucket/x")
     with pytest.raises(NotADirectoryError):
         data.range(3).write_parquet(bogus)
+
+
+def test_read_parquet_filter_partitioning_and_filesystems(tmp_path: os.PathLike[str]) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+
+    base = os.path.join(tmp_path, "sales")
+    for year in (2023, 2024):
+        d = os.path.join(base, f"year={year}")
+        os.makedirs(d)
+        pq.write_table(
+            pa.table({"x": list(range(10)), "v": [year] * 10}), os.path.join(d, "a.parquet")
+        )
+    ds = data.read_parquet(base)
+    rows = ds.take_all()
+    assert len(rows) == 20 and {r["year"] for r in rows} == {"2023", "2024"}
+    kept = data.read_parquet(base, filter=(pc.field("x") >= 7) & (pc.field("year") == "2024"))
+    assert sorted(r["x"] for r in kept.take_all()) == [7, 8, 9]
+    assert data.read_parquet(base, partitioning=None).columns() == ["x", "v"]
+    on_fs = data.read_parquet(base, filesystem=pafs.LocalFileSystem(), columns=["x", "year"])
+    assert on_fs.count() == 20 and on_fs.columns() == ["x", "year"]
+    fsspec = pytest.importorskip("fsspec")
+    via_fsspec = data.read_parquet(base, filesystem=fsspec.filesystem("file"))
+    assert sum(r["x"] for r in via_fsspec.take_all()) == 90
+
+
+def test_read_parquet_passes_pyarrow_arguments_on_and_pyarrow_answers(
+    tmp_path: os.PathLike[str],
+) -> None:
+    path = os.path.join(tmp_path, "t.parquet")
+    pq.write_table(pa.table({"x": list(range(100))}), path)
+    assert data.read_parquet(path, batch_size=10).count() == 100
+    with pytest.raises(TypeError):
+        data.read_parquet(path, no_such_pyarrow_option=1)
+
+
+def test_write_parquet_partitions_and_rows_per_file(tmp_path: os.PathLike[str]) -> None:
+    df = pd.DataFrame({"k": ["a", "b"] * 50, "v": range(100)})
+    out = os.path.join(tmp_path, "parts")
+    data.from_pandas([df.iloc[:50], df.iloc[50:]]).write_parquet(out, partition_cols=["k"])
+    assert sorted(os.listdir(out)) == ["k=a", "k=b"]
+    back = data.read_parquet(out).to_pandas().sort_values("v").reset_index(drop=True)
+    assert back["k"].tolist() == df["k"].tolist()
+
+    many = os.path.join(tmp_path, "many")
+    data.range(100, override_num_blocks=2).write_parquet(many, max_rows_per_file=20)
+    sizes = sorted(pq.read_metadata(os.path.join(many, f)).num_rows for f in os.listdir(many))
+    assert sizes == [10, 10, 20, 20, 20, 20]
+
+    few = os.path.join(tmp_path, "few")
+    data.range(100, override_num_blocks=10).write_parquet(few, min_rows_per_file=30)
+    sizes = [pq.read_metadata(os.path.join(few, f)).num_rows for f in os.listdir(few)]
+    assert sorted(sizes) == [30, 30, 40]

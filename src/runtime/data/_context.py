@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ class DataContext:
         op_output_buffer_bytes: bytes of finished, not yet consumed blocks an operator may
             hold (plus its running tasks' estimated output) before it stops launching tasks:
             the backpressure that bounds memory.
-        enable_progress_bars: show a progress line per operator (only when stderr is a tty).
+        enable_progress_bars: show a progress bar per operator (tqdm; only in a terminal or
+            a notebook, and never when the ``CI`` environment variable is set).
         read_op_min_num_blocks: the fewest read tasks a reader splits its input into.
         max_block_retries: retries of a task that lost its node (lineage re-execution).
     """
@@ -46,4 +48,7 @@ class DataContext:
             return DataContext._current
 
     def progress_enabled(self) -> bool:
-        return self.enable_progress_bars and sys.stderr.isatty()
+        """Bars show in a terminal or a notebook, never in CI (``CI`` set) or when off."""
+        if not self.enable_progress_bars or os.environ.get("CI"):
+            return False
+        return sys.stderr.isatty() or "ipykernel" in sys.modules

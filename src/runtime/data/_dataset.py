@@ -95,17 +95,102 @@ class Dataset:
 
     # --- map-like transforms -------------------------------------------------------------
 
+    def _udf_op(
+        self,
+        transform: Transform,
+        fn: Any,
+        what: str,
+        *,
+        compute: ActorPoolStrategy | None,
+        concurrency: int | tuple[int, int] | None,
+        fn_constructor_args: tuple[Any, ...] | None,
+        fn_constructor_kwargs: dict[str, Any] | None,
+        remote_args: dict[str, Any],
+    ) -> Dataset:
+        """A map-like op: a function runs in fused tasks, a callable class on an actor pool."""
+        if not inspect.isclass(fn):
+            if fn_constructor_args or fn_constructor_kwargs:
+                raise ValueError(
+                    f"{what}: fn_constructor_args/kwargs only apply when fn is a callable class"
+                )
+            if isinstance(concurrency, int):
+                if concurrency < 1:
+                    raise ValueError(f"{what}: concurrency must be >= 1, got {concurrency}")
+                remote_args["_concurrency"] = concurrency
+            elif concurrency is not None:
+                raise ValueError(
+                    f"{what}: a function takes concurrency=n (tasks in flight); a (min, max) "
+                    "range is for callable classes"
+                )
+            return self._map(transform, remote_args)
+        if compute is None:
+            if concurrency is None:
+                compute = ActorPoolStrategy(min_size=1, max_size=4)
+            elif isinstance(concurrency, int) and not isinstance(concurrency, bool):
+                compute = ActorPoolStrategy(size=concurrency)
+            elif isinstance(concurrency, tuple) and len(concurrency) == 2:
+                compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+            else:
+                raise ValueError(
+                    f"{what}: concurrency must be an int or (min, max), got {concurrency!r}"
+                )
+        return self._with(
+            MapOp(
+                self._op,
+                transform,
+                remote_args,
+                compute,
+                fn,
+                tuple(fn_constructor_args or ()),
+                dict(fn_constructor_kwargs or {}),
+                name=transform.name,
+            )
+        )
+
+    @staticmethod
+    def _check_udf(fn: Any, what: str) -> bool:
+        """True for a callable class (run on an actor pool), after checking it is usable."""
+        if inspect.isclass(fn):
+            if not callable(getattr(fn, "__call__", None)):  # noqa: B004
+                raise TypeError(f"{fn.__name__} must define __call__ to be used in {what}")
+            return True
+        _check_fn(fn, what)
+        return False
+
     def map(
         self,
-        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        fn: Any,
         *,
+        compute: ActorPoolStrategy | None = None,
+        fn_args: tuple[Any, ...] | None = None,
+        fn_kwargs: dict[str, Any] | None = None,
+        fn_constructor_args: tuple[Any, ...] | None = None,
+        fn_constructor_kwargs: dict[str, Any] | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
+        concurrency: int | tuple[int, int] | None = None,
         **ray_remote_args: Any,
     ) -> Dataset:
-        """Apply ``fn`` to each row (a dict), which returns the new row (a dict)."""
-        _check_fn(fn, "map")
-        return self._map(MapRows(fn), _remote_args(num_cpus, num_gpus, ray_remote_args))
+        """Apply ``fn`` to each row (a dict), which returns the new row (a dict).
+
+        ``fn`` may be a callable class: each actor of a pool (``concurrency=n`` or
+        ``(min, max)``) constructs it once with ``fn_constructor_args/kwargs``.
+        """
+        is_class = self._check_udf(fn, "map")
+        name = f"Map({getattr(fn, '__name__', 'fn')})"
+        transform = MapRows(
+            None if is_class else fn, name, tuple(fn_args or ()), dict(fn_kwargs or {})
+        )
+        return self._udf_op(
+            transform,
+            fn,
+            "map",
+            compute=compute,
+            concurrency=concurrency,
+            fn_constructor_args=fn_constructor_args,
+            fn_constructor_kwargs=fn_constructor_kwargs,
+            remote_args=_remote_args(num_cpus, num_gpus, ray_remote_args),
+        )
 
     def map_batches(
         self,
@@ -133,28 +218,20 @@ class Dataset:
             batch_size: rows per batch (default 1024 for functions and classes, as in Ray);
                 ``None``: whole blocks. A batch never spans two blocks, so it may be smaller.
             batch_format: "numpy" (default), "pandas" or "pyarrow".
+            zero_copy_batch: numpy batches are read-only views of the block (no copy).
             concurrency: pool size ``n`` or ``(min, max)`` for a class; for a function, the
                 most tasks in flight.
             num_cpus / num_gpus: resources per task or per pool actor.
 
         Raises:
-            TypeError: ``fn`` is not callable, or a class given without ``concurrency``
-                where Ray would refuse it too is accepted with a pool of 1..4 actors.
+            TypeError: ``fn`` is not callable, or a class without ``__call__``.
         """
-        del zero_copy_batch
         fmt = B.check_batch_format(batch_format)
         if batch_size == "default":
             batch_size = 1024
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
-        is_class = inspect.isclass(fn)
-        if not is_class:
-            _check_fn(fn, "map_batches")
-        elif not callable(getattr(fn, "__call__", None)):  # noqa: B004
-            raise TypeError(
-                f"{fn.__name__} must define __call__(self, batch) to be used in map_batches"
-            )
-        args = _remote_args(num_cpus, num_gpus, ray_remote_args)
+        is_class = self._check_udf(fn, "map_batches")
         transform = MapBatches(
             None if is_class else fn,
             batch_size,
@@ -162,79 +239,160 @@ class Dataset:
             tuple(fn_args or ()),
             dict(fn_kwargs or {}),
             name=f"MapBatches({getattr(fn, '__name__', 'fn')})",
+            zero_copy_batch=bool(zero_copy_batch),
         )
-        if not is_class:
-            if fn_constructor_args or fn_constructor_kwargs:
-                raise ValueError("fn_constructor_args only apply when fn is a callable class")
-            if isinstance(concurrency, int):
-                args["_concurrency"] = concurrency
-            return self._map(transform, args)
-        if compute is None:
-            if concurrency is None:
-                compute = ActorPoolStrategy(min_size=1, max_size=4)
-            elif isinstance(concurrency, int):
-                compute = ActorPoolStrategy(size=concurrency)
-            elif isinstance(concurrency, tuple) and len(concurrency) == 2:
-                compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
-            else:
-                raise ValueError(f"concurrency must be an int or (min, max), got {concurrency!r}")
-        return self._with(
-            MapOp(
-                self._op,
-                transform,
-                args,
-                compute,
-                fn,
-                tuple(fn_constructor_args or ()),
-                dict(fn_constructor_kwargs or {}),
-                name=transform.name,
-            )
+        return self._udf_op(
+            transform,
+            fn,
+            "map_batches",
+            compute=compute,
+            concurrency=concurrency,
+            fn_constructor_args=fn_constructor_args,
+            fn_constructor_kwargs=fn_constructor_kwargs,
+            remote_args=_remote_args(num_cpus, num_gpus, ray_remote_args),
         )
 
     def flat_map(
         self,
-        fn: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        fn: Any,
         *,
+        compute: ActorPoolStrategy | None = None,
+        fn_args: tuple[Any, ...] | None = None,
+        fn_kwargs: dict[str, Any] | None = None,
+        fn_constructor_args: tuple[Any, ...] | None = None,
+        fn_constructor_kwargs: dict[str, Any] | None = None,
         num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        concurrency: int | tuple[int, int] | None = None,
         **ray_remote_args: Any,
     ) -> Dataset:
-        """Apply ``fn`` to each row; it returns a list of rows (zero or more)."""
-        _check_fn(fn, "flat_map")
-        return self._map(FlatMap(fn), _remote_args(num_cpus, None, ray_remote_args))
+        """Apply ``fn`` to each row; it returns a list of rows (zero or more).
+
+        ``fn`` may be a callable class (see :meth:`map`).
+        """
+        is_class = self._check_udf(fn, "flat_map")
+        name = f"FlatMap({getattr(fn, '__name__', 'fn')})"
+        transform = FlatMap(
+            None if is_class else fn, name, tuple(fn_args or ()), dict(fn_kwargs or {})
+        )
+        return self._udf_op(
+            transform,
+            fn,
+            "flat_map",
+            compute=compute,
+            concurrency=concurrency,
+            fn_constructor_args=fn_constructor_args,
+            fn_constructor_kwargs=fn_constructor_kwargs,
+            remote_args=_remote_args(num_cpus, num_gpus, ray_remote_args),
+        )
 
     def filter(
         self,
-        fn: Callable[[dict[str, Any]], bool],
+        fn: Any = None,
         *,
+        expr: str | None = None,
+        compute: ActorPoolStrategy | None = None,
+        fn_args: tuple[Any, ...] | None = None,
+        fn_kwargs: dict[str, Any] | None = None,
+        fn_constructor_args: tuple[Any, ...] | None = None,
+        fn_constructor_kwargs: dict[str, Any] | None = None,
         num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        concurrency: int | tuple[int, int] | None = None,
         **ray_remote_args: Any,
     ) -> Dataset:
-        """Keep the rows for which ``fn(row)`` is true."""
-        _check_fn(fn, "filter")
-        return self._map(Filter(fn), _remote_args(num_cpus, None, ray_remote_args))
+        """Keep the rows for which ``fn(row)`` is true (``fn`` may be a callable class).
 
-    def add_column(
-        self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas"
-    ) -> Dataset:
-        """Add (or replace) column ``col`` computed by ``fn(batch) -> values`` (a pandas batch)."""
-        _check_fn(fn, "add_column")
-        return self._map(ColumnOp("add", col, fn, name="AddColumn"))
-
-    def drop_columns(self, cols: list[str]) -> Dataset:
-        """Drop the named columns."""
-        return self._map(ColumnOp("drop", _columns_list(cols, "drop_columns"), name="DropColumns"))
-
-    def select_columns(self, cols: list[str] | str) -> Dataset:
-        """Keep only the named columns, in that order."""
-        return self._map(
-            ColumnOp("select", _columns_list(cols, "select_columns"), name="SelectColumns")
+        ``expr``: instead of ``fn``, a pandas query string such as ``"x > 3 and y == 'a'"``,
+        evaluated per batch (vectorised).
+        """
+        if expr is not None:
+            if fn is not None:
+                raise ValueError("filter takes fn or expr, not both")
+            if not isinstance(expr, str):
+                raise TypeError(f"filter's expr must be a string, got {type(expr).__name__}")
+            return self._map(ColumnOp("query", expr, name=f"Filter({expr})"))
+        is_class = self._check_udf(fn, "filter")
+        name = f"Filter({getattr(fn, '__name__', 'fn')})"
+        transform = Filter(
+            None if is_class else fn, name, tuple(fn_args or ()), dict(fn_kwargs or {})
+        )
+        return self._udf_op(
+            transform,
+            fn,
+            "filter",
+            compute=compute,
+            concurrency=concurrency,
+            fn_constructor_args=fn_constructor_args,
+            fn_constructor_kwargs=fn_constructor_kwargs,
+            remote_args=_remote_args(num_cpus, num_gpus, ray_remote_args),
         )
 
-    def rename_columns(self, names: dict[str, str]) -> Dataset:
-        """Rename columns by a ``{old: new}`` mapping."""
+    def add_column(
+        self,
+        col: str,
+        fn: Callable[[Any], Any],
+        *,
+        batch_format: str | None = "pandas",
+        compute: Any = None,
+        concurrency: int | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
+        """Add (or replace) column ``col`` computed by ``fn(batch) -> values``.
+
+        ``batch_format``: what ``fn`` sees ("pandas" by default, as in Ray).
+        """
+        _check_fn(fn, "add_column")
+        del compute
+        fmt = B.check_batch_format(batch_format)
+        args = dict(ray_remote_args)
+        if concurrency is not None:
+            args["_concurrency"] = concurrency
+        return self._map(ColumnOp("add", col, fn, name="AddColumn", batch_format=fmt), args)
+
+    def with_column(self, column_name: str, expr: Any, **ray_remote_args: Any) -> Dataset:
+        """Add (or replace) ``column_name`` computed by an expression of other columns
+        (``runtime.data.expressions.col("a") * 2``), vectorised with ``pyarrow.compute``."""
+        from .expressions import Expr
+
+        if not isinstance(expr, Expr):
+            raise TypeError(
+                "with_column needs an expression such as col('a') + 1 (runtime.data."
+                f"expressions), got {type(expr).__name__}; use add_column for a function"
+            )
+        return self._map(
+            ColumnOp("expr", column_name, expr, name=f"WithColumn({column_name})"),
+            dict(ray_remote_args),
+        )
+
+    def drop_columns(self, cols: list[str] | str, **ray_remote_args: Any) -> Dataset:
+        """Drop the named columns (a column that does not exist is an error naming it)."""
+        return self._map(
+            ColumnOp("drop", _columns_list(cols, "drop_columns"), name="DropColumns"),
+            dict(ray_remote_args),
+        )
+
+    def select_columns(self, cols: list[str] | str, **ray_remote_args: Any) -> Dataset:
+        """Keep only the named columns, in that order."""
+        return self._map(
+            ColumnOp("select", _columns_list(cols, "select_columns"), name="SelectColumns"),
+            dict(ray_remote_args),
+        )
+
+    def rename_columns(self, names: dict[str, str] | list[str], **ray_remote_args: Any) -> Dataset:
+        """Rename columns by a ``{old: new}`` mapping (or a list: new names for all columns)."""
+        if isinstance(names, list):
+            if not all(isinstance(n, str) for n in names):
+                raise TypeError(f"rename_columns needs a list of names, got {names!r}")
+            new_names = list(names)
+            return self._map(
+                ColumnOp("rename_all", new_names, name="RenameColumns"), dict(ray_remote_args)
+            )
         if not isinstance(names, dict):
             raise TypeError(f"rename_columns needs a dict of old -> new names, got {names!r}")
-        return self._map(ColumnOp("rename", dict(names), name="RenameColumns"))
+        return self._map(
+            ColumnOp("rename", dict(names), name="RenameColumns"), dict(ray_remote_args)
+        )
 
     def random_sample(self, fraction: float, *, seed: int | None = None) -> Dataset:
         """Each row kept with probability ``fraction``."""
@@ -250,30 +408,135 @@ class Dataset:
 
     # --- all-to-all ----------------------------------------------------------------------
 
-    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
-        """``num_blocks`` blocks of nearly equal rows (``shuffle=True``: rows shuffled too)."""
-        if not isinstance(num_blocks, int) or num_blocks < 1:
+    def repartition(
+        self,
+        num_blocks: int | None = None,
+        target_num_rows_per_block: int | None = None,
+        *,
+        shuffle: bool = False,
+        keys: str | list[str] | None = None,
+        sort: bool = False,
+    ) -> Dataset:
+        """Re-cut the rows into blocks.
+
+        ``num_blocks``: that many blocks of nearly equal rows, in order (``shuffle=True``: rows
+        shuffled too; ``keys=``: rows hash-partitioned on those columns, so equal keys share a
+        block, ``sort=True`` sorting each block by them). ``target_num_rows_per_block``: as
+        few blocks as hold at most that many rows each, in order.
+        """
+        if (num_blocks is None) == (target_num_rows_per_block is None):
+            raise ValueError(
+                "repartition takes exactly one of num_blocks, target_num_rows_per_block"
+            )
+        if num_blocks is not None and (not isinstance(num_blocks, int) or num_blocks < 1):
             raise ValueError(f"num_blocks must be an int >= 1, got {num_blocks!r}")
+        if target_num_rows_per_block is not None:
+            if not isinstance(target_num_rows_per_block, int) or target_num_rows_per_block < 1:
+                raise ValueError(
+                    "target_num_rows_per_block must be an int >= 1, got "
+                    f"{target_num_rows_per_block!r}"
+                )
+            if shuffle or keys is not None:
+                raise ValueError(
+                    "target_num_rows_per_block cannot be combined with shuffle or keys"
+                )
+            rows = target_num_rows_per_block
+            return self._all_to_all(
+                "Repartition", lambda b: shuffle_mod.repartition(b, None, rows), True
+            )
+        n = int(num_blocks)  # type: ignore[arg-type]
+        if keys is not None:
+            cols = _columns_list(keys, "repartition")
+            return self._all_to_all(
+                "Repartition",
+                lambda b: shuffle_mod.exchange(
+                    b,
+                    "join",
+                    (cols, "repartition: the dataset"),
+                    "sort" if sort else "concat",
+                    (cols, [False] * len(cols)) if sort else None,
+                    n,
+                ),
+                True,
+            )
         if shuffle:
             return self._all_to_all(
                 "Repartition",
-                lambda b: shuffle_mod.exchange(b, "random", None, "shuffle", None, num_blocks),
+                lambda b: shuffle_mod.exchange(b, "random", None, "shuffle", None, n),
                 True,
             )
-        return self._all_to_all(
-            "Repartition", lambda b: shuffle_mod.repartition(b, num_blocks), True
-        )
+        return self._all_to_all("Repartition", lambda b: shuffle_mod.repartition(b, n), True)
 
-    def random_shuffle(self, *, seed: int | None = None) -> Dataset:
-        """Rows in a random order (a full shuffle across blocks)."""
+    def random_shuffle(self, *, seed: int | None = None, **kwargs: Any) -> Dataset:
+        """Rows in a random order (a full shuffle across blocks; ``seed``: reproducible)."""
+        if kwargs:
+            raise TypeError(f"random_shuffle got unexpected arguments {sorted(kwargs)}")
         return self._all_to_all(
             "RandomShuffle", lambda b: shuffle_mod.random_shuffle(b, seed), True
         )
 
-    def sort(self, key: str | list[str], descending: bool = False) -> Dataset:
-        """Rows sorted by ``key`` (a column or columns)."""
+    def sort(self, key: str | list[str], descending: bool | list[bool] = False) -> Dataset:
+        """Rows sorted by ``key`` (a column or columns; ``descending`` one flag or one per key)."""
         keys = _columns_list(key, "sort")
-        return self._all_to_all("Sort", lambda b: shuffle_mod.sort(b, keys, descending), True)
+        if isinstance(descending, list):
+            if len(descending) != len(keys):
+                raise ValueError(
+                    f"sort got {len(descending)} descending flags for {len(keys)} keys"
+                )
+            order: bool | list[bool] = [bool(d) for d in descending]
+        else:
+            order = bool(descending)
+        return self._all_to_all("Sort", lambda b: shuffle_mod.sort(b, keys, order), True)
+
+    def join(  # noqa: PLR0917 - Ray's signature
+        self,
+        ds: Dataset,
+        join_type: str,
+        num_partitions: int,
+        on: tuple[str, ...] | list[str] = ("id",),
+        right_on: tuple[str, ...] | list[str] | None = None,
+        left_suffix: str | None = None,
+        right_suffix: str | None = None,
+        **kwargs: Any,
+    ) -> Dataset:
+        """Join with ``ds`` on key columns, hash-partitioned into ``num_partitions`` parts.
+
+        ``join_type``: "inner", "left_outer", "right_outer", "full_outer" (also "left",
+        "right", "outer"), "left_semi", "right_semi", "left_anti", "right_anti". Each
+        partition is joined by one task (Arrow's hash join), so memory per task is about one
+        partition of each side. A key missing on either side is an error naming it.
+        """
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"join needs a Dataset, got {type(ds).__name__}")
+        if join_type not in shuffle_mod._JOIN_TYPES:
+            raise ValueError(
+                f"join_type must be one of {sorted(shuffle_mod._JOIN_TYPES)}, got {join_type!r}"
+            )
+        if not isinstance(num_partitions, int) or num_partitions < 1:
+            raise ValueError(f"num_partitions must be an int >= 1, got {num_partitions!r}")
+        unknown = set(kwargs) - {
+            "partition_size_hint",
+            "aggregator_ray_remote_args",
+            "validate_schemas",
+        }
+        if unknown:
+            raise TypeError(f"join got unexpected arguments {sorted(unknown)}")
+        left_keys = _columns_list(list(on), "join")
+        right_keys = _columns_list(list(right_on), "join") if right_on is not None else left_keys
+        if len(left_keys) != len(right_keys):
+            raise ValueError(
+                f"join needs as many right_on keys as on keys, got {left_keys} and {right_keys}"
+            )
+        right = ds._op
+        suffixes = (left_suffix or "", right_suffix or "")
+        kind = join_type
+        return self._all_to_all(
+            f"Join({join_type})",
+            lambda b: shuffle_mod.join(
+                b, list(execute(right)), kind, left_keys, right_keys, num_partitions, suffixes
+            ),
+            False,
+        )
 
     def groupby(self, key: str | list[str]) -> GroupedData:
         """Group rows by ``key`` for aggregations or ``map_groups``."""
@@ -540,11 +803,39 @@ class Dataset:
 
     # --- writing -------------------------------------------------------------------------
 
-    def write_parquet(self, path: str, **kwargs: Any) -> None:
-        """One Parquet file per block under directory ``path``, written by tasks."""
+    def write_parquet(
+        self,
+        path: str,
+        *,
+        partition_cols: list[str] | None = None,
+        min_rows_per_file: int | None = None,
+        max_rows_per_file: int | None = None,
+        **arrow_parquet_args: Any,
+    ) -> None:
+        """Parquet files under directory ``path``, written by tasks (one per block).
+
+        ``partition_cols``: rows go to ``path/col=value/...`` directories (hive style, what
+        ``read_parquet`` reads back as columns); ``min_rows_per_file``: consecutive blocks are
+        joined so each file has at least that many rows; ``max_rows_per_file``: a block
+        larger than that is written as several files. Other keyword arguments go to
+        ``pyarrow.parquet.write_table``.
+        """
         from ._write import write
 
-        write(self, path, "parquet", kwargs)
+        opts = dict(arrow_parquet_args)
+        if partition_cols:
+            opts["partition_cols"] = _columns_list(partition_cols, "write_parquet")
+        opts["min_rows_per_file"] = min_rows_per_file
+        opts["max_rows_per_file"] = max_rows_per_file
+        write(self, path, "parquet", opts)
+
+    def write_datasink(self, datasink: Any, **kwargs: Any) -> None:
+        """Write every block through a ``Datasink`` (``runtime.data.datasource``): its
+        ``write`` runs in tasks, one call per block; its hooks run here."""
+        from ._datasink import write_datasink
+
+        del kwargs  # Ray's ray_remote_args / concurrency: the fused tasks' defaults apply
+        write_datasink(self, datasink)
 
     def write_csv(self, path: str, **kwargs: Any) -> None:
         """One CSV file per block under ``path``."""

@@ -37,9 +37,9 @@ from ._plan import (
     RefBundle,
     UnionOp,
 )
-from ._transforms import Transform, apply_all, read_block, run_fused
+from ._transforms import Transform, apply_all, read_block, run_fused_streaming
 
-_fused_task: Any = runtime.remote(num_returns=2, max_retries=3)(run_fused)
+_stream_task: Any = runtime.remote(num_returns="streaming", max_retries=3)(run_fused_streaming)
 
 #: Failures that mean a block (or the actor making it) was lost with a node, not a user error.
 LOST = (rex.ObjectLostError, rex.NodeDiedError, rex.ActorDiedError)
@@ -118,6 +118,19 @@ class _Lineage:
         return recover
 
 
+def store_budget(ctx: DataContext, stages: int) -> int:
+    """Bytes each stage may hold: ``op_output_buffer_bytes``, lowered so that all stages
+    together keep within half the object store's capacity when the cluster reports it
+    (Ray's ``object_store_memory`` resource; core does not report it yet)."""
+    try:
+        capacity = float(runtime.cluster_resources().get("object_store_memory", 0))
+    except Exception:
+        capacity = 0.0
+    if capacity <= 0 or stages <= 0:
+        return ctx.op_output_buffer_bytes
+    return max(1 << 20, min(ctx.op_output_buffer_bytes, int(capacity / 2 / stages)))
+
+
 def cluster_cpus() -> int:
     try:
         return max(1, int(runtime.cluster_resources().get("CPU", 1)))
@@ -174,7 +187,14 @@ class _Stage:
         self.stats = OpStats(name)
         self.inbox: deque[tuple[int, Any]] = deque()
         self.in_flight: dict[Any, tuple[int, Any]] = {}
-        self.outputs: dict[int, RefBundle | None] = {}
+        #: Blocks made per input (several when a streaming task splits its output).
+        self.outputs: dict[int, list[RefBundle | None]] = {}
+        #: Inputs whose work is finished (no more blocks will come for them).
+        self.done: set[int] = set()
+        #: The source item each input came from, when it is one block of it (lineage).
+        self.src: dict[int, int | None] = {}
+        self.emitted: dict[int, int] = {}
+        self.out_seq = itertools.count()
         self.next_out = 0
         self.held_bytes = 0
         self.out_blocks = 0
@@ -182,6 +202,8 @@ class _Stage:
         self.max_in_flight = ctx.max_tasks_in_flight_per_op or max(2, 2 * cluster_cpus())
         self.lineage: _Lineage | None = None
         self.index = 0
+        #: Bytes of made, unconsumed blocks this stage may hold (see ``store_budget``).
+        self.budget = ctx.op_output_buffer_bytes
 
     @property
     def name(self) -> str:
@@ -195,7 +217,7 @@ class _Stage:
     def has_room(self) -> bool:
         projected = self.held_bytes + len(self.in_flight) * self.est_block_bytes()
         return len(self.in_flight) < self.max_in_flight and (
-            not self.in_flight or projected < self.ctx.op_output_buffer_bytes
+            not self.in_flight or projected < self.budget
         )
 
     def wants_input(self) -> bool:
@@ -205,25 +227,66 @@ class _Stage:
         raise NotImplementedError
 
     def on_ready(self, meta_ref: Any) -> None:
+        if isinstance(meta_ref, runtime.ObjectRefGenerator):
+            self._on_stream_item(meta_ref)
+            return
         seq, block_ref = self.in_flight.pop(meta_ref)
         try:
             meta = runtime.get(meta_ref)
         except LOST as e:
-            # The block's input, its node or its actor is gone: make it again from its source.
-            if self.lineage is None:
-                raise
-            block_ref, new_meta_ref = self.lineage.submit(self.index, seq, e)
-            self.stats.recovered += 1
-            self.in_flight[new_meta_ref] = (seq, block_ref)
+            self._recover(seq, e)
             return
         self._record(seq, RefBundle(block_ref, meta))
+
+    def _recover(self, seq: int, error: BaseException) -> None:
+        """The block's input, its node or its actor is gone: make it again from its source
+        (only while none of this input's blocks went downstream yet)."""
+        src = self.src.get(seq)
+        if self.lineage is None or src is None or self.emitted.get(seq):
+            raise error
+        block_ref, new_meta_ref = self.lineage.submit(self.index, src, error)
+        self.stats.recovered += 1
+        self.outputs.pop(seq, None)
+        self.in_flight[new_meta_ref] = (seq, block_ref)
+
+    def _on_stream_item(self, gen: Any) -> None:
+        """A streaming task yielded its next (block, metadata) pair, or finished."""
+        seq, _ = self.in_flight[gen]
+        try:
+            block_ref = next(gen)
+        except StopIteration:
+            del self.in_flight[gen]
+            self.outputs.setdefault(seq, [])
+            self.done.add(seq)
+            return
+        try:
+            meta_ref = next(gen)
+        except StopIteration:
+            meta_ref = None
+        try:
+            if meta_ref is None:
+                runtime.get(block_ref)  # the generator's error is the object of its last ref
+                raise RuntimeError(f"{self.name}: a streaming task ended after a block")
+            meta = runtime.get(meta_ref)
+        except LOST as e:
+            del self.in_flight[gen]
+            with contextlib.suppress(Exception):
+                runtime.cancel(gen)
+            self._recover(seq, e)
+            return
+        except BaseException:
+            del self.in_flight[gen]
+            raise
+        self._record(seq, RefBundle(block_ref, meta), final=False)
 
     def chain_step(self) -> ChainStep | None:
         """This stage as a step of a recovery chain (None: a driver-side stage)."""
         return None
 
-    def _record(self, seq: int, bundle: RefBundle | None) -> None:
-        self.outputs[seq] = bundle
+    def _record(self, seq: int, bundle: RefBundle | None, final: bool = True) -> None:
+        self.outputs.setdefault(seq, []).append(bundle)
+        if final:
+            self.done.add(seq)
         if bundle is not None:
             s = self.stats
             s.rows_in += bundle.meta.in_rows
@@ -234,10 +297,28 @@ class _Stage:
             self.out_blocks += 1
             self.held_bytes += bundle.meta.size_bytes
 
-    def pop_ordered(self) -> Iterator[tuple[int, RefBundle | None]]:
+    def pop_ordered(self) -> Iterator[tuple[int | None, RefBundle | None]]:
+        """Blocks in input order, each with its source item when it is that item's only
+        block (else None: a split block is not remade from its source). An input's first
+        block waits until a second one comes or its task ends, to know which it is."""
         while self.next_out in self.outputs:
             seq = self.next_out
-            yield seq, self.outputs.pop(seq)
+            items = self.outputs[seq]
+            finished = seq in self.done
+            sent = self.emitted.get(seq, 0)
+            if not finished and not sent and len(items) < 2:
+                return
+            whole = finished and not sent and len(items) <= 1
+            src = self.src.get(seq) if whole else None
+            while items:
+                self.emitted[seq] = self.emitted.get(seq, 0) + 1
+                yield src, items.pop(0)
+            if not finished:
+                return
+            del self.outputs[seq]
+            self.done.discard(seq)
+            self.emitted.pop(seq, None)
+            self.src.pop(seq, None)
             self.next_out += 1
 
     def release(self, bundle: RefBundle | None) -> None:
@@ -254,6 +335,7 @@ class _Stage:
         self.inbox.clear()
         self.cancel_running()
         self.outputs.clear()
+        self.done.clear()
 
     def cancel_running(self) -> None:
         """Cancel this stage's tasks still queued or running (a limit was reached, or the
@@ -281,19 +363,20 @@ class TaskStage(_Stage):
         if concurrency is not None:
             self.max_in_flight = max(1, int(concurrency))
         opts.setdefault("max_retries", ctx.max_block_retries)
-        self.task = _fused_task.options(**opts)
+        self.task = _stream_task.options(**opts)
 
     def dispatch(self) -> None:
         while self.inbox and self.has_room():
             seq, item = self.inbox.popleft()
             if not self.stats.started:
                 self.stats.started = time.perf_counter()
+            size = self.ctx.target_max_block_size
             if isinstance(item, ReadTask):
-                block_ref, meta_ref = self.task.remote(item, seq, self.transforms)
+                gen = self.task.remote(item, seq, self.transforms, size)
             else:
-                block_ref, meta_ref = self.task.remote(None, seq, self.transforms, item.ref)
+                gen = self.task.remote(None, seq, self.transforms, size, item.ref)
             self.stats.tasks += 1
-            self.in_flight[meta_ref] = (seq, block_ref)
+            self.in_flight[gen] = (seq, None)
 
     def chain_step(self) -> ChainStep | None:
         return ChainStep(self.transforms)
@@ -302,8 +385,20 @@ class TaskStage(_Stage):
 class _PoolWorker:
     """A pool actor: builds the user's callable class once, then maps blocks with it."""
 
-    def __init__(self, udf_class: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.env = {"udf": udf_class(*args, **kwargs)}
+    def __init__(
+        self, udf_class: Any, args: tuple[Any, ...], kwargs: dict[str, Any], op_name: str = ""
+    ) -> None:
+        try:
+            self.env = {"udf": udf_class(*args, **kwargs)}
+        except Exception as e:
+            from ._transforms import annotate
+
+            annotate(
+                e,
+                f"runtime.data: {op_name or 'a map operator'} could not construct "
+                f"{getattr(udf_class, '__qualname__', udf_class)!s} in its pool actor",
+            )
+            raise
 
     @runtime.method(num_returns=2)
     def run(
@@ -335,7 +430,9 @@ class ActorPoolStage(_Stage):
         self.max_in_flight = self.strategy.max_size * self.strategy.max_tasks_in_flight_per_actor
 
     def _add_actor(self) -> None:
-        actor = self.actor_cls.remote(self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs)
+        actor = self.actor_cls.remote(
+            self.op.udf_class, self.op.ctor_args, self.op.ctor_kwargs, self.op.name
+        )
         self.load[len(self.actors)] = 0
         self.actors.append(actor)
 
@@ -397,10 +494,9 @@ class LimitStage(_Stage):
                 self._record(seq, None)
                 continue
             if bundle.meta.num_rows > self.remaining:
-                block = runtime.get(bundle.ref).slice(0, self.remaining)
+                block = B.compact(runtime.get(bundle.ref).slice(0, self.remaining))
                 bundle = RefBundle(runtime.put(block), B.metadata_of(block))
-                if self.lineage is not None:
-                    self.lineage.sliced.add(seq)  # stages after it cannot remake it from source
+                self.src[seq] = None  # stages after it cannot remake it from its source
             self.remaining -= bundle.meta.num_rows
             self.stats.tasks += 0
             self._record(seq, bundle)
@@ -499,10 +595,34 @@ def _build(
 
 
 class _Progress:
+    """One progress bar per operator (tqdm; ``tqdm.auto`` in a notebook): blocks and rows
+    out, tasks running. Only when ``DataContext.progress_enabled()`` (a terminal or a
+    notebook, not CI, bars not switched off); a plain status line when tqdm is missing."""
+
     def __init__(self, stages: list[_Stage], enabled: bool) -> None:
         self.stages = stages
-        self.enabled = enabled
+        self.enabled = enabled and bool(stages)
         self.last = 0.0
+        self.bars: list[Any] = []
+        self.shown: list[int] = []
+        if not self.enabled:
+            return
+        try:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            return
+        for i, stage in enumerate(stages):
+            self.bars.append(
+                tqdm(
+                    desc=f"- {stage.name}",
+                    unit=" blocks",
+                    position=i,
+                    leave=True,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
+            )
+            self.shown.append(0)
 
     def update(self, force: bool = False) -> None:
         if not self.enabled:
@@ -511,6 +631,17 @@ class _Progress:
         if not force and now - self.last < 0.2:
             return
         self.last = now
+        if self.bars:
+            for i, (bar, stage) in enumerate(zip(self.bars, self.stages, strict=True)):
+                done = stage.out_blocks
+                if done > self.shown[i]:
+                    bar.update(done - self.shown[i])
+                    self.shown[i] = done
+                bar.set_postfix_str(
+                    f"{stage.stats.rows_out} rows, {len(stage.in_flight)} running", refresh=False
+                )
+                bar.refresh()
+            return
         text = " | ".join(
             f"{s.name}: {s.stats.rows_out} rows, {len(s.in_flight)} running" for s in self.stages
         )
@@ -518,6 +649,13 @@ class _Progress:
         if force:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.update(force=True)
+        for bar in self.bars:
+            bar.close()
 
 
 def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[RefBundle]:
@@ -529,6 +667,9 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
         stages.append(TaskStage([], {}, ctx, op.name))
     stats.ops = [s.stats for s in stages]
     lineage = _Lineage()
+    budget = store_budget(ctx, len(stages))
+    for stage in stages:
+        stage.budget = budget
     chain: list[ChainStep] | None = []
     for i, stage in enumerate(stages):
         stage.index, stage.lineage = i, lineage
@@ -552,18 +693,18 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                 if pulled is None:
                     break
                 lineage.origin[pulled[0]] = pulled[1]
+                first.src[pulled[0]] = pulled[0]
                 first.inbox.append(pulled)
             for i, stage in enumerate(stages):
                 stage.dispatch()
                 if stage is final:
                     break
                 nxt = stages[i + 1]
-                for seq, bundle in stage.pop_ordered():
+                for src, bundle in stage.pop_ordered():
                     stage.release(bundle)
-                    if bundle is None:
-                        nxt.inbox.append((seq, None))
-                    else:
-                        nxt.inbox.append((seq, bundle))
+                    seq = next(stage.out_seq)  # the next stage numbers its inputs afresh
+                    nxt.src[seq] = src
+                    nxt.inbox.append((seq, bundle))
                     nxt.stats.started = nxt.stats.started or time.perf_counter()
                 if isinstance(nxt, LimitStage):
                     nxt.dispatch()
@@ -571,12 +712,13 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                         for upstream in stages[: i + 1]:
                             upstream.close()
                         source.close()
-            for seq, bundle in final.pop_ordered():
+            for src, bundle in final.pop_ordered():
                 final.release(bundle)
-                if bundle is not None:
-                    bundle.recover = lineage.recoverer(final.index, seq)
-                lineage.origin.pop(seq, None)
-                lineage.attempts.pop(seq, None)
+                if src is not None:
+                    if bundle is not None:
+                        bundle.recover = lineage.recoverer(final.index, src)
+                    lineage.origin.pop(src, None)
+                    lineage.attempts.pop(src, None)
                 if bundle is not None:
                     yield bundle
             progress.update()
@@ -600,5 +742,5 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
         for s in stages:
             s.cancel_running()
             s.shutdown()
-        progress.update(force=True)
+        progress.close()
         stats.wall_s = time.perf_counter() - t0

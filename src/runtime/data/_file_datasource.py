@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,19 +81,61 @@ def _with_path(block: Block, path: str, include_paths: bool) -> Block:
     return block
 
 
+def hive_values(path: str, base: str | None) -> dict[str, str]:
+    """``{key: value}`` from ``key=value`` directories between ``base`` and the file."""
+    rel = os.path.relpath(os.path.dirname(path), base) if base else os.path.dirname(path)
+    out = {}
+    for part in rel.replace(os.sep, "/").split("/"):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            if k:
+                out[k] = v
+    return out
+
+
+def _fragment(path: str, filesystem: Any, row_groups: list[int] | None) -> Any:
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    if filesystem is None:
+        filesystem, path = pafs.LocalFileSystem(), os.path.abspath(path)
+    return pads.ParquetFileFormat().make_fragment(
+        path, filesystem=filesystem, row_groups=row_groups
+    )
+
+
 @dataclass
 class _ParquetRead:
     path: str
     row_groups: list[int]
     columns: list[str] | None
     include_paths: bool
+    partitions: dict[str, str] = field(default_factory=dict)
+    filter: Any = None
+    filesystem: Any = None
+    scan_args: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self) -> list[Block]:
-        import pyarrow.parquet as pq
+    def __call__(self) -> Iterator[Block]:
+        """One block per row group, yielded as it is read (a streaming read task sends
+        each on before reading the next)."""
+        import pyarrow.dataset as pads
 
-        f = pq.ParquetFile(self.path)
-        table = f.read_row_groups(self.row_groups, columns=self.columns, use_threads=False)
-        return [_with_path(table, self.path, self.include_paths)]
+        cols = self.columns
+        if cols is not None:
+            cols = [c for c in cols if c not in self.partitions]
+        args = {"use_threads": False, **self.scan_args}
+        pieces: list[list[int]] = [[g] for g in self.row_groups] or [[]]
+        for groups in pieces:
+            frag = _fragment(self.path, self.filesystem, groups)
+            table = pads.Scanner.from_fragment(frag, columns=cols, **args).to_table()
+            for k, v in self.partitions.items():
+                if self.columns is None or k in self.columns:
+                    table = table.append_column(k, pa.array([v] * table.num_rows, pa.string()))
+            if self.columns is not None:
+                table = table.select(self.columns)
+            if self.filter is not None:
+                table = table.filter(self.filter)
+            yield _with_path(table, self.path, self.include_paths)
 
 
 @dataclass
@@ -138,6 +181,66 @@ def _read_file(path: str, fmt: str, options: dict[str, Any]) -> Block:
     raise ValueError(f"unsupported format {fmt!r}")
 
 
+def as_arrow_filesystem(filesystem: Any) -> Any:
+    """A ``pyarrow.fs.FileSystem`` (an fsspec filesystem is wrapped), or None for local."""
+    if filesystem is None:
+        return None
+    import pyarrow.fs as pafs
+
+    if isinstance(filesystem, pafs.FileSystem):
+        return filesystem
+    if hasattr(filesystem, "open") and hasattr(filesystem, "find"):
+        return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+    raise TypeError(
+        "filesystem must be a pyarrow.fs.FileSystem or an fsspec filesystem, got "
+        f"{type(filesystem).__name__}"
+    )
+
+
+def expand_fs_paths(fs: Any, paths: Any, extensions: Any) -> tuple[list[str], str | None]:
+    """Files under ``paths`` on a pyarrow filesystem (directories walked), and their base."""
+    import pyarrow.fs as pafs
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[str] = []
+    for raw in paths:
+        path = os.fspath(raw)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"no such file or directory: {path!r} (on {fs.type_name})")
+        if info.type == pafs.FileType.Directory:
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            names = sorted(
+                i.path
+                for i in found
+                if i.type == pafs.FileType.File
+                and not any(p.startswith((".", "_")) for p in i.path[len(path) :].split("/"))
+            )
+            files.extend(_filter(names, extensions))
+        else:
+            files.append(path)
+    if not files:
+        raise FileNotFoundError(f"no files found under {paths!r}")
+    base = os.fspath(paths[0]) if len(paths) == 1 else None
+    return files, base
+
+
+def _base_dir(paths: Any) -> str | None:
+    if isinstance(paths, (str, os.PathLike)) and os.path.isdir(os.fspath(paths)):
+        return os.fspath(paths)
+    return None
+
+
+def _partition_style(partitioning: Any) -> str | None:
+    if partitioning is None:
+        return None
+    style = getattr(partitioning, "style", partitioning)
+    if style != "hive":
+        raise ValueError(f"only hive partitioning is supported, got {partitioning!r}")
+    return "hive"
+
+
 class FileDatasource(Datasource):
     """Files of one format, one read task per file (Parquet: per group of row groups)."""
 
@@ -150,14 +253,26 @@ class FileDatasource(Datasource):
         include_paths: bool = False,
         file_extensions: Any = None,
         options: dict[str, Any] | None = None,
+        filter: Any = None,
+        partitioning: Any = "hive",
+        filesystem: Any = None,
     ) -> None:
         if fmt not in _EXTENSIONS:
             raise ValueError(f"unsupported format {fmt!r}; one of {sorted(_EXTENSIONS)}")
         self.fmt = fmt
-        self.files = expand_paths(paths, file_extensions or _EXTENSIONS[fmt])
+        self.filesystem = as_arrow_filesystem(filesystem)
+        if self.filesystem is not None:
+            self.files, self.base = expand_fs_paths(
+                self.filesystem, paths, file_extensions or _EXTENSIONS[fmt]
+            )
+        else:
+            self.files = expand_paths(paths, file_extensions or _EXTENSIONS[fmt])
+            self.base = _base_dir(paths)
         self.columns = columns
         self.include_paths = include_paths
         self.options = options or {}
+        self.filter = filter
+        self.partitioning = _partition_style(partitioning)
         if fmt == "parquet":
             self._check_parquet()
 
@@ -167,20 +282,46 @@ class FileDatasource(Datasource):
         )
 
     def _check_parquet(self) -> None:
+        import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
         self._pq_meta = []
-        for f in self.files:
+        self._partitions = [
+            hive_values(f, self.base) if self.partitioning == "hive" else {} for f in self.files
+        ]
+        for f, parts in zip(self.files, self._partitions, strict=True):
             try:
-                meta = pq.ParquetFile(f).metadata
+                if self.filesystem is not None:
+                    with self.filesystem.open_input_file(f) as fh:
+                        meta = pq.ParquetFile(fh).metadata
+                else:
+                    meta = pq.ParquetFile(f).metadata
             except (pa.ArrowInvalid, OSError) as e:
                 raise ValueError(f"{f!r} is not a readable Parquet file: {e}") from e
             if self.columns is not None:
-                names = set(meta.schema.names)
+                names = set(meta.schema.names) | set(parts)
                 missing = [c for c in self.columns if c not in names]
                 if missing:
                     raise ValueError(f"columns {missing} are not in {f!r} (it has {sorted(names)})")
             self._pq_meta.append(meta)
+        if self.files:
+            # pyarrow answers for the pass-through arguments here, before anything runs (an
+            # unknown keyword is its TypeError), as it does under Ray.
+            pads.Scanner.from_fragment(
+                _fragment(self.files[0], self.filesystem, None), **self.options
+            )
+
+    def _reader(self, path: str, groups: list[int], parts: dict[str, str]) -> _ParquetRead:
+        return _ParquetRead(
+            path,
+            groups,
+            self.columns,
+            self.include_paths,
+            parts,
+            self.filter,
+            self.filesystem,
+            self.options,
+        )
 
     def estimate_inmemory_data_size(self) -> int | None:
         if self.fmt == "parquet":
@@ -201,7 +342,7 @@ class FileDatasource(Datasource):
         total_groups = sum(m.num_row_groups for m in self._pq_meta)
         # Split row groups so there are about `parallelism` tasks, at least one per file.
         per_task = max(1, total_groups // max(parallelism, 1))
-        for f, meta in zip(self.files, self._pq_meta, strict=True):
+        for f, meta, parts in zip(self.files, self._pq_meta, self._partitions, strict=True):
             groups = list(range(meta.num_row_groups))
             for i in range(0, len(groups), per_task):
                 chunk = groups[i : i + per_task]
@@ -211,14 +352,10 @@ class FileDatasource(Datasource):
                     size = size * len(self.columns) // meta.num_columns
                 tasks.append(
                     ReadTask(
-                        _ParquetRead(f, chunk, self.columns, self.include_paths),
-                        BlockMetadata(rows, size),
+                        self._reader(f, chunk, parts),
+                        BlockMetadata(rows, size) if self.filter is None else None,
                     )
                 )
             if not groups:
-                tasks.append(
-                    ReadTask(
-                        _ParquetRead(f, [], self.columns, self.include_paths), BlockMetadata(0, 0)
-                    )
-                )
+                tasks.append(ReadTask(self._reader(f, [], parts), BlockMetadata(0, 0)))
         return tasks

@@ -122,6 +122,9 @@ class DataIterator:
         local_shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
         """Batches as dicts of torch tensors (torch is imported here, not before)."""
+        import warnings
+
+        import numpy as np
         import torch
 
         for batch in self.iter_batches(
@@ -139,14 +142,23 @@ class DataIterator:
             for k, col in batch.items():
                 v = col
                 dtype = dtypes.get(k) if isinstance(dtypes, dict) else dtypes
+                if v.dtype == object and len(v) and isinstance(v[0], np.ndarray):
+                    shapes = sorted({a.shape for a in v})
+                    raise ValueError(
+                        f"column {k!r} holds tensors of different shapes ({shapes[:4]}"
+                        f"{'...' if len(shapes) > 4 else ''}); torch needs one shape per "
+                        "batch (pad or resize them in map_batches, or pass collate_fn)"
+                    )
                 if v.dtype == object:
                     raise TypeError(
                         f"column {k!r} holds Python objects; torch needs numeric columns "
                         "(drop or convert it, or pass collate_fn)"
                     )
-                if not v.flags.writeable:
-                    v = v.copy()  # Arrow memory is read-only; torch wants to own writable memory
-                out[k] = torch.as_tensor(v, dtype=dtype, device=device)
+                with warnings.catch_warnings():
+                    # Zero-copy from the block, as Ray does: Arrow memory is read-only, and
+                    # torch warns that writing to such a tensor is undefined behaviour.
+                    warnings.filterwarnings("ignore", message=".*not writable.*")
+                    out[k] = torch.as_tensor(v, dtype=dtype, device=device)
             yield out
 
     def materialize_bundles(self) -> list[RefBundle]:

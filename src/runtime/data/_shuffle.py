@@ -63,6 +63,19 @@ def _map_part(block: B.Block, how: str, p: int, arg: Any, index: int) -> Any:
             if descending:
                 idx = (p - 1) - idx
             parts = _split_by(block, idx.astype(np.int64), p)
+    elif how == "join":
+        keys, side = arg
+        if block.num_rows == 0 and block.num_columns == 0:
+            parts = [block] * p
+        else:
+            missing = [k for k in keys if k not in block.column_names]
+            if missing:
+                raise KeyError(
+                    f"{side} has no key column {missing[0]!r} (its columns: {block.column_names})"
+                )
+            parts = (
+                _split_by(block, _hash_parts(block, keys, p), p) if block.num_rows else [block] * p
+            )
     elif how == "hash":
         parts = _split_by(block, _hash_parts(block, arg, p), p) if block.num_rows else [block] * p
     elif how == "agg":
@@ -89,9 +102,11 @@ def _reduce(how: str, arg: Any, index: int, *parts: B.Block) -> tuple[B.Block, B
             rng = np.random.default_rng(None if arg is None else [arg, 1_000_003, index])
             out = table.take(rng.permutation(table.num_rows)) if table.num_rows else table
         elif how == "sort":
-            keys, descending = arg
-            order = "descending" if descending else "ascending"
-            out = table.sort_by([(k, order) for k in keys]) if table.num_rows else table
+            keys, orders = arg
+            spec = [
+                (k, "descending" if d else "ascending") for k, d in zip(keys, orders, strict=True)
+            ]
+            out = table.sort_by(spec) if table.num_rows else table
         elif how == "groups":
             keys, fn, batch_format = arg
             out = _apply_groups(table, keys, fn, batch_format)
@@ -170,6 +185,8 @@ def random_shuffle(bundles: list[RefBundle], seed: int | None) -> list[RefBundle
 def _sample(block: B.Block, key: str, k: int) -> np.ndarray:
     if block.num_rows == 0:
         return np.array([])
+    if key not in block.column_names:
+        raise KeyError(f"sort: no column {key!r} (the dataset has columns {block.column_names})")
     idx = np.linspace(0, block.num_rows - 1, num=min(k, block.num_rows)).astype(np.int64)
     return block.column(key).take(pa.array(idx)).to_numpy(zero_copy_only=False)
 
@@ -177,7 +194,9 @@ def _sample(block: B.Block, key: str, k: int) -> np.ndarray:
 _sample_task: Any = runtime.remote(max_retries=3)(_sample)
 
 
-def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[RefBundle]:
+def sort(
+    bundles: list[RefBundle], keys: list[str], descending: bool | list[bool]
+) -> list[RefBundle]:
     if not bundles:
         return []
     p = len(bundles)
@@ -192,7 +211,8 @@ def sort(bundles: list[RefBundle], keys: list[str], descending: bool) -> list[Re
         bounds = np.unique(allv[q])
     else:
         bounds = np.array([])
-    return exchange(bundles, "range", (keys[0], bounds, descending), "sort", (keys, descending), p)
+    orders = descending if isinstance(descending, list) else [descending] * len(keys)
+    return exchange(bundles, "range", (keys[0], bounds, orders[0]), "sort", (keys, orders), p)
 
 
 def aggregate(bundles: list[RefBundle], keys: list[str], aggs: list[Any]) -> list[RefBundle]:
@@ -209,9 +229,119 @@ def map_groups(
     )
 
 
+_JOIN_TYPES = {
+    "inner": "inner",
+    "left_outer": "left outer",
+    "left": "left outer",
+    "right_outer": "right outer",
+    "right": "right outer",
+    "full_outer": "full outer",
+    "outer": "full outer",
+    "left_semi": "left semi",
+    "right_semi": "right semi",
+    "left_anti": "left anti",
+    "right_anti": "right anti",
+}
+
+
+def _join_parts(
+    how: str,
+    on: list[str],
+    right_on: list[str],
+    suffixes: tuple[str, str],
+    n_left: int,
+    *parts: B.Block,
+) -> tuple[B.Block, B.BlockMetadata]:
+    """Join partition j of the left side with partition j of the right side (Arrow's hash join)."""
+    t0 = time.perf_counter()
+    left = B.concat([b for b in parts[:n_left] if b.num_columns])
+    right = B.concat([b for b in parts[n_left:] if b.num_columns])
+    in_rows = left.num_rows + right.num_rows
+    if left.num_columns == 0 or right.num_columns == 0:
+        keep_left = how in ("left outer", "full outer", "left anti")
+        keep_right = how in ("right outer", "full outer", "right anti")
+        out = left if keep_left and left.num_columns else right if keep_right else B.empty_block()
+        if out.num_columns == 0:
+            out = B.empty_block()
+    else:
+        out = _hash_join(left, right, how, on, right_on, suffixes)
+    return out, B.metadata_of(out, time.perf_counter() - t0, in_rows)
+
+
+def _hash_join(  # noqa: PLR0917 - both sides and how they meet
+    left: B.Block,
+    right: B.Block,
+    how: str,
+    on: list[str],
+    right_on: list[str],
+    suffixes: tuple[str, str],
+) -> B.Block:
+    """Arrow's hash join on the keys and row numbers only, then ``take`` of the other
+    columns: Acero cannot carry tensor (extension or fixed-size list) columns itself."""
+    li = left.select(on).append_column("__left_row", pa.array(np.arange(left.num_rows)))
+    ri = right.select(right_on).append_column("__right_row", pa.array(np.arange(right.num_rows)))
+    j = li.join(ri, keys=on, right_keys=right_on, join_type=how, coalesce_keys=True)
+    cols: dict[str, Any] = {}
+    if how.startswith("right ") and how != "right outer":  # right semi / anti
+        rows = j.column("__right_row")
+        return right.take(rows)
+    if how.startswith("left ") and how != "left outer":  # left semi / anti
+        return left.take(j.column("__left_row"))
+    for k in on:
+        cols[k] = j.column(k)
+    left_rest = [c for c in left.column_names if c not in on]
+    right_rest = [c for c in right.column_names if c not in right_on]
+    clash = set(left_rest) & set(right_rest) | (set(right_rest) & set(on))
+    for c in left_rest:
+        name = c + suffixes[0] if c in clash else c
+        cols[name] = left.column(c).take(j.column("__left_row"))
+    for c in right_rest:
+        name = c + suffixes[1] if c in clash else c
+        if name in cols:
+            raise ValueError(f"join: both sides have a column {c!r}; pass left_suffix/right_suffix")
+        cols[name] = right.column(c).take(j.column("__right_row"))
+    return pa.table(cols)
+
+
+_join_task: Any = runtime.remote(num_returns=2, max_retries=3)(_join_parts)
+
+
+def join(  # noqa: PLR0917 - both sides and how they meet
+    left: list[RefBundle],
+    right: list[RefBundle],
+    join_type: str,
+    on: list[str],
+    right_on: list[str],
+    num_partitions: int,
+    suffixes: tuple[str, str],
+) -> list[RefBundle]:
+    """Hash-partition both sides on their keys into ``num_partitions`` parts, then join part
+    i of the left with part i of the right in one task: memory per task is one partition."""
+    how = _JOIN_TYPES[join_type]
+    p = max(1, num_partitions)
+
+    def split(bundles: list[RefBundle], keys: list[str], side: str) -> list[list[Any]]:
+        return [
+            _as_list(_map_task.options(num_returns=p).remote(b.ref, "join", p, (keys, side), i), p)
+            for i, b in enumerate(bundles)
+        ]
+
+    lp = split(left, on, "join: the left dataset")
+    rp = split(right, right_on, "join: the right dataset")
+    out = [
+        _join_task.remote(
+            how, on, right_on, suffixes, len(lp), *[x[j] for x in lp], *[x[j] for x in rp]
+        )
+        for j in range(p)
+    ]
+    return [b for b in _finish(out) if b.meta.num_rows]
+
+
 def _slice_concat(spec: list[tuple[int, int]], *blocks: B.Block) -> tuple[B.Block, B.BlockMetadata]:
     parts = [b.slice(s, e - s) for (s, e), b in zip(spec, blocks, strict=True)]
     out = B.concat(parts)
+    if len(parts) == 1 and out.num_rows < blocks[0].num_rows:
+        out = B.compact(out)  # a slice would pickle its whole block
     return out, B.metadata_of(out, 0.0, out.num_rows)
 
 
@@ -247,9 +377,15 @@ def _ranges_of(
     return spec, refs
 
 
-def repartition(bundles: list[RefBundle], n: int) -> list[RefBundle]:
-    """``n`` blocks of (nearly) equal rows, in order."""
+def repartition(
+    bundles: list[RefBundle], n: int | None, rows_per_block: int | None = None
+) -> list[RefBundle]:
+    """``n`` blocks of (nearly) equal rows, in order (or as few blocks as hold at most
+    ``rows_per_block`` rows each)."""
     total = sum(b.meta.num_rows for b in bundles)
+    if n is None:
+        assert rows_per_block is not None
+        n = max(1, -(-total // rows_per_block))
     bounds = [total * i // n for i in range(n + 1)]
     out = []
     for i in range(n):
@@ -286,3 +422,28 @@ def zip_bundles(left: list[RefBundle], right: list[RefBundle]) -> list[RefBundle
         out.append(_zip_task.remote(b.ref, spec, *refs))
         offset += n
     return _finish(out)
+
+
+def coalesce(bundles: list[RefBundle], min_rows: int) -> list[RefBundle]:
+    """Consecutive blocks joined until each has at least ``min_rows`` rows, in order (fewer
+    only when the whole dataset has fewer)."""
+    groups: list[list[RefBundle]] = []
+    have = 0
+    for b in bundles:
+        if not b.meta.num_rows:
+            continue
+        if not groups or have >= min_rows:
+            groups.append([])
+            have = 0
+        groups[-1].append(b)
+        have += b.meta.num_rows
+    if len(groups) > 1 and have < min_rows:  # a short tail joins the group before it
+        groups[-2].extend(groups.pop())
+    out = []
+    for g in groups:
+        if len(g) == 1:
+            out.append(g[0])
+        else:
+            spec = [(0, b.meta.num_rows) for b in g]
+            out.extend(_finish([_slice_task.remote(spec, *[b.ref for b in g])]))
+    return out

@@ -89,9 +89,7 @@ def from_pandas(dfs: Any) -> Dataset:
     for f in frames:
         if not isinstance(f, pd.DataFrame):
             raise TypeError(f"from_pandas needs DataFrames, got {type(f).__name__}")
-    return _from_blocks(
-        [pa.Table.from_pandas(f, preserve_index=False) for f in frames], "FromPandas"
-    )
+    return _from_blocks([B.block_from_pandas(f) for f in frames], "FromPandas")
 
 
 def from_arrow(tables: Any) -> Dataset:
@@ -124,19 +122,58 @@ def _read(paths: Any, fmt: str, override_num_blocks: int | None, **kw: Any) -> D
 def read_parquet(
     paths: str | os.PathLike[str] | list[Any],
     *,
+    filesystem: Any = None,
     columns: list[str] | None = None,
+    parallelism: int = -1,
+    ray_remote_args: dict[str, Any] | None = None,
+    tensor_column_schema: dict[str, Any] | None = None,
+    meta_provider: Any = None,
+    partition_filter: Any = None,
+    partitioning: Any = "hive",
+    shuffle: Any = None,
     include_paths: bool = False,
+    file_extensions: list[str] | None = None,
+    concurrency: int | None = None,
     override_num_blocks: int | None = None,
-    **kwargs: Any,
+    filter: Any = None,
+    **arrow_parquet_args: Any,
 ) -> Dataset:
-    """Parquet files (files, directories, globs) split by row group; ``columns`` pushed down."""
+    """Parquet files (files, directories, globs) split by row group.
+
+    ``columns`` is pushed into the reader; ``filter`` (a ``pyarrow.dataset`` expression such
+    as ``pc.field("x") > 3``) keeps matching rows; ``partitioning="hive"`` (the default, as
+    in Ray) adds ``key=value`` directory names as string columns; ``filesystem`` is a
+    ``pyarrow.fs.FileSystem`` or any fsspec filesystem. Other keyword arguments go to
+    pyarrow's ``Scanner.from_fragment`` (checked by pyarrow before anything runs).
+    """
+    del parallelism, meta_provider, concurrency
+    for name, value in (
+        ("ray_remote_args", ray_remote_args),
+        ("tensor_column_schema", tensor_column_schema),
+        ("partition_filter", partition_filter),
+        ("shuffle", shuffle),
+    ):
+        if value is not None:
+            raise NotImplementedError(f"read_parquet({name}=...) is not supported here")
+    if arrow_parquet_args.get("dataset_kwargs"):
+        raise NotImplementedError(
+            "read_parquet(dataset_kwargs=...) is not supported here (files are read one "
+            "row group at a time, not through pyarrow.dataset.dataset)"
+        )
+    arrow_parquet_args.pop("dataset_kwargs", None)
+    if "filter" in arrow_parquet_args:
+        filter = arrow_parquet_args.pop("filter")
     return _read(
         paths,
         "parquet",
         override_num_blocks,
         columns=columns,
         include_paths=include_paths,
-        file_extensions=kwargs.pop("file_extensions", None),
+        file_extensions=file_extensions,
+        options=arrow_parquet_args,
+        filter=filter,
+        partitioning=partitioning,
+        filesystem=filesystem,
     )
 
 
@@ -228,3 +265,69 @@ def read_binary_files(
         include_paths=include_paths,
         file_extensions=kwargs.pop("file_extensions", None),
     )
+
+
+def read_images(
+    paths: Any,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    include_paths: bool = False,
+    file_extensions: list[str] | None = None,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """Image files (png, jpg, tif, bmp, gif) as rows ``{"image": array}`` decoded by Pillow.
+
+    ``size=(height, width)`` resizes, ``mode`` converts (``"RGB"``, ``"L"``, ...); images of
+    one shape make a fixed-shape tensor column, mixed shapes a variable-shape one.
+    """
+    from ._extra_sources import ImageDatasource, read_images_paths_ok
+
+    del kwargs
+    read_images_paths_ok(paths)
+    return read_datasource(
+        ImageDatasource(
+            paths,
+            size=size,
+            mode=mode,
+            include_paths=include_paths,
+            file_extensions=file_extensions,
+        ),
+        override_num_blocks=override_num_blocks,
+    )
+
+
+def read_sql(
+    sql: str,
+    connection_factory: Any,
+    *,
+    shard_keys: list[str] | None = None,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """Rows of a SQL query, read through ``connection_factory()`` (any DB-API 2 connection,
+    e.g. ``lambda: sqlite3.connect(path)``). One read task unless ``shard_keys`` are given;
+    then ``override_num_blocks`` tasks each read the rows whose key sum modulo n is theirs."""
+    from ._extra_sources import SQLDatasource
+
+    del kwargs
+    return read_datasource(
+        SQLDatasource(sql, connection_factory, shard_keys),
+        override_num_blocks=override_num_blocks if shard_keys else 1,
+    )
+
+
+def from_torch(dataset: Any, local_read: bool = False) -> Dataset:
+    """Rows ``{"item": sample}`` of a map-style or iterable torch Dataset (tensors become
+    numpy arrays, so tensor samples make a tensor column)."""
+    from ._extra_sources import torch_item
+
+    del local_read
+    if not hasattr(dataset, "__iter__") and not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"from_torch needs a torch Dataset, got {type(dataset).__name__}")
+    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+        items = [torch_item(dataset[i]) for i in builtins.range(len(dataset))]
+    else:
+        items = [torch_item(x) for x in dataset]
+    return from_items([{"item": x} for x in items])

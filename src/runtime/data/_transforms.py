@@ -8,6 +8,7 @@ that raises fails with its own exception, annotated with the operator and the ro
 
 from __future__ import annotations
 
+import itertools
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -47,26 +48,43 @@ class Transform:
         return False
 
 
+class _RowTransform(Transform):
+    """A row-wise step: ``fn`` a function, or ``None`` for the pool actor's class instance."""
+
+    fn: Any
+    fn_args: tuple[Any, ...]
+    fn_kwargs: dict[str, Any]
+
+    def udf(self, env: dict[str, Any]) -> Callable[..., Any]:
+        fn = self.fn if self.fn is not None else env["udf"]
+        if not self.fn_args and not self.fn_kwargs:
+            return fn  # type: ignore[no-any-return]
+        args, kwargs = self.fn_args, self.fn_kwargs
+        return lambda row: fn(row, *args, **kwargs)
+
+
 @dataclass
-class MapRows(Transform):
-    fn: Callable[[dict[str, Any]], dict[str, Any]]
+class MapRows(_RowTransform):
+    fn: Callable[[dict[str, Any]], dict[str, Any]] | None
     name: str = "Map"
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, block: Block, index: int, env: dict[str, Any]) -> Block:
         out = []
+        fn = self.udf(env)
         for row in B.iter_rows(block):
             try:
-                result = self.fn(row)
+                result = fn(row)
             except Exception as e:
                 annotate(
                     e,
-                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                    f"{_describe(row)}",
+                    f"runtime.data: {self.name}({_fn_name(fn)}) failed on row {_describe(row)}",
                 )
                 raise
             if not isinstance(result, dict):
                 raise TypeError(
-                    f"{self.name}({_fn_name(self.fn)}) must return a dict (a row), "
+                    f"{self.name}({_fn_name(fn)}) must return a dict (a row), "
                     f"got {type(result).__name__} for row {_describe(row)}"
                 )
             out.append(result)
@@ -77,40 +95,44 @@ class MapRows(Transform):
 
 
 @dataclass
-class FlatMap(Transform):
-    fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
+class FlatMap(_RowTransform):
+    fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None
     name: str = "FlatMap"
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, block: Block, index: int, env: dict[str, Any]) -> Block:
         out: list[Any] = []
+        fn = self.udf(env)
         for row in B.iter_rows(block):
             try:
-                out.extend(self.fn(row))
+                out.extend(fn(row))
             except Exception as e:
                 annotate(
                     e,
-                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                    f"{_describe(row)}",
+                    f"runtime.data: {self.name}({_fn_name(fn)}) failed on row {_describe(row)}",
                 )
                 raise
         return B.block_from_rows(out) if out else B.empty_block()
 
 
 @dataclass
-class Filter(Transform):
-    fn: Callable[[dict[str, Any]], bool]
+class Filter(_RowTransform):
+    fn: Callable[[dict[str, Any]], bool] | None
     name: str = "Filter"
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, block: Block, index: int, env: dict[str, Any]) -> Block:
         keep = np.zeros(block.num_rows, dtype=bool)
+        fn = self.udf(env)
         for i, row in enumerate(B.iter_rows(block)):
             try:
-                keep[i] = bool(self.fn(row))
+                keep[i] = bool(fn(row))
             except Exception as e:
                 annotate(
                     e,
-                    f"runtime.data: {self.name}({_fn_name(self.fn)}) failed on row "
-                    f"{_describe(row)}",
+                    f"runtime.data: {self.name}({_fn_name(fn)}) failed on row {_describe(row)}",
                 )
                 raise
         return block.filter(keep)
@@ -126,6 +148,7 @@ class MapBatches(Transform):
     fn_args: tuple[Any, ...] = ()
     fn_kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = "MapBatches"
+    zero_copy_batch: bool = False
 
     def __call__(self, block: Block, index: int, env: dict[str, Any]) -> Block:
         fn = self.fn if self.fn is not None else env["udf"]
@@ -167,7 +190,9 @@ class MapBatches(Transform):
         slicing keep small batches cheap. Batches are writable copies, as in Ray
         (``zero_copy_batch=False``).
         """
-        full = {k: np.array(v, copy=True) for k, v in B.to_numpy_batch(block).items()}
+        full = B.to_numpy_batch(block)
+        if not self.zero_copy_batch:
+            full = {k: np.array(v, copy=True) for k, v in full.items()}
         n = block.num_rows
         dicts: list[dict[str, Any]] = []
         outs: list[Block] = []
@@ -197,24 +222,61 @@ class MapBatches(Transform):
         return B.concat(outs)
 
 
+def check_columns(block: Block, names: Iterable[str], what: str) -> None:
+    """A clear error naming the column when ``what`` needs columns the block lacks."""
+    if block.num_rows == 0 and block.num_columns == 0:
+        return
+    missing = [n for n in names if n not in block.column_names]
+    if missing:
+        raise KeyError(
+            f"{what}: no column {missing[0]!r} (the dataset has columns {block.column_names})"
+        )
+
+
 @dataclass
 class ColumnOp(Transform):
-    """Column-level steps: add (from a pandas batch), drop, select, rename."""
+    """Column-level steps: add (from a batch), with_column (an expression), drop, select,
+    rename, query (a filter expression)."""
 
     kind: str
     arg: Any
-    fn: Callable[[Any], Any] | None = None
+    fn: Any = None
     name: str = "ColumnOp"
+    batch_format: str = "pandas"
 
     def __call__(self, block: Block, index: int, env: dict[str, Any]) -> Block:
+        import pyarrow as pa
+
         if self.kind == "drop":
+            check_columns(block, self.arg, "drop_columns")
             return block.drop_columns(list(self.arg))
         if self.kind == "select":
+            check_columns(block, self.arg, "select_columns")
             return block.select(list(self.arg))
         if self.kind == "rename":
+            check_columns(block, list(self.arg), "rename_columns")
             return block.rename_columns([self.arg.get(c, c) for c in block.column_names])
+        if self.kind == "rename_all":
+            if len(self.arg) != block.num_columns and block.num_columns:
+                raise ValueError(
+                    f"rename_columns got {len(self.arg)} names for {block.num_columns} columns "
+                    f"{block.column_names}"
+                )
+            return block.rename_columns(list(self.arg)) if block.num_columns else block
+        if self.kind == "query":
+            if block.num_rows == 0:
+                return block
+            keep = B.to_pandas(block).eval(self.arg)
+            return block.filter(pa.array(np.asarray(keep, dtype=bool)))
+        if self.kind == "expr":
+            if block.num_rows == 0 and block.num_columns == 0:
+                return block
+            values = self.fn.eval(block)
+            if isinstance(values, pa.Scalar):
+                values = pa.array([values.as_py()] * block.num_rows, type=values.type)
+            return self._put(block, values)
         assert self.fn is not None
-        batch = B.to_batch(block, "pandas")
+        batch = B.to_batch(block, self.batch_format)
         try:
             values = self.fn(batch)
         except Exception as e:
@@ -224,15 +286,22 @@ class ColumnOp(Transform):
                 f"{block.num_rows} rows of block {index}",
             )
             raise
-        import pyarrow as pa
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values = B._column_from_values(np.asarray(values), self.arg)
+        return self._put(block, values)
 
-        col = pa.array(np.asarray(values)) if not isinstance(values, pa.Array) else values
+    def _put(self, block: Block, col: Any) -> Block:
+        if len(col) != block.num_rows:
+            raise ValueError(
+                f"{self.name}: column {self.arg!r} has {len(col)} values for a block of "
+                f"{block.num_rows} rows"
+            )
         if self.arg in block.column_names:
             return block.set_column(block.column_names.index(self.arg), self.arg, col)
         return block.append_column(self.arg, col)
 
     def preserves_rows(self) -> bool:
-        return True
+        return self.kind != "query"
 
 
 @dataclass
@@ -281,3 +350,49 @@ def run_fused(
     in_rows = block.num_rows
     block = apply_all(block, index, transforms, {})
     return block, B.metadata_of(block, time.perf_counter() - t0, in_rows)
+
+
+def iter_source(source: Any) -> Any:
+    """The blocks a read task yields, one at a time (batches become blocks)."""
+    for b in source():
+        yield b if isinstance(b, B.pa.Table) else B.block_from_batch(b)
+
+
+def split_by_bytes(block: Block, max_bytes: int) -> list[Block]:
+    """``block`` cut into row ranges of at most about ``max_bytes`` each."""
+    size = block.nbytes
+    if block.num_rows <= 1 or max_bytes <= 0 or size <= max_bytes:
+        return [block]
+    parts = min(block.num_rows, -(-size // max_bytes))
+    bounds = [block.num_rows * i // parts for i in range(parts + 1)]
+    return [block.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def run_fused_streaming(
+    source: Any, index: int, transforms: list[Transform], max_block_bytes: int, *blocks: Block
+) -> Iterable[Any]:
+    """The body of a fused streaming task: yields ``block, metadata, block, metadata, ...``.
+
+    Each block a read task yields goes through every transform as soon as it is read, and
+    the result is cut into blocks of at most ``max_block_bytes`` (the context's
+    ``target_max_block_size``), each sent to the caller as soon as it is made: the first
+    block leaves before a big file is read to the end, and a task holds about one piece at a
+    time. ``source`` is a read task, or ``None`` when the input block is in ``blocks``.
+    """
+    t0 = time.perf_counter()
+    inputs = iter_source(source) if source is not None else iter([B.concat(list(blocks))])
+    sent = 0
+    for piece, block in enumerate(inputs):
+        in_rows = block.num_rows
+        out = apply_all(block, index, transforms, {"piece": piece})
+        parts = split_by_bytes(out, max_block_bytes)
+        for part in parts:
+            if part.num_rows == 0 and sent:
+                continue
+            yield B.compact(part) if len(parts) > 1 else part
+            yield B.metadata_of(part, time.perf_counter() - t0, in_rows)
+            in_rows, sent, t0 = 0, sent + 1, time.perf_counter()
+    if not sent:
+        empty = B.empty_block()
+        yield empty
+        yield B.metadata_of(empty, time.perf_counter() - t0, 0)
