@@ -42,6 +42,7 @@ from ._exceptions import (
 )
 from ._handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ._http import Request, Response
+from .config import HTTPOptions, ProxyLocation, gRPCOptions
 
 __all__ = [
     "Application",
@@ -56,6 +57,8 @@ __all__ = [
     "DeploymentStatus",
     "DeploymentUnavailableError",
     "HTTPException",
+    "HTTPOptions",
+    "ProxyLocation",
     "ReplicaContext",
     "Request",
     "RequestCancelledError",
@@ -66,6 +69,7 @@ __all__ = [
     "delete",
     "deploy",
     "deployment",
+    "gRPCOptions",
     "get_app_handle",
     "get_deployment_handle",
     "get_replica_context",

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import io
 import types
 from collections.abc import Callable
 from typing import Any
+
+import cloudpickle
 
 from ._http import Request, Response
 
@@ -42,7 +45,7 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
     # An app object does not always survive pickling by value (FastAPI's does not), so a
     # replica imports it by its module-level name when it has one.
     where = _find_global(asgi_app, inspect.currentframe())
-    by_value = asgi_app if where is None else None
+    by_value = _ByValue(asgi_app) if where is None else None
 
     def decorate(cls: type) -> type:
         if not inspect.isclass(cls):
@@ -52,7 +55,7 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
         async def __call__(self: Any, request: Request) -> Response:
             app = self.__dict__.get("_serve_asgi_app")
             if app is None:
-                target = by_value
+                target = by_value.app if by_value is not None else None
                 if where is not None:
                     target = getattr(importlib.import_module(where[0]), where[1])
                 app = self._serve_asgi_app = _bind_routes(target, own, self)
@@ -62,6 +65,35 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
         return type(cls.__name__, (cls,), namespace)
 
     return decorate
+
+
+class _ByValue:
+    """An app pickled by value (one defined in ``__main__``), in a form that unpickles.
+
+    Starlette's ``State`` answers every attribute lookup from its ``_state`` dict, so
+    pickle's default rebuild of it recurses without end in the replica (RecursionError);
+    it is sent as the class and a copy of that dict instead.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        buf = io.BytesIO()
+        _AppPickler(buf).dump(self.app)
+        return (_load_app, (buf.getvalue(),))
+
+
+class _AppPickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls.__name__ == "State" and cls.__module__ == "starlette.datastructures":
+            return cls, (dict(obj.__dict__.get("_state", {})),)
+        return super().reducer_override(obj)
+
+
+def _load_app(blob: bytes) -> _ByValue:
+    return _ByValue(cloudpickle.loads(blob))
 
 
 def _find_global(obj: Any, frame: Any) -> tuple[str, str] | None:

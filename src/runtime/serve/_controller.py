@@ -222,6 +222,10 @@ class ServeController:
             dep.message = ""
             if spec.config.user_config != old.config.user_config:
                 dep.user_config_version += 1
+            if spec.config.max_ongoing_requests != old.config.max_ongoing_requests:
+                for rep in dep.replicas.values():
+                    self._spawn(_quiet(rep.handle.set_max_ongoing.remote(
+                        spec.config.max_ongoing_requests)))  # fmt: skip
             if spec.config.autoscaling_config is None:
                 dep.target = spec.config.num_replicas
             elif old.config.autoscaling_config is None:
@@ -408,7 +412,14 @@ class ServeController:
             lifetime="detached",
             max_concurrency=100_000,
             **opts,
-        ).remote(app.name, dep.spec.name, tag, dep.spec.blob, dep.spec.is_function)
+        ).remote(
+            app.name,
+            dep.spec.name,
+            tag,
+            dep.spec.blob,
+            dep.spec.is_function,
+            dep.spec.config.max_ongoing_requests,
+        )
         rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING)
         dep.replicas[tag] = rep
         self._spawn(self._init_replica(app, dep, rep))
@@ -552,7 +563,7 @@ class ServeController:
                 max_restarts=-1,
                 max_concurrency=100_000,
                 get_if_exists=True,
-            ).remote(self._http.get("host", "127.0.0.1"), int(self._http.get("port", 8000)))
+            ).remote(dict(self._http))
         try:
             port = int(self._http.get("port", 8000))
             self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote(port)), 30)
@@ -579,6 +590,12 @@ class ServeController:
 
 async def _ref(ref: Any) -> Any:
     return await ref
+
+
+async def _quiet(ref: Any) -> None:
+    """Await a call whose failure needs no handling (its replica is replaced if it died)."""
+    with contextlib.suppress(Exception):
+        await ref
 
 
 async def _kill(handle: Any) -> None:

@@ -21,8 +21,8 @@ import runtime
 
 from . import _client
 from ._context import current_request
-from ._exceptions import ReplicaDrainingError
-from ._router import ReplicaSlot, Router, get_router, is_replica_gone, is_retryable
+from ._exceptions import ReplicaFullError
+from ._router import ReplicaSlot, Router, did_not_run, get_router, is_replica_gone, is_retryable
 
 
 class DeploymentHandle:
@@ -126,9 +126,14 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     except BaseException as exc:
         resp._assigned.set_exception(exc)
         raise
-    for attempt in range(_RETRIES + 1):
+    attempts = 0
+    refused = False
+    while True:
         try:
-            slot = router.try_assign() or await router.assign()
+            if refused:
+                slot = await router.assign(refused=True)
+            else:
+                slot = router.try_assign() or await router.assign()
         except BaseException as exc:
             if not resp._assigned.done():
                 resp._assigned.set_exception(exc)
@@ -145,25 +150,36 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
             resp._assigned.set_result(ref)
         try:
             return await _finish(router, slot, ref)
-        except ReplicaDrainingError:
-            if attempt == _RETRIES:
+        except ReplicaFullError:
+            refused = True  # other callers fill that replica; it did not run this
+            continue
+        except Exception as exc:
+            # Sent again only when it surely did not start (a handle call may not be
+            # idempotent, so one that may have run on a replica that died is not).
+            if not did_not_run(exc) or attempts >= _RETRIES:
                 raise
-    raise AssertionError("unreachable")
+            attempts += 1
 
 
-#: How many times a request refused by a replica that is shutting down is sent again.
+#: How many times a request that surely did not run (its replica was shutting down or
+#: dead before it got there) is sent again.
 _RETRIES = 3
 
 
 async def _finish(router: Router, slot: ReplicaSlot, ref: Any) -> Any:
+    ran = True
     try:
         return await ref
+    except ReplicaFullError:
+        ran = False
+        router.replica_full(slot)
+        raise
     except Exception as exc:
         if is_replica_gone(exc) or is_retryable(exc):
             router.replica_failed(slot, exc)
         raise
     finally:
-        router.release(slot)
+        router.release(slot, ran=ran)
 
 
 class DeploymentResponse:

@@ -176,6 +176,9 @@ def render(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
         return 200, [("Content-Type", TEXT_TYPE)], result.encode()
     if isinstance(result, bytes | bytearray | memoryview):
         return 200, [("Content-Type", BYTES_TYPE)], bytes(result)
+    tolist = getattr(result, "tolist", None)  # numpy arrays and scalars: as JSON values
+    if callable(tolist) and type(result).__module__ == "numpy":
+        result = tolist()
     try:
         body = _json_encode(result)
     except (TypeError, msgspec.EncodeError) as exc:
@@ -199,14 +202,19 @@ def render_error(exc: BaseException) -> tuple[int, list[tuple[str, str]], bytes]
 
 
 def pack_answer(
-    status: int, headers: list[tuple[str, str]], body: bytes, streaming: bool = False
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    streaming: bool = False,
+    failed: bool = False,
 ) -> bytes:
-    return _encode((status, headers, body, streaming))
+    """``failed``: an exception in user code (its text may be hidden from the client)."""
+    return _encode((status, headers, body, streaming, failed))
 
 
-def unpack_answer(blob: bytes) -> tuple[int, list[tuple[str, str]], bytes, bool]:
-    status, headers, body, streaming = _decode(blob)
-    return status, headers, body, streaming
+def unpack_answer(blob: bytes) -> tuple[int, list[tuple[str, str]], bytes, bool, bool]:
+    status, headers, body, streaming, failed = _decode(blob)
+    return status, headers, body, streaming, failed
 
 
 def chunk_bytes(chunk: Any) -> bytes:
@@ -215,4 +223,7 @@ def chunk_bytes(chunk: Any) -> bytes:
         return chunk
     if isinstance(chunk, str):
         return chunk.encode()
+    tolist = getattr(chunk, "tolist", None)
+    if callable(tolist) and type(chunk).__module__ == "numpy":
+        chunk = tolist()
     return _json_encode(chunk)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,18 +23,32 @@ import cloudpickle
 
 from . import _http
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
-from ._exceptions import ReplicaDrainingError, RequestCancelledError
+from ._exceptions import (
+    HTTPException,
+    ReplicaDrainingError,
+    ReplicaFullError,
+    RequestCancelledError,
+)
 
 _END = object()
+log = logging.getLogger(__name__)
 
 
 class ServeReplica:
     """Hosts the user's object; every method here is a coroutine on the node's loop."""
 
-    def __init__(
-        self, app_name: str, deployment: str, replica_tag: str, blob: bytes, is_function: bool
+    def __init__(  # noqa: PLR0917 - the controller passes them positionally
+        self,
+        app_name: str,
+        deployment: str,
+        replica_tag: str,
+        blob: bytes,
+        is_function: bool,
+        max_ongoing: int = 0,
     ) -> None:
         self._ctx = ReplicaContext(app_name, deployment, replica_tag)
+        #: ``max_ongoing_requests``, held here across every caller (0: no cap).
+        self._max_ongoing = max_ongoing
         self._blob = blob
         self._is_function = is_function
         self._obj: Any = None
@@ -89,6 +104,10 @@ class ServeReplica:
         if fn is not None:
             await self._call_user(fn, (), {})
 
+    async def set_max_ongoing(self, n: int) -> None:
+        """A new ``max_ongoing_requests`` (the deployment's config changed in place)."""
+        self._max_ongoing = n
+
     async def stats(self) -> tuple[int, int]:
         """(requests ongoing now, requests served in all): the autoscaler's input."""
         return self._ongoing, self._total
@@ -126,8 +145,7 @@ class ServeReplica:
         request id to pull chunks with. (The call's parts travel as separate plain
         arguments, so that a call with plain arguments is sent as msgpack, not pickled.)
         """
-        if self._draining:
-            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        self._admit()
         fn = self._method(method)
         self._begin()
         ended = False
@@ -164,19 +182,19 @@ class ServeReplica:
         route_prefix: str,
     ) -> bytes:
         """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
-        if self._draining:
-            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        self._admit()
         self._begin()
         ended = False
         try:
             request = _http.decode_request(method, path, query, headers, body, route_prefix)
             try:
                 fn = self._method("__call__")
-                result = await self._run(request_id, fn, (request,), {})
+                args = (request,) if _takes_argument(fn) else ()
+                result = await self._run(request_id, fn, args, {})
             except RequestCancelledError:
                 raise
             except Exception as exc:
-                return _http.pack_answer(*_http.render_error(exc))
+                return self._error_answer(exc)
             if _is_generator(result):
                 self._streams[request_id] = result
                 ended = True
@@ -186,7 +204,7 @@ class ServeReplica:
             try:
                 return _http.pack_answer(*_http.render(result))
             except TypeError as exc:
-                return _http.pack_answer(*_http.render_error(exc))
+                return self._error_answer(exc)
         finally:
             if not ended:
                 self._end()
@@ -247,6 +265,23 @@ class ServeReplica:
         if fn is None or not callable(fn):
             raise AttributeError(f"deployment {self._ctx.deployment!r} has no method {name!r}")
         return fn
+
+    def _error_answer(self, exc: Exception) -> bytes:
+        """The HTTP answer to an exception of user code; logged here unless it is HTTP's own."""
+        if isinstance(exc, HTTPException):
+            return _http.pack_answer(*_http.render_error(exc))
+        log.warning("serve replica %s: the request failed", self._ctx.replica_tag, exc_info=exc)
+        return _http.pack_answer(*_http.render_error(exc), failed=True)
+
+    def _admit(self) -> None:
+        """Refuse a request this replica will not run now (the router sends it elsewhere)."""
+        if self._draining:
+            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        if 0 < self._max_ongoing <= self._ongoing:
+            raise ReplicaFullError(
+                f"replica {self._ctx.replica_tag} runs max_ongoing_requests="
+                f"{self._max_ongoing} requests"
+            )
 
     def _begin(self) -> None:
         self._ongoing += 1
@@ -314,6 +349,17 @@ class ServeReplica:
             self._tasks.pop(request_id, None)
             if request_id not in self._streams:
                 self._contexts.pop(request_id, None)
+
+
+def _takes_argument(fn: Any) -> bool:
+    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    )
 
 
 def _current_cancelling() -> bool:
