@@ -41,7 +41,7 @@ from ._exceptions import (
     ServeError,
 )
 from ._handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
-from ._http import Request, Response
+from ._http import Request, Response, StreamingResponse
 from .config import HTTPOptions, ProxyLocation, gRPCOptions
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "Response",
     "ServeError",
     "ServeStatus",
+    "StreamingResponse",
     "batch",
     "delete",
     "deploy",

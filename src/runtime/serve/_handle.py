@@ -269,14 +269,21 @@ class DeploymentResponseGenerator(DeploymentResponse):
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
+    _stream: Any = None
+
+    def _open(self) -> Any:
+        if self._stream is None:
+            slot = self._slot
+            assert slot is not None
+            self._stream = slot.handle.stream.options(num_returns="streaming").remote(
+                self.request_id, False
+            )
+        return self._stream
+
     async def __anext__(self) -> Any:
         await self._wait()  # the stream is set up on its replica
-        slot = self._slot
-        assert slot is not None
-        more, item = await slot.handle.next_chunk.remote(self.request_id)
-        if not more:
-            raise StopAsyncIteration
-        return item
+        ref = await self._open().__anext__()  # StopAsyncIteration at its end
+        return await ref
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -285,9 +292,10 @@ class DeploymentResponseGenerator(DeploymentResponse):
         if _client.running_loop() is not None:
             raise RuntimeError("iterate a streamed response with `async for` on an event loop")
         self.result()
-        slot = self._slot
-        assert slot is not None
-        more, item = runtime.get(slot.handle.next_chunk.remote(self.request_id))
-        if not more:
-            raise StopIteration
-        return item
+        return runtime.get(next(self._open()))
+
+    def cancel(self) -> None:
+        """Stop the stream: its generator on the replica is closed."""
+        if self._stream is not None and not self._cancelled:
+            runtime.cancel(self._stream)
+        super().cancel()

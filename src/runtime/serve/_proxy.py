@@ -29,6 +29,8 @@ import os
 import re
 from typing import Any
 
+import runtime
+
 from . import _client, _http
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._router import did_not_run, get_router, is_replica_gone, is_retryable
@@ -416,15 +418,13 @@ class ServeProxy:
 
         resp = web.StreamResponse(status=status, headers=headers)
         resp.enable_chunked_encoding()
+        stream = handle.stream.options(num_returns="streaming").remote(request_id, True)
         finished = False
         try:
             await resp.prepare(request)
-            while True:
-                more, item = await handle.next_chunk.remote(request_id)
-                if not more:
-                    finished = True
-                    break
-                await resp.write(_http.chunk_bytes(item))
+            async for ref in stream:
+                await resp.write(await ref)
+            finished = True
             await resp.write_eof()
         except asyncio.CancelledError:
             raise
@@ -432,5 +432,8 @@ class ServeProxy:
             log.warning("serve proxy: stream %s ended early: %r", request_id, exc)
         finally:
             if not finished:
+                # The client went away (or the stream failed): stop the generator on its
+                # replica, and the handle calls it made.
+                runtime.cancel(stream)
                 handle.cancel_request.remote(request_id)
         return resp

@@ -4,7 +4,8 @@ The controller creates it (a detached, named actor) and calls ``initialize``; ro
 ``handle_request`` (handles) and ``handle_http`` (the ingress) directly, never through the
 controller. Every request runs in a task of its own, registered by request id, so that
 ``cancel_request`` can stop it (and the handle calls it made). A streamed answer (a
-generator) stays here and is pulled chunk by chunk with ``next_chunk``.
+generator) stays here; the caller reads it with one streaming call of ``stream`` (core's
+``num_returns="streaming"``).
 """
 
 from __future__ import annotations
@@ -195,11 +196,12 @@ class ServeReplica:
                 raise
             except Exception as exc:
                 return self._error_answer(exc)
-            if _is_generator(result):
-                self._streams[request_id] = result
+            streamed = _http.as_streaming(result)
+            if streamed is not None:
+                self._streams[request_id] = streamed.content
                 ended = True
                 return _http.pack_answer(
-                    200, [("content-type", _http.TEXT_TYPE)], b"", streaming=True
+                    streamed.status, list(streamed.headers.items()), b"", streaming=True
                 )
             try:
                 return _http.pack_answer(*_http.render(result))
@@ -228,6 +230,23 @@ class ServeReplica:
             self._finish_stream(request_id)
             raise
         return True, item
+
+    async def stream(self, request_id: str, as_bytes: bool) -> AsyncIterator[Any]:
+        """The items of a streamed answer, called with core's ``num_returns="streaming"``:
+        one call for the whole stream, each item sent as it is produced (with backpressure).
+        ``as_bytes``: items as the bytes of an HTTP body. Cancelling the call
+        (``runtime.cancel``) closes the user's generator and cancels its handle calls."""
+        finished = False
+        try:
+            while True:
+                more, item = await self.next_chunk(request_id)
+                if not more:
+                    finished = True
+                    return
+                yield _http.chunk_bytes(item) if as_bytes else item
+        finally:
+            if not finished:
+                await self.cancel_request(request_id)
 
     async def cancel_request(self, request_id: str) -> bool:
         """Cancel a request (and the handle calls it made); True if it was still running."""
