@@ -42,6 +42,7 @@ from ._exceptions import (
 )
 from ._handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ._http import Request, Response, StreamingResponse
+from ._multiplex import get_multiplexed_model_id, multiplexed
 from .config import HTTPOptions, ProxyLocation, gRPCOptions
 
 __all__ = [
@@ -73,8 +74,10 @@ __all__ = [
     "gRPCOptions",
     "get_app_handle",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
+    "multiplexed",
     "run",
     "shutdown",
     "start",

@@ -145,6 +145,7 @@ class ServeController:
             c = dep.spec.config
             return {
                 "replicas": [(r.tag, r.handle) for r in dep.running()],
+                "models": {r.tag: r.models for r in dep.running() if r.models},
                 "max_ongoing_requests": c.max_ongoing_requests,
                 "max_queued_requests": c.max_queued_requests,
             }
@@ -330,6 +331,21 @@ class ServeController:
             dep.queued[router] = (n, time.monotonic())
         else:
             dep.queued.pop(router, None)
+
+    async def record_models(self, app: str, deployment: str, tag: str, ids: list[str]) -> None:
+        """A replica's multiplexed models changed: tell the routers (they prefer holders)."""
+        dep = self._find(app, deployment)
+        rep = dep.replicas.get(tag) if dep is not None else None
+        if rep is not None and rep.models != tuple(ids):
+            rep.models = tuple(ids)
+            self._publish(app, deployment)
+
+    async def multiplexed_models(self, app: str, deployment: str) -> dict[str, list[str]]:
+        """{replica tag: the model ids it holds} (as the replicas last reported)."""
+        dep = self._find(app, deployment)
+        if dep is None:
+            return {}
+        return {r.tag: list(r.models) for r in dep.replicas.values()}
 
     async def report_dead_replica(self, app: str, deployment: str, tag: str) -> None:
         """A router saw a call fail because the replica is gone: check it now."""

@@ -39,25 +39,34 @@ class DeploymentHandle:
         *,
         method_name: str = "__call__",
         stream: bool = False,
+        multiplexed_model_id: str = "",
     ) -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self._method = method_name
         self._stream = stream
+        self._model_id = multiplexed_model_id
 
     def options(
         self,
         *,
         method_name: str | None = None,
         stream: bool | None = None,
+        multiplexed_model_id: str | None = None,
         **_ignored: Any,
     ) -> DeploymentHandle:
-        """A copy calling another method, or streaming (``stream=True``)."""
+        """A copy calling another method, streaming (``stream=True``), or naming the
+        multiplexed model of its calls (``multiplexed_model_id``)."""
+        if multiplexed_model_id is not None and not isinstance(multiplexed_model_id, str):
+            raise TypeError(f"multiplexed_model_id must be a str, got {multiplexed_model_id!r}")
         return DeploymentHandle(
             self.deployment_name,
             self.app_name,
             method_name=self._method if method_name is None else method_name,
             stream=self._stream if stream is None else stream,
+            multiplexed_model_id=(
+                self._model_id if multiplexed_model_id is None else multiplexed_model_id
+            ),
         )
 
     def __getattr__(self, name: str) -> DeploymentHandle:
@@ -68,7 +77,7 @@ class DeploymentHandle:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Send the call; returns a DeploymentResponse (or a generator with stream=True)."""
         request_id = os.urandom(8).hex()
-        meta = (request_id, self._method, self._stream)
+        meta = (request_id, self._method, self._stream, self._model_id)
         resp: DeploymentResponse
         if self._stream:
             resp = DeploymentResponseGenerator(request_id)
@@ -89,14 +98,21 @@ class DeploymentHandle:
         return resp
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.deployment_name, self.app_name, self._method, self._stream))
+        return (
+            _rebuild,
+            (self.deployment_name, self.app_name, self._method, self._stream, self._model_id),
+        )
 
     def __repr__(self) -> str:
         return f"DeploymentHandle(deployment={self.deployment_name!r}, app={self.app_name!r})"
 
 
-def _rebuild(deployment: str, app: str, method: str, stream: bool) -> DeploymentHandle:
-    return DeploymentHandle(deployment, app, method_name=method, stream=stream)
+def _rebuild(
+    deployment: str, app: str, method: str, stream: bool, model_id: str = ""
+) -> DeploymentHandle:
+    return DeploymentHandle(
+        deployment, app, method_name=method, stream=stream, multiplexed_model_id=model_id
+    )
 
 
 async def _resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -116,7 +132,7 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     resp: DeploymentResponse,
     app: str,
     deployment: str,
-    meta: tuple[str, str, bool],
+    meta: tuple[str, str, bool, str],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
@@ -130,10 +146,13 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     refused = False
     while True:
         try:
+            model_id = meta[3]
             if refused:
-                slot = await router.assign(refused=True)
+                slot = await router.assign(refused=True, model_id=model_id)
             else:
-                slot = router.try_assign() or await router.assign()
+                slot = router.try_assign(model_id) or await router.assign(model_id=model_id)
+            if model_id:
+                router.note_model(model_id, slot)
         except BaseException as exc:
             if not resp._assigned.done():
                 resp._assigned.set_exception(exc)

@@ -33,6 +33,7 @@ import runtime
 
 from . import _client, _http
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
+from ._multiplex import MODEL_ID_HEADER
 from ._router import did_not_run, get_router, is_replica_gone, is_retryable
 from .config import HTTPOptions
 
@@ -351,6 +352,7 @@ class ServeProxy:
         method = request.method
         path = request.path
         router = get_router(app, ingress, asyncio.get_running_loop())
+        model_id = request.headers.get(MODEL_ID_HEADER, "")
         headers_blob = _http.encode_request(request.headers)
         request_id = os.urandom(8).hex()
         attempts = 0
@@ -358,9 +360,11 @@ class ServeProxy:
         while True:
             try:
                 if refused:
-                    slot = await router.assign(refused=True)
+                    slot = await router.assign(refused=True, model_id=model_id)
                 else:
-                    slot = router.try_assign() or await router.assign()
+                    slot = router.try_assign(model_id) or await router.assign(model_id=model_id)
+                if model_id:
+                    router.note_model(model_id, slot)
             except BackPressureError as exc:
                 return _json(503, "BackPressureError", str(exc))
             except DeploymentUnavailableError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _http
+from . import _client, _http, _multiplex
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
 from ._exceptions import (
     HTTPException,
@@ -76,6 +76,7 @@ class ServeReplica:
                 self._ctx.app_name, self._ctx.deployment, self._ctx.replica_tag, self._obj
             )
             self._initialized = True
+            _multiplex._listeners[self._ctx.replica_tag] = self._models_changed
         if has_user_config:
             await self.reconfigure(user_config)
         return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
@@ -120,6 +121,7 @@ class ServeReplica:
         routers that have not yet heard that this replica is going, and go elsewhere.
         """
         self._draining = True
+        _multiplex._listeners.pop(self._ctx.replica_tag, None)
         await asyncio.sleep(wait_loop_s)  # requests routed before the routers heard of it
         deadline = time.monotonic() + timeout_s
         while self._ongoing > 0 and time.monotonic() < deadline:
@@ -138,7 +140,14 @@ class ServeReplica:
     # --- requests -----------------------------------------------------------------------------
 
     async def handle_request(
-        self, request_id: str, method: str, stream: bool, /, *args: Any, **kwargs: Any
+        self,
+        request_id: str,
+        method: str,
+        stream: bool,
+        model_id: str,
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> Any:
         """Run ``method(*args, **kwargs)`` of the user's object for a handle call.
 
@@ -148,6 +157,8 @@ class ServeReplica:
         """
         self._admit()
         fn = self._method(method)
+        if model_id:
+            self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
         self._begin()
         ended = False
         try:
@@ -171,6 +182,7 @@ class ServeReplica:
         finally:
             if not ended:
                 self._end()
+                self._contexts.pop(request_id, None)
 
     async def handle_http(  # noqa: PLR0917 - plain str/bytes arguments travel as msgpack
         self,
@@ -188,6 +200,9 @@ class ServeReplica:
         ended = False
         try:
             request = _http.decode_request(method, path, query, headers, body, route_prefix)
+            model_id = request.headers.get(_multiplex.MODEL_ID_HEADER)
+            if model_id:
+                self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
             try:
                 fn = self._method("__call__")
                 args = (request,) if _takes_argument(fn) else ()
@@ -210,6 +225,7 @@ class ServeReplica:
         finally:
             if not ended:
                 self._end()
+                self._contexts.pop(request_id, None)
 
     async def next_chunk(self, request_id: str) -> tuple[bool, Any]:
         """The next item of a streamed answer: (True, item), or (False, None) at its end."""
@@ -284,6 +300,23 @@ class ServeReplica:
         if fn is None or not callable(fn):
             raise AttributeError(f"deployment {self._ctx.deployment!r} has no method {name!r}")
         return fn
+
+    def _models_changed(self, ids: list[str]) -> None:
+        """Report this replica's multiplexed models to the controller (routers prefer it)."""
+
+        async def report() -> None:
+            try:
+                controller = await _client.controller_async()
+                ctx = self._ctx
+                await controller.record_models.remote(
+                    ctx.app_name, ctx.deployment, ctx.replica_tag, ids
+                )
+            except Exception as exc:
+                log.debug("serve replica: model report failed: %r", exc)
+
+        task = asyncio.ensure_future(report())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     def _error_answer(self, exc: Exception) -> bytes:
         """The HTTP answer to an exception of user code; logged here unless it is HTTP's own."""

@@ -79,6 +79,10 @@ class Router:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._dead: collections.deque[str] = collections.deque(maxlen=64)
+        #: Multiplexed model id -> tags of replicas that hold it (reported by the replicas
+        #: through the controller, and those this router sent the model to).
+        self._models: dict[str, set[str]] = {}
+        self._sent: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         # Every task this router starts, referenced until it ends (not garbage collected).
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller = self._spawn(self._poll())
@@ -91,10 +95,18 @@ class Router:
 
     # --- the hot path -------------------------------------------------------------------------
 
-    def try_assign(self) -> ReplicaSlot | None:
-        """A replica with room, taken (its count raised), or None; never waits."""
+    def try_assign(self, model_id: str = "") -> ReplicaSlot | None:
+        """A replica with room, taken (its count raised), or None; never waits.
+
+        ``model_id``: prefer a replica that holds this multiplexed model.
+        """
         if self._queue:
             return None  # first come, first served
+        if model_id:
+            slot = self._holder(model_id)
+            if slot is not None:
+                slot.ongoing += 1
+                return slot
         reps = self.replicas
         n = len(reps)
         if n == 0:
@@ -115,6 +127,32 @@ class Router:
         best.ongoing += 1
         return best
 
+    def _holder(self, model_id: str) -> ReplicaSlot | None:
+        """The least busy replica with room that holds ``model_id``, if any."""
+        tags = self._models.get(model_id, set()) | self._sent.get(model_id, set())
+        if not tags:
+            return None
+        cap = self.max_ongoing
+        now = time.monotonic()
+        best = None
+        for r in self.replicas:
+            if r.tag not in tags or r.ongoing >= cap or r.full_until > now:
+                continue
+            if best is None or r.ongoing < best.ongoing:
+                best = r
+        return best
+
+    def note_model(self, model_id: str, slot: ReplicaSlot) -> None:
+        """``model_id`` was sent to ``slot``: it holds (or loads) that model now."""
+        tags = self._sent.get(model_id)
+        if tags is None:
+            tags = self._sent[model_id] = set()
+            if len(self._sent) > 4096:
+                self._sent.popitem(last=False)
+        else:
+            self._sent.move_to_end(model_id)
+        tags.add(slot.tag)
+
     def _least_busy(self) -> ReplicaSlot | None:
         cap = self.max_ongoing
         now = time.monotonic()
@@ -128,7 +166,7 @@ class Router:
             best.full_until = 0.0
         return best
 
-    async def assign(self, *, refused: bool = False) -> ReplicaSlot:
+    async def assign(self, *, refused: bool = False, model_id: str = "") -> ReplicaSlot:
         """A replica with room, waiting in the bounded queue if every replica is full.
 
         ``refused``: the request was admitted before and a full replica sent it back; it
@@ -151,7 +189,7 @@ class Router:
                 slot.ongoing += 1
                 return slot
         else:
-            slot = self.try_assign()
+            slot = self.try_assign(model_id)
             if slot is not None:
                 return slot
         if not refused and 0 <= self.max_queued <= len(self._queue):
@@ -276,6 +314,14 @@ class Router:
             for gone in old.values():
                 gone.alive = False
             self.replicas = new
+            models: dict[str, set[str]] = {}
+            for tag, ids in info.get("models", {}).items():
+                for model_id in ids:
+                    models.setdefault(model_id, set()).add(tag)
+            self._models = models
+            if old:  # replicas gone: forget that this router sent them models
+                for tags in self._sent.values():
+                    tags.difference_update(old)
             self._wake()
         self._ready.set()
 

@@ -33,6 +33,7 @@ class ReplicaInfo:
     pid: int | None = None
     ongoing: int = 0
     health_failures: int = 0
+    models: tuple[str, ...] = ()  # multiplexed model ids it holds, as it last reported
 
 
 @dataclasses.dataclass
