@@ -96,17 +96,13 @@ def start(
     if isinstance(proxy_location, dict | HTTPOptions):
         raise TypeError("http_options were given twice (positionally and by keyword)")
     location = ProxyLocation.parse(proxy_location or opts.location)
-    if location is ProxyLocation.EveryNode:
-        raise ValueError(
-            "proxy_location='EveryNode' is not supported yet: Serve runs one HTTP proxy for "
-            "the cluster; use 'HeadOnly' (or leave it unset)"
-        )
     grpc = gRPCOptions.parse(grpc_options)
     if grpc.grpc_servicer_functions:
         raise ValueError("the gRPC ingress is not supported yet: use HTTP (http_options)")
     options = dataclasses.asdict(opts)
     options["hide_exception_text"] = opts.hides_exceptions()
     options["disabled"] = disabled or location is ProxyLocation.Disabled
+    options["proxy_location"] = location.value
     if not runtime.is_initialized():
         runtime.init()
     controller = _controller_or_none()

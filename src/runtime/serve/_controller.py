@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import runtime
+from runtime.util import NodeAffinitySchedulingStrategy
 
 from . import _state
 from ._client import NAMESPACE, PROXY_NAME
@@ -60,6 +61,7 @@ class ServeController:
         self._events: dict[str, asyncio.Event] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._proxy: Any = None
+        self._node_proxies: dict[str, Any] = {}  # proxy_location=EveryNode: node id -> proxy
         self._proxy_port: int | None = None
         self._proxy_error = ""
         self._proxy_task: asyncio.Task[None] | None = None
@@ -309,10 +311,17 @@ class ServeController:
         self._apps.clear()
         self._publish_routes()
         await asyncio.gather(*stops, return_exceptions=True)
+        proxies = [*self._node_proxies.values()]
         if self._proxy is not None:
+            proxies.append(self._proxy)
+        self._node_proxies.clear()
+
+        async def stop(proxy: Any) -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._proxy.stop.remote(), 5)
-            await _kill(self._proxy)
+                await asyncio.wait_for(_ref(proxy.stop.remote()), 5)
+            await _kill(proxy)
+
+        await asyncio.gather(*(stop(p) for p in proxies))
         doomed, self._doomed = list(self._doomed), set()
         for task in list(self._bg):
             task.cancel()
@@ -571,6 +580,9 @@ class ServeController:
         """Start the proxy if there is none, and (re)start its server; bounded."""
         if self._http.get("disabled"):
             return
+        if self._http.get("proxy_location") == "EveryNode":
+            await self._keep_node_proxies()
+            return
         if self._proxy is None:
             self._proxy = ProxyActor.options(
                 name=PROXY_NAME,
@@ -592,6 +604,58 @@ class ServeController:
             log.warning("serve: the HTTP proxy is not up: %r", exc)
             if "died" in repr(exc).lower():
                 self._proxy = None
+
+    async def _keep_node_proxies(self) -> None:
+        """One proxy on every node (not drivers), all on the same port: the node processes
+        of one host share it (SO_REUSEPORT). A proxy dies with its node and is not moved."""
+        try:
+            nodes = await asyncio.to_thread(runtime.nodes)
+        except Exception as exc:
+            log.debug("serve: listing the nodes failed: %r", exc)
+            return
+        alive = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+        for node_id in list(self._node_proxies):
+            if node_id not in alive:
+                del self._node_proxies[node_id]  # it died with its node
+        port = int(self._http.get("port", 8000))
+        up = 0
+        for node_id in alive:
+            proxy = self._node_proxies.get(node_id)
+            if proxy is None:
+                proxy = ProxyActor.options(
+                    name=f"{PROXY_NAME}::{node_id}",
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    max_concurrency=100_000,
+                    get_if_exists=True,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(dict(self._http, reuse_port=True))
+                self._node_proxies[node_id] = proxy
+            try:
+                bound = await asyncio.wait_for(_ref(proxy.ready.remote(port)), 30)
+            except Exception as exc:
+                self._proxy_error = repr(exc)
+                log.warning("serve: the HTTP proxy on node %s is not up: %r", node_id, exc)
+                if "died" in repr(exc).lower():
+                    self._node_proxies.pop(node_id, None)
+                continue
+            self._proxy_error = ""
+            if port == 0:  # the first one picked the port; the others share it
+                port = bound
+                self._http["port"] = bound
+                self._save()
+            up += 1
+        if up == len(alive) and port:
+            # serve.start() returns once every node's proxy is up: proxies that start while
+            # replicas start on the same node import Serve's modules on two threads at once,
+            # which Python's import locks can answer with a partly initialized module.
+            self._proxy_port = port
+
+    async def proxies(self) -> dict[str, Any]:
+        """{node id (or "cluster" for the single proxy): proxy handle}."""
+        if self._node_proxies:
+            return dict(self._node_proxies)
+        return {"cluster": self._proxy} if self._proxy is not None else {}
 
     async def http_port(self, timeout: float = 30.0) -> int:
         """The port the proxy listens on, once it does (raises after ``timeout``)."""

@@ -116,6 +116,8 @@ class ServeProxy:
         opts = HTTPOptions.parse({k: v for k, v in options.items() if k in known})
         self._opts = opts
         self._hide = bool(options.get("hide_exception_text", opts.hides_exceptions()))
+        self._reuse_port = bool(options.get("reuse_port"))  # one port for a host's proxies
+        self.served = 0
         self._host = opts.host
         self._port = opts.port
         self._idle_s = min(opts.header_timeout_s, opts.keep_alive_timeout_s)
@@ -184,7 +186,12 @@ class ServeProxy:
             return handler
 
         self._aio_server = await loop.create_server(
-            protocol, self._host, self._port, reuse_address=True, backlog=4096
+            protocol,
+            self._host,
+            self._port,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+            backlog=4096,
         )
         self._bound = self._aio_server.sockets[0].getsockname()[1]
         self._poller = loop.create_task(self._poll_routes())
@@ -255,6 +262,10 @@ class ServeProxy:
             table.sort(key=lambda r: len(r[0]), reverse=True)
             self._routes = table
 
+    async def stats(self) -> dict[str, Any]:
+        """Requests this proxy took, its pid, and whether it is draining."""
+        return {"served": self.served, "pid": os.getpid(), "draining": self._draining}
+
     async def wait_routes(self, version: int, timeout: float = 10.0) -> bool:
         """Wait (bounded) until this proxy routes by table ``version`` or newer."""
         for _ in range(int(timeout / 0.005)):
@@ -274,6 +285,7 @@ class ServeProxy:
         if state is not None:
             state[0] += 1
         self._inflight += 1
+        self.served += 1
         try:
             return await self._serve(request)
         finally:

@@ -28,9 +28,10 @@ __all__ = [
 class ProxyLocation(enum.StrEnum):
     """Where Serve runs HTTP proxies.
 
-    ``HeadOnly``: one proxy for the cluster (the only placement built here);
-    ``Disabled``: no HTTP; ``EveryNode`` (Ray's default) is refused with a clear error
-    until a proxy per node is built (docs/serve.md, Known limits).
+    ``EveryNode`` (Ray's default): a proxy on every node, all on the same port (the node
+    processes of one host share it with SO_REUSEPORT); ``HeadOnly``: one proxy for the
+    cluster (the default here; it runs wherever the scheduler put it and restarts on
+    another node if its node dies); ``Disabled``: no HTTP.
     """
 
     Disabled = "Disabled"
