@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 ReplicaActor = runtime.remote(ServeReplica)
 ProxyActor = runtime.remote(ServeProxy)
 
-_TICK_S = 0.05
+#: The longest the control loop sleeps with nothing to do (proxies, health checks).
+_IDLE_S = 1.0
+#: How often an autoscaled deployment's replicas are asked for their load.
+_STATS_PERIOD_S = 0.2
 #: Bounded so that followers notice a restarted controller soon (a call in flight to the
 #: old instance may only fail when its wait ends).
 _LISTEN_TIMEOUT_S = 3.0
@@ -69,6 +72,10 @@ class ServeController:
         self._counter = 0
         self._shutting_down = False
         self._doomed: set[Any] = set()  # drained replicas waiting to be killed
+        # Set by every change (a deploy, a replica that started or stopped, a report, a
+        # background task ending): the control loop runs at once, not on a fixed tick.
+        self._changed: asyncio.Event | None = None
+        self.iterations = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -92,7 +99,10 @@ class ServeController:
                 for name in app.deployments:
                     self._publish(app.name, name)
         last_proxy = 0.0
+        changed = self._changed = asyncio.Event()
         while not self._shutting_down:
+            changed.clear()
+            self.iterations += 1
             now = time.monotonic()
             if now - last_proxy > 1.0:
                 last_proxy = now
@@ -114,15 +124,42 @@ class ServeController:
                         self._publish(app.name, name)
                     self._publish_routes()
                     self._save()
-            await asyncio.sleep(_TICK_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._next_due(time.monotonic(), last_proxy)):
+                    await changed.wait()
+
+    def _poke(self) -> None:
+        """Something changed: run the control loop now."""
+        if self._changed is not None:
+            self._changed.set()
+
+    def _next_due(self, now: float, last_proxy: float) -> float:
+        """Seconds until the loop has timed work: proxies, health checks, autoscaling."""
+        due = last_proxy + _IDLE_S
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                c = dep.spec.config
+                due = min(due, dep.last_health_check + c.health_check_period_s)
+                a = c.autoscaling_config
+                if a is not None:
+                    due = min(due, dep.last_stats + _STATS_PERIOD_S)
+                    if dep.want is not None:
+                        delay = a.upscale_delay_s if dep.want > dep.target else a.downscale_delay_s
+                        due = min(due, dep.want_since + delay)
+        return max(0.0, due - now)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._task_done)
         return task
 
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._bg.discard(task)
+        self._poke()  # a replica started or stopped, a check ended: look again
+
     def _save(self) -> None:
+        self._poke()
         try:
             _state.save(self._path, self._token, self._apps, self._http)
         except Exception:
@@ -171,6 +208,7 @@ class ServeController:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+        self._poke()
 
     def _publish(self, app: str, deployment: str) -> None:
         self._bump(f"replicas:{app}:{deployment}")
@@ -295,6 +333,10 @@ class ServeController:
             },
         }
 
+    async def loop_iterations(self) -> int:
+        """How many times the control loop ran (for tests and tools)."""
+        return self.iterations
+
     async def replica_pids(self, app: str, deployment: str) -> dict[str, int | None]:
         """The pid of each running replica (for tests and tools)."""
         dep = self._apps[app].deployments[deployment]
@@ -340,6 +382,7 @@ class ServeController:
             dep.queued[router] = (n, time.monotonic())
         else:
             dep.queued.pop(router, None)
+        self._poke()
 
     async def record_models(self, app: str, deployment: str, tag: str, ids: list[str]) -> None:
         """A replica's multiplexed models changed: tell the routers (they prefer holders)."""
@@ -401,7 +444,7 @@ class ServeController:
             dep.last_health_check = now
             for rep in running_new + [r for r in old if r.state == RUNNING]:
                 self._spawn(self._health_check(app, dep, rep))
-        if c.autoscaling_config is not None and now - dep.last_stats >= 0.2:
+        if c.autoscaling_config is not None and now - dep.last_stats >= _STATS_PERIOD_S:
             dep.last_stats = now
             for rep in dep.running():
                 self._spawn(self._poll_stats(rep))
