@@ -35,8 +35,6 @@ ProxyActor = runtime.remote(ServeProxy)
 
 #: The longest the control loop sleeps with nothing to do (proxies, health checks).
 _IDLE_S = 1.0
-#: How often an autoscaled deployment's replicas are asked for their load.
-_STATS_PERIOD_S = 0.2
 #: Bounded so that followers notice a restarted controller soon (a call in flight to the
 #: old instance may only fail when its wait ends).
 _LISTEN_TIMEOUT_S = 3.0
@@ -142,11 +140,13 @@ class ServeController:
                 due = min(due, dep.last_health_check + c.health_check_period_s)
                 a = c.autoscaling_config
                 if a is not None:
-                    due = min(due, dep.last_stats + _STATS_PERIOD_S)
+                    due = min(due, dep.last_stats + a.metrics_interval_s)
                     if dep.want is not None:
                         delay = a.upscale_delay_s if dep.want > dep.target else a.downscale_delay_s
                         due = min(due, dep.want_since + delay)
-        return max(0.0, due - now)
+        # A little past the due time: the loop's timers may fire up to a millisecond early,
+        # and the duty would then not be due yet (a spin of tiny sleeps).
+        return max(0.0, due - now) + 0.002
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -444,7 +444,8 @@ class ServeController:
             dep.last_health_check = now
             for rep in running_new + [r for r in old if r.state == RUNNING]:
                 self._spawn(self._health_check(app, dep, rep))
-        if c.autoscaling_config is not None and now - dep.last_stats >= _STATS_PERIOD_S:
+        a = c.autoscaling_config
+        if a is not None and now - dep.last_stats >= a.metrics_interval_s:
             dep.last_stats = now
             for rep in dep.running():
                 self._spawn(self._poll_stats(rep))
@@ -454,7 +455,13 @@ class ServeController:
         if a is None or dep.failed:
             return
         running = dep.running()
-        load = sum(r.ongoing for r in running) + dep.queued_total()
+        load: float = sum(r.ongoing for r in running) + dep.queued_total()
+        if a.look_back_period_s > 0:  # the average over the look-back period
+            dep.samples.append((now, load))
+            cutoff = now - a.look_back_period_s
+            while dep.samples and dep.samples[0][0] < cutoff:
+                dep.samples.pop(0)
+            load = sum(v for _, v in dep.samples) / len(dep.samples)
         want = a.desired(dep.target, load)
         if want == dep.target:
             dep.want = None

@@ -78,6 +78,7 @@ class Router:
         self._reporting = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._readmitted = 0  # refused requests waiting in the queue (outside its bound)
         self._dead: collections.deque[str] = collections.deque(maxlen=64)
         #: Multiplexed model id -> tags of replicas that hold it (reported by the replicas
         #: through the controller, and those this router sent the model to).
@@ -192,15 +193,18 @@ class Router:
             slot = self.try_assign(model_id)
             if slot is not None:
                 return slot
-        if not refused and 0 <= self.max_queued <= len(self._queue):
+        if not refused and 0 <= self.max_queued <= len(self._queue) - self._readmitted:
             raise BackPressureError(
                 f"deployment {self.deployment!r} of app {self.app!r} is full: "
                 f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
-                f"and {len(self._queue)} requests queued (max_queued_requests={self.max_queued})"
+                f"and {len(self._queue) - self._readmitted} requests queued "
+                f"(max_queued_requests={self.max_queued})"
             )
         fut: asyncio.Future[ReplicaSlot] = self.loop.create_future()
         if refused:
+            # Admitted before (this router counted it as running): it takes no queue slot.
             self._queue.appendleft(fut)
+            self._readmitted += 1
         else:
             self._queue.append(fut)
         if not self._reporting:
@@ -224,6 +228,9 @@ class Router:
                 with contextlib.suppress(ValueError):
                     self._queue.remove(fut)
             raise
+        finally:
+            if refused:
+                self._readmitted -= 1
 
     def release(self, slot: ReplicaSlot, *, ran: bool = True) -> None:
         """A request on ``slot`` ended: hand the slot to the oldest waiter, if any.

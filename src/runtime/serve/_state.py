@@ -51,6 +51,8 @@ class DeploymentState:
     want_since: float = 0.0
     last_health_check: float = 0.0
     last_stats: float = 0.0
+    # (time, load) samples within the autoscaling look-back period
+    samples: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     removed: bool = False
 
     def live(self) -> list[ReplicaInfo]:
