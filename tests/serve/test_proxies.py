@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,83 @@ def _gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return True
+
+
+@pytest.mark.timeout(120)
+def test_killing_a_node_with_a_proxy_and_replicas_under_load_loses_only_its_connections() -> None:
+    import asyncio
+
+    import aiohttp
+
+    runtime.init(num_cpus=3)
+    try:
+        serve.start(proxy_location="EveryNode", http_options={"port": 0})
+        url = f"http://127.0.0.1:{serve.status().http_port}/where"
+        serve.run(where.options(num_replicas=3).bind(), name="where", route_prefix="/where")
+        controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
+        nodes = [n for n in runtime.nodes() if n["Alive"] and not n["IsDriver"]]
+        replica_pids = set(runtime.get(controller.replica_pids.remote("where", "where")).values())
+        proxy_pids = {
+            runtime.get(p.stats.remote())["pid"]
+            for p in runtime.get(controller.proxies.remote()).values()
+        }
+        controller_pid = runtime.get(controller.ping.remote())["pid"]
+        workers = {n["Pid"] for n in nodes if n["Resources"].get("CPU")}
+        # A worker node running a proxy and a replica (not the controller).
+        victim = next(iter((workers & proxy_pids & replica_pids) - {controller_pid}))
+        ok: list[int] = []
+        lost: list[str] = []
+        other: list[tuple[int, bytes]] = []
+        clients = 4
+
+        async def until(check: Any, timeout: float = 60) -> None:
+            for _ in range(int(timeout / 0.01)):
+                if check():
+                    return
+                await asyncio.sleep(0.01)
+            raise TimeoutError("the load generator stalled")
+
+        async def load() -> None:
+            # A new connection per request, so that the kernel spreads them over the proxies.
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                stop = asyncio.Event()
+
+                async def client() -> None:
+                    while not stop.is_set():
+                        try:
+                            async with session.get(url) as resp:
+                                body = await resp.read()
+                                if resp.status == 200:
+                                    ok.append(resp.status)
+                                else:
+                                    other.append((resp.status, body))
+                        except aiohttp.ClientConnectionError as exc:
+                            lost.append(type(exc).__name__)
+
+                tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+                await until(lambda: len(ok) >= 100)
+                os.kill(victim, signal.SIGKILL)
+                await asyncio.to_thread(
+                    _eventually, lambda: _gone(victim), 30, "the killed node's exit"
+                )
+                after = len(ok) + len(lost) + len(other)
+                await until(lambda: len(ok) + len(lost) + len(other) >= after + 200)
+                lost_before = len(lost)
+                stop.set()
+                await asyncio.gather(*tasks)
+                assert len(lost) == lost_before  # none lost once the node was gone
+
+        asyncio.run(load())
+        # Lost: only requests on connections the dead proxy held when it died (each client
+        # has one request out at a time); every other request was answered, and answered
+        # 200 (GETs on the dead replicas were retried elsewhere).
+        assert other == []
+        assert len(lost) <= clients, lost
+        assert set(lost) <= {"ServerDisconnectedError", "ClientOSError"}, lost
+        assert len(ok) >= 300
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            runtime.shutdown()
