@@ -97,9 +97,9 @@ def start(
         raise TypeError("http_options were given twice (positionally and by keyword)")
     location = ProxyLocation.parse(proxy_location or opts.location)
     grpc = gRPCOptions.parse(grpc_options)
-    if grpc.grpc_servicer_functions:
-        raise ValueError("the gRPC ingress is not supported yet: use HTTP (http_options)")
     options = dataclasses.asdict(opts)
+    if grpc.grpc_servicer_functions:
+        options["grpc"] = dataclasses.asdict(grpc)
     options["hide_exception_text"] = opts.hides_exceptions()
     options["disabled"] = disabled or location is ProxyLocation.Disabled
     options["proxy_location"] = location.value

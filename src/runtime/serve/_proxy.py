@@ -128,6 +128,17 @@ class ServeProxy:
         # Per connection (aiohttp's RequestHandler): [requests in its handler, idle since].
         self._conn_state: dict[Any, list[float]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        grpc_opts = options.get("grpc") or {}
+        self._grpc: Any = None
+        if grpc_opts.get("grpc_servicer_functions"):
+            from ._grpc import GrpcIngress
+
+            self._grpc = GrpcIngress(
+                self._host,
+                int(grpc_opts.get("port", 9000)),
+                grpc_opts["grpc_servicer_functions"],
+                self._hide,
+            )
         self._bound: int | None = None
         self._server: Any = None
         self._aio_server: Any = None
@@ -196,6 +207,8 @@ class ServeProxy:
         self._bound = self._aio_server.sockets[0].getsockname()[1]
         self._poller = loop.create_task(self._poll_routes())
         self._sweeper = loop.create_task(self._sweep())
+        if self._grpc is not None:
+            await self._grpc.start(self._reuse_port)
         log.info("serve: HTTP proxy listening on %s:%s", self._host, self._bound)
 
     async def _sweep(self) -> None:
@@ -227,6 +240,8 @@ class ServeProxy:
             self._sweeper.cancel()
         if self._aio_server is not None:
             self._aio_server.close()
+        if self._grpc is not None:
+            await self._grpc.stop()
         if self._inflight:
             self._idle_event = asyncio.Event()
             with contextlib.suppress(TimeoutError):
@@ -261,6 +276,10 @@ class ServeProxy:
             table = [(prefix, app, ingress) for prefix, (app, ingress) in routes.items()]
             table.sort(key=lambda r: len(r[0]), reverse=True)
             self._routes = table
+
+    async def grpc_port(self) -> int | None:
+        """The port the gRPC server listens on (None: no gRPC)."""
+        return self._grpc.bound if self._grpc is not None else None
 
     async def stats(self) -> dict[str, Any]:
         """Requests this proxy took, its pid, and whether it is draining."""

@@ -128,8 +128,9 @@ class HTTPOptions:
 
 @dataclasses.dataclass
 class gRPCOptions:
-    """Ray's gRPC ingress options. The gRPC ingress is not built here: ``serve.start``
-    refuses ``grpc_servicer_functions`` with a clear error (docs/serve.md, Known limits)."""
+    """The gRPC ingress: ``port`` (0 picks a free one) and ``grpc_servicer_functions``, the
+    import paths of the generated ``add_*Servicer_to_server`` functions. Each proxy serves
+    gRPC next to HTTP when any are given (grpcio needed); unary RPCs only."""
 
     port: int = 9000
     grpc_servicer_functions: list[str] = dataclasses.field(default_factory=list)
