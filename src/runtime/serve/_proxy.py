@@ -89,6 +89,19 @@ def _is_loopback_peer(request: Any) -> bool:
         return False
 
 
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: each connection takes one, and
+    the usual soft default (1,024) would refuse clients below ``max_connections``."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
 class _Refuse:
     """A connection beyond ``max_connections``: answer 503 and close."""
 
@@ -167,6 +180,7 @@ class ServeProxy:
 
     async def _start(self) -> None:
         await asyncio.to_thread(importlib.import_module, "aiohttp.web")  # slow: off the loop
+        _raise_open_files_limit()
         from aiohttp import web
 
         loop = asyncio.get_running_loop()
