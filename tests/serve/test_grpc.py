@@ -66,7 +66,9 @@ def grpc_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         serve.run(Greeter.bind(), name="greeter", route_prefix=None)
         controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
         (proxy,) = runtime.get(controller.proxies.remote()).values()
-        yield runtime.get(proxy.grpc_port.remote())
+        port = runtime.get(proxy.grpc_port.remote())
+        assert serve.status().grpc_port == port
+        yield port
     finally:
         try:
             serve.shutdown()

@@ -54,6 +54,7 @@ class ServeStatus:
     applications: dict[str, ApplicationStatus]
     http_host: str | None = None
     http_port: int | None = None
+    grpc_port: int | None = None  # None: no gRPC ingress
 
 
 def _state_path() -> str:
@@ -238,7 +239,7 @@ def status() -> ServeStatus:
         }
         apps[name] = ApplicationStatus(name, a["status"], a["route_prefix"], deps)
     http = raw["http"]
-    return ServeStatus(apps, http["host"], http["port"])
+    return ServeStatus(apps, http["host"], http["port"], http.get("grpc_port"))
 
 
 def delete(name: str, *, _blocking: bool = True) -> None:

@@ -329,6 +329,7 @@ class ServeController:
             "http": {
                 "host": self._http.get("host", "127.0.0.1"),
                 "port": self._proxy_port or self._http.get("port") or None,
+                "grpc_port": (self._http.get("grpc") or {}).get("port") or None,
                 "error": self._proxy_error,
             },
         }
@@ -646,6 +647,7 @@ class ServeController:
             port = int(self._http.get("port", 8000))
             self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote(port)), 30)
             self._proxy_error = ""
+            await self._take_grpc_port(self._proxy)
             if self._http.get("port") == 0 and self._proxy_port:
                 self._http["port"] = self._proxy_port  # a restarted proxy takes the same port
                 self._save()
@@ -694,12 +696,23 @@ class ServeController:
                 port = bound
                 self._http["port"] = bound
                 self._save()
+            await self._take_grpc_port(proxy)
             up += 1
         if up == len(alive) and port:
             # serve.start() returns once every node's proxy is up: proxies that start while
             # replicas start on the same node import Serve's modules on two threads at once,
             # which Python's import locks can answer with a partly initialized module.
             self._proxy_port = port
+
+    async def _take_grpc_port(self, proxy: Any) -> None:
+        """gRPC on port 0: the first proxy picked one; later ones (other nodes, a restart)
+        are created with it."""
+        grpc = self._http.get("grpc")
+        if grpc and not grpc.get("port"):
+            port = await asyncio.wait_for(_ref(proxy.grpc_port.remote()), 10)
+            if port:
+                grpc["port"] = port
+                self._save()
 
     async def proxies(self) -> dict[str, Any]:
         """{node id (or "cluster" for the single proxy): proxy handle}."""
