@@ -168,3 +168,35 @@ def test_killing_a_node_with_a_proxy_and_replicas_under_load_loses_only_its_conn
             serve.shutdown()
         finally:
             runtime.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_max_replicas_per_node_spreads_the_replicas_and_holds_the_rest() -> None:
+    runtime.init(num_cpus=3)
+    try:
+        serve.start(http_options={"port": 0})
+        nodes = [n for n in runtime.nodes() if n["Alive"] and not n["IsDriver"]]
+        spread = where.options(name="spread", num_replicas=len(nodes) + 1, max_replicas_per_node=1)
+        serve.deploy(spread.bind(), name="spread", route_prefix=None)
+        controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
+
+        def pids() -> list[int]:
+            return list(runtime.get(controller.replica_pids.remote("spread", "spread")).values())
+
+        _eventually(lambda: len(pids()) == len(nodes), timeout=60, what="a replica per node")
+        assert len(set(pids())) == len(nodes)  # one on each node
+
+        # The one more it wants has no node to go to: it waits, and says why.
+        def waiting() -> bool:
+            st = serve.status().applications["spread"].deployments["spread"]
+            return st.status == "UPDATING" and "max_replicas_per_node=1" in st.message
+
+        _eventually(waiting, timeout=30, what="the deployment saying why it waits")
+        assert len(pids()) == len(nodes)
+        with pytest.raises(ValueError, match="max_replicas_per_node"):
+            where.options(max_replicas_per_node=0)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            runtime.shutdown()

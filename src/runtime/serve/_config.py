@@ -145,8 +145,18 @@ class DeploymentConfig:
     #: Replicas are replaced only when this changes (None: when the code, the arguments or
     #: the actor options change).
     version: str | None = None
+    #: At most this many replicas of the deployment on one node (None: no bound).
+    max_replicas_per_node: int | None = None
 
     def __post_init__(self) -> None:
+        m = self.max_replicas_per_node
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise ValueError(f"max_replicas_per_node must be an int >= 1, got {m!r}")
+        if m is not None and "scheduling_strategy" in self.ray_actor_options:
+            raise ValueError(
+                "max_replicas_per_node places the replicas itself: drop the "
+                "scheduling_strategy of ray_actor_options"
+            )
         if self.version is not None and (not isinstance(self.version, str) or not self.version):
             raise ValueError(f"version must be a non-empty string, got {self.version!r}")
         if not isinstance(self.num_replicas, int) or self.num_replicas < 0:

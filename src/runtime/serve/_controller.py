@@ -63,6 +63,7 @@ class ServeController:
         self._loop_task: asyncio.Task[None] | None = None
         self._proxy: Any = None
         self._node_proxies: dict[str, Any] = {}  # proxy_location=EveryNode: node id -> proxy
+        self._nodes: list[str] = []  # alive nodes (not drivers), refreshed each second
         self._proxy_port: int | None = None
         self._proxy_error = ""
         self._proxy_task: asyncio.Task[None] | None = None
@@ -478,10 +479,34 @@ class ServeController:
             dep.want = None
             self._save()
 
+    def _place(self, dep: DeploymentState) -> str | None:
+        """A node with room under max_replicas_per_node ("" when there is no such bound;
+        None when every node is full: the replica waits for a node)."""
+        cap = dep.spec.config.max_replicas_per_node
+        if cap is None:
+            return ""
+        counts = {node: 0 for node in self._nodes}
+        for rep in dep.replicas.values():
+            if rep.node_id in counts:
+                counts[rep.node_id] += 1
+        free = [node for node, n in counts.items() if n < cap]
+        if not free:
+            return None
+        return min(free, key=lambda node: counts[node])
+
     def _start_replica(self, app: AppState, dep: DeploymentState) -> None:
+        node = self._place(dep)
+        if node is None:
+            dep.message = (
+                f"waiting for a node: every node runs max_replicas_per_node="
+                f"{dep.spec.config.max_replicas_per_node} replicas of {dep.spec.name!r}"
+            )
+            return
         self._counter += 1
         tag = f"{app.name}#{dep.spec.name}#{os.urandom(3).hex()}"
         opts = dict(dep.spec.config.ray_actor_options)
+        if node:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         handle = ReplicaActor.options(
             name=f"SERVE_REPLICA::{tag}",
             namespace=NAMESPACE,
@@ -496,7 +521,7 @@ class ServeController:
             dep.spec.is_function,
             dep.spec.config.max_ongoing_requests,
         )
-        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING)
+        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING, node_id=node or None)
         dep.replicas[tag] = rep
         self._spawn(self._init_replica(app, dep, rep))
 
@@ -629,6 +654,11 @@ class ServeController:
 
     async def _keep_proxy(self) -> None:
         """Start the proxy if there is none, and (re)start its server; bounded."""
+        try:
+            nodes = await asyncio.to_thread(runtime.nodes)
+            self._nodes = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+        except Exception as exc:
+            log.debug("serve: listing the nodes failed: %r", exc)
         if self._http.get("disabled"):
             return
         if self._http.get("proxy_location") == "EveryNode":
