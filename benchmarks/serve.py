@@ -4,8 +4,11 @@ Workloads (the same deployments on both, 2 CPUs each):
 
 - time to deploy an app (``serve.run`` of a trivial deployment, Serve already started);
 - HTTP requests/s and p50/p99 latency of a trivial JSON deployment (2 replicas,
-  ``max_ongoing_requests=100``) at client concurrency 1, 16, 64, 256 and 512;
+  ``max_ongoing_requests=100``) at client concurrency 1, 16, 64, 256, 512 and 1,024;
 - HTTP requests/s of a batched numpy model (``@serve.batch(max_batch_size=16)``) at 64;
+- HTTP requests/s of a multiplexed deployment (``@serve.multiplexed``, 2 replicas holding
+  at most 2 models each) at 64, the requests spread over 4 model ids by the
+  ``serve_multiplexed_model_id`` header;
 - handle calls/s from the driver (``await asyncio.gather`` of 1,000 ``handle.remote()``).
 
 The HTTP load comes from a separate client process (aiohttp, one event loop, a fixed number
@@ -38,7 +41,8 @@ import time
 import traceback
 from typing import Any
 
-CONCURRENCY = (1, 16, 64, 256, 512)
+CONCURRENCY = (1, 16, 64, 256, 512, 1024)
+MODEL_IDS = ("m0", "m1", "m2", "m3")
 NUM_CPUS = 2
 CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"
 
@@ -56,8 +60,16 @@ def free_port() -> int:
 # ------------------------------------------------------------------------- the load generator
 
 
-async def _load(url: str, concurrency: int, duration: float, body: bytes | None) -> dict:
+async def _load(
+    url: str, concurrency: int, duration: float, body: bytes | None, multiplexed: bool = False
+) -> dict:
+    import resource
+
     import aiohttp
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,024 connections need more
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     latencies: list[float] = []
     errors = 0
@@ -66,13 +78,16 @@ async def _load(url: str, concurrency: int, duration: float, body: bytes | None)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def worker() -> None:
+        async def worker(i: int) -> None:
             nonlocal errors
+            headers = {"serve_multiplexed_model_id": MODEL_IDS[i % len(MODEL_IDS)]}
+            if not multiplexed:
+                headers = {}
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 try:
                     if body is None:
-                        async with session.get(url) as resp:
+                        async with session.get(url, headers=headers) as resp:
                             await resp.read()
                             ok = resp.status == 200
                     else:
@@ -89,11 +104,12 @@ async def _load(url: str, concurrency: int, duration: float, body: bytes | None)
         # Warm the connections up first (not measured).
         warm_until = time.perf_counter() + min(0.5, duration / 4)
         while time.perf_counter() < warm_until:
-            async with session.get(url) as resp:
+            warm = {"serve_multiplexed_model_id": MODEL_IDS[0]} if multiplexed else {}
+            async with session.get(url, headers=warm) as resp:
                 await resp.read()
         stop_at = time.perf_counter() + duration
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - t0
     latencies.sort()
 
@@ -109,10 +125,18 @@ async def _load(url: str, concurrency: int, duration: float, body: bytes | None)
     }
 
 
-def run_load(url: str, concurrency: int, duration: float, body: bytes | None = None) -> dict:
+def run_load(
+    url: str,
+    concurrency: int,
+    duration: float,
+    body: bytes | None = None,
+    multiplexed: bool = False,
+) -> dict:
     """Run the load generator in its own process; returns its measurements."""
     cmd = [sys.executable, os.path.abspath(__file__), "--loadgen", url, str(concurrency),
            str(duration)] + (["--body", body.decode()] if body else [])  # fmt: skip
+    if multiplexed:
+        cmd.append("--multiplexed")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -120,8 +144,8 @@ def run_load(url: str, concurrency: int, duration: float, body: bytes | None = N
 # ------------------------------------------------------------------------------- the workloads
 
 
-def workloads(serve: Any, backend: str) -> tuple[Any, Any]:
-    """The two deployments, defined against the given Serve module (ours or Ray's)."""
+def workloads(serve: Any, backend: str) -> tuple[Any, Any, Any]:
+    """The deployments, defined against the given Serve module (ours or Ray's)."""
     import numpy as np
 
     # num_cpus=0: Ray gives each replica one CPU by default, and the cluster has only two.
@@ -150,7 +174,18 @@ def workloads(serve: Any, backend: str) -> tuple[Any, Any]:
             body = await request.json()
             return {"y": await self.predict(np.asarray(body["x"], dtype=np.float32))}
 
-    return NoOp, Model
+    @serve.deployment(**options)
+    class Models:
+        @serve.multiplexed(max_num_models_per_replica=2)
+        async def get_model(self, model_id: str) -> Any:
+            rng = np.random.default_rng(int(model_id[1:]))
+            return rng.standard_normal(64).astype(np.float32)
+
+        async def __call__(self, request: Any) -> dict:
+            model = await self.get_model(serve.get_multiplexed_model_id())
+            return {"y": float(model.sum())}
+
+    return NoOp, Model, Models
 
 
 def measure(backend: str, quick: bool) -> dict[str, Any]:
@@ -171,7 +206,7 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
         ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        NoOp, Model = workloads(serve, backend)
+        NoOp, Model, Models = workloads(serve, backend)
         t0 = time.perf_counter()
         serve.run(NoOp.bind(), name="noop", route_prefix="/noop")
         results["deploy an app"] = time.perf_counter() - t0
@@ -183,6 +218,11 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
         log(f"[{backend}] batched model at concurrency 64")
         body = json.dumps({"x": [0.5] * 64}).encode()
         results["model c=64"] = run_load(f"http://127.0.0.1:{port}/model", 64, duration, body)
+        serve.run(Models.bind(), name="models", route_prefix="/models")
+        log(f"[{backend}] multiplexed models at concurrency 64")
+        results["multiplexed c=64"] = run_load(
+            f"http://127.0.0.1:{port}/models", 64, duration, multiplexed=True
+        )
         log(f"[{backend}] handle calls")
         handle = serve.get_app_handle("noop")
 
@@ -251,7 +291,8 @@ def table(ours: dict[str, Any], ray: dict[str, Any]) -> str:
     d1, d2 = get(ours, "deploy an app"), get(ray, "deploy an app")
     rows.append(f"| time to deploy an app | {_s(d1)} | {_s(d2)} | {ratio(d1, d2, higher=False)} |")
     for key, label in [(f"http c={c}", f"HTTP no-op, concurrency {c}") for c in CONCURRENCY] + [
-        ("model c=64", "HTTP batched numpy model, concurrency 64")
+        ("model c=64", "HTTP batched numpy model, concurrency 64"),
+        ("multiplexed c=64", "HTTP multiplexed models (4 ids), concurrency 64"),
     ]:
         a, b = get(ours, key), get(ray, key)
         rows.append(
@@ -296,13 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write this half's results here (internal)")
     parser.add_argument("--loadgen", nargs=3, metavar=("URL", "CONCURRENCY", "SECONDS"))
     parser.add_argument("--body")
+    parser.add_argument("--multiplexed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:
         import uvloop
 
         url, c, d = args.loadgen
         body = args.body.encode() if args.body else None
-        print(json.dumps(uvloop.run(_load(url, int(c), float(d), body))))
+        print(json.dumps(uvloop.run(_load(url, int(c), float(d), body, args.multiplexed))))
         return 0
     if args.only:
         res = measure(args.only, args.quick)

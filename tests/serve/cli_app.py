@@ -23,3 +23,13 @@ app = Greeter.bind()
 def build(args: dict) -> serve.Application:
     """A builder function, as config files may name."""
     return Greeter.options(num_replicas=args.get("replicas", 1)).bind()
+
+
+tuned = Greeter.options(
+    name="Tuned",
+    num_replicas=2,
+    max_ongoing_requests=7,
+    user_config={"greeting": "hi"},
+    version="v1",
+    autoscaling_config=None,
+).bind()

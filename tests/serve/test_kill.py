@@ -1,5 +1,6 @@
-"""A replica's process killed with SIGKILL mid-traffic: requests fail cleanly or succeed,
-and the replica is replaced (its own mesh of three nodes, as the test kills one)."""
+"""A replica's process killed with SIGKILL mid-traffic: every GET is served (those in flight
+on it are retried elsewhere), and the replica is replaced (its own mesh of three nodes, as
+the test kills one)."""
 
 from __future__ import annotations
 
@@ -58,15 +59,10 @@ def test_killing_a_replica_process_mid_traffic_fails_cleanly_and_replaces_it(
                 await asyncio.gather(*tasks)
 
         asyncio.run(traffic())
-        statuses = {s for s, _ in seen}
-        assert statuses <= {200, 503}, statuses  # served, or failed cleanly
-        for status, body in seen:
-            if status == 503:
-                assert body["error"] in {
-                    "ActorDiedError",
-                    "ActorUnavailableError",
-                    "NodeDiedError",
-                } or ("died" in body["message"]), body
+        # GET is idempotent: one that was running on the killed replica is sent to the
+        # other one, so none is lost.
+        assert len(seen) == 600
+        assert {s for s, _ in seen} == {200}, [b for s, b in seen if s != 200][:3]
 
         def replaced() -> bool:
             now = list(runtime.get(controller.replica_pids.remote("victim", "Victim")).values())

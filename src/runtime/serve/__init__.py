@@ -41,7 +41,9 @@ from ._exceptions import (
     ServeError,
 )
 from ._handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
-from ._http import Request, Response
+from ._http import Request, Response, StreamingResponse
+from ._multiplex import get_multiplexed_model_id, multiplexed
+from .config import HTTPOptions, ProxyLocation, gRPCOptions
 
 __all__ = [
     "Application",
@@ -56,20 +58,26 @@ __all__ = [
     "DeploymentStatus",
     "DeploymentUnavailableError",
     "HTTPException",
+    "HTTPOptions",
+    "ProxyLocation",
     "ReplicaContext",
     "Request",
     "RequestCancelledError",
     "Response",
     "ServeError",
     "ServeStatus",
+    "StreamingResponse",
     "batch",
     "delete",
     "deploy",
     "deployment",
+    "gRPCOptions",
     "get_app_handle",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
+    "multiplexed",
     "run",
     "shutdown",
     "start",

@@ -19,10 +19,10 @@ from ._deployment import Application, build
 from ._exceptions import DeploymentUnavailableError
 from ._handle import DeploymentHandle
 from ._router import close_routers
+from .config import HTTPOptions, ProxyLocation, gRPCOptions
 
 ControllerActor = runtime.remote(ServeController)
 
-_DEFAULT_HTTP = {"host": "127.0.0.1", "port": 8000}
 _READY_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_DEPLOY_TIMEOUT_S", "120"))
 
 
@@ -54,6 +54,7 @@ class ServeStatus:
     applications: dict[str, ApplicationStatus]
     http_host: str | None = None
     http_port: int | None = None
+    grpc_port: int | None = None  # None: no gRPC ingress
 
 
 def _state_path() -> str:
@@ -72,24 +73,39 @@ def _controller_or_none() -> Any:
         return None
 
 
-def start(http_options: dict[str, Any] | None = None, *, detached: bool = True) -> None:
+def start(
+    proxy_location: ProxyLocation | str | dict[str, Any] | HTTPOptions | None = None,
+    http_options: dict[str, Any] | HTTPOptions | None = None,
+    grpc_options: dict[str, Any] | gRPCOptions | None = None,
+    *,
+    detached: bool = True,
+    **_ignored: Any,
+) -> None:
     """Start Serve on the cluster (the controller and the HTTP proxy), if it is not running.
 
-    ``http_options``: ``host`` (127.0.0.1), ``port`` (8000; 0 picks a free port, see
-    ``serve.status().http_port``), or ``{"disabled": True}`` for no HTTP. Starting again
-    keeps the running instance (and its options).
+    ``http_options`` (a dict or :class:`~runtime.serve.config.HTTPOptions`): ``host``
+    (127.0.0.1), ``port`` (8000; 0 picks a free port, see ``serve.status().http_port``) and
+    the ingress limits. ``proxy_location``: ``"HeadOnly"`` (one proxy, the default here) or
+    ``"Disabled"`` (no HTTP; ``{"disabled": True}`` in ``http_options`` says the same).
+    Starting again keeps the running instance (and its options).
     """
     del detached  # the controller is always detached, as in Ray 2.x
+    if isinstance(proxy_location, dict | HTTPOptions) and http_options is None:
+        proxy_location, http_options = None, proxy_location  # start(http_options) positionally
+    disabled = isinstance(http_options, dict) and bool(http_options.get("disabled"))
+    opts = HTTPOptions.parse(http_options)
+    if isinstance(proxy_location, dict | HTTPOptions):
+        raise TypeError("http_options were given twice (positionally and by keyword)")
+    location = ProxyLocation.parse(proxy_location or opts.location)
+    grpc = gRPCOptions.parse(grpc_options)
+    options = dataclasses.asdict(opts)
+    if grpc.grpc_servicer_functions:
+        options["grpc"] = dataclasses.asdict(grpc)
+    options["hide_exception_text"] = opts.hides_exceptions()
+    options["disabled"] = disabled or location is ProxyLocation.Disabled
+    options["proxy_location"] = location.value
     if not runtime.is_initialized():
         runtime.init()
-    options = dict(_DEFAULT_HTTP)
-    if http_options:
-        unknown = set(http_options) - {"host", "port", "disabled", "location"}
-        if unknown:
-            raise ValueError(f"unknown http_options {sorted(unknown)}: use host, port, disabled")
-        options.update(http_options)
-    if not isinstance(options["port"], int) or not 0 <= options["port"] < 65536:
-        raise ValueError(f"http_options port must be an int in [0, 65535]: {options['port']!r}")
     controller = _controller_or_none()
     if controller is None:
         try:
@@ -223,7 +239,7 @@ def status() -> ServeStatus:
         }
         apps[name] = ApplicationStatus(name, a["status"], a["route_prefix"], deps)
     http = raw["http"]
-    return ServeStatus(apps, http["host"], http["port"])
+    return ServeStatus(apps, http["host"], http["port"], http.get("grpc_port"))
 
 
 def delete(name: str, *, _blocking: bool = True) -> None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import io
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ._http import Request, Response
+import cloudpickle
+
+from ._http import Request, Response, StreamingResponse
 
 
 def ingress(asgi_app: Any) -> Callable[[type], type]:
@@ -42,17 +45,17 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
     # An app object does not always survive pickling by value (FastAPI's does not), so a
     # replica imports it by its module-level name when it has one.
     where = _find_global(asgi_app, inspect.currentframe())
-    by_value = asgi_app if where is None else None
+    by_value = _ByValue(asgi_app) if where is None else None
 
     def decorate(cls: type) -> type:
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
         own = {v.__qualname__ for v in vars(cls).values() if inspect.isfunction(v)}
 
-        async def __call__(self: Any, request: Request) -> Response:
+        async def __call__(self: Any, request: Request) -> Response | StreamingResponse:
             app = self.__dict__.get("_serve_asgi_app")
             if app is None:
-                target = by_value
+                target = by_value.app if by_value is not None else None
                 if where is not None:
                     target = getattr(importlib.import_module(where[0]), where[1])
                 app = self._serve_asgi_app = _bind_routes(target, own, self)
@@ -62,6 +65,35 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
         return type(cls.__name__, (cls,), namespace)
 
     return decorate
+
+
+class _ByValue:
+    """An app pickled by value (one defined in ``__main__``), in a form that unpickles.
+
+    Starlette's ``State`` answers every attribute lookup from its ``_state`` dict, so
+    pickle's default rebuild of it recurses without end in the replica (RecursionError);
+    it is sent as the class and a copy of that dict instead.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        buf = io.BytesIO()
+        _AppPickler(buf).dump(self.app)
+        return (_load_app, (buf.getvalue(),))
+
+
+class _AppPickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls.__name__ == "State" and cls.__module__ == "starlette.datastructures":
+            return cls, (dict(obj.__dict__.get("_state", {})),)
+        return super().reducer_override(obj)
+
+
+def _load_app(blob: bytes) -> _ByValue:
+    return _ByValue(cloudpickle.loads(blob))
 
 
 def _find_global(obj: Any, frame: Any) -> tuple[str, str] | None:
@@ -100,7 +132,7 @@ def _bind_routes(app: Any, own: set[str], instance: Any) -> Any:
     return app
 
 
-async def _call_asgi(app: Any, request: Request) -> Response:
+async def _call_asgi(app: Any, request: Request) -> Response | StreamingResponse:
     body = await request.body()
     prefix = request.route_prefix if request.route_prefix != "/" else ""
     scope = {
@@ -121,31 +153,63 @@ async def _call_asgi(app: Any, request: Request) -> Response:
         "state": {},
     }
     sent = False
-    status = 500
-    headers: dict[str, str] = {}
-    chunks: list[bytes] = []
-    done = asyncio.Event()
+    disconnected = asyncio.Event()
+    messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def receive() -> dict[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
+        await disconnected.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            for k, v in message.get("headers", []):
-                headers[k.decode("latin-1")] = v.decode("latin-1")
-        elif message["type"] == "http.response.body":
-            chunks.append(bytes(message.get("body", b"")))
-            if not message.get("more_body", False):
-                done.set()
+        await messages.put(message)
 
-    await app(scope, receive, send)
-    done.set()
-    headers.pop("content-length", None)  # the proxy sets it for the body it sends
-    return Response(b"".join(chunks), status=status, headers=headers)
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            messages.put_nowait(None)  # the end
+
+    task = asyncio.ensure_future(run())
+    try:
+        start = await messages.get()
+        while start is not None and start["type"] != "http.response.start":
+            start = await messages.get()
+        if start is None:
+            await task  # the app's own error, if it raised
+            raise RuntimeError("the ASGI app ended without sending a response")
+        status = int(start["status"])
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", [])}
+        headers.pop("content-length", None)  # the proxy sets it for the body it sends
+        first = await messages.get()
+        if first is None or not first.get("more_body", False):
+            data = bytes(first.get("body", b"")) if first is not None else b""
+            await task
+            return Response(data, status=status, headers=headers)
+    except BaseException:
+        disconnected.set()
+        task.cancel()
+        raise
+
+    async def chunks() -> AsyncIterator[bytes]:
+        """The body as the app sends it (a FastAPI StreamingResponse, chunk by chunk)."""
+        msg: dict[str, Any] | None = first
+        try:
+            while msg is not None:
+                if msg["type"] == "http.response.body":
+                    data = bytes(msg.get("body", b""))
+                    if data:
+                        yield data
+                    if not msg.get("more_body", False):
+                        break
+                msg = await messages.get()
+            await task
+        finally:
+            disconnected.set()  # the client went away, or the body ended
+            if not task.done():
+                task.cancel()
+
+    return StreamingResponse(chunks(), status=status, headers=headers)

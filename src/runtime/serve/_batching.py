@@ -2,7 +2,8 @@
 
 The first call of a batch waits at most ``batch_wait_timeout_s`` for others (or until
 ``max_batch_size`` have come); the method then runs once on the list of arguments and
-must return a list of the same length; each caller gets its own item. If the method
+must return a list (or a tuple, or an array such as a numpy ndarray) of the same length;
+each caller gets its own item. If the method
 raises, every caller of that batch gets the error. One batch runs at a time per method
 and instance; calls that arrive meanwhile form the next batch.
 """
@@ -55,20 +56,33 @@ class _Batcher:
             try:
                 args = (owner, items) if owner is not None else (items,)
                 results = await self.fn(*args)
-                if not isinstance(results, list | tuple) or len(results) != len(items):
+                if not _is_sequence(results) or len(results) != len(items):
                     raise TypeError(
                         f"@serve.batch method {self.fn.__name__} must return a list of "
                         f"{len(items)} results (one per call), got {type(results).__name__}"
-                        + (f" of {len(results)}" if isinstance(results, list | tuple) else "")
+                        + (f" of {len(results)}" if _is_sequence(results) else "")
                     )
             except Exception as exc:
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(exc)
                 continue
-            for (_, f), r in zip(batch, results, strict=True):
+            for i, (_, f) in enumerate(batch):
                 if not f.done():
-                    f.set_result(r)
+                    f.set_result(results[i])
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, a tuple, or an array-like (a numpy ndarray: one row per call)."""
+    if isinstance(value, list | tuple):
+        return True
+    if isinstance(value, str | bytes | bytearray | dict):
+        return False
+    try:
+        len(value)
+    except TypeError:
+        return False
+    return hasattr(value, "__getitem__")
 
 
 def batch(

@@ -5,6 +5,7 @@
     python -m runtime.serve run module:app [--address A] [--name N] [--route-prefix P]
                                            [--host H] [--port P] [--non-blocking]
     python -m runtime.serve deploy config.yaml [--address A]
+    python -m runtime.serve build module:app [module:app ...] [-o config.yaml]
     python -m runtime.serve status [--address A]
     python -m runtime.serve shutdown [--address A]
 
@@ -12,6 +13,8 @@
 ``python -m runtime.node --head`` if there is one, else a new local mesh), deploys the app
 and serves until Ctrl-C, then shuts Serve down. ``deploy`` declares the applications of a
 config file (Ray Serve's format, below) on a running cluster and returns; they keep running.
+``build`` writes such a config file for apps (every deployment with the options it was
+declared with that differ from the defaults), to edit and ``deploy``; it needs no cluster.
 
 .. code-block:: yaml
 
@@ -126,6 +129,37 @@ def _status_dict() -> dict[str, Any]:
     }
 
 
+def build_config(import_paths: list[str], host: str, port: int) -> dict[str, Any]:
+    """Ray Serve's config format for these apps: names, routes, each deployment's options."""
+    from ._config import DeploymentConfig
+    from ._deployment import build
+
+    defaults = DeploymentConfig()
+    apps = []
+    for i, path in enumerate(import_paths):
+        name = "default" if len(import_paths) == 1 else f"app{i + 1}"
+        _, specs = build(import_app(path), name)
+        deployments = []
+        for spec in specs:
+            entry: dict[str, Any] = {"name": spec.name}
+            for field in dataclasses.fields(DeploymentConfig):
+                value = getattr(spec.config, field.name)
+                if value != getattr(defaults, field.name):
+                    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                        value = {
+                            k: v for k, v in dataclasses.asdict(value).items() if v is not None
+                        }
+                    entry[field.name] = value
+            deployments.append(entry)
+        apps.append({
+            "name": name,
+            "route_prefix": "/" if len(import_paths) == 1 else f"/{name}",
+            "import_path": path,
+            "deployments": deployments,
+        })  # fmt: skip
+    return {"http_options": {"host": host, "port": port}, "applications": apps}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -140,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     dep = sub.add_parser("deploy", help="deploy the applications of a config file")
     dep.add_argument("config")
     dep.add_argument("--address", default="auto")
+    bld = sub.add_parser("build", help="write a config file for apps")
+    bld.add_argument("import_paths", nargs="+", help="module:app")
+    bld.add_argument("-o", "--output-path", help="the file to write (default: stdout)")
+    bld.add_argument("--host", default="127.0.0.1")
+    bld.add_argument("--port", type=int, default=8000)
     for name in ("status", "shutdown"):
         p = sub.add_parser(name)
         p.add_argument("--address", default="auto")
@@ -166,6 +205,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.pause()
         _api.shutdown()
         runtime.shutdown()
+        return 0
+    if args.command == "build":
+        import yaml
+
+        text = yaml.safe_dump(
+            build_config(args.import_paths, args.host, args.port), sort_keys=False
+        )
+        if args.output_path:
+            with open(args.output_path, "w") as f:
+                f.write(text)
+            print(f"wrote {args.output_path}", flush=True)
+        else:
+            print(text, end="", flush=True)
         return 0
     if args.command == "deploy":
         import yaml

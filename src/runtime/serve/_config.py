@@ -20,10 +20,15 @@ _ACTOR_OPTIONS = frozenset(
 class AutoscalingConfig:
     """How many replicas a deployment runs, from the requests it has ongoing and queued.
 
-    The target replica count is ``ceil(total_ongoing / target_ongoing_requests)``, clamped
-    to ``[min_replicas, max_replicas]``; a higher count applies after it has been wanted for
-    ``upscale_delay_s``, a lower one after ``downscale_delay_s``. From zero replicas, one
-    queued request starts a replica at once.
+    The load is the requests ongoing on the replicas plus those queued in routers,
+    averaged over the last ``look_back_period_s`` (0: the latest sample). The wanted count
+    is ``ceil(current * (1 + (load / (current * target_ongoing_requests) - 1) * factor))``
+    where ``factor`` is ``upscale_smoothing_factor`` (or ``upscaling_factor``) when growing
+    and ``downscale_smoothing_factor`` (or ``downscaling_factor``) when shrinking, both
+    defaulting to ``smoothing_factor`` (1: straight to ``ceil(load / target)``); it is
+    clamped to ``[min_replicas, max_replicas]`` and applies after it has been wanted for
+    ``upscale_delay_s`` / ``downscale_delay_s``. From zero replicas, one queued request
+    starts a replica at once. ``metrics_interval_s``: how often the replicas' load is read.
     """
 
     min_replicas: int = 1
@@ -32,8 +37,35 @@ class AutoscalingConfig:
     upscale_delay_s: float = 0.0
     downscale_delay_s: float = 2.0
     initial_replicas: int | None = None
+    look_back_period_s: float = 0.0
+    smoothing_factor: float = 1.0
+    upscale_smoothing_factor: float | None = None
+    downscale_smoothing_factor: float | None = None
+    upscaling_factor: float | None = None
+    downscaling_factor: float | None = None
+    metrics_interval_s: float = 0.2
+    target_num_ongoing_requests_per_replica: float | None = None  # Ray's older name
 
     def __post_init__(self) -> None:
+        if self.target_num_ongoing_requests_per_replica is not None:
+            object.__setattr__(
+                self, "target_ongoing_requests", self.target_num_ongoing_requests_per_replica
+            )
+        for name in ("look_back_period_s",):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in (
+            "smoothing_factor",
+            "upscale_smoothing_factor",
+            "downscale_smoothing_factor",
+            "upscaling_factor",
+            "downscaling_factor",
+            "metrics_interval_s",
+        ):
+            value = getattr(self, name)
+            if value is not None and (not _finite(value) or value <= 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.min_replicas < 0:
             raise ValueError(f"min_replicas must be >= 0, got {self.min_replicas}")
         if self.max_replicas < max(1, self.min_replicas):
@@ -65,10 +97,35 @@ class AutoscalingConfig:
 
     def desired(self, current: int, total_load: float) -> int:
         """The replica count this load asks for (before the delays apply)."""
-        want = 0 if total_load <= 0 else math.ceil(total_load / self.target_ongoing_requests)
-        if current == 0 and total_load > 0:
-            want = max(want, 1)
+        target = self.target_ongoing_requests
+        if current <= 0 or total_load <= 0:
+            want = 0 if total_load <= 0 else max(1, math.ceil(total_load / target))
+        else:
+            ratio = total_load / (current * target)
+            if ratio >= 1:
+                factor = _first(
+                    self.upscale_smoothing_factor, self.upscaling_factor, self.smoothing_factor
+                )
+            else:
+                factor = _first(
+                    self.downscale_smoothing_factor,
+                    self.downscaling_factor,
+                    self.smoothing_factor,
+                )
+            # A small epsilon: 3 * (1 + (4/3 - 1)) must give 4, not 5 from a rounding error.
+            want = math.ceil(current * (1 + (ratio - 1) * factor) - 1e-9)
         return max(self.min_replicas, min(self.max_replicas, want))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first(*values: float | None) -> float:
+    for v in values:
+        if v is not None:
+            return v
+    raise AssertionError("smoothing_factor always has a value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +142,23 @@ class DeploymentConfig:
     health_check_timeout_s: float = 30.0
     graceful_shutdown_timeout_s: float = 20.0
     graceful_shutdown_wait_loop_s: float = 0.2
+    #: Replicas are replaced only when this changes (None: when the code, the arguments or
+    #: the actor options change).
+    version: str | None = None
+    #: At most this many replicas of the deployment on one node (None: no bound).
+    max_replicas_per_node: int | None = None
 
     def __post_init__(self) -> None:
+        m = self.max_replicas_per_node
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise ValueError(f"max_replicas_per_node must be an int >= 1, got {m!r}")
+        if m is not None and "scheduling_strategy" in self.ray_actor_options:
+            raise ValueError(
+                "max_replicas_per_node places the replicas itself: drop the "
+                "scheduling_strategy of ray_actor_options"
+            )
+        if self.version is not None and (not isinstance(self.version, str) or not self.version):
+            raise ValueError(f"version must be a non-empty string, got {self.version!r}")
         if not isinstance(self.num_replicas, int) or self.num_replicas < 0:
             raise ValueError(f"num_replicas must be an int >= 0, got {self.num_replicas!r}")
         if not isinstance(self.max_ongoing_requests, int) or self.max_ongoing_requests < 1:

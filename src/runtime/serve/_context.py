@@ -28,6 +28,7 @@ class RequestContext:
 
     request_id: str
     children: list[Any] = dataclasses.field(default_factory=list)
+    model_id: str = ""  # the multiplexed model the request names
 
 
 #: Several replicas may share a node process, so this is per task, set around user code.

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import runtime
+from runtime.util import NodeAffinitySchedulingStrategy
 
 from . import _state
 from ._client import NAMESPACE, PROXY_NAME
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 ReplicaActor = runtime.remote(ServeReplica)
 ProxyActor = runtime.remote(ServeProxy)
 
-_TICK_S = 0.05
+#: The longest the control loop sleeps with nothing to do (proxies, health checks).
+_IDLE_S = 1.0
 #: Bounded so that followers notice a restarted controller soon (a call in flight to the
 #: old instance may only fail when its wait ends).
 _LISTEN_TIMEOUT_S = 3.0
@@ -60,6 +62,8 @@ class ServeController:
         self._events: dict[str, asyncio.Event] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._proxy: Any = None
+        self._node_proxies: dict[str, Any] = {}  # proxy_location=EveryNode: node id -> proxy
+        self._nodes: list[str] = []  # alive nodes (not drivers), refreshed each second
         self._proxy_port: int | None = None
         self._proxy_error = ""
         self._proxy_task: asyncio.Task[None] | None = None
@@ -67,6 +71,10 @@ class ServeController:
         self._counter = 0
         self._shutting_down = False
         self._doomed: set[Any] = set()  # drained replicas waiting to be killed
+        # Set by every change (a deploy, a replica that started or stopped, a report, a
+        # background task ending): the control loop runs at once, not on a fixed tick.
+        self._changed: asyncio.Event | None = None
+        self.iterations = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -90,7 +98,10 @@ class ServeController:
                 for name in app.deployments:
                     self._publish(app.name, name)
         last_proxy = 0.0
+        changed = self._changed = asyncio.Event()
         while not self._shutting_down:
+            changed.clear()
+            self.iterations += 1
             now = time.monotonic()
             if now - last_proxy > 1.0:
                 last_proxy = now
@@ -112,15 +123,44 @@ class ServeController:
                         self._publish(app.name, name)
                     self._publish_routes()
                     self._save()
-            await asyncio.sleep(_TICK_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._next_due(time.monotonic(), last_proxy)):
+                    await changed.wait()
+
+    def _poke(self) -> None:
+        """Something changed: run the control loop now."""
+        if self._changed is not None:
+            self._changed.set()
+
+    def _next_due(self, now: float, last_proxy: float) -> float:
+        """Seconds until the loop has timed work: proxies, health checks, autoscaling."""
+        due = last_proxy + _IDLE_S
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                c = dep.spec.config
+                due = min(due, dep.last_health_check + c.health_check_period_s)
+                a = c.autoscaling_config
+                if a is not None:
+                    due = min(due, dep.last_stats + a.metrics_interval_s)
+                    if dep.want is not None:
+                        delay = a.upscale_delay_s if dep.want > dep.target else a.downscale_delay_s
+                        due = min(due, dep.want_since + delay)
+        # A little past the due time: the loop's timers may fire up to a millisecond early,
+        # and the duty would then not be due yet (a spin of tiny sleeps).
+        return max(0.0, due - now) + 0.002
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._task_done)
         return task
 
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._bg.discard(task)
+        self._poke()  # a replica started or stopped, a check ended: look again
+
     def _save(self) -> None:
+        self._poke()
         try:
             _state.save(self._path, self._token, self._apps, self._http)
         except Exception:
@@ -145,6 +185,7 @@ class ServeController:
             c = dep.spec.config
             return {
                 "replicas": [(r.tag, r.handle) for r in dep.running()],
+                "models": {r.tag: r.models for r in dep.running() if r.models},
                 "max_ongoing_requests": c.max_ongoing_requests,
                 "max_queued_requests": c.max_queued_requests,
             }
@@ -168,6 +209,7 @@ class ServeController:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+        self._poke()
 
     def _publish(self, app: str, deployment: str) -> None:
         self._bump(f"replicas:{app}:{deployment}")
@@ -222,6 +264,10 @@ class ServeController:
             dep.message = ""
             if spec.config.user_config != old.config.user_config:
                 dep.user_config_version += 1
+            if spec.config.max_ongoing_requests != old.config.max_ongoing_requests:
+                for rep in dep.replicas.values():
+                    self._spawn(_quiet(rep.handle.set_max_ongoing.remote(
+                        spec.config.max_ongoing_requests)))  # fmt: skip
             if spec.config.autoscaling_config is None:
                 dep.target = spec.config.num_replicas
             elif old.config.autoscaling_config is None:
@@ -284,9 +330,14 @@ class ServeController:
             "http": {
                 "host": self._http.get("host", "127.0.0.1"),
                 "port": self._proxy_port or self._http.get("port") or None,
+                "grpc_port": (self._http.get("grpc") or {}).get("port") or None,
                 "error": self._proxy_error,
             },
         }
+
+    async def loop_iterations(self) -> int:
+        """How many times the control loop ran (for tests and tools)."""
+        return self.iterations
 
     async def replica_pids(self, app: str, deployment: str) -> dict[str, int | None]:
         """The pid of each running replica (for tests and tools)."""
@@ -304,10 +355,17 @@ class ServeController:
         self._apps.clear()
         self._publish_routes()
         await asyncio.gather(*stops, return_exceptions=True)
+        proxies = [*self._node_proxies.values()]
         if self._proxy is not None:
+            proxies.append(self._proxy)
+        self._node_proxies.clear()
+
+        async def stop(proxy: Any) -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._proxy.stop.remote(), 5)
-            await _kill(self._proxy)
+                await asyncio.wait_for(_ref(proxy.stop.remote()), 5)
+            await _kill(proxy)
+
+        await asyncio.gather(*(stop(p) for p in proxies))
         doomed, self._doomed = list(self._doomed), set()
         for task in list(self._bg):
             task.cancel()
@@ -326,6 +384,22 @@ class ServeController:
             dep.queued[router] = (n, time.monotonic())
         else:
             dep.queued.pop(router, None)
+        self._poke()
+
+    async def record_models(self, app: str, deployment: str, tag: str, ids: list[str]) -> None:
+        """A replica's multiplexed models changed: tell the routers (they prefer holders)."""
+        dep = self._find(app, deployment)
+        rep = dep.replicas.get(tag) if dep is not None else None
+        if rep is not None and rep.models != tuple(ids):
+            rep.models = tuple(ids)
+            self._publish(app, deployment)
+
+    async def multiplexed_models(self, app: str, deployment: str) -> dict[str, list[str]]:
+        """{replica tag: the model ids it holds} (as the replicas last reported)."""
+        dep = self._find(app, deployment)
+        if dep is None:
+            return {}
+        return {r.tag: list(r.models) for r in dep.replicas.values()}
 
     async def report_dead_replica(self, app: str, deployment: str, tag: str) -> None:
         """A router saw a call fail because the replica is gone: check it now."""
@@ -372,7 +446,8 @@ class ServeController:
             dep.last_health_check = now
             for rep in running_new + [r for r in old if r.state == RUNNING]:
                 self._spawn(self._health_check(app, dep, rep))
-        if c.autoscaling_config is not None and now - dep.last_stats >= 0.2:
+        a = c.autoscaling_config
+        if a is not None and now - dep.last_stats >= a.metrics_interval_s:
             dep.last_stats = now
             for rep in dep.running():
                 self._spawn(self._poll_stats(rep))
@@ -382,7 +457,13 @@ class ServeController:
         if a is None or dep.failed:
             return
         running = dep.running()
-        load = sum(r.ongoing for r in running) + dep.queued_total()
+        load: float = sum(r.ongoing for r in running) + dep.queued_total()
+        if a.look_back_period_s > 0:  # the average over the look-back period
+            dep.samples.append((now, load))
+            cutoff = now - a.look_back_period_s
+            while dep.samples and dep.samples[0][0] < cutoff:
+                dep.samples.pop(0)
+            load = sum(v for _, v in dep.samples) / len(dep.samples)
         want = a.desired(dep.target, load)
         if want == dep.target:
             dep.want = None
@@ -398,18 +479,49 @@ class ServeController:
             dep.want = None
             self._save()
 
+    def _place(self, dep: DeploymentState) -> str | None:
+        """A node with room under max_replicas_per_node ("" when there is no such bound;
+        None when every node is full: the replica waits for a node)."""
+        cap = dep.spec.config.max_replicas_per_node
+        if cap is None:
+            return ""
+        counts = {node: 0 for node in self._nodes}
+        for rep in dep.replicas.values():
+            if rep.node_id in counts:
+                counts[rep.node_id] += 1
+        free = [node for node, n in counts.items() if n < cap]
+        if not free:
+            return None
+        return min(free, key=lambda node: counts[node])
+
     def _start_replica(self, app: AppState, dep: DeploymentState) -> None:
+        node = self._place(dep)
+        if node is None:
+            dep.message = (
+                f"waiting for a node: every node runs max_replicas_per_node="
+                f"{dep.spec.config.max_replicas_per_node} replicas of {dep.spec.name!r}"
+            )
+            return
         self._counter += 1
         tag = f"{app.name}#{dep.spec.name}#{os.urandom(3).hex()}"
         opts = dict(dep.spec.config.ray_actor_options)
+        if node:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         handle = ReplicaActor.options(
             name=f"SERVE_REPLICA::{tag}",
             namespace=NAMESPACE,
             lifetime="detached",
             max_concurrency=100_000,
             **opts,
-        ).remote(app.name, dep.spec.name, tag, dep.spec.blob, dep.spec.is_function)
-        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING)
+        ).remote(
+            app.name,
+            dep.spec.name,
+            tag,
+            dep.spec.blob,
+            dep.spec.is_function,
+            dep.spec.config.max_ongoing_requests,
+        )
+        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING, node_id=node or None)
         dep.replicas[tag] = rep
         self._spawn(self._init_replica(app, dep, rep))
 
@@ -542,7 +654,15 @@ class ServeController:
 
     async def _keep_proxy(self) -> None:
         """Start the proxy if there is none, and (re)start its server; bounded."""
+        try:
+            nodes = await asyncio.to_thread(runtime.nodes)
+            self._nodes = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+        except Exception as exc:
+            log.debug("serve: listing the nodes failed: %r", exc)
         if self._http.get("disabled"):
+            return
+        if self._http.get("proxy_location") == "EveryNode":
+            await self._keep_node_proxies()
             return
         if self._proxy is None:
             self._proxy = ProxyActor.options(
@@ -552,11 +672,12 @@ class ServeController:
                 max_restarts=-1,
                 max_concurrency=100_000,
                 get_if_exists=True,
-            ).remote(self._http.get("host", "127.0.0.1"), int(self._http.get("port", 8000)))
+            ).remote(dict(self._http))
         try:
             port = int(self._http.get("port", 8000))
             self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote(port)), 30)
             self._proxy_error = ""
+            await self._take_grpc_port(self._proxy)
             if self._http.get("port") == 0 and self._proxy_port:
                 self._http["port"] = self._proxy_port  # a restarted proxy takes the same port
                 self._save()
@@ -565,6 +686,69 @@ class ServeController:
             log.warning("serve: the HTTP proxy is not up: %r", exc)
             if "died" in repr(exc).lower():
                 self._proxy = None
+
+    async def _keep_node_proxies(self) -> None:
+        """One proxy on every node (not drivers), all on the same port: the node processes
+        of one host share it (SO_REUSEPORT). A proxy dies with its node and is not moved."""
+        try:
+            nodes = await asyncio.to_thread(runtime.nodes)
+        except Exception as exc:
+            log.debug("serve: listing the nodes failed: %r", exc)
+            return
+        alive = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+        for node_id in list(self._node_proxies):
+            if node_id not in alive:
+                del self._node_proxies[node_id]  # it died with its node
+        port = int(self._http.get("port", 8000))
+        up = 0
+        for node_id in alive:
+            proxy = self._node_proxies.get(node_id)
+            if proxy is None:
+                proxy = ProxyActor.options(
+                    name=f"{PROXY_NAME}::{node_id}",
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    max_concurrency=100_000,
+                    get_if_exists=True,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(dict(self._http, reuse_port=True))
+                self._node_proxies[node_id] = proxy
+            try:
+                bound = await asyncio.wait_for(_ref(proxy.ready.remote(port)), 30)
+            except Exception as exc:
+                self._proxy_error = repr(exc)
+                log.warning("serve: the HTTP proxy on node %s is not up: %r", node_id, exc)
+                if "died" in repr(exc).lower():
+                    self._node_proxies.pop(node_id, None)
+                continue
+            self._proxy_error = ""
+            if port == 0:  # the first one picked the port; the others share it
+                port = bound
+                self._http["port"] = bound
+                self._save()
+            await self._take_grpc_port(proxy)
+            up += 1
+        if up == len(alive) and port:
+            # serve.start() returns once every node's proxy is up: proxies that start while
+            # replicas start on the same node import Serve's modules on two threads at once,
+            # which Python's import locks can answer with a partly initialized module.
+            self._proxy_port = port
+
+    async def _take_grpc_port(self, proxy: Any) -> None:
+        """gRPC on port 0: the first proxy picked one; later ones (other nodes, a restart)
+        are created with it."""
+        grpc = self._http.get("grpc")
+        if grpc and not grpc.get("port"):
+            port = await asyncio.wait_for(_ref(proxy.grpc_port.remote()), 10)
+            if port:
+                grpc["port"] = port
+                self._save()
+
+    async def proxies(self) -> dict[str, Any]:
+        """{node id (or "cluster" for the single proxy): proxy handle}."""
+        if self._node_proxies:
+            return dict(self._node_proxies)
+        return {"cluster": self._proxy} if self._proxy is not None else {}
 
     async def http_port(self, timeout: float = 30.0) -> int:
         """The port the proxy listens on, once it does (raises after ``timeout``)."""
@@ -579,6 +763,12 @@ class ServeController:
 
 async def _ref(ref: Any) -> Any:
     return await ref
+
+
+async def _quiet(ref: Any) -> None:
+    """Await a call whose failure needs no handling (its replica is replaced if it died)."""
+    with contextlib.suppress(Exception):
+        await ref
 
 
 async def _kill(handle: Any) -> None:

@@ -185,8 +185,11 @@ def build(app: Application, app_name: str) -> tuple[str, list[DeploymentSpec]]:
         kwargs = convert(node.kwargs)
         blob = cloudpickle.dumps((dep.func_or_class, args, kwargs))
         c = dep.config
-        digest = hashlib.sha256(blob)
-        digest.update(_source_hash(dep.func_or_class))
+        if c.version is not None:  # the user says when the code changes
+            digest = hashlib.sha256(b"version:" + c.version.encode())
+        else:
+            digest = hashlib.sha256(blob)
+            digest.update(_source_hash(dep.func_or_class))
         digest.update(repr(sorted(c.ray_actor_options.items())).encode())
         specs[name] = DeploymentSpec(
             name, blob, c, digest.hexdigest()[:16], not inspect.isclass(dep.func_or_class)

@@ -44,6 +44,14 @@ class ReplicaDrainingError(ServeError):
     """
 
 
+class ReplicaFullError(ServeError):
+    """Internal: a replica already runs ``max_ongoing_requests`` requests (it did not run this).
+
+    The cap holds across every caller: routers that counted only their own requests learn
+    the replica is full from this refusal, and send the request elsewhere or queue it.
+    """
+
+
 class HTTPException(Exception):
     """Raise in a deployment to answer with ``status_code`` and ``detail`` as a JSON body."""
 

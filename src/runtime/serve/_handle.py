@@ -21,8 +21,8 @@ import runtime
 
 from . import _client
 from ._context import current_request
-from ._exceptions import ReplicaDrainingError
-from ._router import ReplicaSlot, Router, get_router, is_replica_gone, is_retryable
+from ._exceptions import ReplicaFullError
+from ._router import ReplicaSlot, Router, did_not_run, get_router, is_replica_gone, is_retryable
 
 
 class DeploymentHandle:
@@ -39,25 +39,34 @@ class DeploymentHandle:
         *,
         method_name: str = "__call__",
         stream: bool = False,
+        multiplexed_model_id: str = "",
     ) -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self._method = method_name
         self._stream = stream
+        self._model_id = multiplexed_model_id
 
     def options(
         self,
         *,
         method_name: str | None = None,
         stream: bool | None = None,
+        multiplexed_model_id: str | None = None,
         **_ignored: Any,
     ) -> DeploymentHandle:
-        """A copy calling another method, or streaming (``stream=True``)."""
+        """A copy calling another method, streaming (``stream=True``), or naming the
+        multiplexed model of its calls (``multiplexed_model_id``)."""
+        if multiplexed_model_id is not None and not isinstance(multiplexed_model_id, str):
+            raise TypeError(f"multiplexed_model_id must be a str, got {multiplexed_model_id!r}")
         return DeploymentHandle(
             self.deployment_name,
             self.app_name,
             method_name=self._method if method_name is None else method_name,
             stream=self._stream if stream is None else stream,
+            multiplexed_model_id=(
+                self._model_id if multiplexed_model_id is None else multiplexed_model_id
+            ),
         )
 
     def __getattr__(self, name: str) -> DeploymentHandle:
@@ -68,7 +77,7 @@ class DeploymentHandle:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Send the call; returns a DeploymentResponse (or a generator with stream=True)."""
         request_id = os.urandom(8).hex()
-        meta = (request_id, self._method, self._stream)
+        meta = (request_id, self._method, self._stream, self._model_id)
         resp: DeploymentResponse
         if self._stream:
             resp = DeploymentResponseGenerator(request_id)
@@ -89,14 +98,21 @@ class DeploymentHandle:
         return resp
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.deployment_name, self.app_name, self._method, self._stream))
+        return (
+            _rebuild,
+            (self.deployment_name, self.app_name, self._method, self._stream, self._model_id),
+        )
 
     def __repr__(self) -> str:
         return f"DeploymentHandle(deployment={self.deployment_name!r}, app={self.app_name!r})"
 
 
-def _rebuild(deployment: str, app: str, method: str, stream: bool) -> DeploymentHandle:
-    return DeploymentHandle(deployment, app, method_name=method, stream=stream)
+def _rebuild(
+    deployment: str, app: str, method: str, stream: bool, model_id: str = ""
+) -> DeploymentHandle:
+    return DeploymentHandle(
+        deployment, app, method_name=method, stream=stream, multiplexed_model_id=model_id
+    )
 
 
 async def _resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -116,7 +132,7 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     resp: DeploymentResponse,
     app: str,
     deployment: str,
-    meta: tuple[str, str, bool],
+    meta: tuple[str, str, bool, str],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
@@ -126,9 +142,17 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     except BaseException as exc:
         resp._assigned.set_exception(exc)
         raise
-    for attempt in range(_RETRIES + 1):
+    attempts = 0
+    refused = False
+    while True:
         try:
-            slot = router.try_assign() or await router.assign()
+            model_id = meta[3]
+            if refused:
+                slot = await router.assign(refused=True, model_id=model_id)
+            else:
+                slot = router.try_assign(model_id) or await router.assign(model_id=model_id)
+            if model_id:
+                router.note_model(model_id, slot)
         except BaseException as exc:
             if not resp._assigned.done():
                 resp._assigned.set_exception(exc)
@@ -145,25 +169,36 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
             resp._assigned.set_result(ref)
         try:
             return await _finish(router, slot, ref)
-        except ReplicaDrainingError:
-            if attempt == _RETRIES:
+        except ReplicaFullError:
+            refused = True  # other callers fill that replica; it did not run this
+            continue
+        except Exception as exc:
+            # Sent again only when it surely did not start (a handle call may not be
+            # idempotent, so one that may have run on a replica that died is not).
+            if not did_not_run(exc) or attempts >= _RETRIES:
                 raise
-    raise AssertionError("unreachable")
+            attempts += 1
 
 
-#: How many times a request refused by a replica that is shutting down is sent again.
+#: How many times a request that surely did not run (its replica was shutting down or
+#: dead before it got there) is sent again.
 _RETRIES = 3
 
 
 async def _finish(router: Router, slot: ReplicaSlot, ref: Any) -> Any:
+    ran = True
     try:
         return await ref
+    except ReplicaFullError:
+        ran = False
+        router.replica_full(slot)
+        raise
     except Exception as exc:
         if is_replica_gone(exc) or is_retryable(exc):
             router.replica_failed(slot, exc)
         raise
     finally:
-        router.release(slot)
+        router.release(slot, ran=ran)
 
 
 class DeploymentResponse:
@@ -253,14 +288,21 @@ class DeploymentResponseGenerator(DeploymentResponse):
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
+    _stream: Any = None
+
+    def _open(self) -> Any:
+        if self._stream is None:
+            slot = self._slot
+            assert slot is not None
+            self._stream = slot.handle.stream.options(num_returns="streaming").remote(
+                self.request_id, False
+            )
+        return self._stream
+
     async def __anext__(self) -> Any:
         await self._wait()  # the stream is set up on its replica
-        slot = self._slot
-        assert slot is not None
-        more, item = await slot.handle.next_chunk.remote(self.request_id)
-        if not more:
-            raise StopAsyncIteration
-        return item
+        ref = await self._open().__anext__()  # StopAsyncIteration at its end
+        return await ref
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -269,9 +311,10 @@ class DeploymentResponseGenerator(DeploymentResponse):
         if _client.running_loop() is not None:
             raise RuntimeError("iterate a streamed response with `async for` on an event loop")
         self.result()
-        slot = self._slot
-        assert slot is not None
-        more, item = runtime.get(slot.handle.next_chunk.remote(self.request_id))
-        if not more:
-            raise StopIteration
-        return item
+        return runtime.get(next(self._open()))
+
+    def cancel(self) -> None:
+        """Stop the stream: its generator on the replica is closed."""
+        if self._stream is not None and not self._cancelled:
+            runtime.cancel(self._stream)
+        super().cancel()

@@ -8,6 +8,7 @@ bytes -> octet-stream, ``Response`` as given, an async generator -> a chunked st
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -152,6 +153,46 @@ class Response:
         return f"Response(status={self.status}, {len(self.body)} bytes)"
 
 
+class StreamingResponse:
+    """A streamed answer: ``StreamingResponse(content, status=200, headers=None, media_type=None)``.
+
+    ``content``: a generator or async generator (Starlette's name and arguments). Each item
+    is sent as it is produced: str as UTF-8, bytes as is, anything else as JSON. With
+    ``media_type="text/event-stream"`` the items are Server-Sent Events: yield
+    ``"data: ...\\n\\n"`` strings. A bare generator returned from ``__call__`` streams
+    too, as ``text/plain``; so does Starlette's own ``StreamingResponse``.
+    """
+
+    __slots__ = ("content", "headers", "status")
+
+    def __init__(
+        self,
+        content: Any,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        *,
+        status_code: int | None = None,
+    ) -> None:
+        if not (inspect.isgenerator(content) or inspect.isasyncgen(content)):
+            raise TypeError(
+                f"StreamingResponse takes a generator or async generator, got {content!r}"
+            )
+        self.content = content
+        self.status = int(status_code if status_code is not None else status)
+        h = dict(headers or {})
+        if media_type is not None:
+            h["Content-Type"] = media_type
+        elif not any(k.lower() == "content-type" for k in h):
+            h["Content-Type"] = TEXT_TYPE
+        if h.get("Content-Type", "").startswith("text/event-stream"):
+            h.setdefault("Cache-Control", "no-cache")
+        self.headers = h
+
+    def __repr__(self) -> str:
+        return f"StreamingResponse(status={self.status})"
+
+
 def encode_request(headers: Any) -> bytes:
     """Pack request headers for the trip to the replica."""
     return _encode([(str(k), v) for k, v in headers.items()])
@@ -168,14 +209,36 @@ def error_body(status: int, error: str, message: str) -> bytes:
     return _json_encode({"error": error, "message": message, "status": status})
 
 
+def as_streaming(result: Any) -> StreamingResponse | None:
+    """``result`` as a streamed answer, if it is one (ours, Starlette's, a bare generator)."""
+    if isinstance(result, StreamingResponse):
+        return result
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        return StreamingResponse(result)
+    body = getattr(result, "body_iterator", None)
+    if body is not None and type(result).__module__.startswith("starlette."):
+        out = StreamingResponse.__new__(StreamingResponse)
+        out.content = body
+        out.status = int(result.status_code)
+        out.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in result.raw_headers}
+        return out
+    return None
+
+
 def render(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Map a deployment's return value to (status, headers, body)."""
     if isinstance(result, Response):
         return result.status, list(result.headers.items()), result.body
+    if type(result).__module__.startswith("starlette.") and hasattr(result, "raw_headers"):
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in result.raw_headers]
+        return int(result.status_code), headers, bytes(result.body)
     if isinstance(result, str):
         return 200, [("Content-Type", TEXT_TYPE)], result.encode()
     if isinstance(result, bytes | bytearray | memoryview):
         return 200, [("Content-Type", BYTES_TYPE)], bytes(result)
+    tolist = getattr(result, "tolist", None)  # numpy arrays and scalars: as JSON values
+    if callable(tolist) and type(result).__module__ == "numpy":
+        result = tolist()
     try:
         body = _json_encode(result)
     except (TypeError, msgspec.EncodeError) as exc:
@@ -199,14 +262,19 @@ def render_error(exc: BaseException) -> tuple[int, list[tuple[str, str]], bytes]
 
 
 def pack_answer(
-    status: int, headers: list[tuple[str, str]], body: bytes, streaming: bool = False
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    streaming: bool = False,
+    failed: bool = False,
 ) -> bytes:
-    return _encode((status, headers, body, streaming))
+    """``failed``: an exception in user code (its text may be hidden from the client)."""
+    return _encode((status, headers, body, streaming, failed))
 
 
-def unpack_answer(blob: bytes) -> tuple[int, list[tuple[str, str]], bytes, bool]:
-    status, headers, body, streaming = _decode(blob)
-    return status, headers, body, streaming
+def unpack_answer(blob: bytes) -> tuple[int, list[tuple[str, str]], bytes, bool, bool]:
+    status, headers, body, streaming, failed = _decode(blob)
+    return status, headers, body, streaming, failed
 
 
 def chunk_bytes(chunk: Any) -> bytes:
@@ -215,4 +283,7 @@ def chunk_bytes(chunk: Any) -> bytes:
         return chunk
     if isinstance(chunk, str):
         return chunk.encode()
+    tolist = getattr(chunk, "tolist", None)
+    if callable(tolist) and type(chunk).__module__ == "numpy":
+        chunk = tolist()
     return _json_encode(chunk)

@@ -6,43 +6,152 @@ choices, bounded queue), so the controller is never on the request path. Full qu
 answer 503, unknown routes 404, unsupported methods 405, a replica that died mid-request
 503, an application error 500 with a JSON body naming it. A client that disconnects
 cancels its request on the replica (and the handle calls the replica made for it).
+
+It protects itself from its clients (``HTTPOptions``): a connection that has not sent a
+whole request head in ``header_timeout_s`` (or sits idle that long between requests) is
+closed, a body not read in ``body_timeout_s`` answers 408, bodies over ``max_body_bytes``
+413, the bodies held at once are bounded by ``max_queued_bytes`` (503 + ``Retry-After``
+beyond), connections beyond ``max_connections`` are closed at once, a response header a
+deployment made with CR/LF answers 500, exception text can be hidden, and ``/-/routes``
+answers loopback clients only. On shutdown it drains: requests in flight finish, new ones
+answer 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import ipaddress
 import logging
 import os
+import re
 from typing import Any
 
+import runtime
+
 from . import _client, _http
-from ._exceptions import BackPressureError, DeploymentUnavailableError
-from ._router import get_router, is_replica_gone, is_retryable
+from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
+from ._multiplex import MODEL_ID_HEADER
+from ._router import did_not_run, get_router, is_replica_gone, is_retryable
+from .config import HTTPOptions
 
 log = logging.getLogger(__name__)
 
 _RETRIES = 3
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+#: Methods sent again to another replica even when the one serving them died mid-request
+#: (they may have run there): the safe methods. Others are retried only when they surely
+#: did not start (the replica was dead, full or draining before it took them).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _json(status: int, error: str, message: str) -> Any:
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_HIDDEN = "the deployment failed while answering; the replica's log has the details"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+def _json(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> Any:
     from aiohttp import web
 
     return web.Response(
         status=status,
         body=_http.error_body(status, error, message),
         content_type="application/json",
+        headers=headers,
     )
+
+
+def _headers_ok(status: int, headers: list[tuple[str, str]]) -> bool:
+    """Whether a deployment's status and headers can go on the wire as they are."""
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        return False
+    for name, value in headers:
+        if not isinstance(name, str) or not isinstance(value, str):
+            return False
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            return False
+    return True
+
+
+def _is_loopback_peer(request: Any) -> bool:
+    peer = request.remote
+    if not peer:
+        return False
+    try:
+        return ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: each connection takes one, and
+    the usual soft default (1,024) would refuse clients below ``max_connections``."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
+class _Refuse:
+    """A connection beyond ``max_connections``: answer 503 and close."""
+
+    def connection_made(self, transport: Any) -> None:
+        transport.write(_BUSY)
+        transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
 
 
 class ServeProxy:
     """One HTTP server (aiohttp's low-level server on the node's loop)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self._host = host
-        self._port = port
+    def __init__(self, options: dict[str, Any] | str, port: int | None = None) -> None:
+        if isinstance(options, str):  # (host, port), as a checkpoint of an older version has
+            options = {"host": options, "port": port or 0}
+        known = {f.name for f in dataclasses.fields(HTTPOptions)}
+        opts = HTTPOptions.parse({k: v for k, v in options.items() if k in known})
+        self._opts = opts
+        self._hide = bool(options.get("hide_exception_text", opts.hides_exceptions()))
+        self._reuse_port = bool(options.get("reuse_port"))  # one port for a host's proxies
+        self.served = 0
+        self._host = opts.host
+        self._port = opts.port
+        self._idle_s = min(opts.header_timeout_s, opts.keep_alive_timeout_s)
+        self._queued_bytes = 0
+        self._draining = False
+        self._inflight = 0
+        self._idle_event: asyncio.Event | None = None
+        # Per connection (aiohttp's RequestHandler): [requests in its handler, idle since].
+        self._conn_state: dict[Any, list[float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        grpc_opts = options.get("grpc") or {}
+        self._grpc: Any = None
+        if grpc_opts.get("grpc_servicer_functions"):
+            from ._grpc import GrpcIngress
+
+            self._grpc = GrpcIngress(
+                self._host,
+                int(grpc_opts.get("port", 9000)),
+                grpc_opts["grpc_servicer_functions"],
+                self._hide,
+            )
         self._bound: int | None = None
         self._server: Any = None
         self._aio_server: Any = None
@@ -71,21 +180,87 @@ class ServeProxy:
 
     async def _start(self) -> None:
         await asyncio.to_thread(importlib.import_module, "aiohttp.web")  # slow: off the loop
+        _raise_open_files_limit()
         from aiohttp import web
 
         loop = asyncio.get_running_loop()
-        self._server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        max_body = self._opts.max_body_bytes
+
+        def make_request(*args: Any) -> Any:
+            message, payload, protocol, writer, task = args
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=max_body
+            )
+
+        self._server = web.Server(
+            self._handle,
+            request_factory=make_request,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=self._opts.keep_alive_timeout_s,
+        )
+        server = self._server
+        cap = self._opts.max_connections
+        states = self._conn_state
+
+        def protocol() -> Any:
+            if len(server._connections) >= cap:
+                return _Refuse()
+            handler = server()
+            states[handler] = [0, loop.time()]
+            return handler
+
         self._aio_server = await loop.create_server(
-            self._server, self._host, self._port, reuse_address=True, backlog=4096
+            protocol,
+            self._host,
+            self._port,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+            backlog=4096,
         )
         self._bound = self._aio_server.sockets[0].getsockname()[1]
         self._poller = loop.create_task(self._poll_routes())
+        self._sweeper = loop.create_task(self._sweep())
+        if self._grpc is not None:
+            await self._grpc.start(self._reuse_port)
         log.info("serve: HTTP proxy listening on %s:%s", self._host, self._bound)
 
-    async def stop(self) -> None:
-        """Stop listening (in-flight requests get a bounded moment to finish)."""
+    async def _sweep(self) -> None:
+        """Close connections that sat without a request in progress for too long."""
+        loop = asyncio.get_running_loop()
+        period = max(0.05, self._idle_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            live = self._server._connections
+            for handler in list(self._conn_state):
+                state = self._conn_state[handler]
+                if handler not in live and now - state[1] > 1:
+                    del self._conn_state[handler]  # closed (or never opened)
+                elif state[0] == 0 and now - state[1] > self._idle_s:
+                    del self._conn_state[handler]
+                    handler.force_close()
+                    transport = live.get(handler)
+                    if transport is not None:
+                        transport.close()
+
+    async def stop(self, drain_s: float = 2.0) -> None:
+        """Drain and stop: stop listening, answer new requests on open connections with 503
+        and ``Retry-After``, let the requests in flight finish (bounded), then close."""
+        self._draining = True
         if self._poller is not None:
             self._poller.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._aio_server is not None:
+            self._aio_server.close()
+        if self._grpc is not None:
+            await self._grpc.stop()
+        if self._inflight:
+            self._idle_event = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self._idle_event.wait()
         if self._aio_server is not None:
             self._aio_server.close()
             with contextlib.suppress(Exception):
@@ -116,6 +291,14 @@ class ServeProxy:
             table.sort(key=lambda r: len(r[0]), reverse=True)
             self._routes = table
 
+    async def grpc_port(self) -> int | None:
+        """The port the gRPC server listens on (None: no gRPC)."""
+        return self._grpc.bound if self._grpc is not None else None
+
+    async def stats(self) -> dict[str, Any]:
+        """Requests this proxy took, its pid, and whether it is draining."""
+        return {"served": self.served, "pid": os.getpid(), "draining": self._draining}
+
     async def wait_routes(self, version: int, timeout: float = 10.0) -> bool:
         """Wait (bounded) until this proxy routes by table ``version`` or newer."""
         for _ in range(int(timeout / 0.005)):
@@ -131,13 +314,31 @@ class ServeProxy:
         return None
 
     async def _handle(self, request: Any) -> Any:
+        state = self._conn_state.get(request.protocol)
+        if state is not None:
+            state[0] += 1
+        self._inflight += 1
+        self.served += 1
+        try:
+            return await self._serve(request)
+        finally:
+            self._inflight -= 1
+            if state is not None:
+                state[0] -= 1
+                state[1] = asyncio.get_running_loop().time()
+            if self._inflight == 0 and self._idle_event is not None:
+                self._idle_event.set()
+
+    async def _serve(self, request: Any) -> Any:
         from aiohttp import web
 
+        if self._draining:
+            return _json(503, "ProxyDraining", "this proxy is shutting down", {"Retry-After": "1"})
         path = request.path
         if path.startswith("/-/"):
             if path == "/-/healthz":
                 return web.Response(text="success")
-            if path == "/-/routes":
+            if path == "/-/routes" and _is_loopback_peer(request):
                 return web.json_response({p: app for p, app, _ in self._routes})
         route = self._match(path)
         if route is None:
@@ -145,14 +346,70 @@ class ServeProxy:
         method = request.method
         if method not in _METHODS:
             return _json(405, "MethodNotAllowed", f"method {method} is not supported")
+        opts = self._opts
+        length = request.content_length
+        if length is not None and length > opts.max_body_bytes:
+            return _json(413, "PayloadTooLarge", f"the body exceeds {opts.max_body_bytes} bytes")
+        reserved = length or 0
+        if reserved and self._queued_bytes + reserved > opts.max_queued_bytes:
+            return self._full_bytes()
+        self._queued_bytes += reserved
+        try:
+            try:
+                async with asyncio.timeout(opts.body_timeout_s):
+                    body = await request.read()
+            except TimeoutError:
+                return _json(
+                    408, "RequestTimeout", f"the body did not arrive in {opts.body_timeout_s} s"
+                )
+            except web.HTTPRequestEntityTooLarge:
+                return _json(
+                    413, "PayloadTooLarge", f"the body exceeds {opts.max_body_bytes} bytes"
+                )
+            extra = len(body) - reserved
+            if extra > 0:  # a chunked body: count it now that its size is known
+                if self._queued_bytes + extra > opts.max_queued_bytes:
+                    return self._full_bytes()
+                self._queued_bytes += extra
+                reserved += extra
+            if opts.request_timeout_s is None:
+                return await self._forward(request, route, body)
+            try:
+                async with asyncio.timeout(opts.request_timeout_s):
+                    return await self._forward(request, route, body)
+            except TimeoutError:
+                return _json(408, "RequestTimeout", f"no answer within {opts.request_timeout_s} s")
+        finally:
+            self._queued_bytes -= reserved
+
+    def _full_bytes(self) -> Any:
+        return _json(
+            503,
+            "BackPressureError",
+            f"the proxy holds max_queued_bytes={self._opts.max_queued_bytes} of request bodies",
+            {"Retry-After": "1"},
+        )
+
+    async def _forward(self, request: Any, route: tuple[str, str, str], body: bytes) -> Any:
+        from aiohttp import web
+
         prefix, app, ingress = route
-        body = await request.read()
+        method = request.method
+        path = request.path
         router = get_router(app, ingress, asyncio.get_running_loop())
+        model_id = request.headers.get(MODEL_ID_HEADER, "")
         headers_blob = _http.encode_request(request.headers)
         request_id = os.urandom(8).hex()
-        for attempt in range(_RETRIES + 1):
+        attempts = 0
+        refused = False
+        while True:
             try:
-                slot = router.try_assign() or await router.assign()
+                if refused:
+                    slot = await router.assign(refused=True, model_id=model_id)
+                else:
+                    slot = router.try_assign(model_id) or await router.assign(model_id=model_id)
+                if model_id:
+                    router.note_model(model_id, slot)
             except BackPressureError as exc:
                 return _json(503, "BackPressureError", str(exc))
             except DeploymentUnavailableError as exc:
@@ -162,21 +419,43 @@ class ServeProxy:
                 blob = await handle.handle_http.remote(
                     request_id, method, path, request.query_string, headers_blob, body, prefix
                 )
-                break
             except asyncio.CancelledError:
+                router.release(slot)
                 handle.cancel_request.remote(request_id)  # the client went away
                 raise
+            except ReplicaFullError:
+                # Other callers fill that replica: it did not run this; try another or queue.
+                router.release(slot, ran=False)
+                router.replica_full(slot)
+                refused = True
+                continue
             except Exception as exc:  # every failure becomes an HTTP answer
-                if is_retryable(exc) and attempt < _RETRIES:
-                    router.replica_failed(slot, exc)
-                    continue  # refused by a replica that is going away: it did not run
-                if is_replica_gone(exc) or is_retryable(exc):
-                    router.replica_failed(slot, exc)
-                    return _json(503, type(exc).__name__, f"the replica serving this died: {exc}")
-                return _json(500, type(exc).__name__, str(exc))
-            finally:
                 router.release(slot)
-        status, headers, out, streaming = _http.unpack_answer(blob)
+                gone = is_replica_gone(exc) or is_retryable(exc)
+                if gone:
+                    router.replica_failed(slot, exc)
+                    # Sent again: what surely did not run, and idempotent methods in any case.
+                    if attempts < _RETRIES and (did_not_run(exc) or method in _IDEMPOTENT):
+                        attempts += 1
+                        continue
+                    return _json(503, type(exc).__name__, f"the replica serving this died: {exc}")
+                log.warning("serve proxy: request %s failed: %r", request_id, exc)
+                return _json(500, type(exc).__name__, _HIDDEN if self._hide else str(exc))
+            router.release(slot)
+            break
+        status, headers, out, streaming, failed = _http.unpack_answer(blob)
+        if failed and self._hide:
+            headers = [("Content-Type", _http.JSON_TYPE)]
+            out = _http.error_body(500, "InternalServerError", _HIDDEN)
+        if not _headers_ok(status, headers):
+            if streaming:
+                handle.cancel_request.remote(request_id)
+            return _json(
+                500,
+                "InvalidResponse",
+                "the deployment answered with a status or header that cannot be sent "
+                "(a CR, LF or NUL in a header, or a status outside 100-599)",
+            )
         if not streaming:
             return web.Response(status=status, headers=headers, body=out)
         return await self._stream(request, handle, request_id, status, headers)
@@ -188,15 +467,13 @@ class ServeProxy:
 
         resp = web.StreamResponse(status=status, headers=headers)
         resp.enable_chunked_encoding()
+        stream = handle.stream.options(num_returns="streaming").remote(request_id, True)
         finished = False
         try:
             await resp.prepare(request)
-            while True:
-                more, item = await handle.next_chunk.remote(request_id)
-                if not more:
-                    finished = True
-                    break
-                await resp.write(_http.chunk_bytes(item))
+            async for ref in stream:
+                await resp.write(await ref)
+            finished = True
             await resp.write_eof()
         except asyncio.CancelledError:
             raise
@@ -204,5 +481,8 @@ class ServeProxy:
             log.warning("serve proxy: stream %s ended early: %r", request_id, exc)
         finally:
             if not finished:
+                # The client went away (or the stream failed): stop the generator on its
+                # replica, and the handle calls it made.
+                runtime.cancel(stream)
                 handle.cancel_request.remote(request_id)
         return resp

@@ -4,7 +4,8 @@ The controller creates it (a detached, named actor) and calls ``initialize``; ro
 ``handle_request`` (handles) and ``handle_http`` (the ingress) directly, never through the
 controller. Every request runs in a task of its own, registered by request id, so that
 ``cancel_request`` can stop it (and the handle calls it made). A streamed answer (a
-generator) stays here and is pulled chunk by chunk with ``next_chunk``.
+generator) stays here; the caller reads it with one streaming call of ``stream`` (core's
+``num_returns="streaming"``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,20 +22,34 @@ from typing import Any
 
 import cloudpickle
 
-from . import _http
+from . import _client, _http, _multiplex
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
-from ._exceptions import ReplicaDrainingError, RequestCancelledError
+from ._exceptions import (
+    HTTPException,
+    ReplicaDrainingError,
+    ReplicaFullError,
+    RequestCancelledError,
+)
 
 _END = object()
+log = logging.getLogger(__name__)
 
 
 class ServeReplica:
     """Hosts the user's object; every method here is a coroutine on the node's loop."""
 
-    def __init__(
-        self, app_name: str, deployment: str, replica_tag: str, blob: bytes, is_function: bool
+    def __init__(  # noqa: PLR0917 - the controller passes them positionally
+        self,
+        app_name: str,
+        deployment: str,
+        replica_tag: str,
+        blob: bytes,
+        is_function: bool,
+        max_ongoing: int = 0,
     ) -> None:
         self._ctx = ReplicaContext(app_name, deployment, replica_tag)
+        #: ``max_ongoing_requests``, held here across every caller (0: no cap).
+        self._max_ongoing = max_ongoing
         self._blob = blob
         self._is_function = is_function
         self._obj: Any = None
@@ -60,6 +76,7 @@ class ServeReplica:
                 self._ctx.app_name, self._ctx.deployment, self._ctx.replica_tag, self._obj
             )
             self._initialized = True
+            _multiplex._listeners[self._ctx.replica_tag] = self._models_changed
         if has_user_config:
             await self.reconfigure(user_config)
         return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
@@ -89,6 +106,10 @@ class ServeReplica:
         if fn is not None:
             await self._call_user(fn, (), {})
 
+    async def set_max_ongoing(self, n: int) -> None:
+        """A new ``max_ongoing_requests`` (the deployment's config changed in place)."""
+        self._max_ongoing = n
+
     async def stats(self) -> tuple[int, int]:
         """(requests ongoing now, requests served in all): the autoscaler's input."""
         return self._ongoing, self._total
@@ -100,6 +121,7 @@ class ServeReplica:
         routers that have not yet heard that this replica is going, and go elsewhere.
         """
         self._draining = True
+        _multiplex._listeners.pop(self._ctx.replica_tag, None)
         await asyncio.sleep(wait_loop_s)  # requests routed before the routers heard of it
         deadline = time.monotonic() + timeout_s
         while self._ongoing > 0 and time.monotonic() < deadline:
@@ -118,7 +140,14 @@ class ServeReplica:
     # --- requests -----------------------------------------------------------------------------
 
     async def handle_request(
-        self, request_id: str, method: str, stream: bool, /, *args: Any, **kwargs: Any
+        self,
+        request_id: str,
+        method: str,
+        stream: bool,
+        model_id: str,
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> Any:
         """Run ``method(*args, **kwargs)`` of the user's object for a handle call.
 
@@ -126,9 +155,10 @@ class ServeReplica:
         request id to pull chunks with. (The call's parts travel as separate plain
         arguments, so that a call with plain arguments is sent as msgpack, not pickled.)
         """
-        if self._draining:
-            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        self._admit()
         fn = self._method(method)
+        if model_id:
+            self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
         self._begin()
         ended = False
         try:
@@ -152,6 +182,7 @@ class ServeReplica:
         finally:
             if not ended:
                 self._end()
+                self._contexts.pop(request_id, None)
 
     async def handle_http(  # noqa: PLR0917 - plain str/bytes arguments travel as msgpack
         self,
@@ -164,32 +195,37 @@ class ServeReplica:
         route_prefix: str,
     ) -> bytes:
         """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
-        if self._draining:
-            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        self._admit()
         self._begin()
         ended = False
         try:
             request = _http.decode_request(method, path, query, headers, body, route_prefix)
+            model_id = request.headers.get(_multiplex.MODEL_ID_HEADER)
+            if model_id:
+                self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
             try:
                 fn = self._method("__call__")
-                result = await self._run(request_id, fn, (request,), {})
+                args = (request,) if _takes_argument(fn) else ()
+                result = await self._run(request_id, fn, args, {})
             except RequestCancelledError:
                 raise
             except Exception as exc:
-                return _http.pack_answer(*_http.render_error(exc))
-            if _is_generator(result):
-                self._streams[request_id] = result
+                return self._error_answer(exc)
+            streamed = _http.as_streaming(result)
+            if streamed is not None:
+                self._streams[request_id] = streamed.content
                 ended = True
                 return _http.pack_answer(
-                    200, [("content-type", _http.TEXT_TYPE)], b"", streaming=True
+                    streamed.status, list(streamed.headers.items()), b"", streaming=True
                 )
             try:
                 return _http.pack_answer(*_http.render(result))
             except TypeError as exc:
-                return _http.pack_answer(*_http.render_error(exc))
+                return self._error_answer(exc)
         finally:
             if not ended:
                 self._end()
+                self._contexts.pop(request_id, None)
 
     async def next_chunk(self, request_id: str) -> tuple[bool, Any]:
         """The next item of a streamed answer: (True, item), or (False, None) at its end."""
@@ -210,6 +246,23 @@ class ServeReplica:
             self._finish_stream(request_id)
             raise
         return True, item
+
+    async def stream(self, request_id: str, as_bytes: bool) -> AsyncIterator[Any]:
+        """The items of a streamed answer, called with core's ``num_returns="streaming"``:
+        one call for the whole stream, each item sent as it is produced (with backpressure).
+        ``as_bytes``: items as the bytes of an HTTP body. Cancelling the call
+        (``runtime.cancel``) closes the user's generator and cancels its handle calls."""
+        finished = False
+        try:
+            while True:
+                more, item = await self.next_chunk(request_id)
+                if not more:
+                    finished = True
+                    return
+                yield _http.chunk_bytes(item) if as_bytes else item
+        finally:
+            if not finished:
+                await self.cancel_request(request_id)
 
     async def cancel_request(self, request_id: str) -> bool:
         """Cancel a request (and the handle calls it made); True if it was still running."""
@@ -247,6 +300,40 @@ class ServeReplica:
         if fn is None or not callable(fn):
             raise AttributeError(f"deployment {self._ctx.deployment!r} has no method {name!r}")
         return fn
+
+    def _models_changed(self, ids: list[str]) -> None:
+        """Report this replica's multiplexed models to the controller (routers prefer it)."""
+
+        async def report() -> None:
+            try:
+                controller = await _client.controller_async()
+                ctx = self._ctx
+                await controller.record_models.remote(
+                    ctx.app_name, ctx.deployment, ctx.replica_tag, ids
+                )
+            except Exception as exc:
+                log.debug("serve replica: model report failed: %r", exc)
+
+        task = asyncio.ensure_future(report())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    def _error_answer(self, exc: Exception) -> bytes:
+        """The HTTP answer to an exception of user code; logged here unless it is HTTP's own."""
+        if isinstance(exc, HTTPException):
+            return _http.pack_answer(*_http.render_error(exc))
+        log.warning("serve replica %s: the request failed", self._ctx.replica_tag, exc_info=exc)
+        return _http.pack_answer(*_http.render_error(exc), failed=True)
+
+    def _admit(self) -> None:
+        """Refuse a request this replica will not run now (the router sends it elsewhere)."""
+        if self._draining:
+            raise ReplicaDrainingError(f"replica {self._ctx.replica_tag} is shutting down")
+        if 0 < self._max_ongoing <= self._ongoing:
+            raise ReplicaFullError(
+                f"replica {self._ctx.replica_tag} runs max_ongoing_requests="
+                f"{self._max_ongoing} requests"
+            )
 
     def _begin(self) -> None:
         self._ongoing += 1
@@ -314,6 +401,17 @@ class ServeReplica:
             self._tasks.pop(request_id, None)
             if request_id not in self._streams:
                 self._contexts.pop(request_id, None)
+
+
+def _takes_argument(fn: Any) -> bool:
+    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    )
 
 
 def _current_cancelling() -> bool:

@@ -7,6 +7,11 @@ less busy of two random replicas that are under ``max_ongoing_requests``; when e
 replica is full it waits in a FIFO queue of at most ``max_queued_requests``, beyond which it
 fails with ``BackPressureError`` (HTTP 503). A freed slot goes straight to the oldest waiter,
 so latency grows with the queue, not with the number of clients.
+
+The cap holds across routers: a replica refuses a request beyond its
+``max_ongoing_requests`` (``ReplicaFullError``, the request did not run), and the router
+then treats that replica as full for a short, growing back-off (5 ms doubling to 100 ms,
+reset when one of its requests there ends) and sends the request elsewhere or queues it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ import contextlib
 import logging
 import os
 import random
+import time
 from typing import Any
 
 from runtime.exceptions import ActorDiedError, ActorUnavailableError
 
 from . import _client
-from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaDrainingError
+from ._exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaDrainingError,
+    ReplicaFullError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +45,16 @@ _QUEUE_REPORT_PERIOD_S = 0.1
 class ReplicaSlot:
     """One replica as a router sees it: its handle and this router's requests in flight."""
 
-    __slots__ = ("alive", "handle", "ongoing", "tag")
+    __slots__ = ("alive", "backoff", "full_until", "handle", "ongoing", "tag")
 
     def __init__(self, tag: str, handle: Any) -> None:
         self.tag = tag
         self.handle = handle
         self.ongoing = 0
         self.alive = True
+        #: When the replica said it was full: skip it until this time.monotonic() (0: not).
+        self.full_until = 0.0
+        self.backoff = 0.0
 
     def __repr__(self) -> str:
         return f"ReplicaSlot({self.tag}, ongoing={self.ongoing})"
@@ -63,14 +77,37 @@ class Router:
         self._id = os.urandom(6).hex()
         self._reporting = False
         self._closed = False
-        self._poller = loop.create_task(self._poll())
+        self._timer: asyncio.TimerHandle | None = None
+        self._readmitted = 0  # refused requests waiting in the queue (outside its bound)
+        self._dead: collections.deque[str] = collections.deque(maxlen=64)
+        #: Multiplexed model id -> tags of replicas that hold it (reported by the replicas
+        #: through the controller, and those this router sent the model to).
+        self._models: dict[str, set[str]] = {}
+        self._sent: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
+        # Every task this router starts, referenced until it ends (not garbage collected).
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poller = self._spawn(self._poll())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- the hot path -------------------------------------------------------------------------
 
-    def try_assign(self) -> ReplicaSlot | None:
-        """A replica with room, taken (its count raised), or None; never waits."""
+    def try_assign(self, model_id: str = "") -> ReplicaSlot | None:
+        """A replica with room, taken (its count raised), or None; never waits.
+
+        ``model_id``: prefer a replica that holds this multiplexed model.
+        """
         if self._queue:
             return None  # first come, first served
+        if model_id:
+            slot = self._holder(model_id)
+            if slot is not None:
+                slot.ongoing += 1
+                return slot
         reps = self.replicas
         n = len(reps)
         if n == 0:
@@ -78,20 +115,64 @@ class Router:
         cap = self.max_ongoing
         if n == 1:
             best = reps[0]
-            if best.ongoing >= cap:
+            if best.ongoing >= cap or (best.full_until and not _full_expired(best)):
                 return None
         else:
             a, b = random.sample(reps, 2)
             best = a if a.ongoing <= b.ongoing else b
-            if best.ongoing >= cap:
-                best = min(reps, key=_ongoing)
-                if best.ongoing >= cap:
+            if best.ongoing >= cap or (best.full_until and not _full_expired(best)):
+                found = self._least_busy()
+                if found is None:
                     return None
+                best = found
         best.ongoing += 1
         return best
 
-    async def assign(self) -> ReplicaSlot:
-        """A replica with room, waiting in the bounded queue if every replica is full."""
+    def _holder(self, model_id: str) -> ReplicaSlot | None:
+        """The least busy replica with room that holds ``model_id``, if any."""
+        tags = self._models.get(model_id, set()) | self._sent.get(model_id, set())
+        if not tags:
+            return None
+        cap = self.max_ongoing
+        now = time.monotonic()
+        best = None
+        for r in self.replicas:
+            if r.tag not in tags or r.ongoing >= cap or r.full_until > now:
+                continue
+            if best is None or r.ongoing < best.ongoing:
+                best = r
+        return best
+
+    def note_model(self, model_id: str, slot: ReplicaSlot) -> None:
+        """``model_id`` was sent to ``slot``: it holds (or loads) that model now."""
+        tags = self._sent.get(model_id)
+        if tags is None:
+            tags = self._sent[model_id] = set()
+            if len(self._sent) > 4096:
+                self._sent.popitem(last=False)
+        else:
+            self._sent.move_to_end(model_id)
+        tags.add(slot.tag)
+
+    def _least_busy(self) -> ReplicaSlot | None:
+        cap = self.max_ongoing
+        now = time.monotonic()
+        best = None
+        for r in self.replicas:
+            if r.ongoing >= cap or r.full_until > now:
+                continue
+            if best is None or r.ongoing < best.ongoing:
+                best = r
+        if best is not None:
+            best.full_until = 0.0
+        return best
+
+    async def assign(self, *, refused: bool = False, model_id: str = "") -> ReplicaSlot:
+        """A replica with room, waiting in the bounded queue if every replica is full.
+
+        ``refused``: the request was admitted before and a full replica sent it back; it
+        waits at the head of the queue, whatever the queue's bound.
+        """
         if not self._ready.is_set():
             try:
                 async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
@@ -103,20 +184,32 @@ class Router:
                 ) from None
         if self._missing is not None:
             raise DeploymentUnavailableError(self._missing)
-        slot = self.try_assign()
-        if slot is not None:
-            return slot
-        if 0 <= self.max_queued <= len(self._queue):
+        if refused:
+            slot = self._least_busy()
+            if slot is not None:
+                slot.ongoing += 1
+                return slot
+        else:
+            slot = self.try_assign(model_id)
+            if slot is not None:
+                return slot
+        if not refused and 0 <= self.max_queued <= len(self._queue) - self._readmitted:
             raise BackPressureError(
                 f"deployment {self.deployment!r} of app {self.app!r} is full: "
                 f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
-                f"and {len(self._queue)} requests queued (max_queued_requests={self.max_queued})"
+                f"and {len(self._queue) - self._readmitted} requests queued "
+                f"(max_queued_requests={self.max_queued})"
             )
         fut: asyncio.Future[ReplicaSlot] = self.loop.create_future()
-        self._queue.append(fut)
+        if refused:
+            # Admitted before (this router counted it as running): it takes no queue slot.
+            self._queue.appendleft(fut)
+            self._readmitted += 1
+        else:
+            self._queue.append(fut)
         if not self._reporting:
             self._reporting = True
-            self.loop.create_task(self._report_queue())
+            self._spawn(self._report_queue())
         try:
             if self.replicas:
                 return await fut
@@ -135,12 +228,37 @@ class Router:
                 with contextlib.suppress(ValueError):
                     self._queue.remove(fut)
             raise
+        finally:
+            if refused:
+                self._readmitted -= 1
 
-    def release(self, slot: ReplicaSlot) -> None:
-        """A request on ``slot`` ended: hand the slot to the oldest waiter, if any."""
+    def release(self, slot: ReplicaSlot, *, ran: bool = True) -> None:
+        """A request on ``slot`` ended: hand the slot to the oldest waiter, if any.
+
+        ``ran=False``: the replica refused it; its slot stays marked full.
+        """
         slot.ongoing -= 1
-        if self._queue and slot.alive:
+        if ran and slot.full_until:
+            slot.full_until = 0.0  # the replica just ended a request: it has room
+            slot.backoff = 0.0
+        if self._queue and slot.alive and not slot.full_until:
             self._hand_over(slot)
+
+    def replica_full(self, slot: ReplicaSlot) -> None:
+        """The replica refused a request (other callers fill it): skip it for a moment."""
+        slot.backoff = min(max(slot.backoff * 2, 0.005), 0.1)
+        slot.full_until = time.monotonic() + slot.backoff
+        if self._timer is None:
+            self._timer = self.loop.call_later(slot.backoff, self._timer_wake)
+
+    def _timer_wake(self) -> None:
+        self._timer = None
+        self._wake()
+        if self._queue:
+            pending = [r.full_until for r in self.replicas if r.full_until]
+            if pending:
+                delay = max(0.001, min(pending) - time.monotonic())
+                self._timer = self.loop.call_later(delay, self._timer_wake)
 
     def replica_failed(self, slot: ReplicaSlot, exc: BaseException) -> None:
         """A call failed because its replica is gone or going: stop routing to it."""
@@ -148,8 +266,11 @@ class Router:
             return
         slot.alive = False
         self.replicas = [r for r in self.replicas if r is not slot]
+        if is_replica_gone(exc):
+            # Until the controller hears of it, its lists still name this replica.
+            self._dead.append(slot.tag)
         if not is_retryable(exc):
-            self.loop.create_task(self._report_dead(slot.tag))
+            self._spawn(self._report_dead(slot.tag))
 
     # --- queue and replica list ---------------------------------------------------------------
 
@@ -163,10 +284,9 @@ class Router:
 
     def _wake(self) -> None:
         while self._queue:
-            reps = [r for r in self.replicas if r.ongoing < self.max_ongoing]
-            if not reps:
+            best = self._least_busy()
+            if best is None:
                 return
-            best = min(reps, key=_ongoing)
             fut = self._queue.popleft()
             if fut.done():
                 continue
@@ -192,6 +312,8 @@ class Router:
             old = {r.tag: r for r in self.replicas}
             new = []
             for tag, handle in info["replicas"]:
+                if tag in self._dead:
+                    continue
                 slot = old.pop(tag, None)
                 if slot is None:
                     slot = ReplicaSlot(tag, handle)
@@ -199,6 +321,14 @@ class Router:
             for gone in old.values():
                 gone.alive = False
             self.replicas = new
+            models: dict[str, set[str]] = {}
+            for tag, ids in info.get("models", {}).items():
+                for model_id in ids:
+                    models.setdefault(model_id, set()).add(tag)
+            self._models = models
+            if old:  # replicas gone: forget that this router sent them models
+                for tags in self._sent.values():
+                    tags.difference_update(old)
             self._wake()
         self._ready.set()
 
@@ -248,20 +378,38 @@ class Router:
 
     def close(self) -> None:
         self._closed = True
-        self._poller.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
         for fut in self._queue:
             if not fut.done():
                 fut.set_exception(DeploymentUnavailableError("Serve was shut down"))
         self._queue.clear()
 
 
-def _ongoing(slot: ReplicaSlot) -> int:
-    return slot.ongoing
+def _full_expired(slot: ReplicaSlot) -> bool:
+    if time.monotonic() >= slot.full_until:
+        slot.full_until = 0.0
+        return True
+    return False
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether the request never ran because its replica was shutting down (send it again)."""
     return isinstance(exc, ReplicaDrainingError)
+
+
+def did_not_run(exc: BaseException) -> bool:
+    """Whether the request surely never started on its replica, so sending it again is safe.
+
+    A draining or full replica refused it, or the replica was dead before the call reached
+    it (core's ``ActorDiedError`` says "the call may have run" when the call was in flight).
+    """
+    if isinstance(exc, ReplicaDrainingError | ReplicaFullError):
+        return True
+    return isinstance(exc, ActorDiedError) and "may have run" not in str(exc)
 
 
 def is_replica_gone(exc: BaseException) -> bool:

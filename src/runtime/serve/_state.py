@@ -33,6 +33,8 @@ class ReplicaInfo:
     pid: int | None = None
     ongoing: int = 0
     health_failures: int = 0
+    models: tuple[str, ...] = ()  # multiplexed model ids it holds, as it last reported
+    node_id: str | None = None  # where it was placed (max_replicas_per_node)
 
 
 @dataclasses.dataclass
@@ -50,6 +52,8 @@ class DeploymentState:
     want_since: float = 0.0
     last_health_check: float = 0.0
     last_stats: float = 0.0
+    # (time, load) samples within the autoscaling look-back period
+    samples: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     removed: bool = False
 
     def live(self) -> list[ReplicaInfo]:
