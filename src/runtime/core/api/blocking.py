@@ -20,6 +20,24 @@ T = TypeVar("T")
 #: whole :class:`Worker`: the same function as ``refs.current_worker``, typed for this layer.
 current_worker = cast("Callable[[], Worker]", _refs.current_worker)
 
+#: Starts a local mesh on first use (set by the session module, which sits beside this one).
+_auto_init: Callable[[], None] | None = None
+
+
+def set_auto_init(hook: Callable[[], None]) -> None:
+    """Register what :func:`worker_or_init` calls when no runtime is running yet."""
+    global _auto_init
+    _auto_init = hook
+
+
+def worker_or_init() -> Worker:
+    """This process's worker, starting a local mesh first if none runs, as Ray does on the
+    first ``.remote()``, ``put``, ``get``, ``wait`` or ``get_actor`` (unless
+    ``RUNTIME_AUTO_INIT=0``, where the error that says to call ``runtime.init()`` stays)."""
+    if _refs.current_worker_or_none() is None and _auto_init is not None:
+        _auto_init()
+    return current_worker()
+
 
 def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run ``coro`` on the worker's loop and wait for it from this (non-loop) thread."""
@@ -56,4 +74,4 @@ async def deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
 
 
-__all__ = ["blocking", "current_worker", "deadline"]
+__all__ = ["blocking", "current_worker", "deadline", "set_auto_init", "worker_or_init"]

@@ -26,7 +26,7 @@ from ..submission.pending import RetryPolicy
 from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamState
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
-from .blocking import current_worker
+from .blocking import current_worker, worker_or_init
 from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
@@ -163,7 +163,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
-        worker = current_worker()
+        worker = worker_or_init()
         self._pickled()  # fail here, in the caller, if the function cannot be pickled
         n = self._num_returns
         value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
@@ -481,7 +481,7 @@ def remote(fn_or_class: Any = None, /, **options: Any) -> Any:
 def create_actor(
     cls: ActorClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> ActorHandle[T]:
-    worker = current_worker()
+    worker = worker_or_init()
     spec = cls._spec(worker, args, kwargs)
     if spec.args.refs:
         worker.refs.pin(spec.args.refs)  # held for the actor's life (a restart re-reads them)

@@ -28,7 +28,7 @@ from ..process.worker import Worker
 from ..submission.streaming import ObjectRefGenerator
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
-from .blocking import current_worker
+from .blocking import current_worker, set_auto_init, worker_or_init
 from .remote import ActorHandle
 
 T = TypeVar("T")
@@ -244,6 +244,18 @@ def init(
         return session.info
 
 
+def _auto_init() -> None:
+    """Start a local mesh on first use, as Ray's ``ray.init()`` happens on the first
+    ``.remote()``/``put``/``get``; ``RUNTIME_AUTO_INIT=0`` turns it off (then those calls
+    raise the error that says to call ``runtime.init()``)."""
+    if os.environ.get("RUNTIME_AUTO_INIT", "1") == "0":
+        return
+    init(ignore_reinit_error=True)
+
+
+set_auto_init(_auto_init)
+
+
 def _job_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
     """The runtime_env given, else the one a submitted job was started with (its working dir
     then travels to the nodes that run the job's tasks)."""
@@ -366,7 +378,7 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
         assert runtime.get(square.remote(4)) == 16
     """
-    worker = current_worker()
+    worker = worker_or_init()
     if isinstance(refs, ObjectRef):
         found, value = worker.try_get_local(refs)
         if found:
@@ -435,7 +447,7 @@ def put(value: T) -> ObjectRef[T]:
     """Store ``value`` in the cluster and return a ref to it (owned by this process)."""
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")
-    return current_worker().put(value)
+    return worker_or_init().put(value)
 
 
 #: What runtime.wait takes: refs, and streaming generators.
@@ -463,7 +475,7 @@ def wait(
         raise ValueError(f"num_returns={num_returns} must be between 0 and len(refs)={len(refs)}")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got the same ref twice")
-    worker = current_worker()
+    worker = worker_or_init()
     return _blocking(worker, wait_async(worker, refs, num_returns, timeout))
 
 
@@ -511,7 +523,7 @@ async def wait_async(
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """The handle of the live actor named ``name`` (ValueError if there is none)."""
-    worker = current_worker()
+    worker = worker_or_init()
     ns = worker.namespace if namespace is None else namespace
     raw = _blocking(worker, worker.head_request(p.GetActor(0, name, ns)))
     loc = msgspec.convert(raw, p.ActorLocation)
