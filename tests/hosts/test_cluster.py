@@ -102,12 +102,6 @@ def test_the_head_restarts_on_its_state_and_the_hosts_rejoin(make_cluster):
     assert out["squares"] == [9, 9]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a driver that joins with init(address=HOST:PORT) listens on 127.0.0.1 "
-    "(Worker's default host, _api._open), so a host it never dialed cannot reach it and "
-    "gets OwnerDiedError (it dials its own loopback)",
-)
 def test_a_host_the_driver_never_called_reads_an_object_the_driver_owns(make_cluster):
     cluster = make_cluster(4)
     for host in cluster.hosts[1:3]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ async def _open(
     worker = Worker(
         role="driver",
         token=cluster_token,
+        host=_address_toward(head_address),
         head_address=head_address,
         namespace=namespace or "",
         labels={"log_to_driver": "1"} if log_to_driver else None,
@@ -132,6 +134,25 @@ async def _open(
             mesh.stop()
         raise
     return _Session(worker, mesh, _info(worker, mesh))
+
+
+def _address_toward(head_address: str) -> str:
+    """The local address this host reaches ``head_address`` from, where the driver listens so
+    that every member can call back (a node it never dialled reads the objects it owns);
+    loopback for a head on this host. ``RUNTIME_NODE_IP`` (Ray's ``_node_ip_address``) wins."""
+    chosen = os.environ.get("RUNTIME_NODE_IP")
+    if chosen:
+        return chosen
+    host, _, port = head_address.rpartition(":")
+    if not host or ":" in host or host.startswith("["):
+        return "127.0.0.1"  # IPv6 heads: loopback as before
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, int(port)))  # UDP: picks a route, sends nothing
+            local = str(probe.getsockname()[0])
+    except (OSError, ValueError):
+        return "127.0.0.1"
+    return "127.0.0.1" if local.startswith("127.") else local
 
 
 async def _wait_for_nodes(worker: Worker, mesh: launcher.LocalMesh, expect: int) -> None:
