@@ -1,9 +1,9 @@
-"""runtime.rllib: reinforcement learning with parallel env-runner actors (PPO, DQN).
+"""runtime.rllib: reinforcement learning with parallel env-runner actors (PPO, DQN, SAC).
 
 Readable like CleanRL, scaling like RLlib: each algorithm is one file read top to bottom
-(``ppo.py``, ``dqn.py``: config, model, loss, update); the env runners (actors stepping a
-gymnasium vector env and returning batches through the object store), the replay buffer and
-the torch learner are shared modules. An algorithm class is also a Tune trainable, so
+(``ppo.py``, ``dqn.py``, ``sac.py``: config, model, loss, update); the env runners (actors
+stepping a gymnasium vector env and returning batches through the object store), the replay
+buffer and the torch learner are shared modules. An algorithm class is also a Tune trainable, so
 ``tune.run("PPO", config=PPOConfig().environment("CartPole-v1").to_dict())`` works.
 
 torch is imported on first use of an algorithm name (``PPO``, ``PPOConfig``, ...), not by
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
     from runtime.rllib.dqn import DQN, DQNConfig
     from runtime.rllib.ppo import PPO, PPOConfig
+    from runtime.rllib.sac import SAC, SACConfig
 
 #: Where each lazily imported public name lives.
 _LAZY = {
@@ -46,10 +47,16 @@ _LAZY = {
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
     "PPOConfig": "runtime.rllib.ppo",
+    "SAC": "runtime.rllib.sac",
+    "SACConfig": "runtime.rllib.sac",
 }
 
 #: Algorithm names Tune and the CLI accept (``tune.run("PPO")``): name -> "module:class".
-ALGORITHMS = {"PPO": "runtime.rllib.ppo:PPO", "DQN": "runtime.rllib.dqn:DQN"}
+ALGORITHMS = {
+    "PPO": "runtime.rllib.ppo:PPO",
+    "DQN": "runtime.rllib.dqn:DQN",
+    "SAC": "runtime.rllib.sac:SAC",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +69,7 @@ def __getattr__(name: str) -> Any:
 
 
 def get_algorithm_class(name: str) -> type[Algorithm]:
-    """The algorithm class registered as ``name`` ("PPO" or "DQN", any case)."""
+    """The algorithm class registered as ``name`` ("PPO", "DQN" or "SAC", any case)."""
     target = ALGORITHMS.get(name.upper()) if isinstance(name, str) else None
     if target is None:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
@@ -75,11 +82,13 @@ __all__ = [
     "ALGORITHMS",
     "DQN",
     "PPO",
+    "SAC",
     "Algorithm",
     "AlgorithmConfig",
     "CheckpointRef",
     "DQNConfig",
     "PPOConfig",
+    "SACConfig",
     "SaveResult",
     "UnsupportedSpaceError",
     "get_algorithm_class",

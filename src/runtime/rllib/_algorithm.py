@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -22,11 +23,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from runtime.rllib._config import AlgorithmConfig
+import runtime
+from runtime.rllib._config import AlgorithmConfig, scheduled
 from runtime.rllib._env import check_spaces, resolve_env_creator, spaces_of
 from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup, PendingSample
 
 __all__ = ["Algorithm", "CheckpointRef", "SaveResult"]
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "algorithm_state.pkl"
 META_FILE = "rllib_checkpoint.json"
@@ -104,12 +108,33 @@ class Algorithm:
         self._pending: PendingSample | None = None  # sample_ahead's round in flight
         self._rng = np.random.default_rng(config.seed)
         self._eval_runner: EnvRunner | None = None
+        self._eval_actors: list[Any] = []
         self._action_generator: Any = None
         self.module: Any = None
         self.learner: Any = None
         self.actor_ctor: Callable[[], Any] = _no_actor
         self.setup()
         self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.actor_ctor)
+        if config.evaluation_num_env_runners:
+            self._eval_actors = self._start_eval_actors(config.evaluation_num_env_runners)
+
+    def _start_eval_actors(self, n: int) -> list[Any]:
+        import cloudpickle
+
+        cls = runtime.remote(EnvRunner)
+        blobs = cloudpickle.dumps(self.env_creator), cloudpickle.dumps(self.actor_ctor)
+        env_config = {
+            **self.config.env_config,
+            **self.config.evaluation_config.get("env_config", {}),
+        }
+        actors = [
+            cls.options(num_cpus=self.config.num_cpus_per_env_runner).remote(
+                blobs[0], env_config, 1, blobs[1], seed=self.config.seed, worker_index=1000 + i
+            )
+            for i in range(n)
+        ]
+        runtime.get([a.ping.remote() for a in actors], timeout=self.config.sample_timeout_s)
+        return actors
 
     # --- what a subclass defines --------------------------------------------------------
 
@@ -126,9 +151,17 @@ class Algorithm:
         """Sample, update, and return the learner's stats; subclasses override."""
         raise NotImplementedError
 
+    def current_lr(self) -> float:
+        """The learning rate now: ``lr``, or its schedule's value at the sampled env steps."""
+        return scheduled(self.config.lr, self.num_env_steps_sampled_lifetime)
+
     def act_kwargs(self) -> dict[str, Any]:
         """Extra arguments for the module's ``act`` (DQN passes its epsilon)."""
         return {}
+
+    def runner_weights(self) -> dict[str, Any]:
+        """What the env runners' policy needs of the weights (SAC leaves out its critics)."""
+        return self.get_weights()
 
     def get_extra_state(self) -> dict[str, Any]:
         return {}
@@ -149,11 +182,11 @@ class Algorithm:
         args = (num_steps_per_env, c.explore, self.act_kwargs())
         if c.sample_ahead and group.local is None:
             if self._pending is None:
-                self._pending = group.start_sample(self.get_weights(), *args)
+                self._pending = group.start_sample(self.runner_weights(), *args)
             batches = group.collect(self._pending)
-            self._pending = group.start_sample(self.get_weights(), *args)
+            self._pending = group.start_sample(self.runner_weights(), *args)
         else:
-            batches = group.sample(self.get_weights(), *args)
+            batches = group.sample(self.runner_weights(), *args)
         window = -(-c.metrics_num_episodes_for_smoothing // max(1, c.num_env_runners))
         for batch in batches:
             self.num_env_steps_sampled_lifetime += int(batch["env_steps"])
@@ -213,22 +246,40 @@ class Algorithm:
         return merge_runner_episode_stats(self._runner_stats)
 
     def evaluate(self) -> dict[str, Any]:
-        """Greedy (``explore=False``) episodes in the driver; ``{"env_runners": {...}}``."""
-        if self._eval_runner is None:
-            self._eval_runner = EnvRunner(
-                self.env_creator,
-                self.config.env_config,
-                1,
-                self.actor_ctor,
-                seed=self.config.seed,
-                worker_index=0,
-            )
-        runner = self._eval_runner
-        if self.config.evaluation_duration_unit == "episodes":
-            out = runner.sample_episodes(self.get_weights(), self.config.evaluation_duration, False)
+        """Evaluation episodes (greedy unless ``evaluation_config`` says ``explore=True``).
+
+        In the driver, or split over the ``evaluation_num_env_runners`` actors (episodes or
+        timesteps divided as evenly as they go). Returns ``{"env_runners": {...}}``.
+        """
+        c = self.config
+        explore = bool(c.evaluation_config.get("explore", False))
+        kwargs = self.act_kwargs()
+        weights = self.runner_weights()
+        if self._eval_actors:
+            n = len(self._eval_actors)
+            shares = [
+                c.evaluation_duration // n + (i < c.evaluation_duration % n) for i in range(n)
+            ]
+            ref = runtime.put(weights)
+            refs = [
+                a.evaluate.remote(ref, share, c.evaluation_duration_unit, explore, kwargs)
+                for a, share in zip(self._eval_actors, shares, strict=True)
+                if share
+            ]
+            outs = runtime.get(refs, timeout=c.sample_timeout_s)
+            out = {
+                "episode_returns": [r for o in outs for r in o["episode_returns"]],
+                "episode_lens": [x for o in outs for x in o["episode_lens"]],
+            }
         else:
-            runner.sample_episodes(self.get_weights(), 0, False)  # fresh, seeded reset
-            out = runner.sample(None, self.config.evaluation_duration, False, self.act_kwargs())
+            if self._eval_runner is None:
+                env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
+                self._eval_runner = EnvRunner(
+                    self.env_creator, env_config, 1, self.actor_ctor, seed=c.seed, worker_index=0
+                )
+            out = self._eval_runner.evaluate(
+                weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
+            )
         returns = out["episode_returns"] or [float("nan")]
         lens = out["episode_lens"] or [0]
         return {
@@ -264,6 +315,16 @@ class Algorithm:
             return np.clip(action, self.action_space.low, self.action_space.high)
         return int(action)
 
+    def get_module(self, module_id: str = "default_policy") -> Any:
+        """The torch module being trained (Ray's ``RLModule``; one module, "default_policy").
+
+        It has ``forward_inference({"obs": batch})`` (and ``forward_exploration``) giving
+        ``action_dist_inputs`` as Ray's default modules do.
+        """
+        if module_id != "default_policy":
+            raise KeyError(f"no module {module_id!r}; the one module is 'default_policy'")
+        return self.module
+
     def get_weights(self) -> dict[str, np.ndarray]:
         """The policy module's weights, as numpy arrays."""
         weights: dict[str, np.ndarray] = self.learner.get_weights()
@@ -293,9 +354,8 @@ class Algorithm:
         self.learner.set_state(state["learner"])
         # This algorithm's config decides the lr, not the checkpoint's (a PBT trial that
         # cloned another trial's checkpoint keeps its own, explored lr).
-        lr = getattr(self.config, "lr", None)
-        if lr is not None:
-            self.learner.set_lr(float(lr))
+        if getattr(self.config, "lr", None) is not None:
+            self.learner.set_lr(self.current_lr())
         self.iteration = int(state["iteration"])
         self.num_env_steps_sampled_lifetime = int(state["num_env_steps_sampled_lifetime"])
         self.num_env_steps_trained_lifetime = int(state["num_env_steps_trained_lifetime"])
@@ -375,11 +435,21 @@ class Algorithm:
             return
         self.set_state(self._read_checkpoint(path)["state"])
 
+    def restore_from_path(self, path: Any) -> None:
+        """Ray's name for ``restore``: load the checkpoint directory at ``path``."""
+        self.restore(path)
+
     def stop(self) -> None:
         """Stop the env runners (the actors are killed)."""
         group = getattr(self, "env_runner_group", None)
         if group is not None:
             group.stop()
+        for runner in self._eval_actors:
+            try:
+                runtime.kill(runner, no_restart=True)
+            except Exception:
+                logger.debug("killing an evaluation runner at stop", exc_info=True)
+        self._eval_actors = []
         if self._eval_runner is not None:
             self._eval_runner.stop()
             self._eval_runner = None
@@ -462,7 +532,16 @@ def merge_runner_episode_stats(
 
 #: Learner stats that describe the state after the iteration (the last step's value is kept).
 _LAST_VALUE_STATS = frozenset(
-    {"epsilon", "replay_buffer_size", "num_target_updates", "curr_lr", "vf_explained_var"}
+    {
+        "epsilon",
+        "replay_buffer_size",
+        "num_target_updates",
+        "curr_lr",
+        "vf_explained_var",
+        "curr_kl_coeff",
+        "curr_entropy_coeff",
+        "alpha_value",
+    }
 )
 
 

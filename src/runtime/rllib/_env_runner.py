@@ -152,7 +152,11 @@ class EnvRunner:
         return batch
 
     def sample_episodes(
-        self, weights: dict[str, Any] | None, num_episodes: int, explore: bool = False
+        self,
+        weights: dict[str, Any] | None,
+        num_episodes: int,
+        explore: bool = False,
+        act_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run whole episodes from fresh resets (evaluation); returns their returns and lengths."""
         self.set_weights(weights)
@@ -166,10 +170,25 @@ class EnvRunner:
         returns: list[float] = []
         lengths: list[int] = []
         while len(returns) < num_episodes:
-            out = self.sample(None, 1, explore)
+            out = self.sample(None, 1, explore, act_kwargs)
             returns += out["episode_returns"]
             lengths += out["episode_lens"]
         return {"episode_returns": returns[:num_episodes], "episode_lens": lengths[:num_episodes]}
+
+    def evaluate(
+        self,
+        weights: dict[str, Any] | None,
+        duration: int,
+        unit: str,
+        explore: bool = False,
+        act_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``duration`` episodes, or ``duration`` steps, from a fresh (seeded) reset."""
+        if unit == "episodes":
+            return self.sample_episodes(weights, duration, explore, act_kwargs)
+        self.sample_episodes(weights, 0, explore)  # a fresh, seeded reset
+        out = self.sample(None, -(-duration // self.num_envs), explore, act_kwargs)
+        return {"episode_returns": out["episode_returns"], "episode_lens": out["episode_lens"]}
 
     def stop(self) -> None:
         self.env.close()

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 __all__ = [
+    "LearnerSet",
     "TorchLearner",
+    "flatten_parameters",
     "get_module_weights",
     "mlp",
     "obs_size",
@@ -209,3 +211,54 @@ class TorchLearner:
                 self.step_count = int(param_state["step"])
                 self.exp_avg[part] = param_state["exp_avg"].reshape(-1)
                 self.exp_avg_sq[part] = param_state["exp_avg_sq"].reshape(-1)
+
+
+def flatten_parameters(module: nn.Module) -> torch.Tensor:
+    """One flat buffer holding ``module``'s parameters (each becomes a view into it).
+
+    For a frozen copy such as a target network: moving it toward its online twin is then a
+    single ``lerp_`` on two flat buffers (the twin's ``TorchLearner.flat``), provided both
+    list their parameters in the same order.
+    """
+    params = list(module.parameters())
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        p.requires_grad_(False)
+        offset += p.numel()
+    return flat
+
+
+class LearnerSet:
+    """Several ``TorchLearner`` s on parts of one module, one optimizer each (SAC: actor,
+    critics, entropy temperature), seen by the ``Algorithm`` as one learner.
+
+    Weights are the whole module's state dict; state holds each part's optimizer. ``set_lr``
+    does nothing: each part's learning rate is set by the algorithm at every step.
+    """
+
+    def __init__(self, module: nn.Module, parts: dict[str, TorchLearner]):
+        self.module = module
+        self.parts = parts
+
+    def set_lr(self, lr: float) -> None:
+        del lr
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return get_module_weights(self.module)
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        set_module_weights(self.module, weights)
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "weights": self.get_weights(),
+            "parts": {name: part.get_state()["optimizer"] for name, part in self.parts.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.set_weights(state["weights"])
+        for name, part in self.parts.items():
+            part.set_state({"weights": part.get_weights(), "optimizer": state["parts"][name]})

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DQNActor", "NumpyMLP", "PPOActor", "obs_to_numpy"]
+__all__ = ["DQNActor", "NumpyMLP", "PPOActor", "SACActor", "obs_to_numpy"]
 
 
 def obs_to_numpy(obs: Any, space: Any) -> np.ndarray:
@@ -112,9 +112,16 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class DQNActor:
-    """DQN's epsilon-greedy policy over an MLP's Q-values."""
+    """DQN's epsilon-greedy policy over an MLP's Q-values (``dueling``: V + A - mean(A))."""
 
-    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+    def __init__(
+        self,
+        observation_space: Any,
+        action_space: Any,
+        model: dict[str, Any],
+        dueling: bool = False,
+    ):
+        self.dueling = dueling
         self.observation_space = observation_space
         self.num_actions = int(action_space.n)
         self.action_start = int(action_space.start)
@@ -128,9 +135,44 @@ class DQNActor:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Greedy actions, each replaced by a uniform one with probability ``epsilon``."""
         q = self.q(obs_to_numpy(obs, self.observation_space))
+        if self.dueling:
+            q = q[:, 1:]  # V(s) shifts every action's Q alike: the argmax is A's
         actions = q.argmax(-1)
         if explore and epsilon > 0:
             n = len(actions)
             random = rng.integers(self.num_actions, size=n)
             actions = np.where(rng.random(n) < epsilon, random, actions)
         return actions + self.action_start, {}
+
+
+class SACActor:
+    """SAC's tanh-squashed Gaussian policy, scaled to the action space's bounds.
+
+    The ``pi`` MLP gives the mean and log-std of a Gaussian over ``u``; the action is
+    ``tanh(u)`` (the mean's ``tanh`` when not exploring) mapped from [-1, 1] onto
+    ``[low, high]``. Only the ``pi.*`` weights are read (the runners never get the critics).
+    """
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        self.observation_space = observation_space
+        self.low = np.asarray(action_space.low, dtype=np.float32)
+        self.high = np.asarray(action_space.high, dtype=np.float32)
+        self.pi = NumpyMLP(model["fcnet_activation"])
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        self.pi.load(weights, "pi")
+
+    def act(
+        self, obs: Any, explore: bool, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions in the env's bounds for a batch of observations."""
+        out = self.pi(obs_to_numpy(obs, self.observation_space))
+        mean, log_std = np.split(out, 2, axis=-1)
+        if explore:
+            log_std = np.clip(log_std, self.LOG_STD_MIN, self.LOG_STD_MAX)
+            mean = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        squashed = np.tanh(mean)
+        actions = self.low + (squashed + 1.0) * 0.5 * (self.high - self.low)
+        return actions.astype(np.float32), {}

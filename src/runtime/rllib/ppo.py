@@ -22,7 +22,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from runtime.rllib._algorithm import Algorithm
-from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._config import AlgorithmConfig, check_schedule, scheduled
 from runtime.rllib._learner import (
     TorchLearner,
     mlp,
@@ -45,8 +45,15 @@ class PPOConfig(AlgorithmConfig):
     Defaults (tuned to reach a mean return of 150 on CartPole-v1 in a few seconds with
     2 env runners): ``lr=3e-4``, ``gamma=0.99``, ``lambda_=0.95``, ``train_batch_size=2000``
     env steps per iteration, ``minibatch_size=128``, ``num_epochs=10``, ``clip_param=0.2``,
-    ``vf_loss_coeff=0.5``, ``entropy_coeff=0.0``, ``grad_clip=0.5``.
+    ``vf_loss_coeff=0.5``, ``entropy_coeff=0.0``, ``grad_clip=0.5``, ``use_kl_loss=False``
+    (Ray's default is True with ``kl_coeff=0.2``, ``kl_target=0.01``: set ``use_kl_loss=True``
+    for Ray's adaptive KL penalty). ``lr`` and ``entropy_coeff`` take Ray's schedule form
+    ``[[timestep, value], ...]``.
     """
+
+    ray_training_options = frozenset(
+        {"use_critic", "entropy_coeff_schedule", "lr_schedule", "vf_share_layers"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +69,9 @@ class PPOConfig(AlgorithmConfig):
         self.entropy_coeff = 0.0
         self.normalize_advantages = True
         self.grad_clip = 0.5
+        self.use_kl_loss = False
+        self.kl_coeff = 0.2
+        self.kl_target = 0.01
 
     def validate(self) -> None:
         super().validate()
@@ -73,6 +83,9 @@ class PPOConfig(AlgorithmConfig):
             raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
         if float(self.clip_param) <= 0:
             raise ValueError(f"clip_param must be > 0, got {self.clip_param!r}")
+        check_schedule("entropy_coeff", self.entropy_coeff, strict=False)
+        if float(self.kl_coeff) < 0 or float(self.kl_target) <= 0:
+            raise ValueError("kl_coeff must be >= 0 and kl_target > 0")
 
 
 # --- 2. model -----------------------------------------------------------------------------
@@ -115,6 +128,21 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.vf(obs).squeeze(-1)
+
+    def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Ray's RLModule call: ``{"obs": ...}`` -> ``{"action_dist_inputs", "vf_preds"}``.
+
+        ``action_dist_inputs`` are the logits (Discrete) or the Gaussian's mean and log-std
+        concatenated (Box), as Ray's default PPO module gives them.
+        """
+        obs = obs_to_tensor(np.asarray(batch["obs"]), self.observation_space)
+        with torch.no_grad():
+            out = self.pi(obs)
+            if not self.discrete:
+                out = torch.cat([out, self.log_std.expand_as(out)], -1)
+            return {"action_dist_inputs": out, "vf_preds": self.value(obs)}
+
+    forward_exploration = forward_inference
 
     def act(
         self, obs: Any, explore: bool, rng: np.random.Generator
@@ -161,9 +189,18 @@ def compute_gae(
 
 
 def ppo_loss(
-    module: ActorCritic, mb: dict[str, torch.Tensor], config: PPOConfig
+    module: ActorCritic,
+    mb: dict[str, torch.Tensor],
+    config: PPOConfig,
+    *,
+    entropy_coeff: float,
+    kl_coeff: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate objective, value loss and entropy bonus on one minibatch.
+    """Clipped surrogate objective, value loss, entropy bonus (and KL penalty) on a minibatch.
+
+    With ``use_kl_loss`` the loss adds ``kl_coeff * KL(behaviour || current)``, estimated
+    from the sampled actions' log-ratio with the low-variance k3 estimator; ``kl_coeff``
+    adapts after each iteration (``PPO.training_step``).
 
     ``mb["action_logp"]`` is the log-probability under the policy that *sampled* the batch
     (the behaviour policy), so the ratio is an importance ratio against it, also when that
@@ -174,7 +211,7 @@ def ppo_loss(
     log_ratio = logp - mb["action_logp"]
     ratio = log_ratio.exp()
     adv = mb["advantages"]  # standardized over the whole batch (``postprocess``)
-    if not config.entropy_coeff:
+    if not entropy_coeff:
         entropy = entropy.detach()  # only a statistic then: no backward through it
     surrogate = torch.min(
         ratio * adv, ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * adv
@@ -186,13 +223,16 @@ def ppo_loss(
         vf_err = vf_err.clamp(max=config.vf_clip_param)
     vf_loss = vf_err.mean()  # Ray's: the mean squared error, without a factor 1/2
     entropy = entropy.mean()
-    loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+    kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
+    loss = policy_loss + config.vf_loss_coeff * vf_loss - entropy_coeff * entropy
+    if config.use_kl_loss:
+        loss = loss + kl_coeff * kl
     with torch.no_grad():
         stats = {
             "policy_loss": policy_loss.detach(),
             "vf_loss": vf_loss.detach(),
             "entropy": entropy.detach(),
-            "mean_kl_loss": ((ratio - 1) - log_ratio).mean(),  # the low-variance k3 estimator
+            "mean_kl_loss": kl.detach(),
             "clip_fraction": ((ratio - 1).abs() > config.clip_param).float().mean(),
         }
     return loss, stats
@@ -220,11 +260,14 @@ class PPO(Algorithm):
         spec = (self.observation_space, self.action_space, dict(c.model))
         self.module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
         self.actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
-        self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
+        self.learner = TorchLearner(self.module, self.current_lr(), c.grad_clip)
+        self.curr_kl_coeff = float(c.kl_coeff)
 
     def training_step(self) -> dict[str, Any]:
         c = self.config
-        self.learner.set_lr(c.lr)  # Tune's PBT may have changed it
+        lr = self.current_lr()
+        self.learner.set_lr(lr)  # a schedule, or Tune's PBT, may have changed it
+        entropy_coeff = scheduled(c.entropy_coeff, self.num_env_steps_sampled_lifetime)
         data = self.postprocess(self.sample(c.get_rollout_fragment_length()))
         vf_preds = data.pop("vf_preds")
 
@@ -240,7 +283,9 @@ class PPO(Algorithm):
             shuffled = {k: v[order] for k, v in data.items()}
             for start in range(0, size - mb_size + 1, mb_size):
                 mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
-                loss, mb_stats = ppo_loss(self.module, mb, c)
+                loss, mb_stats = ppo_loss(
+                    self.module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=self.curr_kl_coeff
+                )
                 grad_norm = self.learner.update(loss)
                 totals += torch.stack([*mb_stats.values(), grad_norm])
                 num_updates += 1
@@ -250,9 +295,24 @@ class PPO(Algorithm):
         var = float(data["value_targets"].var())
         resid = float((data["value_targets"] - vf_preds).var())
         out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
-        out["curr_lr"] = float(c.lr)
+        out["curr_lr"] = lr
+        out["curr_entropy_coeff"] = entropy_coeff
+        if c.use_kl_loss:
+            # Ray's adaptive KL coefficient: grow it when the policy moved too far, shrink it
+            # when it barely moved.
+            if out["mean_kl_loss"] > 2.0 * c.kl_target:
+                self.curr_kl_coeff *= 1.5
+            elif out["mean_kl_loss"] < 0.5 * c.kl_target:
+                self.curr_kl_coeff *= 0.5
+            out["curr_kl_coeff"] = self.curr_kl_coeff
         out["num_env_steps_trained"] = size
         return out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"curr_kl_coeff": self.curr_kl_coeff}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.curr_kl_coeff = float(state.get("curr_kl_coeff", self.config.kl_coeff))
 
     def postprocess(self, batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """The runners' ``[T, N]`` batches as one flat batch of tensors, with GAE.
