@@ -58,3 +58,24 @@ class DictObsEnv(gym.Env[Any, np.int64]):
 
     def step(self, action: Any) -> Any:
         return {"a": 0}, 0.0, True, False, {}
+
+
+class DictCartPole(gym.Env[Any, np.int64]):
+    """CartPole-v1 with a ``Dict`` observation: ``{"cart": [x, v], "pole": [angle, omega]}``."""
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.inner = gym.make("CartPole-v1")
+        box = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.observation_space = spaces.Dict({"cart": box, "pole": box})
+        self.action_space = self.inner.action_space
+
+    def _split(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"cart": obs[:2].astype(np.float32), "pole": obs[2:].astype(np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        obs, info = self.inner.reset(seed=seed)
+        return self._split(obs), info
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.inner.step(action)
+        return self._split(obs), reward, terminated, truncated, info

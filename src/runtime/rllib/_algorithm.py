@@ -26,7 +26,16 @@ import numpy as np
 import runtime
 from runtime.rllib._config import AlgorithmConfig, scheduled
 from runtime.rllib._env import check_spaces, resolve_env_creator, spaces_of
-from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup, PendingSample
+from runtime.rllib._env_runner import (
+    CONNECTOR_STATES,
+    EnvRunner,
+    EnvRunnerGroup,
+    PendingSample,
+    callbacks_blob,
+    connectors_blob,
+)
+from runtime.rllib._metrics import Logged, MetricsLogger, merge_metrics, nest
+from runtime.rllib.callbacks.callbacks import make_callbacks, run_hooks
 
 __all__ = ["Algorithm", "CheckpointRef", "SaveResult"]
 
@@ -91,7 +100,21 @@ class Algorithm:
         config.validate()
         self.config = config
         self.env_creator = resolve_env_creator(config.env)
-        self.observation_space, self.action_space = spaces_of(self.env_creator, config.env_config)
+        env_spaces = spaces_of(self.env_creator, config.env_config)
+        #: The env's own observation space; ``observation_space`` is what the module sees
+        #: (after the env-to-module connectors).
+        self.env_observation_space, self.action_space = env_spaces
+        self.env_to_module, self.module_to_env = self._build_connectors()
+        # The connectors the runners run on batches (FlattenObservations is an env wrapper
+        # there): their states and deltas travel between driver and runners, in this order.
+        self._runner_connectors = [
+            x for x in self.env_to_module if not getattr(x, "env_wrapper", False)
+        ]
+        self.observation_space = self.env_observation_space
+        for connector in self.env_to_module:
+            self.observation_space = connector.recompute_output_observation_space(
+                self.observation_space
+            )
         check_spaces(
             self.observation_space,
             self.action_space,
@@ -113,10 +136,43 @@ class Algorithm:
         self.module: Any = None
         self.learner: Any = None
         self.actor_ctor: Callable[[], Any] = _no_actor
+        self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_functions)
+        self.metrics = MetricsLogger()  # what driver-side callbacks log
+        self._runner_metrics: list[Logged] = []  # what runner-side callbacks logged
         self.setup()
         self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.actor_ctor)
+        self.env_runner_group.on_recreated = self._runners_recreated
         if config.evaluation_num_env_runners:
             self._eval_actors = self._start_eval_actors(config.evaluation_num_env_runners)
+        run_hooks(self.callbacks, "on_algorithm_init", algorithm=self, metrics_logger=self.metrics)
+
+    def _build_connectors(self) -> tuple[list[Any], list[Any]]:
+        """The driver's copies of the connector pipelines (their factories get a 1-env env)."""
+        c = self.config
+        if c.env_to_module_connector is None and c.module_to_env_connector is None:
+            return [], []
+        from runtime.rllib._env import make_vector_env
+        from runtime.rllib.connectors.connector_v2 import build_pipeline
+
+        env = make_vector_env(self.env_creator, c.env_config, 1)
+        try:
+            to_module = build_pipeline(c.env_to_module_connector, env)
+            to_env = build_pipeline(c.module_to_env_connector, env)
+        finally:
+            env.close()
+        if any(getattr(x, "env_wrapper", False) for x in to_module[1:]):
+            raise ValueError("FlattenObservations must be the first env-to-module connector")
+        return to_module, to_env
+
+    def _runners_recreated(self, indices: list[int]) -> None:
+        run_hooks(
+            self.callbacks,
+            "on_env_runners_recreated",
+            algorithm=self,
+            env_runner_group=self.env_runner_group,
+            env_runner_indices=indices,
+            is_evaluation=False,
+        )
 
     def _start_eval_actors(self, n: int) -> list[Any]:
         import cloudpickle
@@ -129,7 +185,14 @@ class Algorithm:
         }
         actors = [
             cls.options(num_cpus=self.config.num_cpus_per_env_runner).remote(
-                blobs[0], env_config, 1, blobs[1], seed=self.config.seed, worker_index=1000 + i
+                blobs[0],
+                env_config,
+                1,
+                blobs[1],
+                seed=self.config.seed,
+                worker_index=1000 + i,
+                callbacks=callbacks_blob(self.config),
+                connectors=connectors_blob(self.config),
             )
             for i in range(n)
         ]
@@ -163,6 +226,14 @@ class Algorithm:
         """What the env runners' policy needs of the weights (SAC leaves out its critics)."""
         return self.get_weights()
 
+    def _runner_payload(self) -> dict[str, Any]:
+        """``runner_weights()``, with the connectors' merged state when there is any."""
+        weights = self.runner_weights()
+        if self._runner_connectors:
+            states = [c.get_state() for c in self._runner_connectors]
+            weights = {**weights, CONNECTOR_STATES: states}
+        return weights
+
     def get_extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -182,13 +253,19 @@ class Algorithm:
         args = (num_steps_per_env, c.explore, self.act_kwargs())
         if c.sample_ahead and group.local is None:
             if self._pending is None:
-                self._pending = group.start_sample(self.runner_weights(), *args)
+                self._pending = group.start_sample(self._runner_payload(), *args)
             batches = group.collect(self._pending)
-            self._pending = group.start_sample(self.runner_weights(), *args)
+            self._pending = group.start_sample(self._runner_payload(), *args)
         else:
-            batches = group.sample(self.runner_weights(), *args)
+            batches = group.sample(self._runner_payload(), *args)
         window = -(-c.metrics_num_episodes_for_smoothing // max(1, c.num_env_runners))
         for batch in batches:
+            if "metrics" in batch:
+                self._runner_metrics.append(batch["metrics"])
+            for connector, delta in zip(
+                self._runner_connectors, batch.get("connector_deltas", []), strict=False
+            ):
+                connector.merge_delta(delta)
             self.num_env_steps_sampled_lifetime += int(batch["env_steps"])
             self.num_episodes_lifetime += len(batch["episode_returns"])
             stats = runner_episode_stats(batch["episode_returns"], batch["episode_lens"], window)
@@ -208,6 +285,7 @@ class Algorithm:
         episodes_before = self.num_episodes_lifetime
         steps_before = self.num_env_steps_sampled_lifetime
         self._runner_stats = []
+        self._runner_metrics = []
         steps = [self.training_step()]
         while (
             self.num_env_steps_sampled_lifetime - steps_before
@@ -222,6 +300,7 @@ class Algorithm:
         runners["num_episodes"] = self.num_episodes_lifetime - episodes_before
         runners["num_env_steps_sampled"] = self.num_env_steps_sampled_lifetime - steps_before
         runners["num_env_steps_sampled_lifetime"] = self.num_env_steps_sampled_lifetime
+        runners.update(nest(merge_metrics(self._runner_metrics)))
         result: dict[str, Any] = {
             "training_iteration": self.iteration,
             "env_runners": runners,
@@ -237,6 +316,14 @@ class Algorithm:
         interval = self.config.evaluation_interval
         if interval and self.iteration % interval == 0:
             result["evaluation"] = self.evaluate()
+        run_hooks(
+            self.callbacks,
+            "on_train_result",
+            algorithm=self,
+            metrics_logger=self.metrics,
+            result=result,
+        )
+        result.update(nest(merge_metrics([self.metrics.drain()])))
         for key, value in list(result.items()):
             if isinstance(value, dict):
                 result.update(_flatten(value, key + "/"))
@@ -252,9 +339,10 @@ class Algorithm:
         timesteps divided as evenly as they go). Returns ``{"env_runners": {...}}``.
         """
         c = self.config
+        run_hooks(self.callbacks, "on_evaluate_start", algorithm=self, metrics_logger=self.metrics)
         explore = bool(c.evaluation_config.get("explore", False))
         kwargs = self.act_kwargs()
-        weights = self.runner_weights()
+        weights = self._runner_payload()
         if self._eval_actors:
             n = len(self._eval_actors)
             shares = [
@@ -270,27 +358,44 @@ class Algorithm:
             out = {
                 "episode_returns": [r for o in outs for r in o["episode_returns"]],
                 "episode_lens": [x for o in outs for x in o["episode_lens"]],
+                "metrics": [m for o in outs for m in o["metrics"]],
             }
         else:
             if self._eval_runner is None:
                 env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
                 self._eval_runner = EnvRunner(
-                    self.env_creator, env_config, 1, self.actor_ctor, seed=c.seed, worker_index=0
+                    self.env_creator,
+                    env_config,
+                    1,
+                    self.actor_ctor,
+                    seed=c.seed,
+                    worker_index=0,
+                    callbacks=callbacks_blob(c),
+                    connectors=connectors_blob(c),
                 )
             out = self._eval_runner.evaluate(
                 weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
             )
         returns = out["episode_returns"] or [float("nan")]
         lens = out["episode_lens"] or [0]
-        return {
+        result: dict[str, Any] = {
             "env_runners": {
                 "episode_return_mean": float(np.mean(returns)),
                 "episode_return_min": float(np.min(returns)),
                 "episode_return_max": float(np.max(returns)),
                 "episode_len_mean": float(np.mean(lens)),
                 "num_episodes": len(out["episode_returns"]),
+                **nest(merge_metrics(out.get("metrics", []))),
             }
         }
+        run_hooks(
+            self.callbacks,
+            "on_evaluate_end",
+            algorithm=self,
+            metrics_logger=self.metrics,
+            evaluation_metrics=result,
+        )
+        return result
 
     def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
         """The action for one observation (``explore=False``: the greedy/mean action).
@@ -300,16 +405,22 @@ class Algorithm:
         if self._action_generator is None:
             self._action_generator = np.random.default_rng(self.config.seed)
         explore = self.config.explore if explore is None else bool(explore)
-        batch = np.asarray(observation)[None]
-        space = self.observation_space
-        if not space.contains(np.asarray(observation, space.dtype)):
-            raise ValueError(
-                f"observation {observation!r} is not in the env's observation space "
-                f"{self.observation_space}"
-            )
-        actions, _ = self.module.act(batch, explore, self._action_generator, **self.act_kwargs())
-        action = actions[0]
+        space = self.env_observation_space
         from gymnasium import spaces
+
+        if isinstance(space, spaces.Box | spaces.Discrete):
+            observation = np.asarray(observation, space.dtype)
+        if not space.contains(observation):
+            raise ValueError(
+                f"observation {observation!r} is not in the env's observation space {space}"
+            )
+        batch = _batch_of_one(observation)
+        for connector in self.env_to_module:  # a fresh episode's view, statistics unchanged
+            batch = connector.transform_observations(batch, np.ones(1, bool), update=False)
+        actions, _ = self.module.act(batch, explore, self._action_generator, **self.act_kwargs())
+        for connector in self.module_to_env:
+            actions = connector.transform_actions(actions)
+        action = actions[0]
 
         if isinstance(self.action_space, spaces.Box):
             return np.clip(action, self.action_space.low, self.action_space.high)
@@ -348,6 +459,7 @@ class Algorithm:
             "time_total_s": self._time_total,
             "rng": self._rng.bit_generator.state,
             "extra": self.get_extra_state(),
+            "connectors": [c.get_state() for c in self.env_to_module],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -364,6 +476,10 @@ class Algorithm:
         self._pending = None  # a round in flight was sampled with the weights replaced here
         self._rng.bit_generator.state = state["rng"]
         self.set_extra_state(state.get("extra", {}))
+        for connector, connector_state in zip(
+            self.env_to_module, state.get("connectors", []), strict=False
+        ):
+            connector.set_state(connector_state)
 
     def save(self, checkpoint_dir: str | os.PathLike[str] | None = None) -> SaveResult:
         """Write a checkpoint directory (a new temp dir when none is given)."""
@@ -426,14 +542,14 @@ class Algorithm:
         config = algo_cls.config_class.from_dict(blob["config"]).update_from_dict(overrides)
         algo = algo_cls(config=config)
         algo.set_state(blob["state"])
+        run_hooks(algo.callbacks, "on_checkpoint_loaded", algorithm=algo)
         return algo
 
     def restore(self, path: Any) -> None:
         """Load the state saved at ``path`` into this algorithm (weights, optimizer, counters)."""
-        if isinstance(path, dict):
-            self.set_state(path)
-            return
-        self.set_state(self._read_checkpoint(path)["state"])
+        state = path if isinstance(path, dict) else self._read_checkpoint(path)["state"]
+        self.set_state(state)
+        run_hooks(self.callbacks, "on_checkpoint_loaded", algorithm=self)
 
     def restore_from_path(self, path: Any) -> None:
         """Ray's name for ``restore``: load the checkpoint directory at ``path``."""
@@ -480,6 +596,15 @@ class Algorithm:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, iteration={self.iteration})"
+
+
+def _batch_of_one(observation: Any) -> Any:
+    """A batch of one observation (a Dict/Tuple one as a dict/tuple of batched arrays)."""
+    if isinstance(observation, dict):
+        return {k: _batch_of_one(v) for k, v in observation.items()}
+    if isinstance(observation, tuple):
+        return tuple(_batch_of_one(v) for v in observation)
+    return np.asarray(observation)[None]
 
 
 def _no_actor() -> Any:

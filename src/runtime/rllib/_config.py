@@ -232,6 +232,9 @@ class AlgorithmConfig:
         self.train_batch_size = 4000
         self.grad_clip: float | None = 0.5
         self.model: dict[str, Any] = {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"}
+        # connectors (callables env -> connector(s), or None)
+        self.env_to_module_connector: Any = None
+        self.module_to_env_connector: Any = None
         # learners (one, in the driver)
         self.num_learners = 0
         self.num_cpus_per_learner: float | str = "auto"
@@ -241,6 +244,9 @@ class AlgorithmConfig:
         self.evaluation_duration_unit = "episodes"
         self.evaluation_num_env_runners = 0
         self.evaluation_config: dict[str, Any] = {}
+        # callbacks: RLlibCallback subclass(es), and hook functions by name
+        self.callbacks_class: Any = None
+        self.callbacks_functions: dict[str, Any] = {}
         # reporting
         self.metrics_num_episodes_for_smoothing = 100
         self.min_sample_timesteps_per_iteration = 0
@@ -288,6 +294,8 @@ class AlgorithmConfig:
         sample_timeout_s: float = NotProvided,
         explore: bool = NotProvided,
         sample_ahead: bool = NotProvided,
+        env_to_module_connector: Any = NotProvided,
+        module_to_env_connector: Any = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
         """How sampling is spread: ``num_env_runners`` actors of ``num_envs_per_env_runner`` envs.
@@ -302,7 +310,11 @@ class AlgorithmConfig:
         (the behaviour policy), so the clipped objective stays correct for the stale batch.
         It needs remote runners (``num_env_runners >= 1``); with 0 it samples synchronously.
 
-        Ray's other options raise ``NotImplementedError`` naming them.
+        ``env_to_module_connector`` / ``module_to_env_connector``: a callable ``env ->
+        connector`` (or a list of connectors), as in Ray, with connectors from
+        ``runtime.rllib.connectors`` (``env`` is a one-env gymnasium vector env in the
+        driver, the runner's vector env in a runner). Ray's other options raise
+        ``NotImplementedError`` naming them.
         """
         self._refuse("env_runners", unsupported)
         for name, value in (
@@ -313,6 +325,8 @@ class AlgorithmConfig:
             ("sample_timeout_s", sample_timeout_s),
             ("explore", explore),
             ("sample_ahead", sample_ahead),
+            ("env_to_module_connector", env_to_module_connector),
+            ("module_to_env_connector", module_to_env_connector),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -536,9 +550,20 @@ class AlgorithmConfig:
             )
         return self
 
-    def callbacks(self, **options: Any) -> AlgorithmConfig:
-        """Not implemented yet: every option raises ``NotImplementedError`` naming it."""
-        self._refuse("callbacks", options)
+    def callbacks(self, callbacks_class: Any = NotProvided, **hooks: Any) -> AlgorithmConfig:
+        """``RLlibCallback`` subclass(es) whose hooks run during training (Ray's call).
+
+        ``callbacks_class``: a subclass, or a list of them (called in order). Hooks may also
+        be given as functions by name (``on_train_result=fn``, ``on_episode_end=[f, g]``),
+        as Ray 2.60 allows. See ``runtime.rllib.callbacks.callbacks``.
+        """
+        from runtime.rllib.callbacks.callbacks import DRIVER_HOOKS, RUNNER_HOOKS
+
+        unknown = {k: v for k, v in hooks.items() if k not in DRIVER_HOOKS + RUNNER_HOOKS}
+        self._refuse("callbacks", unknown)
+        if callbacks_class is not NotProvided:
+            self.callbacks_class = callbacks_class
+        self.callbacks_functions = {**self.callbacks_functions, **hooks}
         return self
 
     def multi_agent(self, **options: Any) -> AlgorithmConfig:
@@ -651,6 +676,13 @@ class AlgorithmConfig:
                 "model_config vf_share_layers=True: the policy and value networks are "
                 "separate here (CleanRL's layout); set vf_share_layers=False"
             )
+        from runtime.rllib.callbacks.callbacks import check_callbacks
+
+        check_callbacks(self.callbacks_class, self.callbacks_functions)
+        from runtime.rllib.connectors.connector_v2 import check_connector_factory
+
+        check_connector_factory("env_to_module_connector", self.env_to_module_connector)
+        check_connector_factory("module_to_env_connector", self.module_to_env_connector)
 
     def get_rollout_fragment_length(self) -> int:
         """Steps each env of each runner takes per sampling round."""
