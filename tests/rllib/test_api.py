@@ -77,7 +77,7 @@ def test_result_keys_and_columns_have_rays_names() -> None:
         (lambda c: c.training(vf_share_layers=True), "vf_share_layers"),
         (lambda c: c.training(use_critic=False), "use_critic"),
         (lambda c: c.training(optimizer={"foo": 1}), "optimizer"),
-        (lambda c: c.multi_agent(policies={"p0"}), "policies"),
+        (lambda c: c.multi_agent(policy_map_capacity=10), "policy_map_capacity"),
         (lambda c: c.offline_data(input_="/tmp/x"), "input_"),
         (lambda c: c.checkpointing(export_native_model_files=True), "export_native_model_files"),
         (lambda c: c.api_stack(enable_rl_module_and_learner=False), "old API stack"),
@@ -259,7 +259,7 @@ def test_ppo_kl_loss_adapts_its_coefficient_and_still_learns() -> None:
         # A target this small is exceeded by every update: the coefficient only grows.
         assert coeffs[0] == pytest.approx(0.3) and coeffs == sorted(coeffs)
         assert means[-1] >= 80, means
-        assert algo.get_extra_state()["curr_kl_coeff"] == coeffs[-1]
+        assert algo.get_extra_state()["curr_kl_coeffs"]["default_policy"] == coeffs[-1]
     finally:
         algo.stop()
 

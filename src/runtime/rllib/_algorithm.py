@@ -100,7 +100,15 @@ class Algorithm:
         config.validate()
         self.config = config
         self.env_creator = resolve_env_creator(config.env)
-        env_spaces = spaces_of(self.env_creator, config.env_config)
+        #: Multi-agent: module id -> (observation space, action space); None otherwise.
+        self.module_specs: dict[str, tuple[Any, Any]] | None = self._module_specs()
+        self.is_multi_agent = self.module_specs is not None
+        if self.module_specs is not None:
+            self._check_multi_agent_support()
+            first = self.module_specs.get("default_policy", next(iter(self.module_specs.values())))
+            env_spaces = first
+        else:
+            env_spaces = spaces_of(self.env_creator, config.env_config)
         #: The env's own observation space; ``observation_space`` is what the module sees
         #: (after the env-to-module connectors).
         self.env_observation_space, self.action_space = env_spaces
@@ -115,12 +123,13 @@ class Algorithm:
             self.observation_space = connector.recompute_output_observation_space(
                 self.observation_space
             )
-        check_spaces(
-            self.observation_space,
-            self.action_space,
-            type(self).__name__,
-            box_actions=self.supports_box_actions,
-        )
+        for obs_space, act_space in (self.module_specs or {"": env_spaces}).values():
+            check_spaces(
+                self.observation_space if self.module_specs is None else obs_space,
+                act_space,
+                type(self).__name__,
+                box_actions=self.supports_box_actions,
+            )
         self.iteration = 0
         self.num_env_steps_sampled_lifetime = 0
         self.num_env_steps_trained_lifetime = 0
@@ -130,7 +139,7 @@ class Algorithm:
         self._runner_stats: list[tuple[float, float, float, float]] = []
         self._pending: PendingSample | None = None  # sample_ahead's round in flight
         self._rng = np.random.default_rng(config.seed)
-        self._eval_runner: EnvRunner | None = None
+        self._eval_runner: Any = None
         self._eval_actors: list[Any] = []
         self._action_generator: Any = None
         self.module: Any = None
@@ -139,12 +148,80 @@ class Algorithm:
         self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_functions)
         self.metrics = MetricsLogger()  # what driver-side callbacks log
         self._runner_metrics: list[Logged] = []  # what runner-side callbacks logged
+        self.modules: dict[str, Any] = {}
+        self._ma_returns: dict[str, dict[str, list[float]]] = {}
         self.setup()
-        self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.actor_ctor)
+        self.env_runner_group = EnvRunnerGroup(
+            config, self.env_creator, self.actor_ctor, *self._runner_class()
+        )
         self.env_runner_group.on_recreated = self._runners_recreated
         if config.evaluation_num_env_runners:
             self._eval_actors = self._start_eval_actors(config.evaluation_num_env_runners)
         run_hooks(self.callbacks, "on_algorithm_init", algorithm=self, metrics_logger=self.metrics)
+
+    def _module_specs(self) -> dict[str, tuple[Any, Any]] | None:
+        """Per-module spaces when the env is a ``MultiAgentEnv`` (None for a gymnasium env)."""
+        from runtime.rllib._multi_agent import module_specs
+        from runtime.rllib.env.multi_agent_env import MultiAgentEnv
+
+        env = self.env_creator(dict(self.config.env_config))
+        try:
+            if isinstance(env, MultiAgentEnv):
+                return module_specs(self.config, env)
+        finally:
+            env.close()
+        if self.config.is_multi_agent:
+            raise ValueError(
+                "multi_agent(policies=...) needs a MultiAgentEnv (runtime.rllib.env."
+                f"multi_agent_env), got {type(env).__name__}"
+            )
+        return None
+
+    def _check_multi_agent_support(self) -> None:
+        from runtime.rllib.callbacks.callbacks import RUNNER_HOOKS, RLlibCallback
+
+        c = self.config
+        if type(self).build_module is Algorithm.build_module:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support multi-agent envs here; PPO does"
+            )
+        if c.env_to_module_connector is not None or c.module_to_env_connector is not None:
+            raise NotImplementedError("connectors are not supported with multi-agent envs")
+        classes = (
+            c.callbacks_class
+            if isinstance(c.callbacks_class, list | tuple)
+            else [c.callbacks_class]
+        )
+        overridden = any(
+            cls is not None and getattr(cls, hook) is not getattr(RLlibCallback, hook)
+            for cls in classes
+            for hook in RUNNER_HOOKS
+        )
+        if overridden or any(hook in c.callbacks_functions for hook in RUNNER_HOOKS):
+            raise NotImplementedError(
+                "env-runner callback hooks (on_episode_*, ...) are not supported with "
+                "multi-agent envs; the driver hooks are"
+            )
+
+    def _runner_class(self) -> tuple[type, dict[str, Any]]:
+        """The env runner class and its extra arguments (multi-agent: the mapping function)."""
+        if not self.is_multi_agent:
+            return EnvRunner, {}
+        import cloudpickle
+
+        from runtime.rllib._multi_agent import MultiAgentEnvRunner
+
+        return MultiAgentEnvRunner, {"mapping_fn": cloudpickle.dumps(self.config.policy_mapping_fn)}
+
+    def modules_to_train(self) -> list[str]:
+        """The module ids ``policies_to_train`` selects (all of them by default)."""
+        which = self.config.policies_to_train
+        ids = list(self.modules) if self.modules else ["default_policy"]
+        if which is None:
+            return ids
+        if callable(which):
+            return [mid for mid in ids if which(mid, None)]
+        return [mid for mid in ids if mid in set(which)]
 
     def _build_connectors(self) -> tuple[list[Any], list[Any]]:
         """The driver's copies of the connector pipelines (their factories get a 1-env env)."""
@@ -177,7 +254,8 @@ class Algorithm:
     def _start_eval_actors(self, n: int) -> list[Any]:
         import cloudpickle
 
-        cls = runtime.remote(EnvRunner)
+        runner_cls, runner_kwargs = self._runner_class()
+        cls: Any = runtime.remote(runner_cls)
         blobs = cloudpickle.dumps(self.env_creator), cloudpickle.dumps(self.actor_ctor)
         env_config = {
             **self.config.env_config,
@@ -193,6 +271,7 @@ class Algorithm:
                 worker_index=1000 + i,
                 callbacks=callbacks_blob(self.config),
                 connectors=connectors_blob(self.config),
+                **runner_kwargs,
             )
             for i in range(n)
         ]
@@ -206,8 +285,26 @@ class Algorithm:
 
         ``actor_ctor`` is a picklable zero-argument callable (a ``functools.partial`` of a
         ``_numpy_policy`` class) that each env runner calls to build its torch-free policy;
-        it gets the module's weights with every sampling round.
+        it gets the module's weights with every sampling round. By default from
+        ``build_module``: once, or once per module of a multi-agent setup (then
+        ``self.modules`` holds them, and ``self.learner`` is their ``ModuleLearners``).
         """
+        if self.module_specs is None:
+            self.module, self.actor_ctor, self.learner = self.build_module(
+                self.observation_space, self.action_space
+            )
+            return
+        from runtime.rllib._multi_agent import ModuleLearners, MultiModuleActor
+
+        ctors, learners = {}, {}
+        for mid, (obs_space, act_space) in self.module_specs.items():
+            self.modules[mid], ctors[mid], learners[mid] = self.build_module(obs_space, act_space)
+        self.module = self.modules.get("default_policy", next(iter(self.modules.values())))
+        self.actor_ctor = MultiModuleActor(ctors)
+        self.learner = ModuleLearners(learners)
+
+    def build_module(self, observation_space: Any, action_space: Any) -> tuple[Any, Any, Any]:
+        """(torch module, runners' policy constructor, learner) for these spaces."""
         raise NotImplementedError
 
     def training_step(self) -> dict[str, Any]:
@@ -262,6 +359,9 @@ class Algorithm:
         for batch in batches:
             if "metrics" in batch:
                 self._runner_metrics.append(batch["metrics"])
+            for kind in ("agent_episode_returns", "module_episode_returns"):
+                for key, values in batch.get(kind, {}).items():
+                    self._ma_returns.setdefault(kind, {}).setdefault(key, []).extend(values)
             for connector, delta in zip(
                 self._runner_connectors, batch.get("connector_deltas", []), strict=False
             ):
@@ -286,13 +386,21 @@ class Algorithm:
         steps_before = self.num_env_steps_sampled_lifetime
         self._runner_stats = []
         self._runner_metrics = []
+        self._ma_returns = {}
         steps = [self.training_step()]
         while (
             self.num_env_steps_sampled_lifetime - steps_before
             < self.config.min_sample_timesteps_per_iteration
         ):
             steps.append(self.training_step())
-        learner = _merge_step_stats(steps)
+        if self.is_multi_agent:
+            learners = {
+                mid: _merge_step_stats([step[mid] for step in steps if mid in step])
+                for mid in self.modules
+                if any(mid in step for step in steps)
+            }
+        else:
+            learners = {"default_policy": _merge_step_stats(steps)}
         self.iteration += 1
         elapsed = time.perf_counter() - start
         self._time_total += elapsed
@@ -301,10 +409,12 @@ class Algorithm:
         runners["num_env_steps_sampled"] = self.num_env_steps_sampled_lifetime - steps_before
         runners["num_env_steps_sampled_lifetime"] = self.num_env_steps_sampled_lifetime
         runners.update(nest(merge_metrics(self._runner_metrics)))
+        for kind, by_key in self._ma_returns.items():
+            runners[f"{kind}_mean"] = {k: float(np.mean(v)) for k, v in by_key.items()}
         result: dict[str, Any] = {
             "training_iteration": self.iteration,
             "env_runners": runners,
-            "learners": {"default_policy": learner},
+            "learners": learners,
             "num_env_steps_sampled_lifetime": self.num_env_steps_sampled_lifetime,
             "num_env_steps_trained_lifetime": self.num_env_steps_trained_lifetime,
             "num_episodes_lifetime": self.num_episodes_lifetime,
@@ -363,7 +473,8 @@ class Algorithm:
         else:
             if self._eval_runner is None:
                 env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
-                self._eval_runner = EnvRunner(
+                runner_cls, runner_kwargs = self._runner_class()
+                self._eval_runner = runner_cls(
                     self.env_creator,
                     env_config,
                     1,
@@ -372,6 +483,7 @@ class Algorithm:
                     worker_index=0,
                     callbacks=callbacks_blob(c),
                     connectors=connectors_blob(c),
+                    **runner_kwargs,
                 )
             out = self._eval_runner.evaluate(
                 weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
@@ -397,7 +509,9 @@ class Algorithm:
         )
         return result
 
-    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
+    def compute_single_action(
+        self, observation: Any, explore: bool | None = None, policy_id: str = "default_policy"
+    ) -> Any:
         """The action for one observation (``explore=False``: the greedy/mean action).
 
         Box actions are clipped to the space's bounds (what the env runners step with).
@@ -405,7 +519,10 @@ class Algorithm:
         if self._action_generator is None:
             self._action_generator = np.random.default_rng(self.config.seed)
         explore = self.config.explore if explore is None else bool(explore)
-        space = self.env_observation_space
+        space, action_space, module = self.env_observation_space, self.action_space, self.module
+        if self.module_specs is not None:  # multi-agent: the module policy_id names
+            module = self.get_module(policy_id)
+            space, action_space = self.module_specs[policy_id]
         from gymnasium import spaces
 
         if isinstance(space, spaces.Box | spaces.Discrete):
@@ -417,13 +534,13 @@ class Algorithm:
         batch = _batch_of_one(observation)
         for connector in self.env_to_module:  # a fresh episode's view, statistics unchanged
             batch = connector.transform_observations(batch, np.ones(1, bool), update=False)
-        actions, _ = self.module.act(batch, explore, self._action_generator, **self.act_kwargs())
+        actions, _ = module.act(batch, explore, self._action_generator, **self.act_kwargs())
         for connector in self.module_to_env:
             actions = connector.transform_actions(actions)
         action = actions[0]
 
-        if isinstance(self.action_space, spaces.Box):
-            return np.clip(action, self.action_space.low, self.action_space.high)
+        if isinstance(action_space, spaces.Box):
+            return np.clip(action, action_space.low, action_space.high)
         return int(action)
 
     def get_module(self, module_id: str = "default_policy") -> Any:
@@ -432,6 +549,10 @@ class Algorithm:
         It has ``forward_inference({"obs": batch})`` (and ``forward_exploration``) giving
         ``action_dist_inputs`` as Ray's default modules do.
         """
+        if self.modules:
+            if module_id not in self.modules:
+                raise KeyError(f"no module {module_id!r}; modules: {sorted(self.modules)}")
+            return self.modules[module_id]
         if module_id != "default_policy":
             raise KeyError(f"no module {module_id!r}; the one module is 'default_policy'")
         return self.module

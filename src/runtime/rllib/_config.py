@@ -232,6 +232,10 @@ class AlgorithmConfig:
         self.train_batch_size = 4000
         self.grad_clip: float | None = 0.5
         self.model: dict[str, Any] = {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"}
+        # multi-agent (None: one module, unless the env is a MultiAgentEnv)
+        self.policies: dict[str, Any] | None = None
+        self.policy_mapping_fn: Any = None
+        self.policies_to_train: Any = None
         # connectors (callables env -> connector(s), or None)
         self.env_to_module_connector: Any = None
         self.module_to_env_connector: Any = None
@@ -566,10 +570,41 @@ class AlgorithmConfig:
         self.callbacks_functions = {**self.callbacks_functions, **hooks}
         return self
 
-    def multi_agent(self, **options: Any) -> AlgorithmConfig:
-        """Not implemented: every option raises ``NotImplementedError`` naming it."""
-        self._refuse("multi_agent", options)
+    def multi_agent(
+        self,
+        *,
+        policies: Any = NotProvided,
+        policy_mapping_fn: Any = NotProvided,
+        policies_to_train: Any = NotProvided,
+        **unsupported: Any,
+    ) -> AlgorithmConfig:
+        """Several modules for the agents of a ``MultiAgentEnv`` (PPO; Ray's call).
+
+        ``policies``: module ids (a set or list), or a dict id -> ``None`` or Ray's
+        ``(None, observation_space, action_space, {})``. ``policy_mapping_fn(agent_id,
+        episode, **kwargs) -> module id`` (default: every agent -> ``"default_policy"``).
+        ``policies_to_train``: the ids to update (a list, or ``fn(module_id, batch) ->
+        bool``); the others act but keep their weights. Ray's other options raise
+        ``NotImplementedError``.
+        """
+        self._refuse("multi_agent", unsupported)
+        if policies is not NotProvided:
+            if isinstance(policies, dict):
+                self.policies = dict(policies)
+            elif isinstance(policies, set | list | tuple):
+                self.policies = {str(p) if not isinstance(p, str) else p: None for p in policies}
+            else:
+                raise TypeError(f"policies must be a set, list or dict of ids, got {policies!r}")
+        if policy_mapping_fn is not NotProvided:
+            self.policy_mapping_fn = policy_mapping_fn
+        if policies_to_train is not NotProvided:
+            self.policies_to_train = policies_to_train
         return self
+
+    @property
+    def is_multi_agent(self) -> bool:
+        """Whether modules were configured with ``multi_agent(policies=...)``."""
+        return self.policies is not None
 
     def offline_data(self, **options: Any) -> AlgorithmConfig:
         """Not implemented: every option raises ``NotImplementedError`` naming it."""

@@ -381,12 +381,18 @@ class EnvRunnerGroup:
         config: Any,
         env_creator: Callable[[dict[str, Any]], Any],
         actor_ctor: Callable[[], Any],
+        runner_cls: type | None = None,
+        runner_kwargs: dict[str, Any] | None = None,
     ):
         self.config = config
+        #: The runner class (``EnvRunner``, or ``MultiAgentEnvRunner`` for a multi-agent env)
+        #: and extra keyword arguments every runner gets.
+        self.runner_cls: type = runner_cls or EnvRunner
+        self.runner_kwargs = dict(runner_kwargs or {})
         self.env_creator = env_creator
         self.actor_ctor = actor_ctor
         self.num_restarts = 0
-        self.local: EnvRunner | None = None
+        self.local: Any = None
         self.runners: list[Any] = []
         #: Called with the 1-based indices of runners replaced in a round.
         self.on_recreated: Callable[[list[int]], None] | None = None
@@ -397,15 +403,15 @@ class EnvRunnerGroup:
         else:
             import cloudpickle
 
-            self._remote_cls = runtime.remote(EnvRunner)
+            self._remote_cls: Any = runtime.remote(self.runner_cls)
             self._blobs = (cloudpickle.dumps(env_creator), cloudpickle.dumps(actor_ctor))
             self.runners = [self._start(i + 1) for i in range(config.num_env_runners)]
             # Wait until every runner is up, so a bad env fails build() rather than train().
             runtime.get([r.ping.remote() for r in self.runners], timeout=config.sample_timeout_s)
 
-    def _local_runner(self, index: int) -> EnvRunner:
+    def _local_runner(self, index: int) -> Any:
         c = self.config
-        return EnvRunner(
+        return self.runner_cls(
             self.env_creator,
             c.env_config,
             c.num_envs_per_env_runner,
@@ -414,6 +420,7 @@ class EnvRunnerGroup:
             worker_index=index,
             callbacks=self.callbacks_blob,
             connectors=self.connectors_blob,
+            **self.runner_kwargs,
         )
 
     def _start(self, index: int) -> Any:
@@ -428,6 +435,7 @@ class EnvRunnerGroup:
             worker_index=index,
             callbacks=self.callbacks_blob,
             connectors=self.connectors_blob,
+            **self.runner_kwargs,
         )
 
     def num_healthy(self) -> int:

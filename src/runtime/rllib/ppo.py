@@ -5,8 +5,9 @@
    actions, a Gaussian with a learned state-independent log-std for Box actions.
 3. ``compute_gae``: advantages by generalized advantage estimation.
 4. ``ppo_loss``: clipped surrogate + value loss - entropy bonus.
-5. ``PPO.training_step``: sample from the env runners, GAE, then ``num_epochs`` passes of
-   shuffled minibatches.
+5. ``PPO.training_step``: sample from the env runners, then per module (one, or one per
+   trained policy of a multi-agent setup) ``update_module``: GAE, then ``num_epochs``
+   passes of shuffled minibatches.
 
 Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
 """
@@ -32,6 +33,7 @@ from runtime.rllib._learner import (
     sync_actor,
 )
 from runtime.rllib._numpy_policy import PPOActor
+from runtime.rllib.core import DEFAULT_MODULE_ID
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -255,21 +257,51 @@ class PPO(Algorithm):
     supports_box_actions = True
     config: PPOConfig
 
-    def setup(self) -> None:
+    def build_module(self, observation_space: Any, action_space: Any) -> tuple[Any, Any, Any]:
+        """One module for these spaces: (torch module, runners' policy ctor, learner)."""
         c = self.config
-        spec = (self.observation_space, self.action_space, dict(c.model))
-        self.module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
-        self.actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
-        self.learner = TorchLearner(self.module, self.current_lr(), c.grad_clip)
-        self.curr_kl_coeff = float(c.kl_coeff)
+        spec = (observation_space, action_space, dict(c.model))
+        module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
+        actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
+        return module, actor_ctor, TorchLearner(module, self.current_lr(), c.grad_clip)
+
+    def setup(self) -> None:
+        self.curr_kl_coeffs: dict[str, float] = {}  # per module, with use_kl_loss
+        super().setup()  # build_module, once or per module
 
     def training_step(self) -> dict[str, Any]:
         c = self.config
         lr = self.current_lr()
         self.learner.set_lr(lr)  # a schedule, or Tune's PBT, may have changed it
         entropy_coeff = scheduled(c.entropy_coeff, self.num_env_steps_sampled_lifetime)
-        data = self.postprocess(self.sample(c.get_rollout_fragment_length()))
+        batches = self.sample(c.get_rollout_fragment_length())
+        if not self.is_multi_agent:
+            return self.update_module(
+                DEFAULT_MODULE_ID, self.module, self.learner, batches, lr, entropy_coeff
+            )
+        # Multi-agent: each trained module learns from its agents' trajectory chunks.
+        return {
+            mid: self.update_module(
+                mid, self.modules[mid], self.learner.learners[mid], chunks, lr, entropy_coeff
+            )
+            for mid in self.modules_to_train()
+            if (chunks := [chunk for b in batches for chunk in b["modules"].get(mid, [])])
+        }
+
+    def update_module(  # noqa: PLR0917 -- the module, its learner, its data, two coefficients
+        self,
+        module_id: str,
+        module: ActorCritic,
+        learner: TorchLearner,
+        batches: list[dict[str, Any]],
+        lr: float,
+        entropy_coeff: float,
+    ) -> dict[str, Any]:
+        """GAE on ``batches``, then ``num_epochs`` passes of shuffled minibatches."""
+        c = self.config
+        data = self.postprocess(batches, module)
         vf_preds = data.pop("vf_preds")
+        kl_coeff = self.curr_kl_coeffs.setdefault(module_id, float(c.kl_coeff))
 
         # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
         # each minibatch is a slice (a view); stats stay tensors until the end.
@@ -284,9 +316,9 @@ class PPO(Algorithm):
             for start in range(0, size - mb_size + 1, mb_size):
                 mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
                 loss, mb_stats = ppo_loss(
-                    self.module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=self.curr_kl_coeff
+                    module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
                 )
-                grad_norm = self.learner.update(loss)
+                grad_norm = learner.update(loss)
                 totals += torch.stack([*mb_stats.values(), grad_norm])
                 num_updates += 1
         self.num_env_steps_trained_lifetime += size * c.num_epochs
@@ -301,20 +333,23 @@ class PPO(Algorithm):
             # Ray's adaptive KL coefficient: grow it when the policy moved too far, shrink it
             # when it barely moved.
             if out["mean_kl_loss"] > 2.0 * c.kl_target:
-                self.curr_kl_coeff *= 1.5
+                kl_coeff *= 1.5
             elif out["mean_kl_loss"] < 0.5 * c.kl_target:
-                self.curr_kl_coeff *= 0.5
-            out["curr_kl_coeff"] = self.curr_kl_coeff
+                kl_coeff *= 0.5
+            self.curr_kl_coeffs[module_id] = kl_coeff
+            out["curr_kl_coeff"] = kl_coeff
         out["num_env_steps_trained"] = size
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"curr_kl_coeff": self.curr_kl_coeff}
+        return {"curr_kl_coeffs": dict(self.curr_kl_coeffs)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.curr_kl_coeff = float(state.get("curr_kl_coeff", self.config.kl_coeff))
+        self.curr_kl_coeffs = dict(state.get("curr_kl_coeffs", {}))
 
-    def postprocess(self, batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def postprocess(
+        self, batches: list[dict[str, Any]], module: ActorCritic
+    ) -> dict[str, torch.Tensor]:
         """The runners' ``[T, N]`` batches as one flat batch of tensors, with GAE.
 
         Values (for GAE) come from the learner's current weights. The behaviour log-probs:
@@ -324,7 +359,7 @@ class PPO(Algorithm):
         iteration's weights, and the log-probs the runners recorded while acting are used.
         """
         c = self.config
-        space = self.observation_space
+        space = module.observation_space
         columns: dict[str, list[np.ndarray]] = {
             k: []
             for k in ("obs", "actions", "advantages", "value_targets", "action_logp", "vf_preds")
@@ -336,8 +371,8 @@ class PPO(Algorithm):
                 flat_next = obs_to_tensor(
                     b["next_obs"].reshape(t * n, *b["next_obs"].shape[2:]), space
                 )
-                values = self.module.value(flat_obs).numpy().reshape(t, n)
-                next_values = self.module.value(flat_next).numpy().reshape(t, n)
+                values = module.value(flat_obs).numpy().reshape(t, n)
+                next_values = module.value(flat_next).numpy().reshape(t, n)
             adv, targets = compute_gae(
                 b["rewards"],
                 values,
@@ -359,10 +394,10 @@ class PPO(Algorithm):
             columns["advantages"] = [(adv - adv.mean()) / max(1e-4, float(adv.std()))]
         data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items() if v}
         actions = data["actions"]
-        data["actions"] = actions.long() if self.module.discrete else actions.float()
+        data["actions"] = actions.long() if module.discrete else actions.float()
         if not c.sample_ahead:
             with torch.no_grad():
-                data["action_logp"] = self.module.logp_entropy(data["obs"], data["actions"])[0]
+                data["action_logp"] = module.logp_entropy(data["obs"], data["actions"])[0]
         return data
 
 
