@@ -216,13 +216,17 @@ def test_every_public_name_is_importable_from_runtime_rllib() -> None:
     assert sorted(rllib.__all__) == sorted(
         [
             "ALGORITHMS",
+            "APPO",
             "DQN",
+            "IMPALA",
             "PPO",
             "SAC",
             "Algorithm",
+            "APPOConfig",
             "AlgorithmConfig",
             "CheckpointRef",
             "DQNConfig",
+            "IMPALAConfig",
             "PPOConfig",
             "SACConfig",
             "SaveResult",

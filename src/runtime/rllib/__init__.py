@@ -34,6 +34,7 @@ from runtime.rllib._env import UnsupportedSpaceError, register_env
 
 if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
+    from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
     from runtime.rllib.dqn import DQN, DQNConfig
     from runtime.rllib.ppo import PPO, PPOConfig
     from runtime.rllib.sac import SAC, SACConfig
@@ -43,6 +44,10 @@ _LAZY = {
     "Algorithm": "runtime.rllib._algorithm",
     "CheckpointRef": "runtime.rllib._algorithm",
     "SaveResult": "runtime.rllib._algorithm",
+    "APPO": "runtime.rllib.appo",
+    "APPOConfig": "runtime.rllib.appo",
+    "IMPALA": "runtime.rllib.appo",
+    "IMPALAConfig": "runtime.rllib.appo",
     "DQN": "runtime.rllib.dqn",
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
@@ -56,6 +61,8 @@ ALGORITHMS = {
     "PPO": "runtime.rllib.ppo:PPO",
     "DQN": "runtime.rllib.dqn:DQN",
     "SAC": "runtime.rllib.sac:SAC",
+    "APPO": "runtime.rllib.appo:APPO",
+    "IMPALA": "runtime.rllib.appo:IMPALA",
 }
 
 
@@ -80,13 +87,17 @@ def get_algorithm_class(name: str) -> type[Algorithm]:
 
 __all__ = [
     "ALGORITHMS",
+    "APPO",
     "DQN",
+    "IMPALA",
     "PPO",
     "SAC",
+    "APPOConfig",
     "Algorithm",
     "AlgorithmConfig",
     "CheckpointRef",
     "DQNConfig",
+    "IMPALAConfig",
     "PPOConfig",
     "SACConfig",
     "SaveResult",

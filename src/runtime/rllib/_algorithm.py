@@ -355,6 +355,13 @@ class Algorithm:
             self._pending = group.start_sample(self._runner_payload(), *args)
         else:
             batches = group.sample(self._runner_payload(), *args)
+        self.account(batches)
+        return batches
+
+    def account(self, batches: list[dict[str, Any]]) -> None:
+        """Count the batches' env steps and episodes, and keep their episode figures,
+        connector statistics and custom metrics for this iteration's result."""
+        c = self.config
         window = -(-c.metrics_num_episodes_for_smoothing // max(1, c.num_env_runners))
         for batch in batches:
             if "metrics" in batch:
@@ -371,7 +378,6 @@ class Algorithm:
             stats = runner_episode_stats(batch["episode_returns"], batch["episode_lens"], window)
             if stats is not None:
                 self._runner_stats.append(stats)
-        return batches
 
     # --- the public API -----------------------------------------------------------------
 

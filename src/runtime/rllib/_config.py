@@ -223,6 +223,7 @@ class AlgorithmConfig:
         self.sample_timeout_s: float = 120.0
         self.explore = True
         self.sample_ahead = False
+        self.max_requests_in_flight_per_env_runner = 2
         # fault tolerance
         self.restart_failed_env_runners = True
         self.max_num_env_runner_restarts = 1000
@@ -298,6 +299,7 @@ class AlgorithmConfig:
         sample_timeout_s: float = NotProvided,
         explore: bool = NotProvided,
         sample_ahead: bool = NotProvided,
+        max_requests_in_flight_per_env_runner: int = NotProvided,
         env_to_module_connector: Any = NotProvided,
         module_to_env_connector: Any = NotProvided,
         **unsupported: Any,
@@ -314,6 +316,10 @@ class AlgorithmConfig:
         (the behaviour policy), so the clipped objective stays correct for the stale batch.
         It needs remote runners (``num_env_runners >= 1``); with 0 it samples synchronously.
 
+        ``max_requests_in_flight_per_env_runner``: sampling calls kept queued per runner by
+        the asynchronous algorithms (APPO, IMPALA; default 2); the synchronous ones make
+        one call per runner and round whatever it says.
+
         ``env_to_module_connector`` / ``module_to_env_connector``: a callable ``env ->
         connector`` (or a list of connectors), as in Ray, with connectors from
         ``runtime.rllib.connectors`` (``env`` is a one-env gymnasium vector env in the
@@ -329,6 +335,7 @@ class AlgorithmConfig:
             ("sample_timeout_s", sample_timeout_s),
             ("explore", explore),
             ("sample_ahead", sample_ahead),
+            ("max_requests_in_flight_per_env_runner", max_requests_in_flight_per_env_runner),
             ("env_to_module_connector", env_to_module_connector),
             ("module_to_env_connector", module_to_env_connector),
         ):

@@ -14,12 +14,17 @@ from runtime.rllib._config import AlgorithmConfig
 
 if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm
+    from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
     from runtime.rllib.dqn import DQN, DQNConfig
     from runtime.rllib.ppo import PPO, PPOConfig
     from runtime.rllib.sac import SAC, SACConfig
 
 _LAZY = {
     "Algorithm": "runtime.rllib._algorithm",
+    "APPO": "runtime.rllib.appo",
+    "APPOConfig": "runtime.rllib.appo",
+    "IMPALA": "runtime.rllib.appo",
+    "IMPALAConfig": "runtime.rllib.appo",
     "DQN": "runtime.rllib.dqn",
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
@@ -39,12 +44,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "APPO",
     "DQN",
+    "IMPALA",
     "PPO",
     "SAC",
+    "APPOConfig",
     "Algorithm",
     "AlgorithmConfig",
     "DQNConfig",
+    "IMPALAConfig",
     "PPOConfig",
     "SACConfig",
 ]
