@@ -98,7 +98,7 @@ def test_rays_options_we_do_not_implement_are_refused_by_name(call: object, name
     ("model", "name"),
     [
         ({"use_lstm": True}, "use_lstm"),
-        ({"conv_filters": []}, "conv_filters"),
+        ({"post_fcnet_hiddens": [8]}, "post_fcnet_hiddens"),
         ({"vf_share_layers": True}, "vf_share_layers"),
     ],
 )

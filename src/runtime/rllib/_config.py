@@ -134,9 +134,10 @@ RAY_OPTIONS: dict[str, frozenset[str]] = {
     }.items()
 }
 
-#: The ``model_config`` keys the default modules here build from. Ray's other model keys
-#: (``conv_filters``, ``use_lstm``, ``vf_share_layers=True``, ...) are refused by name.
-MODEL_KEYS = frozenset({"fcnet_hiddens", "fcnet_activation", "vf_share_layers"})
+#: The ``model_config`` keys the default modules here build from (``conv_filters``: PPO,
+#: APPO, IMPALA). Ray's other model keys (``use_lstm``, ``vf_share_layers=True``, ...) are
+#: refused by name.
+MODEL_KEYS = frozenset({"fcnet_hiddens", "fcnet_activation", "vf_share_layers", "conv_filters"})
 
 
 def refuse(owner: str, method: str, options: dict[str, Any], ray_names: frozenset[str]) -> None:

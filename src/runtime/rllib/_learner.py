@@ -16,6 +16,7 @@ from torch import nn
 __all__ = [
     "LearnerSet",
     "TorchLearner",
+    "cnn",
     "flatten_parameters",
     "get_module_weights",
     "mlp",
@@ -74,6 +75,41 @@ def mlp(
         size = h
     layers.append(_layer(size, out_size, out_gain))
     return nn.Sequential(*layers)
+
+
+def cnn(observation_space: Any, filters: list[Any]) -> tuple[nn.Sequential, int]:
+    """Conv layers (Ray's ``conv_filters``: ``[out_channels, kernel, stride]`` each; valid
+    padding, ReLU) over ``[B, H, W, C]`` images, flattened; and the output width."""
+    shape = getattr(observation_space, "shape", None) or ()
+    if len(shape) != 3:
+        raise ValueError(
+            f"conv_filters need image observations (a [H, W, C] Box), got {observation_space}"
+        )
+    height, width, channels = (int(d) for d in shape)
+    layers: list[nn.Module] = [_ChannelsFirst(height, width, channels)]
+    for out_channels, kernel, stride in filters:
+        k = int(kernel[0] if isinstance(kernel, list | tuple) else kernel)
+        conv = nn.Conv2d(channels, int(out_channels), k, int(stride))
+        nn.init.orthogonal_(conv.weight, math.sqrt(2))
+        nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
+        layers += [conv, nn.ReLU()]
+        channels = int(out_channels)
+        height, width = (height - k) // int(stride) + 1, (width - k) // int(stride) + 1
+        if height < 1 or width < 1:
+            raise ValueError(f"conv_filters {filters} shrink {observation_space.shape} to nothing")
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers), channels * height * width
+
+
+class _ChannelsFirst(nn.Module):
+    """Flattened ``[B, H*W*C]`` observations (``obs_to_tensor``) back to ``[B, C, H, W]``."""
+
+    def __init__(self, height: int, width: int, channels: int):
+        super().__init__()
+        self.shape = (height, width, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *self.shape).permute(0, 3, 1, 2)
 
 
 def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:

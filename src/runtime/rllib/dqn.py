@@ -100,6 +100,11 @@ class DQNConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.model.get("conv_filters"):
+            raise NotImplementedError(
+                f"model_config conv_filters: {type(self).__name__} has no CNN encoder here "
+                "(PPO, APPO and IMPALA do)"
+            )
         capacity = self.replay_buffer_config.get("capacity")
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"replay_buffer_config['capacity'] must be an int >= 1: {capacity!r}")

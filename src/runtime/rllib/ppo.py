@@ -26,6 +26,7 @@ from runtime.rllib._algorithm import Algorithm
 from runtime.rllib._config import AlgorithmConfig, check_schedule, scheduled
 from runtime.rllib._learner import (
     TorchLearner,
+    cnn,
     mlp,
     obs_size,
     obs_to_tensor,
@@ -104,6 +105,12 @@ class ActorCritic(nn.Module):
         self.discrete = isinstance(action_space, spaces.Discrete)
         hiddens, act = list(model["fcnet_hiddens"]), model["fcnet_activation"]
         n_in = obs_size(observation_space)
+        # Images ([H, W, C] Box) with ``conv_filters``: a CNN encoder under each MLP head.
+        self.pi_enc: nn.Module = nn.Identity()
+        self.vf_enc: nn.Module = nn.Identity()
+        if model.get("conv_filters"):
+            self.pi_enc, n_in = cnn(observation_space, model["conv_filters"])
+            self.vf_enc, _ = cnn(observation_space, model["conv_filters"])
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
         self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
@@ -120,7 +127,7 @@ class ActorCritic(nn.Module):
         through ``torch.distributions``: the learner calls this 160 times an iteration on
         minibatches of 128, where each extra autograd node costs more than its arithmetic.
         """
-        out = self.pi(obs)
+        out = self.pi(self.pi_enc(obs))
         if self.discrete:
             logp_all = torch.log_softmax(out, -1)
             logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -129,7 +136,7 @@ class ActorCritic(nn.Module):
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.vf(obs).squeeze(-1)
+        return self.vf(self.vf_enc(obs)).squeeze(-1)
 
     def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Ray's RLModule call: ``{"obs": ...}`` -> ``{"action_dist_inputs", "vf_preds"}``.
@@ -139,7 +146,7 @@ class ActorCritic(nn.Module):
         """
         obs = obs_to_tensor(np.asarray(batch["obs"]), self.observation_space)
         with torch.no_grad():
-            out = self.pi(obs)
+            out = self.pi(self.pi_enc(obs))
             if not self.discrete:
                 out = torch.cat([out, self.log_std.expand_as(out)], -1)
             return {"action_dist_inputs": out, "vf_preds": self.value(obs)}

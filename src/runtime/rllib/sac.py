@@ -95,6 +95,11 @@ class SACConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.model.get("conv_filters"):
+            raise NotImplementedError(
+                f"model_config conv_filters: {type(self).__name__} has no CNN encoder here "
+                "(PPO, APPO and IMPALA do)"
+            )
         for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
