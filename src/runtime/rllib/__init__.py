@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
     from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
     from runtime.rllib.dqn import DQN, DQNConfig
+    from runtime.rllib.marwil import BC, MARWIL, BCConfig, MARWILConfig
     from runtime.rllib.ppo import PPO, PPOConfig
     from runtime.rllib.sac import SAC, SACConfig
 
@@ -48,6 +49,10 @@ _LAZY = {
     "APPOConfig": "runtime.rllib.appo",
     "IMPALA": "runtime.rllib.appo",
     "IMPALAConfig": "runtime.rllib.appo",
+    "BC": "runtime.rllib.marwil",
+    "BCConfig": "runtime.rllib.marwil",
+    "MARWIL": "runtime.rllib.marwil",
+    "MARWILConfig": "runtime.rllib.marwil",
     "DQN": "runtime.rllib.dqn",
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
@@ -63,6 +68,8 @@ ALGORITHMS = {
     "SAC": "runtime.rllib.sac:SAC",
     "APPO": "runtime.rllib.appo:APPO",
     "IMPALA": "runtime.rllib.appo:IMPALA",
+    "BC": "runtime.rllib.marwil:BC",
+    "MARWIL": "runtime.rllib.marwil:MARWIL",
 }
 
 
@@ -88,16 +95,20 @@ def get_algorithm_class(name: str) -> type[Algorithm]:
 __all__ = [
     "ALGORITHMS",
     "APPO",
+    "BC",
     "DQN",
     "IMPALA",
+    "MARWIL",
     "PPO",
     "SAC",
     "APPOConfig",
     "Algorithm",
     "AlgorithmConfig",
+    "BCConfig",
     "CheckpointRef",
     "DQNConfig",
     "IMPALAConfig",
+    "MARWILConfig",
     "PPOConfig",
     "SACConfig",
     "SaveResult",

@@ -150,6 +150,7 @@ class Algorithm:
         self._runner_metrics: list[Logged] = []  # what runner-side callbacks logged
         self.modules: dict[str, Any] = {}
         self._ma_returns: dict[str, dict[str, list[float]]] = {}
+        self._recorded: dict[tuple[int, int], tuple[int, int]] = {}  # (runner, env) -> (ep, t)
         self.setup()
         self.env_runner_group = EnvRunnerGroup(
             config, self.env_creator, self.actor_ctor, *self._runner_class()
@@ -356,7 +357,49 @@ class Algorithm:
         else:
             batches = group.sample(self._runner_payload(), *args)
         self.account(batches)
+        if self.config.output:
+            self.record(batches)
         return batches
+
+    def record(self, batches: list[dict[str, Any]]) -> None:
+        """Write the batches' transitions to ``config.output`` as Parquet (``runtime.data``).
+
+        One row per transition: ``eps_id`` (the runner, env and episode; an episode cut by
+        the end of a round continues under the same id), ``t``, ``obs``, ``actions``,
+        ``rewards``, ``terminateds``, ``truncateds``, ``next_obs``, ``action_logp``.
+        """
+        from runtime import data
+
+        rows: list[dict[str, Any]] = []
+        for r, b in enumerate(batches):
+            steps, envs = b["rewards"].shape
+            for n in range(envs):
+                key = (r, n)
+                episode, t = self._recorded.get(key, (0, 0))
+                for i in range(steps):
+                    rows.append(
+                        {
+                            "eps_id": f"{id(self)}-{r}-{n}-{episode}",
+                            "t": t,
+                            "obs": np.asarray(b["obs"][i, n], np.float32).reshape(-1).tolist(),
+                            "actions": np.asarray(b["actions"][i, n]).tolist(),
+                            "rewards": float(b["rewards"][i, n]),
+                            "terminateds": bool(b["terminateds"][i, n]),
+                            "truncateds": bool(b["truncateds"][i, n]),
+                            "next_obs": np.asarray(b["next_obs"][i, n], np.float32)
+                            .reshape(-1)
+                            .tolist(),
+                            "action_logp": float(b["action_logp"][i, n])
+                            if "action_logp" in b
+                            else 0.0,
+                        }
+                    )
+                    t += 1
+                    if b["terminateds"][i, n] or b["truncateds"][i, n]:
+                        episode, t = episode + 1, 0
+                self._recorded[key] = (episode, t)
+        if rows:
+            data.from_items(rows).write_parquet(str(self.config.output))
 
     def account(self, batches: list[dict[str, Any]]) -> None:
         """Count the batches' env steps and episodes, and keep their episode figures,

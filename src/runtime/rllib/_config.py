@@ -234,6 +234,9 @@ class AlgorithmConfig:
         self.train_batch_size = 4000
         self.grad_clip: float | None = 0.5
         self.model: dict[str, Any] = {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"}
+        # offline data: where sampled transitions are recorded, and what BC/MARWIL read
+        self.output: str | None = None
+        self.input_: Any = None
         # multi-agent (None: one module, unless the env is a MultiAgentEnv)
         self.policies: dict[str, Any] | None = None
         self.policy_mapping_fn: Any = None
@@ -614,9 +617,21 @@ class AlgorithmConfig:
         """Whether modules were configured with ``multi_agent(policies=...)``."""
         return self.policies is not None
 
-    def offline_data(self, **options: Any) -> AlgorithmConfig:
-        """Not implemented: every option raises ``NotImplementedError`` naming it."""
-        self._refuse("offline_data", options)
+    def offline_data(
+        self,
+        *,
+        input_: Any = NotProvided,
+        output: str | None = NotProvided,
+        **unsupported: Any,
+    ) -> AlgorithmConfig:
+        """Recorded episodes: ``output`` (a directory) records every sampled transition as
+        Parquet through ``runtime.data``; ``input_`` (a directory of such files) is what
+        BC and MARWIL learn from. Ray's other options raise ``NotImplementedError``."""
+        self._refuse("offline_data", unsupported)
+        if input_ is not NotProvided:
+            self.input_ = input_
+        if output is not NotProvided:
+            self.output = output
         return self
 
     def checkpointing(self, **options: Any) -> AlgorithmConfig:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm
     from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
     from runtime.rllib.dqn import DQN, DQNConfig
+    from runtime.rllib.marwil import BC, MARWIL, BCConfig, MARWILConfig
     from runtime.rllib.ppo import PPO, PPOConfig
     from runtime.rllib.sac import SAC, SACConfig
 
@@ -25,6 +26,10 @@ _LAZY = {
     "APPOConfig": "runtime.rllib.appo",
     "IMPALA": "runtime.rllib.appo",
     "IMPALAConfig": "runtime.rllib.appo",
+    "BC": "runtime.rllib.marwil",
+    "BCConfig": "runtime.rllib.marwil",
+    "MARWIL": "runtime.rllib.marwil",
+    "MARWILConfig": "runtime.rllib.marwil",
     "DQN": "runtime.rllib.dqn",
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
@@ -45,15 +50,19 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "APPO",
+    "BC",
     "DQN",
     "IMPALA",
+    "MARWIL",
     "PPO",
     "SAC",
     "APPOConfig",
     "Algorithm",
     "AlgorithmConfig",
+    "BCConfig",
     "DQNConfig",
     "IMPALAConfig",
+    "MARWILConfig",
     "PPOConfig",
     "SACConfig",
 ]
