@@ -304,3 +304,11 @@ def test_dqn_with_dueling_n_step_and_soft_target_updates_solves_the_grid() -> No
         assert algo.buffer.columns["discounts"].max() <= 1.0
     finally:
         algo.stop()
+
+
+def test_every_algorithm_name_is_a_tune_trainable() -> None:
+    from runtime.libs.trainable import registered_trainables, resolve_trainable
+    from runtime.rllib import ALGORITHMS, SAC
+
+    assert set(ALGORITHMS) <= set(registered_trainables())
+    assert resolve_trainable("SAC") is SAC

@@ -73,6 +73,23 @@ ALGORITHMS = {
 }
 
 
+def _register_with_tune() -> None:
+    """Make every algorithm name a Tune trainable (``tune.run("SAC")``), lazily resolved.
+
+    ``runtime.libs.trainable`` knows PPO and DQN by itself; the others are added here, when
+    ``runtime.rllib`` is imported.
+    """
+    from runtime.libs import trainable
+
+    known = set(trainable.registered_trainables())
+    for name, target in ALGORITHMS.items():
+        if name not in known:
+            trainable.register_trainable(name, target)
+
+
+_register_with_tune()
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
