@@ -66,8 +66,8 @@ def test_result_keys_and_columns_have_rays_names() -> None:
         ),
         (lambda c: c.env_runners(batch_mode="complete_episodes"), "batch_mode"),
         (
-            lambda c: c.evaluation(evaluation_parallel_to_training=True),
-            "evaluation_parallel_to_training",
+            lambda c: c.evaluation(evaluation_duration="auto"),
+            "auto",
         ),
         (lambda c: c.evaluation(evaluation_config={"gamma": 0.5}), "gamma"),
         (lambda c: c.learners(num_learners=2), "num_learners"),
@@ -312,3 +312,34 @@ def test_every_algorithm_name_is_a_tune_trainable() -> None:
 
     assert set(ALGORITHMS) <= set(registered_trainables())
     assert resolve_trainable("SAC") is SAC
+
+
+@pytest.mark.usefixtures("cluster")
+@pytest.mark.timeout(200)
+def test_evaluation_parallel_to_training_runs_on_the_evaluation_actors() -> None:
+    with pytest.raises(ValueError, match="evaluation_num_env_runners"):
+        PPOConfig().environment("CartPole-v1").evaluation(
+            evaluation_parallel_to_training=True
+        ).validate()
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=2)
+        .training(train_batch_size=400, num_epochs=1)
+        .evaluation(
+            evaluation_interval=2,
+            evaluation_duration=4,
+            evaluation_num_env_runners=2,
+            evaluation_parallel_to_training=True,
+        )
+        .debugging(seed=0)
+    )
+    algo = config.build()
+    try:
+        first, second = algo.train(), algo.train()
+        assert "evaluation" not in first
+        evaluation = second["evaluation"]["env_runners"]
+        assert evaluation["num_episodes"] == 4 and evaluation["episode_return_mean"] > 0
+        assert second["evaluation/env_runners/num_episodes"] == 4
+    finally:
+        algo.stop()

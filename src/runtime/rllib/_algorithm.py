@@ -436,6 +436,15 @@ class Algorithm:
         self._runner_stats = []
         self._runner_metrics = []
         self._ma_returns = {}
+        interval = self.config.evaluation_interval
+        will_evaluate = interval is not None and (self.iteration + 1) % interval == 0
+        # In parallel: the evaluation actors run their episodes (with the weights of before
+        # this iteration, as Ray's) while the training steps run.
+        pending = (
+            self._start_evaluation()
+            if will_evaluate and self.config.evaluation_parallel_to_training
+            else None
+        )
         steps = [self.training_step()]
         while (
             self.num_env_steps_sampled_lifetime - steps_before
@@ -472,9 +481,10 @@ class Algorithm:
             "time_this_iter_s": elapsed,
             "time_total_s": self._time_total,
         }
-        interval = self.config.evaluation_interval
-        if interval and self.iteration % interval == 0:
-            result["evaluation"] = self.evaluate()
+        if will_evaluate:
+            result["evaluation"] = (
+                self._finish_evaluation(pending) if pending is not None else self.evaluate()
+            )
         run_hooks(
             self.callbacks,
             "on_train_result",
@@ -497,6 +507,10 @@ class Algorithm:
         In the driver, or split over the ``evaluation_num_env_runners`` actors (episodes or
         timesteps divided as evenly as they go). Returns ``{"env_runners": {...}}``.
         """
+        return self._finish_evaluation(self._start_evaluation())
+
+    def _start_evaluation(self) -> tuple[str, Any]:
+        """Run (in the driver) or start (on the evaluation actors) an evaluation."""
         c = self.config
         run_hooks(self.callbacks, "on_evaluate_start", algorithm=self, metrics_logger=self.metrics)
         explore = bool(c.evaluation_config.get("explore", False))
@@ -513,30 +527,37 @@ class Algorithm:
                 for a, share in zip(self._eval_actors, shares, strict=True)
                 if share
             ]
-            outs = runtime.get(refs, timeout=c.sample_timeout_s)
+            return "remote", refs
+        # In the driver.
+        if self._eval_runner is None:
+            env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
+            runner_cls, runner_kwargs = self._runner_class()
+            self._eval_runner = runner_cls(
+                self.env_creator,
+                env_config,
+                1,
+                self.actor_ctor,
+                seed=c.seed,
+                worker_index=0,
+                callbacks=callbacks_blob(c),
+                connectors=connectors_blob(c),
+                **runner_kwargs,
+            )
+        out = self._eval_runner.evaluate(
+            weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
+        )
+        return "local", out
+
+    def _finish_evaluation(self, pending: tuple[str, Any]) -> dict[str, Any]:
+        """The evaluation result of ``_start_evaluation`` (waiting for the actors' episodes)."""
+        kind, out = pending
+        if kind == "remote":
+            outs = runtime.get(out, timeout=self.config.sample_timeout_s)
             out = {
                 "episode_returns": [r for o in outs for r in o["episode_returns"]],
                 "episode_lens": [x for o in outs for x in o["episode_lens"]],
-                "metrics": [m for o in outs for m in o["metrics"]],
+                "metrics": [m for o in outs for m in o.get("metrics", [])],
             }
-        else:
-            if self._eval_runner is None:
-                env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
-                runner_cls, runner_kwargs = self._runner_class()
-                self._eval_runner = runner_cls(
-                    self.env_creator,
-                    env_config,
-                    1,
-                    self.actor_ctor,
-                    seed=c.seed,
-                    worker_index=0,
-                    callbacks=callbacks_blob(c),
-                    connectors=connectors_blob(c),
-                    **runner_kwargs,
-                )
-            out = self._eval_runner.evaluate(
-                weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
-            )
         returns = out["episode_returns"] or [float("nan")]
         lens = out["episode_lens"] or [0]
         result: dict[str, Any] = {

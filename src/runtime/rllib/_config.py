@@ -252,6 +252,7 @@ class AlgorithmConfig:
         self.evaluation_duration = 10
         self.evaluation_duration_unit = "episodes"
         self.evaluation_num_env_runners = 0
+        self.evaluation_parallel_to_training = False
         self.evaluation_config: dict[str, Any] = {}
         # callbacks: RLlibCallback subclass(es), and hook functions by name
         self.callbacks_class: Any = None
@@ -451,6 +452,7 @@ class AlgorithmConfig:
         *,
         evaluation_num_env_runners: int = NotProvided,
         evaluation_config: dict[str, Any] | None = NotProvided,
+        evaluation_parallel_to_training: bool = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
         """Evaluate every ``evaluation_interval`` iterations, greedy unless told otherwise.
@@ -458,8 +460,18 @@ class AlgorithmConfig:
         ``evaluation_num_env_runners=0`` runs the episodes in the driver; ``N > 0`` on N
         evaluation runner actors (started at build), the episodes split over them.
         ``evaluation_config`` takes ``explore`` (default False) and ``env_config``.
+        ``evaluation_parallel_to_training=True`` (needs evaluation actors) runs the
+        evaluation episodes while the iteration trains, with the weights of before it.
+        ``evaluation_duration="auto"`` raises ``NotImplementedError``.
         """
         self._refuse("evaluation", unsupported)
+        if evaluation_duration == "auto":
+            raise NotImplementedError(
+                f"{type(self).__name__}.evaluation(evaluation_duration='auto') is not "
+                "implemented; give a number of episodes or timesteps"
+            )
+        if evaluation_parallel_to_training is not NotProvided:
+            self.evaluation_parallel_to_training = bool(evaluation_parallel_to_training)
         if evaluation_interval is not NotProvided:
             self.evaluation_interval = evaluation_interval
         if evaluation_duration is not NotProvided:
@@ -701,6 +713,10 @@ class AlgorithmConfig:
             _int_at_least("evaluation_interval", self.evaluation_interval, 1)
         _int_at_least("evaluation_duration", self.evaluation_duration, 1)
         _int_at_least("evaluation_num_env_runners", self.evaluation_num_env_runners, 0)
+        if self.evaluation_parallel_to_training and not self.evaluation_num_env_runners:
+            raise ValueError(
+                "evaluation_parallel_to_training=True needs evaluation_num_env_runners >= 1"
+            )
         if self.evaluation_duration_unit not in ("episodes", "timesteps"):
             raise ValueError(
                 "evaluation_duration_unit must be 'episodes' or 'timesteps', "
