@@ -25,6 +25,14 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/rllib.py --only runtime
     .venv/bin/python benchmarks/rllib.py --seed 1     # another seed, both halves
 
+``--workload sac|appo|multi|bc`` runs one of the other workloads of issue 21, our half only
+(no Ray half is written for them yet): SAC on Pendulum-v1 to -250 (1 runner), APPO on
+CartPole-v1 to 150 and 300 with its end-to-end env steps/s (2 runners x 4 envs),
+multi-agent PPO on a two-agent CartPole to 150 per agent (1 runner x 2 envs), and BC on 4000
+recorded transitions of a PPO policy at 200 (greedy evaluation after each iteration)::
+
+    .venv/bin/python benchmarks/rllib.py --workload sac --seed 0
+
 Ray RLlib needs ``dm-tree`` and ``lz4`` besides ``ray``; ``RLLIB_BENCH_PYTHONPATH`` is
 prepended to the Ray child's ``PYTHONPATH`` (for deps installed with ``pip --target``).
 """
@@ -153,6 +161,91 @@ def train_until(
     total = time.perf_counter() - start
     out["train_steps_per_s"] = steps / total if total else 0.0
     return out
+
+
+def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
+    """One of the other workloads (our half): see the module docstring."""
+    import runtime
+    from runtime import rllib
+    from runtime.rllib.env.multi_agent_env import make_multi_agent
+
+    runtime.init(num_cpus=RUNNERS)
+    try:
+        if workload == "sac":
+            config: Any = rllib.SACConfig().environment("Pendulum-v1")
+            config.env_runners(num_env_runners=1)
+            targets, mean_of = [-250.0], None
+        elif workload == "appo":
+            config = rllib.APPOConfig().environment("CartPole-v1")
+            config.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+            targets, mean_of = [150.0, 300.0], None
+        elif workload == "multi":
+            env = make_multi_agent("CartPole-v1")
+            config = rllib.PPOConfig().environment(env, env_config={"num_agents": 2})
+            config.env_runners(num_env_runners=1, num_envs_per_env_runner=2)
+            config.training(train_batch_size=1000)
+            targets = [150.0]
+
+            def mean_of(result: dict[str, Any]) -> float:
+                per_agent = result["env_runners"].get("agent_episode_returns_mean") or {"": 0}
+                return float(min(per_agent.values()))
+
+        else:
+            return run_bc(budget_s, seed)
+        algo = config.debugging(seed=seed).build()
+        try:
+            return train_until(
+                f"runtime {workload}",
+                algo.train,
+                mean_of=mean_of or (lambda r: r["env_runners"]["episode_return_mean"]),
+                steps_of=lambda r: r["num_env_steps_sampled_lifetime"],
+                targets=targets,
+                budget_s=budget_s,
+            )
+        finally:
+            algo.stop()
+    finally:
+        runtime.shutdown()
+
+
+def run_bc(budget_s: float, seed: int) -> dict[str, Any]:
+    """Record 4000 transitions of a PPO policy at a mean return of 200; BC to 150 greedy."""
+    from runtime.rllib import BCConfig, PPOConfig
+
+    path = tempfile.mkdtemp(prefix="rllib-bench-bc-")
+    try:
+        expert = PPOConfig().environment("CartPole-v1").debugging(seed=seed)
+        expert.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+        algo = expert.build()
+        try:
+            while algo.train()["env_runners"]["episode_return_mean"] < 200:
+                pass
+            algo.config.offline_data(output=path)
+            for _ in range(2):
+                algo.train()
+        finally:
+            algo.stop()
+        config = BCConfig().environment("CartPole-v1").offline_data(input_=path)
+        bc = config.evaluation(evaluation_duration=5).debugging(seed=seed).build()
+        try:
+
+            def train_and_evaluate() -> dict[str, Any]:
+                result = bc.train()
+                result["greedy"] = bc.evaluate()["env_runners"]["episode_return_mean"]
+                return result
+
+            return train_until(
+                "runtime bc",
+                train_and_evaluate,
+                mean_of=lambda r: r["greedy"],
+                steps_of=lambda r: r["num_env_steps_trained_lifetime"],
+                targets=[150.0],
+                budget_s=budget_s,
+            )
+        finally:
+            bc.stop()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- Ray's half
@@ -302,7 +395,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per half")
     parser.add_argument("--seed", type=int, default=0, help="seed of both halves")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--workload",
+        choices=("ppo", "sac", "appo", "multi", "bc"),
+        default="ppo",
+        help="ppo: the side-by-side run; the others: our half only",
+    )
     args = parser.parse_args(argv)
+    if args.workload != "ppo":
+        report = run_workload(args.workload, args.budget or 300.0, args.seed)
+        print(json.dumps(report, indent=2))
+        return 0
     targets = [150.0] if args.quick else [150.0, 450.0]
     budget = args.budget or (120.0 if args.quick else 300.0)
     rounds = 3 if args.quick else 10

@@ -58,3 +58,54 @@ class DictObsEnv(gym.Env[Any, np.int64]):
 
     def step(self, action: Any) -> Any:
         return {"a": 0}, 0.0, True, False, {}
+
+
+class DictCartPole(gym.Env[Any, np.int64]):
+    """CartPole-v1 with a ``Dict`` observation: ``{"cart": [x, v], "pole": [angle, omega]}``."""
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.inner = gym.make("CartPole-v1")
+        box = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.observation_space = spaces.Dict({"cart": box, "pole": box})
+        self.action_space = self.inner.action_space
+
+    def _split(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"cart": obs[:2].astype(np.float32), "pole": obs[2:].astype(np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        obs, info = self.inner.reset(seed=seed)
+        return self._split(obs), info
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.inner.step(action)
+        return self._split(obs), reward, terminated, truncated, info
+
+
+class BrightSide(gym.Env[np.ndarray, np.int64]):
+    """A 6x6 one-channel image with one bright pixel; say which half it is in (0: left).
+
+    Each of the 10 steps shows a new image and pays 1 for the right answer: random play
+    scores 5 an episode, a policy that reads the image 10.
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.observation_space = spaces.Box(0.0, 1.0, (6, 6, 1), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.steps = 0
+        self.column = 0
+
+    def _image(self) -> np.ndarray:
+        self.column = int(self.np_random.integers(6))
+        image = np.zeros((6, 6, 1), np.float32)
+        image[int(self.np_random.integers(6)), self.column, 0] = 1.0
+        return image
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.steps = 0
+        return self._image(), {}
+
+    def step(self, action: Any) -> Any:
+        reward = float(int(action) == int(self.column >= 3))
+        self.steps += 1
+        return self._image(), reward, False, self.steps >= 10, {}

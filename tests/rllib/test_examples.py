@@ -81,3 +81,21 @@ def test_cli_trains_until_the_stop_condition_then_evaluates_the_checkpoint(
     )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert '"num_episodes": 2' in evaluate.stdout
+
+
+@pytest.mark.timeout(300)
+def test_sac_example_learns_and_logs_its_custom_metric(tmp_path: Path) -> None:
+    # A short bar (random play scores -1200 to -1500): the full run to -250 is the default.
+    stdout = run_example(
+        "rllib_sac_pendulum.py",
+        tmp_path,
+        "--target",
+        "-900",
+        "--hiddens",
+        "64",
+        "--max-iterations",
+        "8",
+    )
+    assert "reached a mean return of" in stdout, stdout
+    assert "upright" in stdout and "upright nan" not in stdout.splitlines()[1]
+    assert "greedy evaluation: mean return" in stdout

@@ -1,9 +1,9 @@
-"""runtime.rllib: reinforcement learning with parallel env-runner actors (PPO, DQN).
+"""runtime.rllib: reinforcement learning with parallel env-runner actors (PPO, DQN, SAC).
 
 Readable like CleanRL, scaling like RLlib: each algorithm is one file read top to bottom
-(``ppo.py``, ``dqn.py``: config, model, loss, update); the env runners (actors stepping a
-gymnasium vector env and returning batches through the object store), the replay buffer and
-the torch learner are shared modules. An algorithm class is also a Tune trainable, so
+(``ppo.py``, ``dqn.py``, ``sac.py``: config, model, loss, update); the env runners (actors
+stepping a gymnasium vector env and returning batches through the object store), the replay
+buffer and the torch learner are shared modules. An algorithm class is also a Tune trainable, so
 ``tune.run("PPO", config=PPOConfig().environment("CartPole-v1").to_dict())`` works.
 
 torch is imported on first use of an algorithm name (``PPO``, ``PPOConfig``, ...), not by
@@ -34,22 +34,60 @@ from runtime.rllib._env import UnsupportedSpaceError, register_env
 
 if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
+    from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
     from runtime.rllib.dqn import DQN, DQNConfig
+    from runtime.rllib.marwil import BC, MARWIL, BCConfig, MARWILConfig
     from runtime.rllib.ppo import PPO, PPOConfig
+    from runtime.rllib.sac import SAC, SACConfig
 
 #: Where each lazily imported public name lives.
 _LAZY = {
     "Algorithm": "runtime.rllib._algorithm",
     "CheckpointRef": "runtime.rllib._algorithm",
     "SaveResult": "runtime.rllib._algorithm",
+    "APPO": "runtime.rllib.appo",
+    "APPOConfig": "runtime.rllib.appo",
+    "IMPALA": "runtime.rllib.appo",
+    "IMPALAConfig": "runtime.rllib.appo",
+    "BC": "runtime.rllib.marwil",
+    "BCConfig": "runtime.rllib.marwil",
+    "MARWIL": "runtime.rllib.marwil",
+    "MARWILConfig": "runtime.rllib.marwil",
     "DQN": "runtime.rllib.dqn",
     "DQNConfig": "runtime.rllib.dqn",
     "PPO": "runtime.rllib.ppo",
     "PPOConfig": "runtime.rllib.ppo",
+    "SAC": "runtime.rllib.sac",
+    "SACConfig": "runtime.rllib.sac",
 }
 
 #: Algorithm names Tune and the CLI accept (``tune.run("PPO")``): name -> "module:class".
-ALGORITHMS = {"PPO": "runtime.rllib.ppo:PPO", "DQN": "runtime.rllib.dqn:DQN"}
+ALGORITHMS = {
+    "PPO": "runtime.rllib.ppo:PPO",
+    "DQN": "runtime.rllib.dqn:DQN",
+    "SAC": "runtime.rllib.sac:SAC",
+    "APPO": "runtime.rllib.appo:APPO",
+    "IMPALA": "runtime.rllib.appo:IMPALA",
+    "BC": "runtime.rllib.marwil:BC",
+    "MARWIL": "runtime.rllib.marwil:MARWIL",
+}
+
+
+def _register_with_tune() -> None:
+    """Make every algorithm name a Tune trainable (``tune.run("SAC")``), lazily resolved.
+
+    ``runtime.libs.trainable`` knows PPO and DQN by itself; the others are added here, when
+    ``runtime.rllib`` is imported.
+    """
+    from runtime.libs import trainable
+
+    known = set(trainable.registered_trainables())
+    for name, target in ALGORITHMS.items():
+        if name not in known:
+            trainable.register_trainable(name, target)
+
+
+_register_with_tune()
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +100,7 @@ def __getattr__(name: str) -> Any:
 
 
 def get_algorithm_class(name: str) -> type[Algorithm]:
-    """The algorithm class registered as ``name`` ("PPO" or "DQN", any case)."""
+    """The algorithm class registered as ``name`` ("PPO", "DQN" or "SAC", any case)."""
     target = ALGORITHMS.get(name.upper()) if isinstance(name, str) else None
     if target is None:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
@@ -73,13 +111,23 @@ def get_algorithm_class(name: str) -> type[Algorithm]:
 
 __all__ = [
     "ALGORITHMS",
+    "APPO",
+    "BC",
     "DQN",
+    "IMPALA",
+    "MARWIL",
     "PPO",
+    "SAC",
+    "APPOConfig",
     "Algorithm",
     "AlgorithmConfig",
+    "BCConfig",
     "CheckpointRef",
     "DQNConfig",
+    "IMPALAConfig",
+    "MARWILConfig",
     "PPOConfig",
+    "SACConfig",
     "SaveResult",
     "UnsupportedSpaceError",
     "get_algorithm_class",

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-cpus", type=int, default=None, help="local mesh size")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train until --stop is met; save a checkpoint")
-    train.add_argument("--algo", required=True, help="PPO or DQN")
+    train.add_argument("--algo", required=True, help="PPO, DQN or SAC")
     train.add_argument("--env", required=True, help="a gymnasium id such as CartPole-v1")
     train.add_argument("--env-config", default="{}", help="JSON dict passed to the env")
     train.add_argument("--config", default="{}", help="JSON dict of settings (lr, gamma, ...)")

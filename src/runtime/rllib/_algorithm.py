@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -22,11 +23,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from runtime.rllib._config import AlgorithmConfig
+import runtime
+from runtime.rllib._config import AlgorithmConfig, scheduled
 from runtime.rllib._env import check_spaces, resolve_env_creator, spaces_of
-from runtime.rllib._env_runner import EnvRunner, EnvRunnerGroup, PendingSample
+from runtime.rllib._env_runner import (
+    CONNECTOR_STATES,
+    EnvRunner,
+    EnvRunnerGroup,
+    PendingSample,
+    callbacks_blob,
+    connectors_blob,
+)
+from runtime.rllib._metrics import Logged, MetricsLogger, merge_metrics, nest
+from runtime.rllib.callbacks.callbacks import make_callbacks, run_hooks
 
 __all__ = ["Algorithm", "CheckpointRef", "SaveResult"]
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "algorithm_state.pkl"
 META_FILE = "rllib_checkpoint.json"
@@ -87,13 +100,36 @@ class Algorithm:
         config.validate()
         self.config = config
         self.env_creator = resolve_env_creator(config.env)
-        self.observation_space, self.action_space = spaces_of(self.env_creator, config.env_config)
-        check_spaces(
-            self.observation_space,
-            self.action_space,
-            type(self).__name__,
-            box_actions=self.supports_box_actions,
-        )
+        #: Multi-agent: module id -> (observation space, action space); None otherwise.
+        self.module_specs: dict[str, tuple[Any, Any]] | None = self._module_specs()
+        self.is_multi_agent = self.module_specs is not None
+        if self.module_specs is not None:
+            self._check_multi_agent_support()
+            first = self.module_specs.get("default_policy", next(iter(self.module_specs.values())))
+            env_spaces = first
+        else:
+            env_spaces = spaces_of(self.env_creator, config.env_config)
+        #: The env's own observation space; ``observation_space`` is what the module sees
+        #: (after the env-to-module connectors).
+        self.env_observation_space, self.action_space = env_spaces
+        self.env_to_module, self.module_to_env = self._build_connectors()
+        # The connectors the runners run on batches (FlattenObservations is an env wrapper
+        # there): their states and deltas travel between driver and runners, in this order.
+        self._runner_connectors = [
+            x for x in self.env_to_module if not getattr(x, "env_wrapper", False)
+        ]
+        self.observation_space = self.env_observation_space
+        for connector in self.env_to_module:
+            self.observation_space = connector.recompute_output_observation_space(
+                self.observation_space
+            )
+        for obs_space, act_space in (self.module_specs or {"": env_spaces}).values():
+            check_spaces(
+                self.observation_space if self.module_specs is None else obs_space,
+                act_space,
+                type(self).__name__,
+                box_actions=self.supports_box_actions,
+            )
         self.iteration = 0
         self.num_env_steps_sampled_lifetime = 0
         self.num_env_steps_trained_lifetime = 0
@@ -103,13 +139,145 @@ class Algorithm:
         self._runner_stats: list[tuple[float, float, float, float]] = []
         self._pending: PendingSample | None = None  # sample_ahead's round in flight
         self._rng = np.random.default_rng(config.seed)
-        self._eval_runner: EnvRunner | None = None
+        self._eval_runner: Any = None
+        self._eval_actors: list[Any] = []
         self._action_generator: Any = None
         self.module: Any = None
         self.learner: Any = None
         self.actor_ctor: Callable[[], Any] = _no_actor
+        self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_functions)
+        self.metrics = MetricsLogger()  # what driver-side callbacks log
+        self._runner_metrics: list[Logged] = []  # what runner-side callbacks logged
+        self.modules: dict[str, Any] = {}
+        self._ma_returns: dict[str, dict[str, list[float]]] = {}
+        self._recorded: dict[tuple[int, int], tuple[int, int]] = {}  # (runner, env) -> (ep, t)
         self.setup()
-        self.env_runner_group = EnvRunnerGroup(config, self.env_creator, self.actor_ctor)
+        self.env_runner_group = EnvRunnerGroup(
+            config, self.env_creator, self.actor_ctor, *self._runner_class()
+        )
+        self.env_runner_group.on_recreated = self._runners_recreated
+        if config.evaluation_num_env_runners:
+            self._eval_actors = self._start_eval_actors(config.evaluation_num_env_runners)
+        run_hooks(self.callbacks, "on_algorithm_init", algorithm=self, metrics_logger=self.metrics)
+
+    def _module_specs(self) -> dict[str, tuple[Any, Any]] | None:
+        """Per-module spaces when the env is a ``MultiAgentEnv`` (None for a gymnasium env)."""
+        from runtime.rllib._multi_agent import module_specs
+        from runtime.rllib.env.multi_agent_env import MultiAgentEnv
+
+        env = self.env_creator(dict(self.config.env_config))
+        try:
+            if isinstance(env, MultiAgentEnv):
+                return module_specs(self.config, env)
+        finally:
+            env.close()
+        if self.config.is_multi_agent:
+            raise ValueError(
+                "multi_agent(policies=...) needs a MultiAgentEnv (runtime.rllib.env."
+                f"multi_agent_env), got {type(env).__name__}"
+            )
+        return None
+
+    def _check_multi_agent_support(self) -> None:
+        from runtime.rllib.callbacks.callbacks import RUNNER_HOOKS, RLlibCallback
+
+        c = self.config
+        if type(self).build_module is Algorithm.build_module:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support multi-agent envs here; PPO does"
+            )
+        if c.env_to_module_connector is not None or c.module_to_env_connector is not None:
+            raise NotImplementedError("connectors are not supported with multi-agent envs")
+        classes = (
+            c.callbacks_class
+            if isinstance(c.callbacks_class, list | tuple)
+            else [c.callbacks_class]
+        )
+        overridden = any(
+            cls is not None and getattr(cls, hook) is not getattr(RLlibCallback, hook)
+            for cls in classes
+            for hook in RUNNER_HOOKS
+        )
+        if overridden or any(hook in c.callbacks_functions for hook in RUNNER_HOOKS):
+            raise NotImplementedError(
+                "env-runner callback hooks (on_episode_*, ...) are not supported with "
+                "multi-agent envs; the driver hooks are"
+            )
+
+    def _runner_class(self) -> tuple[type, dict[str, Any]]:
+        """The env runner class and its extra arguments (multi-agent: the mapping function)."""
+        if not self.is_multi_agent:
+            return EnvRunner, {}
+        import cloudpickle
+
+        from runtime.rllib._multi_agent import MultiAgentEnvRunner
+
+        return MultiAgentEnvRunner, {"mapping_fn": cloudpickle.dumps(self.config.policy_mapping_fn)}
+
+    def modules_to_train(self) -> list[str]:
+        """The module ids ``policies_to_train`` selects (all of them by default)."""
+        which = self.config.policies_to_train
+        ids = list(self.modules) if self.modules else ["default_policy"]
+        if which is None:
+            return ids
+        if callable(which):
+            return [mid for mid in ids if which(mid, None)]
+        return [mid for mid in ids if mid in set(which)]
+
+    def _build_connectors(self) -> tuple[list[Any], list[Any]]:
+        """The driver's copies of the connector pipelines (their factories get a 1-env env)."""
+        c = self.config
+        if c.env_to_module_connector is None and c.module_to_env_connector is None:
+            return [], []
+        from runtime.rllib._env import make_vector_env
+        from runtime.rllib.connectors.connector_v2 import build_pipeline
+
+        env = make_vector_env(self.env_creator, c.env_config, 1)
+        try:
+            to_module = build_pipeline(c.env_to_module_connector, env)
+            to_env = build_pipeline(c.module_to_env_connector, env)
+        finally:
+            env.close()
+        if any(getattr(x, "env_wrapper", False) for x in to_module[1:]):
+            raise ValueError("FlattenObservations must be the first env-to-module connector")
+        return to_module, to_env
+
+    def _runners_recreated(self, indices: list[int]) -> None:
+        run_hooks(
+            self.callbacks,
+            "on_env_runners_recreated",
+            algorithm=self,
+            env_runner_group=self.env_runner_group,
+            env_runner_indices=indices,
+            is_evaluation=False,
+        )
+
+    def _start_eval_actors(self, n: int) -> list[Any]:
+        import cloudpickle
+
+        runner_cls, runner_kwargs = self._runner_class()
+        cls: Any = runtime.remote(runner_cls)
+        blobs = cloudpickle.dumps(self.env_creator), cloudpickle.dumps(self.actor_ctor)
+        env_config = {
+            **self.config.env_config,
+            **self.config.evaluation_config.get("env_config", {}),
+        }
+        actors = [
+            cls.options(num_cpus=self.config.num_cpus_per_env_runner).remote(
+                blobs[0],
+                env_config,
+                1,
+                blobs[1],
+                seed=self.config.seed,
+                worker_index=1000 + i,
+                callbacks=callbacks_blob(self.config),
+                connectors=connectors_blob(self.config),
+                **runner_kwargs,
+            )
+            for i in range(n)
+        ]
+        runtime.get([a.ping.remote() for a in actors], timeout=self.config.sample_timeout_s)
+        return actors
 
     # --- what a subclass defines --------------------------------------------------------
 
@@ -118,17 +286,51 @@ class Algorithm:
 
         ``actor_ctor`` is a picklable zero-argument callable (a ``functools.partial`` of a
         ``_numpy_policy`` class) that each env runner calls to build its torch-free policy;
-        it gets the module's weights with every sampling round.
+        it gets the module's weights with every sampling round. By default from
+        ``build_module``: once, or once per module of a multi-agent setup (then
+        ``self.modules`` holds them, and ``self.learner`` is their ``ModuleLearners``).
         """
+        if self.module_specs is None:
+            self.module, self.actor_ctor, self.learner = self.build_module(
+                self.observation_space, self.action_space
+            )
+            return
+        from runtime.rllib._multi_agent import ModuleLearners, MultiModuleActor
+
+        ctors, learners = {}, {}
+        for mid, (obs_space, act_space) in self.module_specs.items():
+            self.modules[mid], ctors[mid], learners[mid] = self.build_module(obs_space, act_space)
+        self.module = self.modules.get("default_policy", next(iter(self.modules.values())))
+        self.actor_ctor = MultiModuleActor(ctors)
+        self.learner = ModuleLearners(learners)
+
+    def build_module(self, observation_space: Any, action_space: Any) -> tuple[Any, Any, Any]:
+        """(torch module, runners' policy constructor, learner) for these spaces."""
         raise NotImplementedError
 
     def training_step(self) -> dict[str, Any]:
         """Sample, update, and return the learner's stats; subclasses override."""
         raise NotImplementedError
 
+    def current_lr(self) -> float:
+        """The learning rate now: ``lr``, or its schedule's value at the sampled env steps."""
+        return scheduled(self.config.lr, self.num_env_steps_sampled_lifetime)
+
     def act_kwargs(self) -> dict[str, Any]:
         """Extra arguments for the module's ``act`` (DQN passes its epsilon)."""
         return {}
+
+    def runner_weights(self) -> dict[str, Any]:
+        """What the env runners' policy needs of the weights (SAC leaves out its critics)."""
+        return self.get_weights()
+
+    def _runner_payload(self) -> dict[str, Any]:
+        """``runner_weights()``, with the connectors' merged state when there is any."""
+        weights = self.runner_weights()
+        if self._runner_connectors:
+            states = [c.get_state() for c in self._runner_connectors]
+            weights = {**weights, CONNECTOR_STATES: states}
+        return weights
 
     def get_extra_state(self) -> dict[str, Any]:
         return {}
@@ -149,19 +351,76 @@ class Algorithm:
         args = (num_steps_per_env, c.explore, self.act_kwargs())
         if c.sample_ahead and group.local is None:
             if self._pending is None:
-                self._pending = group.start_sample(self.get_weights(), *args)
+                self._pending = group.start_sample(self._runner_payload(), *args)
             batches = group.collect(self._pending)
-            self._pending = group.start_sample(self.get_weights(), *args)
+            self._pending = group.start_sample(self._runner_payload(), *args)
         else:
-            batches = group.sample(self.get_weights(), *args)
+            batches = group.sample(self._runner_payload(), *args)
+        self.account(batches)
+        if self.config.output:
+            self.record(batches)
+        return batches
+
+    def record(self, batches: list[dict[str, Any]]) -> None:
+        """Write the batches' transitions to ``config.output`` as Parquet (``runtime.data``).
+
+        One row per transition: ``eps_id`` (the runner, env and episode; an episode cut by
+        the end of a round continues under the same id), ``t``, ``obs``, ``actions``,
+        ``rewards``, ``terminateds``, ``truncateds``, ``next_obs``, ``action_logp``.
+        """
+        from runtime import data
+
+        rows: list[dict[str, Any]] = []
+        for r, b in enumerate(batches):
+            steps, envs = b["rewards"].shape
+            for n in range(envs):
+                key = (r, n)
+                episode, t = self._recorded.get(key, (0, 0))
+                for i in range(steps):
+                    rows.append(
+                        {
+                            "eps_id": f"{id(self)}-{r}-{n}-{episode}",
+                            "t": t,
+                            "obs": np.asarray(b["obs"][i, n], np.float32).reshape(-1).tolist(),
+                            "actions": np.asarray(b["actions"][i, n]).tolist(),
+                            "rewards": float(b["rewards"][i, n]),
+                            "terminateds": bool(b["terminateds"][i, n]),
+                            "truncateds": bool(b["truncateds"][i, n]),
+                            "next_obs": np.asarray(b["next_obs"][i, n], np.float32)
+                            .reshape(-1)
+                            .tolist(),
+                            "action_logp": float(b["action_logp"][i, n])
+                            if "action_logp" in b
+                            else 0.0,
+                        }
+                    )
+                    t += 1
+                    if b["terminateds"][i, n] or b["truncateds"][i, n]:
+                        episode, t = episode + 1, 0
+                self._recorded[key] = (episode, t)
+        if rows:
+            data.from_items(rows).write_parquet(str(self.config.output))
+
+    def account(self, batches: list[dict[str, Any]]) -> None:
+        """Count the batches' env steps and episodes, and keep their episode figures,
+        connector statistics and custom metrics for this iteration's result."""
+        c = self.config
         window = -(-c.metrics_num_episodes_for_smoothing // max(1, c.num_env_runners))
         for batch in batches:
+            if "metrics" in batch:
+                self._runner_metrics.append(batch["metrics"])
+            for kind in ("agent_episode_returns", "module_episode_returns"):
+                for key, values in batch.get(kind, {}).items():
+                    self._ma_returns.setdefault(kind, {}).setdefault(key, []).extend(values)
+            for connector, delta in zip(
+                self._runner_connectors, batch.get("connector_deltas", []), strict=False
+            ):
+                connector.merge_delta(delta)
             self.num_env_steps_sampled_lifetime += int(batch["env_steps"])
             self.num_episodes_lifetime += len(batch["episode_returns"])
             stats = runner_episode_stats(batch["episode_returns"], batch["episode_lens"], window)
             if stats is not None:
                 self._runner_stats.append(stats)
-        return batches
 
     # --- the public API -----------------------------------------------------------------
 
@@ -175,13 +434,31 @@ class Algorithm:
         episodes_before = self.num_episodes_lifetime
         steps_before = self.num_env_steps_sampled_lifetime
         self._runner_stats = []
+        self._runner_metrics = []
+        self._ma_returns = {}
+        interval = self.config.evaluation_interval
+        will_evaluate = interval is not None and (self.iteration + 1) % interval == 0
+        # In parallel: the evaluation actors run their episodes (with the weights of before
+        # this iteration, as Ray's) while the training steps run.
+        pending = (
+            self._start_evaluation()
+            if will_evaluate and self.config.evaluation_parallel_to_training
+            else None
+        )
         steps = [self.training_step()]
         while (
             self.num_env_steps_sampled_lifetime - steps_before
             < self.config.min_sample_timesteps_per_iteration
         ):
             steps.append(self.training_step())
-        learner = _merge_step_stats(steps)
+        if self.is_multi_agent:
+            learners = {
+                mid: _merge_step_stats([step[mid] for step in steps if mid in step])
+                for mid in self.modules
+                if any(mid in step for step in steps)
+            }
+        else:
+            learners = {"default_policy": _merge_step_stats(steps)}
         self.iteration += 1
         elapsed = time.perf_counter() - start
         self._time_total += elapsed
@@ -189,10 +466,13 @@ class Algorithm:
         runners["num_episodes"] = self.num_episodes_lifetime - episodes_before
         runners["num_env_steps_sampled"] = self.num_env_steps_sampled_lifetime - steps_before
         runners["num_env_steps_sampled_lifetime"] = self.num_env_steps_sampled_lifetime
+        runners.update(nest(merge_metrics(self._runner_metrics)))
+        for kind, by_key in self._ma_returns.items():
+            runners[f"{kind}_mean"] = {k: float(np.mean(v)) for k, v in by_key.items()}
         result: dict[str, Any] = {
             "training_iteration": self.iteration,
             "env_runners": runners,
-            "learners": {"default_policy": learner},
+            "learners": learners,
             "num_env_steps_sampled_lifetime": self.num_env_steps_sampled_lifetime,
             "num_env_steps_trained_lifetime": self.num_env_steps_trained_lifetime,
             "num_episodes_lifetime": self.num_episodes_lifetime,
@@ -201,9 +481,18 @@ class Algorithm:
             "time_this_iter_s": elapsed,
             "time_total_s": self._time_total,
         }
-        interval = self.config.evaluation_interval
-        if interval and self.iteration % interval == 0:
-            result["evaluation"] = self.evaluate()
+        if will_evaluate:
+            result["evaluation"] = (
+                self._finish_evaluation(pending) if pending is not None else self.evaluate()
+            )
+        run_hooks(
+            self.callbacks,
+            "on_train_result",
+            algorithm=self,
+            metrics_logger=self.metrics,
+            result=result,
+        )
+        result.update(nest(merge_metrics([self.metrics.drain()])))
         for key, value in list(result.items()):
             if isinstance(value, dict):
                 result.update(_flatten(value, key + "/"))
@@ -213,35 +502,86 @@ class Algorithm:
         return merge_runner_episode_stats(self._runner_stats)
 
     def evaluate(self) -> dict[str, Any]:
-        """Greedy (``explore=False``) episodes in the driver; ``{"env_runners": {...}}``."""
+        """Evaluation episodes (greedy unless ``evaluation_config`` says ``explore=True``).
+
+        In the driver, or split over the ``evaluation_num_env_runners`` actors (episodes or
+        timesteps divided as evenly as they go). Returns ``{"env_runners": {...}}``.
+        """
+        return self._finish_evaluation(self._start_evaluation())
+
+    def _start_evaluation(self) -> tuple[str, Any]:
+        """Run (in the driver) or start (on the evaluation actors) an evaluation."""
+        c = self.config
+        run_hooks(self.callbacks, "on_evaluate_start", algorithm=self, metrics_logger=self.metrics)
+        explore = bool(c.evaluation_config.get("explore", False))
+        kwargs = self.act_kwargs()
+        weights = self._runner_payload()
+        if self._eval_actors:
+            n = len(self._eval_actors)
+            shares = [
+                c.evaluation_duration // n + (i < c.evaluation_duration % n) for i in range(n)
+            ]
+            ref = runtime.put(weights)
+            refs = [
+                a.evaluate.remote(ref, share, c.evaluation_duration_unit, explore, kwargs)
+                for a, share in zip(self._eval_actors, shares, strict=True)
+                if share
+            ]
+            return "remote", refs
+        # In the driver.
         if self._eval_runner is None:
-            self._eval_runner = EnvRunner(
+            env_config = {**c.env_config, **c.evaluation_config.get("env_config", {})}
+            runner_cls, runner_kwargs = self._runner_class()
+            self._eval_runner = runner_cls(
                 self.env_creator,
-                self.config.env_config,
+                env_config,
                 1,
                 self.actor_ctor,
-                seed=self.config.seed,
+                seed=c.seed,
                 worker_index=0,
+                callbacks=callbacks_blob(c),
+                connectors=connectors_blob(c),
+                **runner_kwargs,
             )
-        runner = self._eval_runner
-        if self.config.evaluation_duration_unit == "episodes":
-            out = runner.sample_episodes(self.get_weights(), self.config.evaluation_duration, False)
-        else:
-            runner.sample_episodes(self.get_weights(), 0, False)  # fresh, seeded reset
-            out = runner.sample(None, self.config.evaluation_duration, False, self.act_kwargs())
+        out = self._eval_runner.evaluate(
+            weights, c.evaluation_duration, c.evaluation_duration_unit, explore, kwargs
+        )
+        return "local", out
+
+    def _finish_evaluation(self, pending: tuple[str, Any]) -> dict[str, Any]:
+        """The evaluation result of ``_start_evaluation`` (waiting for the actors' episodes)."""
+        kind, out = pending
+        if kind == "remote":
+            outs = runtime.get(out, timeout=self.config.sample_timeout_s)
+            out = {
+                "episode_returns": [r for o in outs for r in o["episode_returns"]],
+                "episode_lens": [x for o in outs for x in o["episode_lens"]],
+                "metrics": [m for o in outs for m in o.get("metrics", [])],
+            }
         returns = out["episode_returns"] or [float("nan")]
         lens = out["episode_lens"] or [0]
-        return {
+        result: dict[str, Any] = {
             "env_runners": {
                 "episode_return_mean": float(np.mean(returns)),
                 "episode_return_min": float(np.min(returns)),
                 "episode_return_max": float(np.max(returns)),
                 "episode_len_mean": float(np.mean(lens)),
                 "num_episodes": len(out["episode_returns"]),
+                **nest(merge_metrics(out.get("metrics", []))),
             }
         }
+        run_hooks(
+            self.callbacks,
+            "on_evaluate_end",
+            algorithm=self,
+            metrics_logger=self.metrics,
+            evaluation_metrics=result,
+        )
+        return result
 
-    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
+    def compute_single_action(
+        self, observation: Any, explore: bool | None = None, policy_id: str = "default_policy"
+    ) -> Any:
         """The action for one observation (``explore=False``: the greedy/mean action).
 
         Box actions are clipped to the space's bounds (what the env runners step with).
@@ -249,20 +589,43 @@ class Algorithm:
         if self._action_generator is None:
             self._action_generator = np.random.default_rng(self.config.seed)
         explore = self.config.explore if explore is None else bool(explore)
-        batch = np.asarray(observation)[None]
-        space = self.observation_space
-        if not space.contains(np.asarray(observation, space.dtype)):
-            raise ValueError(
-                f"observation {observation!r} is not in the env's observation space "
-                f"{self.observation_space}"
-            )
-        actions, _ = self.module.act(batch, explore, self._action_generator, **self.act_kwargs())
-        action = actions[0]
+        space, action_space, module = self.env_observation_space, self.action_space, self.module
+        if self.module_specs is not None:  # multi-agent: the module policy_id names
+            module = self.get_module(policy_id)
+            space, action_space = self.module_specs[policy_id]
         from gymnasium import spaces
 
-        if isinstance(self.action_space, spaces.Box):
-            return np.clip(action, self.action_space.low, self.action_space.high)
+        if isinstance(space, spaces.Box | spaces.Discrete):
+            observation = np.asarray(observation, space.dtype)
+        if not space.contains(observation):
+            raise ValueError(
+                f"observation {observation!r} is not in the env's observation space {space}"
+            )
+        batch = _batch_of_one(observation)
+        for connector in self.env_to_module:  # a fresh episode's view, statistics unchanged
+            batch = connector.transform_observations(batch, np.ones(1, bool), update=False)
+        actions, _ = module.act(batch, explore, self._action_generator, **self.act_kwargs())
+        for connector in self.module_to_env:
+            actions = connector.transform_actions(actions)
+        action = actions[0]
+
+        if isinstance(action_space, spaces.Box):
+            return np.clip(action, action_space.low, action_space.high)
         return int(action)
+
+    def get_module(self, module_id: str = "default_policy") -> Any:
+        """The torch module being trained (Ray's ``RLModule``; one module, "default_policy").
+
+        It has ``forward_inference({"obs": batch})`` (and ``forward_exploration``) giving
+        ``action_dist_inputs`` as Ray's default modules do.
+        """
+        if self.modules:
+            if module_id not in self.modules:
+                raise KeyError(f"no module {module_id!r}; modules: {sorted(self.modules)}")
+            return self.modules[module_id]
+        if module_id != "default_policy":
+            raise KeyError(f"no module {module_id!r}; the one module is 'default_policy'")
+        return self.module
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The policy module's weights, as numpy arrays."""
@@ -287,15 +650,15 @@ class Algorithm:
             "time_total_s": self._time_total,
             "rng": self._rng.bit_generator.state,
             "extra": self.get_extra_state(),
+            "connectors": [c.get_state() for c in self.env_to_module],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
         # This algorithm's config decides the lr, not the checkpoint's (a PBT trial that
         # cloned another trial's checkpoint keeps its own, explored lr).
-        lr = getattr(self.config, "lr", None)
-        if lr is not None:
-            self.learner.set_lr(float(lr))
+        if getattr(self.config, "lr", None) is not None:
+            self.learner.set_lr(self.current_lr())
         self.iteration = int(state["iteration"])
         self.num_env_steps_sampled_lifetime = int(state["num_env_steps_sampled_lifetime"])
         self.num_env_steps_trained_lifetime = int(state["num_env_steps_trained_lifetime"])
@@ -304,6 +667,10 @@ class Algorithm:
         self._pending = None  # a round in flight was sampled with the weights replaced here
         self._rng.bit_generator.state = state["rng"]
         self.set_extra_state(state.get("extra", {}))
+        for connector, connector_state in zip(
+            self.env_to_module, state.get("connectors", []), strict=False
+        ):
+            connector.set_state(connector_state)
 
     def save(self, checkpoint_dir: str | os.PathLike[str] | None = None) -> SaveResult:
         """Write a checkpoint directory (a new temp dir when none is given)."""
@@ -366,20 +733,30 @@ class Algorithm:
         config = algo_cls.config_class.from_dict(blob["config"]).update_from_dict(overrides)
         algo = algo_cls(config=config)
         algo.set_state(blob["state"])
+        run_hooks(algo.callbacks, "on_checkpoint_loaded", algorithm=algo)
         return algo
 
     def restore(self, path: Any) -> None:
         """Load the state saved at ``path`` into this algorithm (weights, optimizer, counters)."""
-        if isinstance(path, dict):
-            self.set_state(path)
-            return
-        self.set_state(self._read_checkpoint(path)["state"])
+        state = path if isinstance(path, dict) else self._read_checkpoint(path)["state"]
+        self.set_state(state)
+        run_hooks(self.callbacks, "on_checkpoint_loaded", algorithm=self)
+
+    def restore_from_path(self, path: Any) -> None:
+        """Ray's name for ``restore``: load the checkpoint directory at ``path``."""
+        self.restore(path)
 
     def stop(self) -> None:
         """Stop the env runners (the actors are killed)."""
         group = getattr(self, "env_runner_group", None)
         if group is not None:
             group.stop()
+        for runner in self._eval_actors:
+            try:
+                runtime.kill(runner, no_restart=True)
+            except Exception:
+                logger.debug("killing an evaluation runner at stop", exc_info=True)
+        self._eval_actors = []
         if self._eval_runner is not None:
             self._eval_runner.stop()
             self._eval_runner = None
@@ -410,6 +787,15 @@ class Algorithm:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, iteration={self.iteration})"
+
+
+def _batch_of_one(observation: Any) -> Any:
+    """A batch of one observation (a Dict/Tuple one as a dict/tuple of batched arrays)."""
+    if isinstance(observation, dict):
+        return {k: _batch_of_one(v) for k, v in observation.items()}
+    if isinstance(observation, tuple):
+        return tuple(_batch_of_one(v) for v in observation)
+    return np.asarray(observation)[None]
 
 
 def _no_actor() -> Any:
@@ -462,7 +848,16 @@ def merge_runner_episode_stats(
 
 #: Learner stats that describe the state after the iteration (the last step's value is kept).
 _LAST_VALUE_STATS = frozenset(
-    {"epsilon", "replay_buffer_size", "num_target_updates", "curr_lr", "vf_explained_var"}
+    {
+        "epsilon",
+        "replay_buffer_size",
+        "num_target_updates",
+        "curr_lr",
+        "vf_explained_var",
+        "curr_kl_coeff",
+        "curr_entropy_coeff",
+        "alpha_value",
+    }
 )
 
 

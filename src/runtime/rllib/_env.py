@@ -115,8 +115,9 @@ def check_spaces(obs_space: Any, action_space: Any, algo: str, *, box_actions: b
 
     if not isinstance(obs_space, spaces.Box | spaces.Discrete):
         raise UnsupportedSpaceError(
-            f"{algo} supports Box and Discrete observation spaces, got {obs_space}; wrap the "
-            "env (e.g. gymnasium.wrappers.FlattenObservation) to flatten it"
+            f"{algo} supports Box and Discrete observation spaces, got {obs_space}; flatten it "
+            "with .env_runners(env_to_module_connector=lambda env: FlattenObservations()) "
+            "(runtime.rllib.connectors.env_to_module)"
         )
     if isinstance(obs_space, spaces.Box) and not obs_space.shape:
         raise UnsupportedSpaceError(f"{algo}: a Box observation space needs a shape")

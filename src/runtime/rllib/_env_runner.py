@@ -25,7 +25,14 @@ from runtime.exceptions import (
     NodeDiedError,
 )
 
-__all__ = ["EnvRunner", "EnvRunnerGroup", "PendingSample"]
+__all__ = [
+    "CONNECTOR_STATES",
+    "EnvRunner",
+    "EnvRunnerGroup",
+    "PendingSample",
+    "callbacks_blob",
+    "connectors_blob",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +59,14 @@ class EnvRunner:
         *,
         seed: int | None,
         worker_index: int,
+        callbacks: bytes | None = None,
+        connectors: bytes | None = None,
     ):
         import pickle
 
         from runtime.rllib._env import make_vector_env
+        from runtime.rllib._metrics import MetricsLogger
+        from runtime.rllib.callbacks.callbacks import make_callbacks
 
         # Remote runners get the creators pickled, so that unpickling them (which imports
         # gymnasium, and whatever a user's env needs) happens here, off the node's event loop.
@@ -65,6 +76,25 @@ class EnvRunner:
             actor_ctor = pickle.loads(actor_ctor)
         assert callable(env_creator) and callable(actor_ctor)
         self.env = make_vector_env(env_creator, env_config, num_envs)
+        # Connector pipelines (see runtime.rllib.connectors): FlattenObservations becomes a
+        # wrapper of every env; the others run on the batched observations and actions.
+        self.env_to_module: list[Any] = []
+        self.module_to_env: list[Any] = []
+        if connectors:
+            from runtime.rllib.connectors.connector_v2 import build_pipeline, flatten_wrapped
+
+            to_module, to_env = pickle.loads(connectors)
+            self.env_to_module = build_pipeline(to_module, self.env)
+            self.module_to_env = build_pipeline(to_env, self.env)
+            if any(getattr(c, "env_wrapper", False) for c in self.env_to_module):
+                self.env.close()
+                self.env = make_vector_env(flatten_wrapped(env_creator), env_config, num_envs)
+                self.env_to_module = [
+                    c for c in self.env_to_module if not getattr(c, "env_wrapper", False)
+                ]
+            space = self.env.single_observation_space
+            for connector in self.env_to_module:
+                space = connector.recompute_output_observation_space(space)
         self.num_envs = num_envs
         self.module = actor_ctor()
         self.seed = seed
@@ -79,6 +109,37 @@ class EnvRunner:
         self.action_space = self.env.single_action_space
         self.ep_return = np.zeros(num_envs, dtype=np.float64)
         self.ep_len = np.zeros(num_envs, dtype=np.int64)
+        self.starts = np.ones(num_envs, dtype=bool)  # which env's obs begins an episode
+        # Callbacks (their own instances in this runner) and the episodes they are shown,
+        # recorded only when there are callbacks.
+        self.callbacks = make_callbacks(*pickle.loads(callbacks)) if callbacks else []
+        self.metrics = MetricsLogger()
+        self.episodes: list[Any] = []
+        if self.callbacks:
+            self._hooks("on_environment_created", env=self.env, env_context=dict(env_config))
+            self._start_episodes(range(num_envs), self.obs, {})
+
+    def _hooks(self, hook: str, **kwargs: Any) -> None:
+        from runtime.rllib.callbacks.callbacks import run_hooks
+
+        run_hooks(self.callbacks, hook, env_runner=self, metrics_logger=self.metrics, **kwargs)
+
+    def _start_episodes(self, indices: Any, obs: Any, infos: dict[str, Any]) -> None:
+        from runtime.rllib.env.single_agent_episode import SingleAgentEpisode
+
+        if not self.episodes:
+            self.episodes = [None] * self.num_envs
+        for i in indices:
+            episode = SingleAgentEpisode(obs[i], _env_info(infos, i))
+            self.episodes[i] = episode
+            self._hooks("on_episode_created", episode=episode, env_index=int(i))
+            self._hooks(
+                "on_episode_start",
+                episode=episode,
+                env=self.env,
+                env_index=int(i),
+                rl_module=self.module,
+            )
 
     def ping(self) -> bool:
         return True
@@ -91,11 +152,24 @@ class EnvRunner:
 
     def set_weights(self, weights: dict[str, Any] | None) -> None:
         if weights is not None:
+            if CONNECTOR_STATES in weights:
+                weights = dict(weights)
+                for connector, state in zip(
+                    self.env_to_module, weights.pop(CONNECTOR_STATES), strict=True
+                ):
+                    connector.set_state(state)
             self.module.set_weights(weights)
+
+    def _to_module(self, obs: Any, starts: np.ndarray, update: bool = True) -> Any:
+        for connector in self.env_to_module:
+            obs = connector.transform_observations(obs, starts, update=update)
+        return obs
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
         from gymnasium import spaces
 
+        for connector in self.module_to_env:
+            actions = connector.transform_actions(actions)
         if isinstance(self.action_space, spaces.Box):
             return np.clip(actions, self.action_space.low, self.action_space.high)
         return actions
@@ -120,8 +194,10 @@ class EnvRunner:
         extras: dict[str, list[Any]] = {}
         returns: list[float] = []
         lengths: list[int] = []
+        finished: list[Any] = []
         for _ in range(num_steps):
-            actions, extra = self.module.act(self.obs, explore, self.rng, **kwargs)
+            obs = self._to_module(self.obs, self.starts)
+            actions, extra = self.module.act(obs, explore, self.rng, **kwargs)
             next_obs, rewards, terms, truncs, infos = self.env.step(self._env_actions(actions))
             done = np.logical_or(terms, truncs)
             real_next = np.array(next_obs, copy=True)
@@ -129,30 +205,74 @@ class EnvRunner:
                 final = infos["final_obs"]
                 for i in np.flatnonzero(done):
                     real_next[i] = final[i]
-            cols["obs"].append(self.obs)
+            self.starts = done
+            cols["obs"].append(obs)
             cols["actions"].append(actions)
             cols["rewards"].append(np.asarray(rewards, dtype=np.float32))
             cols["terminateds"].append(np.asarray(terms, dtype=bool))
             cols["truncateds"].append(np.asarray(truncs, dtype=bool))
-            cols["next_obs"].append(real_next)
+            cols["next_obs"].append(
+                self._to_module(real_next, np.zeros_like(done), update=False)
+                if self.env_to_module
+                else real_next
+            )
             for k, v in extra.items():
                 extras.setdefault(k, []).append(v)
             self.ep_return += rewards
             self.ep_len += 1
+            if self.callbacks:
+                finished += self._episode_steps(actions, rewards, terms, truncs, real_next, infos)
             for i in np.flatnonzero(done):
                 returns.append(float(self.ep_return[i]))
                 lengths.append(int(self.ep_len[i]))
                 self.ep_return[i] = 0.0
                 self.ep_len[i] = 0
+            if self.callbacks and done.any():
+                self._start_episodes(np.flatnonzero(done), next_obs, infos)
             self.obs = next_obs
         batch: dict[str, Any] = {k: np.stack(v) for k, v in {**cols, **extras}.items()}
         batch["episode_returns"] = returns
         batch["episode_lens"] = lengths
         batch["env_steps"] = num_steps * self.num_envs
+        if self.callbacks:
+            self._hooks("on_sample_end", samples=finished)
+            batch["metrics"] = self.metrics.drain()
+        if self.env_to_module:
+            batch["connector_deltas"] = [c.pop_delta() for c in self.env_to_module]
         return batch
 
+    def _episode_steps(  # noqa: PLR0917 -- one step's columns, as env.step returns them
+        self,
+        actions: np.ndarray,
+        rewards: Any,
+        terms: Any,
+        truncs: Any,
+        real_next: np.ndarray,
+        infos: dict[str, Any],
+    ) -> list[Any]:
+        """Record one step in every env's episode; run the step/end hooks; the ended ones."""
+        ended = []
+        for i, episode in enumerate(self.episodes):
+            episode.add_env_step(
+                real_next[i],
+                actions[i],
+                float(rewards[i]),
+                terminated=bool(terms[i]),
+                truncated=bool(truncs[i]),
+                info=_env_info(infos, i),
+            )
+            hook = "on_episode_end" if episode.is_done else "on_episode_step"
+            self._hooks(hook, episode=episode, env=self.env, env_index=i, rl_module=self.module)
+            if episode.is_done:
+                ended.append(episode)
+        return ended
+
     def sample_episodes(
-        self, weights: dict[str, Any] | None, num_episodes: int, explore: bool = False
+        self,
+        weights: dict[str, Any] | None,
+        num_episodes: int,
+        explore: bool = False,
+        act_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run whole episodes from fresh resets (evaluation); returns their returns and lengths."""
         self.set_weights(weights)
@@ -163,16 +283,56 @@ class EnvRunner:
             self.obs, _ = self.env.reset(seed=[base + i for i in range(self.num_envs)])
         self.ep_return[:] = 0.0
         self.ep_len[:] = 0
+        self.starts[:] = True
+        if self.callbacks:
+            self._start_episodes(range(self.num_envs), self.obs, {})
         returns: list[float] = []
         lengths: list[int] = []
+        metrics = []
         while len(returns) < num_episodes:
-            out = self.sample(None, 1, explore)
+            out = self.sample(None, 1, explore, act_kwargs)
             returns += out["episode_returns"]
             lengths += out["episode_lens"]
-        return {"episode_returns": returns[:num_episodes], "episode_lens": lengths[:num_episodes]}
+            metrics.append(out.get("metrics", {}))
+        return {
+            "episode_returns": returns[:num_episodes],
+            "episode_lens": lengths[:num_episodes],
+            "metrics": metrics,
+        }
+
+    def evaluate(
+        self,
+        weights: dict[str, Any] | None,
+        duration: int,
+        unit: str,
+        explore: bool = False,
+        act_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``duration`` episodes, or ``duration`` steps, from a fresh (seeded) reset."""
+        if unit == "episodes":
+            return self.sample_episodes(weights, duration, explore, act_kwargs)
+        self.sample_episodes(weights, 0, explore)  # a fresh, seeded reset
+        out = self.sample(None, -(-duration // self.num_envs), explore, act_kwargs)
+        return {
+            "episode_returns": out["episode_returns"],
+            "episode_lens": out["episode_lens"],
+            "metrics": [out.get("metrics", {})],
+        }
 
     def stop(self) -> None:
         self.env.close()
+
+
+def _env_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Env ``i``'s info dict out of a vector env's (keys with their ``_key`` masks)."""
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = infos.get("_" + key)
+        if mask is None or mask[i]:
+            out[key] = value[i]
+    return out
 
 
 @dataclass
@@ -187,6 +347,32 @@ class PendingSample:
     batches: list[dict[str, Any]] | None = None
 
 
+#: The key under which the driver's connector states travel with the weights.
+CONNECTOR_STATES = "__connectors__"
+
+
+def connectors_blob(config: Any) -> bytes | None:
+    """The configured connector factories, pickled for the runners (None when none)."""
+    if config.env_to_module_connector is None and config.module_to_env_connector is None:
+        return None
+    import cloudpickle
+
+    blob: bytes = cloudpickle.dumps(
+        (config.env_to_module_connector, config.module_to_env_connector)
+    )
+    return blob
+
+
+def callbacks_blob(config: Any) -> bytes | None:
+    """The configured callbacks, pickled for the runners (None when there are none)."""
+    if not (config.callbacks_class or config.callbacks_functions):
+        return None
+    import cloudpickle
+
+    blob: bytes = cloudpickle.dumps((config.callbacks_class, config.callbacks_functions))
+    return blob
+
+
 class EnvRunnerGroup:
     """The algorithm's runners: ``num_env_runners`` actors, or one local runner when it is 0."""
 
@@ -195,33 +381,46 @@ class EnvRunnerGroup:
         config: Any,
         env_creator: Callable[[dict[str, Any]], Any],
         actor_ctor: Callable[[], Any],
+        runner_cls: type | None = None,
+        runner_kwargs: dict[str, Any] | None = None,
     ):
         self.config = config
+        #: The runner class (``EnvRunner``, or ``MultiAgentEnvRunner`` for a multi-agent env)
+        #: and extra keyword arguments every runner gets.
+        self.runner_cls: type = runner_cls or EnvRunner
+        self.runner_kwargs = dict(runner_kwargs or {})
         self.env_creator = env_creator
         self.actor_ctor = actor_ctor
         self.num_restarts = 0
-        self.local: EnvRunner | None = None
+        self.local: Any = None
         self.runners: list[Any] = []
+        #: Called with the 1-based indices of runners replaced in a round.
+        self.on_recreated: Callable[[list[int]], None] | None = None
+        self.callbacks_blob = callbacks_blob(config)
+        self.connectors_blob = connectors_blob(config)
         if config.num_env_runners == 0:
             self.local = self._local_runner(0)
         else:
             import cloudpickle
 
-            self._remote_cls = runtime.remote(EnvRunner)
+            self._remote_cls: Any = runtime.remote(self.runner_cls)
             self._blobs = (cloudpickle.dumps(env_creator), cloudpickle.dumps(actor_ctor))
             self.runners = [self._start(i + 1) for i in range(config.num_env_runners)]
             # Wait until every runner is up, so a bad env fails build() rather than train().
             runtime.get([r.ping.remote() for r in self.runners], timeout=config.sample_timeout_s)
 
-    def _local_runner(self, index: int) -> EnvRunner:
+    def _local_runner(self, index: int) -> Any:
         c = self.config
-        return EnvRunner(
+        return self.runner_cls(
             self.env_creator,
             c.env_config,
             c.num_envs_per_env_runner,
             self.actor_ctor,
             seed=c.seed,
             worker_index=index,
+            callbacks=self.callbacks_blob,
+            connectors=self.connectors_blob,
+            **self.runner_kwargs,
         )
 
     def _start(self, index: int) -> Any:
@@ -234,6 +433,9 @@ class EnvRunnerGroup:
             self._blobs[1],
             seed=seed,
             worker_index=index,
+            callbacks=self.callbacks_blob,
+            connectors=self.connectors_blob,
+            **self.runner_kwargs,
         )
 
     def num_healthy(self) -> int:
@@ -294,6 +496,8 @@ class EnvRunnerGroup:
                     failed.append((index, exc))
             for index, error in failed:
                 self._replace(index, error)
+            if failed and self.on_recreated is not None:
+                self.on_recreated([index + 1 for index, _ in failed])
             if batches:
                 return batches
             self._launch(pending)

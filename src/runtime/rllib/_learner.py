@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 __all__ = [
+    "LearnerSet",
     "TorchLearner",
+    "cnn",
+    "flatten_parameters",
     "get_module_weights",
     "mlp",
     "obs_size",
@@ -72,6 +75,41 @@ def mlp(
         size = h
     layers.append(_layer(size, out_size, out_gain))
     return nn.Sequential(*layers)
+
+
+def cnn(observation_space: Any, filters: list[Any]) -> tuple[nn.Sequential, int]:
+    """Conv layers (Ray's ``conv_filters``: ``[out_channels, kernel, stride]`` each; valid
+    padding, ReLU) over ``[B, H, W, C]`` images, flattened; and the output width."""
+    shape = getattr(observation_space, "shape", None) or ()
+    if len(shape) != 3:
+        raise ValueError(
+            f"conv_filters need image observations (a [H, W, C] Box), got {observation_space}"
+        )
+    height, width, channels = (int(d) for d in shape)
+    layers: list[nn.Module] = [_ChannelsFirst(height, width, channels)]
+    for out_channels, kernel, stride in filters:
+        k = int(kernel[0] if isinstance(kernel, list | tuple) else kernel)
+        conv = nn.Conv2d(channels, int(out_channels), k, int(stride))
+        nn.init.orthogonal_(conv.weight, math.sqrt(2))
+        nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
+        layers += [conv, nn.ReLU()]
+        channels = int(out_channels)
+        height, width = (height - k) // int(stride) + 1, (width - k) // int(stride) + 1
+        if height < 1 or width < 1:
+            raise ValueError(f"conv_filters {filters} shrink {observation_space.shape} to nothing")
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers), channels * height * width
+
+
+class _ChannelsFirst(nn.Module):
+    """Flattened ``[B, H*W*C]`` observations (``obs_to_tensor``) back to ``[B, C, H, W]``."""
+
+    def __init__(self, height: int, width: int, channels: int):
+        super().__init__()
+        self.shape = (height, width, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *self.shape).permute(0, 3, 1, 2)
 
 
 def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
@@ -209,3 +247,54 @@ class TorchLearner:
                 self.step_count = int(param_state["step"])
                 self.exp_avg[part] = param_state["exp_avg"].reshape(-1)
                 self.exp_avg_sq[part] = param_state["exp_avg_sq"].reshape(-1)
+
+
+def flatten_parameters(module: nn.Module) -> torch.Tensor:
+    """One flat buffer holding ``module``'s parameters (each becomes a view into it).
+
+    For a frozen copy such as a target network: moving it toward its online twin is then a
+    single ``lerp_`` on two flat buffers (the twin's ``TorchLearner.flat``), provided both
+    list their parameters in the same order.
+    """
+    params = list(module.parameters())
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        p.requires_grad_(False)
+        offset += p.numel()
+    return flat
+
+
+class LearnerSet:
+    """Several ``TorchLearner`` s on parts of one module, one optimizer each (SAC: actor,
+    critics, entropy temperature), seen by the ``Algorithm`` as one learner.
+
+    Weights are the whole module's state dict; state holds each part's optimizer. ``set_lr``
+    does nothing: each part's learning rate is set by the algorithm at every step.
+    """
+
+    def __init__(self, module: nn.Module, parts: dict[str, TorchLearner]):
+        self.module = module
+        self.parts = parts
+
+    def set_lr(self, lr: float) -> None:
+        del lr
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return get_module_weights(self.module)
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        set_module_weights(self.module, weights)
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "weights": self.get_weights(),
+            "parts": {name: part.get_state()["optimizer"] for name, part in self.parts.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.set_weights(state["weights"])
+        for name, part in self.parts.items():
+            part.set_state({"weights": part.get_weights(), "optimizer": state["parts"][name]})

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DQNActor", "NumpyMLP", "PPOActor", "obs_to_numpy"]
+__all__ = ["DQNActor", "NumpyCNN", "NumpyMLP", "PPOActor", "SACActor", "obs_to_numpy"]
 
 
 def obs_to_numpy(obs: Any, space: Any) -> np.ndarray:
@@ -66,6 +66,49 @@ class NumpyMLP:
         return x
 
 
+class NumpyCNN:
+    """The forward pass of an ``_learner.cnn`` in numpy: valid convolutions + ReLU, flattened.
+
+    Input ``[B, H, W, C]`` (channels last, as gymnasium images); layer ``i`` of ``prefix`` is
+    ``{prefix}.{i}.weight`` ``[out, in, k, k]`` / ``.bias`` with its stride from ``strides``.
+    """
+
+    def __init__(self, strides: list[int]):
+        self.strides = strides
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def load(self, weights: dict[str, Any], prefix: str) -> None:
+        indices = sorted(
+            {int(k.split(".")[1]) for k in weights if k.startswith(prefix + ".") and "weight" in k}
+        )
+        self.layers = [
+            (
+                np.array(weights[f"{prefix}.{i}.weight"], dtype=np.float32),
+                np.array(weights[f"{prefix}.{i}.bias"], dtype=np.float32),
+            )
+            for i in indices
+        ]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.layers:
+            raise RuntimeError("the policy has no weights yet: call set_weights first")
+        x = np.asarray(x, dtype=np.float32).transpose(0, 3, 1, 2)  # NHWC -> NCHW
+        for (w, b), stride in zip(self.layers, self.strides, strict=True):
+            k = w.shape[-1]
+            windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+            windows = windows[:, :, ::stride, ::stride]  # [B, C, H', W', k, k]
+            x = np.einsum("bchwij,ocij->bohw", windows, w) + b[None, :, None, None]
+            x = np.maximum(x, 0.0)
+        return x.reshape(x.shape[0], -1)
+
+
+def encoded_obs(obs: Any, space: Any, encoder: NumpyCNN | None) -> np.ndarray:
+    """The observation batch as the policy MLP's input (through the CNN for images)."""
+    if encoder is None:
+        return obs_to_numpy(obs, space)
+    return encoder(np.asarray(obs, dtype=np.float32))
+
+
 class PPOActor:
     """PPO's policy head: categorical for Discrete actions, Gaussian for Box actions.
 
@@ -79,10 +122,14 @@ class PPOActor:
         self.observation_space = observation_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.pi = NumpyMLP(model["fcnet_activation"])
+        filters = model.get("conv_filters")
+        self.pi_enc = NumpyCNN([f[2] for f in filters]) if filters else None
         self.log_std = np.zeros(0, dtype=np.float32)
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self.pi.load(weights, "pi")
+        if self.pi_enc is not None:
+            self.pi_enc.load(weights, "pi_enc")
         if not self.discrete:
             self.log_std = np.array(weights["log_std"], dtype=np.float32)
 
@@ -90,7 +137,7 @@ class PPOActor:
         self, obs: Any, explore: bool, rng: np.random.Generator
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for a batch of observations, and their log-probabilities."""
-        out = self.pi(obs_to_numpy(obs, self.observation_space))
+        out = self.pi(encoded_obs(obs, self.observation_space, self.pi_enc))
         if self.discrete:
             z = out - out.max(-1, keepdims=True)
             logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -112,9 +159,16 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class DQNActor:
-    """DQN's epsilon-greedy policy over an MLP's Q-values."""
+    """DQN's epsilon-greedy policy over an MLP's Q-values (``dueling``: V + A - mean(A))."""
 
-    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+    def __init__(
+        self,
+        observation_space: Any,
+        action_space: Any,
+        model: dict[str, Any],
+        dueling: bool = False,
+    ):
+        self.dueling = dueling
         self.observation_space = observation_space
         self.num_actions = int(action_space.n)
         self.action_start = int(action_space.start)
@@ -128,9 +182,44 @@ class DQNActor:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Greedy actions, each replaced by a uniform one with probability ``epsilon``."""
         q = self.q(obs_to_numpy(obs, self.observation_space))
+        if self.dueling:
+            q = q[:, 1:]  # V(s) shifts every action's Q alike: the argmax is A's
         actions = q.argmax(-1)
         if explore and epsilon > 0:
             n = len(actions)
             random = rng.integers(self.num_actions, size=n)
             actions = np.where(rng.random(n) < epsilon, random, actions)
         return actions + self.action_start, {}
+
+
+class SACActor:
+    """SAC's tanh-squashed Gaussian policy, scaled to the action space's bounds.
+
+    The ``pi`` MLP gives the mean and log-std of a Gaussian over ``u``; the action is
+    ``tanh(u)`` (the mean's ``tanh`` when not exploring) mapped from [-1, 1] onto
+    ``[low, high]``. Only the ``pi.*`` weights are read (the runners never get the critics).
+    """
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+        self.observation_space = observation_space
+        self.low = np.asarray(action_space.low, dtype=np.float32)
+        self.high = np.asarray(action_space.high, dtype=np.float32)
+        self.pi = NumpyMLP(model["fcnet_activation"])
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        self.pi.load(weights, "pi")
+
+    def act(
+        self, obs: Any, explore: bool, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions in the env's bounds for a batch of observations."""
+        out = self.pi(obs_to_numpy(obs, self.observation_space))
+        mean, log_std = np.split(out, 2, axis=-1)
+        if explore:
+            log_std = np.clip(log_std, self.LOG_STD_MIN, self.LOG_STD_MAX)
+            mean = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        squashed = np.tanh(mean)
+        actions = self.low + (squashed + 1.0) * 0.5 * (self.high - self.low)
+        return actions.astype(np.float32), {}

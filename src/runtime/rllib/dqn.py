@@ -1,13 +1,15 @@
-"""DQN (Mnih et al. 2015) with double Q-learning, in one file you can read top to bottom.
+"""DQN (Mnih et al. 2015) with double Q, dueling heads and n-step returns, top to bottom.
 
 1. ``DQNConfig``: the hyperparameters, with defaults that learn CartPole-v1.
-2. ``QNetwork``: an MLP from observation to one Q-value per action; epsilon-greedy ``act``.
-3. ``epsilon_at``: the linear exploration schedule.
+2. ``QNetwork``: an MLP from observation to one Q-value per action (``dueling``: a value
+   and an advantage stream, Q = V + A - mean(A)); epsilon-greedy ``act``.
+3. ``epsilon_at``: the linear exploration schedule (or Ray's ``epsilon`` schedule).
 4. ``dqn_loss``: Huber TD error against a target network (double Q: the online network
    picks the next action, the target network scores it).
-5. ``DQN.training_step``: sample a round from the env runners into the replay buffer, then
-   a number of gradient steps on replayed minibatches; copy to the target network every
-   ``target_network_update_freq`` env steps.
+5. ``DQN.training_step``: sample a round from the env runners into the replay buffer (as
+   n-step transitions, ``_replay_buffer.n_step_transitions``), then
+   a number of gradient steps on replayed minibatches; every ``target_network_update_freq``
+   env steps, move the target network ``tau`` of the way to the online one.
 
 Discrete actions only: a Box action space is a clear ``UnsupportedSpaceError`` at build.
 """
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from runtime.rllib._algorithm import Algorithm
-from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._config import AlgorithmConfig, check_schedule, scheduled
 from runtime.rllib._learner import (
     TorchLearner,
     mlp,
@@ -33,9 +35,9 @@ from runtime.rllib._learner import (
     sync_actor,
 )
 from runtime.rllib._numpy_policy import DQNActor
-from runtime.rllib._replay_buffer import ReplayBuffer
+from runtime.rllib._replay_buffer import ReplayBuffer, n_step_transitions
 
-__all__ = ["DQN", "DQNConfig"]
+__all__ = ["DQN", "DQNConfig", "n_step_transitions"]
 
 
 # --- 1. config ----------------------------------------------------------------------------
@@ -49,8 +51,30 @@ class DQNConfig(AlgorithmConfig):
     =1000``, ``target_network_update_freq=500`` env steps, ``double_q=True``, epsilon from
     1.0 to 0.05 over ``epsilon_timesteps=10000`` env steps, ``training_intensity=16``
     (replayed transitions trained per sampled one: 16 x 64-batches per 64 env steps),
-    ``rollout_fragment_length=32`` per env per round, ``grad_clip=10``, a 64x64 ReLU MLP.
+    ``rollout_fragment_length=32`` per env per round, ``grad_clip=10``, a 64x64 ReLU MLP,
+    ``n_step=1``, ``tau=1.0`` (a hard copy), ``dueling=False`` (Ray's default is True).
+    ``epsilon`` (Ray's form, a schedule ``[[0, 1.0], [10000, 0.05]]``) replaces the linear
+    ``initial_epsilon``/``final_epsilon``/``epsilon_timesteps`` schedule when given.
     """
+
+    ray_training_options = frozenset(
+        {
+            "store_buffer_in_checkpoints",
+            "lr_schedule",
+            "adam_epsilon",
+            "num_atoms",
+            "v_min",
+            "v_max",
+            "noisy",
+            "sigma0",
+            "hiddens",
+            "before_learn_on_batch",
+            "categorical_distribution_temperature",
+            "burn_in_len",
+            "num_epochs",
+            "minibatch_size",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,6 +85,10 @@ class DQNConfig(AlgorithmConfig):
         self.num_steps_sampled_before_learning_starts = 1000
         self.target_network_update_freq = 500
         self.double_q = True
+        self.dueling = False
+        self.n_step = 1
+        self.tau = 1.0
+        self.epsilon: list[Any] | None = None
         self.initial_epsilon = 1.0
         self.final_epsilon = 0.05
         self.epsilon_timesteps = 10_000
@@ -72,6 +100,11 @@ class DQNConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.model.get("conv_filters"):
+            raise NotImplementedError(
+                f"model_config conv_filters: {type(self).__name__} has no CNN encoder here "
+                "(PPO, APPO and IMPALA do)"
+            )
         capacity = self.replay_buffer_config.get("capacity")
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"replay_buffer_config['capacity'] must be an int >= 1: {capacity!r}")
@@ -87,30 +120,59 @@ class DQNConfig(AlgorithmConfig):
             raise ValueError(f"training_intensity must be > 0, got {self.training_intensity!r}")
         if not 0.0 <= float(self.final_epsilon) <= float(self.initial_epsilon) <= 1.0:
             raise ValueError("need 0 <= final_epsilon <= initial_epsilon <= 1")
+        if self.epsilon is not None:
+            check_schedule("epsilon", self.epsilon, strict=False)
+        if isinstance(self.n_step, bool) or not isinstance(self.n_step, int) or self.n_step < 1:
+            raise ValueError(f"n_step must be an int >= 1, got {self.n_step!r}")
+        if not 0.0 < float(self.tau) <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
 
 
 # --- 2. model -----------------------------------------------------------------------------
 
 
 class QNetwork(nn.Module):
-    """Q(s, .) for every action of a Discrete space."""
+    """Q(s, .) for every action of a Discrete space.
 
-    def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
+    With ``dueling`` the MLP's last layer has one more output, the state value V(s), and
+    the others are advantages: Q = V + A - mean(A) (Wang et al. 2016).
+    """
+
+    def __init__(
+        self,
+        observation_space: Any,
+        action_space: Any,
+        model: dict[str, Any],
+        dueling: bool = False,
+    ):
         super().__init__()
         self.observation_space = observation_space
         self.num_actions = int(action_space.n)
         self.action_start = int(action_space.start)
+        self.dueling = dueling
         self.q = mlp(
             obs_size(observation_space),
             list(model["fcnet_hiddens"]),
-            self.num_actions,
+            self.num_actions + int(dueling),
             model["fcnet_activation"],
         )
-        self.actor = DQNActor(observation_space, action_space, model)  # what runners run
+        self.actor = DQNActor(observation_space, action_space, model, dueling)  # runners'
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        q: torch.Tensor = self.q(obs)
-        return q
+        out: torch.Tensor = self.q(obs)
+        if self.dueling:
+            value, adv = out[:, :1], out[:, 1:]
+            return value + adv - adv.mean(-1, keepdim=True)
+        return out
+
+    def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Ray's RLModule call: ``{"obs": tensor}`` -> ``{"q_values", "action_dist_inputs"}``."""
+        obs = obs_to_tensor(np.asarray(batch["obs"]), self.observation_space)
+        with torch.no_grad():
+            q = self(obs)
+        return {"q_values": q, "action_dist_inputs": q}
+
+    forward_exploration = forward_inference
 
     def act(
         self, obs: Any, explore: bool, rng: np.random.Generator, epsilon: float = 0.0
@@ -127,7 +189,12 @@ class QNetwork(nn.Module):
 
 
 def epsilon_at(step: int, config: DQNConfig) -> float:
-    """Linear decay from ``initial_epsilon`` to ``final_epsilon`` over ``epsilon_timesteps``."""
+    """Linear decay from ``initial_epsilon`` to ``final_epsilon`` over ``epsilon_timesteps``.
+
+    When ``epsilon`` (Ray's schedule form) is set, its value at ``step`` instead.
+    """
+    if config.epsilon is not None:
+        return scheduled(config.epsilon, step)
     frac = min(1.0, step / max(1, config.epsilon_timesteps))
     return float(config.initial_epsilon + frac * (config.final_epsilon - config.initial_epsilon))
 
@@ -148,7 +215,7 @@ def dqn_loss(
         else:
             best = q_next_target.argmax(-1, keepdim=True)
         q_next = q_next_target.gather(1, best).squeeze(1)
-        target = mb["rewards"] + config.gamma * (1.0 - mb["terminateds"]) * q_next
+        target = mb["rewards"] + mb["discounts"] * (1.0 - mb["terminateds"]) * q_next
     if config.td_error_loss_fn == "huber":
         loss = nn.functional.smooth_l1_loss(q, target)
     else:
@@ -176,10 +243,10 @@ class DQN(Algorithm):
     def setup(self) -> None:
         c = self.config
         spec = (self.observation_space, self.action_space, dict(c.model))
-        self.module = seeded_init(c.seed, functools.partial(QNetwork, *spec))
-        self.actor_ctor = functools.partial(DQNActor, *spec)  # the env runners' policy
+        self.module = seeded_init(c.seed, functools.partial(QNetwork, *spec, c.dueling))
+        self.actor_ctor = functools.partial(DQNActor, *spec, c.dueling)  # the runners' policy
         self.target = copy.deepcopy(self.module)
-        self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
+        self.learner = TorchLearner(self.module, self.current_lr(), c.grad_clip)
         self.buffer = ReplayBuffer(int(c.replay_buffer_config["capacity"]))
         self.last_target_update = 0
         self.num_target_updates = 0
@@ -189,14 +256,15 @@ class DQN(Algorithm):
 
     def training_step(self) -> dict[str, Any]:
         c = self.config
-        self.learner.set_lr(c.lr)
+        lr = self.current_lr()
+        self.learner.set_lr(lr)
         epsilon = self.act_kwargs()["epsilon"]
 
         # Sample one round into the replay buffer (arrays [T, N, ...] flattened to [T*N, ...]).
         sampled = 0
         for b in self.sample(c.get_rollout_fragment_length()):
-            flat = {k: _flatten_tn(b[k]) for k in ("obs", "actions", "rewards", "next_obs")}
-            flat["terminateds"] = _flatten_tn(b["terminateds"]).astype(np.float32)
+            flat = {k: _flatten_tn(v) for k, v in n_step_transitions(b, c.n_step, c.gamma).items()}
+            flat["terminateds"] = flat["terminateds"].astype(np.float32)
             flat["actions"] = flat["actions"].astype(np.int64) - self.module.action_start
             self.buffer.add(flat)
             sampled += int(b["env_steps"])
@@ -213,6 +281,7 @@ class DQN(Algorithm):
                     "actions": torch.as_tensor(raw["actions"]),
                     "rewards": torch.as_tensor(raw["rewards"], dtype=torch.float32),
                     "terminateds": torch.as_tensor(raw["terminateds"]),
+                    "discounts": torch.as_tensor(raw["discounts"]),
                 }
                 loss, mb_stats = dqn_loss(self.module, self.target, mb, c)
                 mb_stats["grad_norm"] = float(self.learner.update(loss))
@@ -220,10 +289,13 @@ class DQN(Algorithm):
                     stats.setdefault(k, []).append(v)
             self.num_env_steps_trained_lifetime += num_updates * c.train_batch_size
 
-        # Copy the online network into the target network every target_network_update_freq.
+        # Every target_network_update_freq env steps, move the target network tau of the way
+        # to the online one (tau=1: a copy).
         steps = self.num_env_steps_sampled_lifetime
         if steps - self.last_target_update >= c.target_network_update_freq:
-            self.target.load_state_dict(self.module.state_dict())
+            with torch.no_grad():
+                for t, o in zip(self.target.parameters(), self.module.parameters(), strict=True):
+                    t.copy_(o) if c.tau == 1.0 else t.lerp_(o, float(c.tau))
             self.last_target_update = steps
             self.num_target_updates += 1
 
@@ -231,7 +303,7 @@ class DQN(Algorithm):
         out["epsilon"] = epsilon
         out["replay_buffer_size"] = len(self.buffer)
         out["num_target_updates"] = self.num_target_updates
-        out["curr_lr"] = float(c.lr)
+        out["curr_lr"] = lr
         return out
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@
    actions, a Gaussian with a learned state-independent log-std for Box actions.
 3. ``compute_gae``: advantages by generalized advantage estimation.
 4. ``ppo_loss``: clipped surrogate + value loss - entropy bonus.
-5. ``PPO.training_step``: sample from the env runners, GAE, then ``num_epochs`` passes of
-   shuffled minibatches.
+5. ``PPO.training_step``: sample from the env runners, then per module (one, or one per
+   trained policy of a multi-agent setup) ``update_module``: GAE, then ``num_epochs``
+   passes of shuffled minibatches.
 
 Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
 """
@@ -22,9 +23,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from runtime.rllib._algorithm import Algorithm
-from runtime.rllib._config import AlgorithmConfig
+from runtime.rllib._config import AlgorithmConfig, check_schedule, scheduled
 from runtime.rllib._learner import (
     TorchLearner,
+    cnn,
     mlp,
     obs_size,
     obs_to_tensor,
@@ -32,6 +34,7 @@ from runtime.rllib._learner import (
     sync_actor,
 )
 from runtime.rllib._numpy_policy import PPOActor
+from runtime.rllib.core import DEFAULT_MODULE_ID
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -45,8 +48,15 @@ class PPOConfig(AlgorithmConfig):
     Defaults (tuned to reach a mean return of 150 on CartPole-v1 in a few seconds with
     2 env runners): ``lr=3e-4``, ``gamma=0.99``, ``lambda_=0.95``, ``train_batch_size=2000``
     env steps per iteration, ``minibatch_size=128``, ``num_epochs=10``, ``clip_param=0.2``,
-    ``vf_loss_coeff=0.5``, ``entropy_coeff=0.0``, ``grad_clip=0.5``.
+    ``vf_loss_coeff=0.5``, ``entropy_coeff=0.0``, ``grad_clip=0.5``, ``use_kl_loss=False``
+    (Ray's default is True with ``kl_coeff=0.2``, ``kl_target=0.01``: set ``use_kl_loss=True``
+    for Ray's adaptive KL penalty). ``lr`` and ``entropy_coeff`` take Ray's schedule form
+    ``[[timestep, value], ...]``.
     """
+
+    ray_training_options = frozenset(
+        {"use_critic", "entropy_coeff_schedule", "lr_schedule", "vf_share_layers"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +72,9 @@ class PPOConfig(AlgorithmConfig):
         self.entropy_coeff = 0.0
         self.normalize_advantages = True
         self.grad_clip = 0.5
+        self.use_kl_loss = False
+        self.kl_coeff = 0.2
+        self.kl_target = 0.01
 
     def validate(self) -> None:
         super().validate()
@@ -73,6 +86,9 @@ class PPOConfig(AlgorithmConfig):
             raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
         if float(self.clip_param) <= 0:
             raise ValueError(f"clip_param must be > 0, got {self.clip_param!r}")
+        check_schedule("entropy_coeff", self.entropy_coeff, strict=False)
+        if float(self.kl_coeff) < 0 or float(self.kl_target) <= 0:
+            raise ValueError("kl_coeff must be >= 0 and kl_target > 0")
 
 
 # --- 2. model -----------------------------------------------------------------------------
@@ -89,6 +105,12 @@ class ActorCritic(nn.Module):
         self.discrete = isinstance(action_space, spaces.Discrete)
         hiddens, act = list(model["fcnet_hiddens"]), model["fcnet_activation"]
         n_in = obs_size(observation_space)
+        # Images ([H, W, C] Box) with ``conv_filters``: a CNN encoder under each MLP head.
+        self.pi_enc: nn.Module = nn.Identity()
+        self.vf_enc: nn.Module = nn.Identity()
+        if model.get("conv_filters"):
+            self.pi_enc, n_in = cnn(observation_space, model["conv_filters"])
+            self.vf_enc, _ = cnn(observation_space, model["conv_filters"])
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
         self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
@@ -105,7 +127,7 @@ class ActorCritic(nn.Module):
         through ``torch.distributions``: the learner calls this 160 times an iteration on
         minibatches of 128, where each extra autograd node costs more than its arithmetic.
         """
-        out = self.pi(obs)
+        out = self.pi(self.pi_enc(obs))
         if self.discrete:
             logp_all = torch.log_softmax(out, -1)
             logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -114,7 +136,22 @@ class ActorCritic(nn.Module):
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.vf(obs).squeeze(-1)
+        return self.vf(self.vf_enc(obs)).squeeze(-1)
+
+    def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Ray's RLModule call: ``{"obs": ...}`` -> ``{"action_dist_inputs", "vf_preds"}``.
+
+        ``action_dist_inputs`` are the logits (Discrete) or the Gaussian's mean and log-std
+        concatenated (Box), as Ray's default PPO module gives them.
+        """
+        obs = obs_to_tensor(np.asarray(batch["obs"]), self.observation_space)
+        with torch.no_grad():
+            out = self.pi(self.pi_enc(obs))
+            if not self.discrete:
+                out = torch.cat([out, self.log_std.expand_as(out)], -1)
+            return {"action_dist_inputs": out, "vf_preds": self.value(obs)}
+
+    forward_exploration = forward_inference
 
     def act(
         self, obs: Any, explore: bool, rng: np.random.Generator
@@ -161,9 +198,18 @@ def compute_gae(
 
 
 def ppo_loss(
-    module: ActorCritic, mb: dict[str, torch.Tensor], config: PPOConfig
+    module: ActorCritic,
+    mb: dict[str, torch.Tensor],
+    config: PPOConfig,
+    *,
+    entropy_coeff: float,
+    kl_coeff: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate objective, value loss and entropy bonus on one minibatch.
+    """Clipped surrogate objective, value loss, entropy bonus (and KL penalty) on a minibatch.
+
+    With ``use_kl_loss`` the loss adds ``kl_coeff * KL(behaviour || current)``, estimated
+    from the sampled actions' log-ratio with the low-variance k3 estimator; ``kl_coeff``
+    adapts after each iteration (``PPO.training_step``).
 
     ``mb["action_logp"]`` is the log-probability under the policy that *sampled* the batch
     (the behaviour policy), so the ratio is an importance ratio against it, also when that
@@ -174,7 +220,7 @@ def ppo_loss(
     log_ratio = logp - mb["action_logp"]
     ratio = log_ratio.exp()
     adv = mb["advantages"]  # standardized over the whole batch (``postprocess``)
-    if not config.entropy_coeff:
+    if not entropy_coeff:
         entropy = entropy.detach()  # only a statistic then: no backward through it
     surrogate = torch.min(
         ratio * adv, ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * adv
@@ -186,13 +232,16 @@ def ppo_loss(
         vf_err = vf_err.clamp(max=config.vf_clip_param)
     vf_loss = vf_err.mean()  # Ray's: the mean squared error, without a factor 1/2
     entropy = entropy.mean()
-    loss = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+    kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
+    loss = policy_loss + config.vf_loss_coeff * vf_loss - entropy_coeff * entropy
+    if config.use_kl_loss:
+        loss = loss + kl_coeff * kl
     with torch.no_grad():
         stats = {
             "policy_loss": policy_loss.detach(),
             "vf_loss": vf_loss.detach(),
             "entropy": entropy.detach(),
-            "mean_kl_loss": ((ratio - 1) - log_ratio).mean(),  # the low-variance k3 estimator
+            "mean_kl_loss": kl.detach(),
             "clip_fraction": ((ratio - 1).abs() > config.clip_param).float().mean(),
         }
     return loss, stats
@@ -215,18 +264,51 @@ class PPO(Algorithm):
     supports_box_actions = True
     config: PPOConfig
 
-    def setup(self) -> None:
+    def build_module(self, observation_space: Any, action_space: Any) -> tuple[Any, Any, Any]:
+        """One module for these spaces: (torch module, runners' policy ctor, learner)."""
         c = self.config
-        spec = (self.observation_space, self.action_space, dict(c.model))
-        self.module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
-        self.actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
-        self.learner = TorchLearner(self.module, c.lr, c.grad_clip)
+        spec = (observation_space, action_space, dict(c.model))
+        module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
+        actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
+        return module, actor_ctor, TorchLearner(module, self.current_lr(), c.grad_clip)
+
+    def setup(self) -> None:
+        self.curr_kl_coeffs: dict[str, float] = {}  # per module, with use_kl_loss
+        super().setup()  # build_module, once or per module
 
     def training_step(self) -> dict[str, Any]:
         c = self.config
-        self.learner.set_lr(c.lr)  # Tune's PBT may have changed it
-        data = self.postprocess(self.sample(c.get_rollout_fragment_length()))
+        lr = self.current_lr()
+        self.learner.set_lr(lr)  # a schedule, or Tune's PBT, may have changed it
+        entropy_coeff = scheduled(c.entropy_coeff, self.num_env_steps_sampled_lifetime)
+        batches = self.sample(c.get_rollout_fragment_length())
+        if not self.is_multi_agent:
+            return self.update_module(
+                DEFAULT_MODULE_ID, self.module, self.learner, batches, lr, entropy_coeff
+            )
+        # Multi-agent: each trained module learns from its agents' trajectory chunks.
+        return {
+            mid: self.update_module(
+                mid, self.modules[mid], self.learner.learners[mid], chunks, lr, entropy_coeff
+            )
+            for mid in self.modules_to_train()
+            if (chunks := [chunk for b in batches for chunk in b["modules"].get(mid, [])])
+        }
+
+    def update_module(  # noqa: PLR0917 -- the module, its learner, its data, two coefficients
+        self,
+        module_id: str,
+        module: ActorCritic,
+        learner: TorchLearner,
+        batches: list[dict[str, Any]],
+        lr: float,
+        entropy_coeff: float,
+    ) -> dict[str, Any]:
+        """GAE on ``batches``, then ``num_epochs`` passes of shuffled minibatches."""
+        c = self.config
+        data = self.postprocess(batches, module)
         vf_preds = data.pop("vf_preds")
+        kl_coeff = self.curr_kl_coeffs.setdefault(module_id, float(c.kl_coeff))
 
         # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
         # each minibatch is a slice (a view); stats stay tensors until the end.
@@ -240,8 +322,10 @@ class PPO(Algorithm):
             shuffled = {k: v[order] for k, v in data.items()}
             for start in range(0, size - mb_size + 1, mb_size):
                 mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
-                loss, mb_stats = ppo_loss(self.module, mb, c)
-                grad_norm = self.learner.update(loss)
+                loss, mb_stats = ppo_loss(
+                    module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
+                )
+                grad_norm = learner.update(loss)
                 totals += torch.stack([*mb_stats.values(), grad_norm])
                 num_updates += 1
         self.num_env_steps_trained_lifetime += size * c.num_epochs
@@ -250,11 +334,29 @@ class PPO(Algorithm):
         var = float(data["value_targets"].var())
         resid = float((data["value_targets"] - vf_preds).var())
         out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
-        out["curr_lr"] = float(c.lr)
+        out["curr_lr"] = lr
+        out["curr_entropy_coeff"] = entropy_coeff
+        if c.use_kl_loss:
+            # Ray's adaptive KL coefficient: grow it when the policy moved too far, shrink it
+            # when it barely moved.
+            if out["mean_kl_loss"] > 2.0 * c.kl_target:
+                kl_coeff *= 1.5
+            elif out["mean_kl_loss"] < 0.5 * c.kl_target:
+                kl_coeff *= 0.5
+            self.curr_kl_coeffs[module_id] = kl_coeff
+            out["curr_kl_coeff"] = kl_coeff
         out["num_env_steps_trained"] = size
         return out
 
-    def postprocess(self, batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"curr_kl_coeffs": dict(self.curr_kl_coeffs)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.curr_kl_coeffs = dict(state.get("curr_kl_coeffs", {}))
+
+    def postprocess(
+        self, batches: list[dict[str, Any]], module: ActorCritic
+    ) -> dict[str, torch.Tensor]:
         """The runners' ``[T, N]`` batches as one flat batch of tensors, with GAE.
 
         Values (for GAE) come from the learner's current weights. The behaviour log-probs:
@@ -264,7 +366,7 @@ class PPO(Algorithm):
         iteration's weights, and the log-probs the runners recorded while acting are used.
         """
         c = self.config
-        space = self.observation_space
+        space = module.observation_space
         columns: dict[str, list[np.ndarray]] = {
             k: []
             for k in ("obs", "actions", "advantages", "value_targets", "action_logp", "vf_preds")
@@ -276,8 +378,8 @@ class PPO(Algorithm):
                 flat_next = obs_to_tensor(
                     b["next_obs"].reshape(t * n, *b["next_obs"].shape[2:]), space
                 )
-                values = self.module.value(flat_obs).numpy().reshape(t, n)
-                next_values = self.module.value(flat_next).numpy().reshape(t, n)
+                values = module.value(flat_obs).numpy().reshape(t, n)
+                next_values = module.value(flat_next).numpy().reshape(t, n)
             adv, targets = compute_gae(
                 b["rewards"],
                 values,
@@ -299,10 +401,10 @@ class PPO(Algorithm):
             columns["advantages"] = [(adv - adv.mean()) / max(1e-4, float(adv.std()))]
         data = {k: torch.as_tensor(np.concatenate(v)) for k, v in columns.items() if v}
         actions = data["actions"]
-        data["actions"] = actions.long() if self.module.discrete else actions.float()
+        data["actions"] = actions.long() if module.discrete else actions.float()
         if not c.sample_ahead:
             with torch.no_grad():
-                data["action_logp"] = self.module.logp_entropy(data["obs"], data["actions"])[0]
+                data["action_logp"] = module.logp_entropy(data["obs"], data["actions"])[0]
         return data
 
 

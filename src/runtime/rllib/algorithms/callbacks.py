@@ -1,0 +1,5 @@
+"""Ray RLlib's older module path ``ray.rllib.algorithms.callbacks``: ``DefaultCallbacks``."""
+
+from runtime.rllib.callbacks.callbacks import DefaultCallbacks, RLlibCallback
+
+__all__ = ["DefaultCallbacks", "RLlibCallback"]

@@ -1,0 +1,5 @@
+"""Ray RLlib's module path ``ray.rllib.algorithms.marwil``: ``MARWIL``, its config."""
+
+from runtime.rllib.marwil import MARWIL, MARWILConfig
+
+__all__ = ["MARWIL", "MARWILConfig"]

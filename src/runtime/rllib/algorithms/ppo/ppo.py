@@ -1,0 +1,5 @@
+"""Ray RLlib's module path ``ray.rllib.algorithms.ppo.ppo``: ``PPO`` and ``PPOConfig``."""
+
+from runtime.rllib.ppo import PPO, PPOConfig
+
+__all__ = ["PPO", "PPOConfig"]
