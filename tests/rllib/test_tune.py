@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,20 @@ def test_population_based_training_clones_ppo_checkpoints(tmp_path: Path) -> Non
         assert algo.iteration >= 1
     finally:
         algo.stop()
+
+
+def test_every_algorithm_name_resolves_before_rllib_is_imported() -> None:
+    # A fresh process: tune.run("SAC") must not depend on someone importing runtime.rllib.
+    code = (
+        "import sys\n"
+        "from runtime.libs import trainable\n"
+        "assert 'runtime.rllib' not in sys.modules\n"
+        "print(sorted(trainable.resolve_trainable(n).__name__ for n in "
+        "('PPO', 'DQN', 'SAC', 'APPO', 'IMPALA', 'BC', 'MARWIL')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == str(
+        sorted(["PPO", "DQN", "SAC", "APPO", "IMPALA", "BC", "MARWIL"])
+    )

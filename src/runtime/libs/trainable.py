@@ -73,6 +73,11 @@ _registry: dict[str, Any] = {
     # Names a Ray user passes to tune.run; resolved lazily so nothing heavy is imported.
     "PPO": "runtime.rllib:PPO",
     "DQN": "runtime.rllib:DQN",
+    "SAC": "runtime.rllib.sac:SAC",
+    "APPO": "runtime.rllib.appo:APPO",
+    "IMPALA": "runtime.rllib.appo:IMPALA",
+    "BC": "runtime.rllib.marwil:BC",
+    "MARWIL": "runtime.rllib.marwil:MARWIL",
 }
 _lock = threading.Lock()
 _reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar(
