@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -28,8 +26,10 @@ from ..process import launcher
 from ..process.worker import Worker
 from ..submission.streaming import ObjectRefGenerator
 from ..wire import protocol as p
+from . import init_options
 from .blocking import blocking as _blocking
 from .blocking import current_worker, set_auto_init, worker_or_init
+from .init_options import address_toward
 from .remote import ActorHandle
 
 T = TypeVar("T")
@@ -64,6 +64,7 @@ async def _open(
     token: str | bytes | None,
     local_mode: bool,
     object_store_memory: int | None = None,
+    node_ip: str | None = None,
 ) -> _Session:
     mesh: launcher.LocalMesh | None = None
     expect_nodes = 0
@@ -119,7 +120,7 @@ async def _open(
     worker = Worker(
         role="driver",
         token=cluster_token,
-        host=_address_toward(head_address),
+        host=address_toward(head_address, node_ip),
         head_address=head_address,
         namespace=namespace or "",
         labels={"log_to_driver": "1"} if log_to_driver else None,
@@ -134,25 +135,6 @@ async def _open(
             mesh.stop()
         raise
     return _Session(worker, mesh, _info(worker, mesh))
-
-
-def _address_toward(head_address: str) -> str:
-    """The local address this host reaches ``head_address`` from, where the driver listens so
-    that every member can call back (a node it never dialled reads the objects it owns);
-    loopback for a head on this host. ``RUNTIME_NODE_IP`` (Ray's ``_node_ip_address``) wins."""
-    chosen = os.environ.get("RUNTIME_NODE_IP")
-    if chosen:
-        return chosen
-    host, _, port = head_address.rpartition(":")
-    if not host or ":" in host or host.startswith("["):
-        return "127.0.0.1"  # IPv6 heads: loopback as before
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((host, int(port)))  # UDP: picks a route, sends nothing
-            local = str(probe.getsockname()[0])
-    except (OSError, ValueError):
-        return "127.0.0.1"
-    return "127.0.0.1" if local.startswith("127.") else local
 
 
 async def _wait_for_nodes(worker: Worker, mesh: launcher.LocalMesh, expect: int) -> None:
@@ -200,6 +182,7 @@ def init(
     local_mode: bool = False,
     ignore_reinit_error: bool = False,
     object_store_memory: int | None = None,
+    **ray_options: Any,
 ) -> dict[str, Any]:
     """Start a local mesh, or join one, and make this process its driver.
 
@@ -217,6 +200,10 @@ def init(
         object_store_memory: bytes each node's object store (and this driver's) keeps in
             memory before spilling to disk (default 30% of RAM, or
             ``RUNTIME_OBJECT_STORE_MEMORY``).
+        ray_options: Ray's other ``init()`` options (``job_config``, ``logging_level``,
+            ``_temp_dir``, ``_node_ip_address``, ``include_dashboard``, ...): applied where
+            they mean something here, else accepted with a one-time warning
+            (:mod:`runtime.core.api.init_options`); unknown names raise TypeError.
 
     Returns:
         A dict with the head ``address``, this driver's ``node_id`` and the ``namespace``.
@@ -225,7 +212,9 @@ def init(
 
         runtime.init(num_cpus=2)
     """
-    job_env = _renv.validate(_job_runtime_env(runtime_env))
+    ray = init_options.apply(ray_options, runtime_env=runtime_env)
+    runtime_env, namespace = ray.runtime_env, namespace or ray.namespace
+    job_env = _renv.validate(init_options.job_runtime_env(runtime_env))
     if object_store_memory is not None and (
         not isinstance(object_store_memory, int) or object_store_memory <= 0
     ):
@@ -249,6 +238,7 @@ def init(
             token=token,
             local_mode=local_mode,
             object_store_memory=object_store_memory,
+            node_ip=ray.node_ip,
         )
         try:
             session = asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -275,21 +265,6 @@ def _auto_init() -> None:
 
 
 set_auto_init(_auto_init)
-
-
-def _job_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The runtime_env given, else the one a submitted job was started with (its working dir
-    then travels to the nodes that run the job's tasks)."""
-    if runtime_env is not None:
-        return runtime_env
-    raw = os.environ.get("RUNTIME_JOB_RUNTIME_ENV")
-    if not raw:
-        return None
-    try:
-        env = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"RUNTIME_JOB_RUNTIME_ENV is not JSON: {exc}") from None
-    return env if isinstance(env, dict) else None
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -351,7 +326,7 @@ async def connect(
         async with runtime.connect(num_cpus=2):
             print(await square.remote(3))
     """
-    job_env = _renv.validate(_job_runtime_env(runtime_env))
+    job_env = _renv.validate(init_options.job_runtime_env(runtime_env))
     global _session
     with _lock:
         if _session is not None:
@@ -381,14 +356,14 @@ async def connect(
 
 
 @overload
-def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+def get(object_refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 @overload
-def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
-def get(refs: Any, *, timeout: float | None = None) -> Any:
+def get(object_refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """Block until the objects are ready and return their values.
 
     Args:
-        refs: one ObjectRef or a list of them.
+        object_refs: one ObjectRef or a list of them (Ray's parameter name).
         timeout: seconds to wait at most; then GetTimeoutError.
 
     Raises:
@@ -399,6 +374,7 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
         assert runtime.get(square.remote(4)) == 16
     """
+    refs = object_refs
     worker = worker_or_init()
     if isinstance(refs, ObjectRef):
         found, value = worker.try_get_local(refs)
@@ -476,22 +452,22 @@ _Waitable = TypeVar("_Waitable", bound=ObjectRef[Any] | ObjectRefGenerator)
 
 
 def wait(
-    refs: Sequence[_Waitable],
+    ray_waitables: Sequence[_Waitable],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[_Waitable], list[_Waitable]]:
-    """Wait until ``num_returns`` of ``refs`` are ready (or ``timeout`` passes).
+    """Wait until ``num_returns`` of ``ray_waitables`` are ready (or ``timeout`` passes).
 
-    ``refs`` may hold ObjectRefGenerators (as in Ray): a generator is ready when its next
-    item is there, or when it has ended (its next ``next()`` answers at once).
+    ``ray_waitables`` (Ray's name) may hold ObjectRefGenerators (as in Ray): a generator is
+    ready when its next item is there, or when it has ended (``next()`` answers at once).
 
     Returns:
-        (ready, not_ready), each in the order of ``refs``.
+        (ready, not_ready), each in the order of ``ray_waitables``.
     """
     del fetch_local
-    refs = list(refs)
+    refs = list(ray_waitables)
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and len(refs)={len(refs)}")
     if len(set(refs)) != len(refs):
@@ -570,7 +546,10 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
 
 
 def cancel(
-    ref: ObjectRef[Any] | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+    ray_waitable: ObjectRef[Any] | ObjectRefGenerator,
+    *,
+    force: bool = False,
+    recursive: bool = True,
 ) -> None:
     """Cancel the task or actor call that makes ``ref`` (or a streaming generator).
 
@@ -580,7 +559,9 @@ def cancel(
     TaskCancelledError in its thread at the next Python bytecode). Getting the result raises
     TaskCancelledError. ``recursive``: the tasks it submitted are cancelled too. Cancelling a
     finished task does nothing. Only the process that submitted the call can cancel it.
+    The parameter names (``object_refs``, ``ray_waitables``, ``ray_waitable``) are Ray's.
     """
+    ref = ray_waitable
     worker = current_worker()
     if isinstance(ref, ObjectRefGenerator):
         task_id = ref.task_id

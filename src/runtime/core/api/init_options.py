@@ -1,0 +1,137 @@
+"""Ray's ``init()`` options beyond ours: which apply here, which are accepted with a warning.
+
+A Ray program passes options such as ``include_dashboard=False`` or ``logging_level=...``
+to ``ray.init``; it must start here unchanged. Each option either maps onto what this
+runtime has (logging, a temporary directory, the driver's address, a job config's
+runtime_env) or has no meaning here and is accepted with a one-time warning that says so.
+A name Ray does not know either is a ``TypeError``, as in Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+#: Ray's options with no effect here, and why (said once per process, as a warning).
+IGNORED = {
+    "include_dashboard": "the dashboard is started with `python -m runtime.node --head "
+    "--dashboard-port N`",
+    "dashboard_host": "the dashboard is started with `python -m runtime.node --head`",
+    "dashboard_port": "the dashboard is started with `python -m runtime.node --head "
+    "--dashboard-port N`",
+    "labels": "node labels are not supported yet",
+    "enable_resource_isolation": "there is no cgroup isolation",
+    "system_reserved_cpu": "there is no cgroup isolation",
+    "system_reserved_memory": "there is no cgroup isolation",
+    "storage": "give storage_path to Tune and Train instead",
+    "_system_config": "Ray's internal settings do not apply",
+    "_enable_object_reconstruction": "lineage reconstruction is always on",
+    "_redis_password": "there is no Redis; the cluster token authenticates",
+    "_redis_max_memory": "there is no Redis",
+    "_plasma_directory": "the object store lives in /dev/shm (RUNTIME_TMPDIR moves its traces)",
+    "_memory": "the memory resource is not supported yet",
+    "_metrics_export_port": "metrics are not exported yet",
+    "_tracing_startup_hook": "tracing is not supported",
+    "_node_name": "nodes are named by their id",
+    "_driver_object_store_memory": "the driver's store follows object_store_memory",
+    "_lru_evict": "the store spills instead of evicting",
+}
+
+_warned: set[str] = set()
+
+
+@dataclass
+class RayInitOptions:
+    """What Ray's extra ``init()`` options amount to here."""
+
+    runtime_env: dict[str, Any] | None = None
+    node_ip: str | None = None
+    namespace: str | None = None
+
+
+def apply(
+    kwargs: dict[str, Any],
+    *,
+    runtime_env: dict[str, Any] | None,
+) -> RayInitOptions:
+    """Check and apply Ray's extra options; returns what ``init()`` itself must use.
+
+    Raises:
+        TypeError: an option neither Ray nor this runtime knows.
+    """
+    out = RayInitOptions(runtime_env=runtime_env)
+    job_config = kwargs.pop("job_config", None)
+    if job_config is not None and runtime_env is None:
+        env = getattr(job_config, "runtime_env", None)
+        out.runtime_env = dict(env) if env else None
+    if job_config is not None:
+        out.namespace = getattr(job_config, "ray_namespace", None) or None
+    level = kwargs.pop("logging_level", None)
+    fmt = kwargs.pop("logging_format", None)
+    kwargs.pop("logging_config", None)
+    if kwargs.pop("configure_logging", True) and (level is not None or fmt is not None):
+        logger = logging.getLogger("runtime")
+        if level is not None:
+            logger.setLevel(level)
+        if fmt is not None:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
+    temp_dir = kwargs.pop("_temp_dir", None)
+    if temp_dir:
+        os.environ["RUNTIME_TMPDIR"] = str(temp_dir)
+    out.node_ip = kwargs.pop("_node_ip_address", None)
+    unknown = sorted(k for k in kwargs if k not in IGNORED)
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
+    for name, value in kwargs.items():
+        if name in _warned or value is None:
+            continue
+        _warned.add(name)
+        warnings.warn(
+            f"runtime.init({name}=...) is accepted for Ray compatibility and has no effect "
+            f"here: {IGNORED[name]}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return out
+
+
+def address_toward(head_address: str, node_ip: str | None = None) -> str:
+    """The local address this host reaches ``head_address`` from, where the driver listens so
+    that every member can call back (a node it never dialled reads the objects it owns);
+    loopback for a head on this host. ``node_ip`` (Ray's ``_node_ip_address``) or
+    ``RUNTIME_NODE_IP`` wins."""
+    chosen = node_ip or os.environ.get("RUNTIME_NODE_IP")
+    if chosen:
+        return chosen
+    host, _, port = head_address.rpartition(":")
+    if not host or ":" in host or host.startswith("["):
+        return "127.0.0.1"  # IPv6 heads: loopback as before
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, int(port)))  # UDP: picks a route, sends nothing
+            local = str(probe.getsockname()[0])
+    except (OSError, ValueError):
+        return "127.0.0.1"
+    return "127.0.0.1" if local.startswith("127.") else local
+
+
+def job_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The runtime_env given, else the one a submitted job was started with (its working dir
+    then travels to the nodes that run the job's tasks)."""
+    if runtime_env is not None:
+        return runtime_env
+    raw = os.environ.get("RUNTIME_JOB_RUNTIME_ENV")
+    if not raw:
+        return None
+    try:
+        env = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"RUNTIME_JOB_RUNTIME_ENV is not JSON: {exc}") from None
+    return env if isinstance(env, dict) else None
