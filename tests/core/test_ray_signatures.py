@@ -86,3 +86,39 @@ def test_init_applies_logging_level_temp_dir_and_a_job_configs_runtime_env(tmp_p
     finally:
         runtime.shutdown()
         logging.getLogger("runtime").setLevel(logging.NOTSET)
+
+
+@runtime.remote(resources={"custom": 1.0})
+def _assigned() -> dict[str, float]:
+    return runtime.get_runtime_context().get_assigned_resources()
+
+
+@runtime.remote(num_cpus=1)
+class _Holder:
+    def assigned(self) -> dict[str, float]:
+        return runtime.get_runtime_context().get_assigned_resources()
+
+
+def test_get_assigned_resources_names_what_a_task_or_actor_holds(cluster):
+    assert runtime.get(_assigned.remote(), timeout=30) == {"CPU": 1.0, "custom": 1.0}
+    holder = _Holder.remote()
+    assert runtime.get(holder.assigned.remote(), timeout=30) == {"CPU": 1.0}
+    assert runtime.get_runtime_context().get_assigned_resources() == {}
+
+
+@runtime.remote
+def _init_inside() -> tuple[bool, str, str]:
+    try:
+        runtime.init()
+        outcome = "started a second cluster"
+    except RuntimeError as exc:
+        outcome = str(exc)
+    info = runtime.init(ignore_reinit_error=True)
+    return runtime.is_initialized(), outcome, info["node_id"]
+
+
+def test_inside_a_task_the_runtime_is_initialized_and_init_starts_nothing(cluster):
+    initialized, outcome, node_id = runtime.get(_init_inside.remote(), timeout=30)
+    assert initialized is True
+    assert "inside a task or actor" in outcome
+    assert node_id in {n["NodeID"] for n in runtime.nodes()}

@@ -48,6 +48,20 @@ class RuntimeContext:
             raise RuntimeError("current_actor is only there inside an actor's methods")
         return current_actor_handle(current_worker(), bytes.fromhex(self.actor_id))
 
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources the running task, or the actor the calling code runs in, holds (as
+        Ray's: e.g. ``{"CPU": 1.0}``); empty in the driver."""
+        ctx = current_task.get()
+        if ctx is None:
+            return {}
+        if ctx.actor_id is None:
+            return {k: v for k, v in ctx.demand.items() if v}
+        executor = current_worker().executor
+        hosted = executor.actors.get(ctx.actor_id) if executor is not None else None
+        if hosted is None:
+            return {}
+        return {k: v for k, v in hosted.spec.resources.items() if v}
+
     def is_cancelled(self) -> bool:
         """True once ``runtime.cancel`` reached the running task or actor call.
 

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import msgspec
 import uvloop
@@ -21,7 +21,7 @@ import uvloop
 from ..common.context import current_task
 from ..common.exceptions import GetTimeoutError
 from ..execution import runtime_env as _renv
-from ..objects.refs import READY, ObjectRef
+from ..objects.refs import READY, ObjectRef, current_worker_or_none
 from ..process import launcher
 from ..process.worker import Worker
 from ..submission.streaming import ObjectRefGenerator
@@ -225,6 +225,14 @@ def init(
             if ignore_reinit_error:
                 return _session.info
             raise RuntimeError("runtime.init() was already called; call runtime.shutdown() first")
+        member = current_worker_or_none()
+        if member is not None:  # inside a task or actor: this process is already a member
+            if ignore_reinit_error:
+                return _info(cast(Worker, member), None)
+            raise RuntimeError(
+                "runtime.init() inside a task or actor: this process is already part of the "
+                "cluster (pass ignore_reinit_error=True to get its info)"
+            )
         loop = uvloop.new_event_loop()
         thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
         thread.start()
@@ -293,8 +301,8 @@ def shutdown() -> None:
 
 
 def is_initialized() -> bool:
-    """True between init() (or inside connect()) and shutdown()."""
-    return _session is not None
+    """True between init() (or inside connect()) and shutdown(), and inside tasks and actors."""
+    return _session is not None or current_worker_or_none() is not None
 
 
 @dataclass
