@@ -164,3 +164,155 @@ def linear(config: dict[str, Any]) -> None:
         opt.step()
         ckpt = train.Checkpoint.from_dict({"step": step})
         train.report({"loss": loss.item(), "step": step}, checkpoint=ckpt)
+
+
+def counting(config: dict[str, Any]) -> None:
+    """Reports ``steps`` times, a checkpoint every time (named if ``names`` is set)."""
+    rank = train.get_context().get_world_rank()
+    start = 0
+    if (ckpt := train.get_checkpoint()) is not None:
+        start = ckpt.to_dict()["step"] + 1
+    for step in range(start, config.get("steps", 5)):
+        checkpoint = None
+        if config.get("checkpoint", True):
+            checkpoint = train.Checkpoint.from_dict({"step": step, "rank": rank})
+        name = f"{config['names']}-{step}" if config.get("names") else None
+        metrics = {
+            "step": step,
+            "score": config.get("scores", [step] * 100)[step],
+            "env": os.environ.get("TRAIN_TEST_FLAG"),
+            "start": start,
+        }
+        train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        if step == config.get("fail_at") and rank == 1:
+            marker = os.path.join(config["out"], "failed_once")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("injected failure in rank 1")
+
+
+def timed_reports(config: dict[str, Any]) -> None:
+    """Reports a big-ish checkpoint per step and records how long each report call took."""
+    rank = train.get_context().get_world_rank()
+    took = []
+    for step in range(config["steps"]):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, f"weights-rank{rank}.bin"), "wb") as f:
+                f.write(os.urandom(64 * 1024))
+            t0 = time.monotonic()
+            train.report({"step": step}, checkpoint=train.Checkpoint.from_directory(d))
+            took.append(time.monotonic() - t0)
+    with open(os.path.join(config["out"], f"report_times_r{rank}.json"), "w") as f:
+        json.dump(took, f)
+
+
+def hangs_a_collective(config: dict[str, Any]) -> None:
+    """Rank 1 sleeps (in user code) while rank 0 waits in an all-reduce."""
+    import torch
+    import torch.distributed as dist
+
+    rank = train.get_context().get_world_rank()
+    if rank == 1:
+        time.sleep(config["sleep_s"])
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    train.report({"sum": float(t.item())})
+
+
+def reproducible(config: dict[str, Any]) -> None:
+    """Dropout, a shuffled loader and random init, after enable_reproducibility(seed)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from runtime.train.torch import (
+        enable_reproducibility,
+        get_devices,
+        prepare_data_loader,
+        prepare_model,
+    )
+
+    enable_reproducibility(config["seed"])
+    x = torch.randn(256, 8)
+    y = (x.sum(dim=1, keepdim=True) > 0).float()
+    model = prepare_model(
+        torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 1))
+    )
+    loader = prepare_data_loader(DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for xb, yb in loader:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    train.report(
+        {
+            "params": flat.tolist(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "devices": [str(d) for d in get_devices()],
+        }
+    )
+
+
+def fsdp_regression(config: dict[str, Any]) -> None:
+    """A 2-layer net sharded with FSDP2; reports loss and whether parameters are sharded;
+    rank 0 checkpoints the full (gathered) state dict."""
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.tensor import DTensor
+
+    from runtime.train.torch import prepare_model
+
+    rank = train.get_context().get_world_rank()
+    torch.manual_seed(0)
+    model = prepare_model(
+        torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)),
+        parallel_strategy="fsdp",
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    gen = torch.Generator().manual_seed(rank)
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    for _ in range(config["steps"]):
+        xb = torch.randn(64, 4, generator=gen)
+        loss = ((model(xb).squeeze(-1) - xb @ w) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sharded = all(isinstance(p, DTensor) for p in model.parameters())
+        local = sum(p.to_local().numel() for p in model.parameters())  # type: ignore[attr-defined]
+        full = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save(full, os.path.join(d, "model.pt"))
+                ckpt = train.Checkpoint.from_directory(d)
+            metrics = {"loss": loss.item(), "sharded": sharded, "local_numel": local}
+            train.report(metrics, checkpoint=ckpt)
+
+
+def amp_loop(config: dict[str, Any]) -> None:
+    """accelerate(amp=True): forward under autocast (bfloat16 on CPU)."""
+    import torch
+
+    from runtime.train.torch import accelerate, backward, prepare_model, prepare_optimizer
+
+    accelerate(amp=True)
+    torch.manual_seed(0)
+    model = prepare_model(torch.nn.Linear(4, 1))
+    opt = prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.05))
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    losses = []
+    dtype = ""
+    for _ in range(30):
+        xb = torch.randn(32, 4)
+        out = model(xb)
+        dtype = str(out.dtype)
+        loss = ((out.float().squeeze(-1) - xb @ w) ** 2).mean()
+        opt.zero_grad()
+        backward(loss)
+        opt.step()
+        losses.append(loss.item())
+    accelerate(amp=False)
+    train.report({"dtype": dtype, "first": losses[0], "last": losses[-1]})

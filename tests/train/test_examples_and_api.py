@@ -60,6 +60,7 @@ def test_public_names_are_the_documented_ones() -> None:
         "ScalingConfig",
         "TrainContext",
         "TrainingFailedError",
+        "UserCallback",
         "WorkerGroupError",
         "get_checkpoint",
         "get_context",
@@ -69,11 +70,17 @@ def test_public_names_are_the_documented_ones() -> None:
     import runtime.train.torch as rt
 
     assert sorted(rt.__all__) == [
+        "TorchCheckpoint",
         "TorchConfig",
         "TorchTrainer",
+        "accelerate",
+        "backward",
+        "enable_reproducibility",
         "get_device",
+        "get_devices",
         "prepare_data_loader",
         "prepare_model",
+        "prepare_optimizer",
     ]
     assert runtime.train is train
 

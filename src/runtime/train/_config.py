@@ -5,6 +5,7 @@ Each validates itself when built, so bad input fails in the driver before any ac
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class ScalingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Which persisted checkpoints to keep.
+    """Which persisted checkpoints to keep, and when trainers that save their own take one.
 
     Args:
         num_to_keep: keep this many (the best by ``checkpoint_score_attribute``, else the
@@ -90,13 +91,32 @@ class CheckpointConfig:
             restart resumes from it.
         checkpoint_score_attribute: a metric of the reports that carried a checkpoint.
         checkpoint_score_order: ``"max"`` or ``"min"``.
+        checkpoint_frequency: for trainers that checkpoint themselves (``XGBoostTrainer``,
+            ``LightGBMTrainer``): a checkpoint every this many boosting rounds; 0 never.
+            A train loop decides itself when it passes a checkpoint to ``train.report``, so
+            loop trainers warn once and ignore it (as the loop's own choice wins in Ray).
+        checkpoint_at_end: for those trainers: a checkpoint after the last round (None: yes).
     """
 
     num_to_keep: int | None = None
     checkpoint_score_attribute: str | None = None
     checkpoint_score_order: Literal["max", "min"] = "max"
+    checkpoint_frequency: int = 0
+    checkpoint_at_end: bool | None = None
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.checkpoint_frequency, bool)
+            or not isinstance(self.checkpoint_frequency, int)
+            or self.checkpoint_frequency < 0
+        ):
+            raise ValueError(
+                f"checkpoint_frequency must be an int >= 0, got {self.checkpoint_frequency!r}"
+            )
+        if self.checkpoint_at_end is not None and not isinstance(self.checkpoint_at_end, bool):
+            raise TypeError(
+                f"checkpoint_at_end must be None or a bool, got {self.checkpoint_at_end!r}"
+            )
         if self.num_to_keep is not None and (
             isinstance(self.num_to_keep, bool)
             or not isinstance(self.num_to_keep, int)
@@ -137,12 +157,24 @@ class FailureConfig:
 
 @dataclass
 class RunConfig:
-    """Where results go and how failures and checkpoints are handled.
+    """Where results go and how failures, checkpoints and stopping are handled.
 
     Args:
         name: the run's folder under ``storage_path`` (default: trainer class + time).
-        storage_path: a directory every node can read and write (default:
-            ``$TRAIN_RESULTS_DIR`` or ``~/runtime_results``).
+        storage_path: where the run's folder goes: a local directory, or a URI a
+            ``pyarrow.fs`` filesystem understands (``file://``, ``s3://``, ``gs://``, ...).
+            Default: ``$TRAIN_RESULTS_DIR`` or ``~/runtime_results``.
+        storage_filesystem: a ``pyarrow.fs.FileSystem`` or an ``fsspec`` filesystem to write
+            through; ``storage_path`` is then a path on it. Ranks upload their checkpoints to
+            it directly, in the background.
+        stop: when to end the run early: a dict ``{metric: threshold}`` (stop once a report of
+            rank 0 has ``metric >= threshold``; ``training_iteration`` counts reports), or a
+            callable ``(trial_id, metrics) -> bool`` (a Tune ``Stopper`` works).
+        worker_runtime_env: the ``runtime_env`` of every rank actor (``env_vars``,
+            ``working_dir``, ``py_modules``); its ``env_vars`` stay set while the loop runs.
+        callbacks: objects with ``after_report(run_context, metrics, checkpoint)`` (rank
+            metrics, one dict per rank) and/or ``after_exception(run_context, errors)``
+            (Ray Train's ``UserCallback``).
         verbose: 1 prints one line per report of rank 0 on the driver; 0 is quiet.
     """
 
@@ -151,7 +183,12 @@ class RunConfig:
     checkpoint_config: CheckpointConfig | None = None
     failure_config: FailureConfig | None = None
     verbose: int = 1
-    callbacks: list[Any] = field(default_factory=list)  # accepted for Ray compatibility
+    callbacks: list[Any] = field(default_factory=list)
+    stop: Any = None
+    storage_filesystem: Any = None
+    worker_runtime_env: dict[str, Any] | None = None
+    sync_config: Any = None  # accepted for Ray compatibility (uploads are always async here)
+    log_to_file: bool = False  # accepted for Ray compatibility (rank output reaches the driver)
 
     def __post_init__(self) -> None:
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
@@ -168,6 +205,43 @@ class RunConfig:
             raise TypeError("checkpoint_config must be a train.CheckpointConfig")
         if not isinstance(self.failure_config, FailureConfig):
             raise TypeError("failure_config must be a train.FailureConfig")
+        if self.stop is not None and not isinstance(self.stop, dict) and not callable(self.stop):
+            raise TypeError(
+                "stop must be a dict {metric: threshold} or a callable (trial_id, metrics) -> "
+                f"bool, got {type(self.stop).__name__}"
+            )
+        if isinstance(self.stop, dict):
+            for key, value in self.stop.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"stop criteria are keyed by metric name, got {key!r}")
+                _number(f"stop[{key!r}]", value, minimum=float("-inf"))
+        if self.worker_runtime_env is not None and not isinstance(self.worker_runtime_env, dict):
+            raise TypeError(
+                "worker_runtime_env must be a dict like {'env_vars': {...}}, "
+                f"got {type(self.worker_runtime_env).__name__}"
+            )
+        if self.callbacks is None:
+            self.callbacks = []
+        for callback in self.callbacks:
+            if not any(hasattr(callback, h) for h in ("after_report", "after_exception")):
+                logging.getLogger("runtime.train").warning(
+                    "RunConfig callback %r has neither after_report nor after_exception; "
+                    "Train never calls it (Tune callbacks belong in tune.RunConfig)",
+                    callback,
+                )
+
+    def should_stop(self, metrics: dict[str, Any]) -> bool:
+        """Whether ``stop`` says the run ends after a report with ``metrics``."""
+        if self.stop is None:
+            return False
+        if isinstance(self.stop, dict):
+            for key, threshold in self.stop.items():
+                value = metrics.get(key)
+                is_number = isinstance(value, int | float) and not isinstance(value, bool)
+                if is_number and value >= threshold:
+                    return True
+            return False
+        return bool(self.stop(self.name or "", metrics))
 
 
 @dataclass

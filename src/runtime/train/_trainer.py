@@ -22,13 +22,20 @@ from runtime.libs import trainable as libs_trainable
 
 from ._backend import BackendConfig
 from ._checkpoint import Checkpoint
-from ._config import DataConfig, RunConfig, ScalingConfig
+from ._config import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ._controller import Controller, OnReport, RunSpec, check_fits
 from ._result import Result
-from ._storage import RunStorage, default_storage_path
+from ._storage import RunStorage, StorageContext, default_storage_path, resolve_filesystem
 
 _TUNABLE_KEYS = ("train_loop_config", "scaling_config", "datasets")
 logger = logging.getLogger("runtime.train")
+_warned_frequency: list[bool] = []  # warn once per process
+
+
+def _local_fs() -> type:
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem
 
 
 def _warn_if_no_cpu_for_data(scaling: ScalingConfig) -> None:
@@ -138,15 +145,22 @@ class DataParallelTrainer:
             _warn_if_no_cpu_for_data(self.scaling_config)
         rc = self.run_config
         name = rc.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        path = os.path.join(rc.storage_path or default_storage_path(), name)
+        fs, base = resolve_filesystem(
+            rc.storage_path or default_storage_path(), rc.storage_filesystem
+        )
+        if isinstance(fs, _local_fs()):
+            run_path = os.path.join(base, name)
+        else:
+            run_path = f"{base.rstrip('/')}/{name}"
         assert rc.checkpoint_config is not None and rc.failure_config is not None
+        self._check_checkpoint_config(rc.checkpoint_config)
         spec = RunSpec(
             fn=self.train_loop_per_worker,
             config=self.train_loop_config,
             scaling=self.scaling_config,
             backend_config=self.backend_config,
             failure=rc.failure_config,
-            storage=RunStorage(path, rc.checkpoint_config),
+            storage=RunStorage(StorageContext(fs, run_path), rc.checkpoint_config),
             name=name,
             datasets=self.datasets,
             data_config=self.dataset_config,
@@ -155,8 +169,27 @@ class DataParallelTrainer:
             verbose=rc.verbose,
             on_report=on_report,
             in_tune=in_tune,
+            run_config=rc,
         )
         return Controller(spec).run()
+
+    #: Whether this trainer takes checkpoints itself (then checkpoint_frequency applies).
+    _saves_own_checkpoints = False
+
+    def _check_checkpoint_config(self, config: CheckpointConfig) -> None:
+        if self._saves_own_checkpoints or _warned_frequency:
+            return
+        if config.checkpoint_frequency or config.checkpoint_at_end:
+            _warned_frequency.append(True)
+            logger.warning(
+                "CheckpointConfig(checkpoint_frequency=%s, checkpoint_at_end=%s) applies to "
+                "trainers that checkpoint themselves (XGBoostTrainer, LightGBMTrainer); %s "
+                "runs your loop, which decides when to pass a checkpoint to train.report, so "
+                "they are ignored",
+                config.checkpoint_frequency,
+                config.checkpoint_at_end,
+                type(self).__name__,
+            )
 
     # --- Tune -----------------------------------------------------------------------------
 
