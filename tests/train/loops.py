@@ -316,3 +316,25 @@ def amp_loop(config: dict[str, Any]) -> None:
         losses.append(loss.item())
     accelerate(amp=False)
     train.report({"dtype": dtype, "first": losses[0], "last": losses[-1]})
+
+
+def lightgbm_own_loop(config: dict[str, Any]) -> None:
+    """Your own lightgbm.train on this rank's shard, joined by network_params(); reports a
+    digest of the model so the test can see every rank built the same one."""
+    import hashlib
+
+    import lightgbm
+    import numpy as np
+
+    from runtime.train.lightgbm import network_params
+
+    rows = list(train.get_dataset_shard("train").iter_rows())
+    x = np.array([[r["x0"], r["x1"], r["x2"], r["x3"]] for r in rows])
+    y = np.array([r["label"] for r in rows])
+    params = {"objective": "binary", "num_threads": 1, "verbose": -1, **network_params()}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, label=y), num_boost_round=5)
+    text = booster.model_to_string()
+    digest = hashlib.sha256(
+        text[text.index("Tree=0") : text.index("end of trees")].encode()
+    ).hexdigest()
+    train.report({"model": digest, "rows": len(rows), "ids": sorted(r["id"] for r in rows)})

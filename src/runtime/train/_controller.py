@@ -48,6 +48,8 @@ from ._storage import RunStorage
 from ._watchdog import diagnose, in_collective
 from ._worker import RankActor, RankStart
 
+WORKER_ADDRS_ENV = "RUNTIME_TRAIN_WORKER_ADDRS"  # "host:port,..." of every rank, by rank
+
 logger = logging.getLogger("runtime.train")
 
 _POLL_S = 5.0  # a rank's long poll; events come back at once, this only bounds a quiet one
@@ -404,6 +406,15 @@ class Controller:
             port = await asyncio.wait_for(_await(group.actors[0].free_port.remote()), 60.0)
         except (RuntimeBaseError, TimeoutError) as exc:
             raise RankFailure(f"rank 0 did not answer: {exc}", exc) from exc
+        if getattr(spec.backend_config, "needs_worker_ports", False):
+            # frameworks that connect every rank to every other (LightGBM) need them all
+            try:
+                ports = await asyncio.wait_for(
+                    _gather([a.free_port.remote() for a in group.actors]), 60.0
+                )
+            except (RuntimeBaseError, TimeoutError) as exc:
+                raise RankFailure(f"a rank did not answer: {exc}", exc) from exc
+            env_vars = {**env_vars, WORKER_ADDRS_ENV: ",".join(f"127.0.0.1:{p}" for p in ports)}
         backend: Backend = spec.backend_config.make_backend()
         shards, helpers = make_shards(
             spec.datasets, spec.data_config.split, spec.data_config.equal, n
@@ -496,7 +507,9 @@ class Controller:
                 for event in got:
                     error = st.handle(rank, event)
                     if error is not None and failure is None:
-                        text = await self._explain_failure(group, st, rank)
+                        text = ""
+                        if _collective_error(error[0]):
+                            text = await self._explain_failure(group, st, rank)
                         failure = RankFailure(f"{group.describe(rank)} raised:\n{error[0]}{text}")
                         failure.cause, failure.rank = error[1], rank
                         failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
@@ -648,6 +661,13 @@ class Controller:
                 with contextlib.suppress(Exception):
                     errors = {exc.rank: exc.cause or exc}
                     hook(run_context=self.run_context, worker_exceptions=errors)
+
+
+def _collective_error(traceback_text: str) -> bool:
+    """Whether a rank's error came from a collective (so a peer's stack may explain it)."""
+    lowered = traceback_text.lower()
+    words = ("torch/distributed", "timed out", "timeout", "gloo", "nccl", "connection", "peer")
+    return any(w in lowered for w in words)
 
 
 def _short(value: Any) -> str:

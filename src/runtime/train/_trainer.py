@@ -32,6 +32,18 @@ logger = logging.getLogger("runtime.train")
 _warned_frequency: list[bool] = []  # warn once per process
 
 
+def _ensure_runtime() -> None:
+    """``runtime.init()`` as Ray's ``fit()`` does, unless this process is already in a
+    cluster: the driver after ``init``, or a task or actor (a Tune trial), where
+    ``is_initialized()`` is False but the runtime context answers."""
+    if runtime.is_initialized():
+        return
+    try:
+        runtime.get_runtime_context().get_node_id()
+    except RuntimeError:
+        runtime.init()
+
+
 def _local_fs() -> type:
     import pyarrow.fs as pafs
 
@@ -138,8 +150,7 @@ class DataParallelTrainer:
         return self._fit(on_report=None)
 
     def _fit(self, on_report: OnReport | None, in_tune: bool = False) -> Result:
-        if not runtime.is_initialized():
-            runtime.init()
+        _ensure_runtime()
         check_fits(self.scaling_config)
         if self.datasets:
             _warn_if_no_cpu_for_data(self.scaling_config)
