@@ -338,3 +338,60 @@ def lightgbm_own_loop(config: dict[str, Any]) -> None:
         text[text.index("Tree=0") : text.index("end of trees")].encode()
     ).hexdigest()
     train.report({"model": digest, "rows": len(rows), "ids": sorted(r["id"] for r in rows)})
+
+
+def lightning_loop(config: dict[str, Any]) -> None:
+    """A Lightning regression with RayDDPStrategy, RayLightningEnvironment and the report
+    callback; resumes from the reported checkpoint after a restart."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from runtime.train.lightning import (
+        RayDDPStrategy,
+        RayLightningEnvironment,
+        RayTrainReportCallback,
+        prepare_trainer,
+    )
+
+    class Regression(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, _: int) -> Any:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x).squeeze(-1), y)
+            self.log("train_loss", loss, on_epoch=True, on_step=False, sync_dist=True)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 4)
+    y = x @ torch.tensor([1.0, -2.0, 3.0, 0.5])
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    trainer = pl.Trainer(
+        max_epochs=config["epochs"],
+        accelerator="cpu",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        callbacks=[RayTrainReportCallback()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+    )
+    trainer = prepare_trainer(trainer)
+    ckpt_path = None
+    if (ckpt := train.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            ckpt_path = os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME)
+            trainer.fit(Regression(), train_dataloaders=loader, ckpt_path=ckpt_path)
+    else:
+        trainer.fit(Regression(), train_dataloaders=loader)
+    marker = os.path.join(config["out"], "world")
+    with open(f"{marker}_r{train.get_context().get_world_rank()}.json", "w") as f:
+        json.dump({"world_size": trainer.world_size, "rank": trainer.global_rank}, f)
