@@ -395,3 +395,46 @@ def lightning_loop(config: dict[str, Any]) -> None:
     marker = os.path.join(config["out"], "world")
     with open(f"{marker}_r{train.get_context().get_world_rank()}.json", "w") as f:
         json.dump({"world_size": trainer.world_size, "rank": trainer.global_rank}, f)
+
+
+def transformers_loop(config: dict[str, Any]) -> None:
+    """A tiny GPT-2 built from a config (no download), trained by transformers.Trainer on
+    two ranks, reporting at each epoch's save; records the final parameters per rank."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from runtime.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+    rank = train.get_context().get_world_rank()
+
+    class Sequences(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 64
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            ids = torch.tensor([(i + 3 * j) % 32 for j in range(8)])
+            return {"input_ids": ids, "labels": ids}
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32, n_positions=8)
+    )
+    args = TrainingArguments(
+        output_dir=os.path.join(config["out"], f"hf_r{rank}"),
+        use_cpu=True,
+        num_train_epochs=config["epochs"],
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        report_to=[],
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=Sequences())
+    trainer.add_callback(RayTrainReportCallback())
+    trainer = prepare_trainer(trainer)
+    trainer.train()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.save(flat, os.path.join(config["out"], f"hf_params_r{rank}.pt"))
+    with open(os.path.join(config["out"], f"hf_r{rank}.json"), "w") as f:
+        json.dump({"world_size": args.world_size, "steps": trainer.state.global_step}, f)
