@@ -87,8 +87,10 @@ def test_public_names_are_the_documented_ones() -> None:
 
 def test_importing_train_does_not_import_torch() -> None:
     code = (
-        "import sys, runtime, runtime.train, runtime.train.torch; "
-        "print([m for m in ('torch', 'pandas', 'sklearn') if m in sys.modules])"
+        "import sys, runtime, runtime.train, runtime.train.torch, runtime.train.xgboost, "
+        "runtime.train.lightgbm, runtime.train.data_parallel_trainer; "
+        "print([m for m in ('torch', 'pandas', 'sklearn', 'xgboost', 'lightgbm', 'pyarrow') "
+        "if m in sys.modules])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
