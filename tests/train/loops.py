@@ -438,3 +438,30 @@ def transformers_loop(config: dict[str, Any]) -> None:
     torch.save(flat, os.path.join(config["out"], f"hf_params_r{rank}.pt"))
     with open(os.path.join(config["out"], f"hf_r{rank}.json"), "w") as f:
         json.dump({"world_size": args.world_size, "steps": trainer.state.global_step}, f)
+
+
+def elastic_steps(config: dict[str, Any]) -> None:
+    """Reports ``steps`` steps (rank 0 checkpoints each) with the world size; optionally the
+    last of 3 ranks kills its own node process at ``kill_at``, or rank 0 kills the actor
+    named ``blocker`` at ``free_at`` (freeing a node for the group to grow into)."""
+    import runtime
+
+    ctx = train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    start = 0
+    if (ckpt := train.get_checkpoint()) is not None:
+        start = ckpt.to_dict()["step"] + 1
+    for step in range(start, config["steps"]):
+        time.sleep(config.get("pause_s", 0.2))
+        ckpt = train.Checkpoint.from_dict({"step": step}) if rank == 0 else None
+        train.report({"step": step, "world_size": world, "start": start}, checkpoint=ckpt)
+        marker = os.path.join(config["out"], "acted")
+        if os.path.exists(marker):
+            continue
+        if step == config.get("kill_at") and world == 3 and rank == 2:
+            open(marker, "w").close()
+            time.sleep(0.5)  # let this step's report reach the controller
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == config.get("free_at") and rank == 0:
+            open(marker, "w").close()
+            runtime.kill(runtime.get_actor(config["blocker"]))

@@ -5,6 +5,7 @@ Each validates itself when built, so bad input fails in the driver before any ac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -25,7 +26,11 @@ class ScalingConfig:
     """How many ranks, and what each one holds.
 
     Args:
-        num_workers: ranks in the worker group (one actor each, each in its own node process).
+        num_workers: ranks in the worker group (one actor each, each in its own node process);
+            or ``(min, max)`` for an elastic group: each attempt starts as many ranks as the
+            cluster can hold now (at least ``min``, at most ``max``); the group grows, from
+            its latest checkpoint, when room for more ranks appears, and a restart after a
+            node is lost continues with the ranks that still fit.
         use_gpu: give each rank one GPU (unless ``resources_per_worker`` says otherwise),
             set ``CUDA_VISIBLE_DEVICES`` per rank and use NCCL.
         resources_per_worker: the bundle each rank reserves, e.g. ``{"CPU": 1}`` (the default).
@@ -34,16 +39,28 @@ class ScalingConfig:
             (``torch.distributed`` is per process), which the trainer checks after placing.
     """
 
-    num_workers: int = 1
+    num_workers: int | tuple[int, int] = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     placement_strategy: str = "SPREAD"
     trainer_resources: dict[str, float] | None = None  # accepted for Ray compatibility
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
+        if isinstance(self.num_workers, list):
+            self.num_workers = tuple(self.num_workers)  # type: ignore[assignment]
+        if isinstance(self.num_workers, tuple):
+            if len(self.num_workers) != 2 or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in self.num_workers
+            ):
+                raise TypeError(
+                    f"elastic num_workers must be (min, max) ints, got {self.num_workers!r}"
+                )
+            low, high = self.num_workers
+            if not 1 <= low <= high:
+                raise ValueError(f"num_workers=(min, max) needs 1 <= min <= max, got {low, high}")
+        elif isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
             raise TypeError(f"num_workers must be an int, got {self.num_workers!r}")
-        if self.num_workers < 1:
+        elif self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.placement_strategy not in _STRATEGIES:
             raise ValueError(
@@ -58,6 +75,23 @@ class ScalingConfig:
                 )
             for key, amount in self.resources_per_worker.items():
                 _number(f"resources_per_worker[{key!r}]", amount)
+
+    @property
+    def elastic(self) -> bool:
+        """Whether ``num_workers`` is a range ``(min, max)``."""
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    def sized(self, n: int) -> ScalingConfig:
+        """This config with exactly ``n`` workers (one attempt of an elastic run)."""
+        return dataclasses.replace(self, num_workers=n)
 
     def bundle(self) -> dict[str, float]:
         """The resources one rank reserves (names normalised: ``cpu`` -> ``CPU``)."""

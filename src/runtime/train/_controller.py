@@ -102,13 +102,27 @@ def rank_capacity(bundle: dict[str, float]) -> tuple[int, list[dict[str, float]]
     return len(fits), alive
 
 
+def free_capacity(bundle: dict[str, float]) -> int:
+    """How many ranks of ``bundle`` fit now: alive nodes whose free resources hold one."""
+    nodes = [n for n in runtime.nodes() if n.get("Alive") and not n.get("IsDriver")]
+    return sum(
+        1
+        for n in nodes
+        if all(n.get("Available", {}).get(k, 0.0) + 1e-9 >= v for k, v in bundle.items())
+    )
+
+
+class _Resize(Exception):
+    """Room for more ranks of an elastic group appeared: restart it larger."""
+
+
 def check_fits(scaling: ScalingConfig) -> None:
     """WorkerGroupError now if the cluster can never hold the group."""
     bundle = scaling.bundle()
     capacity, alive = rank_capacity(bundle)
-    if capacity < scaling.num_workers:
+    if capacity < scaling.min_workers:
         raise WorkerGroupError(
-            f"the worker group needs {scaling.num_workers} ranks of {bundle}, each in its own "
+            f"the worker group needs {scaling.min_workers} ranks of {bundle}, each in its own "
             f"node process, but only {capacity} of the cluster's {len(alive)} nodes can hold "
             f"one (cluster resources: {runtime.cluster_resources()}). Lower num_workers or "
             "resources_per_worker, or add nodes."
@@ -155,7 +169,7 @@ async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
     """A placed group of ``num_workers`` bundles; WorkerGroupError if it can never be."""
     await asyncio.to_thread(check_fits, scaling)
     bundle = scaling.bundle()
-    pg = placement_group([bundle] * scaling.num_workers, strategy=scaling.placement_strategy)
+    pg = placement_group([bundle] * scaling.min_workers, strategy=scaling.placement_strategy)
     ready = asyncio.ensure_future(_await(pg.ready()))
     started = last_log = time.monotonic()
     try:
@@ -173,7 +187,7 @@ async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
                 logger.warning(
                     "waiting %.0f s for resources for %d ranks of %s (other work holds them)%s",
                     last_log - started,
-                    scaling.num_workers,
+                    scaling.min_workers,
                     bundle,
                     hint,
                 )
@@ -292,6 +306,9 @@ class Controller:
         self.checkpoint: Checkpoint | None = spec.resume_from
         self.resume_dir: str | None = None  # a folder of this run to resume from, if any
         self.stopping = False  # the stop criteria were met
+        # this attempt's scaling: an elastic group's size is chosen per attempt
+        self.scaling = spec.scaling
+        self.attempt_checkpoints = 0
         rc = spec.run_config
         self.callbacks = list(getattr(rc, "callbacks", None) or [])
         self.run_context = TrainRunContext(spec.name, rc, spec.storage.path)
@@ -336,6 +353,9 @@ class Controller:
                 )
                 error.__cause__ = exc
                 break
+            except _Resize as exc:
+                logger.warning("resizing the worker group from %s: %s", self.checkpoint, exc)
+                continue
             except RankFailure as exc:
                 failures += 1
                 self._callbacks_after_exception(exc)
@@ -368,7 +388,7 @@ class Controller:
 
     async def _start(self, group: _Group) -> None:
         spec = self.spec
-        n = spec.scaling.num_workers
+        n = self.scaling.min_workers  # sized for this attempt
         bundle = spec.scaling.bundle()
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         remote_cls = runtime.remote(RankActor)
@@ -464,14 +484,21 @@ class Controller:
 
     async def _attempt(self) -> None:
         spec = self.spec
-        n = spec.scaling.num_workers
+        self.scaling = spec.scaling
+        n = spec.scaling.min_workers
         hint = ""
         if spec.in_tune:
             hint = (
                 "; inside a Tune trial, give the trial itself no CPU so the ranks can have "
                 "them: Tuner(trainer, ...).with_resources({'cpu': 0})"
             )
-        group = _Group(await _place(spec.scaling, hint))
+        if spec.scaling.elastic:
+            fits = await asyncio.to_thread(free_capacity, spec.scaling.bundle())
+            size = max(spec.scaling.min_workers, min(spec.scaling.max_workers, fits))
+            self.scaling = spec.scaling.sized(size)
+            n = size
+        group = _Group(await _place(self.scaling, hint))
+        self.attempt_checkpoints = 0
         try:
             await self._start(group)
             await self._monitor(group, n)
@@ -515,7 +542,10 @@ class Controller:
                         failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
                     self.next_index = max(self.next_index, st.last_index[rank] + 1)
                 if failure is None:
+                    before = self.attempt_checkpoints
                     await self._complete(group, st.pending, st.finished, n)
+                    if self.attempt_checkpoints > before and len(st.finished) < n:
+                        await self._maybe_grow(n)
                 if timeout is not None and failure is None:
                     await self._watchdog(group, st, timeout)
         finally:
@@ -531,6 +561,17 @@ class Controller:
             await asyncio.to_thread(self.spec.storage.discard, st.uploaded)
             raise failure
         await self._complete(group, st.pending, st.finished, n, final=True)
+
+    async def _maybe_grow(self, n: int) -> None:
+        """Right after a checkpoint of an elastic group below its maximum: if a rank more
+        fits now, restart larger from that checkpoint (nothing done since is lost)."""
+        scaling = self.spec.scaling
+        if not scaling.elastic or n >= scaling.max_workers or self.stopping:
+            return
+        if await asyncio.to_thread(free_capacity, scaling.bundle()) > 0:
+            raise _Resize(
+                f"room for more ranks appeared (running {n} of at most {scaling.max_workers})"
+            )
 
     async def _poll(
         self,
@@ -632,6 +673,7 @@ class Controller:
             if names:
                 checkpoint = await asyncio.to_thread(storage.register, index, names[0], metrics)
                 self.checkpoint = checkpoint
+                self.attempt_checkpoints += 1
             self.history.append(metrics)
             await asyncio.to_thread(storage.log, metrics)
             if self.spec.verbose:

@@ -53,7 +53,7 @@ def _local_fs() -> type:
 def _warn_if_no_cpu_for_data(scaling: ScalingConfig) -> None:
     """Dataset tasks need CPUs the ranks' bundles do not hold (as in Ray); say so early."""
     total = runtime.cluster_resources().get("CPU", 0.0)
-    held = scaling.bundle().get("CPU", 0.0) * scaling.num_workers
+    held = scaling.bundle().get("CPU", 0.0) * scaling.min_workers
     if total - held < 1.0:
         logger.warning(
             "the ranks reserve %g of the cluster's %g CPUs, leaving less than one for the "
