@@ -80,6 +80,7 @@ class RunSpec:
     on_report: OnReport | None = None
     in_tune: bool = False
     run_config: Any = None  # the trainer's RunConfig (stop criteria, callbacks, runtime_env)
+    restoring: bool = False  # continue the run already in the folder (Trainer.restore)
 
 
 class RankFailure(Exception):
@@ -303,6 +304,8 @@ class Controller:
         self.spec = spec
         self.history: list[dict[str, Any]] = []
         self.next_index = 1
+        if spec.restoring:
+            self.history, self.next_index = spec.storage.load_previous()
         self.checkpoint: Checkpoint | None = spec.resume_from
         self.resume_dir: str | None = None  # a folder of this run to resume from, if any
         self.stopping = False  # the stop criteria were met

@@ -14,6 +14,7 @@ Layout::
         progress.jsonl         one line per report of rank 0
         train_state.json       the checkpoints kept, with their metrics, and the error if
                                the run failed: what ``Result.from_path`` reads back
+        trainer.pkl            the trainer (without its datasets): what ``restore`` reads
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._checkpoint import Checkpoint
 from ._config import CheckpointConfig
 
 STATE_FILE = "train_state.json"
+TRAINER_FILE = "trainer.pkl"
 PROGRESS_FILE = "progress.jsonl"
 
 
@@ -126,6 +128,17 @@ class StorageContext:
         with self.fs.open_output_stream(path) as out:
             out.write(text.encode())
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        if not self.exists(path):
+            return None
+        with self.fs.open_input_stream(path) as f:
+            data: bytes = f.read()
+        return data
+
     def read_text(self, path: str) -> str | None:
         if not self.exists(path):
             return None
@@ -215,6 +228,18 @@ class RunStorage:
         self.config = config
         self.kept: list[Kept] = []
         context.makedirs(context.run_path)
+
+    def load_previous(self) -> tuple[list[dict[str, Any]], int]:
+        """Take over what an earlier run in this folder left (``Trainer.restore``): its kept
+        checkpoints; returns its metrics history and the next report index."""
+        run = read_run(self.context)
+        kept = run["state"]["checkpoints"]
+        self.kept = [
+            (c["index"], c["dir"], self.context.checkpoint(c["dir"]), dict(c["metrics"]))
+            for c in kept
+        ]
+        last = max([c["index"] for c in kept] + [len(run["history"])])
+        return list(run["history"]), last + 1
 
     def register(self, index: int, dirname: str, metrics: dict[str, Any]) -> Checkpoint:
         """Report ``index`` is complete on every rank: its checkpoint ``dirname`` counts."""

@@ -25,7 +25,13 @@ from ._checkpoint import Checkpoint
 from ._config import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ._controller import Controller, OnReport, RunSpec, check_fits
 from ._result import Result
-from ._storage import RunStorage, StorageContext, default_storage_path, resolve_filesystem
+from ._storage import (
+    TRAINER_FILE,
+    RunStorage,
+    StorageContext,
+    default_storage_path,
+    resolve_filesystem,
+)
 
 _TUNABLE_KEYS = ("train_loop_config", "scaling_config", "datasets")
 logger = logging.getLogger("runtime.train")
@@ -181,8 +187,95 @@ class DataParallelTrainer:
             on_report=on_report,
             in_tune=in_tune,
             run_config=rc,
+            restoring=self._restoring,
         )
+        if not in_tune:
+            self._save(spec.storage.context)
         return Controller(spec).run()
+
+    _restoring = False
+
+    def _save(self, context: StorageContext) -> None:
+        """Write this trainer, without its datasets, for :meth:`restore`."""
+        import cloudpickle
+
+        saved = copy.copy(self)
+        saved.datasets = dict.fromkeys(self.datasets)  # names only: Datasets are not durable
+        saved._restoring = False
+        try:
+            blob = cloudpickle.dumps(saved)
+        except Exception as exc:  # an unpicklable callback, say: restore will say so
+            logger.warning("the trainer cannot be saved for restore(): %s", exc)
+            return
+        context.write_bytes(context.join(TRAINER_FILE), blob)
+
+    @classmethod
+    def can_restore(cls, path: str, storage_filesystem: Any = None) -> bool:
+        """Whether ``path`` holds a run of a trainer that :meth:`restore` can continue."""
+        fs, run_path = resolve_filesystem(os.fspath(path), storage_filesystem)
+        context = StorageContext(fs, run_path)
+        return context.exists(context.join(TRAINER_FILE))
+
+    @classmethod
+    def restore(
+        cls,
+        path: str,
+        *,
+        datasets: dict[str, Any] | None = None,
+        train_loop_per_worker: Callable[..., Any] | None = None,
+        train_loop_config: dict[str, Any] | None = None,
+        storage_filesystem: Any = None,
+        **kwargs: Any,
+    ) -> DataParallelTrainer:
+        """The trainer of the run at ``path`` (``storage_path/name``), to ``fit()`` again: it
+        continues that run in the same folder, from its latest checkpoint, with its metrics
+        history and kept checkpoints (after a crash of the driver, say).
+
+        Args:
+            datasets: the datasets again, by the same names (they are not saved).
+            train_loop_per_worker / train_loop_config: replace the saved ones.
+            **kwargs: other trainer attributes to replace (``scaling_config``, ...).
+
+        Raises:
+            FileNotFoundError: no restorable run at ``path``.
+            ValueError: a dataset the run had is missing from ``datasets``.
+            TypeError: the run was made by another trainer class.
+        """
+        import cloudpickle
+
+        fs, run_path = resolve_filesystem(os.fspath(path), storage_filesystem)
+        context = StorageContext(fs, run_path)
+        blob = context.read_bytes(context.join(TRAINER_FILE))
+        if blob is None:
+            raise FileNotFoundError(f"no restorable Train run at {path!r} ({TRAINER_FILE})")
+        trainer = cloudpickle.loads(blob)
+        if not isinstance(trainer, cls):
+            raise TypeError(
+                f"the run at {path!r} was made by {type(trainer).__name__}, not {cls.__name__}"
+            )
+        missing = sorted(set(trainer.datasets) - set(datasets or {}))
+        if missing:
+            raise ValueError(f"restore needs datasets={{...}} again, with {missing}")
+        trainer.datasets = dict(datasets or {})
+        if train_loop_per_worker is not None:
+            trainer.train_loop_per_worker = train_loop_per_worker
+        if train_loop_config is not None:
+            trainer.train_loop_config = train_loop_config
+        for key, value in kwargs.items():
+            if not hasattr(trainer, key):
+                raise TypeError(f"restore() got an unexpected argument {key!r}")
+            setattr(trainer, key, value)
+        base, name = os.path.split(run_path.rstrip("/"))
+        if not isinstance(fs, _local_fs()):
+            base, _, name = run_path.rstrip("/").rpartition("/")
+        trainer.run_config = dataclasses.replace(
+            trainer.run_config, name=name, storage_path=base, storage_filesystem=storage_filesystem
+        )
+        latest = Result.from_path(os.fspath(path), storage_filesystem).checkpoint
+        if latest is not None:
+            trainer.resume_from_checkpoint = latest
+        trainer._restoring = True
+        return trainer
 
     #: Whether this trainer takes checkpoints itself (then checkpoint_frequency applies).
     _saves_own_checkpoints = False
