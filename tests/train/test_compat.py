@@ -54,7 +54,7 @@ def test_checkpoint_dir_name_names_the_persisted_folder(cluster, tmp_path):
         checkpoint_config=train.CheckpointConfig(num_to_keep=2),
     )
     assert result.error is None
-    folders = sorted(d for d in os.listdir(result.path) if not d.endswith((".json", ".jsonl")))
+    folders = sorted(d for d in os.listdir(result.path) if os.path.isdir(f"{result.path}/{d}"))
     assert folders == ["epoch-1", "epoch-2"]
     assert result.checkpoint is not None
     assert os.path.basename(result.checkpoint.path) == "epoch-2"
