@@ -60,6 +60,7 @@ def test_public_names_are_the_documented_ones() -> None:
         "ScalingConfig",
         "TrainContext",
         "TrainingFailedError",
+        "UserCallback",
         "WorkerGroupError",
         "get_checkpoint",
         "get_context",
@@ -69,19 +70,27 @@ def test_public_names_are_the_documented_ones() -> None:
     import runtime.train.torch as rt
 
     assert sorted(rt.__all__) == [
+        "TorchCheckpoint",
         "TorchConfig",
         "TorchTrainer",
+        "accelerate",
+        "backward",
+        "enable_reproducibility",
         "get_device",
+        "get_devices",
         "prepare_data_loader",
         "prepare_model",
+        "prepare_optimizer",
     ]
     assert runtime.train is train
 
 
 def test_importing_train_does_not_import_torch() -> None:
     code = (
-        "import sys, runtime, runtime.train, runtime.train.torch; "
-        "print([m for m in ('torch', 'pandas', 'sklearn') if m in sys.modules])"
+        "import sys, runtime, runtime.train, runtime.train.torch, runtime.train.xgboost, "
+        "runtime.train.lightgbm, runtime.train.data_parallel_trainer; "
+        "print([m for m in ('torch', 'pandas', 'sklearn', 'xgboost', 'lightgbm', 'pyarrow') "
+        "if m in sys.modules])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -23,6 +23,7 @@ Example::
 """
 
 from runtime.train._backend import Backend, BackendConfig
+from runtime.train._callback import UserCallback
 from runtime.train._checkpoint import Checkpoint
 from runtime.train._config import (
     CheckpointConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "ScalingConfig",
     "TrainContext",
     "TrainingFailedError",
+    "UserCallback",
     "WorkerGroupError",
     "get_checkpoint",
     "get_context",

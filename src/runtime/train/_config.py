@@ -5,6 +5,8 @@ Each validates itself when built, so bad input fails in the driver before any ac
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,11 @@ class ScalingConfig:
     """How many ranks, and what each one holds.
 
     Args:
-        num_workers: ranks in the worker group (one actor each, each in its own node process).
+        num_workers: ranks in the worker group (one actor each, each in its own node process);
+            or ``(min, max)`` for an elastic group: each attempt starts as many ranks as the
+            cluster can hold now (at least ``min``, at most ``max``); the group grows, from
+            its latest checkpoint, when room for more ranks appears, and a restart after a
+            node is lost continues with the ranks that still fit.
         use_gpu: give each rank one GPU (unless ``resources_per_worker`` says otherwise),
             set ``CUDA_VISIBLE_DEVICES`` per rank and use NCCL.
         resources_per_worker: the bundle each rank reserves, e.g. ``{"CPU": 1}`` (the default).
@@ -33,16 +39,28 @@ class ScalingConfig:
             (``torch.distributed`` is per process), which the trainer checks after placing.
     """
 
-    num_workers: int = 1
+    num_workers: int | tuple[int, int] = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     placement_strategy: str = "SPREAD"
     trainer_resources: dict[str, float] | None = None  # accepted for Ray compatibility
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
+        if isinstance(self.num_workers, list):
+            self.num_workers = tuple(self.num_workers)  # type: ignore[assignment]
+        if isinstance(self.num_workers, tuple):
+            if len(self.num_workers) != 2 or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in self.num_workers
+            ):
+                raise TypeError(
+                    f"elastic num_workers must be (min, max) ints, got {self.num_workers!r}"
+                )
+            low, high = self.num_workers
+            if not 1 <= low <= high:
+                raise ValueError(f"num_workers=(min, max) needs 1 <= min <= max, got {low, high}")
+        elif isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
             raise TypeError(f"num_workers must be an int, got {self.num_workers!r}")
-        if self.num_workers < 1:
+        elif self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.placement_strategy not in _STRATEGIES:
             raise ValueError(
@@ -57,6 +75,23 @@ class ScalingConfig:
                 )
             for key, amount in self.resources_per_worker.items():
                 _number(f"resources_per_worker[{key!r}]", amount)
+
+    @property
+    def elastic(self) -> bool:
+        """Whether ``num_workers`` is a range ``(min, max)``."""
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    def sized(self, n: int) -> ScalingConfig:
+        """This config with exactly ``n`` workers (one attempt of an elastic run)."""
+        return dataclasses.replace(self, num_workers=n)
 
     def bundle(self) -> dict[str, float]:
         """The resources one rank reserves (names normalised: ``cpu`` -> ``CPU``)."""
@@ -82,7 +117,7 @@ class ScalingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Which persisted checkpoints to keep.
+    """Which persisted checkpoints to keep, and when trainers that save their own take one.
 
     Args:
         num_to_keep: keep this many (the best by ``checkpoint_score_attribute``, else the
@@ -90,13 +125,32 @@ class CheckpointConfig:
             restart resumes from it.
         checkpoint_score_attribute: a metric of the reports that carried a checkpoint.
         checkpoint_score_order: ``"max"`` or ``"min"``.
+        checkpoint_frequency: for trainers that checkpoint themselves (``XGBoostTrainer``,
+            ``LightGBMTrainer``): a checkpoint every this many boosting rounds; 0 never.
+            A train loop decides itself when it passes a checkpoint to ``train.report``, so
+            loop trainers warn once and ignore it (as the loop's own choice wins in Ray).
+        checkpoint_at_end: for those trainers: a checkpoint after the last round (None: yes).
     """
 
     num_to_keep: int | None = None
     checkpoint_score_attribute: str | None = None
     checkpoint_score_order: Literal["max", "min"] = "max"
+    checkpoint_frequency: int = 0
+    checkpoint_at_end: bool | None = None
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.checkpoint_frequency, bool)
+            or not isinstance(self.checkpoint_frequency, int)
+            or self.checkpoint_frequency < 0
+        ):
+            raise ValueError(
+                f"checkpoint_frequency must be an int >= 0, got {self.checkpoint_frequency!r}"
+            )
+        if self.checkpoint_at_end is not None and not isinstance(self.checkpoint_at_end, bool):
+            raise TypeError(
+                f"checkpoint_at_end must be None or a bool, got {self.checkpoint_at_end!r}"
+            )
         if self.num_to_keep is not None and (
             isinstance(self.num_to_keep, bool)
             or not isinstance(self.num_to_keep, int)
@@ -137,12 +191,24 @@ class FailureConfig:
 
 @dataclass
 class RunConfig:
-    """Where results go and how failures and checkpoints are handled.
+    """Where results go and how failures, checkpoints and stopping are handled.
 
     Args:
         name: the run's folder under ``storage_path`` (default: trainer class + time).
-        storage_path: a directory every node can read and write (default:
-            ``$TRAIN_RESULTS_DIR`` or ``~/runtime_results``).
+        storage_path: where the run's folder goes: a local directory, or a URI a
+            ``pyarrow.fs`` filesystem understands (``file://``, ``s3://``, ``gs://``, ...).
+            Default: ``$TRAIN_RESULTS_DIR`` or ``~/runtime_results``.
+        storage_filesystem: a ``pyarrow.fs.FileSystem`` or an ``fsspec`` filesystem to write
+            through; ``storage_path`` is then a path on it. Ranks upload their checkpoints to
+            it directly, in the background.
+        stop: when to end the run early: a dict ``{metric: threshold}`` (stop once a report of
+            rank 0 has ``metric >= threshold``; ``training_iteration`` counts reports), or a
+            callable ``(trial_id, metrics) -> bool`` (a Tune ``Stopper`` works).
+        worker_runtime_env: the ``runtime_env`` of every rank actor (``env_vars``,
+            ``working_dir``, ``py_modules``); its ``env_vars`` stay set while the loop runs.
+        callbacks: objects with ``after_report(run_context, metrics, checkpoint)`` (rank
+            metrics, one dict per rank) and/or ``after_exception(run_context, errors)``
+            (Ray Train's ``UserCallback``).
         verbose: 1 prints one line per report of rank 0 on the driver; 0 is quiet.
     """
 
@@ -151,7 +217,12 @@ class RunConfig:
     checkpoint_config: CheckpointConfig | None = None
     failure_config: FailureConfig | None = None
     verbose: int = 1
-    callbacks: list[Any] = field(default_factory=list)  # accepted for Ray compatibility
+    callbacks: list[Any] = field(default_factory=list)
+    stop: Any = None
+    storage_filesystem: Any = None
+    worker_runtime_env: dict[str, Any] | None = None
+    sync_config: Any = None  # accepted for Ray compatibility (uploads are always async here)
+    log_to_file: bool = False  # accepted for Ray compatibility (rank output reaches the driver)
 
     def __post_init__(self) -> None:
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
@@ -168,6 +239,43 @@ class RunConfig:
             raise TypeError("checkpoint_config must be a train.CheckpointConfig")
         if not isinstance(self.failure_config, FailureConfig):
             raise TypeError("failure_config must be a train.FailureConfig")
+        if self.stop is not None and not isinstance(self.stop, dict) and not callable(self.stop):
+            raise TypeError(
+                "stop must be a dict {metric: threshold} or a callable (trial_id, metrics) -> "
+                f"bool, got {type(self.stop).__name__}"
+            )
+        if isinstance(self.stop, dict):
+            for key, value in self.stop.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"stop criteria are keyed by metric name, got {key!r}")
+                _number(f"stop[{key!r}]", value, minimum=float("-inf"))
+        if self.worker_runtime_env is not None and not isinstance(self.worker_runtime_env, dict):
+            raise TypeError(
+                "worker_runtime_env must be a dict like {'env_vars': {...}}, "
+                f"got {type(self.worker_runtime_env).__name__}"
+            )
+        if self.callbacks is None:
+            self.callbacks = []
+        for callback in self.callbacks:
+            if not any(hasattr(callback, h) for h in ("after_report", "after_exception")):
+                logging.getLogger("runtime.train").warning(
+                    "RunConfig callback %r has neither after_report nor after_exception; "
+                    "Train never calls it (Tune callbacks belong in tune.RunConfig)",
+                    callback,
+                )
+
+    def should_stop(self, metrics: dict[str, Any]) -> bool:
+        """Whether ``stop`` says the run ends after a report with ``metrics``."""
+        if self.stop is None:
+            return False
+        if isinstance(self.stop, dict):
+            for key, threshold in self.stop.items():
+                value = metrics.get(key)
+                is_number = isinstance(value, int | float) and not isinstance(value, bool)
+                if is_number and value >= threshold:
+                    return True
+            return False
+        return bool(self.stop(self.name or "", metrics))
 
 
 @dataclass

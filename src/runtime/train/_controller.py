@@ -1,19 +1,28 @@
-"""The controller: runs in the driver, drives one worker group after another until done.
+"""The controller: a coroutine in the driver that drives one worker group after another.
 
 One attempt: reserve a placement group with one bundle per rank (all or none), start a
 rank actor in each bundle, let rank 0 choose the rendezvous port, start every rank's loop,
-then long-poll the ranks for reports. A report index complete on every rank keeps rank 0's
-metrics and persists the checkpoint once. A rank that raises or whose process dies tears the
-whole group down (actors killed, group removed); the next attempt resumes from the latest
-checkpoint, until ``max_failures`` is used up.
+then await the ranks' reports (one task per rank awaits its actor's long poll; nothing
+blocks the loop). A report index complete on every rank keeps rank 0's metrics and
+registers the checkpoint the ranks uploaded. A rank that raises or whose process dies tears
+the whole group down (actors killed, group removed); the next attempt resumes from the
+latest checkpoint, until ``max_failures`` is used up.
+
+The watchdog: with ``FailureConfig(report_timeout_s)``, a rank quiet for that long is named
+with its host, pid and Python stack, and so are the ranks it keeps waiting in a collective;
+when a rank fails (a collective that timed out, say), the stacks of the others are taken
+before the group is torn down, so the error names the rank that never joined the collective.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,12 +45,16 @@ from ._errors import TrainingFailedError, WorkerGroupError
 from ._ingest import make_shards
 from ._result import Result
 from ._storage import RunStorage
+from ._watchdog import diagnose, in_collective
 from ._worker import RankActor, RankStart
+
+WORKER_ADDRS_ENV = "RUNTIME_TRAIN_WORKER_ADDRS"  # "host:port,..." of every rank, by rank
 
 logger = logging.getLogger("runtime.train")
 
-_POLL_S = 0.5
+_POLL_S = 5.0  # a rank's long poll; events come back at once, this only bounds a quiet one
 _SETUP_TIMEOUT_S = 120.0
+_STACK_TIMEOUT_S = 5.0
 _PLACE_LOG_S = 30.0
 _GRACE_S = 10.0  # after a failure, how long the other ranks may finish reports already begun
 
@@ -66,14 +79,17 @@ class RunSpec:
     verbose: int
     on_report: OnReport | None = None
     in_tune: bool = False
+    run_config: Any = None  # the trainer's RunConfig (stop criteria, callbacks, runtime_env)
+    restoring: bool = False  # continue the run already in the folder (Trainer.restore)
 
 
 class RankFailure(Exception):
     """A rank raised, or its actor, process or node died."""
 
-    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+    def __init__(self, message: str, cause: BaseException | None = None, rank: int = -1) -> None:
         super().__init__(message)
         self.cause = cause
+        self.rank = rank
 
 
 def rank_capacity(bundle: dict[str, float]) -> tuple[int, list[dict[str, float]]]:
@@ -87,13 +103,27 @@ def rank_capacity(bundle: dict[str, float]) -> tuple[int, list[dict[str, float]]
     return len(fits), alive
 
 
+def free_capacity(bundle: dict[str, float]) -> int:
+    """How many ranks of ``bundle`` fit now: alive nodes whose free resources hold one."""
+    nodes = [n for n in runtime.nodes() if n.get("Alive") and not n.get("IsDriver")]
+    return sum(
+        1
+        for n in nodes
+        if all(n.get("Available", {}).get(k, 0.0) + 1e-9 >= v for k, v in bundle.items())
+    )
+
+
+class _Resize(Exception):
+    """Room for more ranks of an elastic group appeared: restart it larger."""
+
+
 def check_fits(scaling: ScalingConfig) -> None:
     """WorkerGroupError now if the cluster can never hold the group."""
     bundle = scaling.bundle()
     capacity, alive = rank_capacity(bundle)
-    if capacity < scaling.num_workers:
+    if capacity < scaling.min_workers:
         raise WorkerGroupError(
-            f"the worker group needs {scaling.num_workers} ranks of {bundle}, each in its own "
+            f"the worker group needs {scaling.min_workers} ranks of {bundle}, each in its own "
             f"node process, but only {capacity} of the cluster's {len(alive)} nodes can hold "
             f"one (cluster resources: {runtime.cluster_resources()}). Lower num_workers or "
             "resources_per_worker, or add nodes."
@@ -113,7 +143,10 @@ class _Group:
             return f"rank {rank} (node {w['node_id'][:12]}, pid {w['pid']})"
         return f"rank {rank}"
 
-    def teardown(self) -> None:
+    def host(self, rank: int) -> str:
+        return str(self.where[rank]["host"]) if rank < len(self.where) else "?"
+
+    async def teardown(self) -> None:
         """Stop the loops, kill the rank actors, free the placement group; never raises."""
         refs = []
         for actor in self.actors:
@@ -121,7 +154,7 @@ class _Group:
                 refs.append(actor.stop.remote())
         if refs:
             with contextlib.suppress(Exception):
-                runtime.wait(refs, num_returns=len(refs), timeout=2.0)
+                await asyncio.wait_for(_gather(refs), 2.0)
         for actor in self.actors + self.helpers:
             with contextlib.suppress(Exception):
                 runtime.kill(actor)
@@ -129,35 +162,45 @@ class _Group:
             remove_placement_group(self.pg)
 
 
-def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
+async def _gather(refs: list[Any]) -> list[Any]:
+    return list(await asyncio.gather(*refs))
+
+
+async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
     """A placed group of ``num_workers`` bundles; WorkerGroupError if it can never be."""
-    check_fits(scaling)
+    await asyncio.to_thread(check_fits, scaling)
     bundle = scaling.bundle()
-    pg = placement_group([bundle] * scaling.num_workers, strategy=scaling.placement_strategy)
+    pg = placement_group([bundle] * scaling.min_workers, strategy=scaling.placement_strategy)
+    ready = asyncio.ensure_future(_await(pg.ready()))
     started = last_log = time.monotonic()
-    while True:
-        try:
-            if pg.wait(2.0):
+    try:
+        while True:
+            done, _ = await asyncio.wait({ready}, timeout=2.0)
+            if done:
+                try:
+                    ready.result()
+                except InfeasibleError as exc:
+                    raise WorkerGroupError(f"the worker group cannot be placed: {exc}") from exc
                 return pg
-        except InfeasibleError as exc:
-            with contextlib.suppress(Exception):
-                remove_placement_group(pg)
-            raise WorkerGroupError(f"the worker group cannot be placed: {exc}") from exc
-        try:
-            check_fits(scaling)  # nodes may have died meanwhile
-        except WorkerGroupError:
-            with contextlib.suppress(Exception):
-                remove_placement_group(pg)
-            raise
-        if time.monotonic() - last_log > _PLACE_LOG_S:
-            last_log = time.monotonic()
-            logger.warning(
-                "waiting %.0f s for resources for %d ranks of %s (other work holds them)%s",
-                last_log - started,
-                scaling.num_workers,
-                bundle,
-                hint,
-            )
+            await asyncio.to_thread(check_fits, scaling)  # nodes may have died meanwhile
+            if time.monotonic() - last_log > _PLACE_LOG_S:
+                last_log = time.monotonic()
+                logger.warning(
+                    "waiting %.0f s for resources for %d ranks of %s (other work holds them)%s",
+                    last_log - started,
+                    scaling.min_workers,
+                    bundle,
+                    hint,
+                )
+    except BaseException:
+        ready.cancel()
+        with contextlib.suppress(Exception):
+            remove_placement_group(pg)
+        raise
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
 
 
 def _contexts(spec: RunSpec, where: list[dict[str, Any]]) -> list[TrainContext]:
@@ -207,13 +250,16 @@ class _MonitorState:
         self.last_seen = dict.fromkeys(range(n), now)
         self.warned = dict.fromkeys(range(n), now)
         self.last_index = dict.fromkeys(range(n), 0)
+        self.uploaded: set[str] = set()  # checkpoint folders the ranks wrote this attempt
 
     def handle(self, rank: int, event: tuple[Any, ...]) -> tuple[str, Any] | None:
         """Record one event; for an error, (traceback text, the exception or None)."""
         kind = event[0]
         if kind == "report":
-            _, index, metrics, staged, _t = event
-            self.pending.setdefault(index, {})[rank] = (metrics, staged)
+            _, index, metrics, dirname, _t = event
+            self.pending.setdefault(index, {})[rank] = (metrics, dirname)
+            if dirname is not None:
+                self.uploaded.add(dirname)
             self.last_index[rank] = index
             self.last_seen[rank] = time.monotonic()
         elif kind in ("done", "stopped"):
@@ -236,6 +282,21 @@ class _MonitorState:
         )
 
 
+class TrainRunContext:
+    """What a ``RunConfig`` callback learns about the run (Ray Train's ``TrainRunContext``)."""
+
+    def __init__(self, name: str, run_config: Any, storage_path: str) -> None:
+        self.name = name
+        self.run_config = run_config
+        self.storage_path = storage_path
+
+    def get_run_config(self) -> Any:
+        return self.run_config
+
+    def __repr__(self) -> str:
+        return f"TrainRunContext(name={self.name!r}, storage_path={self.storage_path!r})"
+
+
 class Controller:
     """Runs a :class:`RunSpec` to a :class:`Result`."""
 
@@ -243,15 +304,49 @@ class Controller:
         self.spec = spec
         self.history: list[dict[str, Any]] = []
         self.next_index = 1
+        if spec.restoring:
+            self.history, self.next_index = spec.storage.load_previous()
         self.checkpoint: Checkpoint | None = spec.resume_from
+        self.resume_dir: str | None = None  # a folder of this run to resume from, if any
+        self.stopping = False  # the stop criteria were met
+        # this attempt's scaling: an elastic group's size is chosen per attempt
+        self.scaling = spec.scaling
+        self.attempt_checkpoints = 0
+        rc = spec.run_config
+        self.callbacks = list(getattr(rc, "callbacks", None) or [])
+        self.run_context = TrainRunContext(spec.name, rc, spec.storage.path)
 
     def run(self) -> Result:
+        """Run to the end from synchronous code (in a thread of its own if this thread
+        already runs an event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_async())
+        box: list[Any] = []
+        ctx = contextvars.copy_context()  # Tune's reporter hook is a context variable
+
+        def target() -> None:
+            try:
+                box.append(ctx.run(asyncio.run, self.run_async()))
+            except BaseException as exc:
+                box.append(exc)
+
+        thread = threading.Thread(target=target, name="train-controller")
+        thread.start()
+        thread.join()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        result: Result = box[0]
+        return result
+
+    async def run_async(self) -> Result:
         spec = self.spec
         failures = 0
         error: BaseException | None = None
         while True:
             try:
-                self._attempt()
+                await self._attempt()
                 break
             except WorkerGroupError as exc:
                 if failures == 0:
@@ -261,8 +356,12 @@ class Controller:
                 )
                 error.__cause__ = exc
                 break
+            except _Resize as exc:
+                logger.warning("resizing the worker group from %s: %s", self.checkpoint, exc)
+                continue
             except RankFailure as exc:
                 failures += 1
+                self._callbacks_after_exception(exc)
                 limit = spec.failure.max_failures
                 if limit != -1 and failures > limit:
                     error = TrainingFailedError(
@@ -278,40 +377,45 @@ class Controller:
                     self.checkpoint.path if self.checkpoint else "the start (no checkpoint)",
                     str(exc).splitlines()[0],
                 )
-                spec.storage.clear_staging()
         latest = spec.storage.latest() or self.checkpoint
+        await asyncio.to_thread(spec.storage.save_state, error)
         return Result(
             metrics=dict(self.history[-1]) if self.history else {},
             checkpoint=latest,
             path=spec.storage.path,
             error=error,
             metrics_history=list(self.history),
-            best_checkpoints=[(c, m) for _, c, m in spec.storage.kept],
+            best_checkpoints=[(c, m) for _, _, c, m in spec.storage.kept],
+            filesystem=spec.storage.context.fs,
         )
 
-    def _start(self, group: _Group) -> None:
+    async def _start(self, group: _Group) -> None:
         spec = self.spec
-        n = spec.scaling.num_workers
+        n = self.scaling.min_workers  # sized for this attempt
         bundle = spec.scaling.bundle()
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         remote_cls = runtime.remote(RankActor)
         preload = ["runtime.data"] if spec.datasets else []
+        runtime_env = getattr(spec.run_config, "worker_runtime_env", None)
+        env_vars = dict((runtime_env or {}).get("env_vars") or {})
         for rank in range(n):
             strategy = PlacementGroupSchedulingStrategy(group.pg, rank)
-            group.actors.append(
-                remote_cls.options(
-                    num_cpus=bundle.get("CPU", 0.0),
-                    num_gpus=bundle.get("GPU", 0.0),
-                    resources=custom or None,
-                    scheduling_strategy=strategy,
-                    max_concurrency=4,
-                ).remote()
-            )
+            options: dict[str, Any] = {
+                "num_cpus": bundle.get("CPU", 0.0),
+                "num_gpus": bundle.get("GPU", 0.0),
+                "resources": custom or None,
+                "scheduling_strategy": strategy,
+                "max_concurrency": 4,
+            }
+            if runtime_env:
+                options["runtime_env"] = runtime_env
+            group.actors.append(remote_cls.options(**options).remote())
         try:
-            group.where = runtime.get(
-                [a.setup.remote({}, preload) for a in group.actors], timeout=_SETUP_TIMEOUT_S
+            group.where = await asyncio.wait_for(
+                _gather([a.setup.remote(env_vars, preload) for a in group.actors]),
+                _SETUP_TIMEOUT_S,
             )
-        except RuntimeBaseError as exc:
+        except (RuntimeBaseError, TimeoutError) as exc:
             raise RankFailure(f"the rank actors did not start: {exc}", exc) from exc
         pids = [(w["host"], w["pid"]) for w in group.where]
         if len(set(pids)) < n:
@@ -322,20 +426,32 @@ class Controller:
             )
         contexts = _contexts(spec, group.where)
         try:
-            port = runtime.get(group.actors[0].free_port.remote(), timeout=_SETUP_TIMEOUT_S)
-        except RuntimeBaseError as exc:
+            port = await asyncio.wait_for(_await(group.actors[0].free_port.remote()), 60.0)
+        except (RuntimeBaseError, TimeoutError) as exc:
             raise RankFailure(f"rank 0 did not answer: {exc}", exc) from exc
+        if getattr(spec.backend_config, "needs_worker_ports", False):
+            # frameworks that connect every rank to every other (LightGBM) need them all
+            try:
+                ports = await asyncio.wait_for(
+                    _gather([a.free_port.remote() for a in group.actors]), 60.0
+                )
+            except (RuntimeBaseError, TimeoutError) as exc:
+                raise RankFailure(f"a rank did not answer: {exc}", exc) from exc
+            env_vars = {**env_vars, WORKER_ADDRS_ENV: ",".join(f"127.0.0.1:{p}" for p in ports)}
         backend: Backend = spec.backend_config.make_backend()
         shards, helpers = make_shards(
             spec.datasets, spec.data_config.split, spec.data_config.equal, n
         )
         group.helpers.extend(helpers)
-        ckpt = self.checkpoint.path if self.checkpoint else None
+        resume = self._resume_dir()
         starts = []
         for rank, actor in enumerate(group.actors):
-            env = spec.backend_config.rank_env(
-                contexts[rank], _gpu_ids(spec, contexts[rank], group.where[rank])
-            )
+            env = {
+                **env_vars,
+                **spec.backend_config.rank_env(
+                    contexts[rank], _gpu_ids(spec, contexts[rank], group.where[rank])
+                ),
+            }
             job = RankStart(
                 fn=spec.fn,
                 config=spec.config,
@@ -343,94 +459,203 @@ class Controller:
                 backend=backend,
                 rendezvous=("127.0.0.1", port),
                 env=env,
-                checkpoint_path=ckpt,
+                checkpoint_dir=resume,
                 shards=shards[rank],
                 first_index=self.next_index,
-                staging_root=spec.storage.staging,
+                storage=spec.storage.context,
             )
             starts.append(actor.start.remote(job))
         try:
-            runtime.get(starts, timeout=_SETUP_TIMEOUT_S)
-        except RuntimeBaseError as exc:
+            await asyncio.wait_for(_gather(starts), _SETUP_TIMEOUT_S)
+        except (RuntimeBaseError, TimeoutError) as exc:
             raise RankFailure(f"a rank did not start its loop: {exc}", exc) from exc
 
-    def _attempt(self) -> None:
+    def _resume_dir(self) -> str | None:
+        """The checkpoint the ranks start from, as a folder of the run.
+
+        A checkpoint of this run is passed by its folder name; one from elsewhere
+        (``resume_from_checkpoint``) by its absolute local path (joining an absolute path
+        keeps it), or, on another filesystem, by its path on the run's filesystem.
+        """
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return None
+        for _, dirname, kept, _ in self.spec.storage.kept:
+            if kept == ckpt:
+                return dirname
+        return os.path.abspath(ckpt.path) if self.spec.storage.context.local else ckpt.path
+
+    async def _attempt(self) -> None:
         spec = self.spec
-        n = spec.scaling.num_workers
+        self.scaling = spec.scaling
+        n = spec.scaling.min_workers
         hint = ""
         if spec.in_tune:
             hint = (
                 "; inside a Tune trial, give the trial itself no CPU so the ranks can have "
                 "them: Tuner(trainer, ...).with_resources({'cpu': 0})"
             )
-        group = _Group(_place(spec.scaling, hint))
+        if spec.scaling.elastic:
+            fits = await asyncio.to_thread(free_capacity, spec.scaling.bundle())
+            size = max(spec.scaling.min_workers, min(spec.scaling.max_workers, fits))
+            self.scaling = spec.scaling.sized(size)
+            n = size
+        group = _Group(await _place(self.scaling, hint))
+        self.attempt_checkpoints = 0
         try:
-            self._start(group)
-            self._monitor(group, n)
+            await self._start(group)
+            await self._monitor(group, n)
         finally:
-            group.teardown()
+            await group.teardown()
 
-    def _monitor(self, group: _Group, n: int) -> None:
+    async def _monitor(self, group: _Group, n: int) -> None:
         timeout = self.spec.failure.report_timeout_s
         st = _MonitorState(n)
-        outstanding = {a.poll.remote(_POLL_S): rank for rank, a in enumerate(group.actors)}
+        inbox: asyncio.Queue[tuple[int, list[Any] | BaseException]] = asyncio.Queue()
+        pollers = [asyncio.ensure_future(self._poll(group, r, inbox)) for r in range(n)]
         failure: RankFailure | None = None
         failure_rank, grace_until = -1, 0.0
-        while len(st.finished) < n:
-            if failure is not None and (
-                time.monotonic() > grace_until or st.caught_up(failure_rank, n)
-            ):
-                break
-            ready, _ = runtime.wait(list(outstanding), num_returns=1, timeout=_POLL_S * 2)
-            for ref in ready:
-                rank = outstanding.pop(ref)
+        tick = 1.0 if timeout is None else min(1.0, timeout / 2)
+        try:
+            while len(st.finished) < n:
+                if failure is not None and (
+                    time.monotonic() > grace_until or st.caught_up(failure_rank, n)
+                ):
+                    break
                 try:
-                    events = runtime.get(ref)
-                except RuntimeBaseError as exc:
+                    rank, got = await asyncio.wait_for(inbox.get(), tick)
+                except TimeoutError:
+                    if timeout is not None and failure is None:
+                        await self._watchdog(group, st, timeout)
+                    continue
+                if isinstance(got, BaseException):
                     st.finished.add(rank)
                     if failure is None:
-                        failure = RankFailure(f"{group.describe(rank)} died: {exc}", exc)
+                        failure = RankFailure(f"{group.describe(rank)} died: {got}", got, rank)
                         failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
                     continue
-                for event in events:
+                for event in got:
                     error = st.handle(rank, event)
                     if error is not None and failure is None:
-                        failure = RankFailure(f"{group.describe(rank)} raised:\n{error[0]}")
-                        failure.cause = error[1]
+                        text = ""
+                        if _collective_error(error[0]):
+                            text = await self._explain_failure(group, st, rank)
+                        failure = RankFailure(f"{group.describe(rank)} raised:\n{error[0]}{text}")
+                        failure.cause, failure.rank = error[1], rank
                         failure_rank, grace_until = rank, time.monotonic() + _GRACE_S
                     self.next_index = max(self.next_index, st.last_index[rank] + 1)
                 if failure is None:
-                    self._complete(st.pending, st.finished, n)
-                if rank not in st.finished:
-                    outstanding[group.actors[rank].poll.remote(_POLL_S)] = rank
-            if timeout is not None and failure is None:
-                self._warn_quiet(group, st, timeout)
+                    before = self.attempt_checkpoints
+                    await self._complete(group, st.pending, st.finished, n)
+                    if self.attempt_checkpoints > before and len(st.finished) < n:
+                        await self._maybe_grow(n)
+                if timeout is not None and failure is None:
+                    await self._watchdog(group, st, timeout)
+        finally:
+            for task in pollers:
+                task.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
         if failure is not None:
             # Reports every rank made before the failure still count (their checkpoint is
-            # the one the next group resumes from); the others are dropped.
+            # the one the next group resumes from); the others are dropped, with their files.
             target = st.last_index[failure_rank]
             made = {i: got for i, got in st.pending.items() if i <= target}
-            self._complete(made, st.finished | {failure_rank}, n)
+            await self._complete(group, made, st.finished | {failure_rank}, n)
+            await asyncio.to_thread(self.spec.storage.discard, st.uploaded)
             raise failure
-        self._complete(st.pending, st.finished, n, final=True)
+        await self._complete(group, st.pending, st.finished, n, final=True)
 
-    def _warn_quiet(self, group: _Group, st: _MonitorState, timeout: float) -> None:
-        now = time.monotonic()
-        for rank in range(st.n):
-            quiet = now - st.last_seen[rank]
-            if rank not in st.finished and quiet > timeout and now - st.warned[rank] > timeout:
-                st.warned[rank] = now
-                logger.warning(
-                    "%s on host %s has not reported for %.1f s (report_timeout_s=%g); "
-                    "it may be hung",
-                    group.describe(rank),
-                    group.where[rank]["host"] if group.where else "?",
-                    quiet,
-                    timeout,
-                )
+    async def _maybe_grow(self, n: int) -> None:
+        """Right after a checkpoint of an elastic group below its maximum: if a rank more
+        fits now, restart larger from that checkpoint (nothing done since is lost)."""
+        scaling = self.spec.scaling
+        if not scaling.elastic or n >= scaling.max_workers or self.stopping:
+            return
+        if await asyncio.to_thread(free_capacity, scaling.bundle()) > 0:
+            raise _Resize(
+                f"room for more ranks appeared (running {n} of at most {scaling.max_workers})"
+            )
 
-    def _complete(
+    async def _poll(
         self,
+        group: _Group,
+        rank: int,
+        inbox: asyncio.Queue[tuple[int, list[Any] | BaseException]],
+    ) -> None:
+        """Await rank ``rank``'s events until it is done; a dead actor is an event too."""
+        actor = group.actors[rank]
+        while True:
+            try:
+                events = await actor.poll.remote(_POLL_S)
+            except RuntimeBaseError as exc:
+                await inbox.put((rank, exc))
+                return
+            if events:
+                await inbox.put((rank, events))
+            if any(e[0] in ("done", "stopped", "error") for e in events):
+                return
+
+    async def _stacks(self, group: _Group, ranks: list[int]) -> dict[int, str]:
+        """The loop stacks of ``ranks`` now ("" where a rank did not answer)."""
+
+        async def one(rank: int) -> str:
+            try:
+                stack: str = await asyncio.wait_for(
+                    _await(group.actors[rank].stack.remote()), _STACK_TIMEOUT_S
+                )
+                return stack
+            except (RuntimeBaseError, TimeoutError):
+                return ""
+
+        got = await asyncio.gather(*(one(r) for r in ranks))
+        return dict(zip(ranks, got, strict=True))
+
+    async def _explain_failure(self, group: _Group, st: _MonitorState, failed: int) -> str:
+        """When a rank fails, what the others are doing: names a rank that is not in a
+        collective while the others wait in one (the usual cause of a collective timeout)."""
+        others = [r for r in range(st.n) if r != failed and r not in st.finished]
+        if not others:
+            return ""
+        stacks = await self._stacks(group, others)
+        culprits = [r for r, s in stacks.items() if s and not in_collective(s)]
+        if not culprits:
+            return ""
+        lines = []
+        for rank in culprits:
+            lines.append(
+                f"\n{group.describe(rank)} on host {group.host(rank)} was not in a collective "
+                f"when {group.describe(failed)} failed; its stack:\n{stacks[rank]}"
+            )
+        return "".join(lines)
+
+    async def _watchdog(self, group: _Group, st: _MonitorState, timeout: float) -> None:
+        now = time.monotonic()
+        quiet = [
+            r
+            for r in range(st.n)
+            if r not in st.finished
+            and now - st.last_seen[r] > timeout
+            and now - st.warned[r] > timeout
+        ]
+        if not quiet:
+            return
+        for r in quiet:
+            st.warned[r] = now
+        live = [r for r in range(st.n) if r not in st.finished]
+        stacks = await self._stacks(group, live)
+        message = diagnose(
+            quiet,
+            stacks,
+            {r: group.describe(r) for r in live},
+            {r: group.host(r) for r in live},
+            {r: now - st.last_seen[r] for r in live},
+            timeout,
+        )
+        logger.warning("%s", message)
+
+    async def _complete(
+        self,
+        group: _Group,
         pending: dict[int, dict[int, tuple[dict[str, Any], str | None]]],
         finished: set[int],
         n: int,
@@ -442,20 +667,52 @@ class Controller:
             if not final and not all(r in got or r in finished for r in range(n)):
                 return
             del pending[index]
+            if self.stopping:
+                continue  # reports made after the stop criteria were met
             metrics = got[min(got)][0]
-            staged = [s for r in sorted(got) if (s := got[r][1]) is not None]
+            names = [d for r in sorted(got) if (d := got[r][1]) is not None]
             checkpoint = None
-            if staged:
-                checkpoint = self.spec.storage.persist(index, staged, metrics)
+            storage = self.spec.storage
+            if names:
+                checkpoint = await asyncio.to_thread(storage.register, index, names[0], metrics)
                 self.checkpoint = checkpoint
+                self.attempt_checkpoints += 1
             self.history.append(metrics)
-            self.spec.storage.log(metrics)
+            await asyncio.to_thread(storage.log, metrics)
             if self.spec.verbose:
                 shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items())
                 suffix = f" [checkpoint {os.path.basename(checkpoint.path)}]" if checkpoint else ""
                 print(f"[train {self.spec.name}] report {len(self.history)}: {shown}{suffix}")
             if self.spec.on_report is not None:
                 self.spec.on_report(metrics, checkpoint)
+            for callback in self.callbacks:
+                hook = getattr(callback, "after_report", None)
+                if hook is not None:
+                    per_rank = [got[r][0] for r in sorted(got)]
+                    hook(run_context=self.run_context, metrics=per_rank, checkpoint=checkpoint)
+            rc = self.spec.run_config
+            if rc is not None and rc.should_stop(
+                {**metrics, "training_iteration": len(self.history)}
+            ):
+                self.stopping = True
+                for actor in group.actors:
+                    with contextlib.suppress(Exception):
+                        actor.stop.remote()
+
+    def _callbacks_after_exception(self, exc: RankFailure) -> None:
+        for callback in self.callbacks:
+            hook = getattr(callback, "after_exception", None)
+            if hook is not None:
+                with contextlib.suppress(Exception):
+                    errors = {exc.rank: exc.cause or exc}
+                    hook(run_context=self.run_context, worker_exceptions=errors)
+
+
+def _collective_error(traceback_text: str) -> bool:
+    """Whether a rank's error came from a collective (so a peer's stack may explain it)."""
+    lowered = traceback_text.lower()
+    words = ("torch/distributed", "timed out", "timeout", "gloo", "nccl", "connection", "peer")
+    return any(w in lowered for w in words)
 
 
 def _short(value: Any) -> str:

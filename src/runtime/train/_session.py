@@ -10,14 +10,18 @@ keeps rank 0's metrics and persists each checkpoint once.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import shutil
+import tempfile
 import threading
 import time
+import traceback
 from typing import Any
 
 from ._checkpoint import Checkpoint
 from ._context import TrainContext
+from ._storage import FileSystemCheckpoint, StorageContext
 
 Event = tuple[Any, ...]
 
@@ -26,8 +30,18 @@ class StopRank(BaseException):
     """Raised inside ``train.report`` when the controller tears the group down."""
 
 
+#: Checkpoints a rank may have waiting for upload before ``report`` waits for one to finish.
+MAX_PENDING_UPLOADS = 2
+
+
 class RankSession:
-    """One rank's state for one attempt of a run."""
+    """One rank's state for one attempt of a run.
+
+    Reports leave through an outbox thread in order: a report with a checkpoint is sent
+    once the rank's files are uploaded to storage, so the loop never waits on storage
+    (only on a local copy of the checkpoint directory, which the caller may delete as soon
+    as ``report`` returns), and the controller sees a report only when its files are there.
+    """
 
     def __init__(
         self,
@@ -35,33 +49,91 @@ class RankSession:
         checkpoint: Checkpoint | None,
         shards: dict[str, Any],
         first_index: int,
-        staging_root: str,
+        storage: StorageContext,
     ) -> None:
         self.context = context
         self.checkpoint = checkpoint
         self.shards = shards
         self.next_index = first_index
-        self.staging_root = staging_root
+        self.storage = storage
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[tuple[Event, str | None] | None] = queue.SimpleQueue()
+        self._upload_slots = threading.BoundedSemaphore(MAX_PENDING_UPLOADS)
+        self._staging: str | None = None
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"train-upload-{context.world_rank}", daemon=True
+        )
+        self._sender.start()
 
-    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
+    def _stage(self, checkpoint: Checkpoint, index: int) -> str:
+        if self._staging is None:
+            self._staging = tempfile.mkdtemp(prefix="runtime-train-staging-")
+        local = os.path.join(self._staging, f"{index:06d}")
+        if isinstance(checkpoint, FileSystemCheckpoint):
+            checkpoint.to_directory(local)
+        else:
+            shutil.copytree(checkpoint.path, local)
+        return local
+
+    def report(
+        self,
+        metrics: dict[str, Any],
+        checkpoint: Checkpoint | None,
+        checkpoint_dir_name: str | None = None,
+    ) -> None:
         if self.stopping.is_set():
             raise StopRank
         with self.lock:
             index = self.next_index
             self.next_index += 1
-        staged = None
+        dirname = None
+        local = None
         if checkpoint is not None:
-            staged = os.path.join(
-                self.staging_root, f"{index:06d}", f"rank_{self.context.world_rank}"
-            )
-            shutil.copytree(checkpoint.path, staged, dirs_exist_ok=True)
-        self.events.put(("report", index, dict(metrics), staged, time.time()))
-        if staged is not None:
-            # Restarts resume from what was reported, so later reports see it too.
-            self.checkpoint = checkpoint
+            dirname = checkpoint_dir_name or f"checkpoint_{index:06d}"
+            self._upload_slots.acquire()
+            try:
+                local = self._stage(checkpoint, index)
+            except BaseException:
+                self._upload_slots.release()
+                raise
+        event = ("report", index, dict(metrics), dirname, time.time())
+        self._outbox.put((event, local))
+        if dirname is not None:
+            # Restarts resume from what was reported, so later reads see it too.
+            self.checkpoint = self.storage.checkpoint(dirname)
+
+    def emit(self, event: Event) -> None:
+        """Send an event after every report queued before it."""
+        self._outbox.put((event, None))
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            event, local = item
+            if local is not None:
+                try:
+                    if not self.stopping.is_set():
+                        self.storage.upload(local, event[3])
+                except BaseException as exc:
+                    event = error_event(
+                        self.context.world_rank,
+                        OSError(f"uploading checkpoint {event[3]} to storage failed: {exc}"),
+                    )
+                finally:
+                    shutil.rmtree(local, ignore_errors=True)
+                    self._upload_slots.release()
+            self.events.put(event)
+
+    def close(self) -> None:
+        """Wait until every queued report is uploaded and sent (dropped when stopping)."""
+        self._outbox.put(None)
+        self._sender.join()
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def drain(self, timeout: float) -> list[Event]:
         """The queued events; waits up to ``timeout`` for the first one."""
@@ -74,6 +146,18 @@ class RankSession:
                 out.append(self.events.get_nowait())
             except queue.Empty:
                 return out
+
+
+def error_event(rank: int, exc: BaseException) -> Event:
+    """An ``error`` event: the traceback text and the pickled exception (if it pickles)."""
+    text = "".join(traceback.format_exception(exc))
+    blob: bytes | None
+    try:
+        blob = pickle.dumps(exc)
+        pickle.loads(blob)
+    except Exception:
+        blob = None
+    return ("error", rank, text, blob)
 
 
 _session: RankSession | None = None
@@ -93,20 +177,37 @@ def _current() -> RankSession:
     return _session
 
 
-def report(metrics: dict[str, Any], *, checkpoint: Checkpoint | None = None) -> None:
+def report(
+    metrics: dict[str, Any],
+    *,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_dir_name: str | None = None,
+) -> None:
     """Report this rank's metrics (and optionally a checkpoint) for the current step.
 
     Every rank should report at the same points; rank 0's metrics are the ones kept. A
-    checkpoint is copied now (the directory may be deleted after this returns) and persisted
-    once as ``storage_path/name/checkpoint_NNNNNN`` when every rank has reported this step;
-    when several ranks pass one, their files are merged (rank 0's win).
+    checkpoint is copied to a local staging folder now (the directory may be deleted after
+    this returns) and uploaded to ``storage_path/name/checkpoint_NNNNNN`` (or
+    ``checkpoint_dir_name``) in the background; it counts once every rank has reported this
+    step. When several ranks pass one, their files are merged into one folder (give them
+    distinct names, e.g. ``model-rank=R.pt``; for one name, the last upload wins).
     """
-    session = _current()
     if not isinstance(metrics, dict):
         raise TypeError(f"train.report needs a dict of metrics, got {type(metrics).__name__}")
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be a train.Checkpoint, got {type(checkpoint).__name__}")
-    session.report(metrics, checkpoint)
+    if checkpoint_dir_name is not None and (
+        not isinstance(checkpoint_dir_name, str)
+        or not checkpoint_dir_name
+        or "/" in checkpoint_dir_name
+        or os.sep in checkpoint_dir_name
+        or checkpoint_dir_name in (".", "..")
+        or checkpoint_dir_name.startswith(".")
+    ):
+        raise ValueError(
+            f"checkpoint_dir_name must be a plain folder name, got {checkpoint_dir_name!r}"
+        )
+    _current().report(metrics, checkpoint, checkpoint_dir_name)
 
 
 def get_checkpoint() -> Checkpoint | None:

@@ -22,19 +22,44 @@ from runtime.libs import trainable as libs_trainable
 
 from ._backend import BackendConfig
 from ._checkpoint import Checkpoint
-from ._config import DataConfig, RunConfig, ScalingConfig
+from ._config import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ._controller import Controller, OnReport, RunSpec, check_fits
 from ._result import Result
-from ._storage import RunStorage, default_storage_path
+from ._storage import (
+    TRAINER_FILE,
+    RunStorage,
+    StorageContext,
+    default_storage_path,
+    resolve_filesystem,
+)
 
 _TUNABLE_KEYS = ("train_loop_config", "scaling_config", "datasets")
 logger = logging.getLogger("runtime.train")
+_warned_frequency: list[bool] = []  # warn once per process
+
+
+def _ensure_runtime() -> None:
+    """``runtime.init()`` as Ray's ``fit()`` does, unless this process is already in a
+    cluster: the driver after ``init``, or a task or actor (a Tune trial), where
+    ``is_initialized()`` is False but the runtime context answers."""
+    if runtime.is_initialized():
+        return
+    try:
+        runtime.get_runtime_context().get_node_id()
+    except RuntimeError:
+        runtime.init()
+
+
+def _local_fs() -> type:
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem
 
 
 def _warn_if_no_cpu_for_data(scaling: ScalingConfig) -> None:
     """Dataset tasks need CPUs the ranks' bundles do not hold (as in Ray); say so early."""
     total = runtime.cluster_resources().get("CPU", 0.0)
-    held = scaling.bundle().get("CPU", 0.0) * scaling.num_workers
+    held = scaling.bundle().get("CPU", 0.0) * scaling.min_workers
     if total - held < 1.0:
         logger.warning(
             "the ranks reserve %g of the cluster's %g CPUs, leaving less than one for the "
@@ -131,22 +156,28 @@ class DataParallelTrainer:
         return self._fit(on_report=None)
 
     def _fit(self, on_report: OnReport | None, in_tune: bool = False) -> Result:
-        if not runtime.is_initialized():
-            runtime.init()
+        _ensure_runtime()
         check_fits(self.scaling_config)
         if self.datasets:
             _warn_if_no_cpu_for_data(self.scaling_config)
         rc = self.run_config
         name = rc.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        path = os.path.join(rc.storage_path or default_storage_path(), name)
+        fs, base = resolve_filesystem(
+            rc.storage_path or default_storage_path(), rc.storage_filesystem
+        )
+        if isinstance(fs, _local_fs()):
+            run_path = os.path.join(base, name)
+        else:
+            run_path = f"{base.rstrip('/')}/{name}"
         assert rc.checkpoint_config is not None and rc.failure_config is not None
+        self._check_checkpoint_config(rc.checkpoint_config)
         spec = RunSpec(
             fn=self.train_loop_per_worker,
             config=self.train_loop_config,
             scaling=self.scaling_config,
             backend_config=self.backend_config,
             failure=rc.failure_config,
-            storage=RunStorage(path, rc.checkpoint_config),
+            storage=RunStorage(StorageContext(fs, run_path), rc.checkpoint_config),
             name=name,
             datasets=self.datasets,
             data_config=self.dataset_config,
@@ -155,8 +186,114 @@ class DataParallelTrainer:
             verbose=rc.verbose,
             on_report=on_report,
             in_tune=in_tune,
+            run_config=rc,
+            restoring=self._restoring,
         )
+        if not in_tune:
+            self._save(spec.storage.context)
         return Controller(spec).run()
+
+    _restoring = False
+
+    def _save(self, context: StorageContext) -> None:
+        """Write this trainer, without its datasets, for :meth:`restore`."""
+        import cloudpickle
+
+        saved = copy.copy(self)
+        saved.datasets = dict.fromkeys(self.datasets)  # names only: Datasets are not durable
+        saved._restoring = False
+        try:
+            blob = cloudpickle.dumps(saved)
+        except Exception as exc:  # an unpicklable callback, say: restore will say so
+            logger.warning("the trainer cannot be saved for restore(): %s", exc)
+            return
+        context.write_bytes(context.join(TRAINER_FILE), blob)
+
+    @classmethod
+    def can_restore(cls, path: str, storage_filesystem: Any = None) -> bool:
+        """Whether ``path`` holds a run of a trainer that :meth:`restore` can continue."""
+        fs, run_path = resolve_filesystem(os.fspath(path), storage_filesystem)
+        context = StorageContext(fs, run_path)
+        return context.exists(context.join(TRAINER_FILE))
+
+    @classmethod
+    def restore(
+        cls,
+        path: str,
+        *,
+        datasets: dict[str, Any] | None = None,
+        train_loop_per_worker: Callable[..., Any] | None = None,
+        train_loop_config: dict[str, Any] | None = None,
+        storage_filesystem: Any = None,
+        **kwargs: Any,
+    ) -> DataParallelTrainer:
+        """The trainer of the run at ``path`` (``storage_path/name``), to ``fit()`` again: it
+        continues that run in the same folder, from its latest checkpoint, with its metrics
+        history and kept checkpoints (after a crash of the driver, say).
+
+        Args:
+            datasets: the datasets again, by the same names (they are not saved).
+            train_loop_per_worker / train_loop_config: replace the saved ones.
+            **kwargs: other trainer attributes to replace (``scaling_config``, ...).
+
+        Raises:
+            FileNotFoundError: no restorable run at ``path``.
+            ValueError: a dataset the run had is missing from ``datasets``.
+            TypeError: the run was made by another trainer class.
+        """
+        import cloudpickle
+
+        fs, run_path = resolve_filesystem(os.fspath(path), storage_filesystem)
+        context = StorageContext(fs, run_path)
+        blob = context.read_bytes(context.join(TRAINER_FILE))
+        if blob is None:
+            raise FileNotFoundError(f"no restorable Train run at {path!r} ({TRAINER_FILE})")
+        trainer = cloudpickle.loads(blob)
+        if not isinstance(trainer, cls):
+            raise TypeError(
+                f"the run at {path!r} was made by {type(trainer).__name__}, not {cls.__name__}"
+            )
+        missing = sorted(set(trainer.datasets) - set(datasets or {}))
+        if missing:
+            raise ValueError(f"restore needs datasets={{...}} again, with {missing}")
+        trainer.datasets = dict(datasets or {})
+        if train_loop_per_worker is not None:
+            trainer.train_loop_per_worker = train_loop_per_worker
+        if train_loop_config is not None:
+            trainer.train_loop_config = train_loop_config
+        for key, value in kwargs.items():
+            if not hasattr(trainer, key):
+                raise TypeError(f"restore() got an unexpected argument {key!r}")
+            setattr(trainer, key, value)
+        base, name = os.path.split(run_path.rstrip("/"))
+        if not isinstance(fs, _local_fs()):
+            base, _, name = run_path.rstrip("/").rpartition("/")
+        trainer.run_config = dataclasses.replace(
+            trainer.run_config, name=name, storage_path=base, storage_filesystem=storage_filesystem
+        )
+        latest = Result.from_path(os.fspath(path), storage_filesystem).checkpoint
+        if latest is not None:
+            trainer.resume_from_checkpoint = latest
+        trainer._restoring = True
+        return trainer
+
+    #: Whether this trainer takes checkpoints itself (then checkpoint_frequency applies).
+    _saves_own_checkpoints = False
+
+    def _check_checkpoint_config(self, config: CheckpointConfig) -> None:
+        if self._saves_own_checkpoints or _warned_frequency:
+            return
+        if config.checkpoint_frequency or config.checkpoint_at_end:
+            _warned_frequency.append(True)
+            logger.warning(
+                "CheckpointConfig(checkpoint_frequency=%s, checkpoint_at_end=%s) applies to "
+                "trainers that checkpoint themselves (XGBoostTrainer, LightGBMTrainer); %s "
+                "runs your loop, which decides when to pass a checkpoint to train.report, so "
+                "they are ignored",
+                config.checkpoint_frequency,
+                config.checkpoint_at_end,
+                type(self).__name__,
+            )
 
     # --- Tune -----------------------------------------------------------------------------
 

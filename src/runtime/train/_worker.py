@@ -13,8 +13,8 @@ import gc
 import importlib
 import inspect
 import os
-import pickle
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -25,9 +25,9 @@ import runtime
 
 from . import _session
 from ._backend import Backend
-from ._checkpoint import Checkpoint
 from ._context import TrainContext
-from ._session import Event, RankSession, StopRank
+from ._session import Event, RankSession, StopRank, error_event
+from ._storage import StorageContext
 
 _PREVIOUS_WAIT_S = 3.0  # then go on: a loop stuck in a dead group's collective ends at its timeout
 _previous: threading.Thread | None = None  # the last loop thread run in this process
@@ -41,17 +41,6 @@ def _free_port() -> int:
         return port
 
 
-def _error_event(rank: int, exc: BaseException) -> Event:
-    text = "".join(traceback.format_exception(exc))
-    blob: bytes | None
-    try:
-        blob = pickle.dumps(exc)
-        pickle.loads(blob)
-    except Exception:
-        blob = None
-    return ("error", rank, text, blob)
-
-
 @dataclass
 class RankStart:
     """What a rank needs to start its loop (one per rank per attempt)."""
@@ -62,10 +51,10 @@ class RankStart:
     backend: Backend
     rendezvous: tuple[str, int]
     env: dict[str, str]
-    checkpoint_path: str | None
+    checkpoint_dir: str | None  # the checkpoint to resume from, a folder of the run
     shards: dict[str, Any]
     first_index: int
-    staging_root: str
+    storage: StorageContext
 
 
 class RankActor:
@@ -104,10 +93,10 @@ class RankActor:
         """Start the loop in a thread and return at once."""
         global _previous
         os.environ.update(job.env)
-        checkpoint = None if job.checkpoint_path is None else Checkpoint(job.checkpoint_path)
-        session = RankSession(
-            job.context, checkpoint, job.shards, job.first_index, job.staging_root
-        )
+        checkpoint = None
+        if job.checkpoint_dir is not None:
+            checkpoint = job.storage.checkpoint(job.checkpoint_dir)
+        session = RankSession(job.context, checkpoint, job.shards, job.first_index, job.storage)
         self._session = session
         thread = threading.Thread(
             target=self._main,
@@ -134,11 +123,11 @@ class RankActor:
             started = True
             takes_config = bool(inspect.signature(fn).parameters)
             fn(dict(config or {})) if takes_config else fn()
-            session.events.put(("done", rank))
+            session.emit(("done", rank))
         except StopRank:
-            session.events.put(("stopped", rank))
+            session.emit(("stopped", rank))
         except BaseException as exc:
-            session.events.put(_error_event(rank, exc))
+            session.emit(error_event(rank, exc))
             exc.__traceback__ = None  # the loop's frames hold the model (and its process group)
         finally:
             if started:
@@ -148,6 +137,7 @@ class RankActor:
                 with contextlib.suppress(BaseException):
                     backend.on_shutdown(session.context)
                 gc.collect()
+            session.close()  # uploads of the reports made so far finish, then the events go
             _session.install(None)
 
     def poll(self, timeout: float) -> list[Event]:
@@ -156,6 +146,16 @@ class RankActor:
         if session is None:
             return []
         return session.drain(timeout)
+
+    def stack(self) -> str:
+        """The loop thread's Python stack now (for the watchdog), or "" if it is not running."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread.ident is None:
+            return ""
+        frame = sys._current_frames().get(thread.ident)
+        if frame is None:
+            return ""
+        return "".join(traceback.format_stack(frame))
 
     def stop(self) -> None:
         """Ask the loop to end: its next ``train.report`` raises."""

@@ -1,0 +1,1 @@
+"""runtime.train.huggingface: Hugging Face integrations (Ray's ``ray.train.huggingface``)."""
