@@ -7,12 +7,6 @@ import pytest
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(180)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Train's rendezvous is on 127.0.0.1 (train/_controller.py passes ('127.0.0.1', "
-    "port) and RankActor.free_port binds 127.0.0.1): a rank on another host dials its own "
-    "loopback. Rank 0's node address (NodeManagerAddress) must be used instead.",
-)
 def test_torch_trainer_runs_two_ranks_on_two_hosts_with_gloo_over_the_bridge(make_cluster):
     pytest.importorskip("torch")
     cluster = make_cluster(3)

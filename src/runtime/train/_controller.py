@@ -426,7 +426,7 @@ class Controller:
             )
         contexts = _contexts(spec, group.where)
         try:
-            port = await asyncio.wait_for(_await(group.actors[0].free_port.remote()), 60.0)
+            addr, port = await asyncio.wait_for(_await(group.actors[0].free_port.remote()), 60.0)
         except (RuntimeBaseError, TimeoutError) as exc:
             raise RankFailure(f"rank 0 did not answer: {exc}", exc) from exc
         if getattr(spec.backend_config, "needs_worker_ports", False):
@@ -437,7 +437,7 @@ class Controller:
                 )
             except (RuntimeBaseError, TimeoutError) as exc:
                 raise RankFailure(f"a rank did not answer: {exc}", exc) from exc
-            env_vars = {**env_vars, WORKER_ADDRS_ENV: ",".join(f"127.0.0.1:{p}" for p in ports)}
+            env_vars = {**env_vars, WORKER_ADDRS_ENV: ",".join(f"{a}:{p}" for a, p in ports)}
         backend: Backend = spec.backend_config.make_backend()
         shards, helpers = make_shards(
             spec.datasets, spec.data_config.split, spec.data_config.equal, n
@@ -457,7 +457,7 @@ class Controller:
                 config=spec.config,
                 context=contexts[rank],
                 backend=backend,
-                rendezvous=("127.0.0.1", port),
+                rendezvous=(addr, port),
                 env=env,
                 checkpoint_dir=resume,
                 shards=shards[rank],

@@ -34,11 +34,20 @@ _previous: threading.Thread | None = None  # the last loop thread run in this pr
 _original_cuda: str | None = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _node_address() -> str:
+    """The address this rank's node process listens on (its host's, across hosts)."""
+    me = runtime.get_runtime_context().get_node_id()
+    for node in runtime.nodes():
+        if node["NodeID"] == me:
+            return str(node.get("NodeManagerAddress") or "127.0.0.1")
+    return "127.0.0.1"
 
 
 @dataclass
@@ -85,9 +94,11 @@ class RankActor:
             "cuda_visible_devices": _original_cuda,
         }
 
-    def free_port(self) -> int:
-        """A free TCP port on 127.0.0.1 for the rendezvous (asked of rank 0)."""
-        return _free_port()
+    def free_port(self) -> tuple[str, int]:
+        """This rank's node address and a free TCP port on it, for the rendezvous (asked of
+        rank 0; of every rank for frameworks that connect each rank to each other)."""
+        host = _node_address()
+        return host, _free_port(host)
 
     def start(self, job: RankStart) -> None:
         """Start the loop in a thread and return at once."""

@@ -1,6 +1,6 @@
 """The torch backend: ``torch.distributed`` set up in every rank (gloo on CPU, NCCL on GPU).
 
-Rank 0 chose a free port on 127.0.0.1; every rank joins with ``init_method=tcp://`` and a
+Rank 0 chose a free port on its node's address; every rank joins with ``init_method=tcp://`` and a
 timeout, so a rank that never arrives fails the group instead of hanging it.
 """
 
