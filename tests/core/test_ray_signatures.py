@@ -122,3 +122,25 @@ def test_inside_a_task_the_runtime_is_initialized_and_init_starts_nothing(cluste
     assert initialized is True
     assert "inside a task or actor" in outcome
     assert node_id in {n["NodeID"] for n in runtime.nodes()}
+
+
+@runtime.remote
+def _count(n: int):  # type: ignore[no-untyped-def]
+    yield from range(n)
+
+
+@runtime.remote
+class _Counter:
+    async def count(self, n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i * 10
+
+
+def test_generator_functions_and_methods_stream_by_default_as_in_ray(cluster):
+    gen = _count.remote(3)
+    assert isinstance(gen, runtime.ObjectRefGenerator)
+    assert [runtime.get(ref, timeout=30) for ref in gen] == [0, 1, 2]
+    counter = _Counter.remote()
+    assert [runtime.get(ref, timeout=30) for ref in counter.count.remote(3)] == [0, 10, 20]
+    # an explicit num_returns still wins
+    assert runtime.get(_count.options(num_returns=2).remote(2), timeout=30) == [0, 1]

@@ -11,6 +11,7 @@ from ..objects.plane import actor_token_id
 from ..objects.refs import ObjectRef
 from ..process.worker import Worker
 from .blocking import current_worker
+from .options import default_num_returns
 from .remote import ActorHandle
 
 
@@ -83,7 +84,7 @@ def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:
     methods: dict[str, int] = {}
     if cls is not None:
         for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
-            methods[name] = getattr(member, "__runtime_num_returns__", 1)
+            methods[name] = default_num_returns(member)
     token: ObjectRef[Any] | None = None
     owner = worker.view.get(spec.owner_id)
     if spec.name is None and not spec.detached and owner is not None:

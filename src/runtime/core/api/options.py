@@ -80,6 +80,17 @@ def num_returns_option(n: Any) -> int:
     return n
 
 
+def default_num_returns(fn: Any) -> int:
+    """Ray's default ``num_returns``: what ``@runtime.method`` set, else a generator function
+    (sync or async) streams its items (an ObjectRefGenerator), anything else returns one."""
+    explicit = getattr(fn, "__runtime_num_returns__", None)
+    if explicit is not None:
+        return int(explicit)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return p.STREAMING
+    return 1
+
+
 def window_option(options: dict[str, Any]) -> int:
     n = options.get("_generator_backpressure_num_objects")
     if n is None or n == -1:

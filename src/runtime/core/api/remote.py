@@ -33,6 +33,7 @@ from .options import (
     at_least,
     check_options,
     concurrency_groups,
+    default_num_returns,
     num_returns_option,
     strategy_option,
     window_option,
@@ -120,7 +121,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         self._demand = normalize(
             o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
         )
-        self._num_returns = num_returns_option(o.get("num_returns", 1))
+        n = o.get("num_returns")
+        self._num_returns = default_num_returns(self._fn) if n is None else num_returns_option(n)
         self._window = window_option(o)
         retries = o.get("max_retries", 3)
         if not isinstance(retries, int) or retries < -1:
@@ -231,7 +233,7 @@ class ActorClass(_Pickled, Generic[T]):
         self._env_wire: tuple[Any, Any] | None = None
         self._is_async = False
         for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
-            self._methods[name] = getattr(member, "__runtime_num_returns__", 1)
+            self._methods[name] = default_num_returns(member)
             if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
                 self._is_async = True
         self.__name__ = cls.__name__

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import threading
 import traceback
+import types
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -186,6 +188,8 @@ def encode_returns(
     if num_returns == 1:
         values = [result]
     else:
+        if isinstance(result, types.GeneratorType):  # as in Ray: a generator of exactly n items
+            result = tuple(itertools.islice(result, num_returns + 1))
         if not isinstance(result, tuple | list) or len(result) != num_returns:
             size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
             raise ValueError(
