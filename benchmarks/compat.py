@@ -81,9 +81,12 @@ def run_one(side: str, script: Path, timeout: float, ray_python: str) -> dict[st
     env["TMPDIR"] = tmp
     env["MPLBACKEND"] = "Agg"
     if side == "ray":
+        # As in an activated venv: the programs that run the `ray` CLI find Ray's.
+        env["PATH"] = os.path.dirname(ray_python) + os.pathsep + env.get("PATH", "")
         cmd = [*NAMESPACE, ray_python, "-c", RAY_WRAPPER, str(script)]
     else:
         env["PYTHONPATH"] = str(REPO / "src")
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         cmd = [*NAMESPACE, sys.executable, "-m", "runtime.compat", str(script)]
     start = time.monotonic()
     proc = subprocess.Popen(

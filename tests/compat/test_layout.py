@@ -25,6 +25,7 @@ from runtime import util
         ("runtime.actor", ["ActorHandle", "ActorClass", "exit_actor"]),
         ("runtime.dag.input_node", ["InputNode"]),
         ("runtime.dag.output_node", ["MultiOutputNode"]),
+        ("runtime._raylet", ["ObjectRefGenerator", "ObjectRef"]),
     ],
 )
 def test_each_ray_module_path_holds_the_same_objects_as_the_flat_names(
@@ -37,6 +38,15 @@ def test_each_ray_module_path_holds_the_same_objects_as_the_flat_names(
             assert getattr(mod, name) is flat, f"{module}.{name}"
         else:
             assert callable(getattr(mod, name))
+
+
+def test_runtime_cloudpickle_is_the_package_refs_pickle_with() -> None:
+    import cloudpickle
+
+    from runtime import cloudpickle as ray_cloudpickle
+
+    assert ray_cloudpickle.dumps is cloudpickle.dumps
+    assert ray_cloudpickle.loads(ray_cloudpickle.dumps(lambda: 7))() == 7
 
 
 def test_util_placement_group_stays_the_function_after_its_module_is_imported() -> None:
