@@ -162,6 +162,29 @@ def test_a_dag_of_tasks_and_actor_methods_runs_once_per_execute(mesh2: None) -> 
     assert runtime.get(by_name.execute(a=4, b=5)) == 9
 
 
+@runtime.remote
+class Accumulator:
+    def __init__(self, start: int) -> None:
+        self.total = start
+
+    def add(self, x: int) -> None:
+        self.total += x
+
+    def get(self) -> int:
+        return self.total
+
+
+@pytest.mark.timeout(90)
+def test_calls_bound_on_an_actor_node_run_in_order_even_without_an_output(mesh2: None) -> None:
+    a1, a2 = Accumulator.bind(10), Accumulator.bind(10)
+    a1.get.bind()
+    a1.add.bind(2)
+    a1.add.bind(4)  # nothing depends on these two, yet they run before the next get
+    a2.add.bind(6)
+    dag = add.bind(a1.get.bind(), a2.get.bind())
+    assert runtime.get(dag.execute()) == 32
+
+
 @pytest.mark.timeout(90)
 def test_exit_actor_ends_the_actor_and_its_call_fails_with_ray_actor_error(mesh2: None) -> None:
     s = Scaler.remote(1)

@@ -162,11 +162,16 @@ class FunctionNode(DAGNode):
 
 class ClassNode(DAGNode):
     """An actor to create when the graph runs: ``Actor.bind(*args)``; ``node.method.bind()``
-    calls one of its methods."""
+    calls one of its methods.
+
+    As in Ray, the method calls bound on one actor node run in the order they were bound:
+    a call runs the calls bound before it first, even those no output depends on.
+    """
 
     def __init__(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__(args, kwargs)
         self._cls = cls
+        self._last_call: ClassMethodNode | None = None
 
     def __getattr__(self, name: str) -> _MethodBinder:
         if name.startswith("_"):
@@ -190,7 +195,11 @@ class _MethodBinder:
         return _MethodBinder(self._actor, self._name, {**self._options, **options})
 
     def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
-        return ClassMethodNode(self._actor, self._name, args, kwargs, self._options)
+        node = ClassMethodNode(self._actor, self._name, args, kwargs, self._options)
+        if isinstance(self._actor, ClassNode):
+            node._previous = self._actor._last_call
+            self._actor._last_call = node
+        return node
 
 
 class ClassMethodNode(DAGNode):
@@ -209,8 +218,12 @@ class ClassMethodNode(DAGNode):
         self._actor = actor
         self._name = name
         self._options = dict(options or {})
+        #: The call bound on the same actor node just before this one (run first).
+        self._previous: ClassMethodNode | None = None
 
     def _run(self, run: _Run) -> Any:
+        if self._previous is not None:
+            self._previous._resolve(run)
         if isinstance(self._actor, DAGNode):  # an actor the graph creates
             method = getattr(self._actor._resolve(run), self._name)
         else:  # a live actor's method, as bound
