@@ -161,6 +161,17 @@ def report(results: dict[str, dict[str, dict[str, object]]]) -> str:
             details.append(f"| {name.split('/', 1)[1]} | {cell(ray)} | {cell(ours)} |")
     pct = f" ({100 * totals[3] / totals[1]:.0f} %)" if totals[1] else ""
     out.append(f"| all | {totals[0]} | {totals[1]} | {totals[2]} | {totals[3]}{pct} |")
+    reasons: dict[str, list[str]] = {}
+    for name, row in sorted(results.items()):
+        if row.get("ray", {}).get("ok") and "runtime" in row and not row["runtime"].get("ok"):
+            reason = re.sub(r"\b[0-9a-f]{16,}\b", "<id>", str(row["runtime"].get("error", "")))
+            reasons.setdefault(reason, []).append(name)
+    out.append("\nWhy the examples that run on Ray stop here, most frequent first:\n")
+    out.append("| examples | first line of the error | which |")
+    out.append("|---:|---|---|")
+    for reason, names in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        cell = reason.replace("|", "\\|").replace("`", "'")
+        out.append(f"| {len(names)} | `{cell}` | {', '.join(names)} |")
     return "\n".join(out) + "\n\nEach example that does not run on both:\n" + "\n".join(details)
 
 

@@ -213,6 +213,17 @@ def test_named_actors_are_listed_by_namespace(mesh2: None) -> None:
 
 
 @pytest.mark.timeout(90)
+def test_placement_group_table_of_one_group_is_its_row(mesh2: None) -> None:
+    pg = util.placement_group([{"CPU": 1}], name="one")
+    assert pg.wait(30)
+    row = util.placement_group_table(pg)
+    assert row["placement_group_id"] == pg.id and row["name"] == "one"
+    assert row["bundles"] == {0: {"CPU": 1.0}} and row["state"] == "CREATED"
+    assert row in util.placement_group_table()
+    util.remove_placement_group(pg)
+
+
+@pytest.mark.timeout(90)
 def test_node_ip_address_is_the_address_the_node_listens_on(mesh2: None) -> None:
     s = Scaler.remote(1)
     addresses = {n["NodeManagerAddress"] for n in runtime.nodes()}

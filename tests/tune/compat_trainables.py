@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,17 @@ class UsesData(tune.Trainable):
 
 
 def slow_or_failing(config: dict[str, Any]) -> None:
-    """Fails at once when ``fail``; otherwise reports for a long time."""
+    """With ``fail``: leaves a marker file and fails. Otherwise: waits (up to 45 s) for the
+    marker, so both trials run at once, then works 30 s before its first report."""
+    marker = Path(config["marker"])
     if config["fail"]:
+        marker.touch()
         raise ValueError("fails at once")
-    for step in range(600):
-        tune.report({"step": step})
+    deadline = time.monotonic() + 45
+    while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(30)
+    tune.report({"step": 1})
 
 
 def parabola(config: dict[str, Any]) -> None:

@@ -220,22 +220,22 @@ def test_get_results_and_a_trials_best_checkpoint_and_from_path(storage: str) ->
         tune.Result.from_path(storage)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 @pytest.mark.usefixtures("cluster")
-def test_fail_fast_stops_the_other_trials(storage: str) -> None:
-    start = time.monotonic()
+def test_fail_fast_stops_the_other_trials_at_once(storage: str) -> None:
     grid = tune.run(
         ct.slow_or_failing,
-        config={"fail": tune.grid_search([False, True])},
+        config={"fail": tune.grid_search([False, True]), "marker": f"{storage}/failed"},
         failure_config=tune.FailureConfig(fail_fast=True),
         storage_path=storage,
         verbose=0,
         raise_on_failed_trial=False,
     )
-    assert time.monotonic() - start < 25  # the slow trial alone would take 30 s
     by_fail = {r.config["fail"]: r for r in grid}
-    assert by_fail[True].error is not None
-    assert by_fail[False].metrics["step"] < 599
+    assert by_fail[True].error is not None and by_fail[True].status == "ERROR"
+    assert by_fail[False].status == "TERMINATED"
+    assert by_fail[False].error is None
+    assert "step" not in by_fail[False].metrics  # stopped before its first report, as Ray
 
 
 @pytest.mark.timeout(90)

@@ -59,6 +59,9 @@ from runtime.util._cluster_info import (
     get_node_ip_address,
     list_named_actors,
 )
+from runtime.util._placement_table import (  # noqa: F811 - also takes one group, as Ray's
+    placement_group_table,
+)
 from runtime.util._serializability import inspect_serializability
 
 # The function again, not the module (which mypy takes the name for).
