@@ -57,6 +57,24 @@ sys.path.insert(0, __import__("os").path.dirname(script))
 runpy.run_path(script, run_name="__main__")
 """
 
+# A measurement aid (--auto-init), not a feature: how many examples would run here if the
+# core started a local cluster on first use as Ray does. In the driver only, the first
+# .remote(), put, get or wait calls runtime.init() when nothing is initialized.
+AUTO_INIT_WRAPPER = """
+import sys, runtime
+from runtime.compat.__main__ import main
+def auto(fn):
+    def call(*args, **kwargs):
+        if not runtime.is_initialized():
+            runtime.init()
+        return fn(*args, **kwargs)
+    return call
+for owner, name in ((runtime.RemoteFunction, "remote"), (runtime.ActorClass, "remote"),
+                    (runtime, "put"), (runtime, "get"), (runtime, "wait")):
+    setattr(owner, name, auto(getattr(owner, name)))
+sys.exit(main(sys.argv[1:]))
+"""
+
 ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure|Refused))\b.*")
 
 
@@ -69,7 +87,9 @@ def first_error_line(stderr: str) -> str:
     return line[:240]
 
 
-def run_one(side: str, script: Path, timeout: float, ray_python: str) -> dict[str, object]:
+def run_one(
+    side: str, script: Path, timeout: float, ray_python: str, auto_init: bool = False
+) -> dict[str, object]:
     """Run one script on one side; returns ``{"ok", "secs", "error"}``."""
     tmp = tempfile.mkdtemp(prefix=f"compat-{side}-")
     env = dict(os.environ)
@@ -88,6 +108,8 @@ def run_one(side: str, script: Path, timeout: float, ray_python: str) -> dict[st
         env["PYTHONPATH"] = str(REPO / "src")
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         cmd = [*NAMESPACE, sys.executable, "-m", "runtime.compat", str(script)]
+        if auto_init:
+            cmd = [*NAMESPACE, sys.executable, "-c", AUTO_INIT_WRAPPER, str(script)]
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -188,17 +210,39 @@ def main() -> int:
         "--merge", type=Path, action="append", default=[], help="more result files to show"
     )
     parser.add_argument("--skip-done", action="store_true", help="keep results already there")
+    parser.add_argument(
+        "--auto-init",
+        action="store_true",
+        help="measurement aid: emulate Ray's implicit init() here (see AUTO_INIT_WRAPPER)",
+    )
+    parser.add_argument(
+        "--only-failed-in", type=Path, help="run only the examples that failed in this file"
+    )
+    parser.add_argument(
+        "--only-timeouts", action="store_true", help="with --only-failed-in: only timeouts"
+    )
     args = parser.parse_args()
     results = load(args.json)
+    failed = None
+    if args.only_failed_in is not None:
+        side_run = args.only or "runtime"
+        failed = {
+            k
+            for k, v in load(args.only_failed_in).items()
+            if not v.get(side_run, {}).get("ok")
+            and (not args.only_timeouts or "timeout" in str(v.get(side_run, {}).get("error")))
+        }
     if not args.report:
         sides = [args.only] if args.only else ["ray", "runtime"]
         for area in args.areas.split(","):
             for script in sorted((args.corpus / area).glob("*.py")):
                 key = f"{area}/{script.name}"
+                if failed is not None and key not in failed:
+                    continue
                 for side in sides:
                     if args.skip_done and side in results.get(key, {}):
                         continue
-                    res = run_one(side, script, args.timeout, args.ray_python)
+                    res = run_one(side, script, args.timeout, args.ray_python, args.auto_init)
                     results.setdefault(key, {})[side] = res
                     args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
                     status = "ok" if res["ok"] else res["error"]
