@@ -99,6 +99,9 @@ def run_one(
     env["RAY_TMPDIR"] = tmp
     env["RUNTIME_TMPDIR"] = tmp
     env["TMPDIR"] = tmp
+    # Examples write under ~ (~/ray_results): each run gets its own, so neither side reads
+    # what the other (or an earlier example) left there.
+    env["HOME"] = tmp
     env["MPLBACKEND"] = "Agg"
     if side == "ray":
         # As in an activated venv: the programs that run the `ray` CLI find Ray's.
