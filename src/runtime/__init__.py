@@ -71,8 +71,17 @@ __all__ = [
     "wait",
 ]
 
+# Ray's DAG API: ``.bind()`` on remote functions, actor classes and actor methods, and
+# ``runtime.dag`` (InputNode, MultiOutputNode, ``.execute()``); see docs/compat.md.
+from runtime import dag
+
+__all__ += ["dag"]
+__all__.sort()
+
 #: The libraries, imported on first access (``runtime.tune``), so ``import runtime`` stays light.
 _LIBRARIES = frozenset({"tune", "train", "rllib", "serve", "data", "util"})
+#: Ray's other top-level modules, mirrored by the compat layer (also imported on first access).
+_LIBRARIES |= {"actor", "air", "job_config", "runtime_context", "runtime_env"}
 
 
 def __getattr__(name: str) -> object:

@@ -21,6 +21,9 @@ DOCUMENTED = {
     "MaximumIterationStopper", "LoggerCallback", "JsonLoggerCallback", "CSVLoggerCallback",
     "TBXLoggerCallback", "ProgressReporter", "TuneContext", "AsyncHyperBandScheduler",
     "TuneError", "TrialError", "MetricNotReportedError", "PlacementGroupFactory",
+    # Ray's names for unchanged programs (docs/compat.md)
+    "with_parameters", "with_resources", "CLIReporter", "qrandint", "qloguniform",
+    "qlograndint", "qrandn", "TrialPlateauStopper", "TimeoutStopper", "CombinedStopper",
 }  # fmt: skip
 
 

@@ -18,9 +18,11 @@ Example::
     print(results.best_config)
 """
 
+from runtime.tune import logger as logger
 from runtime.tune import schedulers as schedulers  # Ray's module paths
 from runtime.tune import search as search
 from runtime.tune import stopper as stopper
+from runtime.tune import tuner as tuner
 from runtime.tune._asha import ASHAScheduler, AsyncHyperBandScheduler
 from runtime.tune._basic_variant import BasicVariantGenerator
 from runtime.tune._callback import (
@@ -31,6 +33,7 @@ from runtime.tune._callback import (
     TBXLoggerCallback,
 )
 from runtime.tune._checkpoint import Checkpoint
+from runtime.tune._cli_reporter import CLIReporter
 from runtime.tune._concurrency_limiter import ConcurrencyLimiter
 from runtime.tune._config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from runtime.tune._errors import MetricNotReportedError, TrialError, TuneError
@@ -48,6 +51,10 @@ from runtime.tune._search_space import (
     grid_search,
     lograndint,
     loguniform,
+    qlograndint,
+    qloguniform,
+    qrandint,
+    qrandn,
     quniform,
     randint,
     randn,
@@ -56,19 +63,28 @@ from runtime.tune._search_space import (
 )
 from runtime.tune._searcher import Searcher
 from runtime.tune._session import TuneContext, get_checkpoint, get_context, report
-from runtime.tune._stopper import MaximumIterationStopper, Stopper
+from runtime.tune._stopper import (
+    CombinedStopper,
+    MaximumIterationStopper,
+    Stopper,
+    TimeoutStopper,
+    TrialPlateauStopper,
+)
 from runtime.tune._trainable import Trainable
 from runtime.tune._trial import Trial
 from runtime.tune._tuner import Tuner, run
+from runtime.tune._wrappers import with_parameters, with_resources
 
 __all__ = [
     "ASHAScheduler",
     "AsyncHyperBandScheduler",
     "BasicVariantGenerator",
+    "CLIReporter",
     "CSVLoggerCallback",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
+    "CombinedStopper",
     "ConcurrencyLimiter",
     "Domain",
     "FIFOScheduler",
@@ -89,9 +105,11 @@ __all__ = [
     "Searcher",
     "Stopper",
     "TBXLoggerCallback",
+    "TimeoutStopper",
     "Trainable",
     "Trial",
     "TrialError",
+    "TrialPlateauStopper",
     "TrialScheduler",
     "TuneConfig",
     "TuneContext",
@@ -103,6 +121,10 @@ __all__ = [
     "grid_search",
     "lograndint",
     "loguniform",
+    "qlograndint",
+    "qloguniform",
+    "qrandint",
+    "qrandn",
     "quniform",
     "randint",
     "randn",
@@ -110,4 +132,6 @@ __all__ = [
     "run",
     "sample_from",
     "uniform",
+    "with_parameters",
+    "with_resources",
 ]

@@ -93,3 +93,5 @@ class RunConfig:
     failure_config: FailureConfig = field(default_factory=FailureConfig)
     verbose: int = 1
     log_to_file: bool = False
+    #: What prints the progress table (a ``ProgressReporter`` such as ``CLIReporter``).
+    progress_reporter: Any = None

@@ -118,6 +118,8 @@ class Controller:
         self._blob_key = uuid.uuid4().hex
         self._idle: list[_Actor] = []
         self._running: dict[str, _Actor] = {}
+        #: Trials whose actors fail_fast killed: their end is a stop, not a failure.
+        self._interrupted: set[str] = set()
         self._used: dict[str, float] = {}
         self._total: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -420,8 +422,12 @@ class Controller:
             alive = False  # the run was interrupted (Ctrl-C): do not leave the actor behind
             raise
         except RuntimeBaseError as exc:
-            # The actor or its node died (or a call could not be made): not the trainable.
             alive = False
+            if trial.trial_id in self._interrupted:  # fail_fast stopped it: not a failure
+                trial.status = Status.TERMINATED
+                self._complete(trial)
+                return
+            # The actor or its node died (or a call could not be made): not the trainable.
             self._total = runtime.cluster_resources()  # a node may have gone with it
             self._failed(trial, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug in a scheduler, searcher or callback: end the run
@@ -511,6 +517,12 @@ class Controller:
         self._save_state(force=True)
         if self.failure_config.fail_fast:
             self._stop_all = True
+            # As Ray: the other running trials stop now, not at their next report.
+            for other_id, actor in list(self._running.items()):
+                if other_id != trial.trial_id:
+                    self._interrupted.add(other_id)
+                    with contextlib.suppress(RuntimeBaseError):
+                        runtime.kill(actor.handle)
             if self.failure_config.fail_fast == "raise":
                 self._fatal = TuneError(f"trial {trial.trial_id} failed:\n{error}")
 

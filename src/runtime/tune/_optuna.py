@@ -65,6 +65,10 @@ class OptunaSearch(Searcher):
         sampler: any ``optuna.samplers.BaseSampler``; TPE by default (seeded by ``seed``).
         seed: seed for the default TPE sampler.
         evaluated_rewards: rewards of ``points_to_evaluate`` already known (not re-run).
+        study_name: the optuna study's name ("optuna" by default, as in Ray).
+        storage: where the study keeps its trials: an ``optuna.storages.BaseStorage`` or a
+            database URL such as ``"sqlite:///tune.db"`` (in memory by default). A study of
+            that name already there is continued.
     """
 
     def __init__(
@@ -77,10 +81,20 @@ class OptunaSearch(Searcher):
         sampler: Any = None,
         seed: int | None = None,
         evaluated_rewards: list[float] | None = None,
+        study_name: str | None = None,
+        storage: Any = None,
     ):
         import optuna
 
         super().__init__(metric, mode)
+        if storage is not None and not isinstance(storage, str | optuna.storages.BaseStorage):
+            raise TypeError(
+                f"storage must be an optuna storage or a database URL, got {type(storage).__name__}"
+            )
+        if study_name is not None and not isinstance(study_name, str):
+            raise TypeError(f"study_name must be a str, got {study_name!r}")
+        self._study_name = study_name or "optuna"
+        self._storage = storage
         if sampler is not None and not isinstance(sampler, optuna.samplers.BaseSampler):
             raise TypeError(f"sampler must be an optuna sampler, got {type(sampler).__name__}")
         if evaluated_rewards is not None and len(evaluated_rewards) != len(
@@ -123,7 +137,13 @@ class OptunaSearch(Searcher):
         direction: Literal["maximize", "minimize"] = (
             "maximize" if self._mode == "max" else "minimize"
         )
-        self._study = optuna.create_study(sampler=self._sampler, direction=direction)
+        self._study = optuna.create_study(
+            sampler=self._sampler,
+            direction=direction,
+            study_name=self._study_name,
+            storage=self._storage,
+            load_if_exists=self._storage is not None,
+        )
         for i, point in enumerate(self._points):
             flat = {"/".join(p): v for p, v in leaves(point)}
             if self._evaluated_rewards is not None:

@@ -38,6 +38,74 @@ class Result:
             return pd.DataFrame()
         return pd.read_csv(path)
 
+    def get_best_checkpoint(self, metric: str, mode: str) -> Checkpoint | None:
+        """The kept checkpoint whose reported ``metric`` is best (``mode`` "min"/"max").
+
+        Returns None when the trial kept no checkpoint.
+
+        Raises:
+            ValueError: a bad mode, or no kept checkpoint came with ``metric``.
+        """
+        check_mode(mode)
+        if mode is None:
+            raise ValueError("get_best_checkpoint needs mode='min' or mode='max'")
+        if not self.best_checkpoints:
+            return None
+        scored = [
+            (float(m[metric]), c)
+            for c, m in self.best_checkpoints
+            if isinstance(m.get(metric), int | float) and not isinstance(m.get(metric), bool)
+        ]
+        if not scored:
+            raise ValueError(
+                f"no checkpoint of trial {self.trial_id or self.path} was reported with the "
+                f"metric {metric!r}"
+            )
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda item: item[0])[1]
+
+    @classmethod
+    def from_path(cls, path: str) -> Result:
+        """The result of the trial whose folder is ``path`` (read from the experiment's
+        state file beside it, or from the trial's own files).
+
+        Raises:
+            FileNotFoundError: ``path`` is not a trial folder.
+        """
+        import json
+
+        path = os.path.abspath(path)
+        state_file = os.path.join(os.path.dirname(path), "experiment_state.json")
+        if os.path.exists(state_file):
+            with open(state_file) as f:
+                state = json.load(f)
+            for entry in state.get("trials", []):
+                if os.path.abspath(entry.get("path", "")) == path:
+                    return cls.from_trial(Trial.from_state(entry))
+        params = os.path.join(path, "params.json")
+        if not os.path.exists(params):
+            raise FileNotFoundError(f"{path!r} is not a Tune trial folder (no params.json)")
+        with open(params) as f:
+            config = json.load(f)
+        metrics: dict[str, Any] = {}
+        result_file = os.path.join(path, "result.json")
+        if os.path.exists(result_file):
+            with open(result_file) as f:
+                lines = [ln for ln in f if ln.strip()]
+            if lines:
+                metrics = json.loads(lines[-1])
+        checkpoints = sorted(
+            os.path.join(path, d) for d in os.listdir(path) if d.startswith("checkpoint_")
+        )
+        return cls(
+            metrics=metrics,
+            config=config,
+            checkpoint=Checkpoint(checkpoints[-1]) if checkpoints else None,
+            path=path,
+            best_checkpoints=[(Checkpoint(c), {}) for c in checkpoints],
+            trial_id=str(metrics.get("trial_id", "")),
+        )
+
     @classmethod
     def from_trial(cls, trial: Trial) -> Result:
         return cls(
@@ -206,6 +274,78 @@ class ResultGrid:
     @property
     def results_df(self) -> Any:
         return self.get_dataframe()
+
+    # Ray's ExperimentAnalysis (what tune.run returns there), over the same trials
+
+    def _metric_mode(self, metric: str | None, mode: str | None) -> tuple[str, str]:
+        metric = metric or self._metric
+        mode = mode or self._mode
+        if not metric or not mode:
+            raise ValueError(
+                "pass metric= and mode= here or to tune.run/TuneConfig to pick the best trial"
+            )
+        check_mode(mode)
+        return metric, mode
+
+    def get_best_trial(
+        self,
+        metric: str | None = None,
+        mode: str | None = None,
+        scope: str = "last",
+        filter_nan_and_inf: bool = True,
+    ) -> Trial | None:
+        """The trial whose ``metric`` is best, or None when no trial reported it."""
+        metric, mode = self._metric_mode(metric, mode)
+        try:
+            best = self.get_best_result(metric, mode, scope, filter_nan_and_inf)
+        except MetricNotReportedError:
+            return None
+        return self._trials[self._results.index(best)]
+
+    def get_best_config(
+        self, metric: str | None = None, mode: str | None = None, scope: str = "last"
+    ) -> dict[str, Any] | None:
+        """The config of :meth:`get_best_trial`, or None."""
+        trial = self.get_best_trial(metric, mode, scope)
+        return None if trial is None else trial.config
+
+    def get_best_logdir(
+        self, metric: str | None = None, mode: str | None = None, scope: str = "last"
+    ) -> str | None:
+        """The folder of :meth:`get_best_trial`, or None."""
+        trial = self.get_best_trial(metric, mode, scope)
+        return None if trial is None else trial.path
+
+    def get_best_checkpoint(
+        self, trial: Trial, metric: str | None = None, mode: str | None = None
+    ) -> Checkpoint | None:
+        """The best checkpoint ``trial`` kept by ``metric``."""
+        metric, mode = self._metric_mode(metric, mode)
+        return self._results[self._trials.index(trial)].get_best_checkpoint(metric, mode)
+
+    @property
+    def best_trial(self) -> Trial:
+        """The best trial by the experiment's metric and mode.
+
+        Raises:
+            ValueError: no metric/mode was given to the experiment.
+            MetricNotReportedError: no trial reported the metric.
+        """
+        return self._trials[self._results.index(self._best())]
+
+    def dataframe(self, metric: str | None = None, mode: str | None = None) -> Any:
+        """One row per trial (pandas): each trial's last result, or with ``metric`` and
+        ``mode`` its best one."""
+        return self.get_dataframe(metric, mode)
+
+    def get_all_configs(self) -> dict[str, dict[str, Any]]:
+        """Each trial's folder mapped to its config."""
+        return {t.path: t.config for t in self._trials}
+
+    @property
+    def trial_dataframes(self) -> dict[str, Any]:
+        """Each trial's folder mapped to every result it reported (pandas)."""
+        return {r.path: r.metrics_dataframe for r in self._results}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

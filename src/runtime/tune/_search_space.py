@@ -71,6 +71,11 @@ class Integer(Domain):
             value = rng.randrange(self.lower, self.upper)
         if self.q is not None:
             value = int(round(value / self.q) * self.q)
+            # Stay inside the domain: the nearest multiple may fall just outside it.
+            if value < self.lower:
+                value += self.q
+            if value >= self.upper:
+                value -= self.q
         return value
 
 
@@ -89,15 +94,20 @@ class Categorical(Domain):
 
 
 class Normal(Domain):
-    """A float drawn from a normal distribution ``N(mean, sd)``."""
+    """A float drawn from a normal distribution ``N(mean, sd)``, optionally quantized."""
 
-    def __init__(self, mean: float = 0.0, sd: float = 1.0):
+    def __init__(self, mean: float = 0.0, sd: float = 1.0, *, q: float | None = None):
         if sd <= 0:
             raise ValueError(f"randn needs sd > 0, got {sd}")
-        self.mean, self.sd = float(mean), float(sd)
+        if q is not None and q <= 0:
+            raise ValueError(f"q must be > 0, got {q}")
+        self.mean, self.sd, self.q = float(mean), float(sd), q
 
     def sample(self, rng: random.Random, spec: Any = None) -> float:
-        return rng.gauss(self.mean, self.sd)
+        value = rng.gauss(self.mean, self.sd)
+        if self.q is not None:
+            value = round(value / self.q) * self.q
+        return float(value)
 
 
 class Function(Domain):
@@ -154,6 +164,35 @@ def lograndint(lower: int, upper: int) -> Integer:
 def randn(mean: float = 0.0, sd: float = 1.0) -> Normal:
     """A float drawn from ``N(mean, sd)``."""
     return Normal(mean, sd)
+
+
+def qrandn(mean: float, sd: float, q: float) -> Normal:
+    """A float drawn from ``N(mean, sd)`` and rounded to a multiple of ``q``."""
+    return Normal(mean, sd, q=q)
+
+
+def qloguniform(lower: float, upper: float, q: float) -> Float:
+    """A log-uniform float in ``[lower, upper)`` rounded to a multiple of ``q``."""
+    return Float(lower, upper, log=True, q=q)
+
+
+def qrandint(lower: int, upper: int, q: int = 1) -> Integer:
+    """An int in ``[lower, upper]`` (upper *included*, as Ray's ``qrandint``) that is a
+    multiple of ``q``."""
+    _check_q_int(q)
+    return Integer(lower, upper + 1, q=q)
+
+
+def qlograndint(lower: int, upper: int, q: int) -> Integer:
+    """An int in ``[lower, upper]`` (upper included, as in Ray) whose logarithm is
+    uniform, rounded to a multiple of ``q``."""
+    _check_q_int(q)
+    return Integer(lower, upper + 1, log=True, q=q)
+
+
+def _check_q_int(q: int) -> None:
+    if not isinstance(q, int) or isinstance(q, bool) or q < 1:
+        raise ValueError(f"q must be an int >= 1, got {q!r}")
 
 
 def choice(categories: Sequence[Any]) -> Categorical:

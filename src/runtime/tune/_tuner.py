@@ -42,6 +42,7 @@ from ._storage import (
     write_atomic,
 )
 from ._trial import Status, Trial
+from ._wrappers import attached_resources
 
 
 def _resolve_trainable(trainable: Any) -> tuple[Any, str, bool]:
@@ -111,6 +112,27 @@ def _needs_metric(plugin: Any, what: str, metric: str | None, mode: str | None) 
             )
 
 
+def _as_tune_run_config(rc: Any) -> Any:
+    """Tune's RunConfig for ``rc``: itself, or the same settings from Train's RunConfig
+    (``ray.air.RunConfig`` / ``ray.train.RunConfig``, which Ray's Tuner also takes)."""
+    if isinstance(rc, RunConfig) or not all(hasattr(rc, a) for a in ("name", "storage_path")):
+        return rc  # anything else is refused by the type check in Tuner
+    cc, fc = getattr(rc, "checkpoint_config", None), getattr(rc, "failure_config", None)
+    return RunConfig(
+        name=rc.name,
+        storage_path=rc.storage_path,
+        stop=getattr(rc, "stop", None),
+        callbacks=list(getattr(rc, "callbacks", None) or []) or None,
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=getattr(cc, "num_to_keep", None),
+            checkpoint_score_attribute=getattr(cc, "checkpoint_score_attribute", None),
+            checkpoint_score_order=getattr(cc, "checkpoint_score_order", "max"),
+        ),
+        failure_config=FailureConfig(max_failures=getattr(fc, "max_failures", 0)),
+        verbose=getattr(rc, "verbose", 1),
+    )
+
+
 class Tuner:
     """Tune a trainable over a search space.
 
@@ -137,10 +159,12 @@ class Tuner:
         _points_to_evaluate: list[dict[str, Any]] | None = None,
         _restored: dict[str, Any] | None = None,
     ):
+        if _resources is None:
+            _resources = attached_resources(trainable)
         self._trainable, self._name, self._is_class = _resolve_trainable(trainable)
         self.param_space = dict(param_space or {})
         self.tune_config = tune_config or TuneConfig()
-        self.run_config = run_config or RunConfig()
+        self.run_config = _as_tune_run_config(run_config) if run_config else RunConfig()
         if not isinstance(self.tune_config, TuneConfig):
             raise TypeError("tune_config must be a tune.TuneConfig")
         if not isinstance(self.run_config, RunConfig):
@@ -150,6 +174,7 @@ class Tuner:
         self._resume = _resume
         self._points = _points_to_evaluate
         self._restored = _restored
+        self._results: ResultGrid | None = None
 
     def with_resources(self, resources: dict[str, float] | PlacementGroupFactory) -> Tuner:
         self._resources = resource_request(resources)
@@ -196,7 +221,27 @@ class Tuner:
 
     def fit(self) -> ResultGrid:
         """Run every trial; the results (trials that failed are in ``errors``)."""
-        return self._run()
+        results = self._results = self._run()
+        return results
+
+    def get_results(self) -> ResultGrid:
+        """The results of this experiment without running it: those of the last ``fit``,
+        or, for a Tuner from :meth:`restore`, what its experiment folder holds.
+
+        Raises:
+            RuntimeError: the experiment has not run (no ``fit`` and nothing on disk).
+        """
+        if self._results is not None:
+            return self._results
+        rc = self.run_config
+        if rc.name:
+            storage = os.path.abspath(os.path.expanduser(rc.storage_path or default_storage_path()))
+            path = os.path.join(storage, rc.name)
+            state = load_state(path)
+            if state is not None:
+                trials = [Trial.from_state(entry) for entry in state["trials"]]
+                return ResultGrid(trials, path, self.tune_config.metric, self.tune_config.mode)
+        raise RuntimeError("no results yet: call fit() first (or Tuner.restore an experiment)")
 
     def _build(self) -> tuple[Controller, str]:
         tc, rc = self.tune_config, self.run_config
@@ -302,7 +347,19 @@ class Tuner:
                 and os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS") == "1"
             ):
                 callbacks.append(logger)
-        if rc.verbose:
+        reporter = rc.progress_reporter
+        if reporter is not None and not isinstance(reporter, ProgressReporter):
+            raise TypeError(
+                f"progress_reporter must be a tune.ProgressReporter (such as CLIReporter), "
+                f"got {type(reporter).__name__}"
+            )
+        if reporter is not None:
+            if reporter.metric is None:
+                reporter.metric = metric
+            if hasattr(reporter, "set_search_properties"):
+                reporter.set_search_properties(metric, mode)
+            callbacks.append(reporter)
+        elif rc.verbose:
             callbacks.append(ProgressReporter(metric=metric))
         controller = Controller(
             trainable=self._trainable,
@@ -400,6 +457,7 @@ def run(
     raise_on_failed_trial: bool = True,
     reuse_actors: bool = True,
     trial_dirname_creator: Callable[[Trial], str] | None = None,
+    progress_reporter: ProgressReporter | None = None,
 ) -> ResultGrid:
     """Run an experiment (Ray's classic API); returns its results.
 
@@ -433,6 +491,7 @@ def run(
             checkpoint_config=checkpoint_config or CheckpointConfig(),
             failure_config=failure_config or FailureConfig(max_failures=max_failures),
             verbose=verbose,
+            progress_reporter=progress_reporter,
         ),
         _resources=resources_per_trial,
         _resume=resume,

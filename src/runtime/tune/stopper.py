@@ -1,5 +1,17 @@
 """Ray's module path for stoppers: ``from runtime.tune.stopper import Stopper``."""
 
-from runtime.tune._stopper import MaximumIterationStopper, Stopper
+from runtime.tune._stopper import (
+    CombinedStopper,
+    MaximumIterationStopper,
+    Stopper,
+    TimeoutStopper,
+    TrialPlateauStopper,
+)
 
-__all__ = ["MaximumIterationStopper", "Stopper"]
+__all__ = [
+    "CombinedStopper",
+    "MaximumIterationStopper",
+    "Stopper",
+    "TimeoutStopper",
+    "TrialPlateauStopper",
+]

@@ -46,3 +46,30 @@ __all__ = [
     "placement_group_table",
     "remove_placement_group",
 ]
+
+# Ray's module layout and the helpers of ``ray.util`` built on the public API (the compat
+# layer, docs/compat.md). The submodule ``placement_group`` is imported here so that its
+# name in this package stays the function, as in Ray.
+from runtime.util import (  # noqa: F401 - imported so `runtime.util.queue` works, as in Ray
+    actor_pool,
+    queue,
+    scheduling_strategies,
+)
+from runtime.util._cluster_info import (
+    get_node_ip_address,
+    list_named_actors,
+)
+from runtime.util._placement_table import (  # noqa: F811 - also takes one group, as Ray's
+    placement_group_table,
+)
+from runtime.util._serializability import inspect_serializability
+
+# The function again, not the module (which mypy takes the name for).
+from runtime.util.placement_group import placement_group  # type: ignore[assignment]  # noqa: F811
+
+__all__ += [
+    "get_node_ip_address",
+    "inspect_serializability",
+    "list_named_actors",
+]
+__all__.sort()
