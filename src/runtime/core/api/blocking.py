@@ -34,9 +34,12 @@ def worker_or_init() -> Worker:
     """This process's worker, starting a local mesh first if none runs, as Ray does on the
     first ``.remote()``, ``put``, ``get``, ``wait`` or ``get_actor`` (unless
     ``RUNTIME_AUTO_INIT=0``, where the error that says to call ``runtime.init()`` stays)."""
-    if _refs.current_worker_or_none() is None and _auto_init is not None:
-        _auto_init()
-    return current_worker()
+    worker = _refs._worker  # the per-call path: one read, no call (get() runs at ~2M/s)
+    if worker is None:
+        if _auto_init is not None:
+            _auto_init()
+        return current_worker()
+    return worker  # type: ignore[return-value]  # the process's worker is the whole Worker
 
 
 def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
