@@ -141,6 +141,9 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
+    #: The call raised SystemExit (``sys.exit()``, ``actor.exit_actor()``): in an actor
+    #: method that ends the actor (see HostedActor.exited).
+    exited: bool = False
 
 
 class Answers:
@@ -235,6 +238,7 @@ def call_sync(
         del result
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
+        job.exited = isinstance(exc, SystemExit)
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
     finally:
         ctx.thread_id = 0
@@ -265,6 +269,7 @@ async def call_async(
             return p.TaskDone(job.task_id, error=task_error(err, label)), []
         raise
     except BaseException as exc:
+        job.exited = isinstance(exc, SystemExit)
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
 
 

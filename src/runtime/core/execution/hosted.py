@@ -88,6 +88,9 @@ class HostedActor:
         self.bundle: tuple[bytes, int] | None = None
         self.env: Prepared | None = None
         self.cls_name = spec.class_name
+        #: A method raised SystemExit (set on the actor's thread): the calls after it in the
+        #: same run of sync calls do not start; the loop then ends the actor (_exit).
+        self.exiting = False
         self.ctx = TaskContext(
             b"",
             f"{spec.class_name}.__init__",
@@ -264,16 +267,23 @@ class HostedActor:
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
+        if self.exiting:  # an earlier call ended the actor: _finish answers with its death
+            self.worker.inbox.post(self._sync_done, job, p.TaskDone(job.task_id), [])
+            return
         job.env = self.env
         ctx = job.ctx = TaskContext(
             job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
         )
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
+        if job.exited:
+            self.exiting = True
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
     def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         lane = job.lane or self.lane
         lane.running_sync -= 1
+        if job.exited:
+            self._exit(job)
         self._finish(job, done, bufs)
         if lane.mailbox and not lane.running_sync:
             self._pump(lane)
@@ -297,9 +307,26 @@ class HostedActor:
                 raise
             done, bufs = p.TaskDone(job.task_id), []  # _finish answers with the death
         lane.running_async -= 1
+        if job.exited:
+            job.atask = None  # this task ends by itself; stop() cancels the others
+            self._exit(job)
         self._finish(job, done, bufs)
         if lane.mailbox:
             self._pump(lane)
+
+    def _exit(self, job: Job) -> None:
+        """A method raised SystemExit (``sys.exit()``, ``runtime.actor.exit_actor()``): the
+        actor ends for good, as in Ray: that call and every later one fail with
+        ActorDiedError, and the head marks it dead without restarting it."""
+        if self.state == DEAD:
+            return
+        name = self.spec.class_name
+        self.death = ser.system_error_value(
+            ActorDiedError,
+            f"actor {name} exited: its method {job.name} called sys.exit() or exit_actor() "
+            "(an intended exit; the actor is not restarted)",
+        )
+        self.stop(f"the actor exited in {name}.{job.name} (sys.exit or exit_actor)")
 
     def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         if self.state == DEAD:

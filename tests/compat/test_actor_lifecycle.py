@@ -1,0 +1,88 @@
+"""Ray's actor lifecycle on this runtime: ``sys.exit()`` in a method ends the actor,
+``async def __init__`` is awaited before any call runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import runtime
+from runtime import exceptions as exc
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def mesh2() -> Iterator[None]:
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
+@runtime.remote(max_restarts=3)
+class Quitter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def ping(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    def quit(self) -> None:
+        sys.exit(0)
+
+
+@runtime.remote(max_restarts=3)
+class AsyncQuitter:
+    async def ping(self) -> str:
+        return "pong"
+
+    async def quit(self) -> None:
+        from runtime.actor import exit_actor
+
+        await asyncio.sleep(0)
+        exit_actor()
+
+
+def test_sys_exit_in_a_method_ends_the_actor_without_restart(mesh2: None) -> None:
+    q = Quitter.remote()
+    assert runtime.get(q.ping.remote(), timeout=30) == 1
+    with pytest.raises(exc.ActorDiedError, match="exited"):
+        runtime.get(q.quit.remote(), timeout=30)
+    # max_restarts=3, yet an intended exit is final: later calls fail, no fresh instance.
+    with pytest.raises(exc.RayActorError, match="exited"):
+        runtime.get(q.ping.remote(), timeout=30)
+
+
+def test_calls_queued_behind_sys_exit_fail_with_actor_died(mesh2: None) -> None:
+    q = Quitter.remote()
+    runtime.get(q.ping.remote(), timeout=30)
+    refs = [q.quit.remote(), q.ping.remote(), q.ping.remote()]
+    for ref in refs:
+        with pytest.raises(exc.ActorDiedError):
+            runtime.get(ref, timeout=30)
+
+
+def test_exit_actor_in_an_async_method_ends_the_actor(mesh2: None) -> None:
+    q = AsyncQuitter.remote()
+    assert runtime.get(q.ping.remote(), timeout=30) == "pong"
+    with pytest.raises(exc.ActorDiedError, match="exited"):
+        runtime.get(q.quit.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError):
+        runtime.get(q.ping.remote(), timeout=30)
+
+
+@runtime.remote
+def exits_in_a_task() -> None:
+    sys.exit(3)
+
+
+def test_sys_exit_in_a_task_fails_that_task_only(mesh2: None) -> None:
+    with pytest.raises(exc.TaskError):
+        runtime.get(exits_in_a_task.remote(), timeout=30)
+    assert runtime.get(runtime.remote(lambda: 5).remote(), timeout=30) == 5
