@@ -86,3 +86,41 @@ def test_sys_exit_in_a_task_fails_that_task_only(mesh2: None) -> None:
     with pytest.raises(exc.TaskError):
         runtime.get(exits_in_a_task.remote(), timeout=30)
     assert runtime.get(runtime.remote(lambda: 5).remote(), timeout=30) == 5
+
+
+@runtime.remote
+class AsyncInit:
+    async def __init__(self, start: int) -> None:
+        await asyncio.sleep(0.05)  # a call that ran before this finished would see no value
+        self.value = start
+        self.loop = asyncio.get_running_loop()
+
+    async def get(self) -> int:
+        assert asyncio.get_running_loop() is self.loop
+        return self.value
+
+    async def actor_id(self) -> str | None:
+        return runtime.get_runtime_context().get_actor_id()
+
+
+@runtime.remote
+class AsyncInitFails:
+    async def __init__(self) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("no database")
+
+    async def get(self) -> int:
+        return 1
+
+
+def test_async_init_is_awaited_on_the_node_loop_before_any_call(mesh2: None) -> None:
+    a = AsyncInit.remote(41)
+    refs = [a.get.remote() for _ in range(3)]
+    assert runtime.get(refs, timeout=30) == [41, 41, 41]
+    assert runtime.get(a.actor_id.remote(), timeout=30) == a._actor_id.hex()
+
+
+def test_an_async_init_that_raises_fails_the_calls_with_its_error(mesh2: None) -> None:
+    a = AsyncInitFails.remote()
+    with pytest.raises(exc.TaskError, match="no database"):  # as a sync constructor
+        runtime.get(a.get.remote(), timeout=30)

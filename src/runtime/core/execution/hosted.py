@@ -5,6 +5,7 @@ and the order it runs calls in (arrival order per caller).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -132,13 +133,35 @@ class HostedActor:
                     self.cls = ser.loads_function(self.spec.cls_blob)
                     self.executor.classes[self.spec.cls_id] = self.cls
                 args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
-                instance = self.cls(*args, **kwargs)
+                cls = self.cls
+                if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                    # Ray's async actors may have `async def __init__`: make the instance
+                    # here, await its constructor on the loop before any call runs.
+                    new = cls.__new__
+                    instance = new(cls) if new is object.__new__ else new(cls, *args, **kwargs)
+                    init = instance.__init__(*args, **kwargs)
+                    self.worker.inbox.post(self.worker.spawn, self._construct_async(instance, init))
+                    return
+                instance = cls(*args, **kwargs)
             error = None
         except BaseException as exc:
             instance, error = None, task_error(exc, f"{self.spec.class_name}.__init__")
         finally:
             current_task.reset(token)
         self.worker.inbox.post(self._constructed, instance, error)
+
+    async def _construct_async(self, instance: Any, init: Any) -> None:
+        """Await an ``async def __init__`` (loop), then take calls."""
+        current_task.set(self.ctx)  # this coroutine runs in a task of its own
+        error = None
+        try:
+            with env_applied(self.worker, self.env):
+                await init
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            instance, error = None, task_error(exc, f"{self.spec.class_name}.__init__")
+        self._constructed(instance, error)
 
     def _constructed(self, instance: Any, error: p.Value | None) -> None:
         if self.state == DEAD:
