@@ -25,9 +25,9 @@ def test_runtime_util_exports_the_documented_names() -> None:
     assert sorted(runtime.util.__all__) == runtime.util.__all__
     assert set(runtime.util.__all__) == {
         "ActorPool", "Empty", "Full", "NodeAffinitySchedulingStrategy", "PlacementGroup",
-        "PlacementGroupSchedulingStrategy", "Queue", "get_node_ip_address",
-        "get_placement_group", "inspect_serializability", "list_named_actors",
-        "placement_group", "placement_group_table", "remove_placement_group",
+        "PlacementGroupSchedulingStrategy", "Queue", "get_current_placement_group",
+        "get_node_ip_address", "get_placement_group", "inspect_serializability",
+        "list_named_actors", "placement_group", "placement_group_table", "remove_placement_group",
     }  # fmt: skip
     for name in runtime.util.__all__:
         assert getattr(runtime.util, name).__doc__, f"runtime.util.{name} has no docstring"

@@ -124,3 +124,39 @@ def test_an_async_init_that_raises_fails_the_calls_with_its_error(mesh2: None) -
     a = AsyncInitFails.remote()
     with pytest.raises(exc.TaskError, match="no database"):  # as a sync constructor
         runtime.get(a.get.remote(), timeout=30)
+
+
+@runtime.remote(num_cpus=1)
+def current_group() -> tuple[str | None, str | None]:
+    from runtime import util
+
+    pg = util.get_current_placement_group()
+    return (pg.id if pg else None), runtime.get_runtime_context().get_placement_group_id()
+
+
+@runtime.remote(num_cpus=1)
+class InGroup:
+    def where(self) -> tuple[str | None, int]:
+        from runtime import util
+
+        pg = util.get_current_placement_group()
+        return (pg.id if pg else None), (pg.bundle_count if pg else 0)
+
+
+def test_get_current_placement_group_is_the_group_a_task_or_actor_runs_in(mesh2: None) -> None:
+    from runtime import util
+    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    assert util.get_current_placement_group() is None  # the driver
+    assert runtime.get(current_group.remote(), timeout=30) == (None, None)
+    pg = util.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK")
+    assert pg.wait(30)
+    try:
+        in_pg = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
+        task = current_group.options(scheduling_strategy=in_pg).remote()
+        assert runtime.get(task, timeout=30) == (pg.id, pg.id)
+        actor = InGroup.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
+        assert runtime.get(actor.where.remote(), timeout=30) == (pg.id, 2)
+        runtime.kill(actor)
+    finally:
+        util.remove_placement_group(pg)

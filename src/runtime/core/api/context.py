@@ -63,6 +63,12 @@ class RuntimeContext:
             return {}
         return {k: v for k, v in hosted.spec.resources.items() if v}
 
+    def get_placement_group_id(self) -> str | None:
+        """The id (hex) of the placement group the running task or actor is placed in; None
+        outside any group (Ray's ``RuntimeContext.get_placement_group_id``)."""
+        ctx = current_task.get()
+        return ctx.bundle[0].hex() if ctx is not None and ctx.bundle is not None else None
+
     def is_cancelled(self) -> bool:
         """True once ``runtime.cancel`` reached the running task or actor call.
 

@@ -101,6 +101,7 @@ class HostedActor:
         )
 
     def start(self) -> None:
+        self.ctx.bundle = self.bundle
         if self.spec.args.refs or self.spec.runtime_env:
             self.worker.spawn(self._resolve_then_construct())
         else:
@@ -295,7 +296,12 @@ class HostedActor:
             return
         job.env = self.env
         ctx = job.ctx = TaskContext(
-            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+            job.task_id,
+            job.name,
+            self.spec.actor_id,
+            self.spec.name,
+            actor_class=self.cls_name,
+            bundle=self.bundle,
         )
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         if job.exited:
@@ -314,7 +320,12 @@ class HostedActor:
     async def _run_async(self, job: Job) -> None:
         job.env = self.env
         ctx = job.ctx = TaskContext(
-            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+            job.task_id,
+            job.name,
+            self.spec.actor_id,
+            self.spec.name,
+            actor_class=self.cls_name,
+            bundle=self.bundle,
         )
         lane = job.lane or self.lane
         lane.async_starting -= 1
