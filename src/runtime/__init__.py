@@ -71,8 +71,8 @@ __all__ = [
     "wait",
 ]
 
-# Ray's DAG API: ``.bind()`` on remote functions, actor classes and actor methods, and
-# ``runtime.dag`` (InputNode, MultiOutputNode, ``.execute()``); see docs/compat.md.
+# Ray's DAG API: ``runtime.dag`` (InputNode, MultiOutputNode, ``.execute()``); the ``.bind()``
+# of remote functions, actor classes and actor methods makes its nodes; see docs/compat.md.
 from runtime import dag
 
 __all__ += ["dag"]

@@ -12,7 +12,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -38,6 +38,9 @@ from .options import (
     strategy_option,
     window_option,
 )
+
+if TYPE_CHECKING:  # the DAG nodes ``.bind()`` makes (runtime.dag, built on this API)
+    from runtime.dag._node import ClassMethodNode, ClassNode, FunctionNode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -163,6 +166,13 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         other._configure()
         return other
 
+    def bind(self, *args: Any, **kwargs: Any) -> FunctionNode:
+        """A DAG node calling this function with these arguments, run by ``.execute()``
+        (Ray's ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
         worker = worker_or_init()
@@ -261,6 +271,13 @@ class ActorClass(_Pickled, Generic[T]):
             if self._blob is None:
                 self._blob = ser.dumps_function(self._cls)
             return self._blob
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
+        """A DAG node creating this actor with these arguments when the graph runs; its
+        methods bind as ``node.method.bind(...)`` (Ray's ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         """Create the actor; returns a handle at once (calls wait until it is placed)."""
@@ -415,6 +432,13 @@ class ActorMethod(Generic[P, R]):
         return m
 
     _window = DEFAULT_WINDOW
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
+        """A DAG node calling this method of a live actor with these arguments (Ray's
+        ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import ClassMethodNode
+
+        return ClassMethodNode(self, self._name, args, kwargs)
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""
