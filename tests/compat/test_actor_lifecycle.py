@@ -160,3 +160,32 @@ def test_get_current_placement_group_is_the_group_a_task_or_actor_runs_in(mesh2:
         runtime.kill(actor)
     finally:
         util.remove_placement_group(pg)
+
+
+@runtime.remote
+class Sleeper:
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def sleep(self) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "cancelled inside"
+        return "slept"
+
+    async def wait_started(self) -> bool:
+        await self.started.wait()
+        return True
+
+
+def test_a_cancelled_async_actor_call_raises_what_ray_task_error_catches(mesh2: None) -> None:
+    s = Sleeper.remote()
+    ref = s.sleep.remote()
+    assert runtime.get(s.wait_started.remote(), timeout=30)
+    runtime.cancel(ref)
+    with pytest.raises(exc.RayTaskError) as info:
+        runtime.get(ref, timeout=30)
+    assert isinstance(info.value, exc.TaskCancelledError)  # Ray's name for it still catches
+    assert "was cancelled" in str(info.value)
