@@ -189,3 +189,17 @@ def test_a_cancelled_async_actor_call_raises_what_ray_task_error_catches(mesh2: 
         runtime.get(ref, timeout=30)
     assert isinstance(info.value, exc.TaskCancelledError)  # Ray's name for it still catches
     assert "was cancelled" in str(info.value)
+
+
+def test_method_accepts_enable_task_events_with_a_one_time_warning(mesh2: None) -> None:
+    with pytest.warns(UserWarning, match="enable_task_events"):
+
+        @runtime.remote
+        class Quiet:
+            @runtime.method(enable_task_events=False)
+            def foo(self) -> int:
+                return 1
+
+    assert runtime.get(Quiet.remote().foo.remote(), timeout=30) == 1
+    with pytest.raises(TypeError):
+        runtime.method(no_such_option=1)  # type: ignore[call-arg]

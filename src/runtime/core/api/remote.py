@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -213,11 +214,27 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         return f"RemoteFunction({self._name})"
 
 
+_warned_task_events: list[bool] = []
+
+
 def method(
-    *, num_returns: int | str = 1, concurrency_group: str | None = None
+    *,
+    num_returns: int | str = 1,
+    concurrency_group: str | None = None,
+    enable_task_events: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an actor method with call options (``num_returns``, ``"streaming"``)."""
+    """Decorate an actor method with call options (``num_returns``, ``"streaming"``,
+    ``concurrency_group``). ``enable_task_events=False`` (Ray: keep the method's calls out of
+    the task events) is accepted with a one-time warning: calls are always listed here."""
     n = num_returns_option(num_returns)
+    if not enable_task_events and not _warned_task_events:
+        _warned_task_events.append(True)
+        warnings.warn(
+            "runtime.method(enable_task_events=False) is accepted for Ray compatibility and "
+            "has no effect here: every call is listed by the state API",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
