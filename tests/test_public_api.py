@@ -9,9 +9,9 @@ import runtime.exceptions
 def test_runtime_exports_the_documented_core_api() -> None:
     assert sorted(runtime.__all__) == runtime.__all__
     assert set(runtime.__all__) == {
-        "ActorClass", "ActorHandle", "ActorMethod", "Cluster", "ObjectRef", "ObjectRefGenerator",
-        "RemoteFunction", "RuntimeContext", "available_resources", "cancel", "cluster_resources",
-        "connect", "dag", "exceptions",
+        "ActorClass", "ActorHandle", "ActorMethod", "Cluster", "DynamicObjectRefGenerator",
+        "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "RuntimeContext",
+        "available_resources", "cancel", "cluster_resources", "connect", "dag", "exceptions",
         "get", "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method",
         "nodes", "put", "remote", "shutdown", "wait",
     }  # fmt: skip

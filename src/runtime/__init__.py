@@ -16,6 +16,7 @@ Example::
 
 from runtime import exceptions
 from runtime.core.api.context import RuntimeContext, get_runtime_context
+from runtime.core.api.dynamic import DynamicObjectRefGenerator
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
@@ -48,6 +49,7 @@ __all__ = [
     "ActorHandle",
     "ActorMethod",
     "Cluster",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",

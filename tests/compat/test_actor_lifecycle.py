@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -203,3 +204,53 @@ def test_method_accepts_enable_task_events_with_a_one_time_warning(mesh2: None) 
     assert runtime.get(Quiet.remote().foo.remote(), timeout=30) == 1
     with pytest.raises(TypeError):
         runtime.method(no_such_option=1)  # type: ignore[call-arg]
+
+
+@runtime.remote(num_returns="dynamic")
+def split(values: list[int], size: int) -> Any:
+    while values:
+        yield values[:size]
+        values = values[size:]
+
+
+@runtime.remote
+def total(chunks: runtime.DynamicObjectRefGenerator) -> int:
+    return sum(sum(runtime.get(ref)) for ref in chunks)
+
+
+@runtime.remote
+def fails_after_two() -> Any:
+    yield 0
+    yield 1
+    raise KeyError("gone")
+
+
+def test_a_dynamic_generator_task_gives_one_ref_to_the_refs_of_its_values(mesh2: None) -> None:
+    ref = split.remote(list(range(10)), 4)
+    assert isinstance(ref, runtime.ObjectRef)
+    gen = runtime.get(ref, timeout=30)
+    assert isinstance(gen, runtime.DynamicObjectRefGenerator) and len(gen) == 3
+    assert [runtime.get(r, timeout=30) for r in gen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert runtime.get(total.remote(ref), timeout=30) == 45  # its ref passes to a task
+    assert runtime.get(total.remote(gen), timeout=30) == 45  # and so does the generator
+
+
+def test_a_dynamic_generator_stores_its_error_in_a_final_ref(mesh2: None) -> None:
+    first, second, last = runtime.get(
+        fails_after_two.options(num_returns="dynamic").remote(), timeout=30
+    )
+    assert runtime.get([first, second], timeout=30) == [0, 1]
+    with pytest.raises(KeyError):
+        runtime.get(last, timeout=30)
+    # num_returns=2 takes the first two items; the error after them only goes to the log.
+    assert [runtime.get(r) for r in fails_after_two.options(num_returns=2).remote()] == [0, 1]
+
+
+def test_a_generator_with_num_returns_n_that_raises_fills_the_rest_with_its_error(
+    mesh2: None,
+) -> None:
+    refs = fails_after_two.options(num_returns=4).remote()
+    assert runtime.get(refs[:2], timeout=30) == [0, 1]
+    for ref in refs[2:]:
+        with pytest.raises(KeyError):
+            runtime.get(ref, timeout=30)

@@ -28,6 +28,7 @@ from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamSta
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
+from .dynamic import DynamicReturns
 from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
@@ -107,6 +108,8 @@ class _Pickled:
 class RemoteFunction(_Pickled, Generic[P, R]):
     """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
 
+    _dynamic = False  # num_returns="dynamic": the task runs DynamicReturns(fn)
+
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         check_options(options, TASK_OPTIONS, "a remote function")
         self._fn = fn
@@ -126,7 +129,15 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
         )
         n = o.get("num_returns")
-        self._num_returns = default_num_returns(self._fn) if n is None else num_returns_option(n)
+        dynamic = n == "dynamic"  # Ray's: one ref to a DynamicObjectRefGenerator (api.dynamic)
+        if dynamic != getattr(self, "_dynamic", False):  # another function runs: its own id
+            self._fn_id, self._blob, self._dynamic = os.urandom(12), None, dynamic
+        if dynamic:
+            self._num_returns = 1
+        else:
+            self._num_returns = (
+                default_num_returns(self._fn) if n is None else num_returns_option(n)
+            )
         self._window = window_option(o)
         retries = o.get("max_retries", 3)
         if not isinstance(retries, int) or retries < -1:
@@ -148,7 +159,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         if blob is None:
             with self._lock:
                 if self._blob is None:
-                    self._blob = ser.dumps_function(self._fn)
+                    fn = DynamicReturns(self._fn) if self._dynamic else self._fn
+                    self._blob = ser.dumps_function(fn)
                 blob = self._blob
         return blob
 
