@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +27,7 @@ def mesh2() -> Iterator[None]:
         runtime.shutdown()
 
 
-@runtime.remote(max_restarts=3)
+@runtime.remote
 class Quitter:
     def __init__(self) -> None:
         self.calls = 0
@@ -36,6 +38,23 @@ class Quitter:
 
     def quit(self) -> None:
         sys.exit(0)
+
+
+@runtime.remote(max_restarts=2, max_task_retries=-1)
+class Phoenix:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.calls = 0
+
+    def ping(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    def crash_once(self) -> str:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            sys.exit(1)
+        return "ran again on a fresh instance"
 
 
 @runtime.remote(max_restarts=3)
@@ -50,13 +69,44 @@ class AsyncQuitter:
         exit_actor()
 
 
-def test_sys_exit_in_a_method_ends_the_actor_without_restart(mesh2: None) -> None:
+def test_sys_exit_in_a_method_ends_an_actor_without_restarts(mesh2: None) -> None:
     q = Quitter.remote()
     assert runtime.get(q.ping.remote(), timeout=30) == 1
     with pytest.raises(exc.ActorDiedError, match="exited"):
         runtime.get(q.quit.remote(), timeout=30)
-    # max_restarts=3, yet an intended exit is final: later calls fail, no fresh instance.
     with pytest.raises(exc.RayActorError, match="exited"):
+        runtime.get(q.ping.remote(), timeout=30)
+
+
+def test_sys_exit_restarts_an_actor_with_restarts_left_and_retries_the_call(
+    mesh2: None, tmp_path: pathlib.Path
+) -> None:
+    # As in Ray, sys.exit() is the actor's process ending: max_restarts brings it back and
+    # max_task_retries sends the call again, to the fresh instance.
+    a = Phoenix.remote(str(tmp_path / "crashed"))
+    assert runtime.get([a.ping.remote(), a.ping.remote()], timeout=30) == [1, 2]
+    assert runtime.get(a.crash_once.remote(), timeout=60) == "ran again on a fresh instance"
+    assert runtime.get(a.ping.remote(), timeout=30) == 1  # a fresh instance
+    runtime.kill(a)
+
+
+@runtime.remote(max_restarts=3)
+class Leaver:
+    def ping(self) -> str:
+        return "here"
+
+    def leave(self) -> None:
+        from runtime.actor import exit_actor
+
+        exit_actor()
+
+
+def test_exit_actor_ends_an_actor_for_good_whatever_its_max_restarts(mesh2: None) -> None:
+    q = Leaver.remote()
+    assert runtime.get(q.ping.remote(), timeout=30) == "here"
+    with pytest.raises(exc.ActorDiedError, match="exit_actor"):
+        runtime.get(q.leave.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError, match="exit_actor"):
         runtime.get(q.ping.remote(), timeout=30)
 
 

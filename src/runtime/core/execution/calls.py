@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from ..control.head import Head
 
 
+class ActorExit(SystemExit):
+    """What ``runtime.actor.exit_actor()`` raises: the actor's intended exit (no restart).
+
+    A plain ``sys.exit()`` in an actor method ends the actor as its process ending would in
+    Ray: it restarts if ``max_restarts`` allows."""
+
+
 class EnvSource(Protocol):
     """Where the runtime environments of a node are prepared (its executor)."""
 
@@ -141,9 +148,9 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
-    #: The call raised SystemExit (``sys.exit()``, ``actor.exit_actor()``): in an actor
-    #: method that ends the actor (see HostedActor.exited).
-    exited: bool = False
+    #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
+    #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
+    exit: SystemExit | None = None
 
 
 class Answers:
@@ -277,7 +284,7 @@ def call_sync(
         del result
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
-        job.exited = isinstance(exc, SystemExit)
+        job.exit = exc if isinstance(exc, SystemExit) else None
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
     finally:
         ctx.thread_id = 0
@@ -308,7 +315,7 @@ async def call_async(
             return p.TaskDone(job.task_id, error=task_error(err, label)), []
         raise
     except BaseException as exc:
-        job.exited = isinstance(exc, SystemExit)
+        job.exit = exc if isinstance(exc, SystemExit) else None
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
 
 
@@ -442,6 +449,7 @@ __all__ = [
     "MAX_ANSWERED",
     "MAX_SPILLS",
     "MAX_TOMBSTONES",
+    "ActorExit",
     "Answers",
     "EnvSource",
     "ExecutionHost",

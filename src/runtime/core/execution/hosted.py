@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..common.context import TaskContext, current_task
 from ..common.exceptions import (
     ActorDiedError,
+    ActorUnavailableError,
     PendingCallsLimitExceeded,
 )
 from ..objects import serialization as ser
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 
 from .calls import (
+    ActorExit,
     Answers,
     ExecutionHost,
     Job,
@@ -291,8 +293,8 @@ class HostedActor:
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
-        if self.exiting:  # an earlier call ended the actor: _finish answers with its death
-            self.worker.inbox.post(self._sync_done, job, p.TaskDone(job.task_id), [])
+        if self.exiting:  # an earlier call ended the actor: this one does not run
+            self.worker.inbox.post(self._sync_done, job, None, [])
             return
         job.env = self.env
         ctx = job.ctx = TaskContext(
@@ -304,15 +306,17 @@ class HostedActor:
             bundle=self.bundle,
         )
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
-        if job.exited:
+        if job.exit is not None:
             self.exiting = True
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
-    def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+    def _sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         lane = job.lane or self.lane
         lane.running_sync -= 1
-        if job.exited:
-            self._exit(job)
+        if done is None:  # did not run: the actor ended (or restarts: then it is resent)
+            done = p.TaskDone(job.task_id, error=self._death_value())
+        elif job.exit is not None:
+            done = self._exit(job, done)
         self._finish(job, done, bufs)
         if lane.mailbox and not lane.running_sync:
             self._pump(lane)
@@ -341,26 +345,55 @@ class HostedActor:
                 raise
             done, bufs = p.TaskDone(job.task_id), []  # _finish answers with the death
         lane.running_async -= 1
-        if job.exited:
+        if job.exit is not None:
             job.atask = None  # this task ends by itself; stop() cancels the others
-            self._exit(job)
+            done = self._exit(job, done)
         self._finish(job, done, bufs)
         if lane.mailbox:
             self._pump(lane)
 
-    def _exit(self, job: Job) -> None:
-        """A method raised SystemExit (``sys.exit()``, ``runtime.actor.exit_actor()``): the
-        actor ends for good, as in Ray: that call and every later one fail with
-        ActorDiedError, and the head marks it dead without restarting it."""
+    def _exit(self, job: Job, done: p.TaskDone) -> p.TaskDone:
+        """A method raised SystemExit; returns the answer of that call (loop).
+
+        ``exit_actor()`` (ActorExit), or ``sys.exit()`` with ``max_restarts=0``: the actor
+        ends for good, as in Ray; that call and every later one fail with ActorDiedError.
+        ``sys.exit()`` when it may restart: as in Ray when its process exits, the head
+        restarts it (then stops this instance); calls not run yet go to the next instance,
+        and so does this one if ``max_task_retries`` allows.
+        """
         if self.state == DEAD:
-            return
-        name = self.spec.class_name
+            return done
+        name, spec = self.spec.class_name, self.spec
+        if isinstance(job.exit, ActorExit) or spec.max_restarts == 0:
+            how = "exit_actor()" if isinstance(job.exit, ActorExit) else "sys.exit()"
+            self.death = ser.system_error_value(
+                ActorDiedError,
+                f"actor {name} exited: its method {job.name} called {how} (the actor is "
+                "not restarted)",
+            )
+            self.stop(f"the actor exited in {name}.{job.name} ({how})")
+            return done
+        self.state = STARTING  # no call starts here any more; the head's restart stops it
+        self.restarting = True
         self.death = ser.system_error_value(
-            ActorDiedError,
-            f"actor {name} exited: its method {job.name} called sys.exit() or exit_actor() "
-            "(an intended exit; the actor is not restarted)",
+            ActorUnavailableError, f"actor {name} is restarting (sys.exit() in {job.name})"
         )
-        self.stop(f"the actor exited in {name}.{job.name} (sys.exit or exit_actor)")
+        msg = p.KillActor(0, spec.actor_id, no_restart=False, reason=f"sys.exit() in {job.name}")
+        worker = self.worker
+        if worker.head is not None:
+            worker.spawn(worker.head.handle_local(msg))
+        elif (conn := worker.head_conn) is not None:
+            conn.send(msg)  # its Reply (rid 0) is dropped
+        if spec.max_task_retries != 0:
+            return p.TaskDone(job.task_id, error=self.death)  # the caller sends it again
+        return p.TaskDone(
+            job.task_id,
+            error=ser.system_error_value(
+                ActorDiedError,
+                f"actor {name} exited: {job.name} called sys.exit(); it restarts "
+                "(max_task_retries=0: this call is not retried)",
+            ),
+        )
 
     def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         if self.state == DEAD:
