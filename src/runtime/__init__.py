@@ -17,12 +17,12 @@ Example::
 from runtime import exceptions
 from runtime.core.api.context import RuntimeContext, get_runtime_context
 from runtime.core.api.dynamic import DynamicObjectRefGenerator
+from runtime.core.api.methods import method
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
     ActorMethod,
     RemoteFunction,
-    method,
     remote,
 )
 from runtime.core.api.session import (

@@ -304,3 +304,15 @@ def test_a_generator_with_num_returns_n_that_raises_fills_the_rest_with_its_erro
     for ref in refs[2:]:
         with pytest.raises(KeyError):
             runtime.get(ref, timeout=30)
+
+
+def test_actor_method_options_warn_about_rays_call_options_and_refuse_unknown_ones(
+    mesh2: None,
+) -> None:
+    q = Quitter.remote()
+    with pytest.warns(UserWarning, match="max_task_retries"):
+        ping = q.ping.options(max_task_retries=3)
+    assert runtime.get(ping.remote(), timeout=30) == 1
+    with pytest.raises(TypeError, match="no_such_option"):
+        q.ping.options(no_such_option=1)
+    runtime.kill(q)

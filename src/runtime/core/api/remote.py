@@ -11,7 +11,6 @@ import functools
 import inspect
 import os
 import threading
-import warnings
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -29,6 +28,7 @@ from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
 from .dynamic import DynamicReturns
+from .methods import check_call_options
 from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
@@ -226,37 +226,6 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         return f"RemoteFunction({self._name})"
 
 
-_warned_task_events: list[bool] = []
-
-
-def method(
-    *,
-    num_returns: int | str = 1,
-    concurrency_group: str | None = None,
-    enable_task_events: bool = True,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an actor method with call options (``num_returns``, ``"streaming"``,
-    ``concurrency_group``). ``enable_task_events=False`` (Ray: keep the method's calls out of
-    the task events) is accepted with a one-time warning: calls are always listed here."""
-    n = num_returns_option(num_returns)
-    if not enable_task_events and not _warned_task_events:
-        _warned_task_events.append(True)
-        warnings.warn(
-            "runtime.method(enable_task_events=False) is accepted for Ray compatibility and "
-            "has no effect here: every call is listed by the state API",
-            UserWarning,
-            stacklevel=2,
-        )
-
-    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
-        fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
-        if concurrency_group is not None:
-            fn.__runtime_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
-        return fn
-
-    return wrap
-
-
 class ActorClass(_Pickled, Generic[T]):
     """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
 
@@ -448,8 +417,13 @@ class ActorMethod(Generic[P, R]):
         *,
         num_returns: int | str | None = None,
         _generator_backpressure_num_objects: int | None = None,
-        **_: Any,
+        **ignored: Any,
     ) -> ActorMethod[P, R]:
+        """This method with other call options: ``num_returns``,
+        ``_generator_backpressure_num_objects``. Ray's other per-call options are accepted
+        with a one-time warning saying what is done instead; unknown ones raise TypeError."""
+        if ignored:
+            check_call_options(self._name, ignored)
         m: ActorMethod[P, R] = ActorMethod.__new__(ActorMethod)
         m.__dict__.update(self.__dict__)
         if num_returns is not None:
