@@ -316,3 +316,23 @@ def test_actor_method_options_warn_about_rays_call_options_and_refuse_unknown_on
     with pytest.raises(TypeError, match="no_such_option"):
         q.ping.options(no_such_option=1)
     runtime.kill(q)
+
+
+@runtime.remote(max_restarts=1)
+class OneLife:
+    def ping(self) -> str:
+        return "here"
+
+    def quit(self) -> None:
+        sys.exit(1)
+
+
+def test_sys_exit_with_no_restarts_left_ends_the_actor(mesh2: None) -> None:
+    a = OneLife.remote()
+    with pytest.raises(exc.ActorDiedError, match="not retried"):  # max_task_retries=0
+        runtime.get(a.quit.remote(), timeout=30)
+    assert runtime.get(a.ping.remote(), timeout=60) == "here"  # restarted once
+    with pytest.raises(exc.ActorDiedError):
+        runtime.get(a.quit.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError, match="no restarts left"):
+        runtime.get(a.ping.remote(), timeout=60)
