@@ -9,9 +9,9 @@ import runtime.exceptions
 def test_runtime_exports_the_documented_core_api() -> None:
     assert sorted(runtime.__all__) == runtime.__all__
     assert set(runtime.__all__) == {
-        "ActorClass", "ActorHandle", "ActorMethod", "Cluster", "ObjectRef", "ObjectRefGenerator",
-        "RemoteFunction", "RuntimeContext", "available_resources", "cancel", "cluster_resources",
-        "connect", "dag", "exceptions",
+        "ActorClass", "ActorHandle", "ActorMethod", "Cluster", "DynamicObjectRefGenerator",
+        "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "RuntimeContext",
+        "available_resources", "cancel", "cluster_resources", "connect", "dag", "exceptions",
         "get", "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method",
         "nodes", "put", "remote", "shutdown", "wait",
     }  # fmt: skip
@@ -25,9 +25,9 @@ def test_runtime_util_exports_the_documented_names() -> None:
     assert sorted(runtime.util.__all__) == runtime.util.__all__
     assert set(runtime.util.__all__) == {
         "ActorPool", "Empty", "Full", "NodeAffinitySchedulingStrategy", "PlacementGroup",
-        "PlacementGroupSchedulingStrategy", "Queue", "get_node_ip_address",
-        "get_placement_group", "inspect_serializability", "list_named_actors",
-        "placement_group", "placement_group_table", "remove_placement_group",
+        "PlacementGroupSchedulingStrategy", "Queue", "get_current_placement_group",
+        "get_node_ip_address", "get_placement_group", "inspect_serializability",
+        "list_named_actors", "placement_group", "placement_group_table", "remove_placement_group",
     }  # fmt: skip
     for name in runtime.util.__all__:
         assert getattr(runtime.util, name).__doc__, f"runtime.util.{name} has no docstring"

@@ -16,12 +16,13 @@ Example::
 
 from runtime import exceptions
 from runtime.core.api.context import RuntimeContext, get_runtime_context
+from runtime.core.api.dynamic import DynamicObjectRefGenerator
+from runtime.core.api.methods import method
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
     ActorMethod,
     RemoteFunction,
-    method,
     remote,
 )
 from runtime.core.api.session import (
@@ -48,6 +49,7 @@ __all__ = [
     "ActorHandle",
     "ActorMethod",
     "Cluster",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",
@@ -71,8 +73,8 @@ __all__ = [
     "wait",
 ]
 
-# Ray's DAG API: ``.bind()`` on remote functions, actor classes and actor methods, and
-# ``runtime.dag`` (InputNode, MultiOutputNode, ``.execute()``); see docs/compat.md.
+# Ray's DAG API: ``runtime.dag`` (InputNode, MultiOutputNode, ``.execute()``); the ``.bind()``
+# of remote functions, actor classes and actor methods makes its nodes; see docs/compat.md.
 from runtime import dag
 
 __all__ += ["dag"]

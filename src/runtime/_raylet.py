@@ -2,6 +2,6 @@
 from it (``from ray._raylet import ObjectRefGenerator``); nothing else of Ray's internals
 is here."""
 
-from runtime import ObjectRef, ObjectRefGenerator
+from runtime import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 
-__all__ = ["ObjectRef", "ObjectRefGenerator"]
+__all__ = ["DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator"]

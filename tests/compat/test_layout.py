@@ -229,3 +229,13 @@ def test_node_ip_address_is_the_address_the_node_listens_on(mesh2: None) -> None
     addresses = {n["NodeManagerAddress"] for n in runtime.nodes()}
     assert runtime.get(s.node_ip.remote(), timeout=30) in addresses
     assert util.get_node_ip_address() in addresses
+
+
+def test_bind_is_a_method_of_the_core_classes_and_makes_dag_nodes() -> None:
+    from runtime.dag import ClassNode, FunctionNode
+
+    for cls in (runtime.RemoteFunction, runtime.ActorClass, runtime.ActorMethod):
+        assert "bind" in vars(cls), cls  # defined by the class, not attached at import
+    assert isinstance(add.bind(1, 2), FunctionNode)
+    assert isinstance(add.options(num_cpus=0.5).bind(1, 2), FunctionNode)
+    assert isinstance(Scaler.bind(2), ClassNode)

@@ -25,10 +25,7 @@ from runtime.dag._node import (
     InputAttributeNode,
     InputNode,
     MultiOutputNode,
-    install_bind,
 )
-
-install_bind()
 
 __all__ = [
     "ClassMethodNode",

@@ -13,10 +13,7 @@ as soon as their inputs are ready), and returns the output node's ref (a list of
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import runtime
 
 
 class DAGNode:
@@ -244,33 +241,3 @@ class MultiOutputNode(DAGNode):
 
     def _run(self, run: _Run) -> Any:
         return [node._resolve(run) for node in self._bound_args]
-
-
-def _function_bind(self: Any, *args: Any, **kwargs: Any) -> FunctionNode:
-    """A node calling this remote function with these arguments (Ray's ``.bind``)."""
-    return FunctionNode(self, args, kwargs)
-
-
-def _class_bind(self: Any, *args: Any, **kwargs: Any) -> ClassNode:
-    """A node creating this actor with these arguments (Ray's ``.bind``)."""
-    return ClassNode(self, args, kwargs)
-
-
-def _method_bind(self: Any, *args: Any, **kwargs: Any) -> ClassMethodNode:
-    """A node calling this actor method with these arguments (Ray's ``.bind``)."""
-    return ClassMethodNode(self, self._name, args, kwargs)
-
-
-def install_bind() -> None:
-    """Give ``RemoteFunction``, ``ActorClass`` and ``ActorMethod`` Ray's ``.bind()``.
-
-    Core has no ``bind`` yet; this adds it from outside, once, when ``runtime`` is imported.
-    """
-    methods: list[tuple[type, Callable[..., Any]]] = [
-        (runtime.RemoteFunction, _function_bind),
-        (runtime.ActorClass, _class_bind),
-        (runtime.ActorMethod, _method_bind),
-    ]
-    for cls, fn in methods:
-        if "bind" not in vars(cls):
-            setattr(cls, "bind", fn)  # noqa: B010 - added from outside the class on purpose

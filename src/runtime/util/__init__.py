@@ -9,7 +9,8 @@
 - :func:`placement_group`: reserve bundles of resources, all or none (``PACK``, ``SPREAD``,
   ``STRICT_PACK``, ``STRICT_SPREAD``); ``pg.ready()`` is a ref, ``pg.wait(timeout)`` blocks;
   :func:`remove_placement_group`, :func:`get_placement_group`,
-  :func:`placement_group_table`.
+  :func:`placement_group_table`, :func:`get_current_placement_group` (the group the
+  calling task or actor runs in).
 - Scheduling strategies for ``.options(scheduling_strategy=...)``:
   :class:`PlacementGroupSchedulingStrategy` (run in a bundle),
   :class:`NodeAffinitySchedulingStrategy` (run on a node; ``soft`` falls back), and the
@@ -25,6 +26,7 @@ from runtime.core.api.placement import (
     NodeAffinitySchedulingStrategy,
     PlacementGroup,
     PlacementGroupSchedulingStrategy,
+    get_current_placement_group,
     get_placement_group,
     placement_group,
     placement_group_table,
@@ -41,6 +43,7 @@ __all__ = [
     "PlacementGroup",
     "PlacementGroupSchedulingStrategy",
     "Queue",
+    "get_current_placement_group",
     "get_placement_group",
     "placement_group",
     "placement_group_table",

@@ -8,6 +8,7 @@ the function there, as in Ray).
 # ruff take it for).
 from runtime.util import (  # type: ignore[no-redef]
     PlacementGroup,
+    get_current_placement_group,
     get_placement_group,
     placement_group,  # noqa: PLW0406
     placement_group_table,
@@ -16,6 +17,7 @@ from runtime.util import (  # type: ignore[no-redef]
 
 __all__ = [
     "PlacementGroup",
+    "get_current_placement_group",
     "get_placement_group",
     "placement_group",
     "placement_group_table",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..common.context import current_task
+from ..execution.calls import ActorExit
 from ..objects.plane import actor_token_id
 from ..objects.refs import ObjectRef
 from ..process.worker import Worker
@@ -63,6 +64,12 @@ class RuntimeContext:
             return {}
         return {k: v for k, v in hosted.spec.resources.items() if v}
 
+    def get_placement_group_id(self) -> str | None:
+        """The id (hex) of the placement group the running task or actor is placed in; None
+        outside any group (Ray's ``RuntimeContext.get_placement_group_id``)."""
+        ctx = current_task.get()
+        return ctx.bundle[0].hex() if ctx is not None and ctx.bundle is not None else None
+
     def is_cancelled(self) -> bool:
         """True once ``runtime.cancel`` reached the running task or actor call.
 
@@ -90,6 +97,24 @@ def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:
     if spec.name is None and not spec.detached and owner is not None:
         token = ObjectRef(actor_token_id(actor_id), spec.owner_id, owner.address)
     return ActorHandle(actor_id, spec.class_name, methods, token=token)
+
+
+def exit_actor() -> None:
+    """End the actor the calling method runs in, from inside it (Ray's ``actor.exit_actor``).
+
+    An intended exit: the actor is not restarted, whatever its ``max_restarts``; the call
+    that ran ``exit_actor`` and every later call fail with ActorDiedError (Ray's
+    ``RayActorError``). Works in ``def`` and ``async def`` methods (it raises ActorExit, a
+    SystemExit the node takes as the actor's exit). A plain ``sys.exit()`` in a method is
+    the actor's process ending instead: it restarts if ``max_restarts`` allows, as in Ray.
+
+    Raises:
+        TypeError: called outside an actor method, as in Ray.
+    """
+    ctx = current_task.get()
+    if ctx is None or ctx.actor_id is None:
+        raise TypeError("exit_actor() is called outside an actor method")
+    raise ActorExit(0)
 
 
 def get_runtime_context() -> RuntimeContext:

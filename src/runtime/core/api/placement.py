@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..common.context import current_task
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import PG_STRATEGIES
@@ -152,6 +153,32 @@ def get_placement_group(name: str, namespace: str | None = None) -> PlacementGro
     return PlacementGroup(bytes(info["pg_id"]), list(info["bundles"]), str(info["strategy"]))
 
 
+#: The groups this process made or looked up, by id (get_current_placement_group on the loop).
+_known: dict[bytes, PlacementGroup] = {}
+
+
+def get_current_placement_group() -> PlacementGroup | None:
+    """The placement group the calling task or actor runs in (Ray's
+    ``util.get_current_placement_group``); None in the driver and in code placed outside any
+    group. Inside an async method or task (on the node's loop) it answers only for a group
+    this process already knows (it cannot wait for the head there): use it from ``def`` code.
+    """
+    ctx = current_task.get()
+    if ctx is None or ctx.bundle is None:
+        return None
+    pg_id = ctx.bundle[0]
+    known = _known.get(pg_id)
+    if known is not None:
+        return known
+    worker = current_worker()
+    info = _blocking(worker, worker.head_request(p.WaitPlacementGroup(0, pg_id)))
+    group = PlacementGroup(pg_id, list(info["bundles"]), str(info["strategy"]))
+    if len(_known) > 1024:
+        _known.clear()
+    _known[pg_id] = group
+    return group
+
+
 def placement_group_table() -> list[dict[str, Any]]:
     """Every placement group the head knows, with its state and where its bundles are."""
     return list_state("placement_groups")
@@ -198,6 +225,7 @@ __all__ = [
     "NodeAffinitySchedulingStrategy",
     "PlacementGroup",
     "PlacementGroupSchedulingStrategy",
+    "get_current_placement_group",
     "get_placement_group",
     "placement_group",
     "placement_group_table",

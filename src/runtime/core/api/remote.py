@@ -12,7 +12,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -27,6 +27,8 @@ from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamSta
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
+from .dynamic import DynamicReturns
+from .methods import check_call_options
 from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
@@ -38,6 +40,9 @@ from .options import (
     strategy_option,
     window_option,
 )
+
+if TYPE_CHECKING:  # the DAG nodes ``.bind()`` makes (runtime.dag, built on this API)
+    from runtime.dag._node import ClassMethodNode, ClassNode, FunctionNode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,6 +108,8 @@ class _Pickled:
 class RemoteFunction(_Pickled, Generic[P, R]):
     """A function that runs as a task on the cluster: ``f.remote(*args) -> ObjectRef``."""
 
+    _dynamic = False  # num_returns="dynamic": the task runs DynamicReturns(fn)
+
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         check_options(options, TASK_OPTIONS, "a remote function")
         self._fn = fn
@@ -122,7 +129,15 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
         )
         n = o.get("num_returns")
-        self._num_returns = default_num_returns(self._fn) if n is None else num_returns_option(n)
+        dynamic = n == "dynamic"  # Ray's: one ref to a DynamicObjectRefGenerator (api.dynamic)
+        if dynamic != getattr(self, "_dynamic", False):  # another function runs: its own id
+            self._fn_id, self._blob, self._dynamic = os.urandom(12), None, dynamic
+        if dynamic:
+            self._num_returns = 1
+        else:
+            self._num_returns = (
+                default_num_returns(self._fn) if n is None else num_returns_option(n)
+            )
         self._window = window_option(o)
         retries = o.get("max_retries", 3)
         if not isinstance(retries, int) or retries < -1:
@@ -144,7 +159,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         if blob is None:
             with self._lock:
                 if self._blob is None:
-                    self._blob = ser.dumps_function(self._fn)
+                    fn = DynamicReturns(self._fn) if self._dynamic else self._fn
+                    self._blob = ser.dumps_function(fn)
                 blob = self._blob
         return blob
 
@@ -162,6 +178,13 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         other._options = merged
         other._configure()
         return other
+
+    def bind(self, *args: Any, **kwargs: Any) -> FunctionNode:
+        """A DAG node calling this function with these arguments, run by ``.execute()``
+        (Ray's ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Submit the task; returns at once with a ref to its result (a list if num_returns > 1)."""
@@ -201,21 +224,6 @@ class RemoteFunction(_Pickled, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self._name})"
-
-
-def method(
-    *, num_returns: int | str = 1, concurrency_group: str | None = None
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an actor method with call options (``num_returns``, ``"streaming"``)."""
-    n = num_returns_option(num_returns)
-
-    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
-        fn.__runtime_num_returns__ = n  # type: ignore[attr-defined]
-        if concurrency_group is not None:
-            fn.__runtime_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
-        return fn
-
-    return wrap
 
 
 class ActorClass(_Pickled, Generic[T]):
@@ -261,6 +269,13 @@ class ActorClass(_Pickled, Generic[T]):
             if self._blob is None:
                 self._blob = ser.dumps_function(self._cls)
             return self._blob
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
+        """A DAG node creating this actor with these arguments when the graph runs; its
+        methods bind as ``node.method.bind(...)`` (Ray's ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         """Create the actor; returns a handle at once (calls wait until it is placed)."""
@@ -402,8 +417,13 @@ class ActorMethod(Generic[P, R]):
         *,
         num_returns: int | str | None = None,
         _generator_backpressure_num_objects: int | None = None,
-        **_: Any,
+        **ignored: Any,
     ) -> ActorMethod[P, R]:
+        """This method with other call options: ``num_returns``,
+        ``_generator_backpressure_num_objects``. Ray's other per-call options are accepted
+        with a one-time warning saying what is done instead; unknown ones raise TypeError."""
+        if ignored:
+            check_call_options(self._name, ignored)
         m: ActorMethod[P, R] = ActorMethod.__new__(ActorMethod)
         m.__dict__.update(self.__dict__)
         if num_returns is not None:
@@ -415,6 +435,13 @@ class ActorMethod(Generic[P, R]):
         return m
 
     _window = DEFAULT_WINDOW
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
+        """A DAG node calling this method of a live actor with these arguments (Ray's
+        ``.bind``; see :mod:`runtime.dag`)."""
+        from runtime.dag._node import ClassMethodNode
+
+        return ClassMethodNode(self, self._name, args, kwargs)
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""

@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from ..control.head import Head
 
 
+class ActorExit(SystemExit):
+    """What ``runtime.actor.exit_actor()`` raises: the actor's intended exit (no restart).
+
+    A plain ``sys.exit()`` in an actor method ends the actor as its process ending would in
+    Ray: it restarts if ``max_restarts`` allows."""
+
+
 class EnvSource(Protocol):
     """Where the runtime environments of a node are prepared (its executor)."""
 
@@ -141,6 +148,9 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
+    #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
+    #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
+    exit: SystemExit | None = None
 
 
 class Answers:
@@ -188,8 +198,12 @@ def encode_returns(
     if num_returns == 1:
         values = [result]
     else:
-        if isinstance(result, types.GeneratorType):  # as in Ray: a generator of exactly n items
-            result = tuple(itertools.islice(result, num_returns + 1))
+        failed: p.Value | None = None
+        if isinstance(result, types.GeneratorType):  # as in Ray: a generator of n items
+            result, failed = _take(result, num_returns)
+        if failed is not None:  # as in Ray: the items it made, then its error in the rest
+            result = list(result)
+            result += [_Failed(failed)] * (num_returns - len(result))
         if not isinstance(result, tuple | list) or len(result) != num_returns:
             size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
             raise ValueError(
@@ -200,6 +214,9 @@ def encode_returns(
     out: list[p.Value | p.Located] = []
     buffers: list[Any] = []
     for i, v in enumerate(values):
+        if isinstance(v, _Failed):
+            out.append(v.error)
+            continue
         val, bufs = ser.serialize(v, copy=False)  # the store copies; inline ones are owned
         if val.refs:
             worker.refs.pin(val.refs)
@@ -209,6 +226,38 @@ def encode_returns(
             out.append(val)
             buffers.extend(ser.own_buffers(bufs))
     return out, buffers
+
+
+class _Failed:
+    """A return a generator task did not make: it raised first (its error value)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: p.Value) -> None:
+        self.error = error
+
+
+def _take(gen: types.GeneratorType[Any, Any, Any], n: int) -> tuple[list[Any], p.Value | None]:
+    """The first ``n`` items of a generator task with ``num_returns=n``, and its error if it
+    raised before them (the returns it did not make hold it). As in Ray, what it does after
+    its n items (more items, an error) only goes to the log: its n results stand."""
+    items: list[Any] = []
+    try:
+        items.extend(itertools.islice(gen, n))
+    except Exception as exc:
+        return items, task_error(exc, getattr(gen, "__qualname__", "generator"))
+    if len(items) == n:
+        try:
+            next(gen)
+        except StopIteration:
+            pass
+        except Exception as exc:
+            log.error("a generator task raised after its num_returns=%d items: %r", n, exc)
+        else:
+            log.error("a generator task yielded more than its num_returns=%d items", n)
+        finally:
+            gen.close()
+    return items, None
 
 
 def call_sync(
@@ -235,6 +284,7 @@ def call_sync(
         del result
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
+        job.exit = exc if isinstance(exc, SystemExit) else None
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
     finally:
         ctx.thread_id = 0
@@ -265,6 +315,7 @@ async def call_async(
             return p.TaskDone(job.task_id, error=task_error(err, label)), []
         raise
     except BaseException as exc:
+        job.exit = exc if isinstance(exc, SystemExit) else None
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
 
 
@@ -398,6 +449,7 @@ __all__ = [
     "MAX_ANSWERED",
     "MAX_SPILLS",
     "MAX_TOMBSTONES",
+    "ActorExit",
     "Answers",
     "EnvSource",
     "ExecutionHost",

@@ -468,6 +468,12 @@ class Executor:
                 actor.death = ser.system_error_value(
                     ActorUnavailableError, f"actor {actor.spec.class_name} is restarting"
                 )
+            elif actor.restarting:  # it asked for a restart (sys.exit()) and has none left
+                actor.restarting = False
+                actor.death = ser.system_error_value(
+                    ActorDiedError,
+                    f"actor {actor.spec.class_name} exited (sys.exit()) with no restarts left",
+                )
             actor.stop(reason)
 
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:

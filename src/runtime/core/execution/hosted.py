@@ -5,6 +5,7 @@ and the order it runs calls in (arrival order per caller).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..common.context import TaskContext, current_task
 from ..common.exceptions import (
     ActorDiedError,
+    ActorUnavailableError,
     PendingCallsLimitExceeded,
 )
 from ..objects import serialization as ser
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 
 from .calls import (
+    ActorExit,
     Answers,
     ExecutionHost,
     Job,
@@ -88,6 +91,9 @@ class HostedActor:
         self.bundle: tuple[bytes, int] | None = None
         self.env: Prepared | None = None
         self.cls_name = spec.class_name
+        #: A method raised SystemExit (set on the actor's thread): the calls after it in the
+        #: same run of sync calls do not start; the loop then ends the actor (_exit).
+        self.exiting = False
         self.ctx = TaskContext(
             b"",
             f"{spec.class_name}.__init__",
@@ -97,6 +103,7 @@ class HostedActor:
         )
 
     def start(self) -> None:
+        self.ctx.bundle = self.bundle
         if self.spec.args.refs or self.spec.runtime_env:
             self.worker.spawn(self._resolve_then_construct())
         else:
@@ -129,13 +136,35 @@ class HostedActor:
                     self.cls = ser.loads_function(self.spec.cls_blob)
                     self.executor.classes[self.spec.cls_id] = self.cls
                 args, kwargs = call_args or ser.deserialize_args(self.spec.args, [])
-                instance = self.cls(*args, **kwargs)
+                cls = self.cls
+                if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                    # Ray's async actors may have `async def __init__`: make the instance
+                    # here, await its constructor on the loop before any call runs.
+                    new = cls.__new__
+                    instance = new(cls) if new is object.__new__ else new(cls, *args, **kwargs)
+                    init = instance.__init__(*args, **kwargs)
+                    self.worker.inbox.post(self.worker.spawn, self._construct_async(instance, init))
+                    return
+                instance = cls(*args, **kwargs)
             error = None
         except BaseException as exc:
             instance, error = None, task_error(exc, f"{self.spec.class_name}.__init__")
         finally:
             current_task.reset(token)
         self.worker.inbox.post(self._constructed, instance, error)
+
+    async def _construct_async(self, instance: Any, init: Any) -> None:
+        """Await an ``async def __init__`` (loop), then take calls."""
+        current_task.set(self.ctx)  # this coroutine runs in a task of its own
+        error = None
+        try:
+            with env_applied(self.worker, self.env):
+                await init
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            instance, error = None, task_error(exc, f"{self.spec.class_name}.__init__")
+        self._constructed(instance, error)
 
     def _constructed(self, instance: Any, error: p.Value | None) -> None:
         if self.state == DEAD:
@@ -264,16 +293,30 @@ class HostedActor:
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
+        if self.exiting:  # an earlier call ended the actor: this one does not run
+            self.worker.inbox.post(self._sync_done, job, None, [])
+            return
         job.env = self.env
         ctx = job.ctx = TaskContext(
-            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+            job.task_id,
+            job.name,
+            self.spec.actor_id,
+            self.spec.name,
+            actor_class=self.cls_name,
+            bundle=self.bundle,
         )
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
+        if job.exit is not None:
+            self.exiting = True
         self.worker.inbox.post(self._sync_done, job, done, bufs)
 
-    def _sync_done(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+    def _sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         lane = job.lane or self.lane
         lane.running_sync -= 1
+        if done is None:  # did not run: the actor ended (or restarts: then it is resent)
+            done = p.TaskDone(job.task_id, error=self._death_value())
+        elif job.exit is not None:
+            done = self._exit(job, done)
         self._finish(job, done, bufs)
         if lane.mailbox and not lane.running_sync:
             self._pump(lane)
@@ -281,7 +324,12 @@ class HostedActor:
     async def _run_async(self, job: Job) -> None:
         job.env = self.env
         ctx = job.ctx = TaskContext(
-            job.task_id, job.name, self.spec.actor_id, self.spec.name, actor_class=self.cls_name
+            job.task_id,
+            job.name,
+            self.spec.actor_id,
+            self.spec.name,
+            actor_class=self.cls_name,
+            bundle=self.bundle,
         )
         lane = job.lane or self.lane
         lane.async_starting -= 1
@@ -297,9 +345,55 @@ class HostedActor:
                 raise
             done, bufs = p.TaskDone(job.task_id), []  # _finish answers with the death
         lane.running_async -= 1
+        if job.exit is not None:
+            job.atask = None  # this task ends by itself; stop() cancels the others
+            done = self._exit(job, done)
         self._finish(job, done, bufs)
         if lane.mailbox:
             self._pump(lane)
+
+    def _exit(self, job: Job, done: p.TaskDone) -> p.TaskDone:
+        """A method raised SystemExit; returns the answer of that call (loop).
+
+        ``exit_actor()`` (ActorExit), or ``sys.exit()`` with ``max_restarts=0``: the actor
+        ends for good, as in Ray; that call and every later one fail with ActorDiedError.
+        ``sys.exit()`` when it may restart: as in Ray when its process exits, the head
+        restarts it (then stops this instance); calls not run yet go to the next instance,
+        and so does this one if ``max_task_retries`` allows.
+        """
+        if self.state == DEAD:
+            return done
+        name, spec = self.spec.class_name, self.spec
+        if isinstance(job.exit, ActorExit) or spec.max_restarts == 0:
+            how = "exit_actor()" if isinstance(job.exit, ActorExit) else "sys.exit()"
+            self.death = ser.system_error_value(
+                ActorDiedError,
+                f"actor {name} exited: its method {job.name} called {how} (the actor is "
+                "not restarted)",
+            )
+            self.stop(f"the actor exited in {name}.{job.name} ({how})")
+            return done
+        self.state = STARTING  # no call starts here any more; the head's restart stops it
+        self.restarting = True
+        self.death = ser.system_error_value(
+            ActorUnavailableError, f"actor {name} is restarting (sys.exit() in {job.name})"
+        )
+        msg = p.KillActor(0, spec.actor_id, no_restart=False, reason=f"sys.exit() in {job.name}")
+        worker = self.worker
+        if worker.head is not None:
+            worker.spawn(worker.head.handle_local(msg))
+        elif (conn := worker.head_conn) is not None:
+            conn.send(msg)  # its Reply (rid 0) is dropped
+        if spec.max_task_retries != 0:
+            return p.TaskDone(job.task_id, error=self.death)  # the caller sends it again
+        return p.TaskDone(
+            job.task_id,
+            error=ser.system_error_value(
+                ActorDiedError,
+                f"actor {name} exited: {job.name} called sys.exit(); it restarts "
+                "(max_task_retries=0: this call is not retried)",
+            ),
+        )
 
     def _finish(self, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
         if self.state == DEAD:

@@ -21,6 +21,7 @@ from ..common.exceptions import (
     NodeDiedError,
     RuntimeBaseError,
     TaskCancelledError,
+    TaskError,
 )
 from ..objects import serialization as ser
 from ..objects.refs import PENDING, READY, OwnedObject, ReferenceTable
@@ -231,6 +232,13 @@ class TaskSubmitter:
         if conn is not None and not conn.closed:
             conn.send(p.CancelTask(task_id, force, recursive))
         err = ser.system_error_value(TaskCancelledError, f"{task.name} was cancelled")
+        if task.actor_id is not None:
+            # As in Ray, `except RayTaskError` catches a cancelled actor call (Ray raises a
+            # RayTaskError for a running async one): the error is a TaskError and a
+            # TaskCancelledError at once.
+            cancelled = TaskCancelledError(f"{task.name} was cancelled")
+            text = f"TaskCancelledError: {cancelled}\n"
+            err = ser.error_value(TaskError(task.name, text, cancelled))
         self.on_task_done(None, p.TaskDone(task_id, error=err), memoryview(b""))
         return True
 
