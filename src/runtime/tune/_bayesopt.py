@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from ._search_space import Domain, Float, Path, is_grid, leaves, set_path, validate
-from ._searcher import Searcher
+from ._searcher import Searcher, offers_another_space
 
 
 class BayesOptSearch(Searcher):
@@ -96,12 +96,7 @@ class BayesOptSearch(Searcher):
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
-        if (
-            self._space is not None
-            and config
-            and config != self._space
-            and any(isinstance(v, Domain) or is_grid(v) for _, v in leaves(config))
-        ):
+        if offers_another_space(self._space, config):
             return False
         super().set_search_properties(metric, mode, config)
         if self._space is None:

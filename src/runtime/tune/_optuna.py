@@ -24,7 +24,7 @@ from ._search_space import (
     set_path,
     validate,
 )
-from ._searcher import Searcher
+from ._searcher import Searcher, offers_another_space
 
 
 def _distribution(path: Path, domain: Any) -> Any:
@@ -160,12 +160,7 @@ class OptunaSearch(Searcher):
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
-        if (
-            self._space is not None
-            and config
-            and config != self._space
-            and any(isinstance(v, Domain) or is_grid(v) for _, v in leaves(config))
-        ):
+        if offers_another_space(self._space, config):
             return False
         super().set_search_properties(metric, mode, config)
         if self._space is None:

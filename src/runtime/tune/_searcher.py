@@ -13,6 +13,18 @@ import pickle
 from typing import Any, ClassVar
 
 from ._config import check_mode
+from ._search_space import Domain, is_grid, leaves
+
+
+def offers_another_space(space: dict[str, Any] | None, config: dict[str, Any]) -> bool:
+    """Whether a searcher built on ``space`` is offered another one with search domains in it
+    (Ray's contract: its ``set_search_properties`` then answers False)."""
+    return (
+        space is not None
+        and bool(config)
+        and config != space
+        and any(isinstance(v, Domain) or is_grid(v) for _, v in leaves(config))
+    )
 
 
 class Searcher:
