@@ -21,8 +21,11 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import AdmissionControl
+from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
+#: Failed handshakes: anyone who can connect can cause these, so they are rate-limited.
+_handshake_log = RateLimitedLog(log)
 
 _PREFIX = struct.Struct(">II")
 _SMALL_BUFFER: Final = 256 * 1024
@@ -306,7 +309,20 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         if exc is not None:
-            log.warning("closing connection to %s: %s", self.peer_id or self.peer_address, exc)
+            if self.authenticated.done():
+                log.warning(
+                    "closing connection to %s (%s): %s",
+                    safe_text(self.peer_id),
+                    self.peer_address,
+                    safe_text(exc, 400),
+                )
+            else:  # the peer has proved nothing: its words are escaped and capped
+                _handshake_log.warning(
+                    "handshake with %s failed (claimed peer id %s): %s",
+                    self.peer_address,
+                    safe_text(self.peer_id, 64) if self.peer_id is not None else "none",
+                    safe_text(exc),
+                )
         transport = self._transport
         if transport is not None:
             if flush:
