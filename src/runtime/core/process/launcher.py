@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..common.private import check_private, private_dir
+
 
 def base_dir() -> str:
     """Where heads started on this host leave their traces (``$RUNTIME_TMPDIR`` overrides)."""
@@ -29,14 +31,15 @@ def base_dir() -> str:
 
 
 def new_state_dir() -> str:
-    base = base_dir()
-    os.makedirs(base, mode=0o700, exist_ok=True)
+    base = private_dir(base_dir())
     return tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
 
 
 def write_token(state_dir: str, token: bytes) -> str:
     path = os.path.join(state_dir, "token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token.hex())
     return path
@@ -65,12 +68,15 @@ def head_file() -> str:
 
 
 def write_head_file(address: str, state_dir: str, dashboard: str | None = None) -> None:
-    os.makedirs(base_dir(), mode=0o700, exist_ok=True)
+    private_dir(base_dir())
     tmp = head_file() + f".{os.getpid()}"
     info: dict[str, Any] = {"address": address, "state_dir": state_dir, "pid": os.getpid()}
     if dashboard is not None:
         info["dashboard"] = dashboard  # without the token: that is in the state dir
-    with open(tmp, "w") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(info, f)
     os.replace(tmp, head_file())
 
@@ -82,7 +88,13 @@ def remove_head_file() -> None:
 
 
 def find_local_head() -> dict[str, Any]:
-    """The head started on this host by ``python -m runtime.node --head``."""
+    """The head started on this host by ``python -m runtime.node --head``.
+
+    Raises PermissionError when the runtime directory or ``head.json`` is not this user's own
+    (another user may have planted them)."""
+    if os.path.lexists(head_file()):
+        check_private(base_dir(), directory=True)
+        check_private(head_file(), directory=False)
     try:
         with open(head_file()) as f:
             info: dict[str, Any] = json.load(f)
@@ -116,7 +128,9 @@ def resolve_token(explicit: str | bytes | None, *, state_dir: str | None = None)
         return read_token_file(path)
     if state_dir is not None:
         candidate = os.path.join(state_dir, "token")
-        if os.path.exists(candidate):
+        if os.path.lexists(candidate):
+            check_private(state_dir, directory=True)
+            check_private(candidate, directory=False)
             return read_token_file(candidate)
     return None
 

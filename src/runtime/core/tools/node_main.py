@@ -19,6 +19,7 @@ import time
 import uvloop
 
 from ..common.exceptions import RuntimeBaseError
+from ..common.private import private_dir
 from ..execution.logs import capture as capture_output
 from ..objects.store import parse_size
 from ..process import launcher
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.head:
         if state_dir is None:
             state_dir = launcher.new_state_dir()
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        private_dir(state_dir)
         if token is None:  # a head restarted on its state dir keeps the cluster's token
             token = launcher.resolve_token(None, state_dir=state_dir)
         if token is None:
