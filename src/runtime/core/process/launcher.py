@@ -12,10 +12,12 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +180,36 @@ class LocalMesh:
             self.death_pipe_w = -1
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        _live_meshes.pop(id(self), None)
 
     def alive(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
+
+
+#: The meshes this process started and has not stopped (id -> mesh), for the SIGTERM handler.
+_live_meshes: dict[int, LocalMesh] = {}
+
+
+def _stop_meshes_then_die(signum: int, frame: object) -> None:
+    """SIGTERM in a driver that started a local mesh: stop it and remove its session
+    directory (and the token in it), then die of SIGTERM as before."""
+    for mesh in list(_live_meshes.values()):
+        with contextlib.suppress(Exception):
+            mesh.stop(timeout=2.0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def cleanup_on_sigterm(mesh: LocalMesh | None) -> None:
+    """Remember ``mesh``, and (from the main thread, when SIGTERM has its default action)
+    install the handler that cleans up after it; a program's own handler is left alone."""
+    if mesh is None:
+        return
+    _live_meshes[id(mesh)] = mesh
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _stop_meshes_then_die)
 
 
 def node_command(*args: str) -> list[str]:
