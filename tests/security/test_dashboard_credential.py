@@ -117,3 +117,27 @@ def test_a_bad_ipv6_request_target_answers_400_without_a_traceback(
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 "), reply
     assert "Traceback" not in dash_head.log()
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_slow_dashboard_clients_cannot_hold_the_heads_descriptors(
+    dash_head: HeadProcess,
+) -> None:
+    url = _printed_url(dash_head)
+    host, _, port = url.split("/?")[0].removeprefix("http://").rpartition(":")
+    before = _open_fds(dash_head.proc.pid)
+    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+    try:
+        for s in idle:
+            s.sendall(b"GET / HTTP/1.1\r\n")  # and never the end of the request
+        status = _get(url)  # held ones are at the cap: this one may be refused, never hang
+        assert status in (200, 503)
+        held = _open_fds(dash_head.proc.pid) - before
+        assert held <= 64 + 8, f"the head holds {held} more descriptors for 200 slow clients"
+        assert _mesh_verdict(dash_head.address, dash_head.token) == p.Welcome()
+    finally:
+        for s in idle:
+            s.close()

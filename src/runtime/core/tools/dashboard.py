@@ -33,6 +33,9 @@ log = logging.getLogger("runtime.dashboard")
 #: The most a request's head may take (bytes), and how long a client may take to send it.
 MAX_REQUEST: Final = 16 * 1024
 READ_TIMEOUT_S: Final = 10.0
+#: The most connections the dashboard holds at once; more are answered 503 and closed, so
+#: slow clients cannot take the head's descriptors (and lock out the mesh port).
+MAX_CONNECTIONS: Final = 64
 _TABLES: Final = ("nodes", "actors", "tasks", "objects", "placement_groups")
 _READ_ONLY_LABEL: Final = b"runtime dashboard read-only credential v1"
 
@@ -52,6 +55,7 @@ class Dashboard:
         self._read_only = read_only_credential(token).encode()
         self._server: asyncio.Server | None = None
         self.address = ""
+        self._open = 0
 
     async def start(self, host: str, port: int) -> str:
         """Listen on ``host:port`` (0: any free port); returns ``http://host:port``."""
@@ -74,6 +78,20 @@ class Dashboard:
     # --- one request ---------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            writer.close()  # the descriptor goes once these few bytes are sent
+            return
+        self._open += 1
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
