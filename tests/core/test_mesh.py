@@ -156,7 +156,7 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
 
 def test_a_wrong_token_is_refused(head: HeadProcess):
     with pytest.raises(AuthenticationError):
-        runtime.init(address=head.address, token=b"not the token")
+        runtime.init(address=head.address, token=b"not the cluster token")
     assert not runtime.is_initialized()
     assert head.proc.poll() is None
 

@@ -47,22 +47,36 @@ def write_token(state_dir: str, token: bytes) -> str:
     return path
 
 
+#: The shortest cluster token accepted: anyone who can connect may test guesses against it.
+MIN_TOKEN_BYTES = 16
+
+
+def strong_token(token: bytes, where: str) -> bytes:
+    """``token``, unless it is shorter than :data:`MIN_TOKEN_BYTES` (ValueError saying how to
+    make a good one)."""
+    if len(token) < MIN_TOKEN_BYTES:
+        raise ValueError(
+            f"the cluster token from {where} is {len(token)} bytes; it must hold at least "
+            f"{MIN_TOKEN_BYTES} random bytes (a short token can be guessed): make one with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return token
+
+
 def read_token_file(path: str) -> bytes:
     with open(path) as f:
         text = f.read().strip()
     if not text:
         raise ValueError(f"the token file {path} is empty")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return text.encode()
+    return parse_token(text, where=f"the token file {path}")
 
 
-def parse_token(text: str) -> bytes:
+def parse_token(text: str, where: str = "the argument") -> bytes:
     try:
-        return bytes.fromhex(text)
+        token = bytes.fromhex(text)
     except ValueError:
-        return text.encode()
+        token = text.encode()
+    return strong_token(token, where)
 
 
 def head_file() -> str:
@@ -121,10 +135,12 @@ def resolve_token(explicit: str | bytes | None, *, state_dir: str | None = None)
     """The cluster token: the argument, $RUNTIME_AUTH_TOKEN, $RUNTIME_AUTH_TOKEN_FILE, or the
     token file in ``state_dir``."""
     if explicit is not None:
-        return explicit if isinstance(explicit, bytes) else parse_token(explicit)
+        if isinstance(explicit, bytes):
+            return strong_token(explicit, "token=")
+        return parse_token(explicit, "token=")
     env = os.environ.get("RUNTIME_AUTH_TOKEN")
     if env:
-        return parse_token(env)
+        return parse_token(env, "RUNTIME_AUTH_TOKEN")
     path = os.environ.get("RUNTIME_AUTH_TOKEN_FILE")
     if path:
         return read_token_file(path)

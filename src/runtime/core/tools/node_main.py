@@ -138,11 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.address == "auto":
         try:
             args.address = launcher.find_local_head()["address"]
-        except ConnectionError as exc:
+        except (ConnectionError, PermissionError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     state_dir = args.state_dir
-    token, explicit = _token(args, state_dir)
+    try:
+        token, explicit = _token(args, state_dir)
+    except (OSError, ValueError) as exc:  # a short token, a planted head.json
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not _is_loopback(args.host) and not explicit:
         print(
             f"error: refusing to listen on {args.host} without a cluster token: pass --token-file "
