@@ -29,6 +29,8 @@ _handshake_log = RateLimitedLog(log)
 
 _PREFIX = struct.Struct(">II")
 _SMALL_BUFFER: Final = 256 * 1024
+#: The read buffer before authentication (two handshake frames and their prefixes).
+_HANDSHAKE_BUFFER: Final = 2 * (4096 + 8)
 #: Frames bigger than this are refused before the handshake completes.
 _MAX_HANDSHAKE_FRAME: Final = 4096
 HANDSHAKE_TIMEOUT: Final = 10.0
@@ -68,7 +70,9 @@ class Connection(asyncio.BufferedProtocol):
         self._max_frame = max_frame
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._buf = bytearray(_SMALL_BUFFER)
+        # Small until the peer proves the token (a handshake frame is 4 KiB at most): a flood
+        # of unauthenticated connections once cost 256 KiB each.
+        self._buf = bytearray(_HANDSHAKE_BUFFER)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -237,6 +241,13 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
 
     def _authenticated(self) -> None:
+        # The full read buffer now; what the peer sent after its proof moves along (the frame
+        # being handled has been consumed: _parse advanced past it before dispatching it).
+        live = bytes(self._view[self._start : self._end])
+        self._buf = bytearray(_SMALL_BUFFER)
+        self._buf[: len(live)] = live
+        self._view = memoryview(self._buf)
+        self._start, self._end = 0, len(live)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
         if self._admission is not None and not self._dialer:
