@@ -111,8 +111,27 @@ def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | Non
     return None, False
 
 
+#: The soft open-file limit a node raises itself to (within the hard limit): at the common
+#: default of 1,024, a flood of idle connections could take every descriptor.
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE towards :data:`WANTED_OPEN_FILES`; the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raise_open_file_limit()
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
         if not all(tls):
