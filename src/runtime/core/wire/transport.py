@@ -206,12 +206,9 @@ class Connection(asyncio.BufferedProtocol):
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
                 mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
-                challenge = p.Challenge(self.local_id, self._nonce, mac)
-                delay = self._admission.hello_delay(self._host()) if self._admission else 0.0
-                if delay:  # this host keeps failing the token check: slow it down
-                    self._loop.call_later(delay, self._send_header, challenge)
-                else:
-                    self._send_header(challenge)
+                if self._admission is not None:
+                    self._admission.progressed(self, 2)
+                self._send_header(p.Challenge(self.local_id, self._nonce, mac))
             case p.Challenge(peer_id=peer_id, nonce=nonce, mac=mac) if self._dialer:
                 expect = _mac(self._token, b"S", self._nonce, bytes(nonce), peer_id.encode())
                 if not hmac.compare_digest(expect, mac):
@@ -229,7 +226,14 @@ class Connection(asyncio.BufferedProtocol):
                     self._token, b"C", self._nonce, self._peer_nonce, self.peer_id.encode()
                 )
                 if not hmac.compare_digest(expect, mac):
-                    self._refuse("wrong cluster token")
+                    self.peer_id = None  # one proof per connection: another is a protocol error
+                    delay = self._admission.hello_delay(self._host()) if self._admission else 0
+                    if delay:  # this host keeps failing the token check: slow it down
+                        assert self._admission is not None
+                        self._admission.progressed(self, 1)
+                        self._loop.call_later(delay, self._refuse, "wrong cluster token")
+                    else:
+                        self._refuse("wrong cluster token")
                     return
                 self._send_header(p.Welcome())
                 self._authenticated()
@@ -258,6 +262,8 @@ class Connection(asyncio.BufferedProtocol):
         return (self.peer_address or "?").rpartition(":")[0]
 
     def _refuse(self, reason: str) -> None:
+        if self.closed:  # pushed out, or gone, while a slowed-down refusal waited
+            return
         if self._admission is not None and reason == "wrong cluster token":
             self._admission.failed(self._host())
         self._send_header(p.Refused(reason))
