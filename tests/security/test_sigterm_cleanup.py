@@ -78,3 +78,26 @@ def test_a_program_with_its_own_sigterm_handler_keeps_it(tmp_path: Path) -> None
         assert proc.stdout is not None and proc.stdout.read().strip() == "mine"
     finally:
         _reap(proc)
+
+
+def test_a_session_left_by_a_killed_driver_is_swept_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime
+
+    proc, session = _start_driver(tmp_path, DRIVER)
+    try:
+        proc.kill()  # SIGKILL: nothing runs to clean up
+        proc.wait(20)
+    finally:
+        _reap(proc)
+    assert session.exists()
+    kept = tmp_path / "rt" / "session_of_a_head"  # a head's state (no owner file): kept
+    kept.mkdir(mode=0o700)
+    monkeypatch.setenv("RUNTIME_TMPDIR", str(tmp_path / "rt"))
+    runtime.init(num_cpus=1)
+    try:
+        assert not session.exists()
+        assert kept.exists()
+    finally:
+        runtime.shutdown()

@@ -119,6 +119,12 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
+def process_running(tag: str) -> bool:
+    """Whether the process of a :func:`process_tag` (``pid.start``) still runs."""
+    pid, _, start = tag.partition(".")
+    return pid.isdigit() and _start_time(int(pid)) == start
+
+
 def process_tag() -> str:
     pid = os.getpid()
     return f"{pid}.{_start_time(pid) or '0'}"

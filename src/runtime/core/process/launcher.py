@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.private import check_private, private_dir
+from ..objects.store import process_running, process_tag
 
 
 def base_dir() -> str:
@@ -32,9 +33,42 @@ def base_dir() -> str:
     )
 
 
-def new_state_dir() -> str:
+#: The file in a local mesh's session directory naming the driver that owns it.
+OWNER_FILE = "driver"
+
+
+def sweep_stale_sessions(base: str) -> list[str]:
+    """Remove the session directories of local meshes whose driver no longer runs (killed
+    with SIGKILL: nothing ran to clean up); directories without an owner file (a head's
+    state, kept for restarts) are left alone."""
+    removed: list[str] = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            path = os.path.join(base, name)
+            if not name.startswith("session_"):
+                continue
+            try:
+                with open(os.path.join(path, OWNER_FILE)) as f:
+                    owner = f.read().strip()
+            except OSError:
+                continue
+            if owner and not process_running(owner):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def new_state_dir(owned: bool = False) -> str:
+    """A fresh session directory under the runtime directory; ``owned``: it belongs to this
+    process (a local mesh's), and a later start removes it once this process is gone."""
     base = private_dir(base_dir())
-    return tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
+    sweep_stale_sessions(base)
+    path = tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
+    if owned:
+        fd = os.open(os.path.join(path, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(process_tag())
+    return path
 
 
 def write_token(state_dir: str, token: bytes) -> str:
@@ -244,7 +278,7 @@ def start_local_mesh(
     The head's listening socket is bound here and handed down, so the nodes can be
     started at the same moment as the head and connect as soon as it runs.
     """
-    state_dir = new_state_dir()
+    state_dir = new_state_dir(owned=True)
     token = new_token()
     token_path = write_token(state_dir, token)
     sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
