@@ -80,4 +80,4 @@ def test_a_flood_without_the_token_does_not_lock_out_token_holders(head: HeadPro
         flooder.join()
         for s in idle:
             s.close()
-    assert verdicts == [p.Welcome()] * 8
+    assert all(isinstance(v, p.Welcome) for v in verdicts), verdicts

@@ -205,16 +205,12 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(f"protocol version {version} is not {p.PROTOCOL_VERSION}")
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
-                mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
                 if self._admission is not None:
                     self._admission.progressed(self, 2)
-                self._send_header(p.Challenge(self.local_id, self._nonce, mac))
-            case p.Challenge(peer_id=peer_id, nonce=nonce, mac=mac) if self._dialer:
-                expect = _mac(self._token, b"S", self._nonce, bytes(nonce), peer_id.encode())
-                if not hmac.compare_digest(expect, mac):
-                    raise AuthenticationError(
-                        "the peer does not hold the cluster token (its challenge failed)"
-                    )
+                # No MAC here: the dialer proves first (a MAC would let anyone who connects
+                # test token guesses offline); the head's proof comes with the Welcome.
+                self._send_header(p.Challenge(self.local_id, self._nonce))
+            case p.Challenge(peer_id=peer_id, nonce=nonce) if self._dialer:
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
                 proof = _mac(
                     self._token, b"C", self._peer_nonce, self._nonce, self.local_id.encode()
@@ -235,9 +231,17 @@ class Connection(asyncio.BufferedProtocol):
                     else:
                         self._refuse("wrong cluster token")
                     return
-                self._send_header(p.Welcome())
+                mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
+                self._send_header(p.Welcome(mac))
                 self._authenticated()
-            case p.Welcome() if self._dialer and self.peer_id is not None:
+            case p.Welcome(mac=mac) if self._dialer and self.peer_id is not None:
+                expect = _mac(
+                    self._token, b"S", self._nonce, self._peer_nonce, self.peer_id.encode()
+                )
+                if not hmac.compare_digest(expect, mac):
+                    raise AuthenticationError(
+                        "the peer does not hold the cluster token (its proof failed)"
+                    )
                 self._authenticated()
             case p.Refused(reason=reason):
                 raise AuthenticationError(f"the peer refused the connection: {reason}")
