@@ -479,8 +479,8 @@ def _handshake_stream(probe: Probe, *, dialer: bool) -> bytes:
     nonce = probe.conn._nonce
     if dialer:  # the probe sent its Hello on connection_made
         mac = _mac(TOKEN, b"S", nonce, PEER_NONCE, PEER_ID.encode())
-        return _frame(p.encode(p.Challenge(PEER_ID, PEER_NONCE, mac))) + _frame(
-            p.encode(p.Welcome())
+        return _frame(p.encode(p.Challenge(PEER_ID, PEER_NONCE))) + _frame(
+            p.encode(p.Welcome(mac))  # the head proves itself last
         )
     proof = _mac(TOKEN, b"C", nonce, PEER_NONCE, PEER_ID.encode())
     hello = p.Hello(p.PROTOCOL_VERSION, PEER_ID, PEER_NONCE)
@@ -535,7 +535,8 @@ def _render(segment: Segment, probe: Probe) -> bytes:
             mac = _mac(token, b"S", nonce, PEER_NONCE, PEER_ID.encode())
             return _frame(p.encode(p.Challenge(PEER_ID, PEER_NONCE, mac)))
         case "welcome":
-            return _frame(p.encode(p.Welcome()))
+            mac = _mac(TOKEN, b"S", nonce, PEER_NONCE, PEER_ID.encode())
+            return _frame(p.encode(p.Welcome(mac)))
         case "big":  # crosses the small buffer; up to max_frame it goes into a buffer of its own
             return _frame(p.encode(p.Reply(1)), bytes(arg))
     raise AssertionError(kind)
@@ -699,11 +700,12 @@ def test_a_valid_stream_cut_anywhere_arrives_whole_over_loopback_tcp(
             writer.write(_frame(p.encode(p.Hello(p.PROTOCOL_VERSION, PEER_ID, nonce))))
             challenge = await _read_message(reader)
             assert isinstance(challenge, p.Challenge)
-            expect = _mac(TOKEN, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
-            assert hmac.compare_digest(challenge.mac, expect)
             proof = _mac(TOKEN, b"C", challenge.nonce, nonce, PEER_ID.encode())
             writer.write(_frame(p.encode(p.Proof(proof))))
-            assert await _read_message(reader) == p.Welcome()
+            welcome = await _read_message(reader)
+            assert isinstance(welcome, p.Welcome)  # the head proves itself last
+            expect = _mac(TOKEN, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
+            assert hmac.compare_digest(welcome.mac, expect)
             data = b"".join(_frame(p.encode(msg), raw) for msg, raw in items)
             for piece in _cut(data, chunks):
                 writer.write(piece)

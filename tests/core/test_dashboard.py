@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import runtime
+from runtime.core.tools.dashboard import read_only_credential
 from tests.conftest import HeadProcess, start_head, stop_process, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,8 +43,9 @@ def _get(url: str, **headers: str) -> tuple[int, bytes]:
 
 def test_the_page_and_the_api_show_the_cluster(dashboard_head: HeadProcess) -> None:
     h = dashboard_head
-    base, token = _base(h), h.token.hex()
+    base, token = _base(h), read_only_credential(h.token)
     assert f"dashboard: {base}/?token={token}" in h.log()
+    assert h.token.hex() not in h.log()
     status, page = _get(f"{base}/?token={token}")
     assert status == 200 and b"<title>runtime dashboard</title>" in page
 

@@ -156,7 +156,7 @@ def test_the_cli_reports_status_and_lists(head: HeadProcess):
 
 def test_a_wrong_token_is_refused(head: HeadProcess):
     with pytest.raises(AuthenticationError):
-        runtime.init(address=head.address, token=b"not the token")
+        runtime.init(address=head.address, token=b"not the cluster token")
     assert not runtime.is_initialized()
     assert head.proc.poll() is None
 
@@ -169,8 +169,9 @@ def test_a_node_with_a_wrong_token_cannot_join(head: HeadProcess, tmp_path):
         assert node.wait(30) != 0
     finally:
         stop_process(node)
-    # The node sees the head's challenge fail (mutual authentication) and exits.
-    assert "does not hold the cluster token" in head.log()
+    # The node proves first (so a challenge gives nothing to guess against): the head
+    # refuses its proof, and the node exits.
+    assert "wrong cluster token" in head.log()
     assert head.proc.poll() is None
 
 

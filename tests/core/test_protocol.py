@@ -458,7 +458,7 @@ async def test_a_wrong_token_fails_both_ends_and_delivers_nothing(listen, dial) 
     listener = await listen()
     client = await dial(listener, token=b"not the token")
     assert client.conn is not None
-    with pytest.raises(AuthenticationError, match="does not hold the cluster token"):
+    with pytest.raises(AuthenticationError, match="wrong cluster token"):
         async with asyncio.timeout(10):
             await client.conn.authenticated
     await listener.end.wait_closed()
@@ -534,7 +534,7 @@ async def test_a_raw_dialer_with_the_right_token_is_welcomed(listen) -> None:
     listener = await listen()
     _, writer, verdict = await _raw_handshake(listener.port, TOKEN, peer_id="raw-peer")
     try:
-        assert verdict == p.Welcome()
+        assert isinstance(verdict, p.Welcome)
         assert listener.end.conn is not None
         assert listener.end.conn.peer_id == "raw-peer"
         writer.write(_frame(p.Reply(1, value="hi")))

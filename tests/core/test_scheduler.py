@@ -57,9 +57,9 @@ def test_normalize_defaults_the_cpus_and_drops_zero_amounts() -> None:
 @pytest.mark.parametrize(
     ("num_cpus", "num_gpus", "resources", "match"),
     [
-        (-1, None, None, "CPU amount must be >= 0"),
-        (None, -0.5, None, "GPU amount must be >= 0"),
-        (None, None, {"custom": -1}, "resource 'custom' amount must be >= 0"),
+        (-1, None, None, "CPU amount must be a finite number >= 0"),
+        (None, -0.5, None, "GPU amount must be a finite number >= 0"),
+        (None, None, {"custom": -1}, "resource 'custom' amount must be a finite number >= 0"),
     ],
     ids=["cpu", "gpu", "custom"],
 )

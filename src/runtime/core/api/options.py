@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..scheduling.scheduler import check_amount
 from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
 
@@ -53,10 +54,60 @@ def at_least(options: dict[str, Any], name: str, low: int) -> int:
     return value
 
 
+#: The longest actor name or namespace accepted (names travel to the head and sit in its tables).
+MAX_NAME_LENGTH = 1024
+#: Integer options and the lowest value each accepts (-1 means "no limit" where allowed).
+_INT_FLOORS = {
+    "max_retries": -1,
+    "max_restarts": -1,
+    "max_task_retries": -1,
+    "max_pending_calls": -1,
+    "max_concurrency": 1,
+}
+
+
 def check_options(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Refuse unknown option names and bad values (NaN, infinite or negative amounts,
+    out-of-range counts, absurd names) at ``@remote``/``.options()`` time."""
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) for {what}: {', '.join(sorted(unknown))}")
+    check_values(options)
+
+
+def check_values(options: dict[str, Any]) -> None:
+    for key in ("num_cpus", "num_gpus", "memory"):
+        value = options.get(key)
+        if value is not None:
+            check_amount(key, value)
+    resources = options.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict of name to amount, got {resources!r:.100}")
+        for name, amount in resources.items():
+            if not isinstance(name, str) or not name or len(name) > 256:
+                raise ValueError(f"a resource name must be a non-empty str, got {name!r:.100}")
+            check_amount(f"resource {name!r}", amount)
+    for key, low in _INT_FLOORS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key} must be an int, got {value!r:.100}")
+        if value < low:
+            no_limit = " (-1: no limit)" if low == -1 else ""
+            raise ValueError(f"{key} must be >= {low}{no_limit}, got {value}")
+    for key in ("name", "namespace"):
+        value = options.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"{key} must be a str, got {type(value).__name__}")
+        if not value or len(value) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"{key} must be a non-empty str of at most {MAX_NAME_LENGTH} characters, "
+                f"got {len(value)} characters"
+            )
 
 
 def strategy_option(strategy: Any) -> Any:

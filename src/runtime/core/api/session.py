@@ -260,6 +260,7 @@ def init(
         session.thread = thread
         session.worker.job_env = job_env
         _session = session
+        launcher.cleanup_on_sigterm(session.mesh)  # remove the session dir on SIGTERM too
         return session.info
 
 

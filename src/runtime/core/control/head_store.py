@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ..common.private import private_file
 from ..wire import protocol as p
 
 _encoder = msgspec.msgpack.Encoder()
@@ -60,6 +61,9 @@ class HeadStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # 0600 before SQLite opens it, in any state dir (SQLite gives its -wal and -shm files
+        # the database's mode): it holds actors' constructor arguments.
+        private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None)  # autocommit
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ..common.exceptions import OutOfMemoryError
+from ..common.private import UntrustedPathError, check_private, private_dir
 from ..wire.protocol import Value
 from . import blob
 from .segments import SegmentPool, Stored, close_writer
@@ -118,6 +119,12 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
+def process_running(tag: str) -> bool:
+    """Whether the process of a :func:`process_tag` (``pid.start``) still runs."""
+    pid, _, start = tag.partition(".")
+    return pid.isdigit() and _start_time(int(pid)) == start
+
+
 def process_tag() -> str:
     pid = os.getpid()
     return f"{pid}.{_start_time(pid) or '0'}"
@@ -173,11 +180,15 @@ class ObjectStore:
         self._made: list[str] = []
         self._closed = False
         for r in self._roots:
+            if os.path.lexists(r):  # never sweep or use a directory another user planted
+                check_private(r, directory=True)
             sweep_orphans(r)
         try:
-            os.makedirs(root, mode=0o700, exist_ok=True)
+            private_dir(root)
             os.mkdir(self.shm_dir, 0o700)
             self._made.append(self.shm_dir)
+        except UntrustedPathError:
+            raise
         except OSError:
             self.shm_dir = None  # no usable /dev/shm: large objects stay in this process
         #: Freed files, spares and draining files (memory that is not objects).
@@ -331,6 +342,7 @@ class ObjectStore:
 
     def _make_spill_dir(self) -> str:
         if self.spill_dir not in self._made:
+            private_dir(self._roots[1])
             os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
             self._made.append(self.spill_dir)
         return self.spill_dir

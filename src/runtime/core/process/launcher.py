@@ -12,13 +12,18 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..common.private import check_private, private_dir
+from ..objects.store import process_running, process_tag
 
 
 def base_dir() -> str:
@@ -28,18 +33,68 @@ def base_dir() -> str:
     )
 
 
-def new_state_dir() -> str:
-    base = base_dir()
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
+#: The file in a local mesh's session directory naming the driver that owns it.
+OWNER_FILE = "driver"
+
+
+def sweep_stale_sessions(base: str) -> list[str]:
+    """Remove the session directories of local meshes whose driver no longer runs (killed
+    with SIGKILL: nothing ran to clean up); directories without an owner file (a head's
+    state, kept for restarts) are left alone."""
+    removed: list[str] = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            path = os.path.join(base, name)
+            if not name.startswith("session_"):
+                continue
+            try:
+                with open(os.path.join(path, OWNER_FILE)) as f:
+                    owner = f.read().strip()
+            except OSError:
+                continue
+            if owner and not process_running(owner):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def new_state_dir(owned: bool = False) -> str:
+    """A fresh session directory under the runtime directory; ``owned``: it belongs to this
+    process (a local mesh's), and a later start removes it once this process is gone."""
+    base = private_dir(base_dir())
+    sweep_stale_sessions(base)
+    path = tempfile.mkdtemp(prefix=time.strftime("session_%Y%m%d_%H%M%S_"), dir=base)
+    if owned:
+        fd = os.open(os.path.join(path, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(process_tag())
+    return path
 
 
 def write_token(state_dir: str, token: bytes) -> str:
     path = os.path.join(state_dir, "token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token.hex())
     return path
+
+
+#: The shortest cluster token accepted: anyone who can connect may test guesses against it.
+MIN_TOKEN_BYTES = 16
+
+
+def strong_token(token: bytes, where: str) -> bytes:
+    """``token``, unless it is shorter than :data:`MIN_TOKEN_BYTES` (ValueError saying how to
+    make a good one)."""
+    if len(token) < MIN_TOKEN_BYTES:
+        raise ValueError(
+            f"the cluster token from {where} is {len(token)} bytes; it must hold at least "
+            f"{MIN_TOKEN_BYTES} random bytes (a short token can be guessed): make one with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return token
 
 
 def read_token_file(path: str) -> bytes:
@@ -47,17 +102,15 @@ def read_token_file(path: str) -> bytes:
         text = f.read().strip()
     if not text:
         raise ValueError(f"the token file {path} is empty")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return text.encode()
+    return parse_token(text, where=f"the token file {path}")
 
 
-def parse_token(text: str) -> bytes:
+def parse_token(text: str, where: str = "the argument") -> bytes:
     try:
-        return bytes.fromhex(text)
+        token = bytes.fromhex(text)
     except ValueError:
-        return text.encode()
+        token = text.encode()
+    return strong_token(token, where)
 
 
 def head_file() -> str:
@@ -65,12 +118,15 @@ def head_file() -> str:
 
 
 def write_head_file(address: str, state_dir: str, dashboard: str | None = None) -> None:
-    os.makedirs(base_dir(), mode=0o700, exist_ok=True)
+    private_dir(base_dir())
     tmp = head_file() + f".{os.getpid()}"
     info: dict[str, Any] = {"address": address, "state_dir": state_dir, "pid": os.getpid()}
     if dashboard is not None:
         info["dashboard"] = dashboard  # without the token: that is in the state dir
-    with open(tmp, "w") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(info, f)
     os.replace(tmp, head_file())
 
@@ -82,7 +138,13 @@ def remove_head_file() -> None:
 
 
 def find_local_head() -> dict[str, Any]:
-    """The head started on this host by ``python -m runtime.node --head``."""
+    """The head started on this host by ``python -m runtime.node --head``.
+
+    Raises PermissionError when the runtime directory or ``head.json`` is not this user's own
+    (another user may have planted them)."""
+    if os.path.lexists(head_file()):
+        check_private(base_dir(), directory=True)
+        check_private(head_file(), directory=False)
     try:
         with open(head_file()) as f:
             info: dict[str, Any] = json.load(f)
@@ -107,16 +169,20 @@ def resolve_token(explicit: str | bytes | None, *, state_dir: str | None = None)
     """The cluster token: the argument, $RUNTIME_AUTH_TOKEN, $RUNTIME_AUTH_TOKEN_FILE, or the
     token file in ``state_dir``."""
     if explicit is not None:
-        return explicit if isinstance(explicit, bytes) else parse_token(explicit)
+        if isinstance(explicit, bytes):
+            return strong_token(explicit, "token=")
+        return parse_token(explicit, "token=")
     env = os.environ.get("RUNTIME_AUTH_TOKEN")
     if env:
-        return parse_token(env)
+        return parse_token(env, "RUNTIME_AUTH_TOKEN")
     path = os.environ.get("RUNTIME_AUTH_TOKEN_FILE")
     if path:
         return read_token_file(path)
     if state_dir is not None:
         candidate = os.path.join(state_dir, "token")
-        if os.path.exists(candidate):
+        if os.path.lexists(candidate):
+            check_private(state_dir, directory=True)
+            check_private(candidate, directory=False)
             return read_token_file(candidate)
     return None
 
@@ -164,9 +230,36 @@ class LocalMesh:
             self.death_pipe_w = -1
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        _live_meshes.pop(id(self), None)
 
     def alive(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
+
+
+#: The meshes this process started and has not stopped (id -> mesh), for the SIGTERM handler.
+_live_meshes: dict[int, LocalMesh] = {}
+
+
+def _stop_meshes_then_die(signum: int, frame: object) -> None:
+    """SIGTERM in a driver that started a local mesh: stop it and remove its session
+    directory (and the token in it), then die of SIGTERM as before."""
+    for mesh in list(_live_meshes.values()):
+        with contextlib.suppress(Exception):
+            mesh.stop(timeout=2.0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def cleanup_on_sigterm(mesh: LocalMesh | None) -> None:
+    """Remember ``mesh``, and (from the main thread, when SIGTERM has its default action)
+    install the handler that cleans up after it; a program's own handler is left alone."""
+    if mesh is None:
+        return
+    _live_meshes[id(mesh)] = mesh
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _stop_meshes_then_die)
 
 
 def node_command(*args: str) -> list[str]:
@@ -185,7 +278,7 @@ def start_local_mesh(
     The head's listening socket is bound here and handed down, so the nodes can be
     started at the same moment as the head and connect as soon as it runs.
     """
-    state_dir = new_state_dir()
+    state_dir = new_state_dir(owned=True)
     token = new_token()
     token_path = write_token(state_dir, token)
     sock = socket.create_server(("127.0.0.1", 0), backlog=1024)

@@ -7,6 +7,8 @@ submitter's choice among the nodes of the cluster view.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -37,18 +39,38 @@ def normalize(
     out: dict[str, float] = {}
     cpus = default_cpus if num_cpus is None else num_cpus
     for name, amount in (("CPU", cpus), ("GPU", num_gpus or 0.0)):
-        if amount < 0:
-            raise ValueError(f"{name} amount must be >= 0, got {amount}")
-        if amount:
+        if check_amount(name, amount):
             out[name] = float(amount)
+    if resources is not None and not isinstance(resources, Mapping):
+        raise TypeError(f"resources must be a dict of name to amount, got {resources!r:.100}")
     for name, amount in (resources or {}).items():
         if name in ("CPU", "GPU"):
             raise ValueError(f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}")
-        if amount < 0:
-            raise ValueError(f"resource {name!r} amount must be >= 0, got {amount}")
-        if amount:
+        if not isinstance(name, str) or not name or len(name) > MAX_RESOURCE_NAME:
+            raise ValueError(
+                f"a resource name must be a non-empty str of at most {MAX_RESOURCE_NAME} "
+                f"characters, got {name!r:.100}"
+            )
+        if check_amount(f"resource {name!r}", amount):
             out[name] = float(amount)
     return out
+
+
+#: The longest resource name accepted (names travel in every heartbeat).
+MAX_RESOURCE_NAME = 256
+
+
+def check_amount(name: str, amount: object) -> bool:
+    """Raise unless ``amount`` is a finite number >= 0; True when it is not zero.
+
+    NaN passes every ``<`` comparison, so it must be refused by name: a NaN demand once let
+    12 tasks run at once on 2 CPUs and showed ``CPU: nan`` as available.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
+        raise TypeError(f"{name} amount must be a number, got {amount!r:.100}")
+    if not math.isfinite(float(amount)) or amount < 0:
+        raise ValueError(f"{name} amount must be a finite number >= 0, got {amount!r}")
+    return bool(amount)
 
 
 class LocalScheduler:

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_file:
         from ..process.launcher import read_token_file
 
-        token = read_token_file(args.token_file)
+        try:
+            token = read_token_file(args.token_file)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "job":
         return _job_main(args, token)
     try:

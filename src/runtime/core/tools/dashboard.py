@@ -6,8 +6,11 @@ groups, refreshed every two seconds, over a JSON API (``/api/summary``, ``/api/n
 by the head's own event loop with a minimal HTTP/1.1 responder (GET only, one request per
 connection), so it costs no dependency and nothing at start-up.
 
-Security is on, as everywhere else: every request needs the cluster token, as
-``?token=HEX`` (the URL the head prints) or ``Authorization: Bearer HEX``; the dashboard
+Security is on, as everywhere else: every request needs a credential, as ``?token=HEX``
+or ``Authorization: Bearer HEX``. The URL the head prints carries the dashboard's own
+read-only credential (:func:`read_only_credential`, an HMAC of the cluster token), never the
+cluster token itself: the mesh does not accept it, so a leaked dashboard URL cannot submit
+work. The cluster token is accepted too (its holders are trusted anyway). The dashboard
 listens on the head's ``--host`` (loopback by default).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -29,7 +33,17 @@ log = logging.getLogger("runtime.dashboard")
 #: The most a request's head may take (bytes), and how long a client may take to send it.
 MAX_REQUEST: Final = 16 * 1024
 READ_TIMEOUT_S: Final = 10.0
+#: The most connections the dashboard holds at once; more are answered 503 and closed, so
+#: slow clients cannot take the head's descriptors (and lock out the mesh port).
+MAX_CONNECTIONS: Final = 64
 _TABLES: Final = ("nodes", "actors", "tasks", "objects", "placement_groups")
+_READ_ONLY_LABEL: Final = b"runtime dashboard read-only credential v1"
+
+
+def read_only_credential(token: bytes) -> str:
+    """The dashboard's credential (hex) for the cluster ``token``: good for reading the
+    dashboard only; the mesh's handshake does not accept it."""
+    return hmac.new(token, _READ_ONLY_LABEL, hashlib.sha256).hexdigest()
 
 
 class Dashboard:
@@ -38,8 +52,10 @@ class Dashboard:
     def __init__(self, worker: Worker, token: bytes) -> None:
         self.worker = worker
         self._token = token.hex().encode()
+        self._read_only = read_only_credential(token).encode()
         self._server: asyncio.Server | None = None
         self.address = ""
+        self._open = 0
 
     async def start(self, host: str, port: int) -> str:
         """Listen on ``host:port`` (0: any free port); returns ``http://host:port``."""
@@ -49,8 +65,9 @@ class Dashboard:
         return self.address
 
     def url(self) -> str:
-        """The address with the token, to open in a browser."""
-        return f"{self.address}/?token={self._token.decode()}"
+        """The address with the read-only credential (never the cluster token), to open in a
+        browser."""
+        return f"{self.address}/?token={self._read_only.decode()}"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -61,6 +78,20 @@ class Dashboard:
     # --- one request ---------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            writer.close()  # the descriptor goes once these few bytes are sent
+            return
+        self._open += 1
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -93,14 +124,19 @@ class Dashboard:
         method, target = parts[0], parts[1]
         if method != "GET":
             return 405, "text/plain", b"only GET\n"
-        url = urlsplit(target)
+        try:
+            url = urlsplit(target)  # "//[::1/" raises: a bad request, not a bug of ours
+        except ValueError:
+            return 400, "text/plain", b"bad request target\n"
         given = parse_qs(url.query).get("token", [""])[0].encode()
         for line in lines[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "authorization" and value.strip().startswith("Bearer "):
                 given = value.strip()[len("Bearer ") :].encode()
-        if not hmac.compare_digest(given, self._token):
-            return 401, "text/plain", b"the cluster token is needed: ?token=HEX\n"
+        if not (
+            hmac.compare_digest(given, self._read_only) or hmac.compare_digest(given, self._token)
+        ):
+            return 401, "text/plain", b"the dashboard credential is needed: ?token=HEX\n"
         if url.path == "/":
             return 200, "text/html; charset=utf-8", _PAGE.encode()
         what = url.path.removeprefix("/api/")

@@ -33,12 +33,36 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+#: The most a job's working_dir package may hold unpacked (``RUNTIME_MAX_WORKING_DIR_BYTES``
+#: overrides), and the most it may expand beyond 64 MiB per byte sent: a 300 KB zip once
+#: expanded to 300 MB.
+DEFAULT_MAX_UNPACKED = 1 << 30
+MAX_RATIO = 100
+MAX_MEMBERS = 100_000
+
+
+def check_package(zf: zipfile.ZipFile, packed: int) -> None:
+    """Refuse a package whose unpacked size or member count is out of bounds (before any
+    byte is written; zipfile stops each member at its declared size and checks its CRC)."""
+    members = zf.infolist()
+    total = sum(m.file_size for m in members)
+    cap = int(os.environ.get("RUNTIME_MAX_WORKING_DIR_BYTES") or DEFAULT_MAX_UNPACKED)
+    limit = min(cap, MAX_RATIO * packed + (64 << 20))
+    if len(members) > MAX_MEMBERS or total > limit:
+        raise ValueError(
+            f"the working directory package unpacks to {total} bytes in {len(members)} files "
+            f"from {packed} bytes; the limit is {limit} bytes (at most {cap}, "
+            f"RUNTIME_MAX_WORKING_DIR_BYTES) and {MAX_MEMBERS} files"
+        )
+
+
 def extract_package(blob: bytes, pkg_hash: str, dest: str) -> None:
     if hashlib.sha256(blob).hexdigest() != pkg_hash:
         raise ValueError("the working directory package does not match its hash")
     tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(dest))
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            check_package(zf, len(blob))
             for member in zf.infolist():
                 path = zf.extract(member, tmp)
                 mode = (member.external_attr >> 16) & 0o777

@@ -19,6 +19,7 @@ import time
 import uvloop
 
 from ..common.exceptions import RuntimeBaseError
+from ..common.private import private_dir
 from ..execution.logs import capture as capture_output
 from ..objects.store import parse_size
 from ..process import launcher
@@ -110,8 +111,27 @@ def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | Non
     return None, False
 
 
+#: The soft open-file limit a node raises itself to (within the hard limit): at the common
+#: default of 1,024, a flood of idle connections could take every descriptor.
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE towards :data:`WANTED_OPEN_FILES`; the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raise_open_file_limit()
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
         if not all(tls):
@@ -137,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.address == "auto":
         try:
             args.address = launcher.find_local_head()["address"]
-        except ConnectionError as exc:
+        except (ConnectionError, PermissionError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     state_dir = args.state_dir
-    token, explicit = _token(args, state_dir)
+    try:
+        token, explicit = _token(args, state_dir)
+    except (OSError, ValueError) as exc:  # a short token, a planted head.json
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not _is_loopback(args.host) and not explicit:
         print(
             f"error: refusing to listen on {args.host} without a cluster token: pass --token-file "
@@ -152,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.head:
         if state_dir is None:
             state_dir = launcher.new_state_dir()
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        private_dir(state_dir)
         if token is None:  # a head restarted on its state dir keeps the cluster's token
             token = launcher.resolve_token(None, state_dir=state_dir)
         if token is None:

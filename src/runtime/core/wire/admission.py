@@ -1,10 +1,12 @@
 """Admission control for incoming connections: bounds on what unauthenticated peers cost.
 
 Per remote host, at most ``max_pending`` connections may be waiting in the handshake; a new
-one over the bound pushes out the oldest (so a flood of half-open connections holds a
-bounded amount of memory and never locks out a real client). Hosts that fail the token
-check repeatedly are slowed down: after ``max_failures`` failures within ``window`` seconds,
-each new handshake from that host is answered only after ``delay`` seconds.
+one over the bound pushes out the one that made the least progress, the oldest first:
+connections that sent nothing go before those that failed the proof, which go before those
+that sent a ``Hello`` (so a flood of idle connections cannot push out a token holder who is
+half-way through). Hosts that fail the token check repeatedly are slowed down: after
+``max_failures`` failures within ``window`` seconds, each further *wrong proof* is answered
+only after ``delay`` seconds; a handshake that proves the token is never delayed.
 """
 
 from __future__ import annotations
@@ -34,20 +36,30 @@ class AdmissionControl:
         self.window = window
         self.delay = delay
         self._pending: dict[str, OrderedDict[int, Pending]] = {}
+        #: How far each pending connection got: 0 nothing sent, 1 failed its proof, 2 hello.
+        self._progress: dict[int, int] = {}
         self._failures: dict[str, deque[float]] = {}
 
     def opened(self, host: str, conn: Pending) -> Pending | None:
         """A connection from ``host`` starts its handshake; returns one to push out, if any."""
         waiting = self._pending.setdefault(host, OrderedDict())
         waiting[id(conn)] = conn
+        self._progress[id(conn)] = 0
         if len(waiting) > self.max_pending:
-            _, oldest = waiting.popitem(last=False)
-            return oldest
+            key = min(waiting, key=lambda k: self._progress.get(k, 0))  # oldest of the least
+            self._progress.pop(key, None)
+            return waiting.pop(key)
         return None
+
+    def progressed(self, conn: Pending, level: int) -> None:
+        """``conn`` sent a Hello (2) or failed its proof (1): push it out later than idle ones."""
+        if id(conn) in self._progress:
+            self._progress[id(conn)] = level
 
     def settled(self, host: str, conn: Pending) -> None:
         """The handshake ended (passed, failed, or the connection closed)."""
         waiting = self._pending.get(host)
+        self._progress.pop(id(conn), None)
         if waiting is not None:
             waiting.pop(id(conn), None)
             if not waiting:
@@ -61,7 +73,7 @@ class AdmissionControl:
             times.popleft()
 
     def hello_delay(self, host: str, now: float | None = None) -> float:
-        """How long to wait before answering a handshake from ``host``."""
+        """How long to wait before answering a wrong proof from ``host``."""
         times = self._failures.get(host)
         if not times:
             return 0.0

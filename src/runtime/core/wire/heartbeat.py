@@ -136,13 +136,13 @@ def open_channel(
         challenge = _recv(sock)
         if not isinstance(challenge, p.Challenge):
             raise AuthenticationError(f"the head answered {type(challenge).__name__}")
-        expect = _mac(token, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
-        if not hmac.compare_digest(expect, challenge.mac):
-            raise AuthenticationError("the head does not hold the cluster token")
         _send(sock, p.Proof(_mac(token, b"C", challenge.nonce, nonce, local_id.encode())))
         welcome = _recv(sock)
         if not isinstance(welcome, p.Welcome):
             raise AuthenticationError(f"the head refused the heartbeat channel: {welcome}")
+        expect = _mac(token, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
+        if not hmac.compare_digest(expect, welcome.mac):  # the head proves itself last
+            raise AuthenticationError("the head does not hold the cluster token")
         return sock
     except BaseException:
         sock.close()

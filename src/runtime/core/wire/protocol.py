@@ -19,7 +19,7 @@ import msgspec
 from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8
@@ -72,7 +72,9 @@ class Hello(_Msg, tag=1):
 class Challenge(_Msg, tag=2):
     peer_id: str
     nonce: bytes
-    mac: bytes
+    #: Empty since version 2: the dialer proves first, so that a Challenge gives an attacker
+    #: nothing to test token guesses against offline.
+    mac: bytes = b""
 
 
 class Proof(_Msg, tag=3):
@@ -80,7 +82,8 @@ class Proof(_Msg, tag=3):
 
 
 class Welcome(_Msg, tag=4):
-    pass
+    #: The head's proof, sent only after the dialer's proof passed (mutual authentication).
+    mac: bytes = b""
 
 
 class Refused(_Msg, tag=5):

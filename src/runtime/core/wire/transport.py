@@ -21,11 +21,16 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import AdmissionControl
+from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
+#: Failed handshakes: anyone who can connect can cause these, so they are rate-limited.
+_handshake_log = RateLimitedLog(log)
 
 _PREFIX = struct.Struct(">II")
 _SMALL_BUFFER: Final = 256 * 1024
+#: The read buffer before authentication (two handshake frames and their prefixes).
+_HANDSHAKE_BUFFER: Final = 2 * (4096 + 8)
 #: Frames bigger than this are refused before the handshake completes.
 _MAX_HANDSHAKE_FRAME: Final = 4096
 HANDSHAKE_TIMEOUT: Final = 10.0
@@ -65,7 +70,9 @@ class Connection(asyncio.BufferedProtocol):
         self._max_frame = max_frame
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._buf = bytearray(_SMALL_BUFFER)
+        # Small until the peer proves the token (a handshake frame is 4 KiB at most): a flood
+        # of unauthenticated connections once cost 256 KiB each.
+        self._buf = bytearray(_HANDSHAKE_BUFFER)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -198,19 +205,12 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(f"protocol version {version} is not {p.PROTOCOL_VERSION}")
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
-                mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
-                challenge = p.Challenge(self.local_id, self._nonce, mac)
-                delay = self._admission.hello_delay(self._host()) if self._admission else 0.0
-                if delay:  # this host keeps failing the token check: slow it down
-                    self._loop.call_later(delay, self._send_header, challenge)
-                else:
-                    self._send_header(challenge)
-            case p.Challenge(peer_id=peer_id, nonce=nonce, mac=mac) if self._dialer:
-                expect = _mac(self._token, b"S", self._nonce, bytes(nonce), peer_id.encode())
-                if not hmac.compare_digest(expect, mac):
-                    raise AuthenticationError(
-                        "the peer does not hold the cluster token (its challenge failed)"
-                    )
+                if self._admission is not None:
+                    self._admission.progressed(self, 2)
+                # No MAC here: the dialer proves first (a MAC would let anyone who connects
+                # test token guesses offline); the head's proof comes with the Welcome.
+                self._send_header(p.Challenge(self.local_id, self._nonce))
+            case p.Challenge(peer_id=peer_id, nonce=nonce) if self._dialer:
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
                 proof = _mac(
                     self._token, b"C", self._peer_nonce, self._nonce, self.local_id.encode()
@@ -222,11 +222,26 @@ class Connection(asyncio.BufferedProtocol):
                     self._token, b"C", self._nonce, self._peer_nonce, self.peer_id.encode()
                 )
                 if not hmac.compare_digest(expect, mac):
-                    self._refuse("wrong cluster token")
+                    self.peer_id = None  # one proof per connection: another is a protocol error
+                    delay = self._admission.hello_delay(self._host()) if self._admission else 0
+                    if delay:  # this host keeps failing the token check: slow it down
+                        assert self._admission is not None
+                        self._admission.progressed(self, 1)
+                        self._loop.call_later(delay, self._refuse, "wrong cluster token")
+                    else:
+                        self._refuse("wrong cluster token")
                     return
-                self._send_header(p.Welcome())
+                mac = _mac(self._token, b"S", self._peer_nonce, self._nonce, self.local_id.encode())
+                self._send_header(p.Welcome(mac))
                 self._authenticated()
-            case p.Welcome() if self._dialer and self.peer_id is not None:
+            case p.Welcome(mac=mac) if self._dialer and self.peer_id is not None:
+                expect = _mac(
+                    self._token, b"S", self._nonce, self._peer_nonce, self.peer_id.encode()
+                )
+                if not hmac.compare_digest(expect, mac):
+                    raise AuthenticationError(
+                        "the peer does not hold the cluster token (its proof failed)"
+                    )
                 self._authenticated()
             case p.Refused(reason=reason):
                 raise AuthenticationError(f"the peer refused the connection: {reason}")
@@ -234,6 +249,13 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
 
     def _authenticated(self) -> None:
+        # The full read buffer now; what the peer sent after its proof moves along (the frame
+        # being handled has been consumed: _parse advanced past it before dispatching it).
+        live = bytes(self._view[self._start : self._end])
+        self._buf = bytearray(_SMALL_BUFFER)
+        self._buf[: len(live)] = live
+        self._view = memoryview(self._buf)
+        self._start, self._end = 0, len(live)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
         if self._admission is not None and not self._dialer:
@@ -244,6 +266,8 @@ class Connection(asyncio.BufferedProtocol):
         return (self.peer_address or "?").rpartition(":")[0]
 
     def _refuse(self, reason: str) -> None:
+        if self.closed:  # pushed out, or gone, while a slowed-down refusal waited
+            return
         if self._admission is not None and reason == "wrong cluster token":
             self._admission.failed(self._host())
         self._send_header(p.Refused(reason))
@@ -306,7 +330,20 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         if exc is not None:
-            log.warning("closing connection to %s: %s", self.peer_id or self.peer_address, exc)
+            if self.authenticated.done():
+                log.warning(
+                    "closing connection to %s (%s): %s",
+                    safe_text(self.peer_id),
+                    self.peer_address,
+                    safe_text(exc, 400),
+                )
+            else:  # the peer has proved nothing: its words are escaped and capped
+                _handshake_log.warning(
+                    "handshake with %s failed (claimed peer id %s): %s",
+                    self.peer_address,
+                    safe_text(self.peer_id, 64) if self.peer_id is not None else "none",
+                    safe_text(exc),
+                )
         transport = self._transport
         if transport is not None:
             if flush:
