@@ -114,7 +114,11 @@ def free_capacity(bundle: dict[str, float]) -> int:
 
 
 class _Resize(Exception):
-    """Room for more ranks of an elastic group appeared: restart it larger."""
+    """Room for more ranks of an elastic group appeared: restart it larger, at ``size``."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 def check_fits(scaling: ScalingConfig) -> None:
@@ -312,6 +316,7 @@ class Controller:
         # this attempt's scaling: an elastic group's size is chosen per attempt
         self.scaling = spec.scaling
         self.attempt_checkpoints = 0
+        self.grow_to = 0  # the size an elastic group restarts at after _Resize (0: measure)
         rc = spec.run_config
         self.callbacks = list(getattr(rc, "callbacks", None) or [])
         self.run_context = TrainRunContext(spec.name, rc, spec.storage.path)
@@ -358,6 +363,7 @@ class Controller:
                 break
             except _Resize as exc:
                 logger.warning("resizing the worker group from %s: %s", self.checkpoint, exc)
+                self.grow_to = exc.size
                 continue
             except RankFailure as exc:
                 failures += 1
@@ -496,7 +502,10 @@ class Controller:
                 "them: Tuner(trainer, ...).with_resources({'cpu': 0})"
             )
         if spec.scaling.elastic:
-            fits = await asyncio.to_thread(free_capacity, spec.scaling.bundle())
+            # The size the group grows to was measured while it ran (its own ranks' resources,
+            # released by the teardown just now, may not show as free yet); else what fits.
+            fits = self.grow_to or await asyncio.to_thread(free_capacity, spec.scaling.bundle())
+            self.grow_to = 0
             size = max(spec.scaling.min_workers, min(spec.scaling.max_workers, fits))
             self.scaling = spec.scaling.sized(size)
             n = size
@@ -571,9 +580,11 @@ class Controller:
         scaling = self.spec.scaling
         if not scaling.elastic or n >= scaling.max_workers or self.stopping:
             return
-        if await asyncio.to_thread(free_capacity, scaling.bundle()) > 0:
+        more = await asyncio.to_thread(free_capacity, scaling.bundle())
+        if more > 0:
             raise _Resize(
-                f"room for more ranks appeared (running {n} of at most {scaling.max_workers})"
+                f"room for more ranks appeared (running {n} of at most {scaling.max_workers})",
+                min(scaling.max_workers, n + more),
             )
 
     async def _poll(
