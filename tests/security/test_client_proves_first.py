@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import threading
 
 import pytest
@@ -16,35 +15,16 @@ from runtime.core.wire import protocol as p
 from runtime.exceptions import AuthenticationError
 from tests.conftest import HeadProcess
 
+from . import raw
+
 pytestmark = pytest.mark.timeout(60)
-
-PREFIX = struct.Struct(">II")
-
-
-def _frame(msg: p._Msg) -> bytes:
-    header = p.encode(msg)
-    return PREFIX.pack(4 + len(header), len(header)) + header
-
-
-def _recv(sock: socket.socket) -> p.Message:
-    def exactly(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    body_len, header_len = PREFIX.unpack(exactly(8))
-    return p.decode(exactly(body_len - 4)[:header_len])
 
 
 def test_the_heads_challenge_carries_nothing_to_guess_against(head: HeadProcess) -> None:
     host, _, port = head.address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(_frame(p.Hello(p.PROTOCOL_VERSION, "guesser", os.urandom(16))))
-        challenge = _recv(sock)
+        sock.sendall(raw.frame(p.Hello(p.PROTOCOL_VERSION, "guesser", os.urandom(16))))
+        challenge = raw.recv(sock)
     assert isinstance(challenge, p.Challenge)
     assert challenge.mac == b""  # before: HMAC(token, nonces, id), checkable offline
 
@@ -57,12 +37,12 @@ def test_a_fake_head_without_the_token_is_caught_by_its_welcome() -> None:
     def fake_head() -> None:
         conn, _ = server.accept()
         with conn:
-            hello = _recv(conn)
+            hello = raw.recv(conn)
             assert isinstance(hello, p.Hello)
-            conn.sendall(_frame(p.Challenge("fake-head", os.urandom(16))))
-            if isinstance(_recv(conn), p.Proof):
+            conn.sendall(raw.frame(p.Challenge("fake-head", os.urandom(16))))
+            if isinstance(raw.recv(conn), p.Proof):
                 got_proof.set()
-            conn.sendall(_frame(p.Welcome(os.urandom(32))))  # a proof it cannot make
+            conn.sendall(raw.frame(p.Welcome(os.urandom(32))))  # a proof it cannot make
             with contextlib.suppress(OSError):
                 conn.recv(1)
 

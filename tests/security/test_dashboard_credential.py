@@ -6,13 +6,10 @@ A real head with ``--dashboard-port 0``; HTTP and the mesh handshake over raw so
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
 import socket
-import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +20,9 @@ import pytest
 from runtime.core.wire import protocol as p
 from tests.conftest import HeadProcess, start_head, stop_process
 
-pytestmark = pytest.mark.timeout(60)
+from . import raw
 
-PREFIX = struct.Struct(">II")
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
@@ -54,40 +51,6 @@ def _get(url: str) -> int:
         return exc.code
 
 
-def _frame(msg: p._Msg) -> bytes:
-    header = p.encode(msg)
-    return PREFIX.pack(4 + len(header), len(header)) + header
-
-
-def _recv(sock: socket.socket) -> p.Message:
-    def exactly(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    body_len, header_len = PREFIX.unpack(exactly(8))
-    return p.decode(exactly(body_len - 4)[:header_len])
-
-
-def _mesh_verdict(address: str, secret: bytes) -> p.Message:
-    """Dial the mesh port with ``secret`` as the cluster token; the head's verdict."""
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        nonce = os.urandom(16)
-        sock.sendall(_frame(p.Hello(p.PROTOCOL_VERSION, "dash-client", nonce)))
-        challenge = _recv(sock)
-        assert isinstance(challenge, p.Challenge), challenge
-        proof = hmac.new(
-            secret, b"C" + challenge.nonce + nonce + b"dash-client", hashlib.sha256
-        ).digest()
-        sock.sendall(_frame(p.Proof(proof)))
-        return _recv(sock)
-
-
 def test_the_printed_dashboard_url_does_not_hold_the_cluster_token(
     dash_head: HeadProcess,
 ) -> None:
@@ -100,9 +63,9 @@ def test_the_printed_dashboard_url_does_not_hold_the_cluster_token(
 def test_the_dashboard_credential_cannot_join_the_mesh(dash_head: HeadProcess) -> None:
     credential = _printed_url(dash_head).rpartition("=")[2]
     for secret in (bytes.fromhex(credential), credential.encode()):
-        verdict = _mesh_verdict(dash_head.address, secret)
+        verdict = raw.handshake(dash_head.address, secret)
         assert isinstance(verdict, p.Refused), verdict
-    assert isinstance(_mesh_verdict(dash_head.address, dash_head.token), p.Welcome)
+    assert isinstance(raw.handshake(dash_head.address, dash_head.token), p.Welcome)
 
 
 def test_a_bad_ipv6_request_target_answers_400_without_a_traceback(
@@ -137,7 +100,7 @@ def test_slow_dashboard_clients_cannot_hold_the_heads_descriptors(
         assert status in (200, 503)
         held = _open_fds(dash_head.proc.pid) - before
         assert held <= 64 + 8, f"the head holds {held} more descriptors for 200 slow clients"
-        assert isinstance(_mesh_verdict(dash_head.address, dash_head.token), p.Welcome)
+        assert isinstance(raw.handshake(dash_head.address, dash_head.token), p.Welcome)
     finally:
         for s in idle:
             s.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
 
 import pytest
@@ -17,15 +16,11 @@ import pytest
 from runtime.core.wire import protocol as p
 from tests.conftest import HeadProcess
 
+from . import raw
+
 pytestmark = pytest.mark.timeout(60)
 
-PREFIX = struct.Struct(">II")
 FORGED = "2026-01-01 00:00:00,000 runtime.head WARNING node n-victim declared dead"
-
-
-def _frame(msg: p._Msg) -> bytes:
-    header = p.encode(msg)
-    return PREFIX.pack(4 + len(header), len(header)) + header
 
 
 def _bad_handshake(address: str, peer_id: str) -> str:
@@ -34,8 +29,8 @@ def _bad_handshake(address: str, peer_id: str) -> str:
     Returns the local address the head saw."""
     host, _, port = address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        hello = _frame(p.Hello(p.PROTOCOL_VERSION, peer_id, os.urandom(16)))
-        sock.sendall(hello + _frame(p.Welcome()))
+        hello = raw.frame(p.Hello(p.PROTOCOL_VERSION, peer_id, os.urandom(16)))
+        sock.sendall(hello + raw.frame(p.Welcome()))
         try:
             while sock.recv(65536):
                 pass
