@@ -61,7 +61,8 @@ _LAZY = {
     "SACConfig": "runtime.rllib.sac",
 }
 
-#: Algorithm names Tune and the CLI accept (``tune.run("PPO")``): name -> "module:class".
+#: Algorithm names Tune and the CLI accept (``tune.run("PPO")``): name -> "module:class"
+#: (``runtime.libs.trainable`` registers the same names, so Tune needs no import of this).
 ALGORITHMS = {
     "PPO": "runtime.rllib.ppo:PPO",
     "DQN": "runtime.rllib.dqn:DQN",
@@ -71,23 +72,6 @@ ALGORITHMS = {
     "BC": "runtime.rllib.marwil:BC",
     "MARWIL": "runtime.rllib.marwil:MARWIL",
 }
-
-
-def _register_with_tune() -> None:
-    """Make every algorithm name a Tune trainable (``tune.run("SAC")``), lazily resolved.
-
-    ``runtime.libs.trainable`` knows PPO and DQN by itself; the others are added here, when
-    ``runtime.rllib`` is imported.
-    """
-    from runtime.libs import trainable
-
-    known = set(trainable.registered_trainables())
-    for name, target in ALGORITHMS.items():
-        if name not in known:
-            trainable.register_trainable(name, target)
-
-
-_register_with_tune()
 
 
 def __getattr__(name: str) -> Any:

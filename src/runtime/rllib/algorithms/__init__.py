@@ -20,27 +20,15 @@ if TYPE_CHECKING:
     from runtime.rllib.ppo import PPO, PPOConfig
     from runtime.rllib.sac import SAC, SACConfig
 
-_LAZY = {
-    "Algorithm": "runtime.rllib._algorithm",
-    "APPO": "runtime.rllib.appo",
-    "APPOConfig": "runtime.rllib.appo",
-    "IMPALA": "runtime.rllib.appo",
-    "IMPALAConfig": "runtime.rllib.appo",
-    "BC": "runtime.rllib.marwil",
-    "BCConfig": "runtime.rllib.marwil",
-    "MARWIL": "runtime.rllib.marwil",
-    "MARWILConfig": "runtime.rllib.marwil",
-    "DQN": "runtime.rllib.dqn",
-    "DQNConfig": "runtime.rllib.dqn",
-    "PPO": "runtime.rllib.ppo",
-    "PPOConfig": "runtime.rllib.ppo",
-    "SAC": "runtime.rllib.sac",
-    "SACConfig": "runtime.rllib.sac",
-}
+
+def _lazy() -> dict[str, str]:
+    from runtime import rllib
+
+    return rllib._LAZY
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _lazy().get(name) if name in __all__ else None
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
