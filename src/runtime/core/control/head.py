@@ -26,6 +26,7 @@ from ..wire.heartbeat import now as heartbeat_now
 from .actors import ActorDirectory
 from .groups import PlacementGroups
 from .head_store import HeadStore
+from .kv import KVStore
 from .records import (
     ALIVE,
     DEAD,
@@ -49,7 +50,7 @@ class Head:
     def __init__(self, worker: HeadHost) -> None:
         self.worker = worker
         self.nodes: dict[str, p.NodeInfo] = {}
-        self.kv: dict[tuple[str, str], bytes] = {}
+        self.kv = KVStore()
         self._view_armed = False
         self._placing = False
         self.detector = FailureDetector(DetectorConfig.from_env())
@@ -78,7 +79,7 @@ class Head:
             ),
             p.KillActor: self._kill_actor,
             p.ListState: lambda msg, conn: self._list(msg.what),
-            p.KvOp: lambda msg, conn: self._kv(msg),
+            p.KvOp: lambda msg, conn: self.kv.handle(msg),
             p.StopCluster: self._stop_request,
             p.CreatePlacementGroup: lambda msg, conn: placement.create(msg.spec),
             p.WaitPlacementGroup: lambda msg, conn: placement.wait(
@@ -93,7 +94,7 @@ class Head:
 
     def _load(self, store: HeadStore) -> None:
         """Take up the state a previous head left in the state directory."""
-        self.kv.update(store.kv())
+        self.kv.load(store)
         for spec, state, nodes, reason in store.groups():
             self.placement.groups[spec.pg_id] = GroupRecord(spec, state, dict(nodes), reason=reason)
             if state != REMOVED and spec.name:
@@ -360,27 +361,6 @@ class Head:
         if what == "placement_groups":
             return [g.table() for g in self.placement.groups.values()]
         raise ValueError(f"cannot list {what!r}: choose nodes, actors or placement_groups")
-
-    def _kv(self, msg: p.KvOp) -> Any:
-        key = (msg.namespace, msg.key)
-        match msg.op:
-            case "put":
-                if not msg.overwrite and key in self.kv:
-                    return False
-                assert msg.value is not None
-                self.kv[key] = msg.value
-                if self.store is not None:
-                    self.store.put(msg.namespace, msg.key, msg.value)
-                return True
-            case "get":
-                return self.kv.get(key)
-            case "del":
-                if self.store is not None:
-                    self.store.delete(msg.namespace, msg.key)
-                return self.kv.pop(key, None) is not None
-            case "keys":
-                return [k for ns, k in self.kv if ns == msg.namespace and k.startswith(msg.key)]
-        raise ValueError(f"unknown KV operation {msg.op!r}")
 
     def stop_cluster(self) -> None:
         for node_id in self.nodes:
