@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -55,13 +54,6 @@ class ServeStatus:
     http_host: str | None = None
     http_port: int | None = None
     grpc_port: int | None = None  # None: no gRPC ingress
-
-
-def _state_path() -> str:
-    base = os.environ.get("RUNTIME_TMPDIR") or os.path.join(
-        tempfile.gettempdir(), f"runtime-{os.getuid()}"
-    )
-    return os.path.join(base, "serve", f"controller-{os.urandom(6).hex()}.pkl")
 
 
 def _controller_or_none() -> Any:
@@ -117,7 +109,7 @@ def start(
                 max_task_retries=-1,
                 max_concurrency=100_000,
                 get_if_exists=True,
-            ).remote(_state_path(), os.urandom(8).hex(), options)
+            ).remote(os.urandom(8).hex(), options)
         except ValueError:
             controller = _client.lookup_controller()
         _client.set_controller(controller)

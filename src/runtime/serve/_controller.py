@@ -5,8 +5,8 @@ deployment's replica actors toward its target (start, stop gracefully, roll to n
 reconfigure on a new ``user_config``), autoscales from the replicas' ongoing requests and
 the routers' queues, health-checks replicas and replaces the failing ones, and keeps the
 HTTP proxy alive. Routers and the proxy follow it by long poll (``listen``); no request
-passes through it. After every change it writes a checkpoint file, from which a restarted
-controller takes up the same apps and replicas.
+passes through it. After every change it stores its state in the head's KV store, from
+which a restarted controller (on any host) takes up the same apps and replicas.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import runtime
+from runtime.experimental import internal_kv
 from runtime.util import NodeAffinitySchedulingStrategy
 
 from . import _state
@@ -45,16 +46,25 @@ _MAX_START_FAILURES = 3
 class ServeController:
     """Owns Serve's state; every public method is a coroutine on its node's loop."""
 
-    def __init__(self, state_path: str, token: str, http_options: dict[str, Any]) -> None:
-        self._path = state_path
+    def __init__(self, token: str, http_options: dict[str, Any]) -> None:
         self._token = token
         self._apps: dict[str, AppState] = {}
         self._http = dict(http_options)
         self._restored = False
-        loaded = _state.load(state_path, token)
+        # The constructor runs on a thread of its node: it may wait for the head's answer.
+        stored = internal_kv._internal_kv_get(_state.KV_KEY, namespace=_state.KV_NAMESPACE)
+        try:
+            loaded = _state.loads(stored, token)
+        except Exception:  # a state this version cannot read: start empty, and say so
+            log.exception("serve controller: could not read its stored state; starting empty")
+            loaded = None
         if loaded is not None:
             self._apps, self._http = loaded
             self._restored = True
+        # Writes of the state to the KV store: one writer at a time, always the latest state.
+        self._writer: asyncio.Task[None] | None = None
+        self._wanted_writes = 0
+        self._done_writes = 0
         self._versions: dict[str, int] = {}
         # Versions start from the clock, so that a restarted controller's versions are newer
         # than any a follower saw from its previous life.
@@ -160,11 +170,34 @@ class ServeController:
         self._poke()  # a replica started or stopped, a check ended: look again
 
     def _save(self) -> None:
+        """The state changed: store it in the head's KV (in the background, in order)."""
         self._poke()
-        try:
-            _state.save(self._path, self._token, self._apps, self._http)
-        except Exception:
-            log.exception("serve controller: could not write its checkpoint %s", self._path)
+        if self._shutting_down:
+            return
+        self._wanted_writes += 1
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._write_state())
+
+    async def _write_state(self) -> None:
+        while self._done_writes < self._wanted_writes and not self._shutting_down:
+            wanted = self._wanted_writes
+            try:
+                data = _state.dumps(self._token, self._apps, self._http)
+                await internal_kv._internal_kv_put_async(
+                    _state.KV_KEY, data, namespace=_state.KV_NAMESPACE
+                )
+            except Exception:
+                log.exception("serve controller: could not store its state in the head's KV")
+            self._done_writes = wanted
+
+    async def _flush(self) -> None:
+        """Wait until the state as it is now is stored (a controller restarted from then on
+        finds it)."""
+        wanted = self._wanted_writes
+        writer = self._writer
+        while self._done_writes < wanted and writer is not None and not writer.done():
+            await asyncio.shield(writer)  # it writes until no change is left unwritten
+            writer = self._writer
 
     # --- long poll ----------------------------------------------------------------------------
 
@@ -279,6 +312,7 @@ class ServeController:
             self._publish(name, spec.name)  # max_ongoing_requests etc. may have changed
         self._publish_routes()
         self._save()
+        await self._flush()
         return self._versions["routes"]
 
     async def delete_app(self, name: str) -> int | None:
@@ -294,6 +328,7 @@ class ServeController:
             dep.target = 0
         self._publish_routes()
         self._save()
+        await self._flush()
         return self._versions["routes"]
 
     async def app_names(self) -> list[str]:
@@ -367,11 +402,13 @@ class ServeController:
 
         await asyncio.gather(*(stop(p) for p in proxies))
         doomed, self._doomed = list(self._doomed), set()
+        if self._writer is not None:  # a write in flight ends before the state is deleted
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*(_kill(h) for h in doomed))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
+        await internal_kv._internal_kv_del_async(_state.KV_KEY, namespace=_state.KV_NAMESPACE)
 
     # --- reports from routers -----------------------------------------------------------------
 

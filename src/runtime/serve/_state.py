@@ -1,16 +1,15 @@
-"""The controller's desired and actual state, as plain data that pickles into a checkpoint.
+"""The controller's desired and actual state, as plain data that pickles into the head's KV.
 
 An :class:`AppState` holds its route prefix, ingress and deployments; a
 :class:`DeploymentState` holds the spec (code, arguments, config), the replica count the
-controller aims for, and its :class:`ReplicaInfo` s. The controller writes all of it to a
-file after every change, so a restarted controller takes up the same apps and replicas.
+controller aims for, and its :class:`ReplicaInfo` s. The controller stores all of it in the
+head's KV store after every change, so a restarted controller, on any host, takes up the
+same apps and replicas.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -96,29 +95,22 @@ class AppState:
         return "DEPLOYING"
 
 
-def save(path: str, token: str, apps: dict[str, AppState], http: dict[str, Any]) -> None:
-    """Write the checkpoint atomically (write a temp file, then rename it over the old one)."""
-    data = cloudpickle.dumps({"token": token, "apps": apps, "http": http})
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".serve-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+#: Where the controller keeps its state: the head's KV store, namespace ``serve``.
+KV_NAMESPACE = "serve"
+KV_KEY = "controller"
 
 
-def load(path: str, token: str) -> tuple[dict[str, AppState], dict[str, Any]] | None:
-    """The checkpoint written by an earlier life of this controller, or None."""
-    try:
-        with open(path, "rb") as f:
-            data = cloudpickle.loads(f.read())
-    except FileNotFoundError:
+def dumps(token: str, apps: dict[str, AppState], http: dict[str, Any]) -> bytes:
+    """The controller's state as one value for the head's KV store."""
+    return cloudpickle.dumps({"token": token, "apps": apps, "http": http})
+
+
+def loads(data: bytes | None, token: str) -> tuple[dict[str, AppState], dict[str, Any]] | None:
+    """The state an earlier life of this controller stored, or None (none stored, or left by
+    another Serve instance: not ours)."""
+    if data is None:
         return None
-    if data.get("token") != token:
-        return None  # left by another Serve instance: not ours
-    return data["apps"], data["http"]
+    state = cloudpickle.loads(data)
+    if state.get("token") != token:
+        return None
+    return state["apps"], state["http"]
