@@ -52,16 +52,28 @@ def ingress(asgi_app: Any) -> Callable[[type], type]:
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
         own = {v.__qualname__ for v in vars(cls).values() if inspect.isfunction(v)}
 
-        async def __call__(self: Any, request: Request) -> Response | StreamingResponse:
+        def app_of(self: Any) -> Any:
             app = self.__dict__.get("_serve_asgi_app")
             if app is None:
                 target = by_value.app if by_value is not None else None
                 if where is not None:
                     target = getattr(importlib.import_module(where[0]), where[1])
                 app = self._serve_asgi_app = _bind_routes(target, own, self)
-            return await _call_asgi(app, request)
+            return app
 
-        namespace = {"__call__": __call__, "__module__": cls.__module__, "__doc__": cls.__doc__}
+        async def __call__(self: Any, request: Request) -> Response | StreamingResponse:
+            return await _call_asgi(app_of(self), request)
+
+        async def _serve_websocket(self: Any, scope: Any, receive: Any, send: Any) -> None:
+            """A WebSocket connection (the replica's ``websocket`` runs it)."""
+            await app_of(self)(scope, receive, send)
+
+        namespace = {
+            "__call__": __call__,
+            "_serve_websocket": _serve_websocket,
+            "__module__": cls.__module__,
+            "__doc__": cls.__doc__,
+        }
         return type(cls.__name__, (cls,), namespace)
 
     return decorate
@@ -117,18 +129,22 @@ def _bind_routes(app: Any, own: set[str], instance: Any) -> Any:
     if routes is None:
         return app
     try:
-        from fastapi.routing import APIRoute
+        from fastapi.routing import APIRoute, APIWebSocketRoute
     except ImportError:  # a plain ASGI app: nothing to bind
         return app
-    params = [p for p in inspect.signature(APIRoute.__init__).parameters if p not in
-              ("self", "path", "endpoint")]  # fmt: skip
+    params = {
+        kind: [p for p in inspect.signature(kind.__init__).parameters
+               if p not in ("self", "path", "endpoint")]
+        for kind in (APIRoute, APIWebSocketRoute)
+    }  # fmt: skip
     for i, route in enumerate(routes):
-        if isinstance(route, APIRoute) and getattr(route.endpoint, "__qualname__", "") in own:
+        kind = type(route)
+        if kind in params and getattr(route.endpoint, "__qualname__", "") in own:
             # The route's own function (its module's globals resolve string annotations),
             # bound to this replica's instance.
             bound = types.MethodType(route.endpoint, instance)
-            kwargs = {p: getattr(route, p) for p in params if hasattr(route, p)}
-            routes[i] = APIRoute(route.path, bound, **kwargs)
+            kwargs = {p: getattr(route, p) for p in params[kind] if hasattr(route, p)}
+            routes[i] = kind(route.path, bound, **kwargs)
     return app
 
 

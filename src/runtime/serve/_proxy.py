@@ -31,7 +31,7 @@ from typing import Any
 
 import runtime
 
-from . import _client, _http
+from . import _client, _http, _websocket
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._multiplex import MODEL_ID_HEADER
 from ._router import did_not_run, get_router, is_replica_gone, is_retryable
@@ -347,6 +347,8 @@ class ServeProxy:
         if method not in _METHODS:
             return _json(405, "MethodNotAllowed", f"method {method} is not supported")
         opts = self._opts
+        if _websocket.is_upgrade(request):
+            return await _websocket.proxy(request, route, self._hide, opts.max_body_bytes)
         length = request.content_length
         if length is not None and length > opts.max_body_bytes:
             return _json(413, "PayloadTooLarge", f"the body exceeds {opts.max_body_bytes} bytes")

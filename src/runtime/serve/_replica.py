@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _client, _http, _multiplex
+from . import _client, _http, _multiplex, _websocket
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
 from ._exceptions import (
     HTTPException,
@@ -58,6 +58,7 @@ class ServeReplica:
         self._tasks: dict[str, asyncio.Future[Any]] = {}
         self._contexts: dict[str, RequestContext] = {}
         self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
+        self._sockets: dict[str, _websocket.Session] = {}
         self._idle: asyncio.Event | None = None
         self._initialized = False
         self._draining = False
@@ -226,6 +227,45 @@ class ServeReplica:
             if not ended:
                 self._end()
                 self._contexts.pop(request_id, None)
+
+    async def websocket(
+        self, request_id: str, path: str, query: str, headers: bytes, route_prefix: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run a WebSocket connection through the deployment's ASGI app (``@serve.ingress``),
+        called with core's ``num_returns="streaming"``: yields what the app sends (see
+        :mod:`._websocket`); the client's messages come by ``websocket_receive``."""
+        self._admit()
+        self._begin()
+        try:
+            app = getattr(self._obj, "_serve_websocket", None) if self._initialized else None
+            if app is None:
+                yield {
+                    "type": "websocket.close",
+                    "code": 1003,
+                    "reason": f"deployment {self._ctx.deployment!r} takes no WebSockets: serve "
+                    "an ASGI app with @serve.ingress for them",
+                }
+                return
+            request = _http.decode_request("GET", path, query, headers, b"", route_prefix)
+            asgi_scope = _websocket.scope(path, query, request.headers._items, route_prefix)
+            session = self._sockets[request_id] = _websocket.Session()
+            ctx = self._ctx
+
+            async def call(scope: dict[str, Any], receive: Any, send: Any) -> None:
+                current_replica.set(ctx)  # this runs in a task of its own
+                current_request.set(RequestContext(request_id))
+                await app(scope, receive, send)
+
+            async for message in _websocket.run(call, asgi_scope, session):
+                yield message
+        finally:
+            self._sockets.pop(request_id, None)
+            self._end()
+
+    async def websocket_receive(self, request_id: str, message: dict[str, Any]) -> bool:
+        """A client's message for its connection's app; False if the connection is gone."""
+        session = self._sockets.get(request_id)
+        return False if session is None else await session.deliver(message)
 
     async def next_chunk(self, request_id: str) -> tuple[bool, Any]:
         """The next item of a streamed answer: (True, item), or (False, None) at its end."""
