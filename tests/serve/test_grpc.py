@@ -3,9 +3,12 @@ and answered by a deployment's method of the RPC's name, over a real gRPC channe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,8 @@ package greet;
 service Greeter {
   rpc SayHello (HelloRequest) returns (HelloReply);
   rpc Fail (HelloRequest) returns (HelloReply);
+  rpc SayHellos (HelloRequest) returns (stream HelloReply);
+  rpc Collect (stream HelloRequest) returns (HelloReply);
 }
 message HelloRequest { string name = 1; }
 message HelloReply { string message = 1; string model = 2; }
@@ -41,6 +46,24 @@ class Greeter:
 
     async def Fail(self, request: object) -> object:
         raise ValueError("no greeting today")
+
+    async def SayHellos(self, request: Any) -> AsyncIterator[object]:
+        """Server streaming: ``name`` is "<word>:<count>[:<marker file>]"; a count of -1
+        streams until cancelled, 'boom' fails after two replies."""
+        import greet_pb2
+
+        word, count, *marker = request.name.split(":", 2)
+        try:
+            i = 0
+            while int(count) < 0 or i < int(count):
+                if word == "boom" and i == 2:
+                    raise RuntimeError("the stream broke")
+                yield greet_pb2.HelloReply(message=f"{word} {i}")
+                i += 1
+                await asyncio.sleep(0.01 if int(count) < 0 else 0)
+        finally:
+            if marker:  # a tiny local file: no need to leave the loop for it
+                os.close(os.open(marker[0], os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +128,42 @@ def test_a_unary_rpc_is_answered_by_the_deployment(grpc_port: int) -> None:
                 greet_pb2.HelloRequest(name="x"), metadata=(("application", "nope"),), timeout=30
             )
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_server_streaming_rpc_sends_each_item_as_it_comes(grpc_port: int) -> None:
+    import greet_pb2
+    import greet_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = greet_pb2_grpc.GreeterStub(channel)
+        replies = stub.SayHellos(greet_pb2.HelloRequest(name="hi:5"), timeout=30)
+        assert [r.message for r in replies] == [f"hi {i}" for i in range(5)]
+        # A failure midway ends the stream with INTERNAL after what was sent.
+        got = []
+        with pytest.raises(grpc.RpcError) as err:
+            for reply in stub.SayHellos(greet_pb2.HelloRequest(name="boom:9"), timeout=30):
+                got.append(reply.message)
+        assert got == ["boom 0", "boom 1"]
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert "the stream broke" in err.value.details()
+        # Client streaming is not taken: a clear status, not a hang.
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Collect(iter([greet_pb2.HelloRequest(name="a")]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_client_that_cancels_a_stream_closes_the_generator(grpc_port: int, tmp_path) -> None:
+    import greet_pb2
+    import greet_pb2_grpc
+
+    marker = str(tmp_path / "closed")
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = greet_pb2_grpc.GreeterStub(channel)
+        replies = stub.SayHellos(greet_pb2.HelloRequest(name=f"on:-1:{marker}"), timeout=30)
+        assert next(replies).message == "on 0"
+        assert not os.path.exists(marker)
+        replies.cancel()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker):  # the generator's finally ran on its replica
+            assert time.monotonic() < deadline, "the generator was not closed"
+            time.sleep(0.02)
