@@ -24,10 +24,16 @@ declared with that differ from the defaults), to edit and ``deploy``; it needs n
         route_prefix: /
         import_path: my_module:app          # an Application, or a function returning one
         args: {}                            # passed to that function
+        runtime_env:                        # for every deployment of the app
+          working_dir: ./my_project         # a local directory; import_path may live there
+          env_vars: {MODEL_SIZE: small}
         deployments:                        # per-deployment option overrides, by name
           - name: Model
             num_replicas: 2
             user_config: {threshold: 0.5}
+            placement_group_bundles: [{CPU: 1}, {CPU: 1}]
+            placement_group_strategy: PACK
+            logging_config: {encoding: JSON, log_level: DEBUG, logs_dir: /tmp/serve-logs}
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import runtime
@@ -105,6 +113,54 @@ def apply_overrides(app: Application, overrides: list[dict[str, Any]]) -> None:
         raise ValueError(f"the config names deployments that the app does not have: {missing}")
 
 
+def apply_runtime_env(app: Application, env: dict[str, Any]) -> None:
+    """Give every deployment of the graph the application's ``runtime_env`` (a deployment's
+    own ``ray_actor_options.runtime_env`` keys win; ``env_vars`` merge), as Ray does."""
+    if not isinstance(env, dict):
+        raise ValueError(f"an application's runtime_env must be a mapping, got {env!r}")
+    seen: set[int] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Application):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            dep = value.deployment
+            own = dict(dep.config.ray_actor_options.get("runtime_env") or {})
+            merged = {**env, **own}
+            if "env_vars" in env or "env_vars" in own:
+                merged["env_vars"] = {**env.get("env_vars", {}), **own.get("env_vars", {})}
+            options = {**dep.config.ray_actor_options, "runtime_env": merged}
+            value.deployment = dep.options(ray_actor_options=options)
+            for v in (*value.args, *value.kwargs.values()):
+                visit(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    visit(app)
+
+
+@contextlib.contextmanager
+def _importable_from(env: dict[str, Any] | None) -> Iterator[None]:
+    """The app's ``working_dir`` (a local directory) on ``sys.path`` while it is imported, so
+    that its ``import_path`` may name a module that lives only there (as in Ray)."""
+    working_dir = (env or {}).get("working_dir")
+    if not isinstance(working_dir, str) or not os.path.isdir(working_dir):
+        yield
+        return
+    path = os.path.abspath(working_dir)
+    sys.path.insert(0, path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(path)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -129,6 +185,15 @@ def _status_dict() -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with its tuples as lists (a YAML file has no tuples)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def build_config(import_paths: list[str], host: str, port: int) -> dict[str, Any]:
     """Ray Serve's config format for these apps: names, routes, each deployment's options."""
     from ._config import DeploymentConfig
@@ -149,7 +214,7 @@ def build_config(import_paths: list[str], host: str, port: int) -> dict[str, Any
                         value = {
                             k: v for k, v in dataclasses.asdict(value).items() if v is not None
                         }
-                    entry[field.name] = value
+                    entry[field.name] = _plain(value)
             deployments.append(entry)
         apps.append({
             "name": name,
@@ -231,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         for item in apps:
             if "import_path" not in item:
                 raise SystemExit(f"{args.config}: an application needs an import_path: {item}")
-            app = import_app(item["import_path"], item.get("args"))
+            env = item.get("runtime_env")
+            with _importable_from(env):
+                app = import_app(item["import_path"], item.get("args"))
             apply_overrides(app, item.get("deployments") or [])
+            if env:
+                apply_runtime_env(app, env)
             built.append((app, item.get("name", "default"), item.get("route_prefix", "/")))
         _connect(args.address, start_local=False)
         _api.start(http_options=config.get("http_options"))

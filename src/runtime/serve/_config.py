@@ -7,6 +7,7 @@ time, naming the option, before anything is deployed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -128,6 +129,91 @@ def _first(*values: float | None) -> float:
     raise AssertionError("smoothing_factor always has a value")
 
 
+#: The log levels ``LoggingConfig.log_level`` takes (names, as in Ray, or their numbers).
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Strategies of a replica's placement group (``placement_group_strategy``).
+PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """How a deployment's replicas log (Ray's ``ray.serve.schema.LoggingConfig``).
+
+    Records of the ``runtime.serve`` and ``ray.serve`` loggers (and their children) emitted
+    while a replica of the deployment runs its code go, at ``log_level`` and above, to a
+    file ``replica_<app>_<deployment>_<id>.log`` in ``logs_dir`` (None: the node's stderr,
+    which reaches the driver), as text or as one JSON object per line (``encoding``), with
+    the application, deployment, replica and request id. ``enable_access_log``: one INFO
+    line per HTTP request (method, path, status, milliseconds).
+    ``additional_log_standard_attrs``: ``logging.LogRecord`` attributes added to each JSON
+    record (``"name"``, ``"funcName"``, ``"lineno"``, ...).
+    """
+
+    encoding: str = "TEXT"
+    log_level: str | int = "INFO"
+    logs_dir: str | None = None
+    enable_access_log: bool = True
+    additional_log_standard_attrs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("TEXT", "JSON"):
+            raise ValueError(f"encoding must be 'TEXT' or 'JSON', got {self.encoding!r}")
+        level = self.log_level
+        if isinstance(level, str):
+            if level.upper() not in _LEVELS:
+                raise ValueError(f"log_level must be one of {_LEVELS}, got {level!r}")
+            object.__setattr__(self, "log_level", level.upper())
+        elif not isinstance(level, int) or isinstance(level, bool) or level < 0:
+            raise ValueError(f"log_level must be a level name or number, got {level!r}")
+        if self.logs_dir is not None and (not isinstance(self.logs_dir, str) or not self.logs_dir):
+            raise ValueError(f"logs_dir must be a non-empty path or None, got {self.logs_dir!r}")
+        if not isinstance(self.enable_access_log, bool):
+            raise ValueError("enable_access_log must be a bool")
+        attrs = self.additional_log_standard_attrs
+        if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
+            raise ValueError("additional_log_standard_attrs must be a list of attribute names")
+        object.__setattr__(self, "additional_log_standard_attrs", tuple(attrs))
+
+    @property
+    def level(self) -> int:
+        """``log_level`` as a number."""
+        level = self.log_level
+        return level if isinstance(level, int) else int(getattr(logging, level))
+
+    @classmethod
+    def parse(cls, value: LoggingConfig | dict[str, Any] | None) -> LoggingConfig | None:
+        if value is None or isinstance(value, LoggingConfig):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"logging_config must be a dict, got {type(value).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(
+                f"unknown logging_config keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**value)
+
+
+def _check_bundles(bundles: Any, strategy: Any) -> None:
+    if bundles is None:
+        if strategy is not None:
+            raise ValueError("placement_group_strategy needs placement_group_bundles")
+        return
+    if not isinstance(bundles, list | tuple) or not bundles:
+        raise ValueError(f"placement_group_bundles must be a non-empty list, got {bundles!r}")
+    for i, bundle in enumerate(bundles):
+        if not isinstance(bundle, dict) or not bundle:
+            raise ValueError(f"placement_group_bundles[{i}] must be a non-empty dict: {bundle!r}")
+        for key, amount in bundle.items():
+            if not isinstance(key, str) or not _finite(amount) or amount < 0:
+                raise ValueError(
+                    f"placement_group_bundles[{i}]: {key!r} must be a number >= 0, got {amount!r}"
+                )
+    if strategy is not None and strategy not in PG_STRATEGIES:
+        raise ValueError(f"placement_group_strategy must be one of {PG_STRATEGIES}: {strategy!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DeploymentConfig:
     """Every option of ``@serve.deployment``, validated."""
@@ -147,8 +233,27 @@ class DeploymentConfig:
     version: str | None = None
     #: At most this many replicas of the deployment on one node (None: no bound).
     max_replicas_per_node: int | None = None
+    #: Each replica reserves these bundles in a placement group of its own and runs in the
+    #: first; the others are for the tasks and actors it starts (None: no group).
+    placement_group_bundles: tuple[dict[str, float], ...] | None = None
+    placement_group_strategy: str | None = None  # PACK when bundles are given
+    logging_config: LoggingConfig | None = None
 
     def __post_init__(self) -> None:
+        _check_bundles(self.placement_group_bundles, self.placement_group_strategy)
+        if self.placement_group_bundles is not None:
+            object.__setattr__(
+                self,
+                "placement_group_bundles",
+                tuple({k: float(v) for k, v in b.items()} for b in self.placement_group_bundles),
+            )
+            if self.max_replicas_per_node is not None or (
+                "scheduling_strategy" in self.ray_actor_options
+            ):
+                raise ValueError(
+                    "placement_group_bundles places each replica in its own group: drop "
+                    "max_replicas_per_node and the scheduling_strategy of ray_actor_options"
+                )
         m = self.max_replicas_per_node
         if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
             raise ValueError(f"max_replicas_per_node must be an int >= 1, got {m!r}")
@@ -194,6 +299,8 @@ class DeploymentConfig:
         return a.initial_replicas if a.initial_replicas is not None else a.min_replicas
 
     def replace(self, **changes: Any) -> DeploymentConfig:
+        if "logging_config" in changes:
+            changes["logging_config"] = LoggingConfig.parse(changes["logging_config"])
         if "autoscaling_config" in changes:
             changes["autoscaling_config"] = AutoscalingConfig.parse(changes["autoscaling_config"])
         if changes.get("num_replicas") == "auto":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -20,7 +21,12 @@ from typing import Any
 
 import runtime
 from runtime.experimental import internal_kv
-from runtime.util import NodeAffinitySchedulingStrategy
+from runtime.util import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+    placement_group,
+    remove_placement_group,
+)
 
 from . import _state
 from ._client import NAMESPACE, PROXY_NAME
@@ -541,9 +547,22 @@ class ServeController:
             return
         self._counter += 1
         tag = f"{app.name}#{dep.spec.name}#{os.urandom(3).hex()}"
-        opts = dict(dep.spec.config.ray_actor_options)
+        c = dep.spec.config
+        opts = dict(c.ray_actor_options)
         if node:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        pg = None
+        if c.placement_group_bundles is not None:
+            # Its own group, detached like the replica (the controller may restart elsewhere);
+            # the replica runs in the first bundle, the rest is for what it starts.
+            pg = placement_group(
+                list(c.placement_group_bundles),
+                strategy=c.placement_group_strategy or "PACK",
+                lifetime="detached",
+            )
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
         handle = ReplicaActor.options(
             name=f"SERVE_REPLICA::{tag}",
             namespace=NAMESPACE,
@@ -556,9 +575,10 @@ class ServeController:
             tag,
             dep.spec.blob,
             dep.spec.is_function,
-            dep.spec.config.max_ongoing_requests,
+            c.max_ongoing_requests,
+            dataclasses.asdict(c.logging_config) if c.logging_config is not None else None,
         )
-        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING, node_id=node or None)
+        rep = ReplicaInfo(tag, handle, dep.spec.code_version, STARTING, node_id=node or None, pg=pg)
         dep.replicas[tag] = rep
         self._spawn(self._init_replica(app, dep, rep))
 
@@ -567,17 +587,18 @@ class ServeController:
         has_config = c.user_config is not None
         version = dep.user_config_version
         try:
-            info = await asyncio.wait_for(
-                _ref(rep.handle.initialize.remote(c.user_config, has_config)), _INIT_TIMEOUT_S
-            )
+            async with asyncio.timeout(_INIT_TIMEOUT_S):
+                if rep.pg is not None:  # an infeasible group fails here, not at the timeout
+                    await _ref(rep.pg.ready())
+                info = await _ref(rep.handle.initialize.remote(c.user_config, has_config))
         except Exception as exc:
             dep.start_failures += 1
-            dep.message = f"a replica of {dep.spec.name!r} failed to start: {exc}"
+            dep.message = f"a replica of {dep.spec.name!r} failed to start: {exc!r}"
             log.warning("serve: %s", dep.message)
             if dep.start_failures >= _MAX_START_FAILURES:
                 dep.failed = True
             dep.replicas.pop(rep.tag, None)
-            await _kill(rep.handle)
+            await _kill_replica(rep)
             return
         if rep.state != STARTING:
             return  # stopped while it started
@@ -619,7 +640,7 @@ class ServeController:
                 await asyncio.sleep(_LISTEN_TIMEOUT_S + 1)
             finally:
                 self._doomed.discard(rep.handle)
-        await _kill(rep.handle)
+        await _kill_replica(rep)
 
     def _replica_failed(
         self,
@@ -639,7 +660,7 @@ class ServeController:
             return
         rep.state = STOPPING
         dep.replicas.pop(rep.tag, None)
-        self._spawn(_kill(rep.handle))
+        self._spawn(_kill_replica(rep))
         self._publish(app.name, dep.spec.name)
         self._save()  # the next reconcile starts a replacement
 
@@ -813,3 +834,11 @@ async def _kill(handle: Any) -> None:
     so that a refusal is an exception here, not an error logged by the loop)."""
     with contextlib.suppress(Exception):
         await asyncio.to_thread(runtime.kill, handle)
+
+
+async def _kill_replica(rep: ReplicaInfo) -> None:
+    """Kill a replica, then free its placement group (if it has one)."""
+    await _kill(rep.handle)
+    if rep.pg is not None:
+        with contextlib.suppress(Exception):
+            remove_placement_group(rep.pg)

@@ -190,7 +190,10 @@ def build(app: Application, app_name: str) -> tuple[str, list[DeploymentSpec]]:
         else:
             digest = hashlib.sha256(blob)
             digest.update(_source_hash(dep.func_or_class))
+        # What the replica actors are made with: a change replaces them.
         digest.update(repr(sorted(c.ray_actor_options.items())).encode())
+        digest.update(repr((c.placement_group_bundles, c.placement_group_strategy)).encode())
+        digest.update(repr(c.logging_config).encode())
         specs[name] = DeploymentSpec(
             name, blob, c, digest.hexdigest()[:16], not inspect.isclass(dep.func_or_class)
         )

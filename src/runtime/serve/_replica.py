@@ -30,6 +30,7 @@ from ._exceptions import (
     ReplicaFullError,
     RequestCancelledError,
 )
+from ._logging import ReplicaLogging
 
 _END = object()
 log = logging.getLogger(__name__)
@@ -46,8 +47,11 @@ class ServeReplica:
         blob: bytes,
         is_function: bool,
         max_ongoing: int = 0,
+        logging_config: dict[str, Any] | None = None,
     ) -> None:
         self._ctx = ReplicaContext(app_name, deployment, replica_tag)
+        self._logging_config = logging_config
+        self._logging: ReplicaLogging | None = None
         #: ``max_ongoing_requests``, held here across every caller (0: no cap).
         self._max_ongoing = max_ongoing
         self._blob = blob
@@ -70,6 +74,8 @@ class ServeReplica:
     ) -> dict[str, Any]:
         """Build the user's object (once), apply ``user_config``; returns pid and node."""
         if not self._initialized:
+            if self._logging_config is not None and self._logging is None:
+                self._logging = ReplicaLogging(self._logging_config, self._ctx)
             # On a thread: unpickling imports the user's modules, and a constructor may load
             # a model; neither may stall the node's loop.
             self._obj = await asyncio.to_thread(self._construct)
@@ -136,6 +142,9 @@ class ServeReplica:
         if fn is not None:
             with contextlib.suppress(Exception):  # a failing destructor must not stop shutdown
                 await self._call_user(fn, (), {})
+        if self._logging is not None:
+            self._logging.close()
+            self._logging = None
         return self._ongoing
 
     # --- requests -----------------------------------------------------------------------------
@@ -196,6 +205,25 @@ class ServeReplica:
         route_prefix: str,
     ) -> bytes:
         """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
+        if self._logging is None:
+            return await self._handle_http(request_id, method, path, query, headers, body,
+                                           route_prefix)  # fmt: skip
+        started = time.perf_counter()
+        answer = await self._handle_http(request_id, method, path, query, headers, body,
+                                         route_prefix)  # fmt: skip
+        self._logging.access(method, path, _http.unpack_answer(answer)[0], started, request_id)
+        return answer
+
+    async def _handle_http(  # noqa: PLR0917 - as handle_http
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: bytes,
+        body: bytes,
+        route_prefix: str,
+    ) -> bytes:
         self._admit()
         self._begin()
         ended = False

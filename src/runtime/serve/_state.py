@@ -34,6 +34,7 @@ class ReplicaInfo:
     health_failures: int = 0
     models: tuple[str, ...] = ()  # multiplexed model ids it holds, as it last reported
     node_id: str | None = None  # where it was placed (max_replicas_per_node)
+    pg: Any = None  # its own placement group (placement_group_bundles), removed with it
 
 
 @dataclasses.dataclass
