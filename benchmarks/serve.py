@@ -17,9 +17,15 @@ so the client never shares a GIL with the server side; it runs on the same 2 cor
 cluster, as it would on a single machine. Ray runs in a child process inside a network
 namespace where only loopback is up (``unshare -n``), like benchmarks/core.py does.
 
+Ray may live in another virtual environment than this runtime (it is never a dependency):
+``--ray-python`` (or ``RAY_PYTHON``) names its interpreter, which runs the Ray half; the
+load generator of both halves runs on this script's own interpreter, so both are measured
+with the same client.
+
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/serve.py            # both, about 2 minutes
+    .venv/bin/python benchmarks/serve.py            # both, about 3 minutes
+    RAY_PYTHON=/path/to/rayenv/bin/python .venv/bin/python benchmarks/serve.py
     .venv/bin/python benchmarks/serve.py --quick    # shorter measurements
     .venv/bin/python benchmarks/serve.py --only runtime   # or --only ray
 """
@@ -45,6 +51,8 @@ CONCURRENCY = (1, 16, 64, 256, 512, 1024)
 MODEL_IDS = ("m0", "m1", "m2", "m3")
 NUM_CPUS = 2
 CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"
+#: The interpreter that runs the load generator (the parent's, passed to the Ray child).
+LOADGEN_ENV = "RUNTIME_BENCH_LOADGEN_PYTHON"
 
 
 def log(msg: str) -> None:
@@ -133,7 +141,8 @@ def run_load(
     multiplexed: bool = False,
 ) -> dict:
     """Run the load generator in its own process; returns its measurements."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--loadgen", url, str(concurrency),
+    python = os.environ.get(LOADGEN_ENV) or sys.executable
+    cmd = [python, os.path.abspath(__file__), "--loadgen", url, str(concurrency),
            str(duration)] + (["--body", body.decode()] if body else [])  # fmt: skip
     if multiplexed:
         cmd.append("--multiplexed")
@@ -246,21 +255,24 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
     return results
 
 
-def run_ray_isolated(quick: bool) -> dict[str, Any]:
-    if importlib.util.find_spec("ray") is None:
-        return {"skipped": "ray is not importable here"}
+def run_ray_isolated(quick: bool, python: str) -> dict[str, Any]:
+    if python == sys.executable and importlib.util.find_spec("ray") is None:
+        return {"skipped": "ray is not importable here (name its Python with --ray-python)"}
+    check = subprocess.run([python, "-c", "import ray.serve"], capture_output=True, check=False)
+    if check.returncode != 0:
+        return {"skipped": f"{python} cannot import ray.serve"}
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if unshare is None or ip is None:
         return {"skipped": "`unshare` or `ip` not found: cannot isolate Ray"}
     prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
     with tempfile.TemporaryDirectory(prefix="bench-serve-ray-") as tmp:
         out = os.path.join(tmp, "ray.json")
-        cmd = [*prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", sys.executable,
+        cmd = [*prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", python,
                os.path.abspath(__file__), "--only", "ray", "--json", out] + (
             ["--quick"] if quick else [])  # fmt: skip
         env = dict(os.environ)
         env.update({CHILD_ENV: "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                    "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
+                    "RAY_USAGE_STATS_ENABLED": "0", LOADGEN_ENV: sys.executable})  # fmt: skip
         log(f"[ray] in a loopback-only network namespace: {shlex.join(cmd)}")
         try:
             subprocess.run(cmd, env=env, timeout=900, check=False)
@@ -338,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgen", nargs=3, metavar=("URL", "CONCURRENCY", "SECONDS"))
     parser.add_argument("--body")
     parser.add_argument("--multiplexed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ray-python",
+        default=os.environ.get("RAY_PYTHON") or sys.executable,
+        help="the Python interpreter that has ray[serve] 2.60 (default: $RAY_PYTHON, or this one)",
+    )
     args = parser.parse_args(argv)
     if args.loadgen:
         import uvloop
@@ -355,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(res, indent=1))
         return 0
     ours = measure("runtime", args.quick)
-    ray = run_ray_isolated(args.quick)
+    ray = run_ray_isolated(args.quick, args.ray_python)
     if "skipped" in ray:
         log(f"[ray] skipped: {ray['skipped']}")
     print(table(ours, ray))

@@ -29,16 +29,15 @@ from runtime.util import (
 )
 
 from . import _state
-from ._client import NAMESPACE, PROXY_NAME
+from ._client import NAMESPACE
 from ._deployment import DeploymentSpec
-from ._proxy import ServeProxy
+from ._proxies import ProxyKeeper
 from ._replica import ServeReplica
 from ._state import RUNNING, STARTING, STOPPING, AppState, DeploymentState, ReplicaInfo
 
 log = logging.getLogger(__name__)
 
 ReplicaActor = runtime.remote(ServeReplica)
-ProxyActor = runtime.remote(ServeProxy)
 
 #: The longest the control loop sleeps with nothing to do (proxies, health checks).
 _IDLE_S = 1.0
@@ -77,11 +76,7 @@ class ServeController:
         self._epoch = time.time_ns() // 1000
         self._events: dict[str, asyncio.Event] = {}
         self._loop_task: asyncio.Task[None] | None = None
-        self._proxy: Any = None
-        self._node_proxies: dict[str, Any] = {}  # proxy_location=EveryNode: node id -> proxy
-        self._nodes: list[str] = []  # alive nodes (not drivers), refreshed each second
-        self._proxy_port: int | None = None
-        self._proxy_error = ""
+        self._proxies = ProxyKeeper(self._http, self._save)
         self._proxy_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._counter = 0
@@ -122,7 +117,7 @@ class ServeController:
             if now - last_proxy > 1.0:
                 last_proxy = now
                 if self._proxy_task is None or self._proxy_task.done():
-                    self._proxy_task = self._spawn(self._keep_proxy())
+                    self._proxy_task = self._spawn(self._proxies.keep())
             for app in list(self._apps.values()):
                 for dep in list(app.deployments.values()):
                     try:
@@ -370,9 +365,9 @@ class ServeController:
             "applications": apps,
             "http": {
                 "host": self._http.get("host", "127.0.0.1"),
-                "port": self._proxy_port or self._http.get("port") or None,
+                "port": self._proxies.port or self._http.get("port") or None,
                 "grpc_port": (self._http.get("grpc") or {}).get("port") or None,
-                "error": self._proxy_error,
+                "error": self._proxies.error,
             },
         }
 
@@ -396,10 +391,7 @@ class ServeController:
         self._apps.clear()
         self._publish_routes()
         await asyncio.gather(*stops, return_exceptions=True)
-        proxies = [*self._node_proxies.values()]
-        if self._proxy is not None:
-            proxies.append(self._proxy)
-        self._node_proxies.clear()
+        proxies = self._proxies.forget_all()
 
         async def stop(proxy: Any) -> None:
             with contextlib.suppress(Exception):
@@ -528,7 +520,7 @@ class ServeController:
         cap = dep.spec.config.max_replicas_per_node
         if cap is None:
             return ""
-        counts = {node: 0 for node in self._nodes}
+        counts = {node: 0 for node in self._proxies.nodes}
         for rep in dep.replicas.values():
             if rep.node_id in counts:
                 counts[rep.node_id] += 1
@@ -708,115 +700,16 @@ class ServeController:
         rep.state = RUNNING
         await self._stop_replica(app, dep, rep, graceful=True)
 
-    # --- the HTTP proxy -----------------------------------------------------------------------
-
-    async def _keep_proxy(self) -> None:
-        """Start the proxy if there is none, and (re)start its server; bounded."""
-        try:
-            nodes = await asyncio.to_thread(runtime.nodes)
-            self._nodes = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
-        except Exception as exc:
-            log.debug("serve: listing the nodes failed: %r", exc)
-        if self._http.get("disabled"):
-            return
-        if self._http.get("proxy_location") == "EveryNode":
-            await self._keep_node_proxies()
-            return
-        if self._proxy is None:
-            self._proxy = ProxyActor.options(
-                name=PROXY_NAME,
-                namespace=NAMESPACE,
-                lifetime="detached",
-                max_restarts=-1,
-                max_concurrency=100_000,
-                get_if_exists=True,
-            ).remote(dict(self._http))
-        try:
-            port = int(self._http.get("port", 8000))
-            self._proxy_port = await asyncio.wait_for(_ref(self._proxy.ready.remote(port)), 30)
-            self._proxy_error = ""
-            await self._take_grpc_port(self._proxy)
-            if self._http.get("port") == 0 and self._proxy_port:
-                self._http["port"] = self._proxy_port  # a restarted proxy takes the same port
-                self._save()
-        except Exception as exc:
-            self._proxy_error = repr(exc)
-            log.warning("serve: the HTTP proxy is not up: %r", exc)
-            if "died" in repr(exc).lower():
-                self._proxy = None
-
-    async def _keep_node_proxies(self) -> None:
-        """One proxy on every node (not drivers), all on the same port: the node processes
-        of one host share it (SO_REUSEPORT). A proxy dies with its node and is not moved."""
-        try:
-            nodes = await asyncio.to_thread(runtime.nodes)
-        except Exception as exc:
-            log.debug("serve: listing the nodes failed: %r", exc)
-            return
-        alive = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
-        for node_id in list(self._node_proxies):
-            if node_id not in alive:
-                del self._node_proxies[node_id]  # it died with its node
-        port = int(self._http.get("port", 8000))
-        up = 0
-        for node_id in alive:
-            proxy = self._node_proxies.get(node_id)
-            if proxy is None:
-                proxy = ProxyActor.options(
-                    name=f"{PROXY_NAME}::{node_id}",
-                    namespace=NAMESPACE,
-                    lifetime="detached",
-                    max_concurrency=100_000,
-                    get_if_exists=True,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                ).remote(dict(self._http, reuse_port=True))
-                self._node_proxies[node_id] = proxy
-            try:
-                bound = await asyncio.wait_for(_ref(proxy.ready.remote(port)), 30)
-            except Exception as exc:
-                self._proxy_error = repr(exc)
-                log.warning("serve: the HTTP proxy on node %s is not up: %r", node_id, exc)
-                if "died" in repr(exc).lower():
-                    self._node_proxies.pop(node_id, None)
-                continue
-            self._proxy_error = ""
-            if port == 0:  # the first one picked the port; the others share it
-                port = bound
-                self._http["port"] = bound
-                self._save()
-            await self._take_grpc_port(proxy)
-            up += 1
-        if up == len(alive) and port:
-            # serve.start() returns once every node's proxy is up: proxies that start while
-            # replicas start on the same node import Serve's modules on two threads at once,
-            # which Python's import locks can answer with a partly initialized module.
-            self._proxy_port = port
-
-    async def _take_grpc_port(self, proxy: Any) -> None:
-        """gRPC on port 0: the first proxy picked one; later ones (other nodes, a restart)
-        are created with it."""
-        grpc = self._http.get("grpc")
-        if grpc and not grpc.get("port"):
-            port = await asyncio.wait_for(_ref(proxy.grpc_port.remote()), 10)
-            if port:
-                grpc["port"] = port
-                self._save()
+    # --- the HTTP proxies -----------------------------------------------------------------------
 
     async def proxies(self) -> dict[str, Any]:
         """{node id (or "cluster" for the single proxy): proxy handle}."""
-        if self._node_proxies:
-            return dict(self._node_proxies)
-        return {"cluster": self._proxy} if self._proxy is not None else {}
+        return self._proxies.handles()
 
     async def http_port(self, timeout: float = 30.0) -> int:
         """The port the proxy listens on, once it does (raises after ``timeout``)."""
         self._ensure_running()
-        deadline = time.monotonic() + timeout
-        while self._proxy_port is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the HTTP proxy did not start: {self._proxy_error}")
-            await asyncio.sleep(0.02)
-        return self._proxy_port
+        return await self._proxies.wait_port(timeout)
 
 
 async def _ref(ref: Any) -> Any:
