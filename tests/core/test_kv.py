@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +14,10 @@ from runtime.experimental import internal_kv as kv
 from runtime.experimental.internal_kv import KVLimitError
 
 from ..conftest import cpus_back, start_head, stop_process, until
+
+SRC = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src"
+)
 
 
 def test_the_module_exports_rays_names_their_async_twins_and_the_bounds() -> None:
@@ -156,3 +163,36 @@ def test_entries_over_a_bound_are_refused_with_a_typed_error(cluster) -> None:
     with pytest.raises(TypeError, match="str or bytes"):
         kv._internal_kv_put(b"k", {"not": "bytes"})  # type: ignore[arg-type]
     assert kv._internal_kv_get(b"k") is None  # nothing was stored
+
+
+RAY_PROGRAM = """
+import ray
+from ray.experimental import internal_kv
+
+ray.init(num_cpus=1)
+
+
+@ray.remote
+class Writer:
+    async def write(self):
+        await internal_kv._internal_kv_put_async(b"from", b"an actor", namespace="job")
+
+
+ray.get(Writer.remote().write.remote())
+print(internal_kv._internal_kv_get(b"from", namespace="job"))
+ray.shutdown()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_ray_program_reaches_the_kv_by_rays_module_path(tmp_path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(RAY_PROGRAM)
+    env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "RUNTIME_COMPAT"}}
+    env["PYTHONPATH"] = SRC
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.compat", str(script)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "b'an actor'"
