@@ -9,6 +9,9 @@ Workloads (the same deployments on both, 2 CPUs each):
 - HTTP requests/s of a multiplexed deployment (``@serve.multiplexed``, 2 replicas holding
   at most 2 models each) at 64, the requests spread over 4 model ids by the
   ``serve_multiplexed_model_id`` header;
+- gRPC unary requests/s and p50/p99 at 64 concurrent calls (one channel, the no-op
+  deployment's ``Ping`` method answering a ``Ping`` RPC of a service generated with
+  grpcio-tools; both Serves' gRPC proxies, routed by the ``application`` metadata);
 - handle calls/s from the driver (``await asyncio.gather`` of 1,000 ``handle.remote()``).
 
 The HTTP load comes from a separate client process (aiohttp, one event loop, a fixed number
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib.util
 import json
 import os
@@ -53,6 +57,14 @@ NUM_CPUS = 2
 CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"
 #: The interpreter that runs the load generator (the parent's, passed to the Ray child).
 LOADGEN_ENV = "RUNTIME_BENCH_LOADGEN_PYTHON"
+#: Where the parent generated the gRPC service's modules (passed to the Ray child).
+GRPC_DIR_ENV = "RUNTIME_BENCH_GRPC_DIR"
+PROTO = """
+syntax = "proto3";
+package bench;
+service Bench { rpc Ping (Msg) returns (Msg); }
+message Msg { string msg = 1; }
+"""
 
 
 def log(msg: str) -> None:
@@ -119,6 +131,43 @@ async def _load(
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - t0
+    return _summary(latencies, elapsed, errors)
+
+
+async def _grpc_load(target: str, concurrency: int, duration: float) -> dict:
+    import bench_pb2
+    import bench_pb2_grpc
+    import grpc
+    import grpc.aio
+
+    latencies: list[float] = []
+    errors = 0
+    metadata = (("application", "noop"),)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = bench_pb2_grpc.BenchStub(channel)
+        request = bench_pb2.Msg(msg="x")
+        for _ in range(20):  # warm up (not measured)
+            await stub.Ping(request, metadata=metadata, timeout=60)
+        stop_at = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    await stub.Ping(request, metadata=metadata, timeout=60)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return _summary(latencies, elapsed, errors)
+
+
+def _summary(latencies: list[float], elapsed: float, errors: int) -> dict:
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -131,6 +180,40 @@ async def _load(
         "errors": errors,
         "n": len(latencies),
     }
+
+
+def grpc_modules() -> str | None:
+    """The folder with the generated ``bench_pb2`` modules (made here if need be), on
+    ``sys.path`` and ``PYTHONPATH`` (for the node processes); None without grpcio-tools."""
+    folder = os.environ.get(GRPC_DIR_ENV)
+    if not folder:
+        try:
+            from grpc_tools import protoc
+        except ImportError:
+            return None
+        folder = tempfile.mkdtemp(prefix="bench-serve-grpc-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        with open(os.path.join(folder, "bench.proto"), "w") as f:
+            f.write(PROTO)
+        args = ["protoc", f"-I{folder}", f"--python_out={folder}", f"--grpc_python_out={folder}"]
+        if protoc.main([*args, "bench.proto"]) != 0:
+            return None
+        os.environ[GRPC_DIR_ENV] = folder
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    paths = os.environ.get("PYTHONPATH", "")
+    if folder not in paths.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, paths) if p)
+    return folder
+
+
+def run_grpc_load(target: str, concurrency: int, duration: float) -> dict:
+    """The gRPC load generator in its own process (this script's interpreter)."""
+    python = os.environ.get(LOADGEN_ENV) or sys.executable
+    cmd = [python, os.path.abspath(__file__), "--grpc-loadgen", target, str(concurrency),
+           str(duration)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_load(
@@ -168,6 +251,11 @@ def workloads(serve: Any, backend: str) -> tuple[Any, Any, Any]:
         async def call(self, x: int) -> int:
             return x
 
+        async def Ping(self, request: Any) -> Any:  # the gRPC method of the same name
+            import bench_pb2
+
+            return bench_pb2.Msg(msg=request.msg)
+
     @serve.deployment(**options)
     class Model:
         def __init__(self) -> None:
@@ -201,19 +289,29 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
     duration = 2.0 if quick else 5.0
     results: dict[str, Any] = {}
     port = free_port()
+    grpc_port = free_port()
+    grpc_dir = grpc_modules()  # before the cluster starts: its processes import the stubs
+    grpc_options = (
+        {
+            "port": grpc_port,
+            "grpc_servicer_functions": ["bench_pb2_grpc.add_BenchServicer_to_server"],
+        }
+        if grpc_dir
+        else None
+    )
     if backend == "runtime":
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
         import runtime as rt
         from runtime import serve
 
         rt.init(num_cpus=NUM_CPUS)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options=grpc_options)
     else:
         import ray
         from ray import serve
 
         ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options=grpc_options)
     try:
         NoOp, Model, Models = workloads(serve, backend)
         t0 = time.perf_counter()
@@ -223,6 +321,13 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
         for c in CONCURRENCY:
             log(f"[{backend}] HTTP no-op at concurrency {c}")
             results[f"http c={c}"] = run_load(url, c, duration)
+        if grpc_dir:
+            log(f"[{backend}] gRPC unary at concurrency 64")
+            try:
+                results["grpc c=64"] = run_grpc_load(f"127.0.0.1:{grpc_port}", 64, duration)
+            except Exception:  # the other rows still count
+                traceback.print_exc()
+                results["grpc error"] = traceback.format_exc(limit=3)
         serve.run(Model.bind(), name="model", route_prefix="/model")
         log(f"[{backend}] batched model at concurrency 64")
         body = json.dumps({"x": [0.5] * 64}).encode()
@@ -305,6 +410,7 @@ def table(ours: dict[str, Any], ray: dict[str, Any]) -> str:
     for key, label in [(f"http c={c}", f"HTTP no-op, concurrency {c}") for c in CONCURRENCY] + [
         ("model c=64", "HTTP batched numpy model, concurrency 64"),
         ("multiplexed c=64", "HTTP multiplexed models (4 ids), concurrency 64"),
+        ("grpc c=64", "gRPC unary no-op, 64 calls in flight"),
     ]:
         a, b = get(ours, key), get(ray, key)
         rows.append(
@@ -349,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write this half's results here (internal)")
     parser.add_argument("--loadgen", nargs=3, metavar=("URL", "CONCURRENCY", "SECONDS"))
     parser.add_argument("--body")
+    parser.add_argument("--grpc-loadgen", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--multiplexed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--ray-python",
@@ -362,6 +469,13 @@ def main(argv: list[str] | None = None) -> int:
         url, c, d = args.loadgen
         body = args.body.encode() if args.body else None
         print(json.dumps(uvloop.run(_load(url, int(c), float(d), body, args.multiplexed))))
+        return 0
+    if args.grpc_loadgen:
+        import uvloop
+
+        grpc_modules()
+        target, c, d = args.grpc_loadgen
+        print(json.dumps(uvloop.run(_grpc_load(target, int(c), float(d)))))
         return 0
     if args.only:
         res = measure(args.only, args.quick)
