@@ -229,3 +229,34 @@ def test_serve_deploy_applies_an_applications_runtime_env(head: HeadProcess, tmp
     got = http_json(f"http://127.0.0.1:{st['http']['port']}/wd")
     assert got == {"greeting": "hi", "data": "shipped", "level": "deployment"}
     cli("shutdown")
+
+
+@serve.deployment
+class Plain:
+    async def __call__(self) -> str:
+        logging.getLogger("ray.serve").info("plain here")
+        return "ok"
+
+
+@serve.deployment(logging_config={"log_level": "ERROR", "enable_access_log": False})
+class OwnConfig:
+    def __init__(self, plain: Any) -> None:
+        self.plain = plain
+
+    async def __call__(self) -> str:
+        logging.getLogger("ray.serve").info("own: not written")
+        return await self.plain.remote()
+
+
+def test_an_applications_logging_config_covers_deployments_without_their_own(
+    serve_cluster: str, tmp_path
+) -> None:
+    logs = str(tmp_path)
+    config = {"encoding": "JSON", "logs_dir": logs}
+    serve.run(OwnConfig.bind(Plain.bind()), name="mixed", route_prefix="/mixed",
+              logging_config=config)  # fmt: skip
+    assert http(f"{serve_cluster}/mixed")[0] == 200
+    serve.delete("mixed")
+    plain = [json.loads(line)["message"] for line in _lines(logs, "Plain")]
+    assert plain == ["plain here"]  # handle calls write no access lines
+    assert _lines(logs, "OwnConfig") == []  # its own config: ERROR and up, no logs_dir

@@ -13,6 +13,7 @@ from typing import Any
 import runtime
 
 from . import _client
+from ._config import LoggingConfig
 from ._controller import ServeController
 from ._deployment import Application, build
 from ._exceptions import DeploymentUnavailableError
@@ -136,11 +137,13 @@ def _check_prefix(route_prefix: str | None) -> None:
         raise ValueError(f"route_prefix must not end with '/': {route_prefix!r}")
 
 
-def _deploy(app: Application, name: str, route_prefix: str | None) -> tuple[Any, str]:
+def _deploy(
+    app: Application, name: str, route_prefix: str | None, logging_config: Any = None
+) -> tuple[Any, str]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"an application name must be a non-empty string: {name!r}")
     _check_prefix(route_prefix)
-    ingress, specs = build(app, name)
+    ingress, specs = build(app, name, LoggingConfig.parse(logging_config))
     start()
     controller = _controller()
     version = runtime.get(
@@ -165,6 +168,7 @@ def run(
     name: str = "default",
     route_prefix: str | None = "/",
     blocking: bool = False,
+    logging_config: LoggingConfig | dict[str, Any] | None = None,
     _timeout_s: float | None = None,
 ) -> DeploymentHandle:
     """Deploy an application and wait until it runs; returns its ingress handle.
@@ -172,9 +176,10 @@ def run(
     Deploying a name again converges to the new graph: changed deployments roll to the
     new code (new replicas first, then the old ones drain), dropped ones stop, unchanged
     ones keep their replicas. Raises ``RuntimeError`` if a deployment fails to start.
-    ``blocking=True`` then waits until interrupted (Ctrl-C).
+    ``blocking=True`` then waits until interrupted (Ctrl-C). ``logging_config``: for the
+    deployments that have none of their own (see ``serve.schema.LoggingConfig``).
     """
-    controller, ingress = _deploy(target, name, route_prefix)
+    controller, ingress = _deploy(target, name, route_prefix, logging_config)
     _wait_running(controller, name, _READY_TIMEOUT_S if _timeout_s is None else _timeout_s)
     handle = DeploymentHandle(ingress, name)
     if blocking:
@@ -186,13 +191,19 @@ def run(
     return handle
 
 
-def deploy(target: Application, *, name: str = "default", route_prefix: str | None = "/") -> None:
+def deploy(
+    target: Application,
+    *,
+    name: str = "default",
+    route_prefix: str | None = "/",
+    logging_config: LoggingConfig | dict[str, Any] | None = None,
+) -> None:
     """Declare the application: the controller converges to it in the background.
 
     Returns once the controller holds the new desired state; ``serve.status()`` shows the
-    progress. Same converge rules as ``serve.run``.
+    progress. Same converge rules (and ``logging_config``) as ``serve.run``.
     """
-    _deploy(target, name, route_prefix)
+    _deploy(target, name, route_prefix, logging_config)
 
 
 def _wait_running(controller: Any, name: str, timeout: float) -> None:

@@ -302,11 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             apply_overrides(app, item.get("deployments") or [])
             if env:
                 apply_runtime_env(app, env)
-            built.append((app, item.get("name", "default"), item.get("route_prefix", "/")))
+            built.append((app, item.get("name", "default"), item.get("route_prefix", "/"),
+                          item.get("logging_config")))  # fmt: skip
         _connect(args.address, start_local=False)
         _api.start(http_options=config.get("http_options"))
-        for app, name, prefix in built:
-            _api.deploy(app, name=name, route_prefix=prefix)
+        for app, name, prefix, logging_config in built:
+            _api.deploy(app, name=name, route_prefix=prefix, logging_config=logging_config)
             print(f"deployed {name!r} at route prefix {prefix!r}", flush=True)
         return 0
     _connect(args.address, start_local=False)

@@ -143,8 +143,13 @@ def _source_hash(target: Any) -> bytes:
         return b""
 
 
-def build(app: Application, app_name: str) -> tuple[str, list[DeploymentSpec]]:
-    """Flatten an application graph: (the ingress deployment's name, every deployment)."""
+def build(
+    app: Application, app_name: str, logging_config: Any = None
+) -> tuple[str, list[DeploymentSpec]]:
+    """Flatten an application graph: (the ingress deployment's name, every deployment).
+
+    ``logging_config``: the application's, for the deployments that have none of their own.
+    """
     from ._handle import DeploymentHandle
 
     if not isinstance(app, Application):
@@ -158,6 +163,8 @@ def build(app: Application, app_name: str) -> tuple[str, list[DeploymentSpec]]:
         if id(node) in seen:
             return seen[id(node)]
         dep = node.deployment
+        if logging_config is not None and dep.config.logging_config is None:
+            dep = dep.options(logging_config=logging_config)
         name = dep.name
         n = 1
         while name in specs:
