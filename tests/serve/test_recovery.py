@@ -61,6 +61,12 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
         assert http_json(f"{url}/keep")["word"] == "changed"
         serve.delete("keeper")
         assert http(f"{url}/keep")[0] == 404
+
+        # An app too large to keep there is refused, not silently unrecoverable.
+        big = bytes(internal_kv.MAX_VALUE_BYTES)
+        with pytest.raises(ValueError, match="pass large data"):
+            serve.run(Keeper.bind(big), name="big", route_prefix="/big")
+        assert "big" not in serve.status().applications
     finally:
         try:
             serve.shutdown()

@@ -265,6 +265,7 @@ class ServeController:
         Returns the version of the route table that includes this app.
         """
         self._ensure_running()
+        self._check_state_size(name, specs)
         if route_prefix is not None:
             for other in self._apps.values():
                 if other.name != name and other.route_prefix == route_prefix and not other.deleting:
@@ -315,6 +316,24 @@ class ServeController:
         self._save()
         await self._flush()
         return self._versions["routes"]
+
+    def _check_state_size(self, name: str, specs: list[DeploymentSpec]) -> None:
+        """Refuse an app that would make the state too large for the head's KV store (a
+        restarted controller would lose every app): each deployment's pickled code and
+        arguments are in it."""
+        size = sum(len(s.blob) for s in specs) + sum(
+            len(d.spec.blob)
+            for a in self._apps.values()
+            if a.name != name
+            for d in a.deployments.values()
+        )
+        bound = internal_kv.MAX_VALUE_BYTES - (1 << 20)  # room for the rest of the state
+        if size > bound:
+            raise internal_kv.KVLimitError(
+                f"application {name!r} would make Serve's state {size} bytes of pickled code "
+                f"and arguments, over the {bound} the head's KV store keeps for it: pass large "
+                "data (model weights) through runtime.put refs or files, not as arguments"
+            )
 
     async def delete_app(self, name: str) -> int | None:
         """Stop every replica of ``name`` (gracefully), then forget it; None if unknown.
