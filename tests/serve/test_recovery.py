@@ -1,10 +1,12 @@
 """The controller keeps its state in the head's KV store: a controller restarted from its
-constructor takes its applications up from there (no file anywhere), and ``serve.shutdown``
-deletes it (its own mesh, as the test shuts Serve down)."""
+constructor takes its applications up from there (no file anywhere), also on another node
+when its own died, and ``serve.shutdown`` deletes it (own meshes: the tests shut Serve down
+and kill a node)."""
 
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -14,6 +16,7 @@ from runtime.experimental import internal_kv
 
 from .conftest import http, http_json
 from .test_lifecycle import _eventually
+from .test_proxies import _gone
 
 
 @serve.deployment(num_replicas=2)
@@ -73,3 +76,55 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
             assert not _stored()  # shutdown deletes the state
         finally:
             runtime.shutdown()
+
+
+@pytest.mark.timeout(150)
+def test_a_controller_whose_node_died_comes_back_on_another_node_with_its_apps(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_TMPDIR", str(tmp_path))
+    runtime.init(num_cpus=3)
+    try:
+        serve.start(http_options={"port": 0})
+        url = f"http://127.0.0.1:{serve.status().http_port}/keep"
+        serve.run(
+            Keeper.options(ray_actor_options={"num_cpus": 0}).bind("kept"),
+            name="keeper",
+            route_prefix="/keep",
+        )
+        controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
+        victim = runtime.get(controller.ping.remote(), timeout=30)["pid"]
+        head = {n["Pid"] for n in runtime.nodes() if not n["Resources"] and not n["IsDriver"]}
+        if victim in head:  # pragma: no cover - the scheduler put it on the head
+            pytest.skip("the controller runs in the head's process, which must not be killed")
+        os.kill(victim, signal.SIGKILL)  # its node, with whatever else ran there
+        _eventually(lambda: _gone(victim), timeout=30, what="the killed node's exit")
+
+        def restored_elsewhere() -> bool:
+            try:
+                info = runtime.get(controller.ping.remote(), timeout=5)
+                st = serve.status().applications.get("keeper")
+            except Exception:
+                return False
+            return (
+                info["pid"] != victim
+                and info["restored"]
+                and st is not None
+                and st.status == "RUNNING"
+            )
+
+        _eventually(restored_elsewhere, timeout=90, what="the controller back on another node")
+        _eventually(lambda: _answers(url), timeout=60, what="the app answering again")
+        assert http_json(url)["word"] == "kept"
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            runtime.shutdown()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http(url, timeout=5)[0] == 200
+    except OSError:
+        return False
