@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_rays_module_paths_hold_the_same_objects() -> None:
-    from runtime.serve import config, handle
+    from runtime.serve import config, handle, schema
 
     assert handle.DeploymentHandle is serve.DeploymentHandle
     assert handle.DeploymentResponse is serve.DeploymentResponse
@@ -31,6 +31,11 @@ def test_rays_module_paths_hold_the_same_objects() -> None:
     assert config.gRPCOptions(port=9001).port == 9001
     for name in config.__all__ + handle.__all__:
         assert hasattr(config if name in config.__all__ else handle, name)
+    assert schema.__all__ == ["LoggingConfig"]
+    logging_config = schema.LoggingConfig(encoding="JSON", log_level="DEBUG", logs_dir="/tmp/x",
+                                          enable_access_log=False,
+                                          additional_log_standard_attrs=["name"])  # fmt: skip
+    assert logging_config.additional_log_standard_attrs == ("name",)
 
 
 @serve.deployment
