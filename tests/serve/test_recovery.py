@@ -25,7 +25,7 @@ class Keeper:
         self.word = word
 
     async def __call__(self, request: serve.Request) -> dict:
-        return {"word": self.word, "pid": os.getpid()}
+        return {"word": self.word.strip(), "pid": os.getpid()}
 
 
 def _stored() -> bool:
@@ -39,8 +39,14 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
     try:
         serve.start(http_options={"port": 0})
         url = f"http://127.0.0.1:{serve.status().http_port}"
-        serve.run(Keeper.bind("kept"), name="keeper", route_prefix="/keep")
+        serve.run(Keeper.bind("kept" + " " * (1 << 20)), name="keeper", route_prefix="/keep")
         assert _stored()  # serve.run returned: the state is in the head already
+        # The code and arguments (over 1 MiB here) are a value of their own, written once:
+        # the state that every replica change rewrites stays small.
+        (code,) = internal_kv._internal_kv_list("code/", namespace="serve")
+        assert len(internal_kv._internal_kv_get(code, namespace="serve")) > 1 << 20
+        state = internal_kv._internal_kv_get("controller", namespace="serve")
+        assert len(state) < 64 << 10
         pids = {http_json(f"{url}/keep")["pid"] for _ in range(20)}
         controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
         first = runtime.get(controller.ping.remote(), timeout=30)
@@ -55,6 +61,7 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
         st = serve.status().applications["keeper"]
         assert st.status == "RUNNING" and st.route_prefix == "/keep"
         assert {http_json(f"{url}/keep")["pid"] for _ in range(20)} <= pids  # same replicas
+        assert http_json(f"{url}/keep")["word"].strip() == "kept"
         # No state file: the KV store is the only place it was kept.
         leftovers = [f for _, _, files in os.walk(tmp_path) for f in files if f.endswith(".pkl")]
         assert leftovers == []
@@ -62,6 +69,11 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
         # The restored controller manages the app as its own: a redeploy rolls it.
         serve.run(Keeper.bind("changed"), name="keeper", route_prefix="/keep")
         assert http_json(f"{url}/keep")["word"] == "changed"
+
+        def old_code_deleted() -> bool:  # once the old replicas are gone
+            return internal_kv._internal_kv_list("code/", namespace="serve") != [code]
+
+        _eventually(old_code_deleted, timeout=30, what="the old code deleted")
         serve.delete("keeper")
         assert http(f"{url}/keep")[0] == 404
 
@@ -74,6 +86,7 @@ def test_a_restarted_controller_takes_its_apps_up_from_the_heads_kv(tmp_path, mo
         try:
             serve.shutdown()
             assert not _stored()  # shutdown deletes the state
+            assert internal_kv._internal_kv_list("code/", namespace="serve") == []
         finally:
             runtime.shutdown()
 

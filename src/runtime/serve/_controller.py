@@ -57,9 +57,19 @@ class ServeController:
         self._http = dict(http_options)
         self._restored = False
         # The constructor runs on a thread of its node: it may wait for the head's answer.
-        stored = internal_kv._internal_kv_get(_state.KV_KEY, namespace=_state.KV_NAMESPACE)
+        ns = _state.KV_NAMESPACE
+        stored = internal_kv._internal_kv_get(_state.KV_KEY, namespace=ns)
+        #: The code blobs in the KV store (by digest): written once, deleted when unused.
+        self._stored_code = {
+            key.decode()[len(_state.CODE_PREFIX) :]
+            for key in internal_kv._internal_kv_list(_state.CODE_PREFIX, namespace=ns)
+        }
+
+        def fetch(digest: str) -> bytes | None:
+            return internal_kv._internal_kv_get(_state.CODE_PREFIX + digest, namespace=ns)
+
         try:
-            loaded = _state.loads(stored, token)
+            loaded = _state.loads(stored, token, fetch)
         except Exception:  # a state this version cannot read: start empty, and say so
             log.exception("serve controller: could not read its stored state; starting empty")
             loaded = None
@@ -183,13 +193,28 @@ class ServeController:
         while self._done_writes < self._wanted_writes and not self._shutting_down:
             wanted = self._wanted_writes
             try:
-                data = _state.dumps(self._token, self._apps, self._http)
-                await internal_kv._internal_kv_put_async(
-                    _state.KV_KEY, data, namespace=_state.KV_NAMESPACE
-                )
+                await self._store_state()
             except Exception:
                 log.exception("serve controller: could not store its state in the head's KV")
             self._done_writes = wanted
+
+    async def _store_state(self) -> None:
+        """Store the state: new code blobs first, then the state that names them, then
+        delete the blobs no deployment uses any more (a crash between leaves a readable
+        state, and at worst unused blobs that the next write deletes)."""
+        ns = _state.KV_NAMESPACE
+        blobs: dict[str, bytes] = {}
+        data = _state.dumps(self._token, self._apps, self._http, blobs)
+        for digest, blob in blobs.items():
+            if digest not in self._stored_code:
+                await internal_kv._internal_kv_put_async(
+                    _state.CODE_PREFIX + digest, blob, namespace=ns
+                )
+                self._stored_code.add(digest)
+        await internal_kv._internal_kv_put_async(_state.KV_KEY, data, namespace=ns)
+        for digest in self._stored_code - blobs.keys():
+            await internal_kv._internal_kv_del_async(_state.CODE_PREFIX + digest, namespace=ns)
+            self._stored_code.discard(digest)
 
     async def _flush(self) -> None:
         """Wait until the state as it is now is stored (a controller restarted from then on
@@ -318,22 +343,17 @@ class ServeController:
         return self._versions["routes"]
 
     def _check_state_size(self, name: str, specs: list[DeploymentSpec]) -> None:
-        """Refuse an app that would make the state too large for the head's KV store (a
-        restarted controller would lose every app): each deployment's pickled code and
-        arguments are in it."""
-        size = sum(len(s.blob) for s in specs) + sum(
-            len(d.spec.blob)
-            for a in self._apps.values()
-            if a.name != name
-            for d in a.deployments.values()
-        )
-        bound = internal_kv.MAX_VALUE_BYTES - (1 << 20)  # room for the rest of the state
-        if size > bound:
-            raise internal_kv.KVLimitError(
-                f"application {name!r} would make Serve's state {size} bytes of pickled code "
-                f"and arguments, over the {bound} the head's KV store keeps for it: pass large "
-                "data (model weights) through runtime.put refs or files, not as arguments"
-            )
+        """Refuse a deployment whose pickled code and arguments the head's KV store cannot
+        keep (a restarted controller would lose it)."""
+        for spec in specs:
+            if len(spec.blob) > internal_kv.MAX_VALUE_BYTES:
+                raise internal_kv.KVLimitError(
+                    f"deployment {spec.name!r} of application {name!r} pickles to "
+                    f"{len(spec.blob)} bytes of code and arguments, over the "
+                    f"{internal_kv.MAX_VALUE_BYTES} the head's KV store keeps in a value: pass "
+                    "large data (model weights) through runtime.put refs or files, not as "
+                    "arguments"
+                )
 
     async def delete_app(self, name: str) -> int | None:
         """Stop every replica of ``name`` (gracefully), then forget it; None if unknown.
@@ -425,7 +445,10 @@ class ServeController:
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*(_kill(h) for h in doomed))
-        await internal_kv._internal_kv_del_async(_state.KV_KEY, namespace=_state.KV_NAMESPACE)
+        ns = _state.KV_NAMESPACE
+        await internal_kv._internal_kv_del_async(_state.KV_KEY, namespace=ns)
+        await internal_kv._internal_kv_del_async(_state.CODE_PREFIX, del_by_prefix=True,
+                                                 namespace=ns)  # fmt: skip
 
     # --- reports from routers -----------------------------------------------------------------
 

@@ -10,7 +10,10 @@ same apps and replicas.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -96,22 +99,83 @@ class AppState:
         return "DEPLOYING"
 
 
-#: Where the controller keeps its state: the head's KV store, namespace ``serve``.
+#: Where the controller keeps its state: the head's KV store, namespace ``serve``. The state
+#: is one small value; each deployment's code and arguments (its spec's blob, the large part,
+#: which changes only on a deploy) is a value of its own under ``code/<sha256>``, written
+#: once, so that the frequent writes (a replica started or stopped) stay small.
 KV_NAMESPACE = "serve"
 KV_KEY = "controller"
+CODE_PREFIX = "code/"
 
 
-def dumps(token: str, apps: dict[str, AppState], http: dict[str, Any]) -> bytes:
-    """The controller's state as one value for the head's KV store."""
-    return cloudpickle.dumps({"token": token, "apps": apps, "http": http})
+class _Pickler(cloudpickle.Pickler):
+    """Pickles the state with each spec's blob replaced by its digest (collected)."""
+
+    def __init__(self, file: io.BytesIO, blobs: dict[str, bytes]) -> None:
+        super().__init__(file)
+        self.blobs = blobs
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is DeploymentSpec:
+            digest = _digest(obj.blob)
+            self.blobs[digest] = obj.blob
+            return _spec, (obj.name, digest, obj.config, obj.code_version, obj.is_function)
+        return super().reducer_override(obj)
 
 
-def loads(data: bytes | None, token: str) -> tuple[dict[str, AppState], dict[str, Any]] | None:
+#: Digests of the blobs seen lately, by id (the blob is kept, so the id stays its own).
+_digests: dict[int, tuple[bytes, str]] = {}
+
+
+def _digest(blob: bytes) -> str:
+    known = _digests.get(id(blob))
+    if known is not None and known[0] is blob:
+        return known[1]
+    digest = hashlib.sha256(blob).hexdigest()
+    if len(_digests) > 1024:
+        _digests.clear()
+    _digests[id(blob)] = (blob, digest)
+    return digest
+
+
+#: While a state is read: fetches a blob by digest.
+_fetch: Callable[[str], bytes | None] | None = None
+
+
+def _spec(
+    name: str, digest: str, config: Any, code_version: str, is_function: bool
+) -> DeploymentSpec:
+    if _fetch is None:
+        raise RuntimeError("a deployment spec is read only with its blobs at hand")
+    blob = _fetch(digest)
+    if blob is None:
+        raise LookupError(f"the code of deployment {name!r} ({digest}) is not in the KV store")
+    return DeploymentSpec(name, blob, config, code_version, is_function)
+
+
+def dumps(
+    token: str, apps: dict[str, AppState], http: dict[str, Any], blobs: dict[str, bytes]
+) -> bytes:
+    """The controller's state as one value for the head's KV store, without the specs'
+    blobs: those are added to ``blobs`` (digest -> blob), to store under ``CODE_PREFIX``."""
+    buf = io.BytesIO()
+    _Pickler(buf, blobs).dump({"token": token, "apps": apps, "http": http})
+    return buf.getvalue()
+
+
+def loads(
+    data: bytes | None, token: str, fetch: Callable[[str], bytes | None]
+) -> tuple[dict[str, AppState], dict[str, Any]] | None:
     """The state an earlier life of this controller stored, or None (none stored, or left by
-    another Serve instance: not ours)."""
+    another Serve instance: not ours). ``fetch(digest)``: a spec's blob."""
+    global _fetch
     if data is None:
         return None
-    state = cloudpickle.loads(data)
+    _fetch = fetch
+    try:
+        state = cloudpickle.loads(data)
+    finally:
+        _fetch = None
     if state.get("token") != token:
         return None
     return state["apps"], state["http"]
