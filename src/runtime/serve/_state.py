@@ -123,7 +123,8 @@ class _Pickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-#: Digests of the blobs seen lately, by id (the blob is kept, so the id stays its own).
+#: Digests of the blobs of the specs stored last, by id (the blob is kept, so the id stays
+#: its own; pruned at each write to the blobs in use).
 _digests: dict[int, tuple[bytes, str]] = {}
 
 
@@ -132,8 +133,6 @@ def _digest(blob: bytes) -> str:
     if known is not None and known[0] is blob:
         return known[1]
     digest = hashlib.sha256(blob).hexdigest()
-    if len(_digests) > 1024:
-        _digests.clear()
     _digests[id(blob)] = (blob, digest)
     return digest
 
@@ -160,6 +159,9 @@ def dumps(
     blobs: those are added to ``blobs`` (digest -> blob), to store under ``CODE_PREFIX``."""
     buf = io.BytesIO()
     _Pickler(buf, blobs).dump({"token": token, "apps": apps, "http": http})
+    # Forget the digests of blobs no spec holds any more (the cache keeps its blobs alive).
+    for key in [k for k, (_, digest) in _digests.items() if digest not in blobs]:
+        del _digests[key]
     return buf.getvalue()
 
 
