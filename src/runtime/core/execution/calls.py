@@ -12,6 +12,7 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 import traceback
 import types
 from collections import OrderedDict, deque
@@ -148,6 +149,7 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
+    received: float = field(default_factory=time.monotonic)  # for the call-latency metric
     #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
     #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
     exit: SystemExit | None = None

@@ -56,6 +56,7 @@ class DispatchHost(Protocol):
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
     def set_view(self, nodes: list[p.NodeInfo], departed: Any = ()) -> None: ...
     def task_rows(self) -> dict[str, Any]: ...
+    def metrics_snapshot(self) -> dict[str, Any]: ...
     def on_shutdown(self, reason: str, evicted: bool) -> None: ...
 
 
@@ -90,6 +91,9 @@ class Dispatch:
                 p.Reply(msg.rid, value=host.objects.object_rows())
             ),
             p.ListTasks: lambda conn, msg, raw: conn.send(p.Reply(msg.rid, value=host.task_rows())),
+            p.ReadMetrics: lambda conn, msg, raw: conn.send(
+                p.Reply(msg.rid, value=host.metrics_snapshot())
+            ),
             p.Unmapped: self._unmapped,
             p.ClusterView: lambda conn, msg, raw: host.set_view(msg.nodes, msg.departed),
             p.Shutdown: lambda conn, msg, raw: host.on_shutdown(msg.reason, msg.evicted),

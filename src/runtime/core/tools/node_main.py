@@ -25,7 +25,7 @@ from ..objects.store import parse_size
 from ..process import launcher
 from ..process.worker import Worker
 from ..wire.tls import TlsConfig
-from .dashboard import Dashboard
+from . import dashboard as dashboard_tool
 
 log = logging.getLogger("runtime.node")
 #: Failed rejoins in a row after which an evicted node gives up (and exits).
@@ -285,9 +285,12 @@ async def _run_worker(
     capture_output(worker)  # what tasks print goes to the drivers, tagged
     dashboard = None
     if args.head and args.dashboard_port is not None:
-        dashboard = Dashboard(worker, worker.token)
         try:
+            dashboard = dashboard_tool.load(worker, worker.token)
             await dashboard.start(args.host, args.dashboard_port)
+        except ImportError as exc:  # the `dashboard` extra is not installed
+            log.warning("no dashboard: %s", exc)
+            dashboard = None
         except OSError as exc:  # a taken port must not stop the cluster
             log.warning("no dashboard: cannot listen on port %s: %s", args.dashboard_port, exc)
             dashboard = None

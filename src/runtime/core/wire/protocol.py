@@ -383,6 +383,12 @@ class ListTasks(_Msg, tag=58):
     rid: int
 
 
+class ReadMetrics(_Msg, tag=90):
+    """This member's metrics snapshot, please (answered with a Reply: plain data)."""
+
+    rid: int
+
+
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
@@ -472,6 +478,7 @@ Message = (
     | FreeObjects
     | ListObjects
     | ListTasks
+    | ReadMetrics
     | Unmapped
     | CreatePlacementGroup
     | WaitPlacementGroup
