@@ -35,20 +35,21 @@ def line_chart(title: str, unit: str, series: Mapping[str, Sequence[tuple[float,
     if not points:
         return head + f'<text x="{_LEFT}" y="{HEIGHT // 2}" fill="#888">no data yet</text></svg>'
     t0 = min(t for t, _ in points)
-    t1 = max([t for t, _ in points] + [t0 + 1e-9])
-    top = max([v for _, v in points] + [1e-9]) * 1.1
+    span = max(max(t for t, _ in points) - t0, 1.0)  # one sample: a second wide
+    low = min([0.0] + [v for _, v in points])  # from zero, or below it for negative values
+    top = max(max(v for _, v in points) - low, 1e-9) * 1.1 + low
     w, h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     out = [head]
     for i in range(3):  # grid lines and y labels at 0, half, top
         y = _TOP + h - h * i / 2
+        value = low + (top - low) * i / 2
         out.append(
             f'<line x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
         )
         out.append(
             f'<text x="{_LEFT - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#555">{escape(fmt(top * i / 2, unit))}</text>'
+            f'fill="#555">{escape(fmt(value, unit))}</text>'
         )
-    span = t1 - t0
     out.append(
         f'<text x="{WIDTH - _RIGHT}" y="{_TOP + h + 14}" font-size="10" text-anchor="end" '
         f'fill="#555">last {span:.0f} s</text>'
@@ -57,7 +58,8 @@ def line_chart(title: str, unit: str, series: Mapping[str, Sequence[tuple[float,
     for i, (label, values) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         coords = " ".join(
-            f"{_LEFT + w * (t - t0) / span:.1f},{_TOP + h - h * v / top:.1f}" for t, v in values
+            f"{_LEFT + w * (t - t0) / span:.1f},{_TOP + h - h * (v - low) / (top - low):.1f}"
+            for t, v in values
         )
         if len(values) == 1:  # one point: a dot, so a fresh chart is not blank
             cx, cy = coords.split(",")

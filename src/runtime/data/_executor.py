@@ -24,6 +24,7 @@ import runtime
 import runtime.exceptions as rex
 
 from . import _block as B
+from . import _metrics
 from ._context import DataContext
 from ._datasource import ReadTask
 from ._plan import (
@@ -292,6 +293,7 @@ class _Stage:
             s.rows_in += bundle.meta.in_rows
             s.rows_out += bundle.meta.num_rows
             s.bytes_out += bundle.meta.size_bytes
+            _metrics.block_out(s.name, bundle.meta.num_rows, bundle.meta.size_bytes)
             s.task_s += bundle.meta.exec_s
             s.finished = time.perf_counter()
             self.out_blocks += 1

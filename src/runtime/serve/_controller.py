@@ -21,7 +21,7 @@ from typing import Any
 import runtime
 from runtime.util import NodeAffinitySchedulingStrategy
 
-from . import _state
+from . import _metrics, _state
 from ._client import NAMESPACE, PROXY_NAME
 from ._deployment import DeploymentSpec
 from ._proxy import ServeProxy
@@ -98,6 +98,7 @@ class ServeController:
                 for name in app.deployments:
                     self._publish(app.name, name)
         last_proxy = 0.0
+        self._replica_counts = _metrics.ReplicaCounts()
         changed = self._changed = asyncio.Event()
         while not self._shutting_down:
             changed.clear()
@@ -123,9 +124,19 @@ class ServeController:
                         self._publish(app.name, name)
                     self._publish_routes()
                     self._save()
+            self._replica_counts.update(self._counts())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._next_due(time.monotonic(), last_proxy)):
                     await changed.wait()
+
+    def _counts(self) -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = {}
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                for rep in dep.replicas.values():
+                    key = (app.name, dep.spec.name, rep.state)
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _poke(self) -> None:
         """Something changed: run the control loop now."""
