@@ -210,7 +210,11 @@ class Dashboard:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        kinds = {"app.js": "application/javascript", "style.css": "text/css"}
+        kinds = {
+            "app.js": "application/javascript",
+            "style.css": "text/css",
+            "favicon.svg": "image/svg+xml",
+        }
         if name not in kinds:
             raise web.HTTPNotFound()
         return web.Response(text=_asset(name), content_type=kinds[name], charset="utf-8")
@@ -289,17 +293,18 @@ class Dashboard:
     async def _log_page(self, request: web.Request) -> web.StreamResponse:
         rows = self._log_rows(request)
         what = ", ".join(f"{k}={v}" for k, v in request.query.items() if k != "token") or "all"
-        body = "\n".join(
+        body = "".join(
             f'<div class="{"err" if r["stderr"] else "out"}"><span class="who">('
             f"{html.escape(r['who'])})</span> {html.escape(r['line'])}</div>"
             for r in rows
         )
         page = (
             '<!doctype html><html><head><meta charset="utf-8"><title>logs: '
-            f'{html.escape(what)}</title><link rel="stylesheet" href="/static/style.css?token='
-            f'{html.escape(request.query.get("token", ""))}"></head><body><h1>Logs: '
-            f"{html.escape(what)}</h1><p class=muted>{len(rows)} line(s), newest last</p>"
-            f'<pre id="lines" class="logs">{body or "(no output yet)"}</pre></body></html>'
+            f'{html.escape(what)}</title><link rel="stylesheet" href="/static/style.css">'
+            '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head><body>'
+            f"<main><h1>Logs: {html.escape(what)}</h1>"
+            f"<p class=muted>{len(rows)} line(s), newest last</p>"
+            f'<pre id="lines" class="logs">{body or "(no output yet)"}</pre></main></body></html>'
         )
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
