@@ -88,9 +88,12 @@ def test_a_train_run_reports_and_its_rate(dash: DashboardCluster, tmp_path: Any)
         run_config=train.RunConfig(name="dash_run", storage_path=str(tmp_path)),
     )
     trainer.fit()
-    until(lambda: any(r["run"] == "dash_run" for r in dash.json("/api/train")), 20)
-    [run] = [r for r in dash.json("/api/train") if r["run"] == "dash_run"]
-    assert run["reports"] == 4 and run["workers"] == 0  # ended
+
+    def run() -> dict[str, Any]:
+        return next((r for r in dash.json("/api/train") if r["run"] == "dash_run"), {})
+
+    # the samples after fit() returned: four reports, and no rank left (the run ended)
+    until(lambda: run().get("reports") == 4 and run().get("workers") == 0, 20, why=run)
 
 
 def test_serve_requests_count_by_deployment_and_route(dash: DashboardCluster) -> None:

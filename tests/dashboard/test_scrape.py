@@ -5,8 +5,11 @@ check metrics` (where promtool is installed). Per-member endpoints for service d
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +118,45 @@ def test_metrics_need_the_credential(dash: DashboardCluster) -> None:
     assert http_get(dash.base + "/metrics", Authorization="Bearer " + "0" * 64)[0] == 401
     status, _ = http_get(dash.base + "/metrics", Authorization="Bearer " + dash.credential)
     assert status == 200
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_grafana_board_queries_only_metrics_the_cluster_exports(
+    dash: DashboardCluster,
+) -> None:
+    from runtime import data, tune
+    from runtime.util.metrics import Gauge
+
+    # the libraries' metrics appear once used; Serve's and Train's are made here the same way
+    assert len(data.range(10).map_batches(lambda b: b).take_all()) == 10
+    tune.run(lambda config: {"score": 1}, num_samples=1, verbose=0, name="board_check")
+    from runtime.serve import _metrics as serve_metrics
+    from runtime.train import _metrics as train_metrics
+
+    serve_metrics.request(("/", "app", "D"), 200, 0.01)
+    serve_metrics.ReplicaCounts().update({("app", "D", "RUNNING"): 1})
+    train_metrics.reported("run")
+    Gauge("runtime_unused_check", "").set(0)
+    exported = set(_scrape(dash))
+    board = json.loads((REPO / "deploy" / "grafana" / "runtime.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    for expr in exprs:
+        for name in re.findall(r"\bruntime_[a-z_]+", expr):
+            family = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert family in exported, f"{name} (in {expr!r}) is not exported"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_prometheus_config_in_deploy_is_valid(tmp_path: Path) -> None:
+    credential = tmp_path / "credential"
+    credential.write_text("0" * 64)
+    text = (REPO / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/runtime-dashboard.credential", str(credential)))
+    checked = subprocess.run(
+        ["promtool", "check", "config", str(config)], check=False, capture_output=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
