@@ -128,7 +128,11 @@ class Dashboard:
             loop.call_later(READ_TIMEOUT_S, self._drop_if_silent, handler)
             return handler
 
-        self._server = await loop.create_server(connection, host, port)
+        try:
+            self._server = await loop.create_server(connection, host, port)
+        except OSError:  # a taken port: the caller goes on without a dashboard
+            await self._runner.cleanup()
+            raise
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self.address = f"http://{sock_host}:{sock_port}"
         assert self.worker.head is not None
@@ -261,8 +265,8 @@ class Dashboard:
     async def _api_page(self, request: web.Request) -> web.StreamResponse:
         page: dict[str, Any] = {"summary": await self._summary()}
         for what in _TABLES:
-            page[what] = await self._table(what)
-        page["objects"] = page["objects"][:200]
+            if what != "objects":  # not on the page (each member would be asked every 2 s)
+                page[what] = await self._table(what)
         return web.json_response(page, dumps=_dumps)
 
     async def _chart(self, request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,6 @@ import inspect
 import itertools
 import logging
 import threading
-import time
 import traceback
 import types
 from collections import OrderedDict, deque
@@ -149,7 +148,7 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
-    received: float = field(default_factory=time.monotonic)  # for the call-latency metric
+    received: float = 0.0  # when an actor call arrived (monotonic), for its latency metric
     #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
     #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
     exit: SystemExit | None = None
