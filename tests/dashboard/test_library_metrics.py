@@ -102,6 +102,7 @@ def test_serve_requests_count_by_deployment_and_route(dash: DashboardCluster) ->
     @serve.deployment
     class Echo:
         async def __call__(self, request: Any) -> dict[str, str]:
+            print("the echo replica answers")
             return {"ok": "yes"}
 
     serve.start(http_options={"host": "127.0.0.1", "port": 0})
@@ -115,6 +116,9 @@ def test_serve_requests_count_by_deployment_and_route(dash: DashboardCluster) ->
         [row] = [r for r in dash.json("/api/serve") if r["app"] == "dash_app"]
         assert row["deployment"] == "Echo" and row["replicas"] == {"RUNNING": 1}
         assert row["errors"] == 0 and row["mean_latency_ms"] > 0
+        until(lambda: dash.json("/api/logs?" + row["logs"]), 20)  # the replica's own lines
+        lines = {r["line"] for r in dash.json("/api/logs?" + row["logs"])}
+        assert lines == {"the echo replica answers"}
         codes = {
             (s.labels["route"], s.labels["code"]): s.value
             for s in _family(dash, "runtime_serve_requests")

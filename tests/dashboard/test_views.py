@@ -79,6 +79,7 @@ def test_the_log_buffer_filters_by_member_and_by_who_printed() -> None:
     assert [r["line"] for r in buf.query(node_id="n2", who="f")] == ["d"]
     assert [r["line"] for r in buf.query(who="Counter pid=2")] == ["c"]
     assert [r["line"] for r in buf.query(tail=1)] == ["d"]
+    assert [r["line"] for r in buf.query(who="Counter*")] == ["b", "c"]
 
 
 def test_a_job_id_cannot_reach_outside_the_jobs_folder(tmp_path: Path) -> None:

@@ -34,12 +34,12 @@ class LogBuffer:
 
     def query(self, node_id: str = "", who: str = "", tail: int = 500) -> list[dict[str, Any]]:
         """The last ``tail`` lines from ``node_id`` (any when empty) printed by ``who`` (a
-        name, or ``Name pid=N``; any when empty)."""
+        name, ``Name pid=N`` or a prefix ``Name*``; any when empty)."""
         out = []
         for when, node, prefix, line, is_err in reversed(self.lines):
             if node_id and node != node_id:
                 continue
-            if who and prefix != who and not prefix.startswith(who + " pid="):
+            if who and not _matches(prefix, who):
                 continue
             out.append(
                 {"time": when, "node_id": node, "who": prefix, "line": line, "stderr": is_err}
@@ -48,6 +48,13 @@ class LogBuffer:
                 break
         out.reverse()
         return out
+
+
+def _matches(prefix: str, who: str) -> bool:
+    """``who`` is a name (``Name``), a whole tag (``Name pid=N``) or a prefix (``Name*``)."""
+    if who.endswith("*"):
+        return prefix.startswith(who[:-1])
+    return prefix == who or prefix.startswith(who + " pid=")
 
 
 def job_log(

@@ -130,7 +130,7 @@ def serve(history: History) -> list[dict[str, Any]]:
                 "app": app,
                 "deployment": deployment,
                 "replicas": {},
-                "logs": logs_query(who=deployment),
+                "logs": logs_query(who=f"SERVE_REPLICA::{app}#{deployment}#*"),
             },
         )
         if n:
@@ -171,7 +171,7 @@ def tune(history: History) -> dict[str, Any]:
             if tags.get("metric", "") not in exp["metrics"]:
                 exp["metrics"].append(tags.get("metric", ""))
     for row in trials.values():
-        row["logs"] = logs_query(who=row["trial_id"])
+        row["logs"] = logs_query(who="TrialActor")  # trial actors are unnamed, and reused
     return {
         "experiments": sorted(experiments.values(), key=lambda r: r["experiment"]),
         "trials": sorted(trials.values(), key=lambda r: (r["experiment"], r["trial_id"])),
@@ -190,7 +190,7 @@ def train(history: History) -> list[dict[str, Any]]:
             "workers": int(workers.get((run,), 0)),
             "reports": int(reports.get((run,), 0)),
             "reports_per_s": round(history.report_rate(run), 3),
-            "logs": logs_query(who="RayTrainWorker"),
+            "logs": logs_query(who="RankActor"),
         }
         for run in runs
     ]
