@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Trial values kept per point, at most (300 points of them: a big sweep stays bounded).
+MAX_TRIAL_VALUES = 2000
+
 
 def family(snap: dict[str, Any], name: str) -> list[list[Any]]:
     """The samples of family ``name`` in one process's snapshot (none: empty)."""
@@ -66,6 +69,8 @@ class History:
                 total(snap, "runtime_actor_calls"),
             )
             for tags, value in family(snap, "runtime_tune_trial_result"):
+                if len(point.trials) >= MAX_TRIAL_VALUES:
+                    break
                 key = (tags.get("experiment", ""), tags.get("trial_id", ""), tags.get("metric", ""))
                 point.trials[key] = float(value)
             for tags, value in family(snap, "runtime_train_reports"):
