@@ -81,7 +81,7 @@ def test_one_scrape_shows_the_work_of_every_process(dash: DashboardCluster) -> N
     for name in ("runtime_process_cpu_seconds", "runtime_connections", "runtime_loop_lag_seconds",
                  "runtime_object_store_bytes", "runtime_tasks", "runtime_actors",
                  "runtime_heartbeat_age_seconds", "runtime_members",
-                 "runtime_object_spilled_bytes"):  # fmt: skip
+                 "runtime_object_spilled_bytes", "runtime_tasks_owned"):  # fmt: skip
         assert name in families, name
     where = {s.labels["where"] for s in families["runtime_object_store_bytes"].samples}
     assert where == {"memory", "spilled", "pinned"}

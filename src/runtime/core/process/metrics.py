@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common import metrics
@@ -46,6 +47,8 @@ class MetricsHost(Protocol):
     def head(self) -> Head | None: ...
     @property
     def lag_monitor(self) -> LoopLagMonitor | None: ...
+    @property
+    def tasks(self) -> Mapping[bytes, object]: ...
 
 
 _process: Any = None  # psutil.Process of this process, made on first use
@@ -78,6 +81,13 @@ def snapshot(worker: MetricsHost) -> dict[str, Any]:
     families.append(g("runtime_process_resident_memory_bytes", "Resident memory", [[{}, rss]]))
     families.append(
         g("runtime_connections", "Open mesh connections to peers", [[{}, len(worker.conns)]])
+    )
+    families.append(
+        g(
+            "runtime_tasks_owned",
+            "Tasks and actor calls this process submitted and waits on",
+            [[{}, len(worker.tasks)]],
+        )
     )
     lag = worker.lag_monitor
     if lag is not None:
