@@ -18,6 +18,7 @@ from runtime import exceptions
 from runtime.core.api.context import RuntimeContext, get_runtime_context
 from runtime.core.api.dynamic import DynamicObjectRefGenerator
 from runtime.core.api.methods import method
+from runtime.core.api.observe import timeline
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
@@ -70,6 +71,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 

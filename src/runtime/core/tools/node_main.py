@@ -21,6 +21,7 @@ import uvloop
 from ..common.exceptions import RuntimeBaseError
 from ..common.private import private_dir
 from ..execution.logs import capture as capture_output
+from ..execution.logs import json_format, use_json_logging
 from ..objects.store import parse_size
 from ..process import launcher
 from ..process.worker import Worker
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if json_format():  # RUNTIME_LOG_FORMAT=json: the node's own log output as JSON lines
+        use_json_logging()
     if args.object_store_memory is not None:
         try:
             size = parse_size(args.object_store_memory, "--object-store-memory")

@@ -383,6 +383,15 @@ class ListTasks(_Msg, tag=58):
     rid: int
 
 
+class Inspect(_Msg, tag=59):
+    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
+    "stack", "memory"), with ``args`` narrowing it (answered with a Reply of a dict)."""
+
+    rid: int
+    what: str
+    args: dict[str, Any] = {}
+
+
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
@@ -472,6 +481,7 @@ Message = (
     | FreeObjects
     | ListObjects
     | ListTasks
+    | Inspect
     | Unmapped
     | CreatePlacementGroup
     | WaitPlacementGroup
