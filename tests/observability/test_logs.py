@@ -117,6 +117,17 @@ def test_follow_prints_lines_printed_after_it_started(cluster):
             proc.wait(10)
 
 
+def test_get_log_yields_an_actors_lines_as_rays_state_api_does(cluster):
+    from runtime.util.state import get_log
+
+    word = uuid.uuid4().hex[:8]
+    speaker = Speaker.options(name=f"api-{word}").remote()
+    pid = runtime.get(speaker.say.remote(word))
+    assert list(get_log(actor_id=f"api-{word}")) == [f"(api-{word} pid={pid}) speaker says {word}"]
+    with pytest.raises(ValueError, match="tail must be 0 or more"):
+        next(get_log(task_id="shout", tail=-1))
+
+
 def test_a_bad_tail_is_refused_with_a_clear_error(cluster):
     out = subprocess.run(
         cli_argv("logs", "--tail", "-3"), check=False, capture_output=True, text=True, timeout=60
