@@ -269,6 +269,8 @@ async def _run_worker(
     left: asyncio.Event,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
+    # Before it joins: a task may arrive in the first loop iteration after it registered.
+    capture_output(worker)  # what tasks print goes to the drivers, tagged
     starting = asyncio.ensure_future(worker.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -285,7 +287,6 @@ async def _run_worker(
     except BaseException:
         await worker.aclose()
         raise
-    capture_output(worker)  # what tasks print goes to the drivers, tagged
     dashboard = None
     if args.head and args.dashboard_port is not None:
         dashboard = Dashboard(worker, worker.token)
