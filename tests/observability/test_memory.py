@@ -59,6 +59,8 @@ def test_objects_are_grouped_by_owner_and_call_site_with_their_size(cluster, mon
     text = run_cli("memory", "--units", "MB").stdout
     assert f"--- driver {me[:8]}" in text and big.hex() in text and "1.91 MB" in text
     assert "object stores:" in text
+    stats = run_cli("memory", "--stats-only").stdout
+    assert f"--- driver {me[:8]}" in stats and big.hex() not in stats
     del big, small, inner
 
 

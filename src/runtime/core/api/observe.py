@@ -383,8 +383,9 @@ def get_memory(group_by: str = "owner") -> dict[str, Any]:
     return summary
 
 
-def format_memory(summary: dict[str, Any], units: str = "B") -> str:
-    """The memory summary as text: one section per group, then the stores and the total."""
+def format_memory(summary: dict[str, Any], units: str = "B", *, objects: bool = True) -> str:
+    """The memory summary as text: one section per group (its objects unless not
+    ``objects``), then the stores."""
     scale = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[units]
 
     def size(n: int) -> str:
@@ -397,6 +398,8 @@ def format_memory(summary: dict[str, Any], units: str = "B") -> str:
         where = ", ".join(f"{n} {w}" for w, n in sorted(g["where"].items()))
         lines.append("")
         lines.append(f"--- {g['group']}: {g['objects']} objects, {size(g['bytes'])} ({where})")
+        if not objects:
+            continue
         head = f"{'OBJECT_ID':<40} {'SIZE':>12} {'WHERE':<8} {'REFERENCE_TYPE':<32}"
         lines.append(f"  {head} CALL_SITE")
         for r in rows:

@@ -55,6 +55,9 @@ def add_parsers(sub: Any) -> None:
     )
     mem.add_argument("--group-by", choices=["owner", "call_site", "node"], default="owner")
     mem.add_argument("--units", choices=["B", "KB", "MB", "GB"], default="B")
+    mem.add_argument(
+        "--stats-only", action="store_true", help="the groups and the stores, not each object"
+    )
 
 
 def run(args: argparse.Namespace, address: str) -> int:
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace, address: str) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(observe.format_memory(summary, args.units))
+        print(observe.format_memory(summary, args.units, objects=not args.stats_only))
     return 0
 
 
