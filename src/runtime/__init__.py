@@ -18,7 +18,6 @@ from runtime import exceptions
 from runtime.core.api.context import RuntimeContext, get_runtime_context
 from runtime.core.api.dynamic import DynamicObjectRefGenerator
 from runtime.core.api.methods import method
-from runtime.core.api.observe import timeline
 from runtime.core.api.remote import (
     ActorClass,
     ActorHandle,
@@ -40,6 +39,7 @@ from runtime.core.api.session import (
     wait,
 )
 from runtime.core.api.state import available_resources, cluster_resources, nodes
+from runtime.core.api.timeline import timeline
 from runtime.core.objects.refs import ObjectRef
 from runtime.core.submission.streaming import ObjectRefGenerator
 

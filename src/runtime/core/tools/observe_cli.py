@@ -2,7 +2,7 @@
 
 The commands connect like ``status`` does (``--address``, ``--token-file``), as a driver that
 asks for no forwarded output, and print what :mod:`runtime.core.api.observe` gathers from
-every node.
+every node (:mod:`runtime.core.api.observe`, ``.timeline``, ``.memory``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 import time
 from typing import Any
 
-from ..api import observe
+from ..api import memory, observe
+from ..api import timeline as _timeline
 
 #: How often ``logs --follow`` asks the nodes for new lines, in seconds.
 FOLLOW_EVERY_S = 0.5
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace, address: str) -> int:
         return _logs(args)
     if args.command == "timeline":
         out = args.out or time.strftime("runtime-timeline-%Y%m%d-%H%M%S.json")
-        observe.timeline(out)
+        _timeline.timeline(out)
         print(f"wrote {out}: open it in https://ui.perfetto.dev or chrome://tracing")
         return 0
     if args.command == "stack":
@@ -81,11 +82,11 @@ def run(args: argparse.Namespace, address: str) -> int:
         else:
             print(observe.format_stacks(stacks, all_threads=args.all))
         return 0
-    summary = observe.get_memory(args.group_by)
+    summary = memory.get_memory(args.group_by)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(observe.format_memory(summary, args.units, objects=not args.stats_only))
+        print(memory.format_memory(summary, args.units, objects=not args.stats_only))
     return 0
 
 
