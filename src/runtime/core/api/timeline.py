@@ -27,7 +27,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     One process per node (its pid), one track per thread that ran sync calls, and tracks
     for the calls that ran on the node's event loop (``async def``), waited in a queue
     (resources, the actor's mailbox) or fetched their arguments. Each node keeps its last
-    ``RUNTIME_TIMELINE_EVENTS`` calls (20,000 by default).
+    ``RUNTIME_TIMELINE_EVENTS`` calls (10,000 by default).
 
     Args:
         filename: write the events there as JSON and return None; None: return them.

@@ -8,8 +8,8 @@ whether it ran on the loop, and whether it failed. Nothing is formatted here; a 
 (``python -m runtime timeline``, ``runtime.timeline()``) takes a :func:`snapshot` and turns it
 into Chrome trace events.
 
-The ring holds the last ``RUNTIME_TIMELINE_EVENTS`` calls (default 20,000; 0 turns recording
-off), about 200 bytes each.
+The ring holds the last ``RUNTIME_TIMELINE_EVENTS`` calls (default 10,000; 0 turns recording
+off), about 300 bytes each (3 MB when full).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ Event = tuple[int, int, int, int, str, int, bool, bool, bytes]
 
 def _capacity() -> int:
     try:
-        return max(0, int(os.environ.get("RUNTIME_TIMELINE_EVENTS", "20000")))
+        return max(0, int(os.environ.get("RUNTIME_TIMELINE_EVENTS", "10000")))
     except ValueError:
-        return 20_000
+        return 10_000
 
 
 CAPACITY: Final = _capacity()
