@@ -174,14 +174,16 @@ class LogSink:
         assert self._file is not None and self._path is not None
         self._file.close()
         path = self._path
-        if self.backups == 0:
-            os.remove(path)
-        for i in range(self.backups, 0, -1):
-            older = f"{path}.{i - 1}" if i > 1 else path
-            if os.path.exists(older):
-                os.replace(older, f"{path}.{i}")
-        self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        self._written = 0
+        try:
+            if self.backups == 0:
+                os.remove(path)
+            for i in range(self.backups, 0, -1):
+                older = f"{path}.{i - 1}" if i > 1 else path
+                if os.path.exists(older):
+                    os.replace(older, f"{path}.{i}")
+        finally:  # whatever failed, go on writing (to the same file if it could not move)
+            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._written = 0
 
     def record(self, item: Line) -> dict[str, Any]:
         """One kept line as a JSON-able dict (the JSON log format, and ``logs --json``)."""
