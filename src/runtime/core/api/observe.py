@@ -11,6 +11,7 @@ the plain ones are the blocking facade (the CLI). The timeline and the memory vi
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,9 @@ async def read_logs(
     line is a dict: ``time``, ``node_id``, ``pid``, ``stream``, ``source`` (the tag the
     driver shows), ``task_id``, ``task_name``, ``actor_id``, ``actor_name``, ``message``.
     A node that dropped lines the cursor had not seen yet adds a line that says how many.
+    When ``node`` names no live process, its log file is read (it outlives the process):
+    the lines then carry the tag they were written with (``source``), and a time only in
+    the JSON format.
     """
     cursor = dict(cursor or {})
     args: dict[str, Any] = {"actor": actor or "", "task": task or ""}
@@ -102,6 +106,8 @@ async def read_logs(
         lambda node_id: {**args, "after": cursor.get(node_id, 0)},  # each from where it was
         nodes=[node] if node else None,
     )
+    if node and not answers and not cursor:  # no live process: the files of one that is gone
+        return await _logs_from_files(worker, node, tail or 0, actor, task), cursor
     lines: list[dict[str, Any]] = []
     for a in answers:
         node_id = a["node_id"]
@@ -114,6 +120,53 @@ async def read_logs(
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
     return lines, cursor
+
+
+async def _logs_from_files(
+    worker: Worker, node: str, tail: int, actor: str | None, task: str | None
+) -> list[dict[str, Any]]:
+    """The lines a node process that is gone left in its log file (on its host's live
+    members), with what each line says of who printed it (all of it in the JSON format)."""
+    answers = await gather(worker, "log_files", {"node": node, "tail": tail or 1000})
+    seen: set[str] = set()
+    lines: list[dict[str, Any]] = []
+    for a in answers:
+        for f in a["files"]:
+            if f["node_id"] in seen:  # processes of one host share its state directory
+                continue
+            seen.add(f["node_id"])
+            lines.extend(
+                _parse_file_line(f["node_id"], i, text) for i, text in enumerate(f["lines"])
+            )
+    for want, name, ident in ((actor, "actor_name", "actor_id"), (task, "task_name", "task_id")):
+        if want:  # a text line names who printed it in its tag only
+            lines = [
+                line
+                for line in lines
+                if want in (line[name], line[ident], line["source"].rpartition(" pid=")[0])
+            ]
+    return lines[-tail:] if tail else lines
+
+
+def _parse_file_line(node_id: str, index: int, text: str) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "seq": index, "time": 0.0, "node_id": node_id, "pid": None, "stream": "stdout",
+        "source": "", "task_id": "", "task_name": "", "actor_id": "", "actor_name": "",
+        "message": text,
+    }  # fmt: skip
+    if text.startswith("{"):  # RUNTIME_LOG_FORMAT=json: every field is there
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return line
+        if isinstance(record, dict):
+            line.update({k: v for k, v in record.items() if k in line})
+        return line
+    if text.startswith("(") and ") " in text:  # "(name pid=N) message"
+        source, message = text[1:].split(") ", 1)
+        pid = source.rpartition(" pid=")[2]
+        line.update(source=source, message=message, pid=int(pid) if pid.isdigit() else None)
+    return line
 
 
 def _missed(a: dict[str, Any], n: int) -> dict[str, Any]:

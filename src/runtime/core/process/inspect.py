@@ -38,12 +38,15 @@ class InspectHost(Protocol):
     def loop(self) -> asyncio.AbstractEventLoop: ...
     @property
     def executor(self) -> Executor | None: ...
+    @property
+    def state_dir(self) -> str | None: ...
 
 
 def answer(host: InspectHost, what: str, args: dict[str, Any]) -> dict[str, Any]:
     """This member's answer to ``Inspect(what, args)``; ValueError for an unknown ``what``."""
     answers: dict[str, Callable[[InspectHost, dict[str, Any]], dict[str, Any]]] = {
         "logs": _logs,
+        "log_files": _log_files,
         "timeline": _timeline,
         "stack": _stack,
     }
@@ -66,6 +69,45 @@ def _logs(host: InspectHost, args: dict[str, Any]) -> dict[str, Any]:
         actor=args.get("actor") or None,
         task=args.get("task") or None,
     )
+
+
+#: The most bytes of a log file read for one answer (its end).
+MAX_FILE_TAIL = 4 * 1024 * 1024
+
+
+def _log_files(host: InspectHost, args: dict[str, Any]) -> dict[str, Any]:
+    """The end of the log files in this member's state directory of the node processes whose
+    id starts with ``args["node"]`` (those of a node that is gone stay there): the last
+    ``args["tail"]`` lines of each, the rotated file before the current one if need be."""
+    want = str(args.get("node") or "").lower()
+    tail = max(0, int(args.get("tail") or 1000))
+    folder = os.path.join(host.state_dir, "logs") if host.state_dir else None
+    if not want or folder is None or not os.path.isdir(folder):
+        return {"files": []}
+    files = []
+    for name in sorted(os.listdir(folder)):
+        if not (name.startswith(f"worker-{want}") and name.endswith(".log")):
+            continue
+        path = os.path.join(folder, name)
+        lines: list[str] = []
+        for part in (path, path + ".1"):  # newest first, until there are enough
+            if len(lines) >= tail or not os.path.exists(part):
+                continue
+            lines = _file_tail(part, tail - len(lines)) + lines
+        files.append({"node_id": name[len("worker-") : -len(".log")], "path": path, "lines": lines})
+    return {"files": files}
+
+
+def _file_tail(path: str, n: int) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - MAX_FILE_TAIL))
+        data = f.read()
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > MAX_FILE_TAIL:
+        lines = lines[1:]  # the first one is cut
+    return lines[-n:] if n else []
 
 
 def _timeline(host: InspectHost, args: dict[str, Any]) -> dict[str, Any]:
