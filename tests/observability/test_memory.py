@@ -52,7 +52,7 @@ def test_objects_are_grouped_by_owner_and_call_site_with_their_size(cluster, mon
     assert summary["total_bytes"] >= 2_500_000
     assert any(st["node_id"] == me and st["used"] >= 2_000_000 for st in summary["stores"])
 
-    by_site = json.loads(run_cli("--json", "memory", "--group-by", "call_site").stdout)
+    by_site = json.loads(run_cli("memory", "--group-by", "call_site", "--json").stdout)
     groups = {g["group"]: g for g in by_site["groups"]}
     assert groups[b["call_site"]]["bytes"] >= 2_000_000
 

@@ -24,8 +24,14 @@ COMMANDS = ("logs", "timeline", "stack", "memory")
 
 
 def add_parsers(sub: Any) -> None:
+    # The global options are accepted after the command too (`logs --json`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", default=argparse.SUPPRESS, help="HOST:PORT of the head")
+    common.add_argument("--token-file", default=argparse.SUPPRESS, help="the cluster token file")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     lg = sub.add_parser(
         "logs",
+        parents=[common],
         help="what tasks and actors printed, kept on each node (by node, actor, task, job)",
         description="Print the recent output lines each node keeps, tagged with the actor or "
         "task that printed them, oldest first. Filters combine.",
@@ -40,6 +46,7 @@ def add_parsers(sub: Any) -> None:
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     tl = sub.add_parser(
         "timeline",
+        parents=[common],
         help="write the recent tasks and actor calls as a Chrome trace (Perfetto)",
         description="Write the recent tasks and actor calls of every node as Chrome trace "
         "events: open the file in https://ui.perfetto.dev or chrome://tracing.",
@@ -47,12 +54,15 @@ def add_parsers(sub: Any) -> None:
     tl.add_argument("--out", help="the file to write (default: runtime-timeline-<time>.json)")
     st = sub.add_parser(
         "stack",
+        parents=[common],
         help="the stack of every thread and asyncio task of every node (a hung job)",
     )
     st.add_argument("--node", help="a node id (or its first characters)")
     st.add_argument("--all", action="store_true", help="idle pool threads too")
     mem = sub.add_parser(
-        "memory", help="what pins memory: objects by owner or call site (as `ray memory`)"
+        "memory",
+        parents=[common],
+        help="what pins memory: objects by owner or call site (as `ray memory`)",
     )
     mem.add_argument("--group-by", choices=["owner", "call_site", "node"], default="owner")
     mem.add_argument("--units", choices=["B", "KB", "MB", "GB"], default="B")
