@@ -19,10 +19,17 @@ def cli_argv(*args: str) -> list[str]:
             "--token-file", token_file, *args]  # fmt: skip
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to its end (bounded); fails the test when it exits with an error."""
     out = subprocess.run(
-        cli_argv(*args), check=False, capture_output=True, text=True, timeout=timeout
+        cli_argv(*args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
     assert out.returncode == 0, f"{args} exited {out.returncode}: {out.stderr}"
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -12,6 +13,7 @@ import pytest
 
 import runtime
 
+from ..conftest import until
 from .conftest import run_cli
 
 pytestmark = pytest.mark.timeout(90)
@@ -79,6 +81,28 @@ def test_the_stack_of_a_hung_task_and_a_hung_async_call_names_their_functions(cl
     finally:
         runtime.cancel(call)
         runtime.cancel(hung)
+
+
+@runtime.remote
+class LoopBlocker:
+    async def block_the_loop(self, seconds: float, started: str) -> None:
+        open(started, "w").close()  # noqa: ASYNC230 - the loop is about to be blocked anyway
+        time.sleep(seconds)  # noqa: ASYNC251 - the mistake under test: the loop is blocked
+
+    async def where(self) -> str:
+        return runtime.get_runtime_context().node_id
+
+
+def test_a_node_whose_loop_is_blocked_is_named_and_the_others_still_answer(cluster, tmp_path):
+    blocker = LoopBlocker.remote()
+    blocked = runtime.get(blocker.where.remote())
+    started = str(tmp_path / "started")
+    done = blocker.block_the_loop.remote(6, started)
+    until(lambda: os.path.exists(started))
+    out = run_cli("stack", env={"RUNTIME_INSPECT_TIMEOUT_S": "2"})
+    assert f"no answer from node {blocked}" in out.stderr
+    assert f"node {blocked}" not in out.stdout and "=== head" in out.stdout
+    runtime.get(done)
 
 
 def test_stack_of_one_node_and_idle_threads_on_request(cluster):

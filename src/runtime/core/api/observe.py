@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,15 @@ from .blocking import current_worker
 if TYPE_CHECKING:
     from ..process.worker import Worker
 
-#: How long one member may take to answer before it is left out.
-ANSWER_TIMEOUT_S = 10.0
+
+def answer_timeout() -> float:
+    """How long one member may take to answer before it is left out
+    (``RUNTIME_INSPECT_TIMEOUT_S``, default 10 s)."""
+    try:
+        return max(0.1, float(os.environ.get("RUNTIME_INSPECT_TIMEOUT_S", "10")))
+    except ValueError:
+        return 10.0
+
 
 Cursor = dict[str, int]
 
@@ -36,12 +44,13 @@ async def gather(
     args: dict[str, Any] | Callable[[str], dict[str, Any]] | None = None,
     *,
     nodes: Iterable[str] | None = None,
-    timeout: float = ANSWER_TIMEOUT_S,
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
     """The answers of this process (when it is a node) and of every other live member to
     ``Inspect(what, args)`` (``args``: the same for all, or a function of the member's id);
     ``nodes`` keeps the members whose id starts with one of them. A member that leaves or
     does not answer within ``timeout`` is left out."""
+    timeout = answer_timeout() if timeout is None else timeout
     args_of = args if callable(args) else (lambda node_id, same=dict(args or {}): same)
     wanted = [n.lower() for n in nodes] if nodes is not None else None
 
@@ -261,6 +270,7 @@ def _frames(frames: list[list[Any]]) -> list[str]:
 
 __all__ = [
     "Cursor",
+    "answer_timeout",
     "format_line",
     "format_stacks",
     "gather",

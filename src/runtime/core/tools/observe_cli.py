@@ -91,6 +91,7 @@ def run(args: argparse.Namespace, address: str) -> int:
             print(json.dumps(stacks, indent=2))
         else:
             print(observe.format_stacks(stacks, all_threads=args.all))
+        _say_who_did_not_answer(stacks, args.node)
         return 0
     summary = memory.get_memory(args.group_by)
     if args.json:
@@ -98,6 +99,28 @@ def run(args: argparse.Namespace, address: str) -> int:
     else:
         print(memory.format_memory(summary, args.units, objects=not args.stats_only))
     return 0
+
+
+def _say_who_did_not_answer(answers: list[dict[str, Any]], node: str | None) -> None:
+    """A member whose loop is blocked cannot answer: name it (its stack is the question)."""
+    from ..api.blocking import current_worker
+    from ..api.state import list_state
+
+    answered = {a["node_id"] for a in answers}
+    me = current_worker().peer_id
+    silent = [
+        n
+        for n in list_state("nodes")
+        if n["alive"] and n["node_id"] not in answered and n["node_id"] != me
+        and (not node or n["node_id"].startswith(node))
+    ]  # fmt: skip
+    for n in silent:
+        what = "driver" if n["is_driver"] else "node"
+        print(
+            f"no answer from {what} {n['node_id']} pid={n['pid']} within "
+            f"{observe.answer_timeout():g} s: its event loop may be blocked",
+            file=sys.stderr,
+        )
 
 
 def _logs(args: argparse.Namespace) -> int:
