@@ -156,6 +156,10 @@ class Job:
     received_ns: int = field(default_factory=now_ns)
     fetched_ns: int = 0
 
+    def mark_fetched(self) -> None:
+        """Its ref arguments are here: the end of its "fetch" span on the timeline."""
+        self.fetched_ns = now_ns()
+
 
 class Answers:
     """The answers of recent calls, by (task id, attempt): the idempotency of calls."""

@@ -30,7 +30,6 @@ from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import LocalScheduler, fits, held_for_long, pick_bundle, unreserved
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
-from .events import now_ns
 from .runtime_env import EnvManager
 
 if TYPE_CHECKING:
@@ -184,7 +183,7 @@ class Executor:
             kwargs = {
                 k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()
             }
-        job.fetched_ns = now_ns()  # the end of its "fetch" span on the timeline
+        job.mark_fetched()
         return args, kwargs
 
     def _queue(self, job: Job) -> None:

@@ -370,8 +370,11 @@ def current_sink() -> LogSink | None:
 
 
 def capture(worker: LogHost) -> LogSink:
-    """Tag task output on this node from now on (a node process calls it once)."""
+    """Tag task output on this node from now on (a node process calls it once per
+    incarnation of its worker; again for the same worker, it returns the same sink)."""
     global _sink
+    if _sink is not None and _sink.worker is worker:
+        return _sink
     base = worker.state_dir
     path = os.path.join(base, "logs", f"worker-{worker.peer_id}.log") if base else None
     old, sink = _sink, LogSink(worker, path)

@@ -99,8 +99,8 @@ class Dispatch:
                 p.Reply(msg.rid, value=host.objects.object_rows())
             ),
             p.ListTasks: lambda conn, msg, raw: conn.send(p.Reply(msg.rid, value=host.task_rows())),
-            p.Inspect: self._inspect,
             p.Unmapped: self._unmapped,
+            p.Inspect: self._inspect,
             p.ClusterView: lambda conn, msg, raw: host.set_view(msg.nodes, msg.departed),
             p.Shutdown: lambda conn, msg, raw: host.on_shutdown(msg.reason, msg.evicted),
         }

@@ -383,19 +383,19 @@ class ListTasks(_Msg, tag=58):
     rid: int
 
 
-class Inspect(_Msg, tag=59):
-    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
-    "stack", "memory"), with ``args`` narrowing it (answered with a Reply of a dict)."""
-
-    rid: int
-    what: str
-    args: dict[str, Any] = {}
-
-
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
     object_ids: list[bytes]
+
+
+class Inspect(_Msg, tag=59):
+    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
+    "log_files", "stack"), with ``args`` narrowing it (answered with a Reply of a dict)."""
+
+    rid: int
+    what: str
+    args: dict[str, Any] = {}
 
 
 # --- placement groups ---------------------------------------------------------------
@@ -481,8 +481,8 @@ Message = (
     | FreeObjects
     | ListObjects
     | ListTasks
-    | Inspect
     | Unmapped
+    | Inspect
     | CreatePlacementGroup
     | WaitPlacementGroup
     | RemovePlacementGroup
