@@ -94,3 +94,34 @@ def test_runtime_timeline_returns_the_events_or_writes_them_as_ray_timeline_does
     path = tmp_path / "t.json"
     assert runtime.timeline(str(path)) is None
     assert spans(json.loads(path.read_text()), "nap_in_a_thread")
+
+
+def test_overlapping_async_calls_and_queues_get_lanes_of_their_own():
+    from runtime.core.api.timeline import chrome_trace
+
+    ms = 1_000_000  # ns
+    answer = {
+        "node_id": "n" * 16, "pid": 7, "role": "node", "offset_ns": 0,
+        "threads": {"11": "runtime-task-0"},
+        "events": [
+            # received, fetched, started, ended, label, thread, on loop, failed, task id
+            [0, 0, 0, 10 * ms, "a", 99, True, False, "01"],
+            [2 * ms, 0, 2 * ms, 5 * ms, "b", 99, True, False, "02"],  # overlaps a: lane 2
+            [6 * ms, 0, 6 * ms, 9 * ms, "c", 99, True, True, "03"],  # lane 2 is free again
+            [0, 1 * ms, 3 * ms, 4 * ms, "d", 11, False, False, "04"],
+        ],
+    }  # fmt: skip
+    trace = chrome_trace([answer])
+    names = {e["tid"]: e["args"]["name"] for e in trace if e["name"] == "thread_name"}
+    track = {e["name"]: names[e["tid"]] for e in trace if e["ph"] == "X"}
+    assert track["a"] == "event loop (async) #1"
+    assert track["b"] == track["c"] == "event loop (async) #2"
+    assert track["d"] == "runtime-task-0"
+    assert track["d (fetch)"] == "fetch args #1" and track["d (queue)"] == "queued #1"
+    assert "b (queue)" not in track  # it started as it arrived
+    (c,) = [e for e in trace if e["name"] == "c"]
+    assert (
+        c["ts"] == 6000.0 and c["dur"] == 3000.0 and c["args"] == {"task_id": "03", "failed": True}
+    )
+    (process,) = [e for e in trace if e["name"] == "process_name"]
+    assert process["pid"] == 7 and process["args"]["name"] == f"node {'n' * 8} pid=7"
