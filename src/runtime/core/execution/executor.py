@@ -184,6 +184,7 @@ class Executor:
             kwargs = {
                 k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()
             }
+        job.mark_fetched()
         return args, kwargs
 
     def _queue(self, job: Job) -> None:

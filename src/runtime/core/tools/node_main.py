@@ -20,6 +20,7 @@ import uvloop
 
 from ..common.exceptions import RuntimeBaseError
 from ..common.private import private_dir
+from ..execution import logs as worker_logs
 from ..execution.logs import capture as capture_output
 from ..objects.store import parse_size
 from ..process import launcher
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if worker_logs.json_format():  # RUNTIME_LOG_FORMAT=json: the node's own output as JSON
+        worker_logs.use_json_logging()
     if args.object_store_memory is not None:
         try:
             size = parse_size(args.object_store_memory, "--object-store-memory")
@@ -266,6 +269,8 @@ async def _run_worker(
     left: asyncio.Event,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
+    # Before it joins, too: a task may arrive in the first loop iteration after it registered.
+    capture_output(worker)
     starting = asyncio.ensure_future(worker.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:

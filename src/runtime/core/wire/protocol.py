@@ -395,6 +395,15 @@ class Unmapped(_Msg, tag=57):
     object_ids: list[bytes]
 
 
+class Inspect(_Msg, tag=59):
+    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
+    "log_files", "stack"), with ``args`` narrowing it (answered with a Reply of a dict)."""
+
+    rid: int
+    what: str
+    args: dict[str, Any] = {}
+
+
 # --- placement groups ---------------------------------------------------------------
 
 
@@ -480,6 +489,7 @@ Message = (
     | ListTasks
     | ReadMetrics
     | Unmapped
+    | Inspect
     | CreatePlacementGroup
     | WaitPlacementGroup
     | RemovePlacementGroup
