@@ -13,7 +13,7 @@ def test_runtime_exports_the_documented_core_api() -> None:
         "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "RuntimeContext",
         "available_resources", "cancel", "cluster_resources", "connect", "dag", "exceptions",
         "get", "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method",
-        "nodes", "put", "remote", "shutdown", "wait",
+        "nodes", "put", "remote", "shutdown", "timeline", "wait",
     }  # fmt: skip
     for name in runtime.__all__:
         assert getattr(runtime, name).__doc__, f"runtime.{name} has no docstring"

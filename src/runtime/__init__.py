@@ -39,6 +39,7 @@ from runtime.core.api.session import (
     wait,
 )
 from runtime.core.api.state import available_resources, cluster_resources, nodes
+from runtime.core.api.timeline import timeline
 from runtime.core.objects.refs import ObjectRef
 from runtime.core.submission.streaming import ObjectRefGenerator
 
@@ -70,6 +71,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 

@@ -86,8 +86,7 @@ def test_no_token_wrong_token_and_bad_requests(dashboard_head: HeadProcess) -> N
     too_long = b"GET / HTTP/1.1\r\n" + b"x" * 70000
     for raw in (b"garbage\r\n\r\n", b"POST / HTTP/1.1\r\n\r\n", too_long):
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
+            s.sendall(raw)  # not half-closed: aiohttp, as most servers, drops a client at EOF
             answer = s.recv(200)
         assert answer.split(b" ")[1] in (b"400", b"405"), answer
     assert _get(f"{base}/api/summary?token={token}")[0] == 200  # the head runs on

@@ -100,6 +100,8 @@ EXAMPLES: list[p._Msg] = [
     p.FreeObjects([b"o" * 20, b"p" * 20]),
     p.ListObjects(13),
     p.ListTasks(14),
+    p.ReadMetrics(15),
+    p.Inspect(15, "stack", {"tail": 3}),
     p.Unmapped([b"o" * 20]),
     p.FetchObject(14, b"o" * 20, 8 << 20, 8 << 20),
     p.FetchObject(15, b"o" * 20, same_host=True),

@@ -24,6 +24,7 @@ import runtime
 import runtime.exceptions as rex
 
 from . import _block as B
+from . import _metrics
 from ._context import DataContext
 from ._datasource import ReadTask
 from ._plan import (
@@ -292,6 +293,7 @@ class _Stage:
             s.rows_in += bundle.meta.in_rows
             s.rows_out += bundle.meta.num_rows
             s.bytes_out += bundle.meta.size_bytes
+            _metrics.block_out(s.name, bundle.meta.num_rows, bundle.meta.size_bytes)
             s.task_s += bundle.meta.exec_s
             s.finished = time.perf_counter()
             self.out_blocks += 1
@@ -507,8 +509,10 @@ class LimitStage(_Stage):
 class _Source:
     """Where the first stage's inputs come from: read tasks, or bundles from an iterator."""
 
-    def __init__(self, items: Iterator[Any]) -> None:
+    def __init__(self, items: Iterator[Any], total: int | None = None) -> None:
         self.items = items
+        #: How many items it yields, when known up front (read tasks, given bundles).
+        self.total = total
         self.exhausted = False
         self.seq = itertools.count()
 
@@ -535,9 +539,10 @@ def _build(
     """The source and stages of a plan; the flag says the source yields read tasks."""
     if isinstance(op, ReadOp):
         tasks = op.datasource.get_read_tasks(op.parallelism)
-        return _Source(iter(tasks)), [], True
+        return _Source(iter(tasks), len(tasks)), [], True
     if isinstance(op, InputDataOp):
-        return _Source(iter(list(op.bundles))), [], False
+        bundles = list(op.bundles)
+        return _Source(iter(bundles), len(bundles)), [], False
     if isinstance(op, UnionOp):
         children = [ExecutionStats() for _ in op.children]
         stats.inputs.extend(children)
@@ -595,11 +600,17 @@ def _build(
 
 
 class _Progress:
-    """One progress bar per operator (tqdm; ``tqdm.auto`` in a notebook): blocks and rows
-    out, tasks running. Only when ``DataContext.progress_enabled()`` (a terminal or a
-    notebook, not CI, bars not switched off); a plain status line when tqdm is missing."""
+    """One progress bar per operator (tqdm; ``tqdm.auto`` in a notebook): blocks out of the
+    blocks expected, rows out, tasks running and inputs queued. Only when
+    ``DataContext.progress_enabled()`` (a terminal or a notebook, not CI, bars not switched
+    off); a plain status line when tqdm is missing.
 
-    def __init__(self, stages: list[_Stage], enabled: bool) -> None:
+    The blocks expected: the source's count when it is known up front (read tasks, given
+    blocks), passed on from operator to operator (most make one block per input block),
+    and exact once an operator has had all its input and finished it."""
+
+    def __init__(self, stages: list[_Stage], enabled: bool, source: _Source | None = None) -> None:
+        self.source = source
         self.stages = stages
         self.enabled = enabled and bool(stages)
         self.last = 0.0
@@ -631,24 +642,47 @@ class _Progress:
         if not force and now - self.last < 0.2:
             return
         self.last = now
+        totals = self.totals()
         if self.bars:
             for i, (bar, stage) in enumerate(zip(self.bars, self.stages, strict=True)):
+                if bar.total != totals[i]:
+                    bar.total = totals[i]
                 done = stage.out_blocks
                 if done > self.shown[i]:
                     bar.update(done - self.shown[i])
                     self.shown[i] = done
                 bar.set_postfix_str(
-                    f"{stage.stats.rows_out} rows, {len(stage.in_flight)} running", refresh=False
+                    f"{stage.stats.rows_out} rows, {len(stage.in_flight)} running, "
+                    f"{len(stage.inbox)} queued",
+                    refresh=False,
                 )
                 bar.refresh()
             return
         text = " | ".join(
-            f"{s.name}: {s.stats.rows_out} rows, {len(s.in_flight)} running" for s in self.stages
+            f"{s.name}: {s.out_blocks}/{'?' if t is None else t} blocks, {s.stats.rows_out} "
+            f"rows, {len(s.in_flight)} running"
+            for s, t in zip(self.stages, totals, strict=True)
         )
         sys.stderr.write("\r" + text[:200])
         if force:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    def totals(self) -> list[int | None]:
+        """The blocks each operator is expected to make (None: not known yet)."""
+        expected = self.source.total if self.source is not None else None
+        complete = self.source is not None and self.source.exhausted
+        out: list[int | None] = []
+        for stage in self.stages:
+            if isinstance(stage, LimitStage) and not complete:
+                expected = None  # a limit stops early: how early is not known
+            complete = complete and stage.idle()
+            if complete:
+                expected = stage.out_blocks
+            elif expected is not None:
+                expected = max(expected, stage.out_blocks)
+            out.append(expected)
+        return out
 
     def close(self) -> None:
         if not self.enabled:
@@ -679,7 +713,7 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
         elif not isinstance(stage, LimitStage):
             chain = None
         lineage.chains[i] = chain
-    progress = _Progress(stages, ctx.progress_enabled())
+    progress = _Progress(stages, ctx.progress_enabled(), source)
     t0 = time.perf_counter()
     try:
         if not stages:

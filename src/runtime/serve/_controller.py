@@ -28,7 +28,7 @@ from runtime.util import (
     remove_placement_group,
 )
 
-from . import _state
+from . import _metrics, _state
 from ._client import NAMESPACE
 from ._deployment import DeploymentSpec
 from ._proxies import ProxyKeeper
@@ -119,6 +119,7 @@ class ServeController:
                 for name in app.deployments:
                     self._publish(app.name, name)
         last_proxy = 0.0
+        self._replica_counts = _metrics.ReplicaCounts()
         changed = self._changed = asyncio.Event()
         while not self._shutting_down:
             changed.clear()
@@ -144,9 +145,19 @@ class ServeController:
                         self._publish(app.name, name)
                     self._publish_routes()
                     self._save()
+            self._replica_counts.update(self._counts())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._next_due(time.monotonic(), last_proxy)):
                     await changed.wait()
+
+    def _counts(self) -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = {}
+        for app in self._apps.values():
+            for dep in app.deployments.values():
+                for rep in dep.replicas.values():
+                    key = (app.name, dep.spec.name, rep.state)
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _poke(self) -> None:
         """Something changed: run the control loop now."""

@@ -27,11 +27,12 @@ import ipaddress
 import logging
 import os
 import re
+import time
 from typing import Any
 
 import runtime
 
-from . import _client, _http, _websocket
+from . import _client, _http, _metrics, _websocket
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._multiplex import MODEL_ID_HEADER
 from ._router import did_not_run, get_router, is_replica_gone, is_retryable
@@ -319,9 +320,14 @@ class ServeProxy:
             state[0] += 1
         self._inflight += 1
         self.served += 1
+        started, status = time.monotonic(), 500
         try:
-            return await self._serve(request)
+            response = await self._serve(request)
+            status = getattr(response, "status", 200)
+            return response
         finally:
+            if not request.path.startswith("/-/"):  # not Serve's own health and route checks
+                _metrics.request(self._match(request.path), status, time.monotonic() - started)
             self._inflight -= 1
             if state is not None:
                 state[0] -= 1

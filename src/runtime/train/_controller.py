@@ -37,6 +37,7 @@ from runtime.util import (
     remove_placement_group,
 )
 
+from . import _metrics
 from ._backend import Backend, BackendConfig
 from ._checkpoint import Checkpoint
 from ._config import DataConfig, FailureConfig, ScalingConfig
@@ -512,9 +513,11 @@ class Controller:
         group = _Group(await _place(self.scaling, hint))
         self.attempt_checkpoints = 0
         try:
+            _metrics.workers(spec.name, n)
             await self._start(group)
             await self._monitor(group, n)
         finally:
+            _metrics.workers(spec.name, 0)
             await group.teardown()
 
     async def _monitor(self, group: _Group, n: int) -> None:
@@ -689,6 +692,7 @@ class Controller:
                 self.checkpoint = checkpoint
                 self.attempt_checkpoints += 1
             self.history.append(metrics)
+            _metrics.reported(self.spec.name)
             await asyncio.to_thread(storage.log, metrics)
             if self.spec.verbose:
                 shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items())

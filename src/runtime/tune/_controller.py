@@ -33,6 +33,7 @@ from ._basic_variant import BasicVariantGenerator
 from ._callback import Callback
 from ._config import CheckpointConfig, FailureConfig
 from ._errors import TuneError
+from ._metrics import TuneMetrics
 from ._resources import PlacementGroupFactory
 from ._scheduler import TrialScheduler
 from ._searcher import Searcher
@@ -146,6 +147,7 @@ class Controller:
     async def run(self) -> None:
         """Run until every trial finished, the searcher is done, or a stop-all."""
         self._total = runtime.cluster_resources()
+        self._metrics = TuneMetrics(os.path.basename(self.experiment_path))
         for cb in self.callbacks:
             cb.setup(stop=self.stopper, num_samples=self.num_samples)
         try:
@@ -162,6 +164,7 @@ class Controller:
             for actor in self._idle:
                 self._kill(actor)
             self._idle.clear()
+            self._metrics.update(self.trials)
             self._save_state(force=True)
             for cb in self.callbacks:
                 try:
@@ -188,6 +191,7 @@ class Controller:
                 continue
             idle_rounds = 0
             await self._wait()
+            self._metrics.update(self.trials)
             self._save_state(force=False)
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._stop_all = True

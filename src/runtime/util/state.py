@@ -6,18 +6,24 @@ Each returns a list of rows; a row is a dict whose keys also read as attributes
 (``row["state"]`` or ``row.state``). ``filters`` takes Ray's ``(key, "=" | "!=", value)``
 triples, compared as strings; ``limit`` caps the rows. The CLI shows the same tables:
 ``python -m runtime list nodes|actors|tasks|objects``. See ``docs/util.md``.
+
+``get_log`` yields what an actor or task printed (the lines ``python -m runtime logs``
+shows; see ``docs/observability-cli.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from runtime.core.api.observe import format_line, get_logs
 from runtime.core.api.state import list_state
 
 __all__ = [
     "StateRow",
     "get_actor",
+    "get_log",
     "list_actors",
     "list_nodes",
     "list_objects",
@@ -79,6 +85,37 @@ def get_actor(actor_id: str, *, address: None = None) -> StateRow | None:
     """The row of one actor by its hex id, or None."""
     rows = _listing("actors", [("actor_id", "=", actor_id)], 1, address)
     return rows[0] if rows else None
+
+
+def get_log(
+    *,
+    actor_id: str | None = None,
+    task_id: str | None = None,
+    node_id: str | None = None,
+    tail: int = 1000,
+    follow: bool = False,
+    address: None = None,
+) -> Iterator[str]:
+    """The output lines an actor, a task or a node printed, oldest first, as Ray's ``get_log``
+    (``(name pid=N) text``, as the driver shows them; the last ``tail``). ``actor_id`` and
+    ``task_id`` also take a name; ``follow=True`` keeps yielding new lines (until closed).
+
+    Example:
+        >>> for line in get_log(actor_id=counter_id, tail=10):   # doctest: +SKIP
+        ...     print(line)
+    """
+    if address is not None:
+        raise ValueError("get_log reads the cluster this process is connected to")
+    if tail < 0:
+        raise ValueError(f"tail must be 0 or more, got {tail}")
+    lines, cursor = get_logs(node=node_id, actor=actor_id, task=task_id, tail=tail)
+    for line in lines:
+        yield format_line(line)
+    while follow:
+        time.sleep(0.5)
+        lines, cursor = get_logs(node=node_id, actor=actor_id, task=task_id, cursor=cursor)
+        for line in lines:
+            yield format_line(line)
 
 
 def _listing(

@@ -35,7 +35,8 @@ IGNORED = {
     "_redis_max_memory": "there is no Redis",
     "_plasma_directory": "the object store lives in /dev/shm (RUNTIME_TMPDIR moves its traces)",
     "_memory": "the memory resource is not supported yet",
-    "_metrics_export_port": "metrics are not exported yet",
+    "_metrics_export_port": "metrics are served at /metrics on the head's dashboard "
+    "(`--dashboard-port`)",
     "_tracing_startup_hook": "tracing is not supported",
     "_node_name": "nodes are named by their id",
     "_driver_object_store_memory": "the driver's store follows object_store_memory",

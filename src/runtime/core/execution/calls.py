@@ -30,6 +30,7 @@ from ..objects import serialization as ser
 from ..objects.refs import ObjectRef, ReferenceTable, return_id
 from ..wire import protocol as p
 from ..wire.transport import Connection
+from .events import now_ns, record
 from .runtime_env import EnvManager, Prepared
 
 if TYPE_CHECKING:
@@ -148,9 +149,17 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
+    received: float = 0.0  # when an actor call arrived (monotonic), for its latency metric
     #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
     #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
     exit: SystemExit | None = None
+    #: When it arrived and when its ref arguments were fetched (monotonic ns; the timeline).
+    received_ns: int = field(default_factory=now_ns)
+    fetched_ns: int = 0
+
+    def mark_fetched(self) -> None:
+        """Its ref arguments are here: the end of its "fetch" span on the timeline."""
+        self.fetched_ns = now_ns()
 
 
 class Answers:
@@ -265,7 +274,8 @@ def call_sync(
 ) -> tuple[p.TaskDone, list[Any]]:
     """Run a plain function for ``job`` (on a thread) and serialize its answer."""
     token = current_task.set(ctx)
-    ctx.thread_id = threading.get_ident()
+    ctx.thread_id = tid = threading.get_ident()
+    started, failed = now_ns(), False
     try:
         if job.cancelled:
             raise TaskCancelledError(f"{label} was cancelled before it started")
@@ -285,10 +295,13 @@ def call_sync(
         return p.TaskDone(job.task_id, returns), bufs
     except BaseException as exc:  # every failure goes back to the caller
         job.exit = exc if isinstance(exc, SystemExit) else None
+        failed = True
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
     finally:
         ctx.thread_id = 0
         current_task.reset(token)
+        record((job.received_ns, job.fetched_ns, started, now_ns(), label, tid, False, failed,
+                job.task_id))  # fmt: skip
 
 
 async def call_async(
@@ -296,6 +309,7 @@ async def call_async(
 ) -> tuple[p.TaskDone, list[Any]]:
     """Run a coroutine function for ``job`` (on the loop) and serialize its answer."""
     current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
+    started, failed = now_ns(), False
     try:
         args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
         assert job.fn is not None
@@ -310,13 +324,18 @@ async def call_async(
         del result
         return p.TaskDone(job.task_id, returns), bufs
     except asyncio.CancelledError:
+        failed = True
         if job.cancelled:  # runtime.cancel, not the node shutting down
             err = TaskCancelledError(f"{label} was cancelled")
             return p.TaskDone(job.task_id, error=task_error(err, label)), []
         raise
     except BaseException as exc:
         job.exit = exc if isinstance(exc, SystemExit) else None
+        failed = True
         return p.TaskDone(job.task_id, error=task_error(exc, label)), []
+    finally:
+        record((job.received_ns, job.fetched_ns, started, now_ns(), label,
+                threading.get_ident(), True, failed, job.task_id))  # fmt: skip
 
 
 def env_applied(

@@ -24,6 +24,7 @@ from ..common.exceptions import (
     RuntimeBaseError,
     TaskCancelledError,
 )
+from ..common.metrics import TASKS_DONE, failed
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
@@ -183,6 +184,7 @@ class Executor:
             kwargs = {
                 k: (await get(v) if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()
             }
+        job.mark_fetched()
         return args, kwargs
 
     def _queue(self, job: Job) -> None:
@@ -255,6 +257,10 @@ class Executor:
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
         self.jobs.pop(job.task_id, None)
+        if done.error is None:
+            TASKS_DONE[0] += 1
+        else:
+            failed("task", job.name, job.task_id, done.error)
         self.answers.remember(done, bufs, job.attempt)
         job.conn.send(done, bufs)
         if job.args.refs:

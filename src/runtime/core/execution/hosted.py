@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -18,6 +19,7 @@ from ..common.exceptions import (
     ActorUnavailableError,
     PendingCallsLimitExceeded,
 )
+from ..common.metrics import CALLS_DONE, failed, observe_call
 from ..objects import serialization as ser
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
@@ -207,6 +209,7 @@ class HostedActor:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
         job.actor_id = self.spec.actor_id
+        job.received = time.monotonic()
         job.lane = lane
         lane.mailbox.append(job)
         if msg.args.refs and not self.executor.parse_args_now(job):
@@ -406,6 +409,11 @@ class HostedActor:
                 )
             done, bufs = p.TaskDone(job.task_id, error=death), []
         self.executor.jobs.pop(job.task_id, None)
+        if done.error is None:
+            CALLS_DONE[0] += 1
+        else:
+            failed("actor_call", job.name, job.task_id, done.error)
+        observe_call(time.monotonic() - job.received)
         self.executor.answers.remember(done, bufs)
         job.conn.send(done, bufs)
         if job.args.refs:

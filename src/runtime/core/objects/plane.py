@@ -20,6 +20,7 @@ from ..common.context import current_task
 from ..common.exceptions import ObjectLostError, RuntimeBaseError
 from ..wire import protocol as p
 from . import serialization as ser
+from . import sites
 from .host import ObjectHost
 from .refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable
 from .transfer import ObjectTransfer
@@ -130,8 +131,11 @@ class ObjectPlane:
     def new_owned(self, object_id: bytes) -> ObjectRef[Any]:
         """A ref to a pending object this process owns (any thread)."""
         table = self.refs
+        entry = OwnedObject()
+        if sites.RECORD:
+            entry.call_site = sites.creation_site("call")
         with table.lock:
-            table.owned[object_id] = OwnedObject()
+            table.owned[object_id] = entry
             table.local[object_id] = table.local.get(object_id, 0) + 1
         return ObjectRef.counted(object_id, self.peer_id, self.address, table)
 
@@ -146,6 +150,8 @@ class ObjectPlane:
         val, bufs = ser.serialize(value, copy=False)
         oid = self.new_id()
         entry = OwnedObject()
+        if sites.RECORD:
+            entry.call_site = sites.creation_site("put")
         if val.refs:
             self.refs.pin(val.refs)
         if ser.total_size(val) >= STORE_MIN:
@@ -317,6 +323,7 @@ class ObjectPlane:
                     "stored_on": e.location.node_id if e.location is not None else "",
                     "local_refs": table.local.get(oid, 0),
                     "remote_refs": e.remote,
+                    "call_site": e.call_site,
                 }
                 for oid, e in table.owned.items()
                 if oid not in table.actor_tokens
@@ -390,6 +397,7 @@ def merge_object_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "remote_refs": 0,
                 "borrowers": [],
                 "path": "",
+                "call_site": "",
             }
         return r
 
@@ -398,6 +406,7 @@ def merge_object_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for o in a.get("owned", []):
             r = row(o["object_id"])
             r.update(owner=worker, state=o["state"], remote_refs=o["remote_refs"])
+            r["call_site"] = o.get("call_site", "")
             r["size"] = r["size"] or o["size"]
             r["local_refs"] += o["local_refs"]
             if o["stored_on"]:

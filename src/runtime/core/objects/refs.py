@@ -47,7 +47,16 @@ def return_id(task_id: bytes, index: int) -> bytes:
 class OwnedObject:
     """What the owner knows of one of its objects."""
 
-    __slots__ = ("buffers", "lineage", "location", "remote", "state", "value", "waiters")
+    __slots__ = (
+        "buffers",
+        "call_site",
+        "lineage",
+        "location",
+        "remote",
+        "state",
+        "value",
+        "waiters",
+    )
 
     def __init__(self) -> None:
         self.state = PENDING
@@ -58,6 +67,8 @@ class OwnedObject:
         self.waiters: list[Callable[[], None]] | None = None
         #: How to make a lost large result again: (the task's retry record, its return ids).
         self.lineage: tuple[Any, list[bytes]] | None = None
+        #: Where the user made it (``objects.sites``; only when recording is on).
+        self.call_site = ""
 
 
 class ReferenceTable:

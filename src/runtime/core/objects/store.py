@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ..common.exceptions import OutOfMemoryError
+from ..common.metrics import SPILL_BYTES
 from ..common.private import UntrustedPathError, check_private, private_dir
 from ..wire.protocol import Value
 from . import blob
@@ -232,6 +233,7 @@ class ObjectStore:
             self.objects[oid] = entry
             if kind == SPILLED:
                 self.spilled_bytes += size
+                SPILL_BYTES[0] += size
                 self.spill_count += 1
         return entry
 
@@ -397,6 +399,7 @@ class ObjectStore:
         entry.mem = None
         entry.kind, entry.path = SPILLED, path
         self.spilled_bytes += entry.size
+        SPILL_BYTES[0] += entry.size
         self.spill_count += 1
 
     def _release(self, mem: mmap.mmap | None, size: int, *, counted: bool) -> bool:
@@ -443,6 +446,7 @@ class ObjectStore:
     def _mapping(self, entry: Stored) -> mmap.mmap:
         if entry.mem is None:
             entry.mem = blob.map_file(entry.path)
+            SPILL_BYTES[1] += entry.size if entry.kind == SPILLED else 0
         return entry.mem
 
     def read(self, oid: bytes, offset: int, length: int) -> tuple[int, memoryview] | None:

@@ -22,6 +22,7 @@ from ..submission.streaming import StreamState
 from ..submission.tasks import TaskSubmitter
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
+from .inspect import answer
 
 if TYPE_CHECKING:  # imported when the worker makes them (a driver has neither)
     from ..control.head import Head
@@ -53,9 +54,18 @@ class DispatchHost(Protocol):
     def submitter(self) -> TaskSubmitter: ...
     @property
     def rpcs(self) -> dict[int, asyncio.Future[Any]]: ...
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
     def set_view(self, nodes: list[p.NodeInfo], departed: Any = ()) -> None: ...
     def task_rows(self) -> dict[str, Any]: ...
+    def metrics_snapshot(self) -> dict[str, Any]: ...
     def on_shutdown(self, reason: str, evicted: bool) -> None: ...
 
 
@@ -90,7 +100,11 @@ class Dispatch:
                 p.Reply(msg.rid, value=host.objects.object_rows())
             ),
             p.ListTasks: lambda conn, msg, raw: conn.send(p.Reply(msg.rid, value=host.task_rows())),
+            p.ReadMetrics: lambda conn, msg, raw: conn.send(
+                p.Reply(msg.rid, value=host.metrics_snapshot())
+            ),
             p.Unmapped: self._unmapped,
+            p.Inspect: self._inspect,
             p.ClusterView: lambda conn, msg, raw: host.set_view(msg.nodes, msg.departed),
             p.Shutdown: lambda conn, msg, raw: host.on_shutdown(msg.reason, msg.evicted),
         }
@@ -171,6 +185,14 @@ class Dispatch:
     def _unmapped(self, conn: Connection, msg: p.Unmapped, raw: memoryview) -> None:
         for oid in msg.object_ids:
             self.host.store.unmapped(oid)
+
+    def _inspect(self, conn: Connection, msg: p.Inspect, raw: memoryview) -> None:
+        try:
+            value = answer(self.host, msg.what, msg.args)
+        except Exception as exc:  # a bad request, or a part that cannot answer now
+            conn.send(p.Reply(msg.rid, error=str(exc), error_type=type(exc).__name__))
+            return
+        conn.send(p.Reply(msg.rid, value=value))
 
     def _log_lines(self, conn: Connection, msg: p.LogLines, raw: memoryview) -> None:
         if self.host.head is not None:  # not bound yet: the head forwards them

@@ -43,6 +43,8 @@ class LoopLagMonitor:
         self._thread = threading.Thread(target=self._watch, name="runtime-loop-lag", daemon=True)
         #: The longest block seen so far, in seconds (for tests and status).
         self.worst = 0.0
+        #: How late the last tick ran, in seconds (the loop-lag metric).
+        self.lag = 0.0
 
     def start(self) -> None:
         self._tick()
@@ -54,7 +56,8 @@ class LoopLagMonitor:
             self._timer.cancel()
 
     def _tick(self) -> None:
-        self._stamp = time.monotonic()
+        now = time.monotonic()
+        self.lag, self._stamp = max(0.0, now - self._stamp - self.period), now
         if not self._stop.is_set():
             self._timer = self.loop.call_later(self.period, self._tick)
 

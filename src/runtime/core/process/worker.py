@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..common.errors import error_code
@@ -52,6 +53,7 @@ from ..wire.tls import TlsConfig
 from ..wire.transport import Connection
 from .dispatch import Dispatch
 from .lag import LoopLagMonitor, threshold_from_env
+from .metrics import snapshot as metrics_snapshot
 
 if TYPE_CHECKING:
     from ..control.head import Head
@@ -144,7 +146,7 @@ class Worker:
         self._rejoining = False
         self._info: p.NodeInfo | None = None
         self._heartbeat: HeartbeatSender | None = None
-        self._lag_monitor: LoopLagMonitor | None = None
+        self.lag_monitor: LoopLagMonitor | None = None
         self.started_at = time.time()
         #: The parts (each sees this worker through a protocol of what it needs), and the
         #: methods of theirs others call on the worker, bound once.
@@ -160,6 +162,7 @@ class Worker:
         self.on_ready = self.objects.on_ready
         self.try_get_local = self.objects.try_get_local
         self.list_objects = self.objects.list_objects
+        self.metrics_snapshot = partial(metrics_snapshot, self)  # this process's metrics
         self.ask_members = self.objects.ask_members
         self.caller = ActorCaller(self)
         self.actors = self.caller.actors
@@ -205,8 +208,8 @@ class Worker:
             self.executor = Executor(self)
             threshold = threshold_from_env()
             if threshold > 0:
-                self._lag_monitor = LoopLagMonitor(self.loop, threshold)
-                self._lag_monitor.start()
+                self.lag_monitor = LoopLagMonitor(self.loop, threshold)
+                self.lag_monitor.start()
         self.dispatch.bind()  # the executor's handlers, now that it exists
         if self.role == "head":
             from ..control.head import Head
@@ -250,8 +253,8 @@ class Worker:
         self.closing = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        if self._lag_monitor is not None:
-            self._lag_monitor.stop()
+        if self.lag_monitor is not None:
+            self.lag_monitor.stop()
         if self.executor is not None:
             self.executor.close()
         if self._server is not None:

@@ -1,4 +1,5 @@
-"""``python -m runtime``: look at a running cluster (status, list), stop it, or run jobs on it."""
+"""``python -m runtime``: look at a running cluster (status, list, logs, timeline, stack,
+memory), stop it, or run jobs on it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..api import session as _api
 from ..api import state as _state
+from . import observe_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("what", choices=["nodes", "actors", "tasks", "objects"])
     sub.add_parser("stop", help="stop every node of the cluster")
+    observe_cli.add_parsers(sub)
     _add_job_parser(sub)
     return ap
 
@@ -44,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "job":
         return _job_main(args, token)
     try:
-        info = _api.init(address=args.address, token=token)
+        # Only `status`/`list`/`stop` ever ran with forwarded output; the views do not want it.
+        quiet = args.command in observe_cli.COMMANDS
+        info = _api.init(address=args.address, token=token, log_to_driver=not quiet)
     except (ConnectionError, OSError, ValueError) as exc:
         if args.command == "stop":  # stopping what is not running is done already
             print(f"no cluster to stop: {exc}")
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot reach the cluster: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.command in observe_cli.COMMANDS:
+            return observe_cli.run(args, info["address"])
         if args.command == "stop":
             _state.stop_cluster()
             print(f"stopping the cluster at {info['address']}")

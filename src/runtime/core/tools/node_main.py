@@ -20,12 +20,13 @@ import uvloop
 
 from ..common.exceptions import RuntimeBaseError
 from ..common.private import private_dir
+from ..execution import logs as worker_logs
 from ..execution.logs import capture as capture_output
 from ..objects.store import parse_size
 from ..process import launcher
 from ..process.worker import Worker
 from ..wire.tls import TlsConfig
-from .dashboard import Dashboard
+from . import dashboard as dashboard_tool
 
 log = logging.getLogger("runtime.node")
 #: Failed rejoins in a row after which an evicted node gives up (and exits).
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if worker_logs.json_format():  # RUNTIME_LOG_FORMAT=json: the node's own output as JSON
+        worker_logs.use_json_logging()
     if args.object_store_memory is not None:
         try:
             size = parse_size(args.object_store_memory, "--object-store-memory")
@@ -266,6 +269,8 @@ async def _run_worker(
     left: asyncio.Event,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
+    # Before it joins, too: a task may arrive in the first loop iteration after it registered.
+    capture_output(worker)
     starting = asyncio.ensure_future(worker.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -285,9 +290,12 @@ async def _run_worker(
     capture_output(worker)  # what tasks print goes to the drivers, tagged
     dashboard = None
     if args.head and args.dashboard_port is not None:
-        dashboard = Dashboard(worker, worker.token)
         try:
+            dashboard = dashboard_tool.load(worker, worker.token)
             await dashboard.start(args.host, args.dashboard_port)
+        except ImportError as exc:  # the `dashboard` extra is not installed
+            log.warning("no dashboard: %s", exc)
+            dashboard = None
         except OSError as exc:  # a taken port must not stop the cluster
             log.warning("no dashboard: cannot listen on port %s: %s", args.dashboard_port, exc)
             dashboard = None

@@ -383,10 +383,25 @@ class ListTasks(_Msg, tag=58):
     rid: int
 
 
+class ReadMetrics(_Msg, tag=90):
+    """This member's metrics snapshot, please (answered with a Reply: plain data)."""
+
+    rid: int
+
+
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
     object_ids: list[bytes]
+
+
+class Inspect(_Msg, tag=59):
+    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
+    "log_files", "stack"), with ``args`` narrowing it (answered with a Reply of a dict)."""
+
+    rid: int
+    what: str
+    args: dict[str, Any] = {}
 
 
 # --- placement groups ---------------------------------------------------------------
@@ -472,7 +487,9 @@ Message = (
     | FreeObjects
     | ListObjects
     | ListTasks
+    | ReadMetrics
     | Unmapped
+    | Inspect
     | CreatePlacementGroup
     | WaitPlacementGroup
     | RemovePlacementGroup
