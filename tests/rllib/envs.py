@@ -109,3 +109,38 @@ class BrightSide(gym.Env[np.ndarray, np.int64]):
         reward = float(int(action) == int(self.column >= 3))
         self.steps += 1
         return self._image(), reward, False, self.steps >= 10, {}
+
+
+class RepeatAfterMe(gym.Env[np.ndarray, np.int64]):
+    """A memory task: each step shows a random bit (one-hot), and the reward is +1 for
+    answering the bit shown ``delay`` steps before, -1 otherwise (0 for the first ``delay``
+    steps, which have nothing to repeat yet).
+
+    The observation at time t says what to do at t + ``delay`` and nothing about what to do
+    now, so a feed-forward policy's expected return is 0; a policy with memory can reach
+    ``length - delay``. ``env_config``: ``delay`` (default 1), ``length`` (default 16).
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        config = env_config or {}
+        self.delay = int(config.get("delay", 1))
+        self.length = int(config.get("length", 16))
+        self.observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.bits: list[int] = []
+
+    def _obs(self) -> np.ndarray:
+        return np.eye(2, dtype=np.float32)[self.bits[-1]]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.bits = [int(self.np_random.integers(2))]
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        t = len(self.bits) - 1
+        reward = 0.0
+        if t >= self.delay:
+            reward = 1.0 if int(action) == self.bits[t - self.delay] else -1.0
+        self.bits.append(int(self.np_random.integers(2)))
+        return self._obs(), reward, False, len(self.bits) > self.length, {}

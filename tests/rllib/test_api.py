@@ -99,7 +99,7 @@ def test_rays_options_we_do_not_implement_are_refused_by_name(call: object, name
 @pytest.mark.parametrize(
     ("model", "name"),
     [
-        ({"use_lstm": True}, "use_lstm"),
+        ({"use_lstm": True, "lstm_use_prev_action": True}, "lstm_use_prev_action"),
         ({"post_fcnet_hiddens": [8]}, "post_fcnet_hiddens"),
         ({"vf_share_layers": True}, "vf_share_layers"),
     ],

@@ -135,9 +135,21 @@ RAY_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 #: The ``model_config`` keys the default modules here build from (``conv_filters``: PPO,
-#: APPO, IMPALA). Ray's other model keys (``use_lstm``, ``vf_share_layers=True``, ...) are
-#: refused by name.
-MODEL_KEYS = frozenset({"fcnet_hiddens", "fcnet_activation", "vf_share_layers", "conv_filters"})
+#: APPO, IMPALA; the ``lstm`` ones: PPO). Ray's other model keys (``vf_share_layers=True``,
+#: ``lstm_use_prev_action=True``, ...) are refused by name.
+MODEL_KEYS = frozenset(
+    {
+        "fcnet_hiddens",
+        "fcnet_activation",
+        "vf_share_layers",
+        "conv_filters",
+        "use_lstm",
+        "lstm_cell_size",
+        "max_seq_len",
+        "lstm_use_prev_action",
+        "lstm_use_prev_reward",
+    }
+)
 
 
 def refuse(owner: str, method: str, options: dict[str, Any], ray_names: frozenset[str]) -> None:
@@ -211,6 +223,8 @@ class AlgorithmConfig:
 
     #: The algorithm class ``build()`` makes; set by each subclass.
     algo_class: ClassVar[type[Algorithm] | None] = None
+    #: Whether the algorithm trains recurrent modules (``model_config["use_lstm"]``).
+    supports_lstm: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # environment
@@ -745,6 +759,7 @@ class AlgorithmConfig:
                 f"model_config key(s) {', '.join(map(repr, unknown))} are Ray model options "
                 f"runtime.rllib does not implement; supported: {', '.join(sorted(MODEL_KEYS))}"
             )
+        self._validate_lstm()
         if self.model.get("vf_share_layers"):
             raise NotImplementedError(
                 "model_config vf_share_layers=True: the policy and value networks are "
@@ -757,6 +772,25 @@ class AlgorithmConfig:
 
         check_connector_factory("env_to_module_connector", self.env_to_module_connector)
         check_connector_factory("module_to_env_connector", self.module_to_env_connector)
+
+    def _validate_lstm(self) -> None:
+        model = self.model
+        for name in ("lstm_use_prev_action", "lstm_use_prev_reward"):
+            if model.get(name):
+                raise NotImplementedError(
+                    f"model_config {name}=True: the LSTM here reads the observation only"
+                )
+        if not model.get("use_lstm"):
+            return
+        if not type(self).supports_lstm:
+            raise NotImplementedError(
+                f"model_config use_lstm=True: {type(self).__name__} has no recurrent "
+                "module here; PPO has"
+            )
+        for name in ("lstm_cell_size", "max_seq_len"):
+            value = model.get(name, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model_config {name} must be an int >= 1, got {value!r}")
 
     def get_rollout_fragment_length(self) -> int:
         """Steps each env of each runner takes per sampling round."""
