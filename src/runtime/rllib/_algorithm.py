@@ -192,6 +192,8 @@ class Algorithm:
             raise NotImplementedError(
                 "model_config use_lstm is not supported with multi-agent envs"
             )
+        if c.num_learners:
+            raise NotImplementedError("num_learners > 0 is not supported with multi-agent envs")
         classes = (
             c.callbacks_class
             if isinstance(c.callbacks_class, list | tuple)
@@ -774,7 +776,10 @@ class Algorithm:
         self.restore(path)
 
     def stop(self) -> None:
-        """Stop the env runners (the actors are killed)."""
+        """Stop the env runners and learner actors (the actors are killed)."""
+        stop_learners = getattr(getattr(self, "learner", None), "stop", None)
+        if stop_learners is not None:
+            stop_learners()
         group = getattr(self, "env_runner_group", None)
         if group is not None:
             group.stop()

@@ -225,6 +225,8 @@ class AlgorithmConfig:
     algo_class: ClassVar[type[Algorithm] | None] = None
     #: Whether the algorithm trains recurrent modules (``model_config["use_lstm"]``).
     supports_lstm: ClassVar[bool] = False
+    #: Whether the algorithm runs data-parallel learner actors (``num_learners > 0``).
+    supports_learners: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # environment
@@ -369,21 +371,25 @@ class AlgorithmConfig:
         num_gpus_per_learner: float = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
-        """Where the learner runs: here always one learner in the driver, on CPU.
+        """Where the learner runs.
 
-        ``num_learners=0`` (Ray's default: the learner is local) and
-        ``num_gpus_per_learner=0`` are accepted; more learners, a GPU, or Ray's other
-        options raise ``NotImplementedError`` naming them, since they would change where
-        and how gradients are computed.
+        ``num_learners=0`` (Ray's default): one learner in the driver. ``num_learners=N``
+        (PPO): N learner actors (``num_cpus_per_learner`` each, "auto" = 1) split every
+        train batch and average their gradients over gloo before each step
+        (``_learner_group``); ``minibatch_size`` stays the size of the whole minibatch,
+        split among them. A GPU (``num_gpus_per_learner``) and Ray's other options raise
+        ``NotImplementedError`` naming them.
         """
         self._refuse("learners", unsupported)
         if num_learners is not NotProvided:
-            if num_learners != 0:
+            if not isinstance(num_learners, int) or isinstance(num_learners, bool):
+                raise TypeError(f"num_learners must be an int, got {num_learners!r}")
+            if num_learners and not type(self).supports_learners:
                 raise NotImplementedError(
                     f"{type(self).__name__}.learners(num_learners={num_learners!r}): "
-                    "runtime.rllib runs one learner in the driver; only num_learners=0 works"
+                    "learner actors are implemented for PPO; here only num_learners=0 works"
                 )
-            self.num_learners = 0
+            self.num_learners = num_learners
         if num_gpus_per_learner is not NotProvided and num_gpus_per_learner:
             raise NotImplementedError(
                 f"{type(self).__name__}.learners(num_gpus_per_learner="

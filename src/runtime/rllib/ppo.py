@@ -59,6 +59,7 @@ class PPOConfig(AlgorithmConfig):
         {"use_critic", "entropy_coeff_schedule", "lr_schedule", "vf_share_layers"}
     )
     supports_lstm = True
+    supports_learners = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -332,6 +333,43 @@ def ppo_loss(
     return loss, stats
 
 
+def run_epochs(
+    module: ActorCritic,
+    learner: TorchLearner,
+    data: dict[str, torch.Tensor],
+    *,
+    config: PPOConfig,
+    rng: np.random.Generator,
+    minibatch_size: int,
+    entropy_coeff: float,
+    kl_coeff: float,
+) -> tuple[torch.Tensor, int]:
+    """``num_epochs`` passes over shuffled minibatches of ``data``; returns the summed stats
+    (``_STAT_NAMES`` and the gradient norm) and the number of updates.
+
+    One gather per column and epoch, then each minibatch is a slice (a view); stats stay
+    tensors until the end. Rows are steps, or sequences of ``max_seq_len`` steps with an
+    LSTM (``minibatch_size`` counts steps either way).
+    """
+    size = len(data["advantages"])
+    per_row = module.max_seq_len if module.recurrent else 1
+    mb_size = min(max(1, minibatch_size // per_row), size)
+    totals = torch.zeros(len(_STAT_NAMES) + 1)
+    num_updates = 0
+    for _epoch in range(config.num_epochs):
+        order = torch.from_numpy(rng.permutation(size))
+        shuffled = {k: v[order] for k, v in data.items()}
+        for start in range(0, size - mb_size + 1, mb_size):
+            mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
+            loss, mb_stats = ppo_loss(
+                module, mb, config, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
+            )
+            grad_norm = learner.update(loss)
+            totals += torch.stack([*mb_stats.values(), grad_norm])
+            num_updates += 1
+    return totals, num_updates
+
+
 # --- 5. the algorithm ---------------------------------------------------------------------
 
 
@@ -353,9 +391,15 @@ class PPO(Algorithm):
         """One module for these spaces: (torch module, runners' policy ctor, learner)."""
         c = self.config
         spec = (observation_space, action_space, dict(c.model))
-        module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
+        build = functools.partial(seeded_init, c.seed, functools.partial(ActorCritic, *spec))
+        module = build()
         actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
-        return module, actor_ctor, TorchLearner(module, self.current_lr(), c.grad_clip)
+        learner = TorchLearner(module, self.current_lr(), c.grad_clip)
+        if c.num_learners:  # data-parallel learner actors, each with a copy of the module
+            from runtime.rllib._learner_group import LearnerGroup
+
+            return module, actor_ctor, LearnerGroup(learner, build, c)
+        return module, actor_ctor, learner
 
     def setup(self) -> None:
         self.curr_kl_coeffs: dict[str, float] = {}  # per module, with use_kl_loss
@@ -397,25 +441,17 @@ class PPO(Algorithm):
         vf_preds = data.pop("vf_preds")
         kl_coeff = self.curr_kl_coeffs.setdefault(module_id, float(c.kl_coeff))
 
-        # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
-        # each minibatch is a slice (a view); stats stay tensors until the end.
-        size = len(data["advantages"])  # steps, or sequences of max_seq_len steps
-        per_row = module.max_seq_len if module.recurrent else 1
-        mb_size = min(max(1, c.minibatch_size // per_row), size)
+        # Here, or split among the learner actors (.learners(num_learners=N)).
+        totals, num_updates = learner.run(
+            run_epochs,
+            data,
+            config=c,
+            rng=self._rng,
+            minibatch_size=c.minibatch_size,
+            entropy_coeff=entropy_coeff,
+            kl_coeff=kl_coeff,
+        )
         stat_names = (*_STAT_NAMES, "grad_norm")
-        totals = torch.zeros(len(stat_names))
-        num_updates = 0
-        for _epoch in range(c.num_epochs):
-            order = torch.from_numpy(self._rng.permutation(size))
-            shuffled = {k: v[order] for k, v in data.items()}
-            for start in range(0, size - mb_size + 1, mb_size):
-                mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
-                loss, mb_stats = ppo_loss(
-                    module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
-                )
-                grad_norm = learner.update(loss)
-                totals += torch.stack([*mb_stats.values(), grad_norm])
-                num_updates += 1
         valid = data["mask"].reshape(-1) > 0 if module.recurrent else slice(None)
         targets = data["value_targets"].reshape(-1)[valid]
         num_steps = len(targets)
