@@ -144,3 +144,34 @@ class RepeatAfterMe(gym.Env[np.ndarray, np.int64]):
             reward = 1.0 if int(action) == self.bits[t - self.delay] else -1.0
         self.bits.append(int(self.np_random.integers(2)))
         return self._obs(), reward, False, len(self.bits) > self.length, {}
+
+
+class PointToTarget(gym.Env[np.ndarray, np.ndarray]):
+    """Continuous control in one dimension: move a point onto a target.
+
+    The observation is (position, target), each episode's target uniform in [-1, 1] and the
+    point starting at 0; the action in [-1, 1] moves the point by half of it (the position
+    stays in [-2, 2]); the reward is minus the distance after the move; 10 steps an
+    episode. Random actions return about -8; going straight to the target, about -1.
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.length = int((env_config or {}).get("length", 10))
+        self.observation_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.pos, self.target, self.t = 0.0, 0.0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.pos, self.target], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.pos, self.target, self.t = 0.0, float(self.np_random.uniform(-1, 1)), 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        move = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1))
+        self.pos = float(np.clip(self.pos + 0.5 * move, -2.0, 2.0))
+        self.t += 1
+        reward = -abs(self.pos - self.target)
+        return self._obs(), reward, False, self.t >= self.length, {}

@@ -31,6 +31,8 @@ from tests.rllib.envs import GridWorld
         ("runtime.rllib.algorithms.impala.impala", ["IMPALA", "IMPALAConfig"]),
         ("runtime.rllib.algorithms.bc", ["BC", "BCConfig"]),
         ("runtime.rllib.algorithms.marwil.marwil", ["MARWIL", "MARWILConfig"]),
+        ("runtime.rllib.algorithms.cql", ["CQL", "CQLConfig"]),
+        ("runtime.rllib.algorithms.cql.cql", ["CQL", "CQLConfig"]),
         ("runtime.rllib.algorithms.algorithm", ["Algorithm"]),
         ("runtime.rllib.algorithms.algorithm_config", ["AlgorithmConfig"]),
     ],

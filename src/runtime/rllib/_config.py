@@ -227,6 +227,8 @@ class AlgorithmConfig:
     supports_lstm: ClassVar[bool] = False
     #: Whether the algorithm runs data-parallel learner actors (``num_learners > 0``).
     supports_learners: ClassVar[bool] = False
+    #: Whether ``offline_data(dataset_num_iters_per_learner=...)`` means something to it.
+    uses_dataset_num_iters: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # environment
@@ -262,6 +264,7 @@ class AlgorithmConfig:
         self.module_to_env_connector: Any = None
         # learners (one, in the driver)
         self.num_learners = 0
+        self.dataset_num_iters_per_learner: int | None = None
         self.num_cpus_per_learner: float | str = "auto"
         # evaluation
         self.evaluation_interval: int | None = None
@@ -654,12 +657,17 @@ class AlgorithmConfig:
         *,
         input_: Any = NotProvided,
         output: str | None = NotProvided,
+        dataset_num_iters_per_learner: int | None = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
         """Recorded episodes: ``output`` (a directory) records every sampled transition as
         Parquet through ``runtime.data``; ``input_`` (a directory of such files) is what
-        BC and MARWIL learn from. Ray's other options raise ``NotImplementedError``."""
+        BC, MARWIL and CQL learn from; ``dataset_num_iters_per_learner``: CQL's updates per
+        ``train()`` (refused by the others). Ray's other options raise
+        ``NotImplementedError``."""
         self._refuse("offline_data", unsupported)
+        if dataset_num_iters_per_learner is not NotProvided:
+            self.dataset_num_iters_per_learner = dataset_num_iters_per_learner
         if input_ is not NotProvided:
             self.input_ = input_
         if output is not NotProvided:
@@ -766,6 +774,14 @@ class AlgorithmConfig:
                 f"runtime.rllib does not implement; supported: {', '.join(sorted(MODEL_KEYS))}"
             )
         self._validate_lstm()
+        iters = self.dataset_num_iters_per_learner
+        if iters is not None:
+            if not type(self).uses_dataset_num_iters:
+                raise NotImplementedError(
+                    f"offline_data(dataset_num_iters_per_learner=...): {type(self).__name__} "
+                    "does not use it here (CQL does)"
+                )
+            _int_at_least("dataset_num_iters_per_learner", iters, 1)
         if self.model.get("vf_share_layers"):
             raise NotImplementedError(
                 "model_config vf_share_layers=True: the policy and value networks are "
