@@ -61,6 +61,29 @@ def test_the_runners_numpy_lstm_computes_what_the_torch_module_does() -> None:
         assert greedy.tolist() == logits[:, t].argmax(-1).tolist()
 
 
+def test_forward_inference_of_a_recurrent_module_takes_and_returns_the_state() -> None:
+    env = RepeatAfterMe()
+    torch.manual_seed(0)
+    model = {**LSTM, "fcnet_activation": "tanh"}
+    module = ActorCritic(env.observation_space, env.action_space, model)
+    obs = np.eye(2, dtype=np.float32)
+    state = {k: np.stack([v, v]) for k, v in module.get_initial_state().items()}
+    assert state["h"].shape == (2, 32)
+    out = module.forward_inference({"obs": obs, "state_in": state})
+    with torch.no_grad():
+        feats, _, _ = module.unroll(
+            torch.as_tensor(obs)[:, None],
+            torch.zeros(2, 1, dtype=torch.bool),
+            torch.as_tensor(state["h"]),
+            torch.as_tensor(state["c"]),
+        )
+        logits = module.pi(feats[:, 0])
+    np.testing.assert_allclose(out["state_out"]["h"], feats[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(out["action_dist_inputs"], logits, rtol=1e-5)
+    with pytest.raises(ValueError, match="state_in"):
+        module.forward_inference({"obs": obs})
+
+
 def test_sequences_cut_each_env_column_in_order_and_come_back_unchanged() -> None:
     x = np.arange(7 * 3).reshape(7, 3)  # [T=7, N=3]
     seqs = to_sequences(x, 3)  # each column -> 3 sequences of 3 (the last padded)
