@@ -25,16 +25,22 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/rllib.py --only runtime
     .venv/bin/python benchmarks/rllib.py --seed 1     # another seed, both halves
 
-``--workload sac|appo|multi|bc`` runs one of the other workloads of issue 21, our half only
-(no Ray half is written for them yet): SAC on Pendulum-v1 to -250 (1 runner), APPO on
-CartPole-v1 to 150 and 300 with its end-to-end env steps/s (2 runners x 4 envs),
-multi-agent PPO on a two-agent CartPole to 150 per agent (1 runner x 2 envs), and BC on 4000
-recorded transitions of a PPO policy at 200 (greedy evaluation after each iteration)::
+``--workload appo`` runs APPO side by side: CartPole-v1, 2 runners x 4 envs, each side's
+APPO with the shared settings in ``APPO_SETTINGS`` (Ray's own defaults otherwise: its
+learner queue, circular buffer and target network are Ray's), time and env steps to 150,
+300 and 450 and the end-to-end env steps/s.
+
+``--workload sac|multi|bc`` runs one of the other workloads of issue 21, our half only
+(no Ray half is written for them yet): SAC on Pendulum-v1 to -250 (1 runner), multi-agent
+PPO on a two-agent CartPole to 150 per agent (1 runner x 2 envs), and BC on 4000 recorded
+transitions of a PPO policy at 200 (greedy evaluation after each iteration)::
 
     .venv/bin/python benchmarks/rllib.py --workload sac --seed 0
 
-Ray RLlib needs ``dm-tree`` and ``lz4`` besides ``ray``; ``RLLIB_BENCH_PYTHONPATH`` is
-prepended to the Ray child's ``PYTHONPATH`` (for deps installed with ``pip --target``).
+Ray RLlib needs ``gymnasium``, ``dm-tree`` and ``lz4`` besides ``ray``; the Ray child runs
+with ``RLLIB_BENCH_RAY_PYTHON`` (an interpreter of a separate environment with Ray, e.g.
+``/work/rayenv/bin/python``; default: this one), and ``RLLIB_BENCH_PYTHONPATH`` is
+prepended to its ``PYTHONPATH`` (for deps installed with ``pip --target``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shlex
 import shutil
@@ -68,6 +75,19 @@ PPO_SETTINGS = {
     "entropy_coeff": 0.0,
     "grad_clip": 0.5,
 }
+#: APPO's settings on both sides (ours are APPO's defaults here).
+APPO_SETTINGS = {
+    "lr": 5e-4,
+    "gamma": 0.99,
+    "train_batch_size": 1000,
+    "minibatch_size": 250,
+    "num_epochs": 2,
+    "clip_param": 0.4,
+    "vf_loss_coeff": 0.5,
+    "entropy_coeff": 0.0,
+    "grad_clip": 40.0,
+}
+APPO_TARGETS = [150.0, 300.0, 450.0]
 
 
 def log(msg: str) -> None:
@@ -178,7 +198,8 @@ def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
         elif workload == "appo":
             config = rllib.APPOConfig().environment("CartPole-v1")
             config.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
-            targets, mean_of = [150.0, 300.0], None
+            config.training(**APPO_SETTINGS)
+            targets, mean_of = APPO_TARGETS, None
         elif workload == "multi":
             env = make_multi_agent("CartPole-v1")
             config = rllib.PPOConfig().environment(env, env_config={"num_agents": 2})
@@ -192,9 +213,11 @@ def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
 
         else:
             return run_bc(budget_s, seed)
+        t0 = time.perf_counter()
         algo = config.debugging(seed=seed).build()
+        build_s = time.perf_counter() - t0
         try:
-            return train_until(
+            return {"build_s": build_s} | train_until(
                 f"runtime {workload}",
                 algo.train,
                 mean_of=mean_of or (lambda r: r["env_runners"]["episode_return_mean"]),
@@ -311,9 +334,57 @@ def run_ray(targets: list[float], budget_s: float, sample_rounds: int, seed: int
     }
 
 
+def run_ray_appo(budget_s: float, seed: int) -> dict[str, Any]:
+    """Ray's half of the APPO workload (see the module docstring)."""
+    import ray
+    from ray.rllib.algorithms.appo import APPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    ray.init(num_cpus=RUNNERS + 1, include_dashboard=False, log_to_driver=False)
+    try:
+        settings = dict(APPO_SETTINGS)
+        settings["train_batch_size_per_learner"] = settings.pop("train_batch_size")
+        config = (
+            APPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+            .training(**settings)
+            .rl_module(
+                model_config=DefaultModelConfig(
+                    fcnet_hiddens=[64, 64], fcnet_activation="tanh", vf_share_layers=False
+                )
+            )
+            .debugging(seed=seed)
+        )
+        t0 = time.perf_counter()
+        algo = config.build_algo()
+        build_s = time.perf_counter() - t0
+        try:
+            # An APPO iteration may come back before any episode ended or any step was
+            # counted: the keys are then missing (NaN / 0 here).
+            reached = train_until(
+                "ray appo",
+                algo.train,
+                mean_of=lambda r: r.get("env_runners", {}).get("episode_return_mean", math.nan),
+                steps_of=lambda r: (
+                    r.get("env_runners", {}).get("num_env_steps_sampled_lifetime")
+                    or r.get("num_env_steps_sampled_lifetime")
+                    or 0
+                ),
+                targets=APPO_TARGETS,
+                budget_s=budget_s,
+            )
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    return {"version": ray.__version__, "build_s": build_s, **reached}
+
+
 def run_ray_isolated(argv: list[str], timeout: float) -> dict[str, Any]:
-    if importlib.util.find_spec("ray") is None:
-        return {"skipped": "ray is not installed"}
+    python = os.environ.get("RLLIB_BENCH_RAY_PYTHON") or sys.executable
+    if python == sys.executable and importlib.util.find_spec("ray") is None:
+        return {"skipped": "ray is not installed (set RLLIB_BENCH_RAY_PYTHON)"}
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if unshare is None or ip is None:
         return {"skipped": "`unshare` or `ip` not found: cannot isolate Ray"}
@@ -322,7 +393,7 @@ def run_ray_isolated(argv: list[str], timeout: float) -> dict[str, Any]:
         out = os.path.join(tmp, "ray.json")
         cmd = [
             *prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
-            sys.executable, os.path.abspath(__file__), "--only", "ray", "--json", out, *argv,
+            python, os.path.abspath(__file__), "--only", "ray", "--json", out, *argv,
         ]  # fmt: skip
         env = dict(os.environ)
         env.update(
@@ -361,6 +432,18 @@ ROWS = [
 ]
 #: Rows of our ``sample_ahead`` run (same settings; sampling overlaps learning).
 AHEAD_ROWS = [(f"sample_ahead: {label}", "ahead_" + key, u, h) for label, key, u, h in ROWS[2:]]
+APPO_ROWS = [
+    ("build (start runners)", "build_s", "s", False),
+    *[
+        row
+        for target in ("150", "300", "450")
+        for row in (
+            (f"time to mean return {target}", f"time_to_{target}_s", "s", False),
+            (f"env steps to mean return {target}", f"steps_to_{target}", "steps", False),
+        )
+    ],
+    ("APPO end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
+]
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -369,12 +452,12 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
 
 
-def render(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
+def render(ours: dict[str, Any], ray: dict[str, Any] | None, rows: list[Any] | None = None) -> str:
     lines = [
         "| metric | runtime.rllib | Ray RLlib | ratio (>1: ours better) |",
         "|---|---|---|---|",
     ]
-    for label, key, unit, higher in ROWS + AHEAD_ROWS:
+    for label, key, unit, higher in rows or ROWS + AHEAD_ROWS:
         a = ours.get(key)
         b = (ray or {}).get(key.removeprefix("ahead_"))
         ratio = "-"
@@ -402,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         help="ppo: the side-by-side run; the others: our half only",
     )
     args = parser.parse_args(argv)
+    if args.workload == "appo":
+        return appo_side_by_side(args)
     if args.workload != "ppo":
         report = run_workload(args.workload, args.budget or 300.0, args.seed)
         print(json.dumps(report, indent=2))
@@ -425,6 +510,32 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_runtime(targets, budget, rounds, args.seed) if args.only != "ray" else {}
     ray = run_ray_isolated(passthrough, budget * 2 + 300) if args.only != "runtime" else None
     print(render(ours, ray))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runtime": ours, "ray": ray}, f, indent=2)
+    return 0
+
+
+def appo_side_by_side(args: argparse.Namespace) -> int:
+    """``--workload appo``: our APPO, then Ray's in its namespace (or one half: ``--only``)."""
+    budget = args.budget or 120.0
+    if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
+        try:
+            report = run_ray_appo(budget, args.seed)
+        except Exception as exc:
+            report = {"skipped": f"{type(exc).__name__}: {exc}"}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return 0
+    ours: dict[str, Any] = {}
+    if args.only != "ray":
+        t0 = time.perf_counter()
+        ours = run_workload("appo", budget, args.seed)
+        log(f"[runtime appo] {time.perf_counter() - t0:.1f} s in all")
+    argv = ["--workload", "appo", "--budget", str(budget), "--seed", str(args.seed)]
+    ray = run_ray_isolated(argv, budget * 2 + 300) if args.only != "runtime" else None
+    print(render(ours, ray, APPO_ROWS))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runtime": ours, "ray": ray}, f, indent=2)

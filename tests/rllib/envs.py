@@ -109,3 +109,69 @@ class BrightSide(gym.Env[np.ndarray, np.int64]):
         reward = float(int(action) == int(self.column >= 3))
         self.steps += 1
         return self._image(), reward, False, self.steps >= 10, {}
+
+
+class RepeatAfterMe(gym.Env[np.ndarray, np.int64]):
+    """A memory task: each step shows a random bit (one-hot), and the reward is +1 for
+    answering the bit shown ``delay`` steps before, -1 otherwise (0 for the first ``delay``
+    steps, which have nothing to repeat yet).
+
+    The observation at time t says what to do at t + ``delay`` and nothing about what to do
+    now, so a feed-forward policy's expected return is 0; a policy with memory can reach
+    ``length - delay``. ``env_config``: ``delay`` (default 1), ``length`` (default 16).
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        config = env_config or {}
+        self.delay = int(config.get("delay", 1))
+        self.length = int(config.get("length", 16))
+        self.observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.bits: list[int] = []
+
+    def _obs(self) -> np.ndarray:
+        return np.eye(2, dtype=np.float32)[self.bits[-1]]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.bits = [int(self.np_random.integers(2))]
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        t = len(self.bits) - 1
+        reward = 0.0
+        if t >= self.delay:
+            reward = 1.0 if int(action) == self.bits[t - self.delay] else -1.0
+        self.bits.append(int(self.np_random.integers(2)))
+        return self._obs(), reward, False, len(self.bits) > self.length, {}
+
+
+class PointToTarget(gym.Env[np.ndarray, np.ndarray]):
+    """Continuous control in one dimension: move a point onto a target.
+
+    The observation is (position, target), each episode's target uniform in [-1, 1] and the
+    point starting at 0; the action in [-1, 1] moves the point by half of it (the position
+    stays in [-2, 2]); the reward is minus the distance after the move; 10 steps an
+    episode. Random actions return about -8; going straight to the target, about -1.
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None):
+        self.length = int((env_config or {}).get("length", 10))
+        self.observation_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.pos, self.target, self.t = 0.0, 0.0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.pos, self.target], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.pos, self.target, self.t = 0.0, float(self.np_random.uniform(-1, 1)), 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        move = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1))
+        self.pos = float(np.clip(self.pos + 0.5 * move, -2.0, 2.0))
+        self.t += 1
+        reward = -abs(self.pos - self.target)
+        return self._obs(), reward, False, self.t >= self.length, {}

@@ -31,6 +31,8 @@ from tests.rllib.envs import GridWorld
         ("runtime.rllib.algorithms.impala.impala", ["IMPALA", "IMPALAConfig"]),
         ("runtime.rllib.algorithms.bc", ["BC", "BCConfig"]),
         ("runtime.rllib.algorithms.marwil.marwil", ["MARWIL", "MARWILConfig"]),
+        ("runtime.rllib.algorithms.cql", ["CQL", "CQLConfig"]),
+        ("runtime.rllib.algorithms.cql.cql", ["CQL", "CQLConfig"]),
         ("runtime.rllib.algorithms.algorithm", ["Algorithm"]),
         ("runtime.rllib.algorithms.algorithm_config", ["AlgorithmConfig"]),
     ],
@@ -70,7 +72,6 @@ def test_result_keys_and_columns_have_rays_names() -> None:
             "auto",
         ),
         (lambda c: c.evaluation(evaluation_config={"gamma": 0.5}), "gamma"),
-        (lambda c: c.learners(num_learners=2), "num_learners"),
         (lambda c: c.learners(num_gpus_per_learner=1), "num_gpus_per_learner"),
         (lambda c: c.learners(learner_class=object), "learner_class"),
         (lambda c: c.resources(num_gpus=1), "num_gpus"),
@@ -99,7 +100,7 @@ def test_rays_options_we_do_not_implement_are_refused_by_name(call: object, name
 @pytest.mark.parametrize(
     ("model", "name"),
     [
-        ({"use_lstm": True}, "use_lstm"),
+        ({"use_lstm": True, "lstm_use_prev_action": True}, "lstm_use_prev_action"),
         ({"post_fcnet_hiddens": [8]}, "post_fcnet_hiddens"),
         ({"vf_share_layers": True}, "vf_share_layers"),
     ],

@@ -78,6 +78,7 @@ _registry: dict[str, Any] = {
     "IMPALA": "runtime.rllib.appo:IMPALA",
     "BC": "runtime.rllib.marwil:BC",
     "MARWIL": "runtime.rllib.marwil:MARWIL",
+    "CQL": "runtime.rllib.cql:CQL",
 }
 _lock = threading.Lock()
 _reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar(

@@ -35,6 +35,7 @@ from runtime.rllib._env import UnsupportedSpaceError, register_env
 if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm, CheckpointRef, SaveResult
     from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
+    from runtime.rllib.cql import CQL, CQLConfig
     from runtime.rllib.dqn import DQN, DQNConfig
     from runtime.rllib.marwil import BC, MARWIL, BCConfig, MARWILConfig
     from runtime.rllib.ppo import PPO, PPOConfig
@@ -50,6 +51,8 @@ _LAZY = {
     "IMPALA": "runtime.rllib.appo",
     "IMPALAConfig": "runtime.rllib.appo",
     "BC": "runtime.rllib.marwil",
+    "CQL": "runtime.rllib.cql",
+    "CQLConfig": "runtime.rllib.cql",
     "BCConfig": "runtime.rllib.marwil",
     "MARWIL": "runtime.rllib.marwil",
     "MARWILConfig": "runtime.rllib.marwil",
@@ -71,6 +74,7 @@ ALGORITHMS = {
     "IMPALA": "runtime.rllib.appo:IMPALA",
     "BC": "runtime.rllib.marwil:BC",
     "MARWIL": "runtime.rllib.marwil:MARWIL",
+    "CQL": "runtime.rllib.cql:CQL",
 }
 
 
@@ -97,6 +101,7 @@ __all__ = [
     "ALGORITHMS",
     "APPO",
     "BC",
+    "CQL",
     "DQN",
     "IMPALA",
     "MARWIL",
@@ -106,6 +111,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "BCConfig",
+    "CQLConfig",
     "CheckpointRef",
     "DQNConfig",
     "IMPALAConfig",

@@ -188,6 +188,12 @@ class Algorithm:
             )
         if c.env_to_module_connector is not None or c.module_to_env_connector is not None:
             raise NotImplementedError("connectors are not supported with multi-agent envs")
+        if c.model.get("use_lstm"):
+            raise NotImplementedError(
+                "model_config use_lstm is not supported with multi-agent envs"
+            )
+        if c.num_learners:
+            raise NotImplementedError("num_learners > 0 is not supported with multi-agent envs")
         classes = (
             c.callbacks_class
             if isinstance(c.callbacks_class, list | tuple)
@@ -580,11 +586,19 @@ class Algorithm:
         return result
 
     def compute_single_action(
-        self, observation: Any, explore: bool | None = None, policy_id: str = "default_policy"
+        self,
+        observation: Any,
+        state: dict[str, Any] | None = None,
+        *,
+        explore: bool | None = None,
+        policy_id: str = "default_policy",
     ) -> Any:
         """The action for one observation (``explore=False``: the greedy/mean action).
 
         Box actions are clipped to the space's bounds (what the env runners step with).
+        A recurrent module (``use_lstm``) needs ``state``: start an episode from
+        ``algo.get_module().get_initial_state()`` and pass each call's new state to the
+        next; the call then returns ``(action, state_out, {})``, as Ray's did.
         """
         if self._action_generator is None:
             self._action_generator = np.random.default_rng(self.config.seed)
@@ -604,14 +618,29 @@ class Algorithm:
         batch = _batch_of_one(observation)
         for connector in self.env_to_module:  # a fresh episode's view, statistics unchanged
             batch = connector.transform_observations(batch, np.ones(1, bool), update=False)
-        actions, _ = module.act(batch, explore, self._action_generator, **self.act_kwargs())
+        kwargs = self.act_kwargs()
+        recurrent = getattr(module, "recurrent", False)
+        if recurrent:
+            if state is None:
+                raise ValueError(
+                    "the module is recurrent (use_lstm): pass state= (for a new episode, "
+                    "algo.get_module().get_initial_state())"
+                )
+            kwargs["state"] = {k: np.asarray(v, np.float32)[None] for k, v in state.items()}
+        elif state is not None:
+            raise ValueError("state= is only for recurrent modules (use_lstm)")
+        actions, extras = module.act(batch, explore, self._action_generator, **kwargs)
         for connector in self.module_to_env:
             actions = connector.transform_actions(actions)
         action = actions[0]
 
         if isinstance(action_space, spaces.Box):
-            return np.clip(action, action_space.low, action_space.high)
-        return int(action)
+            action = np.clip(action, action_space.low, action_space.high)
+        else:
+            action = int(action)
+        if recurrent:
+            return action, {k: v[0] for k, v in extras["state_out"].items()}, {}
+        return action
 
     def get_module(self, module_id: str = "default_policy") -> Any:
         """The torch module being trained (Ray's ``RLModule``; one module, "default_policy").
@@ -747,7 +776,10 @@ class Algorithm:
         self.restore(path)
 
     def stop(self) -> None:
-        """Stop the env runners (the actors are killed)."""
+        """Stop the env runners and learner actors (the actors are killed)."""
+        stop_learners = getattr(getattr(self, "learner", None), "stop", None)
+        if stop_learners is not None:
+            stop_learners()
         group = getattr(self, "env_runner_group", None)
         if group is not None:
             group.stop()

@@ -135,9 +135,21 @@ RAY_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 #: The ``model_config`` keys the default modules here build from (``conv_filters``: PPO,
-#: APPO, IMPALA). Ray's other model keys (``use_lstm``, ``vf_share_layers=True``, ...) are
-#: refused by name.
-MODEL_KEYS = frozenset({"fcnet_hiddens", "fcnet_activation", "vf_share_layers", "conv_filters"})
+#: APPO, IMPALA; the ``lstm`` ones: PPO). Ray's other model keys (``vf_share_layers=True``,
+#: ``lstm_use_prev_action=True``, ...) are refused by name.
+MODEL_KEYS = frozenset(
+    {
+        "fcnet_hiddens",
+        "fcnet_activation",
+        "vf_share_layers",
+        "conv_filters",
+        "use_lstm",
+        "lstm_cell_size",
+        "max_seq_len",
+        "lstm_use_prev_action",
+        "lstm_use_prev_reward",
+    }
+)
 
 
 def refuse(owner: str, method: str, options: dict[str, Any], ray_names: frozenset[str]) -> None:
@@ -211,6 +223,12 @@ class AlgorithmConfig:
 
     #: The algorithm class ``build()`` makes; set by each subclass.
     algo_class: ClassVar[type[Algorithm] | None] = None
+    #: Whether the algorithm trains recurrent modules (``model_config["use_lstm"]``).
+    supports_lstm: ClassVar[bool] = False
+    #: Whether the algorithm runs data-parallel learner actors (``num_learners > 0``).
+    supports_learners: ClassVar[bool] = False
+    #: Whether ``offline_data(dataset_num_iters_per_learner=...)`` means something to it.
+    uses_dataset_num_iters: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # environment
@@ -246,6 +264,7 @@ class AlgorithmConfig:
         self.module_to_env_connector: Any = None
         # learners (one, in the driver)
         self.num_learners = 0
+        self.dataset_num_iters_per_learner: int | None = None
         self.num_cpus_per_learner: float | str = "auto"
         # evaluation
         self.evaluation_interval: int | None = None
@@ -355,21 +374,25 @@ class AlgorithmConfig:
         num_gpus_per_learner: float = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
-        """Where the learner runs: here always one learner in the driver, on CPU.
+        """Where the learner runs.
 
-        ``num_learners=0`` (Ray's default: the learner is local) and
-        ``num_gpus_per_learner=0`` are accepted; more learners, a GPU, or Ray's other
-        options raise ``NotImplementedError`` naming them, since they would change where
-        and how gradients are computed.
+        ``num_learners=0`` (Ray's default): one learner in the driver. ``num_learners=N``
+        (PPO): N learner actors (``num_cpus_per_learner`` each, "auto" = 1) split every
+        train batch and average their gradients over gloo before each step
+        (``_learner_group``); ``minibatch_size`` stays the size of the whole minibatch,
+        split among them. A GPU (``num_gpus_per_learner``) and Ray's other options raise
+        ``NotImplementedError`` naming them.
         """
         self._refuse("learners", unsupported)
         if num_learners is not NotProvided:
-            if num_learners != 0:
+            if not isinstance(num_learners, int) or isinstance(num_learners, bool):
+                raise TypeError(f"num_learners must be an int, got {num_learners!r}")
+            if num_learners and not type(self).supports_learners:
                 raise NotImplementedError(
                     f"{type(self).__name__}.learners(num_learners={num_learners!r}): "
-                    "runtime.rllib runs one learner in the driver; only num_learners=0 works"
+                    "learner actors are implemented for PPO; here only num_learners=0 works"
                 )
-            self.num_learners = 0
+            self.num_learners = num_learners
         if num_gpus_per_learner is not NotProvided and num_gpus_per_learner:
             raise NotImplementedError(
                 f"{type(self).__name__}.learners(num_gpus_per_learner="
@@ -634,12 +657,17 @@ class AlgorithmConfig:
         *,
         input_: Any = NotProvided,
         output: str | None = NotProvided,
+        dataset_num_iters_per_learner: int | None = NotProvided,
         **unsupported: Any,
     ) -> AlgorithmConfig:
         """Recorded episodes: ``output`` (a directory) records every sampled transition as
         Parquet through ``runtime.data``; ``input_`` (a directory of such files) is what
-        BC and MARWIL learn from. Ray's other options raise ``NotImplementedError``."""
+        BC, MARWIL and CQL learn from; ``dataset_num_iters_per_learner``: CQL's updates per
+        ``train()`` (refused by the others). Ray's other options raise
+        ``NotImplementedError``."""
         self._refuse("offline_data", unsupported)
+        if dataset_num_iters_per_learner is not NotProvided:
+            self.dataset_num_iters_per_learner = dataset_num_iters_per_learner
         if input_ is not NotProvided:
             self.input_ = input_
         if output is not NotProvided:
@@ -745,6 +773,15 @@ class AlgorithmConfig:
                 f"model_config key(s) {', '.join(map(repr, unknown))} are Ray model options "
                 f"runtime.rllib does not implement; supported: {', '.join(sorted(MODEL_KEYS))}"
             )
+        self._validate_lstm()
+        iters = self.dataset_num_iters_per_learner
+        if iters is not None:
+            if not type(self).uses_dataset_num_iters:
+                raise NotImplementedError(
+                    f"offline_data(dataset_num_iters_per_learner=...): {type(self).__name__} "
+                    "does not use it here (CQL does)"
+                )
+            _int_at_least("dataset_num_iters_per_learner", iters, 1)
         if self.model.get("vf_share_layers"):
             raise NotImplementedError(
                 "model_config vf_share_layers=True: the policy and value networks are "
@@ -757,6 +794,25 @@ class AlgorithmConfig:
 
         check_connector_factory("env_to_module_connector", self.env_to_module_connector)
         check_connector_factory("module_to_env_connector", self.module_to_env_connector)
+
+    def _validate_lstm(self) -> None:
+        model = self.model
+        for name in ("lstm_use_prev_action", "lstm_use_prev_reward"):
+            if model.get(name):
+                raise NotImplementedError(
+                    f"model_config {name}=True: the LSTM here reads the observation only"
+                )
+        if not model.get("use_lstm"):
+            return
+        if not type(self).supports_lstm:
+            raise NotImplementedError(
+                f"model_config use_lstm=True: {type(self).__name__} has no recurrent "
+                "module here; PPO has"
+            )
+        for name in ("lstm_cell_size", "max_seq_len"):
+            value = model.get(name, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model_config {name} must be an int >= 1, got {value!r}")
 
     def get_rollout_fragment_length(self) -> int:
         """Steps each env of each runner takes per sampling round."""

@@ -97,6 +97,12 @@ class EnvRunner:
                 space = connector.recompute_output_observation_space(space)
         self.num_envs = num_envs
         self.module = actor_ctor()
+        # A recurrent policy (use_lstm): each env's state, zeroed when its episode starts.
+        self.rnn_state: dict[str, np.ndarray] | None = (
+            self.module.initial_state(num_envs)
+            if getattr(self.module, "is_recurrent", False)
+            else None
+        )
         self.seed = seed
         self.worker_index = worker_index
         if seed is None:
@@ -197,7 +203,10 @@ class EnvRunner:
         finished: list[Any] = []
         for _ in range(num_steps):
             obs = self._to_module(self.obs, self.starts)
-            actions, extra = self.module.act(obs, explore, self.rng, **kwargs)
+            if self.rnn_state is None:
+                actions, extra = self.module.act(obs, explore, self.rng, **kwargs)
+            else:
+                actions, extra = self._act_recurrent(obs, explore, kwargs, extras)
             next_obs, rewards, terms, truncs, infos = self.env.step(self._env_actions(actions))
             done = np.logical_or(terms, truncs)
             real_next = np.array(next_obs, copy=True)
@@ -240,6 +249,23 @@ class EnvRunner:
         if self.env_to_module:
             batch["connector_deltas"] = [c.pop_delta() for c in self.env_to_module]
         return batch
+
+    def _act_recurrent(
+        self, obs: Any, explore: bool, kwargs: dict[str, Any], extras: dict[str, list[Any]]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Act with the recurrent state; record the state each step began from, and where
+        episodes began (``state_in_h``/``state_in_c``, ``starts``: the learner's sequences
+        start from these)."""
+        assert self.rnn_state is not None
+        keep = ~self.starts[:, None]
+        state = {k: np.where(keep, v, 0.0).astype(np.float32) for k, v in self.rnn_state.items()}
+        actions, extra = self.module.act(obs, explore, self.rng, state=state, **kwargs)
+        extra = dict(extra)
+        self.rnn_state = extra.pop("state_out")
+        for k, v in state.items():
+            extras.setdefault(f"state_in_{k}", []).append(v)
+        extras.setdefault("starts", []).append(np.array(self.starts, dtype=bool))
+        return actions, extra
 
     def _episode_steps(  # noqa: PLR0917 -- one step's columns, as env.step returns them
         self,

@@ -169,6 +169,10 @@ class TorchLearner:
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self.step_count = 0
+        #: With ``.learners(num_learners=N)``: the gloo group whose ranks' gradients are
+        #: averaged before every step (``_learner_group``), and its size.
+        self.process_group: Any = None
+        self.world_size = 1
         self.slices: list[slice] = []
         offset = 0
         for p in self.params:
@@ -193,6 +197,10 @@ class TorchLearner:
         self.flat_grad.zero_()
         loss.backward()
         grad = self.flat_grad
+        if self.process_group is not None:
+            # Data-parallel: every learner takes the same step with the mean gradient.
+            self.process_group.allreduce([grad]).wait()
+            grad.div_(self.world_size)
         norm = torch.linalg.vector_norm(grad)
         if self.grad_clip is not None:
             grad.mul_((self.grad_clip / (norm + 1e-6)).clamp(max=1.0))
@@ -210,6 +218,11 @@ class TorchLearner:
         # version counters; move them, so that numpy copies (sync_actor) see the change.
         torch.autograd.graph.increment_version(self.params)
         return norm
+
+    def run(self, fn: Any, data: dict[str, Any], **kwargs: Any) -> Any:
+        """``fn(module, learner, data, **kwargs)``: the algorithm's update loop, here (a
+        ``LearnerGroup`` runs it on shards of ``data`` in its learner actors instead)."""
+        return fn(self.module, self, data, **kwargs)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return get_module_weights(self.module)
@@ -235,8 +248,8 @@ class TorchLearner:
         if "adam" in optimizer:
             adam = optimizer["adam"]
             self.step_count = int(adam["step"])
-            self.exp_avg.copy_(torch.as_tensor(np.asarray(adam["exp_avg"])))
-            self.exp_avg_sq.copy_(torch.as_tensor(np.asarray(adam["exp_avg_sq"])))
+            self.exp_avg.copy_(torch.as_tensor(np.array(adam["exp_avg"])))
+            self.exp_avg_sq.copy_(torch.as_tensor(np.array(adam["exp_avg_sq"])))
             return
         # A checkpoint written with torch.optim.Adam (its state_dict: per-parameter state).
         self.exp_avg.zero_()

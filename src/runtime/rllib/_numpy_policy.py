@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DQNActor", "NumpyCNN", "NumpyMLP", "PPOActor", "SACActor", "obs_to_numpy"]
+__all__ = [
+    "DQNActor",
+    "NumpyCNN",
+    "NumpyLSTMCell",
+    "NumpyMLP",
+    "PPOActor",
+    "SACActor",
+    "obs_to_numpy",
+]
 
 
 def obs_to_numpy(obs: Any, space: Any) -> np.ndarray:
@@ -102,6 +110,38 @@ class NumpyCNN:
         return x.reshape(x.shape[0], -1)
 
 
+class NumpyLSTMCell:
+    """The step of a ``torch.nn.LSTMCell`` in numpy (gates in torch's order: i, f, g, o)."""
+
+    def __init__(self) -> None:
+        self.w = np.zeros((0, 0), dtype=np.float32)
+        self.b = np.zeros(0, dtype=np.float32)
+        self.input_size = 0
+
+    def load(self, weights: dict[str, Any], prefix: str) -> None:
+        w_ih = np.array(weights[f"{prefix}.weight_ih"], dtype=np.float32)
+        w_hh = np.array(weights[f"{prefix}.weight_hh"], dtype=np.float32)
+        self.input_size = w_ih.shape[1]
+        self.w = np.concatenate([w_ih, w_hh], axis=1).T.copy()  # [in + H, 4H]
+        self.b = np.array(weights[f"{prefix}.bias_ih"], dtype=np.float32) + np.array(
+            weights[f"{prefix}.bias_hh"], dtype=np.float32
+        )
+
+    def __call__(
+        self, x: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.w.size:
+            raise RuntimeError("the policy has no weights yet: call set_weights first")
+        gates = np.einsum("bi,io->bo", np.concatenate([x, h], axis=1), self.w) + self.b
+        i, f, g, o = np.split(gates, 4, axis=1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        return (_sigmoid(o) * np.tanh(c)).astype(np.float32), c.astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
+
+
 def encoded_obs(obs: Any, space: Any, encoder: NumpyCNN | None) -> np.ndarray:
     """The observation batch as the policy MLP's input (through the CNN for images)."""
     if encoder is None:
@@ -114,6 +154,10 @@ class PPOActor:
 
     ``act`` samples with the caller's ``rng`` and returns the actions' log-probabilities,
     which PPO's learner uses as the behaviour policy's with ``sample_ahead``.
+
+    With ``use_lstm`` the policy is recurrent (``is_recurrent``): an LSTM cell between the
+    encoder and the MLP head, whose state the caller keeps (``initial_state(n)``) and passes
+    to ``act(..., state=...)``; ``act`` returns the next state as ``extras["state_out"]``.
     """
 
     def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
@@ -125,19 +169,40 @@ class PPOActor:
         filters = model.get("conv_filters")
         self.pi_enc = NumpyCNN([f[2] for f in filters]) if filters else None
         self.log_std = np.zeros(0, dtype=np.float32)
+        self.is_recurrent = bool(model.get("use_lstm"))
+        self.cell_size = int(model.get("lstm_cell_size", 256))
+        self.lstm = NumpyLSTMCell() if self.is_recurrent else None
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self.pi.load(weights, "pi")
         if self.pi_enc is not None:
             self.pi_enc.load(weights, "pi_enc")
+        if self.lstm is not None:
+            self.lstm.load(weights, "lstm")
         if not self.discrete:
             self.log_std = np.array(weights["log_std"], dtype=np.float32)
 
+    def initial_state(self, n: int) -> dict[str, np.ndarray]:
+        """The recurrent state of ``n`` fresh episodes (zeros), as Ray's ``get_initial_state``."""
+        zeros = np.zeros((n, self.cell_size), dtype=np.float32)
+        return {"h": zeros, "c": zeros.copy()}
+
     def act(
-        self, obs: Any, explore: bool, rng: np.random.Generator
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self,
+        obs: Any,
+        explore: bool,
+        rng: np.random.Generator,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Actions for a batch of observations, and their log-probabilities."""
-        out = self.pi(encoded_obs(obs, self.observation_space, self.pi_enc))
+        features = encoded_obs(obs, self.observation_space, self.pi_enc)
+        new_state: dict[str, np.ndarray] | None = None
+        if self.lstm is not None:
+            if state is None:
+                raise ValueError("a recurrent policy (use_lstm) needs its state to act")
+            h, c = self.lstm(features, state["h"], state["c"])
+            features, new_state = h, {"h": h, "c": c}
+        out = self.pi(features)
         if self.discrete:
             z = out - out.max(-1, keepdims=True)
             logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -152,7 +217,10 @@ class PPOActor:
             noise = rng.standard_normal(out.shape) if explore else np.zeros_like(out)
             actions = (out + np.exp(self.log_std) * noise).astype(np.float32)
             logp = (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
-        return actions, {"action_logp": logp.astype(np.float32)}
+        extras: dict[str, Any] = {"action_logp": logp.astype(np.float32)}
+        if new_state is not None:
+            extras["state_out"] = new_state
+        return actions, extras
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -2,12 +2,13 @@
 
 1. ``PPOConfig``: the hyperparameters, with defaults that solve CartPole-v1 quickly.
 2. ``ActorCritic``: separate policy and value MLPs; a categorical policy for Discrete
-   actions, a Gaussian with a learned state-independent log-std for Box actions.
+   actions, a Gaussian with a learned state-independent log-std for Box actions. With
+   ``use_lstm`` an LSTM cell under both heads, trained on sequences (``to_sequences``).
 3. ``compute_gae``: advantages by generalized advantage estimation.
 4. ``ppo_loss``: clipped surrogate + value loss - entropy bonus.
 5. ``PPO.training_step``: sample from the env runners, then per module (one, or one per
    trained policy of a multi-agent setup) ``update_module``: GAE, then ``num_epochs``
-   passes of shuffled minibatches.
+   passes of shuffled minibatches (of ``max_seq_len``-step sequences with ``use_lstm``).
 
 Sampling, checkpoints, evaluation and the Tune shape come from ``Algorithm``.
 """
@@ -57,6 +58,8 @@ class PPOConfig(AlgorithmConfig):
     ray_training_options = frozenset(
         {"use_critic", "entropy_coeff_schedule", "lr_schedule", "vf_share_layers"}
     )
+    supports_lstm = True
+    supports_learners = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,7 +98,12 @@ class PPOConfig(AlgorithmConfig):
 
 
 class ActorCritic(nn.Module):
-    """Policy and value function as two MLPs (no shared layers, as in CleanRL)."""
+    """Policy and value function as two MLPs (no shared layers, as in CleanRL).
+
+    With ``model_config["use_lstm"]`` one ``nn.LSTMCell`` (``lstm_cell_size`` units) sits
+    between the observation (or its CNN encoding) and both heads: the policy and the value
+    share the recurrent state, one ``(h, c)`` per env, which is what the env runners carry.
+    """
 
     def __init__(self, observation_space: Any, action_space: Any, model: dict[str, Any]):
         from gymnasium import spaces
@@ -108,9 +116,16 @@ class ActorCritic(nn.Module):
         # Images ([H, W, C] Box) with ``conv_filters``: a CNN encoder under each MLP head.
         self.pi_enc: nn.Module = nn.Identity()
         self.vf_enc: nn.Module = nn.Identity()
+        self.recurrent = bool(model.get("use_lstm"))
         if model.get("conv_filters"):
             self.pi_enc, n_in = cnn(observation_space, model["conv_filters"])
-            self.vf_enc, _ = cnn(observation_space, model["conv_filters"])
+            if not self.recurrent:  # with an LSTM both heads read the one encoding
+                self.vf_enc, _ = cnn(observation_space, model["conv_filters"])
+        if self.recurrent:
+            self.cell_size = int(model.get("lstm_cell_size", 256))
+            self.max_seq_len = int(model.get("max_seq_len", 20))
+            self.lstm = nn.LSTMCell(n_in, self.cell_size)
+            n_in = self.cell_size
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
         self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
@@ -127,7 +142,12 @@ class ActorCritic(nn.Module):
         through ``torch.distributions``: the learner calls this 160 times an iteration on
         minibatches of 128, where each extra autograd node costs more than its arithmetic.
         """
-        out = self.pi(self.pi_enc(obs))
+        return self.head_logp_entropy(self.pi(self.pi_enc(obs)), actions)
+
+    def head_logp_entropy(
+        self, out: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logp_entropy`` from the policy head's output."""
         if self.discrete:
             logp_all = torch.log_softmax(out, -1)
             logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -138,31 +158,92 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.vf(self.vf_enc(obs)).squeeze(-1)
 
+    def unroll(
+        self, obs: torch.Tensor, starts: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The LSTM over sequences: ``obs [S, L, D]`` from states ``h, c [S, H]``, the state
+        zeroed before each step where ``starts [S, L]`` says an episode began.
+
+        Returns the outputs and the states after each step, each ``[S, L, H]``.
+        """
+        num, length = obs.shape[:2]
+        x = self.pi_enc(obs.reshape(num * length, -1)).reshape(num, length, -1)
+        keep = (~starts).to(torch.float32).unsqueeze(-1)
+        hs, cs = [], []
+        for t in range(length):
+            h, c = self.lstm(x[:, t], (h * keep[:, t], c * keep[:, t]))
+            hs.append(h)
+            cs.append(c)
+        h_all, c_all = torch.stack(hs, 1), torch.stack(cs, 1)
+        return h_all, h_all, c_all
+
+    def forward_train(
+        self, mb: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probabilities of the minibatch's actions, entropies and values, flat ``[B]``
+        (recurrent: over its ``[S, L]`` sequence steps, padding included)."""
+        if not self.recurrent:
+            logp, entropy = self.logp_entropy(mb["obs"], mb["actions"])
+            return logp, entropy, self.value(mb["obs"])
+        features = self.unroll(mb["obs"], mb["starts"], mb["state_h"], mb["state_c"])[0]
+        features = features.reshape(-1, self.cell_size)
+        logp, entropy = self.head_logp_entropy(
+            self.pi(features), mb["actions"].reshape(-1, *mb["actions"].shape[2:])
+        )
+        return logp, entropy, self.vf(features).squeeze(-1)
+
+    def get_initial_state(self) -> dict[str, np.ndarray]:
+        """The recurrent state of a fresh episode, unbatched (Ray's ``get_initial_state``);
+        ``{}`` for a feed-forward module."""
+        if not self.recurrent:
+            return {}
+        return {k: v[0] for k, v in self.actor.initial_state(1).items()}
+
     def forward_inference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Ray's RLModule call: ``{"obs": ...}`` -> ``{"action_dist_inputs", "vf_preds"}``.
 
         ``action_dist_inputs`` are the logits (Discrete) or the Gaussian's mean and log-std
         concatenated (Box), as Ray's default PPO module gives them.
+        A recurrent module takes one step: ``batch["state_in"]`` (``{"h", "c"}``, ``[B, H]``)
+        is required, and ``state_out`` comes back.
         """
         obs = obs_to_tensor(np.asarray(batch["obs"]), self.observation_space)
         with torch.no_grad():
-            out = self.pi(self.pi_enc(obs))
+            if not self.recurrent:
+                features, vf_preds = self.pi_enc(obs), self.value(obs)
+                extra = {}
+            else:
+                if "state_in" not in batch:
+                    raise ValueError("a recurrent module (use_lstm) needs batch['state_in']")
+                state = batch["state_in"]
+                h, c = self.lstm(
+                    self.pi_enc(obs),
+                    (torch.as_tensor(state["h"]), torch.as_tensor(state["c"])),
+                )
+                features, vf_preds = h, self.vf(h).squeeze(-1)
+                extra = {"state_out": {"h": h, "c": c}}
+            out = self.pi(features)
             if not self.discrete:
                 out = torch.cat([out, self.log_std.expand_as(out)], -1)
-            return {"action_dist_inputs": out, "vf_preds": self.value(obs)}
+            return {"action_dist_inputs": out, "vf_preds": vf_preds, **extra}
 
     forward_exploration = forward_inference
 
     def act(
-        self, obs: Any, explore: bool, rng: np.random.Generator
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self,
+        obs: Any,
+        explore: bool,
+        rng: np.random.Generator,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Actions for a batch of observations, and their log-probabilities.
 
         The same numpy ``PPOActor`` the env runners act with (kept in sync with these
         weights): the same math as ``logp_entropy``, sampled with the caller's ``rng``.
+        A recurrent module needs ``state`` and returns the next one as ``state_out``.
         """
         sync_actor(self, self.actor)
-        return self.actor.act(obs, explore, rng)
+        return self.actor.act(obs, explore, rng, state=state)
 
 
 # --- 3. advantages ------------------------------------------------------------------------
@@ -216,23 +297,28 @@ def ppo_loss(
     policy is an iteration older than the learner's (``sample_ahead``). The stats come back
     as detached tensors: the learner sums them over the minibatches and converts once.
     """
-    logp, entropy = module.logp_entropy(mb["obs"], mb["actions"])
-    log_ratio = logp - mb["action_logp"]
+    logp, entropy, values = module.forward_train(mb)
+    log_ratio = logp - mb["action_logp"].reshape(-1)
     ratio = log_ratio.exp()
-    adv = mb["advantages"]  # standardized over the whole batch (``postprocess``)
+    adv = mb["advantages"].reshape(-1)  # standardized over the whole batch (``postprocess``)
+    # Sequences (use_lstm) are padded to max_seq_len: padded steps count for nothing.
+    mask = mb["mask"].reshape(-1) if "mask" in mb else None
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return x.mean() if mask is None else (x * mask).sum() / mask.sum()
+
     if not entropy_coeff:
         entropy = entropy.detach()  # only a statistic then: no backward through it
     surrogate = torch.min(
         ratio * adv, ratio.clamp(1 - config.clip_param, 1 + config.clip_param) * adv
     )
-    policy_loss = -surrogate.mean()
-    values = module.value(mb["obs"])
-    vf_err = (values - mb["value_targets"]) ** 2
+    policy_loss = -mean(surrogate)
+    vf_err = (values - mb["value_targets"].reshape(-1)) ** 2
     if config.vf_clip_param is not None:
         vf_err = vf_err.clamp(max=config.vf_clip_param)
-    vf_loss = vf_err.mean()  # Ray's: the mean squared error, without a factor 1/2
-    entropy = entropy.mean()
-    kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
+    vf_loss = mean(vf_err)  # Ray's: the mean squared error, without a factor 1/2
+    entropy = mean(entropy)
+    kl = mean((ratio - 1) - log_ratio)  # the low-variance k3 estimator
     loss = policy_loss + config.vf_loss_coeff * vf_loss - entropy_coeff * entropy
     if config.use_kl_loss:
         loss = loss + kl_coeff * kl
@@ -242,9 +328,46 @@ def ppo_loss(
             "vf_loss": vf_loss.detach(),
             "entropy": entropy.detach(),
             "mean_kl_loss": kl.detach(),
-            "clip_fraction": ((ratio - 1).abs() > config.clip_param).float().mean(),
+            "clip_fraction": mean(((ratio - 1).abs() > config.clip_param).float()),
         }
     return loss, stats
+
+
+def run_epochs(
+    module: ActorCritic,
+    learner: TorchLearner,
+    data: dict[str, torch.Tensor],
+    *,
+    config: PPOConfig,
+    rng: np.random.Generator,
+    minibatch_size: int,
+    entropy_coeff: float,
+    kl_coeff: float,
+) -> tuple[torch.Tensor, int]:
+    """``num_epochs`` passes over shuffled minibatches of ``data``; returns the summed stats
+    (``_STAT_NAMES`` and the gradient norm) and the number of updates.
+
+    One gather per column and epoch, then each minibatch is a slice (a view); stats stay
+    tensors until the end. Rows are steps, or sequences of ``max_seq_len`` steps with an
+    LSTM (``minibatch_size`` counts steps either way).
+    """
+    size = len(data["advantages"])
+    per_row = module.max_seq_len if module.recurrent else 1
+    mb_size = min(max(1, minibatch_size // per_row), size)
+    totals = torch.zeros(len(_STAT_NAMES) + 1)
+    num_updates = 0
+    for _epoch in range(config.num_epochs):
+        order = torch.from_numpy(rng.permutation(size))
+        shuffled = {k: v[order] for k, v in data.items()}
+        for start in range(0, size - mb_size + 1, mb_size):
+            mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
+            loss, mb_stats = ppo_loss(
+                module, mb, config, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
+            )
+            grad_norm = learner.update(loss)
+            totals += torch.stack([*mb_stats.values(), grad_norm])
+            num_updates += 1
+    return totals, num_updates
 
 
 # --- 5. the algorithm ---------------------------------------------------------------------
@@ -268,9 +391,15 @@ class PPO(Algorithm):
         """One module for these spaces: (torch module, runners' policy ctor, learner)."""
         c = self.config
         spec = (observation_space, action_space, dict(c.model))
-        module = seeded_init(c.seed, functools.partial(ActorCritic, *spec))
+        build = functools.partial(seeded_init, c.seed, functools.partial(ActorCritic, *spec))
+        module = build()
         actor_ctor = functools.partial(PPOActor, *spec)  # the env runners' policy
-        return module, actor_ctor, TorchLearner(module, self.current_lr(), c.grad_clip)
+        learner = TorchLearner(module, self.current_lr(), c.grad_clip)
+        if c.num_learners:  # data-parallel learner actors, each with a copy of the module
+            from runtime.rllib._learner_group import LearnerGroup
+
+            return module, actor_ctor, LearnerGroup(learner, build, c)
+        return module, actor_ctor, learner
 
     def setup(self) -> None:
         self.curr_kl_coeffs: dict[str, float] = {}  # per module, with use_kl_loss
@@ -306,33 +435,31 @@ class PPO(Algorithm):
     ) -> dict[str, Any]:
         """GAE on ``batches``, then ``num_epochs`` passes of shuffled minibatches."""
         c = self.config
-        data = self.postprocess(batches, module)
+        data = (self.postprocess_sequences if module.recurrent else self.postprocess)(
+            batches, module
+        )
         vf_preds = data.pop("vf_preds")
         kl_coeff = self.curr_kl_coeffs.setdefault(module_id, float(c.kl_coeff))
 
-        # num_epochs passes over shuffled minibatches: one gather per column and epoch, then
-        # each minibatch is a slice (a view); stats stay tensors until the end.
-        size = len(data["advantages"])
-        mb_size = min(c.minibatch_size, size)
+        # Here, or split among the learner actors (.learners(num_learners=N)).
+        totals, num_updates = learner.run(
+            run_epochs,
+            data,
+            config=c,
+            rng=self._rng,
+            minibatch_size=c.minibatch_size,
+            entropy_coeff=entropy_coeff,
+            kl_coeff=kl_coeff,
+        )
         stat_names = (*_STAT_NAMES, "grad_norm")
-        totals = torch.zeros(len(stat_names))
-        num_updates = 0
-        for _epoch in range(c.num_epochs):
-            order = torch.from_numpy(self._rng.permutation(size))
-            shuffled = {k: v[order] for k, v in data.items()}
-            for start in range(0, size - mb_size + 1, mb_size):
-                mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
-                loss, mb_stats = ppo_loss(
-                    module, mb, c, entropy_coeff=entropy_coeff, kl_coeff=kl_coeff
-                )
-                grad_norm = learner.update(loss)
-                totals += torch.stack([*mb_stats.values(), grad_norm])
-                num_updates += 1
-        self.num_env_steps_trained_lifetime += size * c.num_epochs
+        valid = data["mask"].reshape(-1) > 0 if module.recurrent else slice(None)
+        targets = data["value_targets"].reshape(-1)[valid]
+        num_steps = len(targets)
+        self.num_env_steps_trained_lifetime += num_steps * c.num_epochs
 
         out = dict(zip(stat_names, (totals / max(1, num_updates)).tolist(), strict=True))
-        var = float(data["value_targets"].var())
-        resid = float((data["value_targets"] - vf_preds).var())
+        var = float(targets.var())
+        resid = float((targets - vf_preds.reshape(-1)[valid]).var())
         out["vf_explained_var"] = 1.0 - resid / var if var else 0.0
         out["curr_lr"] = lr
         out["curr_entropy_coeff"] = entropy_coeff
@@ -345,7 +472,7 @@ class PPO(Algorithm):
                 kl_coeff *= 0.5
             self.curr_kl_coeffs[module_id] = kl_coeff
             out["curr_kl_coeff"] = kl_coeff
-        out["num_env_steps_trained"] = size
+        out["num_env_steps_trained"] = num_steps
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -406,6 +533,98 @@ class PPO(Algorithm):
             with torch.no_grad():
                 data["action_logp"] = module.logp_entropy(data["obs"], data["actions"])[0]
         return data
+
+    def postprocess_sequences(
+        self, batches: list[dict[str, Any]], module: ActorCritic
+    ) -> dict[str, torch.Tensor]:
+        """``postprocess`` for a recurrent module: the batch as ``[S, max_seq_len]`` sequences.
+
+        Each env's column of a runner's ``[T, N]`` batch is cut into sequences of
+        ``max_seq_len`` steps (the last one zero-padded, ``mask`` 0 there); a sequence starts
+        from the LSTM state its first step was acted with (``state_in_h/c``, recorded by the
+        runner) and zeroes the state where an episode began inside it (``starts``), so an
+        episode may span sequences and a sequence episodes. Values for GAE come from the
+        LSTM unrolled over the sequences; V(s') of a step from one more LSTM step on its
+        ``next_obs``, from the state after the step.
+        """
+        c = self.config
+        length, space = module.max_seq_len, module.observation_space
+        columns: dict[str, list[np.ndarray]] = {}
+        for b in batches:
+            t, n = b["rewards"].shape
+            seqs = {
+                "obs": _flat_obs(b["obs"], space),
+                "next_obs": _flat_obs(b["next_obs"], space),
+                "actions": b["actions"],
+                "action_logp": b["action_logp"],
+                "starts": b["starts"],
+                "mask": np.ones((t, n), np.float32),
+            }
+            seq = {k: to_sequences(v, length) for k, v in seqs.items()}
+            seq["state_h"] = to_sequences(b["state_in_h"], length)[:, 0]
+            seq["state_c"] = to_sequences(b["state_in_c"], length)[:, 0]
+            tensors = {k: torch.as_tensor(v) for k, v in seq.items()}
+            with torch.no_grad():
+                feats, hs, cs = module.unroll(
+                    tensors["obs"], tensors["starts"], tensors["state_h"], tensors["state_c"]
+                )
+                values = module.vf(feats).squeeze(-1).numpy()
+                cell = module.cell_size
+                num = feats.shape[0] * length
+                next_x = module.pi_enc(tensors["next_obs"].reshape(num, -1))
+                next_h, _ = module.lstm(next_x, (hs.reshape(num, cell), cs.reshape(num, cell)))
+                next_values = module.vf(next_h).squeeze(-1).numpy().reshape(-1, length)
+            adv, targets = compute_gae(
+                b["rewards"],
+                from_sequences(values, t, n),
+                from_sequences(next_values, t, n),
+                b["terminateds"].astype(np.float32),
+                b["truncateds"].astype(np.float32),
+                gamma=c.gamma,
+                lambda_=c.lambda_,
+            )
+            seq["advantages"] = to_sequences(adv, length)
+            seq["value_targets"] = to_sequences(targets, length)
+            seq["vf_preds"] = values
+            del seq["next_obs"]
+            for k, v in seq.items():
+                columns.setdefault(k, []).append(v)
+        data = {k: np.concatenate(v) for k, v in columns.items()}
+        if c.normalize_advantages:
+            valid = data["mask"] > 0
+            adv = data["advantages"]
+            adv_valid = adv[valid]
+            std = max(1e-4, float(adv_valid.std()))
+            data["advantages"] = np.where(valid, (adv - adv_valid.mean()) / std, 0.0)
+        out = {k: torch.as_tensor(v) for k, v in data.items()}
+        out["actions"] = out["actions"].long() if module.discrete else out["actions"].float()
+        out["advantages"] = out["advantages"].float()
+        if not c.sample_ahead:
+            with torch.no_grad():
+                out["action_logp"] = module.forward_train(out)[0].reshape(out["mask"].shape)
+        return out
+
+
+def _flat_obs(obs: np.ndarray, space: Any) -> np.ndarray:
+    """``[T, N, ...]`` observations encoded as ``[T, N, obs_size]`` float32."""
+    t, n = obs.shape[:2]
+    return obs_to_tensor(obs.reshape(t * n, *obs.shape[2:]), space).numpy().reshape(t, n, -1)
+
+
+def to_sequences(x: np.ndarray, length: int) -> np.ndarray:
+    """``[T, N, ...]`` time-major columns as ``[N * ceil(T / length), length, ...]``
+    sequences: each env's column cut in order, the last piece zero-padded."""
+    t, n = x.shape[:2]
+    pad = (-t) % length
+    cols = np.swapaxes(x, 0, 1)
+    if pad:
+        cols = np.concatenate([cols, np.zeros((n, pad, *x.shape[2:]), x.dtype)], axis=1)
+    return cols.reshape(n * (t + pad) // length, length, *x.shape[2:])
+
+
+def from_sequences(x: np.ndarray, t: int, n: int) -> np.ndarray:
+    """The inverse of ``to_sequences``: ``[S, length, ...]`` back to ``[T, N, ...]``."""
+    return np.swapaxes(x.reshape(n, -1, *x.shape[2:])[:, :t], 0, 1)
 
 
 _STAT_NAMES = ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "clip_fraction")

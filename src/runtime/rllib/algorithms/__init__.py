@@ -15,6 +15,7 @@ from runtime.rllib._config import AlgorithmConfig
 if TYPE_CHECKING:
     from runtime.rllib._algorithm import Algorithm
     from runtime.rllib.appo import APPO, IMPALA, APPOConfig, IMPALAConfig
+    from runtime.rllib.cql import CQL, CQLConfig
     from runtime.rllib.dqn import DQN, DQNConfig
     from runtime.rllib.marwil import BC, MARWIL, BCConfig, MARWILConfig
     from runtime.rllib.ppo import PPO, PPOConfig
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "APPO",
     "BC",
+    "CQL",
     "DQN",
     "IMPALA",
     "MARWIL",
@@ -48,6 +50,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "BCConfig",
+    "CQLConfig",
     "DQNConfig",
     "IMPALAConfig",
     "MARWILConfig",
