@@ -290,6 +290,8 @@ class TaskSubmitter:
 
     def _pick_by_strategy(self, msg: p.SubmitTask) -> str:
         strategy = msg.strategy
+        if strategy[0] == "labels":  # a label selector (scheduling.labels)
+            return pick_node(self.host.view.values(), msg.resources, self.load, labels=strategy[1])
         if strategy[0] == "node":
             node_id, soft = str(strategy[1]), bool(strategy[2])
             info = self.host.view.get(node_id)
