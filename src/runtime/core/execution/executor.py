@@ -94,6 +94,7 @@ class Executor:
             p.ReserveBundles: self.on_bundles,
             p.ReleaseBundles: self.on_bundles,
         }
+        self._report()  # what the host has free now (its other processes may hold some)
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -414,10 +415,11 @@ class Executor:
         )
         if worker.head is not None:
             worker.head.on_report(msg)
-        else:
-            conn = worker.head_conn
-            if conn is not None:
-                conn.send(msg)
+        elif (conn := worker.head_conn) is not None:
+            conn.send(msg)
+        elif not worker.closing:  # not joined yet: the host's state is told once it is
+            self._report_armed = True
+            worker.loop.call_later(0.05, self._send_report)
 
     def peer_lost(self, peer: str) -> None:
         """Drop queued work from a caller that went away; stop its streams. (A node process

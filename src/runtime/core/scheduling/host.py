@@ -138,7 +138,7 @@ class HostLedger:
 
     def sweep(self) -> bool:
         """Give the host back what processes that died held; True when there were any."""
-        if self._fd < 0:
+        if self._fd < 0 or self.closed:
             return False
         self._lock()
         try:
@@ -236,12 +236,16 @@ class HostLedger:
     # --- reading ---------------------------------------------------------------------------
 
     def available(self) -> dict[str, float]:
-        """What is free on the host now (a snapshot)."""
+        """What is free on the host now (a snapshot; empty once closed)."""
+        if self.closed:
+            return {}
         nums = self._nums
         return {name: nums[i + 1] for name, i in self.index.items()}
 
     def reserved(self) -> dict[str, float]:
         """What actors and bundles hold for long on the host now (a snapshot)."""
+        if self.closed:
+            return {}
         nums = self._nums
         return {name: r for name, i in self.index.items() if (r := nums[i + 2])}
 
@@ -258,6 +262,8 @@ class HostLedger:
         asks for none), or None when it does not fit. ``long``: held by an actor or a bundle
         (counted as reserved). ``force``: take it even past what is free (a task that lent
         its resources while blocked takes them back)."""
+        if self.closed:  # the process is going: it takes nothing more
+            return None
         index, nums, fd = self.index, self._nums, self._fd
         if fd >= 0:
             _flock(fd, _LOCK_EX)
@@ -302,6 +308,8 @@ class HostLedger:
     def give(self, demand: Mapping[str, float], gpu_ids: list[int] | None = None, *,
              long: bool = False) -> None:  # fmt: skip
         """Give back what :meth:`take` granted (never past the host's total)."""
+        if self.closed:  # closing gave back all this process held
+            return
         index, nums, fd = self.index, self._nums, self._fd
         if fd >= 0:
             _flock(fd, _LOCK_EX)
