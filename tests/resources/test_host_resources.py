@@ -175,6 +175,8 @@ def test_a_label_selector_picks_nodes_by_their_labels(host):
     assert runtime.get(zone.options(label_selector={"zone": "in(b,a)"}).remote(), timeout=30)
     with pytest.raises(InfeasibleError, match="labels matching"):
         runtime.get(zone.options(label_selector={"zone": "b"}).remote(), timeout=30)
+    spread = zone.options(label_selector={"zone": "a"}, scheduling_strategy="SPREAD")
+    assert set(runtime.get([spread.remote() for _ in range(6)], timeout=30)) <= labelled
     actor = Holder.options(label_selector={"zone": "!b"}).remote()
     assert runtime.get(actor.where.remote(), timeout=30)["pid"] > 0
 

@@ -155,3 +155,14 @@ def test_label_selectors_match_equal_not_in_and_not_in():
 def test_a_malformed_label_selector_is_refused(selector, error):
     with pytest.raises(error):
         check_label_selector(selector)
+
+
+def test_the_visible_devices_go_back_once_no_gpu_holder_is_left(monkeypatch):
+    from runtime.core.scheduling import host
+
+    monkeypatch.setattr(host, "_VISIBLE_AT_START", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    host.set_visible_devices([1])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    host.set_visible_devices(None)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ

@@ -296,6 +296,12 @@ class Executor:
             self.worker.refs.unpin(job.args.refs)
         if not ctx.lent:
             self._release(job.demand, job.bundle, ctx.gpu_ids if job.bundle is None else None)
+        if (
+            ctx.gpu_ids
+            and not self.actor_gpus
+            and not any(j.ctx and j.ctx.gpu_ids for j in self.jobs.values())
+        ):
+            set_visible_devices(None)  # no GPU holder left here: as the node started
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
         self.jobs.pop(job.task_id, None)

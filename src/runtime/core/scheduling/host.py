@@ -474,10 +474,16 @@ def visible_devices(ids: list[int]) -> str:
     return ",".join(str(i) for i in ids)
 
 
-def set_visible_devices(ids: list[int]) -> None:
-    """Show the task or actor its GPUs. The variable is the process's: a process that runs
-    two GPU holders at once shows the last one's (see docs/core.md)."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(ids)
+def set_visible_devices(ids: list[int] | None) -> None:
+    """Show the task or actor its GPUs (None: put back what the node started with). The
+    variable is the process's: a process that runs two GPU holders at once shows the last
+    one's (see docs/core.md)."""
+    if ids is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(ids)
+    elif _VISIBLE_AT_START is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = _VISIBLE_AT_START
 
 
 def _add(into: dict[str, float], demand: Resources, sign: int) -> None:
