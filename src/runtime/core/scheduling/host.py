@@ -72,9 +72,12 @@ def gpu_capacities(total: float) -> list[float]:
 class HostLedger:
     """The resources of one host, shared by its node processes (see the module)."""
 
-    def __init__(self, path: str | None, total: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, path: str | None, total: Mapping[str, float] | None = None, *, join: bool = True
+    ) -> None:
         """Open the ledger at ``path`` (or make one in memory when ``path`` is None). With
-        ``total``, the file is created and filled (the process that starts the host)."""
+        ``total``, the file is created and filled (the process that starts the host);
+        without, this process joins the host (a row of its own) unless ``join`` is False."""
         self.path = path
         self.closed = False
         self._fd = -1
@@ -116,7 +119,7 @@ class HostLedger:
         self._caps = gpu_capacities(self.total.get("GPU", 0.0))
         #: Where this process's row starts in the numbers (-1: it keeps none).
         self._row = -1
-        if path is not None and total is None:
+        if path is not None and total is None and join:
             self._join()
 
     def _join(self) -> None:

@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             share = (plan.host_id, None, 0.0)
         labels = plan.labels
     else:
-        resources = HostLedger(args.host_ledger).total
+        ledger = HostLedger(args.host_ledger, join=False)
+        resources = ledger.total
+        ledger.close()
         share = (args.host_id, args.host_ledger, args.slot)
         labels = _labels(args)
     if args.address == "auto":
