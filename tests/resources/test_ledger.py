@@ -166,3 +166,38 @@ def test_the_visible_devices_go_back_once_no_gpu_holder_is_left(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     host.set_visible_devices(None)
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_a_large_request_that_waits_for_the_host_is_not_starved_by_small_ones(tmp_path):
+    path = str(tmp_path / "host.ledger")
+    HostLedger(path, {"CPU": 3.0}).close()
+    big, small, other = (HostScheduler(HostLedger(path), slot=1.0) for _ in range(3))
+    assert small.request("s1", {"CPU": 1.0})
+    assert other.request("o1", {"CPU": 1.0})
+    assert not big.request("two", {"CPU": 2.0})  # 1 free: it waits for the host
+    big.claim_for_queue()  # (its poll) it claims the 2 CPUs it waits for
+    assert not small.request("s2", {"CPU": 1.0})  # queued behind s1 in its own slot
+    # s1 ends: no hand-over to s2 within the process while big claims, the CPU goes back
+    assert small.release({"CPU": 1.0}) == []
+    assert small._grant() == []  # s2 may not take what big claims
+    assert big._grant() == ["two"]  # 2 free now: the claim is granted, and dropped
+    assert not big.ledger.claimed_elsewhere() and not small.ledger.claimed_elsewhere()
+    assert big.release({"CPU": 2.0}) == []
+    assert small._grant() == ["s2"]
+
+
+def test_a_claim_of_a_process_that_died_is_dropped(tmp_path):
+    path = str(tmp_path / "host.ledger")
+    owner = HostLedger(path, {"CPU": 2.0})
+    code = (
+        "import os\n"
+        "from runtime.core.scheduling.host import HostLedger\n"
+        f"ledger = HostLedger({path!r})\n"
+        "assert ledger.claim({'CPU': 2.0})\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=os.environ)
+    assert owner.claimed_elsewhere()
+    survivor = HostLedger(path)  # joining sweeps the dead claimer
+    assert not survivor.claimed_elsewhere()
+    assert survivor.take({"CPU": 1.0}) == []

@@ -237,6 +237,7 @@ class Executor:
                 self._start(self.waiting.pop(key))  # type: ignore[call-overload]
             if granted:
                 self._report()
+            self.sched.claim_for_queue()
             if self.sched.queue:
                 self._arm_poll()
 

@@ -42,7 +42,11 @@ MAX_PROCS: Final = 256
 #: A row: the process's pid, then what it holds per resource, what of that it holds for
 #: long, and its share of each GPU.
 _ROW: Final = 1 + 2 * MAX_RESOURCES + MAX_GPUS
-_ROWS: Final = 3 * MAX_RESOURCES + MAX_GPUS
+#: The host's one *claim*: the row of a process whose queued request has waited for the
+#: host, then the amounts it waits for. Other processes take only what leaves the claim
+#: free, so a large request is not starved by a stream of small ones.
+_CLAIM: Final = 3 * MAX_RESOURCES + MAX_GPUS
+_ROWS: Final = _CLAIM + 1 + MAX_RESOURCES
 _SIZE: Final = _NUMBERS + 8 * (_ROWS + MAX_PROCS * _ROW)
 _LOCK_EX: Final = fcntl.LOCK_EX
 _LOCK_UN: Final = fcntl.LOCK_UN
@@ -159,7 +163,53 @@ class HostLedger:
                 continue
             found = True
             self._sweep_row(base)
+        claimer = int(nums[_CLAIM])
+        if claimer and nums[claimer] == 0:  # its process is gone
+            self._clear_claim()
+            found = True
         return found
+
+    def _clear_claim(self) -> None:
+        nums = self._nums
+        for k in range(_CLAIM, _CLAIM + 1 + MAX_RESOURCES):
+            nums[k] = 0.0
+
+    def claim(self, demand: Mapping[str, float]) -> bool:
+        """Claim what ``demand`` waits for, unless another live process holds the claim."""
+        if self._row < 0 or self.closed:
+            return False
+        nums = self._nums
+        self._lock()
+        try:
+            self._sweep()
+            claimer = int(nums[_CLAIM])
+            if claimer and claimer != self._row:
+                return False
+            self._clear_claim()
+            nums[_CLAIM] = float(self._row)
+            for name, amount in demand.items():
+                i = self.index.get(name)
+                if i is not None and amount > 0:
+                    nums[_CLAIM + 1 + i // 3] = amount
+            return True
+        finally:
+            self._unlock()
+
+    def unclaim(self) -> None:
+        """Drop this process's claim (what it waited for was granted or withdrawn)."""
+        if self._row < 0 or self.closed or int(self._nums[_CLAIM]) != self._row:
+            return
+        self._lock()
+        try:
+            if int(self._nums[_CLAIM]) == self._row:
+                self._clear_claim()
+        finally:
+            self._unlock()
+
+    def claimed_elsewhere(self) -> bool:
+        """Another process of the host claims resources now (a read without the lock)."""
+        claimer = int(self._nums[_CLAIM]) if not self.closed else 0
+        return claimer not in (0, self._row)
 
     def _sweep_row(self, base: int) -> None:
         """Give back what the row at ``base`` holds, and free the row (under the lock)."""
@@ -222,7 +272,8 @@ class HostLedger:
         if self._row >= 0:  # leaving: what this process still holds goes back to the host
             self._lock()
             try:
-                self._nums[self._row] = -1.0  # no live pid: swept below
+                if int(self._nums[_CLAIM]) == self._row:
+                    self._clear_claim()
                 self._sweep_row(self._row)
             finally:
                 self._unlock()
@@ -271,10 +322,15 @@ class HostLedger:
         if fd >= 0:
             _flock(fd, _LOCK_EX)
         try:
+            claimer = int(nums[_CLAIM])
+            others = claimer not in (0, self._row)
             for name, amount in demand.items():
                 if amount > 0:
                     i = index.get(name)
-                    if i is None or (not force and nums[i + 1] + _EPS < amount):
+                    if i is None:
+                        return None
+                    claimed = nums[_CLAIM + 1 + i // 3] if others else 0.0
+                    if not force and nums[i + 1] - claimed + _EPS < amount:
                         return None
             ids: list[int] = []
             gpus = demand.get("GPU", 0.0)
@@ -294,6 +350,8 @@ class HostLedger:
                     if long:
                         nums[i + 2] += amount
                     self._note(i, amount, long)
+            if claimer == self._row and claimer and not force:
+                self._clear_claim()  # granted: the claim has done its work
             return ids
         finally:
             if fd >= 0:
@@ -372,8 +430,21 @@ class HostScheduler:
         for i, (k, _) in enumerate(self.queue):
             if k == key:
                 del self.queue[i]
+                if not self.queue:
+                    self.ledger.unclaim()
                 return True
         return False
+
+    def claim_for_queue(self) -> None:
+        """After a look at the queue: claim the host's resources for the first request that
+        waits for the host (not for this process's slot) and could be granted once running
+        tasks end; drop the claim when nothing waits."""
+        if not self.queue:
+            self.ledger.unclaim()
+            return
+        demand = self.queue[0][1]
+        if self._room_here(demand) and fits(demand, unreserved(self.total, self.ledger.reserved())):
+            self.ledger.claim(demand)
 
     def _room_here(self, demand: Resources) -> bool:
         cpu = demand.get("CPU", 0.0)
@@ -423,7 +494,13 @@ class HostScheduler:
         self, demand: Resources, gpu_ids: list[int] | None = None, long: bool = False
     ) -> list[Hashable]:
         queue = self.queue
-        if queue and not long and not gpu_ids and queue[0][1] == demand:
+        if (
+            queue
+            and not long
+            and not gpu_ids
+            and queue[0][1] == demand
+            and not self.ledger.claimed_elsewhere()
+        ):
             # The next in line here wants just this: hand it over within the process (the
             # host's count does not change, so the shared ledger is not touched).
             return [queue.popleft()[0]]
