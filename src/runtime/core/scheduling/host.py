@@ -445,6 +445,8 @@ class HostScheduler:
         demand = self.queue[0][1]
         if self._room_here(demand) and fits(demand, unreserved(self.total, self.ledger.reserved())):
             self.ledger.claim(demand)
+        else:  # what waits first now waits for this process, not the host
+            self.ledger.unclaim()
 
     def _room_here(self, demand: Resources) -> bool:
         cpu = demand.get("CPU", 0.0)
