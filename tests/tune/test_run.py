@@ -374,11 +374,11 @@ def test_a_multi_bundle_trial_reserves_a_placement_group(storage: str) -> None:
 
 
 def test_bundles_that_cannot_be_placed_are_rejected_before_any_trial(storage: str) -> None:
-    with pytest.raises(ValueError, match="bundle 1 asks for 2 CPU"):
+    with pytest.raises(ValueError, match="bundle 1 asks for 3 CPU"):
         tune.run(
             tr.quadratic,
             config={"x": 1},
-            resources_per_trial=tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": 2}]),
+            resources_per_trial=tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": 3}]),
             storage_path=storage,
             verbose=0,
         )
