@@ -73,6 +73,24 @@ def fast_mesh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         runtime.shutdown()
 
 
+def join_hosts(n: int, *args: str) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` more hosts (``python -m runtime.node --address``, one process of 1 CPU
+    each unless ``args`` say otherwise) joining this driver's local mesh; wait until in."""
+    from runtime.core.api import session as _api
+
+    session = _api._session
+    assert session is not None and session.mesh is not None, "needs a local mesh"
+    mesh = session.mesh
+    before = len([m for m in runtime.nodes() if not m["IsDriver"]])
+    token_file = os.path.join(mesh.state_dir, "token")
+    argv = [sys.executable, "-m", "runtime.node", "--address", mesh.head_address,
+            "--token-file", token_file, "--num-cpus", "1", *args]  # fmt: skip
+    out = subprocess.DEVNULL
+    procs = [subprocess.Popen(argv, stdout=out, stderr=out) for _ in range(n)]
+    until(lambda: len([m for m in runtime.nodes() if not m["IsDriver"]]) >= before + n, 30)
+    return procs
+
+
 def workers() -> dict[str, int]:
     """Node id -> pid of the cluster's worker nodes (not drivers, not the CPU-less head)."""
     return {n["NodeID"]: n["Pid"] for n in runtime.nodes() if not n["IsDriver"] and n["Resources"]}
@@ -230,8 +248,9 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def head(tmp_path: os.PathLike[str]) -> Iterator[HeadProcess]:
-    """A standalone head process (1 CPU) with its own state dir and token file."""
-    h = start_head(tmp_path)
+    """A standalone head with a host of 1 CPU (its node process), its own state dir and token
+    file."""
+    h = start_head(tmp_path, "--num-cpus", "1")
     try:
         yield h
     finally:

@@ -12,7 +12,8 @@ def test_runtime_exports_the_documented_core_api() -> None:
         "ActorClass", "ActorHandle", "ActorMethod", "Cluster", "DynamicObjectRefGenerator",
         "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "RuntimeContext",
         "available_resources", "cancel", "cluster_resources", "connect", "dag", "exceptions",
-        "get", "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method",
+        "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
+        "kill", "method",
         "nodes", "put", "remote", "shutdown", "timeline", "wait",
     }  # fmt: skip
     for name in runtime.__all__:

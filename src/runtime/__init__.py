@@ -15,7 +15,7 @@ Example::
 """
 
 from runtime import exceptions
-from runtime.core.api.context import RuntimeContext, get_runtime_context
+from runtime.core.api.context import RuntimeContext, get_gpu_ids, get_runtime_context
 from runtime.core.api.dynamic import DynamicObjectRefGenerator
 from runtime.core.api.methods import method
 from runtime.core.api.remote import (
@@ -62,6 +62,7 @@ __all__ = [
     "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",

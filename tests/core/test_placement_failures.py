@@ -54,7 +54,7 @@ def test_a_restarted_head_keeps_its_placement_groups(tmp_path):
     from ..conftest import cpus_back, start_head, stop_process, until
 
     head = start_head(tmp_path, "--num-cpus", "0")
-    node = head.start_node("--num-cpus", "2")
+    node = head.start_node("--num-cpus", "2", "--procs", "1")  # one process holds the bundle
     restarted = None
     try:
         runtime.init(address=head.address, token=head.token)

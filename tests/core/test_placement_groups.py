@@ -1,4 +1,5 @@
-"""Placement groups and scheduling strategies on a real local mesh of three one-CPU nodes."""
+"""Placement groups and scheduling strategies on three one-CPU hosts (a local mesh of one
+CPU and two hosts that join it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from runtime.util import (
     remove_placement_group,
 )
 
-from ..conftest import until
+from ..conftest import join_hosts, stop_process, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,13 +30,16 @@ def three_nodes(tmp_path_factory):
     os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp("pg"))
     os.environ["RUNTIME_PG_INFEASIBLE_S"] = "0.5"  # the head gives up on impossible groups fast
     try:
-        runtime.init(num_cpus=3)
+        runtime.init(num_cpus=1)
+        hosts = join_hosts(2)
     finally:
         del os.environ["RUNTIME_PG_INFEASIBLE_S"]
     try:
         yield
     finally:
         runtime.shutdown()
+        for proc in hosts:
+            stop_process(proc)
         if old is not None:
             os.environ["RUNTIME_TMPDIR"] = old
 

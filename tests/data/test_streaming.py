@@ -98,9 +98,10 @@ def test_the_per_operator_budget_follows_the_store_capacity_when_reported(
     from runtime.data import _executor
 
     ctx = data.DataContext.get_current()
-    # Core does not report the store's capacity yet: the configured budget applies.
-    assert "object_store_memory" not in runtime.cluster_resources()
-    assert _executor.store_budget(ctx, 3) == ctx.op_output_buffer_bytes
+    # Core reports the store's capacity (as Ray does): the budget follows it.
+    capacity = runtime.cluster_resources()["object_store_memory"]
+    expected = max(1 << 20, min(ctx.op_output_buffer_bytes, int(capacity / 2 / 3)))
+    assert _executor.store_budget(ctx, 3) == expected
     # Ray reports it as the object_store_memory resource; then the stages share half of it.
     monkeypatch.setattr(
         runtime, "cluster_resources", lambda: {"CPU": 2.0, "object_store_memory": 600e6}

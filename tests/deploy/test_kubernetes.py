@@ -46,7 +46,7 @@ def test_a_worker_pod_requests_the_cpus_its_node_processes_offer():
     worker = container(find(resources(), "Deployment", "runtime-worker"))
     env = environment(worker, {"status.podIP": "10.0.0.9"})
     args = [expand(a, env) for a in worker["args"]]
-    offered = int(_arg(args, "--procs")) * float(_arg(args, "--num-cpus"))
+    offered = float(_arg(args, "--num-cpus"))  # the host's, shared by its --procs processes
     assert float(worker["resources"]["requests"]["cpu"]) == offered
     # Each process's object store fits in the pod's shared memory, which fits in its limit.
     shm = next(v for v in _pod(worker)["volumes"] if v["name"] == "shm")

@@ -352,8 +352,10 @@ class Cluster:
         procs: int = 1,
         resources: dict[str, float] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Join ``host`` to the cluster with ``procs`` node processes of ``num_cpus`` each."""
-        args = ["--address", self.address, "--num-cpus", str(num_cpus), "--procs", str(procs)]
+        """Join ``host`` to the cluster with ``procs`` node processes of ``num_cpus`` each (the
+        host offers ``num_cpus * procs``, shared by its processes)."""
+        cpus = num_cpus * procs
+        args = ["--address", self.address, "--num-cpus", str(cpus), "--procs", str(procs)]
         if resources:
             args += ["--resources", json.dumps(resources)]
         return host.spawn("node", *self.node_command(host, *args))

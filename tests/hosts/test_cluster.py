@@ -39,11 +39,6 @@ def test_strict_spread_puts_each_bundle_on_another_host(make_cluster):
     assert out["too_many_ready"] is False  # 4 bundles, 3 hosts: never placed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: STRICT_SPREAD spreads over node processes, not hosts (NodeInfo has no host; "
-    "_scheduler places bundles per node), so --procs 2 on two hosts takes 3 bundles",
-)
 def test_strict_spread_counts_hosts_not_node_processes(make_cluster):
     cluster = make_cluster(3)
     for host in cluster.hosts[1:]:
@@ -53,12 +48,6 @@ def test_strict_spread_counts_hosts_not_node_processes(make_cluster):
     assert out["too_many_ready"] is False  # 3 bundles, 2 hosts: never placed, as in Ray
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: resources belong to node processes, not hosts (DESIGN.md: a request for k "
-    "CPUs runs in one process of a host with k free), so a 2-CPU task is infeasible on a "
-    "host of --procs 2 --num-cpus 1",
-)
 def test_a_task_of_two_cpus_runs_on_a_host_that_offers_two(make_cluster):
     cluster = make_cluster(2)
     cluster.start_node(cluster.hosts[1], procs=2)

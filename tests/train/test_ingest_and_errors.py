@@ -34,7 +34,7 @@ def test_bad_input_is_rejected_before_anything_starts(cluster, tmp_path):
     # more ranks than the cluster can ever hold: a clear error at once, not a hang
     for scaling in (
         train.ScalingConfig(num_workers=3),
-        train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+        train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 3}),
         train.ScalingConfig(num_workers=1, use_gpu=True),
     ):
         trainer = TorchTrainer(

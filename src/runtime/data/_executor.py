@@ -122,7 +122,7 @@ class _Lineage:
 def store_budget(ctx: DataContext, stages: int) -> int:
     """Bytes each stage may hold: ``op_output_buffer_bytes``, lowered so that all stages
     together keep within half the object store's capacity when the cluster reports it
-    (Ray's ``object_store_memory`` resource; core does not report it yet)."""
+    (Ray's ``object_store_memory`` resource, which core reports per host)."""
     try:
         capacity = float(runtime.cluster_resources().get("object_store_memory", 0))
     except Exception:

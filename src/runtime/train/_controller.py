@@ -94,24 +94,38 @@ class RankFailure(Exception):
 
 
 def rank_capacity(bundle: dict[str, float]) -> tuple[int, list[dict[str, float]]]:
-    """How many ranks the cluster could ever hold: nodes whose resources fit one bundle.
+    """How many ranks the cluster could ever hold, and the resources of each host.
 
-    Each rank needs its own node process (``torch.distributed`` is per process), so a node
-    holds at most one rank of a group.
+    Each rank needs its own node process (``torch.distributed`` is per process), and the
+    processes of a host share its resources: a host holds as many ranks as it has
+    processes, and as its resources hold bundles.
     """
-    alive = [n["Resources"] for n in runtime.nodes() if n.get("Alive") and not n.get("IsDriver")]
-    fits = [r for r in alive if all(r.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items())]
-    return len(fits), alive
+    hosts = _hosts()
+    return sum(_ranks(rows, "Resources", bundle) for rows in hosts.values()), [
+        rows[0]["Resources"] for rows in hosts.values()
+    ]
 
 
 def free_capacity(bundle: dict[str, float]) -> int:
-    """How many ranks of ``bundle`` fit now: alive nodes whose free resources hold one."""
-    nodes = [n for n in runtime.nodes() if n.get("Alive") and not n.get("IsDriver")]
-    return sum(
-        1
-        for n in nodes
-        if all(n.get("Available", {}).get(k, 0.0) + 1e-9 >= v for k, v in bundle.items())
-    )
+    """How many ranks of ``bundle`` fit now, from what each host has free."""
+    return sum(_ranks(rows, "Available", bundle) for rows in _hosts().values())
+
+
+def _hosts() -> dict[str, list[dict[str, Any]]]:
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    for n in runtime.nodes():
+        if n.get("Alive") and not n.get("IsDriver"):
+            hosts.setdefault(str(n.get("HostID") or n["NodeID"]), []).append(n)
+    return hosts
+
+
+def _ranks(rows: list[dict[str, Any]], key: str, bundle: dict[str, float]) -> int:
+    have = rows[0].get(key, {})
+    fit = len(rows)
+    for name, amount in bundle.items():
+        if amount > 0:
+            fit = min(fit, int((have.get(name, 0.0) + 1e-9) // amount))
+    return max(0, fit)
 
 
 class _Resize(Exception):

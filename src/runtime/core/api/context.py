@@ -11,6 +11,7 @@ from ..execution.calls import ActorExit
 from ..objects.plane import actor_token_id
 from ..objects.refs import ObjectRef
 from ..process.worker import Worker
+from ..scheduling.host import visible_devices
 from .blocking import current_worker
 from .options import default_num_returns
 from .remote import ActorHandle
@@ -64,6 +65,12 @@ class RuntimeContext:
             return {}
         return {k: v for k, v in hosted.spec.resources.items() if v}
 
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The accelerators granted to the running task or the actor the calling code runs
+        in, as Ray's: ``{"GPU": ["0", "1"]}`` (the host's device ids, as strings; the
+        values of ``CUDA_VISIBLE_DEVICES`` when the node was started with one)."""
+        return {"GPU": [str(i) for i in get_gpu_ids()]}
+
     def get_placement_group_id(self) -> str | None:
         """The id (hex) of the placement group the running task or actor is placed in; None
         outside any group (Ray's ``RuntimeContext.get_placement_group_id``)."""
@@ -78,6 +85,30 @@ class RuntimeContext:
         """
         ctx = current_task.get()
         return ctx is not None and ctx.cancelled
+
+
+def get_gpu_ids() -> list[int | str]:
+    """The GPUs granted to the running task, or to the actor the calling code runs in (Ray's
+    ``ray.get_gpu_ids()``): ints, or names when the node was started with a non-numeric
+    ``CUDA_VISIBLE_DEVICES``; empty in the driver and for work that asked for no GPU.
+
+    Example::
+
+        @runtime.remote(num_gpus=1)
+        def train():
+            return runtime.get_gpu_ids(), os.environ["CUDA_VISIBLE_DEVICES"]   # [0], "0"
+    """
+    ctx = current_task.get()
+    if ctx is None:
+        return []
+    ids = ctx.gpu_ids
+    if ctx.actor_id is not None:
+        executor = current_worker().executor
+        ids = executor.actor_gpus.get(ctx.actor_id, []) if executor is not None else []
+    out: list[int | str] = []
+    for name in visible_devices(ids).split(",") if ids else []:
+        out.append(int(name) if name.isdigit() else name)
+    return out
 
 
 def current_actor_handle(worker: Worker, actor_id: bytes) -> ActorHandle[Any]:

@@ -24,7 +24,6 @@ IGNORED = {
     "dashboard_host": "the dashboard is started with `python -m runtime.node --head`",
     "dashboard_port": "the dashboard is started with `python -m runtime.node --head "
     "--dashboard-port N`",
-    "labels": "node labels are not supported yet",
     "enable_resource_isolation": "there is no cgroup isolation",
     "system_reserved_cpu": "there is no cgroup isolation",
     "system_reserved_memory": "there is no cgroup isolation",
@@ -34,7 +33,6 @@ IGNORED = {
     "_redis_password": "there is no Redis; the cluster token authenticates",
     "_redis_max_memory": "there is no Redis",
     "_plasma_directory": "the object store lives in /dev/shm (RUNTIME_TMPDIR moves its traces)",
-    "_memory": "the memory resource is not supported yet",
     "_metrics_export_port": "metrics are served at /metrics on the head's dashboard "
     "(`--dashboard-port`)",
     "_tracing_startup_hook": "tracing is not supported",
@@ -87,6 +85,7 @@ def apply(
     if temp_dir:
         os.environ["RUNTIME_TMPDIR"] = str(temp_dir)
     out.node_ip = kwargs.pop("_node_ip_address", None)
+    _local_host(kwargs.pop("labels", None), kwargs.pop("_memory", None))
     unknown = sorted(k for k in kwargs if k not in IGNORED)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
@@ -101,6 +100,27 @@ def apply(
             stacklevel=3,
         )
     return out
+
+
+def _local_host(labels: Any, memory: Any) -> None:
+    """Ray's ``labels`` and ``_memory``: the labels and the memory resource of the local
+    mesh init() starts (checked here, handed to the launcher)."""
+    from ..process import launcher
+    from ..scheduling.labels import MAX_LABEL
+    from ..scheduling.scheduler import check_amount
+
+    launcher.next_labels.clear()
+    launcher.next_memory = None
+    if labels is not None:
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= MAX_LABEL
+            and len(v) <= MAX_LABEL for k, v in labels.items()
+        ):  # fmt: skip
+            raise TypeError(f"labels must be a dict of str to str, got {labels!r:.100}")
+        launcher.next_labels.update(labels)
+    if memory is not None:
+        check_amount("_memory", memory)
+        launcher.next_memory = float(memory)
 
 
 def address_toward(head_address: str, node_ip: str | None = None) -> str:

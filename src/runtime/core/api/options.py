@@ -7,7 +7,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..scheduling.scheduler import check_amount
+from ..scheduling.labels import check_label_selector
+from ..scheduling.scheduler import check_amount, check_gpus
 from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
 
@@ -23,6 +24,7 @@ TASK_OPTIONS = frozenset(
         "name",
         "memory",
         "runtime_env",
+        "label_selector",
         "_generator_backpressure_num_objects",
     }
 )
@@ -42,6 +44,7 @@ ACTOR_OPTIONS = frozenset(
         "scheduling_strategy",
         "memory",
         "runtime_env",
+        "label_selector",
         "concurrency_groups",
     }
 )
@@ -80,6 +83,9 @@ def check_values(options: dict[str, Any]) -> None:
         value = options.get(key)
         if value is not None:
             check_amount(key, value)
+    check_gpus(options.get("num_gpus") or 0.0)
+    if options.get("label_selector") is not None:
+        check_label_selector(options["label_selector"])
     resources = options.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
@@ -110,8 +116,18 @@ def check_values(options: dict[str, Any]) -> None:
             )
 
 
-def strategy_option(strategy: Any) -> Any:
-    """Scheduling strategies travel as small lists the head understands."""
+def strategy_option(strategy: Any, label_selector: Any = None) -> Any:
+    """Scheduling strategies travel as small lists the head understands; a label selector
+    (Ray's ``label_selector``) as ``["labels", selector, spread]``, with the DEFAULT or the
+    SPREAD strategy."""
+    if label_selector:
+        selector = check_label_selector(label_selector)
+        if strategy is None or strategy in ("DEFAULT", "SPREAD"):
+            return ["labels", selector, strategy == "SPREAD"]
+        raise ValueError(
+            "label_selector works with the DEFAULT and SPREAD scheduling strategies; give a "
+            f"placement group or node affinity without it (got {strategy!r:.100})"
+        )
     if strategy is None or strategy == "DEFAULT":
         return None
     to_wire = getattr(strategy, "_to_wire", None)

@@ -126,8 +126,9 @@ class RemoteFunction(_Pickled, Generic[P, R]):
     def _configure(self) -> None:
         o = self._options
         self._demand = normalize(
-            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0
-        )
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=1.0,
+            memory=o.get("memory"),
+        )  # fmt: skip
         n = o.get("num_returns")
         dynamic = n == "dynamic"  # Ray's: one ref to a DynamicObjectRefGenerator (api.dynamic)
         if dynamic != getattr(self, "_dynamic", False):  # another function runs: its own id
@@ -150,7 +151,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         elif not isinstance(retry_on, bool):
             raise ValueError("retry_exceptions must be a bool or a list of exception types")
         self._retry = RetryPolicy(retries, retry_on)
-        self._strategy = strategy_option(o.get("scheduling_strategy"))
+        self._strategy = strategy_option(o.get("scheduling_strategy"), o.get("label_selector"))
         self._env = renv.validate(o.get("runtime_env"))
         self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
 
@@ -284,8 +285,9 @@ class ActorClass(_Pickled, Generic[T]):
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
         o = self._options
         resources = normalize(
-            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0
-        )
+            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0,
+            memory=o.get("memory"),
+        )  # fmt: skip
         lifetime = o.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
@@ -312,7 +314,7 @@ class ActorClass(_Pickled, Generic[T]):
             lifetime == "detached",
             max_conc,
             self._is_async,
-            strategy_option(o.get("scheduling_strategy")),
+            strategy_option(o.get("scheduling_strategy"), o.get("label_selector")),
             int(o.get("max_pending_calls", -1)),
             at_least(o, "max_restarts", -1),
             at_least(o, "max_task_retries", -1),

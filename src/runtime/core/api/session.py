@@ -85,7 +85,7 @@ async def _open(
         n = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
         if n < 1:
             raise ValueError("num_cpus must be >= 1 for a local mesh (one node per CPU)")
-        per_node = launcher.split_resources(n, num_gpus or 0.0, resources)
+        per_node = launcher.host_processes(n, num_gpus or 0.0, resources)
         mesh = launcher.start_local_mesh(
             per_node, log_to_driver=log_to_driver, object_store_memory=object_store_memory
         )

@@ -12,7 +12,11 @@ from .blocking import current_worker
 
 
 def nodes() -> list[dict[str, Any]]:
-    """Every node of the cluster, in Ray's format (NodeID, Alive, Resources, ...)."""
+    """Every node process of the cluster, in Ray's format (NodeID, Alive, Resources, ...).
+
+    The node processes of one host share its resources: each row names its ``HostID``, and
+    ``Resources``/``Available`` are the host's (as Ray's, which has one row per host);
+    ``ProcessResources`` is what the process itself holds now."""
     out = []
     for item in list_state("nodes"):
         n = p.NodeInfo(**item)
@@ -28,6 +32,8 @@ def nodes() -> list[dict[str, Any]]:
                 "IsDriver": n.is_driver,
                 "Pid": n.pid,
                 "Labels": dict(n.labels),
+                "HostID": n.host_id or n.node_id,
+                "ProcessResources": dict(n.used),
             }
         )
     return out
@@ -67,8 +73,10 @@ def available_resources() -> dict[str, float]:
 
 def _sum_resources(key: str) -> dict[str, float]:
     total: dict[str, float] = {}
+    seen: set[str] = set()
     for n in nodes():
-        if n["Alive"] and not n["IsDriver"]:
+        if n["Alive"] and not n["IsDriver"] and n["HostID"] not in seen:
+            seen.add(n["HostID"])  # the processes of a host share its resources: count once
             for name, amount in n[key].items():
                 total[name] = total.get(name, 0.0) + amount
     return {k: v for k, v in total.items() if v > 0 or key == "Available"}

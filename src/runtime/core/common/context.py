@@ -29,6 +29,8 @@ class TaskContext:
     #: The tasks and actor calls this one submitted (cancelled with it when recursive).
     children: list[bytes] = field(default_factory=list)
     thread_id: int = 0
+    #: The GPUs granted to the task (ids of its host's devices).
+    gpu_ids: list[int] = field(default_factory=list)
 
 
 #: The task or actor call running in this context (None: driver code, or the loop itself).

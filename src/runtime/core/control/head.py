@@ -162,8 +162,12 @@ class Head:
     def on_report(self, msg: p.ReportResources) -> None:
         info = self.nodes.get(msg.node_id)
         if info is not None:
-            info.available = msg.available
-            info.reserved = msg.reserved
+            info.used, info.pinned = msg.used, msg.pinned
+            # The host's ledger is shared: what one process reports holds for all of them.
+            host = info.host_id
+            for other in self.nodes.values() if host else (info,):
+                if other.host_id == host:
+                    other.available, other.reserved = msg.available, msg.reserved
             self._broadcast_view()
             if self.directory.pending or self.placement.pending:
                 self.place_pending()

@@ -142,6 +142,8 @@ def affinity(spec: p.ActorSpec) -> dict[str, Any]:
     strategy = spec.strategy
     if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "node":
         return {"affinity": strategy[1], "soft": bool(strategy[2])}
+    if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "labels":
+        return {"labels": dict(strategy[1]), "spread": bool(strategy[2])}
     return {}
 
 

@@ -14,7 +14,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..common.context import TaskContext
 from ..common.exceptions import (
@@ -28,15 +28,10 @@ from ..common.metrics import TASKS_DONE, failed
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
-from ..scheduling.scheduler import LocalScheduler, fits, held_for_long, pick_bundle, unreserved
+from ..scheduling.host import HostLedger, HostScheduler, set_visible_devices
+from ..scheduling.scheduler import LocalScheduler, pick_bundle
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
-from .runtime_env import EnvManager
-
-if TYPE_CHECKING:
-    pass
-
-
 from .calls import (
     MAX_SPILLS,
     MAX_TOMBSTONES,
@@ -55,6 +50,7 @@ from .calls import (
     task_error,
 )
 from .hosted import HostedActor
+from .runtime_env import EnvManager
 
 log = logging.getLogger("runtime.executor")
 
@@ -64,7 +60,15 @@ class Executor:
 
     def __init__(self, worker: ExecutionHost) -> None:
         self.worker = worker
-        self.sched = LocalScheduler(worker.resources)
+        path = worker.host_ledger
+        #: The host's resources, shared with the other node processes of this host.
+        self.sched = HostScheduler(
+            HostLedger(path) if path else HostLedger(None, worker.resources), worker.slot
+        )
+        self._poll_armed = False
+        #: GPU ids held by the actors and the bundles here.
+        self.actor_gpus: dict[bytes, list[int]] = {}
+        self.bundle_gpus: dict[tuple[bytes, int], list[int]] = {}
         self.functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
         self.classes: dict[bytes, type] = {}
         self.pool = ThreadPool("runtime-task", 64)
@@ -91,9 +95,11 @@ class Executor:
             p.ReserveBundles: self.on_bundles,
             p.ReleaseBundles: self.on_bundles,
         }
+        self._report()  # what the host has free now (its other processes may hold some)
 
     def close(self) -> None:
         self.pool.shutdown()
+        self.sched.ledger.close()
         for actor in list(self.actors.values()):
             actor.stop("the node is shutting down")
 
@@ -192,7 +198,7 @@ class Executor:
             self._done_unqueued(job, cancelled_before_run(job.name))
             return
         try:
-            ledger = self.sched
+            ledger: LocalScheduler | HostScheduler = self.sched
             if job.bundle is not None:
                 job.bundle = pick_bundle(self.bundles, job.bundle, job.demand)
                 ledger = self.bundles[job.bundle]
@@ -201,7 +207,7 @@ class Executor:
                 not granted
                 and job.bundle is None
                 and job.spills < MAX_SPILLS
-                and not fits(job.demand, unreserved(self.sched.total, self._held()))
+                and self.sched.never_here(job.demand)
             ):
                 # Actors or bundles hold what it needs here, maybe for good: send it back
                 # to its submitter to place elsewhere (its view of this node was stale).
@@ -216,9 +222,39 @@ class Executor:
             self._start(job)
         else:
             self.waiting[job.task_id] = job
+            if job.bundle is None:
+                self._arm_poll()
+
+    def _arm_poll(self) -> None:
+        """Work waits for the host: another process of the host may free what it needs, and
+        nothing tells this one, so look again shortly while anything waits."""
+        if self._poll_armed or self.sched.ledger.path is None:
+            return
+
+        def poll() -> None:
+            self._poll_armed = False
+            self.sched.ledger.sweep()  # a process of the host that died gives back its share
+            granted = self.sched._grant()
+            for key in granted:
+                self._start(self.waiting.pop(key))  # type: ignore[call-overload]
+            if granted:
+                self._report()
+            self.sched.claim_for_queue()
+            if self.sched.queue:
+                self._arm_poll()
+
+        self._poll_armed = True
+        self.worker.loop.call_later(0.01, poll)
 
     def _start(self, job: Job) -> None:
         ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand, bundle=job.bundle)
+        if job.demand.get("GPU"):
+            ctx.gpu_ids = (
+                self.sched.gpus.pop(job.task_id, [])
+                if job.bundle is None
+                else self.bundle_gpus.get(job.bundle, [])
+            )
+            set_visible_devices(ctx.gpu_ids)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
         else:
@@ -266,7 +302,13 @@ class Executor:
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
         if not ctx.lent:
-            self._release(job.demand, job.bundle)
+            self._release(job.demand, job.bundle, ctx.gpu_ids if job.bundle is None else None)
+        if (
+            ctx.gpu_ids
+            and not self.actor_gpus
+            and not any(j.ctx and j.ctx.gpu_ids for j in self.jobs.values())
+        ):
+            set_visible_devices(None)  # no GPU holder left here: as the node started
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
         self.jobs.pop(job.task_id, None)
@@ -274,21 +316,26 @@ class Executor:
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
 
-    def _held(self) -> dict[str, float]:
-        """What actors and placement group bundles hold here (for long, unlike tasks)."""
-        return held_for_long(
-            [a.spec.resources for a in self.actors.values() if a.bundle is None],
-            self.bundles.values(),
-        )
-
-    def _ledger(self, bundle: tuple[bytes, int] | None) -> LocalScheduler | None:
+    def _ledger(self, bundle: tuple[bytes, int] | None) -> LocalScheduler | HostScheduler | None:
         return self.sched if bundle is None else self.bundles.get(bundle)
 
-    def _release(self, demand: dict[str, float], bundle: tuple[bytes, int] | None = None) -> None:
+    def _release(
+        self,
+        demand: dict[str, float],
+        bundle: tuple[bytes, int] | None = None,
+        gpu_ids: list[int] | None = None,
+        *,
+        long: bool = False,
+        lend: bool = False,
+    ) -> None:
         ledger = self._ledger(bundle)
         if not demand or ledger is None:  # a removed bundle gave its resources back already
             return
-        for key in ledger.release(demand):
+        if lend:
+            granted = ledger.borrow(demand)
+        else:
+            granted = ledger.release(demand, gpu_ids, long and bundle is None)
+        for key in granted:
             job = self.waiting.pop(key)  # type: ignore[call-overload]
             self._start(job)
         self._report()
@@ -297,7 +344,7 @@ class Executor:
         """The task blocks in get(): let others use its resources meanwhile (loop)."""
         if ctx.demand and not ctx.lent:
             ctx.lent = True
-            self._release(ctx.demand, ctx.bundle)
+            self._release(ctx.demand, ctx.bundle, lend=True)
 
     def take_back(self, ctx: TaskContext) -> None:
         ledger = self._ledger(ctx.bundle)
@@ -317,10 +364,16 @@ class Executor:
                     continue  # a retried request
                 for name, amount in res.items():
                     total[name] = total.get(name, 0.0) + amount
-            if not self.sched.try_take(total):
+            if not self.sched.try_take(total, long=True, slot=False):
                 raise NoRoomError("no room on this node for the bundles now")
+            ids = self.sched.last_gpus
             for index, res in msg.bundles:
-                self.bundles.setdefault((msg.pg_id, index), LocalScheduler(res))
+                key = (msg.pg_id, index)
+                if key not in self.bundles:
+                    self.bundles[key] = LocalScheduler(res)
+                    if res.get("GPU") and ids:
+                        need = max(1, int(res["GPU"] + 0.999999))
+                        self.bundle_gpus[key], ids = ids[:need], ids[need:] or ids
             self._report()
             return
         keys = [
@@ -329,12 +382,10 @@ class Executor:
             if key[0] == msg.pg_id and (not msg.indices or key[1] in msg.indices)
         ]
         # The bundles' resources go back first: whatever fails below must not leak them.
+        freed: list[object] = []
         for key in keys:
             ledger = self.bundles.pop(key)
-            for name, amount in ledger.total.items():
-                self.sched.available[name] = min(
-                    self.sched.total.get(name, 0.0), self.sched.available.get(name, 0.0) + amount
-                )
+            freed += self.sched.release(ledger.total, self.bundle_gpus.pop(key, None), long=True)
         for actor in list(self.actors.values()):
             if actor.bundle in keys:
                 try:
@@ -352,7 +403,7 @@ class Executor:
                         self.cancel(job.task_id, force=False, recursive=True)
                     except Exception:
                         log.exception("cancelling a task of a removed placement group failed")
-        for granted in self.sched._grant():
+        for granted in freed:
             self._start(self.waiting.pop(granted))  # type: ignore[call-overload]
         self._report()
 
@@ -364,16 +415,31 @@ class Executor:
     def _send_report(self) -> None:
         self._report_armed = False
         worker = self.worker
-        msg = p.ReportResources(worker.peer_id, dict(self.sched.available), self._held())
+        sched = self.sched
+        ledger = sched.ledger
+        if ledger.closed:
+            return
+        msg = p.ReportResources(
+            worker.peer_id,
+            ledger.available(),
+            ledger.reserved(),
+            {k: v for k, v in sched.used.items() if v > 1e-9},
+            sched.pinned.get("CPU", 0.0),
+        )
         if worker.head is not None:
             worker.head.on_report(msg)
-        else:
-            conn = worker.head_conn
-            if conn is not None:
-                conn.send(msg)
+        elif (conn := worker.head_conn) is not None:
+            conn.send(msg)
+        elif not worker.closing:  # not joined yet: the host's state is told once it is
+            self._report_armed = True
+            worker.loop.call_later(0.05, self._send_report)
 
     def peer_lost(self, peer: str) -> None:
-        """Drop queued work from a caller that went away; stop its streams."""
+        """Drop queued work from a caller that went away; stop its streams. (A node process
+        of this host that died gives back what it held.)"""
+        if self.sched.ledger.sweep():
+            self._report()
+            self._arm_poll()
         for key, job in list(self.waiting.items()):
             if job.conn.peer_id == peer:
                 ledger = self._ledger(job.bundle)
@@ -451,8 +517,12 @@ class Executor:
                 self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
             )
         ledger = self.sched if bundle is None else self.bundles[bundle]
-        if not ledger.try_take(spec.resources):
+        if not ledger.try_take(spec.resources, long=True):
             raise NoRoomError("no room on this node now")
+        if spec.resources.get("GPU"):
+            ids = ledger.last_gpus if bundle is None else self.bundle_gpus.get(bundle, [])
+            self.actor_gpus[spec.actor_id] = ids
+            set_visible_devices(ids)
         self._report()
         if cls is None and spec.concurrency_groups and not spec.runtime_env:
             # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
@@ -489,7 +559,13 @@ class Executor:
         self.tombstones[actor.spec.actor_id] = death
         if len(self.tombstones) > MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
-        self._release(dict(actor.spec.resources), actor.bundle)
+        gpu_ids = self.actor_gpus.pop(actor.spec.actor_id, None)
+        self._release(
+            dict(actor.spec.resources),
+            actor.bundle,
+            gpu_ids if actor.bundle is None else None,
+            long=True,
+        )
         msg = p.ActorGone(actor.spec.actor_id, reason, death)
         worker = self.worker
         if worker.head is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.private import check_private, private_dir
-from ..objects.store import process_running, process_tag
+from ..objects.store import default_capacity, process_running, process_tag
+from ..scheduling.host import HostLedger
 
 
 def base_dir() -> str:
@@ -266,17 +268,89 @@ def node_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "runtime.node", *args]
 
 
+@dataclass
+class HostPlan:
+    """One host's processes: the resources they share, how many, and the host's labels."""
+
+    resources: dict[str, float]
+    procs: int
+    labels: dict[str, str] = field(default_factory=dict)
+    host_id: str = field(default_factory=lambda: secrets.token_hex(6))
+
+    @property
+    def slot(self) -> float:
+        """The CPU each process runs at once: the host's CPUs over its processes."""
+        return self.resources.get("CPU", 0.0) / max(1, self.procs)
+
+
+#: Labels and memory resource for the next local mesh, from ``init(labels=..., _memory=...)``
+#: (init_options.apply; init() itself is at its size limit).
+next_labels: dict[str, str] = {}
+next_memory: float | None = None
+
+
+def host_processes(
+    num_cpus: float, num_gpus: float, resources: dict[str, float] | None
+) -> HostPlan:
+    """The local host of ``runtime.init()``: ``num_cpus`` CPUs in as many node processes
+    (one per core), ``num_gpus`` GPUs, the custom resources, ``memory`` and
+    ``object_store_memory`` (as Ray reports them), and the labels init() was given."""
+    global next_memory
+    custom = dict(resources or {})
+    if next_memory is not None:
+        custom["memory"] = next_memory
+    plan = HostPlan(host_resources(num_cpus, num_gpus, custom), max(1, math.ceil(num_cpus)),
+                    dict(next_labels))  # fmt: skip
+    next_labels.clear()
+    next_memory = None
+    return plan
+
+
+def host_resources(
+    num_cpus: float, num_gpus: float, resources: dict[str, float] | None
+) -> dict[str, float]:
+    """What a host offers: its CPUs, GPUs and custom resources, and as Ray's raylet reports
+    them, ``memory`` (70 % of RAM, less the object store, unless given) and
+    ``object_store_memory`` (one store's capacity)."""
+    res: dict[str, float] = {"CPU": float(num_cpus)}
+    if num_gpus:
+        res["GPU"] = float(num_gpus)
+    res.update(resources or {})
+    store = float(default_capacity())
+    res.setdefault("object_store_memory", store)
+    if "memory" not in res:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            res["memory"] = float(max(0, int(ram * 0.7) - int(store)))
+    return {k: v for k, v in res.items() if v > 0}
+
+
+def ledger_path(state_dir: str, host_id: str) -> str:
+    return os.path.join(state_dir, f"host-{host_id}.ledger")
+
+
+def host_args(plan: HostPlan, state_dir: str) -> list[str]:
+    """The arguments that make a node process one of ``plan``'s host (its ledger made)."""
+    path = ledger_path(state_dir, plan.host_id)
+    HostLedger(path, plan.resources).close()
+    args = ["--host-ledger", path, "--host-id", plan.host_id, "--slot", _num(plan.slot)]
+    if plan.labels:
+        args += ["--labels", json.dumps(plan.labels)]
+    return args
+
+
 def start_local_mesh(
-    node_resources: list[dict[str, float]],
+    host: HostPlan,
     *,
     log_to_driver: bool = True,
     env: dict[str, str] | None = None,
     object_store_memory: int | None = None,
 ) -> LocalMesh:
-    """Start a head (no CPUs) and one node per entry of ``node_resources``, all at once.
+    """Start a head (no resources) and the host's node processes, all at once.
 
     The head's listening socket is bound here and handed down, so the nodes can be
-    started at the same moment as the head and connect as soon as it runs.
+    started at the same moment as the head and connect as soon as it runs. The nodes share
+    the host's resources through one ledger file in the session directory.
     """
     state_dir = new_state_dir(owned=True)
     token = new_token()
@@ -317,23 +391,13 @@ def start_local_mesh(
                 stdin=subprocess.DEVNULL,
             )
         )
-        for node_res in node_resources:
-            res = dict(node_res)
-            cpus = res.pop("CPU", 0.0)
-            gpus = res.pop("GPU", 0.0)
+        if object_store_memory is not None:
+            host.resources["object_store_memory"] = float(object_store_memory)
+        node_args = ["--address", address, *host_args(host, state_dir), *common]
+        for _ in range(host.procs):
             mesh.procs.append(
                 subprocess.Popen(
-                    node_command(
-                        "--address",
-                        address,
-                        "--num-cpus",
-                        _num(cpus),
-                        "--num-gpus",
-                        _num(gpus),
-                        "--resources",
-                        json.dumps(res),
-                        *common,
-                    ),
+                    node_command(*node_args),
                     pass_fds=(r,),
                     env=child_env,
                     stdout=out,
@@ -354,21 +418,3 @@ def start_local_mesh(
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def split_resources(
-    num_nodes: int, num_gpus: float, resources: dict[str, float] | None
-) -> list[dict[str, float]]:
-    """Resources per node of a local mesh: one CPU each, GPUs one per node from the first,
-    custom resources on the first node."""
-    out: list[dict[str, float]] = [{"CPU": 1.0} for _ in range(num_nodes)]
-    left = float(num_gpus or 0)
-    i = 0
-    while left > 0 and num_nodes:
-        share = min(1.0, left) if i < num_nodes - 1 else left
-        out[i]["GPU"] = out[i].get("GPU", 0.0) + share
-        left -= share
-        i += 1
-    if resources and num_nodes:
-        out[0].update(resources)
-    return out

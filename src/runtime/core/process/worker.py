@@ -89,8 +89,11 @@ class Worker:
         namespace: str = "",
         state_dir: str | None = None,
         labels: dict[str, str] | None = None,
+        host_share: tuple[str, str | None, float] = ("", None, 0.0),
     ) -> None:
         assert role in ("head", "node", "driver", "client")
+        #: (host id, path of the host's shared ledger, CPU slot): see scheduling.host.
+        self.host_id, self.host_ledger, self.slot = host_share
         self.role = role
         #: Mesh TLS (on top of the token handshake), from the environment; None: plain TCP.
         self.tls = TlsConfig.from_env()
@@ -201,6 +204,8 @@ class Worker:
             dict(self.resources),
             os.getpid(),
             labels=self.labels,
+            host_id=self.host_id,
+            slot=self.slot,
         )
         if not self.is_driver:
             from ..execution.executor import Executor

@@ -14,6 +14,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ..common.exceptions import InfeasibleError
+from .labels import matches
 
 _EPS: Final = 1e-9
 #: How far past a blocked request the queue looks for smaller ones that fit.
@@ -34,13 +35,15 @@ def normalize(
     resources: Mapping[str, float] | None,
     *,
     default_cpus: float,
+    memory: float | None = None,
 ) -> dict[str, float]:
     """The demand dict for the given options; rejects negative or misnamed amounts."""
     out: dict[str, float] = {}
     cpus = default_cpus if num_cpus is None else num_cpus
-    for name, amount in (("CPU", cpus), ("GPU", num_gpus or 0.0)):
+    for name, amount in (("CPU", cpus), ("GPU", num_gpus or 0.0), ("memory", memory or 0.0)):
         if check_amount(name, amount):
             out[name] = float(amount)
+    check_gpus(out.get("GPU", 0.0))
     if resources is not None and not isinstance(resources, Mapping):
         raise TypeError(f"resources must be a dict of name to amount, got {resources!r:.100}")
     for name, amount in (resources or {}).items():
@@ -54,6 +57,15 @@ def normalize(
         if check_amount(f"resource {name!r}", amount):
             out[name] = float(amount)
     return out
+
+
+def check_gpus(amount: float) -> None:
+    """A GPU request above one must be whole (a fraction shares one device), as in Ray."""
+    if amount > 1 and not float(amount).is_integer():
+        raise ValueError(
+            f"num_gpus must be a whole number when above 1 (a fraction shares one GPU), "
+            f"got {amount}"
+        )
 
 
 #: The longest resource name accepted (names travel in every heartbeat).
@@ -97,14 +109,22 @@ class LocalScheduler:
         self.queue.append((key, dict(demand)))
         return False
 
-    def try_take(self, demand: Resources) -> bool:
-        """Take ``demand`` if it fits now, without queueing."""
+    #: GPU ids by granted key, and of the last try_take (a host's ledger names devices; a
+    #: plain ledger, such as a bundle's, does not).
+    gpus: dict[Hashable, list[int]] = {}
+    last_gpus: list[int] = []
+
+    def try_take(self, demand: Resources, long: bool = False) -> bool:
+        """Take ``demand`` if it fits now, without queueing (``long``: held by an actor or a
+        bundle, which a host's ledger counts as reserved)."""
         if fits(demand, self.available):
             self._take(demand)
             return True
         return False
 
-    def release(self, demand: Resources) -> list[Hashable]:
+    def release(
+        self, demand: Resources, gpu_ids: list[int] | None = None, long: bool = False
+    ) -> list[Hashable]:
         """Give ``demand`` back; return the queued keys that now got their resources."""
         for name, amount in demand.items():
             self.available[name] = min(
@@ -157,39 +177,74 @@ class LocalScheduler:
         return granted
 
 
+def _slot_free(node: Any, demand: Resources) -> bool:
+    """The process can start CPU work of ``demand`` now without sharing its CPU slot."""
+    cpu = demand.get("CPU", 0.0)
+    slot = getattr(node, "slot", 0.0)
+    if cpu <= 0 or slot <= 0:
+        return True
+    used = float(node.used.get("CPU", 0.0))
+    return used <= _EPS or used + cpu <= slot + _EPS
+
+
+def _slot_open(node: Any, demand: Resources) -> bool:
+    """What actors and bundles hold in the process leaves room for ``demand`` (in time)."""
+    cpu = demand.get("CPU", 0.0)
+    slot = getattr(node, "slot", 0.0)
+    pinned = getattr(node, "pinned", 0.0)
+    return cpu <= 0 or slot <= 0 or pinned <= _EPS or pinned + cpu <= slot + _EPS
+
+
+def _labelled(nodes: Iterable[Any], labels: Mapping[str, str] | None) -> Iterable[Any]:
+    if not labels:
+        return nodes
+    return [n for n in nodes if matches(n.labels, labels)]
+
+
 def pick_node(
     nodes: Iterable[Any],
     demand: Resources,
     load: Mapping[str, int],
     *,
     prefer: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
-    """Choose the node for a task: feasible, then most free per its capacity, then least loaded.
+    """Choose the node process for a task: feasible on its host, then most free per its
+    capacity (an idle process first), then least loaded.
 
-    ``nodes`` are NodeInfo-like (``node_id``, ``resources``, ``available``, ``is_driver``,
-    ``alive``); ``load`` counts the tasks this submitter already has on each node.
+    ``nodes`` are NodeInfo-like (``node_id``, ``resources`` and ``available`` of its host,
+    ``is_driver``, ``alive``, and ``slot``/``used``/``pinned`` of the process); ``load``
+    counts the tasks this submitter already has on each node; ``labels``: a label selector.
     Raises InfeasibleError when no node could ever run it.
     """
     best: str | None = None
     best_key: tuple[float, ...] | None = None
-    hosts = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    hosts = [
+        n
+        for n in _labelled(nodes, labels)
+        if not n.is_driver and n.alive and fits(demand, n.resources)
+    ]
     # What actors and bundles hold stays held: a task queued behind it could wait for good.
     # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
-    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n))]
+    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n)) and _slot_open(n, demand)]
     for node in free_for_tasks or hosts:
-        cpus = max(_unreserved(node).get("CPU", 0.0), 1.0)
-        free_now = 1.0 if fits(demand, node.available) else 0.0
+        slot = getattr(node, "slot", 0.0)
+        cpus = slot if slot > 0 else max(_unreserved(node).get("CPU", 0.0), 1.0)
+        free_now = 1.0 if fits(demand, node.available) and _slot_free(node, demand) else 0.0
+        mine = load.get(node.node_id, 0)
         key = (
-            load.get(node.node_id, 0) / cpus - free_now,
+            mine / cpus - free_now,
+            mine,  # on a tie, the process this submitter gave least (its view may lag)
             0.0 if node.node_id == prefer else 1.0,
             node.node_id,
         )
         if best_key is None or key < best_key:
             best, best_key = node.node_id, key
     if best is None:
+        where = f" with labels matching {dict(labels)}" if labels else ""
         raise InfeasibleError(
-            f"no node in the cluster can ever satisfy the resource request {dict(demand)}; "
-            "start a node with those resources or lower the request"
+            f"no node{where} in the cluster can ever satisfy the resource request "
+            f"{dict(demand)}; start a node with those resources or lower the request"
         )
     return best
 
@@ -207,25 +262,32 @@ def pick_actor_node(
     affinity: str | None = None,
     soft: bool = False,
     spread: bool = False,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[str | None, bool]:
-    """Choose a node for an actor: (node id or None if none has room now, feasible at all).
+    """Choose a node process for an actor: (node id or None if none has room now, feasible
+    at all). Its host must have room; an idle process of it is preferred.
 
     Nodes without CPUs (a local mesh's head) are used only when nothing else fits.
     """
-    candidates = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    candidates = [
+        n
+        for n in _labelled(nodes, labels)
+        if not n.is_driver and n.alive and fits(demand, n.resources)
+    ]
     if affinity is not None:
         pinned = [n for n in candidates if n.node_id == affinity]
         if pinned or not soft:
             candidates = pinned
     if not candidates:
         return None, False
-    room = [n for n in candidates if fits(demand, n.available)]
+    room = [n for n in candidates if fits(demand, n.available) and _slot_free(n, demand)]
     if not room:
         return None, True
 
     def key(n: Any) -> tuple[float, ...]:
         no_cpu = 1.0 if n.resources.get("CPU", 0.0) <= 0 else 0.0
-        return (no_cpu, float(actors_per_node.get(n.node_id, 0)), n.node_id)
+        busy = float(getattr(n, "pinned", 0.0) > _EPS)
+        return (no_cpu, busy, float(actors_per_node.get(n.node_id, 0)), n.node_id)
 
     del spread  # DEFAULT already spreads actors over the least-used nodes
     return min(room, key=key).node_id, True
@@ -241,20 +303,34 @@ def _add(total: dict[str, float], demand: Resources) -> None:
         total[name] = total.get(name, 0.0) + amount
 
 
+def _room(free: Mapping[str, float]) -> float:
+    """How much room a host has left, for ordering (memory, in bytes, would drown the rest)."""
+    return sum(v for k, v in free.items() if k not in ("memory", "object_store_memory"))
+
+
+def _by_host(nodes: Iterable[Any]) -> dict[str, list[Any]]:
+    """The live node processes, grouped by host (a process without a host id is its own)."""
+    out: dict[str, list[Any]] = {}
+    for n in nodes:
+        if not n.is_driver and n.alive:
+            out.setdefault(getattr(n, "host_id", "") or n.node_id, []).append(n)
+    return out
+
+
 def bundles_feasible(
     nodes: Iterable[Any], bundles: Sequence[Resources], strategy: str
 ) -> str | None:
-    """Why the group could never be placed on these nodes (None when it could)."""
-    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    """Why the group could never be placed on these hosts (None when it could)."""
+    hosts = [procs[0] for procs in _by_host(nodes).values()]
     for i, bundle in enumerate(bundles):
         if not any(fits(bundle, n.resources) for n in hosts):
-            return f"no node can ever hold bundle {i} {dict(bundle)}"
+            return f"no host can ever hold bundle {i} {dict(bundle)}"
     if strategy == "STRICT_PACK":
         total: dict[str, float] = {}
         for bundle in bundles:
             _add(total, bundle)
         if not any(fits(total, n.resources) for n in hosts):
-            return f"no single node can ever hold all the bundles together ({total})"
+            return f"no single host can ever hold all the bundles together ({total})"
     needed: dict[str, float] = {}
     have: dict[str, float] = {}
     for bundle in bundles:
@@ -265,7 +341,7 @@ def bundles_feasible(
     if short:
         return f"the bundles need {short} in all and the whole cluster has {have}"
     if strategy == "STRICT_SPREAD" and len(bundles) > len(hosts):
-        return f"STRICT_SPREAD needs {len(bundles)} nodes and the cluster has {len(hosts)}"
+        return f"STRICT_SPREAD needs {len(bundles)} hosts and the cluster has {len(hosts)}"
     return None
 
 
@@ -275,44 +351,65 @@ def place_bundles(
     strategy: str,
     fixed: Mapping[int, str] | None = None,
 ) -> dict[int, str] | None:
-    """Choose a node for every bundle not in ``fixed`` (index -> node id), from what the
-    nodes have free now; None when the group does not fit now.
+    """Choose a node process for every bundle not in ``fixed`` (index -> node id), from what
+    the hosts have free now; None when the group does not fit now.
 
-    PACK puts bundles on as few nodes as it can, SPREAD on as many; the STRICT_ forms
-    fail rather than bend. ``fixed`` holds bundles already placed (after a node died,
-    only the lost bundles are placed again).
+    Strategies speak of hosts: PACK puts bundles on as few hosts as it can, SPREAD on as
+    many; the STRICT_ forms fail rather than bend. Within a host, each bundle goes to the
+    process that holds least (its own process where the host has enough), so that the
+    actors of a gang run in parallel. ``fixed`` holds bundles already placed (after a node
+    died, only the lost bundles are placed again).
     """
-    hosts = [n for n in nodes if not n.is_driver and n.alive]
-    free = {n.node_id: dict(n.available) for n in hosts}
+    groups = _by_host(nodes)
+    host_of = {n.node_id: h for h, procs in groups.items() for n in procs}
+    free = {h: dict(procs[0].available) for h, procs in groups.items()}
     fixed = dict(fixed or {})
-    used: dict[str, int] = {}
+    used: dict[str, int] = {}  # bundles of this group per host
+    per_proc: dict[str, int] = {}  # ... and per process
     for node_id in fixed.values():
-        used[node_id] = used.get(node_id, 0) + 1
+        h = host_of.get(node_id, node_id)
+        used[h] = used.get(h, 0) + 1
+        per_proc[node_id] = per_proc.get(node_id, 0) + 1
     todo = [i for i in range(len(bundles)) if i not in fixed]
     # Largest first: they are the hardest to fit.
     todo.sort(key=lambda i: -sum(bundles[i].values()))
+
+    def process_on(h: str) -> str:
+        procs = groups[h]
+        best = min(
+            procs,
+            key=lambda n: (
+                per_proc.get(n.node_id, 0),
+                getattr(n, "pinned", 0.0),
+                n.resources.get("CPU", 0.0) <= 0,
+                n.node_id,
+            ),
+        )
+        per_proc[best.node_id] = per_proc.get(best.node_id, 0) + 1
+        return str(best.node_id)
+
     if strategy == "STRICT_PACK":
         total: dict[str, float] = {}
         for i in todo:
             _add(total, bundles[i])
-        targets = [next(iter(used))] if used else [n.node_id for n in hosts]
-        for node_id in targets:
-            if node_id in free and fits(total, free[node_id]):
-                return {**fixed, **dict.fromkeys(todo, node_id)}
+        targets = [next(iter(used))] if used else list(groups)
+        for h in targets:
+            if h in free and fits(total, free[h]):
+                return {**fixed, **{i: process_on(h) for i in todo}}
         return None
     out = dict(fixed)
     for i in todo:
         bundle = bundles[i]
-        room = [nid for nid, avail in free.items() if fits(bundle, avail)]
+        room = [h for h, avail in free.items() if fits(bundle, avail)]
         if strategy == "STRICT_SPREAD":
-            room = [nid for nid in room if nid not in used]
+            room = [h for h in room if h not in used]
         if not room:
             return None
         if strategy == "PACK":  # most used first, then the one with most room left
-            choice = min(room, key=lambda nid: (-used.get(nid, 0), -sum(free[nid].values()), nid))
+            choice = min(room, key=lambda h: (-used.get(h, 0), -_room(free[h]), h))
         else:  # SPREAD, STRICT_SPREAD: least used first
-            choice = min(room, key=lambda nid: (used.get(nid, 0), -sum(free[nid].values()), nid))
-        out[i] = choice
+            choice = min(room, key=lambda h: (used.get(h, 0), -_room(free[h]), h))
+        out[i] = process_on(choice)
         used[choice] = used.get(choice, 0) + 1
         for name, amount in bundle.items():
             free[choice][name] = free[choice].get(name, 0.0) - amount
@@ -349,21 +446,6 @@ def pick_bundle(
         if bundles[key].feasible(demand):
             return key
     return mine[0]
-
-
-def held_for_long(
-    actor_demands: Iterable[Mapping[str, float]], bundles: Iterable[LocalScheduler]
-) -> dict[str, float]:
-    """What actors (outside bundles) and placement group bundles hold on a node: held for
-    long, unlike what tasks hold."""
-    held: dict[str, float] = {}
-    for demand in actor_demands:
-        for name, amount in demand.items():
-            held[name] = held.get(name, 0.0) + amount
-    for ledger in bundles:
-        for name, amount in ledger.total.items():
-            held[name] = held.get(name, 0.0) + amount
-    return held
 
 
 def unreserved(total: Mapping[str, float], held: Mapping[str, float]) -> dict[str, float]:

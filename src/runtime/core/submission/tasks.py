@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from ..common.errors import ErrorCode
@@ -25,6 +25,7 @@ from ..common.exceptions import (
 )
 from ..objects import serialization as ser
 from ..objects.refs import PENDING, READY, OwnedObject, ReferenceTable
+from ..scheduling.labels import matches
 from ..scheduling.scheduler import fits, pick_node
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
@@ -290,7 +291,14 @@ class TaskSubmitter:
 
     def _pick_by_strategy(self, msg: p.SubmitTask) -> str:
         strategy = msg.strategy
-        if strategy[0] == "node":
+        view: Iterable[p.NodeInfo] = self.host.view.values()
+        if strategy[0] == "labels":  # a label selector (scheduling.labels), DEFAULT or SPREAD
+            if not strategy[2]:
+                return pick_node(view, msg.resources, self.load, labels=strategy[1])
+            view = [n for n in view if matches(n.labels, strategy[1])]
+            if not view:
+                return pick_node(view, msg.resources, self.load, labels=strategy[1])  # raises
+        elif strategy[0] == "node":
             node_id, soft = str(strategy[1]), bool(strategy[2])
             info = self.host.view.get(node_id)
             if info is not None and info.alive and fits(msg.resources, info.resources):
@@ -305,11 +313,11 @@ class TaskSubmitter:
         self._spread_turn += 1
         feasible = [
             n.node_id
-            for n in self.host.view.values()
+            for n in view
             if not n.is_driver and n.alive and fits(msg.resources, n.resources)
         ]
         if not feasible:
-            return pick_node(self.host.view.values(), msg.resources, self.load)  # raises
+            return pick_node(view, msg.resources, self.load)  # raises
         feasible.sort()
         turn = self._spread_turn
         return min(

@@ -81,17 +81,27 @@ def main(argv: list[str] | None = None) -> int:
 def _status(
     address: str, nodes: list[dict[str, Any]], actors: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Members, resources and actor states at a glance (also the dashboard's summary)."""
+    """Members, resources (per host and in all) and actor states at a glance (also the
+    dashboard's summary). The node processes of a host share its resources: counted once."""
     live = [n for n in nodes if n.get("alive", True)]
     total: dict[str, float] = {}
     free: dict[str, float] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     for n in live:
         if n["is_driver"]:
             continue
-        for k, v in n["resources"].items():
-            total[k] = total.get(k, 0.0) + v
-        for k, v in n["available"].items():
-            free[k] = free.get(k, 0.0) + v
+        key = n.get("host_id") or n["node_id"]
+        host = hosts.get(key)
+        if host is None:
+            address_host = n["address"].rpartition(":")[0]
+            host = hosts[key] = {"host_id": key, "address": address_host, "processes": 0,
+                                 "resources": {}}  # fmt: skip
+            for k, v in n["resources"].items():
+                total[k] = total.get(k, 0.0) + v
+                host["resources"][k] = {"total": v, "available": n["available"].get(k, 0.0)}
+            for k, v in n["available"].items():
+                free[k] = free.get(k, 0.0) + v
+        host["processes"] += 1
     states: dict[str, int] = {}
     for a in actors:
         states[a["state"]] = states.get(a["state"], 0) + 1
@@ -102,14 +112,29 @@ def _status(
         "resources": {
             k: {"total": v, "available": free.get(k, 0.0)} for k, v in sorted(total.items())
         },
+        "hosts": [h for h in hosts.values() if h["resources"]],
         "actors": states,
     }
+
+
+def _amount(name: str, v: float) -> str:
+    if name in ("memory", "object_store_memory"):
+        return f"{v / 2**30:.1f} GiB"
+    return f"{v:g}"
 
 
 def _format_status(s: dict[str, Any]) -> str:
     lines = [f"cluster at {s['address']}: {s['nodes']} node(s), {s['drivers']} driver(s)"]
     for name, r in s["resources"].items():
-        lines.append(f"  {name}: {r['available']:g} of {r['total']:g} available")
+        lines.append(
+            f"  {name}: {_amount(name, r['available'])} of {_amount(name, r['total'])} available"
+        )
+    for h in s.get("hosts", []):
+        use = ", ".join(
+            f"{name} {_amount(name, r['total'] - r['available'])}/{_amount(name, r['total'])}"
+            for name, r in sorted(h["resources"].items())
+        )
+        lines.append(f"host {h['address']} ({h['processes']} process(es)): {use} in use")
     actors = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s["actors"].items())) or "none"
     lines.append(f"actors: {actors}")
     return "\n".join(lines)

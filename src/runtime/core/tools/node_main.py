@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -18,13 +19,14 @@ import time
 
 import uvloop
 
-from ..common.exceptions import RuntimeBaseError
+from ..common.exceptions import AuthenticationError, RuntimeBaseError
 from ..common.private import private_dir
 from ..execution import logs as worker_logs
 from ..execution.logs import capture as capture_output
 from ..objects.store import parse_size
 from ..process import launcher
 from ..process.worker import Worker
+from ..scheduling.host import HostLedger
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
 
@@ -43,9 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--address", help="HOST:PORT of the head to join (or 'auto')")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="port to listen on (head default 6380)")
-    ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of this node (default 1)")
-    ap.add_argument("--num-gpus", type=float, default=0.0, help="GPUs of this node")
+    ap.add_argument(
+        "--num-cpus",
+        type=float,
+        default=None,
+        help="CPUs this host offers (default: all its cores), run by as many node processes",
+    )
+    ap.add_argument("--num-gpus", type=float, default=0.0, help="GPUs this host offers")
+    ap.add_argument("--memory", type=float, default=None, help="bytes of the memory resource")
     ap.add_argument("--resources", default="{}", help="custom resources as JSON, e.g. '{\"x\": 1}'")
+    ap.add_argument("--labels", default="{}", help='node labels as JSON, e.g. \'{"zone": "a"}\'')
     ap.add_argument("--token-file", help="file holding the cluster token")
     ap.add_argument("--state-dir", help="directory for the token, logs and state")
     ap.add_argument(
@@ -64,8 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ap.add_argument("--tls-ca", help="the cluster CA that signs every member's certificate")
     ap.add_argument(
-        "--procs", type=int, default=1, help="start N node processes under a supervisor"
+        "--procs",
+        type=int,
+        default=None,
+        help="node processes sharing the host's resources (default: one per CPU)",
     )
+    ap.add_argument("--host-ledger", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--host-id", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--slot", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--expect-nodes", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
@@ -82,17 +98,48 @@ def _is_loopback(host: str) -> bool:
 
 
 def _resources(args: argparse.Namespace) -> dict[str, float]:
+    """The host's resources from the command line (all its cores unless --num-cpus)."""
     try:
         custom = json.loads(args.resources)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--resources is not valid JSON: {exc}") from None
-    if not isinstance(custom, dict) or not all(isinstance(v, int | float) for v in custom.values()):
+    if not isinstance(custom, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in custom.values()
+    ):
         raise SystemExit("--resources must be a JSON object of numbers, e.g. '{\"x\": 1}'")
-    res = {"CPU": float(1 if args.num_cpus is None else args.num_cpus)}
-    if args.num_gpus:
-        res["GPU"] = float(args.num_gpus)
-    res.update({str(k): float(v) for k, v in custom.items()})
-    return {k: v for k, v in res.items() if v > 0}
+    cpus = float(os.cpu_count() or 1) if args.num_cpus is None else args.num_cpus
+    for name, amount in [("--num-cpus", cpus), ("--num-gpus", args.num_gpus),
+                         *((f"resource {k!r}", v) for k, v in custom.items())]:  # fmt: skip
+        if not math.isfinite(amount) or amount < 0:
+            raise SystemExit(f"{name} must be a finite number >= 0, got {amount}")
+    res = {str(k): float(v) for k, v in custom.items()}
+    if args.memory is not None:
+        res["memory"] = float(args.memory)
+    return launcher.host_resources(cpus, args.num_gpus, res)
+
+
+def _labels(args: argparse.Namespace) -> dict[str, str]:
+    try:
+        labels = json.loads(args.labels)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--labels is not valid JSON: {exc}") from None
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise SystemExit('--labels must be a JSON object of strings, e.g. \'{"zone": "a"}\'')
+    return labels
+
+
+#: Resources every host reports that do not call for node processes of their own.
+_REPORTED_ONLY = ("memory", "object_store_memory")
+
+
+def _host_plan(args: argparse.Namespace, resources: dict[str, float]) -> launcher.HostPlan:
+    cpus = resources.get("CPU", 0.0)
+    procs = args.procs if args.procs is not None else max(1, math.ceil(cpus))
+    if procs < 1:
+        raise SystemExit(f"--procs must be >= 1, got {procs}")
+    return launcher.HostPlan(resources, procs, _labels(args))
 
 
 def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | None, bool]:
@@ -155,8 +202,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         os.environ["RUNTIME_OBJECT_STORE_MEMORY"] = str(size)  # read by the node's store
-    if args.procs > 1:
-        return supervise(args, argv if argv is not None else sys.argv[1:])
+    if args.host_ledger is None:
+        resources = _resources(args)
+        plan = _host_plan(args, resources)
+        offers = any(k not in _REPORTED_ONLY for k in resources)
+        if (args.head and offers) or (not args.head and plan.procs > 1):
+            # The head runs apart from the host's node processes, which share its resources.
+            return supervise(args, argv if argv is not None else sys.argv[1:], plan)
+        if args.head:
+            resources, share = {}, ("", None, 0.0)
+        else:  # the host's only process: its ledger lives in this process alone
+            share = (plan.host_id, None, 0.0)
+        labels = plan.labels
+    else:
+        ledger = HostLedger(args.host_ledger, join=False)
+        resources = ledger.total
+        ledger.close()
+        share = (args.host_id, args.host_ledger, args.slot)
+        labels = _labels(args)
     if args.address == "auto":
         try:
             args.address = launcher.find_local_head()["address"]
@@ -190,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
             "error: no cluster token: pass --token-file or set RUNTIME_AUTH_TOKEN", file=sys.stderr
         )
         return 2
-    resources = _resources(args)
     # Where this node keeps its state and finds its token, for code that runs inside it (the
     # job manager starts drivers that must join this cluster).
     if state_dir is not None:
@@ -198,15 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_file:
         os.environ["RUNTIME_NODE_TOKEN_FILE"] = os.path.abspath(args.token_file)
     try:
-        uvloop.run(_serve(args, token, resources, state_dir))
+        uvloop.run(_serve(args, token, resources, state_dir, share=share, labels=labels))
     except (OSError, RuntimeBaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, AuthenticationError) else 1  # 2: a wrong token, for good
     return 0
 
 
 async def _serve(
-    args: argparse.Namespace, token: bytes, resources: dict[str, float], state_dir: str | None
+    args: argparse.Namespace,
+    token: bytes,
+    resources: dict[str, float],
+    state_dir: str | None,
+    *,
+    share: tuple[str, str | None, float] = ("", None, 0.0),
+    labels: dict[str, str] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -237,6 +305,8 @@ async def _serve(
             head_address=args.address,
             resources=resources,
             state_dir=state_dir,
+            labels=labels or None,
+            host_share=share,
         )
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
@@ -300,6 +370,7 @@ async def _run_worker(
             log.warning("no dashboard: cannot listen on port %s: %s", args.dashboard_port, exc)
             dashboard = None
     if args.head:
+        await _members_joined(worker, args.expect_nodes)
         if not args.no_head_file:
             assert state_dir is not None
             launcher.write_head_file(
@@ -325,6 +396,18 @@ async def _run_worker(
     return worker.evicted and not stop.is_set() and not args.head
 
 
+async def _members_joined(worker: Worker, n: int, timeout: float = 30.0) -> None:
+    """Wait (bounded) until ``n`` node processes besides the head have joined: the head of a
+    host says it is ready once the host's processes are in (as ``ray start`` returns)."""
+    head = worker.head
+    deadline = time.monotonic() + timeout
+    while head is not None and n > 0 and time.monotonic() < deadline:
+        joined = sum(1 for info in head.nodes.values() if not info.is_driver) - 1
+        if joined >= n:
+            return
+        await asyncio.sleep(0.02)
+
+
 def _die_with_parent() -> None:
     """Besides the parent pipe (read on the loop), ask the kernel for SIGKILL when the
     parent goes, so even a node whose loop is stuck does not outlive it (Linux only)."""
@@ -340,25 +423,43 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def supervise(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run ``--procs`` node processes and restart the ones that crash."""
-    child_args = _strip(argv, "--procs")
+#: A node process refused (exit 2: bad arguments, a wrong token) this soon after the host
+#: started ends the host: a configuration error, not a crash to restart.
+_FIRST_START_S = 15.0
+
+
+def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan) -> int:
+    """Run the host's node processes (and the head, with ``--head``), sharing one ledger of
+    the host's resources; restart the ones that crash."""
+    child_args = argv
+    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels"):
+        child_args = _strip(child_args, flag)
     head_sock: socket.socket | None = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     r, w = launcher.parent_pipe()
     specs: list[tuple[list[str], tuple[int, ...]]] = []
+    ledger_dir = private_dir(os.path.join(launcher.base_dir(), "hosts"))
+    host = launcher.host_args(plan, ledger_dir)
     if args.head:
+        try:
+            child_args = _shared_token(args, child_args)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         head_sock = socket.create_server(
             (args.host, args.port if args.port is not None else 6380), backlog=1024
         )
         address = "{}:{}".format(*head_sock.getsockname()[:2])
-        specs.append(([*child_args, "--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),)))
-        node_args = _strip(_strip(child_args, "--port"), "--head")
-        specs.extend(([*node_args, "--address", address], ()) for _ in range(args.procs - 1))
+        specs.append(
+            ([*child_args, "--num-cpus", "0", "--expect-nodes", str(plan.procs),
+              "--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),))
+        )  # fmt: skip
+        node_args = _strip(_strip(_strip(child_args, "--port"), "--head"), "--dashboard-port")
+        specs.extend(([*node_args, "--address", address, *host], ()) for _ in range(plan.procs))
     else:
-        specs.extend((child_args, ()) for _ in range(args.procs))
+        specs.extend(([*child_args, *host], ()) for _ in range(plan.procs))
     procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
     restarts: list[list[float]] = [[] for _ in specs]
 
@@ -372,13 +473,21 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         start(i)
         if i == 0 and args.head:
             time.sleep(0)  # the socket is already listening: nodes can start at once
+    started = time.monotonic()
     code = 0
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.1 if time.monotonic() - started < _FIRST_START_S else 0.5):
             for i, proc in enumerate(procs):
                 if proc is None or proc.poll() is None:
                     continue
-                if proc.returncode == 0 or (i == 0 and args.head):
+                first = not restarts[i] and time.monotonic() - started < _FIRST_START_S
+                if (
+                    proc.returncode == 0
+                    or (i == 0 and args.head)
+                    or (first and proc.returncode == 2)
+                ):
+                    # Done, the head gone, or a first start refused (bad arguments, a wrong
+                    # token): starting it again would fail the same way.
                     stop.set()
                     code = proc.returncode
                     break
@@ -408,7 +517,30 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         os.close(w)
         if head_sock is not None:
             head_sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(launcher.ledger_path(ledger_dir, plan.host_id))
     return code
+
+
+def _shared_token(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """``argv`` for the head and the node processes of its host: with the state directory
+    and the cluster token fixed here, so that the nodes need not wait for the head to make
+    them. A head on a non-loopback address still needs a token given (ValueError)."""
+    token, explicit = _token(args, args.state_dir)
+    if explicit:
+        return argv
+    if not _is_loopback(args.host):
+        raise ValueError(
+            f"refusing to listen on {args.host} without a cluster token: pass --token-file "
+            "or set RUNTIME_AUTH_TOKEN (a non-loopback node must never run unauthenticated)"
+        )
+    state_dir = args.state_dir or launcher.new_state_dir()
+    private_dir(state_dir)
+    token = launcher.resolve_token(None, state_dir=state_dir)
+    path = os.path.join(state_dir, "token")
+    if token is None:
+        launcher.write_token(state_dir, launcher.new_token())
+    return [*_strip(argv, "--state-dir"), "--state-dir", state_dir, "--token-file", path]
 
 
 def _strip(argv: list[str], flag: str) -> list[str]:

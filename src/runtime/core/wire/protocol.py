@@ -116,6 +116,14 @@ class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     alive: bool = True
     labels: dict[str, str] = {}
     reserved: dict[str, float] = {}
+    #: The host this process belongs to: processes of one host share ``resources`` (the
+    #: host's), ``available`` and ``reserved`` (docs/core.md, the resource model).
+    host_id: str = ""
+    #: The CPU this process runs at once (its share of the host's CPUs); 0: no limit.
+    slot: float = 0.0
+    #: What this process holds now, and the CPU it holds for long (actors, bundles).
+    used: dict[str, float] = {}
+    pinned: float = 0.0
 
 
 class RegisterNode(_Msg, tag=20):
@@ -137,6 +145,9 @@ class ReportResources(_Msg, tag=22):
     available: dict[str, float]
     #: Held for long by actors and placement group bundles (tasks cannot count on it).
     reserved: dict[str, float] = {}
+    #: What the reporting process itself holds now, and the CPU it holds for long.
+    used: dict[str, float] = {}
+    pinned: float = 0.0
 
 
 class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
