@@ -19,7 +19,7 @@ import msgspec
 from ..common.context import current_task
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
-from ..objects.refs import ObjectRef, return_id
+from ..objects.refs import NO_BUFFERS, ObjectRef, return_id
 from ..process.worker import Worker
 from ..scheduling.scheduler import normalize
 from ..submission.pending import RetryPolicy
@@ -54,6 +54,8 @@ def _prepare_call(
 ) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
     """Serialize a call in the caller's thread and make the refs to its results."""
     value, buffers = ser.serialize_args(args, kwargs)
+    if not buffers:
+        buffers = NO_BUFFERS  # kept with the pending call: share one empty list
     if value.refs:
         worker.refs.pin(value.refs)  # held until the callee has run
     task_id = worker.new_id()
@@ -63,7 +65,11 @@ def _prepare_call(
         if len(children) >= 1024:
             children[:] = [c for c in children if c in worker.tasks]
         children.append(task_id)
-    oids = [return_id(task_id, i) for i in range(max(num_returns, 0))]
+    oids = (
+        [return_id(task_id, 0)]
+        if num_returns == 1
+        else [return_id(task_id, i) for i in range(max(num_returns, 0))]
+    )
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
 
 
@@ -95,7 +101,7 @@ class _Pickled:
     _env_wire: tuple[Any, Any] | None
 
     def __getstate__(self) -> dict[str, Any]:
-        skip = ("_lock", "_blob", "_env_wire")
+        skip = ("_lock", "_blob", "_env_wire", "_blob_fn")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -153,6 +159,9 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         self._strategy = strategy_option(o.get("scheduling_strategy"))
         self._env = renv.validate(o.get("runtime_env"))
         self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
+        #: ``_pickled`` bound once: every pending task keeps it (for a retry), and a bound
+        #: method made per call would cost each one 48 bytes more.
+        self._blob_fn: Callable[[], bytes] = self._pickled
 
     def _pickled(self) -> bytes:
         blob = self._blob
@@ -163,6 +172,10 @@ class RemoteFunction(_Pickled, Generic[P, R]):
                     self._blob = ser.dumps_function(fn)
                 blob = self._blob
         return blob
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._blob_fn = self._pickled
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -219,7 +232,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
                 )
             )
         else:
-            worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids, self._retry)
+            worker.inbox.post(worker.submit_task, msg, buffers, self._blob_fn, oids, self._retry)
         return out  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
