@@ -50,17 +50,27 @@ from typing import Any
 import psutil
 
 NUM_CPUS = 2
-WORKLOADS = ("floor", "percall", "actors-1k", "actors-10k", "tasks-100k", "tasks-1m", "nodes-100")
+WORKLOADS = (
+    "floor",
+    "account",
+    "percall",
+    "actors-1k",
+    "actors-10k",
+    "tasks-100k",
+    "tasks-1m",
+    "nodes-100",
+)
 #: Workloads Ray cannot run on one 2-core machine, and why (shown in the table).
 RAY_OUT_OF_REACH = {
     "floor": "same floor for both (measured once)",
+    "account": "this runtime's accounting only",
     "actors-1k": "a Ray actor is a process: 1,000 processes are out of reach here",
     "actors-10k": "a Ray actor is a process: 10,000 processes are out of reach here",
     "tasks-1m": "~1k tasks/s here: a million would take ~15-30 minutes",
     "nodes-100": "one raylet per host: 100 nodes on one machine are out of reach here",
 }
 RAY_PYTHON = "/work/rayenv/bin/python"
-CHILD_TIMEOUT = {"floor": 60, "percall": 180, "actors-1k": 120, "actors-10k": 240}
+CHILD_TIMEOUT = {"floor": 60, "account": 120, "percall": 180, "actors-1k": 120, "actors-10k": 240}
 CHILD_TIMEOUT |= {"tasks-100k": 300, "tasks-1m": 600, "nodes-100": 300}
 
 
@@ -255,6 +265,78 @@ def run_floor(seconds: float) -> dict[str, Any]:
         server.wait()
 
 
+# --------------------------------------------------------------------------- accounting
+
+
+def ctx_switches(pids: list[int]) -> int:
+    """Voluntary context switches (a thread blocked and was woken: one hand-off) of every
+    thread of ``pids``."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            total += int(line.split()[1])
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def account(work: Callable[[], int], seconds: float) -> dict[str, float]:
+    """Per unit of ``work``: CPU microseconds and voluntary context switches of the driver and
+    of the rest of its process tree, over about ``seconds``."""
+    work()
+    me = os.getpid()
+    others = [p.pid for p in tree()[1:]]
+    c0, o0, s0, t0 = (
+        cpu_seconds([me]),
+        cpu_seconds(others),
+        ctx_switches([me]),
+        ctx_switches(others),
+    )
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += work()
+    c1, o1, s1, t1 = (
+        cpu_seconds([me]),
+        cpu_seconds(others),
+        ctx_switches([me]),
+        ctx_switches(others),
+    )
+    return {
+        "driver CPU us": (c1 - c0) / done * 1e6,
+        "mesh CPU us": (o1 - o0) / done * 1e6,
+        "driver wake-ups": (s1 - s0) / done,
+        "mesh wake-ups": (t1 - t0) / done,
+    }
+
+
+def run_account(api: Any, seconds: float) -> dict[str, Any]:
+    """What one call costs: CPU and wake-ups per call, sequential and pipelined."""
+    api.init(num_cpus=NUM_CPUS)
+    actor = api.remote(num_cpus=0)(Small)
+    a = actor.remote()
+    api.get(a.small_value.remote())
+    out: dict[str, Any] = {}
+    seq = account(lambda: len([api.get(a.small_value.remote())]), seconds)
+    pipe = account(lambda: len(api.get([a.small_value.remote() for _ in range(5000)])), seconds)
+    for k, v in seq.items():
+        out[f"sync actor call: {k} per call"] = v
+    for k, v in pipe.items():
+        out[f"async actor calls: {k} per call"] = v
+    api.shutdown()
+    return out
+
+
 # --------------------------------------------------------------------------- the cluster side
 
 
@@ -417,6 +499,8 @@ def child(workload: str, backend: str, seconds: float) -> dict[str, Any]:
     api = importlib.import_module(backend)
     if workload == "percall":
         return run_percall(api, backend, seconds)
+    if workload == "account":
+        return run_account(api, seconds)
     if workload.startswith("actors-"):
         return run_actors(api, backend, {"1k": 1000, "10k": 10000}[workload[7:]])
     if workload.startswith("tasks-"):

@@ -5,6 +5,7 @@ records shared rather than copied per call."""
 from __future__ import annotations
 
 import gc
+import threading
 import tracemalloc
 
 import pytest
@@ -86,3 +87,26 @@ def test_a_retry_record_keeps_why_each_try_failed_and_nothing_before_the_first()
     assert not take_retry(retry, "node c died")
     assert retry.failures == ["node a died", "node b died"]
     assert retry.msg.attempt == 2
+
+
+def test_blocking_gets_from_many_threads_each_wake_with_their_own_answer() -> None:
+    """Each blocked thread adds its waiter itself while the loop resolves answers: none is
+    lost (each get returns) and none is crossed (each gets its own value)."""
+    actor = Echo.remote(7)
+    errors: list[BaseException] = []
+
+    def caller(k: int) -> None:
+        try:
+            for i in range(200):
+                assert runtime.get(twice.remote(k * 1000 + i), timeout=30) == 2 * (k * 1000 + i)
+                assert runtime.get(actor.who.remote(), timeout=30) == 7
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors
+    assert not any(t.is_alive() for t in threads)
