@@ -272,6 +272,7 @@ class ActorClass(_Pickled, Generic[T]):
         other: ActorClass[T] = ActorClass.__new__(ActorClass)
         other.__dict__.update(self.__dict__)
         other._options = {**self._options, **options}
+        other.__dict__.pop("_checked_options", None)
         if "runtime_env" in options:
             other._env = renv.validate(options["runtime_env"])
             other._env_wire = None
@@ -294,11 +295,22 @@ class ActorClass(_Pickled, Generic[T]):
         """Create the actor; returns a handle at once (calls wait until it is placed)."""
         return create_actor(self, args, kwargs)
 
+    def _checked(self) -> tuple[dict[str, float], dict[str, int]]:
+        """The options checked once per class and options, not per actor (10,000 actors
+        must not read the class's members 10,000 times): resources, concurrency groups."""
+        checked = self.__dict__.get("_checked_options")
+        if checked is None:
+            o = self._options
+            resources = normalize(
+                o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0
+            )
+            groups = concurrency_groups(self._cls, o.get("concurrency_groups"))
+            checked = self._checked_options = (resources, groups)
+        return checked
+
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
         o = self._options
-        resources = normalize(
-            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0
-        )
+        resources, groups = self._checked()
         lifetime = o.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
@@ -318,7 +330,7 @@ class ActorClass(_Pickled, Generic[T]):
             self._cls_id,
             self._pickled(),
             value,
-            resources,
+            dict(resources),
             worker.peer_id,
             name,
             namespace,
@@ -330,7 +342,7 @@ class ActorClass(_Pickled, Generic[T]):
             at_least(o, "max_restarts", -1),
             at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
-            concurrency_groups(self._cls, o.get("concurrency_groups")),
+            dict(groups),
         )
 
     def __repr__(self) -> str:
