@@ -54,8 +54,10 @@ def _prepare_call(
 ) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
     """Serialize a call in the caller's thread and make the refs to its results."""
     value, buffers = ser.serialize_args(args, kwargs)
-    if not buffers:
-        buffers = NO_BUFFERS  # kept with the pending call: share one empty list
+    if not buffers:  # kept with the pending call (for a retry): share the empty lists
+        buffers = value.bufs = NO_BUFFERS
+    if not value.refs:
+        value.refs = NO_BUFFERS
     if value.refs:
         worker.refs.pin(value.refs)  # held until the callee has run
     task_id = worker.new_id()

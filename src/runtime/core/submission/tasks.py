@@ -158,6 +158,9 @@ class TaskSubmitter:
                 bufs, offset = split_buffers(raw, value.bufs, offset)
                 self.resolve(oid, value, bufs)
             else:
+                if isinstance(value, p.Value):  # kept until freed: no empty lists of its own
+                    value.bufs = value.bufs or NO_BUFFERS
+                    value.refs = value.refs or NO_BUFFERS
                 self.resolve(oid, value, NO_BUFFERS)
                 if isinstance(value, p.Located) and task.retry is not None:
                     entry = self.refs.owned.get(oid)
