@@ -47,7 +47,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
+try:
+    import psutil
+except ImportError:  # Ray's own venv vendors psutil: importing ray puts it on the path
+    import psutil
+    import ray  # noqa: F401
 
 NUM_CPUS = 2
 WORKLOADS = (
