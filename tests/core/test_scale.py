@@ -4,6 +4,7 @@ records shared rather than copied per call."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import tracemalloc
@@ -11,6 +12,7 @@ import tracemalloc
 import pytest
 
 import runtime
+from runtime.core.common.threads import BACKLOG_MAX, DRAIN_BATCH, LoopInbox
 from runtime.core.objects import refs as _refs
 from runtime.core.submission.pending import TaskRetry, take_retry
 from runtime.core.wire import protocol as p
@@ -110,3 +112,45 @@ def test_blocking_gets_from_many_threads_each_wake_with_their_own_answer() -> No
         t.join(timeout=90)
     assert not errors
     assert not any(t.is_alive() for t in threads)
+
+
+def test_a_thread_posting_faster_than_the_loop_is_held_to_a_bounded_backlog() -> None:
+    """The inbox runs at most DRAIN_BATCH posts per pass (the loop's other callbacks run in
+    between), and a posting thread that calls throttle() never finds more than BACKLOG_MAX
+    waiting."""
+    loop = asyncio.new_event_loop()
+    inbox = LoopInbox(loop)
+    started = threading.Event()
+
+    def run() -> None:
+        inbox.thread_id = threading.get_ident()
+        loop.call_soon(started.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    seen: list[int] = []
+    between: list[int] = []
+    done = threading.Event()
+    total = 5 * BACKLOG_MAX
+
+    def step(i: int) -> None:
+        seen.append(i)
+        if i % DRAIN_BATCH == 0:  # runs between passes, if passes are bounded
+            loop.call_soon(lambda: between.append(len(seen)))
+        if i == total - 1:
+            done.set()
+
+    most = 0
+    for i in range(total):
+        inbox.post(step, i)
+        inbox.throttle()
+        most = max(most, len(inbox._items))
+    assert done.wait(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    assert seen == list(range(total))  # in order, each once
+    assert most <= BACKLOG_MAX + 1
+    assert any(n < total for n in between)  # other callbacks ran before the backlog was done

@@ -235,6 +235,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             )
         else:
             worker.inbox.post(worker.submit_task, msg, buffers, self._blob_fn, oids, self._retry)
+            worker.inbox.throttle()
         return out  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
@@ -484,6 +485,7 @@ class ActorMethod(Generic[P, R]):
             msg.stream_window = self._window
             stream = out._state
         worker.inbox.post(worker.call_actor, msg, buffers, oids, stream, self._token)
+        worker.inbox.throttle()
         return out  # type: ignore[no-any-return]
 
 
