@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -50,8 +51,8 @@ from typing import Any
 try:
     import psutil
 except ImportError:  # Ray's own venv vendors psutil: importing ray puts it on the path
-    import psutil
-    import ray  # noqa: F401
+    importlib.import_module("ray")
+    psutil = importlib.import_module("psutil")
 
 NUM_CPUS = 2
 WORKLOADS = (
