@@ -6,7 +6,8 @@ Also the typed accessor of this process's worker for the API layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 from ..common.context import current_task
@@ -67,6 +68,49 @@ def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None
             worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
 
 
+def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: float | None) -> bool:
+    """The fast path of a blocking get: when this process owns every ref, wait until all are
+    ready on one lock that the loop releases. False when the slow path must be taken.
+
+    The waiter is added from this thread, under the reference table's lock (which the loop
+    also takes to add or take waiters), instead of being posted to the loop: a blocked caller
+    costs the loop no wake-up of its own, only the answer's.
+    """
+    table = worker.refs
+    owned = table.owned
+    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
+        return False
+    if worker.inbox.on_loop():
+        blocking(worker, _noop(), None)  # raises the "use await" error
+    ready = threading.Lock()
+    ready.acquire()
+    left = [0]
+
+    def one_ready() -> None:  # on the loop, once per waiter added below
+        left[0] -= 1
+        if left[0] == 0:
+            ready.release()
+
+    with table.lock:  # the loop takes it before it calls the waiters: `left` is set by then
+        for r in refs:
+            entry = owned.get(r.id)
+            if entry is None or entry.state == _refs.READY:
+                continue
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(one_ready)
+            left[0] += 1
+    if left[0] == 0:
+        return True
+    if not ready.acquire(timeout=-1 if timeout is None else timeout):
+        raise GetTimeoutError(f"the objects were not ready within {timeout} s")
+    return True
+
+
+async def _noop() -> None:
+    return None
+
+
 async def deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     if timeout is None:
         return await coro
@@ -77,4 +121,11 @@ async def deadline(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         raise GetTimeoutError(f"the objects were not ready within {timeout} s") from None
 
 
-__all__ = ["blocking", "current_worker", "deadline", "set_auto_init", "worker_or_init"]
+__all__ = [
+    "blocking",
+    "current_worker",
+    "deadline",
+    "set_auto_init",
+    "wait_owned",
+    "worker_or_init",
+]

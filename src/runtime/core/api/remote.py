@@ -19,7 +19,7 @@ import msgspec
 from ..common.context import current_task
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
-from ..objects.refs import ObjectRef, return_id
+from ..objects.refs import NO_BUFFERS, ObjectRef, return_id
 from ..process.worker import Worker
 from ..scheduling.scheduler import normalize
 from ..submission.pending import RetryPolicy
@@ -54,6 +54,10 @@ def _prepare_call(
 ) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
     """Serialize a call in the caller's thread and make the refs to its results."""
     value, buffers = ser.serialize_args(args, kwargs)
+    if not buffers:  # kept with the pending call (for a retry): share the empty lists
+        buffers = value.bufs = NO_BUFFERS
+    if not value.refs:
+        value.refs = NO_BUFFERS
     if value.refs:
         worker.refs.pin(value.refs)  # held until the callee has run
     task_id = worker.new_id()
@@ -63,7 +67,11 @@ def _prepare_call(
         if len(children) >= 1024:
             children[:] = [c for c in children if c in worker.tasks]
         children.append(task_id)
-    oids = [return_id(task_id, i) for i in range(max(num_returns, 0))]
+    oids = (
+        [return_id(task_id, 0)]
+        if num_returns == 1
+        else [return_id(task_id, i) for i in range(max(num_returns, 0))]
+    )
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
 
 
@@ -95,7 +103,7 @@ class _Pickled:
     _env_wire: tuple[Any, Any] | None
 
     def __getstate__(self) -> dict[str, Any]:
-        skip = ("_lock", "_blob", "_env_wire")
+        skip = ("_lock", "_blob", "_env_wire", "_blob_fn")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -154,6 +162,9 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         self._strategy = strategy_option(o.get("scheduling_strategy"), o.get("label_selector"))
         self._env = renv.validate(o.get("runtime_env"))
         self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
+        #: ``_pickled`` bound once: every pending task keeps it (for a retry), and a bound
+        #: method made per call would cost each one 48 bytes more.
+        self._blob_fn: Callable[[], bytes] = self._pickled
 
     def _pickled(self) -> bytes:
         blob = self._blob
@@ -164,6 +175,10 @@ class RemoteFunction(_Pickled, Generic[P, R]):
                     self._blob = ser.dumps_function(fn)
                 blob = self._blob
         return blob
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._blob_fn = self._pickled
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -220,7 +235,8 @@ class RemoteFunction(_Pickled, Generic[P, R]):
                 )
             )
         else:
-            worker.inbox.post(worker.submit_task, msg, buffers, self._pickled, oids, self._retry)
+            worker.inbox.post(worker.submit_task, msg, buffers, self._blob_fn, oids, self._retry)
+            worker.inbox.throttle()
         return out  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
@@ -260,6 +276,7 @@ class ActorClass(_Pickled, Generic[T]):
         other: ActorClass[T] = ActorClass.__new__(ActorClass)
         other.__dict__.update(self.__dict__)
         other._options = {**self._options, **options}
+        other.__dict__.pop("_checked_options", None)
         if "runtime_env" in options:
             other._env = renv.validate(options["runtime_env"])
             other._env_wire = None
@@ -282,12 +299,23 @@ class ActorClass(_Pickled, Generic[T]):
         """Create the actor; returns a handle at once (calls wait until it is placed)."""
         return create_actor(self, args, kwargs)
 
+    def _checked(self) -> tuple[dict[str, float], dict[str, int]]:
+        """The options checked once per class and options, not per actor (10,000 actors
+        must not read the class's members 10,000 times): resources, concurrency groups."""
+        checked = self.__dict__.get("_checked_options")
+        if checked is None:
+            o = self._options
+            resources = normalize(
+                o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0,
+                memory=o.get("memory"),
+            )  # fmt: skip
+            groups = concurrency_groups(self._cls, o.get("concurrency_groups"))
+            checked = self._checked_options = (resources, groups)
+        return checked
+
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
         o = self._options
-        resources = normalize(
-            o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), default_cpus=0.0,
-            memory=o.get("memory"),
-        )  # fmt: skip
+        resources, groups = self._checked()
         lifetime = o.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
@@ -307,7 +335,7 @@ class ActorClass(_Pickled, Generic[T]):
             self._cls_id,
             self._pickled(),
             value,
-            resources,
+            dict(resources),
             worker.peer_id,
             name,
             namespace,
@@ -319,7 +347,7 @@ class ActorClass(_Pickled, Generic[T]):
             at_least(o, "max_restarts", -1),
             at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
-            concurrency_groups(self._cls, o.get("concurrency_groups")),
+            dict(groups),
         )
 
     def __repr__(self) -> str:
@@ -459,6 +487,7 @@ class ActorMethod(Generic[P, R]):
             msg.stream_window = self._window
             stream = out._state
         worker.inbox.post(worker.call_actor, msg, buffers, oids, stream, self._token)
+        worker.inbox.throttle()
         return out  # type: ignore[no-any-return]
 
 

@@ -18,8 +18,6 @@ from typing import Any, TypeVar, cast, overload
 import msgspec
 import uvloop
 
-from ..common.context import current_task
-from ..common.exceptions import GetTimeoutError
 from ..execution import runtime_env as _renv
 from ..objects.refs import READY, ObjectRef, current_worker_or_none
 from ..process import launcher
@@ -29,6 +27,7 @@ from ..wire import protocol as p
 from . import init_options
 from .blocking import blocking as _blocking
 from .blocking import current_worker, set_auto_init, worker_or_init
+from .blocking import wait_owned as _wait_owned
 from .init_options import address_toward
 from .remote import ActorHandle
 
@@ -409,37 +408,6 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
                 return values
         return _blocking(worker, _gather(worker, list(refs)), timeout)
     raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
-
-
-def _wait_owned(worker: Worker, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> bool:
-    """The fast path of a blocking get: when this process owns every ref, hand the loop one
-    lock that it releases once all are ready. False when the slow path must be taken."""
-    owned = worker.refs.owned
-    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
-        return False
-    if worker.inbox.on_loop():
-        _blocking(worker, _noop(), None)  # raises the "use await" error
-    ready = threading.Lock()
-    ready.acquire()
-    left = [len(refs)]
-
-    def one_ready() -> None:  # on the loop
-        left[0] -= 1
-        if left[0] == 0:
-            ready.release()
-
-    def register() -> None:
-        for r in refs:
-            worker.on_ready(r.id, one_ready)
-
-    worker.inbox.post(register)
-    if not ready.acquire(timeout=-1 if timeout is None else timeout):
-        raise GetTimeoutError(f"the objects were not ready within {timeout} s")
-    return True
-
-
-async def _noop() -> None:
-    return None
 
 
 async def _gather(worker: Worker, refs: list[ObjectRef[Any]]) -> list[Any]:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+#: Callbacks one pass of the inbox runs before the loop serves its sockets again.
+DRAIN_BATCH = 512
+#: A thread that posts finds no more than this many callbacks waiting for the loop: past it,
+#: ``throttle`` waits until the loop has taken them down to half (bounded memory).
+BACKLOG_MAX = 8192
 
 
 class LoopInbox:
@@ -36,12 +43,28 @@ class LoopInbox:
             except RuntimeError:  # the loop is closed: nothing will run any more
                 self._armed = False
 
-    def _drain(self) -> None:
-        self._armed = False
+    def throttle(self) -> None:
+        """From a thread that posts many callbacks (``.remote()`` in a loop): wait while the
+        loop has more than ``BACKLOG_MAX`` of them to run, so a fast producer neither grows
+        the queue without bound nor starves the loop's sockets. No-op on the loop."""
         items = self._items
-        while items:
+        if len(items) <= BACKLOG_MAX or threading.get_ident() == self.thread_id:
+            return
+        loop = self.loop
+        while len(items) > BACKLOG_MAX // 2 and loop.is_running():
+            time.sleep(0.001)
+
+    def _drain(self) -> None:
+        # At most DRAIN_BATCH per pass, then the loop serves its sockets: a thread posting
+        # faster than the loop runs its posts must not keep answers from being read.
+        items = self._items
+        for _ in range(min(len(items), DRAIN_BATCH)):
             fn, args = items.popleft()
             fn(*args)
+        self._armed = False
+        if items:  # more came (or were left): run them on the next pass, after the sockets
+            self._armed = True
+            self.loop.call_soon(self._drain)
 
 
 _STOP = object()

@@ -100,15 +100,23 @@ class ActorDirectory:
         self.head.place_pending()
         return record.location()
 
-    async def try_place(self, record: ActorRecord) -> bool:
-        spec = record.spec
-        group_id, index = in_group(spec.strategy)
-        if group_id is not None:
-            return await self._try_place_in_group(record, group_id, index)
+    def alive_counts(self) -> dict[str, int]:
+        """Live actors per node (what placement spreads by)."""
         counts: dict[str, int] = {}
         for r in self.actors.values():
             if r.state == ALIVE:
                 counts[r.node_id] = counts.get(r.node_id, 0) + 1
+        return counts
+
+    async def try_place(self, record: ActorRecord, counts: dict[str, int] | None = None) -> bool:
+        """Place one pending actor. ``counts``: live actors per node, shared by the actors
+        placed together (each adds itself before it awaits its node), else counted here."""
+        spec = record.spec
+        group_id, index = in_group(spec.strategy)
+        if group_id is not None:
+            return await self._try_place_in_group(record, group_id, index)
+        if counts is None:
+            counts = self.alive_counts()
         node_id, feasible = pick_actor_node(
             self.head.nodes.values(), spec.resources, counts, **affinity(spec)
         )
@@ -119,6 +127,7 @@ class ActorDirectory:
             return False
         if node_id is None:
             return False
+        counts[node_id] = counts.get(node_id, 0) + 1
         return await self._create_on(record, node_id)
 
     async def _create_on(self, record: ActorRecord, node_id: str, retry: bool = True) -> bool:

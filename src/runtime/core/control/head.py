@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime.head")
 
+#: How many pending actors the head places at once (their nodes create them concurrently).
+PLACE_TOGETHER = 64
+
 
 class Head:
     """Control-plane state plus the handlers that change it (on the head's loop)."""
@@ -329,17 +332,24 @@ class Head:
                     continue
                 if not await self.placement.try_place(group) and group.state == PENDING:
                     self.placement.pending.append(pg_id)
-            while self.directory.pending:
+            directory = self.directory
+            while directory.pending:
                 made_progress = False
-                for _ in range(len(self.directory.pending)):
-                    actor_id = self.directory.pending.popleft()
-                    record = self.directory.actors.get(actor_id)
-                    if record is None or record.state != PENDING:
-                        continue
-                    if await self.directory.try_place(record):
-                        made_progress = True
-                    elif record.state == PENDING:
-                        self.directory.pending.append(actor_id)
+                for _ in range(0, len(directory.pending), PLACE_TOGETHER):
+                    # Up to PLACE_TOGETHER actors at once (their nodes create them
+                    # concurrently), in order; each counts itself before it awaits its node.
+                    batch: list[ActorRecord] = []
+                    while directory.pending and len(batch) < PLACE_TOGETHER:
+                        record = directory.actors.get(directory.pending.popleft())
+                        if record is not None and record.state == PENDING:
+                            batch.append(record)
+                    counts = directory.alive_counts()
+                    placed = await asyncio.gather(*(directory.try_place(r, counts) for r in batch))
+                    for record, ok in zip(batch, placed, strict=True):
+                        if ok:
+                            made_progress = True
+                        elif record.state == PENDING:
+                            directory.pending.append(record.spec.actor_id)
                 if not made_progress:
                     return  # wait for a resource report or a new node
         finally:

@@ -3,11 +3,15 @@ in SQLite.
 
 A head started again with the same ``--state-dir`` finds its named and detached actors and
 its KV entries; nodes that kept running re-register, and calls reach their actors again.
-Writes go through at once (they are few: actor lifecycle changes and KV updates).
+KV and group writes go through at once. Actor writes (two or more per actor: thousands a
+second when many are created) are gathered and written at the end of the event-loop
+iteration that made them, in one transaction; an actor's spec (with its pickled class) is
+written once, later changes update only its state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import dataclass
 
@@ -69,24 +73,69 @@ class HeadStore:
         self._db.execute("pragma synchronous=normal")
         self._db.executescript(_SCHEMA)
 
+        #: Actor writes not flushed yet, latest per actor (None: delete it), in order.
+        self._actor_writes: dict[bytes, StoredActor | None] = {}
+        #: Actors whose row (with its spec) is in the file.
+        self._stored: set[bytes] = set()
+
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     def save_actor(self, actor: StoredActor) -> None:
-        self._db.execute(
-            "insert or replace into actors values (?, ?, ?, ?, ?, ?, ?)",
-            (actor.spec.actor_id, _encoder.encode(actor.spec), actor.state, actor.node_id,
-             actor.address, actor.num_restarts, actor.death_cause),
-        )  # fmt: skip
+        self._queue(actor.spec.actor_id, actor)
 
     def delete_actor(self, actor_id: bytes) -> None:
-        self._db.execute("delete from actors where actor_id = ?", (actor_id,))
+        self._queue(actor_id, None)
+
+    def _queue(self, actor_id: bytes, actor: StoredActor | None) -> None:
+        first = not self._actor_writes
+        self._actor_writes.pop(actor_id, None)  # keep the order of the latest write
+        self._actor_writes[actor_id] = actor
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (tests, tools): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the gathered actor changes, in one transaction."""
+        writes, self._actor_writes = self._actor_writes, {}
+        if not writes:
+            return
+        db, stored = self._db, self._stored
+        db.execute("begin")
+        try:
+            for actor_id, a in writes.items():
+                if a is None:
+                    db.execute("delete from actors where actor_id = ?", (actor_id,))
+                    stored.discard(actor_id)
+                elif actor_id in stored:
+                    db.execute(
+                        "update actors set state = ?, node_id = ?, address = ?,"
+                        " num_restarts = ?, death_cause = ? where actor_id = ?",
+                        (a.state, a.node_id, a.address, a.num_restarts, a.death_cause, actor_id),
+                    )
+                else:
+                    db.execute(
+                        "insert or replace into actors values (?, ?, ?, ?, ?, ?, ?)",
+                        (actor_id, _encoder.encode(a.spec), a.state, a.node_id, a.address,
+                         a.num_restarts, a.death_cause),
+                    )  # fmt: skip
+                    stored.add(actor_id)
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
 
     def actors(self) -> list[StoredActor]:
+        self.flush()
         rows = self._db.execute(
             "select spec, state, node_id, address, num_restarts, death_cause from actors"
         ).fetchall()
-        return [StoredActor(_spec_decoder.decode(r[0]), *r[1:]) for r in rows]
+        out = [StoredActor(_spec_decoder.decode(r[0]), *r[1:]) for r in rows]
+        self._stored.update(a.spec.actor_id for a in out)
+        return out
 
     def save_group(
         self, spec: p.PlacementGroupSpec, state: str, nodes: dict[int, str], reason: str

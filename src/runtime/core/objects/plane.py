@@ -189,7 +189,10 @@ class ObjectPlane:
             entry.value = value
             entry.buffers = buffers
         entry.state = READY
-        waiters, entry.waiters = entry.waiters, None
+        if entry.waiters is None:
+            return
+        with self.refs.lock:  # a blocked thread may be adding itself (api.blocking.wait_owned)
+            waiters, entry.waiters = entry.waiters, None
         if waiters:
             for wake in waiters:
                 wake()
@@ -212,9 +215,10 @@ class ObjectPlane:
             if not fut.done():
                 fut.set_result(None)
 
-        if entry.waiters is None:
-            entry.waiters = []
-        entry.waiters.append(wake)
+        with self.refs.lock:  # as a blocked thread adds itself (api.blocking.wait_owned)
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(wake)
         return fut
 
     def on_ready(self, object_id: bytes, wake: Callable[[], None]) -> None:
@@ -223,9 +227,10 @@ class ObjectPlane:
         if entry is None or entry.state == READY:
             wake()
             return
-        if entry.waiters is None:
-            entry.waiters = []
-        entry.waiters.append(wake)
+        with self.refs.lock:  # as a blocked thread adds itself (api.blocking.wait_owned)
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(wake)
 
     async def get_async(self, ref: ObjectRef[Any]) -> Any:
         """The value of ``ref`` (raises the task's error if it failed)."""

@@ -38,6 +38,10 @@ serialization_context = _Context()
 PENDING = 0
 READY = 1
 
+#: The buffers of a value that has none, shared by every such value (a million pending
+#: results must not cost a million empty lists): never mutated, only replaced.
+NO_BUFFERS: list[Any] = []
+
 
 def return_id(task_id: bytes, index: int) -> bytes:
     """The object id of return value ``index`` of task ``task_id``."""
@@ -61,7 +65,7 @@ class OwnedObject:
     def __init__(self) -> None:
         self.state = PENDING
         self.value: Value | None = None  # inline value or error
-        self.buffers: list[Any] = []
+        self.buffers: list[Any] = NO_BUFFERS
         self.location: Located | None = None  # where a large value lives
         self.remote = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
         self.waiters: list[Callable[[], None]] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..objects import serialization as ser
@@ -44,7 +44,8 @@ class TaskRetry:
     fn_blob: Callable[[], bytes]
     retries_left: int  # -1: without limit
     retry_exceptions: bool | tuple[type[BaseException], ...]
-    failures: list[str] = field(default_factory=list)
+    #: Why each earlier try failed (None until one did: most tasks never fail).
+    failures: list[str] | None = None
 
 
 def take_retry(retry: TaskRetry | None, why: str) -> bool:
@@ -55,6 +56,8 @@ def take_retry(retry: TaskRetry | None, why: str) -> bool:
         return False
     if retry.retries_left > 0:
         retry.retries_left -= 1
+    if retry.failures is None:
+        retry.failures = []
     retry.failures.append(why)
     retry.msg.attempt += 1
     return True

@@ -24,7 +24,7 @@ from ..common.exceptions import (
     TaskError,
 )
 from ..objects import serialization as ser
-from ..objects.refs import PENDING, READY, OwnedObject, ReferenceTable
+from ..objects.refs import NO_BUFFERS, PENDING, READY, OwnedObject, ReferenceTable
 from ..scheduling.labels import matches
 from ..scheduling.scheduler import fits, pick_node
 from ..wire import protocol as p
@@ -159,7 +159,10 @@ class TaskSubmitter:
                 bufs, offset = split_buffers(raw, value.bufs, offset)
                 self.resolve(oid, value, bufs)
             else:
-                self.resolve(oid, value, [])
+                if isinstance(value, p.Value):  # kept until freed: no empty lists of its own
+                    value.bufs = value.bufs or NO_BUFFERS
+                    value.refs = value.refs or NO_BUFFERS
+                self.resolve(oid, value, NO_BUFFERS)
                 if isinstance(value, p.Located) and task.retry is not None:
                     entry = self.refs.owned.get(oid)
                     if entry is not None:  # a retriable task can make it again if it is lost
@@ -414,7 +417,7 @@ class TaskSubmitter:
 
 
 def _node_failure(task: PendingTask, what: str) -> p.Value:
-    tries = len(task.retry.failures) + 1 if task.retry is not None else 1
+    tries = len(task.retry.failures or ()) + 1 if task.retry is not None else 1
     if tries > 1:
         what += f" (the task was tried {tries} times; max_retries stops it there)"
     return ser.system_error_value(NodeDiedError, what)
