@@ -94,6 +94,10 @@ class ReferenceTable:
         self.actor_tokens: dict[bytes, bytes] = {}
         #: Actors whose token was freed, to stop on the loop.
         self.unreferenced: list[bytes] = []
+        #: Objects a ref of which was pickled outside the runtime's serialization (plain
+        #: ``pickle`` / ``cloudpickle`` in user code): pinned once each, as Ray does, until
+        #: :meth:`release_out_of_band` (``runtime._private.internal_api.free``).
+        self.out_of_band: dict[bytes, tuple[str, str]] = {}
         self._wake = wake
 
     # --- local instances ------------------------------------------------------------
@@ -128,6 +132,24 @@ class ReferenceTable:
     def unpin(self, refs: list[tuple[bytes, str, str]]) -> None:
         """Release what :meth:`pin` held."""
         self._change(refs, -1)
+
+    def pin_out_of_band(self, oid: bytes, owner_id: str, owner_address: str) -> None:
+        """Pin an object whose ref left the runtime's sight (pickled by user code): the
+        bytes may be unpickled anywhere later, so the object stays until released."""
+        with self.lock:
+            if oid in self.out_of_band:
+                return
+            self.out_of_band[oid] = (owner_id, owner_address)
+            self._change([(oid, owner_id, owner_address)], 1)
+
+    def release_out_of_band(self, oid: bytes) -> bool:
+        """Drop the pin of :meth:`pin_out_of_band`; False if there was none."""
+        with self.lock:
+            owner = self.out_of_band.pop(oid, None)
+            if owner is None:
+                return False
+            self._change([(oid, *owner)], -1)
+            return True
 
     def _change(self, refs: list[tuple[bytes, str, str]], delta: int) -> None:
         with self.lock:
@@ -281,7 +303,18 @@ class ObjectRef(Generic[T]):
         refs = serialization_context.refs
         if refs is not None:
             refs.append((self.id, self.owner_id, self.owner_address))
+        elif (worker := _worker) is not None:
+            # Pickled by user code (out of band), as Ray allows by default: nothing tracks
+            # where the bytes go, so the object is pinned until the owner exits or the
+            # program frees it (``runtime._private.internal_api.free``).
+            worker.refs.pin_out_of_band(self.id, self.owner_id, self.owner_address)
         return (ObjectRef, (self.id, self.owner_id, self.owner_address))
+
+    def __copy__(self) -> ObjectRef[T]:
+        return self  # immutable: a copy is the same ref (and pins nothing)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ObjectRef[T]:
+        return self
 
     def __await__(self) -> Generator[Any, None, T]:
         worker = current_worker()
