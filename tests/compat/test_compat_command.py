@@ -104,12 +104,12 @@ def test_a_ray_program_and_its_own_module_run_unchanged(tmp_path: Path) -> None:
 
 def test_a_module_runtime_lacks_fails_at_import_naming_both(tmp_path: Path) -> None:
     script = tmp_path / "program.py"
-    script.write_text("import ray._private.internal_api\n")
+    script.write_text("import ray.autoscaler.sdk\n")
     out = compat(script)
     assert out.returncode == 1
     assert (
-        "ModuleNotFoundError: No module named 'ray._private': runtime.compat runs this "
-        "program on runtime, which has no 'runtime._private'"
+        "ModuleNotFoundError: No module named 'ray.autoscaler': runtime.compat runs this "
+        "program on runtime, which has no 'runtime.autoscaler'"
     ) in out.stderr
 
 

@@ -7,13 +7,16 @@ outputs at once (:class:`MultiOutputNode`). ``execute(*args, **kwargs)`` submits
 with ``.remote()`` in dependency order, passing each result as an ``ObjectRef`` (so calls run
 as soon as their inputs are ready), and returns the output node's ref (a list of refs for a
 :class:`MultiOutputNode`, a handle for a :class:`ClassNode`). A node used twice runs once per
-``execute``. Everything goes through the public API; Ray's compiled graphs
-(``experimental_compile``) are not built here.
+``execute``. Everything goes through the public API. ``dag.experimental_compile()`` gives
+Ray's compiled graphs' API over the same calls (:mod:`runtime.dag._compiled`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.dag._compiled import CompiledDAG
 
 
 class DAGNode:
@@ -31,6 +34,13 @@ class DAGNode:
             :class:`MultiOutputNode`, an actor handle for a :class:`ClassNode`).
         """
         return self._resolve(_Run(args, kwargs))
+
+    def experimental_compile(self, enable_asyncio: bool = False, **tuning: Any) -> CompiledDAG:
+        """Ray's compiled graph of this graph (actor-method calls only): see
+        :class:`runtime.dag.compiled_dag_node.CompiledDAG` for what it does here."""
+        from runtime.dag._compiled import CompiledDAG
+
+        return CompiledDAG(self, enable_asyncio=enable_asyncio, **tuning)
 
     def get_args(self) -> tuple[Any, ...]:
         """The arguments bound to this node (nodes among them stay nodes)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..common.context import current_task
 from ..scheduling.labels import check_label_selector
 from ..scheduling.scheduler import check_amount, check_gpus
 from ..submission.streaming import DEFAULT_WINDOW
@@ -136,6 +137,24 @@ def strategy_option(strategy: Any, label_selector: Any = None) -> Any:
     if strategy == "SPREAD":
         return ["spread"]
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+def may_be_captured(options: dict[str, Any]) -> bool:
+    """Whether a submission with these options goes where its submitter's placement group
+    sends its children: only one with no strategy (or ``"DEFAULT"``) and no label selector;
+    ``PlacementGroupSchedulingStrategy(placement_group=None)`` says "not in any group"."""
+    return options.get("scheduling_strategy") in (None, "DEFAULT") and not options.get(
+        "label_selector"
+    )
+
+
+def captured_bundle() -> tuple[bytes, int] | None:
+    """(group, -1: any bundle) when the calling task runs in a placement group that
+    captures its children (Ray's ``placement_group_capture_child_tasks``), else None."""
+    ctx = current_task.get()
+    if ctx is None or ctx.bundle is None or not ctx.capture:
+        return None
+    return (ctx.bundle[0], -1)
 
 
 def num_returns_option(n: Any) -> int:

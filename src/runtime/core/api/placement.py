@@ -185,16 +185,28 @@ def placement_group_table() -> list[dict[str, Any]]:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Run a task or actor inside bundle ``placement_group_bundle_index`` (-1: any)."""
+    """Run a task or actor inside bundle ``placement_group_bundle_index`` (-1: any).
+
+    With ``placement_group_capture_child_tasks=True``, the tasks and actors a task placed
+    this way submits with no strategy of their own go to the same group (any bundle), and
+    so do theirs (Ray's capture; from a captured actor's methods they do not: see
+    docs/core.md). ``placement_group=None`` places outside any group, even when the
+    submitter captures its children.
+    """
 
     def __init__(
         self,
-        placement_group: PlacementGroup,
+        placement_group: PlacementGroup | None,
         placement_group_bundle_index: int = -1,
         placement_group_capture_child_tasks: bool | None = None,
     ) -> None:
+        self.placement_group_capture_child_tasks = bool(placement_group_capture_child_tasks)
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group = placement_group
+        if placement_group is None:
+            return
         if not isinstance(placement_group, PlacementGroup):
-            raise TypeError("placement_group must be a PlacementGroup")
+            raise TypeError("placement_group must be a PlacementGroup or None")
         if placement_group_bundle_index < -1 or (
             placement_group_bundle_index >= placement_group.bundle_count
         ):
@@ -202,11 +214,10 @@ class PlacementGroupSchedulingStrategy:
                 f"placement_group_bundle_index {placement_group_bundle_index} is out of range "
                 f"for a group of {placement_group.bundle_count} bundles"
             )
-        self.placement_group = placement_group
-        self.placement_group_bundle_index = placement_group_bundle_index
-        del placement_group_capture_child_tasks  # accepted for Ray compatibility
 
-    def _to_wire(self) -> list[Any]:
+    def _to_wire(self) -> list[Any] | None:
+        if self.placement_group is None:
+            return None  # the default strategy, not captured (remote.py: may_be_captured)
         return ["pg", self.placement_group._pg_id, self.placement_group_bundle_index]
 
 

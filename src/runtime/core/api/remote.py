@@ -33,9 +33,11 @@ from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
     at_least,
+    captured_bundle,
     check_options,
     concurrency_groups,
     default_num_returns,
+    may_be_captured,
     num_returns_option,
     strategy_option,
     window_option,
@@ -160,6 +162,10 @@ class RemoteFunction(_Pickled, Generic[P, R]):
             raise ValueError("retry_exceptions must be a bool or a list of exception types")
         self._retry = RetryPolicy(retries, retry_on)
         self._strategy = strategy_option(o.get("scheduling_strategy"), o.get("label_selector"))
+        self._capture = bool(
+            getattr(o.get("scheduling_strategy"), "placement_group_capture_child_tasks", False)
+        )
+        self._may_be_captured = may_be_captured(o)
         self._env = renv.validate(o.get("runtime_env"))
         self._env_wire: tuple[Any, Any] | None = None  # (worker, wire) shipped once
         #: ``_pickled`` bound once: every pending task keeps it (for a retry), and a bound
@@ -224,8 +230,11 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         if strategy is not None:
             if strategy[0] == "pg":
                 msg.bundle = (strategy[1], strategy[2])
+                msg.capture = self._capture
             else:
                 msg.strategy = strategy
+        elif self._may_be_captured and (captured := captured_bundle()) is not None:
+            msg.bundle, msg.capture = captured, True
         out = _results(worker, task_id, n, refs)
         if n == p.STREAMING:
             msg.stream_window = self._window
@@ -241,6 +250,13 @@ class RemoteFunction(_Pickled, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self._name})"
+
+
+def _captured_strategy(options: dict[str, Any]) -> list[Any] | None:
+    """An actor created with no strategy inside a task whose placement group captures its
+    children goes to that group (any bundle)."""
+    captured = captured_bundle() if may_be_captured(options) else None
+    return None if captured is None else ["pg", captured[0], captured[1]]
 
 
 class ActorClass(_Pickled, Generic[T]):
@@ -342,7 +358,8 @@ class ActorClass(_Pickled, Generic[T]):
             lifetime == "detached",
             max_conc,
             self._is_async,
-            strategy_option(o.get("scheduling_strategy"), o.get("label_selector")),
+            strategy_option(o.get("scheduling_strategy"), o.get("label_selector"))
+            or _captured_strategy(o),
             int(o.get("max_pending_calls", -1)),
             at_least(o, "max_restarts", -1),
             at_least(o, "max_task_retries", -1),

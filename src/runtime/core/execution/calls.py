@@ -147,6 +147,9 @@ class Job:
     ready: bool = True
     stream: StreamControl | None = None
     bundle: tuple[bytes, int] | None = None
+    #: Its children with no strategy of their own go to its placement group (Ray's
+    #: ``placement_group_capture_child_tasks``).
+    capture: bool = False
     env: Prepared | None = None
     lane: Lane | None = None
     attempt: int = 0

@@ -131,7 +131,7 @@ class Executor:
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
         if msg.bundle is not None:
-            job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
+            job.bundle, job.capture = (bytes(msg.bundle[0]), int(msg.bundle[1])), msg.capture
         self.jobs[msg.task_id] = job
         if msg.runtime_env or (msg.args.refs and not self.parse_args_now(job)):
             job.ready = False
@@ -248,6 +248,7 @@ class Executor:
 
     def _start(self, job: Job) -> None:
         ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand, bundle=job.bundle)
+        ctx.capture = job.capture
         if job.demand.get("GPU"):
             ctx.gpu_ids = (
                 self.sched.gpus.pop(job.task_id, [])

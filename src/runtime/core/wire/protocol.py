@@ -293,6 +293,8 @@ class SubmitTask(_Msg, tag=40):
     attempt: int = 0
     #: How often nodes sent it back (their free capacity was held by actors or bundles).
     spills: int = 0
+    #: The tasks and actors it submits with no strategy go to its placement group too.
+    capture: bool = False
 
 
 class CallActor(_Msg, tag=41):
