@@ -43,6 +43,7 @@ ACTOR_OPTIONS = frozenset(
         "memory",
         "runtime_env",
         "concurrency_groups",
+        "dedicated_process",
     }
 )
 
@@ -120,6 +121,13 @@ def strategy_option(strategy: Any) -> Any:
     if strategy == "SPREAD":
         return ["spread"]
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+def dedicated_option(value: Any) -> bool:
+    """``dedicated_process``: the actor runs in a node process of its own (a bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"dedicated_process must be True or False, got {value!r:.100}")
+    return value
 
 
 def num_returns_option(n: Any) -> int:

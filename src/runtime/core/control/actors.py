@@ -5,6 +5,7 @@ restarts and deaths, lookups that wait for an actor to be created or restarted.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from typing import Any
@@ -124,13 +125,18 @@ class ActorDirectory:
     async def _create_on(self, record: ActorRecord, node_id: str, retry: bool = True) -> bool:
         spec = record.spec
         info = self.head.nodes[node_id]
+        address = info.address
         try:
             if node_id == self.worker.peer_id:
                 assert self.worker.executor is not None
-                self.worker.executor.create_actor(spec)
+                where = self.worker.executor.create_actor(spec)
+                if inspect.isawaitable(where):
+                    where = await where
             else:
                 conn = await self.worker.connect_peer(node_id, info.address)
-                p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+                where = p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+            if isinstance(where, list):  # in a process of its own the node started for it
+                node_id, address = str(where[0]), str(where[1])
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
@@ -142,7 +148,7 @@ class ActorDirectory:
             return True
         # The node reports what it has left (absolute figures); the view is not adjusted here,
         # as a report may already have overtaken this reply.
-        record.state, record.node_id, record.address = ALIVE, node_id, info.address
+        record.state, record.node_id, record.address = ALIVE, node_id, address
         self._persist(record)
         self.wake(record)
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -54,6 +55,7 @@ from .calls import (
     task_error,
 )
 from .hosted import HostedActor
+from .processes import ChildProcesses
 
 log = logging.getLogger("runtime.executor")
 
@@ -73,6 +75,8 @@ class Executor:
         #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
         self.answers = Answers(self.jobs)
         self.envs = EnvManager(worker)
+        #: Node processes started here for actors that must not share this one's fate.
+        self.children = ChildProcesses(worker)
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
         self.actors: dict[bytes, HostedActor] = {}
@@ -92,6 +96,7 @@ class Executor:
         }
 
     def close(self) -> None:
+        self.children.close()
         self.pool.shutdown()
         for actor in list(self.actors.values()):
             actor.stop("the node is shutting down")
@@ -271,7 +276,8 @@ class Executor:
     def _held(self) -> dict[str, float]:
         """What actors and placement group bundles hold here (for long, unlike tasks)."""
         return held_for_long(
-            [a.spec.resources for a in self.actors.values() if a.bundle is None],
+            [a.spec.resources for a in self.actors.values() if a.bundle is None]
+            + self.children.held(),
             self.bundles.values(),
         )
 
@@ -433,21 +439,27 @@ class Executor:
         if run is not None:
             _answer(self.worker, conn, msg, run)
 
-    def create_actor(self, spec: p.ActorSpec) -> None:
-        """Reserve the actor's resources here and start its constructor (loop)."""
+    def create_actor(self, spec: p.ActorSpec) -> Any:
+        """Reserve the actor's resources here and start its constructor (loop). An actor
+        with a dedicated process is started in a new child process instead (a coroutine that
+        answers where: [node id, address])."""
         if spec.actor_id in self.actors:
-            return
+            return None
         bundle = None
         strategy = spec.strategy
         cls = self.classes.get(spec.cls_id)
-        if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
-            bundle = pick_bundle(
-                self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
-            )
-        ledger = self.sched if bundle is None else self.bundles[bundle]
-        if not ledger.try_take(spec.resources):
-            raise NoRoomError("no room on this node now")
-        self._report()
+        # In the process started for it alone, its parent holds its resources.
+        if not (spec.dedicated and self.children.serves_actor(spec.actor_id)):
+            if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
+                bundle = pick_bundle(
+                    self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
+                )
+            ledger = self.sched if bundle is None else self.bundles[bundle]
+            if not ledger.try_take(spec.resources):
+                raise NoRoomError("no room on this node now")
+            self._report()
+            if spec.dedicated:
+                return self.children.host_actor(spec, bundle, self._release)
         if cls is None and spec.concurrency_groups and not spec.runtime_env:
             # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
             # the class loads on the actor's thread (its imports may take seconds: not here,
@@ -457,6 +469,7 @@ class Executor:
         actor.bundle = bundle
         self.actors[spec.actor_id] = actor
         actor.start()
+        return None
 
     def kill_actor(self, actor_id: bytes, reason: str, restarting: bool = False) -> None:
         """Stop an actor here; ``restarting``: it comes back elsewhere, so calls that did not
@@ -490,6 +503,7 @@ class Executor:
             worker.head.on_message(None, msg)
         elif (conn := worker.head_conn) is not None:
             conn.send(msg)
+        self.children.after_actor_stopped(len(self.actors))
 
     def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
         actor = self.actors.get(msg.actor_id)
@@ -511,13 +525,26 @@ class Executor:
 def _answer(
     worker: ExecutionHost, conn: Connection, msg: Any, run: Callable[[Any], object]
 ) -> None:
-    """Run a request of the head and reply True, or the error it raised."""
+    """Run a request of the head and reply True (or what a coroutine it returned answers),
+    or the error it raised."""
     try:
-        run(msg)
+        result = run(msg)
     except Exception as exc:
         worker.reply(conn, msg.rid, error=exc)
+        return
+    if inspect.isawaitable(result):
+        worker.spawn(_answer_later(worker, conn, msg.rid, result))
     else:
         worker.reply(conn, msg.rid, True)
+
+
+async def _answer_later(worker: ExecutionHost, conn: Connection, rid: int, result: Any) -> None:
+    try:
+        value = await result
+    except Exception as exc:
+        worker.reply(conn, rid, error=exc)
+    else:
+        worker.reply(conn, rid, True if value is None else value)
 
 
 __all__ = ["Executor", "HostedActor", "encode_returns"]

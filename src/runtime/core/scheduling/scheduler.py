@@ -21,6 +21,20 @@ _LOOKAHEAD: Final = 16
 Resources = Mapping[str, float]
 
 
+#: The label that marks a member which takes no general work (None: an ordinary node): the
+#: head (``"head"``), a process started for one actor (``"actor"``) or for one runtime_env
+#: (``"env"``); :data:`FOR_LABEL` then says which.
+ROLE_LABEL: Final = "runtime.io/role"
+FOR_LABEL: Final = "runtime.io/for"
+
+
+def takes_work(node: Any) -> bool:
+    """True for a live node process that general tasks, actors and bundles may be placed on:
+    not a driver, not the head, not a process kept for one actor or one runtime_env."""
+    labels = getattr(node, "labels", None) or {}
+    return not node.is_driver and node.alive and ROLE_LABEL not in labels
+
+
 def fits(demand: Resources, available: Resources) -> bool:
     """True when ``available`` covers every amount in ``demand``."""
     return all(
@@ -172,7 +186,7 @@ def pick_node(
     """
     best: str | None = None
     best_key: tuple[float, ...] | None = None
-    hosts = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    hosts = [n for n in nodes if takes_work(n) and fits(demand, n.resources)]
     # What actors and bundles hold stays held: a task queued behind it could wait for good.
     # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
     free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n))]
@@ -212,7 +226,7 @@ def pick_actor_node(
 
     Nodes without CPUs (a local mesh's head) are used only when nothing else fits.
     """
-    candidates = [n for n in nodes if not n.is_driver and n.alive and fits(demand, n.resources)]
+    candidates = [n for n in nodes if takes_work(n) and fits(demand, n.resources)]
     if affinity is not None:
         pinned = [n for n in candidates if n.node_id == affinity]
         if pinned or not soft:
@@ -245,7 +259,7 @@ def bundles_feasible(
     nodes: Iterable[Any], bundles: Sequence[Resources], strategy: str
 ) -> str | None:
     """Why the group could never be placed on these nodes (None when it could)."""
-    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    hosts = [n for n in nodes if takes_work(n)]
     for i, bundle in enumerate(bundles):
         if not any(fits(bundle, n.resources) for n in hosts):
             return f"no node can ever hold bundle {i} {dict(bundle)}"
@@ -282,7 +296,7 @@ def place_bundles(
     fail rather than bend. ``fixed`` holds bundles already placed (after a node died,
     only the lost bundles are placed again).
     """
-    hosts = [n for n in nodes if not n.is_driver and n.alive]
+    hosts = [n for n in nodes if takes_work(n)]
     free = {n.node_id: dict(n.available) for n in hosts}
     fixed = dict(fixed or {})
     used: dict[str, int] = {}

@@ -25,7 +25,7 @@ from ..common.exceptions import (
 )
 from ..objects import serialization as ser
 from ..objects.refs import PENDING, READY, OwnedObject, ReferenceTable
-from ..scheduling.scheduler import fits, pick_node
+from ..scheduling.scheduler import fits, pick_node, takes_work
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
@@ -293,7 +293,7 @@ class TaskSubmitter:
         if strategy[0] == "node":
             node_id, soft = str(strategy[1]), bool(strategy[2])
             info = self.host.view.get(node_id)
-            if info is not None and info.alive and fits(msg.resources, info.resources):
+            if info is not None and takes_work(info) and fits(msg.resources, info.resources):
                 return node_id
             if not soft:
                 raise InfeasibleError(
@@ -306,7 +306,7 @@ class TaskSubmitter:
         feasible = [
             n.node_id
             for n in self.host.view.values()
-            if not n.is_driver and n.alive and fits(msg.resources, n.resources)
+            if takes_work(n) and fits(msg.resources, n.resources)
         ]
         if not feasible:
             return pick_node(self.host.view.values(), msg.resources, self.load)  # raises

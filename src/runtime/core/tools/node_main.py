@@ -21,9 +21,11 @@ import uvloop
 from ..common.exceptions import RuntimeBaseError
 from ..common.private import private_dir
 from ..execution.logs import capture as capture_output
+from ..execution.processes import ChildProcesses
 from ..objects.store import parse_size
 from ..process import launcher
 from ..process.worker import Worker
+from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire.tls import TlsConfig
 from .dashboard import Dashboard
 
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
+    # A process a node started for one actor or one runtime_env (execution.processes): its
+    # role ("actor:ID", "env:HASH"), and where it says it joined ("node_id address").
+    ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return ap
 
 
@@ -224,6 +230,12 @@ async def _serve(
     listen = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     port = args.port if args.port is not None else (6380 if args.head else 0)
     rejoining, rejoin_failures = False, 0
+    labels: dict[str, str] = {}
+    if args.role:
+        kind, _, for_id = args.role.partition(":")
+        labels = {ROLE_LABEL: kind, FOR_LABEL: for_id}
+    if args.head:  # the head hosts no user code: no task, actor or bundle lands on it
+        labels = {ROLE_LABEL: "head"}
     while True:
         worker = Worker(
             role="head" if args.head else "node",
@@ -232,8 +244,10 @@ async def _serve(
             port=port,
             listen_sock=listen,
             head_address=args.address,
-            resources=resources,
+            # The head hosts no user code: what it would offer, a node process it starts offers.
+            resources={} if args.head else resources,
             state_dir=state_dir,
+            labels=labels,
         )
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
@@ -283,6 +297,12 @@ async def _run_worker(
         await worker.aclose()
         raise
     capture_output(worker)  # what tasks print goes to the drivers, tagged
+    if args.ready_fd is not None:  # the node that started this process waits for this line
+        with contextlib.suppress(OSError), os.fdopen(args.ready_fd, "w") as ready:
+            ready.write(f"{worker.peer_id} {worker.address}\n")
+    head_nodes = None
+    if args.head and _resources(args):
+        head_nodes = await _start_head_nodes(worker, args)
     dashboard = None
     if args.head and args.dashboard_port is not None:
         dashboard = Dashboard(worker, worker.token)
@@ -313,8 +333,35 @@ async def _run_worker(
             launcher.remove_head_file()
         if dashboard is not None:
             await dashboard.close()
+        if head_nodes is not None:  # stopped before the head, so none sees it vanish
+            head_nodes.close()
+            await asyncio.to_thread(_wait_children, head_nodes)
         await worker.aclose()
     return worker.evicted and not stop.is_set() and not args.head
+
+
+async def _start_head_nodes(worker: Worker, args: argparse.Namespace) -> ChildProcesses:
+    """The node process that offers what ``--head`` was given (``--num-cpus``, ``--num-gpus``,
+    ``--resources``): the head process itself hosts no user code."""
+    children = ChildProcesses(worker)
+    await children.start(
+        "",
+        "head",
+        args=(
+            "--num-cpus", str(_resources(args).get("CPU", 0.0)), "--num-gpus", str(args.num_gpus),
+            "--resources", args.resources,
+        ),
+    )  # fmt: skip
+    return children
+
+
+def _wait_children(children: ChildProcesses, timeout: float = 10.0) -> None:
+    for child in list(children.children.values()):
+        try:
+            child.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
 
 
 def _die_with_parent() -> None:

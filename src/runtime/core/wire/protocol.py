@@ -158,6 +158,9 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     max_task_retries: int = 0
     runtime_env: Any = None
     concurrency_groups: dict[str, int] = {}
+    #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
+    #: else down.
+    dedicated: bool = False
 
 
 class CreateActor(_Msg, tag=23):
