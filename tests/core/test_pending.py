@@ -144,3 +144,47 @@ def test_a_placement_group_that_waits_for_room_warns_its_creator(monkeypatch, ca
         remove_placement_group(pg)
     finally:
         runtime.shutdown()
+
+
+@runtime.remote(num_cpus=1, max_retries=1)
+def pid_of_node() -> int:
+    return os.getpid()
+
+
+@runtime.remote(num_cpus=1, max_retries=1)
+def nap_once_then_pid(marker: str) -> int:
+    """The first try naps (its node gets killed under it); the retry answers at once."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(60)
+    return os.getpid()
+
+
+def test_a_task_no_node_can_hold_runs_when_such_a_node_joins_within_the_grace(monkeypatch, nodes):
+    monkeypatch.setenv("RUNTIME_INFEASIBLE_S", "30")
+    runtime.init(num_cpus=1)
+    try:
+        ref = pid_of_node.options(resources={"special": 1}).remote()
+        assert runtime.wait([ref], timeout=0.5) == ([], [ref])  # waiting, not failed
+        node = nodes.start("--num-cpus", "1", "--resources", '{"special": 1}')
+        assert runtime.get(ref, timeout=60) == node.pid
+    finally:
+        runtime.shutdown()
+
+
+def test_a_retried_task_waits_for_a_node_after_its_node_died(monkeypatch, nodes, tmp_path):
+    monkeypatch.setenv("RUNTIME_INFEASIBLE_S", "0.5")  # a retry waits longer than this
+    runtime.init(num_cpus=1)
+    try:
+        first = nodes.start("--num-cpus", "1", "--resources", '{"special": 1}')
+        until(lambda: runtime.cluster_resources().get("special") == 1.0)
+        marker = str(tmp_path / "started")
+        ref = nap_once_then_pid.options(resources={"special": 1}).remote(marker)
+        until(lambda: os.path.exists(marker))
+        os.kill(first.pid, signal.SIGKILL)
+        assert wait_gone([first.pid]) == []
+        assert runtime.wait([ref], timeout=2) == ([], [ref])  # past the grace: still waiting
+        again = nodes.start("--num-cpus", "1", "--resources", '{"special": 1}')
+        assert runtime.get(ref, timeout=120) == again.pid
+    finally:
+        runtime.shutdown()

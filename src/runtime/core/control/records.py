@@ -127,8 +127,10 @@ class HeadHost(Protocol):
 
 
 def infeasible_after() -> float:
-    """Seconds a placement group that no node set could hold waits for nodes to join."""
-    return float(os.environ.get("RUNTIME_PG_INFEASIBLE_S", "5"))
+    """Seconds a new actor, task or placement group that no live node (set) could hold waits
+    for nodes to join (``RUNTIME_INFEASIBLE_S``; ``RUNTIME_PG_INFEASIBLE_S``, its older name)."""
+    value = os.environ.get("RUNTIME_INFEASIBLE_S") or os.environ.get("RUNTIME_PG_INFEASIBLE_S")
+    return float(value or "5")
 
 
 def in_group(strategy: Any) -> tuple[bytes | None, int]:
