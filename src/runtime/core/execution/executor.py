@@ -55,6 +55,7 @@ from .calls import (
     task_error,
 )
 from .hosted import HostedActor
+from .pools import EnvPools
 from .processes import ChildProcesses
 
 log = logging.getLogger("runtime.executor")
@@ -77,6 +78,16 @@ class Executor:
         self.envs = EnvManager(worker)
         #: Node processes started here for actors that must not share this one's fate.
         self.children = ChildProcesses(worker)
+        #: Tasks with a runtime_env run in a process of their environment's.
+        self.pools = EnvPools(
+            worker,
+            self.children,
+            self.envs,
+            self.jobs,
+            release=self._release,
+            ledger=self._ledger,
+            report=self._report,
+        )
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
         self.actors: dict[bytes, HostedActor] = {}
@@ -126,9 +137,11 @@ class Executor:
         )
         job.attempt = msg.attempt
         job.spills = msg.spills
+        if self.pools.is_pool:  # the node that relayed it holds its resources: lent to us
+            self.pools.lent_here(self.sched, job.demand, 1)
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
-        if msg.bundle is not None:
+        if msg.bundle is not None and not self.pools.is_pool:  # a pool's parent holds it
             job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
         self.jobs[msg.task_id] = job
         if msg.runtime_env or (msg.args.refs and not self.parse_args_now(job)):
@@ -140,13 +153,22 @@ class Executor:
     def _function(self, msg: p.SubmitTask) -> tuple[Callable[..., Any], bool]:
         entry = self.functions.get(msg.fn_id)
         if entry is None:
-            if msg.fn_blob is None:
+            # Sent once per node: maybe with a task this node relayed to an env's process.
+            blob = msg.fn_blob or self.pools.blobs.get(msg.fn_id)
+            if blob is None:
                 raise RuntimeBaseError(f"node does not know function {msg.fn_name}")
-            fn = ser.loads_function(msg.fn_blob)
+            fn = ser.loads_function(blob)
             entry = self.functions[msg.fn_id] = (fn, is_async_fn(fn))
+            if self.pools.relays:  # a task of another environment may need it later
+                self.pools.blobs[msg.fn_id] = blob
         return entry
 
     async def _resolve_then_queue(self, job: Job, msg: p.SubmitTask) -> None:
+        if self.pools.wants(msg):  # runs in its environment's process: loads nothing here
+            self.pools.keep(job, msg)
+            job.ready = True
+            self._queue(job)
+            return
         try:
             if msg.runtime_env:
                 job.env = await self.envs.prepare(msg.runtime_env)
@@ -221,6 +243,8 @@ class Executor:
             self.waiting[job.task_id] = job
 
     def _start(self, job: Job) -> None:
+        if self.pools.to_relay and self.pools.starts(job):
+            return
         ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand, bundle=job.bundle)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
@@ -266,9 +290,13 @@ class Executor:
             self.worker.refs.unpin(job.args.refs)
         if not ctx.lent:
             self._release(job.demand, job.bundle)
+        if self.pools.is_pool and not job.actor_id:
+            self.pools.lent_here(self.sched, job.demand, -1)
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
         self.jobs.pop(job.task_id, None)
+        if self.pools.is_pool and not job.actor_id:
+            self.pools.lent_here(self.sched, job.demand, -1)
         job.conn.send(p.TaskDone(job.task_id, error=error))
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -298,6 +326,8 @@ class Executor:
         if ctx.demand and not ctx.lent:
             ctx.lent = True
             self._release(ctx.demand, ctx.bundle)
+            if self.pools.is_pool:
+                self.pools.lend(ctx.task_id, True)
 
     def take_back(self, ctx: TaskContext) -> None:
         ledger = self._ledger(ctx.bundle)
@@ -305,6 +335,8 @@ class Executor:
             ctx.lent = False
             ledger.reacquire(ctx.demand)
             self._report()
+            if self.pools.is_pool:
+                self.pools.lend(ctx.task_id, False)
 
     # --- placement group bundles ---------------------------------------------------------------
 
@@ -400,6 +432,7 @@ class Executor:
         job.cancelled = True
         if task_id in self.waiting:  # queued for resources: it never runs
             del self.waiting[task_id]
+            self.pools.to_relay.pop(task_id, None)
             ledger = self._ledger(job.bundle)
             if ledger is not None:
                 ledger.cancel(task_id)
@@ -412,6 +445,8 @@ class Executor:
             for actor in self.actors.values():
                 if lane in actor.all_lanes():
                     actor._pump(lane)
+            return
+        if self.pools.relayed and self.pools.cancel(task_id, force, recursive):
             return
         ctx = job.ctx
         if ctx is not None:
@@ -449,7 +484,7 @@ class Executor:
         strategy = spec.strategy
         cls = self.classes.get(spec.cls_id)
         # In the process started for it alone, its parent holds its resources.
-        if not (spec.dedicated and self.children.serves_actor(spec.actor_id)):
+        if not self.children.serves_actor(spec.actor_id):
             if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
                 bundle = pick_bundle(
                     self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
@@ -458,8 +493,8 @@ class Executor:
             if not ledger.try_take(spec.resources):
                 raise NoRoomError("no room on this node now")
             self._report()
-            if spec.dedicated:
-                return self.children.host_actor(spec, bundle, self._release)
+            if spec.dedicated or spec.runtime_env:  # a process of its own (its env's own)
+                return self.children.host_actor(spec, bundle, self._release, self.envs)
         if cls is None and spec.concurrency_groups and not spec.runtime_env:
             # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
             # the class loads on the actor's thread (its imports may take seconds: not here,

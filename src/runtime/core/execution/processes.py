@@ -30,6 +30,7 @@ from ..common.private import private_dir
 from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire import protocol as p
 from ..wire.transport import Connection
+from .runtime_env import EnvManager, Prepared
 
 log = logging.getLogger("runtime.processes")
 
@@ -259,13 +260,16 @@ class ChildProcesses:
         spec: p.ActorSpec,
         bundle: tuple[bytes, int] | None,
         release: Callable[[dict[str, float], tuple[bytes, int] | None], None],
+        envs: EnvManager,
     ) -> list[Any]:
         """Start a node process for this actor alone and create it there: [node id, address].
         This process holds the actor's resources (taken already) until that process exits,
-        then gives them back with ``release``."""
+        then gives them back with ``release``. Its runtime_env, unpacked here by ``envs``, is
+        that process's own (environment, working directory, import path)."""
         child = None
         try:
-            child = await self.start("actor", spec.actor_id.hex())
+            env = await envs.prepare(spec.runtime_env) if spec.runtime_env else None
+            child = await self.start("actor", spec.actor_id.hex(), **self.env_options(env))
             child.held, child.bundle = dict(spec.resources), bundle
             child.on_exit.append(lambda c: release(c.held, c.bundle))
             conn = await self.worker.connect_address(child.address, child.node_id)
@@ -277,6 +281,16 @@ class ChildProcesses:
                 child.terminate()  # its exit gives the resources back
             raise
         return [child.node_id, child.address]
+
+    def env_options(self, env: Prepared | None) -> dict[str, Any]:
+        """The environment and working directory a child starts with, for ``env``."""
+        if env is None:
+            return {}
+        child_env = {**self.base_env, **env.env_vars}
+        if env.sys_paths:
+            old = self.base_env.get("PYTHONPATH")
+            child_env["PYTHONPATH"] = os.pathsep.join([*env.sys_paths, *([old] if old else [])])
+        return {"env": child_env, "cwd": env.working_dir}
 
     def held(self) -> list[dict[str, float]]:
         """What this process holds for its children (outside placement group bundles)."""

@@ -21,18 +21,21 @@ _LOOKAHEAD: Final = 16
 Resources = Mapping[str, float]
 
 
-#: The label that marks a member which takes no general work (None: an ordinary node): the
-#: head (``"head"``), a process started for one actor (``"actor"``) or for one runtime_env
-#: (``"env"``); :data:`FOR_LABEL` then says which.
+#: The label that says what a member is for: the head (``"head"``), a process started for one
+#: actor (``"actor"``) or for one runtime_env (``"env"``), which take no general work
+#: (:data:`FOR_LABEL` then says which actor or env); or the node process a ``--head`` started
+#: to offer its resources (``"head-node"``, an ordinary node otherwise).
 ROLE_LABEL: Final = "runtime.io/role"
 FOR_LABEL: Final = "runtime.io/for"
+#: The roles of members that take no general work.
+RESERVED_ROLES: Final = frozenset({"head", "actor", "env"})
 
 
 def takes_work(node: Any) -> bool:
     """True for a live node process that general tasks, actors and bundles may be placed on:
     not a driver, not the head, not a process kept for one actor or one runtime_env."""
     labels = getattr(node, "labels", None) or {}
-    return not node.is_driver and node.alive and ROLE_LABEL not in labels
+    return not node.is_driver and node.alive and labels.get(ROLE_LABEL) not in RESERVED_ROLES
 
 
 def fits(demand: Resources, available: Resources) -> bool:

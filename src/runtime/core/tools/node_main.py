@@ -349,7 +349,7 @@ async def _start_head_nodes(worker: Worker, args: argparse.Namespace) -> ChildPr
         "head",
         args=(
             "--num-cpus", str(_resources(args).get("CPU", 0.0)), "--num-gpus", str(args.num_gpus),
-            "--resources", args.resources,
+            "--resources", args.resources, "--role", "head-node:",
         ),
     )  # fmt: skip
     return children

@@ -321,6 +321,14 @@ class StreamAck(_Msg, tag=44):
     consumed: int
 
 
+class LendResources(_Msg, tag=46):
+    """A runtime_env process to the node that relayed it task ``task_id``: the task blocks in
+    get() (``lent``: its resources may serve others meanwhile), or runs again."""
+
+    task_id: bytes
+    lent: bool
+
+
 class CancelTask(_Msg, tag=45):
     """To the node running task ``task_id``: cancel it (and the tasks it submitted)."""
 
@@ -467,6 +475,7 @@ Message = (
     | TaskDone
     | StreamItem
     | StreamAck
+    | LendResources
     | CancelTask
     | GetObject
     | FetchObject
