@@ -301,7 +301,7 @@ async def _run_worker(
         with contextlib.suppress(OSError), os.fdopen(args.ready_fd, "w") as ready:
             ready.write(f"{worker.peer_id} {worker.address}\n")
     head_nodes = None
-    if args.head and _resources(args):
+    if args.head and not args.no_head_file:  # not a local mesh's head: its driver starts nodes
         head_nodes = await _start_head_nodes(worker, args)
     dashboard = None
     if args.head and args.dashboard_port is not None:
@@ -342,7 +342,8 @@ async def _run_worker(
 
 async def _start_head_nodes(worker: Worker, args: argparse.Namespace) -> ChildProcesses:
     """The node process that offers what ``--head`` was given (``--num-cpus``, ``--num-gpus``,
-    ``--resources``): the head process itself hosts no user code."""
+    ``--resources``; maybe nothing, it still hosts 0-CPU work and the job manager on the head's
+    host): the head process itself hosts no user code."""
     children = ChildProcesses(worker)
     await children.start(
         "",
