@@ -168,3 +168,15 @@ def test_dedicated_process_must_be_a_bool(mesh):
         Tenant.options(dedicated_process="yes").remote()
     with pytest.raises(ValueError, match="unknown option"):
         zero_cpu_task.options(dedicated_process=True)
+
+
+def test_an_actor_whose_process_cannot_start_dies_saying_why(monkeypatch):
+    monkeypatch.setenv("RUNTIME_CHILD_START_S", "0.01")  # no process joins that fast
+    runtime.init(num_cpus=1)
+    try:
+        loner = Tenant.options(dedicated_process=True).remote()
+        with pytest.raises(ActorDiedError, match="could not start"):
+            runtime.get(loner.where.remote(), timeout=60)
+        assert runtime.get(Tenant.remote().where.remote(), timeout=30)  # the node lives on
+    finally:
+        runtime.shutdown()

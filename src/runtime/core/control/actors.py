@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..common.exceptions import InfeasibleError
+from ..common.exceptions import ActorDiedError, InfeasibleError
 from ..objects.serialization import system_error_value
 from ..scheduling.scheduler import (
     fits,
@@ -180,6 +180,10 @@ class ActorDirectory:
                 where = p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
             if isinstance(where, list):  # in a process of its own the node started for it
                 node_id, address = str(where[0]), str(where[1])
+        except ActorDiedError as exc:  # the node cannot start it at all (its process failed)
+            record.death_error = system_error_value(ActorDiedError, str(exc))
+            self.mark_dead(record, str(exc))
+            return True
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)

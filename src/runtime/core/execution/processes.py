@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..common.exceptions import RuntimeBaseError
+from ..common.exceptions import ActorDiedError, RuntimeBaseError
 from ..common.private import private_dir
 from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire import protocol as p
@@ -269,7 +269,13 @@ class ChildProcesses:
         child = None
         try:
             env = await envs.prepare(spec.runtime_env) if spec.runtime_env else None
-            child = await self.start("actor", spec.actor_id.hex(), **self.env_options(env))
+            try:
+                child = await self.start("actor", spec.actor_id.hex(), **self.env_options(env))
+            except (OSError, ChildStartError) as exc:  # not for want of room: trying again
+                # would fail again, so the actor dies saying why
+                raise ActorDiedError(
+                    f"the process of actor {spec.class_name} could not start: {exc}"
+                ) from exc
             child.held, child.bundle = dict(spec.resources), bundle
             child.on_exit.append(lambda c: release(c.held, c.bundle))
             conn = await self.worker.connect_address(child.address, child.node_id)
