@@ -83,6 +83,7 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 1, _value(1)),
     p.StreamItem(b"t" * 16, 2, p.Located("n2", "127.0.0.1:7001", 1 << 20)),
     p.StreamAck(b"t" * 16, 2),
+    p.LendResources(b"t" * 16, lent=True),
     p.CancelTask(b"t" * 16, force=True, recursive=False),
     p.LogLines("n1", [("f pid=1", "hello", False), ("A pid=2", "oops", True)]),
     p.CreatePlacementGroup(

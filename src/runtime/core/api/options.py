@@ -46,6 +46,7 @@ ACTOR_OPTIONS = frozenset(
         "runtime_env",
         "label_selector",
         "concurrency_groups",
+        "dedicated_process",
     }
 )
 
@@ -136,6 +137,13 @@ def strategy_option(strategy: Any, label_selector: Any = None) -> Any:
     if strategy == "SPREAD":
         return ["spread"]
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
+
+
+def dedicated_option(value: Any) -> bool:
+    """``dedicated_process``: the actor runs in a node process of its own (a bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"dedicated_process must be True or False, got {value!r:.100}")
+    return value
 
 
 def num_returns_option(n: Any) -> int:

@@ -35,6 +35,7 @@ from .options import (
     at_least,
     check_options,
     concurrency_groups,
+    dedicated_option,
     default_num_returns,
     num_returns_option,
     strategy_option,
@@ -348,6 +349,7 @@ class ActorClass(_Pickled, Generic[T]):
             at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
             dict(groups),
+            dedicated_option(o.get("dedicated_process", False)),
         )
 
     def __repr__(self) -> str:

@@ -260,6 +260,18 @@ class Head:
                 if conn is not None and not conn.closed:
                     conn.send(msg)
 
+    def warn(self, owner_id: str, text: str) -> None:
+        """A warning for the member that made something (e.g. an actor waiting for room): in
+        the head's log, and on that driver's terminal (every driver's, when a node made it)."""
+        log.info("%s", text)  # info: a local mesh's head writes to the driver's terminal too
+        msg = p.LogLines(self.worker.peer_id, [("runtime", f"WARNING: {text}", True)])
+        owner = self.nodes.get(owner_id)
+        conn = self.worker.conns.get(owner_id)
+        if owner is not None and owner.is_driver and conn is not None and not conn.closed:
+            conn.send(msg)
+        else:
+            self.forward_logs(msg)
+
     async def _serve(self, conn: Connection, msg: Any) -> None:
         reply = await self.handle_local(msg, conn)
         conn.send(reply)

@@ -169,6 +169,9 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     max_task_retries: int = 0
     runtime_env: Any = None
     concurrency_groups: dict[str, int] = {}
+    #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
+    #: else down.
+    dedicated: bool = False
 
 
 class CreateActor(_Msg, tag=23):
@@ -327,6 +330,14 @@ class StreamAck(_Msg, tag=44):
 
     task_id: bytes
     consumed: int
+
+
+class LendResources(_Msg, tag=46):
+    """A runtime_env process to the node that relayed it task ``task_id``: the task blocks in
+    get() (``lent``: its resources may serve others meanwhile), or runs again."""
+
+    task_id: bytes
+    lent: bool
 
 
 class CancelTask(_Msg, tag=45):
@@ -490,6 +501,7 @@ Message = (
     | TaskDone
     | StreamItem
     | StreamAck
+    | LendResources
     | CancelTask
     | GetObject
     | FetchObject
