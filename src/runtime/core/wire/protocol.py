@@ -19,7 +19,8 @@ import msgspec
 from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
 
-PROTOCOL_VERSION: Final = 2
+#: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on.
+PROTOCOL_VERSION: Final = 3
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8

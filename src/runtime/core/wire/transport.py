@@ -4,7 +4,9 @@ A :class:`Connection` reads frames into a reusable buffer (large frames into a b
 their own, so their payload can be handed out without a copy), checks every length
 before allocating, authenticates the peer with an HMAC challenge-response over the
 cluster token before anything else, and coalesces writes adaptively: the first frame
-of a loop iteration goes out at once, the rest of that iteration in one write.
+of a loop iteration goes out at once, the rest of that iteration in one write. Without TLS,
+every write after the handshake ends with a seal (:mod:`.integrity`) and no frame is handed
+on before its seal has checked.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import AdmissionControl
+from .integrity import SEAL_BODY, SEAL_MARK, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
@@ -59,8 +62,15 @@ class Connection(asyncio.BufferedProtocol):
         dialer: bool,
         max_frame: int = p.MAX_FRAME_SIZE,
         admission: AdmissionControl | None = None,
+        integrity: bool = True,
     ) -> None:
         self.local_id = local_id
+        #: Seal the frames after the handshake (off under TLS, which protects them already).
+        self._integrity = integrity
+        self._tx: Seals | None = None
+        self._rx: Seals | None = None
+        #: Frames read but not yet covered by a seal that checked.
+        self._unsealed: list[memoryview] = []
         self._admission = admission
         self.peer_id: str | None = None
         self._token = token
@@ -80,6 +90,8 @@ class Connection(asyncio.BufferedProtocol):
         self._big_pos = 0
         self._batch: list[Buffer] = []
         self._flush_scheduled = False
+        #: The batch holds frames sent after the handshake: _flush ends it with a seal.
+        self._batch_sealed = False
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
@@ -121,7 +133,11 @@ class Connection(asyncio.BufferedProtocol):
                 self._big_pos += nbytes
                 if self._big_pos == len(self._big):
                     big, self._big = self._big, None
-                    self._dispatch(memoryview(big).toreadonly())
+                    if self._rx is not None:
+                        self._rx.update(big)
+                        self._unsealed.append(memoryview(big).toreadonly())
+                    else:
+                        self._dispatch(memoryview(big).toreadonly())
                 return
             self._end += nbytes
             self._parse()
@@ -154,6 +170,24 @@ class Connection(asyncio.BufferedProtocol):
     def _parse(self) -> None:
         while self._end - self._start >= p.PREFIX_SIZE:
             body_len, header_len = _PREFIX.unpack_from(self._buf, self._start)
+            if header_len == SEAL_MARK and self._rx is not None:
+                if body_len != SEAL_BODY:
+                    raise ProtocolError(f"a seal frame of {body_len} bytes")
+                if self._end - self._start < SEAL_SIZE:
+                    break
+                tag = self._view[self._start + p.PREFIX_SIZE : self._start + SEAL_SIZE]
+                self._start += SEAL_SIZE
+                if not self._rx.check(tag):
+                    raise ProtocolError(
+                        f"write {self._rx.count - 1} failed its integrity check: bytes altered, "
+                        "injected, replayed or reordered on the way"
+                    )
+                frames, self._unsealed = self._unsealed, []
+                for frame in frames:
+                    self._dispatch(frame)
+                    if self.closed:
+                        return
+                continue
             limit = self._max_frame if self.authenticated.done() else _MAX_HANDSHAKE_FRAME
             if body_len > limit or header_len + 4 > body_len:
                 raise ProtocolError(
@@ -163,8 +197,11 @@ class Connection(asyncio.BufferedProtocol):
             total = 4 + body_len
             have = self._end - self._start
             if have < total:
+                self._keep_unsealed()  # the small buffer is about to be reused or moved
                 if total > len(self._buf):
                     # A large frame gets a buffer of its own, filled straight from the socket.
+                    if self._rx is not None:
+                        self._rx.update(self._view[self._start : self._start + 4])
                     big = bytearray(body_len)
                     chunk = have - 4
                     big[:chunk] = self._buf[self._start + 4 : self._end]
@@ -174,12 +211,25 @@ class Connection(asyncio.BufferedProtocol):
                     self._compact()
                 return
             frame = self._view[self._start + 4 : self._start + total]
+            if self._rx is not None:
+                self._rx.update(self._view[self._start : self._start + total])
+                self._unsealed.append(frame)
+                self._start += total
+                continue
             self._start += total
             self._dispatch(frame)
             if self.closed:
                 return
+        self._keep_unsealed()
         if self._start == self._end:
             self._start = self._end = 0
+
+    def _keep_unsealed(self) -> None:
+        """Copy the unsealed frames out of the small buffer before it is reused."""
+        if self._unsealed:
+            self._unsealed = [
+                memoryview(bytes(f)) if f.obj is self._buf else f for f in self._unsealed
+            ]
 
     def _dispatch(self, frame: memoryview) -> None:
         """``frame`` is [u32 header length][header][raw buffers]."""
@@ -260,6 +310,15 @@ class Connection(asyncio.BufferedProtocol):
             self._hs_timer.cancel()
         if self._admission is not None and not self._dialer:
             self._admission.settled(self._host(), self)
+        if self._integrity:
+            assert self.peer_id is not None
+            if self._dialer:
+                ids = (self._nonce, self._peer_nonce, self.local_id, self.peer_id)
+                send_key, recv_key = derive_keys(self._token, *ids)
+            else:
+                ids = (self._peer_nonce, self._nonce, self.peer_id, self.local_id)
+                recv_key, send_key = derive_keys(self._token, *ids)
+            self._tx, self._rx = Seals(send_key), Seals(recv_key)
         self.authenticated.set_result(self)
 
     def _host(self) -> str:
@@ -288,6 +347,30 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         header = p.encode(msg)
+        tx = self._tx
+        if tx is not None:
+            size = 4 + len(header)
+            if buffers:
+                size += sum(memoryview(b).nbytes for b in buffers)
+            head = _PREFIX.pack(size, len(header)) + header
+            tx.update(head)
+            for b in buffers:
+                tx.update(b)
+            transport = self._transport
+            if transport is None:
+                return
+            if self._flush_scheduled:  # the seal goes after the batch, in _flush
+                self._batch_sealed = True
+                self._batch.append(head)
+                self._batch.extend(buffers)
+                return
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+            if buffers:
+                transport.writelines([head, *buffers, tx.seal()])
+            else:
+                transport.write(head + tx.seal())
+            return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
             self._write(_PREFIX.pack(size, len(header)) + header)
@@ -311,6 +394,10 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
         if batch and self._transport is not None and not self.closed:
+            if self._batch_sealed:
+                assert self._tx is not None
+                self._batch_sealed = False
+                batch.append(self._tx.seal())
             if len(batch) == 1:
                 self._transport.write(batch[0])
             else:
