@@ -7,6 +7,7 @@ parent dies, even by ``kill -9``, the pipe reads EOF and the child exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -262,6 +263,25 @@ def cleanup_on_sigterm(mesh: LocalMesh | None) -> None:
         signal.signal(signal.SIGTERM, _stop_meshes_then_die)
 
 
+def live_meshes() -> tuple[LocalMesh, ...]:
+    """The local meshes this process started and has not stopped."""
+    return tuple(_live_meshes.values())
+
+
+def abandon_start(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, before: tuple[LocalMesh, ...]
+) -> None:
+    """``init()`` failed or was interrupted part-way (a late check, Ctrl-C while the nodes
+    start): stop its event loop (run by ``thread``), then every local mesh started since
+    ``before``, so no node process outlives the failed call."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+    for mesh in live_meshes():
+        if not any(mesh is old for old in before):
+            mesh.stop()
+
+
 def node_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "runtime.node", *args]
 
@@ -295,6 +315,7 @@ def start_local_mesh(
     if not log_to_driver:
         out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it
     mesh = LocalMesh(address, state_dir, token, death_pipe_w=w)
+    _live_meshes[id(mesh)] = mesh  # from the start: a failed init() or SIGTERM stops it too
     common = ["--parent-fd", str(r), "--token-file", token_path, "--state-dir", state_dir]
     if object_store_memory is not None:
         common += ["--object-store-memory", str(object_store_memory)]
