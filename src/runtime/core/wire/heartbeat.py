@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
+from .admission import make_ticket
 from .integrity import Seals, derive_keys
 from .tls import TlsConfig
 
@@ -153,7 +154,8 @@ def open_channel(
         sock = tls.client_context().wrap_socket(sock)
     try:
         nonce = os.urandom(16)
-        _send(sock, p.Hello(p.PROTOCOL_VERSION, local_id, nonce))
+        ticket = make_ticket(token, nonce, local_id)
+        _send(sock, p.Hello(p.PROTOCOL_VERSION, local_id, nonce, ticket))
         challenge = _recv(sock)
         if not isinstance(challenge, p.Challenge):
             raise AuthenticationError(f"the head answered {type(challenge).__name__}")

@@ -68,6 +68,8 @@ class Hello(_Msg, tag=1):
     version: int
     peer_id: str
     nonce: bytes
+    #: The dialer's admission ticket (``admission.make_ticket``); empty: none.
+    ticket: bytes = b""
 
 
 class Challenge(_Msg, tag=2):

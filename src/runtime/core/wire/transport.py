@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
-from .admission import AdmissionControl
+from .admission import FAILED, HELLO, PROVEN, AdmissionControl, make_ticket
 from .integrity import SEAL_BODY, SEAL_MARK, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
@@ -118,7 +118,8 @@ class Connection(asyncio.BufferedProtocol):
                 pushed.abort(ProtocolError("too many connections waiting in the handshake"))
         self._hs_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if self._dialer:
-            self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce))
+            ticket = make_ticket(self._token, self._nonce, self.local_id)
+            self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce, ticket))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._big is not None:
@@ -255,8 +256,9 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(f"protocol version {version} is not {p.PROTOCOL_VERSION}")
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
-                if self._admission is not None:
-                    self._admission.progressed(self, 2)
+                if self._admission is not None:  # a token holder's ticket: a proven slot
+                    proven = self._admission.check_ticket(self._token, nonce, peer_id, msg.ticket)
+                    self._admission.progressed(self, PROVEN if proven else HELLO)
                 # No MAC here: the dialer proves first (a MAC would let anyone who connects
                 # test token guesses offline); the head's proof comes with the Welcome.
                 self._send_header(p.Challenge(self.local_id, self._nonce))
@@ -276,7 +278,7 @@ class Connection(asyncio.BufferedProtocol):
                     delay = self._admission.hello_delay(self._host()) if self._admission else 0
                     if delay:  # this host keeps failing the token check: slow it down
                         assert self._admission is not None
-                        self._admission.progressed(self, 1)
+                        self._admission.progressed(self, FAILED)
                         self._loop.call_later(delay, self._refuse, "wrong cluster token")
                     else:
                         self._refuse("wrong cluster token")
