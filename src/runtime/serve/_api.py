@@ -13,7 +13,7 @@ from typing import Any
 
 import runtime
 
-from . import _client
+from . import _client, _state
 from ._controller import ServeController
 from ._deployment import Application, build
 from ._exceptions import DeploymentUnavailableError
@@ -61,6 +61,7 @@ def _state_path() -> str:
     base = os.environ.get("RUNTIME_TMPDIR") or os.path.join(
         tempfile.gettempdir(), f"runtime-{os.getuid()}"
     )
+    _state.sweep(os.path.join(base, "serve"))  # checkpoints of controllers long gone
     return os.path.join(base, "serve", f"controller-{os.urandom(6).hex()}.pkl")
 
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from typing import Any
 
 import runtime
@@ -48,6 +49,9 @@ class ServeController:
     def __init__(self, state_path: str, token: str, http_options: dict[str, Any]) -> None:
         self._path = state_path
         self._token = token
+        # Held while this controller lives, so that a sweep keeps its checkpoint.
+        self._hold = _state.hold(state_path)
+        weakref.finalize(self, _state.release, state_path, self._hold, remove=False)
         self._apps: dict[str, AppState] = {}
         self._http = dict(http_options)
         self._restored = False
@@ -161,6 +165,8 @@ class ServeController:
 
     def _save(self) -> None:
         self._poke()
+        if self._shutting_down:  # shutdown removes the checkpoint: nothing writes it again
+            return
         try:
             _state.save(self._path, self._token, self._apps, self._http)
         except Exception:
@@ -370,8 +376,7 @@ class ServeController:
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*(_kill(h) for h in doomed))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
+        _state.release(self._path, None, remove=True)  # the checkpoint and its lock
 
     # --- reports from routers -----------------------------------------------------------------
 

@@ -8,7 +8,9 @@ file after every change, so a restarted controller takes up the same apps and re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import tempfile
 import time
@@ -122,3 +124,62 @@ def load(path: str, token: str) -> tuple[dict[str, AppState], dict[str, Any]] | 
     if data.get("token") != token:
         return None  # left by another Serve instance: not ours
     return data["apps"], data["http"]
+
+
+#: A checkpoint no live controller holds is removed once it is this old (seconds): a
+#: controller that crashed restarts (and takes its checkpoint up again) well within it.
+STALE_AFTER_S = 60.0
+
+
+def hold(path: str) -> int | None:
+    """Lock ``path + ".lock"`` for as long as this controller lives (the kernel lets go when
+    its process dies): :func:`sweep` leaves a held checkpoint alone. The lock's descriptor,
+    or None if it could not be taken."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release(path: str, fd: int | None, *, remove: bool) -> None:
+    """Let go of the lock :func:`hold` took; ``remove``: the checkpoint and lock too."""
+    if remove:
+        for name in (path, path + ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def sweep(folder: str, stale_after: float = STALE_AFTER_S) -> list[str]:
+    """Remove the checkpoints in ``folder`` that no live controller holds and that are older
+    than ``stale_after`` seconds (left by clusters stopped without ``serve.shutdown()``), and
+    stale temporary files; returns the checkpoints removed."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    removed = []
+    now = time.time()
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            age = now - os.lstat(path).st_mtime
+        except FileNotFoundError:
+            continue
+        if age < stale_after:
+            continue
+        if name.startswith(".serve-"):  # a save that died half-way
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        elif name.startswith("controller-") and name.endswith(".pkl"):
+            fd = hold(path)
+            if fd is not None:  # nobody holds it: its controller is gone
+                release(path, fd, remove=True)
+                removed.append(path)
+    return removed
