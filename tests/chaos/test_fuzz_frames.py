@@ -498,8 +498,7 @@ def _seals_into(probe: Probe, *, dialer: bool) -> Seals:
 
 def _sealed(seals: Seals, data: bytes) -> bytes:
     """``data`` (whole frames) as one sealed write."""
-    seals.update(data)
-    return data + seals.seal()
+    return data + seals.seal((data,))
 
 
 Segment = tuple[str, Any]
@@ -557,8 +556,7 @@ def _render(segment: Segment, probe: Probe, seals: Seals, since: bytes) -> bytes
         case "big":  # crosses the small buffer; up to max_frame it goes into a buffer of its own
             return _frame(p.encode(p.Reply(1)), bytes(arg))
         case "seal":
-            seals.update(since)
-            seal = seals.seal()
+            seal = seals.seal((since,))
             return seal if arg else seal[:-1] + bytes([seal[-1] ^ 1])
     raise AssertionError(kind)
 

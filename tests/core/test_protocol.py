@@ -430,8 +430,7 @@ async def test_a_bad_length_prefix_after_the_handshake_closes_the_connection(
 def _write_sealed(conn: Connection, data: bytes) -> None:
     """Write ``data`` (whole frames) and the seal that covers them, as ``send`` would."""
     assert conn._transport is not None and conn._tx is not None
-    conn._tx.update(data)
-    conn._transport.write(data + conn._tx.seal())
+    conn._transport.write(data + conn._tx.seal((data,)))
 
 
 async def test_a_malformed_header_after_the_handshake_closes_the_connection(listen, dial) -> None:
@@ -549,8 +548,7 @@ async def test_a_raw_dialer_with_the_right_token_is_welcomed(listen) -> None:
         assert listener.end.conn is not None
         assert listener.end.conn.peer_id == "raw-peer"
         data = _frame(p.Reply(1, value="hi"))
-        writer.seals.update(data)  # type: ignore[attr-defined]
-        writer.write(data + writer.seals.seal())  # type: ignore[attr-defined]
+        writer.write(data + writer.seals.seal((data,)))  # type: ignore[attr-defined]
         _, msg, _ = await _next(listener.end)
         assert msg == p.Reply(1, value="hi")
     finally:

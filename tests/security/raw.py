@@ -10,7 +10,7 @@ import struct
 from types import TracebackType
 
 from runtime.core.wire import protocol as p
-from runtime.core.wire.integrity import SEAL_MARK, SEAL_SIZE, Seals, derive_keys
+from runtime.core.wire.integrity import SEAL_MARK, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
 
 PREFIX = struct.Struct(">II")
 
@@ -37,12 +37,15 @@ def recv(sock: socket.socket | Sealed) -> p.Message:
     while True:
         body_len, header_len = PREFIX.unpack(_exactly(sock, 8))
         body = _exactly(sock, body_len - 4)
-        if header_len == SEAL_MARK:
-            if isinstance(sock, Sealed) and not sock.rx.check(body):
-                raise AssertionError("the head's seal did not check")
+        if header_len >= SEAL_MARK_SHA:
+            if isinstance(sock, Sealed):
+                got, sock.got = sock.got, []
+                size = sum(len(g) for g in got)
+                if not sock.rx.check(got, size, header_len, body):
+                    raise AssertionError("the head's seal did not check")
             continue
         if isinstance(sock, Sealed):
-            sock.rx.update(PREFIX.pack(body_len, header_len) + body)
+            sock.got.append(PREFIX.pack(body_len, header_len) + body)
         return p.decode(body[:header_len])
 
 
@@ -54,11 +57,12 @@ class Sealed:
         self.sock = sock
         self.tx = Seals(send_key)
         self.rx = Seals(recv_key)
+        #: The frames read since the head's last seal.
+        self.got: list[bytes] = []
 
     def seal(self, data: bytes) -> bytes:
         """``data`` (whole frames) followed by the seal that covers them."""
-        self.tx.update(data)
-        return data + self.tx.seal()
+        return data + self.tx.seal((data,))
 
     def sendall(self, data: bytes) -> None:
         self.sock.sendall(self.seal(data))
@@ -124,4 +128,14 @@ def session(address: str, token: bytes, peer_id: str = "client") -> Sealed:
     return Sealed(sock, *keys)
 
 
-__all__ = ["PREFIX", "SEAL_SIZE", "Sealed", "dial", "frame", "handshake", "recv", "session"]
+__all__ = [
+    "PREFIX",
+    "SEAL_MARK",
+    "SEAL_SIZE",
+    "Sealed",
+    "dial",
+    "frame",
+    "handshake",
+    "recv",
+    "session",
+]

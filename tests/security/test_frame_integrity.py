@@ -95,6 +95,25 @@ def test_sealed_writes_of_one_or_many_frames_are_answered(head: HeadProcess) -> 
         assert _reply(sess) == 5
 
 
+def test_big_writes_are_sealed_too_and_a_flipped_payload_byte_is_caught(
+    head: HeadProcess,
+) -> None:
+    """Writes of 64 KiB and more take HMAC-SHA256 (faster for bulk) instead of BLAKE2b."""
+    payload = os.urandom(200_000)
+    with raw.session(head.address, head.token) as sess:
+        big = raw.frame(p.GetActor(1, "no such actor", "", wait=False), payload)
+        write = sess.seal(big)
+        assert raw.PREFIX.unpack_from(write, len(big))[1] == 0xFFFFFFFE  # the SHA-256 mark
+        sess.send_unsealed(write)
+        assert _reply(sess) == 1
+        write = bytearray(sess.seal(big))
+        write[150_000] ^= 1  # deep in the payload, which the head would not even read
+        sess.send_unsealed(bytes(write))
+        assert _dropped(sess) == []
+        assert "write 1 failed its integrity check" in _reason(head, sess)
+    _assert_head_serves(head)
+
+
 def test_a_flipped_byte_drops_the_connection_with_the_reason_logged(head: HeadProcess) -> None:
     with raw.session(head.address, head.token) as sess:
         sess.sendall(_request(1))

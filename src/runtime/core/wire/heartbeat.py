@@ -136,8 +136,7 @@ class Channel:
         header = p.encode(msg)
         data = _PREFIX.pack(4 + len(header), len(header)) + header
         if self._seals is not None:
-            self._seals.update(data)
-            data += self._seals.seal()
+            data += self._seals.seal((data,))
         self.sock.sendall(data)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import FAILED, HELLO, PROVEN, AdmissionControl, make_ticket
-from .integrity import SEAL_BODY, SEAL_MARK, SEAL_SIZE, Seals, derive_keys
+from .integrity import SEAL_BODY, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
@@ -31,6 +31,7 @@ log = logging.getLogger("runtime.transport")
 _handshake_log = RateLimitedLog(log)
 
 _PREFIX = struct.Struct(">II")
+_U32 = struct.Struct(">I")
 _SMALL_BUFFER: Final = 256 * 1024
 #: The read buffer before authentication (two handshake frames and their prefixes).
 _HANDSHAKE_BUFFER: Final = 2 * (4096 + 8)
@@ -90,8 +91,10 @@ class Connection(asyncio.BufferedProtocol):
         self._big_pos = 0
         self._batch: list[Buffer] = []
         self._flush_scheduled = False
-        #: The batch holds frames sent after the handshake: _flush ends it with a seal.
-        self._batch_sealed = False
+        #: The frames of the batch sent after the handshake (and their bytes): _flush ends
+        #: the batch with their seal.
+        self._seal_parts: list[Buffer] = []
+        self._seal_size = 0
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
@@ -135,7 +138,6 @@ class Connection(asyncio.BufferedProtocol):
                 if self._big_pos == len(self._big):
                     big, self._big = self._big, None
                     if self._rx is not None:
-                        self._rx.update(big)
                         self._unsealed.append(memoryview(big).toreadonly())
                     else:
                         self._dispatch(memoryview(big).toreadonly())
@@ -171,14 +173,19 @@ class Connection(asyncio.BufferedProtocol):
     def _parse(self) -> None:
         while self._end - self._start >= p.PREFIX_SIZE:
             body_len, header_len = _PREFIX.unpack_from(self._buf, self._start)
-            if header_len == SEAL_MARK and self._rx is not None:
+            if header_len >= SEAL_MARK_SHA and self._rx is not None:
                 if body_len != SEAL_BODY:
                     raise ProtocolError(f"a seal frame of {body_len} bytes")
                 if self._end - self._start < SEAL_SIZE:
                     break
                 tag = self._view[self._start + p.PREFIX_SIZE : self._start + SEAL_SIZE]
                 self._start += SEAL_SIZE
-                if not self._rx.check(tag):
+                parts: list[Buffer] = []
+                size = 0
+                for f in self._unsealed:  # each frame's bytes as sent: [u32 length][body]
+                    parts += (_U32.pack(f.nbytes), f)
+                    size += 4 + f.nbytes
+                if not self._rx.check(parts, size, header_len, tag):
                     raise ProtocolError(
                         f"write {self._rx.count - 1} failed its integrity check: bytes altered, "
                         "injected, replayed or reordered on the way"
@@ -201,8 +208,6 @@ class Connection(asyncio.BufferedProtocol):
                 self._keep_unsealed()  # the small buffer is about to be reused or moved
                 if total > len(self._buf):
                     # A large frame gets a buffer of its own, filled straight from the socket.
-                    if self._rx is not None:
-                        self._rx.update(self._view[self._start : self._start + 4])
                     big = bytearray(body_len)
                     chunk = have - 4
                     big[:chunk] = self._buf[self._start + 4 : self._end]
@@ -213,7 +218,6 @@ class Connection(asyncio.BufferedProtocol):
                 return
             frame = self._view[self._start + 4 : self._start + total]
             if self._rx is not None:
-                self._rx.update(self._view[self._start : self._start + total])
                 self._unsealed.append(frame)
                 self._start += total
                 continue
@@ -355,23 +359,22 @@ class Connection(asyncio.BufferedProtocol):
             if buffers:
                 size += sum(memoryview(b).nbytes for b in buffers)
             head = _PREFIX.pack(size, len(header)) + header
-            tx.update(head)
-            for b in buffers:
-                tx.update(b)
             transport = self._transport
             if transport is None:
                 return
             if self._flush_scheduled:  # the seal goes after the batch, in _flush
-                self._batch_sealed = True
                 self._batch.append(head)
                 self._batch.extend(buffers)
+                self._seal_parts.append(head)
+                self._seal_parts.extend(buffers)
+                self._seal_size += 4 + size
                 return
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
             if buffers:
-                transport.writelines([head, *buffers, tx.seal()])
+                transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
             else:
-                transport.write(head + tx.seal())
+                transport.write(head + tx.seal((head,), 4 + size))
             return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
@@ -396,10 +399,11 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
         if batch and self._transport is not None and not self.closed:
-            if self._batch_sealed:
+            if self._seal_parts:
                 assert self._tx is not None
-                self._batch_sealed = False
-                batch.append(self._tx.seal())
+                parts, self._seal_parts = self._seal_parts, []
+                batch.append(self._tx.seal(parts, self._seal_size))
+                self._seal_size = 0
             if len(batch) == 1:
                 self._transport.write(batch[0])
             else:
