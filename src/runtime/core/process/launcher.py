@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.private import check_private, private_dir
+from ..objects.refs import current_worker_or_none
 from ..objects.store import process_running, process_tag
 
 
@@ -276,6 +277,21 @@ def abandon_start(
     ``before``, so no node process outlives the failed call."""
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
+    # What was still under way (the start itself, when interrupted) is cancelled and runs its
+    # own cleanup here, on this thread: the driver's worker closes, so this process is not
+    # left looking like a member of a cluster it never joined.
+    tasks = asyncio.all_tasks(loop)
+    if tasks:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.wait(tasks, timeout=10.0))
+    # A start that ran to its end after the interrupt left its worker behind: close it (init()
+    # refuses to start while this process is a member, so the worker is this call's).
+    close = getattr(current_worker_or_none(), "aclose", None)
+    if close is not None:
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.wait_for(close(), 10.0))
     loop.close()
     for mesh in live_meshes():
         if not any(mesh is old for old in before):
