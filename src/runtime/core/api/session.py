@@ -235,6 +235,7 @@ def init(
         loop = uvloop.new_event_loop()
         thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
         thread.start()
+        before = launcher.live_meshes()
         coro = _open(
             address,
             num_cpus=num_cpus,
@@ -249,10 +250,8 @@ def init(
         )
         try:
             session = asyncio.run_coroutine_threadsafe(coro, loop).result()
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
+        except BaseException:  # no loop, no node process outlives a failed init()
+            launcher.abandon_start(loop, thread, before)
             raise
         if object_store_memory is not None:
             session.worker.store.capacity = object_store_memory

@@ -19,7 +19,8 @@ import msgspec
 from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
 
-PROTOCOL_VERSION: Final = 2
+#: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on.
+PROTOCOL_VERSION: Final = 3
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8
@@ -67,6 +68,8 @@ class Hello(_Msg, tag=1):
     version: int
     peer_id: str
     nonce: bytes
+    #: The dialer's admission ticket (``admission.make_ticket``); empty: none.
+    ticket: bytes = b""
 
 
 class Challenge(_Msg, tag=2):
