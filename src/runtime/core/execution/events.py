@@ -39,10 +39,13 @@ record: Final = RING.append
 now_ns: Final = time.monotonic_ns
 
 
-def snapshot() -> dict[str, Any]:
-    """The events in the ring (oldest first), the names of the threads they ran on, and the
-    offset that turns their monotonic times into wall-clock times (ns since the epoch)."""
+def snapshot(tail: int | None = None) -> dict[str, Any]:
+    """The events in the ring (oldest first; the last ``tail`` only when given), the names of
+    the threads they ran on, and the offset that turns their monotonic times into wall-clock
+    times (ns since the epoch)."""
     events = list(RING)
+    if tail is not None:
+        events = events[-tail:] if tail > 0 else []
     names = {t.ident: t.name for t in threading.enumerate() if t.ident is not None}
     threads = {str(tid): names.get(tid, f"thread {tid}") for tid in {e[5] for e in events}}
     return {

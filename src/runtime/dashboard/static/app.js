@@ -9,7 +9,7 @@ const short = (v) => (typeof v === "string" && /^[0-9a-f]{24,}$/.test(v)) ? v.sl
 const COLUMNS = {
   nodes: ["node_id", "address", "is_driver", "pid", "alive", "resources", "available"],
   actors: ["class_name", "name", "state", "node_id", "restarts", "death_cause", "actor_id"],
-  tasks: ["name", "state", "node_id", "attempt", "error", "task_id"],
+  tasks: ["name", "state", "node_id", "attempt", "duration_s", "error", "task_id"],
   objects: ["object_id", "size", "where", "owner"],
   placement_groups: ["pg_id", "name", "state", "strategy", "bundles"],
   jobs: ["job_id", "status", "entrypoint", "exit_code", "message"],
@@ -89,5 +89,8 @@ async function refresh() {
 }
 
 document.getElementById("metrics-link").href = withToken("/metrics");
+for (const [id, path] of [["timeline-link", "/api/timeline?download=1"], ["stacks-link", "/api/stacks?format=text"], ["memory-link", "/api/memory?format=text"]]) {
+  document.getElementById(id).href = withToken(path);
+}
 refresh();
 setInterval(refresh, 2000);
