@@ -28,6 +28,7 @@ import contextlib
 import hmac
 import html
 import importlib.resources
+import json
 import logging
 import os
 import time
@@ -149,8 +150,21 @@ class Dashboard:
             raise
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self.address = f"http://{sock_host}:{sock_port}"
+        self._write_address()
         self._sampler = asyncio.ensure_future(self._sample_forever())
         return self.address
+
+    def _write_address(self) -> None:
+        """``dashboard.json`` in the state directory: the address, and the link with the
+        read-only credential (how ``runtime.init(include_dashboard=True)`` is found)."""
+        state_dir = self.worker.state_dir
+        if not state_dir:
+            return
+        path = os.path.join(state_dir, "dashboard.json")
+        with contextlib.suppress(OSError):
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"address": self.address, "url": self.url()}, f)
+            os.replace(path + ".tmp", path)
 
     def url(self) -> str:
         """The address with the read-only credential (never the cluster token)."""
@@ -392,6 +406,4 @@ def _asset(name: str) -> str:
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)
