@@ -126,9 +126,10 @@ def test_a_finished_tasks_row_links_to_the_lines_it_printed(
     task_id = runtime.get(announce.remote("in the browser"))
     until(lambda: dash.json("/api/logs?task=" + task_id), 20)
     _open(page, dash)
-    shown = task_id[:12]  # the page shortens ids
-    page.wait_for_selector(f"#table-tasks td:text('{shown}')", timeout=30_000)
-    row = page.locator("#table-tasks tr", has=page.locator(f"td:text('{shown}')")).first
+    cell = f"td[title='{task_id}']"  # the page shortens ids; the title is whole
+    page.wait_for_selector(f"#table-tasks {cell}", timeout=30_000)
+    row = page.locator("#table-tasks tr", has=page.locator(cell))
+    assert row.count() == 1
     assert "FINISHED" in row.inner_text()
     link = row.locator("a.logs")
     assert f"task={task_id}" in (link.get_attribute("href") or "")

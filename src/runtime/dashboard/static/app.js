@@ -4,7 +4,9 @@ const token = new URLSearchParams(location.search).get("token") || "";
 const withToken = (path) => path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
 const esc = (v) => String(typeof v === "object" && v !== null ? JSON.stringify(v) : v)
   .replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
-const short = (v) => (typeof v === "string" && /^[0-9a-f]{24,}$/.test(v)) ? v.slice(0, 12) : v;
+// Long hex ids: the head and the tail (a task id's head is its caller's, its tail a counter).
+const isId = (v) => typeof v === "string" && /^[0-9a-f]{24,}$/.test(v);
+const short = (v) => isId(v) ? v.slice(0, 8) + "\u2026" + v.slice(-4) : v;
 
 const COLUMNS = {
   nodes: ["node_id", "address", "is_driver", "pid", "alive", "resources", "available"],
@@ -23,6 +25,8 @@ function cell(key, value) {
   if (value === null || value === undefined) return "<td></td>";
   if (key === "state" || key === "status") return '<td class="state-' + esc(value) + '">' + esc(value) + "</td>";
   if (key === "error" || key === "death_cause") return '<td class="err">' + esc(value) + "</td>";
+  if (key === "duration_s" && typeof value === "number") return "<td>" + esc(value < 1 ? (value * 1000).toFixed(2) + " ms" : value.toFixed(2) + " s") + "</td>";
+  if (isId(value)) return '<td title="' + esc(value) + '">' + esc(short(value)) + "</td>";
   return "<td>" + esc(short(value)) + "</td>";
 }
 
