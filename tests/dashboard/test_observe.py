@@ -1,10 +1,12 @@
 """The dashboard's views of what the nodes keep: a finished task's row links to the lines it
-printed (read from its node's ring), an actor's row to its own lines, ``who=`` picks lines
-by tag; the timeline as Chrome trace events, every member's stacks, and what pins memory."""
+printed (read from its node's ring), an actor's row to its own lines (also when no driver
+took them), ``who=`` picks lines by tag; the timeline as Chrome trace events, every member's stacks, and what pins memory."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -70,6 +72,43 @@ def test_an_actors_row_links_to_its_lines_and_who_picks_lines_by_tag(
     assert _lines(dash, f"who=parrot-{word[:4]}") == []  # a name is whole, or a prefix with *
     status, _ = dash.get("/api/logs?tail=oops")
     assert status == 400
+
+
+_QUIET_DRIVER = """
+import sys, runtime
+runtime.init(address=sys.argv[1], token=sys.argv[2], log_to_driver=False)
+
+@runtime.remote
+class Hermit:
+    def speak(self, word):
+        print("the hermit says", word, flush=True)
+        return runtime.get_runtime_context().get_actor_id()
+
+hermit = Hermit.options(name="hermit-" + sys.argv[3], lifetime="detached").remote()
+print(runtime.get(hermit.speak.remote(sys.argv[3])))
+runtime.shutdown()
+"""
+
+
+def test_an_actors_lines_show_though_no_driver_took_them(dash: DashboardCluster) -> None:
+    """A driver with log_to_driver=False starts a detached actor that prints, and leaves:
+    no driver got the line, and the actor's row still links to it (its node kept it)."""
+    word = uuid.uuid4().hex[:8]
+    done = subprocess.run(
+        [sys.executable, "-c", _QUIET_DRIVER, dash.head.address, dash.head.token.hex(), word],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dash.head.env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    actor_id = done.stdout.strip().splitlines()[-1]
+    assert "the hermit says" not in done.stdout  # not forwarded to its driver
+    [row] = [r for r in dash.json("/api/actors") if r["actor_id"] == actor_id]
+    until(lambda: _lines(dash, row["logs"]), 20)
+    assert _lines(dash, row["logs"]) == [f"the hermit says {word}"]
+    runtime.kill(runtime.get_actor(f"hermit-{word}"))
 
 
 def test_the_timeline_endpoint_gives_chrome_trace_events(dash: DashboardCluster) -> None:
