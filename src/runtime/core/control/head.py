@@ -61,8 +61,6 @@ class Head:
         self.retired: set[str] = set()
         #: Members that left lately, told to everyone with the view (bounded).
         self.departed: deque[str] = deque(maxlen=1024)
-        #: Also given every batch of task output (the dashboard keeps the recent lines).
-        self.log_taps: list[Callable[[p.LogLines], None]] = []
         self.store: HeadStore | None = None
         #: The parts: the actor directory and the placement groups.
         self.directory = ActorDirectory(self)
@@ -252,8 +250,6 @@ class Head:
 
     def forward_logs(self, msg: p.LogLines) -> None:
         """Task output from a node, to every driver that asked for it."""
-        for tap in self.log_taps:
-            tap(msg)
         for info in self.nodes.values():
             if info.is_driver and info.labels.get("log_to_driver") == "1":
                 conn = self.worker.conns.get(info.node_id)

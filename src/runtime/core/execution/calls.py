@@ -165,7 +165,6 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
-    received: float = 0.0  # when an actor call arrived (monotonic), for its latency metric
     #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
     #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
     exit: SystemExit | None = None

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,8 +382,10 @@ def start_local_mesh(
     log_to_driver: bool = True,
     env: dict[str, str] | None = None,
     object_store_memory: int | None = None,
+    head_args: Sequence[str] = (),
 ) -> LocalMesh:
-    """Start a head (no resources) and the host's node processes, all at once.
+    """Start a head (no resources) and the host's node processes, all at once
+    (``head_args``: more options of the head's, e.g. ``--dashboard-port N``).
 
     The head's listening socket is bound here and handed down, so the nodes can be
     started at the same moment as the head and connect as soon as it runs. The nodes share
@@ -419,6 +422,7 @@ def start_local_mesh(
                     "--num-cpus",
                     "0",
                     "--no-head-file",
+                    *head_args,
                     *common,
                 ),
                 pass_fds=(sock.fileno(), r),
