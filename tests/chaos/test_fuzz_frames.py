@@ -45,6 +45,7 @@ from hypothesis import strategies as st
 from runtime.core.common.exceptions import AuthenticationError, ProtocolError
 from runtime.core.wire import protocol as p
 from runtime.core.wire import transport as _transport
+from runtime.core.wire.integrity import Seals, derive_keys
 from runtime.core.wire.transport import Connection
 
 PREFIX = struct.Struct(">II")
@@ -487,6 +488,19 @@ def _handshake_stream(probe: Probe, *, dialer: bool) -> bytes:
     return _frame(p.encode(hello)) + _frame(p.encode(p.Proof(proof)))
 
 
+def _seals_into(probe: Probe, *, dialer: bool) -> Seals:
+    """The seals a peer holding the token puts on what it sends ``probe`` after the handshake."""
+    nonce = probe.conn._nonce
+    if dialer:  # the probe dialed: the peer is the server
+        return Seals(derive_keys(TOKEN, nonce, PEER_NONCE, "fuzz-local", PEER_ID)[1])
+    return Seals(derive_keys(TOKEN, PEER_NONCE, nonce, PEER_ID, "fuzz-local")[0])
+
+
+def _sealed(seals: Seals, data: bytes) -> bytes:
+    """``data`` (whole frames) as one sealed write."""
+    return data + seals.seal((data,))
+
+
 Segment = tuple[str, Any]
 
 segments: st.SearchStrategy[Segment] = st.one_of(
@@ -511,10 +525,12 @@ segments: st.SearchStrategy[Segment] = st.one_of(
     st.tuples(st.just("challenge"), st.booleans()),
     st.tuples(st.just("welcome"), st.none()),
     st.tuples(st.just("big"), st.integers(SMALL - 64, SMALL + 4096)),
+    # After the handshake: seal what came since the last seal (True), or a wrong tag (False).
+    st.tuples(st.just("seal"), st.booleans()),
 )
 
 
-def _render(segment: Segment, probe: Probe) -> bytes:
+def _render(segment: Segment, probe: Probe, seals: Seals, since: bytes) -> bytes:
     kind, arg = segment
     nonce = probe.conn._nonce
     token = TOKEN if kind in ("proof", "challenge") and arg else b"wrong token"
@@ -539,6 +555,9 @@ def _render(segment: Segment, probe: Probe) -> bytes:
             return _frame(p.encode(p.Welcome(mac)))
         case "big":  # crosses the small buffer; up to max_frame it goes into a buffer of its own
             return _frame(p.encode(p.Reply(1)), bytes(arg))
+        case "seal":
+            seal = seals.seal((since,))
+            return seal if arg else seal[:-1] + bytes([seal[-1] ^ 1])
     raise AssertionError(kind)
 
 
@@ -562,7 +581,11 @@ def test_a_connection_fed_random_frames_fails_cleanly(
 ) -> None:
     async def main() -> Probe:
         probe = Probe(dialer=dialer, max_frame=SMALL + 2048)
-        data = b"".join(_render(s, probe) for s in stream)
+        seals, since, data = _seals_into(probe, dialer=dialer), b"", b""
+        for segment in stream:
+            piece = _render(segment, probe, seals, since)
+            since = b"" if segment[0] == "seal" else since + piece
+            data += piece
         if authenticate_first:
             data = _handshake_stream(probe, dialer=dialer) + data
         probe.feed(data, chunks)
@@ -616,8 +639,11 @@ def test_a_valid_stream_cut_anywhere_arrives_whole_and_in_order(
 ) -> None:
     async def main() -> Probe:
         probe = Probe(dialer=dialer)
+        seals = _seals_into(probe, dialer=dialer)
         data = _handshake_stream(probe, dialer=dialer)
-        data += b"".join(_frame(p.encode(msg), raw) for msg, raw in items)
+        half = len(items) // 2  # in two sealed writes
+        for part in (items[:half], items[half:]):
+            data += _sealed(seals, b"".join(_frame(p.encode(msg), raw) for msg, raw in part))
         probe.feed(data, chunks)
         await asyncio.sleep(0)
         return probe
@@ -706,7 +732,8 @@ def test_a_valid_stream_cut_anywhere_arrives_whole_over_loopback_tcp(
             assert isinstance(welcome, p.Welcome)  # the head proves itself last
             expect = _mac(TOKEN, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
             assert hmac.compare_digest(welcome.mac, expect)
-            data = b"".join(_frame(p.encode(msg), raw) for msg, raw in items)
+            keys = derive_keys(TOKEN, nonce, challenge.nonce, PEER_ID, challenge.peer_id)
+            data = _sealed(Seals(keys[0]), b"".join(_frame(p.encode(m), raw) for m, raw in items))
             for piece in _cut(data, chunks):
                 writer.write(piece)
                 await writer.drain()
@@ -793,18 +820,24 @@ def test_decoding_50000_random_frames_keeps_memory_flat() -> None:
 def test_20000_frames_through_one_connection_keep_memory_flat() -> None:
     rng = random.Random(8)
     frames = [_frame(p.encode(m), rng.randbytes(rng.randint(0, 200))) for m in APP_EXAMPLES]
-    stream = b"".join(frames[rng.randrange(len(frames))] for _ in range(1000))
+    batches = [
+        b"".join(frames[rng.randrange(len(frames))] for _ in range(rng.randint(1, 20)))
+        for _ in range(100)
+    ]
     chunks = [rng.randint(1, 3000) for _ in range(64)]
 
     async def main() -> tuple[int, int]:
         probe = Probe(dialer=False)
+        seals = _seals_into(probe, dialer=False)
         probe.feed(_handshake_stream(probe, dialer=False), [4096])
-        probe.feed(stream, chunks)  # warm up
+        probe.feed(b"".join(_sealed(seals, b) for b in batches), chunks)  # warm up
         count = len(probe.messages)
         probe.messages = typing.cast(Any, _Counter())  # keep nothing from here on
+        # The streams are made before measuring: each write's seal differs (its number).
+        streams = [b"".join(_sealed(seals, b) for b in batches) for _ in range(20)]
 
         def work() -> None:
-            for _ in range(20):
+            for stream in streams:
                 probe.feed(stream, chunks)
 
         grown, peak = _traced_growth(work)

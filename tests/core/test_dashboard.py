@@ -62,7 +62,8 @@ def test_the_page_and_the_api_show_the_cluster(dashboard_head: HeadProcess) -> N
         until(lambda: _get(f"{base}/api/summary?token={token}")[0] == 200)
         _, raw = _get(f"{base}/api/summary", Authorization=f"Bearer {token}")
         summary = json.loads(raw)
-        assert summary["address"] == h.address and summary["nodes"] == 2  # head + a 1-CPU node
+        # The head, and the node process that offers its CPU (the head hosts no user code).
+        assert summary["address"] == h.address and summary["nodes"] == 2
         assert summary["resources"]["CPU"]["total"] == 1.0 and summary["actors"]["ALIVE"] == 1
         _, raw = _get(f"{base}/api/actors?token={token}")
         assert [r["name"] for r in json.loads(raw)] == ["on-the-dashboard"]

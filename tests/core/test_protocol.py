@@ -24,6 +24,7 @@ import uvloop
 from runtime.core.common.exceptions import AuthenticationError, ProtocolError
 from runtime.core.wire import protocol as p
 from runtime.core.wire import transport as _transport
+from runtime.core.wire.integrity import Seals, derive_keys
 from runtime.core.wire.transport import Connection
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,6 +84,7 @@ EXAMPLES: list[p._Msg] = [
     p.StreamItem(b"t" * 16, 1, _value(1)),
     p.StreamItem(b"t" * 16, 2, p.Located("n2", "127.0.0.1:7001", 1 << 20)),
     p.StreamAck(b"t" * 16, 2),
+    p.LendResources(b"t" * 16, lent=True),
     p.CancelTask(b"t" * 16, force=True, recursive=False),
     p.LogLines("n1", [("f pid=1", "hello", False), ("A pid=2", "oops", True)]),
     p.CreatePlacementGroup(
@@ -428,11 +430,17 @@ async def test_a_bad_length_prefix_after_the_handshake_closes_the_connection(
     assert isinstance(await server.wait_closed(), ProtocolError)
 
 
+def _write_sealed(conn: Connection, data: bytes) -> None:
+    """Write ``data`` (whole frames) and the seal that covers them, as ``send`` would."""
+    assert conn._transport is not None and conn._tx is not None
+    conn._transport.write(data + conn._tx.seal((data,)))
+
+
 async def test_a_malformed_header_after_the_handshake_closes_the_connection(listen, dial) -> None:
     server, client = await _authenticated_pair(listen, dial)
     assert client.conn is not None and client.conn._transport is not None
     header = msgspec.msgpack.encode([99, "unknown"])
-    client.conn._transport.write(PREFIX.pack(4 + len(header), len(header)) + header)
+    _write_sealed(client.conn, PREFIX.pack(4 + len(header), len(header)) + header)
     exc = await server.wait_closed()
     assert isinstance(exc, ProtocolError)
     assert server.messages.empty()
@@ -442,7 +450,7 @@ async def test_a_deeply_nested_header_after_the_handshake_is_a_protocol_error(li
     server, client = await _authenticated_pair(listen, dial)
     assert client.conn is not None and client.conn._transport is not None
     header = p.encode(p.Reply(1))[:-1] + b"\x91" * 100_000 + b"\xc0"
-    client.conn._transport.write(PREFIX.pack(4 + len(header), len(header)) + header)
+    _write_sealed(client.conn, PREFIX.pack(4 + len(header), len(header)) + header)
     exc = await server.wait_closed()
     assert isinstance(exc, ProtocolError)
 
@@ -474,7 +482,8 @@ async def test_a_wrong_token_fails_both_ends_and_delivers_nothing(listen, dial) 
 async def _raw_handshake(
     port: int, token: bytes, *, peer_id: str = "raw", version: int = p.PROTOCOL_VERSION
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, p.Message]:
-    """Dial with plain streams, answer the challenge with ``token``, return the verdict."""
+    """Dial with plain streams, answer the challenge with ``token``, return the verdict.
+    The writer's ``seals`` attribute seals what the dialer sends after the handshake."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     nonce = os.urandom(16)
     writer.write(_frame(p.Hello(version, peer_id, nonce)))
@@ -482,6 +491,8 @@ async def _raw_handshake(
     if isinstance(challenge, p.Challenge):
         mac = hmac.new(token, b"C" + challenge.nonce + nonce + peer_id.encode(), hashlib.sha256)
         writer.write(_frame(p.Proof(mac.digest())))
+        keys = derive_keys(token, nonce, challenge.nonce, peer_id, challenge.peer_id)
+        writer.seals = Seals(keys[0])  # type: ignore[attr-defined]
         return reader, writer, await _read_message(reader)
     return reader, writer, challenge
 
@@ -539,7 +550,8 @@ async def test_a_raw_dialer_with_the_right_token_is_welcomed(listen) -> None:
         assert isinstance(verdict, p.Welcome)
         assert listener.end.conn is not None
         assert listener.end.conn.peer_id == "raw-peer"
-        writer.write(_frame(p.Reply(1, value="hi")))
+        data = _frame(p.Reply(1, value="hi"))
+        writer.write(data + writer.seals.seal((data,)))  # type: ignore[attr-defined]
         _, msg, _ = await _next(listener.end)
         assert msg == p.Reply(1, value="hi")
     finally:

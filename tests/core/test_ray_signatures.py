@@ -52,8 +52,8 @@ def test_init_refuses_an_option_ray_does_not_know_either():
 
 
 def test_init_warns_once_for_ray_options_with_no_meaning_here():
-    with pytest.warns(UserWarning, match=r"include_dashboard=.*no effect here"):
-        runtime.init(num_cpus=1, include_dashboard=False, dashboard_port=None)
+    with pytest.warns(UserWarning, match=r"_lru_evict=.*no effect here"):
+        runtime.init(num_cpus=1, _lru_evict=True, _node_name=None)
     runtime.shutdown()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -24,7 +24,9 @@ import pytest
 
 from runtime.core.common.exceptions import AuthenticationError
 from runtime.core.wire import protocol as p
+from runtime.core.wire.integrity import SEAL_MARK_SHA
 from runtime.core.wire.transport import Connection
+from tests.security import raw
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,7 +47,7 @@ def _connect(address: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=IO_TIMEOUT)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def _recv_exactly(sock: socket.socket | raw.Sealed, n: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < n:
         chunk = sock.recv(n - len(chunks))
@@ -55,10 +57,13 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(chunks)
 
 
-def _recv_message(sock: socket.socket) -> tuple[p.Message, bytes]:
-    body_len, header_len = PREFIX.unpack(_recv_exactly(sock, 8))
-    body = _recv_exactly(sock, body_len - 4)
-    return p.decode(body[:header_len]), body[header_len:]
+def _recv_message(sock: socket.socket | raw.Sealed) -> tuple[p.Message, bytes]:
+    """The next message (seal frames skipped: raw.Sealed checks those)."""
+    while True:
+        body_len, header_len = PREFIX.unpack(_recv_exactly(sock, 8))
+        body = _recv_exactly(sock, body_len - 4)
+        if header_len < SEAL_MARK_SHA:
+            return p.decode(body[:header_len]), body[header_len:]
 
 
 def _mac(token: bytes, label: bytes, *parts: bytes) -> bytes:
@@ -91,15 +96,13 @@ def _dial(
     return sock, head_proved, verdict
 
 
-def _authenticate(address: str, token: bytes) -> socket.socket:
-    """A socket past a correct handshake, the head's challenge verified too."""
-    sock, head_proved, verdict = _dial(address, token)
-    assert head_proved
-    assert isinstance(verdict, p.Welcome), verdict
-    return sock
+def _authenticate(address: str, token: bytes) -> raw.Sealed:
+    """A socket past a correct handshake, the head's proof verified too; what is sent on it
+    is sealed as the runtime seals its frames (so the head reads it)."""
+    return raw.session(address, token, "security-test")
 
 
-def _assert_closed_by_peer(sock: socket.socket) -> None:
+def _assert_closed_by_peer(sock: socket.socket | raw.Sealed) -> None:
     """The peer closes: EOF or a reset within IO_TIMEOUT (anything it sent is skipped)."""
     sock.settimeout(IO_TIMEOUT)
     try:

@@ -194,7 +194,8 @@ def test_custom_and_fractional_resources_are_granted(cluster):
     assert len({host_of[n] for n in nodes}) == 1  # the custom resource is the host's
 
 
-def test_infeasible_requests_fail_with_a_clear_error(cluster):
+def test_infeasible_requests_fail_with_a_clear_error(cluster, monkeypatch):
+    monkeypatch.setenv("RUNTIME_INFEASIBLE_S", "0.5")  # the grace for nodes still joining
     with pytest.raises(InfeasibleError, match="GPU"):
         runtime.get(add.options(num_gpus=1).remote(1, 2), timeout=10)
     with pytest.raises(InfeasibleError, match="nope"):

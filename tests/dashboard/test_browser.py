@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Chromium (the system's, Debian's `chromium`)
 driven by Playwright loads the page of a running cluster; the charts render as non-empty SVG,
-an actor's row links to its logs showing the line it printed, and no JavaScript error occurs.
+an actor's and a task's rows link to their logs showing the lines they printed, the timeline,
+stack and memory links answer, and no JavaScript error occurs.
 A screenshot of the page goes to the test's tmp dir (and, with RUNTIME_DOCS_SCREENSHOTS=DIR,
 to DIR: that is how docs/img/ is made)."""
 
@@ -70,6 +71,12 @@ def busy(i: int) -> int:
     return i
 
 
+@runtime.remote
+def announce(word: str) -> str:
+    print(f"the task announces {word}")
+    return runtime.get_runtime_context().get_task_id()
+
+
 def _work(dash: DashboardCluster) -> None:
     """Give the charts something to draw, and an actor a line of output."""
     g = Greeter.options(name="greeter", get_if_exists=True).remote()
@@ -105,12 +112,43 @@ def test_an_actor_row_links_to_the_lines_it_printed(dash: DashboardCluster, page
     _open(page, dash)
     row = page.locator("#table-actors tr", has=page.locator("td:text('greeter')")).first
     link = row.locator("a.logs")
-    assert "who=greeter" in (link.get_attribute("href") or "")
+    assert "actor=" in (link.get_attribute("href") or "")
     link.click()
     page.wait_for_selector("#lines")
     text = page.locator("#lines").inner_text()
     assert "hello from the greeter, call 2" in text
     assert "(greeter pid=" in text
+
+
+def test_a_finished_tasks_row_links_to_the_lines_it_printed(
+    dash: DashboardCluster, page: Any
+) -> None:
+    task_id = runtime.get(announce.remote("in the browser"))
+    until(lambda: dash.json("/api/logs?task=" + task_id), 20)
+    _open(page, dash)
+    cell = f"td[title='{task_id}']"  # the page shortens ids; the title is whole
+    page.wait_for_selector(f"#table-tasks {cell}", timeout=30_000)
+    row = page.locator("#table-tasks tr", has=page.locator(cell))
+    assert row.count() == 1
+    assert "FINISHED" in row.inner_text()
+    link = row.locator("a.logs")
+    assert f"task={task_id}" in (link.get_attribute("href") or "")
+    link.click()
+    page.wait_for_selector("#lines")
+    text = page.locator("#lines").inner_text()
+    assert "the task announces in the browser" in text
+    assert "greeter" not in text  # that task's lines only
+
+
+def test_the_timeline_stacks_and_memory_links_answer(dash: DashboardCluster, page: Any) -> None:
+    _open(page, dash)
+    with page.expect_download() as download:
+        page.locator("#timeline-link").click()
+    assert download.value.suggested_filename == "timeline.json"
+    for name, expected in (("stacks", "--- thread "), ("memory", "object stores:")):
+        page.goto(dash.base + (page.locator(f"#{name}-link").get_attribute("href") or ""))
+        assert expected in page.locator("body").inner_text(), name
+        page.go_back()
 
 
 def _slow_objective(config: dict[str, Any]) -> None:

@@ -203,7 +203,7 @@ def members() -> dict[str, Any]:
     heads = [
         n["NodeManagerAddress"]
         for n in runtime.nodes()
-        if n["Alive"] and not n["IsDriver"] and not n["Resources"].get("CPU")
+        if n["Alive"] and n["Labels"].get("runtime.io/role") == "head"
     ]
     return {"hosts": sorted(host_of_nodes().values()), "head": heads}
 

@@ -77,7 +77,7 @@ def test_a_process_that_dies_gives_back_what_it_held(tmp_path):
 
 
 def test_gpu_ids_map_through_the_nodes_own_visible_devices(monkeypatch):
-    from runtime.core.scheduling import host
+    from runtime.core.scheduling import gpus as host
 
     monkeypatch.setattr(host, "_VISIBLE_AT_START", "4,5")
     assert visible_devices([1]) == "5"
@@ -158,7 +158,7 @@ def test_a_malformed_label_selector_is_refused(selector, error):
 
 
 def test_the_visible_devices_go_back_once_no_gpu_holder_is_left(monkeypatch):
-    from runtime.core.scheduling import host
+    from runtime.core.scheduling import gpus as host
 
     monkeypatch.setattr(host, "_VISIBLE_AT_START", None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

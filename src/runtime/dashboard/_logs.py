@@ -1,53 +1,62 @@
-"""The recent task output the head sees, for the dashboard's log view.
+"""The output lines behind the dashboard's log view, read from the nodes' own rings.
 
-Worker output reaches the head tagged with who printed it (``Name pid=N``, see
-``core/execution/logs.py``) on its way to the drivers; the dashboard taps that stream and keeps
-the last lines in a ring buffer, so a row of the page (an actor, a task, a node) links to the
-lines its process printed: ``/api/logs?node_id=ID&who=NAME``. A job's output is its driver
-log in the head's state directory (``/api/logs?job=ID``).
+Every node process keeps its recent output lines tagged with who printed them (the actor,
+the task; ``core/execution/logs.py``); :func:`runtime.core.api.observe.read_logs` gathers
+them (what ``python -m runtime logs`` prints). A row of the page links to its lines:
+``/api/logs?node_id=ID&actor=ID`` (an actor), ``&task=ID`` (a task or actor call), or
+``&who=NAME`` (the tag ``Name pid=N``, a name, or a prefix ``Name*``), which works whether
+or not a driver was there to take the output. A node process that is gone is read from its
+log file. A job's output is its driver log in the head's state directory
+(``/api/logs?job=ID``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
-from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: Lines kept, at most (all processes together).
-KEEP = 20_000
+from runtime.core.api.observe import read_logs
+
+if TYPE_CHECKING:
+    from runtime.core.process.worker import Worker
+
 _JOB_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
-class LogBuffer:
-    """The last :data:`KEEP` tagged lines, with the member that sent them."""
-
-    def __init__(self, keep: int = KEEP) -> None:
-        self.lines: deque[tuple[float, str, str, str, bool]] = deque(maxlen=keep)
-
-    def tap(self, msg: Any) -> None:
-        """Keep a ``LogLines`` batch (the head's log tap; on the loop)."""
-        now = time.time()
-        for prefix, line, is_err in msg.lines:
-            self.lines.append((now, msg.node_id, prefix, line, is_err))
-
-    def query(self, node_id: str = "", who: str = "", tail: int = 500) -> list[dict[str, Any]]:
-        """The last ``tail`` lines from ``node_id`` (any when empty) printed by ``who`` (a
-        name, ``Name pid=N`` or a prefix ``Name*``; any when empty)."""
-        out = []
-        for when, node, prefix, line, is_err in reversed(self.lines):
-            if node_id and node != node_id:
-                continue
-            if who and not _matches(prefix, who):
-                continue
-            out.append(
-                {"time": when, "node_id": node, "who": prefix, "line": line, "stderr": is_err}
-            )
-            if len(out) >= tail:
-                break
-        out.reverse()
-        return out
+async def node_logs(
+    worker: Worker,
+    *,
+    node_id: str = "",
+    actor: str = "",
+    task: str = "",
+    who: str = "",
+    tail: int = 500,
+) -> list[dict[str, Any]]:
+    """The last ``tail`` lines kept by the nodes (``node_id``: one, by id prefix) printed by
+    ``actor`` (id prefix, name or class), ``task`` (id prefix or name) and ``who`` (a tag:
+    see the module), oldest first, as the log view shows them."""
+    lines, _ = await read_logs(
+        worker,
+        node=node_id or None,
+        actor=actor or None,
+        task=task or None,
+        tail=None if who else tail,
+    )
+    if who:
+        lines = [line for line in lines if _matches(line["source"], who)][-tail:]
+    return [
+        {
+            "time": line["time"] or None,
+            "node_id": line["node_id"],
+            "who": line["source"],
+            "line": line["message"],
+            "stderr": line["stream"] == "stderr",
+            "actor_id": line["actor_id"],
+            "task_id": line["task_id"],
+        }
+        for line in lines
+    ]
 
 
 def _matches(prefix: str, who: str) -> bool:

@@ -3,13 +3,19 @@ drawn as SVG, the log view and the cluster's Prometheus metrics.
 
 Routes (every one needs the credential, ``?token=HEX`` or ``Authorization: Bearer HEX``):
 
-- ``/``: the page; ``/static/*``: its script and style (shipped in the package; the one
-  route open without the credential: it holds nothing of the cluster);
+- ``/``: the page; ``/static/*``: its script and style, and ``/favicon.ico`` (shipped in the
+  package; the routes open without the credential: they hold nothing of the cluster);
 - ``/api/summary``, ``/api/nodes``, ``/api/actors``, ``/api/tasks``, ``/api/objects``,
   ``/api/placement_groups``, ``/api/jobs``, ``/api/serve``, ``/api/tune``, ``/api/train``:
   JSON tables; ``/api/page``: all the page shows, in one answer;
 - ``/api/chart/{cpu,memory,store,tasks,calls}.svg`` and ``/api/chart/tune.svg?experiment=&metric=``;
-- ``/logs?node_id=&who=`` (or ``?job=ID``): the log view; ``/api/logs``: the same lines as JSON;
+- ``/logs?node_id=&actor=&task=&who=`` (or ``?job=ID``): the log view, from the nodes' own
+  rings of output (``python -m runtime logs``); ``/api/logs``: the same lines as JSON;
+- ``/api/timeline``: the recent tasks and actor calls as Chrome trace events (``python -m
+  runtime timeline``; ``?download=1``: as a file); ``/api/stacks``: every member's threads
+  and asyncio tasks (``python -m runtime stack``; ``?format=text``: as it prints them);
+  ``/api/memory?group_by=owner|call_site|node``: what pins memory (``python -m runtime
+  memory``; ``?format=text``);
 - ``/metrics``: every process's metrics merged (Prometheus text format);
   ``/metrics/{node_id}``: one process's; ``/api/prometheus_sd``: the targets for Prometheus'
   HTTP service discovery (one per process, each scraped through the head).
@@ -22,6 +28,7 @@ import contextlib
 import hmac
 import html
 import importlib.resources
+import json
 import logging
 import os
 import time
@@ -29,12 +36,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from runtime.core.api.memory import format_memory, read_memory
+from runtime.core.api.observe import format_stacks, gather, read_stacks
+from runtime.core.api.timeline import read_timeline
 from runtime.core.tools.dashboard import read_only_credential
 from runtime.core.wire import protocol as p
 
 from . import _prometheus, _views
 from ._history import History
-from ._logs import LogBuffer, job_log
+from ._logs import job_log, node_logs
 from ._svg import line_chart
 
 if TYPE_CHECKING:
@@ -50,6 +60,8 @@ READ_TIMEOUT_S: Final = 10.0
 SAMPLE_S: Final = float(os.environ.get("RUNTIME_DASHBOARD_SAMPLE_S", "2") or 2)
 #: How long a member may take to answer for its metrics.
 ASK_TIMEOUT_S: Final = 5.0
+#: Finished tasks and actor calls each member lists in the Tasks table (its last ones).
+RECENT_TASKS: Final = 100
 
 _CHARTS: Final = {
     # name: (title, unit, index in History points, rate, scale)
@@ -91,7 +103,6 @@ class Dashboard:
         self._read_only = self._secrets[0].decode()
         self.address = ""
         self.history = History()
-        self.logs = LogBuffer()
         #: ids of the connections that sent a whole request (until their read timeout check)
         self._served: set[int] = set()
         self._server: asyncio.Server | None = None
@@ -105,6 +116,7 @@ class Dashboard:
         app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/favicon.ico", self._favicon)
         app.router.add_get("/logs", self._log_page)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/metrics/{node_id}", self._metrics_of)
@@ -112,6 +124,9 @@ class Dashboard:
         app.router.add_get("/api/chart/{name}.svg", self._chart)
         app.router.add_get("/api/prometheus_sd", self._service_discovery)
         app.router.add_get("/api/page", self._api_page)
+        app.router.add_get("/api/timeline", self._api_timeline)
+        app.router.add_get("/api/stacks", self._api_stacks)
+        app.router.add_get("/api/memory", self._api_memory)
         app.router.add_get("/api/{what}", self._api_table)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, keepalive_timeout=READ_TIMEOUT_S
@@ -135,10 +150,21 @@ class Dashboard:
             raise
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self.address = f"http://{sock_host}:{sock_port}"
-        assert self.worker.head is not None
-        self.worker.head.log_taps.append(self.logs.tap)
+        self._write_address()
         self._sampler = asyncio.ensure_future(self._sample_forever())
         return self.address
+
+    def _write_address(self) -> None:
+        """``dashboard.json`` in the state directory: the address, and the link with the
+        read-only credential (how ``runtime.init(include_dashboard=True)`` is found)."""
+        state_dir = self.worker.state_dir
+        if not state_dir:
+            return
+        path = os.path.join(state_dir, "dashboard.json")
+        with contextlib.suppress(OSError):
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"address": self.address, "url": self.url()}, f)
+            os.replace(path + ".tmp", path)
 
     def url(self) -> str:
         """The address with the read-only credential (never the cluster token)."""
@@ -149,9 +175,6 @@ class Dashboard:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sampler
-        head = self.worker.head
-        if head is not None and self.logs.tap in head.log_taps:
-            head.log_taps.remove(self.logs.tap)
         if self._server is not None:
             self._server.close()
         if self._runner is not None:
@@ -196,7 +219,8 @@ class Dashboard:
         if auth.startswith("Bearer "):
             given = auth[len("Bearer ") :].strip()
         secret = given.encode()
-        public = request.path.startswith("/static/")  # the page's script and style: no state
+        # the page's script, style and icon (browsers ask for /favicon.ico): no state
+        public = request.path.startswith("/static/") or request.path == "/favicon.ico"
         if not public and not any(hmac.compare_digest(secret, s) for s in self._secrets):
             return web.Response(status=401, text="the dashboard credential is needed: ?token=HEX\n")
         try:
@@ -211,6 +235,9 @@ class Dashboard:
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=_asset("index.html"), content_type="text/html", charset="utf-8")
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=_asset("favicon.svg"), content_type="image/svg+xml")
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -232,7 +259,8 @@ class Dashboard:
             case "actors":
                 return _views.actors(head)
             case "tasks":
-                return _views.tasks(await worker.list_tasks(), self.history)
+                recent = await gather(worker, "timeline", {"tail": RECENT_TASKS})
+                return _views.tasks(await worker.list_tasks(), self.history, recent)
             case "objects":
                 return await worker.list_objects()
             case "placement_groups":
@@ -281,7 +309,7 @@ class Dashboard:
             raise web.HTTPNotFound()
         return web.Response(text=svg, content_type="image/svg+xml")
 
-    def _log_rows(self, request: web.Request) -> list[dict[str, Any]]:
+    async def _log_rows(self, request: web.Request) -> list[dict[str, Any]]:
         q = request.query
         try:
             tail = max(1, min(int(q.get("tail", "500")), 20_000))
@@ -289,13 +317,42 @@ class Dashboard:
             raise web.HTTPBadRequest(text="tail must be a number\n") from None
         if q.get("job"):
             return job_log(self.worker.state_dir, q["job"])[-tail:]
-        return self.logs.query(q.get("node_id", ""), q.get("who", ""), tail)
+        return await node_logs(
+            self.worker,
+            node_id=q.get("node_id", ""),
+            actor=q.get("actor", ""),
+            task=q.get("task", ""),
+            who=q.get("who", ""),
+            tail=tail,
+        )
 
     async def _api_logs(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self._log_rows(request), dumps=_dumps)
+        return web.json_response(await self._log_rows(request), dumps=_dumps)
+
+    async def _api_timeline(self, request: web.Request) -> web.StreamResponse:
+        response = web.json_response(await read_timeline(self.worker), dumps=_dumps)
+        if request.query.get("download"):
+            response.headers["Content-Disposition"] = 'attachment; filename="timeline.json"'
+        return response
+
+    async def _api_stacks(self, request: web.Request) -> web.StreamResponse:
+        stacks = await read_stacks(self.worker, request.query.get("node_id") or None)
+        if request.query.get("format") == "text":
+            every = bool(request.query.get("all"))
+            return web.Response(text=format_stacks(stacks, all_threads=every))
+        return web.json_response(stacks, dumps=_dumps)
+
+    async def _api_memory(self, request: web.Request) -> web.StreamResponse:
+        try:
+            summary = await read_memory(self.worker, request.query.get("group_by", "owner"))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        if request.query.get("format") == "text":
+            return web.Response(text=format_memory(summary))
+        return web.json_response(summary, dumps=_dumps)
 
     async def _log_page(self, request: web.Request) -> web.StreamResponse:
-        rows = self._log_rows(request)
+        rows = await self._log_rows(request)
         what = ", ".join(f"{k}={v}" for k, v in request.query.items() if k != "token") or "all"
         body = "".join(
             f'<div class="{"err" if r["stderr"] else "out"}"><span class="who">('
@@ -349,6 +406,4 @@ def _asset(name: str) -> str:
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)

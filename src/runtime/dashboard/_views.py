@@ -1,7 +1,8 @@
 """The tables of the page, from the head's state and the last metrics sample: nodes, actors,
-tasks (live and recently failed), jobs, placement groups, Serve deployments, Tune experiments
-and trials, Train runs. Each row that has output carries ``logs``: the query of its lines
-(``node_id=..&who=..`` or ``job=..``), which the page turns into a link."""
+tasks (live, and recently finished or failed), jobs, placement groups, Serve deployments, Tune
+experiments and trials, Train runs. Each row that has output carries ``logs``: the query of
+its lines (``node_id=..&actor=..``, ``&task=..``, ``&who=..`` or ``job=..``), which the page
+turns into a link."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import glob
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,34 +35,29 @@ def nodes(head: Head) -> list[dict[str, Any]]:
 
 
 def actors(head: Head) -> list[dict[str, Any]]:
-    rows = []
-    for r in head.directory.actors.values():
-        who = r.spec.name or r.spec.class_name
-        rows.append(
-            {
-                "actor_id": r.spec.actor_id.hex(),
-                "class_name": r.spec.class_name,
-                "name": r.spec.name,
-                "namespace": r.spec.namespace,
-                "state": r.state,
-                "node_id": r.node_id,
-                "restarts": r.num_restarts,
-                "max_restarts": r.spec.max_restarts,
-                "death_cause": r.death_cause,
-                "detached": r.spec.detached,
-                "logs": logs_query(node_id=r.node_id or "", who=who),
-            }
-        )
-    return rows
+    """``runtime list actors``'s rows, with restarts and a link to each actor's lines."""
+    return [
+        {
+            **row,
+            "restarts": r.num_restarts,
+            "max_restarts": r.spec.max_restarts,
+            "logs": logs_query(node_id=r.node_id or "", actor=row["actor_id"]),
+        }
+        for row, r in zip(head._list("actors"), head.directory.actors.values(), strict=True)
+    ]
 
 
-def tasks(live: list[dict[str, Any]], history: History) -> list[dict[str, Any]]:
-    """Live tasks and actor calls, then the ones that failed lately (newest first)."""
+def tasks(
+    live: list[dict[str, Any]], history: History, recent: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Live tasks and actor calls, then the ones that ended lately (newest first): the
+    failures the members count (with their errors) and the calls in their timeline rings
+    (``recent``: the members' ``timeline`` answers)."""
     rows = [
-        {**row, "error": "", "logs": logs_query(node_id=row.get("node_id", ""), who=row["name"])}
+        {**row, "error": "", "logs": _task_logs(row.get("node_id", ""), row["task_id"])}
         for row in live
     ]
-    failed = []
+    failed: list[dict[str, Any]] = []
     for snap in history.latest:
         for when, kind, name, task_id, error in snap.get("failures", []):
             failed.append(
@@ -72,11 +69,34 @@ def tasks(live: list[dict[str, Any]], history: History) -> list[dict[str, Any]]:
                     "node_id": snap.get("node_id", ""),
                     "time": when,
                     "error": error,
-                    "logs": logs_query(node_id=snap.get("node_id", ""), who=name),
+                    "logs": _task_logs(snap.get("node_id", ""), task_id),
+                }
+            )
+    known = {r["task_id"] for r in failed}
+    for a in recent:
+        for _rcv, _fetch, started, ended, label, _tid, _loop, bad, task_id in a["events"]:
+            if task_id in known:  # a failure listed above, with its error
+                continue
+            failed.append(
+                {
+                    "task_id": task_id,
+                    "name": label,
+                    "state": "FAILED" if bad else "FINISHED",
+                    "kind": "",
+                    "node_id": a["node_id"],
+                    "time": (ended + a["offset_ns"]) / 1e9,
+                    "duration_s": round((ended - started) / 1e9, 6),
+                    "error": "",
+                    "logs": _task_logs(a["node_id"], task_id),
                 }
             )
     failed.sort(key=lambda r: -float(r["time"]))
     return rows + failed[:100]
+
+
+def _task_logs(node_id: str, task_id: str) -> str:
+    """The lines printed while one task or actor call ran (its node's, when known)."""
+    return logs_query(node_id=node_id, task=task_id) if task_id else logs_query(node_id=node_id)
 
 
 def jobs(state_dir: str | None) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ triples, compared as strings; ``limit`` caps the rows. The CLI shows the same ta
 ``python -m runtime list nodes|actors|tasks|objects``. See ``docs/util.md``.
 
 ``get_log`` yields what an actor or task printed (the lines ``python -m runtime logs``
-shows; see ``docs/observability-cli.md``).
+shows; see ``docs/observability.md``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,15 @@
 A Ray program passes options such as ``include_dashboard=False`` or ``logging_level=...``
 to ``ray.init``; it must start here unchanged. Each option either maps onto what this
 runtime has (logging, a temporary directory, the driver's address, a job config's
-runtime_env) or has no meaning here and is accepted with a one-time warning that says so.
-A name Ray does not know either is a ``TypeError``, as in Ray.
+runtime_env, the dashboard of the local mesh init() starts) or has no meaning here and is
+accepted with a one-time warning that says so. A name Ray does not know either is a
+``TypeError``, as in Ray.
+
+The dashboard: ``include_dashboard=True`` or a ``dashboard_port`` starts the local mesh's
+head with its dashboard (``--dashboard-port``; Ray's default port 8265, 0: any free port;
+it listens on 127.0.0.1, and its address and read-only link are written to
+``SESSION_DIR/dashboard.json``). As in Ray, the options mean nothing when init() joins a
+running cluster (its head was started with its own dashboard, or without).
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from ..process import launcher
+
+log = logging.getLogger("runtime")
+
+#: Ray's dashboard port, when ``include_dashboard=True`` names none.
+DEFAULT_DASHBOARD_PORT = 8265
+
 #: Ray's options with no effect here, and why (said once per process, as a warning).
 IGNORED = {
-    "include_dashboard": "the dashboard is started with `python -m runtime.node --head "
-    "--dashboard-port N`",
-    "dashboard_host": "the dashboard is started with `python -m runtime.node --head`",
-    "dashboard_port": "the dashboard is started with `python -m runtime.node --head "
-    "--dashboard-port N`",
+    "dashboard_host": "the local mesh's dashboard listens on 127.0.0.1 (a head started with "
+    "`python -m runtime.node --head --host H --dashboard-port N` listens on H)",
     "enable_resource_isolation": "there is no cgroup isolation",
     "system_reserved_cpu": "there is no cgroup isolation",
     "system_reserved_memory": "there is no cgroup isolation",
@@ -51,6 +62,12 @@ class RayInitOptions:
     runtime_env: dict[str, Any] | None = None
     node_ip: str | None = None
     namespace: str | None = None
+    #: Where the head of a local mesh serves its dashboard (None: no dashboard).
+    dashboard_port: int | None = None
+
+
+#: No options: what ``runtime.connect()`` uses.
+NO_OPTIONS = RayInitOptions()
 
 
 def apply(
@@ -86,6 +103,9 @@ def apply(
         os.environ["RUNTIME_TMPDIR"] = str(temp_dir)
     out.node_ip = kwargs.pop("_node_ip_address", None)
     _local_host(kwargs.pop("labels", None), kwargs.pop("_memory", None))
+    out.dashboard_port = _dashboard_port(kwargs)
+    if kwargs.get("dashboard_host") in ("127.0.0.1", "localhost"):
+        del kwargs["dashboard_host"]  # what it is anyway
     unknown = sorted(k for k in kwargs if k not in IGNORED)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
@@ -121,6 +141,41 @@ def _local_host(labels: Any, memory: Any) -> None:
     if memory is not None:
         check_amount("_memory", memory)
         launcher.next_memory = float(memory)
+
+
+def _dashboard_port(kwargs: dict[str, Any]) -> int | None:
+    """The port Ray's ``include_dashboard``/``dashboard_port`` ask for, or None for no
+    dashboard: ``include_dashboard=True`` (port 8265 unless given), or a port given while
+    ``include_dashboard`` is left unset (Ray's default: on)."""
+    include = kwargs.pop("include_dashboard", None)
+    port = kwargs.pop("dashboard_port", None)
+    if include is not None and not isinstance(include, bool):
+        raise TypeError(f"include_dashboard must be a bool or None, got {include!r}")
+    if include is False or (include is None and port is None):
+        return None
+    if port is None:
+        return DEFAULT_DASHBOARD_PORT
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"dashboard_port must be a port number (0: any free one), got {port!r}")
+    return port
+
+
+def start_local_mesh(
+    options: RayInitOptions, host: launcher.HostPlan, **kwargs: Any
+) -> launcher.LocalMesh:
+    """:func:`~runtime.core.process.launcher.start_local_mesh`, its head with a dashboard
+    when init() asked for one (``include_dashboard``, ``dashboard_port``)."""
+    port = options.dashboard_port
+    head_args = () if port is None else ("--dashboard-port", str(port))
+    mesh = launcher.start_local_mesh(host, head_args=head_args, **kwargs)
+    if port is not None:
+        where = f"http://127.0.0.1:{port}" if port else "a free port"
+        log.info(
+            "the dashboard: %s (its link with the read-only credential: %s)",
+            where,
+            os.path.join(mesh.state_dir, "dashboard.json"),
+        )
+    return mesh
 
 
 def address_toward(head_address: str, node_ip: str | None = None) -> str:

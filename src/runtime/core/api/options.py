@@ -47,6 +47,7 @@ ACTOR_OPTIONS = frozenset(
         "runtime_env",
         "label_selector",
         "concurrency_groups",
+        "dedicated_process",
     }
 )
 
@@ -139,6 +140,13 @@ def strategy_option(strategy: Any, label_selector: Any = None) -> Any:
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
 
 
+def dedicated_option(value: Any) -> bool:
+    """``dedicated_process``: the actor runs in a node process of its own (a bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"dedicated_process must be True or False, got {value!r:.100}")
+    return value
+
+
 def may_be_captured(options: dict[str, Any]) -> bool:
     """Whether a submission with these options goes where its submitter's placement group
     sends its children: only one with no strategy (or ``"DEFAULT"``) and no label selector;
@@ -152,9 +160,9 @@ def captured_bundle() -> tuple[bytes, int] | None:
     """(group, -1: any bundle) when the calling task runs in a placement group that
     captures its children (Ray's ``placement_group_capture_child_tasks``), else None."""
     ctx = current_task.get()
-    if ctx is None or ctx.bundle is None or not ctx.capture:
+    if ctx is None or ctx.capture is None:
         return None
-    return (ctx.bundle[0], -1)
+    return (ctx.capture, -1)
 
 
 def num_returns_option(n: Any) -> int:

@@ -36,6 +36,7 @@ from .options import (
     captured_bundle,
     check_options,
     concurrency_groups,
+    dedicated_option,
     default_num_returns,
     may_be_captured,
     num_returns_option,
@@ -365,6 +366,7 @@ class ActorClass(_Pickled, Generic[T]):
             at_least(o, "max_task_retries", -1),
             _env_wire(self, worker),
             dict(groups),
+            dedicated_option(o.get("dedicated_process", False)),
         )
 
     def __repr__(self) -> str:

@@ -63,7 +63,7 @@ async def _open(
     token: str | bytes | None,
     local_mode: bool,
     object_store_memory: int | None = None,
-    node_ip: str | None = None,
+    ray: init_options.RayInitOptions = init_options.NO_OPTIONS,
 ) -> _Session:
     mesh: launcher.LocalMesh | None = None
     expect_nodes = 0
@@ -85,8 +85,8 @@ async def _open(
         if n < 1:
             raise ValueError("num_cpus must be >= 1 for a local mesh (one node per CPU)")
         per_node = launcher.host_processes(n, num_gpus or 0.0, resources)
-        mesh = launcher.start_local_mesh(
-            per_node, log_to_driver=log_to_driver, object_store_memory=object_store_memory
+        mesh = init_options.start_local_mesh(
+            ray, per_node, log_to_driver=log_to_driver, object_store_memory=object_store_memory
         )
         head_address, cluster_token = mesh.head_address, mesh.token
         expect_nodes = n + 1
@@ -119,7 +119,7 @@ async def _open(
     worker = Worker(
         role="driver",
         token=cluster_token,
-        host=address_toward(head_address, node_ip),
+        host=address_toward(head_address, ray.node_ip),
         head_address=head_address,
         namespace=namespace or "",
         labels={"log_to_driver": "1"} if log_to_driver else None,
@@ -235,6 +235,7 @@ def init(
         loop = uvloop.new_event_loop()
         thread = threading.Thread(target=_run_loop, args=(loop,), name="runtime-loop", daemon=True)
         thread.start()
+        before = launcher.live_meshes()
         coro = _open(
             address,
             num_cpus=num_cpus,
@@ -245,14 +246,12 @@ def init(
             token=token,
             local_mode=local_mode,
             object_store_memory=object_store_memory,
-            node_ip=ray.node_ip,
+            ray=ray,
         )
         try:
             session = asyncio.run_coroutine_threadsafe(coro, loop).result()
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
+        except BaseException:  # no loop, no node process outlives a failed init()
+            launcher.abandon_start(loop, thread, before)
             raise
         if object_store_memory is not None:
             session.worker.store.capacity = object_store_memory

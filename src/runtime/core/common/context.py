@@ -26,8 +26,8 @@ class TaskContext:
     cancelled: bool = False
     #: The placement group bundle whose resources it holds, if any.
     bundle: tuple[bytes, int] | None = None
-    #: Whether what it submits with no strategy goes to that bundle's group too.
-    capture: bool = False
+    #: The placement group what it submits with no strategy goes to (capture), or None.
+    capture: bytes | None = None
     #: The tasks and actor calls this one submitted (cancelled with it when recursive).
     children: list[bytes] = field(default_factory=list)
     thread_id: int = 0

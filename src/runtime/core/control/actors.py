@@ -1,15 +1,25 @@
 """The actor directory the head keeps: records, names, placement of pending actors,
 restarts and deaths, lookups that wait for an actor to be created or restarted.
+
+An actor no node has room for waits as PENDING (placed when a node reports room or joins),
+with a warning to its creator after :func:`~.waiting.warn_after` seconds naming what it waits
+for. Only a new actor that no live node could ever hold (its shape, not its load) fails, after
+:func:`~.records.infeasible_after` seconds (nodes may still be joining): with InfeasibleError,
+as a placement group does. A restart never fails that way: the node it had is gone, and
+another like it may join, so it waits (as Ray's actors do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import time
 from collections import deque
 from typing import Any
 
-from ..common.exceptions import InfeasibleError
+from ..common.exceptions import ActorDiedError, InfeasibleError
+from ..objects.serialization import system_error_value
 from ..scheduling.scheduler import (
     fits,
     pick_actor_node,
@@ -29,7 +39,9 @@ from .records import (
     HeadHost,
     affinity,
     in_group,
+    infeasible_after,
 )
+from .waiting import Waiting
 
 log = logging.getLogger("runtime.head")
 
@@ -46,6 +58,8 @@ class ActorDirectory:
         self.pending: deque[bytes] = deque()
         #: Lookups of actor ids whose creation request has not arrived yet.
         self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: Actors waiting for a node with room, and since when.
+        self.waiting = Waiting(self.worker.loop, head.warn)
 
     def create(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
         known = self.actors.get(spec.actor_id)
@@ -83,11 +97,7 @@ class ActorDirectory:
                 f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
                 "placement group bundle holds"
             )
-        if not feasible:
-            raise InfeasibleError(
-                f"no node in the cluster can ever host actor {spec.class_name} with resources "
-                f"{dict(spec.resources)}; start a node with those resources or lower the request"
-            )
+        # No live node can hold it at all: it waits a while for one to join (try_place).
         record = ActorRecord(spec)
         self.actors[spec.actor_id] = record
         self._persist(record)
@@ -120,26 +130,69 @@ class ActorDirectory:
         node_id, feasible = pick_actor_node(
             self.head.nodes.values(), spec.resources, counts, **affinity(spec)
         )
-        if not feasible:
-            self.mark_dead(
-                record, f"no node can host the actor's resources {dict(spec.resources)} any more"
-            )
-            return False
         if node_id is None:
+            self._wait(record, feasible)
             return False
         counts[node_id] = counts.get(node_id, 0) + 1
+        self.waiting.done(spec.actor_id)
         return await self._create_on(record, node_id)
+
+    def _wait(self, record: ActorRecord, feasible: bool) -> None:
+        """No node has room for the actor now: it stays PENDING. A new actor that no live
+        node could ever hold fails after infeasible_after(); a restart waits for good."""
+        actor_id = record.spec.actor_id
+        first = actor_id not in self.waiting.since
+        since = self.waiting.start(actor_id, record.spec.owner_id, lambda: self._why(actor_id))
+        now = time.monotonic()
+        if not feasible and record.num_restarts == 0 and first:
+            self.worker.loop.call_later(infeasible_after() + 0.05, self.head.place_pending)
+        if not feasible and record.num_restarts == 0 and now - since >= infeasible_after():
+            spec = record.spec
+            why = (
+                f"no node in the cluster can ever host actor {spec.class_name} with resources "
+                f"{dict(spec.resources)} (none joined within {infeasible_after():g} s); start a "
+                "node with those resources or lower the request"
+            )
+            record.death_error = system_error_value(InfeasibleError, why)
+            self.mark_dead(record, why)
+
+    def _why(self, actor_id: bytes) -> str | None:
+        """What a waiting actor waits for (None: it no longer waits)."""
+        record = self.actors.get(actor_id)
+        if record is None or record.state != PENDING:
+            return None
+        spec = record.spec
+        nodes = self.head.nodes.values()
+        _, feasible = pick_actor_node(nodes, spec.resources, {}, **affinity(spec))
+        what = "restart of actor" if record.num_restarts else "actor"
+        why = (
+            "every node that could hold it is busy"
+            if feasible
+            else "no live node can hold it; start one with those resources"
+        )
+        return f"the {what} {spec.class_name} ({actor_id.hex()}) waits for a node with " + (
+            f"{dict(spec.resources)}: {why}"
+        )
 
     async def _create_on(self, record: ActorRecord, node_id: str, retry: bool = True) -> bool:
         spec = record.spec
         info = self.head.nodes[node_id]
+        address = info.address
         try:
             if node_id == self.worker.peer_id:
                 assert self.worker.executor is not None
-                self.worker.executor.create_actor(spec)
+                where = self.worker.executor.create_actor(spec)
+                if inspect.isawaitable(where):
+                    where = await where
             else:
                 conn = await self.worker.connect_peer(node_id, info.address)
-                p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+                where = p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
+            if isinstance(where, list):  # in a process of its own the node started for it
+                node_id, address = str(where[0]), str(where[1])
+        except ActorDiedError as exc:  # the node cannot start it at all (its process failed)
+            record.death_error = system_error_value(ActorDiedError, str(exc))
+            self.mark_dead(record, str(exc))
+            return True
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
             log.debug("placing %s on %s failed: %s", spec.class_name, node_id, exc)
@@ -151,7 +204,7 @@ class ActorDirectory:
             return True
         # The node reports what it has left (absolute figures); the view is not adjusted here,
         # as a report may already have overtaken this reply.
-        record.state, record.node_id, record.address = ALIVE, node_id, info.address
+        record.state, record.node_id, record.address = ALIVE, node_id, address
         self._persist(record)
         self.wake(record)
         return True
@@ -222,6 +275,7 @@ class ActorDirectory:
                 w.set_result(None)
 
     def mark_dead(self, record: ActorRecord, reason: str) -> None:
+        self.waiting.done(record.spec.actor_id)
         if record.state != DEAD:
             self.dead_order.append(record.spec.actor_id)
         record.state, record.death_cause = DEAD, reason

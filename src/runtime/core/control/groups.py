@@ -29,6 +29,7 @@ from .records import (
     in_group,
     infeasible_after,
 )
+from .waiting import Waiting
 
 log = logging.getLogger("runtime.head")
 
@@ -42,6 +43,8 @@ class PlacementGroups:
         self.groups: dict[bytes, GroupRecord] = {}
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: deque[bytes] = deque()
+        #: Groups waiting for room, and since when (their creators are warned after a while).
+        self.waiting = Waiting(self.worker.loop, head.warn)
 
     def create(self, spec: p.PlacementGroupSpec) -> Any:
         if spec.strategy not in PG_STRATEGIES:
@@ -93,7 +96,9 @@ class PlacementGroups:
         spec = group.spec
         choice = place_bundles(self.head.nodes.values(), spec.bundles, spec.strategy, group.nodes)
         if choice is None:
+            self.waiting.start(spec.pg_id, spec.owner_id, lambda: self._why(spec.pg_id))
             return False
+        self.waiting.done(spec.pg_id)
         new = {i: n for i, n in choice.items() if i not in group.nodes}
         per_node: dict[str, list[tuple[int, dict[str, float]]]] = {}
         for i, node_id in new.items():
@@ -121,6 +126,15 @@ class PlacementGroups:
         if self.head.directory.pending:
             self.head.place_pending()
         return True
+
+    def _why(self, pg_id: bytes) -> str | None:
+        """What a waiting group waits for (None: it no longer waits)."""
+        group = self.groups.get(pg_id)
+        if group is None or group.state != PENDING:
+            return None
+        s = group.spec
+        left = [dict(b) for i, b in enumerate(s.bundles) if i not in group.nodes]
+        return f"placement group {s.name or pg_id.hex()} ({s.strategy}) waits for room for {left}"
 
     async def send_to_node(self, node_id: str, msg: Any) -> bool:
         """A bundle request to one node; False when it refused or cannot be reached."""
@@ -171,6 +185,7 @@ class PlacementGroups:
         if group.state == REMOVED:
             return
         group.state, group.reason = REMOVED, reason
+        self.waiting.done(group.spec.pg_id)
         self._persist(group)
         spec = group.spec
         if spec.name and self.names.get((spec.namespace, spec.name)) == spec.pg_id:

@@ -61,8 +61,6 @@ class Head:
         self.retired: set[str] = set()
         #: Members that left lately, told to everyone with the view (bounded).
         self.departed: deque[str] = deque(maxlen=1024)
-        #: Also given every batch of task output (the dashboard keeps the recent lines).
-        self.log_taps: list[Callable[[p.LogLines], None]] = []
         self.store: HeadStore | None = None
         #: The parts: the actor directory and the placement groups.
         self.directory = ActorDirectory(self)
@@ -252,13 +250,23 @@ class Head:
 
     def forward_logs(self, msg: p.LogLines) -> None:
         """Task output from a node, to every driver that asked for it."""
-        for tap in self.log_taps:
-            tap(msg)
         for info in self.nodes.values():
             if info.is_driver and info.labels.get("log_to_driver") == "1":
                 conn = self.worker.conns.get(info.node_id)
                 if conn is not None and not conn.closed:
                     conn.send(msg)
+
+    def warn(self, owner_id: str, text: str) -> None:
+        """A warning for the member that made something (e.g. an actor waiting for room): in
+        the head's log, and on that driver's terminal (every driver's, when a node made it)."""
+        log.info("%s", text)  # info: a local mesh's head writes to the driver's terminal too
+        msg = p.LogLines(self.worker.peer_id, [("runtime", f"WARNING: {text}", True)])
+        owner = self.nodes.get(owner_id)
+        conn = self.worker.conns.get(owner_id)
+        if owner is not None and owner.is_driver and conn is not None and not conn.closed:
+            conn.send(msg)
+        else:
+            self.forward_logs(msg)
 
     async def _serve(self, conn: Connection, msg: Any) -> None:
         reply = await self.handle_local(msg, conn)

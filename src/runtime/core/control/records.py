@@ -97,7 +97,7 @@ class GroupRecord:
 class LocalExecutor(Protocol):
     """The head's own node's executor, for actors and bundles placed on the head."""
 
-    def create_actor(self, spec: p.ActorSpec) -> None: ...
+    def create_actor(self, spec: p.ActorSpec) -> object: ...
     def on_bundles(self, msg: p.ReserveBundles | p.ReleaseBundles) -> None: ...
     def kill_actor(self, actor_id: bytes, reason: str, restarting: bool = False) -> None: ...
 
@@ -127,8 +127,10 @@ class HeadHost(Protocol):
 
 
 def infeasible_after() -> float:
-    """Seconds a placement group that no node set could hold waits for nodes to join."""
-    return float(os.environ.get("RUNTIME_PG_INFEASIBLE_S", "5"))
+    """Seconds a new actor, task or placement group that no live node (set) could hold waits
+    for nodes to join (``RUNTIME_INFEASIBLE_S``; ``RUNTIME_PG_INFEASIBLE_S``, its older name)."""
+    value = os.environ.get("RUNTIME_INFEASIBLE_S") or os.environ.get("RUNTIME_PG_INFEASIBLE_S")
+    return float(value or "5")
 
 
 def in_group(strategy: Any) -> tuple[bytes | None, int]:
@@ -178,3 +180,4 @@ class HeadCore(Protocol):
     @property
     def placement(self) -> GroupsView: ...
     def place_pending(self) -> None: ...
+    def warn(self, owner_id: str, text: str) -> None: ...

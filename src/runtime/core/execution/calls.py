@@ -80,7 +80,17 @@ class ExecutionHost(Protocol):
     def head_conn(self) -> Connection | None: ...
     @property
     def executor(self) -> EnvSource | None: ...
+    @property
+    def token(self) -> bytes: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def head_address(self) -> str | None: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
+    async def connect_address(self, address: str, peer_id: str | None = None) -> Connection: ...
+    async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any: ...
     def reply(
         self, conn: Connection, rid: int, value: Any = None, error: BaseException | None = None
     ) -> None: ...
@@ -147,9 +157,9 @@ class Job:
     ready: bool = True
     stream: StreamControl | None = None
     bundle: tuple[bytes, int] | None = None
-    #: Its children with no strategy of their own go to its placement group (Ray's
-    #: ``placement_group_capture_child_tasks``).
-    capture: bool = False
+    #: The placement group its children with no strategy of their own go to (Ray's
+    #: ``placement_group_capture_child_tasks``), or None.
+    capture: bytes | None = None
     env: Prepared | None = None
     lane: Lane | None = None
     attempt: int = 0
@@ -158,7 +168,6 @@ class Job:
     atask: asyncio.Task[Any] | None = None
     cancelled: bool = False
     actor_id: bytes = b""  # the actor an actor call is for
-    received: float = 0.0  # when an actor call arrived (monotonic), for its latency metric
     #: The SystemExit the call raised (``sys.exit()``, or ActorExit from
     #: ``actor.exit_actor()``): in an actor method it ends the actor (HostedActor._exit).
     exit: SystemExit | None = None

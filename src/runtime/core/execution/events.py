@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import deque
+from itertools import islice
 from typing import Any, Final
 
 #: (received, fetched, started, ended, label, thread id, on the loop, failed, task id)
@@ -39,10 +40,12 @@ record: Final = RING.append
 now_ns: Final = time.monotonic_ns
 
 
-def snapshot() -> dict[str, Any]:
-    """The events in the ring (oldest first), the names of the threads they ran on, and the
-    offset that turns their monotonic times into wall-clock times (ns since the epoch)."""
-    events = list(RING)
+def snapshot(tail: int | None = None) -> dict[str, Any]:
+    """The events in the ring (oldest first; the last ``tail`` only when given), the names of
+    the threads they ran on, and the offset that turns their monotonic times into wall-clock
+    times (ns since the epoch)."""
+    # tail: the last ones only, without copying the whole ring (the dashboard asks every 2 s)
+    events = list(RING) if tail is None else list(islice(reversed(RING), max(tail, 0)))[::-1]
     names = {t.ident: t.name for t in threading.enumerate() if t.ident is not None}
     threads = {str(tid): names.get(tid, f"thread {tid}") for tid in {e[5] for e in events}}
     return {

@@ -50,6 +50,9 @@ from .calls import (
     task_error,
 )
 from .hosted import HostedActor
+from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
+from .pools import EnvPools
+from .processes import ChildProcesses
 from .runtime_env import EnvManager
 
 log = logging.getLogger("runtime.executor")
@@ -78,6 +81,18 @@ class Executor:
         #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
         self.answers = Answers(self.jobs)
         self.envs = EnvManager(worker)
+        #: Node processes started here for actors that must not share this one's fate.
+        self.children = ChildProcesses(worker)
+        #: Tasks with a runtime_env run in a process of their environment's.
+        self.pools = EnvPools(
+            worker,
+            self.children,
+            self.envs,
+            self.jobs,
+            release=self._release,
+            ledger=self._ledger,
+            report=self._report,
+        )
         #: Placement group bundles reserved here: a ledger each, carved out of ``sched``.
         self.bundles: dict[tuple[bytes, int], LocalScheduler] = {}
         self.actors: dict[bytes, HostedActor] = {}
@@ -98,6 +113,7 @@ class Executor:
         self._report()  # what the host has free now (its other processes may hold some)
 
     def close(self) -> None:
+        self.children.close()
         self.pool.shutdown()
         self.sched.ledger.close()
         for actor in list(self.actors.values()):
@@ -128,10 +144,15 @@ class Executor:
         )
         job.attempt = msg.attempt
         job.spills = msg.spills
+        if self.pools.is_pool:  # the node that relayed it holds its resources: lent to us
+            job.demand = {k: v for k, v in job.demand.items() if k != "GPU"}
+            self.pools.lent_here(self.sched, job.demand, 1)
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
-        if msg.bundle is not None:
-            job.bundle, job.capture = (bytes(msg.bundle[0]), int(msg.bundle[1])), msg.capture
+        if msg.bundle is not None and not self.pools.is_pool:  # a pool's parent holds it
+            job.bundle = (bytes(msg.bundle[0]), int(msg.bundle[1]))
+        if msg.capture and msg.bundle is not None:
+            job.capture = bytes(msg.bundle[0])
         self.jobs[msg.task_id] = job
         if msg.runtime_env or (msg.args.refs and not self.parse_args_now(job)):
             job.ready = False
@@ -142,13 +163,22 @@ class Executor:
     def _function(self, msg: p.SubmitTask) -> tuple[Callable[..., Any], bool]:
         entry = self.functions.get(msg.fn_id)
         if entry is None:
-            if msg.fn_blob is None:
+            # Sent once per node: maybe with a task this node relayed to an env's process.
+            blob = msg.fn_blob or self.pools.blobs.get(msg.fn_id)
+            if blob is None:
                 raise RuntimeBaseError(f"node does not know function {msg.fn_name}")
-            fn = ser.loads_function(msg.fn_blob)
+            fn = ser.loads_function(blob)
             entry = self.functions[msg.fn_id] = (fn, is_async_fn(fn))
+            if self.pools.relays:  # a task of another environment may need it later
+                self.pools.blobs[msg.fn_id] = blob
         return entry
 
     async def _resolve_then_queue(self, job: Job, msg: p.SubmitTask) -> None:
+        if self.pools.wants(msg):  # runs in its environment's process: loads nothing here
+            self.pools.keep(job, msg)
+            job.ready = True
+            self._queue(job)
+            return
         try:
             if msg.runtime_env:
                 job.env = await self.envs.prepare(msg.runtime_env)
@@ -247,6 +277,8 @@ class Executor:
         self.worker.loop.call_later(0.01, poll)
 
     def _start(self, job: Job) -> None:
+        if self.pools.to_relay and self.pools.starts(job):
+            return
         ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand, bundle=job.bundle)
         ctx.capture = job.capture
         if job.demand.get("GPU"):
@@ -271,26 +303,8 @@ class Executor:
         self._finish(job, ctx, done, bufs)
 
     def task_rows(self) -> list[dict[str, Any]]:
-        """The tasks and actor calls this node has (``runtime list tasks``): running,
-        queued for resources or the actor, or waiting for their ref arguments."""
-        rows = []
-        for task_id, job in list(self.jobs.items()):
-            if job.ctx is not None:
-                state = "RUNNING"
-            elif not job.ready:
-                state = "PENDING_ARGS"
-            else:
-                state = "QUEUED"
-            rows.append(
-                {
-                    "task_id": task_id.hex(),
-                    "name": job.name,
-                    "state": state,
-                    "actor_id": job.actor_id.hex(),
-                    "attempt": job.attempt,
-                }
-            )
-        return rows
+        """The tasks and actor calls this node has (``runtime list tasks``)."""
+        return job_rows(self.jobs)
 
     def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
         self.jobs.pop(job.task_id, None)
@@ -310,9 +324,13 @@ class Executor:
             and not any(j.ctx and j.ctx.gpu_ids for j in self.jobs.values())
         ):
             set_visible_devices(None)  # no GPU holder left here: as the node started
+        if self.pools.is_pool and not job.actor_id:
+            self.pools.lent_here(self.sched, job.demand, -1)
 
     def _done_unqueued(self, job: Job, error: p.Value) -> None:
         self.jobs.pop(job.task_id, None)
+        if self.pools.is_pool and not job.actor_id:
+            self.pools.lent_here(self.sched, job.demand, -1)
         job.conn.send(p.TaskDone(job.task_id, error=error))
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
@@ -346,6 +364,8 @@ class Executor:
         if ctx.demand and not ctx.lent:
             ctx.lent = True
             self._release(ctx.demand, ctx.bundle, lend=True)
+            if self.pools.is_pool:
+                self.pools.lend(ctx.task_id, True)
 
     def take_back(self, ctx: TaskContext) -> None:
         ledger = self._ledger(ctx.bundle)
@@ -353,40 +373,19 @@ class Executor:
             ctx.lent = False
             ledger.reacquire(ctx.demand)
             self._report()
+            if self.pools.is_pool:
+                self.pools.lend(ctx.task_id, False)
 
     # --- placement group bundles ---------------------------------------------------------------
 
     def on_bundles(self, msg: p.ReserveBundles | p.ReleaseBundles) -> None:
         """Reserve (all or none) or release placement group bundles here (loop)."""
         if isinstance(msg, p.ReserveBundles):
-            total: dict[str, float] = {}
-            for index, res in msg.bundles:
-                if (msg.pg_id, index) in self.bundles:
-                    continue  # a retried request
-                for name, amount in res.items():
-                    total[name] = total.get(name, 0.0) + amount
-            if not self.sched.try_take(total, long=True, slot=False):
-                raise NoRoomError("no room on this node for the bundles now")
-            ids = self.sched.last_gpus
-            for index, res in msg.bundles:
-                key = (msg.pg_id, index)
-                if key not in self.bundles:
-                    self.bundles[key] = LocalScheduler(res)
-                    if res.get("GPU") and ids:
-                        need = max(1, int(res["GPU"] + 0.999999))
-                        self.bundle_gpus[key], ids = ids[:need], ids[need:] or ids
+            reserve_bundles(self.sched, self.bundles, self.bundle_gpus, msg)
             self._report()
             return
-        keys = [
-            key
-            for key in self.bundles
-            if key[0] == msg.pg_id and (not msg.indices or key[1] in msg.indices)
-        ]
         # The bundles' resources go back first: whatever fails below must not leak them.
-        freed: list[object] = []
-        for key in keys:
-            ledger = self.bundles.pop(key)
-            freed += self.sched.release(ledger.total, self.bundle_gpus.pop(key, None), long=True)
+        keys, freed = free_bundles(self.sched, self.bundles, self.bundle_gpus, msg)
         for actor in list(self.actors.values()):
             if actor.bundle in keys:
                 try:
@@ -416,17 +415,9 @@ class Executor:
     def _send_report(self) -> None:
         self._report_armed = False
         worker = self.worker
-        sched = self.sched
-        ledger = sched.ledger
-        if ledger.closed:
+        msg = report_message(worker.peer_id, self.sched)
+        if msg is None:  # the ledger is closed: the node is going
             return
-        msg = p.ReportResources(
-            worker.peer_id,
-            ledger.available(),
-            ledger.reserved(),
-            {k: v for k, v in sched.used.items() if v > 1e-9},
-            sched.pinned.get("CPU", 0.0),
-        )
         if worker.head is not None:
             worker.head.on_report(msg)
         elif (conn := worker.head_conn) is not None:
@@ -467,6 +458,7 @@ class Executor:
         job.cancelled = True
         if task_id in self.waiting:  # queued for resources: it never runs
             del self.waiting[task_id]
+            self.pools.to_relay.pop(task_id, None)
             ledger = self._ledger(job.bundle)
             if ledger is not None:
                 ledger.cancel(task_id)
@@ -479,6 +471,8 @@ class Executor:
             for actor in self.actors.values():
                 if lane in actor.all_lanes():
                     actor._pump(lane)
+            return
+        if self.pools.relayed and self.pools.cancel(task_id, force, recursive):
             return
         ctx = job.ctx
         if ctx is not None:
@@ -504,27 +498,35 @@ class Executor:
         bundles), answered with a Reply: True, or the error it raised."""
         run = self._control.get(type(msg))
         if run is not None:
-            _answer(self.worker, conn, msg, run)
+            answer_request(self.worker, conn, msg, run)
 
-    def create_actor(self, spec: p.ActorSpec) -> None:
-        """Reserve the actor's resources here and start its constructor (loop)."""
+    def create_actor(self, spec: p.ActorSpec) -> Any:
+        """Reserve the actor's resources here and start its constructor (loop). An actor
+        with a dedicated process is started in a new child process instead (a coroutine that
+        answers where: [node id, address])."""
         if spec.actor_id in self.actors:
-            return
+            return None
         bundle = None
         strategy = spec.strategy
         cls = self.classes.get(spec.cls_id)
-        if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
-            bundle = pick_bundle(
-                self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
-            )
-        ledger = self.sched if bundle is None else self.bundles[bundle]
-        if not ledger.try_take(spec.resources, long=True):
-            raise NoRoomError("no room on this node now")
-        if spec.resources.get("GPU"):
-            ids = ledger.last_gpus if bundle is None else self.bundle_gpus.get(bundle, [])
-            self.actor_gpus[spec.actor_id] = ids
-            set_visible_devices(ids)
-        self._report()
+        # In the process started for it alone, its parent holds its resources.
+        if not self.children.serves_actor(spec.actor_id):
+            if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
+                bundle = pick_bundle(
+                    self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
+                )
+            ledger = self.sched if bundle is None else self.bundles[bundle]
+            if not ledger.try_take(spec.resources, long=True):
+                raise NoRoomError("no room on this node now")
+            self._report()
+            if spec.dedicated or spec.runtime_env:  # a process of its own (its env's own)
+                gpus = ledger.last_gpus if bundle is None else None
+                release = partial(self._release, gpu_ids=gpus, long=True)
+                return self.children.host_actor(spec, bundle, release, self.envs)
+            if spec.resources.get("GPU"):
+                ids = ledger.last_gpus if bundle is None else self.bundle_gpus.get(bundle, [])
+                self.actor_gpus[spec.actor_id] = ids
+                set_visible_devices(ids)
         if cls is None and spec.concurrency_groups and not spec.runtime_env:
             # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
             # the class loads on the actor's thread (its imports may take seconds: not here,
@@ -534,6 +536,7 @@ class Executor:
         actor.bundle = bundle
         self.actors[spec.actor_id] = actor
         actor.start()
+        return None
 
     def kill_actor(self, actor_id: bytes, reason: str, restarting: bool = False) -> None:
         """Stop an actor here; ``restarting``: it comes back elsewhere, so calls that did not
@@ -573,6 +576,7 @@ class Executor:
             worker.head.on_message(None, msg)
         elif (conn := worker.head_conn) is not None:
             conn.send(msg)
+        self.children.after_actor_stopped(len(self.actors))
 
     def on_call_actor(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
         actor = self.actors.get(msg.actor_id)
@@ -589,18 +593,6 @@ class Executor:
             )
             return
         actor.on_call(conn, msg, raw)
-
-
-def _answer(
-    worker: ExecutionHost, conn: Connection, msg: Any, run: Callable[[Any], object]
-) -> None:
-    """Run a request of the head and reply True, or the error it raised."""
-    try:
-        run(msg)
-    except Exception as exc:
-        worker.reply(conn, msg.rid, error=exc)
-    else:
-        worker.reply(conn, msg.rid, True)
 
 
 __all__ = ["Executor", "HostedActor", "encode_returns"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +22,7 @@ from ..common.metrics import CALLS_DONE, failed, observe_call
 from ..objects import serialization as ser
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
+from .events import now_ns
 from .runtime_env import EnvManager, Prepared
 
 if TYPE_CHECKING:
@@ -209,7 +209,6 @@ class HostedActor:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
         job.actor_id = self.spec.actor_id
-        job.received = time.monotonic()
         job.lane = lane
         lane.mailbox.append(job)
         if msg.args.refs and not self.executor.parse_args_now(job):
@@ -413,7 +412,7 @@ class HostedActor:
             CALLS_DONE[0] += 1
         else:
             failed("actor_call", job.name, job.task_id, done.error)
-        observe_call(time.monotonic() - job.received)
+        observe_call((now_ns() - job.received_ns) / 1e9)
         self.executor.answers.remember(done, bufs)
         job.conn.send(done, bufs)
         if job.args.refs:

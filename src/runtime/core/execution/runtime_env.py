@@ -8,9 +8,9 @@ where later tasks find it (cached by content, so an unchanged directory ships on
 
 While a task or actor call runs, its ``env_vars`` are set in ``os.environ``, its working
 directory is the current directory and on ``sys.path``, and its ``py_modules`` are importable.
-A node is one process: tasks with *different* environments running at the same moment on one
-node share ``os.environ`` and the current directory (the last one set wins until the node is
-idle again); give such tasks separate nodes or keep one environment per job.
+Tasks and actors with an environment run in processes of that environment's own
+(:mod:`.pools`, :mod:`.processes`), so they never share ``os.environ`` with another one; only
+local mode and streaming tasks still apply environments around each call in a shared process.
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ class EnvManager:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
         dest = os.path.join(tmp, os.path.relpath(target, where)) if target != where else tmp
+        os.makedirs(dest, exist_ok=True)  # an empty directory has no entry in the zip
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             zf.extractall(dest)
         with open(os.path.join(tmp, ".done"), "w"):

@@ -86,7 +86,13 @@ class Dispatch:
         self.table = {
             p.CallActor: executor.on_call_actor if executor is not None else self._call_actor,
             p.SubmitTask: executor.on_submit_task if executor is not None else self._submit_task,
-            p.TaskDone: host.submitter.on_task_done,
+            # Answers of tasks this node relayed to a runtime_env process go back to their
+            # submitters; the rest are this process's own.
+            p.TaskDone: (
+                executor.pools.answers(host.submitter.on_task_done)
+                if executor is not None
+                else host.submitter.on_task_done
+            ),
             p.StreamItem: self._stream_item,
             p.StreamAck: self._stream_ack,
             p.CancelTask: self._cancel,
@@ -110,6 +116,8 @@ class Dispatch:
         }
         if host.head is None:
             self.table[p.LogLines] = self._log_lines
+        if executor is not None:  # a runtime_env process's task blocks, or runs again
+            self.table[p.LendResources] = lambda conn, msg, raw: executor.pools.on_lend(msg)
 
     def dispatch(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
         """Hand ``msg`` to its handler; what no part of this worker handles goes to the head

@@ -111,7 +111,8 @@ def _file_tail(path: str, n: int) -> list[str]:
 
 
 def _timeline(host: InspectHost, args: dict[str, Any]) -> dict[str, Any]:
-    return events.snapshot()
+    tail = args.get("tail")
+    return events.snapshot(None if tail is None else int(tail))
 
 
 def _call_labels(executor: Executor | None) -> tuple[dict[int, str], dict[int, str]]:

@@ -7,6 +7,7 @@ parent dies, even by ``kill -9``, the pipe reads EOF and the child exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -20,10 +21,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.private import check_private, private_dir
+from ..objects.refs import current_worker_or_none
 from ..objects.store import default_capacity, process_running, process_tag
 from ..scheduling.host import HostLedger
 
@@ -264,6 +267,40 @@ def cleanup_on_sigterm(mesh: LocalMesh | None) -> None:
         signal.signal(signal.SIGTERM, _stop_meshes_then_die)
 
 
+def live_meshes() -> tuple[LocalMesh, ...]:
+    """The local meshes this process started and has not stopped."""
+    return tuple(_live_meshes.values())
+
+
+def abandon_start(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, before: tuple[LocalMesh, ...]
+) -> None:
+    """``init()`` failed or was interrupted part-way (a late check, Ctrl-C while the nodes
+    start): stop its event loop (run by ``thread``), then every local mesh started since
+    ``before``, so no node process outlives the failed call."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    # What was still under way (the start itself, when interrupted) is cancelled and runs its
+    # own cleanup here, on this thread: the driver's worker closes, so this process is not
+    # left looking like a member of a cluster it never joined.
+    tasks = asyncio.all_tasks(loop)
+    if tasks:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.wait(tasks, timeout=10.0))
+    # A start that ran to its end after the interrupt left its worker behind: close it (init()
+    # refuses to start while this process is a member, so the worker is this call's).
+    close = getattr(current_worker_or_none(), "aclose", None)
+    if close is not None:
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.wait_for(close(), 10.0))
+    loop.close()
+    for mesh in live_meshes():
+        if not any(mesh is old for old in before):
+            mesh.stop()
+
+
 def node_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "runtime.node", *args]
 
@@ -345,8 +382,10 @@ def start_local_mesh(
     log_to_driver: bool = True,
     env: dict[str, str] | None = None,
     object_store_memory: int | None = None,
+    head_args: Sequence[str] = (),
 ) -> LocalMesh:
-    """Start a head (no resources) and the host's node processes, all at once.
+    """Start a head (no resources) and the host's node processes, all at once
+    (``head_args``: more options of the head's, e.g. ``--dashboard-port N``).
 
     The head's listening socket is bound here and handed down, so the nodes can be
     started at the same moment as the head and connect as soon as it runs. The nodes share
@@ -369,6 +408,7 @@ def start_local_mesh(
     if not log_to_driver:
         out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it
     mesh = LocalMesh(address, state_dir, token, death_pipe_w=w)
+    _live_meshes[id(mesh)] = mesh  # from the start: a failed init() or SIGTERM stops it too
     common = ["--parent-fd", str(r), "--token-file", token_path, "--state-dir", state_dir]
     if object_store_memory is not None:
         common += ["--object-store-memory", str(object_store_memory)]
@@ -382,6 +422,7 @@ def start_local_mesh(
                     "--num-cpus",
                     "0",
                     "--no-head-file",
+                    *head_args,
                     *common,
                 ),
                 pass_fds=(sock.fileno(), r),

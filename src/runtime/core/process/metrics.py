@@ -20,6 +20,7 @@ from ..common import metrics
 from ..objects import serialization as ser
 from ..wire.heartbeat import now as heartbeat_now
 from ..wire.transport import Connection
+from .inspect import InspectHost
 
 if TYPE_CHECKING:
     from ..control.head import Head
@@ -30,19 +31,14 @@ if TYPE_CHECKING:
 _TASK_STATES = ("RUNNING", "QUEUED", "PENDING_ARGS")
 
 
-class MetricsHost(Protocol):
-    """What a snapshot reads of the worker."""
+class MetricsHost(InspectHost, Protocol):
+    """What a snapshot reads of the worker (its identity and executor as an ``Inspect``
+    answer does, and more)."""
 
-    @property
-    def peer_id(self) -> str: ...
-    @property
-    def role(self) -> str: ...
     @property
     def conns(self) -> dict[str, Connection]: ...
     @property
     def store(self) -> ObjectStore: ...
-    @property
-    def executor(self) -> Executor | None: ...
     @property
     def head(self) -> Head | None: ...
     @property

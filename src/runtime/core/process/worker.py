@@ -305,6 +305,7 @@ class Worker:
             on_close=self._on_close,
             dialer=dialer,
             admission=self.admission,
+            integrity=self.tls is None,  # TLS protects the frames already
         )
         self._all_conns.add(conn)
         conn.authenticated.add_done_callback(self._on_authenticated)

@@ -24,6 +24,7 @@ from collections.abc import Hashable, Mapping
 from typing import Final
 
 from ..common.exceptions import InfeasibleError
+from .gpus import gpu_capacities, set_visible_devices, visible_devices
 from .scheduler import _LOOKAHEAD, Resources, fits, unreserved
 
 _EPS: Final = 1e-9
@@ -61,16 +62,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def gpu_capacities(total: float) -> list[float]:
-    """How much of each device a host of ``total`` GPUs has (a fraction for the last)."""
-    whole = math.floor(total + _EPS)
-    caps = [1.0] * whole
-    rest = total - whole
-    if rest > _EPS:
-        caps.append(rest)
-    return caps
 
 
 class HostLedger:
@@ -309,6 +300,31 @@ class HostLedger:
 
     # --- changing ---------------------------------------------------------------------------
 
+    def grow(self, demand: Mapping[str, float], sign: int) -> None:
+        """A ledger private to one process (no file) grows by ``demand`` (``sign`` 1) or
+        shrinks back (-1): a runtime_env's pool process runs tasks whose resources the node
+        that relayed them holds on the host. GPUs are not lent this way (their ids stay with
+        the relaying node)."""
+        if self.path is not None:
+            raise RuntimeError("only a ledger private to one process grows")
+        nums = self._nums
+        for name, amount in demand.items():
+            if amount <= 0 or name == "GPU":
+                continue
+            i = self.index.get(name)
+            if i is None:
+                n = len(self.names)
+                if n >= MAX_RESOURCES:
+                    raise ValueError(f"a host declares at most {MAX_RESOURCES} resources")
+                start = _HEADER.size + n * _NAME
+                self._buf[start : start + _NAME] = name.encode()[:_NAME].ljust(_NAME, b"\0")
+                _HEADER.pack_into(self._buf, 0, _MAGIC, n + 1, self.num_gpus)
+                i = self.index[name] = 3 * n
+                self.names.append(name)
+            nums[i] = max(0.0, nums[i] + sign * amount)
+            nums[i + 1] += sign * amount
+            self.total[name] = nums[i]
+
     def take(
         self, demand: Mapping[str, float], *, long: bool = False, force: bool = False
     ) -> list[int] | None:
@@ -520,6 +536,11 @@ class HostScheduler:
         self.ledger.take(part, force=True)
         _add(self.used, part, 1)
 
+    def lend_in(self, demand: Resources, sign: int) -> None:
+        """In a runtime_env's pool process: see :meth:`HostLedger.grow`."""
+        self.ledger.grow(demand, sign)
+        self.total = dict(self.ledger.total)
+
     def _grant(self) -> list[Hashable]:
         granted: list[Hashable] = []
         queue = self.queue
@@ -541,31 +562,6 @@ class HostScheduler:
             granted.append(key)
             del queue[i]
         return granted
-
-
-#: CUDA_VISIBLE_DEVICES as the node process found it: a grant's ids index into it.
-_VISIBLE_AT_START = os.environ.get("CUDA_VISIBLE_DEVICES")
-
-
-def visible_devices(ids: list[int]) -> str:
-    """The CUDA_VISIBLE_DEVICES value for GPU ids ``ids`` of this host (mapped through the
-    node's own CUDA_VISIBLE_DEVICES when it was started with one, as Ray does)."""
-    if _VISIBLE_AT_START:
-        names = _VISIBLE_AT_START.split(",")
-        return ",".join(names[i] if i < len(names) else str(i) for i in ids)
-    return ",".join(str(i) for i in ids)
-
-
-def set_visible_devices(ids: list[int] | None) -> None:
-    """Show the task or actor its GPUs (None: put back what the node started with). The
-    variable is the process's: a process that runs two GPU holders at once shows the last
-    one's (see docs/core.md)."""
-    if ids is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(ids)
-    elif _VISIBLE_AT_START is None:
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    else:
-        os.environ["CUDA_VISIBLE_DEVICES"] = _VISIBLE_AT_START
 
 
 def _add(into: dict[str, float], demand: Resources, sign: int) -> None:

@@ -22,6 +22,23 @@ _LOOKAHEAD: Final = 16
 Resources = Mapping[str, float]
 
 
+#: The label that says what a member is for: the head (``"head"``), a process started for one
+#: actor (``"actor"``) or for one runtime_env (``"env"``), which take no general work
+#: (:data:`FOR_LABEL` then says which actor or env); or the node process a ``--head`` started
+#: to offer its resources (``"head-node"``, an ordinary node otherwise).
+ROLE_LABEL: Final = "runtime.io/role"
+FOR_LABEL: Final = "runtime.io/for"
+#: The roles of members that take no general work.
+RESERVED_ROLES: Final = frozenset({"head", "actor", "env"})
+
+
+def takes_work(node: Any) -> bool:
+    """True for a live node process that general tasks, actors and bundles may be placed on:
+    not a driver, not the head, not a process kept for one actor or one runtime_env."""
+    labels = getattr(node, "labels", None) or {}
+    return not node.is_driver and node.alive and labels.get(ROLE_LABEL) not in RESERVED_ROLES
+
+
 def fits(demand: Resources, available: Resources) -> bool:
     """True when ``available`` covers every amount in ``demand``."""
     return all(
@@ -219,11 +236,7 @@ def pick_node(
     """
     best: str | None = None
     best_key: tuple[float, ...] | None = None
-    hosts = [
-        n
-        for n in _labelled(nodes, labels)
-        if not n.is_driver and n.alive and fits(demand, n.resources)
-    ]
+    hosts = [n for n in _labelled(nodes, labels) if takes_work(n) and fits(demand, n.resources)]
     # What actors and bundles hold stays held: a task queued behind it could wait for good.
     # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
     free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n)) and _slot_open(n, demand)]
@@ -270,9 +283,7 @@ def pick_actor_node(
     Nodes without CPUs (a local mesh's head) are used only when nothing else fits.
     """
     candidates = [
-        n
-        for n in _labelled(nodes, labels)
-        if not n.is_driver and n.alive and fits(demand, n.resources)
+        n for n in _labelled(nodes, labels) if takes_work(n) and fits(demand, n.resources)
     ]
     if affinity is not None:
         pinned = [n for n in candidates if n.node_id == affinity]
@@ -309,10 +320,11 @@ def _room(free: Mapping[str, float]) -> float:
 
 
 def _by_host(nodes: Iterable[Any]) -> dict[str, list[Any]]:
-    """The live node processes, grouped by host (a process without a host id is its own)."""
+    """The live node processes that take work, grouped by host (a process without a host id
+    is its own)."""
     out: dict[str, list[Any]] = {}
     for n in nodes:
-        if not n.is_driver and n.alive:
+        if takes_work(n):
             out.setdefault(getattr(n, "host_id", "") or n.node_id, []).append(n)
     return out
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from ..common.errors import ErrorCode
@@ -26,10 +27,11 @@ from ..common.exceptions import (
 from ..objects import serialization as ser
 from ..objects.refs import NO_BUFFERS, PENDING, READY, OwnedObject, ReferenceTable
 from ..scheduling.labels import matches
-from ..scheduling.scheduler import fits, pick_node
+from ..scheduling.scheduler import fits, pick_node, takes_work
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
+from .capacity import wait_for_capacity, waits_for_capacity
 from .pending import PendingTask, RetryPolicy, TaskRetry, retry_allowed, take_retry
 from .streaming import StreamState
 
@@ -55,6 +57,8 @@ class SubmitterHost(Protocol):
     def group_nodes(self) -> dict[bytes, list[str]]: ...
     @property
     def view(self) -> dict[str, p.NodeInfo]: ...
+    @property
+    def view_changed(self) -> asyncio.Event: ...
     @property
     def caller(self) -> ActorCaller: ...
     def spawn(
@@ -277,9 +281,13 @@ class TaskSubmitter:
             else:
                 node_id = pick_node(self.host.view.values(), msg.resources, self.load)
         except RuntimeBaseError as exc:
-            err = ser.error_value(exc)
-            for oid in task.object_ids:
-                self.resolve(oid, err, [])
+            if waits_for_capacity(exc, msg):  # no node of its shape now: wait for one to join
+                self.tasks[msg.task_id] = task
+                place = partial(self._place_task, task, msg, buffers, fn_blob)
+                fail = partial(self._unplaceable, task, msg)
+                self.spawn(wait_for_capacity(self.host, task, msg, exc, place=place, fail=fail))
+                return
+            self._unplaceable(task, msg, exc)
             return
         task.node_id = node_id
         if task.stream is not None:
@@ -304,7 +312,7 @@ class TaskSubmitter:
         elif strategy[0] == "node":
             node_id, soft = str(strategy[1]), bool(strategy[2])
             info = self.host.view.get(node_id)
-            if info is not None and info.alive and fits(msg.resources, info.resources):
+            if info is not None and takes_work(info) and fits(msg.resources, info.resources):
                 return node_id
             if not soft:
                 raise InfeasibleError(
@@ -314,11 +322,7 @@ class TaskSubmitter:
             return pick_node(self.host.view.values(), msg.resources, self.load)
         # SPREAD: round robin over the nodes that can hold it, least loaded first.
         self._spread_turn += 1
-        feasible = [
-            n.node_id
-            for n in view
-            if not n.is_driver and n.alive and fits(msg.resources, n.resources)
-        ]
+        feasible = [n.node_id for n in view if takes_work(n) and fits(msg.resources, n.resources)]
         if not feasible:
             return pick_node(view, msg.resources, self.load)  # raises
         feasible.sort()
@@ -349,6 +353,13 @@ class TaskSubmitter:
                 task.stream.on_done(err)
             return
         self._place_task(task, msg, buffers, fn_blob)
+
+    def _unplaceable(self, task: PendingTask, msg: p.SubmitTask, exc: RuntimeBaseError) -> None:
+        if self.tasks.get(msg.task_id) is task:
+            del self.tasks[msg.task_id]
+        err = ser.error_value(exc)
+        for oid in task.object_ids:
+            self.resolve(oid, err, [])
 
     def _spill(self, task: PendingTask) -> None:
         """A node sent the task back (its room was held by actors): place it again, a little

@@ -2,7 +2,8 @@
 
 A job is one shell command (usually ``python script.py``) started on the head node by the
 *job manager*, a named, detached async actor (``_runtime_job_manager`` in namespace
-``_runtime``) pinned to the head with a soft ``NodeAffinitySchedulingStrategy``. The manager
+``_runtime``) pinned with a soft ``NodeAffinitySchedulingStrategy`` to the node process the head
+started for its resources (the head process itself hosts no user code). The manager
 
 - unpacks the job's working directory, shipped zipped through the object store and cached by
   the hash of its content under ``<state dir>/jobs/_packages/<hash>/``;
@@ -192,8 +193,8 @@ def get_manager(head_address: str) -> Any:
     """The cluster's job manager actor, created on the head node the first time."""
     head_node = None
     for n in runtime.nodes():
-        address = f"{n['NodeManagerAddress']}:{n['NodeManagerPort']}"
-        if n["Alive"] and not n["IsDriver"] and address == head_address:
+        # The head hosts no user code: the node process it started for its resources does.
+        if n["Alive"] and n["Labels"].get("runtime.io/role") == "head-node":
             head_node = n["NodeID"]
     options: dict[str, Any] = {
         "name": MANAGER_NAME,

@@ -23,10 +23,13 @@ from ..common.exceptions import AuthenticationError, RuntimeBaseError
 from ..common.private import private_dir
 from ..execution import logs as worker_logs
 from ..execution.logs import capture as capture_output
+from ..execution.processes import ChildProcesses
 from ..objects.store import parse_size
 from ..process import launcher
+from ..process.limits import die_with_parent, raise_open_file_limit
 from ..process.worker import Worker
 from ..scheduling.host import HostLedger
+from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
 
@@ -85,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
+    # A process a node started for one actor or one runtime_env (execution.processes): its
+    # role ("actor:ID", "env:HASH"), and where it says it joined ("node_id address").
+    ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return ap
 
 
@@ -157,24 +164,6 @@ def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | Non
         if args.address in ("auto", head["address"]):
             return launcher.resolve_token(None, state_dir=head["state_dir"]), False
     return None, False
-
-
-#: The soft open-file limit a node raises itself to (within the hard limit): at the common
-#: default of 1,024, a flood of idle connections could take every descriptor.
-WANTED_OPEN_FILES = 65536
-
-
-def raise_open_file_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE towards :data:`WANTED_OPEN_FILES`; the new soft limit."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +271,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     if args.parent_fd is not None:
         fd = args.parent_fd
-        _die_with_parent()
+        die_with_parent()
 
         def parent_gone() -> None:
             with contextlib.suppress(OSError):
@@ -295,6 +284,12 @@ async def _serve(
     listen = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     port = args.port if args.port is not None else (6380 if args.head else 0)
     rejoining, rejoin_failures = False, 0
+    labels = dict(labels or {})
+    if args.role:
+        kind, _, for_id = args.role.partition(":")
+        labels.update({ROLE_LABEL: kind, FOR_LABEL: for_id})
+    if args.head:  # the head hosts no user code: no task, actor or bundle lands on it
+        labels[ROLE_LABEL] = "head"
     while True:
         worker = Worker(
             role="head" if args.head else "node",
@@ -303,7 +298,8 @@ async def _serve(
             port=port,
             listen_sock=listen,
             head_address=args.address,
-            resources=resources,
+            # The head hosts no user code: what it would offer, a node process it starts offers.
+            resources={} if args.head else resources,
             state_dir=state_dir,
             labels=labels or None,
             host_share=share,
@@ -358,6 +354,14 @@ async def _run_worker(
         await worker.aclose()
         raise
     capture_output(worker)  # what tasks print goes to the drivers, tagged
+    if args.ready_fd is not None:  # the node that started this process waits for this line
+        with contextlib.suppress(OSError), os.fdopen(args.ready_fd, "w") as ready:
+            ready.write(f"{worker.peer_id} {worker.address}\n")
+    head_nodes = None
+    if args.head and not args.no_head_file and not args.expect_nodes:
+        # A head alone (not a local mesh's, whose driver starts the nodes, nor a host's whose
+        # supervisor does): one node process for 0-CPU work and the job manager on its host.
+        head_nodes = await _start_head_nodes(worker, args)
     dashboard = None
     if args.head and args.dashboard_port is not None:
         try:
@@ -392,6 +396,9 @@ async def _run_worker(
             launcher.remove_head_file()
         if dashboard is not None:
             await dashboard.close()
+        if head_nodes is not None:  # stopped before the head, so none sees it vanish
+            head_nodes.close()
+            await asyncio.to_thread(_wait_children, head_nodes)
         await worker.aclose()
     return worker.evicted and not stop.is_set() and not args.head
 
@@ -408,19 +415,29 @@ async def _members_joined(worker: Worker, n: int, timeout: float = 30.0) -> None
         await asyncio.sleep(0.02)
 
 
-def _die_with_parent() -> None:
-    """Besides the parent pipe (read on the loop), ask the kernel for SIGKILL when the
-    parent goes, so even a node whose loop is stuck does not outlive it (Linux only)."""
-    try:
-        import ctypes
+async def _start_head_nodes(worker: Worker, args: argparse.Namespace) -> ChildProcesses:
+    """The node process that offers what ``--head`` was given (``--num-cpus``, ``--num-gpus``,
+    ``--resources``; maybe nothing, it still hosts 0-CPU work and the job manager on the head's
+    host): the head process itself hosts no user code."""
+    children = ChildProcesses(worker)
+    await children.start(
+        "",
+        "head",
+        args=(
+            "--num-cpus", str(_resources(args).get("CPU", 0.0)), "--num-gpus", str(args.num_gpus),
+            "--resources", args.resources, "--role", "head-node:",
+        ),
+    )  # fmt: skip
+    return children
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent was already gone before prctl took effect
-        os._exit(1)
+
+def _wait_children(children: ChildProcesses, timeout: float = 10.0) -> None:
+    for child in list(children.children.values()):
+        try:
+            child.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
 
 
 #: A node process refused (exit 2: bad arguments, a wrong token) this soon after the host
@@ -457,7 +474,10 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
               "--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),))
         )  # fmt: skip
         node_args = _strip(_strip(_strip(child_args, "--port"), "--head"), "--dashboard-port")
-        specs.extend(([*node_args, "--address", address, *host], ()) for _ in range(plan.procs))
+        # The first of the host's node processes is the head's own (the job manager runs there).
+        for i in range(plan.procs):
+            role = ("--role", "head-node:") if i == 0 else ()
+            specs.append(([*node_args, "--address", address, *host, *role], ()))
     else:
         specs.extend(([*child_args, *host], ()) for _ in range(plan.procs))
     procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)

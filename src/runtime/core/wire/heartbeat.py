@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
+from .admission import make_ticket
+from .integrity import Seals, derive_keys
 from .tls import TlsConfig
 
 log = logging.getLogger("runtime.heartbeat")
@@ -122,17 +124,37 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+class Channel:
+    """A blocking socket to the head that has passed the handshake; ``send`` seals each
+    frame (:mod:`.integrity`) unless TLS protects the socket."""
+
+    def __init__(self, sock: socket.socket, seals: Seals | None) -> None:
+        self.sock = sock
+        self._seals = seals
+
+    def send(self, msg: p._Msg) -> None:
+        header = p.encode(msg)
+        data = _PREFIX.pack(4 + len(header), len(header)) + header
+        if self._seals is not None:
+            data += self._seals.seal((data,))
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def open_channel(
     address: str, token: bytes, local_id: str, timeout: float, tls: TlsConfig | None = None
-) -> socket.socket:
-    """A blocking socket to ``address`` that has passed the mutual HMAC handshake."""
+) -> Channel:
+    """A blocking channel to ``address`` that has passed the mutual HMAC handshake."""
     host, _, port = address.rpartition(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     if tls is not None:
         sock = tls.client_context().wrap_socket(sock)
     try:
         nonce = os.urandom(16)
-        _send(sock, p.Hello(p.PROTOCOL_VERSION, local_id, nonce))
+        ticket = make_ticket(token, nonce, local_id)
+        _send(sock, p.Hello(p.PROTOCOL_VERSION, local_id, nonce, ticket))
         challenge = _recv(sock)
         if not isinstance(challenge, p.Challenge):
             raise AuthenticationError(f"the head answered {type(challenge).__name__}")
@@ -143,7 +165,10 @@ def open_channel(
         expect = _mac(token, b"S", nonce, challenge.nonce, challenge.peer_id.encode())
         if not hmac.compare_digest(expect, welcome.mac):  # the head proves itself last
             raise AuthenticationError("the head does not hold the cluster token")
-        return sock
+        if tls is not None:
+            return Channel(sock, None)
+        send_key, _ = derive_keys(token, nonce, challenge.nonce, local_id, challenge.peer_id)
+        return Channel(sock, Seals(send_key))
     except BaseException:
         sock.close()
         raise
@@ -176,7 +201,7 @@ class HeartbeatSender(threading.Thread):
 
     def run(self) -> None:
         seq = 0
-        sock: socket.socket | None = None
+        sock: Channel | None = None
         while not self._stop_event.is_set():
             try:
                 if sock is None:
@@ -188,7 +213,7 @@ class HeartbeatSender(threading.Thread):
                         self.tls,
                     )
                 seq += 1
-                _send(sock, p.Heartbeat(self.node_id, seq))
+                sock.send(p.Heartbeat(self.node_id, seq))
             except AuthenticationError:
                 if self.on_refused is not None:
                     self.on_refused()

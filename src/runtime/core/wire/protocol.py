@@ -19,7 +19,8 @@ import msgspec
 from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
 
-PROTOCOL_VERSION: Final = 2
+#: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on.
+PROTOCOL_VERSION: Final = 3
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8
@@ -67,6 +68,8 @@ class Hello(_Msg, tag=1):
     version: int
     peer_id: str
     nonce: bytes
+    #: The dialer's admission ticket (``admission.make_ticket``); empty: none.
+    ticket: bytes = b""
 
 
 class Challenge(_Msg, tag=2):
@@ -169,6 +172,9 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     max_task_retries: int = 0
     runtime_env: Any = None
     concurrency_groups: dict[str, int] = {}
+    #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
+    #: else down.
+    dedicated: bool = False
 
 
 class CreateActor(_Msg, tag=23):
@@ -329,6 +335,14 @@ class StreamAck(_Msg, tag=44):
 
     task_id: bytes
     consumed: int
+
+
+class LendResources(_Msg, tag=46):
+    """A runtime_env process to the node that relayed it task ``task_id``: the task blocks in
+    get() (``lent``: its resources may serve others meanwhile), or runs again."""
+
+    task_id: bytes
+    lent: bool
 
 
 class CancelTask(_Msg, tag=45):
@@ -492,6 +506,7 @@ Message = (
     | TaskDone
     | StreamItem
     | StreamAck
+    | LendResources
     | CancelTask
     | GetObject
     | FetchObject

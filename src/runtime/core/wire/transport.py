@@ -4,7 +4,9 @@ A :class:`Connection` reads frames into a reusable buffer (large frames into a b
 their own, so their payload can be handed out without a copy), checks every length
 before allocating, authenticates the peer with an HMAC challenge-response over the
 cluster token before anything else, and coalesces writes adaptively: the first frame
-of a loop iteration goes out at once, the rest of that iteration in one write.
+of a loop iteration goes out at once, the rest of that iteration in one write. Without TLS,
+every write after the handshake ends with a seal (:mod:`.integrity`) and no frame is handed
+on before its seal has checked.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, Final
 
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
-from .admission import AdmissionControl
+from .admission import FAILED, HELLO, PROVEN, AdmissionControl, make_ticket
+from .integrity import SEAL_BODY, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
@@ -28,6 +31,7 @@ log = logging.getLogger("runtime.transport")
 _handshake_log = RateLimitedLog(log)
 
 _PREFIX = struct.Struct(">II")
+_U32 = struct.Struct(">I")
 _SMALL_BUFFER: Final = 256 * 1024
 #: The read buffer before authentication (two handshake frames and their prefixes).
 _HANDSHAKE_BUFFER: Final = 2 * (4096 + 8)
@@ -59,8 +63,15 @@ class Connection(asyncio.BufferedProtocol):
         dialer: bool,
         max_frame: int = p.MAX_FRAME_SIZE,
         admission: AdmissionControl | None = None,
+        integrity: bool = True,
     ) -> None:
         self.local_id = local_id
+        #: Seal the frames after the handshake (off under TLS, which protects them already).
+        self._integrity = integrity
+        self._tx: Seals | None = None
+        self._rx: Seals | None = None
+        #: Frames read but not yet covered by a seal that checked.
+        self._unsealed: list[memoryview] = []
         self._admission = admission
         self.peer_id: str | None = None
         self._token = token
@@ -80,6 +91,10 @@ class Connection(asyncio.BufferedProtocol):
         self._big_pos = 0
         self._batch: list[Buffer] = []
         self._flush_scheduled = False
+        #: The frames of the batch sent after the handshake (and their bytes): _flush ends
+        #: the batch with their seal.
+        self._seal_parts: list[Buffer] = []
+        self._seal_size = 0
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
@@ -106,7 +121,8 @@ class Connection(asyncio.BufferedProtocol):
                 pushed.abort(ProtocolError("too many connections waiting in the handshake"))
         self._hs_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if self._dialer:
-            self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce))
+            ticket = make_ticket(self._token, self._nonce, self.local_id)
+            self._send_header(p.Hello(p.PROTOCOL_VERSION, self.local_id, self._nonce, ticket))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._big is not None:
@@ -121,7 +137,10 @@ class Connection(asyncio.BufferedProtocol):
                 self._big_pos += nbytes
                 if self._big_pos == len(self._big):
                     big, self._big = self._big, None
-                    self._dispatch(memoryview(big).toreadonly())
+                    if self._rx is not None:
+                        self._unsealed.append(memoryview(big).toreadonly())
+                    else:
+                        self._dispatch(memoryview(big).toreadonly())
                 return
             self._end += nbytes
             self._parse()
@@ -154,6 +173,29 @@ class Connection(asyncio.BufferedProtocol):
     def _parse(self) -> None:
         while self._end - self._start >= p.PREFIX_SIZE:
             body_len, header_len = _PREFIX.unpack_from(self._buf, self._start)
+            if header_len >= SEAL_MARK_SHA and self._rx is not None:
+                if body_len != SEAL_BODY:
+                    raise ProtocolError(f"a seal frame of {body_len} bytes")
+                if self._end - self._start < SEAL_SIZE:
+                    break
+                tag = self._view[self._start + p.PREFIX_SIZE : self._start + SEAL_SIZE]
+                self._start += SEAL_SIZE
+                parts: list[Buffer] = []
+                size = 0
+                for f in self._unsealed:  # each frame's bytes as sent: [u32 length][body]
+                    parts += (_U32.pack(f.nbytes), f)
+                    size += 4 + f.nbytes
+                if not self._rx.check(parts, size, header_len, tag):
+                    raise ProtocolError(
+                        f"write {self._rx.count - 1} failed its integrity check: bytes altered, "
+                        "injected, replayed or reordered on the way"
+                    )
+                frames, self._unsealed = self._unsealed, []
+                for frame in frames:
+                    self._dispatch(frame)
+                    if self.closed:
+                        return
+                continue
             limit = self._max_frame if self.authenticated.done() else _MAX_HANDSHAKE_FRAME
             if body_len > limit or header_len + 4 > body_len:
                 raise ProtocolError(
@@ -163,6 +205,7 @@ class Connection(asyncio.BufferedProtocol):
             total = 4 + body_len
             have = self._end - self._start
             if have < total:
+                self._keep_unsealed()  # the small buffer is about to be reused or moved
                 if total > len(self._buf):
                     # A large frame gets a buffer of its own, filled straight from the socket.
                     big = bytearray(body_len)
@@ -174,12 +217,24 @@ class Connection(asyncio.BufferedProtocol):
                     self._compact()
                 return
             frame = self._view[self._start + 4 : self._start + total]
+            if self._rx is not None:
+                self._unsealed.append(frame)
+                self._start += total
+                continue
             self._start += total
             self._dispatch(frame)
             if self.closed:
                 return
+        self._keep_unsealed()
         if self._start == self._end:
             self._start = self._end = 0
+
+    def _keep_unsealed(self) -> None:
+        """Copy the unsealed frames out of the small buffer before it is reused."""
+        if self._unsealed:
+            self._unsealed = [
+                memoryview(bytes(f)) if f.obj is self._buf else f for f in self._unsealed
+            ]
 
     def _dispatch(self, frame: memoryview) -> None:
         """``frame`` is [u32 header length][header][raw buffers]."""
@@ -205,8 +260,9 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(f"protocol version {version} is not {p.PROTOCOL_VERSION}")
                     return
                 self.peer_id, self._peer_nonce = peer_id, bytes(nonce)
-                if self._admission is not None:
-                    self._admission.progressed(self, 2)
+                if self._admission is not None:  # a token holder's ticket: a proven slot
+                    proven = self._admission.check_ticket(self._token, nonce, peer_id, msg.ticket)
+                    self._admission.progressed(self, PROVEN if proven else HELLO)
                 # No MAC here: the dialer proves first (a MAC would let anyone who connects
                 # test token guesses offline); the head's proof comes with the Welcome.
                 self._send_header(p.Challenge(self.local_id, self._nonce))
@@ -226,7 +282,7 @@ class Connection(asyncio.BufferedProtocol):
                     delay = self._admission.hello_delay(self._host()) if self._admission else 0
                     if delay:  # this host keeps failing the token check: slow it down
                         assert self._admission is not None
-                        self._admission.progressed(self, 1)
+                        self._admission.progressed(self, FAILED)
                         self._loop.call_later(delay, self._refuse, "wrong cluster token")
                     else:
                         self._refuse("wrong cluster token")
@@ -260,6 +316,15 @@ class Connection(asyncio.BufferedProtocol):
             self._hs_timer.cancel()
         if self._admission is not None and not self._dialer:
             self._admission.settled(self._host(), self)
+        if self._integrity:
+            assert self.peer_id is not None
+            if self._dialer:
+                ids = (self._nonce, self._peer_nonce, self.local_id, self.peer_id)
+                send_key, recv_key = derive_keys(self._token, *ids)
+            else:
+                ids = (self._peer_nonce, self._nonce, self.peer_id, self.local_id)
+                recv_key, send_key = derive_keys(self._token, *ids)
+            self._tx, self._rx = Seals(send_key), Seals(recv_key)
         self.authenticated.set_result(self)
 
     def _host(self) -> str:
@@ -288,6 +353,29 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         header = p.encode(msg)
+        tx = self._tx
+        if tx is not None:
+            size = 4 + len(header)
+            if buffers:
+                size += sum(memoryview(b).nbytes for b in buffers)
+            head = _PREFIX.pack(size, len(header)) + header
+            transport = self._transport
+            if transport is None:
+                return
+            if self._flush_scheduled:  # the seal goes after the batch, in _flush
+                self._batch.append(head)
+                self._batch.extend(buffers)
+                self._seal_parts.append(head)
+                self._seal_parts.extend(buffers)
+                self._seal_size += 4 + size
+                return
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+            if buffers:
+                transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
+            else:
+                transport.write(head + tx.seal((head,), 4 + size))
+            return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
             self._write(_PREFIX.pack(size, len(header)) + header)
@@ -311,6 +399,11 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
         if batch and self._transport is not None and not self.closed:
+            if self._seal_parts:
+                assert self._tx is not None
+                parts, self._seal_parts = self._seal_parts, []
+                batch.append(self._tx.seal(parts, self._seal_size))
+                self._seal_size = 0
             if len(batch) == 1:
                 self._transport.write(batch[0])
             else:

@@ -4,12 +4,14 @@ const token = new URLSearchParams(location.search).get("token") || "";
 const withToken = (path) => path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
 const esc = (v) => String(typeof v === "object" && v !== null ? JSON.stringify(v) : v)
   .replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
-const short = (v) => (typeof v === "string" && /^[0-9a-f]{24,}$/.test(v)) ? v.slice(0, 12) : v;
+// Long hex ids: the head and the tail (a task id's head is its caller's, its tail a counter).
+const isId = (v) => typeof v === "string" && /^[0-9a-f]{24,}$/.test(v);
+const short = (v) => isId(v) ? v.slice(0, 8) + "\u2026" + v.slice(-4) : v;
 
 const COLUMNS = {
   nodes: ["node_id", "address", "is_driver", "pid", "alive", "resources", "available"],
   actors: ["class_name", "name", "state", "node_id", "restarts", "death_cause", "actor_id"],
-  tasks: ["name", "state", "node_id", "attempt", "error", "task_id"],
+  tasks: ["name", "state", "node_id", "attempt", "duration_s", "error", "task_id"],
   objects: ["object_id", "size", "where", "owner"],
   placement_groups: ["pg_id", "name", "state", "strategy", "bundles"],
   jobs: ["job_id", "status", "entrypoint", "exit_code", "message"],
@@ -23,6 +25,8 @@ function cell(key, value) {
   if (value === null || value === undefined) return "<td></td>";
   if (key === "state" || key === "status") return '<td class="state-' + esc(value) + '">' + esc(value) + "</td>";
   if (key === "error" || key === "death_cause") return '<td class="err">' + esc(value) + "</td>";
+  if (key === "duration_s" && typeof value === "number") return "<td>" + esc(value < 1 ? (value * 1000).toFixed(2) + " ms" : value.toFixed(2) + " s") + "</td>";
+  if (isId(value)) return '<td title="' + esc(value) + '">' + esc(short(value)) + "</td>";
   return "<td>" + esc(short(value)) + "</td>";
 }
 
@@ -89,5 +93,8 @@ async function refresh() {
 }
 
 document.getElementById("metrics-link").href = withToken("/metrics");
+for (const [id, path] of [["timeline-link", "/api/timeline?download=1"], ["stacks-link", "/api/stacks?format=text"], ["memory-link", "/api/memory?format=text"]]) {
+  document.getElementById(id).href = withToken(path);
+}
 refresh();
 setInterval(refresh, 2000);
