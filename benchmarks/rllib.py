@@ -189,7 +189,7 @@ def train_until(
     out: dict[str, Any] = {}
     start = time.perf_counter()
     pending = sorted(targets)
-    steps = 0
+    steps, mean = 0, math.nan
     while pending and time.perf_counter() - start < budget_s:
         result = train()
         steps = int(steps_of(result))
@@ -202,6 +202,8 @@ def train_until(
             out[f"steps_to_{target:g}"] = steps
     total = time.perf_counter() - start
     out["train_steps_per_s"] = steps / total if total else 0.0
+    out["last_return"] = mean  # where it stood at the end (all targets or the budget)
+    out["train_s"] = total
     return out
 
 
@@ -562,22 +564,30 @@ def target_rows(what: str, targets: list[float], steps: str = "env steps") -> li
     ]
 
 
+#: Where training stood when it stopped (every target reached, or the budget spent).
+END_ROWS = [
+    ("mean return when stopped", "last_return", "", None),
+    ("training time until stopped", "train_s", "s", None),
+]
 WORKLOAD_ROWS = {
-    "appo": APPO_ROWS,
+    "appo": APPO_ROWS + END_ROWS,
     "sac": [
         ("build (start runners)", "build_s", "s", False),
         *target_rows("mean return", TARGETS["sac"]),
         ("SAC end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
+        *END_ROWS,
     ],
     "multi": [
         ("build (start runners)", "build_s", "s", False),
         *target_rows("mean return per agent", TARGETS["multi"]),
         ("end-to-end env steps/s (both agents' steps count once)", "train_steps_per_s",
          "steps/s", True),
+        *END_ROWS,
     ],
     "bc": [
         *target_rows("greedy return", TARGETS["bc"], "transitions trained"),
         ("BC transitions trained/s (with evaluation)", "train_steps_per_s", "steps/s", True),
+        *END_ROWS,
     ],
 }  # fmt: skip
 
@@ -597,7 +607,7 @@ def render(ours: dict[str, Any], ray: dict[str, Any] | None, rows: list[Any] | N
         a = ours.get(key)
         b = (ray or {}).get(key.removeprefix("ahead_"))
         ratio = "-"
-        if a and b:
+        if a and b and higher is not None:
             ratio = f"{(a / b if higher else b / a):.2f}x"
         lines.append(f"| {label} | {_fmt(a, unit)} | {_fmt(b, unit)} | {ratio} |")
     if ray and "skipped" in ray:
@@ -634,7 +644,7 @@ def render_medians(
     for label, key, unit, higher in rows:
         (a, na), (b, nb) = median_of(ours, key, budget), median_of(ray, key, budget)
         ratio = "-"
-        if a and b and not (na.startswith(">") and nb.startswith(">")):
+        if a and b and higher is not None and not (na.startswith(">") and nb.startswith(">")):
             bound = ">" if nb.startswith(">") else "<" if na.startswith(">") else ""
             ratio = f"{bound}{(a / b if higher else b / a):.2f}x"
         cells = [
