@@ -30,12 +30,17 @@ APPO with the shared settings in ``APPO_SETTINGS`` (Ray's own defaults otherwise
 learner queue, circular buffer and target network are Ray's), time and env steps to 150,
 300 and 450 and the end-to-end env steps/s.
 
-``--workload sac|multi|bc`` runs one of the other workloads of issue 21, our half only
-(no Ray half is written for them yet): SAC on Pendulum-v1 to -250 (1 runner), multi-agent
-PPO on a two-agent CartPole to 150 per agent (1 runner x 2 envs), and BC on 4000 recorded
-transitions of a PPO policy at 200 (greedy evaluation after each iteration)::
+``--workload sac|multi|bc`` runs the other workloads of issue 21 side by side the same way:
+SAC on Pendulum-v1 to a mean return of -250 (1 runner; ``SAC_SETTINGS`` on both sides, one
+update per sampled env step, uniform replay), multi-agent PPO on a two-agent CartPole to 150
+per agent (one shared module, 1 runner x 2 envs, ``PPO_SETTINGS`` with 1000-step batches),
+and BC on 4000 transitions recorded by our PPO at a mean return of 200: both halves read the
+same Parquet files (Ray through ``input_read_schema``), greedy evaluation of 5 episodes after
+each iteration, time to 150. ``--seeds 0,1,2`` runs both halves once per seed and ends with
+the medians (a target not reached within the budget counts as the budget, and the ratio is
+then a bound)::
 
-    .venv/bin/python benchmarks/rllib.py --workload sac --seed 0
+    .venv/bin/python benchmarks/rllib.py --workload sac --seeds 0,1,2 --budget 240
 
 Ray RLlib needs ``gymnasium``, ``dm-tree`` and ``lz4`` besides ``ray``; the Ray child runs
 with ``RLLIB_BENCH_RAY_PYTHON`` (an interpreter of a separate environment with Ray, e.g.
@@ -52,6 +57,7 @@ import math
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +94,22 @@ APPO_SETTINGS = {
     "grad_clip": 40.0,
 }
 APPO_TARGETS = [150.0, 300.0, 450.0]
+#: SAC's settings on both sides (ours are SAC's defaults).
+SAC_SETTINGS = {
+    "actor_lr": 3e-4,
+    "critic_lr": 1e-3,
+    "alpha_lr": 1e-3,
+    "gamma": 0.99,
+    "tau": 0.005,
+    "initial_alpha": 1.0,
+    "twin_q": True,
+    "n_step": 1,
+    "num_steps_sampled_before_learning_starts": 1000,
+}
+SAC_BATCH = 256
+MULTI_BATCH = 1000
+#: The other workloads' targets (multi: per agent; bc: greedy evaluation).
+TARGETS = {"appo": APPO_TARGETS, "sac": [-250.0], "multi": [150.0], "bc": [150.0]}
 
 
 def log(msg: str) -> None:
@@ -167,7 +189,7 @@ def train_until(
     out: dict[str, Any] = {}
     start = time.perf_counter()
     pending = sorted(targets)
-    steps = 0
+    steps, mean = 0, math.nan
     while pending and time.perf_counter() - start < budget_s:
         result = train()
         steps = int(steps_of(result))
@@ -180,10 +202,20 @@ def train_until(
             out[f"steps_to_{target:g}"] = steps
     total = time.perf_counter() - start
     out["train_steps_per_s"] = steps / total if total else 0.0
+    out["last_return"] = mean  # where it stood at the end (all targets or the budget)
+    out["train_s"] = total
     return out
 
 
-def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
+def min_agent_return(result: dict[str, Any]) -> float:
+    """The lowest of the agents' mean returns (NaN before any episode ended)."""
+    per_agent = result.get("env_runners", {}).get("agent_episode_returns_mean") or {}
+    return float(min(per_agent.values())) if per_agent else math.nan
+
+
+def run_workload(
+    workload: str, budget_s: float, seed: int, data: str | None = None
+) -> dict[str, Any]:
     """One of the other workloads (our half): see the module docstring."""
     import runtime
     from runtime import rllib
@@ -193,8 +225,9 @@ def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
     try:
         if workload == "sac":
             config: Any = rllib.SACConfig().environment("Pendulum-v1")
-            config.env_runners(num_env_runners=1)
-            targets, mean_of = [-250.0], None
+            config.env_runners(num_env_runners=1, rollout_fragment_length=16)
+            config.training(**SAC_SETTINGS, train_batch_size=SAC_BATCH)
+            targets, mean_of = TARGETS["sac"], None
         elif workload == "appo":
             config = rllib.APPOConfig().environment("CartPole-v1")
             config.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
@@ -204,15 +237,10 @@ def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
             env = make_multi_agent("CartPole-v1")
             config = rllib.PPOConfig().environment(env, env_config={"num_agents": 2})
             config.env_runners(num_env_runners=1, num_envs_per_env_runner=2)
-            config.training(train_batch_size=1000)
-            targets = [150.0]
-
-            def mean_of(result: dict[str, Any]) -> float:
-                per_agent = result["env_runners"].get("agent_episode_returns_mean") or {"": 0}
-                return float(min(per_agent.values()))
-
+            config.training(**(PPO_SETTINGS | {"train_batch_size": MULTI_BATCH}))
+            targets, mean_of = TARGETS["multi"], min_agent_return
         else:
-            return run_bc(budget_s, seed)
+            return run_bc(budget_s, seed, data)  # records first when ``data`` is None
         t0 = time.perf_counter()
         algo = config.debugging(seed=seed).build()
         build_s = time.perf_counter() - t0
@@ -231,23 +259,31 @@ def run_workload(workload: str, budget_s: float, seed: int) -> dict[str, Any]:
         runtime.shutdown()
 
 
-def run_bc(budget_s: float, seed: int) -> dict[str, Any]:
-    """Record 4000 transitions of a PPO policy at a mean return of 200; BC to 150 greedy."""
-    from runtime.rllib import BCConfig, PPOConfig
+def record_expert(path: str, seed: int) -> None:
+    """Record 4000 transitions of our PPO policy once it reaches a mean return of 200."""
+    from runtime.rllib import PPOConfig
 
-    path = tempfile.mkdtemp(prefix="rllib-bench-bc-")
+    expert = PPOConfig().environment("CartPole-v1").debugging(seed=seed)
+    expert.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+    algo = expert.build()
     try:
-        expert = PPOConfig().environment("CartPole-v1").debugging(seed=seed)
-        expert.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
-        algo = expert.build()
-        try:
-            while algo.train()["env_runners"]["episode_return_mean"] < 200:
-                pass
-            algo.config.offline_data(output=path)
-            for _ in range(2):
-                algo.train()
-        finally:
-            algo.stop()
+        while algo.train()["env_runners"]["episode_return_mean"] < 200:
+            pass
+        algo.config.offline_data(output=path)
+        for _ in range(2):
+            algo.train()
+    finally:
+        algo.stop()
+
+
+def run_bc(budget_s: float, seed: int, data: str | None) -> dict[str, Any]:
+    """BC from the transitions under ``data`` (recorded here when None) to 150 greedy."""
+    from runtime.rllib import BCConfig
+
+    path = data or tempfile.mkdtemp(prefix="rllib-bench-bc-")
+    try:
+        if not os.listdir(path):  # nothing recorded yet (a side-by-side run records once)
+            record_expert(path, seed)
         config = BCConfig().environment("CartPole-v1").offline_data(input_=path)
         bc = config.evaluation(evaluation_duration=5).debugging(seed=seed).build()
         try:
@@ -262,13 +298,14 @@ def run_bc(budget_s: float, seed: int) -> dict[str, Any]:
                 train_and_evaluate,
                 mean_of=lambda r: r["greedy"],
                 steps_of=lambda r: r["num_env_steps_trained_lifetime"],
-                targets=[150.0],
+                targets=TARGETS["bc"],
                 budget_s=budget_s,
             )
         finally:
             bc.stop()
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if data is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- Ray's half
@@ -334,44 +371,107 @@ def run_ray(targets: list[float], budget_s: float, sample_rounds: int, seed: int
     }
 
 
-def run_ray_appo(budget_s: float, seed: int) -> dict[str, Any]:
-    """Ray's half of the APPO workload (see the module docstring)."""
+def run_ray_workload(
+    workload: str, budget_s: float, seed: int, data: str | None = None
+) -> dict[str, Any]:
+    """Ray's half of ``--workload appo|sac|multi|bc`` (see the module docstring)."""
     import ray
-    from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    def steps_of(r: dict[str, Any]) -> int:
+        # An asynchronous (APPO) iteration may come back before any step was counted.
+        runners = r.get("env_runners", {})
+        return int(runners.get("num_env_steps_sampled_lifetime") or 0) or int(
+            r.get("num_env_steps_sampled_lifetime") or 0
+        )
+
+    def mean_of(r: dict[str, Any]) -> float:
+        return float(r.get("env_runners", {}).get("episode_return_mean", math.nan))
+
+    mlp = DefaultModelConfig(fcnet_hiddens=[64, 64], fcnet_activation="tanh", vf_share_layers=False)
+    config: Any
+    if workload == "appo":
+        from ray.rllib.algorithms.appo import APPOConfig
+
+        config = APPOConfig().environment("CartPole-v1").rl_module(model_config=mlp)
+        config.env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
+        config.training(**per_learner(APPO_SETTINGS))
+    elif workload == "sac":
+        from ray.rllib.algorithms.sac import SACConfig
+
+        config = SACConfig().environment("Pendulum-v1")
+        config.env_runners(num_env_runners=1, rollout_fragment_length=16)
+        # One update per sampled env step as ours: Ray's training_intensity is trained over
+        # sampled steps against a "native ratio" that counts one runner more than samples
+        # (256 / (16 x 2)), hence 128 for 16 updates per 16-step round. Uniform replay as
+        # ours (Ray's default is prioritized).
+        config.training(
+            **SAC_SETTINGS,
+            train_batch_size_per_learner=SAC_BATCH,
+            training_intensity=SAC_BATCH // 2,
+            replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 100_000},
+        )
+        config.rl_module(
+            model_config=DefaultModelConfig(fcnet_hiddens=[256, 256], fcnet_activation="relu")
+        )
+        config.reporting(min_sample_timesteps_per_iteration=1000)
+    elif workload == "multi":
+        from ray.rllib.algorithms.ppo import PPOConfig
+        from ray.rllib.env.multi_agent_env import make_multi_agent
+
+        env = make_multi_agent("CartPole-v1")
+        config = PPOConfig().environment(env, env_config={"num_agents": 2})
+        config.env_runners(num_env_runners=1, num_envs_per_env_runner=2)
+        settings = per_learner(PPO_SETTINGS | {"train_batch_size": MULTI_BATCH})
+        config.training(**settings, use_kl_loss=False, vf_clip_param=1e6)
+        config.rl_module(model_config=mlp)
+        # One module shared by both agents, as our default multi-agent run has.
+        config.multi_agent(policies={"shared"}, policy_mapping_fn=lambda *_a, **_k: "shared")
+        mean_of = min_agent_return
+    elif workload == "bc":
+        from ray.rllib.algorithms.bc import BCConfig
+
+        # Our recording's columns, named for Ray's reader (its ``new_obs`` is our next_obs);
+        # 8 updates of 256 transitions per iteration (ours: 2000 in minibatches of 256).
+        config = BCConfig().environment("CartPole-v1").rl_module(model_config=mlp)
+        config.offline_data(
+            input_=[data],
+            input_read_schema={"new_obs": "next_obs"},
+            dataset_num_iters_per_learner=8,
+        )
+        config.training(lr=1e-3, train_batch_size_per_learner=256)
+        config.evaluation(
+            evaluation_interval=1,
+            evaluation_num_env_runners=0,
+            evaluation_duration=5,
+            evaluation_duration_unit="episodes",
+            evaluation_config={"explore": False},
+        )
+
+        def mean_of(r: dict[str, Any]) -> float:
+            evaluation = r.get("evaluation", {}).get("env_runners", {})
+            return float(evaluation.get("episode_return_mean", math.nan))
+
+        def steps_of(r: dict[str, Any]) -> int:
+            learners = r.get("learners", {}).get("__all_modules__", {})
+            return int(learners.get("num_env_steps_trained_lifetime") or 0)
+
+    else:
+        raise ValueError(f"no Ray half for workload {workload!r}")
+
+    # Logical CPUs: 1 per runner plus the driver's learner (the machine has the same cores).
     ray.init(num_cpus=RUNNERS + 1, include_dashboard=False, log_to_driver=False)
     try:
-        settings = dict(APPO_SETTINGS)
-        settings["train_batch_size_per_learner"] = settings.pop("train_batch_size")
-        config = (
-            APPOConfig()
-            .environment("CartPole-v1")
-            .env_runners(num_env_runners=RUNNERS, num_envs_per_env_runner=ENVS_PER_RUNNER)
-            .training(**settings)
-            .rl_module(
-                model_config=DefaultModelConfig(
-                    fcnet_hiddens=[64, 64], fcnet_activation="tanh", vf_share_layers=False
-                )
-            )
-            .debugging(seed=seed)
-        )
         t0 = time.perf_counter()
-        algo = config.build_algo()
+        algo = config.debugging(seed=seed).build_algo()
         build_s = time.perf_counter() - t0
         try:
-            # An APPO iteration may come back before any episode ended or any step was
-            # counted: the keys are then missing (NaN / 0 here).
             reached = train_until(
-                "ray appo",
+                f"ray {workload}",
                 algo.train,
-                mean_of=lambda r: r.get("env_runners", {}).get("episode_return_mean", math.nan),
-                steps_of=lambda r: (
-                    r.get("env_runners", {}).get("num_env_steps_sampled_lifetime")
-                    or r.get("num_env_steps_sampled_lifetime")
-                    or 0
-                ),
-                targets=APPO_TARGETS,
+                mean_of=mean_of,
+                steps_of=steps_of,
+                targets=TARGETS[workload],
                 budget_s=budget_s,
             )
         finally:
@@ -379,6 +479,13 @@ def run_ray_appo(budget_s: float, seed: int) -> dict[str, Any]:
     finally:
         ray.shutdown()
     return {"version": ray.__version__, "build_s": build_s, **reached}
+
+
+def per_learner(settings: dict[str, Any]) -> dict[str, Any]:
+    """Our settings in Ray's new-stack names (``train_batch_size_per_learner``)."""
+    out = dict(settings)
+    out["train_batch_size_per_learner"] = out.pop("train_batch_size")
+    return out
 
 
 def run_ray_isolated(argv: list[str], timeout: float) -> dict[str, Any]:
@@ -446,6 +553,45 @@ APPO_ROWS = [
 ]
 
 
+def target_rows(what: str, targets: list[float], steps: str = "env steps") -> list[Any]:
+    return [
+        row
+        for t in targets
+        for row in (
+            (f"time to {what} {t:g}", f"time_to_{t:g}_s", "s", False),
+            (f"{steps} to {what} {t:g}", f"steps_to_{t:g}", "steps", False),
+        )
+    ]
+
+
+#: Where training stood when it stopped (every target reached, or the budget spent).
+END_ROWS = [
+    ("mean return when stopped", "last_return", "", None),
+    ("training time until stopped", "train_s", "s", None),
+]
+WORKLOAD_ROWS = {
+    "appo": APPO_ROWS + END_ROWS,
+    "sac": [
+        ("build (start runners)", "build_s", "s", False),
+        *target_rows("mean return", TARGETS["sac"]),
+        ("SAC end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
+        *END_ROWS,
+    ],
+    "multi": [
+        ("build (start runners)", "build_s", "s", False),
+        *target_rows("mean return per agent", TARGETS["multi"]),
+        ("end-to-end env steps/s (both agents' steps count once)", "train_steps_per_s",
+         "steps/s", True),
+        *END_ROWS,
+    ],
+    "bc": [
+        *target_rows("greedy return", TARGETS["bc"], "transitions trained"),
+        ("BC transitions trained/s (with evaluation)", "train_steps_per_s", "steps/s", True),
+        *END_ROWS,
+    ],
+}  # fmt: skip
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -461,7 +607,7 @@ def render(ours: dict[str, Any], ray: dict[str, Any] | None, rows: list[Any] | N
         a = ours.get(key)
         b = (ray or {}).get(key.removeprefix("ahead_"))
         ratio = "-"
-        if a and b:
+        if a and b and higher is not None:
             ratio = f"{(a / b if higher else b / a):.2f}x"
         lines.append(f"| {label} | {_fmt(a, unit)} | {_fmt(b, unit)} | {ratio} |")
     if ray and "skipped" in ray:
@@ -471,75 +617,143 @@ def render(ours: dict[str, Any], ray: dict[str, Any] | None, rows: list[Any] | N
     return "\n".join(lines)
 
 
+def median_of(reports: list[dict[str, Any]], key: str, budget: float) -> tuple[float | None, str]:
+    """The median of ``key`` over the seeds that ran, and a note: a time to a target not
+    reached counts as the budget (the median is then a lower bound, marked ``>``)."""
+    ran = [r for r in reports if r and "skipped" not in r]
+    if not ran:
+        return None, ""
+    if key.startswith("time_to_"):
+        values = [float(r.get(key, math.inf)) for r in ran]
+        reached = sum(v < math.inf for v in values)
+        med = statistics.median(values)
+        note = f" ({reached}/{len(ran)} reached)" if reached < len(ran) else ""
+        return (budget, ">" + note) if med == math.inf else (med, note)
+    values = [float(r[key]) for r in ran if r.get(key) is not None]
+    return (statistics.median(values), "") if values else (None, "")
+
+
+def render_medians(
+    ours: list[dict[str, Any]], ray: list[dict[str, Any]], rows: list[Any], budget: float
+) -> str:
+    """Medians over the seeds, both halves; ratios of the medians (``>``/``<``: a bound)."""
+    lines = [
+        f"| median over {len(ours)} seeds | runtime.rllib | Ray RLlib | ratio (>1: ours better) |",
+        "|---|---|---|---|",
+    ]
+    for label, key, unit, higher in rows:
+        (a, na), (b, nb) = median_of(ours, key, budget), median_of(ray, key, budget)
+        ratio = "-"
+        if a and b and higher is not None and not (na.startswith(">") and nb.startswith(">")):
+            bound = ">" if nb.startswith(">") else "<" if na.startswith(">") else ""
+            ratio = f"{bound}{(a / b if higher else b / a):.2f}x"
+        cells = [
+            ("> " if n.startswith(">") else "") + _fmt(v, unit) + n.removeprefix(">")
+            for v, n in ((a, na), (b, nb))
+        ]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    return "\n".join(lines)
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min), {os.cpu_count()} CPUs"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="target 150 only; fewer rounds")
     parser.add_argument("--only", choices=("runtime", "ray"), default=None)
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per half")
     parser.add_argument("--seed", type=int, default=0, help="seed of both halves")
+    parser.add_argument("--seeds", default=None, help="e.g. 0,1,2: one run per seed, medians")
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)  # the Ray child's BC data
     parser.add_argument("--json", default=None)
     parser.add_argument(
         "--workload",
         choices=("ppo", "sac", "appo", "multi", "bc"),
         default="ppo",
-        help="ppo: the side-by-side run; the others: our half only",
+        help="ppo (default), appo, sac, multi, bc: each side by side with Ray RLlib",
     )
     args = parser.parse_args(argv)
-    if args.workload == "appo":
-        return appo_side_by_side(args)
-    if args.workload != "ppo":
-        report = run_workload(args.workload, args.budget or 300.0, args.seed)
-        print(json.dumps(report, indent=2))
-        return 0
-    targets = [150.0] if args.quick else [150.0, 450.0]
-    budget = args.budget or (120.0 if args.quick else 300.0)
-    rounds = 3 if args.quick else 10
-    passthrough = (["--quick"] if args.quick else []) + ["--budget", str(budget)]
-    passthrough += ["--seed", str(args.seed)]
-
     if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
-        try:
-            report = run_ray(targets, budget, rounds, args.seed)
-        except Exception as exc:  # e.g. ray.rllib's imports failing
-            report = {"skipped": f"{type(exc).__name__}: {exc}"}
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-        return 0
-
-    ours = run_runtime(targets, budget, rounds, args.seed) if args.only != "ray" else {}
-    ray = run_ray_isolated(passthrough, budget * 2 + 300) if args.only != "runtime" else None
-    print(render(ours, ray))
+        return ray_child(args)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    runs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    for seed in seeds:
+        log(f"== {args.workload}, seed {seed}; {load_note()}")
+        ours, ray = one_seed(args, seed)
+        runs.append((ours, ray))
+        print(f"\n{args.workload}, seed {seed} (under load: {load_note()})")
+        print(render(ours, ray, WORKLOAD_ROWS.get(args.workload)), flush=True)
+    if len(seeds) > 1:
+        rows = WORKLOAD_ROWS.get(args.workload) or ROWS
+        print(f"\n{args.workload}, seeds {args.seeds} (under load: {load_note()})")
+        print(
+            render_medians([o for o, _ in runs], [r or {} for _, r in runs], rows, budget_of(args))
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runtime": ours, "ray": ray}, f, indent=2)
+            json.dump(
+                [
+                    {"seed": s, "runtime": o, "ray": r}
+                    for s, (o, r) in zip(seeds, runs, strict=True)
+                ],
+                f,
+            )
     return 0
 
 
-def appo_side_by_side(args: argparse.Namespace) -> int:
-    """``--workload appo``: our APPO, then Ray's in its namespace (or one half: ``--only``)."""
-    budget = args.budget or 120.0
-    if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
-        try:
-            report = run_ray_appo(budget, args.seed)
-        except Exception as exc:
-            report = {"skipped": f"{type(exc).__name__}: {exc}"}
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-        return 0
-    ours: dict[str, Any] = {}
-    if args.only != "ray":
-        t0 = time.perf_counter()
-        ours = run_workload("appo", budget, args.seed)
-        log(f"[runtime appo] {time.perf_counter() - t0:.1f} s in all")
-    argv = ["--workload", "appo", "--budget", str(budget), "--seed", str(args.seed)]
-    ray = run_ray_isolated(argv, budget * 2 + 300) if args.only != "runtime" else None
-    print(render(ours, ray, APPO_ROWS))
+def budget_of(args: argparse.Namespace) -> float:
+    if args.budget:
+        return float(args.budget)
+    if args.workload == "ppo":
+        return 120.0 if args.quick else 300.0
+    return 120.0 if args.workload == "appo" else 300.0
+
+
+def ray_child(args: argparse.Namespace) -> int:
+    """The Ray half, inside the namespace ``run_ray_isolated`` made: one seed, a JSON report."""
+    budget = budget_of(args)
+    try:
+        if args.workload == "ppo":
+            targets = [150.0] if args.quick else [150.0, 450.0]
+            report = run_ray(targets, budget, 3 if args.quick else 10, args.seed)
+        else:
+            report = run_ray_workload(args.workload, budget, args.seed, args.data)
+    except Exception as exc:  # e.g. ray.rllib's imports failing
+        report = {"skipped": f"{type(exc).__name__}: {exc}"}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runtime": ours, "ray": ray}, f, indent=2)
+            json.dump(report, f, indent=2)
     return 0
+
+
+def one_seed(args: argparse.Namespace, seed: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Our half, then Ray's in its namespace (or one half: ``--only``), for one seed."""
+    budget = budget_of(args)
+    argv = ["--workload", args.workload, "--budget", str(budget), "--seed", str(seed)]
+    argv += ["--quick"] if args.quick else []
+    data = tempfile.mkdtemp(prefix="rllib-bench-bc-") if args.workload == "bc" else None
+    try:
+        ours: dict[str, Any] = {}
+        if args.only != "ray":
+            t0 = time.perf_counter()
+            if args.workload == "ppo":
+                targets = [150.0] if args.quick else [150.0, 450.0]
+                ours = run_runtime(targets, budget, 3 if args.quick else 10, seed)
+            else:
+                ours = run_workload(args.workload, budget, seed, data)
+            log(f"[runtime {args.workload}] {time.perf_counter() - t0:.1f} s in all")
+        if data is not None:
+            if not os.listdir(data):  # --only ray: record with our PPO first
+                run_workload("bc", 0.0, seed, data)
+            argv += ["--data", data]
+        ray = run_ray_isolated(argv, budget * 2 + 300) if args.only != "runtime" else None
+    finally:
+        if data is not None:
+            shutil.rmtree(data, ignore_errors=True)
+    return ours, ray
 
 
 if __name__ == "__main__":
