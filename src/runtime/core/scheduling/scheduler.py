@@ -222,7 +222,10 @@ def pick_node(
     hosts = [
         n
         for n in _labelled(nodes, labels)
-        if not n.is_driver and n.alive and fits(demand, n.resources)
+        if not n.is_driver
+        and n.alive
+        and not getattr(n, "draining", False)
+        and fits(demand, n.resources)
     ]
     # What actors and bundles hold stays held: a task queued behind it could wait for good.
     # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
@@ -272,7 +275,10 @@ def pick_actor_node(
     candidates = [
         n
         for n in _labelled(nodes, labels)
-        if not n.is_driver and n.alive and fits(demand, n.resources)
+        if not n.is_driver
+        and n.alive
+        and not getattr(n, "draining", False)
+        and fits(demand, n.resources)
     ]
     if affinity is not None:
         pinned = [n for n in candidates if n.node_id == affinity]
@@ -312,7 +318,7 @@ def _by_host(nodes: Iterable[Any]) -> dict[str, list[Any]]:
     """The live node processes, grouped by host (a process without a host id is its own)."""
     out: dict[str, list[Any]] = {}
     for n in nodes:
-        if not n.is_driver and n.alive:
+        if not n.is_driver and n.alive and not getattr(n, "draining", False):
             out.setdefault(getattr(n, "host_id", "") or n.node_id, []).append(n)
     return out
 

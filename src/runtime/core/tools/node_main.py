@@ -29,6 +29,8 @@ from ..process.worker import Worker
 from ..scheduling.host import HostLedger
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
+from .health import HostHealth
+from .lifecycle import NodeLifecycle, add_lifecycle_arguments, drain_seconds, health_server
 
 log = logging.getLogger("runtime.node")
 #: Failed rejoins in a row after which an evicted node gives up (and exits).
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="node processes sharing the host's resources (default: one per CPU)",
     )
+    add_lifecycle_arguments(ap)
     ap.add_argument("--host-ledger", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--host-id", default="", help=argparse.SUPPRESS)
     ap.add_argument("--slot", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -179,6 +182,7 @@ def raise_open_file_limit() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    drain_seconds(args.drain_timeout)  # a bad bound is refused before anything starts
     raise_open_file_limit()
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
@@ -278,8 +282,28 @@ async def _serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    life = NodeLifecycle(args.head, drain_seconds(args.drain_timeout), stop)
+    loop.add_signal_handler(signal.SIGTERM, life.on_signal)  # a node drains first
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    health = await health_server(args, life)
+    try:
+        await _incarnations(args, token, resources, state_dir, life, share=share, labels=labels)
+    finally:
+        if health is not None:
+            await health.close()
+
+
+async def _incarnations(
+    args: argparse.Namespace,
+    token: bytes,
+    resources: dict[str, float],
+    state_dir: str | None,
+    life: NodeLifecycle,
+    *,
+    share: tuple[str, str | None, float],
+    labels: dict[str, str] | None,
+) -> None:
+    loop, stop = asyncio.get_running_loop(), life.stop
     if args.parent_fd is not None:
         fd = args.parent_fd
         _die_with_parent()
@@ -311,7 +335,7 @@ async def _serve(
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
         try:
-            evicted = await _run_worker(worker, args, state_dir, stop, left)
+            evicted = await _run_worker(worker, args, state_dir, stop, left, life=life)
         except (Exception, asyncio.CancelledError) as exc:
             this_task = asyncio.current_task()
             cancelled = this_task is not None and this_task.cancelling() > 0
@@ -337,6 +361,8 @@ async def _run_worker(
     state_dir: str | None,
     stop: asyncio.Event,
     left: asyncio.Event,
+    *,
+    life: NodeLifecycle,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
     # Before it joins, too: a task may arrive in the first loop iteration after it registered.
@@ -382,10 +408,12 @@ async def _run_worker(
             print("connect with: runtime.init(address='auto')", flush=True)
         if dashboard is not None:
             print(f"dashboard: {dashboard.url()}", flush=True)
+    life.joined(worker)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        life.joined(None)
         for w in waits:
             w.cancel()
         if args.head and not args.no_head_file:
@@ -432,7 +460,8 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
     """Run the host's node processes (and the head, with ``--head``), sharing one ledger of
     the host's resources; restart the ones that crash."""
     child_args = argv
-    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels"):
+    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels",
+                 "--health-port"):  # fmt: skip
         child_args = _strip(child_args, flag)
     head_sock: socket.socket | None = None
     stop = threading.Event()
@@ -462,6 +491,12 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
         specs.extend(([*child_args, *host], ()) for _ in range(plan.procs))
     procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
     restarts: list[list[float]] = [[] for _ in specs]
+    health = None  # each process answers on a loopback port of its own, the host on this one
+    if args.health_port is not None:
+        alive = lambda i: (q := procs[i]) is not None and q.poll() is None  # noqa: E731
+        health = HostHealth(args.host, args.health_port, len(specs), alive, stop.is_set)
+        specs = [([*a, "--health-fd", str(fd)], (*f, fd))
+                 for (a, f), fd in zip(specs, health.fds, strict=True)]  # fmt: skip
 
     def start(i: int) -> None:
         extra, fds = specs[i]
@@ -508,12 +543,15 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
+        bound = time.monotonic() + drain_seconds(args.drain_timeout) + 10  # nodes drain first
         for proc in procs:
             if proc is not None:
                 try:
-                    proc.wait(10)
+                    proc.wait(max(0.1, bound - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        if health is not None:
+            health.close()
         os.close(w)
         if head_sock is not None:
             head_sock.close()

@@ -1,0 +1,150 @@
+"""A node process's lifecycle as its health endpoints and SIGTERM see it: live, ready
+(joined the head), draining (leaving on SIGTERM), for ``python -m runtime.node``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+from ..process.worker import Worker
+from ..wire import protocol as p
+from .health import HealthServer
+
+log = logging.getLogger("runtime.node")
+#: How long a draining node waits for its running tasks by default (seconds): under
+#: Kubernetes' default terminationGracePeriodSeconds of 30, with room to leave.
+DEFAULT_DRAIN_S = 20.0
+#: A drained node must have had no work for this long before it leaves: a submitter whose
+#: view of the cluster lags may still send one task after the head took the node out.
+_QUIET_S = 0.3
+
+
+def drain_seconds(flag: float | None) -> float:
+    """The drain bound: ``--drain-timeout``, else ``RUNTIME_DRAIN_S``, else the default."""
+    if flag is not None:
+        value = flag
+    else:
+        raw = os.environ.get("RUNTIME_DRAIN_S", "")
+        try:
+            value = float(raw) if raw else DEFAULT_DRAIN_S
+        except ValueError:
+            raise SystemExit(f"RUNTIME_DRAIN_S must be a number of seconds, got {raw!r}") from None
+    if not value >= 0:
+        raise SystemExit(f"the drain timeout must be a number of seconds >= 0, got {value}")
+    return value
+
+
+def add_lifecycle_arguments(ap: argparse.ArgumentParser) -> None:
+    """The node's flags for health endpoints and drain."""
+    ap.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve HTTP /healthz (live) and /readyz (ready) on this port of --host "
+        "(0: any free port), for Kubernetes probes",
+    )
+    ap.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        help="on SIGTERM, seconds a node waits for its running tasks to finish before it "
+        "leaves (default 20, or RUNTIME_DRAIN_S); a second SIGTERM stops it at once",
+    )
+    ap.add_argument("--health-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+
+async def health_server(args: argparse.Namespace, life: NodeLifecycle) -> HealthServer | None:
+    """Serve ``/healthz`` and ``/readyz`` when ``--health-port`` asks (or a supervisor does)."""
+    if args.health_fd is None and args.health_port is None:
+        return None
+    health = HealthServer(life.live, life.ready)
+    if args.health_fd is not None:  # a host's supervisor asks this process on its own port
+        await health.start(sock=socket.socket(fileno=args.health_fd))
+    else:
+        await health.start(args.host, args.health_port)
+    return health
+
+
+class NodeLifecycle:
+    """What ``/healthz`` and ``/readyz`` answer for one node process, and its drain."""
+
+    def __init__(self, head: bool, drain_s: float, stop: asyncio.Event) -> None:
+        self.is_head = head
+        self.drain_s = drain_s
+        self.stop = stop
+        self.worker: Worker | None = None
+        self.draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    def joined(self, worker: Worker | None) -> None:
+        """``worker`` registered with the head (or is it); None: it is gone."""
+        self.worker = worker
+
+    def live(self) -> tuple[bool, str]:
+        # Answered on the node's own event loop: an answer at all means the loop runs.
+        if self.stop.is_set():
+            return True, "ok: stopping"
+        return True, "ok: the event loop answers"
+
+    def ready(self) -> tuple[bool, str]:
+        w = self.worker
+        if self.draining:
+            return False, "draining: this node is leaving"
+        if w is None:
+            return False, "not joined: starting, or rejoining the head"
+        if w.closing or self.stop.is_set():
+            return False, "stopping"
+        if w.head is not None:
+            return True, f"ok: head at {w.address}"
+        conn = w.head_conn
+        if conn is None or conn.closed:
+            return False, f"not connected to the head at {w.head_address}"
+        return True, f"ok: node {w.peer_id} joined the head at {w.head_address}"
+
+    def on_signal(self) -> None:
+        """SIGTERM: a node drains (a second signal, or a head, stops at once)."""
+        w = self.worker
+        if self.draining or self.is_head or w is None or w.executor is None:
+            self.stop.set()
+            return
+        self.draining = True
+        self._task = asyncio.ensure_future(self._drain(w))
+
+    async def _drain(self, w: Worker) -> None:
+        """Stop taking work, let running tasks finish (within the bound), then stop."""
+        started = time.monotonic()
+        deadline = started + self.drain_s
+        log.info("draining: no new work here; waiting up to %.0f s for running tasks", self.drain_s)
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.head_request(p.DrainNode(0, w.peer_id)), 5.0)
+            executor = w.executor
+            assert executor is not None
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline and not self.stop.is_set():
+                if executor.jobs:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= _QUIET_S:
+                    break
+                await asyncio.sleep(0.05)
+            left = len(executor.jobs)
+            if left:
+                log.warning("drain timed out with %d tasks still running; stopping", left)
+            else:
+                log.info("drained in %.1f s; leaving", time.monotonic() - started)
+        finally:
+            self.stop.set()
+
+
+__all__ = [
+    "DEFAULT_DRAIN_S",
+    "NodeLifecycle",
+    "add_lifecycle_arguments",
+    "drain_seconds",
+    "health_server",
+]
