@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -146,3 +147,23 @@ def test_a_bad_drain_timeout_is_refused(head):
     proc, _ = node(head, "--drain-timeout", "-1")
     assert proc.wait(30) != 0
     assert "drain timeout must be a number of seconds >= 0" in head.log()
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--host", "0.0.0.0"], "give --advertise-address"),
+        (["--advertise-address", "10.0.0.1:7000"], "takes a host, not HOST:PORT"),
+        (["--advertise-address", "0.0.0.0"], "must be a reachable host name or IP"),
+    ],
+)
+def test_an_address_other_members_could_not_dial_is_refused(args, why):
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.node", "--address", "127.0.0.1:1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert why in out.stderr

@@ -208,6 +208,20 @@ def members() -> dict[str, Any]:
     return {"hosts": sorted(host_of_nodes().values()), "head": heads}
 
 
+@program
+def node_addresses() -> dict[str, Any]:
+    """Each worker node's advertised address and port, with the host a task on it (and an
+    actor call from one node to another) ran on: the address works."""
+    hosts = host_of_nodes()
+    rows = sorted(
+        [hosts[i], n["NodeManagerAddress"], n["NodeManagerPort"]] for i, n in workers().items()
+    )
+    ids = sorted(hosts, key=hosts.__getitem__)
+    keeper = Keeper.options(scheduling_strategy=on(ids[-1])).remote(1)
+    via = runtime.get(call_actor.options(scheduling_strategy=on(ids[0])).remote(keeper, 2))
+    return {"nodes": rows, "actor_call": via}
+
+
 @runtime.remote(num_cpus=2)
 def two_cpus() -> str:
     return socket.gethostname()

@@ -166,6 +166,15 @@ class HostHealth:
     def port(self) -> int:
         return int(self.server.server_address[1])
 
+    def wire(
+        self, specs: list[tuple[list[str], tuple[int, ...]]]
+    ) -> list[tuple[list[str], tuple[int, ...]]]:
+        """The processes' (arguments, descriptors to pass), each given its health socket."""
+        return [
+            ([*argv, "--health-fd", str(fd)], (*fds, fd))
+            for (argv, fds), fd in zip(specs, self.fds, strict=True)
+        ]
+
     def _ready(self) -> tuple[bool, str]:
         if self.draining():
             return False, "draining: the host is stopping"

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 from ..process.worker import Worker
 from ..wire import protocol as p
@@ -22,6 +24,40 @@ DEFAULT_DRAIN_S = 20.0
 #: A drained node must have had no work for this long before it leaves: a submitter whose
 #: view of the cluster lags may still send one task after the head took the node out.
 _QUIET_S = 0.3
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a bad drain bound, or an address other members could not dial (SystemExit
+    with the reason); resolve ``args.drain_timeout`` to seconds."""
+    args.drain_timeout = drain_seconds(args.drain_timeout)
+    adv = args.advertise_address
+    if adv is not None:
+        if not adv or adv.strip() != adv or "/" in adv or _is_any(adv):
+            raise SystemExit(
+                f"--advertise-address must be a reachable host name or IP, got {adv!r}"
+            )
+        if ":" in adv and not _is_ip(adv):
+            raise SystemExit(
+                f"--advertise-address takes a host, not HOST:PORT (got {adv!r}): a node "
+                "advertises the port it listens on"
+            )
+    elif _is_any(args.host):
+        raise SystemExit(
+            f"--host {args.host} listens on every interface, which other members cannot "
+            "dial: give --advertise-address with the address they reach this node at"
+        )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_any(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
 
 
 def drain_seconds(flag: float | None) -> float:
@@ -39,8 +75,15 @@ def drain_seconds(flag: float | None) -> float:
     return value
 
 
-def add_lifecycle_arguments(ap: argparse.ArgumentParser) -> None:
-    """The node's flags for health endpoints and drain."""
+def add_node_arguments(ap: argparse.ArgumentParser) -> None:
+    """The node's flags for running under an orchestrator: the address it advertises,
+    health endpoints, drain."""
+    ap.add_argument(
+        "--advertise-address",
+        default=None,
+        help="the address other members reach this node at, when it is not the one it "
+        "listens on (--host 0.0.0.0 in a container, a node behind NAT); default: --host",
+    )
     ap.add_argument(
         "--health-port",
         type=int,
@@ -58,16 +101,22 @@ def add_lifecycle_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--health-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
-async def health_server(args: argparse.Namespace, life: NodeLifecycle) -> HealthServer | None:
-    """Serve ``/healthz`` and ``/readyz`` when ``--health-port`` asks (or a supervisor does)."""
+@contextlib.asynccontextmanager
+async def health_server(args: argparse.Namespace, life: NodeLifecycle) -> AsyncIterator[None]:
+    """Serve ``/healthz`` and ``/readyz`` while in the block, when ``--health-port`` asks
+    (or a supervisor does, with ``--health-fd``: the port it asks this process on)."""
     if args.health_fd is None and args.health_port is None:
-        return None
+        yield
+        return
     health = HealthServer(life.live, life.ready)
-    if args.health_fd is not None:  # a host's supervisor asks this process on its own port
+    if args.health_fd is not None:
         await health.start(sock=socket.socket(fileno=args.health_fd))
     else:
         await health.start(args.host, args.health_port)
-    return health
+    try:
+        yield
+    finally:
+        await health.close()
 
 
 class NodeLifecycle:
@@ -144,7 +193,8 @@ class NodeLifecycle:
 __all__ = [
     "DEFAULT_DRAIN_S",
     "NodeLifecycle",
-    "add_lifecycle_arguments",
+    "add_node_arguments",
+    "check_args",
     "drain_seconds",
     "health_server",
 ]

@@ -29,8 +29,8 @@ from ..process.worker import Worker
 from ..scheduling.host import HostLedger
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
+from . import lifecycle
 from .health import HostHealth
-from .lifecycle import NodeLifecycle, add_lifecycle_arguments, drain_seconds, health_server
 
 log = logging.getLogger("runtime.node")
 #: Failed rejoins in a row after which an evicted node gives up (and exits).
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="node processes sharing the host's resources (default: one per CPU)",
     )
-    add_lifecycle_arguments(ap)
+    lifecycle.add_node_arguments(ap)
     ap.add_argument("--host-ledger", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--host-id", default="", help=argparse.SUPPRESS)
     ap.add_argument("--slot", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -182,7 +182,7 @@ def raise_open_file_limit() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    drain_seconds(args.drain_timeout)  # a bad bound is refused before anything starts
+    lifecycle.check_args(args)  # bad values are refused before anything starts
     raise_open_file_limit()
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
@@ -282,15 +282,11 @@ async def _serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    life = NodeLifecycle(args.head, drain_seconds(args.drain_timeout), stop)
+    life = lifecycle.NodeLifecycle(args.head, args.drain_timeout, stop)
     loop.add_signal_handler(signal.SIGTERM, life.on_signal)  # a node drains first
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    health = await health_server(args, life)
-    try:
+    async with lifecycle.health_server(args, life):
         await _incarnations(args, token, resources, state_dir, life, share=share, labels=labels)
-    finally:
-        if health is not None:
-            await health.close()
 
 
 async def _incarnations(
@@ -298,7 +294,7 @@ async def _incarnations(
     token: bytes,
     resources: dict[str, float],
     state_dir: str | None,
-    life: NodeLifecycle,
+    life: lifecycle.NodeLifecycle,
     *,
     share: tuple[str, str | None, float],
     labels: dict[str, str] | None,
@@ -331,6 +327,7 @@ async def _incarnations(
             state_dir=state_dir,
             labels=labels or None,
             host_share=share,
+            advertise=args.advertise_address,
         )
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
@@ -362,7 +359,7 @@ async def _run_worker(
     stop: asyncio.Event,
     left: asyncio.Event,
     *,
-    life: NodeLifecycle,
+    life: lifecycle.NodeLifecycle,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
     # Before it joins, too: a task may arrive in the first loop iteration after it registered.
@@ -460,8 +457,7 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
     """Run the host's node processes (and the head, with ``--head``), sharing one ledger of
     the host's resources; restart the ones that crash."""
     child_args = argv
-    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels",
-                 "--health-port"):  # fmt: skip
+    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels"):
         child_args = _strip(child_args, flag)
     head_sock: socket.socket | None = None
     stop = threading.Event()
@@ -487,16 +483,18 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
         )  # fmt: skip
         node_args = _strip(_strip(_strip(child_args, "--port"), "--head"), "--dashboard-port")
         specs.extend(([*node_args, "--address", address, *host], ()) for _ in range(plan.procs))
-    else:
-        specs.extend(([*child_args, *host], ()) for _ in range(plan.procs))
+    else:  # with --port P, process i listens on P + i
+        port, rest = args.port or 0, _strip(child_args, "--port")
+        specs.extend(
+            ([*rest, "--port", str(port and port + i), *host], ()) for i in range(plan.procs)
+        )
     procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
     restarts: list[list[float]] = [[] for _ in specs]
     health = None  # each process answers on a loopback port of its own, the host on this one
     if args.health_port is not None:
         alive = lambda i: (q := procs[i]) is not None and q.poll() is None  # noqa: E731
         health = HostHealth(args.host, args.health_port, len(specs), alive, stop.is_set)
-        specs = [([*a, "--health-fd", str(fd)], (*f, fd))
-                 for (a, f), fd in zip(specs, health.fds, strict=True)]  # fmt: skip
+        specs = health.wire(specs)
 
     def start(i: int) -> None:
         extra, fds = specs[i]
@@ -543,7 +541,7 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
-        bound = time.monotonic() + drain_seconds(args.drain_timeout) + 10  # nodes drain first
+        bound = time.monotonic() + args.drain_timeout + 10  # the nodes drain first
         for proc in procs:
             if proc is not None:
                 try:
