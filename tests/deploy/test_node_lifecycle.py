@@ -167,3 +167,35 @@ def test_an_address_other_members_could_not_dial_is_refused(args, why):
     )
     assert out.returncode != 0
     assert why in out.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_host_of_several_processes_drains_them_all_on_sigterm(head, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNTIME_AUTH_TOKEN_FILE", os.path.join(head.state_dir, "token"))
+    host, port = node(head, "--num-cpus", "2", "--procs", "2")  # the default bound, 20 s
+    runtime.init(address=head.address, log_to_driver=False)
+    try:
+        until(lambda: status(port, "/readyz") == 200, 60, head.log)
+        marker = tmp_path / "running"
+        ref = runtime.remote(slow).options(max_retries=0).remote(str(marker), 3.0)
+        until(marker.exists, 30)
+        children = {c.pid for c in psutil.Process(host.pid).children()}
+        host.send_signal(signal.SIGTERM)
+        until(lambda: status(port, "/readyz") != 200, 10)
+        assert runtime.get(ref, timeout=30) in children  # finished where it ran, not retried
+        assert host.wait(30) == 0
+    finally:
+        runtime.shutdown()
+        stop_process(host)
+
+
+def test_a_drivers_local_mesh_stops_at_once_with_work_running(tmp_path):
+    runtime.init(num_cpus=1)
+    try:
+        marker = tmp_path / "running"
+        runtime.remote(slow).options(max_retries=0).remote(str(marker), 60.0)
+        until(marker.exists, 30)
+    finally:
+        started = time.monotonic()
+        runtime.shutdown()
+    assert time.monotonic() - started < 4  # no drain: the mesh would wait 5 s, then kill

@@ -28,8 +28,13 @@ _QUIET_S = 0.3
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse a bad drain bound, or an address other members could not dial (SystemExit
-    with the reason); resolve ``args.drain_timeout`` to seconds."""
+    with the reason); resolve ``args.drain_timeout`` to seconds. The nodes of a driver's
+    local mesh (started with a parent pipe, not by a host's supervisor, which passes the
+    bound on) do not drain unless told: ``runtime.shutdown()`` stops them at once."""
+    told = args.drain_timeout is not None or bool(os.environ.get("RUNTIME_DRAIN_S"))
     args.drain_timeout = drain_seconds(args.drain_timeout)
+    if args.parent_fd is not None and not told:
+        args.drain_timeout = 0.0
     adv = args.advertise_address
     if adv is not None:
         if not adv or adv.strip() != adv or "/" in adv or _is_any(adv):
@@ -46,6 +51,11 @@ def check_args(args: argparse.Namespace) -> None:
             f"--host {args.host} listens on every interface, which other members cannot "
             "dial: give --advertise-address with the address they reach this node at"
         )
+
+
+def drain_flag(args: argparse.Namespace) -> list[str]:
+    """The flag a host's supervisor gives its node processes: its resolved drain bound."""
+    return ["--drain-timeout", repr(float(args.drain_timeout))]
 
 
 def _is_ip(text: str) -> bool:
@@ -158,7 +168,8 @@ class NodeLifecycle:
     def on_signal(self) -> None:
         """SIGTERM: a node drains (a second signal, or a head, stops at once)."""
         w = self.worker
-        if self.draining or self.is_head or w is None or w.executor is None:
+        no_drain = self.is_head or self.drain_s <= 0
+        if self.draining or no_drain or w is None or w.executor is None:
             self.stop.set()
             return
         self.draining = True
@@ -195,6 +206,7 @@ __all__ = [
     "NodeLifecycle",
     "add_node_arguments",
     "check_args",
+    "drain_flag",
     "drain_seconds",
     "health_server",
 ]

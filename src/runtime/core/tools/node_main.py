@@ -459,6 +459,7 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
     child_args = argv
     for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels"):
         child_args = _strip(child_args, flag)
+    child_args = [*_strip(child_args, "--drain-timeout"), *lifecycle.drain_flag(args)]
     head_sock: socket.socket | None = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
