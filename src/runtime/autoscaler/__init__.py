@@ -19,6 +19,7 @@ from . import sdk
 from ._decide import Decision, NodeType, NodeView, decide
 from ._monitor import Autoscaler, pending_demand
 from ._providers import NODE_LABEL, LocalProcessProvider, NodeProvider
+from ._slurm import SlurmProvider
 
 __all__ = [
     "NODE_LABEL",
@@ -28,6 +29,7 @@ __all__ = [
     "NodeProvider",
     "NodeType",
     "NodeView",
+    "SlurmProvider",
     "decide",
     "pending_demand",
     "sdk",
