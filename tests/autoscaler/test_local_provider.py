@@ -4,6 +4,7 @@ starts, the work runs, the idle node stops after the timeout."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -110,3 +111,43 @@ def test_ray_autoscaler_sdk_is_runtime_s_under_runtime_compat(tmp_path):
                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "same"
+
+
+@pytest.mark.timeout(150)
+def test_the_autoscaler_command_scales_for_requests_and_takes_its_nodes_when_it_stops(
+    tmp_path, monkeypatch
+):
+    head = start_head(tmp_path, "--num-cpus", "0")
+    token = os.path.join(head.state_dir, "token")
+    monkeypatch.setenv("RUNTIME_AUTH_TOKEN_FILE", token)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.autoscaler", "--address", head.address,
+         "--token-file", token, "--node-type", 'cpu1={"CPU": 1}', "--max-workers", "3",
+         "--idle-timeout", "1", "--period", "0.2"],
+        env=head.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    runtime.init(address=head.address, log_to_driver=False)
+    try:
+        sdk.request_resources(num_cpus=2)
+        until(lambda: runtime.cluster_resources().get("CPU", 0) == 2, 90)
+        assert len(provider_nodes()) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        until(lambda: not provider_nodes(), 30)  # its nodes went with it
+    finally:
+        runtime.shutdown()
+        stop_process(proc)
+        stop_process(head.proc)
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert "autoscaler running against" in proc.stdout.read().decode()
+
+
+def test_the_autoscaler_command_refuses_a_bad_node_type():
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.autoscaler", "--address", "127.0.0.1:1",
+         "--token-file", "t", "--node-type", "cpu1=2"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "--node-type takes NAME=" in out.stderr
