@@ -157,9 +157,21 @@ def test_a_bad_drain_timeout_is_refused(head):
         (["--advertise-address", "0.0.0.0"], "must be a reachable host name or IP"),
     ],
 )
-def test_an_address_other_members_could_not_dial_is_refused(args, why):
+def test_an_address_other_members_could_not_dial_is_refused(args, why, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("ab" * 32)
+    token.chmod(0o600)
     out = subprocess.run(
-        [sys.executable, "-m", "runtime.node", "--address", "127.0.0.1:1", *args],
+        [
+            sys.executable,
+            "-m",
+            "runtime.node",
+            "--address",
+            "127.0.0.1:1",
+            "--token-file",
+            str(token),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -46,7 +46,7 @@ def check_args(args: argparse.Namespace) -> None:
                 f"--advertise-address takes a host, not HOST:PORT (got {adv!r}): a node "
                 "advertises the port it listens on"
             )
-    elif _is_any(args.host):
+    elif _is_any(args.host) and _token_given(args):  # without one, the token refusal comes first
         raise SystemExit(
             f"--host {args.host} listens on every interface, which other members cannot "
             "dial: give --advertise-address with the address they reach this node at"
@@ -56,6 +56,11 @@ def check_args(args: argparse.Namespace) -> None:
 def drain_flag(args: argparse.Namespace) -> list[str]:
     """The flag a host's supervisor gives its node processes: its resolved drain bound."""
     return ["--drain-timeout", repr(float(args.drain_timeout))]
+
+
+def _token_given(args: argparse.Namespace) -> bool:
+    names = ("RUNTIME_AUTH_TOKEN", "RUNTIME_AUTH_TOKEN_FILE")
+    return bool(args.token_file or any(os.environ.get(n) for n in names))
 
 
 def _is_ip(text: str) -> bool:
