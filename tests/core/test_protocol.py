@@ -74,6 +74,7 @@ EXAMPLES: list[p._Msg] = [
     p.ListState(6, "actors"),
     p.KvOp(8, "put", "ns", "key", b"value", overwrite=False),
     p.StopCluster(9),
+    p.DrainNode(9, "node-1"),
     p.Shutdown("bye"),
     p.Shutdown("evicted: silent", evicted=True),
     p.Heartbeat("node-1", 7),

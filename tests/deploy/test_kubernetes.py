@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -103,7 +104,14 @@ def test_pods_run_as_a_user_with_the_token_from_a_secret_probes_and_a_grace_peri
         assert pod["securityContext"]["runAsUser"] != 0
         assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
         assert pod["terminationGracePeriodSeconds"] >= 10
-        assert {"readinessProbe", "livenessProbe"} <= set(ctr)
+        # The probes ask the node's own health endpoints, on its --health-port.
+        health = int(_arg(ctr["args"], "--health-port"))
+        for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = ctr[kind]["httpGet"]
+            assert (get["path"], _port(ctr, get["port"])) == (path, health)
+        if doc["kind"] == "Deployment":  # workers drain on SIGTERM, within the grace period
+            drain = float(_arg(ctr["args"], "--drain-timeout"))
+            assert 0 < drain <= pod["terminationGracePeriodSeconds"] - 5
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
         token = _arg(ctr["args"], "--token-file")
@@ -170,19 +178,39 @@ def _pod_process(host, ctr: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     return [*_entrypoint(), *(_local(expand(a, env)) for a in ctr["args"])], env
 
 
-def _probe(host, probe: dict[str, Any], env: dict[str, str]) -> int:
+def _port(ctr: dict[str, Any], port: int | str) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in ctr.get("ports", []) if p["name"] == port]
+    return int(number)
+
+
+def _probe(host, ctr: dict[str, Any], probe: dict[str, Any], env: dict[str, str]) -> int:
+    """Run a probe of container ``ctr`` in ``host`` as the kubelet does (0: it passed)."""
     if "tcpSocket" in probe:
-        code = f"import socket; socket.create_connection(('{host.ip}', 6380), timeout=5).close()"
+        port = _port(ctr, probe["tcpSocket"]["port"])
+        code = f"import socket; socket.create_connection(('{host.ip}', {port}), timeout=5).close()"
+        return host.exit_code(sys.executable, "-c", code, env=env)
+    if "httpGet" in probe:  # the kubelet's rule: a status from 200 to 399 passes
+        get = probe["httpGet"]
+        url = f"http://{host.ip}:{_port(ctr, get['port'])}{get['path']}"
+        code = (
+            "import sys, urllib.request\n"
+            f"try: sys.exit(not 200 <= urllib.request.urlopen({url!r}, timeout=5).status < 400)\n"
+            "except OSError: sys.exit(1)"
+        )
         return host.exit_code(sys.executable, "-c", code, env=env)
     argv = [sys.executable if a == "python" else a for a in probe["exec"]["command"]]
     return host.exit_code(*argv, env=env, timeout=probe.get("timeoutSeconds", 10) + 20)
 
 
-def _until_probe_passes(host, probe, env, tries: int = 20) -> int:
+def _until_probe_passes(host, ctr, probe, env, tries: int = 40) -> int:
     """Probe as the kubelet does, until the first success (bounded); the failures before it."""
     for failures in range(tries):
-        if _probe(host, probe, env) == 0:
+        if _probe(host, ctr, probe, env) == 0:
             return failures
+        time.sleep(min(probe.get("periodSeconds", 10), 0.5))  # the kubelet's period, shortened
     raise AssertionError(f"the probe never passed on {host.name}\n{host.log_tail()}")
 
 
@@ -208,18 +236,20 @@ def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(
     for host in (h1, h2):
         argv, envs[host.name] = _pod_process(host, worker)
         host.spawn("worker-pod", *argv, env=envs[host.name])
-    _until_probe_passes(h0, head["livenessProbe"], head_env)
-    _until_probe_passes(h0, head["readinessProbe"], head_env)
+    _until_probe_passes(h0, head, head["livenessProbe"], head_env)
+    _until_probe_passes(h0, head, head["readinessProbe"], head_env)
     for host in (h1, h2):
-        _until_probe_passes(host, worker["readinessProbe"], envs[host.name])
-        assert _probe(host, worker["livenessProbe"], envs[host.name]) == 0
-    # A pod whose node processes are not members is not ready.
+        _until_probe_passes(host, worker, worker["readinessProbe"], envs[host.name])
+        assert _probe(host, worker, worker["livenessProbe"], envs[host.name]) == 0
+    # A pod whose node processes do not run is neither ready nor live.
     _, idle_env = _pod_process(h3, worker)
-    assert _probe(h3, worker["readinessProbe"], idle_env) != 0
-    if overlay == "tls":  # the mesh really is TLS: the same probe without the certificates fails
+    assert _probe(h3, worker, worker["readinessProbe"], idle_env) != 0
+    assert _probe(h3, worker, worker["livenessProbe"], idle_env) != 0
+    if overlay == "tls":  # the mesh really is TLS: a driver without the certificates fails
         plain = {k: v for k, v in envs["h1"].items() if not k.startswith("RUNTIME_TLS_")}
         plain_env = {**plain, **{k: "" for k in envs["h1"] if k.startswith("RUNTIME_TLS_")}}
-        assert _probe(h1, worker["readinessProbe"], plain_env) != 0
+        join = "import os, runtime; runtime.init(address=os.environ['RUNTIME_HEAD'])"
+        assert h1.exit_code(sys.executable, "-c", join, env=plain_env, timeout=60) != 0
     procs = int(envs["h1"]["RUNTIME_PROCS"])
     tls = {k: v for k, v in idle_env.items() if k.startswith("RUNTIME_TLS_")}
     out = cluster.drive(h3, "members", env=tls, nodes=2 * procs)

@@ -5,6 +5,7 @@ everything is gone when the job ends."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ..hosts.harness import REPO, Unavailable, make_network
+from ..hosts.harness import REPO, TOKEN_PATH, Cluster, Unavailable, make_network
 from .kube import DEPLOY
 from .slurm import require_tools, start_slurm
 
@@ -101,3 +102,37 @@ def test_a_failing_driver_fails_the_job_and_the_cluster_still_goes(slurm):
     while _processes_mentioning(str(job_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_mentioning(str(job_dir)) == []
+
+
+@pytest.mark.hosts
+@pytest.mark.timeout(240)
+def test_the_autoscaler_submits_a_slurm_job_for_pending_demand_and_cancels_it_when_idle(
+    tmp_path,
+):
+    try:
+        require_tools()
+        # Placement groups wait for the autoscaler's job (not the default 5 s).
+        net = make_network(3, tmp_path, env={"RUNTIME_PG_INFEASIBLE_S": "150"})
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    shared = Path(tempfile.mkdtemp(prefix="runtime-slurm-", dir="/var/tmp"))
+    try:
+        slurm = start_slurm(net, shared)
+        token = os.urandom(32)
+        (shared / "token").write_text(token.hex())
+        (shared / "token").chmod(0o600)
+        h0 = net.hosts[0]
+        h0.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
+        cluster = Cluster(net, token)
+        cluster.start_head()  # on h0, the controller's host: the jobs run on h1 and h2
+        out = cluster.drive(
+            h0, "autoscale_slurm", timeout=200, address=cluster.address,
+            token_file=str(shared / "token"), slurm_conf=slurm.env["SLURM_CONF"], repo=str(REPO),
+        )  # fmt: skip
+        assert out["jobs"] == 1
+        assert out["ran_on"] in ("h1", "h2")
+        assert out["errors"] == []
+        assert slurm.command("squeue", "-h").stdout.strip() == ""
+    finally:
+        net.close()
+        shutil.rmtree(shared, ignore_errors=True)

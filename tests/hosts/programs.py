@@ -208,6 +208,49 @@ def members() -> dict[str, Any]:
     return {"hosts": sorted(host_of_nodes().values()), "head": heads}
 
 
+@program
+def node_addresses() -> dict[str, Any]:
+    """Each worker node's advertised address and port, with the host a task on it (and an
+    actor call from one node to another) ran on: the address works."""
+    hosts = host_of_nodes()
+    rows = sorted(
+        [hosts[i], n["NodeManagerAddress"], n["NodeManagerPort"]] for i, n in workers().items()
+    )
+    ids = sorted(hosts, key=hosts.__getitem__)
+    keeper = Keeper.options(scheduling_strategy=on(ids[-1])).remote(1)
+    via = runtime.get(call_actor.options(scheduling_strategy=on(ids[0])).remote(keeper, 2))
+    return {"nodes": rows, "actor_call": via}
+
+
+@program
+def autoscale_slurm(address: str, token_file: str, slurm_conf: str, repo: str) -> dict[str, Any]:
+    """The autoscaler with the Slurm provider: a placement group nobody can hold starts a
+    job, a task runs in it, the idle node's job is cancelled."""
+    from runtime.autoscaler import NODE_LABEL, Autoscaler, NodeType, SlurmProvider
+    from runtime.util import remove_placement_group
+
+    def provider_nodes() -> list[str]:
+        return [n["NodeID"] for n in workers().values() if NODE_LABEL in n["Labels"]]
+
+    provider = SlurmProvider(address, token_file=token_file, env={"SLURM_CONF": slurm_conf},
+                             sbatch_args=[f"--chdir={repo}"])  # fmt: skip
+    scaler = Autoscaler(provider, [NodeType("slurm2", {"CPU": 2.0}, max_workers=2)],
+                        idle_timeout_s=2.0, period_s=0.5)  # fmt: skip
+    scaler.start()
+    try:
+        pg = placement_group([{"CPU": 2.0}])
+        runtime.get(pg.ready(), timeout=120)
+        jobs = len(provider.jobs())
+        strategy = PlacementGroupSchedulingStrategy(pg)
+        ran_on = runtime.get(hostname.options(scheduling_strategy=strategy).remote(), timeout=60)
+        remove_placement_group(pg)
+        until(lambda: not provider.jobs() and not provider_nodes(), 90, "the idle job ended")
+    finally:
+        scaler.stop()
+        provider.close()
+    return {"jobs": jobs, "ran_on": ran_on, "errors": scaler.errors}
+
+
 @runtime.remote(num_cpus=2)
 def two_cpus() -> str:
     return socket.gethostname()

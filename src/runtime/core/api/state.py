@@ -34,6 +34,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Labels": dict(n.labels),
                 "HostID": n.host_id or n.node_id,
                 "ProcessResources": dict(n.used),
+                "Draining": n.draining,
             }
         )
     return out

@@ -84,6 +84,7 @@ class Head:
             p.ListState: lambda msg, conn: self._list(msg.what),
             p.KvOp: lambda msg, conn: self.kv.handle(msg),
             p.StopCluster: self._stop_request,
+            p.DrainNode: self._drain,
             p.CreatePlacementGroup: lambda msg, conn: placement.create(msg.spec),
             p.WaitPlacementGroup: lambda msg, conn: placement.wait(
                 msg.pg_id, msg.name, msg.namespace
@@ -315,6 +316,13 @@ class Head:
     def _stop_request(self, msg: p.StopCluster, conn: Connection | None) -> bool:
         self.worker.loop.call_later(0.05, self.stop_cluster)
         return True
+
+    def _drain(self, msg: p.DrainNode, conn: Connection | None) -> bool:
+        info = self.nodes.get(msg.node_id)
+        if info is not None and not info.draining:
+            info.draining = True
+            self._broadcast_view()
+        return info is not None
 
     def _remove_group(self, msg: p.RemovePlacementGroup, conn: Connection | None) -> bool:
         group = self.placement.groups.get(msg.pg_id)

@@ -90,6 +90,7 @@ class Worker:
         state_dir: str | None = None,
         labels: dict[str, str] | None = None,
         host_share: tuple[str, str | None, float] = ("", None, 0.0),
+        advertise: str | None = None,
     ) -> None:
         assert role in ("head", "node", "driver", "client")
         #: (host id, path of the host's shared ledger, CPU slot): see scheduling.host.
@@ -103,6 +104,8 @@ class Worker:
         self.token = token
         self.host = host
         self.port = port
+        #: The host others dial this member at, when not the one it listens on.
+        self.advertise = advertise
         self._listen_sock = listen_sock
         self.head_address = head_address
         self.resources = dict(resources or {})
@@ -193,7 +196,7 @@ class Worker:
                 self._accept, self.host, self.port, backlog=1024, ssl=server_ssl
             )
         sockname = self._server.sockets[0].getsockname()
-        self.address = f"{sockname[0]}:{sockname[1]}"
+        self.address = f"{self.advertise or sockname[0]}:{sockname[1]}"
         self.objects.address = self.address
         set_worker(self)
         info = p.NodeInfo(

@@ -34,9 +34,15 @@ RESERVED_ROLES: Final = frozenset({"head", "actor", "env"})
 
 def takes_work(node: Any) -> bool:
     """True for a live node process that general tasks, actors and bundles may be placed on:
-    not a driver, not the head, not a process kept for one actor or one runtime_env."""
+    not a driver, not draining (stopping), not the head, not a process kept for one actor or
+    one runtime_env."""
     labels = getattr(node, "labels", None) or {}
-    return not node.is_driver and node.alive and labels.get(ROLE_LABEL) not in RESERVED_ROLES
+    return (
+        not node.is_driver
+        and node.alive
+        and not getattr(node, "draining", False)
+        and labels.get(ROLE_LABEL) not in RESERVED_ROLES
+    )
 
 
 def fits(demand: Resources, available: Resources) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import math
@@ -14,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import uvloop
@@ -32,6 +30,8 @@ from ..scheduling.host import HostLedger
 from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
+from . import lifecycle
+from .supervisor import is_loopback, node_token, supervise
 
 log = logging.getLogger("runtime.node")
 #: Failed rejoins in a row after which an evicted node gives up (and exits).
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="node processes sharing the host's resources (default: one per CPU)",
     )
+    lifecycle.add_node_arguments(ap)
     ap.add_argument("--host-ledger", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--host-id", default="", help=argparse.SUPPRESS)
     ap.add_argument("--slot", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -93,15 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return ap
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _resources(args: argparse.Namespace) -> dict[str, float]:
@@ -149,25 +141,9 @@ def _host_plan(args: argparse.Namespace, resources: dict[str, float]) -> launche
     return launcher.HostPlan(resources, procs, _labels(args))
 
 
-def _token(args: argparse.Namespace, state_dir: str | None) -> tuple[bytes | None, bool]:
-    """(token, given explicitly)."""
-    if args.token_file:
-        return launcher.read_token_file(args.token_file), True
-    tok = launcher.resolve_token(None)
-    if tok is not None:
-        return tok, True
-    if args.address:
-        try:
-            head = launcher.find_local_head()
-        except ConnectionError:
-            return None, False
-        if args.address in ("auto", head["address"]):
-            return launcher.resolve_token(None, state_dir=head["state_dir"]), False
-    return None, False
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    lifecycle.check_args(args)  # bad values are refused before anything starts
     raise_open_file_limit()
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
@@ -217,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     state_dir = args.state_dir
     try:
-        token, explicit = _token(args, state_dir)
+        token, explicit = node_token(args, state_dir)
     except (OSError, ValueError) as exc:  # a short token, a planted head.json
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not _is_loopback(args.host) and not explicit:
+    if not is_loopback(args.host) and not explicit:
         print(
             f"error: refusing to listen on {args.host} without a cluster token: pass --token-file "
             "or set RUNTIME_AUTH_TOKEN (a non-loopback node must never run unauthenticated)",
@@ -267,8 +243,24 @@ async def _serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    life = lifecycle.NodeLifecycle(args.head, args.drain_timeout, stop)
+    loop.add_signal_handler(signal.SIGTERM, life.on_signal)  # a node drains first
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    async with lifecycle.health_server(args, life):
+        await _incarnations(args, token, resources, state_dir, life, share=share, labels=labels)
+
+
+async def _incarnations(
+    args: argparse.Namespace,
+    token: bytes,
+    resources: dict[str, float],
+    state_dir: str | None,
+    life: lifecycle.NodeLifecycle,
+    *,
+    share: tuple[str, str | None, float],
+    labels: dict[str, str] | None,
+) -> None:
+    loop, stop = asyncio.get_running_loop(), life.stop
     if args.parent_fd is not None:
         fd = args.parent_fd
         die_with_parent()
@@ -303,11 +295,12 @@ async def _serve(
             state_dir=state_dir,
             labels=labels or None,
             host_share=share,
+            advertise=args.advertise_address,
         )
         left = asyncio.Event()  # the head told us to stop, or went away
         worker.on_head_lost = left.set
         try:
-            evicted = await _run_worker(worker, args, state_dir, stop, left)
+            evicted = await _run_worker(worker, args, state_dir, stop, left, life=life)
         except (Exception, asyncio.CancelledError) as exc:
             this_task = asyncio.current_task()
             cancelled = this_task is not None and this_task.cancelling() > 0
@@ -333,6 +326,8 @@ async def _run_worker(
     state_dir: str | None,
     stop: asyncio.Event,
     left: asyncio.Event,
+    *,
+    life: lifecycle.NodeLifecycle,
 ) -> bool:
     """Run one incarnation of this node; True when it was evicted and should rejoin."""
     # Before it joins, too: a task may arrive in the first loop iteration after it registered.
@@ -386,10 +381,12 @@ async def _run_worker(
             print("connect with: runtime.init(address='auto')", flush=True)
         if dashboard is not None:
             print(f"dashboard: {dashboard.url()}", flush=True)
+    life.joined(worker)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        life.joined(None)
         for w in waits:
             w.cancel()
         if args.head and not args.no_head_file:
@@ -438,144 +435,3 @@ def _wait_children(children: ChildProcesses, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             child.proc.kill()
             child.proc.wait()
-
-
-#: A node process refused (exit 2: bad arguments, a wrong token) this soon after the host
-#: started ends the host: a configuration error, not a crash to restart.
-_FIRST_START_S = 15.0
-
-
-def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan) -> int:
-    """Run the host's node processes (and the head, with ``--head``), sharing one ledger of
-    the host's resources; restart the ones that crash."""
-    child_args = argv
-    for flag in ("--procs", "--num-cpus", "--num-gpus", "--memory", "--resources", "--labels"):
-        child_args = _strip(child_args, flag)
-    head_sock: socket.socket | None = None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    r, w = launcher.parent_pipe()
-    specs: list[tuple[list[str], tuple[int, ...]]] = []
-    ledger_dir = private_dir(os.path.join(launcher.base_dir(), "hosts"))
-    host = launcher.host_args(plan, ledger_dir)
-    if args.head:
-        try:
-            child_args = _shared_token(args, child_args)
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        head_sock = socket.create_server(
-            (args.host, args.port if args.port is not None else 6380), backlog=1024
-        )
-        address = "{}:{}".format(*head_sock.getsockname()[:2])
-        specs.append(
-            ([*child_args, "--num-cpus", "0", "--expect-nodes", str(plan.procs),
-              "--listen-fd", str(head_sock.fileno())], (head_sock.fileno(),))
-        )  # fmt: skip
-        node_args = _strip(_strip(_strip(child_args, "--port"), "--head"), "--dashboard-port")
-        # The first of the host's node processes is the head's own (the job manager runs there).
-        for i in range(plan.procs):
-            role = ("--role", "head-node:") if i == 0 else ()
-            specs.append(([*node_args, "--address", address, *host, *role], ()))
-    else:
-        specs.extend(([*child_args, *host], ()) for _ in range(plan.procs))
-    procs: list[subprocess.Popen[bytes] | None] = [None] * len(specs)
-    restarts: list[list[float]] = [[] for _ in specs]
-
-    def start(i: int) -> None:
-        extra, fds = specs[i]
-        procs[i] = subprocess.Popen(
-            launcher.node_command(*extra, "--parent-fd", str(r)), pass_fds=(r, *fds)
-        )
-
-    for i in range(len(specs)):
-        start(i)
-        if i == 0 and args.head:
-            time.sleep(0)  # the socket is already listening: nodes can start at once
-    started = time.monotonic()
-    code = 0
-    try:
-        while not stop.wait(0.1 if time.monotonic() - started < _FIRST_START_S else 0.5):
-            for i, proc in enumerate(procs):
-                if proc is None or proc.poll() is None:
-                    continue
-                first = not restarts[i] and time.monotonic() - started < _FIRST_START_S
-                if (
-                    proc.returncode == 0
-                    or (i == 0 and args.head)
-                    or (first and proc.returncode == 2)
-                ):
-                    # Done, the head gone, or a first start refused (bad arguments, a wrong
-                    # token): starting it again would fail the same way.
-                    stop.set()
-                    code = proc.returncode
-                    break
-                now = time.monotonic()
-                restarts[i] = [t for t in restarts[i] if now - t < 60] + [now]
-                if len(restarts[i]) > 5:
-                    print(
-                        f"node process {i} crashed 5 times in a minute; giving up", file=sys.stderr
-                    )
-                    stop.set()
-                    code = 1
-                    break
-                print(
-                    f"node process {i} exited with {proc.returncode}; restarting", file=sys.stderr
-                )
-                start(i)
-    finally:
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            if proc is not None:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        os.close(w)
-        if head_sock is not None:
-            head_sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(launcher.ledger_path(ledger_dir, plan.host_id))
-    return code
-
-
-def _shared_token(args: argparse.Namespace, argv: list[str]) -> list[str]:
-    """``argv`` for the head and the node processes of its host: with the state directory
-    and the cluster token fixed here, so that the nodes need not wait for the head to make
-    them. A head on a non-loopback address still needs a token given (ValueError)."""
-    token, explicit = _token(args, args.state_dir)
-    if explicit:
-        return argv
-    if not _is_loopback(args.host):
-        raise ValueError(
-            f"refusing to listen on {args.host} without a cluster token: pass --token-file "
-            "or set RUNTIME_AUTH_TOKEN (a non-loopback node must never run unauthenticated)"
-        )
-    state_dir = args.state_dir or launcher.new_state_dir()
-    private_dir(state_dir)
-    token = launcher.resolve_token(None, state_dir=state_dir)
-    path = os.path.join(state_dir, "token")
-    if token is None:
-        launcher.write_token(state_dir, launcher.new_token())
-    return [*_strip(argv, "--state-dir"), "--state-dir", state_dir, "--token-file", path]
-
-
-def _strip(argv: list[str], flag: str) -> list[str]:
-    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``; bare for --head)."""
-    out: list[str] = []
-    skip = False
-    takes_value = flag not in ("--head",)
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == flag:
-            skip = takes_value
-            continue
-        if a.startswith(flag + "="):
-            continue
-        out.append(a)
-    return out

@@ -127,6 +127,8 @@ class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     #: What this process holds now, and the CPU it holds for long (actors, bundles).
     used: dict[str, float] = {}
     pinned: float = 0.0
+    #: Leaving on SIGTERM: no new work is placed here (docs/deploy.md, drain).
+    draining: bool = False
 
 
 class RegisterNode(_Msg, tag=20):
@@ -228,6 +230,13 @@ class KvOp(_Msg, tag=28):
 
 class StopCluster(_Msg, tag=29):
     rid: int
+
+
+class DrainNode(_Msg, tag=33):
+    """Node -> head: this node is leaving; place no new work on it."""
+
+    rid: int
+    node_id: str
 
 
 class Shutdown(_Msg, tag=30):
@@ -498,6 +507,7 @@ Message = (
     | ListState
     | KvOp
     | StopCluster
+    | DrainNode
     | Shutdown
     | Heartbeat
     | LogLines
