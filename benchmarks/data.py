@@ -37,6 +37,8 @@ from collections.abc import Callable
 from typing import Any
 
 CHILD_ENV = "RUNTIME_BENCH_DATA_CHILD"
+#: The workloads, by the key ``--workloads`` takes.
+WORKLOADS = frozenset({"range", "parquet", "groupby", "tensor", "join", "capped"})
 
 
 def log(msg: str) -> None:
@@ -129,6 +131,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
     parquet_bytes: int,
     images: int,
     join_rows: int,
+    workloads: frozenset[str] = WORKLOADS,
 ) -> dict[str, Any]:
     if backend == "ray":
         import ray
@@ -144,7 +147,11 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
         runtime.init(num_cpus=2)
     results: dict[str, Any] = {}
 
-    def measure(name: str, fn: Callable[[], float], unit_amount: float, unit: str) -> None:
+    def measure(
+        key: str, name: str, fn: Callable[[], float], unit_amount: float, unit: str
+    ) -> None:
+        if key not in workloads:
+            return
         try:
             with PeakMemory() as mem:
                 t0 = time.perf_counter()
@@ -176,7 +183,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
 
     import numpy as np
 
-    pixels = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    pixels = np.zeros((0, 224, 224, 3), dtype=np.uint8)
 
     def tensors() -> float:
         ds = data.from_numpy(pixels).map_batches(normalise, batch_format="numpy")
@@ -193,16 +200,34 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
 
     # Warm-up (not timed): workers start and import their libraries on both sides.
     data.range(100_000).map_batches(add_one, batch_format="numpy").sum("id")
-    measure("range -> map_batches -> sum", range_sum, rows, "rows/s")
-    measure("read_parquet -> map_batches -> iter_batches", parquet, parquet_bytes / 1e6, "MB/s")
-    measure("groupby(k).mean(v)", groupby, rows, "rows/s")
+    measure("range", "range -> map_batches -> sum", range_sum, rows, "rows/s")
     measure(
+        "parquet",
+        "read_parquet -> map_batches -> iter_batches",
+        parquet,
+        parquet_bytes / 1e6,
+        "MB/s",
+    )
+    measure("groupby", "groupby(k).mean(v)", groupby, rows, "rows/s")
+    if "tensor" in workloads:
+        pixels = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    measure(
+        "tensor",
         f"from_numpy({images} x 224x224x3 uint8) -> map_batches -> iter_torch_batches",
         tensors,
         images,
         "images/s",
     )
-    measure(f"join({join_rows:,} x {join_rows // 10:,} rows)", join, join_rows, "left rows/s")
+    measure(
+        "join", f"join({join_rows:,} x {join_rows // 10:,} rows)", join, join_rows, "left rows/s"
+    )
+    pixels = pixels[:0].copy()  # the images are freed before the capped run
+    if "capped" not in workloads:
+        if backend == "ray":
+            ray.shutdown()
+        else:
+            runtime.shutdown()
+        return {"backend": backend, "results": results}
     # Bigger than the object store: the Parquet pipeline again on a cluster whose stores
     # hold a quarter of the data (scaled down from the 5 GB through a 1 GB store).
     cap = max(80 * 1024 * 1024, parquet_bytes // 4)
@@ -215,6 +240,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
         runtime.init(num_cpus=2, object_store_memory=cap)
     data.range(100_000).map_batches(add_one, batch_format="numpy").sum("id")
     measure(
+        "capped",
         f"same Parquet pipeline, object store capped at {cap // 2**20} MB",
         parquet,
         parquet_bytes / 1e6,
@@ -305,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray-python", help="the interpreter of a venv with ray[data]==2.60.0 (default: this one)"
     )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(sorted(WORKLOADS)),
+        help=f"comma-separated, of {', '.join(sorted(WORKLOADS))} (default: all)",
+    )
+    parser.add_argument("--images", type=int, help="images of the tensor pipeline")
+    parser.add_argument("--join-rows", type=int, help="left rows of the join (right: a tenth)")
     parser.add_argument("--child", choices=["runtime", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--parquet-dir", help=argparse.SUPPRESS)
     parser.add_argument("--parquet-bytes", type=int, default=0, help=argparse.SUPPRESS)
@@ -312,18 +345,27 @@ def main(argv: list[str] | None = None) -> int:
     rows = 2_000_000 if args.quick else 10_000_000
     # Scaled down from the 1 GB of images and 10M x 1M join rows so that one run
     # takes minutes on a shared 2-core machine (normalised float32 images are 4x the input).
-    images = 400 if args.quick else 1600  # 60 MB / 240 MB of uint8 pixels
-    join_rows = 1_000_000 if args.quick else 4_000_000
+    images = args.images or (400 if args.quick else 1600)  # 60 MB / 240 MB of uint8 pixels
+    join_rows = args.join_rows or (1_000_000 if args.quick else 4_000_000)
+    workloads = frozenset(w.strip() for w in args.workloads.split(",") if w.strip())
+    if not workloads <= WORKLOADS:
+        parser.error(f"unknown workloads: {sorted(workloads - WORKLOADS)}")
     if args.child:
-        report = run_half(args.child, rows, args.parquet_dir, args.parquet_bytes, images, join_rows)
+        report = run_half(
+            args.child, rows, args.parquet_dir, args.parquet_bytes, images, join_rows, workloads
+        )
         with open(args.json, "w") as f:
             json.dump(report, f)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-data-parquet-") as pdir:
-        nbytes = generate_parquet(pdir, (256 if args.quick else 1024) * 1024 * 1024)
-        log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
+        nbytes = 0
+        if workloads & {"parquet", "capped"}:
+            nbytes = generate_parquet(pdir, (256 if args.quick else 1024) * 1024 * 1024)
+            log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
         passthrough = ["--parquet-dir", pdir, "--parquet-bytes", str(nbytes)]
         passthrough += ["--quick"] if args.quick else []
+        passthrough += ["--workloads", ",".join(sorted(workloads))]
+        passthrough += ["--images", str(images), "--join-rows", str(join_rows)]
         ours = run_child("runtime", passthrough, isolate=False) if args.only != "ray" else {}
         ray = None
         if args.only != "runtime":
