@@ -18,7 +18,12 @@ Usage (from the repository root)::
 The tensor pipeline (``from_numpy`` of 224x224x3 uint8 images -> ``map_batches`` normalise
 to float32 -> ``iter_torch_batches``) and the join (``range(n)`` joined with ``range(n/10)``,
 8 partitions, then ``count``) are scaled down from the issue's 1 GB and 10M x 1M: 1,600
-images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k).
+images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The issue's sizes::
+
+    benchmarks/data.py --workloads tensor,join --images 7133 --join-rows 10000000
+    benchmarks/data.py --workloads capped --parquet-mb 5120 --store-cap-mb 1024
+
+Peak memory is reported as the peak of the summed RSS and of the largest single process.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from collections.abc import Callable
 from typing import Any
 
 CHILD_ENV = "RUNTIME_BENCH_DATA_CHILD"
+#: The workloads, by the key ``--workloads`` takes.
+WORKLOADS = frozenset({"range", "parquet", "groupby", "tensor", "join", "capped"})
 
 
 def log(msg: str) -> None:
@@ -46,8 +53,8 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ memory sampling
 
 
-def _tree_rss(root: int) -> int:
-    """RSS bytes of ``root`` and all its descendants (from /proc)."""
+def _tree_rss(root: int) -> tuple[int, int]:
+    """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -58,30 +65,36 @@ def _tree_rss(root: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(name))
-    total, stack = 0, [root]
+    total, largest, stack = 0, 0, [root]
     while stack:
         pid = stack.pop()
         stack.extend(children.get(pid, []))
         try:
             with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
-            pass
-    return total
+            continue
+        total, largest = total + rss, max(largest, rss)
+    return total, largest
 
 
 class PeakMemory:
-    """Samples the process tree's RSS in a thread while a workload runs."""
+    """Samples the process tree's RSS in a thread while a workload runs: the peak of the sum
+    (``peak``) and the peak of any one process (``largest``)."""
 
     def __init__(self) -> None:
-        self.peak = 0
+        self.peak = self.largest = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._sample()
             self._stop.wait(0.02)
+
+    def _sample(self) -> None:
+        total, largest = _tree_rss(os.getpid())
+        self.peak, self.largest = max(self.peak, total), max(self.largest, largest)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -90,7 +103,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _tree_rss(os.getpid()))
+        self._sample()
 
 
 # ------------------------------------------------------------------------------ the workloads
@@ -129,6 +142,8 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
     parquet_bytes: int,
     images: int,
     join_rows: int,
+    workloads: frozenset[str] = WORKLOADS,
+    store_cap: int = 0,
 ) -> dict[str, Any]:
     if backend == "ray":
         import ray
@@ -144,7 +159,11 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
         runtime.init(num_cpus=2)
     results: dict[str, Any] = {}
 
-    def measure(name: str, fn: Callable[[], float], unit_amount: float, unit: str) -> None:
+    def measure(
+        key: str, name: str, fn: Callable[[], float], unit_amount: float, unit: str
+    ) -> None:
+        if key not in workloads:
+            return
         try:
             with PeakMemory() as mem:
                 t0 = time.perf_counter()
@@ -152,9 +171,12 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
                 elapsed = time.perf_counter() - t0
             results[name] = {
                 "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
-                "peak_mb": mem.peak / 1e6, "check": check,
+                "peak_mb": mem.peak / 1e6, "largest_mb": mem.largest / 1e6, "check": check,
             }  # fmt: skip
-            log(f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB")
+            log(
+                f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB "
+                f"(largest process {mem.largest / 1e6:.0f} MB)"
+            )
         except Exception as e:  # a failed workload is reported, the run goes on
             results[name] = {"error": f"{type(e).__name__}: {e}"}
             log(f"[{backend}] {name} failed: {e!r}")
@@ -176,7 +198,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
 
     import numpy as np
 
-    pixels = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    pixels = np.zeros((0, 224, 224, 3), dtype=np.uint8)
 
     def tensors() -> float:
         ds = data.from_numpy(pixels).map_batches(normalise, batch_format="numpy")
@@ -193,19 +215,37 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
 
     # Warm-up (not timed): workers start and import their libraries on both sides.
     data.range(100_000).map_batches(add_one, batch_format="numpy").sum("id")
-    measure("range -> map_batches -> sum", range_sum, rows, "rows/s")
-    measure("read_parquet -> map_batches -> iter_batches", parquet, parquet_bytes / 1e6, "MB/s")
-    measure("groupby(k).mean(v)", groupby, rows, "rows/s")
+    measure("range", "range -> map_batches -> sum", range_sum, rows, "rows/s")
     measure(
+        "parquet",
+        "read_parquet -> map_batches -> iter_batches",
+        parquet,
+        parquet_bytes / 1e6,
+        "MB/s",
+    )
+    measure("groupby", "groupby(k).mean(v)", groupby, rows, "rows/s")
+    if "tensor" in workloads:
+        pixels = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    measure(
+        "tensor",
         f"from_numpy({images} x 224x224x3 uint8) -> map_batches -> iter_torch_batches",
         tensors,
         images,
         "images/s",
     )
-    measure(f"join({join_rows:,} x {join_rows // 10:,} rows)", join, join_rows, "left rows/s")
+    measure(
+        "join", f"join({join_rows:,} x {join_rows // 10:,} rows)", join, join_rows, "left rows/s"
+    )
+    pixels = pixels[:0].copy()  # the images are freed before the capped run
+    if "capped" not in workloads:
+        if backend == "ray":
+            ray.shutdown()
+        else:
+            runtime.shutdown()
+        return {"backend": backend, "results": results}
     # Bigger than the object store: the Parquet pipeline again on a cluster whose stores
     # hold a quarter of the data (scaled down from the issue's 5 GB through a 1 GB store).
-    cap = max(80 * 1024 * 1024, parquet_bytes // 4)
+    cap = store_cap or max(80 * 1024 * 1024, parquet_bytes // 4)
     if backend == "ray":
         ray.shutdown()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=cap)
@@ -215,6 +255,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
         runtime.init(num_cpus=2, object_store_memory=cap)
     data.range(100_000).map_batches(add_one, batch_format="numpy").sum("id")
     measure(
+        "capped",
         f"same Parquet pipeline, object store capped at {cap // 2**20} MB",
         parquet,
         parquet_bytes / 1e6,
@@ -290,6 +331,8 @@ def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
             b = f"{theirs['rate']:,.0f} {theirs['unit']} ({theirs['seconds']:.2f} s)"
             ratio = f"{mine['rate'] / theirs['rate']:.2f}x"
             mem = f"{mine['peak_mb']:,.0f} / {theirs['peak_mb']:,.0f} MB"
+            if "largest_mb" in mine and "largest_mb" in theirs:
+                mem += f" (one process: {mine['largest_mb']:,.0f} / {theirs['largest_mb']:,.0f})"
         else:
             b = theirs["error"].splitlines()[-1][:120] if theirs else "-"
             ratio, mem = "-", f"{mine['peak_mb']:,.0f} MB / -"
@@ -305,6 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray-python", help="the interpreter of a venv with ray[data]==2.60.0 (default: this one)"
     )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(sorted(WORKLOADS)),
+        help=f"comma-separated, of {', '.join(sorted(WORKLOADS))} (default: all)",
+    )
+    parser.add_argument("--images", type=int, help="images of the tensor pipeline")
+    parser.add_argument("--join-rows", type=int, help="left rows of the join (right: a tenth)")
+    parser.add_argument("--parquet-mb", type=int, help="MB (in memory) of Parquet to read")
+    parser.add_argument(
+        "--store-cap-mb", type=int, help="the capped run's object store (default: a quarter)"
+    )
     parser.add_argument("--child", choices=["runtime", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--parquet-dir", help=argparse.SUPPRESS)
     parser.add_argument("--parquet-bytes", type=int, default=0, help=argparse.SUPPRESS)
@@ -312,18 +366,36 @@ def main(argv: list[str] | None = None) -> int:
     rows = 2_000_000 if args.quick else 10_000_000
     # Scaled down from the issue's 1 GB of images and 10M x 1M join rows so that one run
     # takes minutes on a shared 2-core machine (normalised float32 images are 4x the input).
-    images = 400 if args.quick else 1600  # 60 MB / 240 MB of uint8 pixels
-    join_rows = 1_000_000 if args.quick else 4_000_000
+    images = args.images or (400 if args.quick else 1600)  # 60 MB / 240 MB of uint8 pixels
+    join_rows = args.join_rows or (1_000_000 if args.quick else 4_000_000)
+    workloads = frozenset(w.strip() for w in args.workloads.split(",") if w.strip())
+    if not workloads <= WORKLOADS:
+        parser.error(f"unknown workloads: {sorted(workloads - WORKLOADS)}")
     if args.child:
-        report = run_half(args.child, rows, args.parquet_dir, args.parquet_bytes, images, join_rows)
+        report = run_half(
+            args.child,
+            rows,
+            args.parquet_dir,
+            args.parquet_bytes,
+            images,
+            join_rows,
+            workloads,
+            (args.store_cap_mb or 0) * 1024 * 1024,
+        )
         with open(args.json, "w") as f:
             json.dump(report, f)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-data-parquet-") as pdir:
-        nbytes = generate_parquet(pdir, (256 if args.quick else 1024) * 1024 * 1024)
-        log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
+        nbytes = 0
+        if workloads & {"parquet", "capped"}:
+            mb = args.parquet_mb or (256 if args.quick else 1024)
+            nbytes = generate_parquet(pdir, mb * 1024 * 1024)
+            log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
         passthrough = ["--parquet-dir", pdir, "--parquet-bytes", str(nbytes)]
         passthrough += ["--quick"] if args.quick else []
+        passthrough += ["--workloads", ",".join(sorted(workloads))]
+        passthrough += ["--images", str(images), "--join-rows", str(join_rows)]
+        passthrough += ["--store-cap-mb", str(args.store_cap_mb)] if args.store_cap_mb else []
         ours = run_child("runtime", passthrough, isolate=False) if args.only != "ray" else {}
         ray = None
         if args.only != "runtime":

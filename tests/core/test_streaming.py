@@ -33,6 +33,15 @@ def arrays(n, size):
 
 
 @runtime.remote(num_returns="streaming")
+def reused_buffer(n, size):
+    """Yields one array, overwritten after each yield (as a producer reusing a buffer does)."""
+    buf = np.empty(size, dtype=np.int64)
+    for i in range(n):
+        buf[:] = i
+        yield buf
+
+
+@runtime.remote(num_returns="streaming")
 async def async_count(n):
     for i in range(n):
         await asyncio.sleep(0)
@@ -100,6 +109,14 @@ def test_large_items_travel_by_location(cluster):
     values = [runtime.get(ref) for ref in arrays.remote(3, 100_000)]
     assert [int(v[0]) for v in values] == [0, 1, 2]
     assert all(v.shape == (100_000,) for v in values)
+
+
+@pytest.mark.parametrize("size", [16, 2_000, 400_000])  # in-band, inline (16 KB), stored
+def test_an_item_keeps_the_values_it_had_when_yielded(cluster, size):
+    # Items are written without an extra copy of their buffers, so each must be stored (or,
+    # small, owned) before the generator runs on and writes over the array it yielded.
+    items = [runtime.get(ref) for ref in reused_buffer.remote(4, size)]
+    assert [(int(a.min()), int(a.max()), len(a)) for a in items] == [(i, i, size) for i in range(4)]
 
 
 def test_error_is_the_next_item(cluster):

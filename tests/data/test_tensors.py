@@ -155,3 +155,39 @@ def test_torch_batches_wrap_read_only_block_memory_without_a_warning() -> None:
     # The numpy batch is a read-only view of the block; torch wraps the same kind of view
     # (no copy), and the warning torch gives for that is not raised (warnings are errors).
     assert not numpy_batch.flags.writeable
+
+
+def test_a_big_array_becomes_blocks_that_map_in_parallel_and_keep_row_order() -> None:
+    ctx = data.DataContext.get_current()
+    old = ctx.target_max_block_size
+    arr = np.arange(96 * 16 * 16 * 3, dtype=np.uint8).reshape(96, 16, 16, 3)
+    ctx.target_max_block_size = arr.nbytes // 6
+    try:
+        ds = data.from_numpy(arr)
+        assert ds.num_blocks() == 6
+        out = ds.map_batches(lambda b: {"data": b["data"] * 2}).take_batch(96)
+    finally:
+        ctx.target_max_block_size = old
+    assert out["data"].shape == (96, 16, 16, 3)
+    np.testing.assert_array_equal(out["data"], arr * 2)
+
+
+def test_a_compacted_slice_shares_the_block_memory_and_pickles_only_its_rows() -> None:
+    from runtime.data import _block as B
+
+    n, shape = 40, (8, 8, 3)
+    arr = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+    block = B.block_from_batch(
+        {"data": arr, "i": np.arange(n), "half": np.arange(n).astype(np.float16),
+         "name": [f"r{i}" for i in range(n)]}
+    )  # fmt: skip
+    piece = B.compact(block.slice(10, 5))
+    data_buf = piece.column("data").chunk(0).storage.flatten().buffers()[1]
+    assert data_buf.address == arr[10].ctypes.data  # a view, not a copy
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(piece, protocol=5, buffer_callback=buffers.append)
+    assert sum(b.raw().nbytes for b in buffers) < 2 * 5 * arr[0].nbytes
+    back = pickle.loads(payload, buffers=buffers)
+    assert back.equals(block.slice(10, 5))
+    np.testing.assert_array_equal(B.tensor_to_numpy(back.column("data")), arr[10:15])
+    assert back.column("name").to_pylist() == [f"r{i}" for i in range(10, 15)]

@@ -276,11 +276,39 @@ def compact(block: Block) -> Block:
     """A slice's rows in buffers of their own. Pickling a slice writes the whole buffers it
     views (every row of the block it was cut from), so slices are compacted before they
     leave a task."""
-    arrays = [
-        pa.concat_arrays(list(c.chunks)) if c.num_chunks else pa.array([], c.type)
-        for c in block.columns
-    ]
+    arrays = [_compact_column(c) for c in block.columns]
     return pa.Table.from_arrays(arrays, schema=block.schema)
+
+
+def _compact_column(col: pa.ChunkedArray) -> pa.Array:
+    if col.num_chunks == 1:
+        rebased = _rebased(col.chunk(0))
+        if rebased is not None:
+            return rebased
+    return pa.concat_arrays(list(col.chunks)) if col.num_chunks else pa.array([], col.type)
+
+
+def _rebased(arr: pa.Array) -> pa.Array | None:
+    """A slice of a fixed-width column without nulls (numbers, fixed-size lists of them,
+    tensor columns) over slices of its buffers, at offset 0: nothing is copied, and
+    pickling it writes only its own rows. ``None`` for other columns (they are copied)."""
+    if arr.null_count:
+        return None
+    typ = arr.type
+    if isinstance(typ, pa.BaseExtensionType):
+        storage = _rebased(arr.storage)
+        return None if storage is None else pa.ExtensionArray.from_storage(typ, storage)
+    if pa.types.is_fixed_size_list(typ):
+        values = _rebased(arr.flatten())
+        return None if values is None else pa.FixedSizeListArray.from_arrays(values, type=typ)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        width = typ.bit_width // 8
+        data = arr.buffers()[1]
+        if data is None:
+            return None
+        piece = data.slice(arr.offset * width, len(arr) * width)
+        return pa.Array.from_buffers(typ, len(arr), [None, piece])
+    return None
 
 
 def split_rows(block: Block, sizes: list[int]) -> list[Block]:

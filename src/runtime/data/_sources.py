@@ -78,7 +78,26 @@ def from_numpy(ndarrays: Any) -> Dataset:
     for a in arrays:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"from_numpy needs numpy arrays, got {type(a).__name__}")
-    return _from_blocks([B.block_from_batch({"data": a}) for a in arrays], "FromNumpy")
+    max_bytes = DataContext.get_current().target_max_block_size
+    blocks = []
+    for a in arrays:
+        ranges = _row_ranges(a, max_bytes)
+        blocks += [
+            B.block_from_batch({"data": a if len(ranges) == 1 else a[i:j]}) for i, j in ranges
+        ]
+    return _from_blocks(blocks, "FromNumpy")
+
+
+def _row_ranges(a: np.ndarray, max_bytes: int) -> list[tuple[int, int]]:
+    """Row ranges of ``a`` of at most about ``max_bytes`` each (the whole array when it fits).
+
+    An array bigger than ``target_max_block_size`` becomes several blocks (Ray makes one
+    block per array), so that the tasks that map it run in parallel and its first batches
+    reach the consumer before the last block is mapped.
+    """
+    if a.ndim == 0 or len(a) <= 1 or max_bytes <= 0 or a.nbytes <= max_bytes:
+        return [(0, 0)]
+    return _chunks(len(a), -(-a.nbytes // max_bytes))
 
 
 def from_pandas(dfs: Any) -> Dataset:

@@ -368,13 +368,13 @@ def env_applied(
 def _encode_item(
     worker: ExecutionHost, job: Job, index: int, item: Any
 ) -> tuple[p.StreamItem, list[Any]]:
-    val, bufs = ser.serialize(item)
+    val, bufs = ser.serialize(item, copy=False)  # the store copies; inline ones are owned
     if val.refs:
         worker.refs.pin(val.refs)
     if ser.total_size(val) >= INLINE_MAX:
         loc = worker.store_value(return_id(job.task_id, index), val, list(bufs))
         return p.StreamItem(job.task_id, index, loc), []
-    return p.StreamItem(job.task_id, index, val), list(bufs)
+    return p.StreamItem(job.task_id, index, val), ser.own_buffers(bufs)
 
 
 def stream_sync(worker: ExecutionHost, job: Job, ctx: TaskContext, gen: Any, label: str) -> None:
