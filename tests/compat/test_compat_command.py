@@ -104,12 +104,12 @@ def test_a_ray_program_and_its_own_module_run_unchanged(tmp_path: Path) -> None:
 
 def test_a_module_runtime_lacks_fails_at_import_naming_both(tmp_path: Path) -> None:
     script = tmp_path / "program.py"
-    script.write_text("import ray.autoscaler.sdk\n")
+    script.write_text("import ray.workflow\n")
     out = compat(script)
     assert out.returncode == 1
     assert (
-        "ModuleNotFoundError: No module named 'ray.autoscaler': runtime.compat runs this "
-        "program on runtime, which has no 'runtime.autoscaler'"
+        "ModuleNotFoundError: No module named 'ray.workflow': runtime.compat runs this "
+        "program on runtime, which has no 'runtime.workflow'"
     ) in out.stderr
 
 

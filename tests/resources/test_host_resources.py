@@ -153,6 +153,25 @@ def test_a_gpu_actor_holds_its_device_until_it_goes(host):
     until(lambda: runtime.available_resources().get("GPU") == 2.0)
 
 
+def test_gpu_actors_in_dedicated_processes_each_see_their_own_device(host):
+    actors = [GpuActor.options(dedicated_process=True).remote() for _ in range(2)]
+    seen = runtime.get([a.ids.remote() for a in actors], timeout=60)
+    ids = sorted(i for i, _, _ in seen)
+    assert ids == [[0], [1]]  # one device each, as a shared-process actor would get
+    for device, visible, assigned in seen:
+        assert visible == str(device[0]) and assigned == {"GPU": 1.0}
+    until(
+        lambda: runtime.available_resources().get("GPU") == 0.0,
+        why=lambda: str([(n["HostID"], n["Labels"], n["Available"]) for n in runtime.nodes()]),
+    )
+    for actor in actors:
+        runtime.kill(actor)
+    until(
+        lambda: runtime.available_resources().get("GPU") == 2.0,
+        why=lambda: str(runtime.available_resources()),
+    )
+
+
 @runtime.remote
 class Holder:
     def where(self) -> dict[str, object]:

@@ -22,6 +22,20 @@ from ._proxy import ServeProxy
 log = logging.getLogger(__name__)
 
 ProxyActor = runtime.remote(ServeProxy)
+#: Members that host no general work: the head, and processes kept for one actor or one
+#: runtime_env (their ``runtime.io/role`` label, see docs/core.md); no proxy goes there.
+_NO_WORK_ROLES = frozenset({"head", "actor", "env"})
+
+
+def _takes_work(node: dict[str, Any]) -> bool:
+    """A live node process a proxy (or any replica) can be placed on."""
+    labels = node.get("Labels") or {}
+    return (
+        bool(node["Alive"])
+        and not node.get("IsDriver")
+        and not node.get("Draining")
+        and labels.get("runtime.io/role") not in _NO_WORK_ROLES
+    )
 
 
 class ProxyKeeper:
@@ -41,7 +55,7 @@ class ProxyKeeper:
         """Start the proxy if there is none, and (re)start its server; bounded."""
         try:
             nodes = await asyncio.to_thread(runtime.nodes)
-            self.nodes = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+            self.nodes = sorted(n["NodeID"] for n in nodes if _takes_work(n))
         except Exception as exc:
             log.debug("serve: listing the nodes failed: %r", exc)
         if self.http.get("disabled"):
@@ -80,7 +94,7 @@ class ProxyKeeper:
         except Exception as exc:
             log.debug("serve: listing the nodes failed: %r", exc)
             return
-        alive = sorted(n["NodeID"] for n in nodes if n["Alive"] and not n.get("IsDriver"))
+        alive = sorted(n["NodeID"] for n in nodes if _takes_work(n))
         for node_id in list(self.node_proxies):
             if node_id not in alive:
                 del self.node_proxies[node_id]  # it died with its node

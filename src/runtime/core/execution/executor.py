@@ -1,9 +1,8 @@
 """Running work on a node: tasks under the node's resource ledger, and hosted actors.
 
-``async def`` functions and methods run on the node's loop; plain ``def`` ones run on
-threads (one thread per actor unless ``max_concurrency`` > 1), so a blocking call never
-stalls the loop. An actor runs the calls it receives in arrival order, which keeps every
-caller's order.
+``async def`` functions and methods run on the node's loop; plain ``def`` ones run on threads
+(one thread per actor unless ``max_concurrency`` > 1), so a blocking call never stalls the
+loop. An actor runs the calls it receives in arrival order, which keeps every caller's order.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
@@ -52,7 +52,7 @@ from .calls import (
 from .hosted import HostedActor
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
 from .pools import EnvPools
-from .processes import ChildProcesses
+from .processes import ACTOR_GPUS_ENV, ChildProcesses
 from .runtime_env import EnvManager
 
 log = logging.getLogger("runtime.executor")
@@ -501,16 +501,19 @@ class Executor:
             answer_request(self.worker, conn, msg, run)
 
     def create_actor(self, spec: p.ActorSpec) -> Any:
-        """Reserve the actor's resources here and start its constructor (loop). An actor
-        with a dedicated process is started in a new child process instead (a coroutine that
-        answers where: [node id, address])."""
+        """Reserve the actor's resources here and start its constructor (loop); or start a
+        dedicated process for it (a coroutine answering where: [node id, address])."""
         if spec.actor_id in self.actors:
             return None
         bundle = None
         strategy = spec.strategy
         cls = self.classes.get(spec.cls_id)
-        # In the process started for it alone, its parent holds its resources.
-        if not self.children.serves_actor(spec.actor_id):
+        # In the process started for it alone, its parent holds its resources (GPU ids too).
+        if self.children.serves_actor(spec.actor_id):
+            if spec.resources.get("GPU"):
+                n = int(os.environ.get(ACTOR_GPUS_ENV, "0"))
+                self.actor_gpus[spec.actor_id] = list(range(n))
+        else:
             if isinstance(strategy, list) and len(strategy) == 3 and strategy[0] == "pg":
                 bundle = pick_bundle(
                     self.bundles, (bytes(strategy[1]), int(strategy[2])), spec.resources
@@ -520,17 +523,16 @@ class Executor:
                 raise NoRoomError("no room on this node now")
             self._report()
             if spec.dedicated or spec.runtime_env:  # a process of its own (its env's own)
-                gpus = ledger.last_gpus if bundle is None else None
-                release = partial(self._release, gpu_ids=gpus, long=True)
-                return self.children.host_actor(spec, bundle, release, self.envs)
+                ids = ledger.last_gpus if bundle is None else self.bundle_gpus.get(bundle, [])
+                release = partial(self._release, gpu_ids=None if bundle else ids, long=True)
+                return self.children.host_actor(spec, bundle, release, self.envs, ids)
             if spec.resources.get("GPU"):
                 ids = ledger.last_gpus if bundle is None else self.bundle_gpus.get(bundle, [])
                 self.actor_gpus[spec.actor_id] = ids
                 set_visible_devices(ids)
         if cls is None and spec.concurrency_groups and not spec.runtime_env:
-            # Calls are sorted into their groups' mailboxes by the class's methods. Otherwise
-            # the class loads on the actor's thread (its imports may take seconds: not here,
-            # on the loop), or once its runtime_env is ready.
+            # Calls are sorted into their groups' mailboxes by the class's methods; otherwise
+            # it loads on the actor's thread (imports may take seconds) or once its env is ready.
             cls = self.classes[spec.cls_id] = ser.loads_function(spec.cls_blob)
         actor = HostedActor(self, spec, cls)
         actor.bundle = bundle
@@ -564,12 +566,9 @@ class Executor:
         if len(self.tombstones) > MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
         gpu_ids = self.actor_gpus.pop(actor.spec.actor_id, None)
-        self._release(
-            dict(actor.spec.resources),
-            actor.bundle,
-            gpu_ids if actor.bundle is None else None,
-            long=True,
-        )
+        if not self.children.serves_actor(actor.spec.actor_id):  # else its parent holds them
+            gpus = gpu_ids if actor.bundle is None else None
+            self._release(dict(actor.spec.resources), actor.bundle, gpus, long=True)
         msg = p.ActorGone(actor.spec.actor_id, reason, death)
         worker = self.worker
         if worker.head is not None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ..common.exceptions import ActorDiedError, RuntimeBaseError
 from ..common.private import private_dir
+from ..scheduling.gpus import visible_devices
 from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire import protocol as p
 from ..wire.transport import Connection
@@ -36,6 +37,9 @@ log = logging.getLogger("runtime.processes")
 
 #: How long a child may take to join the cluster (``RUNTIME_CHILD_START_S``).
 START_S = float(os.environ.get("RUNTIME_CHILD_START_S", "60"))
+#: How many GPUs the actor a dedicated process was started for holds (its GPU ids there are
+#: 0..n-1: its CUDA_VISIBLE_DEVICES lists them, mapped through the parent's).
+ACTOR_GPUS_ENV = "RUNTIME_ACTOR_GPUS"
 #: After its actor stopped, a dedicated process lingers this long (its last messages flush).
 LINGER_S = 0.2
 
@@ -261,6 +265,7 @@ class ChildProcesses:
         bundle: tuple[bytes, int] | None,
         release: Callable[[dict[str, float], tuple[bytes, int] | None], None],
         envs: EnvManager,
+        gpu_ids: list[int] | None = None,
     ) -> list[Any]:
         """Start a node process for this actor alone and create it there: [node id, address].
         This process holds the actor's resources (taken already) until that process exits,
@@ -270,7 +275,13 @@ class ChildProcesses:
         try:
             env = await envs.prepare(spec.runtime_env) if spec.runtime_env else None
             try:
-                child = await self.start("actor", spec.actor_id.hex(), **self.env_options(env))
+                options = self.env_options(env)
+                if gpu_ids:  # the child sees the actor's GPUs as its own, from index 0
+                    child_env = dict(options.get("env") or self.base_env)
+                    child_env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpu_ids)
+                    child_env[ACTOR_GPUS_ENV] = str(len(gpu_ids))
+                    options["env"] = child_env
+                child = await self.start("actor", spec.actor_id.hex(), **options)
             except (OSError, ChildStartError) as exc:  # not for want of room: trying again
                 # would fail again, so the actor dies saying why
                 raise ActorDiedError(
