@@ -6,7 +6,12 @@ per epoch. Measured from the call of ``fit()``:
 
 - ``first step``: until rank 0 has finished its first optimizer step;
 - ``fit total``: until ``fit()`` returns;
-- ``fit again``: a second ``fit()`` on the same cluster (ours reuses the warm node processes).
+- ``fit again``: a second ``fit()`` on the same cluster (both start fresh rank processes);
+- ``Lightning``: the same MLP and data as a ``LightningModule`` in a ``TorchTrainer`` loop
+  (``RayDDPStrategy``, ``RayLightningEnvironment``, ``prepare_trainer``), ``epochs`` epochs;
+- ``XGBoost``: ``XGBoostTrainer`` with a loop: 2 ranks, each with half of 8,192 rows of 16
+  features, 20 boosting rounds of depth-4 trees in one model (xgboost's collective),
+  a report per round.
 
 The cluster start (``init``) is not counted. Ray runs in a child process inside a network
 namespace with only loopback up (`unshare -n`), with its dashboard and usage stats off.
@@ -16,6 +21,9 @@ Run::
     .venv/bin/python benchmarks/train.py            # 5 epochs, both systems
     .venv/bin/python benchmarks/train.py --quick    # 2 epochs
     .venv/bin/python benchmarks/train.py --only ours
+    .venv/bin/python benchmarks/train.py --ray-python /work/rayenv/bin/python
+
+Lightning and XGBoost rows run where ``lightning`` and ``xgboost`` import (on each side).
 """
 
 from __future__ import annotations
@@ -87,6 +95,122 @@ def make_loop(lib: str) -> Any:
     return loop
 
 
+def make_lightning_loop(lib: str) -> Any:
+    """The Lightning loop: the MLP above as a LightningModule, DDP through ``lib``."""
+
+    def loop(config: dict[str, Any]) -> None:
+        import lightning as pl
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        train = importlib.import_module(lib)
+        lit = importlib.import_module(lib + ".lightning")
+        torch.set_num_threads(1)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(4096, 64)).astype(np.float32)
+        w = rng.normal(size=(64, 10)).astype(np.float32)
+        y = (x @ w).argmax(1)
+        torch.manual_seed(0)
+
+        class MLP(pl.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = torch.nn.Sequential(
+                    torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
+                )
+
+            def training_step(self, batch: Any, _i: int) -> Any:
+                loss = torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+                self.log("loss", loss, on_epoch=True, on_step=False, sync_dist=False)
+                return loss
+
+            def configure_optimizers(self) -> Any:
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        class Stamp(pl.Callback):
+            first_step: float | None = None
+
+            def on_train_batch_end(self, *args: Any) -> None:
+                if self.first_step is None:
+                    self.first_step = time.time()
+
+            def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+                loss = float(trainer.callback_metrics["loss"])
+                metrics = {"loss": loss, "first_step": self.first_step}
+                if train.get_context().get_world_rank() == 0:
+                    with open(config["stamp"], "w") as f:
+                        json.dump(metrics, f)
+                train.report(metrics)
+
+        loader = DataLoader(
+            TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=64, shuffle=True
+        )
+        trainer = pl.Trainer(
+            max_epochs=config["epochs"],
+            accelerator="cpu",
+            devices="auto",
+            strategy=lit.RayDDPStrategy(),
+            plugins=[lit.RayLightningEnvironment()],
+            callbacks=[Stamp()],
+            enable_checkpointing=False,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer = lit.prepare_trainer(trainer)
+        trainer.fit(MLP(), loader)
+
+    return loop
+
+
+def make_xgboost_loop(lib: str) -> Any:
+    """The XGBoost loop: each rank boosts on its half of the rows, in one model."""
+
+    def loop(config: dict[str, Any]) -> None:
+        import numpy as np
+        import xgboost
+
+        train = importlib.import_module(lib)
+        ctx = train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(8192, 16)).astype(np.float32)
+        y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(np.float32)
+        dtrain = xgboost.DMatrix(x[rank::world], label=y[rank::world])
+
+        class Stamp(xgboost.callback.TrainingCallback):
+            first_step: float | None = None
+
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                if self.first_step is None:
+                    self.first_step = time.time()
+                loss = float(evals_log["train"]["logloss"][-1])
+                metrics = {"loss": loss, "first_step": self.first_step}
+                if rank == 0:
+                    with open(config["stamp"], "w") as f:
+                        json.dump(metrics, f)
+                train.report(metrics)
+                return False
+
+        params = {"objective": "binary:logistic", "max_depth": 4, "nthread": 1}
+        params["eval_metric"] = "logloss"
+        xgboost.train(
+            params,
+            dtrain,
+            num_boost_round=config["rounds"],
+            evals=[(dtrain, "train")],
+            verbose_eval=False,
+            callbacks=[Stamp()],
+        )
+
+    return loop
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def _measured(key: str, storage: str, start: float, end: float) -> dict[str, float]:
     with open(os.path.join(storage, "stamp")) as f:
         stamp = json.load(f)
@@ -118,7 +242,40 @@ def run_ours(epochs: int) -> dict[str, Any]:
             if result.error is not None:
                 raise result.error
             out.update(_measured(key, storage, start, end))
+        extras = _extras(epochs, storage, "runtime.train")
+        for key, trainer_cls, loop, config in extras:
+            trainer = trainer_cls(
+                loop,
+                train_loop_config=config,
+                scaling_config=train.ScalingConfig(num_workers=2),
+                run_config=train.RunConfig(storage_path=storage, verbose=0),
+            )
+            start = time.time()
+            result = trainer.fit()
+            end = time.time()
+            if result.error is not None:
+                raise result.error
+            out.update(_measured(key, storage, start, end))
     runtime.shutdown()
+    return out
+
+
+def _extras(epochs: int, storage: str, lib: str) -> list[tuple[str, Any, Any, dict[str, Any]]]:
+    """The Lightning and XGBoost workloads that can run here: (key, trainer, loop, config)."""
+    stamp = os.path.join(storage, "stamp")
+    out: list[tuple[str, Any, Any, dict[str, Any]]] = []
+    if _available("lightning"):
+        torch_mod = importlib.import_module(lib + ".torch")
+        loop = make_lightning_loop(lib)
+        out.append(("pl_", torch_mod.TorchTrainer, loop, {"epochs": epochs, "stamp": stamp}))
+    else:
+        log(f"[{lib}] lightning is not installed: no Lightning row")
+    if _available("xgboost"):
+        xgb_mod = importlib.import_module(lib + ".xgboost")
+        loop = make_xgboost_loop(lib)
+        out.append(("xgb_", xgb_mod.XGBoostTrainer, loop, {"rounds": 20, "stamp": stamp}))
+    else:
+        log(f"[{lib}] xgboost is not installed: no XGBoost row")
     return out
 
 
@@ -143,13 +300,27 @@ def run_ray(epochs: int) -> dict[str, Any]:
             if result.error is not None:
                 raise result.error
             out.update(_measured(key, storage, start, end))
+        for key, trainer_cls, loop, config in _extras(epochs, storage, "ray.train"):
+            trainer = trainer_cls(
+                loop,
+                train_loop_config=config,
+                scaling_config=train.ScalingConfig(num_workers=2),
+                run_config=train.RunConfig(storage_path=storage),
+            )
+            start = time.time()
+            result = trainer.fit()
+            end = time.time()
+            if result.error is not None:
+                raise result.error
+            out.update(_measured(key, storage, start, end))
     ray.shutdown()
     return out
 
 
-def run_ray_isolated(epochs: int) -> dict[str, Any]:
-    if importlib.util.find_spec("ray") is None:
-        return {"backend": "ray", "skipped": "ray is not importable in this environment"}
+def run_ray_isolated(epochs: int, python: str) -> dict[str, Any]:
+    probe = subprocess.run([python, "-c", "import ray"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return {"backend": "ray", "skipped": f"ray is not importable by {python}"}
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if unshare is None or ip is None:
         return {"backend": "ray", "skipped": "`unshare` or `ip` not found: cannot isolate Ray"}
@@ -158,7 +329,7 @@ def run_ray_isolated(epochs: int) -> dict[str, Any]:
         path = os.path.join(tmp, "ray.json")
         cmd = [
             *prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
-            sys.executable, os.path.abspath(__file__), "--only", "ray", "--json", path,
+            python, os.path.abspath(__file__), "--only", "ray", "--json", path,
             "--epochs", str(epochs),
         ]  # fmt: skip
         env = {
@@ -184,6 +355,10 @@ ROWS = [
     ("total", "fit() total"),
     ("again_first_step", "2nd fit(): to first step"),
     ("again_total", "2nd fit(): total"),
+    ("pl_first_step", "Lightning: fit() to first step"),
+    ("pl_total", "Lightning: fit() total"),
+    ("xgb_first_step", "XGBoost (20 rounds): fit() to first round"),
+    ("xgb_total", "XGBoost (20 rounds): fit() total"),
 ]
 
 
@@ -213,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--only", choices=("ours", "ray"), default=None)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    default_ray = "/work/rayenv/bin/python"
+    parser.add_argument(
+        "--ray-python",
+        default=default_ray if os.path.exists(default_ray) else sys.executable,
+        help="the interpreter of an environment with Ray 2.60 (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 5)
     if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
@@ -222,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(report, f)
         return 0
     ours = run_ours(epochs) if args.only != "ray" else {}
-    ray = run_ray_isolated(epochs) if args.only != "ours" else {"skipped": "not run"}
+    skipped = {"skipped": "not run"}
+    ray = run_ray_isolated(epochs, args.ray_python) if args.only != "ours" else skipped
     print(table(ours, ray, epochs))
     if args.json:
         with open(args.json, "w") as f:

@@ -37,8 +37,10 @@ def _wait_for(path: str, timeout: float = 60.0) -> None:
 def ddp_digits(config: dict[str, Any]) -> None:
     """A small MLP on scikit-learn digits with DDP; records parameters per rank per epoch.
 
-    ``fail_at``/``kill_at``: rank 1 raises / SIGKILLs its own node process after reporting
-    that epoch (once: a marker file in ``out`` remembers it happened).
+    ``fail_at``/``kill_at``: rank 1 raises / SIGKILLs its own process after reporting that
+    epoch (once: a marker file in ``out`` remembers it happened); with ``kill: "node"`` it
+    SIGKILLs its parent, the node process that started its process (its own dies with it);
+    with ``kill: "outside"`` it writes ``doomed`` and waits for the test to kill it.
     """
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -72,6 +74,7 @@ def ddp_digits(config: dict[str, Any]) -> None:
                 "node_rank": ctx.get_node_rank(),
                 "node_id": ctx.get_node_id(),
                 "pid": os.getpid(),
+                "ppid": os.getppid(),
                 "device": str(get_device()),
                 "threads": torch.get_num_threads(),
                 "batches": len(loader),
@@ -107,7 +110,12 @@ def ddp_digits(config: dict[str, Any]) -> None:
             # wait until this epoch's checkpoint is persisted, then die like kill -9
             name = f"checkpoint_{epoch + 1:06d}"
             _wait_for(os.path.join(ctx.get_storage_path(), name))
-            os.kill(os.getpid(), signal.SIGKILL)
+            how = config.get("kill", "process")
+            if how == "outside":
+                open(os.path.join(out, "doomed"), "w").close()
+                time.sleep(60)  # the test SIGKILLs this process or its node meanwhile
+                raise RuntimeError("nobody killed this rank")
+            os.kill(os.getppid() if how == "node" else os.getpid(), signal.SIGKILL)
     if rank == 0:
         inner = model.module if hasattr(model, "module") else model
         with torch.no_grad():
@@ -442,7 +450,8 @@ def transformers_loop(config: dict[str, Any]) -> None:
 
 def elastic_steps(config: dict[str, Any]) -> None:
     """Reports ``steps`` steps (rank 0 checkpoints each) with the world size; optionally the
-    last of 3 ranks kills its own node process at ``kill_at``, or rank 0 kills the actor
+    last of 3 ranks kills its node (the node process that started the rank's own process) at
+    ``kill_at``, or rank 0 kills the actor
     named ``blocker`` at ``free_at`` (freeing a node for the group to grow into)."""
     import runtime
 
@@ -461,7 +470,29 @@ def elastic_steps(config: dict[str, Any]) -> None:
         if step == config.get("kill_at") and world == 3 and rank == 2:
             open(marker, "w").close()
             time.sleep(0.5)  # let this step's report reach the controller
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getppid(), signal.SIGKILL)
         if step == config.get("free_at") and rank == 0:
             open(marker, "w").close()
             runtime.kill(runtime.get_actor(config["blocker"]))
+
+
+def process_facts(config: dict[str, Any]) -> None:
+    """Writes where this rank runs to ``out``: its pid, its parent's, the GPUs it sees and
+    its devices; then reports once."""
+    import runtime
+    from runtime.train.torch import get_device, get_devices
+
+    rank = train.get_context().get_world_rank()
+    with open(os.path.join(config["out"], f"facts_r{rank}.json"), "w") as f:
+        json.dump(
+            {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "gpu_ids": [str(i) for i in runtime.get_gpu_ids()],
+                "device": str(get_device()),
+                "devices": [str(d) for d in get_devices()],
+            },
+            f,
+        )
+    train.report({"rank": rank})

@@ -1,5 +1,5 @@
-"""On a fresh 3-node mesh per test: a rank's node process is killed with SIGKILL mid-run (the
-group is torn down, placed again on the surviving nodes and resumes from the latest
+"""On a fresh 3-node mesh per test: a rank's process is killed with SIGKILL mid-run (the
+group is torn down, placed again and resumes from the latest
 checkpoint), and dataset shards (the third node's CPU runs the data tasks)."""
 
 from __future__ import annotations

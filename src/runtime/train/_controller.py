@@ -253,6 +253,9 @@ def _gpu_ids(spec: RunSpec, ctx: TrainContext, where: dict[str, Any]) -> list[st
     per_rank = int(spec.scaling.bundle().get("GPU", 0))
     if not spec.scaling.use_gpu or per_rank < 1:
         return None
+    granted = [str(i) for i in where.get("gpu_ids") or []]
+    if len(granted) >= per_rank:  # what the runtime granted this rank's actor
+        return granted[:per_rank]
     visible = where.get("cuda_visible_devices")
     pool = visible.split(",") if visible else [str(i) for i in range(64)]
     return pool[ctx.local_rank * per_rank : (ctx.local_rank + 1) * per_rank]
@@ -427,6 +430,9 @@ class Controller:
                 "resources": custom or None,
                 "scheduling_strategy": strategy,
                 "max_concurrency": 4,
+                # a process of its own: a torn-down rank ends with it (no thread stuck in a
+                # collective), and torch.distributed's process-global state is this rank's
+                "dedicated_process": True,
             }
             if runtime_env:
                 options["runtime_env"] = runtime_env

@@ -1,9 +1,11 @@
-"""The rank actor: one per rank, each in its own node process, running the user's loop.
+"""The rank actor: one per rank, each in a process of its own, running the user's loop.
 
 The loop runs in a thread the actor starts, so the actor keeps answering ``poll`` (the
-controller's long poll for reports) while it trains. The node process outlives the actor
-(a torn-down group only kills actors), so a new rank in the same process first waits for the
-previous loop's thread to end and for its process group to be gone.
+controller's long poll for reports) while it trains. The controller creates every rank with
+``dedicated_process=True``: the process is started for the rank and ends when the rank actor
+is killed, so a torn-down rank leaves nothing behind. Where a process is reused anyway (local
+mode), a new rank first waits for the previous loop's thread to end and for its process
+group to be gone.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class RankActor:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "cuda_visible_devices": _original_cuda,
+            "gpu_ids": runtime.get_gpu_ids(),
         }
 
     def free_port(self) -> tuple[str, int]:

@@ -1,0 +1,104 @@
+"""Every rank runs in a process of its own, started for the worker group and ended with it;
+with GPUs declared, each rank sees only its own (CUDA_VISIBLE_DEVICES)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+import runtime
+from runtime import train
+
+from . import loops
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _facts(out: str, n: int) -> list[dict[str, object]]:
+    facts = []
+    for rank in range(n):
+        with open(os.path.join(out, f"facts_r{rank}.json")) as f:
+            facts.append(json.load(f))
+    return facts
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) is gone for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone_soon(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _fit(out: str, tmp_path, scaling: train.ScalingConfig) -> train.Result:  # type: ignore[no-untyped-def]
+    trainer = train.DataParallelTrainer(
+        loops.process_facts,
+        train_loop_config={"out": out},
+        scaling_config=scaling,
+        run_config=train.RunConfig(storage_path=str(tmp_path), verbose=0),
+    )
+    return trainer.fit()
+
+
+@pytest.fixture
+def two_cpus() -> object:
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+
+
+def test_each_rank_runs_in_a_process_of_its_own_that_ends_with_the_run(two_cpus, tmp_path, out):
+    result = _fit(out, tmp_path / "a", train.ScalingConfig(num_workers=2))
+    assert result.error is None, result.error
+    first = _facts(out, 2)
+    pids = [int(f["pid"]) for f in first]  # type: ignore[call-overload]
+    parents = [int(f["ppid"]) for f in first]  # type: ignore[call-overload]
+    assert len(set(pids)) == 2
+    driver_side = {os.getpid()}
+    assert not driver_side & set(pids)
+    # started by node processes for the rank, and ended with the group
+    for pid in pids:
+        assert _gone_soon(pid), f"rank process {pid} still runs after fit() returned"
+    for parent in parents:
+        assert _alive(parent), "the node process that started a rank outlives it"
+    assert runtime.available_resources().get("CPU") == 2
+    # a second run gets fresh processes (no torch.distributed state carried over)
+    result = _fit(out, tmp_path / "b", train.ScalingConfig(num_workers=2))
+    assert result.error is None, result.error
+    second = [int(f["pid"]) for f in _facts(out, 2)]  # type: ignore[call-overload]
+    assert not set(second) & set(pids)
+
+
+def test_each_rank_sees_its_own_declared_gpu(tmp_path, out):
+    # GPUs declared on a machine without CUDA: the ranks' visibility is set per process;
+    # torch has no CUDA here, so the device falls back to the CPU (as Ray's does)
+    runtime.init(num_cpus=2, num_gpus=2)
+    try:
+        result = _fit(out, tmp_path, train.ScalingConfig(num_workers=2, use_gpu=True))
+    finally:
+        runtime.shutdown()
+    assert result.error is None, result.error
+    facts = _facts(out, 2)
+    assert sorted(str(f["cuda"]) for f in facts) == ["0", "1"]
+    assert facts[0]["pid"] != facts[1]["pid"]
+    for f in facts:
+        assert f["device"] == "cpu" and f["devices"] == ["cpu"]
