@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-head-file", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fork", type=int, default=0, help=argparse.SUPPRESS)
     return ap
 
 
@@ -180,6 +181,8 @@ def raise_open_file_limit() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raise_open_file_limit()
+    if args.fork > 0 and (status := launcher.fork_members(args.fork)) is not None:
+        return status  # the process that forked the host's nodes (launcher.FORK_ABOVE)
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
         if not all(tls):
