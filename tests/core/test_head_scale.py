@@ -36,3 +36,17 @@ def test_a_host_of_many_processes_is_forked_from_one_and_every_process_serves_an
         runtime.shutdown()
     _, alive = psutil.wait_procs(everyone, timeout=10)
     assert not alive
+
+
+@pytest.mark.timeout(120)
+def test_two_hundred_simulated_members_with_churn_join_beat_and_leave_without_a_false_death() -> (
+    None
+):
+    from runtime.core.tools import head_sim
+
+    out = head_sim.run(200, procs=2, seconds=4.0, churn=20.0)
+    assert out["join errors"] == 0
+    assert out["false deaths"] == 0
+    assert out["leaves"] >= 40  # churn ran: about 20 a second for 4 s
+    assert out["joins"] == 200 + out["leaves"]
+    assert out["views received"] > 0
