@@ -15,7 +15,9 @@ Workloads (each in a fresh child process, so that memory figures start from a cl
   the throughput, the driver's RSS at the end of submission per submitted task (its ref, its
   pending record, its result entry), the driver's peak RSS and the largest process's peak.
 - ``nodes-100``: ``init(num_cpus=100)`` (a head and 100 one-CPU node processes): the time
-  until all are alive, the mesh's idle CPU (% of one core, over 5 s) and its PSS.
+  until all are alive, the CPU all processes spent starting, the mesh's idle CPU (% of one
+  core, over 30 s) and its PSS. The head against 2,000 simulated members is
+  ``benchmarks/head_sim.py`` (its members need processes of their own).
 
 Ray: a Ray actor is a process (and a task's worker too), so 1k and 10k actors, and 100 nodes
 on one machine, are out of its reach here; the table says so instead of a figure. The Ray half

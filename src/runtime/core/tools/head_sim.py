@@ -115,11 +115,13 @@ class Plan:
     seconds: float
     churn: float
     report_every: float
+    #: Told this plan's tag once its members all joined (a multiprocessing queue).
+    joined: Any = None
 
 
 async def _simulate(plan: Plan) -> Tally:
     address, token, tag, count = plan.address, plan.token, plan.tag, plan.count
-    seconds, churn, report_every = plan.seconds, plan.churn, plan.report_every
+    churn, report_every = plan.churn, plan.report_every
     tally = Tally()
     interval = DetectorConfig.from_env().interval
     members: list[_Member] = []
@@ -140,14 +142,22 @@ async def _simulate(plan: Plan) -> Tally:
         if m is not None:
             members.append(m)
 
-    await asyncio.gather(*(join_one(ramp * i / count) for i in range(count)))
-    stop = time.monotonic() + seconds
+    # Members beat from the moment they joined, while the others still join.
+    joining: asyncio.Future[list[None]] | None = asyncio.ensure_future(
+        asyncio.gather(*(join_one(ramp * i / count) for i in range(count)))
+    )
+    stop = float("inf")
     seq = 0
     next_report = time.monotonic()
     churn_debt = 0.0
     joins: set[asyncio.Task[None]] = set()
     while time.monotonic() < stop:
         tick = time.monotonic()
+        if joining is not None and joining.done():
+            joining = None
+            stop = tick + plan.seconds
+            if plan.joined is not None:
+                plan.joined.put(plan.tag)  # this process's members are in: steady from now
         seq += 1
         for m in members:  # every member beats once an interval, on its own connection
             if m.conn is not None:
@@ -159,7 +169,7 @@ async def _simulate(plan: Plan) -> Tally:
                 if m.conn is not None:
                     free = {"CPU": float(random.random() < 0.5), "memory": 1e9}
                     m.conn.send(p.ReportResources(m.node_id, free))
-        churn_debt += churn * interval
+        churn_debt += churn * interval if joining is None else 0.0
         while churn_debt >= 1 and members:  # one leaves, one joins
             churn_debt -= 1
             gone = members.pop(random.randrange(len(members)))
@@ -243,19 +253,19 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         rss0 = _rss_mb(hp)
         ctx = multiprocessing.get_context("spawn")
         out: Any = ctx.Queue()
+        ready: Any = ctx.Queue()
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
-            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every)
+            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every, ready)
             for i, n in enumerate(per)
         ]
         workers = [ctx.Process(target=_simulator_main, args=(plan, out)) for plan in plans]
         for w in workers:
             w.start()
-        # Steady state: every member in (as the head counts them), then the measured window.
-        deadline = time.monotonic() + 120
-        while _member_count(head) < members * 0.98 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # Steady state: every process's members joined, then the measured window.
+        for _ in workers:
+            ready.get(timeout=300)
         joined_s = time.perf_counter() - t0
         rss1 = _rss_mb(hp)
         c0, w0 = _cpu(hp), time.perf_counter()
@@ -303,13 +313,3 @@ async def _probe(head: HeadSim) -> None:
             return
         await asyncio.sleep(0.5)
     raise RuntimeError(f"the head at {head.address} did not accept a member")
-
-
-def _member_count(head: HeadSim) -> int:
-    """The head's established member connections (each simulated member has one)."""
-    try:
-        conns = psutil.Process(head.proc.pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return 0
-    port = int(head.address.rpartition(":")[2])
-    return sum(1 for c in conns if c.laddr and c.laddr.port == port and c.status == "ESTABLISHED")
