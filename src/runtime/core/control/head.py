@@ -49,6 +49,12 @@ PLACE_TOGETHER = 64
 VIEW_COST_S = 2e-5
 
 
+def encoded_once(*fields: Any) -> list[Any]:
+    """Fields already encoded (msgspec writes a ``Raw`` as it is), for a message sent to
+    every member: the view to N members was encoded N times (a third of a busy head's CPU)."""
+    return [msgspec.Raw(msgspec.msgpack.encode(f)) for f in fields]
+
+
 class Head:
     """Control-plane state plus the handlers that change it (on the head's loop)."""
 
@@ -162,7 +168,7 @@ class Head:
         self._view_armed = False
         nodes = list(self.nodes.values())
         self.worker.set_view(nodes)
-        msg = p.ClusterView(nodes, list(self.departed))
+        msg = p.ClusterView(*encoded_once(nodes, list(self.departed)))
         for node_id in self.nodes:
             conn = self.worker.conns.get(node_id)
             if conn is not None:

@@ -12,11 +12,12 @@ CPU and memory per member.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import json
 import os
 import random
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -115,8 +116,6 @@ class Plan:
     seconds: float
     churn: float
     report_every: float
-    #: Told this plan's tag once its members all joined (a multiprocessing queue).
-    joined: Any = None
 
 
 async def _simulate(plan: Plan) -> Tally:
@@ -156,8 +155,7 @@ async def _simulate(plan: Plan) -> Tally:
         if joining is not None and joining.done():
             joining = None
             stop = tick + plan.seconds
-            if plan.joined is not None:
-                plan.joined.put(plan.tag)  # this process's members are in: steady from now
+            print("joined", flush=True)  # this process's members are in: steady from now
         seq += 1
         for m in members:  # every member beats once an interval, on its own connection
             if m.conn is not None:
@@ -190,15 +188,25 @@ async def _simulate(plan: Plan) -> Tally:
     return tally
 
 
-def _simulator_main(plan: Plan, out: Any) -> None:
+def _simulator_main(argv: list[str]) -> None:
+    """``python -m runtime.core.tools.head_sim PLAN``: simulate, print ``joined`` once the
+    members are in, and the tally (JSON) at the end."""
     import resource
 
     import uvloop
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    spec = json.loads(argv[0])
+    plan = Plan(**{**spec, "token": bytes.fromhex(spec["token"])})
     tally = uvloop.run(_simulate(plan))
-    out.put(tally)
+    print(json.dumps(tally.__dict__), flush=True)
+
+
+def _start_simulator(plan: Plan) -> subprocess.Popen[str]:
+    spec = json.dumps({**plan.__dict__, "token": plan.token.hex()})
+    cmd = [sys.executable, "-m", "runtime.core.tools.head_sim", spec]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
 
 @dataclass
@@ -247,33 +255,32 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
     """``members`` simulated members in ``procs`` processes against a fresh head for
     ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
     head = HeadSim.start()
+    workers: list[subprocess.Popen[str]] = []
     try:
         hp = psutil.Process(head.proc.pid)
         asyncio.run(_probe(head))  # the head is up (its imports done) once a member can join
         rss0 = _rss_mb(hp)
-        ctx = multiprocessing.get_context("spawn")
-        out: Any = ctx.Queue()
-        ready: Any = ctx.Queue()
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
-            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every, ready)
+            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every)
             for i, n in enumerate(per)
         ]
-        workers = [ctx.Process(target=_simulator_main, args=(plan, out)) for plan in plans]
-        for w in workers:
-            w.start()
+        workers = [_start_simulator(plan) for plan in plans]
         # Steady state: every process's members joined, then the measured window.
-        for _ in workers:
-            ready.get(timeout=300)
+        for w in workers:
+            assert w.stdout is not None
+            if w.stdout.readline().strip() != "joined":
+                raise RuntimeError(f"a simulating process failed (exit {w.wait()})")
         joined_s = time.perf_counter() - t0
         rss1 = _rss_mb(hp)
         c0, w0 = _cpu(hp), time.perf_counter()
         time.sleep(max(1.0, seconds * 0.8))
         head_cpu = (_cpu(hp) - c0) / (time.perf_counter() - w0) * 100
-        tallies = [out.get(timeout=seconds + 120) for _ in workers]
+        tallies = []
         for w in workers:
-            w.join(30)
+            text, _ = w.communicate(timeout=seconds + 120)
+            tallies.append(Tally(**json.loads(text.strip().splitlines()[-1])))
         total = Tally()
         for t in tallies:
             total.joined += t.joined
@@ -299,6 +306,10 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "view entries received": total.view_entries,
         }
     finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
         head.stop()
 
 
@@ -313,3 +324,7 @@ async def _probe(head: HeadSim) -> None:
             return
         await asyncio.sleep(0.5)
     raise RuntimeError(f"the head at {head.address} did not accept a member")
+
+
+if __name__ == "__main__":
+    _simulator_main(sys.argv[1:])
