@@ -305,6 +305,58 @@ def node_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "runtime.node", *args]
 
 
+#: A host of more processes than this starts them from one process that imported the runtime
+#: once and forks them (``--fork N``): a hundred interpreters each importing it would take
+#: seconds of CPU on a small machine, and starve the head while they do.
+FORK_ABOVE = 8
+
+
+def fork_members(count: int) -> int | None:
+    """In the process started with ``--fork count`` (nothing imported lazily yet, no thread,
+    no event loop): fork ``count`` node processes. Returns None in each child, which goes on
+    to run its node; in this process, waits for them all and returns the exit status to end
+    with. SIGTERM and SIGINT here are passed on to the children; if this process dies, they
+    get SIGKILL (and each also watches the mesh's parent pipe, as every node does)."""
+    children: set[int] = set()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            _set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() == 1:
+                os._exit(1)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            return None
+        children.add(pid)
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    _set_parent_death_signal(signal.SIGTERM)  # the driver gone: stop the children cleanly
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        status = max(status, os.waitstatus_to_exitcode(code) if code else 0)
+    return status
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class HostPlan:
     """One host's processes: the resources they share, how many, and the host's labels."""
@@ -435,7 +487,10 @@ def start_local_mesh(
         if object_store_memory is not None:
             host.resources["object_store_memory"] = float(object_store_memory)
         node_args = ["--address", address, *host_args(host, state_dir), *common]
-        for _ in range(host.procs):
+        forked = host.procs > FORK_ABOVE
+        if forked:
+            node_args += ["--fork", str(host.procs)]
+        for _ in range(1 if forked else host.procs):
             mesh.procs.append(
                 subprocess.Popen(
                     node_command(*node_args),

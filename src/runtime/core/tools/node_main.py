@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     # role ("actor:ID", "env:HASH"), and where it says it joined ("node_id address").
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--fork", type=int, default=0, help=argparse.SUPPRESS)
     return ap
 
 
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     lifecycle.check_args(args)  # bad values are refused before anything starts
     raise_open_file_limit()
+    if args.fork > 0 and (status := launcher.fork_members(args.fork)) is not None:
+        return status  # the process that forked the host's nodes (launcher.FORK_ABOVE)
     tls = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls):
         if not all(tls):

@@ -8,7 +8,8 @@ after ``dead_after``: its id is retired for good, and a node that learns it was 
 rejoins under a new id.
 
 Timeouts come from the environment, so tests (and their child processes) can shorten them:
-``RUNTIME_HEARTBEAT_INTERVAL_S`` (default 0.5), ``RUNTIME_SUSPECT_AFTER_S`` (default 3)
+``RUNTIME_HEARTBEAT_INTERVAL_S`` (default 1: a beat costs both ends a wake-up, and a
+hundred processes on one host beat at once), ``RUNTIME_SUSPECT_AFTER_S`` (default 3)
 and ``RUNTIME_DEAD_AFTER_S`` (default 10).
 """
 
@@ -40,7 +41,7 @@ _PREFIX = struct.Struct(">II")
 class DetectorConfig:
     """How often nodes beat, and when the head suspects them and declares them dead."""
 
-    interval: float = 0.5
+    interval: float = 1.0
     suspect_after: float = 3.0
     dead_after: float = 10.0
 

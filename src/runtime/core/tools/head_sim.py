@@ -1,0 +1,330 @@
+"""Many simulated members against one real head, to measure what a member costs the head.
+
+A few processes each speak for many members: every member has its own TCP connection made
+through the real transport (:class:`~runtime.core.wire.transport.Connection`: the mutual
+handshake, the framing), registers with ``RegisterNode``, beats (``Heartbeat``) at the
+configured interval, reports resources now and then, and reads the views the head pushes.
+Churn closes members and joins new ones at a steady rate. A member the head evicts while it
+is still beating is a false death. ``benchmarks/head_sim.py`` runs it and prints the head's
+CPU and memory per member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from ..process import launcher
+from ..wire import protocol as p
+from ..wire.heartbeat import DetectorConfig
+from ..wire.transport import Connection
+
+
+@dataclass
+class Tally:
+    """What one simulating process saw."""
+
+    joined: int = 0
+    left: int = 0
+    join_errors: int = 0
+    false_deaths: int = 0
+    views: int = 0
+    view_entries: int = 0
+    join_s: list[float] = field(default_factory=list)
+
+
+class _Member:
+    def __init__(self, node_id: str, tally: Tally) -> None:
+        self.node_id = node_id
+        self.tally = tally
+        self.conn: Connection | None = None
+        self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
+        self.leaving = False
+
+    def on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
+        if isinstance(msg, p.Reply) and not self.reply.done():
+            self.reply.set_result(msg)
+        elif isinstance(msg, p.ClusterView):
+            self.tally.views += 1
+            self.tally.view_entries += len(msg.nodes)
+        elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
+            self.tally.false_deaths += 1
+
+    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
+
+
+async def _join(
+    address: str, token: bytes, node_id: str, tally: Tally, timeout: float
+) -> _Member | None:
+    loop = asyncio.get_running_loop()
+    member = _Member(node_id, tally)
+    host, _, port = address.rpartition(":")
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            _, conn = await loop.create_connection(
+                lambda: Connection(
+                    local_id=node_id,
+                    token=token,
+                    on_message=member.on_message,
+                    on_close=member.on_close,
+                    dialer=True,
+                ),
+                host,
+                int(port),
+            )
+            member.conn = conn
+            await conn.authenticated
+            res = {"CPU": 1.0, "memory": 1e9}
+            where = f"127.0.0.1:{10000 + hash(node_id) % 50000}"  # never dialled
+            info = p.NodeInfo(
+                node_id, where, False, res, dict(res), os.getpid(), host_id=node_id, slot=1.0
+            )
+            conn.send(p.RegisterNode(1, info))
+            p.unwrap_reply(await member.reply)
+    except Exception:  # refused, timed out, closed: counted, the simulation goes on
+        tally.join_errors += 1
+        if member.conn is not None:
+            member.conn.abort()
+        return None
+    tally.joined += 1
+    tally.join_s.append(time.perf_counter() - t0)
+    return member
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one simulating process does: its members, for how long, its churn."""
+
+    address: str
+    token: bytes
+    tag: str
+    count: int
+    seconds: float
+    churn: float
+    report_every: float
+
+
+async def _simulate(plan: Plan) -> Tally:
+    address, token, tag, count = plan.address, plan.token, plan.tag, plan.count
+    churn, report_every = plan.churn, plan.report_every
+    tally = Tally()
+    interval = DetectorConfig.from_env().interval
+    members: list[_Member] = []
+    serial = 0
+
+    def new_id() -> str:
+        nonlocal serial
+        serial += 1
+        return f"sim-{tag}-{serial:06d}"
+
+    ramp = max(1.0, count / 500)  # join at up to ~500 a second per process
+    sem = asyncio.Semaphore(64)
+
+    async def join_one(delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with sem:
+            m = await _join(address, token, new_id(), tally, 30.0)
+        if m is not None:
+            members.append(m)
+
+    # Members beat from the moment they joined, while the others still join.
+    joining: asyncio.Future[list[None]] | None = asyncio.ensure_future(
+        asyncio.gather(*(join_one(ramp * i / count) for i in range(count)))
+    )
+    stop = float("inf")
+    seq = 0
+    next_report = time.monotonic()
+    churn_debt = 0.0
+    joins: set[asyncio.Task[None]] = set()
+    while time.monotonic() < stop:
+        tick = time.monotonic()
+        if joining is not None and joining.done():
+            joining = None
+            stop = tick + plan.seconds
+            print("joined", flush=True)  # this process's members are in: steady from now
+        seq += 1
+        for m in members:  # every member beats once an interval, on its own connection
+            if m.conn is not None:
+                m.conn.send(p.Heartbeat(m.node_id, seq))
+        if tick >= next_report:  # a share of the members report each tick
+            next_report = tick + interval
+            share = max(1, int(len(members) * interval / report_every))
+            for m in random.sample(members, min(share, len(members))):
+                if m.conn is not None:
+                    free = {"CPU": float(random.random() < 0.5), "memory": 1e9}
+                    m.conn.send(p.ReportResources(m.node_id, free))
+        churn_debt += churn * interval if joining is None else 0.0
+        while churn_debt >= 1 and members:  # one leaves, one joins
+            churn_debt -= 1
+            gone = members.pop(random.randrange(len(members)))
+            gone.leaving = True
+            if gone.conn is not None:
+                gone.conn.close()
+            tally.left += 1
+            task = asyncio.ensure_future(join_one(0.0))
+            joins.add(task)
+            task.add_done_callback(joins.discard)
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+    await asyncio.gather(*joins)  # the churn's last joins finish (each within its timeout)
+    for m in members:
+        m.leaving = True
+        if m.conn is not None:
+            m.conn.close()
+    await asyncio.sleep(0.2)
+    return tally
+
+
+def _simulator_main(argv: list[str]) -> None:
+    """``python -m runtime.core.tools.head_sim PLAN``: simulate, print ``joined`` once the
+    members are in, and the tally (JSON) at the end."""
+    import resource
+
+    import uvloop
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    spec = json.loads(argv[0])
+    plan = Plan(**{**spec, "token": bytes.fromhex(spec["token"])})
+    tally = uvloop.run(_simulate(plan))
+    print(json.dumps(tally.__dict__), flush=True)
+
+
+def _start_simulator(plan: Plan) -> subprocess.Popen[str]:
+    spec = json.dumps({**plan.__dict__, "token": plan.token.hex()})
+    cmd = [sys.executable, "-m", "runtime.core.tools.head_sim", spec]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+
+@dataclass
+class HeadSim:
+    """A real head process, started apart (no resources of its own)."""
+
+    proc: subprocess.Popen[bytes]
+    address: str
+    token: bytes
+    state_dir: str
+
+    @classmethod
+    def start(cls) -> HeadSim:
+        state_dir = tempfile.mkdtemp(prefix="head-sim-")
+        token = launcher.new_token()
+        token_path = launcher.write_token(state_dir, token)
+        sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        address = "{}:{}".format(*sock.getsockname()[:2])
+        cmd = launcher.node_command("--head", "--listen-fd", str(sock.fileno()), "--num-cpus",
+                                    "0", "--no-head-file", "--token-file", token_path,
+                                    "--state-dir", state_dir)  # fmt: skip
+        proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL)
+        sock.close()
+        return cls(proc, address, token, state_dir)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _rss_mb(proc: psutil.Process) -> float:
+    return float(proc.memory_info().rss) / 2**20
+
+
+def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
+        report_every: float = 5.0) -> dict[str, Any]:  # fmt: skip
+    """``members`` simulated members in ``procs`` processes against a fresh head for
+    ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
+    head = HeadSim.start()
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        hp = psutil.Process(head.proc.pid)
+        asyncio.run(_probe(head))  # the head is up (its imports done) once a member can join
+        rss0 = _rss_mb(hp)
+        per = [members // procs + (i < members % procs) for i in range(procs)]
+        t0 = time.perf_counter()
+        plans = [
+            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every)
+            for i, n in enumerate(per)
+        ]
+        workers = [_start_simulator(plan) for plan in plans]
+        # Steady state: every process's members joined, then the measured window.
+        for w in workers:
+            assert w.stdout is not None
+            if w.stdout.readline().strip() != "joined":
+                raise RuntimeError(f"a simulating process failed (exit {w.wait()})")
+        joined_s = time.perf_counter() - t0
+        rss1 = _rss_mb(hp)
+        c0, w0 = _cpu(hp), time.perf_counter()
+        time.sleep(max(1.0, seconds * 0.8))
+        head_cpu = (_cpu(hp) - c0) / (time.perf_counter() - w0) * 100
+        tallies = []
+        for w in workers:
+            text, _ = w.communicate(timeout=seconds + 120)
+            tallies.append(Tally(**json.loads(text.strip().splitlines()[-1])))
+        total = Tally()
+        for t in tallies:
+            total.joined += t.joined
+            total.left += t.left
+            total.join_errors += t.join_errors
+            total.false_deaths += t.false_deaths
+            total.views += t.views
+            total.view_entries += t.view_entries
+        return {
+            "members": members,
+            "churn per s (joins and as many leaves)": churn,
+            "all joined (s)": joined_s,
+            "head CPU, steady (% of one core)": head_cpu,
+            "head CPU per member (% of one core)": head_cpu / members,
+            "head RSS before (MB)": rss0,
+            "head RSS with members (MB)": rss1,
+            "head memory per member (KB)": (rss1 - rss0) * 1024 / members,
+            "joins": total.joined,
+            "leaves": total.left,
+            "join errors": total.join_errors,
+            "false deaths": total.false_deaths,
+            "views received": total.views,
+            "view entries received": total.view_entries,
+        }
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        head.stop()
+
+
+async def _probe(head: HeadSim) -> None:
+    tally = Tally()
+    for _ in range(60):
+        member = await _join(head.address, head.token, f"probe-{os.getpid()}", tally, 5.0)
+        if member is not None:
+            member.leaving = True
+            assert member.conn is not None
+            member.conn.close()
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the head at {head.address} did not accept a member")
+
+
+if __name__ == "__main__":
+    _simulator_main(sys.argv[1:])
