@@ -17,6 +17,16 @@ from .conftest import http
 from .test_lifecycle import _eventually
 
 
+def _work_nodes() -> list[dict[str, Any]]:
+    """The live node processes that host work (not drivers, not the head: it hosts no user
+    code, so no proxy or replica goes there)."""
+    return [
+        n
+        for n in runtime.nodes()
+        if n["Alive"] and not n["IsDriver"] and n["Labels"].get("runtime.io/role") != "head"
+    ]
+
+
 @serve.deployment(num_replicas=2)
 def where(request: serve.Request) -> dict:
     return {"pid": os.getpid()}
@@ -31,7 +41,7 @@ def test_every_node_runs_a_proxy_on_the_shared_port_and_survives_a_node_death() 
         url = f"http://127.0.0.1:{port}/where"
         serve.run(where.bind(), name="where", route_prefix="/where")
         controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
-        nodes = [n for n in runtime.nodes() if n["Alive"] and not n["IsDriver"]]
+        nodes = _work_nodes()
 
         def all_up() -> bool:
             return len(runtime.get(controller.proxies.remote())) == len(nodes)
@@ -102,7 +112,7 @@ def test_killing_a_node_with_a_proxy_and_replicas_under_load_loses_only_its_conn
         url = f"http://127.0.0.1:{serve.status().http_port}/where"
         serve.run(where.options(num_replicas=3).bind(), name="where", route_prefix="/where")
         controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
-        nodes = [n for n in runtime.nodes() if n["Alive"] and not n["IsDriver"]]
+        nodes = _work_nodes()
         replica_pids = set(runtime.get(controller.replica_pids.remote("where", "where")).values())
         proxy_pids = {
             runtime.get(p.stats.remote())["pid"]
@@ -175,7 +185,7 @@ def test_max_replicas_per_node_spreads_the_replicas_and_holds_the_rest() -> None
     runtime.init(num_cpus=3)
     try:
         serve.start(http_options={"port": 0})
-        nodes = [n for n in runtime.nodes() if n["Alive"] and not n["IsDriver"]]
+        nodes = _work_nodes()
         spread = where.options(name="spread", num_replicas=len(nodes) + 1, max_replicas_per_node=1)
         serve.deploy(spread.bind(), name="spread", route_prefix=None)
         controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")

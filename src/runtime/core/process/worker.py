@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from ..execution.executor import Executor
 
 log = logging.getLogger("runtime.worker")
+#: How long a member waits for its view to show a node another member named (seconds).
+VIEW_WAIT_S = 2.0
 
 
 def HEAD_RECONNECT_S() -> float:
@@ -367,6 +369,17 @@ class Worker:
             return conn
         if address is None:
             info = self.view.get(peer_id)
+            # Another member may know of a node before this one's view does (the head sends
+            # views once per burst of joins): wait for the next view, bounded.
+            deadline = self.loop.time() + VIEW_WAIT_S
+            while info is None and peer_id not in self.dead_peers:
+                if (left := deadline - self.loop.time()) <= 0:
+                    break
+                changed = self.view_changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await changed.wait()
+                info = self.view.get(peer_id)
             if info is None:
                 raise NodeDiedError(f"node {peer_id} is not in the cluster")
             address = info.address
