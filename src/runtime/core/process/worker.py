@@ -388,11 +388,12 @@ class Worker:
     def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
         self._all_conns.discard(conn)
         peer = conn.peer_id
+        who = f"the head ({peer})" if conn is self.head_conn else str(peer)
         for rid in conn.pending:
             fut = self.rpcs.pop(rid, None)
             if fut is not None and not fut.done():
                 fut.set_exception(
-                    NodeDiedError(f"the connection to {peer} closed before it answered ({exc})")
+                    NodeDiedError(f"the connection to {who} closed before it answered ({exc})")
                 )
         if peer is None or self.conns.get(peer) is not conn:
             return

@@ -73,7 +73,8 @@ async def wait_for_capacity(
     warned = False
     start = time.monotonic()
     while host.tasks.get(msg.task_id) is task:
-        if can_hold(host.view, msg.resources, labels):
+        pinned = str(strategy[1]) if strategy is not None and strategy[0] == "node" else None
+        if (pinned is None or pinned in host.view) and can_hold(host.view, msg.resources, labels):
             place()
             return
         waited = time.monotonic() - start

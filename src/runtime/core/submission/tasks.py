@@ -281,7 +281,9 @@ class TaskSubmitter:
             else:
                 node_id = pick_node(self.host.view.values(), msg.resources, self.load)
         except RuntimeBaseError as exc:
-            if waits_for_capacity(exc, msg):  # no node of its shape now: wait for one to join
+            if waits_for_capacity(exc, msg) or self._pinned_to_unseen(msg):
+                # No node of its shape now (or the node it is pinned to is not in this
+                # process's view yet: views go out once per burst of joins): wait, bounded.
                 self.tasks[msg.task_id] = task
                 place = partial(self._place_task, task, msg, buffers, fn_blob)
                 fail = partial(self._unplaceable, task, msg)
@@ -299,6 +301,16 @@ class TaskSubmitter:
             self._send_task(conn, msg, buffers, fn_blob)
         else:
             self.spawn(self._send_task_later(node_id, msg, buffers, fn_blob))
+
+    def _pinned_to_unseen(self, msg: p.SubmitTask) -> bool:
+        strategy = msg.strategy
+        return (
+            strategy is not None
+            and strategy[0] == "node"
+            and msg.bundle is None
+            and msg.attempt == 0  # a retry's node was seen, and died
+            and str(strategy[1]) not in self.host.view
+        )
 
     def _pick_by_strategy(self, msg: p.SubmitTask) -> str:
         strategy = msg.strategy
