@@ -15,6 +15,7 @@ import gc
 import importlib
 import inspect
 import os
+import random
 import socket
 import sys
 import threading
@@ -36,11 +37,37 @@ _previous: threading.Thread | None = None  # the last loop thread run in this pr
 _original_cuda: str | None = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is also what it hands every outgoing
+    connection: between this check and the rendezvous store binding it, a busy host
+    (other ranks, the mesh's own dials) takes it and the group fails with EADDRINUSE.
+    Ports below the ephemeral range go only to programs that name them.
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        last: int = s.getsockname()[1]
+        return last
 
 
 def _node_address() -> str:
