@@ -6,33 +6,50 @@ from typing import Any
 
 import msgspec
 
+from ..scheduling.scheduler import ROLE_LABEL, takes_work
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker
 
 
 def nodes() -> list[dict[str, Any]]:
-    """Every node process of the cluster, in Ray's format (NodeID, Alive, Resources, ...).
+    """Every node process of the cluster, in Ray's format (NodeID, Alive, Resources, ...),
+    and the last ones that died (``Alive`` False, no resources).
 
-    The node processes of one host share its resources: each row names its ``HostID``, and
-    ``Resources``/``Available`` are the host's (as Ray's, which has one row per host);
-    ``ProcessResources`` is what the process itself holds now."""
+    A row is a node *process*: its ``NodeID`` is what ``get_node_id()`` returns there and
+    what ``NodeAffinitySchedulingStrategy`` takes. The processes of one host share its
+    resources: each row names its ``HostID`` and the live processes of that host
+    (``HostProcesses``); ``Resources``/``Available`` are the host's (as Ray's rows, one per
+    host), so count each host once; ``ProcessResources`` is what the process itself holds.
+    ``IsHeadNode`` marks the head, which takes no user work: ``Schedulable`` is True only
+    for the processes general tasks, actors and bundles may be placed on (not the head, a
+    driver, a draining process, nor one kept for one actor or one runtime_env)."""
+    infos = [p.NodeInfo(**item) for item in list_state("nodes")]
+    of_host: dict[str, list[str]] = {}
+    for n in infos:
+        if n.alive and not n.is_driver:
+            of_host.setdefault(n.host_id or n.node_id, []).append(n.node_id)
     out = []
-    for item in list_state("nodes"):
-        n = p.NodeInfo(**item)
+    for n in infos:
         host, _, port = n.address.rpartition(":")
+        host_id = n.host_id or n.node_id
         out.append(
             {
                 "NodeID": n.node_id,
                 "Alive": n.alive,
+                "alive": n.alive,  # Ray's rows carry both spellings
                 "NodeManagerAddress": host,
+                "NodeName": host,
                 "NodeManagerPort": int(port),
                 "Resources": dict(n.resources),
                 "Available": dict(n.available),
                 "IsDriver": n.is_driver,
+                "IsHeadNode": n.labels.get(ROLE_LABEL) == "head",
+                "Schedulable": takes_work(n),
                 "Pid": n.pid,
                 "Labels": dict(n.labels),
-                "HostID": n.host_id or n.node_id,
+                "HostID": host_id,
+                "HostProcesses": list(of_host.get(host_id, [])),
                 "ProcessResources": dict(n.used),
                 "Draining": n.draining,
             }

@@ -69,6 +69,9 @@ class Head:
         self.retired: set[str] = set()
         #: Members that left lately, told to everyone with the view (bounded).
         self.departed: deque[str] = deque(maxlen=1024)
+        #: The last node processes that died or left, listed by ``runtime.nodes()`` with
+        #: ``Alive`` False (as Ray lists dead nodes), their resources gone with them.
+        self.dead_nodes: deque[p.NodeInfo] = deque(maxlen=256)
         self.store: HeadStore | None = None
         #: The parts: the actor directory and the placement groups.
         self.directory = ActorDirectory(self)
@@ -212,6 +215,9 @@ class Head:
         if info is None:
             return
         self.departed.append(peer)
+        if not info.is_driver:
+            self.dead_nodes.append(msgspec.structs.replace(info, alive=False, resources={},
+                                   available={}, reserved={}, used={}))  # fmt: skip
         # A member killed on this host leaves its object store files: remove them once it is
         # surely gone (the store sweeps directories of processes that no longer run).
         self.worker.loop.call_later(1.0, self.worker.store.sweep)
@@ -395,7 +401,8 @@ class Head:
 
     def _list(self, what: str) -> Any:
         if what == "nodes":
-            return [msgspec.to_builtins(n) for n in self.nodes.values()]
+            gone = [n for n in self.dead_nodes if n.node_id not in self.nodes]
+            return [msgspec.to_builtins(n) for n in (*self.nodes.values(), *gone)]
         if what == "actors":
             return [
                 {
@@ -407,6 +414,7 @@ class Head:
                     "node_id": r.node_id,
                     "death_cause": r.death_cause,
                     "detached": r.spec.detached,
+                    "required_resources": dict(r.spec.resources),  # Ray's field name
                 }
                 for r in self.directory.actors.values()
             ]

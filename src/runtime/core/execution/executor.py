@@ -446,6 +446,8 @@ class Executor:
     # --- streams and cancellation ------------------------------------------------------------
 
     def on_stream_ack(self, msg: p.StreamAck) -> None:
+        if self.pools.relayed and self.pools.forward_ack(msg):
+            return  # its stream runs in a runtime_env's process
         job = self.jobs.get(msg.task_id)
         if job is not None and job.stream is not None:
             job.stream.ack(msg.consumed)

@@ -92,6 +92,8 @@ def job_rows(jobs: dict[bytes, Job]) -> list[dict[str, Any]]:
                 "state": state,
                 "actor_id": job.actor_id.hex(),
                 "attempt": job.attempt,
+                # Ray's field: what the task waits for or holds (an actor call: nothing).
+                "required_resources": {} if job.actor_id else dict(job.demand),
             }
         )
     return rows

@@ -9,9 +9,9 @@ on demand, :mod:`.processes`, role ``"env"``) and relays the answer back to the 
 The pool process runs it like any node (the function loads, the arguments are fetched there);
 its results may stay in its store, so the owner fetches them from it. A pool that ran nothing
 for :func:`idle_after` seconds, and holds no object (owned or stored), is stopped; a later
-task of that environment starts a new one. Streaming tasks are not relayed (their items would
-need relaying too): they run in the receiving process with its environment applied around
-them, as before.
+task of that environment starts a new one. A streaming task is relayed too: its items come
+back through the node to the submitter in order (large ones stay in the pool's store), and the
+submitter's acknowledgements go on to the pool, which paces the generator.
 """
 
 from __future__ import annotations
@@ -93,12 +93,7 @@ class EnvPools:
     def wants(self, msg: p.SubmitTask) -> bool:
         """True for a task this node runs in its environment's pool process."""
         # The head runs tasks only in local mode, where everything runs in one process.
-        return (
-            self.relays
-            and bool(msg.runtime_env)
-            and msg.num_returns != p.STREAMING
-            and self.worker.head is None
-        )
+        return self.relays and bool(msg.runtime_env) and self.worker.head is None
 
     def keep(self, job: Job, msg: p.SubmitTask) -> None:
         """``job`` runs in its pool once granted (the executor queues it as any task)."""
@@ -212,6 +207,28 @@ class EnvPools:
         if ledger is not None:
             ledger.reacquire(job.demand)
             self.report()
+
+    def forward_item(self, msg: p.StreamItem, raw: memoryview) -> bool:
+        """An item of a streaming task running in a pool: on to its submitter (True), in the
+        order the pool sent them (before the task's answer, which follows them)."""
+        entry = self.relayed.get(msg.task_id)
+        if entry is None:
+            return False
+        value = msg.value
+        bufs: list[Any] = []
+        if isinstance(value, p.Value) and value.bufs:
+            bufs, _ = split_buffers(raw, value.bufs, 0)
+        entry[0].conn.send(msg, bufs)
+        return True
+
+    def forward_ack(self, msg: p.StreamAck) -> bool:
+        """The submitter consumed items of a stream running in a pool: tell the pool (True),
+        whose generator waits for room in its window."""
+        entry = self.relayed.get(msg.task_id)
+        if entry is None:
+            return False
+        entry[2].send(msg)
+        return True
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> bool:
         """A relayed task is cancelled in its pool (True: it was one)."""

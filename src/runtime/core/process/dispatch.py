@@ -158,6 +158,13 @@ class Dispatch:
         self.host.spawn(self.host.objects.transfer.serve_get_object(conn, msg))
 
     def _stream_item(self, conn: Connection, msg: p.StreamItem, raw: memoryview) -> None:
+        executor = self.host.executor
+        if (
+            executor is not None
+            and executor.pools.relayed
+            and executor.pools.forward_item(msg, raw)
+        ):
+            return  # from a runtime_env's process: on to the task's submitter
         stream = self.host.streams.get(msg.task_id)
         value = msg.value
         if stream is not None:

@@ -29,6 +29,7 @@ from ..common.private import check_private, private_dir
 from ..objects.refs import current_worker_or_none
 from ..objects.store import default_capacity, process_running, process_tag
 from ..scheduling.host import HostLedger
+from .keeper import MeshKeeper, describe_exit, restart_delay, restart_limit
 
 
 def base_dir() -> str:
@@ -213,10 +214,16 @@ class LocalMesh:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     death_pipe_w: int = -1
     owns_state_dir: bool = True
+    #: Starts node processes again when they exit while the mesh runs (keeper.py).
+    keeper: MeshKeeper | None = None
+    #: The read end of the parent pipe, kept for the processes the keeper starts.
+    death_pipe_r: int = -1
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the nodes, then the head (so no node sees its head vanish), then clean up."""
         deadline = time.monotonic() + timeout
+        if self.keeper is not None:
+            self.keeper.stop()  # no node is started again from here on
         nodes, head = self.procs[1:], self.procs[:1]
         for group in (nodes, head):
             for proc in group:
@@ -229,10 +236,11 @@ class LocalMesh:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        if self.death_pipe_w >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.death_pipe_w)
-            self.death_pipe_w = -1
+        for fd in (self.death_pipe_w, self.death_pipe_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.death_pipe_w = self.death_pipe_r = -1
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         _live_meshes.pop(id(self), None)
@@ -315,10 +323,14 @@ def fork_members(count: int) -> int | None:
     """In the process started with ``--fork count`` (nothing imported lazily yet, no thread,
     no event loop): fork ``count`` node processes. Returns None in each child, which goes on
     to run its node; in this process, waits for them all and returns the exit status to end
-    with. SIGTERM and SIGINT here are passed on to the children; if this process dies, they
-    get SIGKILL (and each also watches the mesh's parent pipe, as every node does)."""
+    with. A child that exits while the driver lives and no stop was asked for is forked again
+    (bounded as the keeper bounds restarts, see keeper.py). SIGTERM and SIGINT here are passed
+    on to the children; if this process dies, they get SIGKILL (and each also watches the
+    mesh's parent pipe, as every node does)."""
     children: set[int] = set()
-    for _ in range(count):
+    stopping = False
+
+    def fork_one() -> bool:
         pid = os.fork()
         if pid == 0:
             _set_parent_death_signal(signal.SIGKILL)
@@ -326,10 +338,17 @@ def fork_members(count: int) -> int | None:
                 os._exit(1)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            return None
+            return True
         children.add(pid)
+        return False
+
+    for _ in range(count):
+        if fork_one():
+            return None
 
     def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
@@ -338,6 +357,8 @@ def fork_members(count: int) -> int | None:
         signal.signal(sig, forward)
     _set_parent_death_signal(signal.SIGTERM)  # the driver gone: stop the children cleanly
     status = 0
+    restarts: list[float] = []
+    limit = restart_limit() * count
     while children:
         try:
             pid, code = os.wait()
@@ -346,7 +367,19 @@ def fork_members(count: int) -> int | None:
         except InterruptedError:
             continue
         children.discard(pid)
-        status = max(status, os.waitstatus_to_exitcode(code) if code else 0)
+        exit_code = os.waitstatus_to_exitcode(code) if code else 0
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60.0]
+        if not stopping and os.getppid() != 1 and len(restarts) < limit:
+            time.sleep(restart_delay(len(restarts) // max(1, count)))
+            if not stopping:
+                restarts.append(time.monotonic())
+                print(f"node process {pid} of the local mesh {describe_exit(exit_code)}; "
+                      "starting another", file=sys.stderr, flush=True)  # fmt: skip
+                if fork_one():
+                    return None
+                continue
+        status = max(status, exit_code)
     return status
 
 
@@ -456,10 +489,9 @@ def start_local_mesh(
     # the script's own modules), as Ray's workers do on a local cluster.
     paths = [entry or os.getcwd() for entry in sys.path]
     child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
-    out: Any = None
-    if not log_to_driver:
-        out = open(os.path.join(state_dir, "nodes.log"), "ab")  # noqa: SIM115 - children keep it
-    mesh = LocalMesh(address, state_dir, token, death_pipe_w=w)
+    log_path = None if log_to_driver else os.path.join(state_dir, "nodes.log")
+    out: Any = None if log_path is None else open(log_path, "ab")  # noqa: SIM115 - children keep it
+    mesh = LocalMesh(address, state_dir, token, death_pipe_w=w, death_pipe_r=r)
     _live_meshes[id(mesh)] = mesh  # from the start: a failed init() or SIGTERM stops it too
     common = ["--parent-fd", str(r), "--token-file", token_path, "--state-dir", state_dir]
     if object_store_memory is not None:
@@ -490,23 +522,30 @@ def start_local_mesh(
         forked = host.procs > FORK_ABOVE
         if forked:
             node_args += ["--fork", str(host.procs)]
-        for _ in range(1 if forked else host.procs):
-            mesh.procs.append(
-                subprocess.Popen(
+
+        def spawn() -> subprocess.Popen[bytes]:
+            sink: Any = None if log_path is None else open(log_path, "ab")  # noqa: SIM115
+            try:
+                return subprocess.Popen(
                     node_command(*node_args),
                     pass_fds=(r,),
                     env=child_env,
-                    stdout=out,
-                    stderr=out,
+                    stdout=sink,
+                    stderr=sink,
                     stdin=subprocess.DEVNULL,
                 )
-            )
+            finally:
+                if sink is not None:
+                    sink.close()
+
+        for _ in range(1 if forked else host.procs):
+            mesh.procs.append(spawn())
+        mesh.keeper = MeshKeeper(mesh.procs, spawn).start()
     except BaseException:
         mesh.stop()
         raise
     finally:
         sock.close()
-        os.close(r)
         if out is not None:
             out.close()
     return mesh

@@ -216,8 +216,9 @@ class ActorCaller:
         while state.dead is None and (
             state.location is None
             or state.location.state == "PENDING"
-            or state.location.num_restarts <= state.lost_restarts
-        ):
+            or (state.location.num_restarts <= state.lost_restarts
+                and state.location.state != "DEAD")  # dead for good: no restart to wait for
+        ):  # fmt: skip
             lost = state.lost_restarts
             raw = await self.head_request(p.GetActor(0, "", "", state.actor_id, True, lost))
             state.location = msgspec.convert(raw, p.ActorLocation)

@@ -66,12 +66,33 @@ async def wait_for_capacity(
     """Call ``place()`` once a node that can hold the task is in the view; ``fail(error)``
     when a new task's grace period ends first. Returns quietly if the task was cancelled."""
     retrying = msg.attempt > 0
-    strategy = msg.strategy
-    labels = strategy[1] if strategy is not None and strategy[0] == "labels" else None
     grace = None if retrying else infeasible_after()
     warn = warn_after()
-    warned = False
     start = time.monotonic()
+    task.waiting = dict(msg.resources)  # its row says what it waits for (the autoscaler's)
+    try:
+        await _wait(
+            host, task, msg, error, place=place, fail=fail, grace=grace, warn=warn, start=start
+        )
+    finally:
+        task.waiting = None
+
+
+async def _wait(
+    host: CapacityHost,
+    task: PendingTask,
+    msg: p.SubmitTask,
+    error: RuntimeBaseError,
+    *,
+    place: Callable[[], None],
+    fail: Callable[[RuntimeBaseError], Any],
+    grace: float | None,
+    warn: float,
+    start: float,
+) -> None:
+    strategy = msg.strategy
+    labels = strategy[1] if strategy is not None and strategy[0] == "labels" else None
+    warned = False
     while host.tasks.get(msg.task_id) is task:
         pinned = str(strategy[1]) if strategy is not None and strategy[0] == "node" else None
         if (pinned is None or pinned in host.view) and can_hold(host.view, msg.resources, labels):

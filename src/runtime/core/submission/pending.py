@@ -25,6 +25,8 @@ class PendingTask:
     stream: StreamState | None = None
     #: What the call keeps alive until it is answered: the callee actor's handle token.
     keep: Any = None
+    #: What it asks for, while no live node can hold it (it waits for one to join).
+    waiting: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,11 @@ def owned_task_rows(tasks: dict[bytes, PendingTask]) -> list[dict[str, Any]]:
             "name": t.name,
             "node_id": t.node_id,
             "actor_id": t.actor_id.hex() if t.actor_id else "",
+            **(
+                {}
+                if t.waiting is None
+                else {"state": "PENDING_NODE_ASSIGNMENT", "required_resources": t.waiting}
+            ),
         }
         for task_id, t in list(tasks.items())
     ]
@@ -99,15 +106,17 @@ def merge_task_rows(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows[r["task_id"]] = {
                 "task_id": r["task_id"],
                 "name": r["name"],
-                "state": "SUBMITTED",
+                "state": r.get("state", "SUBMITTED"),
                 "node_id": r["node_id"],
                 "actor_id": r["actor_id"],
                 "owner": answer["node_id"],
                 "attempt": 0,
+                "required_resources": dict(r.get("required_resources", {})),
             }
     for answer in answers:
         for r in answer.get("running", []):
             row = rows.setdefault(r["task_id"], {"task_id": r["task_id"], "owner": ""})
             row.update(r, node_id=answer["node_id"])
-    order = {"RUNNING": 0, "QUEUED": 1, "PENDING_ARGS": 2, "SUBMITTED": 3}
+    order = {"RUNNING": 0, "QUEUED": 1, "PENDING_ARGS": 2, "PENDING_NODE_ASSIGNMENT": 3,
+             "SUBMITTED": 4}  # fmt: skip
     return sorted(rows.values(), key=lambda r: (order.get(r["state"], 9), r["name"]))

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..api import session as _api
 from ..api import state as _state
+from ..scheduling.scheduler import ROLE_LABEL
 from . import observe_cli
 
 
@@ -81,27 +82,39 @@ def main(argv: list[str] | None = None) -> int:
 def _status(
     address: str, nodes: list[dict[str, Any]], actors: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Members, resources (per host and in all) and actor states at a glance (also the
-    dashboard's summary). The node processes of a host share its resources: counted once."""
+    """Members, resources (per host and in all, with each host's processes and what each
+    holds) and actor states at a glance (also the dashboard's summary). The node processes
+    of a host share its resources: counted once."""
     live = [n for n in nodes if n.get("alive", True)]
-    total: dict[str, float] = {}
-    free: dict[str, float] = {}
     hosts: dict[str, dict[str, Any]] = {}
+    heads = []
     for n in live:
         if n["is_driver"]:
             continue
+        labels = n.get("labels") or {}
+        role = labels.get(ROLE_LABEL, "")
+        if role == "head":
+            heads.append({"node_id": n["node_id"], "pid": n["pid"],
+                          "address": n["address"].rpartition(":")[0]})  # fmt: skip
+            continue
         key = n.get("host_id") or n["node_id"]
-        host = hosts.get(key)
-        if host is None:
-            address_host = n["address"].rpartition(":")[0]
-            host = hosts[key] = {"host_id": key, "address": address_host, "processes": 0,
-                                 "resources": {}}  # fmt: skip
-            for k, v in n["resources"].items():
-                total[k] = total.get(k, 0.0) + v
-                host["resources"][k] = {"total": v, "available": n["available"].get(k, 0.0)}
-            for k, v in n["available"].items():
-                free[k] = free.get(k, 0.0) + v
+        host = hosts.setdefault(key, {"host_id": key, "address": n["address"].rpartition(":")[0],
+                                      "processes": 0, "resources": {}, "members": []})  # fmt: skip
+        if n["resources"] and not host["resources"]:  # a kept process may offer nothing
+            host["resources"] = {
+                k: {"total": v, "available": n["available"].get(k, 0.0)}
+                for k, v in n["resources"].items()
+            }
         host["processes"] += 1
+        holds = {k: v for k, v in n.get("used", {}).items() if v}
+        host["members"].append({"node_id": n["node_id"], "pid": n["pid"], "role": role,
+                                "holds": holds})  # fmt: skip
+    total: dict[str, float] = {}
+    free: dict[str, float] = {}
+    for host in hosts.values():
+        for k, r in host["resources"].items():
+            total[k] = total.get(k, 0.0) + r["total"]
+            free[k] = free.get(k, 0.0) + r["available"]
     states: dict[str, int] = {}
     for a in actors:
         states[a["state"]] = states.get(a["state"], 0) + 1
@@ -113,6 +126,7 @@ def _status(
             k: {"total": v, "available": free.get(k, 0.0)} for k, v in sorted(total.items())
         },
         "hosts": [h for h in hosts.values() if h["resources"]],
+        "heads": heads,
         "actors": states,
     }
 
@@ -129,12 +143,18 @@ def _format_status(s: dict[str, Any]) -> str:
         lines.append(
             f"  {name}: {_amount(name, r['available'])} of {_amount(name, r['total'])} available"
         )
+    for h in s.get("heads", []):
+        lines.append(f"head {h['address']} pid {h['pid']}: the control plane (no user code)")
     for h in s.get("hosts", []):
         use = ", ".join(
             f"{name} {_amount(name, r['total'] - r['available'])}/{_amount(name, r['total'])}"
             for name, r in sorted(h["resources"].items())
         )
         lines.append(f"host {h['address']} ({h['processes']} process(es)): {use} in use")
+        for m in h.get("members", []):
+            role = f" ({m['role']})" if m["role"] else ""
+            holds = ", ".join(f"{k} {_amount(k, v)}" for k, v in sorted(m["holds"].items()))
+            lines.append(f"  process {m['node_id'][:8]} pid {m['pid']}{role}: {holds or 'idle'}")
     actors = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s["actors"].items())) or "none"
     lines.append(f"actors: {actors}")
     return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""A local mesh starts a node process again when one dies (os._exit, SIGKILL as the OOM
+killer sends), so the host keeps offering its CPUs and restarted actors and retried tasks
+find room (real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+import runtime
+from runtime.core.api import session as _api
+from runtime.core.process.keeper import describe_exit, restart_delay
+
+from ..conftest import until
+
+
+@pytest.fixture
+def mesh(tmp_path) -> Iterator[None]:
+    old = os.environ.get("RUNTIME_TMPDIR")
+    os.environ["RUNTIME_TMPDIR"] = str(tmp_path)
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+        if old is None:
+            os.environ.pop("RUNTIME_TMPDIR", None)
+        else:
+            os.environ["RUNTIME_TMPDIR"] = old
+
+
+def work_rows() -> dict[str, dict[str, object]]:
+    return {
+        n["NodeID"]: n
+        for n in runtime.nodes()
+        if n["Alive"] and not n["IsDriver"] and n["Resources"].get("CPU")
+    }
+
+
+def dead_rows() -> dict[str, dict[str, object]]:
+    return {n["NodeID"]: n for n in runtime.nodes() if not n["Alive"]}
+
+
+@runtime.remote(max_restarts=1, max_task_retries=-1)
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def where(self) -> tuple[int, str]:
+        return os.getpid(), runtime.get_runtime_context().get_node_id()
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+
+@runtime.remote(max_retries=1)
+def die_once(marker: str) -> int:
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(0)  # as Ray's doc example does: the node process ends with status 0
+    return os.getpid()
+
+
+def test_a_killed_node_process_is_replaced_and_an_actor_with_max_restarts_comes_back(mesh):
+    before = work_rows()
+    assert len(before) == 2
+    actor = Counter.remote()
+    pid, node_id = runtime.get(actor.where.remote(), timeout=30)
+    assert runtime.get(actor.incr.remote(), timeout=30) == 1
+    host_id = before[node_id]["HostID"]
+
+    os.kill(pid, signal.SIGKILL)  # what the OOM killer sends
+
+    # The actor restarted (its constructor ran again), and the host offers 2 CPUs again.
+    assert runtime.get(actor.incr.remote(), timeout=60) == 1
+    until(lambda: len(work_rows()) == 2, 60, why=lambda: str(runtime.nodes()))
+    now = work_rows()
+    assert node_id not in now
+    assert dead_rows()[node_id]["Pid"] == pid  # the dead one is listed, as Ray lists them
+    (new_id,) = set(now) - set(before)
+    assert now[new_id]["HostID"] == host_id and now[new_id]["Pid"] != pid
+    assert runtime.cluster_resources()["CPU"] == 2.0
+    keeper = _api._session.mesh.keeper  # type: ignore[union-attr]
+    assert keeper is not None and [old for _, old, _ in keeper.replaced] == [pid]
+
+
+def test_a_task_whose_process_exits_is_retried_and_the_mesh_keeps_its_processes(mesh, tmp_path):
+    marker = str(tmp_path / "died")
+    pid = runtime.get(die_once.remote(marker), timeout=60)
+    assert os.path.exists(marker) and pid in {n["Pid"] for n in work_rows().values()}
+    until(lambda: len(work_rows()) == 2, 60, why=lambda: str(runtime.nodes()))
+
+
+def test_restarts_back_off_and_exits_are_said_plainly():
+    assert restart_delay(0) == 0.0
+    assert [restart_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert restart_delay(50) == 10.0
+    assert describe_exit(-9) == "was killed by SIGKILL"
+    assert describe_exit(0) == "exited with status 0"

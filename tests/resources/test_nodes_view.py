@@ -1,0 +1,84 @@
+"""How the cluster shows its hosts: ``runtime.nodes()`` rows (one per node process, Ray's
+keys, the host's processes named in each) and ``python -m runtime status`` per host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import runtime
+from runtime.core.api import session as _api
+
+from ..conftest import cli_json, until
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    old = os.environ.get("RUNTIME_TMPDIR")
+    os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp("nodes"))
+    runtime.init(num_cpus=2)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+        if old is None:
+            os.environ.pop("RUNTIME_TMPDIR", None)
+        else:
+            os.environ["RUNTIME_TMPDIR"] = old
+
+
+@runtime.remote(num_cpus=2)
+def hold(gate: str) -> int:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_rows_keep_ray_keys_and_say_the_head_and_where_work_may_go(mesh):
+    rows = runtime.nodes()
+    for key in ("NodeID", "Alive", "alive", "NodeManagerAddress", "NodeName",
+                "NodeManagerPort", "Resources", "Labels"):  # fmt: skip
+        assert all(key in r for r in rows), key
+    (head,) = [r for r in rows if r["IsHeadNode"]]
+    assert not head["Schedulable"] and not head["Resources"]
+    drivers = [r for r in rows if r["IsDriver"]]
+    assert drivers and not any(r["Schedulable"] for r in drivers)
+    work = [r for r in rows if r["Schedulable"]]
+    assert len(work) == 2 and len({r["HostID"] for r in work}) == 1
+    assert sorted(work[0]["HostProcesses"]) == sorted(r["NodeID"] for r in work)
+    assert runtime.get_runtime_context().get_node_id() in {r["NodeID"] for r in rows}
+
+
+def test_status_shows_each_host_with_its_processes_and_what_they_hold(mesh, tmp_path):
+    gate = str(tmp_path / "gate")
+    ref = hold.remote(gate)
+    until(lambda: runtime.available_resources().get("CPU") == 0.0)
+    try:
+        status = cli_json("status")
+        assert isinstance(status, dict)
+        (host,) = status["hosts"]
+        assert host["processes"] == 2 and host["resources"]["CPU"] == {
+            "total": 2.0,
+            "available": 0.0,
+        }
+        holds = sorted(m["holds"].get("CPU", 0.0) for m in host["members"])
+        assert holds == [0.0, 2.0]  # one process runs the 2-CPU task
+        assert len(status["heads"]) == 1
+        mesh = _api._session.mesh  # type: ignore[union-attr]
+        token = os.path.join(mesh.state_dir, "token")
+        text = subprocess.run(
+            [sys.executable, "-m", "runtime", "--address", mesh.head_address,
+             "--token-file", token, "status"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert "(2 process(es)): CPU 2/2" in text and "CPU 2" in text and "idle" in text
+        assert "the control plane (no user code)" in text
+    finally:
+        open(gate, "w").close()
+    runtime.get(ref, timeout=30)
