@@ -73,6 +73,7 @@ def test_a_restart_waits_as_pending_for_a_node_started_5_s_after_its_node_died(
     monkeypatch, capfd, nodes
 ):
     monkeypatch.setenv("RUNTIME_PENDING_WARN_S", "1")
+    monkeypatch.setenv("RUNTIME_NODE_RESTARTS", "0")  # the mesh's keeper would replace it
     runtime.init(num_cpus=1)
     try:
         actor = Phoenix.options(max_restarts=1).remote()
