@@ -13,6 +13,7 @@ import pytest
 import runtime
 from runtime.core.api import session as _api
 from runtime.core.process.keeper import describe_exit, restart_delay
+from runtime.exceptions import ActorDiedError
 
 from ..conftest import until
 
@@ -86,6 +87,14 @@ def test_a_killed_node_process_is_replaced_and_an_actor_with_max_restarts_comes_
     assert runtime.cluster_resources()["CPU"] == 2.0
     keeper = _api._session.mesh.keeper  # type: ignore[union-attr]
     assert keeper is not None and [old for _, old, _ in keeper.replaced] == [pid]
+
+    # Its one restart spent, a second crash ends it: calls fail at once, none waits.
+    pid2, _ = runtime.get(actor.where.remote(), timeout=30)
+    os.kill(pid2, signal.SIGKILL)
+    with pytest.raises(ActorDiedError):
+        runtime.get(actor.incr.remote(), timeout=30)
+    with pytest.raises(ActorDiedError):
+        runtime.get(actor.incr.remote(), timeout=30)
 
 
 def test_a_task_whose_process_exits_is_retried_and_the_mesh_keeps_its_processes(mesh, tmp_path):

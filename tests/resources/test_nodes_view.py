@@ -82,3 +82,12 @@ def test_status_shows_each_host_with_its_processes_and_what_they_hold(mesh, tmp_
     finally:
         open(gate, "w").close()
     runtime.get(ref, timeout=30)
+
+
+def test_the_state_api_lists_nodes_with_ray_s_fields(mesh):
+    from runtime.util.state import list_nodes
+
+    (head,) = list_nodes(filters=[("is_head_node", "=", True)])
+    assert head.state == "ALIVE" and head.node_ip == "127.0.0.1"
+    work = [r for r in list_nodes(filters=[("state", "=", "ALIVE")]) if r.resources_total]
+    assert len(work) == 2 and all(r.resources_total["CPU"] == 2.0 for r in work)

@@ -49,7 +49,10 @@ class StateRow(dict[str, Any]):
 def list_nodes(
     *, filters: Iterable[Filter] | None = None, limit: int = DEFAULT_LIMIT, address: None = None
 ) -> list[StateRow]:
-    """Every member of the cluster (nodes and drivers) the head knows of."""
+    """Every member of the cluster (node processes and drivers) the head knows of, and the
+    last node processes that died. Besides this runtime's fields, Ray's: ``state``
+    (``ALIVE``/``DEAD``), ``is_head_node``, ``node_ip``, ``node_name`` and
+    ``resources_total`` (the host's, shared by its processes)."""
     return _listing("nodes", filters, limit, address)
 
 
@@ -128,12 +131,25 @@ def _listing(
         )
     checks = [_check(f) for f in filters or ()]
     rows = []
-    for row in list_state(what):
+    raw = list_state(what)
+    for row in [_ray_node_fields(r) for r in raw] if what == "nodes" else raw:
         if all(check(row) for check in checks):
             rows.append(StateRow(row))
             if len(rows) >= limit:
                 break
     return rows
+
+
+def _ray_node_fields(row: dict[str, Any]) -> dict[str, Any]:
+    ip = str(row.get("address", "")).rpartition(":")[0]
+    return {
+        **row,
+        "state": "ALIVE" if row.get("alive", True) else "DEAD",
+        "is_head_node": (row.get("labels") or {}).get("runtime.io/role") == "head",
+        "node_ip": ip,
+        "node_name": ip,
+        "resources_total": dict(row.get("resources") or {}),
+    }
 
 
 def _check(f: Filter) -> Any:
