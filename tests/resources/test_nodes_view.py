@@ -79,6 +79,7 @@ def test_status_shows_each_host_with_its_processes_and_what_they_hold(mesh, tmp_
         ).stdout  # fmt: skip
         assert "(2 process(es)): CPU 2/2" in text and "CPU 2" in text and "idle" in text
         assert "the control plane (no user code)" in text
+        assert f"cluster at {mesh.head_address}:" in text
     finally:
         open(gate, "w").close()
     runtime.get(ref, timeout=30)
@@ -91,3 +92,31 @@ def test_the_state_api_lists_nodes_with_ray_s_fields(mesh):
     assert head.state == "ALIVE" and head.node_ip == "127.0.0.1"
     work = [r for r in list_nodes(filters=[("state", "=", "ALIVE")]) if r.resources_total]
     assert len(work) == 2 and all(r.resources_total["CPU"] == 2.0 for r in work)
+
+
+@runtime.remote(runtime_env={"env_vars": {"RT_VIEW": "1"}})
+def in_env(gate: str) -> int:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_a_process_kept_for_a_runtime_env_is_shown_with_its_host_and_counted_once(mesh, tmp_path):
+    gate = str(tmp_path / "gate")
+    ref = in_env.remote(gate)
+    try:
+        until(lambda: any(r["Labels"].get("runtime.io/role") == "env" and r["Alive"]
+                          for r in runtime.nodes()), 60)  # fmt: skip
+        host = next(r for r in runtime.nodes() if r["Schedulable"])
+        totals = runtime.cluster_resources()
+        for name in ("CPU", "memory", "object_store_memory"):
+            assert totals[name] == host["Resources"][name], name  # the host's, once
+        status = cli_json("status")
+        assert isinstance(status, dict)
+        (shown,) = status["hosts"]
+        assert shown["processes"] == 2
+        assert [m["role"] for m in shown["members"]].count("env") == 1
+    finally:
+        open(gate, "w").close()
+    runtime.get(ref, timeout=30)

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from ..scheduling.scheduler import ROLE_LABEL, takes_work
+from ..scheduling.scheduler import RESERVED_ROLES, ROLE_LABEL, takes_work
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker
@@ -93,6 +93,8 @@ def _sum_resources(key: str) -> dict[str, float]:
     total: dict[str, float] = {}
     seen: set[str] = set()
     for n in nodes():
+        if n["Labels"].get(ROLE_LABEL) in RESERVED_ROLES:
+            continue  # the head, a process kept for one actor or env: its host counts it
         if n["Alive"] and not n["IsDriver"] and n["HostID"] not in seen:
             seen.add(n["HostID"])  # the processes of a host share its resources: count once
             for name, amount in n[key].items():

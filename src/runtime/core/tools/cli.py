@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api import session as _api
 from ..api import state as _state
-from ..scheduling.scheduler import ROLE_LABEL
+from ..scheduling.scheduler import RESERVED_ROLES, ROLE_LABEL
 from . import observe_cli
 
 
@@ -87,7 +87,7 @@ def _status(
     of a host share its resources: counted once."""
     live = [n for n in nodes if n.get("alive", True)]
     hosts: dict[str, dict[str, Any]] = {}
-    heads = []
+    heads, kept = [], []
     for n in live:
         if n["is_driver"]:
             continue
@@ -97,10 +97,13 @@ def _status(
             heads.append({"node_id": n["node_id"], "pid": n["pid"],
                           "address": n["address"].rpartition(":")[0]})  # fmt: skip
             continue
+        if role in RESERVED_ROLES:  # kept for one actor or env: shown with its host below
+            kept.append((n, role))
+            continue
         key = n.get("host_id") or n["node_id"]
         host = hosts.setdefault(key, {"host_id": key, "address": n["address"].rpartition(":")[0],
                                       "processes": 0, "resources": {}, "members": []})  # fmt: skip
-        if n["resources"] and not host["resources"]:  # a kept process may offer nothing
+        if n["resources"] and not host["resources"]:
             host["resources"] = {
                 k: {"total": v, "available": n["available"].get(k, 0.0)}
                 for k, v in n["resources"].items()
@@ -109,6 +112,13 @@ def _status(
         holds = {k: v for k, v in n.get("used", {}).items() if v}
         host["members"].append({"node_id": n["node_id"], "pid": n["pid"], "role": role,
                                 "holds": holds})  # fmt: skip
+    for n, role in kept:  # its resources are its parent's, on the host at its address
+        at = n["address"].rpartition(":")[0]
+        near: dict[str, Any] | None = next((h for h in hosts.values() if h["address"] == at), None)
+        if near is not None:
+            holds = {k: v for k, v in n.get("used", {}).items() if v}
+            near["members"].append({"node_id": n["node_id"], "pid": n["pid"], "role": role,
+                                    "holds": holds})  # fmt: skip
     total: dict[str, float] = {}
     free: dict[str, float] = {}
     for host in hosts.values():
