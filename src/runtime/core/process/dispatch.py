@@ -174,7 +174,11 @@ class Dispatch:
             stream.conn = conn
             stream.on_item(msg.index, value, bufs)
         elif isinstance(value, p.Located):  # the stream was dropped: free its item
-            conn.send(p.FreeObjects([return_id(msg.task_id, msg.index)]))
+            oid = return_id(msg.task_id, msg.index)
+            if value.node_id == conn.peer_id:
+                conn.send(p.FreeObjects([oid]))
+            else:  # relayed from a runtime_env's process: the item is in that one's store
+                self.host.spawn(self.host.objects._free_remote(value, oid))
 
     def _stream_ack(self, conn: Connection, msg: p.StreamAck, raw: memoryview) -> None:
         if self.host.executor is not None:
