@@ -110,3 +110,21 @@ def test_restarts_back_off_and_exits_are_said_plainly():
     assert restart_delay(50) == 10.0
     assert describe_exit(-9) == "was killed by SIGKILL"
     assert describe_exit(0) == "exited with status 0"
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_host_of_nine_processes_forks_a_killed_one_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNTIME_TMPDIR", str(tmp_path))
+    runtime.init(num_cpus=9)  # above FORK_ABOVE: one process forks the host's nine
+    try:
+        victim = next(r["Pid"] for r in work_rows().values())
+        os.kill(victim, signal.SIGKILL)
+
+        def back() -> bool:
+            rows = work_rows()
+            return len(rows) == 9 and victim not in {r["Pid"] for r in rows.values()}
+
+        until(back, 60, why=lambda: str(work_rows()))
+        assert victim in {r["Pid"] for r in dead_rows().values()}
+    finally:
+        runtime.shutdown()
