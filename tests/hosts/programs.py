@@ -374,6 +374,55 @@ def train_two_hosts(timeout_s: float) -> dict[str, Any]:
     return {"metrics": result.metrics, "error": repr(result.error) if result.error else None}
 
 
+@runtime.remote
+def read_and_tell(refs: list[Any]) -> dict[str, Any]:
+    """Read the object in ``refs`` here; whether this process kept a copy, and how many bytes
+    of stored objects it has streamed to other hosts so far."""
+    from runtime.core.objects.refs import current_worker
+
+    worker = current_worker()
+    arr = runtime.get(refs[0])
+    return {
+        "host": socket.gethostname(),
+        "sum": int(arr.sum()),
+        "kept": refs[0].id in worker.store,
+        "served": worker.objects.transfer.served_bytes,
+    }
+
+
+@runtime.remote
+def served_bytes() -> tuple[str, int]:
+    from runtime.core.objects.refs import current_worker
+
+    return socket.gethostname(), current_worker().objects.transfer.served_bytes
+
+
+@program
+def copies_between_hosts(mb: int, readers: list[str]) -> dict[str, Any]:
+    """An object made on h1: read twice on h2 (the second read is the copy h2 kept), then by
+    ``readers`` all at once (a broadcast): who streamed how much."""
+    n = mb * (1 << 20) // 8
+    made = big_array.options(resources={"h1": 0.01}).remote(n, 1)
+    runtime.wait([made], timeout=60)
+    on = {h: read_and_tell.options(resources={h: 0.01}) for h in ["h1", "h2", *readers]}
+    first = runtime.get(on["h2"].remote([made]), timeout=60)
+    second = runtime.get(on["h2"].remote([made]), timeout=60)
+    h1_after_two = runtime.get(served_bytes.options(resources={"h1": 0.01}).remote())[1]
+    broadcast = runtime.get([on[h].remote([made]) for h in readers], timeout=120)
+    served = dict(runtime.get(
+        [served_bytes.options(resources={h: 0.01}).remote() for h in ["h1", "h2", *readers]]
+    ))  # fmt: skip
+    return {
+        "expected": int(np.arange(n, dtype=np.int64).sum()),
+        "nbytes": n * 8,
+        "first": first,
+        "second": second,
+        "h1_after_two": h1_after_two,
+        "broadcast": broadcast,
+        "served": served,
+    }
+
+
 class RemoteFailure(ValueError):
     """A user error raised on a node, caught by its type in a remote driver."""
 
