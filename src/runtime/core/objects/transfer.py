@@ -67,7 +67,7 @@ class ObjectTransfer:
         #: Bytes of stored objects this process streamed to readers on other hosts.
         self.served_bytes = 0
         #: Objects being streamed here now: a second reader waits for the same copy.
-        self._fetching: dict[bytes, asyncio.Future[tuple[p.Value, list[Any]]]] = {}
+        self._fetching: dict[bytes, asyncio.Task[tuple[p.Value, list[Any]]]] = {}
 
     def _alive(self, node_id: str) -> bool:
         return node_id not in self.dead_peers and node_id in self.host.view
@@ -130,22 +130,21 @@ class ObjectTransfer:
                     return self._map_segment(loc, oid)
                 except FileNotFoundError:
                     pass  # spilled or freed since: ask again
-        pending = self._fetching.get(oid)
-        if pending is not None:  # another reader here is streaming it: share its copy
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[tuple[p.Value, list[Any]]] = self.host.loop.create_future()
-        self._fetching[oid] = fut
+        stream = self._fetching.get(oid)
+        if stream is None:  # one stream per object here, in a task of its own: a reader
+            # that is cancelled does not cancel it for the others
+            # (not the worker's spawn: its failure is the readers' to raise, not to log)
+            stream = self.host.loop.create_task(self._stream(loc, oid, owner))
+            stream.add_done_callback(_retrieved)
+            self._fetching[oid] = stream
+        return await asyncio.shield(stream)
+
+    async def _stream(self, loc: p.Located, oid: bytes, owner: Owner) -> tuple[p.Value, list[Any]]:
         try:
             value, bufs = await self._fetch_chunks(loc, oid)
-            result = await self._keep_copy(oid, value, bufs, loc, owner)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no other reader may be waiting
-            raise
+            return await self._keep_copy(oid, value, bufs, loc, owner)
         finally:
             del self._fetching[oid]
-        fut.set_result(result)
-        return result
 
     async def _keep_copy(
         self, oid: bytes, value: p.Value, bufs: list[Any], source: p.Located, owner: Owner
@@ -373,3 +372,9 @@ class ObjectTransfer:
                 ),
             )
         )
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a stream's failure seen: every reader that waited on it raised it already."""
+    if not task.cancelled():
+        task.exception()
