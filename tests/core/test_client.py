@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -158,3 +159,25 @@ def test_a_ray_program_reaches_the_cluster_with_ray_scheme_through_compat(relay_
                          check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "squares [0, 1, 4]" in out.stdout
+
+
+def test_a_drivers_relayed_port_closes_when_the_driver_leaves(relay_head):
+    async def register_then_leave() -> str:
+        tunnel = await open_tunnel(client_address(relay_head), relay_head.token)
+        assert tunnel.head_address == relay_head.address
+        host, _, port = tunnel.address.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=5).close()  # members reach it
+        tunnel.close()
+        return tunnel.address
+
+    address = asyncio.run(register_then_leave())
+    host, _, port = address.rpartition(":")
+
+    def closed() -> bool:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    until(closed, 10)
