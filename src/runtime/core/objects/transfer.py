@@ -197,9 +197,10 @@ class ObjectTransfer:
     def on_copied(self, conn: Connection, msg: p.ObjectCopied) -> None:
         """A reader finished reading an object of ours, and maybe keeps a copy."""
         oid, loc = msg.object_id, msg.location
-        reader = loc.node_id if loc is not None else conn.peer_id or ""
+        reader = conn.peer_id or ""  # as it asked (GetObject): its lease ends
         if oid in self.refs.owned:
-            self.copies.copied(oid, reader, loc, loc is not None and self._serves(reader))
+            serves = loc is not None and loc.node_id == reader and self._serves(reader)
+            self.copies.copied(oid, reader, loc, serves)
         elif loc is not None:  # freed meanwhile: the copy goes too
             conn.send(p.FreeObjects([oid]))
 
