@@ -19,7 +19,7 @@ from .kube import DEPLOY, container, environment, expand, find, resources  # noq
 
 #: The Kubernetes version whose schemas the manifests must pass (kubernetes-validate ships them).
 KUBERNETES_VERSION = "1.37.0"
-OVERLAYS = ["base", "tls"]
+OVERLAYS = ["base", "tls", "client"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -260,6 +260,13 @@ def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(
     out = cluster.drive(h3, "members", env=tls, nodes=2 * procs)
     assert out["hosts"] == ["h1"] * procs + ["h2"] * procs
     assert out["head"] == [h0.ip]
+    if overlay == "client":  # a driver outside the cluster's network, through the client port
+        laptop = cluster.net.add_outside(h0)
+        token = cluster.token.hex().encode()
+        laptop.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token)
+        port = next(p["containerPort"] for p in head["ports"] if p["name"] == "client")
+        via = f"runtime://{h0.ip}:{port}"
+        assert cluster.drive(laptop, "members", via=via, nodes=2 * procs) == out
     # The head's state lives where the persistent volume is mounted.
     state = _local(_arg(head["args"], "--state-dir"))
     assert "head.sqlite" in h0.run("ls", state).split()
