@@ -1,6 +1,7 @@
 """Objects between hosts, measured on simulated hosts (network namespaces on a bridge).
 
-Run (root, iproute2): `.venv/bin/python benchmarks/hosts.py [--size-mb 1024] [--runs 3]`
+Run (root, iproute2): `.venv/bin/python benchmarks/hosts.py [--size-mb 1024] [--runs 3]
+[--broadcast 8]`
 
 Three hosts on a private bridge (see tests/hosts/harness.py): the head on h0 (with the
 driver), a node on h1 and a node on h2, each host with its own /dev/shm. Rows (medians):
@@ -11,8 +12,13 @@ driver), a node on h1 and a node on h2, each host with its own /dev/shm. Rows (m
   transfer counts), first read and a second read of the same object;
 * for scale, a task on h1 reads the same object on its own host (shared memory, no copy).
 
-Only this runtime is measured; Ray's published broadcast figure (1 GiB to 50 nodes in
-16.9 s) is for a different workload (see docs/deploy.md).
+With ``--broadcast N``: N + 2 hosts, the head and driver on h0, an object made on h1, then
+read by a task on each of h2..h(N+1) at once (timed from the driver: from the reads'
+submission until every reader has it). Two rows: with copies serving readers as they appear
+(the default, one reader per source at a time: a tree), and with ``RUNTIME_BROADCAST_FANOUT``
+high, where the owner sends every reader at once to the least busy source, which is h1
+alone while no copy exists: every stream out of h1, as before copies. Ray's published figure
+(1 GiB to 50 nodes in 16.9 s, on real machines) stands beside them.
 """
 
 from __future__ import annotations
@@ -108,13 +114,110 @@ def driver(address: str, size: int, runs: int) -> dict[str, list[float]]:
         runtime.shutdown()
 
 
+def broadcast_driver(address: str, size: int, runs: int, readers: int, fanout: int) -> list[float]:
+    """Runs inside h0: one object made on h1, read on h2..h(readers+1) at once; seconds."""
+    os.environ["RUNTIME_BROADCAST_FANOUT"] = str(fanout)  # read when the runtime is imported
+    import numpy as np
+
+    import runtime
+
+    @runtime.remote(resources={"h1": 0.01})
+    def produce(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.uint8)
+
+    @runtime.remote
+    def read(refs: list) -> tuple[int, float]:
+        start = time.perf_counter()
+        value = runtime.get(refs[0])
+        return int(value[:: 1 << 20].sum()), time.perf_counter() - start
+
+    runtime.init(address=address, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + 120
+        while len([n for n in runtime.nodes() if n["Alive"] and n["Resources"].get("CPU")]) < (
+            readers + 1
+        ):
+            assert time.monotonic() < deadline, "nodes did not join"
+            time.sleep(0.1)
+        hosts = [f"h{i}" for i in range(2, readers + 2)]
+        times = []
+        for _ in range(runs):
+            ref = produce.remote(size)
+            runtime.wait([ref], timeout=120)
+            start = time.perf_counter()
+            got = runtime.get(
+                [read.options(resources={h: 0.01}).remote([ref]) for h in hosts], timeout=900
+            )
+            times.append(time.perf_counter() - start)
+            assert [g[0] for g in got] == [len(range(0, size, 1 << 20))] * readers
+            print("reads took", sorted(round(g[1], 2) for g in got), flush=True)
+            del ref
+        return times
+    finally:
+        runtime.shutdown()
+
+
+def broadcast(args: argparse.Namespace) -> None:
+    from tests.hosts.harness import TOKEN_PATH, Cluster, Unavailable, make_network
+
+    size, n = args.size_mb << 20, args.broadcast
+    logs = Path(tempfile.mkdtemp(prefix="bench-broadcast-"))
+    try:
+        net = make_network(n + 2, logs)
+    except Unavailable as exc:
+        print(f"skipped: {exc}")
+        return
+    try:
+        token = os.urandom(32)
+        for host in net.hosts:
+            host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
+        cluster = Cluster(net, token)
+        cluster.start_head()
+        store = str(2 * size + (256 << 20))
+        for host in net.hosts[1:]:
+            host.spawn(
+                "node",
+                *cluster.node_command(host, "--address", cluster.address, "--num-cpus", "1",
+                                      "--resources", json.dumps({host.name: 1}),
+                                      "--object-store-memory", store),
+            )  # fmt: skip
+        rows = []
+        for label, fanout in (("copies serve as they appear (a tree)", 1),
+                              ("every reader from h1 (no copies served)", 1 << 20)):  # fmt: skip
+            out = net.hosts[0].run(
+                sys.executable, str(Path(__file__).resolve()), "--driver", cluster.address,
+                "--size-mb", str(args.size_mb), "--runs", str(args.runs),
+                "--broadcast", str(n), "--fanout", str(fanout), timeout=1800,
+            )  # fmt: skip
+            print(label, *(x for x in out.splitlines() if x.startswith("reads took")))
+            rows.append((label, json.loads(next(
+                x for x in out.splitlines() if x.startswith("RESULT "))[7:])))  # fmt: skip
+    finally:
+        net.close()
+    print(f"| {args.size_mb} MiB to {n} hosts (median of {args.runs}) | seconds | GB/s delivered |")
+    print("|---|---|---|")
+    for label, values in rows:
+        median = statistics.median(values)
+        print(f"| {label} | {median:.2f} | {n * size / median / 1e9:.2f} |")
+    print(f"| Ray, published: 1 GiB to 50 nodes | 16.9 | {50 * (1 << 30) / 16.9 / 1e9:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--broadcast", type=int, default=0, help="read on this many hosts at once")
     ap.add_argument("--driver", help=argparse.SUPPRESS)  # the head's address, inside h0
+    ap.add_argument("--fanout", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     size = args.size_mb << 20
+    if args.driver and args.broadcast:
+        times = broadcast_driver(args.driver, size, args.runs, args.broadcast, args.fanout)
+        print("RESULT " + json.dumps(times), flush=True)
+        return
+    if args.broadcast:
+        broadcast(args)
+        return
     if args.driver:
         print("RESULT " + json.dumps(driver(args.driver, size, args.runs)), flush=True)
         return

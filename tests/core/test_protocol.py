@@ -106,6 +106,8 @@ EXAMPLES: list[p._Msg] = [
     p.ReadMetrics(15),
     p.Inspect(15, "stack", {"tail": 3}),
     p.Unmapped([b"o" * 20]),
+    p.ObjectCopied(b"o" * 20, p.Located("n2", "10.0.0.2:7000", 10, "h2/boot", "/dev/shm/y")),
+    p.GetObject(17, b"o" * 20, host="h2/boot"),
     p.FetchObject(14, b"o" * 20, 8 << 20, 8 << 20),
     p.FetchObject(15, b"o" * 20, same_host=True),
     p.ObjectReply(16, value=p.Located("n1", "127.0.0.1:7000", 10, "host/boot", "/dev/shm/x")),

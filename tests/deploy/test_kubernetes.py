@@ -19,7 +19,7 @@ from .kube import DEPLOY, container, environment, expand, find, resources  # noq
 
 #: The Kubernetes version whose schemas the manifests must pass (kubernetes-validate ships them).
 KUBERNETES_VERSION = "1.37.0"
-OVERLAYS = ["base", "tls"]
+OVERLAYS = ["base", "tls", "client"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -39,13 +39,17 @@ def test_a_resource_with_a_wrong_field_fails_the_schemas():
         kv.validate(head, KUBERNETES_VERSION, strict=True)
 
 
+#: The downward API's values for a worker pod (the kubelet fills them in).
+POD_FIELDS = {"status.podIP": "10.0.0.9", "metadata.name": "runtime-worker-x"}
+
+
 def _arg(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
 def test_a_worker_pod_requests_the_cpus_its_node_processes_offer():
     worker = container(find(resources(), "Deployment", "runtime-worker"))
-    env = environment(worker, {"status.podIP": "10.0.0.9"})
+    env = environment(worker, POD_FIELDS)
     args = [expand(a, env) for a in worker["args"]]
     offered = float(_arg(args, "--num-cpus"))  # the host's, shared by its --procs processes
     assert float(worker["resources"]["requests"]["cpu"]) == offered
@@ -89,7 +93,7 @@ def test_the_head_keeps_its_state_on_a_persistent_volume_and_serves_the_service_
     assert ports["mesh"] == int(_arg(ctr["args"], "--port"))
     assert ports["dashboard"] == int(_arg(ctr["args"], "--dashboard-port"))
     worker = container(find(docs, "Deployment", "runtime-worker"))
-    head_env = environment(worker, {"status.podIP": "10.0.0.9"})["RUNTIME_HEAD"]
+    head_env = environment(worker, POD_FIELDS)["RUNTIME_HEAD"]
     assert head_env == f"runtime-head:{ports['mesh']}"
 
 
@@ -174,7 +178,8 @@ def _entrypoint() -> list[str]:
 
 
 def _pod_process(host, ctr: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    env = {k: _local(v) for k, v in environment(ctr, {"status.podIP": host.ip}).items()}
+    fields = {"status.podIP": host.ip, "metadata.name": f"runtime-worker-{host.name}"}
+    env = {k: _local(v) for k, v in environment(ctr, fields).items()}
     return [*_entrypoint(), *(_local(expand(a, env)) for a in ctr["args"])], env
 
 
@@ -255,6 +260,13 @@ def test_the_pod_commands_make_a_cluster_across_hosts_whose_probes_pass(
     out = cluster.drive(h3, "members", env=tls, nodes=2 * procs)
     assert out["hosts"] == ["h1"] * procs + ["h2"] * procs
     assert out["head"] == [h0.ip]
+    if overlay == "client":  # a driver outside the cluster's network, through the client port
+        laptop = cluster.net.add_outside(h0)
+        token = cluster.token.hex().encode()
+        laptop.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token)
+        port = next(p["containerPort"] for p in head["ports"] if p["name"] == "client")
+        via = f"runtime://{h0.ip}:{port}"
+        assert cluster.drive(laptop, "members", via=via, nodes=2 * procs) == out
     # The head's state lives where the persistent volume is mounted.
     state = _local(_arg(head["args"], "--state-dir"))
     assert "head.sqlite" in h0.run("ls", state).split()

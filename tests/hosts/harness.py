@@ -33,6 +33,10 @@ from pathlib import Path
 SUBNET = "10.77.0"
 #: The head's port (fixed: each network is private, so it never clashes).
 HEAD_PORT = 6380
+#: The head's port for remote drivers (``--client-port``).
+CLIENT_PORT = 10001
+#: The link between the head's host and a host outside the cluster's network.
+OUTSIDE_SUBNET = "10.78.0"
 #: Where each host keeps the cluster token (in its private /tmp).
 TOKEN_PATH = "/tmp/cluster-token"
 #: The runtime's own temporary folder on each host (head.json, sessions, spill).
@@ -184,13 +188,46 @@ class Network:
     switch: subprocess.Popen[bytes]
     hosts: list[Host]
     logs: Path
+    #: Hosts outside the bridge (a laptop): see :meth:`add_outside`.
+    outside: list[Host] = field(default_factory=list)
 
     def close(self) -> None:
         """Kill every process of every host by pid, then the holders (the namespaces go)."""
-        for host in self.hosts:
+        for host in self.hosts + self.outside:
             host.kill()
-        for holder in [h.holder for h in self.hosts] + [self.switch]:
+        for holder in [h.holder for h in self.hosts + self.outside] + [self.switch]:
             _end(holder)
+
+    def add_outside(self, gateway: Host, name: str = "laptop") -> Host:
+        """A host off the bridge (a laptop outside the cluster's network), linked to
+        ``gateway`` alone by a veth pair on ``10.78.0.0/24``, with one route: to the
+        gateway's bridge address. The gateway forwards nothing (a new network namespace
+        does not), so no other host of the bridge can be reached from it, nor it from them."""
+        setup = (
+            "mount -t tmpfs -o mode=1777 host-shm /dev/shm && "
+            "mount -t tmpfs -o mode=1777 host-tmp /tmp && "
+            'printf "127.0.0.1 localhost\\n" > /tmp/.etc-hosts && '
+            'mount --bind /tmp/.etc-hosts /etc/hosts && hostname "$1" && echo ready && exec cat'
+        )
+        namespaces = ["--net", "--mount", "--uts", "--propagation", "private"]
+        holder = _holder([_tool("unshare"), *namespaces, "--", "sh", "-c", setup, "sh", name])
+        host = Host(name, f"{OUTSIDE_SUBNET}.{len(self.outside) + 2}", holder, self.logs,
+                    gateway.env)  # fmt: skip
+        self.outside.append(host)
+        link = f"o{len(self.outside)}"
+        gateway.run(_tool("ip"), "-batch", "-", input=(
+            f"link add {link} type veth peer name eth0 netns {holder.pid}\n"
+            f"addr add {OUTSIDE_SUBNET}.1/32 dev {link}\n"
+            f"link set {link} up\n"
+            f"route add {host.ip}/32 dev {link}\n"
+        ).encode())  # fmt: skip
+        host.run(_tool("ip"), "-batch", "-", input=(
+            "link set lo up\n"
+            f"addr add {host.ip}/32 dev eth0\n"
+            "link set eth0 up\n"
+            f"route add {gateway.ip}/32 dev eth0\n"
+        ).encode())  # fmt: skip
+        return host
 
     def cut(self, host: Host) -> None:
         """Unplug ``host`` from the switch (a partition: silence, no reset)."""
@@ -361,10 +398,16 @@ class Cluster:
         return host.spawn("node", *self.node_command(host, *args))
 
     def driver(
-        self, host: Host, program: str, env: dict[str, str] | None = None, **kwargs: object
+        self,
+        host: Host,
+        program: str,
+        env: dict[str, str] | None = None,
+        via: str | None = None,
+        **kwargs: object,
     ) -> Driver:
-        """Start driver ``program`` of ``programs.py`` in ``host`` (joined to this cluster)."""
-        argv = [sys.executable, "-m", "tests.hosts.programs", program, self.address,
+        """Start driver ``program`` of ``programs.py`` in ``host``, joined to this cluster (at
+        ``via`` when given: a remote driver's ``runtime://HOST:PORT``)."""
+        argv = [sys.executable, "-m", "tests.hosts.programs", program, via or self.address,
                 json.dumps(kwargs)]  # fmt: skip
         return Driver(host.spawn(f"driver-{program}", *argv, env=env, stdin=True), self)
 
@@ -374,10 +417,11 @@ class Cluster:
         program: str,
         timeout: float = 90,
         env: dict[str, str] | None = None,
+        via: str | None = None,
         **kwargs: object,
     ) -> object:
         """Run driver ``program`` to its end in ``host``; what it returned."""
-        return self.driver(host, program, env, **kwargs).result(timeout)
+        return self.driver(host, program, env, via, **kwargs).result(timeout)
 
 
 @dataclass

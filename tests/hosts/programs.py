@@ -374,6 +374,116 @@ def train_two_hosts(timeout_s: float) -> dict[str, Any]:
     return {"metrics": result.metrics, "error": repr(result.error) if result.error else None}
 
 
+@runtime.remote
+def read_and_tell(refs: list[Any]) -> dict[str, Any]:
+    """Read the object in ``refs`` here; whether this process kept a copy, and how many bytes
+    of stored objects it has streamed to other hosts so far."""
+    from runtime.core.objects.refs import current_worker
+
+    worker = current_worker()
+    arr = runtime.get(refs[0])
+    return {
+        "host": socket.gethostname(),
+        "sum": int(arr.sum()),
+        "kept": refs[0].id in worker.store,
+        "served": worker.objects.transfer.served_bytes,
+    }
+
+
+@runtime.remote
+def served_bytes() -> tuple[str, int]:
+    from runtime.core.objects.refs import current_worker
+
+    return socket.gethostname(), current_worker().objects.transfer.served_bytes
+
+
+@program
+def copies_between_hosts(mb: int, readers: list[str]) -> dict[str, Any]:
+    """An object made on h1: read twice on h2 (the second read is the copy h2 kept), then by
+    ``readers`` all at once (a broadcast): who streamed how much."""
+    n = mb * (1 << 20) // 8
+    made = big_array.options(resources={"h1": 0.01}).remote(n, 1)
+    runtime.wait([made], timeout=60)
+    on = {h: read_and_tell.options(resources={h: 0.01}) for h in ["h1", "h2", *readers]}
+    first = runtime.get(on["h2"].remote([made]), timeout=60)
+    second = runtime.get(on["h2"].remote([made]), timeout=60)
+    h1_after_two = runtime.get(served_bytes.options(resources={"h1": 0.01}).remote())[1]
+    broadcast = runtime.get([on[h].remote([made]) for h in readers], timeout=120)
+    served = dict(runtime.get(
+        [served_bytes.options(resources={h: 0.01}).remote() for h in ["h1", "h2", *readers]]
+    ))  # fmt: skip
+    return {
+        "expected": int(np.arange(n, dtype=np.int64).sum()),
+        "nbytes": n * 8,
+        "first": first,
+        "second": second,
+        "h1_after_two": h1_after_two,
+        "broadcast": broadcast,
+        "served": served,
+    }
+
+
+class RemoteFailure(ValueError):
+    """A user error raised on a node, caught by its type in a remote driver."""
+
+
+@runtime.remote
+def fail(text: str) -> None:
+    raise RemoteFailure(text)
+
+
+@runtime.remote
+def big_array(n: int, seed: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int64) * seed
+
+
+@program
+def remote_driver(mb: int) -> dict[str, Any]:
+    """Everything a driver does, from a host that reaches only the head (through its client
+    port): tasks on every host, an actor, ``mb`` MB objects both ways, a nested ref read by a
+    host the driver never called, a typed error. And the proof that the nodes are out of
+    reach from here."""
+    hosts = host_of_nodes()
+    by_host = {h: n for n, h in hosts.items()}
+    reachable = {}
+    for node_id, node in workers().items():
+        address = (node["NodeManagerAddress"], node["NodeManagerPort"])
+        try:
+            socket.create_connection(address, timeout=2).close()
+            reachable[hosts[node_id]] = True
+        except OSError:
+            reachable[hosts[node_id]] = False
+    n = mb * (1 << 20) // 8
+    expected = int((np.arange(n, dtype=np.int64) * 3).sum())
+    put = runtime.put(np.arange(n, dtype=np.int64) * 3)
+    read_put = runtime.get(
+        [checksum.options(scheduling_strategy=on(by_host[h])).remote(put) for h in ("h1", "h2")]
+    )
+    made = big_array.options(scheduling_strategy=on(by_host["h1"])).remote(n, 3)
+    got = runtime.get(made, timeout=60)
+    keeper = Keeper.options(scheduling_strategy=on(by_host["h2"])).remote(10)
+    calls = [runtime.get(keeper.add.remote(1)), runtime.get(keeper.add.remote(2))]
+    small = runtime.put(np.arange(BIG, dtype=np.int64))
+    nested = runtime.get(pass_on.remote([small]), timeout=60)
+    try:
+        runtime.get(fail.remote("bad input"), timeout=30)
+        error = None
+    except RemoteFailure as exc:
+        error = {"caught_as": "RemoteFailure", "is_value_error": isinstance(exc, ValueError),
+                 "last_line": str(exc).splitlines()[-1]}  # fmt: skip
+    return {
+        "driver_host": socket.gethostname(),
+        "reachable": reachable,
+        "expected": expected,
+        "read_put": read_put,
+        "got": [int(got.sum()), got.nbytes],
+        "actor": [runtime.get(keeper.where.remote()), calls],
+        "nested": nested,
+        "nested_expected": int(np.arange(BIG, dtype=np.int64).sum()),
+        "error": error,
+    }
+
+
 def main(argv: list[str]) -> int:
     name, address, kwargs = argv[0], argv[1], json.loads(argv[2])
     nodes = kwargs.pop("nodes", 0)

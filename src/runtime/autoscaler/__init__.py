@@ -17,6 +17,7 @@ Example::
 
 from . import sdk
 from ._decide import Decision, NodeType, NodeView, decide
+from ._kubernetes import KubernetesProvider
 from ._monitor import Autoscaler, pending_demand
 from ._providers import NODE_LABEL, LocalProcessProvider, NodeProvider
 from ._slurm import SlurmProvider
@@ -25,6 +26,7 @@ __all__ = [
     "NODE_LABEL",
     "Autoscaler",
     "Decision",
+    "KubernetesProvider",
     "LocalProcessProvider",
     "NodeProvider",
     "NodeType",

@@ -19,6 +19,7 @@ import threading
 import runtime
 
 from ._decide import NodeType
+from ._kubernetes import KubernetesProvider
 from ._monitor import Autoscaler
 from ._providers import LocalProcessProvider, NodeProvider
 from ._slurm import SlurmProvider
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.autoscaler", description=__doc__)
     ap.add_argument("--address", required=True, help="HOST:PORT of the head")
     ap.add_argument("--token-file", required=True, help="the cluster token (nodes read it too)")
-    ap.add_argument("--provider", choices=["local", "slurm"], default="local")
+    ap.add_argument("--provider", choices=["local", "slurm", "kubernetes"], default="local")
     ap.add_argument("--node-type", action="append", required=True,
                     help='NAME={"CPU": 2}: a kind of node to start (repeatable)')  # fmt: skip
     ap.add_argument("--min-workers", type=int, default=0, help="per node type")
@@ -50,12 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=60.0, help="seconds")
     ap.add_argument("--period", type=float, default=5.0, help="seconds between updates")
     ap.add_argument("--sbatch-arg", action="append", default=[], help="for --provider slurm")
+    ap.add_argument(
+        "--deployment",
+        action="append",
+        default=[],
+        help="TYPE=DEPLOYMENT: the Deployment of a node type (--provider kubernetes)",
+    )
+    ap.add_argument("--namespace", default=None, help="for --provider kubernetes")
     args = ap.parse_args(argv)
     types = [_node_type(t, args.min_workers, args.max_workers) for t in args.node_type]
     logging.basicConfig(level=os.environ.get("RUNTIME_LOG_LEVEL", "INFO").upper())
     os.environ["RUNTIME_AUTH_TOKEN_FILE"] = os.path.abspath(args.token_file)
     provider: NodeProvider
-    if args.provider == "slurm":
+    if args.provider == "kubernetes":
+        deployments = dict(d.partition("=")[::2] for d in args.deployment)
+        if set(deployments) != {t.name for t in types} or not all(deployments.values()):
+            raise SystemExit("--provider kubernetes: give --deployment TYPE=NAME per node type")
+        provider = KubernetesProvider(deployments, namespace=args.namespace)
+    elif args.provider == "slurm":
         provider = SlurmProvider(args.address, token_file=os.path.abspath(args.token_file),
                                  sbatch_args=args.sbatch_arg)  # fmt: skip
     else:

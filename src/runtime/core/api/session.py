@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast, overload
 import msgspec
 import uvloop
 
+from ..client import tunnel as _client
 from ..execution import runtime_env as _renv
 from ..objects.refs import READY, ObjectRef, current_worker_or_none
 from ..process import launcher
@@ -100,8 +101,8 @@ async def _open(
         if address == "auto":
             head = launcher.find_local_head()
             head_address, state_dir = head["address"], head["state_dir"]
-        else:
-            head_address = address.removeprefix("runtime://")
+        else:  # runtime://HOST:PORT (ray://): a remote driver, through the head's client port
+            head_address = address
         found = launcher.resolve_token(token, state_dir=state_dir)
         if found is None:
             try:
@@ -116,11 +117,16 @@ async def _open(
                 "RUNTIME_AUTH_TOKEN_FILE"
             )
         cluster_token = found
+    tunnel = None
+    if _client.is_client_address(head_address):
+        tunnel = await _client.open_tunnel(head_address, cluster_token)
+        head_address = tunnel.head_address
     worker = Worker(
-        role="driver",
+        role="client" if tunnel is not None else "driver",
         token=cluster_token,
-        host=address_toward(head_address, ray.node_ip),
+        host="127.0.0.1" if tunnel is not None else address_toward(head_address, ray.node_ip),
         head_address=head_address,
+        tunnel=tunnel,
         namespace=namespace or "",
         labels={"log_to_driver": "1"} if log_to_driver else None,
     )

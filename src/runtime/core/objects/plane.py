@@ -94,14 +94,15 @@ class ObjectPlane:
         loc = entry.location
         if loc is None:
             return
-        if loc.node_id == self.peer_id:
-            self.drop_stored(oid)
-        else:
-            conn = self.conns.get(loc.node_id)
+        for where in [loc, *self.transfer.copies.forget(oid)]:  # the copies readers kept too
+            if where.node_id == self.peer_id:
+                self.drop_stored(oid)
+                continue
+            conn = self.conns.get(where.node_id)
             if conn is not None:
                 conn.send(p.FreeObjects([oid]))
             else:
-                self.spawn(self._free_remote(loc, oid))
+                self.spawn(self._free_remote(where, oid))
 
     async def _free_remote(self, loc: p.Located, oid: bytes) -> None:
         with contextlib.suppress(OSError, RuntimeBaseError, ConnectionError):
@@ -259,7 +260,9 @@ class ObjectPlane:
                 break
             fresh = value_or_loc.node_id == ref.owner_id  # the owner holds it and answered
             try:
-                value, bufs = await self.transfer.fetch(value_or_loc, oid, fresh=fresh)
+                value, bufs = await self.transfer.fetch(
+                    value_or_loc, oid, fresh=fresh, owner=(ref.owner_id, ref.owner_address)
+                )
             except ObjectLostError:
                 if not tries_left:
                     raise

@@ -1,12 +1,14 @@
 """Moving objects between processes: asking an owner for an object, mapping a stored file on
-the same host, streaming it in chunks from another host, and answering those requests
-(``GetObject``, ``FetchObject``, ``Unmapped``). A part of the object plane.
+the same host, streaming it in chunks from another host (and keeping a copy there, which
+the owner gives later readers: :mod:`.copies`), and answering those requests
+(``GetObject``, ``FetchObject``, ``ObjectCopied``, ``Unmapped``). A part of the object plane.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mmap
 import weakref
 from collections.abc import Callable
@@ -14,11 +16,18 @@ from typing import Any, Final
 
 import msgspec
 
-from ..common.exceptions import NodeDiedError, ObjectLostError, OwnerDiedError, RuntimeBaseError
+from ..common.exceptions import (
+    NodeDiedError,
+    ObjectLostError,
+    OutOfMemoryError,
+    OwnerDiedError,
+    RuntimeBaseError,
+)
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from . import blob
 from . import serialization as ser
+from .copies import CopyDirectory
 from .host import ObjectHost
 from .refs import PENDING, ObjectRef, OwnedObject, ReferenceTable
 
@@ -28,6 +37,9 @@ CHUNK: Final = 8 << 20
 CHUNKS_IN_FLIGHT: Final = 4
 _encode_int = msgspec.msgpack.Encoder().encode
 _decode_int = msgspec.msgpack.Decoder(int).decode
+log = logging.getLogger("runtime.objects")
+#: (owner id, owner address) of an object being read; None: this process owns it.
+Owner = tuple[str, str] | None
 
 
 class ObjectTransfer:
@@ -50,6 +62,15 @@ class ObjectTransfer:
         self.spawn = host.spawn
         self.connect_peer = host.connect_peer
         self.request = host.request
+        #: Copies of this process's objects on other hosts (owner side).
+        self.copies = CopyDirectory(host.loop, self._alive)
+        #: Bytes of stored objects this process streamed to readers on other hosts.
+        self.served_bytes = 0
+        #: Objects being streamed here now: a second reader waits for the same copy.
+        self._fetching: dict[bytes, asyncio.Task[tuple[p.Value, list[Any]]]] = {}
+
+    def _alive(self, node_id: str) -> bool:
+        return node_id not in self.dead_peers and node_id in self.host.view
 
     def here(self, oid: bytes) -> p.Located | None:
         """Where a stored object of this process is now (for a reader that maps it)."""
@@ -65,7 +86,8 @@ class ObjectTransfer:
     ) -> tuple[p.Value | p.Located, list[Any]]:
         try:
             conn = await self.connect_peer(ref.owner_id, ref.owner_address)
-            reply, raw = await self.request(conn, p.GetObject(0, ref.id, lost))
+            msg = p.GetObject(0, ref.id, lost, host=self.store.host_id)
+            reply, raw = await self.request(conn, msg)
         except (OSError, ConnectionError, NodeDiedError) as exc:
             raise OwnerDiedError(
                 f"the owner {ref.owner_id} of object {ref.hex()} is unreachable: {exc}"
@@ -80,16 +102,17 @@ class ObjectTransfer:
         return value, []
 
     async def fetch(
-        self, loc: p.Located, oid: bytes, *, fresh: bool = False
+        self, loc: p.Located, oid: bytes, *, fresh: bool = False, owner: Owner = None
     ) -> tuple[p.Value, list[Any]]:
-        """The value a Located names: from this store, by mapping its file when it is on
-        this host, else streamed from its node in chunks. ``fresh``: the holder itself
+        """The value a Located names: from this store (its own, or a copy read before), by
+        mapping its file when it is on this host, else streamed from its node in chunks and
+        kept here (the owner, ``owner``, hears of the copy). ``fresh``: the holder itself
         just sent ``loc``."""
-        if loc.node_id == self.peer_id:
-            item = self.store.get(oid)
-            if item is None:
-                raise ObjectLostError(f"object {oid.hex()} is no longer in this node's store")
+        item = self.store.get(oid)
+        if item is not None:
             return item
+        if loc.node_id == self.peer_id:
+            raise ObjectLostError(f"object {oid.hex()} is no longer in this node's store")
         if loc.host and loc.host == self.store.host_id:
             for _ in range(3):
                 if not fresh:
@@ -107,7 +130,79 @@ class ObjectTransfer:
                     return self._map_segment(loc, oid)
                 except FileNotFoundError:
                     pass  # spilled or freed since: ask again
-        return await self._fetch_chunks(loc, oid)
+        stream = self._fetching.get(oid)
+        if stream is None:  # one stream per object here, in a task of its own: a reader
+            # that is cancelled does not cancel it for the others
+            # (not the worker's spawn: its failure is the readers' to raise, not to log)
+            stream = self.host.loop.create_task(self._stream(loc, oid, owner))
+            stream.add_done_callback(_retrieved)
+            self._fetching[oid] = stream
+        return await asyncio.shield(stream)
+
+    async def _stream(self, loc: p.Located, oid: bytes, owner: Owner) -> tuple[p.Value, list[Any]]:
+        try:
+            value, bufs = await self._fetch_chunks(loc, oid)
+            return await self._keep_copy(oid, value, bufs, loc, owner)
+        finally:
+            del self._fetching[oid]
+
+    async def _keep_copy(
+        self, oid: bytes, value: p.Value, bufs: list[Any], source: p.Located, owner: Owner
+    ) -> tuple[p.Value, list[Any]]:
+        """Keep what was streamed in this process's store, where readers on this host map it
+        and readers elsewhere may fetch it; tell the owner. A value holding refs is not kept
+        (its copy would have to pin them), nor one the store has no room for."""
+        kept: p.Located | None = None
+        if not value.refs:
+            what = f"a copy of object {oid.hex()} read from node {source.node_id}"
+            try:
+                stored = await self.host.loop.run_in_executor(
+                    None, lambda: self.store.put(oid, value, bufs, can_wait=False, what=what)
+                )
+            except (OutOfMemoryError, OSError) as exc:
+                log.info("not keeping %s: %s", what, exc)
+            else:
+                kept = p.Located(
+                    self.peer_id, self.host.address, source.size, self.store.host_id, stored.path
+                )
+                value, bufs = self.store.get(oid) or (value, bufs)
+        self._report_copy(oid, kept, owner)
+        return value, bufs
+
+    def _report_copy(self, oid: bytes, kept: p.Located | None, owner: Owner) -> None:
+        if owner is None or owner[0] == self.peer_id:
+            if oid in self.refs.owned:
+                self.copies.copied(oid, self.peer_id, kept, self._serves(self.peer_id))
+            elif kept is not None:  # freed while it streamed
+                self.store.free(oid)
+            return
+        conn = self.conns.get(owner[0])
+        if conn is not None and not conn.closed:
+            conn.send(p.ObjectCopied(oid, kept))
+        elif not self.host.closing:
+            self.spawn(self._report_copy_later(oid, kept, owner))
+
+    async def _report_copy_later(self, oid: bytes, kept: p.Located | None, owner: Owner) -> None:
+        assert owner is not None
+        with contextlib.suppress(OSError, RuntimeBaseError, ConnectionError):
+            conn = await self.connect_peer(*owner)
+            conn.send(p.ObjectCopied(oid, kept))
+
+    def _serves(self, node_id: str) -> bool:
+        """Whether a copy on ``node_id`` may serve other readers (a driver's serves no one:
+        it may be outside the cluster's network, behind the head's client relay)."""
+        info = self.host.view.get(node_id)
+        return info is not None and not info.is_driver
+
+    def on_copied(self, conn: Connection, msg: p.ObjectCopied) -> None:
+        """A reader finished reading an object of ours, and maybe keeps a copy."""
+        oid, loc = msg.object_id, msg.location
+        reader = conn.peer_id or ""  # as it asked (GetObject): its lease ends
+        if oid in self.refs.owned:
+            serves = loc is not None and loc.node_id == reader and self._serves(reader)
+            self.copies.copied(oid, reader, loc, serves)
+        elif loc is not None:  # freed meanwhile: the copy goes too
+            conn.send(p.FreeObjects([oid]))
 
     def _map_segment(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
         """Map the holder's file; tell the holder when the mapping is gone (the last array
@@ -191,6 +286,8 @@ class ObjectTransfer:
         if entry.state == PENDING:
             await self.entry_ready(entry)
         loc = entry.location
+        if msg.lost is not None and self.copies.is_copy(msg.object_id, msg.lost.node_id):
+            self.copies.lost(msg.object_id, msg.lost.node_id, conn.peer_id or "")
         # A borrower could not read it there: if that holder lost it, make it again.
         lost = msg.lost is not None and loc is not None and loc.node_id == msg.lost.node_id
         if lost and loc is not None and await self._holder_lost(loc, msg.object_id):
@@ -217,7 +314,9 @@ class ObjectTransfer:
             loc = entry.location
             assert loc is not None
             here = self.here(msg.object_id) if loc.node_id == self.peer_id else None
-            conn.send(p.ObjectReply(msg.rid, value=here or loc))
+            reader = conn.peer_id or ""
+            source = await self.copies.source(msg.object_id, here or loc, reader, msg.host)
+            conn.send(p.ObjectReply(msg.rid, value=source))
 
     async def _holder_lost(self, loc: p.Located, oid: bytes) -> bool:
         """Whether the node ``loc`` names no longer has object ``oid`` (gone, or freed it)."""
@@ -262,6 +361,7 @@ class ObjectTransfer:
             part = self.store.read(oid, msg.offset, msg.length)
             if part is not None:
                 total, data = part
+                self.served_bytes += data.nbytes
                 value = p.Value(ser.KIND_BLOB, _encode_int(total), [data.nbytes])
                 conn.send(p.ObjectReply(msg.rid, value=value), [data])
                 return
@@ -273,3 +373,9 @@ class ObjectTransfer:
                 ),
             )
         )
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a stream's failure seen: every reader that waited on it raised it already."""
+    if not task.cancelled():
+        task.exception()

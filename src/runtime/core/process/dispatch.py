@@ -100,6 +100,7 @@ class Dispatch:
             p.ObjectReply: self._reply,
             p.GetObject: self._get_object,
             p.FetchObject: lambda conn, msg, raw: transfer.serve_fetch_object(conn, msg),
+            p.ObjectCopied: lambda conn, msg, raw: transfer.on_copied(conn, msg),
             p.UpdateRefs: self._update_refs,
             p.FreeObjects: self._free_objects,
             p.ListObjects: lambda conn, msg, raw: conn.send(

@@ -54,6 +54,7 @@ from ..wire.transport import Connection
 from .dispatch import Dispatch
 from .lag import LoopLagMonitor, threshold_from_env
 from .metrics import snapshot as metrics_snapshot
+from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from ..control.head import Head
@@ -93,6 +94,7 @@ class Worker:
         labels: dict[str, str] | None = None,
         host_share: tuple[str, str | None, float] = ("", None, 0.0),
         advertise: str | None = None,
+        tunnel: Tunnel | None = None,
     ) -> None:
         assert role in ("head", "node", "driver", "client")
         #: (host id, path of the host's shared ledger, CPU slot): see scheduling.host.
@@ -108,6 +110,8 @@ class Worker:
         self.port = port
         #: The host others dial this member at, when not the one it listens on.
         self.advertise = advertise
+        #: A remote driver's way in through the head's client port (core.client); None: direct.
+        self.tunnel = tunnel
         self._listen_sock = listen_sock
         self.head_address = head_address
         self.resources = dict(resources or {})
@@ -189,16 +193,20 @@ class Worker:
     async def start(self) -> None:
         """Listen, then register with the head (or become it)."""
         server_ssl = self.tls.server_context() if self.tls is not None else None
-        if self._listen_sock is not None:
-            self._server = await self.loop.create_server(
-                self._accept, sock=self._listen_sock, ssl=server_ssl
-            )
+        if self.tunnel is not None:  # a remote driver: members reach it through the head
+            self.address = self.tunnel.address
+            self.tunnel.serve(self.adopt)
         else:
-            self._server = await self.loop.create_server(
-                self._accept, self.host, self.port, backlog=1024, ssl=server_ssl
-            )
-        sockname = self._server.sockets[0].getsockname()
-        self.address = f"{self.advertise or sockname[0]}:{sockname[1]}"
+            if self._listen_sock is not None:
+                self._server = await self.loop.create_server(
+                    self._accept, sock=self._listen_sock, ssl=server_ssl
+                )
+            else:
+                self._server = await self.loop.create_server(
+                    self._accept, self.host, self.port, backlog=1024, ssl=server_ssl
+                )
+            sockname = self._server.sockets[0].getsockname()
+            self.address = f"{self.advertise or sockname[0]}:{sockname[1]}"
         self.objects.address = self.address
         set_worker(self)
         info = p.NodeInfo(
@@ -269,6 +277,8 @@ class Worker:
             self.executor.close()
         if self._server is not None:
             self._server.close()
+        if self.tunnel is not None:
+            self.tunnel.close()
         for conn in list(self._all_conns):
             conn.close()
         for _ in range(3):  # tasks spawned while the others wind down are cancelled too
@@ -319,6 +329,11 @@ class Worker:
     def _accept(self) -> Connection:
         return self._make_conn(dialer=False)
 
+    async def adopt(self, sock: socket.socket) -> None:
+        """Take a connection a member opened to this process through its tunnel."""
+        server_ssl = self.tls.server_context() if self.tls is not None else None
+        await self.loop.connect_accepted_socket(self._accept, sock, ssl=server_ssl)
+
     def _on_authenticated(self, fut: asyncio.Future[Connection]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
@@ -350,9 +365,18 @@ class Worker:
         self._dialing[key] = fut
         try:
             host, _, port = address.rpartition(":")
-            _, conn = await self.loop.create_connection(
-                lambda: self._make_conn(dialer=True), host, int(port), ssl=self._client_ssl
-            )
+            if self.tunnel is not None:  # through the head's client relay (names unchecked)
+                sock = await self.tunnel.dial(host, int(port))
+                _, conn = await self.loop.create_connection(
+                    lambda: self._make_conn(dialer=True),
+                    sock=sock,
+                    ssl=self._client_ssl,
+                    server_hostname=host if self._client_ssl is not None else None,
+                )
+            else:
+                _, conn = await self.loop.create_connection(
+                    lambda: self._make_conn(dialer=True), host, int(port), ssl=self._client_ssl
+                )
             await conn.authenticated
             fut.set_result(conn)
             return conn

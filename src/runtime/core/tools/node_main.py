@@ -17,6 +17,7 @@ import time
 
 import uvloop
 
+from ..client import relay as client_relay
 from ..common.exceptions import AuthenticationError, RuntimeBaseError
 from ..common.private import private_dir
 from ..execution import logs as worker_logs
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--object-store-memory",
         help="bytes the object store keeps in memory before spilling to disk, e.g. 268435456 "
         "or 256MB (default: 30%% of RAM, or RUNTIME_OBJECT_STORE_MEMORY)",
+    )
+    ap.add_argument(
+        "--client-port",
+        type=int,
+        default=None,
+        help="accept remote drivers (runtime.init('runtime://HOST:PORT')) on this port of "
+        "--host; they need the cluster token (head only)",
     )
     ap.add_argument("--tls-cert", help="this node's certificate (PEM), for TLS on the mesh")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
@@ -371,6 +379,13 @@ async def _run_worker(
         except OSError as exc:  # a taken port must not stop the cluster
             log.warning("no dashboard: cannot listen on port %s: %s", args.dashboard_port, exc)
             dashboard = None
+    relay = None
+    if args.head and args.client_port is not None:
+        try:
+            relay = await client_relay.start_relay(worker, args.host, args.client_port)
+            print(f"remote drivers: runtime.init('runtime://{relay.address}')", flush=True)
+        except OSError as exc:  # a taken port must not stop the cluster
+            log.warning("no client port: cannot listen on %s: %s", args.client_port, exc)
     if args.head:
         await _members_joined(worker, args.expect_nodes)
         if not args.no_head_file:
@@ -396,6 +411,8 @@ async def _run_worker(
             launcher.remove_head_file()
         if dashboard is not None:
             await dashboard.close()
+        if relay is not None:
+            await relay.aclose()
         if head_nodes is not None:  # stopped before the head, so none sees it vanish
             head_nodes.close()
             await asyncio.to_thread(_wait_children, head_nodes)

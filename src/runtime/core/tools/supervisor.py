@@ -84,6 +84,7 @@ def supervise(args: argparse.Namespace, argv: list[str], plan: launcher.HostPlan
         node_args = strip_flag(
             strip_flag(strip_flag(child_args, "--port"), "--head"), "--dashboard-port"
         )
+        node_args = strip_flag(node_args, "--client-port")  # the head's alone
         # The first of the host's node processes is the head's own (the job manager runs there).
         for i in range(plan.procs):
             role = ("--role", "head-node:") if i == 0 else ()

@@ -373,6 +373,8 @@ class GetObject(_Msg, tag=50):
     rid: int
     object_id: bytes
     lost: Located | None = None
+    #: The asker's store host (``Located.host``): a copy there is mapped, not fetched.
+    host: str = ""
 
 
 class FetchObject(_Msg, tag=51):
@@ -400,6 +402,15 @@ class UpdateRefs(_Msg, tag=53):
     """To an object's owner: changes to the counts of remote holders, applied in order."""
 
     deltas: list[tuple[bytes, int]]
+
+
+class ObjectCopied(_Msg, tag=54):
+    """To an object's owner: the sender fetched the object from another host and keeps a
+    copy (``location``; None: it keeps none), which the owner may give other readers and
+    frees with the object."""
+
+    object_id: bytes
+    location: Located | None
 
 
 class FreeObjects(_Msg, tag=55):
@@ -527,6 +538,7 @@ Message = (
     | ListTasks
     | ReadMetrics
     | Unmapped
+    | ObjectCopied
     | Inspect
     | CreatePlacementGroup
     | WaitPlacementGroup
