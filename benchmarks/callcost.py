@@ -9,6 +9,7 @@ load::
 
     python benchmarks/callcost.py --tree base=/work/wt/base/src --tree new=src --rounds 3
     python benchmarks/callcost.py --tree new=src --only "actor calls sync"
+    PYTHONPATH=src python benchmarks/callcost.py --parts   # each piece of the path, alone
 
 Each row reports, per tree, the least over rounds of the CPU microseconds per call (and of
 that, the driver's part: the run least disturbed by the rest of the machine) and the median
@@ -179,6 +180,117 @@ def _spy(ps: Any, directory: str, name: str) -> list[subprocess.Popen[bytes]]:
     return spies
 
 
+# ------------------------------------------------------------------------------ the parts
+
+
+def _per_op(fn: Callable[[], object], n: int) -> float:
+    """CPU microseconds per call of ``fn`` (the least of three runs of ``n``)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - t0)
+    return best / n * 1e6
+
+
+def parts() -> None:
+    """What each piece on the per-call path costs on its own, in this process (CPU us)."""
+    import asyncio
+    import struct
+    import tempfile
+
+    from runtime.core.common.metrics import CALLS_DONE, observe_call
+    from runtime.core.execution.events import now_ns, record
+    from runtime.core.scheduling.host import HostLedger
+    from runtime.core.wire import protocol as p
+    from runtime.core.wire.integrity import Seals
+    from runtime.core.wire.transport import Connection
+
+    class Sink:
+        def write(self, data: bytes) -> None: ...
+        def writelines(self, data: list[bytes]) -> None: ...
+        def is_closing(self) -> bool:
+            return False
+
+    rows: list[tuple[str, float]] = []
+
+    def add(name: str, fn: Callable[[], object], n: int) -> None:
+        rows.append((name, _per_op(fn, n)))
+
+    async def wire() -> None:
+        msg = p.Reply(1, value=b"x" * 64)
+        header = p.encode(msg)
+        head = struct.pack(">II", 4 + len(header), len(header)) + header
+        for sealed in (False, True):
+            label = "sealed" if sealed else "unsealed"
+
+            def conn(sealed: bool = sealed) -> Connection:
+                c = Connection(
+                    local_id="a",
+                    token=b"t" * 32,
+                    on_message=lambda *a: None,
+                    on_close=lambda *a: None,
+                    dialer=False,
+                    integrity=sealed,
+                )
+                c.peer_id = "b"
+                c.authenticated.set_result(c)
+                return c
+
+            out = conn()
+            out._transport = Sink()  # type: ignore[assignment]
+            if sealed:
+                out._tx = Seals(b"k" * 32)
+
+            def send(out: Connection = out) -> None:
+                out.send(msg)
+                out._flush()
+
+            add(f"send one frame, {label} (encode, frame, write)", send, 50_000)
+            into = conn()
+            n = 50_000
+            if sealed:
+                into._rx, tx = Seals(b"k" * 32), Seals(b"k" * 32)
+                writes = [tx.sealed(head) for _ in range(3 * n)]
+            else:
+                writes = [head] * (3 * n)
+            it = iter(writes)
+
+            def receive(into: Connection = into, it: Any = it) -> None:
+                data = next(it)
+                into.get_buffer(len(data))[: len(data)] = data
+                into.buffer_updated(len(data))
+
+            add(f"receive one frame, {label} (parse, check, dispatch)", receive, n)
+
+    asyncio.run(wire())
+    seals = Seals(b"k" * 32)
+    head = b"x" * 120
+    add("seal of a 120-byte write", lambda: seals.sealed(head), 100_000)
+    event = (1, 2, 3, 4, "label", 5, False, False, b"task")
+    add("timeline: record one call (3 clock reads, one append)",
+        lambda: (now_ns(), now_ns(), now_ns(), record(event)), 100_000)  # fmt: skip
+
+    def count() -> None:
+        CALLS_DONE[0] += 1
+        observe_call(0.0004)
+
+    add("metrics: count one call and its latency", count, 100_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/host.ledger"
+        HostLedger(path, {"CPU": 2.0}).close()
+        shared, private, cpu = HostLedger(path), HostLedger(None, {"CPU": 2.0}), {"CPU": 1.0}
+        add("host ledger: take + give, shared file (flock)",
+            lambda: (shared.take(cpu), shared.give(cpu)), 20_000)  # fmt: skip
+        add("host ledger: take + give, one process (no file)",
+            lambda: (private.take(cpu), private.give(cpu)), 20_000)  # fmt: skip
+        add("host ledger: sweep for dead processes", shared.sweep, 2_000)
+        shared.close()
+    for name, us in rows:
+        print(f"{name:<58} {us:7.2f} us")
+
+
 # ------------------------------------------------------------------------------ the parent
 
 
@@ -189,8 +301,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per workload and round")
     parser.add_argument("--only", action="append", default=[], help="workloads containing")
     parser.add_argument("--profile", default="", help="py-spy raw samples into this folder")
+    parser.add_argument("--parts", action="store_true", help="cost of each piece, alone")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parts:
+        parts()
+        return
     names = [w for w in WORKLOADS if not args.only or any(o in w for o in args.only)]
     if args.child:
         _child(json.loads(args.child), args.seconds, args.profile)
