@@ -246,7 +246,8 @@ class Connection(asyncio.BufferedProtocol):
             self._dispatch(frame)
             if self.closed:
                 return
-        self._keep_unsealed()
+        if self._span >= 0 or self._unsealed:  # a write's frames came without their seal
+            self._keep_unsealed()
         if self._start == self._end:
             self._start = self._end = 0
 
