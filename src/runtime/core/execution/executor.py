@@ -50,6 +50,7 @@ from .calls import (
     task_error,
 )
 from .hosted import HostedActor
+from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
 from .pools import EnvPools
 from .processes import ACTOR_GPUS_ENV, ChildProcesses
@@ -68,7 +69,8 @@ class Executor:
         self.sched = HostScheduler(
             HostLedger(path) if path else HostLedger(None, worker.resources), worker.slot
         )
-        self._poll_armed = False
+        #: Queued work that waits for the host is woken when another process gives back.
+        self.hostwait = HostWait(worker.loop, self.sched, self._granted)
         #: GPU ids held by the actors and the bundles here.
         self.actor_gpus: dict[bytes, list[int]] = {}
         self.bundle_gpus: dict[tuple[bytes, int], list[int]] = {}
@@ -114,6 +116,7 @@ class Executor:
 
     def close(self) -> None:
         self.children.close()
+        self.hostwait.close()
         self.pool.shutdown()
         self.sched.ledger.close()
         for actor in list(self.actors.values()):
@@ -253,28 +256,12 @@ class Executor:
         else:
             self.waiting[job.task_id] = job
             if job.bundle is None:
-                self._arm_poll()
+                self.hostwait.arm()
 
-    def _arm_poll(self) -> None:
-        """Work waits for the host: another process of the host may free what it needs, and
-        nothing tells this one, so look again shortly while anything waits."""
-        if self._poll_armed or self.sched.ledger.path is None:
-            return
-
-        def poll() -> None:
-            self._poll_armed = False
-            self.sched.ledger.sweep()  # a process of the host that died gives back its share
-            granted = self.sched._grant()
-            for key in granted:
-                self._start(self.waiting.pop(key))  # type: ignore[call-overload]
-            if granted:
-                self._report()
-            self.sched.claim_for_queue()
-            if self.sched.queue:
-                self._arm_poll()
-
-        self._poll_armed = True
-        self.worker.loop.call_later(0.01, poll)
+    def _granted(self, keys: list[Any]) -> None:
+        for key in keys:
+            self._start(self.waiting.pop(key))
+        self._report()
 
     def _start(self, job: Job) -> None:
         if self.pools.to_relay and self.pools.starts(job):
@@ -358,6 +345,8 @@ class Executor:
             job = self.waiting.pop(key)  # type: ignore[call-overload]
             self._start(job)
         self._report()
+        if self.sched.queue:  # what is left may now wait for the host, not this process
+            self.hostwait.arm()
 
     def lend(self, ctx: TaskContext) -> None:
         """The task blocks in get(): let others use its resources meanwhile (loop)."""
@@ -431,7 +420,7 @@ class Executor:
         of this host that died gives back what it held.)"""
         if self.sched.ledger.sweep():
             self._report()
-            self._arm_poll()
+            self.hostwait.arm()
         for key, job in list(self.waiting.items()):
             if job.conn.peer_id == peer:
                 ledger = self._ledger(job.bundle)

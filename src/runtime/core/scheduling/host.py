@@ -26,9 +26,10 @@ from typing import Final
 from ..common.exceptions import InfeasibleError
 from .gpus import gpu_capacities, set_visible_devices, visible_devices
 from .scheduler import _LOOKAHEAD, Resources, fits, unreserved
+from .wake import Waiters
 
 _EPS: Final = 1e-9
-_MAGIC: Final = b"rthost02"
+_MAGIC: Final = b"rthost03"
 #: The most resource names and GPUs one host declares.
 MAX_RESOURCES: Final = 32
 MAX_GPUS: Final = 64
@@ -47,7 +48,9 @@ _ROW: Final = 1 + 2 * MAX_RESOURCES + MAX_GPUS
 #: host, then the amounts it waits for. Other processes take only what leaves the claim
 #: free, so a large request is not starved by a stream of small ones.
 _CLAIM: Final = 3 * MAX_RESOURCES + MAX_GPUS
-_ROWS: Final = _CLAIM + 1 + MAX_RESOURCES
+#: Then how many processes wait for the host, and a mark per row (``wake.Waiters``).
+_WAITING: Final = _CLAIM + 1 + MAX_RESOURCES
+_ROWS: Final = _WAITING + 1 + MAX_PROCS
 _SIZE: Final = _NUMBERS + 8 * (_ROWS + MAX_PROCS * _ROW)
 _LOCK_EX: Final = fcntl.LOCK_EX
 _LOCK_UN: Final = fcntl.LOCK_UN
@@ -59,8 +62,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's: alive
+        pass
     return True
 
 
@@ -90,6 +93,7 @@ class HostLedger:
         self._buf = buf
         #: The numbers as doubles: reads and writes cost ~0.1 us each.
         self._nums = memoryview(buf)[_NUMBERS:].cast("d")
+        self.waiters = Waiters(path, self._nums, (_WAITING, _ROWS, _ROW, MAX_PROCS))
         if total is not None or path is None:
             self._lock()
             try:
@@ -140,9 +144,12 @@ class HostLedger:
             return False
         self._lock()
         try:
-            return self._sweep()
+            found = self._sweep()
         finally:
             self._unlock()
+        if found and self._nums[_WAITING] > 0:
+            self.waiters.wake()
+        return found
 
     def _sweep(self) -> bool:
         nums, found = self._nums, False
@@ -214,6 +221,7 @@ class HostLedger:
             g = self._gpu_base + j
             nums[g] = min(self._caps[j], nums[g] + nums[base + 1 + 2 * MAX_RESOURCES + j])
         nums[base] = 0.0
+        self.waiters.set(base, False)
 
     def _note(self, i: int, amount: float, long: bool) -> None:
         """Record in this process's row that it took (or gave back, < 0) ``amount``."""
@@ -410,6 +418,8 @@ class HostLedger:
         finally:
             if fd >= 0:
                 _flock(fd, _LOCK_UN)
+        if nums[_WAITING] > 0:  # one read when nobody waits for the host (the hot path)
+            self.waiters.wake()
 
 
 class HostScheduler:
@@ -463,6 +473,11 @@ class HostScheduler:
             self.ledger.claim(demand)
         else:  # what waits first now waits for this process, not the host
             self.ledger.unclaim()
+
+    def waits_for_host(self) -> bool:
+        """The first queued request has room in this process's slot: it waits for the host
+        (behind one that waits for the slot, the process's own releases look again)."""
+        return bool(self.queue) and self._room_here(self.queue[0][1])
 
     def _room_here(self, demand: Resources) -> bool:
         cpu = demand.get("CPU", 0.0)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
-import http.server
 import socket
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import http.server
 
 #: (healthy, why) of one check.
 Check = Callable[[], tuple[bool, str]]
@@ -104,6 +106,8 @@ class HealthServer:
 
 def probe(host: str, port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:
     """GET ``path`` of a health server: (status, body); (0, why) when it does not answer."""
+    import http.client  # lazily: a node process that serves no health port never needs it
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
@@ -129,6 +133,8 @@ class HostHealth:
         alive: Callable[[int], bool],
         draining: Callable[[], bool] = lambda: False,
     ) -> None:
+        import http.server  # lazily (as in probe)
+
         self.alive, self.draining = alive, draining
         self._socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
         self.fds = [s.fileno() for s in self._socks]

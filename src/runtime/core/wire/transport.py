@@ -23,7 +23,7 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import FAILED, HELLO, PROVEN, AdmissionControl, make_ticket
-from .integrity import SEAL_BODY, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
+from .integrity import BIG_WRITE, SEAL_BODY, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
@@ -72,6 +72,12 @@ class Connection(asyncio.BufferedProtocol):
         self._rx: Seals | None = None
         #: Frames read but not yet covered by a seal that checked.
         self._unsealed: list[memoryview] = []
+        #: The bytes those frames came in, as sent: the ones already moved out of the read
+        #: buffer (``_held``, ``_held_size``), then the span of the read buffer from
+        #: ``_span`` (-1: none) to the current frame. A seal hashes them in one pass.
+        self._held: list[Buffer] = []
+        self._held_size = 0
+        self._span = -1
         self._admission = admission
         self.peer_id: str | None = None
         self._token = token
@@ -138,7 +144,10 @@ class Connection(asyncio.BufferedProtocol):
                 if self._big_pos == len(self._big):
                     big, self._big = self._big, None
                     if self._rx is not None:
-                        self._unsealed.append(memoryview(big).toreadonly())
+                        frame = memoryview(big).toreadonly()
+                        self._unsealed.append(frame)
+                        self._held += (_U32.pack(len(big)), frame)
+                        self._held_size += 4 + len(big)
                     else:
                         self._dispatch(memoryview(big).toreadonly())
                 return
@@ -178,13 +187,23 @@ class Connection(asyncio.BufferedProtocol):
                     raise ProtocolError(f"a seal frame of {body_len} bytes")
                 if self._end - self._start < SEAL_SIZE:
                     break
-                tag = self._view[self._start + p.PREFIX_SIZE : self._start + SEAL_SIZE]
-                self._start += SEAL_SIZE
-                parts: list[Buffer] = []
-                size = 0
-                for f in self._unsealed:  # each frame's bytes as sent: [u32 length][body]
-                    parts += (_U32.pack(f.nbytes), f)
-                    size += 4 + f.nbytes
+                # What the seal covers: every byte since the previous seal, as sent (each
+                # frame's [u32 length][body]); most often one span of the read buffer.
+                start, held = self._start, self._held
+                parts: Sequence[Buffer]
+                if held:
+                    parts, size = held, self._held_size
+                    self._held, self._held_size = [], 0
+                    if self._span >= 0:
+                        parts = [*held, self._view[self._span : start]]
+                        size += start - self._span
+                elif self._span >= 0:
+                    parts, size = (self._view[self._span : start],), start - self._span
+                else:
+                    parts, size = (), 0
+                self._span = -1
+                self._start = start + SEAL_SIZE
+                tag = self._view[start + p.PREFIX_SIZE : start + SEAL_SIZE]
                 if not self._rx.check(parts, size, header_len, tag):
                     raise ProtocolError(
                         f"write {self._rx.count - 1} failed its integrity check: bytes altered, "
@@ -218,6 +237,8 @@ class Connection(asyncio.BufferedProtocol):
                 return
             frame = self._view[self._start + 4 : self._start + total]
             if self._rx is not None:
+                if self._span < 0:
+                    self._span = self._start
                 self._unsealed.append(frame)
                 self._start += total
                 continue
@@ -225,12 +246,20 @@ class Connection(asyncio.BufferedProtocol):
             self._dispatch(frame)
             if self.closed:
                 return
-        self._keep_unsealed()
+        if self._span >= 0 or self._unsealed:  # a write's frames came without their seal
+            self._keep_unsealed()
         if self._start == self._end:
             self._start = self._end = 0
 
     def _keep_unsealed(self) -> None:
-        """Copy the unsealed frames out of the small buffer before it is reused."""
+        """Copy the unsealed frames (and the bytes their seal covers) out of the small
+        buffer before it is reused: rare, since a write's frames and its seal most often
+        arrive in one read."""
+        if self._span >= 0:
+            held = bytes(self._buf[self._span : self._start])
+            self._held.append(held)
+            self._held_size += len(held)
+            self._span = -1
         if self._unsealed:
             self._unsealed = [
                 memoryview(bytes(f)) if f.obj is self._buf else f for f in self._unsealed
@@ -371,10 +400,10 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-            if buffers:
+            if buffers or 4 + size >= BIG_WRITE:
                 transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
             else:
-                transport.write(head + tx.seal((head,), 4 + size))
+                transport.write(tx.sealed(head))
             return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
