@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from ..scheduling.scheduler import takes_work
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker
@@ -16,7 +17,9 @@ def nodes() -> list[dict[str, Any]]:
 
     The node processes of one host share its resources: each row names its ``HostID``, and
     ``Resources``/``Available`` are the host's (as Ray's, which has one row per host);
-    ``ProcessResources`` is what the process itself holds now."""
+    ``ProcessResources`` is what the process itself holds now. ``TakesWork`` says whether
+    general tasks, actors and bundles may be placed on the process (False for drivers,
+    draining ones, the head and processes kept for one actor or one runtime_env)."""
     out = []
     for item in list_state("nodes"):
         n = p.NodeInfo(**item)
@@ -35,6 +38,7 @@ def nodes() -> list[dict[str, Any]]:
                 "HostID": n.host_id or n.node_id,
                 "ProcessResources": dict(n.used),
                 "Draining": n.draining,
+                "TakesWork": takes_work(n),
             }
         )
     return out
