@@ -363,8 +363,11 @@ class ServeProxy:
         self._queued_bytes += reserved
         try:
             try:
-                async with asyncio.timeout(opts.body_timeout_s):
-                    body = await request.read()
+                if request.body_exists:
+                    async with asyncio.timeout(opts.body_timeout_s):
+                        body = await request.read()
+                else:  # no body to wait for (most GETs): no timer per request
+                    body = b""
             except TimeoutError:
                 return _json(
                     408, "RequestTimeout", f"the body did not arrive in {opts.body_timeout_s} s"

@@ -172,17 +172,10 @@ class Router:
         """A replica with room, waiting in the bounded queue if every replica is full.
 
         ``refused``: the request was admitted before and a full replica sent it back; it
-        waits at the head of the queue, whatever the queue's bound.
+        waits at the head of the queue, whatever the queue's bound. Requests made before
+        the controller's first replica list came wait in the same queue, so that they go
+        out in the order they came (not after requests made just as the list arrived).
         """
-        if not self._ready.is_set():
-            try:
-                async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
-                    await self._ready.wait()
-            except TimeoutError:
-                raise DeploymentUnavailableError(
-                    f"no replica list for deployment {self.deployment!r} of app {self.app!r} "
-                    f"within {NO_REPLICA_TIMEOUT_S} s: is Serve running?"
-                ) from None
         if self._missing is not None:
             raise DeploymentUnavailableError(self._missing)
         if refused:
@@ -218,6 +211,11 @@ class Router:
             async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
                 return await fut
         except TimeoutError:
+            if not self._ready.is_set():
+                raise DeploymentUnavailableError(
+                    f"no replica list for deployment {self.deployment!r} of app {self.app!r} "
+                    f"within {NO_REPLICA_TIMEOUT_S} s: is Serve running?"
+                ) from None
             raise DeploymentUnavailableError(
                 f"no replica of deployment {self.deployment!r} came up within "
                 f"{NO_REPLICA_TIMEOUT_S} s"
