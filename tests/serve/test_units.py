@@ -213,24 +213,27 @@ async def test_a_refused_request_keeps_its_place_and_the_queue_keeps_its_bound()
         router.close()
 
 
-async def test_requests_that_wait_for_the_first_replica_list_keep_their_order() -> None:
+async def test_requests_that_wait_for_the_first_replica_list_keep_order_and_bound() -> None:
     router = Router("app", "dep", asyncio.get_running_loop())
     try:
-        early = [asyncio.ensure_future(router.assign()) for _ in range(2)]
-        await asyncio.sleep(0)  # both wait for the controller's first list
+        early = [asyncio.ensure_future(router.assign()) for _ in range(4)]
+        await asyncio.sleep(0)  # all wait for the controller's first list
         late = asyncio.ensure_future(router.assign())  # sent just as the list comes
         router.update(
             {"replicas": [("r1", None)], "max_ongoing_requests": 1, "max_queued_requests": 2}
         )
         slot = await asyncio.wait_for(early[0], 5)  # the oldest goes first, not the latest
-        await asyncio.sleep(0)
-        assert not early[1].done() and not late.done()
+        # The list says the queue holds 2: the newest early one is refused, and so is the
+        # late one; the two oldest wait.
+        with pytest.raises(serve.BackPressureError, match="max_queued_requests=2"):
+            await early[3]
         with pytest.raises(serve.BackPressureError, match="2 requests queued"):
-            await router.assign()
+            await late
+        assert not early[1].done() and not early[2].done()
         router.release(slot)
         assert (await asyncio.wait_for(early[1], 5)) is slot
-        assert not late.done()
-        late.cancel()
+        assert not early[2].done()
+        early[2].cancel()
     finally:
         router.close()
 

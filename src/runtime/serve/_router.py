@@ -189,12 +189,7 @@ class Router:
                 return slot
         queued = len(self._queue) - len(self._readmitted)
         if not refused and 0 <= self.max_queued <= queued:
-            raise BackPressureError(
-                f"deployment {self.deployment!r} of app {self.app!r} is full: "
-                f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
-                f"and {queued} requests queued "
-                f"(max_queued_requests={self.max_queued})"
-            )
+            raise self._full(queued)
         fut: asyncio.Future[ReplicaSlot] = self.loop.create_future()
         if refused:
             # Admitted before (this router counted it as running): it takes no queue slot.
@@ -229,6 +224,29 @@ class Router:
                     self._queue.remove(fut)
                 self._readmitted.discard(fut)
             raise
+
+    def _full(self, queued: int) -> BackPressureError:
+        return BackPressureError(
+            f"deployment {self.deployment!r} of app {self.app!r} is full: "
+            f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
+            f"and {queued} requests queued (max_queued_requests={self.max_queued})"
+        )
+
+    def _shed(self) -> None:
+        """Refuse the newest waiters beyond ``max_queued_requests``: those queued before the
+        first replica list told the bound, or before a redeploy lowered it."""
+        if self.max_queued < 0:
+            return
+        excess = len(self._queue) - len(self._readmitted) - self.max_queued
+        for fut in reversed(list(self._queue)):
+            if excess <= 0:
+                break
+            if fut in self._readmitted:
+                continue
+            self._queue.remove(fut)
+            excess -= 1
+            if not fut.done():
+                fut.set_exception(self._full(self.max_queued))
 
     def release(self, slot: ReplicaSlot, *, ran: bool = True) -> None:
         """A request on ``slot`` ended: hand the slot to the oldest waiter, if any.
@@ -341,6 +359,7 @@ class Router:
                 for tags in self._sent.values():
                     tags.difference_update(old)
             self._wake()
+            self._shed()
         self._ready.set()
 
     async def _poll(self) -> None:
