@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -465,7 +466,24 @@ class ServeReplica:
 
 
 def _takes_argument(fn: Any) -> bool:
-    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without)."""
+    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without);
+    known once per function (``inspect.signature`` costs more than a no-op request)."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _TAKES_ARGUMENT[key]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    takes = _inspect_takes_argument(fn)
+    with contextlib.suppress(TypeError):
+        _TAKES_ARGUMENT[key] = takes
+    return takes
+
+
+#: Function -> whether it takes the request (weakly keyed: a redeploy's code is freed).
+_TAKES_ARGUMENT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _inspect_takes_argument(fn: Any) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
