@@ -424,3 +424,34 @@ def test_many_concurrent_http_requests_all_succeed(serve_cluster: str) -> None:
     serve.run(Version.bind("load"), name="load", route_prefix="/load")
     answers = fetch_many([f"{serve_cluster}/load"] * 300, concurrency=64)
     assert [s for s, _ in answers] == [200] * 300
+
+
+@serve.deployment(num_replicas=2)
+class Tagged:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def __call__(self) -> str:
+        return self.tag
+
+
+def test_after_a_redeploy_returns_no_request_runs_on_the_old_version_even_if_routers_hear_late(
+    serve_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.serve import _router
+
+    handle = serve.run(Tagged.bind("old"), name="tagged", route_prefix=None)
+    assert handle.remote().result(timeout_s=30) == "old"
+    # This process's routers take each replica list from the controller a second late, as
+    # a router on a loaded node may: right after serve.run they still name the old replicas.
+    update = _router.Router.update
+
+    def late(self: _router.Router, info: object) -> None:
+        self.loop.call_later(1.0, update, self, info)
+
+    monkeypatch.setattr(_router.Router, "update", late)
+    serve.run(Tagged.bind("new"), name="tagged", route_prefix=None)
+    # The old replicas refuse (they were told before serve.run returned); each request goes
+    # on to a new one.
+    answers = [handle.remote() for _ in range(8)]
+    assert [a.result(timeout_s=30) for a in answers] == ["new"] * 8

@@ -20,11 +20,7 @@ from .test_lifecycle import _eventually
 def _work_nodes() -> list[dict[str, Any]]:
     """The live node processes that host work (not drivers, not the head: it hosts no user
     code, so no proxy or replica goes there)."""
-    return [
-        n
-        for n in runtime.nodes()
-        if n["Alive"] and not n["IsDriver"] and n["Labels"].get("runtime.io/role") != "head"
-    ]
+    return [n for n in runtime.nodes() if n["Alive"] and n["Schedulable"]]
 
 
 @serve.deployment(num_replicas=2)
@@ -173,6 +169,29 @@ def test_killing_a_node_with_a_proxy_and_replicas_under_load_loses_only_its_conn
         assert len(lost) <= clients, lost
         assert set(lost) <= {"ServerDisconnectedError", "ClientOSError"}, lost
         assert len(ok) >= 300
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            runtime.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_with_http_disabled_apps_run_and_answer_handles_without_a_proxy() -> None:
+    runtime.init(num_cpus=2)
+    try:
+        serve.start(http_options={"disabled": True})
+        handle = serve.run(where.bind(), name="where", route_prefix="/where")
+        assert handle.remote(None).result(timeout_s=30)["pid"] > 0
+        # A second app, and start() again with other options: the running instance keeps
+        # its own (still no proxy).
+        serve.start(http_options={"port": 0})
+        other = serve.run(where.options(name="other").bind(), name="other", route_prefix="/o")
+        assert other.remote(None).result(timeout_s=30)["pid"] > 0
+        controller = runtime.get_actor("SERVE_CONTROLLER", namespace="serve")
+        assert runtime.get(controller.proxies.remote()) == {}
+        assert serve.status().http_port is None
+        assert serve.status().applications["other"].status == "RUNNING"
     finally:
         try:
             serve.shutdown()

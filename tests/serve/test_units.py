@@ -177,6 +177,67 @@ async def test_router_picks_the_less_busy_replica_caps_and_queues() -> None:
         router.close()
 
 
+async def test_a_refused_request_keeps_its_place_and_the_queue_keeps_its_bound() -> None:
+    router = Router("app", "dep", asyncio.get_running_loop())
+    try:
+        router.update(
+            {"replicas": [("r1", None)], "max_ongoing_requests": 1, "max_queued_requests": 2}
+        )
+        first = router.try_assign()
+        assert first is not None
+        waiting = [asyncio.ensure_future(router.assign()) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(serve.BackPressureError):
+            await router.assign()
+        # The replica refuses the first request (another caller fills it): its slot goes
+        # to no one, and the refused request waits at the head of the queue, outside the
+        # bound, so the queue still has no room for a new one.
+        router.release(first, ran=False)
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiting)
+        refused = asyncio.ensure_future(router.assign(refused=True))
+        await asyncio.sleep(0)
+        with pytest.raises(serve.BackPressureError):
+            await router.assign()
+        # The back-off over, the refused request goes first.
+        again = await asyncio.wait_for(refused, 5)
+        assert again is first
+        assert not any(w.done() for w in waiting)
+        with pytest.raises(serve.BackPressureError):
+            await router.assign()
+        router.release(again)  # it ran: the slot goes to the oldest waiter
+        assert (await asyncio.wait_for(waiting[0], 5)) is first
+        assert not waiting[1].done()
+        waiting[1].cancel()
+    finally:
+        router.close()
+
+
+async def test_requests_that_wait_for_the_first_replica_list_keep_order_and_bound() -> None:
+    router = Router("app", "dep", asyncio.get_running_loop())
+    try:
+        early = [asyncio.ensure_future(router.assign()) for _ in range(4)]
+        await asyncio.sleep(0)  # all wait for the controller's first list
+        late = asyncio.ensure_future(router.assign())  # sent just as the list comes
+        router.update(
+            {"replicas": [("r1", None)], "max_ongoing_requests": 1, "max_queued_requests": 2}
+        )
+        slot = await asyncio.wait_for(early[0], 5)  # the oldest goes first, not the latest
+        # The list says the queue holds 2: the newest early one is refused, and so is the
+        # late one; the two oldest wait.
+        with pytest.raises(serve.BackPressureError, match="max_queued_requests=2"):
+            await early[3]
+        with pytest.raises(serve.BackPressureError, match="2 requests queued"):
+            await late
+        assert not early[1].done() and not early[2].done()
+        router.release(slot)
+        assert (await asyncio.wait_for(early[1], 5)) is slot
+        assert not early[2].done()
+        early[2].cancel()
+    finally:
+        router.close()
+
+
 def test_autoscaling_rule() -> None:
     a = serve.AutoscalingConfig(min_replicas=0, max_replicas=4, target_ongoing_requests=2)
     assert a.desired(current=0, total_load=0) == 0

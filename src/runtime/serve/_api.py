@@ -5,12 +5,14 @@ These are sync calls (as in Ray), made from a driver; they talk to the controlle
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from typing import Any
 
 import runtime
+from runtime.exceptions import ActorDiedError, ActorUnavailableError
 
 from . import _client
 from ._config import LoggingConfig
@@ -115,8 +117,9 @@ def start(
             controller = _client.lookup_controller()
         _client.set_controller(controller)
     runtime.get(controller.ping.remote(), timeout=60)
-    if not options.get("disabled"):
-        runtime.get(controller.http_port.remote(), timeout=60)
+    # The running instance's options decide (a later start() or run() keeps them): with
+    # HTTP disabled this answers None at once.
+    runtime.get(controller.http_port.remote(), timeout=60)
 
 
 def _controller() -> Any:
@@ -149,17 +152,19 @@ def _deploy(
     version = runtime.get(
         controller.deploy_app.remote(name, route_prefix, ingress, specs), timeout=60
     )
-    _wait_proxy(version)
+    _wait_proxy(controller, version)
     return controller, ingress
 
 
-def _wait_proxy(version: int) -> None:
-    """Wait (bounded) until the HTTP proxy routes by the given route table version."""
-    try:
-        proxy = runtime.get_actor(_client.PROXY_NAME, namespace=_client.NAMESPACE)
-    except ValueError:
-        return  # HTTP is disabled
-    runtime.get(proxy.wait_routes.remote(version), timeout=30)
+def _wait_proxy(controller: Any, version: int) -> None:
+    """Wait (bounded) until every HTTP proxy (one, or one per node) routes by the given
+    route table version; none when HTTP is disabled."""
+    proxies = runtime.get(controller.proxies.remote(), timeout=60)
+    refs = [proxy.wait_routes.remote(version) for proxy in proxies.values()]
+    for ref in refs:
+        # A proxy whose node died is forgotten by the controller (none starts there again).
+        with contextlib.suppress(ActorDiedError, ActorUnavailableError):
+            runtime.get(ref, timeout=30)
 
 
 def run(
@@ -251,7 +256,7 @@ def delete(name: str, *, _blocking: bool = True) -> None:
     version = runtime.get(controller.delete_app.remote(name), timeout=60)
     if version is None:
         raise ValueError(f"there is no application named {name!r}")
-    _wait_proxy(version)
+    _wait_proxy(controller, version)
     if _blocking:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while name in runtime.get(controller.status.remote(), timeout=60)["applications"]:

@@ -86,28 +86,12 @@ def apply_overrides(app: Application, overrides: list[dict[str, Any]]) -> None:
         if not name:
             raise ValueError(f"each entry of 'deployments' needs a name: {entry!r}")
         by_name[name] = opts
-    seen: set[int] = set()
     found: set[str] = set()
-
-    def visit(value: Any) -> None:
-        if isinstance(value, Application):
-            if id(value) in seen:
-                return
-            seen.add(id(value))
-            opts = by_name.get(value.deployment.name)
-            if opts:
-                found.add(value.deployment.name)
-                value.deployment = value.deployment.options(**opts)
-            for v in (*value.args, *value.kwargs.values()):
-                visit(v)
-        elif isinstance(value, list | tuple):
-            for v in value:
-                visit(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-
-    visit(app)
+    for node in _applications(app):
+        wanted = by_name.get(node.deployment.name)
+        if wanted:
+            found.add(node.deployment.name)
+            node.deployment = node.deployment.options(**wanted)
     missing = set(by_name) - found
     if missing:
         raise ValueError(f"the config names deployments that the app does not have: {missing}")
@@ -118,20 +102,28 @@ def apply_runtime_env(app: Application, env: dict[str, Any]) -> None:
     own ``ray_actor_options.runtime_env`` keys win; ``env_vars`` merge), as Ray does."""
     if not isinstance(env, dict):
         raise ValueError(f"an application's runtime_env must be a mapping, got {env!r}")
+    for node in _applications(app):
+        dep = node.deployment
+        own = dict(dep.config.ray_actor_options.get("runtime_env") or {})
+        merged = {**env, **own}
+        if "env_vars" in env or "env_vars" in own:
+            merged["env_vars"] = {**env.get("env_vars", {}), **own.get("env_vars", {})}
+        options = {**dep.config.ray_actor_options, "runtime_env": merged}
+        node.deployment = dep.options(ray_actor_options=options)
+
+
+def _applications(app: Application) -> list[Application]:
+    """Every node of a bound graph, each once: the app and the bound deployments among
+    its arguments, at any depth in lists, tuples and dicts."""
     seen: set[int] = set()
+    out: list[Application] = []
 
     def visit(value: Any) -> None:
         if isinstance(value, Application):
             if id(value) in seen:
                 return
             seen.add(id(value))
-            dep = value.deployment
-            own = dict(dep.config.ray_actor_options.get("runtime_env") or {})
-            merged = {**env, **own}
-            if "env_vars" in env or "env_vars" in own:
-                merged["env_vars"] = {**env.get("env_vars", {}), **own.get("env_vars", {})}
-            options = {**dep.config.ray_actor_options, "runtime_env": merged}
-            value.deployment = dep.options(ray_actor_options=options)
+            out.append(value)
             for v in (*value.args, *value.kwargs.values()):
                 visit(v)
         elif isinstance(value, list | tuple):
@@ -142,6 +134,7 @@ def apply_runtime_env(app: Application, env: dict[str, Any]) -> None:
                 visit(v)
 
     visit(app)
+    return out
 
 
 @contextlib.contextmanager

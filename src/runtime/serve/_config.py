@@ -9,7 +9,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def _from_dict(cls: type[_T], value: Any, what: str) -> _T | None:
+    """``value`` as a ``cls`` (a dataclass): None and instances as they are; a dict of
+    its fields, checked (an unknown key raises ``ValueError`` naming the known ones)."""
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(value) - known
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**value)
+
 
 #: Replica actor options the user may set (``ray_actor_options``), as in Ray.
 _ACTOR_OPTIONS = frozenset(
@@ -84,17 +101,7 @@ class AutoscalingConfig:
 
     @classmethod
     def parse(cls, value: AutoscalingConfig | dict[str, Any] | None) -> AutoscalingConfig | None:
-        if value is None or isinstance(value, AutoscalingConfig):
-            return value
-        if not isinstance(value, dict):
-            raise TypeError(f"autoscaling_config must be a dict, got {type(value).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"unknown autoscaling_config keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        return cls(**value)
+        return _from_dict(cls, value, "autoscaling_config")
 
     def desired(self, current: int, total_load: float) -> int:
         """The replica count this load asks for (before the delays apply)."""
@@ -182,17 +189,7 @@ class LoggingConfig:
 
     @classmethod
     def parse(cls, value: LoggingConfig | dict[str, Any] | None) -> LoggingConfig | None:
-        if value is None or isinstance(value, LoggingConfig):
-            return value
-        if not isinstance(value, dict):
-            raise TypeError(f"logging_config must be a dict, got {type(value).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"unknown logging_config keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        return cls(**value)
+        return _from_dict(cls, value, "logging_config")
 
 
 def _check_bundles(bundles: Any, strategy: Any) -> None:

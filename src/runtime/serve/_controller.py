@@ -46,6 +46,9 @@ _IDLE_S = 1.0
 _LISTEN_TIMEOUT_S = 3.0
 _INIT_TIMEOUT_S = float(os.environ.get("RUNTIME_SERVE_REPLICA_INIT_TIMEOUT_S", "120"))
 _MAX_START_FAILURES = 3
+#: How long a stopping replica has to say it refuses new requests (one that does not
+#: answer is dead or hung, and refuses nothing: it is killed at the end of the stop).
+_DRAIN_ACK_S = 5.0
 
 
 class ServeController:
@@ -415,7 +418,9 @@ class ServeController:
             "applications": apps,
             "http": {
                 "host": self._http.get("host", "127.0.0.1"),
-                "port": self._proxies.port or self._http.get("port") or None,
+                "port": None
+                if self._http.get("disabled")
+                else self._proxies.port or self._http.get("port") or None,
                 "grpc_port": (self._http.get("grpc") or {}).get("port") or None,
                 "error": self._proxies.error,
             },
@@ -665,6 +670,13 @@ class ServeController:
         self._publish(app.name, dep.spec.name)  # routers stop sending it requests
         c = dep.spec.config
         if graceful and was_running:
+            # Routers hear of the stop by long poll, a little later: until the replica
+            # refuses new requests itself, the deployment is not done updating.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_ref(rep.handle.drain.remote()), _DRAIN_ACK_S)
+        rep.refusing = True
+        self._poke()
+        if graceful and was_running:
             bound = c.graceful_shutdown_wait_loop_s + c.graceful_shutdown_timeout_s + 5
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -704,6 +716,7 @@ class ServeController:
             self._spawn(self._stop_replica(app, dep, rep, graceful=True))
             return
         rep.state = STOPPING
+        rep.refusing = True
         dep.replicas.pop(rep.tag, None)
         self._spawn(_kill_replica(rep))
         self._publish(app.name, dep.spec.name)
@@ -759,8 +772,9 @@ class ServeController:
         """{node id (or "cluster" for the single proxy): proxy handle}."""
         return self._proxies.handles()
 
-    async def http_port(self, timeout: float = 30.0) -> int:
-        """The port the proxy listens on, once it does (raises after ``timeout``)."""
+    async def http_port(self, timeout: float = 30.0) -> int | None:
+        """The port the proxy listens on, once it does (raises after ``timeout``); None
+        when HTTP is disabled."""
         self._ensure_running()
         return await self._proxies.wait_port(timeout)
 

@@ -22,7 +22,7 @@ import runtime
 from . import _client
 from ._context import current_request
 from ._exceptions import ReplicaFullError
-from ._router import ReplicaSlot, Router, did_not_run, get_router, is_replica_gone, is_retryable
+from ._router import ReplicaSlot, Retries, Router, get_router, is_replica_gone, is_retryable
 
 
 class DeploymentHandle:
@@ -142,7 +142,7 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
     except BaseException as exc:
         resp._assigned.set_exception(exc)
         raise
-    attempts = 0
+    retries = Retries()
     refused = False
     while True:
         try:
@@ -175,14 +175,8 @@ async def _call(  # noqa: PLR0917 - one call's parts, passed straight through
         except Exception as exc:
             # Sent again only when it surely did not start (a handle call may not be
             # idempotent, so one that may have run on a replica that died is not).
-            if not did_not_run(exc) or attempts >= _RETRIES:
+            if not retries.again(exc):
                 raise
-            attempts += 1
-
-
-#: How many times a request that surely did not run (its replica was shutting down or
-#: dead before it got there) is sent again.
-_RETRIES = 3
 
 
 async def _finish(router: Router, slot: ReplicaSlot, ref: Any) -> Any:
@@ -190,8 +184,7 @@ async def _finish(router: Router, slot: ReplicaSlot, ref: Any) -> Any:
     try:
         return await ref
     except ReplicaFullError:
-        ran = False
-        router.replica_full(slot)
+        ran = False  # the slot is marked full as it is released
         raise
     except Exception as exc:
         if is_replica_gone(exc) or is_retryable(exc):

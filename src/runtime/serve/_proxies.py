@@ -22,20 +22,13 @@ from ._proxy import ServeProxy
 log = logging.getLogger(__name__)
 
 ProxyActor = runtime.remote(ServeProxy)
-#: Members that host no general work: the head, and processes kept for one actor or one
-#: runtime_env (their ``runtime.io/role`` label, see docs/core.md); no proxy goes there.
-_NO_WORK_ROLES = frozenset({"head", "actor", "env"})
 
 
 def _takes_work(node: dict[str, Any]) -> bool:
-    """A live node process a proxy (or any replica) can be placed on."""
-    labels = node.get("Labels") or {}
-    return (
-        bool(node["Alive"])
-        and not node.get("IsDriver")
-        and not node.get("Draining")
-        and labels.get("runtime.io/role") not in _NO_WORK_ROLES
-    )
+    """A live node process a proxy (or any replica) can be placed on: ``runtime.nodes()``'
+    ``Schedulable`` (not a driver, not draining, not the head, not a process kept for one
+    actor or one runtime_env)."""
+    return bool(node["Alive"]) and bool(node["Schedulable"])
 
 
 class ProxyKeeper:
@@ -157,10 +150,13 @@ class ProxyKeeper:
         self.node_proxies.clear()
         return proxies
 
-    async def wait_port(self, timeout: float) -> int:
-        """The port the proxy listens on, once it does (raises after ``timeout``)."""
+    async def wait_port(self, timeout: float) -> int | None:
+        """The port the proxy listens on, once it does (raises after ``timeout``); None
+        when HTTP is disabled (no proxy: handles only)."""
         deadline = time.monotonic() + timeout
         while self.port is None:
+            if self.http.get("disabled"):
+                return None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the HTTP proxy did not start: {self.error}")
             await asyncio.sleep(0.02)

@@ -35,12 +35,11 @@ import runtime
 from . import _client, _http, _metrics, _websocket
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._multiplex import MODEL_ID_HEADER
-from ._router import did_not_run, get_router, is_replica_gone, is_retryable
+from ._router import Retries, get_router, is_replica_gone, is_retryable
 from .config import HTTPOptions
 
 log = logging.getLogger(__name__)
 
-_RETRIES = 3
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 #: Methods sent again to another replica even when the one serving them died mid-request
 #: (they may have run there): the safe methods. Others are retried only when they surely
@@ -364,8 +363,11 @@ class ServeProxy:
         self._queued_bytes += reserved
         try:
             try:
-                async with asyncio.timeout(opts.body_timeout_s):
-                    body = await request.read()
+                if request.body_exists:
+                    async with asyncio.timeout(opts.body_timeout_s):
+                        body = await request.read()
+                else:  # no body to wait for (most GETs): no timer per request
+                    body = b""
             except TimeoutError:
                 return _json(
                     408, "RequestTimeout", f"the body did not arrive in {opts.body_timeout_s} s"
@@ -408,7 +410,7 @@ class ServeProxy:
         model_id = request.headers.get(MODEL_ID_HEADER, "")
         headers_blob = _http.encode_request(request.headers)
         request_id = os.urandom(8).hex()
-        attempts = 0
+        retries = Retries()
         refused = False
         while True:
             try:
@@ -434,7 +436,6 @@ class ServeProxy:
             except ReplicaFullError:
                 # Other callers fill that replica: it did not run this; try another or queue.
                 router.release(slot, ran=False)
-                router.replica_full(slot)
                 refused = True
                 continue
             except Exception as exc:  # every failure becomes an HTTP answer
@@ -443,8 +444,7 @@ class ServeProxy:
                 if gone:
                     router.replica_failed(slot, exc)
                     # Sent again: what surely did not run, and idempotent methods in any case.
-                    if attempts < _RETRIES and (did_not_run(exc) or method in _IDEMPOTENT):
-                        attempts += 1
+                    if retries.again(exc, idempotent=method in _IDEMPOTENT):
                         continue
                     return _json(503, type(exc).__name__, f"the replica serving this died: {exc}")
                 log.warning("serve proxy: request %s failed: %r", request_id, exc)

@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -121,14 +122,18 @@ class ServeReplica:
         """(requests ongoing now, requests served in all): the autoscaler's input."""
         return self._ongoing, self._total
 
-    async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
-        """Wait (bounded) for the requests in flight to finish; returns how many remained.
-
-        From now on new requests are refused (``ReplicaDrainingError``): they come from
+    async def drain(self) -> None:
+        """Refuse new requests from now on (``ReplicaDrainingError``): they come from
         routers that have not yet heard that this replica is going, and go elsewhere.
-        """
+        The controller waits for this before it calls a redeploy done, so that no request
+        made after ``serve.run`` returned runs on the old code."""
         self._draining = True
         _multiplex._listeners.pop(self._ctx.replica_tag, None)
+
+    async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
+        """Refuse new requests (:meth:`drain`) and wait (bounded) for the requests in
+        flight to finish; returns how many remained."""
+        await self.drain()
         await asyncio.sleep(wait_loop_s)  # requests routed before the routers heard of it
         deadline = time.monotonic() + timeout_s
         while self._ongoing > 0 and time.monotonic() < deadline:
@@ -205,30 +210,19 @@ class ServeReplica:
         route_prefix: str,
     ) -> bytes:
         """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
+        request = _http.decode_request(method, path, query, headers, body, route_prefix)
         if self._logging is None:
-            return await self._handle_http(request_id, method, path, query, headers, body,
-                                           route_prefix)  # fmt: skip
+            return await self._handle_http(request_id, request)
         started = time.perf_counter()
-        answer = await self._handle_http(request_id, method, path, query, headers, body,
-                                         route_prefix)  # fmt: skip
+        answer = await self._handle_http(request_id, request)
         self._logging.access(method, path, _http.unpack_answer(answer)[0], started, request_id)
         return answer
 
-    async def _handle_http(  # noqa: PLR0917 - as handle_http
-        self,
-        request_id: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: bytes,
-        body: bytes,
-        route_prefix: str,
-    ) -> bytes:
+    async def _handle_http(self, request_id: str, request: _http.Request) -> bytes:
         self._admit()
         self._begin()
         ended = False
         try:
-            request = _http.decode_request(method, path, query, headers, body, route_prefix)
             model_id = request.headers.get(_multiplex.MODEL_ID_HEADER)
             if model_id:
                 self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
@@ -472,7 +466,24 @@ class ServeReplica:
 
 
 def _takes_argument(fn: Any) -> bool:
-    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without)."""
+    """Whether ``fn`` takes the request (a zero-argument ``__call__`` is called without);
+    known once per function (``inspect.signature`` costs more than a no-op request)."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _TAKES_ARGUMENT[key]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    takes = _inspect_takes_argument(fn)
+    with contextlib.suppress(TypeError):
+        _TAKES_ARGUMENT[key] = takes
+    return takes
+
+
+#: Function -> whether it takes the request (weakly keyed: a redeploy's code is freed).
+_TAKES_ARGUMENT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _inspect_takes_argument(fn: Any) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -78,7 +78,8 @@ class Router:
         self._reporting = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._readmitted = 0  # refused requests waiting in the queue (outside its bound)
+        #: Refused requests waiting in the queue (outside its bound), until they leave it.
+        self._readmitted: set[asyncio.Future[ReplicaSlot]] = set()
         self._dead: collections.deque[str] = collections.deque(maxlen=64)
         #: Multiplexed model id -> tags of replicas that hold it (reported by the replicas
         #: through the controller, and those this router sent the model to).
@@ -171,17 +172,10 @@ class Router:
         """A replica with room, waiting in the bounded queue if every replica is full.
 
         ``refused``: the request was admitted before and a full replica sent it back; it
-        waits at the head of the queue, whatever the queue's bound.
+        waits at the head of the queue, whatever the queue's bound. Requests made before
+        the controller's first replica list came wait in the same queue, so that they go
+        out in the order they came (not after requests made just as the list arrived).
         """
-        if not self._ready.is_set():
-            try:
-                async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
-                    await self._ready.wait()
-            except TimeoutError:
-                raise DeploymentUnavailableError(
-                    f"no replica list for deployment {self.deployment!r} of app {self.app!r} "
-                    f"within {NO_REPLICA_TIMEOUT_S} s: is Serve running?"
-                ) from None
         if self._missing is not None:
             raise DeploymentUnavailableError(self._missing)
         if refused:
@@ -193,18 +187,14 @@ class Router:
             slot = self.try_assign(model_id)
             if slot is not None:
                 return slot
-        if not refused and 0 <= self.max_queued <= len(self._queue) - self._readmitted:
-            raise BackPressureError(
-                f"deployment {self.deployment!r} of app {self.app!r} is full: "
-                f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
-                f"and {len(self._queue) - self._readmitted} requests queued "
-                f"(max_queued_requests={self.max_queued})"
-            )
+        queued = len(self._queue) - len(self._readmitted)
+        if not refused and 0 <= self.max_queued <= queued:
+            raise self._full(queued)
         fut: asyncio.Future[ReplicaSlot] = self.loop.create_future()
         if refused:
             # Admitted before (this router counted it as running): it takes no queue slot.
             self._queue.appendleft(fut)
-            self._readmitted += 1
+            self._readmitted.add(fut)
         else:
             self._queue.append(fut)
         if not self._reporting:
@@ -216,6 +206,11 @@ class Router:
             async with asyncio.timeout(NO_REPLICA_TIMEOUT_S):
                 return await fut
         except TimeoutError:
+            if not self._ready.is_set():
+                raise DeploymentUnavailableError(
+                    f"no replica list for deployment {self.deployment!r} of app {self.app!r} "
+                    f"within {NO_REPLICA_TIMEOUT_S} s: is Serve running?"
+                ) from None
             raise DeploymentUnavailableError(
                 f"no replica of deployment {self.deployment!r} came up within "
                 f"{NO_REPLICA_TIMEOUT_S} s"
@@ -227,21 +222,47 @@ class Router:
                 fut.cancel()
                 with contextlib.suppress(ValueError):
                     self._queue.remove(fut)
+                self._readmitted.discard(fut)
             raise
-        finally:
-            if refused:
-                self._readmitted -= 1
+
+    def _full(self, queued: int) -> BackPressureError:
+        return BackPressureError(
+            f"deployment {self.deployment!r} of app {self.app!r} is full: "
+            f"{len(self.replicas)} replicas x max_ongoing_requests={self.max_ongoing} busy "
+            f"and {queued} requests queued (max_queued_requests={self.max_queued})"
+        )
+
+    def _shed(self) -> None:
+        """Refuse the newest waiters beyond ``max_queued_requests``: those queued before the
+        first replica list told the bound, or before a redeploy lowered it."""
+        if self.max_queued < 0:
+            return
+        excess = len(self._queue) - len(self._readmitted) - self.max_queued
+        for fut in reversed(list(self._queue)):
+            if excess <= 0:
+                break
+            if fut in self._readmitted:
+                continue
+            self._queue.remove(fut)
+            excess -= 1
+            if not fut.done():
+                fut.set_exception(self._full(self.max_queued))
 
     def release(self, slot: ReplicaSlot, *, ran: bool = True) -> None:
         """A request on ``slot`` ended: hand the slot to the oldest waiter, if any.
 
-        ``ran=False``: the replica refused it; its slot stays marked full.
+        ``ran=False``: the replica refused it (other callers fill it): the slot is marked
+        full for a moment (:meth:`replica_full`) and handed to no one, as the replica has
+        no room now; the refused request itself goes back to the head of the queue.
         """
         slot.ongoing -= 1
-        if ran and slot.full_until:
+        if not ran:
+            self.replica_full(slot)
+            return
+        if slot.full_until:
             slot.full_until = 0.0  # the replica just ended a request: it has room
             slot.backoff = 0.0
-        if self._queue and slot.alive and not slot.full_until:
+        if self._queue and slot.alive:
             self._hand_over(slot)
 
     def replica_full(self, slot: ReplicaSlot) -> None:
@@ -276,18 +297,25 @@ class Router:
 
     def _hand_over(self, slot: ReplicaSlot) -> None:
         while self._queue and slot.ongoing < self.max_ongoing:
-            fut = self._queue.popleft()
+            fut = self._pop()
             if fut.done():
                 continue
             slot.ongoing += 1
             fut.set_result(slot)
+
+    def _pop(self) -> asyncio.Future[ReplicaSlot]:
+        """The oldest waiter, out of the queue (a readmitted one stops counting as such the
+        moment it leaves, not when its task next runs)."""
+        fut = self._queue.popleft()
+        self._readmitted.discard(fut)
+        return fut
 
     def _wake(self) -> None:
         while self._queue:
             best = self._least_busy()
             if best is None:
                 return
-            fut = self._queue.popleft()
+            fut = self._pop()
             if fut.done():
                 continue
             best.ongoing += 1
@@ -305,6 +333,7 @@ class Router:
                 if not fut.done():
                     fut.set_exception(DeploymentUnavailableError(self._missing))
             self._queue.clear()
+            self._readmitted.clear()
         else:
             self._missing = None
             self.max_ongoing = info["max_ongoing_requests"]
@@ -330,6 +359,7 @@ class Router:
                 for tags in self._sent.values():
                     tags.difference_update(old)
             self._wake()
+            self._shed()
         self._ready.set()
 
     async def _poll(self) -> None:
@@ -387,6 +417,7 @@ class Router:
             if not fut.done():
                 fut.set_exception(DeploymentUnavailableError("Serve was shut down"))
         self._queue.clear()
+        self._readmitted.clear()
 
 
 def _full_expired(slot: ReplicaSlot) -> bool:
@@ -399,6 +430,37 @@ def _full_expired(slot: ReplicaSlot) -> bool:
 def is_retryable(exc: BaseException) -> bool:
     """Whether the request never ran because its replica was shutting down (send it again)."""
     return isinstance(exc, ReplicaDrainingError)
+
+
+#: How many times a request is sent again after its replica died (before it started, or,
+#: for an idempotent request, at any point).
+RETRIES = 3
+#: How many draining replicas may refuse one request: each refusal also drops that replica
+#: from the router's list (routers hear of a replica's stop a little after it starts
+#: refusing, e.g. just after a redeploy), so this bounds only a pathological case.
+DRAIN_RETRIES = 16
+
+
+class Retries:
+    """One request's budget of re-sends after a failed attempt."""
+
+    __slots__ = ("died", "drained")
+
+    def __init__(self) -> None:
+        self.died = 0
+        self.drained = 0
+
+    def again(self, exc: BaseException, *, idempotent: bool = False) -> bool:
+        """Whether to send the request again after ``exc``: it surely did not run (a
+        draining replica refused it, or its replica was dead before it got there), or it
+        may have run but is ``idempotent`` and its replica is gone."""
+        if isinstance(exc, ReplicaDrainingError):
+            self.drained += 1
+            return self.drained <= DRAIN_RETRIES
+        if did_not_run(exc) or (idempotent and is_replica_gone(exc)):
+            self.died += 1
+            return self.died <= RETRIES
+        return False
 
 
 def did_not_run(exc: BaseException) -> bool:

@@ -38,6 +38,9 @@ class ReplicaInfo:
     models: tuple[str, ...] = ()  # multiplexed model ids it holds, as it last reported
     node_id: str | None = None  # where it was placed (max_replicas_per_node)
     pg: Any = None  # its own placement group (placement_group_bundles), removed with it
+    #: STOPPING and refusing new requests (it said so, or it never ran or is gone): a
+    #: deployment is HEALTHY only once no stopping replica can still take a request.
+    refusing: bool = False
 
 
 @dataclasses.dataclass
@@ -69,6 +72,8 @@ class DeploymentState:
         if self.failed:
             return "DEPLOY_FAILED"
         cur = [r for r in self.running() if r.version == self.spec.code_version]
+        if any(r.state == STOPPING and not r.refusing for r in self.replicas.values()):
+            return "UPDATING"  # a replica on its way out may still take requests
         if len(cur) == self.target and len(self.live()) == self.target:
             return "HEALTHY"
         if self.spec.config.autoscaling_config is not None and len(cur) >= min(1, self.target):

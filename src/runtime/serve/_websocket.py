@@ -27,7 +27,7 @@ import runtime
 from . import _http
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._multiplex import MODEL_ID_HEADER
-from ._router import did_not_run, get_router, is_replica_gone, is_retryable
+from ._router import Retries, get_router, is_replica_gone, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 QUEUE = 64
 #: How long an app may take to end after its client went away before it is cancelled.
 DISCONNECT_GRACE_S = 2.0
-_RETRIES = 3
 #: The ASGI messages an app may send, and what the proxy does with them.
 _SEND_TYPES = frozenset({"websocket.accept", "websocket.send", "websocket.close"})
 
@@ -176,7 +175,7 @@ async def proxy(request: Any, route: tuple[str, str, str], hide: bool, max_messa
     model_id = request.headers.get(MODEL_ID_HEADER, "")
     headers_blob = _http.encode_request(request.headers)
     request_id = os.urandom(8).hex()
-    attempts, refused = 0, False
+    retries, refused = Retries(), False
     while True:
         try:
             if refused:
@@ -197,15 +196,13 @@ async def proxy(request: Any, route: tuple[str, str, str], hide: bool, max_messa
             raise
         except ReplicaFullError:
             router.release(slot, ran=False)
-            router.replica_full(slot)
             refused = True
             continue
         except Exception as exc:
             router.release(slot)
             if is_replica_gone(exc) or is_retryable(exc):
                 router.replica_failed(slot, exc)
-                if attempts < _RETRIES and did_not_run(exc):
-                    attempts += 1
+                if retries.again(exc):
                     continue
                 return _error(503, type(exc).__name__, f"the replica serving this died: {exc}")
             log.warning("serve proxy: WebSocket %s failed to open: %r", request_id, exc)
