@@ -44,6 +44,7 @@ from ._config import DataConfig, FailureConfig, ScalingConfig
 from ._context import TrainContext
 from ._errors import TrainingFailedError, WorkerGroupError
 from ._ingest import make_shards
+from ._preload import preload_modules
 from ._result import Result
 from ._storage import RunStorage
 from ._watchdog import diagnose, in_collective
@@ -420,6 +421,10 @@ class Controller:
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         remote_cls = runtime.remote(RankActor)
         preload = ["runtime.data"] if spec.datasets else []
+        # forked from a warm process of the node that imported these (torch: once per node)
+        warm = preload_modules(
+            spec.fn, getattr(spec.backend_config, "preload_modules", ()), bool(spec.datasets)
+        )
         runtime_env = getattr(spec.run_config, "worker_runtime_env", None)
         env_vars = dict((runtime_env or {}).get("env_vars") or {})
         for rank in range(n):
@@ -432,7 +437,7 @@ class Controller:
                 "max_concurrency": 4,
                 # a process of its own: a torn-down rank ends with it (no thread stuck in a
                 # collective), and torch.distributed's process-global state is this rank's
-                "dedicated_process": True,
+                "dedicated_process": warm,
             }
             if runtime_env:
                 options["runtime_env"] = runtime_env
