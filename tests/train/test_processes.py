@@ -149,10 +149,12 @@ def test_ranks_are_forked_with_the_backend_and_the_frameworks_their_loop_imports
         json.dumps(config)  # a module global that is no framework
 
     torch_mods = preload_modules(loop, TorchConfig.preload_modules, False)
-    assert torch_mods[:2] == ["torch", "torch.distributed"] and "torch._dynamo" in torch_mods
+    assert torch_mods[:3] == ["runtime.train", "torch", "torch.distributed"]
+    assert "torch._dynamo" in torch_mods
     assert "lightning" in torch_mods
     assert "mymodule" not in torch_mods and "json" not in torch_mods
     assert preload_modules(loops.process_facts, XGBoostConfig.preload_modules, True) == [
+        "runtime.train",
         "xgboost",
         "runtime.data",
     ]

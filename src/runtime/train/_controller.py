@@ -59,6 +59,8 @@ _SETUP_TIMEOUT_S = 120.0
 _STACK_TIMEOUT_S = 5.0
 _PLACE_LOG_S = 30.0
 _GRACE_S = 10.0  # after a failure, how long the other ranks may finish reports already begun
+#: How long an elastic group's probe for more room may wait to be placed (see _room_for).
+_GROW_PROBE_S = 2.0
 
 OnReport = Callable[[dict[str, Any], Checkpoint | None], None]
 
@@ -221,6 +223,25 @@ async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+async def _room_for(scaling: ScalingConfig, more: int) -> bool:
+    """True if ``more`` bundles can be placed now besides the running group's.
+
+    The cluster's resource view lags placements by a heartbeat or more under load: right
+    after a group is placed, it can still show the group's own CPUs as free, and growing on
+    that would tear the group down for a larger one that waits for resources nothing frees.
+    Placing the extra bundles (then freeing them at once) asks the nodes themselves.
+    """
+    pg = placement_group([scaling.bundle()] * more, strategy=scaling.placement_strategy)
+    try:
+        await asyncio.wait_for(_await(pg.ready()), _GROW_PROBE_S)
+        return True
+    except (TimeoutError, InfeasibleError, RuntimeBaseError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            remove_placement_group(pg)
 
 
 def _contexts(spec: RunSpec, where: list[dict[str, Any]]) -> list[TrainContext]:
@@ -609,10 +630,11 @@ class Controller:
         if not scaling.elastic or n >= scaling.max_workers or self.stopping:
             return
         more = await asyncio.to_thread(free_capacity, scaling.bundle())
-        if more > 0:
+        more = min(more, scaling.max_workers - n)
+        if more > 0 and await _room_for(scaling, more):
             raise _Resize(
                 f"room for more ranks appeared (running {n} of at most {scaling.max_workers})",
-                min(scaling.max_workers, n + more),
+                n + more,
             )
 
     async def _poll(

@@ -82,7 +82,13 @@ class TorchConfig(BackendConfig):
     backend: str | None = None
     timeout_s: float = 300.0
     # DDP's constructor imports torch._dynamo (sympy, inductor): seconds, once per node
-    preload_modules = ("torch", "torch.distributed", "torch.nn.parallel", "torch._dynamo")
+    preload_modules = (
+        "torch",
+        "torch.distributed",
+        "torch.nn.parallel",
+        "torch._dynamo",
+        "runtime.train.torch",
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "gloo", "nccl"):
