@@ -131,6 +131,11 @@ def test_dedicated_processes_fork_from_a_warm_process_that_imported_the_named_mo
         third = _Probe.options(dedicated_process=[probe], runtime_env=env).remote()
         pid3, imported_in3, var = runtime.get(third.facts.remote(), timeout=60)
         assert imported_in3 == pid3 and var == "x"
+        runtime.kill(third)
+        # a module that cannot be imported is not preloaded; the actor starts all the same
+        fourth = _Probe.options(dedicated_process=["tests.train.no_such_module"]).remote()
+        pid4, imported_in4, _ = runtime.get(fourth.facts.remote(), timeout=60)
+        assert pid4 not in (pid, pid2, pid3) and imported_in4 == imported_in
         with pytest.raises(TypeError, match="list of module names"):
             _Probe.options(dedicated_process=[1]).remote()
     finally:

@@ -227,7 +227,7 @@ class ChildProcesses:
         if zygote is None or zygote.dead:
             return None
         try:
-            return await zygote.fork(node_args, env, fds, preload)
+            return await zygote.fork(node_args, env, fds, preload, START_S)
         except ZygoteError as exc:
             log.warning("the zygote did not fork (starting a process afresh): %s", exc)
             return None

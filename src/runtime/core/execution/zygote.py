@@ -119,6 +119,7 @@ class Zygote:
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()  # one request at a time: replies come in order
         self.dead = False
+        self.stuck = False  # a request timed out: the zygote is asked nothing more
 
     async def start(self, timeout: float) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -145,14 +146,19 @@ class Zygote:
             raise
 
     async def fork(
-        self, argv: Sequence[str], env: dict[str, str], fds: Sequence[int], preload: Sequence[str]
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        fds: Sequence[int],
+        preload: Sequence[str],
+        timeout: float,
     ) -> ForkedProcess:
         """A child running ``python -m runtime.node *argv`` with ``env``, after the zygote
         imported ``preload``; ``fds`` (parent pipe, ready pipe) are passed on and named on its
         command line as ``--parent-fd`` and ``--ready-fd``."""
         async with self._lock:
-            if self.dead or self.sock is None:
-                raise ZygoteError("the zygote is gone")
+            if self.dead or self.stuck or self.sock is None:
+                raise ZygoteError("the zygote is gone, or stuck in an earlier request")
             reply: asyncio.Future[dict[str, Any]] = self.loop.create_future()
             self._replies.append(reply)
             data = json.dumps({"argv": list(argv), "env": env, "preload": list(preload)})
@@ -161,7 +167,14 @@ class Zygote:
             except OSError as exc:
                 self._replies.remove(reply)
                 raise ZygoteError(f"the zygote did not take the request: {exc}") from exc
-            answer = await reply
+            try:
+                async with asyncio.timeout(timeout):
+                    answer = await asyncio.shield(reply)
+            except TimeoutError:
+                # importing ``preload`` hangs: ask no more of it (its children run on); a
+                # child it forks after all is stopped when its reply comes (_readable)
+                self.stuck = True
+                raise ZygoteError(f"the zygote did not fork within {timeout:g} s") from None
         child = answer.get("child")
         if not isinstance(child, ForkedProcess):
             raise ZygoteError(str(answer.get("error", "the zygote did not fork")))
@@ -190,8 +203,10 @@ class Zygote:
             msg["child"] = child
         if self._replies:
             fut = self._replies.popleft()
-            if not fut.done():
+            if not fut.done() and not self.stuck:
                 fut.set_result(msg)
+            elif isinstance(msg.get("child"), ForkedProcess):  # its asker gave up: stop it
+                msg["child"].kill()
 
     def _gone(self) -> None:
         """The zygote exited: its children died with it (their parent-death signal)."""

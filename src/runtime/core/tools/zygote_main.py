@@ -55,7 +55,9 @@ def _preload(modules: Sequence[str], loaded: set[str]) -> None:
         loaded.add(name)
         try:
             importlib.import_module(name)
-        except Exception:  # the child imports it again and fails there, saying why
+        except ImportError as exc:  # the child imports it again and fails there, saying why
+            print(f"zygote: could not preload {name}: {exc}", file=sys.stderr, flush=True)
+        except Exception:
             traceback.print_exc()
 
 
