@@ -414,7 +414,8 @@ def lightning_loop(config: dict[str, Any]) -> None:
         trainer.fit(Regression(), train_dataloaders=loader)
     marker = os.path.join(config["out"], "world")
     with open(f"{marker}_r{train.get_context().get_world_rank()}.json", "w") as f:
-        json.dump({"world_size": trainer.world_size, "rank": trainer.global_rank}, f)
+        facts = {"world_size": trainer.world_size, "rank": trainer.global_rank}
+        json.dump({**facts, "threads": torch.get_num_threads()}, f)
 
 
 def transformers_loop(config: dict[str, Any]) -> None:

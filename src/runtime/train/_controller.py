@@ -500,6 +500,9 @@ class Controller:
         starts = []
         for rank, actor in enumerate(group.actors):
             env = {
+                # As Ray does: a rank's OpenMP threads are its CPUs (torch, and Lightning, which
+                # otherwise sets torch to every core of the host for each rank)
+                "OMP_NUM_THREADS": str(max(1, int(bundle.get("CPU", 1.0)))),
                 **env_vars,
                 **spec.backend_config.rank_env(
                     contexts[rank], _gpu_ids(spec, contexts[rank], group.where[rank])
