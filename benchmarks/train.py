@@ -6,7 +6,8 @@ per epoch. Measured from the call of ``fit()``:
 
 - ``first step``: until rank 0 has finished its first optimizer step;
 - ``fit total``: until ``fit()`` returns;
-- ``fit again``: a second ``fit()`` on the same cluster (both start fresh rank processes);
+- ``fit again``: a second ``fit()`` on the same cluster (both start fresh rank processes; ours
+  are forked from each node's zygote, which imported torch during the first ``fit()``);
 - ``Lightning``: the same MLP and data as a ``LightningModule`` in a ``TorchTrainer`` loop
   (``RayDDPStrategy``, ``RayLightningEnvironment``, ``prepare_trainer``), ``epochs`` epochs;
 - ``XGBoost``: ``XGBoostTrainer`` with a loop: 2 ranks, each with half of 8,192 rows of 16

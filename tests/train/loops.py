@@ -12,6 +12,18 @@ from typing import Any
 from runtime import train
 
 
+def node_pid() -> int:
+    """The node process that started this rank's process: its parent, or the parent of the
+    node's zygote when the process was forked from it."""
+    parent = os.getppid()
+    with open(f"/proc/{parent}/cmdline", "rb") as f:
+        forked = b"runtime.core.tools.zygote_main" in f.read()
+    if not forked:
+        return parent
+    with open(f"/proc/{parent}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def make_model() -> Any:
     import torch
 
@@ -74,7 +86,7 @@ def ddp_digits(config: dict[str, Any]) -> None:
                 "node_rank": ctx.get_node_rank(),
                 "node_id": ctx.get_node_id(),
                 "pid": os.getpid(),
-                "ppid": os.getppid(),
+                "ppid": node_pid(),
                 "device": str(get_device()),
                 "threads": torch.get_num_threads(),
                 "batches": len(loader),
@@ -115,7 +127,7 @@ def ddp_digits(config: dict[str, Any]) -> None:
                 open(os.path.join(out, "doomed"), "w").close()
                 time.sleep(60)  # the test SIGKILLs this process or its node meanwhile
                 raise RuntimeError("nobody killed this rank")
-            os.kill(os.getppid() if how == "node" else os.getpid(), signal.SIGKILL)
+            os.kill(node_pid() if how == "node" else os.getpid(), signal.SIGKILL)
     if rank == 0:
         inner = model.module if hasattr(model, "module") else model
         with torch.no_grad():
@@ -402,7 +414,8 @@ def lightning_loop(config: dict[str, Any]) -> None:
         trainer.fit(Regression(), train_dataloaders=loader)
     marker = os.path.join(config["out"], "world")
     with open(f"{marker}_r{train.get_context().get_world_rank()}.json", "w") as f:
-        json.dump({"world_size": trainer.world_size, "rank": trainer.global_rank}, f)
+        facts = {"world_size": trainer.world_size, "rank": trainer.global_rank}
+        json.dump({**facts, "threads": torch.get_num_threads()}, f)
 
 
 def transformers_loop(config: dict[str, Any]) -> None:
@@ -452,7 +465,9 @@ def elastic_steps(config: dict[str, Any]) -> None:
     """Reports ``steps`` steps (rank 0 checkpoints each) with the world size; optionally the
     last of 3 ranks kills its node (the node process that started the rank's own process) at
     ``kill_at``, or rank 0 kills the actor
-    named ``blocker`` at ``free_at`` (freeing a node for the group to grow into)."""
+    named ``blocker`` at ``free_at`` (freeing a node for the group to grow into). With
+    ``grown_steps``, a group of 3 ends after that many steps: a smaller one goes on (up to
+    ``steps``) until the controller grows it, however long its view of the freed node lags."""
     import runtime
 
     ctx = train.get_context()
@@ -464,13 +479,15 @@ def elastic_steps(config: dict[str, Any]) -> None:
         time.sleep(config.get("pause_s", 0.2))
         ckpt = train.Checkpoint.from_dict({"step": step}) if rank == 0 else None
         train.report({"step": step, "world_size": world, "start": start}, checkpoint=ckpt)
+        if world == 3 and step - start + 1 >= config.get("grown_steps", config["steps"]):
+            return
         marker = os.path.join(config["out"], "acted")
         if os.path.exists(marker):
             continue
         if step == config.get("kill_at") and world == 3 and rank == 2:
             open(marker, "w").close()
             time.sleep(0.5)  # let this step's report reach the controller
-            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(node_pid(), signal.SIGKILL)
         if step == config.get("free_at") and rank == 0:
             open(marker, "w").close()
             runtime.kill(runtime.get_actor(config["blocker"]))
@@ -487,7 +504,7 @@ def process_facts(config: dict[str, Any]) -> None:
         json.dump(
             {
                 "pid": os.getpid(),
-                "ppid": os.getppid(),
+                "ppid": node_pid(),
                 "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "gpu_ids": [str(i) for i in runtime.get_gpu_ids()],
                 "device": str(get_device()),

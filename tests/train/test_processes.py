@@ -102,3 +102,64 @@ def test_each_rank_sees_its_own_declared_gpu(tmp_path, out):
     assert facts[0]["pid"] != facts[1]["pid"]
     for f in facts:
         assert f["device"] == "cpu" and f["devices"] == ["cpu"]
+
+
+@runtime.remote(num_cpus=1)
+class _Probe:
+    def facts(self) -> tuple[int, int, str | None]:
+        from . import preload_probe
+
+        return os.getpid(), preload_probe.IMPORTED_IN, os.environ.get("PROBE_VAR")
+
+
+def test_dedicated_processes_fork_from_a_warm_process_that_imported_the_named_modules():
+    runtime.init(num_cpus=1)  # one node process: every actor below is its child
+    probe = "tests.train.preload_probe"
+    try:
+        first = _Probe.options(dedicated_process=[probe]).remote()
+        pid, imported_in, _ = runtime.get(first.facts.remote(), timeout=60)
+        assert imported_in != pid  # imported before the process existed: in the warm one
+        runtime.kill(first)
+        assert _gone_soon(pid)
+        second = _Probe.options(dedicated_process=[probe]).remote()
+        pid2, imported_in2, _ = runtime.get(second.facts.remote(), timeout=60)
+        # a fresh process, forked from the same warm one (nothing imported again)
+        assert pid2 != pid and imported_in2 == imported_in
+        runtime.kill(second)
+        # other environment variables: a fresh interpreter, which imports the module itself
+        env = {"env_vars": {"PROBE_VAR": "x"}}
+        third = _Probe.options(dedicated_process=[probe], runtime_env=env).remote()
+        pid3, imported_in3, var = runtime.get(third.facts.remote(), timeout=60)
+        assert imported_in3 == pid3 and var == "x"
+        runtime.kill(third)
+        # a module that cannot be imported is not preloaded; the actor starts all the same
+        fourth = _Probe.options(dedicated_process=["tests.train.no_such_module"]).remote()
+        pid4, imported_in4, _ = runtime.get(fourth.facts.remote(), timeout=60)
+        assert pid4 not in (pid, pid2, pid3) and imported_in4 == imported_in
+        with pytest.raises(TypeError, match="list of module names"):
+            _Probe.options(dedicated_process=[1]).remote()
+    finally:
+        runtime.shutdown()
+
+
+def test_ranks_are_forked_with_the_backend_and_the_frameworks_their_loop_imports():
+    from runtime.train._preload import preload_modules
+    from runtime.train.torch import TorchConfig
+    from runtime.train.xgboost import XGBoostConfig
+
+    def loop(config: dict[str, object]) -> None:
+        import lightning  # noqa: F401
+        import mymodule  # type: ignore[import-not-found]  # noqa: F401
+
+        json.dumps(config)  # a module global that is no framework
+
+    torch_mods = preload_modules(loop, TorchConfig.preload_modules, False)
+    assert torch_mods[:3] == ["runtime.train", "torch", "torch.distributed"]
+    assert "torch._dynamo" in torch_mods
+    assert "lightning" in torch_mods
+    assert "mymodule" not in torch_mods and "json" not in torch_mods
+    assert preload_modules(loops.process_facts, XGBoostConfig.preload_modules, True) == [
+        "runtime.train",
+        "xgboost",
+        "runtime.data",
+    ]

@@ -9,6 +9,7 @@ process group lives, which is all a backend needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ._context import TrainContext
 
@@ -26,6 +27,9 @@ class Backend:
 @dataclass
 class BackendConfig:
     """The options of a backend; ``make_backend()`` builds the (picklable) hook ranks run."""
+
+    #: Modules a rank's process is forked with, imported once per node (see ``_preload``).
+    preload_modules: ClassVar[tuple[str, ...]] = ()
 
     def make_backend(self) -> Backend:
         return Backend()

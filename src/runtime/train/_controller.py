@@ -44,6 +44,7 @@ from ._config import DataConfig, FailureConfig, ScalingConfig
 from ._context import TrainContext
 from ._errors import TrainingFailedError, WorkerGroupError
 from ._ingest import make_shards
+from ._preload import preload_modules
 from ._result import Result
 from ._storage import RunStorage
 from ._watchdog import diagnose, in_collective
@@ -58,6 +59,8 @@ _SETUP_TIMEOUT_S = 120.0
 _STACK_TIMEOUT_S = 5.0
 _PLACE_LOG_S = 30.0
 _GRACE_S = 10.0  # after a failure, how long the other ranks may finish reports already begun
+#: How long an elastic group's probe for more room may wait to be placed (see _room_for).
+_GROW_PROBE_S = 2.0
 
 OnReport = Callable[[dict[str, Any], Checkpoint | None], None]
 
@@ -220,6 +223,25 @@ async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+async def _room_for(scaling: ScalingConfig, more: int) -> bool:
+    """True if ``more`` bundles can be placed now besides the running group's.
+
+    The cluster's resource view lags placements by a heartbeat or more under load: right
+    after a group is placed, it can still show the group's own CPUs as free, and growing on
+    that would tear the group down for a larger one that waits for resources nothing frees.
+    Placing the extra bundles (then freeing them at once) asks the nodes themselves.
+    """
+    pg = placement_group([scaling.bundle()] * more, strategy=scaling.placement_strategy)
+    try:
+        await asyncio.wait_for(_await(pg.ready()), _GROW_PROBE_S)
+        return True
+    except (TimeoutError, InfeasibleError, RuntimeBaseError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            remove_placement_group(pg)
 
 
 def _contexts(spec: RunSpec, where: list[dict[str, Any]]) -> list[TrainContext]:
@@ -420,6 +442,10 @@ class Controller:
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         remote_cls = runtime.remote(RankActor)
         preload = ["runtime.data"] if spec.datasets else []
+        # forked from a warm process of the node that imported these (torch: once per node)
+        warm = preload_modules(
+            spec.fn, getattr(spec.backend_config, "preload_modules", ()), bool(spec.datasets)
+        )
         runtime_env = getattr(spec.run_config, "worker_runtime_env", None)
         env_vars = dict((runtime_env or {}).get("env_vars") or {})
         for rank in range(n):
@@ -432,7 +458,7 @@ class Controller:
                 "max_concurrency": 4,
                 # a process of its own: a torn-down rank ends with it (no thread stuck in a
                 # collective), and torch.distributed's process-global state is this rank's
-                "dedicated_process": True,
+                "dedicated_process": warm,
             }
             if runtime_env:
                 options["runtime_env"] = runtime_env
@@ -474,6 +500,9 @@ class Controller:
         starts = []
         for rank, actor in enumerate(group.actors):
             env = {
+                # As Ray does: a rank's OpenMP threads are its CPUs (torch, and Lightning, which
+                # otherwise sets torch to every core of the host for each rank)
+                "OMP_NUM_THREADS": str(max(1, int(bundle.get("CPU", 1.0)))),
                 **env_vars,
                 **spec.backend_config.rank_env(
                     contexts[rank], _gpu_ids(spec, contexts[rank], group.where[rank])
@@ -604,10 +633,11 @@ class Controller:
         if not scaling.elastic or n >= scaling.max_workers or self.stopping:
             return
         more = await asyncio.to_thread(free_capacity, scaling.bundle())
-        if more > 0:
+        more = min(more, scaling.max_workers - n)
+        if more > 0 and await _room_for(scaling, more):
             raise _Resize(
                 f"room for more ranks appeared (running {n} of at most {scaling.max_workers})",
-                min(scaling.max_workers, n + more),
+                n + more,
             )
 
     async def _poll(

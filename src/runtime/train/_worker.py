@@ -34,7 +34,10 @@ from ._storage import StorageContext
 
 _PREVIOUS_WAIT_S = 3.0  # then go on: a loop stuck in a dead group's collective ends at its timeout
 _previous: threading.Thread | None = None  # the last loop thread run in this process
-_original_cuda: str | None = os.environ.get("CUDA_VISIBLE_DEVICES")
+#: CUDA_VISIBLE_DEVICES as this process had it before any rank set it: taken at the first
+#: setup, not at import (the module may be imported in the node's zygote, whose environment is
+#: not the rank process's).
+_original_cuda: tuple[str | None] | None = None
 
 
 def _ephemeral_low() -> int:
@@ -110,6 +113,9 @@ class RankActor:
         shards) here, in one thread, keeps a later unpickling from racing another thread's
         import of the same modules in this node process.
         """
+        global _original_cuda
+        if _original_cuda is None:
+            _original_cuda = (os.environ.get("CUDA_VISIBLE_DEVICES"),)
         for module in preload:
             importlib.import_module(module)
         previous = _previous
@@ -120,7 +126,7 @@ class RankActor:
             "node_id": runtime.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "cuda_visible_devices": _original_cuda,
+            "cuda_visible_devices": _original_cuda[0],
             "gpu_ids": runtime.get_gpu_ids(),
         }
 

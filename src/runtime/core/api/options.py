@@ -140,10 +140,15 @@ def strategy_option(strategy: Any, label_selector: Any = None) -> Any:
     raise ValueError(f"unknown scheduling_strategy {strategy!r}")
 
 
-def dedicated_option(value: Any) -> bool:
-    """``dedicated_process``: the actor runs in a node process of its own (a bool)."""
+def dedicated_option(value: Any) -> bool | list[str]:
+    """``dedicated_process``: the actor runs in a node process of its own (True), or in one
+    forked from a warm process that has imported these modules (a list of module names)."""
+    if isinstance(value, list | tuple) and all(isinstance(m, str) and m for m in value):
+        return list(value) or True
     if not isinstance(value, bool):
-        raise TypeError(f"dedicated_process must be True or False, got {value!r:.100}")
+        raise TypeError(
+            f"dedicated_process must be True, False or a list of module names, got {value!r:.100}"
+        )
     return value
 
 

@@ -32,6 +32,7 @@ from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire import protocol as p
 from ..wire.transport import Connection
 from .runtime_env import EnvManager, Prepared
+from .zygote import ForkedProcess, Zygote, ZygoteError, enabled, forkable
 
 log = logging.getLogger("runtime.processes")
 
@@ -71,7 +72,7 @@ class ChildStartError(RuntimeBaseError, RuntimeError):
 class Child:
     """One node process this process started."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedProcess
     role: str
     for_id: str
     node_id: str = ""
@@ -99,6 +100,8 @@ class ChildProcesses:
         self._death_r = -1
         self._death_w = -1
         self._token_file: str | None = None
+        #: The warm process dedicated actors' processes are forked from (started on first use).
+        self._zygote: asyncio.Future[Zygote | None] | None = None
 
     # --- what this process is -----------------------------------------------------------
 
@@ -151,29 +154,37 @@ class ChildProcesses:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         args: tuple[str, ...] = (),
+        preload: Sequence[str] = (),
     ) -> Child:
         """Start a child node process for ``role`` (``"actor"``, ``"env"``, or ``""`` for an
-        ordinary node with ``args`` as its resources) and wait until it joined the cluster."""
+        ordinary node with ``args`` as its resources) and wait until it joined the cluster.
+        An actor's process is forked from the zygote when its environment allows (having
+        imported ``preload``), else started afresh."""
         worker = self.worker
         head = worker.head_address
         assert head is not None
         death_r = self._parent_pipe()
         ready_r, ready_w = os.pipe()
-        cmd = [sys.executable, "-m", "runtime.node", "--address", head, "--host", worker.host,
-               "--parent-fd", str(death_r), "--ready-fd", str(ready_w),
-               *self._token_args(), *args]  # fmt: skip
+        node_args = ["--address", head, "--host", worker.host, *self._token_args(), *args]
         if role:
-            cmd += ["--num-cpus", "0", "--role", f"{role}:{for_id}"]
+            node_args += ["--num-cpus", "0", "--role", f"{role}:{for_id}"]
         if worker.state_dir:
-            cmd += ["--state-dir", worker.state_dir]
+            node_args += ["--state-dir", worker.state_dir]
         child_env = dict(self.base_env if env is None else env)
         child_env["PYTHONUNBUFFERED"] = "1"
+        proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         try:
-            # Started from the loop's thread on purpose: the child's parent-death signal fires
-            # when the thread that started it ends, so not from a pool thread (a few ms).
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                cmd, pass_fds=(death_r, ready_w), env=child_env, cwd=cwd, stdin=subprocess.DEVNULL
-            )
+            if role == "actor" and enabled() and forkable(self.base_env, env, cwd):
+                proc = await self._fork(node_args, child_env, (death_r, ready_w), preload)
+            if proc is None:
+                cmd = [sys.executable, "-m", "runtime.node", *node_args,
+                       "--parent-fd", str(death_r), "--ready-fd", str(ready_w)]  # fmt: skip
+                # Started from the loop's thread on purpose: the child's parent-death signal
+                # fires when the thread that started it ends, so not from a pool thread.
+                proc = subprocess.Popen(  # noqa: ASYNC220
+                    cmd, pass_fds=(death_r, ready_w), env=child_env, cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
         finally:
             os.close(ready_w)
         child = Child(proc, role, for_id)
@@ -188,6 +199,38 @@ class ChildProcesses:
         child.node_id, child.address = node_id, address
         log.info("started %s process %s (pid %d) for %s", role, node_id, proc.pid, for_id)
         return child
+
+    async def _fork(
+        self,
+        node_args: list[str],
+        env: dict[str, str],
+        fds: tuple[int, int],
+        preload: Sequence[str],
+    ) -> ForkedProcess | None:
+        """A child forked from the zygote (started on first use), or None where that failed
+        (the caller starts one afresh)."""
+        if self._zygote is None:
+            self._zygote = self.worker.loop.create_future()
+            zygote: Zygote | None = Zygote(self.worker.loop, self.base_env)
+            assert zygote is not None
+            try:
+                await zygote.start(START_S)
+            except (OSError, ZygoteError, TimeoutError) as exc:
+                log.warning("no zygote (dedicated processes start afresh): %s", exc)
+                zygote = None
+            except BaseException:
+                self._zygote.set_result(None)
+                self._zygote = None
+                raise
+            self._zygote.set_result(zygote)
+        zygote = await asyncio.shield(self._zygote)
+        if zygote is None or zygote.dead:
+            return None
+        try:
+            return await zygote.fork(node_args, env, fds, preload, START_S)
+        except ZygoteError as exc:
+            log.warning("the zygote did not fork (starting a process afresh): %s", exc)
+            return None
 
     async def _read_ready(self, fd: int, child: Child) -> str:
         loop = self.worker.loop
@@ -230,6 +273,12 @@ class ChildProcesses:
 
     def _watch_exit(self, child: Child) -> None:
         loop = self.worker.loop
+        if isinstance(child.proc, ForkedProcess):  # the zygote reports its exit
+            if child.proc.returncode is not None:
+                loop.call_soon(self._exited, child)
+            else:
+                child.proc.on_exit.append(lambda: self._exited(child))
+            return
         try:
             pidfd = os.pidfd_open(child.proc.pid)
         except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits instead
@@ -281,7 +330,8 @@ class ChildProcesses:
                     child_env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpu_ids)
                     child_env[ACTOR_GPUS_ENV] = str(len(gpu_ids))
                     options["env"] = child_env
-                child = await self.start("actor", spec.actor_id.hex(), **options)
+                preload = spec.dedicated if isinstance(spec.dedicated, list) else ()
+                child = await self.start("actor", spec.actor_id.hex(), preload=preload, **options)
             except (OSError, ChildStartError) as exc:  # not for want of room: trying again
                 # would fail again, so the actor dies saying why
                 raise ActorDiedError(
@@ -322,6 +372,9 @@ class ChildProcesses:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._death_r = self._death_w = -1
+        zygote = self._zygote.result() if self._zygote and self._zygote.done() else None
+        if zygote is not None:
+            zygote.close()
         if self._token_file is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._token_file)

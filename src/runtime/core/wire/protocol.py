@@ -175,8 +175,8 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     runtime_env: Any = None
     concurrency_groups: dict[str, int] = {}
     #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
-    #: else down.
-    dedicated: bool = False
+    #: else down. A list names modules that process finds imported (forked from a zygote).
+    dedicated: bool | list[str] = False
 
 
 class CreateActor(_Msg, tag=23):

@@ -33,6 +33,7 @@ class LightGBMConfig(BackendConfig):
     timeout_s: float = 300.0
     tree_learner: str = "data"
     needs_worker_ports = True
+    preload_modules = ("lightgbm",)
 
     def __post_init__(self) -> None:
         if self.tree_learner not in ("data", "feature", "voting"):

@@ -33,7 +33,13 @@ class TorchBackend(Backend):
         import torch
         import torch.distributed as dist
 
-        torch.set_num_threads(1)  # a rank holds one CPU; torch would use every core
+        # a rank holds its bundle's CPUs (OMP_NUM_THREADS, set by the controller); torch would
+        # use every core of the host
+        try:
+            threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+        except ValueError:
+            threads = 1
+        torch.set_num_threads(threads)
         if dist.is_available() and dist.is_initialized():
             # left by an earlier group in this node process whose loop is still stuck in a
             # collective (it fails there at its timeout and exits on its own)
@@ -81,6 +87,14 @@ class TorchConfig(BackendConfig):
 
     backend: str | None = None
     timeout_s: float = 300.0
+    # DDP's constructor imports torch._dynamo (sympy, inductor): seconds, once per node
+    preload_modules = (
+        "torch",
+        "torch.distributed",
+        "torch.nn.parallel",
+        "torch._dynamo",
+        "runtime.train.torch",
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "gloo", "nccl"):

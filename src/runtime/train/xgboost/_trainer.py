@@ -74,6 +74,7 @@ class XGBoostConfig(BackendConfig):
 
     timeout_s: float = 300.0
     retries: int = 10
+    preload_modules = ("xgboost",)
 
     def make_backend(self) -> Backend:
         return _XGBoostBackend(self)
