@@ -393,6 +393,8 @@ class TaskStage(_Stage):
             self.max_in_flight = max(1, int(concurrency))
         opts.setdefault("max_retries", ctx.max_block_retries)
         self.task = _stream_task.options(**opts)
+        #: The task with each window used so far (see ``windowed_task``).
+        self._windowed: dict[int, Any] = {}
 
     def set_budget(self, budget: int) -> None:
         """The budget, and each streaming task's window from it: a task runs ahead of the
@@ -401,9 +403,20 @@ class TaskStage(_Stage):
         default window), plus one item so that a task whose last block is in its window
         still finishes and frees its CPU."""
         super().set_budget(budget)
-        blocks = budget // max(1, self.ctx.target_max_block_size * self.max_in_flight)
-        self.window = 2 * max(2, min(8, blocks)) + 1
-        self.task = self.task.options(_generator_backpressure_num_objects=self.window)
+        self._windowed.clear()
+
+    def windowed_task(self) -> Any:
+        """The task with the window for the block size seen so far (the target size until
+        a block is seen)."""
+        block = self.est_block_bytes() or self.ctx.target_max_block_size
+        blocks = self.budget // max(1, block * self.max_in_flight)
+        window = 2 * max(2, min(8, blocks)) + 1
+        task = self._windowed.get(window)
+        if task is None:
+            task = self._windowed[window] = self.task.options(
+                _generator_backpressure_num_objects=window
+            )
+        return task
 
     def dispatch(self) -> None:
         while self.inbox and self.has_room():
@@ -411,10 +424,11 @@ class TaskStage(_Stage):
             if not self.stats.started:
                 self.stats.started = time.perf_counter()
             size = self.ctx.target_max_block_size
+            task = self.windowed_task()
             if isinstance(item, ReadTask):
-                gen = self.task.remote(item, seq, self.transforms, size)
+                gen = task.remote(item, seq, self.transforms, size)
             else:
-                gen = self.task.remote(None, seq, self.transforms, size, item.ref)
+                gen = task.remote(None, seq, self.transforms, size, item.ref)
             self.stats.tasks += 1
             self.in_flight[gen] = (seq, None)
 
