@@ -23,7 +23,10 @@ images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The iss
     benchmarks/data.py --workloads tensor,join --images 7133 --join-rows 10000000
     benchmarks/data.py --workloads capped --parquet-mb 5120 --store-cap-mb 1024
 
-Peak memory is reported as the peak of the summed RSS and of the largest single process.
+Peak memory is reported as the peak of the summed RSS and of the largest single process;
+``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and command).
+``--parquet-cache DIR`` generates the Parquet files there once and reuses them (delete the
+directory afterwards; the default is a temporary directory removed after the run).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ memory sampling
 
 
-def _tree_rss(root: int) -> tuple[int, int]:
-    """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest."""
+def _tree_rss(root: int, each: dict[str, int] | None = None) -> tuple[int, int]:
+    """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest;
+    ``each`` (``"pid command"`` -> bytes) keeps the peak of every process."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -75,15 +79,29 @@ def _tree_rss(root: int) -> tuple[int, int]:
         except (OSError, IndexError, ValueError):
             continue
         total, largest = total + rss, max(largest, rss)
+        if each is not None:
+            key = f"{pid} {_command(pid)}"
+            each[key] = max(each.get(key, 0), rss)
     return total, largest
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in args if a]
+    return " ".join(os.path.basename(w) if i == 0 else w for i, w in enumerate(words))[:60]
 
 
 class PeakMemory:
     """Samples the process tree's RSS in a thread while a workload runs: the peak of the sum
-    (``peak``) and the peak of any one process (``largest``)."""
+    (``peak``), the peak of any one process (``largest``) and of each (``each``)."""
 
     def __init__(self) -> None:
         self.peak = self.largest = 0
+        self.each: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,7 +111,7 @@ class PeakMemory:
             self._stop.wait(0.02)
 
     def _sample(self) -> None:
-        total, largest = _tree_rss(os.getpid())
+        total, largest = _tree_rss(os.getpid(), self.each)
         self.peak, self.largest = max(self.peak, total), max(self.largest, largest)
 
     def __enter__(self) -> PeakMemory:
@@ -173,6 +191,7 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
                 "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
                 "peak_mb": mem.peak / 1e6, "largest_mb": mem.largest / 1e6, "check": check,
                 "load": os.getloadavg()[0],
+                "per_process_mb": {k: v / 1e6 for k, v in sorted(mem.each.items())},
             }  # fmt: skip
             log(
                 f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB "
