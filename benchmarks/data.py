@@ -24,7 +24,8 @@ images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The iss
     benchmarks/data.py --workloads capped --parquet-mb 5120 --store-cap-mb 1024
 
 Peak memory is reported as the peak of the summed RSS and of the largest single process;
-``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and command).
+``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and the
+command at the peak).
 ``--parquet-cache DIR`` generates the Parquet files there once and reuses them (delete the
 directory afterwards; the default is a temporary directory removed after the run).
 """
@@ -56,9 +57,10 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ memory sampling
 
 
-def _tree_rss(root: int, each: dict[str, int] | None = None) -> tuple[int, int]:
+def _tree_rss(root: int, each: dict[int, tuple[int, str]] | None = None) -> tuple[int, int]:
     """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest;
-    ``each`` (``"pid command"`` -> bytes) keeps the peak of every process."""
+    ``each`` (pid -> bytes, command at the peak) keeps the peak of every process (Ray's
+    workers rename themselves as they run tasks: one pid, several names)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -79,9 +81,8 @@ def _tree_rss(root: int, each: dict[str, int] | None = None) -> tuple[int, int]:
         except (OSError, IndexError, ValueError):
             continue
         total, largest = total + rss, max(largest, rss)
-        if each is not None:
-            key = f"{pid} {_command(pid)}"
-            each[key] = max(each.get(key, 0), rss)
+        if each is not None and rss > each.get(pid, (-1, ""))[0]:
+            each[pid] = (rss, _command(pid))
     return total, largest
 
 
@@ -101,7 +102,7 @@ class PeakMemory:
 
     def __init__(self) -> None:
         self.peak = self.largest = 0
-        self.each: dict[str, int] = {}
+        self.each: dict[int, tuple[int, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -191,7 +192,9 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
                 "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
                 "peak_mb": mem.peak / 1e6, "largest_mb": mem.largest / 1e6, "check": check,
                 "load": os.getloadavg()[0],
-                "per_process_mb": {k: v / 1e6 for k, v in sorted(mem.each.items())},
+                "per_process_mb": {
+                    f"{pid} {cmd}": rss / 1e6 for pid, (rss, cmd) in sorted(mem.each.items())
+                },
             }  # fmt: skip
             log(
                 f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB "
