@@ -23,7 +23,11 @@ images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The iss
     benchmarks/data.py --workloads tensor,join --images 7133 --join-rows 10000000
     benchmarks/data.py --workloads capped --parquet-mb 5120 --store-cap-mb 1024
 
-Peak memory is reported as the peak of the summed RSS and of the largest single process.
+Peak memory is reported as the peak of the summed RSS and of the largest single process;
+``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and the
+command at the peak).
+``--parquet-cache DIR`` generates the Parquet files there once and reuses them (delete the
+directory afterwards; the default is a temporary directory removed after the run).
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ memory sampling
 
 
-def _tree_rss(root: int) -> tuple[int, int]:
-    """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest."""
+def _tree_rss(root: int, each: dict[int, tuple[int, str]] | None = None) -> tuple[int, int]:
+    """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest;
+    ``each`` (pid -> bytes, command at the peak) keeps the peak of every process (Ray's
+    workers rename themselves as they run tasks: one pid, several names)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -75,15 +81,28 @@ def _tree_rss(root: int) -> tuple[int, int]:
         except (OSError, IndexError, ValueError):
             continue
         total, largest = total + rss, max(largest, rss)
+        if each is not None and rss > each.get(pid, (-1, ""))[0]:
+            each[pid] = (rss, _command(pid))
     return total, largest
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in args if a]
+    return " ".join(os.path.basename(w) if i == 0 else w for i, w in enumerate(words))[:60]
 
 
 class PeakMemory:
     """Samples the process tree's RSS in a thread while a workload runs: the peak of the sum
-    (``peak``) and the peak of any one process (``largest``)."""
+    (``peak``), the peak of any one process (``largest``) and of each (``each``)."""
 
     def __init__(self) -> None:
         self.peak = self.largest = 0
+        self.each: dict[int, tuple[int, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,7 +112,7 @@ class PeakMemory:
             self._stop.wait(0.02)
 
     def _sample(self) -> None:
-        total, largest = _tree_rss(os.getpid())
+        total, largest = _tree_rss(os.getpid(), self.each)
         self.peak, self.largest = max(self.peak, total), max(self.largest, largest)
 
     def __enter__(self) -> PeakMemory:
@@ -172,10 +191,15 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
             results[name] = {
                 "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
                 "peak_mb": mem.peak / 1e6, "largest_mb": mem.largest / 1e6, "check": check,
+                "load": os.getloadavg()[0],
+                "per_process_mb": {
+                    f"{pid} {cmd}": rss / 1e6 for pid, (rss, cmd) in sorted(mem.each.items())
+                },
             }  # fmt: skip
             log(
                 f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB "
-                f"(largest process {mem.largest / 1e6:.0f} MB)"
+                f"(largest process {mem.largest / 1e6:.0f} MB), load average "
+                f"{os.getloadavg()[0]:.1f} at the end"
             )
         except Exception as e:  # a failed workload is reported, the run goes on
             results[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -290,6 +314,22 @@ def generate_parquet(directory: str, target_bytes: int) -> int:
     return total
 
 
+def cached_parquet(directory: str, target_bytes: int) -> int:
+    """The bytes in memory of the files ``generate_parquet`` made in ``directory`` for the
+    same size, or 0 (then they are generated)."""
+    import pyarrow.parquet as pq
+
+    rows_per_file = 2_000_000
+    files = max(1, target_bytes // (rows_per_file * 32))
+    names = [os.path.join(directory, f"part_{i:03d}.parquet") for i in range(files)]
+    present = sorted(f for f in os.listdir(directory) if f.endswith(".parquet"))
+    if present != sorted(os.path.basename(n) for n in names):
+        for f in present:
+            os.remove(os.path.join(directory, f))
+        return 0
+    return sum(pq.ParquetFile(n).metadata.num_rows * 32 for n in names)
+
+
 def run_child(
     backend: str, argv: list[str], isolate: bool, python: str | None = None
 ) -> dict[str, Any]:
@@ -318,13 +358,16 @@ def run_child(
 
 def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
     lines = [
-        "| workload | runtime.data | Ray Data 2.60 | ratio | peak memory (ours / Ray) |",
-        "|---|---|---|---|---|",
+        "| workload | runtime.data | Ray Data 2.60 | ratio | peak memory (ours / Ray) "
+        "| load (ours / Ray) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, mine in ours.get("results", {}).items():
         theirs = (ray or {}).get("results", {}).get(name) if ray else None
         if "error" in mine:
-            lines.append(f"| {name} | error: {mine['error'].splitlines()[-1][:120]} | - | - | - |")
+            lines.append(
+                f"| {name} | error: {mine['error'].splitlines()[-1][:120]} | - | - | - | - |"
+            )
             continue
         a = f"{mine['rate']:,.0f} {mine['unit']} ({mine['seconds']:.2f} s)"
         if theirs and "error" not in theirs:
@@ -336,7 +379,9 @@ def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
         else:
             b = theirs["error"].splitlines()[-1][:120] if theirs else "-"
             ratio, mem = "-", f"{mine['peak_mb']:,.0f} MB / -"
-        lines.append(f"| {name} | {a} | {b} | {ratio} | {mem} |")
+        loads = [r.get("load") for r in (mine, theirs or {})]
+        load = " / ".join("-" if x is None else f"{x:.1f}" for x in loads)
+        lines.append(f"| {name} | {a} | {b} | {ratio} | {mem} | {load} |")
     return "\n".join(lines)
 
 
@@ -358,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parquet-mb", type=int, help="MB (in memory) of Parquet to read")
     parser.add_argument(
         "--store-cap-mb", type=int, help="the capped run's object store (default: a quarter)"
+    )
+    parser.add_argument(
+        "--parquet-cache",
+        help="a directory to generate the Parquet files in once and reuse (delete it after)",
     )
     parser.add_argument("--child", choices=["runtime", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--parquet-dir", help=argparse.SUPPRESS)
@@ -385,12 +434,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f)
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-data-parquet-") as pdir:
+    with tempfile.TemporaryDirectory(prefix="bench-data-parquet-") as tmp:
+        pdir = args.parquet_cache or tmp
         nbytes = 0
         if workloads & {"parquet", "capped"}:
             mb = args.parquet_mb or (256 if args.quick else 1024)
-            nbytes = generate_parquet(pdir, mb * 1024 * 1024)
-            log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
+            nbytes = cached_parquet(pdir, mb * 1024 * 1024) if args.parquet_cache else 0
+            if not nbytes:
+                nbytes = generate_parquet(pdir, mb * 1024 * 1024)
+                log(f"generated {nbytes / 1e6:.0f} MB (in memory) of Parquet in {pdir}")
         passthrough = ["--parquet-dir", pdir, "--parquet-bytes", str(nbytes)]
         passthrough += ["--quick"] if args.quick else []
         passthrough += ["--workloads", ",".join(sorted(workloads))]

@@ -70,6 +70,55 @@ def test_a_pipeline_ten_times_the_object_store_streams_with_bounded_memory() -> 
     assert all(g < bound for g in growth.values()), growth
 
 
+def _stored_block_bytes() -> int:
+    """Bytes of the objects (blocks) the cluster holds right now, from the state API."""
+    from runtime.util.state import list_objects
+
+    return sum(int(r["size"]) for r in list_objects(limit=100_000) if int(r["size"]) > 1 << 20)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("small_store")
+def test_the_executor_bounds_its_blocks_by_the_object_store_capacity_it_reads(
+    tmp_path: os.PathLike[str],
+) -> None:
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runtime.data import _executor
+
+    ctx = data.DataContext.get_current()
+    assert ctx.op_output_buffer_bytes == 256 * 1024 * 1024  # the default: no tuning here
+    assert runtime.cluster_resources()["object_store_memory"] == STORE  # as Ray reports it
+    # One fused stage may hold half the store, not the 256 MiB default.
+    assert _executor.store_budget(ctx, 1) == STORE // 2
+    # Two files of 16 row groups of 4 MiB: two read tasks, each yielding 16 blocks.
+    group = 512 * 1024
+    for i in range(2):
+        table = pa.table({"id": np.arange(16 * group, dtype=np.int64) + i * 16 * group})
+        pq.write_table(table, os.path.join(tmp_path, f"{i}.parquet"), row_group_size=group)
+    ds = data.read_parquet(str(tmp_path), override_num_blocks=2).map_batches(
+        _double, batch_size=None
+    )
+    peak = rows = 0
+    for batch in ds.iter_batches(batch_size=None):
+        rows += len(batch["x"])
+        time.sleep(0.1)  # a slow consumer: the read tasks run ahead as far as allowed
+        peak = max(peak, _stored_block_bytes())
+    assert rows == 32 * group
+    stats = ds.stats()
+    # What may exist at once: the budget and the one block that crosses it, two unconsumed
+    # blocks in each read task's window plus the one it is making, and the consumer's
+    # current and prefetched blocks. Tasks running ahead by core's default window (8 blocks
+    # each) pass it (101 MB measured).
+    block = 4 * 1024 * 1024
+    bound = STORE // 2 + block + 2 * 3 * block + 2 * block
+    assert peak <= bound, (peak, bound, stats)
+    assert f"of a {STORE // 2 / 1e6:.1f} MB budget" in stats, stats
+
+
 class _Square:
     """An actor-pool stage between two task stages."""
 

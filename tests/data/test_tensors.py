@@ -157,6 +157,23 @@ def test_torch_batches_wrap_read_only_block_memory_without_a_warning() -> None:
     assert not numpy_batch.flags.writeable
 
 
+def test_writing_into_a_torch_batch_changes_neither_the_dataset_nor_kills_the_process() -> None:
+    torch = pytest.importorskip("torch")
+    # Blocks made by tasks, big enough to live in a worker's store and be mapped, not inlined.
+    arr = np.ones((64, 64, 64, 3), dtype=np.float32)
+    mat = data.from_numpy(arr).map_batches(lambda b: {"data": b["data"] * 2}).materialize()
+    seen = 0
+    for batch in mat.iter_torch_batches(batch_size=16):
+        t = batch["data"]
+        t += 1  # a training loop's in-place op on the zero-copy batch
+        assert torch.all(t == 3)
+        seen += t.shape[0]
+    assert seen == 64
+    # The writes went to this process's private copies of the pages, not to the block.
+    again = np.concatenate([b["data"] for b in mat.iter_batches(batch_size=None)])
+    np.testing.assert_array_equal(again, arr * 2)
+
+
 def test_a_big_array_becomes_blocks_that_map_in_parallel_and_keep_row_order() -> None:
     ctx = data.DataContext.get_current()
     old = ctx.target_max_block_size

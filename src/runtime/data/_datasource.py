@@ -73,6 +73,8 @@ class _RangeRead:
     start: int
     stop: int
     column: str
+    #: Its table is new and referenced by nothing else (see ``writable_batch``).
+    private_blocks = True
 
     def __call__(self) -> list[Block]:
         return [pa.table({self.column: np.arange(self.start, self.stop, dtype=np.int64)})]

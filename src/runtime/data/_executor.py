@@ -76,7 +76,8 @@ def run_chain(
     return block, B.metadata_of(block, time.perf_counter() - t0, in_rows)
 
 
-_recover_task: Any = runtime.remote(num_returns=2, max_retries=3)(run_chain)
+#: No CPU: the consumer may wait on it while paused streaming tasks hold every CPU.
+_recover_task: Any = runtime.remote(num_returns=2, max_retries=3, num_cpus=0)(run_chain)
 MAX_RECOVERIES = 3
 
 
@@ -152,6 +153,10 @@ class OpStats:
     started: float = 0.0
     finished: float = 0.0
     recovered: int = 0
+    #: Bytes of made, unconsumed blocks the stage may hold (see ``store_budget``), and the
+    #: most it held at once.
+    budget_bytes: int = 0
+    peak_held_bytes: int = 0
 
     def line(self) -> str:
         wall = max(0.0, self.finished - self.started) if self.started else 0.0
@@ -159,6 +164,12 @@ class OpStats:
             f"{self.name}: {self.tasks} tasks, {self.rows_in} rows in, {self.rows_out} rows out, "
             f"{self.bytes_out / 1e6:.1f} MB out, {self.task_s:.3f}s in tasks, {wall:.3f}s wall"
             + (f", {self.recovered} blocks made again after a loss" if self.recovered else "")
+            + (
+                f", at most {self.peak_held_bytes / 1e6:.1f} MB held of a "
+                f"{self.budget_bytes / 1e6:.1f} MB budget"
+                if self.budget_bytes
+                else ""
+            )
         )
 
 
@@ -220,6 +231,21 @@ class _Stage:
         return len(self.in_flight) < self.max_in_flight and (
             not self.in_flight or projected < self.budget
         )
+
+    def set_budget(self, budget: int) -> None:
+        self.budget = self.stats.budget_bytes = budget
+
+    def waitable(self) -> list[Any]:
+        """What the executor waits on: every running task, but past the budget only the
+        streaming task of the oldest input (the one the ordered output waits for), so the
+        others pause once their window of unconsumed blocks is full."""
+        if self.held_bytes < self.budget:
+            return list(self.in_flight)
+        return [
+            r
+            for r, (seq, _) in self.in_flight.items()
+            if seq <= self.next_out or not isinstance(r, runtime.ObjectRefGenerator)
+        ]
 
     def wants_input(self) -> bool:
         return len(self.inbox) < self.max_in_flight
@@ -298,6 +324,7 @@ class _Stage:
             s.finished = time.perf_counter()
             self.out_blocks += 1
             self.held_bytes += bundle.meta.size_bytes
+            s.peak_held_bytes = max(s.peak_held_bytes, self.held_bytes)
 
     def pop_ordered(self) -> Iterator[tuple[int | None, RefBundle | None]]:
         """Blocks in input order, each with its source item when it is that item's only
@@ -366,6 +393,30 @@ class TaskStage(_Stage):
             self.max_in_flight = max(1, int(concurrency))
         opts.setdefault("max_retries", ctx.max_block_retries)
         self.task = _stream_task.options(**opts)
+        #: The task with each window used so far (see ``windowed_task``).
+        self._windowed: dict[int, Any] = {}
+
+    def set_budget(self, budget: int) -> None:
+        """The budget, and each streaming task's window from it: a task runs ahead of the
+        executor by its share of the budget in blocks (two items each: the block and its
+        metadata), at least two blocks (Ray Data's default) and at most eight (core's
+        default window), plus one item so that a task whose last block is in its window
+        still finishes and frees its CPU."""
+        super().set_budget(budget)
+        self._windowed.clear()
+
+    def windowed_task(self) -> Any:
+        """The task with the window for the block size seen so far (the target size until
+        a block is seen)."""
+        block = self.est_block_bytes() or self.ctx.target_max_block_size
+        blocks = self.budget // max(1, block * self.max_in_flight)
+        window = 2 * max(2, min(8, blocks)) + 1
+        task = self._windowed.get(window)
+        if task is None:
+            task = self._windowed[window] = self.task.options(
+                _generator_backpressure_num_objects=window
+            )
+        return task
 
     def dispatch(self) -> None:
         while self.inbox and self.has_room():
@@ -373,10 +424,11 @@ class TaskStage(_Stage):
             if not self.stats.started:
                 self.stats.started = time.perf_counter()
             size = self.ctx.target_max_block_size
+            task = self.windowed_task()
             if isinstance(item, ReadTask):
-                gen = self.task.remote(item, seq, self.transforms, size)
+                gen = task.remote(item, seq, self.transforms, size)
             else:
-                gen = self.task.remote(None, seq, self.transforms, size, item.ref)
+                gen = task.remote(None, seq, self.transforms, size, item.ref)
             self.stats.tasks += 1
             self.in_flight[gen] = (seq, None)
 
@@ -703,7 +755,7 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
     lineage = _Lineage()
     budget = store_budget(ctx, len(stages))
     for stage in stages:
-        stage.budget = budget
+        stage.set_budget(budget)
     chain: list[ChainStep] | None = []
     for i, stage in enumerate(stages):
         stage.index, stage.lineage = i, lineage
@@ -760,7 +812,9 @@ def execute(op: LogicalOp, stats_out: ExecutionStats | None = None) -> Iterator[
                 return
             if source.exhausted and all(s.idle() for s in stages):
                 return
-            waiting = [r for s in stages for r in s.in_flight]
+            waiting = [r for s in stages for r in s.waitable()] or [
+                r for s in stages for r in s.in_flight
+            ]
             if not waiting:
                 if source.exhausted and not any(s.inbox for s in stages):
                     return

@@ -7,6 +7,7 @@ column selection pushed into the reader); other formats are read one file per ta
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Iterator
@@ -114,6 +115,9 @@ class _ParquetRead:
     filter: Any = None
     filesystem: Any = None
     scan_args: dict[str, Any] = field(default_factory=dict)
+    #: The tables it yields are new and referenced by nothing else, so the task's first
+    #: ``map_batches`` may hand out writable views of them instead of copies.
+    private_blocks = True
 
     def __call__(self) -> Iterator[Block]:
         """One block per row group, yielded as it is read (a streaming read task sends
@@ -123,11 +127,11 @@ class _ParquetRead:
         cols = self.columns
         if cols is not None:
             cols = [c for c in cols if c not in self.partitions]
-        args = {"use_threads": False, **self.scan_args}
-        pieces: list[list[int]] = [[g] for g in self.row_groups] or [[]]
-        for groups in pieces:
-            frag = _fragment(self.path, self.filesystem, groups)
-            table = pads.Scanner.from_fragment(frag, columns=cols, **args).to_table()
+        # One record batch per row group (the scanner's default cuts 131,072 rows), so each
+        # column is one chunk and numpy batches are views, not a concatenation.
+        args = {"use_threads": False, "batch_size": 1 << 30, **self.scan_args}
+        for read in self._tables(cols, args, pads):
+            table = read
             for k, v in self.partitions.items():
                 if self.columns is None or k in self.columns:
                     table = table.append_column(k, pa.array([v] * table.num_rows, pa.string()))
@@ -136,6 +140,25 @@ class _ParquetRead:
             if self.filter is not None:
                 table = table.filter(self.filter)
             yield _with_path(table, self.path, self.include_paths)
+
+    def _tables(self, cols: list[str] | None, args: dict[str, Any], pads: Any) -> Iterator[Block]:
+        """The row groups' tables: without scanner arguments, through one ``ParquetFile``
+        (the file opened and its footer read once, not once per row group as fragments do)."""
+        if self.scan_args or not self.row_groups:
+            for groups in [[g] for g in self.row_groups] or [[]]:
+                frag = _fragment(self.path, self.filesystem, groups)
+                yield pads.Scanner.from_fragment(frag, columns=cols, **args).to_table()
+            return
+        import pyarrow.parquet as pq
+
+        with contextlib.ExitStack() as stack:
+            if self.filesystem is not None:
+                source: Any = stack.enter_context(self.filesystem.open_input_file(self.path))
+            else:
+                source = self.path
+            pf = stack.enter_context(pq.ParquetFile(source))
+            for g in self.row_groups:
+                yield pf.read_row_group(g, columns=cols, use_threads=False)
 
 
 @dataclass

@@ -155,7 +155,7 @@ class MapBatches(Transform):
         n = block.num_rows
         size = self.batch_size or max(n, 1)
         if self.batch_format in ("numpy", "default") and not B.pickled_columns(block):
-            return self._numpy_batches(fn, block, index, size)
+            return self._numpy_batches(fn, block, index, size, env)
         outs: list[Block] = []
         for start in range(0, max(n, 1), size):
             piece = block.slice(start, size) if self.batch_size else block
@@ -183,7 +183,9 @@ class MapBatches(Transform):
         else:
             outs.append(B.block_from_batch(result))
 
-    def _numpy_batches(self, fn: Any, block: Block, index: int, size: int) -> Block:
+    def _numpy_batches(
+        self, fn: Any, block: Block, index: int, size: int, env: dict[str, Any]
+    ) -> Block:
         """Numpy batches as views of one writable copy of the block; outputs joined per column.
 
         Converting per batch costs Arrow calls per batch; one conversion per block and numpy
@@ -192,7 +194,7 @@ class MapBatches(Transform):
         """
         full = B.to_numpy_batch(block)
         if not self.zero_copy_batch:
-            full = {k: np.array(v, copy=True) for k, v in full.items()}
+            full = writable_batch(block, full, env.get("private", False))
         n = block.num_rows
         dicts: list[dict[str, Any]] = []
         outs: list[Block] = []
@@ -220,6 +222,46 @@ class MapBatches(Transform):
                 )
             outs.extend(B.block_from_batch(d) for d in dicts)
         return B.concat(outs)
+
+
+def writable_batch(
+    block: Block, full: dict[str, np.ndarray], private: bool
+) -> dict[str, np.ndarray]:
+    """The columns of ``full`` (numpy views of ``block``) made writable, as Ray's
+    ``zero_copy_batch=False`` promises, copying only what must be copied.
+
+    An array numpy made (a column of several chunks, booleans) is already the batch's own.
+    A view of the block is copied, unless the block is ``private`` (a reader's new table
+    that nothing else references: writing into it can change nothing anyone else sees) and
+    the view lies in one mutable Arrow buffer: then it is a writable view of that buffer.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, v in full.items():
+        if v.flags.writeable and v.flags.owndata:
+            out[name] = v
+            continue
+        view = _writable_view(block.column(name), v) if private else None
+        out[name] = view if view is not None else np.array(v, copy=True)
+    return out
+
+
+def _writable_view(col: Any, v: np.ndarray) -> np.ndarray | None:
+    if (
+        col.num_chunks != 1
+        or col.null_count
+        or v.dtype == object
+        or not v.nbytes
+        or not v.flags.c_contiguous
+    ):
+        return None
+    buf = col.chunk(0).buffers()[-1]
+    if buf is None or not buf.is_mutable:
+        return None
+    start = v.ctypes.data - buf.address
+    if start < 0 or start + v.nbytes > buf.size:
+        return None
+    raw = np.frombuffer(buf, dtype=np.uint8, count=v.nbytes, offset=start)
+    return raw.view(v.dtype).reshape(v.shape)
 
 
 def check_columns(block: Block, names: Iterable[str], what: str) -> None:
@@ -328,6 +370,9 @@ class Slice(Transform):
 def apply_all(block: Block, index: int, transforms: list[Transform], env: dict[str, Any]) -> Block:
     for t in transforms:
         block = t(block, index, env)
+        # Only the first step gets the reader's own block; a step's output may alias what
+        # the user's function keeps.
+        env.pop("private", None)
     return block
 
 
@@ -382,9 +427,11 @@ def run_fused_streaming(
     t0 = time.perf_counter()
     inputs = iter_source(source) if source is not None else iter([B.concat(list(blocks))])
     sent = 0
+    read_fn = getattr(source, "read_fn", None)
+    private = bool(getattr(read_fn, "private_blocks", False))
     for piece, block in enumerate(inputs):
         in_rows = block.num_rows
-        out = apply_all(block, index, transforms, {"piece": piece})
+        out = apply_all(block, index, transforms, {"piece": piece, "private": private})
         parts = split_by_bytes(out, max_block_bytes)
         for part in parts:
             if part.num_rows == 0 and sent:

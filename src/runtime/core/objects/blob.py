@@ -140,13 +140,15 @@ def parse(view: memoryview, where: str) -> tuple[Value, list[memoryview]]:
 
 
 def map_file(path: str) -> mmap.mmap:
-    """Map a blob file read-only (shared: the pages are the writer's, nothing is copied)."""
+    """Map a blob file copy-on-write: the pages are the writer's and nothing is copied, but a
+    write through code that ignores the read-only views (torch over a numpy batch) gets this
+    process private copies of the pages it touches instead of a segmentation fault."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
             raise ObjectLostError(f"the stored object at {path} is empty")
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
 
