@@ -66,6 +66,8 @@ EXAMPLES: list[p._Msg] = [
     p.Reply(7, error="boom", error_type="ValueError", value={"a": [1, 2.5, "x", None]}),
     p.RegisterNode(1, _node()),
     p.ClusterView([_node("n1"), _node("n2")]),
+    p.ClusterView([_node("n3")], ["n1"], version=9, base=7),
+    p.ViewResync(7),
     p.ReportResources("n1", {"CPU": 0.5, "custom": 2.0}),
     p.CreateActor(3, _spec(), get_if_exists=True),
     p.GetActor(4, "counter", "ns", actor_id=b"a" * 16, wait=True),

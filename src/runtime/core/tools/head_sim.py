@@ -20,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from ..control.views import MemberView, merge
 from ..process import launcher
 from ..wire import protocol as p
 from ..wire.heartbeat import DetectorConfig
@@ -41,6 +43,8 @@ class Tally:
     false_deaths: int = 0
     views: int = 0
     view_entries: int = 0
+    whole_views: int = 0
+    view_gaps: int = 0
     join_s: list[float] = field(default_factory=list)
 
 
@@ -51,6 +55,16 @@ class _Member:
         self.conn: Connection | None = None
         self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
         self.leaving = False
+        #: The view's version this member holds; with ``keep_view``, the view itself.
+        self.view = MemberView()
+        self.keep_view = False
+        self.nodes: dict[str, p.NodeInfo] = {}
+        #: Drop the next delta (as if lost): the member must ask for the whole view.
+        self.drop_next_delta = False
+        #: Set (and replaced) on every view received.
+        self.view_seen = asyncio.Event()
+        #: Set once the connection is closed.
+        self.gone = asyncio.Event()
 
     def on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
         if isinstance(msg, p.Reply) and not self.reply.done():
@@ -58,19 +72,41 @@ class _Member:
         elif isinstance(msg, p.ClusterView):
             self.tally.views += 1
             self.tally.view_entries += len(msg.nodes)
+            if msg.base >= 0 and self.drop_next_delta:
+                self.drop_next_delta = False
+            else:
+                gaps = self.view.gaps
+                self.tally.view_entries += len(msg.loads)
+                self.view.receive(conn, msg, self._apply, self.nodes)
+                self.tally.view_gaps += self.view.gaps - gaps
+            self.view_seen.set()
+            self.view_seen = asyncio.Event()
         elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
             self.tally.false_deaths += 1
 
+    def _apply(self, nodes: list[p.NodeInfo], departed: Sequence[str], whole: bool) -> None:
+        self.tally.whole_views += whole
+        if self.keep_view:
+            self.nodes = merge(self.nodes, nodes, departed, whole)
+
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        self.gone.set()
         if not self.reply.done():
             self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
 
 
 async def _join(
-    address: str, token: bytes, node_id: str, tally: Tally, timeout: float
+    address: str,
+    token: bytes,
+    node_id: str,
+    tally: Tally,
+    timeout: float,
+    *,
+    keep_view: bool = False,
 ) -> _Member | None:
     loop = asyncio.get_running_loop()
     member = _Member(node_id, tally)
+    member.keep_view = keep_view
     host, _, port = address.rpartition(":")
     t0 = time.perf_counter()
     try:
@@ -260,6 +296,7 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         hp = psutil.Process(head.proc.pid)
         asyncio.run(_probe(head))  # the head is up (its imports done) once a member can join
         rss0 = _rss_mb(hp)
+        cpu_start = _cpu(hp)
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
@@ -275,8 +312,13 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         joined_s = time.perf_counter() - t0
         rss1 = _rss_mb(hp)
         c0, w0 = _cpu(hp), time.perf_counter()
+        join_cpu = (c0 - cpu_start) / joined_s * 100
+        sims = [psutil.Process(w.pid) for w in workers]
+        s0 = sum(_cpu(s) for s in sims)
         time.sleep(max(1.0, seconds * 0.8))
-        head_cpu = (_cpu(hp) - c0) / (time.perf_counter() - w0) * 100
+        wall = time.perf_counter() - w0
+        head_cpu = (_cpu(hp) - c0) / wall * 100
+        sims_cpu = (sum(_cpu(s) for s in sims) - s0) / wall * 100
         tallies = []
         for w in workers:
             text, _ = w.communicate(timeout=seconds + 120)
@@ -289,11 +331,15 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             total.false_deaths += t.false_deaths
             total.views += t.views
             total.view_entries += t.view_entries
+            total.whole_views += t.whole_views
+            total.view_gaps += t.view_gaps
         return {
             "members": members,
             "churn per s (joins and as many leaves)": churn,
             "all joined (s)": joined_s,
+            "head CPU while joining (% of one core)": join_cpu,
             "head CPU, steady (% of one core)": head_cpu,
+            "simulating processes' CPU, steady (% of one core)": sims_cpu,
             "head CPU per member (% of one core)": head_cpu / members,
             "head RSS before (MB)": rss0,
             "head RSS with members (MB)": rss1,
@@ -304,6 +350,8 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "false deaths": total.false_deaths,
             "views received": total.views,
             "view entries received": total.view_entries,
+            "whole views received": total.whole_views,
+            "view gaps": total.view_gaps,
         }
     finally:
         for w in workers:
