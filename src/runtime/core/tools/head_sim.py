@@ -282,6 +282,19 @@ def _cpu(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def _run_queue_s(pid: int) -> float:
+    """Seconds the process's threads waited for a CPU while runnable (``schedstat``): on a
+    crowded machine, the head's CPU share is capped by the others, not by its need."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def _rss_mb(proc: psutil.Process) -> float:
     return float(proc.memory_info().rss) / 2**20
 
@@ -311,13 +324,14 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
                 raise RuntimeError(f"a simulating process failed (exit {w.wait()})")
         joined_s = time.perf_counter() - t0
         rss1 = _rss_mb(hp)
-        c0, w0 = _cpu(hp), time.perf_counter()
+        c0, w0, q0 = _cpu(hp), time.perf_counter(), _run_queue_s(hp.pid)
         join_cpu = (c0 - cpu_start) / joined_s * 100
         sims = [psutil.Process(w.pid) for w in workers]
         s0 = sum(_cpu(s) for s in sims)
         time.sleep(max(1.0, seconds * 0.8))
         wall = time.perf_counter() - w0
         head_cpu = (_cpu(hp) - c0) / wall * 100
+        head_waited = (_run_queue_s(hp.pid) - q0) / wall * 100
         sims_cpu = (sum(_cpu(s) for s in sims) - s0) / wall * 100
         tallies = []
         for w in workers:
@@ -339,6 +353,7 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "all joined (s)": joined_s,
             "head CPU while joining (% of one core)": join_cpu,
             "head CPU, steady (% of one core)": head_cpu,
+            "head waiting for a CPU, steady (% of the time)": head_waited,
             "simulating processes' CPU, steady (% of one core)": sims_cpu,
             "head CPU per member (% of one core)": head_cpu / members,
             "head RSS before (MB)": rss0,
