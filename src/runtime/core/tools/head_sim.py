@@ -265,7 +265,7 @@ class HeadSim:
     state_dir: str
 
     @classmethod
-    def start(cls) -> HeadSim:
+    def start(cls, head_path: str | None = None) -> HeadSim:
         state_dir = tempfile.mkdtemp(prefix="head-sim-")
         token = launcher.new_token()
         token_path = launcher.write_token(state_dir, token)
@@ -274,7 +274,10 @@ class HeadSim:
         cmd = launcher.node_command("--head", "--listen-fd", str(sock.fileno()), "--num-cpus",
                                     "0", "--no-head-file", "--token-file", token_path,
                                     "--state-dir", state_dir)  # fmt: skip
-        proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL)
+        env = None  # head_path: another tree's sources for the head alone (an A/B)
+        if head_path:
+            env = {**os.environ, "PYTHONPATH": head_path}
+        proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL, env=env)
         sock.close()
         return cls(proc, address, token, state_dir)
 
@@ -310,10 +313,10 @@ def _rss_mb(proc: psutil.Process) -> float:
 
 
 def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
-        report_every: float = 5.0) -> dict[str, Any]:  # fmt: skip
+        report_every: float = 5.0, *, head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``members`` simulated members in ``procs`` processes against a fresh head for
     ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
-    head = HeadSim.start()
+    head = HeadSim.start(head_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         hp = psutil.Process(head.proc.pid)
@@ -346,7 +349,10 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         tallies = []
         for w in workers:
             text, _ = w.communicate(timeout=seconds + 120)
-            tallies.append(Tally(**json.loads(text.strip().splitlines()[-1])))
+            lines = [line for line in text.splitlines() if line.startswith("{")]
+            if not lines:
+                raise RuntimeError(f"a simulating process printed no tally: {text[-500:]!r}")
+            tallies.append(Tally(**json.loads(lines[-1])))
         total = Tally()
         for t in tallies:
             total.joined += t.joined
