@@ -126,6 +126,7 @@ EXAMPLES: list[p._Msg] = [
     p.RegisterNode(1, _node()),
     p.ClusterView([_node("n1"), _node("n2")]),
     p.ClusterView([_node("n3")], ["n1"], version=9, base=7),
+    p.ClusterView([], [], version=9, base=-2, loads=[p.NodeLoad("n3", {"CPU": 0.5})]),
     p.ViewResync(7),
     p.ReportResources("n1", {"CPU": 0.5, "custom": 2.0}),
     p.CreateActor(3, _spec(), get_if_exists=True),
