@@ -24,8 +24,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="steady window after joining")
     ap.add_argument("--churn", type=float, default=100.0, help="leaves (and joins) a second")
     ap.add_argument("--report-every", type=float, default=5.0, help="s between a member's reports")
+    ap.add_argument(
+        "--head-pythonpath",
+        help="PYTHONPATH of the head alone (another checkout's src: the same members against "
+        "another head, in one window)",
+    )
     args = ap.parse_args()
-    out = head_sim.run(args.members, args.procs, args.seconds, args.churn, args.report_every)
+    out = head_sim.run(args.members, args.procs, args.seconds, args.churn, args.report_every,
+                       head_path=args.head_pythonpath)  # fmt: skip
     out["load average at the end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
     return 0

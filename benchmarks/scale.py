@@ -117,6 +117,16 @@ def tree_pss_mb() -> float:
     return sum(pss_kib(p.pid) for p in tree()) / 1024
 
 
+def tree_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of every process in this tree, by pid."""
+    out = {}
+    for p in tree():
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+    return out
+
+
 class Sampler:
     """Samples the RSS of this process and the largest RSS of any process in its tree."""
 
@@ -417,17 +427,29 @@ def run_actors(api: Any, backend: str, n: int) -> dict[str, Any]:
     warm = cls.remote()
     api.get(warm.small_value.remote())
     before = tree_pss_mb()
+    cpu0 = tree_cpu_s()
     t0 = time.perf_counter()
     handles = [cls.remote() for _ in range(n)]
     t1 = time.perf_counter()
     api.get([h.small_value.remote() for h in handles])
     t2 = time.perf_counter()
+    cpu1 = tree_cpu_s()
+    # CPU per actor holds on a crowded machine, where the rate measures the others' load too.
+    cpu = sum(cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1)
+    roles: dict[str, float] = {"driver": 0.0, "head": 0.0, "nodes": 0.0}
+    for p in tree():
+        with contextlib.suppress(psutil.Error):
+            role = "driver" if p.pid == os.getpid() else "nodes"
+            role = "head" if "--head" in p.cmdline() else role
+            roles[role] += cpu1.get(p.pid, 0.0) - cpu0.get(p.pid, 0.0)
     time.sleep(0.5)
     after = tree_pss_mb()
     out = {
         f"{n} actors created and called once (s)": t2 - t0,
         f"{n} actors: rate (actors/s)": n / (t2 - t0),
         f"{n} actors: .remote() of all (s)": t1 - t0,
+        f"{n} actors: CPU of all processes per actor (us)": cpu / n * 1e6,
+        **{f"{n} actors: CPU of the {r} per actor (us)": s / n * 1e6 for r, s in roles.items()},
         f"{n} actors: mesh memory per actor (KB, PSS)": (after - before) * 1024 / n,
     }
     del handles

@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import logging
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ from .records import (
     HeadHost,
     LocalExecutor,
 )
+from .views import Membership
 
 if TYPE_CHECKING:
     from ..wire.transport import Connection
@@ -45,14 +45,6 @@ log = logging.getLogger("runtime.head")
 
 #: How many pending actors the head places at once (their nodes create them concurrently).
 PLACE_TOGETHER = 64
-#: The wait before a view goes out, per (member * member) of the view (see _broadcast_view).
-VIEW_COST_S = 2e-5
-
-
-def encoded_once(*fields: Any) -> list[Any]:
-    """Fields already encoded (msgspec writes a ``Raw`` as it is), for a message sent to
-    every member: the view to N members was encoded N times (a third of a busy head's CPU)."""
-    return [msgspec.Raw(msgspec.msgpack.encode(f)) for f in fields]
 
 
 class Head:
@@ -62,13 +54,13 @@ class Head:
         self.worker = worker
         self.nodes: dict[str, p.NodeInfo] = {}
         self.kv = KVStore()
-        self._view_armed = False
+        #: The view sent to members as deltas (``control.views``).
+        self.views = Membership(worker, self.nodes)
+        self._sweep: asyncio.TimerHandle | None = None
         self._placing = False
         self.detector = FailureDetector(DetectorConfig.from_env())
         #: Ids of nodes declared dead: never accepted again (a node rejoins with a new id).
         self.retired: set[str] = set()
-        #: Members that left lately, told to everyone with the view (bounded).
-        self.departed: deque[str] = deque(maxlen=1024)
         #: The last node processes that died or left, listed by ``runtime.nodes()`` with
         #: ``Alive`` False (as Ray lists dead nodes), their resources gone with them.
         self.dead_nodes: deque[p.NodeInfo] = deque(maxlen=256)
@@ -83,6 +75,7 @@ class Head:
             p.Heartbeat: self._heartbeat,
             p.LogLines: lambda conn, msg: self.forward_logs(msg),
             p.ActorGone: self._actor_gone,
+            p.ViewResync: lambda conn, msg: self.views.resync(conn),
         }
         directory, placement = self.directory, self.placement
         self._requests: dict[type, Callable[[Any, Connection | None], Any]] = {
@@ -154,46 +147,21 @@ class Head:
     # --- members ---------------------------------------------------------------------------
 
     def register_local(self, info: p.NodeInfo) -> None:
-        self.nodes[info.node_id] = info
+        self.views.add(info)
         self.worker.set_view(list(self.nodes.values()))
 
-    def _broadcast_view(self) -> None:
-        """Send the view to every member soon, once for all the changes until then: a view
-        of N members to N members costs N*N entries, so the wait grows with N*N (10 ms up to
-        22 members, 0.2 s at 100, at most 1 s) to bound the head's CPU spent on views."""
-        if not self._view_armed:
-            self._view_armed = True
-            n = len(self.nodes)
-            self.worker.loop.call_later(min(1.0, max(0.01, n * n * VIEW_COST_S)), self._send_view)
-
-    def _send_view(self) -> None:
-        self._view_armed = False
-        nodes = list(self.nodes.values())
-        self.worker.set_view(nodes)
-        msg = p.ClusterView(*encoded_once(nodes, list(self.departed)))
-        for node_id in self.nodes:
-            conn = self.worker.conns.get(node_id)
-            if conn is not None:
-                conn.send(msg)
-
     def on_report(self, msg: p.ReportResources) -> None:
-        info = self.nodes.get(msg.node_id)
-        if info is not None:
-            info.used, info.pinned = msg.used, msg.pinned
-            # The host's ledger is shared: what one process reports holds for all of them.
-            host = info.host_id
-            for other in self.nodes.values() if host else (info,):
-                if other.host_id == host:
-                    other.available, other.reserved = msg.available, msg.reserved
-            self._broadcast_view()
-            if self.directory.pending or self.placement.pending:
-                self.place_pending()
+        if self.views.report(msg) and (self.directory.pending or self.placement.pending):
+            self.place_pending()
 
     async def _watch(self) -> None:
         """Declare dead the nodes whose heartbeats stopped (a periodic check, by design)."""
         period = self.detector.config.interval / 2
         while True:
             await asyncio.sleep(period)
+            # The loop runs due timers before it reads its sockets: after a stall (a busy or
+            # starved head), read the heartbeats that came meanwhile before judging anyone.
+            await asyncio.sleep(0)
             for node_id in self.detector.check(heartbeat_now()):
                 self.evict(node_id, f"no heartbeat for {self.detector.config.dead_after:g} s")
 
@@ -209,18 +177,23 @@ class Head:
             conn.close()
         self.worker.peer_lost(node_id)
 
+    def _sweep_store(self) -> None:
+        self._sweep = None
+        self.worker.store.sweep()
+
     def peer_lost(self, peer: str) -> None:
         self.detector.forget(peer)
-        info = self.nodes.pop(peer, None)
+        info = self.views.drop(peer)
         if info is None:
             return
-        self.departed.append(peer)
         if not info.is_driver:
             self.dead_nodes.append(msgspec.structs.replace(info, alive=False, resources={},
                                    available={}, reserved={}, used={}))  # fmt: skip
         # A member killed on this host leaves its object store files: remove them once it is
-        # surely gone (the store sweeps directories of processes that no longer run).
-        self.worker.loop.call_later(1.0, self.worker.store.sweep)
+        # surely gone (the store sweeps directories of processes that no longer run), once
+        # a second at most (members leaving together).
+        if self._sweep is None:
+            self._sweep = self.worker.loop.call_later(1.0, self._sweep_store)
         for record in list(self.directory.actors.values()):
             if record.state == DEAD:
                 continue
@@ -240,7 +213,7 @@ class Head:
             self.placement.replace_lost_bundles(group, lambda node_id: node_id == peer)
         if self.placement.pending:
             self.place_pending()
-        self._broadcast_view()
+        self.views.changed()
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -312,16 +285,15 @@ class Head:
         info = msg.info
         if info.node_id in self.retired:
             raise NodeRetiredError(f"node {info.node_id} was declared dead; join with a new id")
-        self.nodes[info.node_id] = info
+        self.views.add(info)
         if not info.is_driver:
             self.detector.watch(info.node_id, heartbeat_now())
-        # The new member gets the view now (before its reply); the others with the next
-        # broadcast, so members joining together cost one view each, not one each per join.
-        nodes = list(self.nodes.values())
-        self.worker.set_view(nodes)
+        # The new member gets the whole view now (before its reply); the others the change
+        # with the next broadcast, so members joining together cost one delta to each.
+        self.worker.set_view([info], (), False)
         if conn is not None:
-            conn.send(p.ClusterView(nodes, list(self.departed)))
-        self._broadcast_view()
+            self.views.send_whole(conn, info.node_id)
+        self.views.changed()
         if self.directory.pending or self.placement.pending:
             self.place_pending()
         return True
@@ -345,7 +317,7 @@ class Head:
         info = self.nodes.get(msg.node_id)
         if info is not None and not info.draining:
             info.draining = True
-            self._broadcast_view()
+            self.views.changed(info.node_id)
         return info is not None
 
     def _remove_group(self, msg: p.RemovePlacementGroup, conn: Connection | None) -> bool:

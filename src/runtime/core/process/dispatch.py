@@ -26,6 +26,7 @@ from .inspect import answer
 
 if TYPE_CHECKING:  # imported when the worker makes them (a driver has neither)
     from ..control.head import Head
+    from ..control.views import MemberView
     from ..execution.executor import Executor
 
 log = logging.getLogger("runtime.worker")
@@ -63,7 +64,11 @@ class DispatchHost(Protocol):
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]: ...
-    def set_view(self, nodes: list[p.NodeInfo], departed: Any = ()) -> None: ...
+    def set_view(self, nodes: list[p.NodeInfo], departed: Any = (), whole: bool = True) -> None: ...
+    @property
+    def member_view(self) -> MemberView: ...
+    @property
+    def view(self) -> dict[str, p.NodeInfo]: ...
     def task_rows(self) -> dict[str, Any]: ...
     def metrics_snapshot(self) -> dict[str, Any]: ...
     def on_shutdown(self, reason: str, evicted: bool) -> None: ...
@@ -112,7 +117,9 @@ class Dispatch:
             ),
             p.Unmapped: self._unmapped,
             p.Inspect: self._inspect,
-            p.ClusterView: lambda conn, msg, raw: host.set_view(msg.nodes, msg.departed),
+            p.ClusterView: lambda conn, msg, raw: host.member_view.receive(
+                conn, msg, host.set_view, host.view
+            ),
             p.Shutdown: lambda conn, msg, raw: host.on_shutdown(msg.reason, msg.evicted),
         }
         if host.head is None:

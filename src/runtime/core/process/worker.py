@@ -29,6 +29,8 @@ from ..common.exceptions import (
     RuntimeBaseError,
 )
 from ..common.threads import LoopInbox
+from ..control.views import MemberView
+from ..control.views import merge as merge_view
 from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
 from ..objects.refs import (
@@ -130,6 +132,8 @@ class Worker:
         self.view: dict[str, p.NodeInfo] = {}
         self.dead_peers: set[str] = set()
         self.view_changed = asyncio.Event()
+        #: The version of the head's view this member holds (deltas apply on top of it).
+        self.member_view = MemberView()
         self.store = ObjectStore(self.peer_id, state_dir)
         self.tasks: dict[bytes, PendingTask] = {}
         self.streams: dict[bytes, StreamState] = {}
@@ -555,12 +559,16 @@ class Worker:
         answers = await self.ask_members(p.ListTasks, timeout)
         return merge_task_rows([self.task_rows(), *answers])
 
-    def set_view(self, nodes: list[p.NodeInfo], departed: Sequence[str] = ()) -> None:
+    def set_view(
+        self, nodes: list[p.NodeInfo], departed: Sequence[str] = (), whole: bool = True
+    ) -> None:
+        """The head's view: ``whole``, or a delta (``nodes`` changed, ``departed`` left)."""
         for n in nodes:
             if n.node_id in self.dead_peers:
                 n.alive = False  # the head has not noticed yet
         gone = [i for i in departed if i not in self.dead_peers and i != self.peer_id]
-        self.view = {n.node_id: n for n in nodes}
+        # A new dict each time: other threads read the view (runtime.nodes()).
+        self.view = merge_view({} if whole else dict(self.view), nodes, departed, whole)
         for peer in gone:  # left the cluster, or declared dead by the head: cut it off
             conn = self.conns.pop(peer, None)
             if conn is not None:

@@ -20,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from ..control.views import MemberView, merge
 from ..process import launcher
 from ..wire import protocol as p
 from ..wire.heartbeat import DetectorConfig
@@ -39,8 +41,13 @@ class Tally:
     left: int = 0
     join_errors: int = 0
     false_deaths: int = 0
+    #: Evicted after its own simulating process had not sent its beats for nearly the dead
+    #: window (the simulator starved, not the head wrong): not a false death.
+    silent_evictions: int = 0
     views: int = 0
     view_entries: int = 0
+    whole_views: int = 0
+    view_gaps: int = 0
     join_s: list[float] = field(default_factory=list)
 
 
@@ -51,6 +58,18 @@ class _Member:
         self.conn: Connection | None = None
         self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
         self.leaving = False
+        #: The view's version this member holds; with ``keep_view``, the view itself.
+        self.view = MemberView()
+        self.keep_view = False
+        self.nodes: dict[str, p.NodeInfo] = {}
+        #: Drop the next delta (as if lost): the member must ask for the whole view.
+        self.drop_next_delta = False
+        #: Set (and replaced) on every view received.
+        self.view_seen = asyncio.Event()
+        #: Set once the connection is closed.
+        self.gone = asyncio.Event()
+        #: When this member last sent a heartbeat (monotonic).
+        self.last_beat = time.monotonic()
 
     def on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
         if isinstance(msg, p.Reply) and not self.reply.done():
@@ -58,19 +77,45 @@ class _Member:
         elif isinstance(msg, p.ClusterView):
             self.tally.views += 1
             self.tally.view_entries += len(msg.nodes)
+            if msg.base >= 0 and self.drop_next_delta:
+                self.drop_next_delta = False
+            else:
+                gaps = self.view.gaps
+                self.tally.view_entries += len(msg.loads)
+                self.view.receive(conn, msg, self._apply, self.nodes)
+                self.tally.view_gaps += self.view.gaps - gaps
+            self.view_seen.set()
+            self.view_seen = asyncio.Event()
         elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
-            self.tally.false_deaths += 1
+            config = DetectorConfig.from_env()
+            if time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
+                self.tally.false_deaths += 1  # it beat within the window: the head erred
+            else:
+                self.tally.silent_evictions += 1
+
+    def _apply(self, nodes: list[p.NodeInfo], departed: Sequence[str], whole: bool) -> None:
+        self.tally.whole_views += whole
+        if self.keep_view:
+            self.nodes = merge(self.nodes, nodes, departed, whole)
 
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        self.gone.set()
         if not self.reply.done():
             self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
 
 
 async def _join(
-    address: str, token: bytes, node_id: str, tally: Tally, timeout: float
+    address: str,
+    token: bytes,
+    node_id: str,
+    tally: Tally,
+    timeout: float,
+    *,
+    keep_view: bool = False,
 ) -> _Member | None:
     loop = asyncio.get_running_loop()
     member = _Member(node_id, tally)
+    member.keep_view = keep_view
     host, _, port = address.rpartition(":")
     t0 = time.perf_counter()
     try:
@@ -160,6 +205,7 @@ async def _simulate(plan: Plan) -> Tally:
         for m in members:  # every member beats once an interval, on its own connection
             if m.conn is not None:
                 m.conn.send(p.Heartbeat(m.node_id, seq))
+                m.last_beat = tick
         if tick >= next_report:  # a share of the members report each tick
             next_report = tick + interval
             share = max(1, int(len(members) * interval / report_every))
@@ -219,7 +265,7 @@ class HeadSim:
     state_dir: str
 
     @classmethod
-    def start(cls) -> HeadSim:
+    def start(cls, head_path: str | None = None) -> HeadSim:
         state_dir = tempfile.mkdtemp(prefix="head-sim-")
         token = launcher.new_token()
         token_path = launcher.write_token(state_dir, token)
@@ -228,7 +274,10 @@ class HeadSim:
         cmd = launcher.node_command("--head", "--listen-fd", str(sock.fileno()), "--num-cpus",
                                     "0", "--no-head-file", "--token-file", token_path,
                                     "--state-dir", state_dir)  # fmt: skip
-        proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL)
+        env = None  # head_path: another tree's sources for the head alone (an A/B)
+        if head_path:
+            env = {**os.environ, "PYTHONPATH": head_path}
+        proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL, env=env)
         sock.close()
         return cls(proc, address, token, state_dir)
 
@@ -246,20 +295,34 @@ def _cpu(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def _run_queue_s(pid: int) -> float:
+    """Seconds the process's threads waited for a CPU while runnable (``schedstat``): on a
+    crowded machine, the head's CPU share is capped by the others, not by its need."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def _rss_mb(proc: psutil.Process) -> float:
     return float(proc.memory_info().rss) / 2**20
 
 
 def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
-        report_every: float = 5.0) -> dict[str, Any]:  # fmt: skip
+        report_every: float = 5.0, *, head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``members`` simulated members in ``procs`` processes against a fresh head for
     ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
-    head = HeadSim.start()
+    head = HeadSim.start(head_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         hp = psutil.Process(head.proc.pid)
         asyncio.run(_probe(head))  # the head is up (its imports done) once a member can join
         rss0 = _rss_mb(hp)
+        cpu_start = _cpu(hp)
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
@@ -274,26 +337,41 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
                 raise RuntimeError(f"a simulating process failed (exit {w.wait()})")
         joined_s = time.perf_counter() - t0
         rss1 = _rss_mb(hp)
-        c0, w0 = _cpu(hp), time.perf_counter()
+        c0, w0, q0 = _cpu(hp), time.perf_counter(), _run_queue_s(hp.pid)
+        join_cpu = (c0 - cpu_start) / joined_s * 100
+        sims = [psutil.Process(w.pid) for w in workers]
+        s0 = sum(_cpu(s) for s in sims)
         time.sleep(max(1.0, seconds * 0.8))
-        head_cpu = (_cpu(hp) - c0) / (time.perf_counter() - w0) * 100
+        wall = time.perf_counter() - w0
+        head_cpu = (_cpu(hp) - c0) / wall * 100
+        head_waited = (_run_queue_s(hp.pid) - q0) / wall * 100
+        sims_cpu = (sum(_cpu(s) for s in sims) - s0) / wall * 100
         tallies = []
         for w in workers:
             text, _ = w.communicate(timeout=seconds + 120)
-            tallies.append(Tally(**json.loads(text.strip().splitlines()[-1])))
+            lines = [line for line in text.splitlines() if line.startswith("{")]
+            if not lines:
+                raise RuntimeError(f"a simulating process printed no tally: {text[-500:]!r}")
+            tallies.append(Tally(**json.loads(lines[-1])))
         total = Tally()
         for t in tallies:
             total.joined += t.joined
             total.left += t.left
             total.join_errors += t.join_errors
             total.false_deaths += t.false_deaths
+            total.silent_evictions += t.silent_evictions
             total.views += t.views
             total.view_entries += t.view_entries
+            total.whole_views += t.whole_views
+            total.view_gaps += t.view_gaps
         return {
             "members": members,
             "churn per s (joins and as many leaves)": churn,
             "all joined (s)": joined_s,
+            "head CPU while joining (% of one core)": join_cpu,
             "head CPU, steady (% of one core)": head_cpu,
+            "head waiting for a CPU, steady (% of the time)": head_waited,
+            "simulating processes' CPU, steady (% of one core)": sims_cpu,
             "head CPU per member (% of one core)": head_cpu / members,
             "head RSS before (MB)": rss0,
             "head RSS with members (MB)": rss1,
@@ -302,8 +380,11 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "leaves": total.left,
             "join errors": total.join_errors,
             "false deaths": total.false_deaths,
+            "evicted after its simulator stalled": total.silent_evictions,
             "views received": total.views,
             "view entries received": total.view_entries,
+            "whole views received": total.whole_views,
+            "view gaps": total.view_gaps,
         }
     finally:
         for w in workers:

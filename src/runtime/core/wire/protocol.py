@@ -131,18 +131,43 @@ class NodeInfo(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     draining: bool = False
 
 
+class NodeLoad(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """What changes of a member with its load (``NodeInfo``'s fields of the same names)."""
+
+    node_id: str
+    available: dict[str, float]
+    reserved: dict[str, float] = {}
+    used: dict[str, float] = {}
+    pinned: float = 0.0
+
+
 class RegisterNode(_Msg, tag=20):
     rid: int
     info: NodeInfo
 
 
 class ClusterView(_Msg, tag=21):
-    """The head's view of every member, pushed to members when it changes; ``departed``:
+    """The head's view of the members, pushed to members when it changes; ``departed``:
     members that left or were declared dead lately (absence alone means nothing: a
-    restarted head does not know every node yet)."""
+    restarted head does not know every node yet). ``base`` < 0: the whole view (on joining,
+    or after a gap), replacing what the member had; else a delta: the members that changed
+    and those that left since version ``base``, which the member applies only when it holds
+    ``base`` (``control.views``). ``version``: the view's version after it. ``loads``
+    (with ``base`` -2, a refresh): the load of members whose availability changed, applied
+    to the entries the member has, whatever its version."""
 
     nodes: list[NodeInfo]
     departed: list[str] = []
+    version: int = 0
+    base: int = -1
+    loads: list[NodeLoad] = []
+
+
+class ViewResync(_Msg, tag=34):
+    """Member -> head: a view delta did not start from the version ``have`` this member
+    holds (it missed one): send the whole view."""
+
+    have: int
 
 
 class ReportResources(_Msg, tag=22):
@@ -510,6 +535,7 @@ Message = (
     | Reply
     | RegisterNode
     | ClusterView
+    | ViewResync
     | ReportResources
     | CreateActor
     | GetActor
