@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
