@@ -18,16 +18,19 @@ import msgspec
 
 from ..common.errors import error_class
 from ..common.exceptions import ProtocolError, RuntimeBaseError
+from .groups import CreatePlacementGroup as CreatePlacementGroup  # noqa: PLC0414 (re-exported)
+from .groups import PlacementGroupSpec as PlacementGroupSpec  # noqa: PLC0414 (re-exported)
+from .groups import ReleaseBundles as ReleaseBundles  # noqa: PLC0414 (re-exported)
+from .groups import RemovePlacementGroup as RemovePlacementGroup  # noqa: PLC0414 (re-exported)
+from .groups import ReserveBundles as ReserveBundles  # noqa: PLC0414 (re-exported)
+from .groups import WaitPlacementGroup as WaitPlacementGroup  # noqa: PLC0414 (re-exported)
+from .msgbase import _Msg as _Msg  # noqa: PLC0414 (re-exported)
 
 #: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on.
 PROTOCOL_VERSION: Final = 3
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8
-
-
-class _Msg(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=False):
-    """Base of every message."""
 
 
 # --- user values -------------------------------------------------------------------
@@ -474,55 +477,6 @@ class Inspect(_Msg, tag=59):
     rid: int
     what: str
     args: dict[str, Any] = {}
-
-
-# --- placement groups ---------------------------------------------------------------
-
-
-class PlacementGroupSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    pg_id: bytes
-    bundles: list[dict[str, float]]
-    strategy: str
-    owner_id: str
-    name: str = ""
-    namespace: str = ""
-    detached: bool = False
-
-
-class CreatePlacementGroup(_Msg, tag=60):
-    rid: int
-    spec: PlacementGroupSpec
-
-
-class WaitPlacementGroup(_Msg, tag=61):
-    """Answered once the group is placed: its bundles' node ids (error if it never will be)."""
-
-    rid: int
-    pg_id: bytes = b""
-    name: str = ""
-    namespace: str = ""
-
-
-class RemovePlacementGroup(_Msg, tag=62):
-    rid: int
-    pg_id: bytes
-
-
-class ReserveBundles(_Msg, tag=63):
-    """Head to node: set aside these bundles' resources (all or none)."""
-
-    rid: int
-    pg_id: bytes
-    bundles: list[tuple[int, dict[str, float]]]
-
-
-class ReleaseBundles(_Msg, tag=64):
-    """Head to node: free the group's bundles (``indices``; all when empty) and stop what
-    runs in them."""
-
-    rid: int
-    pg_id: bytes
-    indices: list[int] = []
 
 
 HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
