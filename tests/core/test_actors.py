@@ -111,6 +111,26 @@ def test_named_actors_are_found_by_name_and_namespace(cluster):
     assert runtime.get(again.incr.remote()) == 9
 
 
+def test_a_handle_that_get_if_exists_found_inside_an_async_actor_works_in_another_process(
+    cluster,
+):
+    # An async actor creates on its loop, so its request to the head goes in the background
+    # and the handle it returns carries the id it made; the head answers that id with the
+    # actor that exists.
+    first = Counter.options(name="found", lifetime="detached").remote(40)
+    assert runtime.get(first.incr.remote()) == 41
+
+    @runtime.remote
+    class Finder:
+        async def find(self):
+            return [Counter.options(name="found", get_if_exists=True, lifetime="detached").remote()]
+
+    (found,) = runtime.get(Finder.remote().find.remote(), timeout=30)
+    assert runtime.get(found.incr.remote(), timeout=30) == 42
+    assert runtime.get(first.incr.remote()) == 43
+    runtime.kill(first)
+
+
 def test_killed_actors_fail_calls_with_actor_died_error(cluster):
     c = Counter.options(name="doomed").remote()
     assert runtime.get(c.incr.remote()) == 1

@@ -84,16 +84,24 @@ def wait_for(log, item, timeout=20.0):
     )
 
 
+@runtime.remote
+def block_logged(log, seconds):
+    runtime.get(log.add.remote("blocking"))
+    time.sleep(seconds)
+    return "slept"
+
+
 def test_queued_task_never_runs(cluster):
     log = Log.remote()
-    blockers = [block.remote(1.5) for _ in range(2)]  # both CPUs busy
+    blockers = [block_logged.remote(log, 3.0) for _ in range(2)]  # both CPUs busy
+    until(lambda: runtime.get(log.get.remote()).count("blocking") == 2, 20.0)
     queued = record.remote(log, "ran")
     runtime.cancel(queued)
     with pytest.raises(TaskCancelledError):
         runtime.get(queued, timeout=10)
     assert runtime.get(blockers) == ["slept", "slept"]
     assert runtime.get(record.remote(log, "after")) == "after"
-    assert runtime.get(log.get.remote()) == ["after"]
+    assert runtime.get(log.get.remote()) == ["blocking", "blocking", "after"]
 
 
 def test_running_async_task_gets_cancelled_error(cluster):

@@ -43,6 +43,11 @@ def test_every_node_runs_a_proxy_on_the_shared_port_and_survives_a_node_death() 
             return len(runtime.get(controller.proxies.remote())) == len(nodes)
 
         _eventually(all_up, timeout=60, what="a proxy on every node")
+
+        def all_up_now() -> bool:
+            live = runtime.get(controller.proxies.remote())
+            return set(live) == {n["NodeID"] for n in _work_nodes()}
+
         proxies = runtime.get(controller.proxies.remote())
         assert {runtime.get(p.ready.remote()) for p in proxies.values()} == {port}
         # Every request on a new connection: the kernel spreads them over the proxies.
@@ -70,11 +75,14 @@ def test_every_node_runs_a_proxy_on_the_shared_port_and_survives_a_node_death() 
                 raise AssertionError(f"request {i} after the kill: {exc!r}") from exc
             assert status == 200, body
 
+        victim_node = next(n["NodeID"] for n in nodes if n["Pid"] == victim)
+
         def forgotten() -> bool:
-            live = runtime.get(controller.proxies.remote())
-            return len(live) == len(nodes) - 1
+            return victim_node not in runtime.get(controller.proxies.remote())
 
         _eventually(forgotten, timeout=60, what="the dead node's proxy forgotten")
+        # The local mesh starts a node process in the dead one's place: it gets a proxy too.
+        _eventually(all_up_now, timeout=60, what="a proxy on every node again")
         live = runtime.get(controller.proxies.remote())
         assert victim not in {runtime.get(p.stats.remote())["pid"] for p in live.values()}
     finally:

@@ -61,7 +61,9 @@ def test_an_elastic_group_continues_smaller_after_losing_a_node(mesh, tmp_path, 
     result = _trainer({"steps": 5, "kill_at": 1, "out": out}, (2, 3), tmp_path).fit()
     assert result.error is None, result.error
     sizes = [m["world_size"] for m in result.metrics_history]
-    assert sizes[0] == 3 and sizes[-1] == 2, sizes
+    # It goes on with 2 ranks; the local mesh then starts a node process in the killed
+    # one's place, so the group may grow back to 3 before the end (from a checkpoint).
+    assert sizes[0] == 3 and 2 in sizes and set(sizes) <= {2, 3}, sizes
     after = next(m for m in result.metrics_history if m["world_size"] == 2)
     assert after["start"] >= 1  # resumed from a checkpoint, not from the start
     assert result.metrics["step"] == 4

@@ -770,6 +770,8 @@ class ServeController:
 
     async def proxies(self) -> dict[str, Any]:
         """{node id (or "cluster" for the single proxy): proxy handle}."""
+        self._ensure_running()
+        await self._proxies.settled(30.0)
         return self._proxies.handles()
 
     async def http_port(self, timeout: float = 30.0) -> int | None:

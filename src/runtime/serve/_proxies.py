@@ -8,6 +8,7 @@ is pinned to each node, all on the same port, and a proxy dies with its node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,9 +44,23 @@ class ProxyKeeper:
         self.nodes: list[str] = []  # alive nodes (not drivers), refreshed each second
         self.port: int | None = None
         self.error = ""
+        #: Set once the first round of :meth:`keep` ended: before it, a restarted controller
+        #: has not found its running proxies yet.
+        self._kept = asyncio.Event()
+
+    async def settled(self, timeout: float) -> None:
+        """Wait (bounded) until the proxies were looked for once."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kept.wait(), timeout)
 
     async def keep(self) -> None:
         """Start the proxy if there is none, and (re)start its server; bounded."""
+        try:
+            await self._keep()
+        finally:
+            self._kept.set()
+
+    async def _keep(self) -> None:
         try:
             nodes = await asyncio.to_thread(runtime.nodes)
             self.nodes = sorted(n["NodeID"] for n in nodes if _takes_work(n))

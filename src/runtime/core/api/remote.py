@@ -414,9 +414,13 @@ class ActorHandle(Generic[T]):
         worker = current_worker()
         state = worker.actors.get(self._actor_id)
         location = state.location if state is not None else self._location
+        # The id the actor has (get_if_exists may have found another than the one made here)
+        actor_id = location.actor_id if location is not None else self._actor_id
+        if state is not None and state.actor_id != self._actor_id:
+            actor_id = state.actor_id
         return (
             _rebuild_handle,
-            (self._actor_id, self._class_name, self._method_returns, location, self._token),
+            (actor_id, self._class_name, self._method_returns, location, self._token),
         )
 
     def __repr__(self) -> str:

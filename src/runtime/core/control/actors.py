@@ -43,6 +43,9 @@ from .records import (
 )
 from .waiting import Waiting
 
+#: Bound on the ids remembered as aliases of an existing named actor (oldest forgotten).
+MAX_ALIASES = 10_000
+
 log = logging.getLogger("runtime.head")
 
 
@@ -58,6 +61,8 @@ class ActorDirectory:
         self.pending: deque[bytes] = deque()
         #: Lookups of actor ids whose creation request has not arrived yet.
         self.announced: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: Ids made for a named actor that ``get_if_exists`` found already: id -> its id.
+        self.aliases: dict[bytes, bytes] = {}
         #: Actors waiting for a node with room, and since when.
         self.waiting = Waiting(self.worker.loop, head.warn)
 
@@ -70,6 +75,15 @@ class ActorDirectory:
             existing = self.names.get(key)
             if existing is not None:
                 if get_if_exists:
+                    # The asker may already have handed out a handle with the id it made
+                    # (an actor created on its loop asks in the background): that id now
+                    # names the existing actor.
+                    self.aliases[spec.actor_id] = existing
+                    while len(self.aliases) > MAX_ALIASES:
+                        del self.aliases[next(iter(self.aliases))]
+                    for fut in self.announced.pop(spec.actor_id, []):
+                        if not fut.done():
+                            fut.set_result(None)
                     return self.actors[existing].location()
                 raise ValueError(
                     f"an actor named {spec.name!r} already exists in namespace {spec.namespace!r}"
@@ -232,6 +246,7 @@ class ActorDirectory:
         self, name: str, namespace: str, actor_id: bytes, wait: bool, after_restarts: int = -1
     ) -> Any:
         if actor_id:
+            actor_id = self.aliases.get(actor_id, actor_id)
             record = self.actors.get(actor_id)
             if record is None and wait:
                 # A handle can reach another process before its creator's request reaches
@@ -249,6 +264,7 @@ class ActorDirectory:
                         waiting.remove(fut_created)
                         if not waiting:
                             del self.announced[actor_id]
+                actor_id = self.aliases.get(actor_id, actor_id)
                 record = self.actors.get(actor_id)
         else:
             aid = self.names.get((namespace, name))

@@ -222,6 +222,7 @@ class ActorCaller:
             lost = state.lost_restarts
             raw = await self.head_request(p.GetActor(0, "", "", state.actor_id, True, lost))
             state.location = msgspec.convert(raw, p.ActorLocation)
+            state.actor_id = state.location.actor_id  # an alias (get_if_exists) resolved
             if state.location.state == "ALIVE" and state.location.num_restarts <= lost:
                 state.dead = ser.system_error_value(
                     ActorDiedError, "the actor was lost and did not come back in time"
