@@ -415,7 +415,8 @@ class PPO(Algorithm):
             return self.update_module(
                 DEFAULT_MODULE_ID, self.module, self.learner, batches, lr, entropy_coeff
             )
-        # Multi-agent: each trained module learns from its agents' trajectory chunks.
+        # Multi-agent: each trained module learns from its agents' trajectories (a batch per
+        # runner, grouped by trajectory piece).
         return {
             mid: self.update_module(
                 mid, self.modules[mid], self.learner.learners[mid], chunks, lr, entropy_coeff
@@ -507,12 +508,15 @@ class PPO(Algorithm):
                 )
                 values = module.value(flat_obs).numpy().reshape(t, n)
                 next_values = module.value(flat_next).numpy().reshape(t, n)
+            # A multi-agent batch's trajectory pieces end at ``chunk_ends`` too: the
+            # recursion stops there, and the value of the true next observation bootstraps.
+            cuts = b["truncateds"] | b["chunk_ends"] if "chunk_ends" in b else b["truncateds"]
             adv, targets = compute_gae(
                 b["rewards"],
                 values,
                 next_values,
                 b["terminateds"].astype(np.float32),
-                b["truncateds"].astype(np.float32),
+                cuts.astype(np.float32),
                 gamma=c.gamma,
                 lambda_=c.lambda_,
             )
