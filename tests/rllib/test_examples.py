@@ -117,3 +117,13 @@ def test_multi_agent_example_learns_pettingzoos_simple_spread(tmp_path: Path) ->
         "rllib_multi_agent.py", tmp_path, "--env", "simple_spread", "--target", "-35"
     )
     assert "reached the target -35 with modules ['default_policy']" in stdout, stdout
+
+
+@pytest.mark.timeout(300)
+def test_sac_example_runs_a_mujoco_task_where_mujoco_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("mujoco", reason="MuJoCo tasks need the mujoco package")
+    args = ["--env", "HalfCheetah-v5", "--max-iterations", "2", "--target", "1e9"]
+    stdout = run_example("rllib_sac_pendulum.py", tmp_path, *args, "--hiddens", "32")
+    # A HalfCheetah episode is 1000 steps: one per iteration on the one runner.
+    assert "iteration  2: mean return" in stdout and "(2016 env steps" in stdout, stdout
+    assert "greedy evaluation: mean return" in stdout, stdout
