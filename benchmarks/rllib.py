@@ -33,10 +33,11 @@ learner queue, circular buffer and target network are Ray's), time and env steps
 ``--workload sac|multi|bc`` runs the other workloads of issue 21 side by side the same way:
 SAC on Pendulum-v1 to a mean return of -250 (1 runner; ``SAC_SETTINGS`` on both sides, one
 update per sampled env step, uniform replay), multi-agent PPO on a two-agent CartPole to 150
-per agent (one shared module, 1 runner x 2 envs, ``PPO_SETTINGS`` with 1000-step batches),
-and BC on 4000 transitions recorded by our PPO at a mean return of 200: both halves read the
-same Parquet files (Ray through ``input_read_schema``), greedy evaluation of 5 episodes after
-each iteration, time to 150. ``--seeds 0,1,2`` runs both halves once per seed and ends with
+per agent (one shared module, 1 runner x 2 envs, ``PPO_SETTINGS`` with 1000-step batches;
+then env steps/s of sampling rounds alone with the trained weights), and BC on 4000
+transitions recorded by our PPO at a mean return of 200: both halves read the same Parquet
+files (Ray through ``input_read_schema``), greedy evaluation of 5 episodes after each
+iteration, time to 150. ``--seeds 0,1,2`` runs both halves once per seed and ends with
 the medians (a target not reached within the budget counts as the budget, and the ratio is
 then a bound)::
 
@@ -108,6 +109,8 @@ SAC_SETTINGS = {
 }
 SAC_BATCH = 256
 MULTI_BATCH = 1000
+#: Multi-agent sampling rounds after training (250 steps of each env; weights fixed).
+MULTI_SAMPLE_ROUNDS = 5
 #: The other workloads' targets (multi: per agent; bc: greedy evaluation).
 TARGETS = {"appo": APPO_TARGETS, "sac": [-250.0], "multi": [150.0], "bc": [150.0]}
 
@@ -245,7 +248,7 @@ def run_workload(
         algo = config.debugging(seed=seed).build()
         build_s = time.perf_counter() - t0
         try:
-            return {"build_s": build_s} | train_until(
+            out = {"build_s": build_s} | train_until(
                 f"runtime {workload}",
                 algo.train,
                 mean_of=mean_of or (lambda r: r["env_runners"]["episode_return_mean"]),
@@ -253,6 +256,17 @@ def run_workload(
                 targets=targets,
                 budget_s=budget_s,
             )
+            if workload == "multi":  # then sampling alone, with the trained weights
+                group, weights = algo.env_runner_group, algo.get_weights()
+                t0 = time.perf_counter()
+                steps = sum(
+                    int(b["env_steps"])
+                    for _ in range(MULTI_SAMPLE_ROUNDS)
+                    for b in group.sample(weights, 250)
+                )
+                out["sample_steps_per_s"] = steps / (time.perf_counter() - t0)
+                log(f"[runtime multi] sampling: {out['sample_steps_per_s']:,.0f} env steps/s")
+            return out
         finally:
             algo.stop()
     finally:
@@ -474,6 +488,20 @@ def run_ray_workload(
                 targets=TARGETS[workload],
                 budget_s=budget_s,
             )
+            if workload == "multi":  # then sampling alone, as on our side
+                per_runner = 250 * 2  # 250 steps of each of the runner's 2 envs
+
+                def sample(runner: Any) -> int:
+                    return sum(len(e) for e in runner.sample(num_timesteps=per_runner))
+
+                t0 = time.perf_counter()
+                steps = 0
+                for _ in range(MULTI_SAMPLE_ROUNDS):
+                    steps += sum(
+                        algo.env_runner_group.foreach_env_runner(sample, local_env_runner=False)
+                    )
+                reached["sample_steps_per_s"] = steps / (time.perf_counter() - t0)
+                log(f"[ray multi] sampling: {reached['sample_steps_per_s']:,.0f} env steps/s")
         finally:
             algo.stop()
     finally:
@@ -578,6 +606,7 @@ WORKLOAD_ROWS = {
         *END_ROWS,
     ],
     "multi": [
+        ("sampling, 1 runner x 2 envs (env steps)", "sample_steps_per_s", "steps/s", True),
         ("build (start runners)", "build_s", "s", False),
         *target_rows("mean return per agent", TARGETS["multi"]),
         ("end-to-end env steps/s (both agents' steps count once)", "train_steps_per_s",

@@ -102,7 +102,7 @@ def test_rays_options_we_do_not_implement_are_refused_by_name(call: object, name
     [
         ({"use_lstm": True, "lstm_use_prev_action": True}, "lstm_use_prev_action"),
         ({"post_fcnet_hiddens": [8]}, "post_fcnet_hiddens"),
-        ({"vf_share_layers": True}, "vf_share_layers"),
+        ({"vf_share_layers": True, "use_lstm": True}, "vf_share_layers"),
     ],
 )
 def test_model_options_we_do_not_implement_fail_the_build_by_name(
@@ -117,6 +117,9 @@ def test_dqn_refuses_its_own_unimplemented_options_by_name() -> None:
     for name in ("num_atoms", "noisy", "hiddens", "adam_epsilon"):
         with pytest.raises(NotImplementedError, match=name):
             DQNConfig().training(**{name: 1})
+    shared = DQNConfig().environment("CartPole-v1").rl_module(model_config={"vf_share_layers": 1})
+    with pytest.raises(NotImplementedError, match="vf_share_layers"):
+        shared.build()
 
 
 def test_names_that_are_not_rays_either_are_type_errors() -> None:

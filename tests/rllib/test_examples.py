@@ -99,3 +99,31 @@ def test_sac_example_learns_and_logs_its_custom_metric(tmp_path: Path) -> None:
     assert "reached a mean return of" in stdout, stdout
     assert "upright" in stdout and "upright nan" not in stdout.splitlines()[1]
     assert "greedy evaluation: mean return" in stdout
+
+
+@pytest.mark.timeout(300)
+def test_multi_agent_example_trains_both_cartpole_agents_with_a_module_each(
+    tmp_path: Path,
+) -> None:
+    stdout = run_example("rllib_multi_agent.py", tmp_path, "--separate", "--target", "100")
+    assert "reached the target 100 with modules ['p0', 'p1']" in stdout, stdout
+
+
+@pytest.mark.timeout(300)
+def test_multi_agent_example_learns_pettingzoos_simple_spread(tmp_path: Path) -> None:
+    pytest.importorskip("mpe2", reason="PettingZoo's MPE games come in the mpe2 package")
+    # Random play scores about -40; -35 is past it by more than the iterations' noise.
+    stdout = run_example(
+        "rllib_multi_agent.py", tmp_path, "--env", "simple_spread", "--target", "-35"
+    )
+    assert "reached the target -35 with modules ['default_policy']" in stdout, stdout
+
+
+@pytest.mark.timeout(300)
+def test_sac_example_runs_a_mujoco_task_where_mujoco_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("mujoco", reason="MuJoCo tasks need the mujoco package")
+    args = ["--env", "HalfCheetah-v5", "--max-iterations", "2", "--target", "1e9"]
+    stdout = run_example("rllib_sac_pendulum.py", tmp_path, *args, "--hiddens", "32")
+    # A HalfCheetah episode is 1000 steps: one per iteration on the one runner.
+    assert "iteration  2: mean return" in stdout and "(2016 env steps" in stdout, stdout
+    assert "greedy evaluation: mean return" in stdout, stdout

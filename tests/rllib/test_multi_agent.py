@@ -30,6 +30,96 @@ def test_make_multi_agent_steps_independent_copies_until_all_are_done() -> None:
     assert done == {0, 1} and terms["__all__"]
 
 
+class Staggered(MultiAgentEnv):
+    """Agent ``a`` acts at steps 1-3 and is terminated at 3; agent ``b`` acts at steps 1, 3
+    and 5 (no agent acts at 4), and the episode ends at 5. An observation is ``[agent, t]``, a
+    reward ``t`` (plus 10 for ``b`` at the end)."""
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        from gymnasium import spaces
+
+        self.possible_agents = self.agents = ["a", "b"]
+        box = spaces.Box(-1e3, 1e3, (2,), np.float32)
+        self.observation_spaces = {"a": box, "b": box}
+        self.action_spaces = {"a": spaces.Discrete(2), "b": spaces.Discrete(2)}
+        self.t = 0
+
+    def obs(self, agent: str) -> np.ndarray:
+        return np.array([0.0 if agent == "a" else 1.0, self.t], np.float32)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
+        self.t = 0
+        return {"a": self.obs("a"), "b": self.obs("b")}, {}
+
+    def step(self, actions: dict[Any, Any]) -> Any:
+        self.t += 1
+        obs, rewards, terms = {}, {a: float(self.t) for a in actions}, {}
+        if "a" in actions:
+            terms["a"] = self.t >= 3
+            if not terms["a"]:
+                obs["a"] = self.obs("a")
+        if self.t % 2 == 0 and self.t <= 4:
+            obs["b"] = self.obs("b")
+        terms["__all__"] = self.t >= 5
+        if terms["__all__"]:
+            rewards["b"] = rewards.get("b", 0.0) + 10.0
+        return obs, rewards, terms, {"__all__": False}, {}
+
+
+def test_a_runner_returns_each_modules_agent_trajectories_grouped_and_in_order() -> None:
+    import functools
+
+    from runtime.rllib._multi_agent import MultiAgentEnvRunner, MultiModuleActor
+    from runtime.rllib._numpy_policy import PPOActor
+    from runtime.rllib.ppo import ActorCritic
+
+    env = Staggered()
+    spec = (env.observation_spaces["a"], env.action_spaces["a"], PPOConfig().model)
+    ctors = {m: functools.partial(PPOActor, *spec) for m in ("pa", "pb")}
+    runner = MultiAgentEnvRunner(
+        Staggered,
+        {},
+        2,
+        MultiModuleActor(ctors),
+        seed=0,
+        worker_index=1,
+        mapping_fn=lambda agent, episode, **kw: f"p{agent}",
+    )
+    weights = {k: v.detach().numpy() for k, v in ActorCritic(*spec).state_dict().items()}
+    out = runner.sample({"pa": weights, "pb": weights}, 7)  # one episode (5 steps), then 2
+    assert out["env_steps"] == 14 and out["episode_returns"] == [6 + 19.0] * 2
+    assert out["agent_episode_returns"] == {"a": [6.0, 6.0], "b": [1 + 3 + 15.0] * 2}
+    a, b = out["modules"]["pa"][0], out["modules"]["pb"][0]
+
+    def pieces(batch: dict[str, np.ndarray]) -> list[list[tuple[float, float, bool]]]:
+        """(t observed, reward, terminated) of each trajectory piece's steps, in row order."""
+        rows, out = [], []
+        for i in range(len(batch["rewards"])):
+            obs_t, reward = batch["obs"][i, 0, 1], batch["rewards"][i, 0]
+            rows.append((float(obs_t), float(reward), bool(batch["terminateds"][i, 0])))
+            if batch["chunk_ends"][i, 0]:
+                out.append(rows)
+                rows = []
+        assert not rows  # the last row ends a piece
+        return out
+
+    # Agent a, per env copy: steps 1-3 of the episode (terminated), then steps 1-2 of the next
+    # (cut by the end of the round); b: steps 1, 3 and 5 (the end), then step 1 (cut).
+    a_first = [(0.0, 1.0, False), (1.0, 2.0, False), (2.0, 3.0, True)]
+    a_next = [(0.0, 1.0, False), (1.0, 2.0, False)]
+    assert sorted(pieces(a)) == sorted([a_first, a_first, a_next, a_next])
+    b_first = [(0.0, 1.0, False), (2.0, 3.0, False), (4.0, 15.0, True)]
+    assert sorted(pieces(b)) == sorted([b_first, b_first, [(0.0, 1.0, False)], [(0.0, 1.0, False)]])
+    # Within a piece, a transition's next observation is the next row's observation (b's
+    # comes a step after it acted).
+    for batch in (a, b):
+        same_piece = ~batch["chunk_ends"][:-1, 0]
+        np.testing.assert_array_equal(
+            batch["next_obs"][:-1][same_piece], batch["obs"][1:][same_piece]
+        )
+        assert batch["obs"].shape == (len(batch["rewards"]), 1, 2)
+
+
 def two_agents(**multi_agent: Any) -> PPOConfig:
     config = PPOConfig().environment(MultiAgentCartPole, env_config={"num_agents": 2})
     config.env_runners(num_env_runners=1, num_envs_per_env_runner=2)

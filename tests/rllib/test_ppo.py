@@ -212,3 +212,38 @@ def test_ppo_learns_a_gaussian_policy_on_pendulum_box_actions() -> None:
         assert len(sampled) > 1 and all(-2.0 <= a <= 2.0 for a in sampled)
     finally:
         algo.stop()
+
+
+def test_shared_value_layers_are_one_head_on_the_policys_hidden_layers() -> None:
+    import gymnasium as gym
+
+    from runtime.rllib.ppo import ActorCritic
+
+    model = {**PPOConfig().model, "fcnet_hiddens": [8, 8], "vf_share_layers": True}
+    env = gym.make("CartPole-v1")
+    module = ActorCritic(env.observation_space, env.action_space, model)
+    assert [p.shape for p in module.vf.parameters()] == [(1, 8), (1,)]
+    obs = torch.randn(5, 4)
+    # The value reads the policy's last hidden layer: the value loss moves the shared layers.
+    module.value(obs).pow(2).mean().backward()
+    assert module.pi[0].weight.grad is not None and module.pi[0].weight.grad.abs().sum() > 0
+    assert module.pi[-1].weight.grad is None  # not the policy's output layer
+    logp, _entropy, values = module.forward_train({"obs": obs, "actions": torch.zeros(5)})
+    torch.testing.assert_close(values, module.value(obs))
+    torch.testing.assert_close(logp, module.logp_entropy(obs, torch.zeros(5))[0])
+
+
+@pytest.mark.timeout(400)
+def test_ppo_with_shared_value_layers_reaches_150_on_cartpole() -> None:
+    config = cartpole(num_env_runners=1).rl_module(model_config={"vf_share_layers": True})
+    algo = config.build()
+    try:
+        returns = []
+        for _ in range(30):
+            returns.append(algo.train()["env_runners"]["episode_return_mean"])
+            if returns[-1] >= 150:
+                break
+        assert returns[-1] >= 150, returns
+        assert algo.get_module().shared
+    finally:
+        algo.stop()

@@ -135,8 +135,8 @@ RAY_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 #: The ``model_config`` keys the default modules here build from (``conv_filters``: PPO,
-#: APPO, IMPALA; the ``lstm`` ones: PPO). Ray's other model keys (``vf_share_layers=True``,
-#: ``lstm_use_prev_action=True``, ...) are refused by name.
+#: APPO, IMPALA; the ``lstm`` ones: PPO; ``vf_share_layers``: the PPO family). Ray's other
+#: model keys (``lstm_use_prev_action=True``, ...) are refused by name.
 MODEL_KEYS = frozenset(
     {
         "fcnet_hiddens",
@@ -225,6 +225,8 @@ class AlgorithmConfig:
     algo_class: ClassVar[type[Algorithm] | None] = None
     #: Whether the algorithm trains recurrent modules (``model_config["use_lstm"]``).
     supports_lstm: ClassVar[bool] = False
+    #: Whether ``model_config["vf_share_layers"]=True`` builds (PPO's ``ActorCritic``).
+    supports_vf_share_layers: ClassVar[bool] = False
     #: Whether the algorithm runs data-parallel learner actors (``num_learners > 0``).
     supports_learners: ClassVar[bool] = False
     #: Whether ``offline_data(dataset_num_iters_per_learner=...)`` means something to it.
@@ -454,7 +456,8 @@ class AlgorithmConfig:
     ) -> AlgorithmConfig:
         """The default module's ``model_config`` (Ray's new-stack name for ``model``).
 
-        Keys: ``fcnet_hiddens``, ``fcnet_activation``, ``vf_share_layers`` (False only);
+        Keys: ``fcnet_hiddens``, ``fcnet_activation``, ``vf_share_layers`` (PPO, APPO,
+        IMPALA, BC, MARWIL);
         Ray's other model keys raise ``NotImplementedError`` in ``validate()``.
         """
         self._refuse("rl_module", unsupported)
@@ -783,10 +786,16 @@ class AlgorithmConfig:
                 )
             _int_at_least("dataset_num_iters_per_learner", iters, 1)
         if self.model.get("vf_share_layers"):
-            raise NotImplementedError(
-                "model_config vf_share_layers=True: the policy and value networks are "
-                "separate here (CleanRL's layout); set vf_share_layers=False"
-            )
+            if not type(self).supports_vf_share_layers:
+                raise NotImplementedError(
+                    f"model_config vf_share_layers=True: {type(self).__name__} has no value "
+                    "network sharing layers here (PPO, APPO, IMPALA, BC and MARWIL do)"
+                )
+            if self.model.get("use_lstm") or self.model.get("conv_filters"):
+                raise NotImplementedError(
+                    "model_config vf_share_layers=True with use_lstm or conv_filters (an MLP "
+                    "policy only here)"
+                )
         from runtime.rllib.callbacks.callbacks import check_callbacks
 
         check_callbacks(self.callbacks_class, self.callbacks_functions)

@@ -2,12 +2,14 @@
 and the per-module learners seen by the ``Algorithm`` as one.
 
 A ``MultiAgentEnvRunner`` steps ``num_envs`` copies of a ``MultiAgentEnv``; at every step it
-groups the agents that act by their module (``policy_mapping_fn``), acts for each group
-with that module's numpy policy, and records each agent's transitions. A round returns, per
-module, one chunk per agent and episode piece (arrays ``[T, 1, ...]``, the single-agent
-batch layout with one column), so an algorithm's per-batch postprocessing (PPO's GAE) runs
-on each agent's own trajectory: a chunk ends where the agent's episode ended (terminated or
-truncated) or where the round ended (then it bootstraps from the true next observation).
+groups the agents that act in all copies by their module (``policy_mapping_fn``), acts once
+per module with that module's numpy policy, and records each agent's transitions. A round
+returns, per module, one batch (arrays ``[T, 1, ...]``, the single-agent batch layout with
+one column) whose rows are grouped by trajectory piece, one agent in one episode, in time
+order within a piece; ``chunk_ends`` marks a piece's last row. An algorithm's
+postprocessing (PPO's GAE) runs over the whole batch at once and stops its recursion at
+every piece's end: a piece ends where the agent's episode ended (terminated or truncated)
+or where the round ended (then it bootstraps from the true next observation).
 """
 
 from __future__ import annotations
@@ -101,21 +103,6 @@ class ModuleLearners:
             self.learners[mid].set_state(learner_state)
 
 
-class _AgentChunk:
-    """One agent's transitions in one episode, since the chunk began."""
-
-    def __init__(self, module_id: str):
-        self.module_id = module_id
-        self.cols: dict[str, list[Any]] = {}
-
-    def add(self, **values: Any) -> None:
-        for key, value in values.items():
-            self.cols.setdefault(key, []).append(value)
-
-    def batch(self) -> dict[str, np.ndarray]:
-        return {k: np.stack(v)[:, None] for k, v in self.cols.items()}
-
-
 class MultiAgentEnvRunner:
     """Steps ``num_envs`` copies of a ``MultiAgentEnv`` with one numpy policy per module.
 
@@ -154,8 +141,12 @@ class MultiAgentEnvRunner:
         self.seed = seed
         self.worker_index = worker_index
         self.rng = np.random.default_rng(None if seed is None else [seed, worker_index])
-        self._finished: list[tuple[int, float, int, dict[Any, float]]] = []
-        self._finished_modules: list[dict[str, float]] = []
+        #: Episodes finished this round: (return per agent, return per module).
+        self._finished: list[tuple[dict[Any, float], dict[str, float]]] = []
+        self._traj: list[dict[Any, int]] = [{} for _ in range(num_envs)]
+        self._next_traj = 0
+        #: Agents that acted without getting their next observation yet: where it goes.
+        self._pending: list[dict[Any, tuple[np.ndarray, int]]] = [{} for _ in range(num_envs)]
         self._reset_all()
 
     def _reset_all(self) -> None:
@@ -168,12 +159,10 @@ class MultiAgentEnvRunner:
     def _new_episodes(self, indices: Any) -> None:
         if not hasattr(self, "agent_module"):
             self.agent_module: list[dict[Any, str]] = [{} for _ in range(self.num_envs)]
-            self.chunks: list[dict[Any, _AgentChunk]] = [{} for _ in range(self.num_envs)]
             self.ep_returns: list[dict[Any, float]] = [{} for _ in range(self.num_envs)]
             self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
         for i in indices:
             self.agent_module[i] = {}
-            self.chunks[i] = {}
             self.ep_returns[i] = {}
             self.ep_len[i] = 0
 
@@ -206,40 +195,33 @@ class MultiAgentEnvRunner:
         explore: bool = True,
         act_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """``num_steps`` steps of every env copy; per module, each agent's chunks."""
+        """``num_steps`` steps of every env copy; per module, its agents' trajectories.
+
+        Every step acts once per module for the agents of all env copies together. A
+        module's transitions come back as one batch (``[T, 1, ...]`` columns) whose rows are
+        grouped by trajectory piece (one agent in one episode, within this round) and in
+        time order within it; ``chunk_ends`` marks each piece's last row.
+        """
         self.set_weights(weights)
         kwargs = act_kwargs or {}
-        out: dict[str, list[dict[str, np.ndarray]]] = {mid: [] for mid in self.modules}
+        self._traj = [{} for _ in range(self.num_envs)]  # a round cuts every trajectory
+        self._next_traj = 0
+        self._pending = [{} for _ in range(self.num_envs)]
+        rec: dict[str, dict[str, list[Any]]] = {mid: {} for mid in self.modules}
         returns: list[float] = []
         lengths: list[int] = []
+        for _ in range(num_steps):
+            self._step_all(explore, kwargs, rec, returns, lengths)
         agent_returns: dict[str, list[float]] = {}
         module_returns: dict[str, list[float]] = {}
-        for _ in range(num_steps):
-            for i, env in enumerate(self.envs):
-                self._step_env(
-                    i,
-                    env,
-                    explore=explore,
-                    kwargs=kwargs,
-                    out=out,
-                    returns=returns,
-                    lengths=lengths,
-                )
-        for i in range(self.num_envs):  # cut the open chunks at the end of the round
-            for agent, chunk in list(self.chunks[i].items()):
-                if chunk.cols:
-                    out[chunk.module_id].append(chunk.batch())
-                self.chunks[i][agent] = _AgentChunk(chunk.module_id)
-        for i, ret, length, per_agent in self._finished:
-            del i, ret, length
+        for per_agent, per_module in self._finished:
             for agent, value in per_agent.items():
                 agent_returns.setdefault(str(agent), []).append(value)
-        for mid_returns in self._finished_modules:
-            for mid, value in mid_returns.items():
+            for mid, value in per_module.items():
                 module_returns.setdefault(mid, []).append(value)
-        self._finished, self._finished_modules = [], []
+        self._finished = []
         return {
-            "modules": out,
+            "modules": {mid: [_trajectories(cols)] for mid, cols in rec.items() if cols},
             "episode_returns": returns,
             "episode_lens": lengths,
             "agent_episode_returns": agent_returns,
@@ -247,79 +229,126 @@ class MultiAgentEnvRunner:
             "env_steps": num_steps * self.num_envs,
         }
 
-    def _step_env(
+    def _traj_id(self, env_index: int, agent: Any) -> int:
+        ids = self._traj[env_index]
+        if agent not in ids:
+            ids[agent] = self._next_traj
+            self._next_traj += 1
+        return ids[agent]
+
+    def _step_all(
         self,
-        i: int,
-        env: Any,
-        *,
         explore: bool,
         kwargs: dict[str, Any],
-        out: dict[str, list[dict[str, np.ndarray]]],
+        rec: dict[str, dict[str, list[Any]]],
         returns: list[float],
         lengths: list[int],
     ) -> None:
-        obs = self.obs[i]
-        by_module: dict[str, list[Any]] = {}
-        for agent in obs:
-            by_module.setdefault(self._module_of(i, agent), []).append(agent)
-        actions: dict[Any, Any] = {}
-        logps: dict[Any, Any] = {}
-        for mid, agents in by_module.items():
-            batch = np.stack([np.asarray(obs[a]) for a in agents])
+        """One step of every env copy: act per module for all copies' agents, step, record."""
+        # 1. Group the acting agents of all copies by module, and act once per module.
+        groups: dict[str, tuple[list[tuple[int, Any]], list[Any]]] = {}
+        for i, obs in enumerate(self.obs):
+            for agent, value in obs.items():
+                mid = self.agent_module[i].get(agent) or self._module_of(i, agent)
+                keys, values = groups.setdefault(mid, ([], []))
+                keys.append((i, agent))
+                values.append(value)
+        env_actions: list[dict[Any, Any]] = [{} for _ in range(self.num_envs)]
+        acted: list[tuple[str, list[tuple[int, Any]], Any, Any, Any]] = []
+        for mid, (keys, values) in groups.items():
+            batch = np.asarray(values)
             acts, extra = self.modules[mid].act(batch, explore, self.rng, **kwargs)
-            for j, agent in enumerate(agents):
-                actions[agent] = acts[j]
-                logps[agent] = extra.get("action_logp", np.zeros(len(agents), np.float32))[j]
-        next_obs, rewards, terms, truncs, _infos = env.step(
-            {a: _env_action(act, env.get_action_space(a)) for a, act in actions.items()}
-        )
-        all_done = bool(terms.get("__all__", False) or truncs.get("__all__", False))
-        self.ep_len[i] += 1
-        acting_next: dict[Any, Any] = {}
-        for agent, action in actions.items():
-            reward = float(rewards.get(agent, 0.0))
-            self.ep_returns[i][agent] = self.ep_returns[i].get(agent, 0.0) + reward
-            terminated = bool(terms.get(agent, False) or terms.get("__all__", False))
-            truncated = bool(truncs.get(agent, False) or truncs.get("__all__", False))
-            nxt = next_obs.get(agent, obs[agent])
+            logps = extra.get("action_logp")
+            if logps is None:
+                logps = np.zeros(len(keys), np.float32)
+            if acts.ndim == 1 and np.issubdtype(acts.dtype, np.integer):
+                for (i, agent), action in zip(keys, acts.tolist(), strict=True):
+                    env_actions[i][agent] = action  # a Discrete action as a Python int
+            else:
+                for (i, agent), action in zip(keys, acts, strict=True):
+                    env_actions[i][agent] = self._env_action(i, agent, action)
+            acted.append((mid, keys, batch, acts, logps))
+        # 2. Step every copy.
+        stepped = [env.step(env_actions[i]) for i, env in enumerate(self.envs)]
+        # 3. Record each acting agent's transition under its trajectory piece.
+        for mid, keys, batch, acts, logps in acted:
+            rewards = np.empty(len(keys), np.float32)
+            terms = np.empty(len(keys), bool)
+            truncs = np.empty(len(keys), bool)
+            traj = np.empty(len(keys), np.int64)
+            next_obs: list[Any] = []
+            waiting: list[tuple[int, Any, int]] = []
+            for j, (i, agent) in enumerate(keys):
+                nxt, rew, term, trunc, _info = stepped[i]
+                reward = float(rew.get(agent, 0.0))
+                self.ep_returns[i][agent] = self.ep_returns[i].get(agent, 0.0) + reward
+                rewards[j] = reward
+                terms[j] = done_t = bool(term.get(agent, False) or term.get("__all__", False))
+                truncated = bool(trunc.get(agent, False) or trunc.get("__all__", False))
+                truncs[j] = truncated and not done_t
+                if agent in nxt:
+                    next_obs.append(nxt[agent])
+                else:  # its next observation comes with a later step (until then, its own)
+                    next_obs.append(self.obs[i][agent])
+                    if not (done_t or truncated):
+                        waiting.append((i, agent, j))
+                traj[j] = self._traj_id(i, agent)
+                if done_t or truncated:  # the agent's piece ends here
+                    del self._traj[i][agent]
+            cols = rec[mid]
+            next_arr = np.asarray(next_obs)
+            for i, agent, j in waiting:
+                self._pending[i][agent] = (next_arr, j)
+            for key, value in (
+                ("obs", batch),
+                ("actions", acts),
+                ("rewards", rewards),
+                ("terminateds", terms),
+                ("truncateds", truncs),
+                ("next_obs", next_arr),
+                ("action_logp", np.asarray(logps, np.float32)),
+                ("traj", traj),
+            ):
+                cols.setdefault(key, []).append(value)
+        # 4. Who acts next; finished episodes reset.
+        for i, (nxt, _rew, term, trunc, _info) in enumerate(stepped):
+            self.ep_len[i] += 1
+            if term.get("__all__", False) or trunc.get("__all__", False):
+                self._end_episode(i, returns, lengths)
+                continue
+            self.obs[i] = {
+                agent: value
+                for agent, value in nxt.items()
+                if not term.get(agent, False) and not trunc.get(agent, False)
+            }
+            pending = self._pending[i]
+            for agent in pending.keys() & self.obs[i].keys():
+                arr, j = pending.pop(agent)
+                arr[j] = self.obs[i][agent]  # the observation it acts on next
+
+    def _env_action(self, env_index: int, agent: Any, action: Any) -> Any:
+        """The env's action: a Box one clipped to the agent's bounds."""
+        from gymnasium import spaces
+
+        space = self.envs[env_index].get_action_space(agent)
+        arr = np.asarray(action)
+        if isinstance(space, spaces.Box):
+            return np.clip(arr, space.low, space.high)
+        return int(arr) if arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer) else arr
+
+    def _end_episode(self, i: int, returns: list[float], lengths: list[int]) -> None:
+        per_agent = dict(self.ep_returns[i])
+        returns.append(float(sum(per_agent.values())))
+        lengths.append(int(self.ep_len[i]))
+        per_module: dict[str, float] = {}
+        for agent, value in per_agent.items():
             mid = self._module_of(i, agent)
-            chunk = self.chunks[i].setdefault(agent, _AgentChunk(mid))
-            chunk.add(
-                obs=np.asarray(obs[agent]),
-                actions=np.asarray(action),
-                rewards=np.float32(reward),
-                terminateds=terminated,
-                truncateds=truncated and not terminated,
-                next_obs=np.asarray(nxt),
-                action_logp=np.float32(logps[agent]),
-            )
-            if terminated or truncated:
-                out[mid].append(chunk.batch())
-                self.chunks[i][agent] = _AgentChunk(mid)
-            elif agent in next_obs and not all_done:
-                acting_next[agent] = next_obs[agent]
-        # Agents that did not act this step but got an observation act next.
-        for agent, value in next_obs.items():
-            if agent not in actions and not all_done and not terms.get(agent, False):
-                acting_next[agent] = value
-        if all_done:
-            per_agent = dict(self.ep_returns[i])
-            returns.append(float(sum(per_agent.values())))
-            lengths.append(int(self.ep_len[i]))
-            self._finished = [*self._finished, (i, returns[-1], lengths[-1], per_agent)]
-            per_module: dict[str, float] = {}
-            for agent, value in per_agent.items():
-                mid = self._module_of(i, agent)
-                per_module[mid] = per_module.get(mid, 0.0) + value
-            self._finished_modules = [*self._finished_modules, per_module]
-            for chunk in self.chunks[i].values():
-                if chunk.cols:
-                    out[chunk.module_id].append(chunk.batch())
-            seed = None  # later resets draw from the env's own generator
-            self.obs[i] = env.reset(seed=seed)[0]
-            self._new_episodes([i])
-        else:
-            self.obs[i] = acting_next
+            per_module[mid] = per_module.get(mid, 0.0) + value
+        self._finished.append((per_agent, per_module))
+        self._traj[i] = {}
+        self._pending[i] = {}
+        self.obs[i] = self.envs[i].reset(seed=None)[0]  # later resets: the env's own generator
+        self._new_episodes([i])
 
     def sample_episodes(
         self,
@@ -358,11 +387,14 @@ class MultiAgentEnvRunner:
             env.close()
 
 
-def _env_action(action: Any, space: Any) -> Any:
-    """The env's action: a Box one clipped to its bounds, a Discrete one a Python int."""
-    from gymnasium import spaces
-
-    arr = np.asarray(action)
-    if isinstance(space, spaces.Box):
-        return np.clip(arr, space.low, space.high)
-    return int(arr) if arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer) else arr
+def _trajectories(cols: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """A module's recorded steps as one batch grouped by trajectory piece, in time order
+    within each (a stable sort by piece id), with ``chunk_ends`` on each piece's last row."""
+    traj = np.concatenate(cols.pop("traj"))
+    order = np.argsort(traj, kind="stable")
+    traj = traj[order]
+    batch = {k: np.concatenate(v)[order][:, None] for k, v in cols.items()}
+    ends = np.ones(len(traj), bool)
+    ends[:-1] = traj[1:] != traj[:-1]
+    batch["chunk_ends"] = ends[:, None]
+    return batch

@@ -212,7 +212,7 @@ class PPOActor:
                 actions = np.minimum((cdf < u).sum(-1), out.shape[-1] - 1)
             else:
                 actions = out.argmax(-1)
-            logp = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
+            logp = logp_all[np.arange(len(actions)), actions]
         else:
             noise = rng.standard_normal(out.shape) if explore else np.zeros_like(out)
             actions = (out + np.exp(self.log_std) * noise).astype(np.float32)

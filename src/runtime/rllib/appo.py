@@ -46,6 +46,8 @@ class IMPALAConfig(AlgorithmConfig):
     per runner.
     """
 
+    supports_vf_share_layers = True
+
     ray_training_options = frozenset(
         {
             "vtrace_drop_last_ts",

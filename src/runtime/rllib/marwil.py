@@ -40,6 +40,8 @@ class MARWILConfig(AlgorithmConfig):
     ``moving_average_sqd_adv_norm_start=100``, ``num_env_runners=0`` (no sampling; the
     env is made for its spaces and for evaluation)."""
 
+    supports_vf_share_layers = True
+
     ray_training_options = frozenset({"bc_logstd_coeff", "vf_clip_param"})
 
     def __init__(self) -> None:

@@ -60,6 +60,7 @@ class PPOConfig(AlgorithmConfig):
     )
     supports_lstm = True
     supports_learners = True
+    supports_vf_share_layers = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -100,6 +101,9 @@ class PPOConfig(AlgorithmConfig):
 class ActorCritic(nn.Module):
     """Policy and value function as two MLPs (no shared layers, as in CleanRL).
 
+    With ``model_config["vf_share_layers"]`` (Ray's option) the value is one linear layer on
+    the policy MLP's last hidden layer instead, so both losses train the shared layers.
+
     With ``model_config["use_lstm"]`` one ``nn.LSTMCell`` (``lstm_cell_size`` units) sits
     between the observation (or its CNN encoding) and both heads: the policy and the value
     share the recurrent state, one ``(h, c)`` per env, which is what the env runners carry.
@@ -128,7 +132,15 @@ class ActorCritic(nn.Module):
             n_in = self.cell_size
         n_out = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.pi = mlp(n_in, hiddens, n_out, act, out_gain=0.01)
-        self.vf = mlp(n_in, hiddens, 1, act, out_gain=1.0)
+        self.shared = bool(model.get("vf_share_layers"))
+        # Shared: the value head reads the policy's last hidden layer (``trunk``).
+        self.vf = mlp(
+            hiddens[-1] if self.shared and hiddens else n_in,
+            [] if self.shared else hiddens,
+            1,
+            act,
+            out_gain=1.0,
+        )
         self.actor = PPOActor(observation_space, action_space, model)  # what runners run
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(n_out))
@@ -155,7 +167,16 @@ class ActorCritic(nn.Module):
         dist = Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """The policy MLP's hidden layers (what a shared value head reads)."""
+        x = self.pi_enc(obs)
+        for layer in list(self.pi)[:-1]:
+            x = layer(x)
+        return x
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.shared:
+            return self.vf(self.trunk(obs)).squeeze(-1)
         return self.vf(self.vf_enc(obs)).squeeze(-1)
 
     def unroll(
@@ -182,6 +203,10 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probabilities of the minibatch's actions, entropies and values, flat ``[B]``
         (recurrent: over its ``[S, L]`` sequence steps, padding included)."""
+        if self.shared:  # one pass through the shared layers for both heads
+            features = self.trunk(mb["obs"])
+            logp, entropy = self.head_logp_entropy(self.pi[-1](features), mb["actions"])
+            return logp, entropy, self.vf(features).squeeze(-1)
         if not self.recurrent:
             logp, entropy = self.logp_entropy(mb["obs"], mb["actions"])
             return logp, entropy, self.value(mb["obs"])
@@ -415,7 +440,8 @@ class PPO(Algorithm):
             return self.update_module(
                 DEFAULT_MODULE_ID, self.module, self.learner, batches, lr, entropy_coeff
             )
-        # Multi-agent: each trained module learns from its agents' trajectory chunks.
+        # Multi-agent: each trained module learns from its agents' trajectories (a batch per
+        # runner, grouped by trajectory piece).
         return {
             mid: self.update_module(
                 mid, self.modules[mid], self.learner.learners[mid], chunks, lr, entropy_coeff
@@ -507,12 +533,15 @@ class PPO(Algorithm):
                 )
                 values = module.value(flat_obs).numpy().reshape(t, n)
                 next_values = module.value(flat_next).numpy().reshape(t, n)
+            # A multi-agent batch's trajectory pieces end at ``chunk_ends`` too: the
+            # recursion stops there, and the value of the true next observation bootstraps.
+            cuts = b["truncateds"] | b["chunk_ends"] if "chunk_ends" in b else b["truncateds"]
             adv, targets = compute_gae(
                 b["rewards"],
                 values,
                 next_values,
                 b["terminateds"].astype(np.float32),
-                b["truncateds"].astype(np.float32),
+                cuts.astype(np.float32),
                 gamma=c.gamma,
                 lambda_=c.lambda_,
             )
