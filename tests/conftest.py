@@ -136,12 +136,16 @@ def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     """The pids still alive after ``timeout`` (bounded poll: process exit has no event here)."""
     import psutil
 
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != "zombie"
+        except psutil.NoSuchProcess:  # gone, or reaped between two looks (the mesh's keeper)
+            return False
+
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [
-            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-        ]
+        alive = [p for p in alive if running(p)]
         if alive:
             time.sleep(0.05)
     return alive

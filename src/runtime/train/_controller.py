@@ -188,8 +188,16 @@ async def _gather(refs: list[Any]) -> list[Any]:
     return list(await asyncio.gather(*refs))
 
 
-async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
-    """A placed group of ``num_workers`` bundles; WorkerGroupError if it can never be."""
+#: How long an elastic group sized above its minimum waits to be placed before it starts at
+#: its minimum instead.
+_ELASTIC_PATIENCE_S = 5.0
+
+
+async def _place(
+    scaling: ScalingConfig, hint: str = "", patience: float | None = None
+) -> PlacementGroup | None:
+    """A placed group of ``num_workers`` bundles; WorkerGroupError if it can never be;
+    None if it is not placed within ``patience`` seconds (when given)."""
     await asyncio.to_thread(check_fits, scaling)
     bundle = scaling.bundle()
     pg = placement_group([bundle] * scaling.min_workers, strategy=scaling.placement_strategy)
@@ -204,6 +212,11 @@ async def _place(scaling: ScalingConfig, hint: str = "") -> PlacementGroup:
                 except InfeasibleError as exc:
                     raise WorkerGroupError(f"the worker group cannot be placed: {exc}") from exc
                 return pg
+            if patience is not None and time.monotonic() - started > patience:
+                ready.cancel()
+                with contextlib.suppress(Exception):
+                    remove_placement_group(pg)
+                return None
             await asyncio.to_thread(check_fits, scaling)  # nodes may have died meanwhile
             if time.monotonic() - last_log > _PLACE_LOG_S:
                 last_log = time.monotonic()
@@ -559,7 +572,20 @@ class Controller:
             size = max(spec.scaling.min_workers, min(spec.scaling.max_workers, fits))
             self.scaling = spec.scaling.sized(size)
             n = size
-        group = _Group(await _place(self.scaling, hint))
+        pg = None
+        if spec.scaling.elastic and n > spec.scaling.min_workers:
+            # The free capacity it was sized by may be a stale view (work placed just now):
+            # a group that does not place soon starts at its minimum and grows later.
+            pg = await _place(self.scaling, hint, patience=_ELASTIC_PATIENCE_S)
+            if pg is None:
+                logger.info("no room for %d ranks after all: starting with %d", n,
+                            spec.scaling.min_workers)  # fmt: skip
+                n = spec.scaling.min_workers
+                self.scaling = spec.scaling.sized(n)
+        if pg is None:
+            pg = await _place(self.scaling, hint)
+        assert pg is not None  # no patience given: placed, or an error raised
+        group = _Group(pg)
         self.attempt_checkpoints = 0
         try:
             _metrics.workers(spec.name, n)

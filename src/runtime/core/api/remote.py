@@ -70,11 +70,8 @@ def _prepare_call(
         if len(children) >= 1024:
             children[:] = [c for c in children if c in worker.tasks]
         children.append(task_id)
-    oids = (
-        [return_id(task_id, 0)]
-        if num_returns == 1
-        else [return_id(task_id, i) for i in range(max(num_returns, 0))]
-    )
+    last = max(num_returns, 0)
+    oids = [return_id(task_id, 0)] if last == 1 else [return_id(task_id, i) for i in range(last)]
     return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
 
 
@@ -414,10 +411,8 @@ class ActorHandle(Generic[T]):
         worker = current_worker()
         state = worker.actors.get(self._actor_id)
         location = state.location if state is not None else self._location
-        # The id the actor has (get_if_exists may have found another than the one made here)
-        actor_id = location.actor_id if location is not None else self._actor_id
-        if state is not None and state.actor_id != self._actor_id:
-            actor_id = state.actor_id
+        # state.actor_id: the actor get_if_exists found may not be the one made here
+        actor_id = state.actor_id if state is not None else self._actor_id
         return (
             _rebuild_handle,
             (actor_id, self._class_name, self._method_returns, location, self._token),
