@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -25,21 +26,30 @@ def _isolated_tmpdir(
     monkeypatch.setenv("RUNTIME_TMPDIR", str(base))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    """A local mesh (head + 2 one-CPU nodes) shared by the tests of a module."""
-    base = tmp_path_factory.mktemp("mesh")
+@contextlib.contextmanager
+def local_mesh(tmpdir: object, **init: object) -> Iterator[dict[str, object]]:
+    """``runtime.init(**init)`` with its head.json and sessions under ``tmpdir``; shut down
+    (and RUNTIME_TMPDIR put back) on leaving."""
     old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(base)
-    info = runtime.init(num_cpus=2, resources={"custom": 2.0})
+    os.environ["RUNTIME_TMPDIR"] = str(tmpdir)
     try:
-        yield info
+        info = runtime.init(**init)  # type: ignore[arg-type]
+        try:
+            yield info
+        finally:
+            runtime.shutdown()
     finally:
-        runtime.shutdown()
         if old is None:
             os.environ.pop("RUNTIME_TMPDIR", None)
         else:
             os.environ["RUNTIME_TMPDIR"] = old
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A local mesh (head + 2 one-CPU nodes) shared by the tests of a module."""
+    with local_mesh(tmp_path_factory.mktemp("mesh"), num_cpus=2, resources={"custom": 2.0}) as info:
+        yield info
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from runtime.core.api import state as _state
 from runtime.core.api.blocking import current_worker
 from runtime.core.objects import blob
 from runtime.core.objects.store import shm_root
-from tests.conftest import cli_json
+from tests.conftest import cli_json, local_mesh
 
 MB = 1 << 20
 pytestmark = pytest.mark.timeout(90)
@@ -95,20 +95,11 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp("store"))
-    runtime.init(num_cpus=2)
-    try:
+    with local_mesh(tmp_path_factory.mktemp("store"), num_cpus=2):
         cls = runtime.remote(num_cpus=1)(Probe)
         a, b = cls.remote(), cls.remote()
         assert runtime.get(a.node.remote()) != runtime.get(b.node.remote())
         yield a, b
-    finally:
-        runtime.shutdown()
-        if old is None:
-            os.environ.pop("RUNTIME_TMPDIR", None)
-        else:
-            os.environ["RUNTIME_TMPDIR"] = old
 
 
 def wait_until(check: Any, what: str, timeout: float = 15.0) -> None:

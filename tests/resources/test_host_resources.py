@@ -13,24 +13,15 @@ import pytest
 import runtime
 from runtime.exceptions import InfeasibleError
 
-from ..conftest import until
+from ..conftest import local_mesh, until
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One local host of 3 CPUs (three node processes), 2 declared GPUs, a label."""
     base = tmp_path_factory.mktemp("host")
-    old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(base)
-    runtime.init(num_cpus=3, num_gpus=2, labels={"zone": "a"})
-    try:
+    with local_mesh(base, num_cpus=3, num_gpus=2, labels={"zone": "a"}):
         yield str(base)
-    finally:
-        runtime.shutdown()
-        if old is None:
-            os.environ.pop("RUNTIME_TMPDIR", None)
-        else:
-            os.environ["RUNTIME_TMPDIR"] = old
 
 
 def cpus_free() -> float:

@@ -15,22 +15,13 @@ from runtime.core.api import session as _api
 from runtime.core.process.keeper import describe_exit, restart_delay
 from runtime.exceptions import ActorDiedError
 
-from ..conftest import until
+from ..conftest import local_mesh, until
 
 
 @pytest.fixture
 def mesh(tmp_path) -> Iterator[None]:
-    old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(tmp_path)
-    runtime.init(num_cpus=2)
-    try:
+    with local_mesh(tmp_path, num_cpus=2):
         yield
-    finally:
-        runtime.shutdown()
-        if old is None:
-            os.environ.pop("RUNTIME_TMPDIR", None)
-        else:
-            os.environ["RUNTIME_TMPDIR"] = old
 
 
 def work_rows() -> dict[str, dict[str, object]]:

@@ -14,22 +14,13 @@ import pytest
 import runtime
 from runtime.core.api import session as _api
 
-from ..conftest import cli_json, until
+from ..conftest import cli_json, local_mesh, until
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(tmp_path_factory.mktemp("nodes"))
-    runtime.init(num_cpus=2)
-    try:
+    with local_mesh(tmp_path_factory.mktemp("nodes"), num_cpus=2):
         yield
-    finally:
-        runtime.shutdown()
-        if old is None:
-            os.environ.pop("RUNTIME_TMPDIR", None)
-        else:
-            os.environ["RUNTIME_TMPDIR"] = old
 
 
 @runtime.remote(num_cpus=2)

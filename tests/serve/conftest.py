@@ -12,29 +12,20 @@ from typing import Any
 
 import pytest
 
-import runtime
 from runtime import serve
+
+from ..conftest import local_mesh
 
 
 @pytest.fixture(scope="module")
 def serve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A mesh of two one-CPU nodes with Serve on a free port; yields the base URL."""
-    base = tmp_path_factory.mktemp("serve-mesh")
-    old = os.environ.get("RUNTIME_TMPDIR")
-    os.environ["RUNTIME_TMPDIR"] = str(base)
-    runtime.init(num_cpus=2)
-    try:
-        serve.start(http_options={"port": 0})
-        yield f"http://127.0.0.1:{serve.status().http_port}"
-    finally:
+    with local_mesh(tmp_path_factory.mktemp("serve-mesh"), num_cpus=2):
         try:
-            serve.shutdown()
+            serve.start(http_options={"port": 0})
+            yield f"http://127.0.0.1:{serve.status().http_port}"
         finally:
-            runtime.shutdown()
-            if old is None:
-                os.environ.pop("RUNTIME_TMPDIR", None)
-            else:
-                os.environ["RUNTIME_TMPDIR"] = old
+            serve.shutdown()
 
 
 def http(
