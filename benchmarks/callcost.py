@@ -32,9 +32,11 @@ from typing import Any
 
 WORKLOADS = (
     "cold start",
+    "tasks sync",
     "tasks async",
     "1:1 actor calls sync",
     "1:1 actor calls async",
+    "1:1 async-actor calls sync",
     "1:1 async-actor calls async",
     "n:n actor calls async",
 )
@@ -137,8 +139,15 @@ def _workload(
     small, async_small, client = classes
     if name == "tasks async":
         return 1000, lambda: runtime.get([task.remote() for _ in range(1000)]) and None
-    if name == "1:1 actor calls sync":
-        a = small.remote()
+    if name == "tasks sync":
+
+        def tasks_sync() -> None:
+            for _ in range(200):
+                runtime.get(task.remote())
+
+        return 200, tasks_sync
+    if name in ("1:1 actor calls sync", "1:1 async-actor calls sync"):
+        a = (small if name == "1:1 actor calls sync" else async_small).remote()
 
         def sync() -> None:
             for _ in range(200):
