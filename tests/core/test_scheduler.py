@@ -7,6 +7,7 @@ import pytest
 from runtime.core.common.exceptions import InfeasibleError
 from runtime.core.scheduling.scheduler import (
     LocalScheduler,
+    Placer,
     fits,
     normalize,
     pick_actor_node,
@@ -306,6 +307,30 @@ def test_pick_node_raises_a_clear_error_when_no_node_could_ever_run_it(nodes) ->
     message = str(info.value)
     assert "can ever satisfy the resource request {'CPU': 4.0}" in message
     assert "start a node with those resources or lower the request" in message
+
+
+def test_a_placer_picks_as_pick_node_does_while_the_view_and_the_load_move() -> None:
+    view = {n.node_id: n for n in [node("a", CPU2), node("b", CPU2), node("c", CPU1)]}
+    placer = Placer()
+    for load in ({}, {"a": 2}, {"a": 2, "b": 1}, {"a": 3, "b": 3, "c": 1}, {"c": 0, "a": 1}):
+        assert placer.pick(view, CPU1, load) == pick_node(view.values(), CPU1, load), load
+    view = {**view, "b": node("b", CPU2, {"CPU": 0.0})}  # a new view: b is busy now
+    assert placer.pick(view, CPU1, {"a": 1}) == pick_node(view.values(), CPU1, {"a": 1}) == "c"
+
+
+def test_a_placer_skips_a_node_found_dead_after_its_view_came() -> None:
+    view = {n.node_id: n for n in [node("a"), node("b")]}
+    placer = Placer()
+    assert placer.pick(view, CPU1, {}) == "a"
+    view["a"].alive = False  # peer_lost marks the entry in place: the dict stays the same
+    assert placer.pick(view, CPU1, {}) == "b"
+    assert placer.pick(view, CPU1, {"b": 5}) == "b"
+
+
+def test_a_placer_raises_as_pick_node_does_when_no_node_could_ever_run_it() -> None:
+    view = {"small": node("small", CPU1)}
+    with pytest.raises(InfeasibleError, match="can ever satisfy the resource request"):
+        Placer().pick(view, {"CPU": 4.0}, {})
 
 
 # --- pick_actor_node --------------------------------------------------------------------------

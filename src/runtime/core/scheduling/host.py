@@ -223,16 +223,6 @@ class HostLedger:
         nums[base] = 0.0
         self.waiters.set(base, False)
 
-    def _note(self, i: int, amount: float, long: bool) -> None:
-        """Record in this process's row that it took (or gave back, < 0) ``amount``."""
-        row = self._row
-        if row >= 0:
-            nums = self._nums
-            k = row + 1 + i // 3
-            nums[k] = max(0.0, nums[k] + amount)
-            if long:
-                nums[k + MAX_RESOURCES] = max(0.0, nums[k + MAX_RESOURCES] + amount)
-
     def _note_gpu(self, j: int, share: float) -> None:
         row = self._row
         if row >= 0:
@@ -342,20 +332,23 @@ class HostLedger:
         its resources while blocked takes them back)."""
         if self.closed:  # the process is going: it takes nothing more
             return None
-        index, nums, fd = self.index, self._nums, self._fd
+        index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)
         try:
             claimer = int(nums[_CLAIM])
-            others = claimer not in (0, self._row)
+            others = claimer not in (0, row)
+            todo = []
             for name, amount in demand.items():
                 if amount > 0:
                     i = index.get(name)
                     if i is None:
                         return None
-                    claimed = nums[_CLAIM + 1 + i // 3] if others else 0.0
-                    if not force and nums[i + 1] - claimed + _EPS < amount:
-                        return None
+                    if not force:
+                        free = nums[i + 1] - nums[_CLAIM + 1 + i // 3] if others else nums[i + 1]
+                        if free + _EPS < amount:
+                            return None
+                    todo.append((i, amount))
             ids: list[int] = []
             gpus = demand.get("GPU", 0.0)
             if gpus > 0 and not force:
@@ -367,14 +360,16 @@ class HostLedger:
                 for j in ids:
                     nums[self._gpu_base + j] -= share
                     self._note_gpu(j, share)
-            for name, amount in demand.items():
-                if amount > 0:
-                    i = index[name]
-                    nums[i + 1] -= amount
+            for i, amount in todo:  # (self._note, inline: the per-task path)
+                nums[i + 1] -= amount
+                if long:
+                    nums[i + 2] += amount
+                if row >= 0:
+                    k = row + 1 + i // 3
+                    nums[k] += amount
                     if long:
-                        nums[i + 2] += amount
-                    self._note(i, amount, long)
-            if claimer == self._row and claimer and not force:
+                        nums[k + MAX_RESOURCES] += amount
+            if claimer == row and claimer and not force:
                 self._clear_claim()  # granted: the claim has done its work
             return ids
         finally:
@@ -395,7 +390,7 @@ class HostLedger:
         """Give back what :meth:`take` granted (never past the host's total)."""
         if self.closed:  # closing gave back all this process held
             return
-        index, nums, fd = self.index, self._nums, self._fd
+        index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)
         try:
@@ -407,7 +402,11 @@ class HostLedger:
                 nums[i + 1] = left if left < nums[i] else nums[i]
                 if long:
                     nums[i + 2] = max(0.0, nums[i + 2] - amount)
-                self._note(i, -amount, long)
+                if row >= 0:  # this process's row holds that much less
+                    k = row + 1 + i // 3
+                    nums[k] = max(0.0, nums[k] - amount)
+                    if long:
+                        nums[k + MAX_RESOURCES] = max(0.0, nums[k + MAX_RESOURCES] - amount)
             if gpu_ids:
                 gpus = demand.get("GPU", 0.0)
                 share = gpus if gpus < 1 else 1.0
@@ -505,13 +504,13 @@ class HostScheduler:
         return ids
 
     def request(self, key: Hashable, demand: Resources) -> bool:
-        if not self.feasible(demand):
-            raise InfeasibleError(f"this host has {self.total} and can never grant {dict(demand)}")
         ids = self._try(demand)
-        if ids is not None:
+        if ids is not None:  # granted, so feasible: the check is for what waits
             if ids:
                 self.gpus[key] = ids
             return True
+        if not self.feasible(demand):
+            raise InfeasibleError(f"this host has {self.total} and can never grant {dict(demand)}")
         self.queue.append((key, dict(demand)))
         return False
 

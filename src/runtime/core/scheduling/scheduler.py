@@ -240,25 +240,7 @@ def pick_node(
     counts the tasks this submitter already has on each node; ``labels``: a label selector.
     Raises InfeasibleError when no node could ever run it.
     """
-    best: str | None = None
-    best_key: tuple[float, ...] | None = None
-    hosts = [n for n in _labelled(nodes, labels) if takes_work(n) and fits(demand, n.resources)]
-    # What actors and bundles hold stays held: a task queued behind it could wait for good.
-    # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
-    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n)) and _slot_open(n, demand)]
-    for node in free_for_tasks or hosts:
-        slot = getattr(node, "slot", 0.0)
-        cpus = slot if slot > 0 else max(_unreserved(node).get("CPU", 0.0), 1.0)
-        free_now = 1.0 if fits(demand, node.available) and _slot_free(node, demand) else 0.0
-        mine = load.get(node.node_id, 0)
-        key = (
-            mine / cpus - free_now,
-            mine,  # on a tie, the process this submitter gave least (its view may lag)
-            0.0 if node.node_id == prefer else 1.0,
-            node.node_id,
-        )
-        if best_key is None or key < best_key:
-            best, best_key = node.node_id, key
+    best = _choose(_candidates(nodes, demand, labels), demand, load, prefer)
     if best is None:
         where = f" with labels matching {dict(labels)}" if labels else ""
         raise InfeasibleError(
@@ -266,6 +248,82 @@ def pick_node(
             f"{dict(demand)}; start a node with those resources or lower the request"
         )
     return best
+
+
+def _candidates(
+    nodes: Iterable[Any], demand: Resources, labels: Mapping[str, str] | None
+) -> list[tuple[Any, float]]:
+    """The nodes a task of ``demand`` may go to, each with the CPUs its load is counted
+    against: what depends on the view alone, not on the moment."""
+    hosts = [n for n in _labelled(nodes, labels) if takes_work(n) and fits(demand, n.resources)]
+    # What actors and bundles hold stays held: a task queued behind it could wait for good.
+    # Prefer nodes whose unreserved capacity can hold the task; else any that fits at all.
+    free_for_tasks = [n for n in hosts if fits(demand, _unreserved(n)) and _slot_open(n, demand)]
+    out = []
+    for node in free_for_tasks or hosts:
+        slot = getattr(node, "slot", 0.0)
+        out.append((node, slot if slot > 0 else max(_unreserved(node).get("CPU", 0.0), 1.0)))
+    return out
+
+
+def _choose(
+    candidates: list[tuple[Any, float]],
+    demand: Resources,
+    load: Mapping[str, int],
+    prefer: str | None,
+) -> str | None:
+    best: str | None = None
+    best_key: tuple[float, float, float, str] | None = None
+    items = [(k, v) for k, v in demand.items() if v > 0]
+    cpu = demand.get("CPU", 0.0)
+    for node, cpus in candidates:
+        free_now = 1.0
+        available = node.available
+        for name, amount in items:  # fits(demand, node.available), inline: once per call
+            if amount > available.get(name, 0.0) + _EPS:
+                free_now = 0.0
+                break
+        if free_now and cpu > 0 and not _slot_free(node, demand):
+            free_now = 0.0
+        node_id = node.node_id
+        mine = load.get(node_id, 0)
+        key = (
+            mine / cpus - free_now,
+            mine,  # on a tie, the process this submitter gave least (its view may lag)
+            0.0 if node_id == prefer else 1.0,
+            node_id,
+        )
+        if best_key is None or key < best_key:
+            best, best_key = node_id, key
+    return best
+
+
+class Placer:
+    """:func:`pick_node` for one submitter (no labels, no preference), keeping the part
+    that depends on the view alone while the view stays the same dict (the worker makes a
+    new one on every change): per call only each candidate's free resources and this
+    submitter's load are read."""
+
+    __slots__ = ("_candidates", "_view")
+
+    def __init__(self) -> None:
+        self._view: object = None
+        self._candidates: dict[tuple[tuple[str, float], ...], list[tuple[Any, float]]] = {}
+
+    def pick(self, view: Mapping[str, Any], demand: Resources, load: Mapping[str, int]) -> str:
+        if view is not self._view:
+            self._view, self._candidates = view, {}
+        key = tuple(demand.items())
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            candidates = self._candidates[key] = _candidates(view.values(), demand, None)
+        best = _choose(candidates, demand, load, None)
+        if best is None or not takes_work(view[best]):
+            # None can run it (pick_node says why), or the chosen one changed in place since
+            # the view came (a peer found dead): look again, from the view as it is now.
+            self._view = None
+            return pick_node(view.values(), demand, load)
+        return best
 
 
 def _unreserved(node: Any) -> dict[str, float]:

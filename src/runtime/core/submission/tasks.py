@@ -27,7 +27,7 @@ from ..common.exceptions import (
 from ..objects import serialization as ser
 from ..objects.refs import NO_BUFFERS, PENDING, READY, OwnedObject, ReferenceTable
 from ..scheduling.labels import matches
-from ..scheduling.scheduler import fits, pick_node, takes_work
+from ..scheduling.scheduler import Placer, fits, pick_node, takes_work
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
@@ -81,6 +81,7 @@ class TaskSubmitter:
         self.tasks = host.tasks
         self.streams = host.streams
         self.load = host.load
+        self.placer = Placer()  # pick_node, with its per-view part kept
         self.conns = host.conns
         self.group_nodes = host.group_nodes
         self.caller = host.caller
@@ -279,7 +280,7 @@ class TaskSubmitter:
             elif msg.strategy is not None:
                 node_id = self._pick_by_strategy(msg)
             else:
-                node_id = pick_node(self.host.view.values(), msg.resources, self.load)
+                node_id = self.placer.pick(self.host.view, msg.resources, self.load)
         except RuntimeBaseError as exc:
             if waits_for_capacity(exc, msg) or self._pinned_to_unseen(msg):
                 # No node of its shape now (or the node it is pinned to is not in this
