@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from _bytecode import compile_runtime
 
 NUM_CPUS = 2
 BATCH = 1000  # calls per batch in the "async" metrics, as in Ray's microbenchmark
@@ -558,6 +559,8 @@ def run_half_here(backend: str, settings: Settings) -> dict[str, Any]:
     """Run one half in this process and return its JSON-able report."""
     # A last resort if a deadline cannot interrupt something: dump every thread and exit.
     faulthandler.dump_traceback_later(hard_limit(settings), exit=True)
+    if backend == "runtime":
+        compile_runtime()  # as Ray's wheel is (see _bytecode): no compile in the cold start
     try:
         half = Half(backend, settings)
         results = half.run()

@@ -13,6 +13,8 @@ import os
 import statistics
 import time
 
+from _bytecode import compile_runtime
+
 import runtime
 
 
@@ -32,6 +34,7 @@ def _ms(seconds: list[float]) -> str:
 
 
 def main() -> None:
+    compile_runtime()  # as an installed package has its bytecode (see _bytecode)
     runtime.init(num_cpus=1)
     try:
         runtime.get(pid.remote())

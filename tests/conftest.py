@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -14,6 +15,14 @@ from dataclasses import dataclass
 import pytest
 
 import runtime
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the package once, in the controlling process: with
+    PYTHONDONTWRITEBYTECODE set (as on CI) nothing writes ``__pycache__``, and every node
+    process the tests start (hundreds) would compile the runtime from source again."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(os.path.dirname(runtime.__file__), quiet=1)
 
 
 @pytest.fixture(autouse=True)
