@@ -251,11 +251,3 @@ class ActorState:
                 return True
         self.inflight.pop(task_id, None)
         return False
-
-    def answered(self, task_id: bytes, stream: bool) -> None:
-        """A call was answered: it is not resent any more."""
-        if stream:
-            self.inflight.pop(task_id, None)
-        elif self.inflight:
-            self.inflight.pop(task_id, None)
-            self.retries_left.pop(task_id, None)

@@ -119,7 +119,7 @@ class TaskBook:
             else:
                 state = self.actors.get(actor_id)
                 if state is not None:
-                    state.answered(task_id, True)
+                    state.inflight.pop(task_id, None)
             return STREAM_END, task
         if actor_id is None:
             self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
@@ -136,8 +136,9 @@ class TaskBook:
                     return RESEND, task
         if actor_id is not None:
             state = self.actors.get(actor_id)
-            if state is not None:
-                state.answered(task_id, False)
+            if state is not None and state.inflight:  # answered: it is not resent any more
+                state.inflight.pop(task_id, None)
+                state.retries_left.pop(task_id, None)
         return (DONE if error is None else FAILED), task
 
     def keeps_lineage(self, task: PendingTask, oid: bytes) -> None:
