@@ -1,5 +1,7 @@
-"""The caller's decisions without I/O, as tables: when a task is tried again, and in what order
-actor calls go out again after a restart (no mesh: these run in milliseconds)."""
+"""The caller's decisions without I/O, as tables: when a task is tried again, in what order
+actor calls go out again after a restart, and the task book's and an actor's state machines
+fed tables of events (retries, resends in order, restarts, cancellation, lost objects). No
+mesh, no process, no loop: these run in milliseconds."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ import pytest
 from runtime.core.common.exceptions import ActorUnavailableError, NodeDiedError, NoRoomError
 from runtime.core.objects import serialization as ser
 from runtime.core.objects.refs import PENDING, READY, OwnedObject
-from runtime.core.submission.actor_calls import ActorState
-from runtime.core.submission.actor_state import DEAD, QUEUED, SEND
+from runtime.core.submission.actor_state import DEAD, QUEUED, SEND, ActorState
 from runtime.core.submission.book import (
     CANCEL_ACTOR,
     CANCEL_HERE,
