@@ -389,6 +389,12 @@ class Shell:
     def on_load(self, node: str) -> None:
         self.out.append(("load", node, self.load.get(node, 0)))
 
+    def on_group(self, name: str, *nodes: str) -> None:  # the head said where its bundles are
+        self.groups[name.encode()] = list(nodes)
+
+    def on_groups(self) -> None:  # the groups whose bundle nodes are known
+        self.out.append(("groups", *sorted(g.decode() for g in self.groups)))
+
 
 def run(events: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     shell = Shell()
@@ -425,6 +431,11 @@ def _table(*rows: tuple[str, list[tuple[object, ...]], list[tuple[object, ...]]]
         "only the dead node's tasks are touched",
         [("task", 1, "A", 1), ("task", 2, "B", 1), ("node lost", "A"), ("done", 2)],
         [("send", 1, "A", 0), ("send", 2, "B", 0), ("retry", 1), ("resolve", 2)],
+    ),
+    (
+        "a dead node's placement groups are asked for anew (their bundles move)",
+        [("group", "g1", "A", "B"), ("group", "g2", "B"), ("node lost", "A"), ("groups",)],
+        [("groups", "g2")],
     ),
     (
         "retry_exceptions: an error it raised tries it again, until the tries are spent",
