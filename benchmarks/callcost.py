@@ -298,8 +298,62 @@ def parts() -> None:
             lambda: (private.take(cpu), private.give(cpu)), 20_000)  # fmt: skip
         add("host ledger: sweep for dead processes", shared.sweep, 2_000)
         shared.close()
+    _caller_parts(add)
     for name, us in rows:
         print(f"{name:<58} {us:7.2f} us")
+
+
+def _caller_parts(add: Callable[[str, Callable[[], object], int], None]) -> None:
+    """The caller's bookkeeping of one actor call and of one task, submitted and answered,
+    on a stand-in worker whose connections write nothing (the same code in every tree)."""
+    import itertools
+    from types import SimpleNamespace
+
+    from runtime.core.objects import serialization as ser
+    from runtime.core.objects.refs import ReferenceTable
+    from runtime.core.submission.actor_calls import ActorCaller
+    from runtime.core.submission.tasks import TaskSubmitter
+    from runtime.core.wire import protocol as p
+
+    class Link:
+        closed = False
+
+        def __init__(self) -> None:
+            self.known_functions: set[bytes] = set()
+
+        def send(self, msg: object, buffers: object = ()) -> None: ...
+
+    node = p.NodeInfo("n", "127.0.0.1:1", False, {"CPU": 4.0}, {"CPU": 4.0}, 1)
+    host = SimpleNamespace(
+        loop=None, refs=ReferenceTable("me", lambda: None), tasks={}, streams={}, load={},
+        conns={"n": Link()}, group_nodes={}, view={"n": node}, view_changed=None, spawn=None,
+        head_request=None, connect_peer=None, resolve=lambda oid, value, bufs: None,
+    )  # fmt: skip
+    host.caller = caller = ActorCaller(host)  # type: ignore[arg-type]
+    submitter = TaskSubmitter(host)  # type: ignore[arg-type]
+    args, _ = ser.serialize(())
+    small, raw, ids = p.Value(0, b"\x01"), memoryview(b""), itertools.count()
+    for restarts, label in ((0, "max_restarts=0"), (-1, "kept for a resend")):
+        state = caller.actor_state(b"actor")
+        state.conn = Link()  # type: ignore[assignment]
+        state.location = p.ActorLocation(
+            b"actor", "n", "127.0.0.1:1", "ALIVE", "C", None, "", 1, False, max_restarts=restarts
+        )
+
+        def call() -> None:
+            tid = next(ids).to_bytes(16, "big")
+            caller.call_actor(p.CallActor(tid, b"actor", "m", args, 1, "me", "x"), [], [tid])
+            submitter.on_task_done(None, p.TaskDone(tid, [small]), raw)
+
+        add(f"caller: actor call sent + answered ({label})", call, 50_000)
+
+    def task() -> None:
+        tid = next(ids).to_bytes(16, "big")
+        msg = p.SubmitTask(tid, b"f", "f", None, args, 1, {"CPU": 1.0}, "me", "x")
+        submitter.submit_task(msg, [], bytes, [tid])
+        submitter.on_task_done(None, p.TaskDone(tid, [small]), raw)
+
+    add("caller: task placed, sent + answered", task, 50_000)
 
 
 # ------------------------------------------------------------------------------ the parent

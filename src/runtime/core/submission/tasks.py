@@ -1,6 +1,10 @@
-"""Submitting tasks: placing each on a node, sending it, retrying it when its node dies or it
-raises a retriable error, placing it again when a busy node sends it back, cancelling it,
-and running it again when a result it made is lost (lineage).
+"""Submitting tasks: the I/O shell of :class:`~.book.TaskBook`.
+
+What happens to a task (tried again when its node dies or it raises a retriable error, placed
+again when a busy node sends it back, cancelled, run again when a result it made is lost) is
+decided by the state machine in :mod:`.book`, which does no I/O. :class:`TaskSubmitter` places
+each task on a node (over the cluster view), sends it, feeds the book the events (answers,
+lost nodes, cancels, lost objects) and does what it says.
 
 :class:`TaskSubmitter` is a part the worker holds; it sees the worker through
 :class:`SubmitterHost`. Every method runs on the worker's loop.
@@ -15,24 +19,27 @@ from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Protocol
 
-from ..common.errors import ErrorCode
-from ..common.exceptions import (
-    ActorDiedError,
-    InfeasibleError,
-    NodeDiedError,
-    RuntimeBaseError,
-    TaskCancelledError,
-    TaskError,
-)
+from ..common.exceptions import InfeasibleError, RuntimeBaseError
 from ..objects import serialization as ser
-from ..objects.refs import NO_BUFFERS, PENDING, READY, OwnedObject, ReferenceTable
+from ..objects.refs import NO_BUFFERS, OwnedObject, ReferenceTable
 from ..scheduling.labels import matches
 from ..scheduling.scheduler import Placer, fits, pick_node, takes_work
 from ..wire import protocol as p
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
+from .book import (
+    CANCEL_ACTOR,
+    CANCEL_NODE,
+    DONE,
+    FAILED,
+    RESEND,
+    RETRY,
+    SPILL,
+    STREAM_END,
+    TaskBook,
+)
 from .capacity import wait_for_capacity, waits_for_capacity
-from .pending import PendingTask, RetryPolicy, TaskRetry, retry_allowed, take_retry
+from .pending import PendingTask, RetryPolicy
 from .streaming import StreamState
 
 log = logging.getLogger("runtime.worker")
@@ -89,32 +96,17 @@ class TaskSubmitter:
         self.head_request = host.head_request
         self.connect_peer = host.connect_peer
         self.resolve = host.resolve
+        self.book = TaskBook(
+            self.tasks, self.load, self.group_nodes, self.caller.actors, self.refs.owned
+        )
 
     def node_lost(self, peer: str, again: set[bytes]) -> None:
         """Tasks and actor calls on ``peer`` (which died) are retried or fail; ``again``: the
         actor calls the actor caller sends again after a restart."""
-        for pg_id, nodes in list(self.group_nodes.items()):
-            if peer in nodes:  # its lost bundles are placed again: ask the head anew
-                del self.group_nodes[pg_id]
-        for task_id, task in list(self.tasks.items()):
-            if task.node_id != peer or task_id in again:
+        for task, err in self.book.node_lost(peer, again):
+            if err is None:
+                self._resubmit(task)
                 continue
-            del self.tasks[task_id]
-            if task.actor_id is None:
-                self.load[peer] = self.load.get(peer, 1) - 1
-                if self._retry(task, f"node {peer} died while running it"):
-                    continue
-            if task.actor_id is not None:
-                lost = self.caller.actors.get(task.actor_id)
-                restarts = lost is not None and lost.lost_restarts >= 0
-                err = ser.system_error_value(
-                    ActorDiedError,
-                    f"the actor's node {peer} died while the call {task.name} was in flight;"
-                    " the call may have run"
-                    + ("; the actor restarts for the calls after it" if restarts else ""),
-                )
-            else:
-                err = _node_failure(task, f"node {peer} died while running task {task.name}")
             for oid in task.object_ids:
                 self.resolve(oid, err, [])
             if task.stream is not None:
@@ -122,70 +114,45 @@ class TaskSubmitter:
 
     def on_task_done(self, conn: Connection | None, msg: p.TaskDone, raw: memoryview) -> None:
         """A task or actor call this process submitted was answered (``conn``: by whom)."""
-        task = self.tasks.pop(msg.task_id, None)
-        if task is None:
+        answer = self.book.answered(msg.task_id, msg.error)
+        if answer is None:
             return
-        if (
-            msg.error is not None
-            and task.retry is not None
-            and ser.system_error_code(msg.error) == ErrorCode.NO_ROOM
-        ):
-            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-            self._spill(task)
-            return
-        if task.stream is not None:
-            if task.actor_id is None:
-                self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-            else:
-                state = self.caller.actors.get(task.actor_id)
-                if state is not None:
-                    state.inflight.pop(msg.task_id, None)
-            task.stream.on_done(msg.error)
-            return
-        if task.actor_id is None:
-            self.load[task.node_id] = self.load.get(task.node_id, 1) - 1
-        if msg.error is not None:
-            if task.retry is not None and self._retry_on_error(task, msg.error):
-                return
-            if task.actor_id is not None and self.caller.resend_elsewhere(task, msg):
-                return
-        if task.actor_id is not None:
-            state = self.caller.actors.get(task.actor_id)
-            if state is not None and state.inflight:
-                state.inflight.pop(msg.task_id, None)
-                state.retries_left.pop(msg.task_id, None)
-        if msg.error is not None:
+        step, task = answer
+        if step == DONE:
+            offset = 0
+            for oid, value in zip(task.object_ids, msg.returns, strict=False):
+                if isinstance(value, p.Value) and value.bufs:
+                    bufs, offset = split_buffers(raw, value.bufs, offset)
+                    self.resolve(oid, value, bufs)
+                else:
+                    if isinstance(value, p.Value):  # kept until freed: no empty lists of its own
+                        value.bufs = value.bufs or NO_BUFFERS
+                        value.refs = value.refs or NO_BUFFERS
+                    self.resolve(oid, value, NO_BUFFERS)
+                    if isinstance(value, p.Located):
+                        self.book.keeps_lineage(task, oid)
+        elif step == FAILED:
+            assert msg.error is not None
             for oid in task.object_ids:
                 self.resolve(oid, msg.error, [])
-            return
-        offset = 0
-        for oid, value in zip(task.object_ids, msg.returns, strict=False):
-            if isinstance(value, p.Value) and value.bufs:
-                bufs, offset = split_buffers(raw, value.bufs, offset)
-                self.resolve(oid, value, bufs)
-            else:
-                if isinstance(value, p.Value):  # kept until freed: no empty lists of its own
-                    value.bufs = value.bufs or NO_BUFFERS
-                    value.refs = value.refs or NO_BUFFERS
-                self.resolve(oid, value, NO_BUFFERS)
-                if isinstance(value, p.Located) and task.retry is not None:
-                    entry = self.refs.owned.get(oid)
-                    if entry is not None:  # a retriable task can make it again if it is lost
-                        entry.lineage = (task.retry, task.object_ids)
+        elif step == RETRY:
+            self._resubmit(task)
+        elif step == STREAM_END:
+            assert task.stream is not None
+            task.stream.on_done(msg.error)
+        elif step == SPILL:
+            self._spill(task)
+        elif step == RESEND:
+            assert task.actor_id is not None
+            self.caller.resend_elsewhere(self.caller.actors[task.actor_id])
 
     def reconstruct(self, entry: OwnedObject) -> bool:
         """Run the task that made a lost object again (lineage); False when it cannot."""
-        if entry.lineage is None:
+        task = self.book.object_lost(entry)
+        if task is None:
             return False
-        retry, object_ids = entry.lineage
-        if retry.retries_left == 0:
-            return False
-        for oid in object_ids:  # its sibling results come again too
-            sibling = self.refs.owned.get(oid)
-            if sibling is not None and sibling.state == READY and sibling.location is not None:
-                sibling.state, sibling.location, sibling.lineage = PENDING, None, None
-        task = PendingTask(object_ids, "", retry.msg.fn_name, retry=retry)
-        return self._retry(task, "an object it made was lost with its node")
+        self._resubmit(task)
+        return True
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -200,12 +167,9 @@ class TaskSubmitter:
         stream: StreamState | None = None,
     ) -> None:
         """Send a task to the best node (loop). ``fn_blob`` pickles the function if needed."""
-        retry = None
-        if policy is not None and stream is None:  # kept also to place it again (spills)
-            retry = TaskRetry(msg, buffers, fn_blob, policy.max_retries, policy.retry_exceptions)
         if stream is not None:
             self.streams[msg.task_id] = stream
-        task = PendingTask(object_ids, "", msg.fn_name, retry=retry, stream=stream)
+        task = self.book.submitted(msg, buffers, fn_blob, object_ids, policy, stream)
         self._place_task(task, msg, buffers, fn_blob)
 
     def send_to_node(self, node_id: str, msg: Any) -> None:
@@ -217,22 +181,15 @@ class TaskSubmitter:
     def cancel_task(self, task_id: bytes, *, force: bool, recursive: bool) -> bool:
         """runtime.cancel (loop): the caller gets TaskCancelledError at once; the node running
         the call stops it (a queued call never runs). False when it already finished."""
-        task = self.tasks.get(task_id)
-        if task is None:
+        cancel = self.book.cancel(task_id)
+        if cancel is None:
             return False
-        task.retry = None  # a cancelled task is never retried
-        conn: Connection | None = None
-        if task.actor_id is not None:
-            state = self.caller.actors.get(task.actor_id)
-            if state is not None:
-                for i, (queued, _) in enumerate(state.queue):
-                    if queued.task_id == task_id:  # not sent yet: it never will be
-                        del state.queue[i]
-                        break
-                else:
-                    conn = state.conn
-                state.inflight.pop(task_id, None)
-        elif task.node_id:
+        where, task = cancel
+        conn: Any = None
+        if where == CANCEL_ACTOR:
+            assert task.actor_id is not None
+            conn = self.caller.actors[task.actor_id].conn
+        elif where == CANCEL_NODE:
             conn = self.conns.get(task.node_id)
             if conn is None or conn.closed:  # the task itself waits for this connection
                 self.spawn(
@@ -240,14 +197,7 @@ class TaskSubmitter:
                 )
         if conn is not None and not conn.closed:
             conn.send(p.CancelTask(task_id, force, recursive))
-        err = ser.system_error_value(TaskCancelledError, f"{task.name} was cancelled")
-        if task.actor_id is not None:
-            # As in Ray, `except RayTaskError` catches a cancelled actor call (Ray raises a
-            # RayTaskError for a running async one): the error is a TaskError and a
-            # TaskCancelledError at once.
-            cancelled = TaskCancelledError(f"{task.name} was cancelled")
-            text = f"TaskCancelledError: {cancelled}\n"
-            err = ser.error_value(TaskError(task.name, text, cancelled))
+        err = self.book.cancelled_error(task)
         self.on_task_done(None, p.TaskDone(task_id, error=err), memoryview(b""))
         return True
 
@@ -285,18 +235,14 @@ class TaskSubmitter:
             if waits_for_capacity(exc, msg) or self._pinned_to_unseen(msg):
                 # No node of its shape now (or the node it is pinned to is not in this
                 # process's view yet: views go out once per burst of joins): wait, bounded.
-                self.tasks[msg.task_id] = task
+                self.book.waiting(task, msg.task_id)
                 place = partial(self._place_task, task, msg, buffers, fn_blob)
                 fail = partial(self._unplaceable, task, msg)
                 self.spawn(wait_for_capacity(self.host, task, msg, exc, place=place, fail=fail))
                 return
             self._unplaceable(task, msg, exc)
             return
-        task.node_id = node_id
-        if task.stream is not None:
-            task.stream.node_id = node_id
-        self.tasks[msg.task_id] = task
-        self.load[node_id] = self.load.get(node_id, 0) + 1
+        self.book.placed(task, msg.task_id, node_id)
         conn = self.conns.get(node_id)
         if conn is not None and not conn.closed:
             self._send_task(conn, msg, buffers, fn_blob)
@@ -368,8 +314,7 @@ class TaskSubmitter:
         self._place_task(task, msg, buffers, fn_blob)
 
     def _unplaceable(self, task: PendingTask, msg: p.SubmitTask, exc: RuntimeBaseError) -> None:
-        if self.tasks.get(msg.task_id) is task:
-            del self.tasks[msg.task_id]
+        self.book.unplaceable(task, msg.task_id)
         err = ser.error_value(exc)
         for oid in task.object_ids:
             self.resolve(oid, err, [])
@@ -379,30 +324,20 @@ class TaskSubmitter:
         later, once this process's view of the nodes has caught up."""
         retry = task.retry
         assert retry is not None
-        retry.msg.spills += 1
         if retry.msg.args.refs:
             self.refs.pin(retry.msg.args.refs)  # the node released its pins with the task
         self.loop.call_later(
             0.02 * retry.msg.spills, self._place_task, task, retry.msg, retry.buffers, retry.fn_blob
         )
 
-    def _retry(self, task: PendingTask, why: str) -> bool:
-        """Submit ``task`` again if it has tries left (loop); False when it has none."""
+    def _resubmit(self, task: PendingTask) -> None:
+        """Place ``task`` again: the book spent one of its tries on a new attempt (loop)."""
         retry = task.retry
-        if retry is None or not take_retry(retry, why):
-            return False
-        log.info("retrying task %s: %s", task.name, why)
+        assert retry is not None and retry.failures
+        log.info("retrying task %s: %s", task.name, retry.failures[-1])
         if retry.msg.args.refs:
             self.refs.pin(retry.msg.args.refs)  # the last try released its pins, or died with them
         self._place_task(task, retry.msg, retry.buffers, retry.fn_blob)
-        return True
-
-    def _retry_on_error(self, task: PendingTask, error: p.Value) -> bool:
-        retry = task.retry
-        assert retry is not None
-        if not retry_allowed(retry.retry_exceptions, error):
-            return False
-        return self._retry(task, "it raised an exception and retry_exceptions allows a retry")
 
     def _send_task(
         self,
@@ -426,25 +361,15 @@ class TaskSubmitter:
         try:
             conn = await self.connect_peer(node_id)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
-            task = self.tasks.get(msg.task_id)
-            if task is not None and task.node_id == node_id:
-                del self.tasks[msg.task_id]
-                self.load[node_id] = self.load.get(node_id, 1) - 1
-                if self._retry(task, f"node {node_id} could not be reached: {exc}"):
-                    return
-                self.tasks[msg.task_id] = task
-                self.load[node_id] = self.load.get(node_id, 0) + 1
-                err = _node_failure(task, f"cannot reach node {node_id}: {exc}")
-                self.on_task_done(None, p.TaskDone(msg.task_id, error=err), memoryview(b""))
+            lost = self.book.unreachable(msg.task_id, node_id, str(exc))
+            if lost is not None:
+                step, what = lost
+                if step == RETRY:
+                    self._resubmit(what)
+                else:
+                    self.on_task_done(None, p.TaskDone(msg.task_id, error=what), memoryview(b""))
             return
         self._send_task(conn, msg, buffers, fn_blob)
-
-
-def _node_failure(task: PendingTask, what: str) -> p.Value:
-    tries = len(task.retry.failures or ()) + 1 if task.retry is not None else 1
-    if tries > 1:
-        what += f" (the task was tried {tries} times; max_retries stops it there)"
-    return ser.system_error_value(NodeDiedError, what)
 
 
 __all__ = ["SubmitterHost", "TaskSubmitter"]
