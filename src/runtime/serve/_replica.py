@@ -23,7 +23,9 @@ from typing import Any
 
 import cloudpickle
 
-from . import _client, _http, _multiplex, _websocket
+import runtime
+
+from . import _client, _gc, _http, _multiplex, _websocket
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
 from ._exceptions import (
     HTTPException,
@@ -60,7 +62,10 @@ class ServeReplica:
         self._obj: Any = None
         self._ongoing = 0
         self._total = 0
-        self._tasks: dict[str, asyncio.Future[Any]] = {}
+        #: Request id -> the task running its user code (the actor call's own task).
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        #: Requests :meth:`cancel_request` cancelled, until their user code has stopped.
+        self._cancelling: set[str] = set()
         self._contexts: dict[str, RequestContext] = {}
         self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
         self._sockets: dict[str, _websocket.Session] = {}
@@ -85,9 +90,11 @@ class ServeReplica:
             )
             self._initialized = True
             _multiplex._listeners[self._ctx.replica_tag] = self._models_changed
+            _gc.freeze()  # the user's modules and model are long-lived: see _gc
         if has_user_config:
             await self.reconfigure(user_config)
-        return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
+        node_id = runtime.get_runtime_context().get_node_id()
+        return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag, "node_id": node_id}
 
     def _construct(self) -> Any:
         target, args, kwargs = cloudpickle.loads(self._blob)
@@ -208,22 +215,26 @@ class ServeReplica:
         headers: bytes,
         body: bytes,
         route_prefix: str,
+        model_id: str = "",
     ) -> bytes:
-        """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
-        request = _http.decode_request(method, path, query, headers, body, route_prefix)
+        """Serve one HTTP request with the user's ``__call__``; returns the packed answer.
+
+        ``headers``: the request's headers as the proxy packed them (decoded only if the
+        deployment reads them); ``model_id``: the multiplexed model the request names.
+        """
+        request = _http.Request.from_wire(method, path, query, headers, body, route_prefix)
         if self._logging is None:
-            return await self._handle_http(request_id, request)
+            return await self._handle_http(request_id, request, model_id)
         started = time.perf_counter()
-        answer = await self._handle_http(request_id, request)
+        answer = await self._handle_http(request_id, request, model_id)
         self._logging.access(method, path, _http.unpack_answer(answer)[0], started, request_id)
         return answer
 
-    async def _handle_http(self, request_id: str, request: _http.Request) -> bytes:
+    async def _handle_http(self, request_id: str, request: _http.Request, model_id: str) -> bytes:
         self._admit()
         self._begin()
         ended = False
         try:
-            model_id = request.headers.get(_multiplex.MODEL_ID_HEADER)
             if model_id:
                 self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
             try:
@@ -330,7 +341,8 @@ class ServeReplica:
         """Cancel a request (and the handle calls it made); True if it was still running."""
         found = False
         task = self._tasks.get(request_id)
-        if task is not None and not task.done():
+        if task is not None and not task.done() and request_id not in self._cancelling:
+            self._cancelling.add(request_id)
             task.cancel()
             found = True
         gen = self._streams.get(request_id)
@@ -419,7 +431,7 @@ class ServeReplica:
         token = current_replica.set(self._ctx)
         try:
             if sync is None:
-                sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+                sync = _is_sync(fn)
             if not sync:
                 result = fn(*args, **kwargs)
             else:
@@ -441,26 +453,30 @@ class ServeReplica:
         kwargs: dict[str, Any],
         sync: bool | None = None,
     ) -> Any:
-        """Run user code in a task of its own, registered so that it can be cancelled."""
+        """Run user code in the call's own task (core runs each actor call in a task of its
+        own), registered so that :meth:`cancel_request` can cancel it: that cancellation
+        ends here as ``RequestCancelledError``, any other (``runtime.cancel``, shutdown)
+        goes on as ``CancelledError``. (A task per request just for this cost about a
+        quarter of a no-op request's time in the replica.)"""
         ctx = self._contexts.get(request_id)
         if ctx is None:
             ctx = self._contexts[request_id] = RequestContext(request_id)
-
-        async def body() -> Any:
-            current_request.set(ctx)
-            return await self._call_user(fn, args, kwargs, sync)
-
-        task = asyncio.ensure_future(body())
+        task = asyncio.current_task()
+        assert task is not None
         self._tasks[request_id] = task
+        token = current_request.set(ctx)
         try:
-            return await task
+            return await self._call_user(fn, args, kwargs, sync)
         except asyncio.CancelledError:
-            if task.cancelled() and not _current_cancelling():
+            if request_id in self._cancelling and task.cancelling() == 1:
+                task.uncancel()  # only cancel_request cancelled it: the call itself goes on
                 raise RequestCancelledError(f"request {request_id} was cancelled") from None
-            task.cancel()
             raise
         finally:
-            self._tasks.pop(request_id, None)
+            current_request.reset(token)
+            self._cancelling.discard(request_id)
+            if self._tasks.get(request_id) is task:
+                del self._tasks[request_id]
             if request_id not in self._streams:
                 self._contexts.pop(request_id, None)
 
@@ -493,9 +509,21 @@ def _inspect_takes_argument(fn: Any) -> bool:
     )
 
 
-def _current_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+def _is_sync(fn: Any) -> bool:
+    """Whether ``fn`` is a plain function (run on a thread), not a coroutine or async
+    generator function; known once per function, as :func:`_takes_argument`."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _IS_SYNC[key]
+    except (KeyError, TypeError):
+        pass
+    sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    with contextlib.suppress(TypeError):
+        _IS_SYNC[key] = sync
+    return sync
+
+
+_IS_SYNC: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def _is_generator(value: Any) -> bool:
