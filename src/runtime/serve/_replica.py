@@ -23,8 +23,6 @@ from typing import Any
 
 import cloudpickle
 
-import runtime
-
 from . import _client, _gc, _http, _multiplex, _websocket
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
 from ._exceptions import (
@@ -93,8 +91,11 @@ class ServeReplica:
             _gc.freeze()  # the user's modules and model are long-lived: see _gc
         if has_user_config:
             await self.reconfigure(user_config)
-        node_id = runtime.get_runtime_context().get_node_id()
-        return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag, "node_id": node_id}
+        return {
+            "pid": os.getpid(),
+            "replica_tag": self._ctx.replica_tag,
+            "node_id": _client.node_id(),
+        }
 
     def _construct(self) -> Any:
         target, args, kwargs = cloudpickle.loads(self._blob)

@@ -25,7 +25,6 @@ import random
 import time
 from typing import Any
 
-import runtime
 from runtime.exceptions import ActorDiedError, ActorUnavailableError
 
 from . import _client
@@ -80,7 +79,7 @@ class Router:
         #: Route to a replica on this router's node while one has room (proxies do, as Ray's
         #: do): the request then stays in one process. ``_local``: those replicas.
         self.prefer_local = prefer_local
-        self._node_id = _node_id() if prefer_local else ""
+        self._node_id = _client.node_id() if prefer_local else ""
         self._local: list[ReplicaSlot] = []
         self.max_ongoing = 5
         self.max_queued = 1000
@@ -377,7 +376,7 @@ class Router:
                     continue
                 slot = old.pop(tag, None)
                 if slot is None:
-                    local = bool(self._node_id) and nodes.get(tag) == self._node_id
+                    local = self.prefer_local and nodes.get(tag) == self._node_id
                     slot = ReplicaSlot(tag, handle, local)
                 new.append(slot)
             for gone in old.values():
@@ -533,14 +532,6 @@ def get_router(
     router = Router(app, deployment, loop, prefer_local)
     _routers[key] = (_client.generation, router)
     return router
-
-
-def _node_id() -> str:
-    """This process's node id ("" where there is none to compare, e.g. a driver)."""
-    try:
-        return runtime.get_runtime_context().get_node_id() or ""
-    except Exception:  # not connected: no replica is local
-        return ""
 
 
 def close_routers() -> None:
