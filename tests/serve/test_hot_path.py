@@ -172,3 +172,44 @@ async def test_a_replica_freezes_what_it_loaded_out_of_the_collectors_passes() -
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+class _Mixed:
+    async def __call__(self, request: Any) -> dict[str, str]:
+        if request.path.endswith("/slow"):
+            await asyncio.sleep(0.5)
+        return {"path": request.path}
+
+
+def _args(request_id: str, path: str) -> list[Any]:
+    return [request_id, "GET", path, "", _http.encode_raw_headers(()), b"", "/", ""]
+
+
+async def test_a_batch_answers_its_fast_requests_without_waiting_for_a_slow_one() -> None:
+    replica = ServeReplica("app", "dep", "tag", cloudpickle.dumps((_Mixed, (), {})), False)
+    await replica.initialize()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answers = await replica.handle_http_batch(
+        [_args("a", "/fast"), _args("b", "/slow"), _args("c", "/fast")]
+    )
+    assert loop.time() - started < 0.4  # not held for the slow one
+    assert answers[1] is None  # still running: fetched apart
+    assert _http.unpack_answer(answers[0])[2] == b'{"path":"/fast"}'
+    assert _http.unpack_answer(answers[2])[0] == 200
+    late = await asyncio.wait_for(replica.http_result("b"), 5)
+    assert _http.unpack_answer(late)[2] == b'{"path":"/slow"}'
+    with pytest.raises(RequestCancelledError, match="no answer"):
+        await replica.http_result("b")  # fetched once
+    assert replica._ongoing == 0
+
+
+async def test_a_batch_beyond_max_ongoing_requests_answers_the_refusal_per_request() -> None:
+    blob = cloudpickle.dumps((_Mixed, (), {}))
+    replica = ServeReplica("app", "dep", "tag", blob, False, max_ongoing=2)
+    await replica.initialize()
+    answers = await replica.handle_http_batch([_args(str(i), "/slow") for i in range(3)])
+    assert answers[:2] == [None, None]  # running (fetched apart); the third did not run
+    assert type(answers[2]).__name__ == "ReplicaFullError"
+    for request_id in ("0", "1"):
+        assert _http.unpack_answer(await replica.http_result(request_id))[0] == 200

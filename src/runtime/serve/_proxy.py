@@ -37,7 +37,7 @@ import runtime
 from . import _client, _gc, _http, _metrics, _websocket
 from ._exceptions import BackPressureError, DeploymentUnavailableError, ReplicaFullError
 from ._multiplex import MODEL_ID_HEADER
-from ._router import Retries, get_router, is_replica_gone, is_retryable
+from ._router import ReplicaSlot, Retries, get_router, is_replica_gone, is_retryable
 from .config import HTTPOptions
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HIDDEN = "the deployment failed while answering; the replica's log has the details"
 #: The listening sockets' accept queue (the kernel caps it at net.core.somaxconn).
 _BACKLOG = 4096
+#: The most requests one call to a replica carries.
+_MAX_BATCH = 64
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
     b"Connection: close\r\n\r\n"
@@ -281,6 +283,11 @@ class ServeProxy:
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count()
         self._loop_time: Any = time.monotonic  # the loop's clock, once the server runs
+        self._loop: Any = None
+        #: Requests waiting for the end of the loop pass, by replica (see _send).
+        self._batches: dict[ReplicaSlot, list[tuple[list[Any], asyncio.Future[bytes]]]] = {}
+        self._flush_due = False
+        self._flights: set[asyncio.Task[None]] = set()
         self._version = -1
         self._poller: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
@@ -310,6 +317,7 @@ class ServeProxy:
 
         loop = asyncio.get_running_loop()
         self._loop_time = loop.time
+        self._loop = loop
         max_body = self._opts.max_body_bytes
 
         def make_request(*args: Any) -> Any:
@@ -550,15 +558,18 @@ class ServeProxy:
                 return _json(503, "DeploymentUnavailableError", str(exc))
             handle = slot.handle
             try:
-                blob = await handle.handle_http.remote(
-                    request_id,
-                    method,
-                    path,
-                    request.query_string,
-                    headers_blob,
-                    body,
-                    prefix,
-                    model_id,
+                blob = await self._send(
+                    slot,
+                    [
+                        request_id,
+                        method,
+                        path,
+                        request.query_string,
+                        headers_blob,
+                        body,
+                        prefix,
+                        model_id,
+                    ],
                 )
             except asyncio.CancelledError:
                 router.release(slot)
@@ -600,6 +611,79 @@ class ServeProxy:
         if not streaming:
             return web.Response(status=status, headers=headers, body=out)
         return await self._stream(request, handle, request_id, status, headers)
+
+    # --- replica calls, batched per loop pass ---------------------------------------------------
+
+    def _send(self, slot: ReplicaSlot, args: list[Any]) -> Any:
+        """Send one request to ``slot``'s replica (``handle_http``'s arguments); returns an
+        awaitable of its packed answer, raising what the call would raise.
+
+        The first request of a loop pass goes at once; those that follow it in the same
+        pass wait for the pass's end and go to their replica in one call
+        (``handle_http_batch``), which spares each request a call's own cost on both
+        sides (core's call path is about a third of a no-op request's CPU time)."""
+        if not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+            return slot.handle.handle_http.remote(*args)
+        fut: asyncio.Future[bytes] = self._loop.create_future()
+        batch = self._batches.get(slot)
+        if batch is None:
+            batch = self._batches[slot] = []
+        batch.append((args, fut))
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        batches, self._batches = self._batches, {}
+        for slot, items in batches.items():
+            live = [item for item in items if not item[1].done()]  # not cancelled meanwhile
+            for i in range(0, len(live), _MAX_BATCH):
+                self._spawn(self._call(slot, live[i : i + _MAX_BATCH]))
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._flights.add(task)
+        task.add_done_callback(self._flights.discard)
+
+    async def _call(self, slot: ReplicaSlot, items: list[tuple[list[Any], Any]]) -> None:
+        """One call for ``items`` (one ``handle_http``, or a batch); settles their futures."""
+        try:
+            if len(items) == 1:
+                answers = [await slot.handle.handle_http.remote(*items[0][0])]
+            else:
+                answers = await slot.handle.handle_http_batch.remote([a for a, _ in items])
+        except asyncio.CancelledError:
+            for _, fut in items:
+                fut.cancel()
+            raise
+        except BaseException as exc:  # the call failed: so did each of its requests
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (args, fut), answer in zip(items, answers, strict=True):
+            if fut.done():
+                continue  # the client went away
+            if answer is None:  # still running when the others were done
+                self._spawn(self._late(slot, args[0], fut))
+            elif isinstance(answer, BaseException):
+                fut.set_exception(answer)
+            else:
+                fut.set_result(answer)
+
+    async def _late(self, slot: ReplicaSlot, request_id: str, fut: Any) -> None:
+        try:
+            answer = await slot.handle.http_result.remote(request_id)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            fut.set_result(answer)
 
     async def _stream(
         self, request: Any, handle: Any, request_id: str, status: int, headers: Any

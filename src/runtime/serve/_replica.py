@@ -35,6 +35,10 @@ from ._logging import ReplicaLogging
 
 _END = object()
 log = logging.getLogger(__name__)
+#: The most a batch of HTTP requests waits for its slower ones after its first answer.
+_BATCH_GRACE_S = 0.005
+#: How long the answer of a late request of a batch waits to be fetched.
+_LATE_KEEP_S = 60.0
 
 
 class ServeReplica:
@@ -67,6 +71,9 @@ class ServeReplica:
         self._contexts: dict[str, RequestContext] = {}
         self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
         self._sockets: dict[str, _websocket.Session] = {}
+        #: Requests of a batch that were still running when the batch answered, until the
+        #: proxy fetches their answers (``http_result``; dropped unfetched after a minute).
+        self._late: dict[str, asyncio.Task[bytes]] = {}
         self._idle: asyncio.Event | None = None
         self._initialized = False
         self._draining = False
@@ -230,6 +237,61 @@ class ServeReplica:
         answer = await self._handle_http(request_id, request, model_id)
         self._logging.access(method, path, _http.unpack_answer(answer)[0], started, request_id)
         return answer
+
+    async def handle_http_batch(self, requests: list[list[Any]]) -> list[Any]:
+        """Serve several HTTP requests that one proxy sent together (each the arguments of
+        :meth:`handle_http`), each in a task of its own; answers in the same order.
+
+        An answer is the packed response, the exception :meth:`handle_http` raised (the
+        replica refused it, or it was cancelled), or None for a request still running when
+        the others were done: not to hold fast answers behind a slow one, the batch waits
+        after its first answer only half as long as that answer took (at most 5 ms), and
+        the proxy fetches a late answer with :meth:`http_result`.
+        """
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self.handle_http(*args)) for args in requests]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                grace = min(0.5 * (time.monotonic() - started), _BATCH_GRACE_S)
+                _, pending = await asyncio.wait(pending, timeout=grace)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        answers: list[Any] = []
+        for args, task in zip(requests, tasks, strict=True):
+            if task in pending:
+                request_id = args[0]
+                self._late[request_id] = task
+                task.add_done_callback(self._forget_late(request_id))
+                answers.append(None)
+            elif task.cancelled():
+                answers.append(RequestCancelledError(f"request {args[0]} was cancelled"))
+            else:
+                exc = task.exception()
+                answers.append(exc if exc is not None else task.result())
+        return answers
+
+    def _forget_late(self, request_id: str) -> Any:
+        def done(task: asyncio.Task[bytes]) -> None:
+            def forget() -> None:
+                if self._late.get(request_id) is task:
+                    del self._late[request_id]
+                    if not task.cancelled():
+                        task.exception()  # retrieved: no "never retrieved" warning
+
+            asyncio.get_running_loop().call_later(_LATE_KEEP_S, forget)
+
+        return done
+
+    async def http_result(self, request_id: str) -> bytes:
+        """The answer of a batched request that was still running when its batch answered."""
+        task = self._late.pop(request_id, None)
+        if task is None:
+            raise RequestCancelledError(f"request {request_id} has no answer here (any more)")
+        return await task
 
     async def _handle_http(self, request_id: str, request: _http.Request, model_id: str) -> bytes:
         self._admit()
