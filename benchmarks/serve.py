@@ -7,8 +7,8 @@ Workloads (the same deployments on both, 2 CPUs each):
   ``max_ongoing_requests=100``) at client concurrency 1, 16, 64, 256, 512 and 1,024;
 - HTTP requests/s of a batched numpy model (``@serve.batch(max_batch_size=16)``) at 64;
 - HTTP requests/s of a multiplexed deployment (``@serve.multiplexed``, 2 replicas holding
-  at most 2 models each) at 64, the requests spread over 4 model ids by the
-  ``serve_multiplexed_model_id`` header;
+  at most 2 models each) at 64, the connections spread over 4 model ids by the
+  ``serve_multiplexed_model_id`` header (each connection keeps its id);
 - gRPC unary requests/s and p50/p99 at 64 concurrent calls (one channel, the no-op
   deployment's ``Ping`` method answering a ``Ping`` RPC of a service generated with
   grpcio-tools; both Serves' gRPC proxies, routed by the ``application`` metadata);
@@ -227,8 +227,8 @@ def run_grpc_load(target: str, concurrency: int, duration: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: wrk's script: the request (method, body, the multiplexed model id cycling over
-#: MODEL_IDS) and, at the end, the figures as one JSON line.
+#: wrk's script: the request (method, body, the multiplexed model id) and, at the end, the
+#: figures as one JSON line.
 WRK_SCRIPT = """
 local ids = {%(ids)s}
 local n = 0
@@ -244,10 +244,15 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+#: One model id per wrk thread (one thread per id): each connection keeps asking for the
+#: same model, as each connection of the aiohttp client does.
 MULTIPLEXED_REQUEST = """
-request = function()
+setup = function(thread)
   n = n + 1
-  return wrk.format(nil, nil, {serve_multiplexed_model_id = ids[n % #ids + 1]})
+  thread:set("model", ids[(n - 1) % #ids + 1])
+end
+init = function(args)
+  wrk.headers["serve_multiplexed_model_id"] = model
 end
 """
 
@@ -279,7 +284,8 @@ def run_wrk(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
-        base = ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", "--timeout", "60s",
+        threads = len(MODEL_IDS) if multiplexed else min(2, concurrency)
+        base = ["wrk", f"-t{threads}", f"-c{concurrency}", "--timeout", "60s",
                 "-s", f.name]  # fmt: skip
         subprocess.run([*base, "-d1s", url], capture_output=True, timeout=120, check=True)
         out = subprocess.run(
