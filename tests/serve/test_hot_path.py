@@ -84,6 +84,14 @@ async def test_a_proxy_router_prefers_the_replica_on_its_own_node_while_it_has_r
         router.release(near)
         again = router.try_assign()
         assert again is not None and again.tag == "near"
+        # A multiplexed model not held anywhere yet is spread, not piled on this node's
+        # replica (other proxies would pile theirs on their own, and the caches thrash).
+        for slot in [*taken[1:], again]:
+            assert slot is not None
+            router.release(slot)
+        first, second = router.try_assign("m1"), router.try_assign("m2")
+        assert first is not None and second is not None
+        assert {first.tag, second.tag} == {"far", "near"}
     finally:
         router.close()
 

@@ -123,7 +123,7 @@ class Router:
                 slot.ongoing += 1
                 return slot
         cap = self.max_ongoing
-        if self._local:
+        if self._local and not model_id:  # a model goes where it is, or spreads (below)
             slot = self._local_with_room(cap)
             if slot is not None:
                 slot.ongoing += 1
