@@ -7,18 +7,27 @@ Workloads (the same deployments on both, 2 CPUs each):
   ``max_ongoing_requests=100``) at client concurrency 1, 16, 64, 256, 512 and 1,024;
 - HTTP requests/s of a batched numpy model (``@serve.batch(max_batch_size=16)``) at 64;
 - HTTP requests/s of a multiplexed deployment (``@serve.multiplexed``, 2 replicas holding
-  at most 2 models each) at 64, the requests spread over 4 model ids by the
-  ``serve_multiplexed_model_id`` header;
+  at most 2 models each) at 64, the connections spread over 4 model ids by the
+  ``serve_multiplexed_model_id`` header (each connection keeps its id);
 - gRPC unary requests/s and p50/p99 at 64 concurrent calls (one channel, the no-op
   deployment's ``Ping`` method answering a ``Ping`` RPC of a service generated with
   grpcio-tools; both Serves' gRPC proxies, routed by the ``application`` metadata);
 - handle calls/s from the driver (``await asyncio.gather`` of 1,000 ``handle.remote()``).
 
-The HTTP load comes from a separate client process (aiohttp, one event loop, a fixed number
-of connections each sending its next request when the last one is answered: closed loop),
-so the client never shares a GIL with the server side; it runs on the same 2 cores as the
-cluster, as it would on a single machine. Ray runs in a child process inside a network
-namespace where only loopback is up (``unshare -n``), like benchmarks/core.py does.
+The HTTP load comes from a separate client process: ``wrk`` (Debian's ``wrk`` package, C,
+two threads) where it is installed, else an aiohttp client on uvloop (``--client`` picks);
+either keeps a fixed number of connections, each sending its next request when the last one
+is answered (closed loop), after a warm-up that opens them. Both Serves are measured with
+the same client, on the same 2 cores as the cluster, as on a single machine. The client's
+own cost matters on 2 cores: wrk spends ~20 us of CPU per request, the aiohttp client
+110-310 us (more at 1,024 connections), which this runtime's side would otherwise share
+its cores with. Ray runs in a child process inside a network namespace where only loopback
+is up (``unshare -n``), like benchmarks/core.py does.
+
+Both Serves start with ``proxy_location="EveryNode"`` (Ray Serve's default; this runtime's
+default is one proxy for the cluster, ``HeadOnly``): Ray's single node gets one proxy, this
+runtime's two node processes get one each, sharing the port (``SO_REUSEPORT``), each
+preferring the replica in its own process.
 
 Ray may live in another virtual environment than this runtime (it is never a dependency):
 ``--ray-python`` (or ``RAY_PYTHON``) names its interpreter, which runs the Ray half; the
@@ -31,6 +40,7 @@ Usage (from the repository root)::
     RAY_PYTHON=/path/to/rayenv/bin/python .venv/bin/python benchmarks/serve.py
     .venv/bin/python benchmarks/serve.py --quick    # shorter measurements
     .venv/bin/python benchmarks/serve.py --only runtime   # or --only ray
+    .venv/bin/python benchmarks/serve.py --only runtime --http-only --concurrency 64,1024
 """
 
 from __future__ import annotations
@@ -59,6 +69,12 @@ CHILD_ENV = "RUNTIME_BENCH_RAY_CHILD"
 LOADGEN_ENV = "RUNTIME_BENCH_LOADGEN_PYTHON"
 #: Where the parent generated the gRPC service's modules (passed to the Ray child).
 GRPC_DIR_ENV = "RUNTIME_BENCH_GRPC_DIR"
+#: The HTTP load generator both halves use: "wrk" or "aiohttp" (passed to the Ray child).
+CLIENT_ENV = "RUNTIME_BENCH_CLIENT"
+#: The concurrencies of the HTTP no-op rows (passed to the Ray child).
+CONCURRENCY_ENV = "RUNTIME_BENCH_CONCURRENCY"
+#: Only the HTTP no-op rows (passed to the Ray child).
+HTTP_ONLY_ENV = "RUNTIME_BENCH_HTTP_ONLY"
 PROTO = """
 syntax = "proto3";
 package bench;
@@ -83,14 +99,9 @@ def free_port() -> int:
 async def _load(
     url: str, concurrency: int, duration: float, body: bytes | None, multiplexed: bool = False
 ) -> dict:
-    import resource
-
     import aiohttp
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,024 connections need more
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
+    _raise_open_files()
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -216,6 +227,97 @@ def run_grpc_load(target: str, concurrency: int, duration: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+#: wrk's script: the request (method, body, the multiplexed model id) and, at the end, the
+#: figures as one JSON line.
+WRK_SCRIPT = """
+local ids = {%(ids)s}
+local n = 0
+wrk.method = "%(method)s"
+%(body)s
+%(request)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"duration_us": %%d, "requests": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
+    '"status": %%d, "timeout": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.duration, summary.requests, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+#: One model id per wrk thread (one thread per id): each connection keeps asking for the
+#: same model, as each connection of the aiohttp client does.
+MULTIPLEXED_REQUEST = """
+setup = function(thread)
+  n = n + 1
+  thread:set("model", ids[(n - 1) % #ids + 1])
+end
+init = function(args)
+  wrk.headers["serve_multiplexed_model_id"] = model
+end
+"""
+
+
+def _raise_open_files() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,024 connections need more
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_wrk(
+    url: str, concurrency: int, duration: float, body: bytes | None, multiplexed: bool
+) -> dict:
+    """``wrk`` at ``concurrency`` connections for ``duration`` s, after a 1 s warm-up run."""
+    _raise_open_files()
+    script = WRK_SCRIPT % {
+        "ids": ", ".join(f'"{m}"' for m in MODEL_IDS),
+        "method": "POST" if body else "GET",
+        "body": (
+            f"wrk.body = {json.dumps(body.decode())}\n"
+            'wrk.headers["Content-Type"] = "application/json"'
+            if body
+            else ""
+        ),
+        "request": MULTIPLEXED_REQUEST if multiplexed else "",
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        threads = len(MODEL_IDS) if multiplexed else min(2, concurrency)
+        base = ["wrk", f"-t{threads}", f"-c{concurrency}", "--timeout", "60s",
+                "-s", f.name]  # fmt: skip
+        subprocess.run([*base, "-d1s", url], capture_output=True, timeout=120, check=True)
+        out = subprocess.run(
+            [*base, f"-d{max(1, round(duration))}s", url],
+            capture_output=True,
+            text=True,
+            timeout=duration + 120,
+            check=True,
+        )
+    finally:
+        os.unlink(f.name)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = sum(res[k] for k in ("connect", "read", "write", "status", "timeout"))
+    ok = res["requests"] - res["status"]
+    return {
+        "rps": ok / (res["duration_us"] / 1e6),
+        "p50_ms": res["p50_us"] / 1000,
+        "p99_ms": res["p99_us"] / 1000,
+        "errors": errors,
+        "n": ok,
+        "client": "wrk",
+    }
+
+
+def client() -> str:
+    """The HTTP load generator: --client, else wrk where it is installed, else aiohttp."""
+    chosen = os.environ.get(CLIENT_ENV)
+    if chosen:
+        return chosen
+    return "wrk" if shutil.which("wrk") else "aiohttp"
+
+
 def run_load(
     url: str,
     concurrency: int,
@@ -224,6 +326,8 @@ def run_load(
     multiplexed: bool = False,
 ) -> dict:
     """Run the load generator in its own process; returns its measurements."""
+    if client() == "wrk":
+        return run_wrk(url, concurrency, duration, body, multiplexed)
     python = os.environ.get(LOADGEN_ENV) or sys.executable
     cmd = [python, os.path.abspath(__file__), "--loadgen", url, str(concurrency),
            str(duration)] + (["--body", body.decode()] if body else [])  # fmt: skip
@@ -287,7 +391,9 @@ def workloads(serve: Any, backend: str) -> tuple[Any, Any, Any]:
 
 def measure(backend: str, quick: bool) -> dict[str, Any]:
     duration = 2.0 if quick else 5.0
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"client": client()}
+    concurrency = [int(c) for c in os.environ.get(CONCURRENCY_ENV, "").split(",") if c]
+    http_only = bool(os.environ.get(HTTP_ONLY_ENV))
     port = free_port()
     grpc_port = free_port()
     grpc_dir = grpc_modules()  # before the cluster starts: its processes import the stubs
@@ -305,22 +411,27 @@ def measure(backend: str, quick: bool) -> dict[str, Any]:
         from runtime import serve
 
         rt.init(num_cpus=NUM_CPUS)
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options=grpc_options)
     else:
         import ray
         from ray import serve
 
         ray.init(num_cpus=NUM_CPUS, include_dashboard=False, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options=grpc_options)
+    serve.start(
+        proxy_location="EveryNode",
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options=grpc_options,
+    )
     try:
         NoOp, Model, Models = workloads(serve, backend)
         t0 = time.perf_counter()
         serve.run(NoOp.bind(), name="noop", route_prefix="/noop")
         results["deploy an app"] = time.perf_counter() - t0
         url = f"http://127.0.0.1:{port}/noop"
-        for c in CONCURRENCY:
+        for c in concurrency or CONCURRENCY:
             log(f"[{backend}] HTTP no-op at concurrency {c}")
             results[f"http c={c}"] = run_load(url, c, duration)
+        if http_only:
+            return results
         if grpc_dir:
             log(f"[{backend}] gRPC unary at concurrency 64")
             try:
@@ -377,7 +488,8 @@ def run_ray_isolated(quick: bool, python: str) -> dict[str, Any]:
             ["--quick"] if quick else [])  # fmt: skip
         env = dict(os.environ)
         env.update({CHILD_ENV: "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                    "RAY_USAGE_STATS_ENABLED": "0", LOADGEN_ENV: sys.executable})  # fmt: skip
+                    "RAY_USAGE_STATS_ENABLED": "0", LOADGEN_ENV: sys.executable,
+                    CLIENT_ENV: client()})  # fmt: skip
         log(f"[ray] in a loopback-only network namespace: {shlex.join(cmd)}")
         try:
             subprocess.run(cmd, env=env, timeout=900, check=False)
@@ -458,11 +570,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-loadgen", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--multiplexed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--client",
+        choices=("wrk", "aiohttp"),
+        help="the HTTP load generator (default: wrk if installed, else aiohttp)",
+    )
+    parser.add_argument("--concurrency", help="the HTTP no-op rows' concurrencies, e.g. 64,1024")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP no-op rows")
+    parser.add_argument(
         "--ray-python",
         default=os.environ.get("RAY_PYTHON") or sys.executable,
         help="the Python interpreter that has ray[serve] 2.60 (default: $RAY_PYTHON, or this one)",
     )
     args = parser.parse_args(argv)
+    if args.client:
+        os.environ[CLIENT_ENV] = args.client
+    if args.concurrency:
+        os.environ[CONCURRENCY_ENV] = args.concurrency
+    if args.http_only:
+        os.environ[HTTP_ONLY_ENV] = "1"
     if args.loadgen:
         import uvloop
 

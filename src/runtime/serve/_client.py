@@ -89,3 +89,11 @@ def forget_controller() -> None:
     global _controller, generation
     _controller = None
     generation += 1
+
+
+def node_id() -> str:
+    """This process's node id ("" where there is none to compare: no runtime here)."""
+    try:
+        return runtime.get_runtime_context().get_node_id() or ""
+    except RuntimeError:  # the runtime is not initialized: no replica is local to us
+        return ""

@@ -258,6 +258,7 @@ class ServeController:
             c = dep.spec.config
             return {
                 "replicas": [(r.tag, r.handle) for r in dep.running()],
+                "nodes": {r.tag: r.node_id for r in dep.running() if r.node_id},
                 "models": {r.tag: r.models for r in dep.running() if r.models},
                 "max_ongoing_requests": c.max_ongoing_requests,
                 "max_queued_requests": c.max_queued_requests,
@@ -653,6 +654,7 @@ class ServeController:
         if rep.state != STARTING:
             return  # stopped while it started
         rep.pid = info.get("pid")
+        rep.node_id = info.get("node_id") or rep.node_id
         rep.state = RUNNING
         rep.user_config_version = version
         dep.start_failures = 0

@@ -65,7 +65,7 @@ class Request:
     are coroutines, as in Starlette, so Ray Serve code (``await request.json()``) ports as is.
     """
 
-    __slots__ = ("_body", "headers", "method", "path", "query_string", "route_prefix")
+    __slots__ = ("_body", "_headers", "_wire", "method", "path", "query_string", "route_prefix")
 
     def __init__(  # noqa: PLR0917 - Request(method, path, query, headers, body) reads naturally
         self,
@@ -79,9 +79,39 @@ class Request:
         self.method = method
         self.path = path
         self.query_string = query_string
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self._headers: Headers | None = (
+            headers if isinstance(headers, Headers) else Headers(headers)
+        )
+        self._wire = b""
         self._body = body
         self.route_prefix = route_prefix
+
+    @classmethod
+    def from_wire(  # noqa: PLR0917 - the wire form of a request, field by field
+        cls, method: str, path: str, query: str, headers: bytes, body: bytes, route_prefix: str
+    ) -> Request:
+        """A request as the proxy sent it; its headers are decoded when first read."""
+        request = cls.__new__(cls)
+        request.method = method
+        request.path = path
+        request.query_string = query
+        request._headers = None
+        request._wire = headers
+        request._body = body
+        request.route_prefix = route_prefix
+        return request
+
+    @property
+    def headers(self) -> Headers:
+        """The request's headers (case-insensitive)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(_wire_headers(self._wire))
+        return headers
+
+    @headers.setter
+    def headers(self, value: Headers | list[tuple[str, str]]) -> None:
+        self._headers = value if isinstance(value, Headers) else Headers(value)
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -198,11 +228,26 @@ def encode_request(headers: Any) -> bytes:
     return _encode([(str(k), v) for k, v in headers.items()])
 
 
+def encode_raw_headers(raw: Any) -> bytes:
+    """Pack request headers as the HTTP parser read them (aiohttp's ``raw_headers``: pairs
+    of bytes) for the trip to the replica, which decodes them only if they are read."""
+    return _encode(raw)
+
+
+def _wire_headers(blob: bytes) -> list[tuple[str, str]]:
+    """The headers :func:`encode_request` or :func:`encode_raw_headers` packed, as str pairs
+    (bytes as aiohttp decodes them: UTF-8, undecodable bytes kept as surrogates)."""
+    return [(_text(name), _text(value)) for name, value in _decode(blob)]
+
+
+def _text(raw: str | bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+
+
 def decode_request(  # noqa: PLR0917 - the wire form of a request, field by field
     method: str, path: str, query: str, headers: bytes, body: bytes, route_prefix: str
 ) -> Request:
-    return Request(method, path, query, Headers([tuple(kv) for kv in _decode(headers)]), body,
-                   route_prefix)  # fmt: skip
+    return Request.from_wire(method, path, query, headers, body, route_prefix)
 
 
 def error_body(status: int, error: str, message: str) -> bytes:
@@ -211,6 +256,8 @@ def error_body(status: int, error: str, message: str) -> bytes:
 
 def as_streaming(result: Any) -> StreamingResponse | None:
     """``result`` as a streamed answer, if it is one (ours, Starlette's, a bare generator)."""
+    if type(result) in _PLAIN:
+        return None
     if isinstance(result, StreamingResponse):
         return result
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
@@ -223,6 +270,10 @@ def as_streaming(result: Any) -> StreamingResponse | None:
         out.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in result.raw_headers}
         return out
     return None
+
+
+#: Answers that are surely not streams (most are).
+_PLAIN = frozenset({dict, list, str, bytes, int, float, bool, type(None), Response})
 
 
 def render(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -37,13 +37,23 @@ def _get() -> dict[str, Any]:
 
 def request(route: tuple[str, str, str] | None, status: int, seconds: float) -> None:
     """One request the proxy answered (``route``: prefix, app, ingress deployment)."""
-    prefix, app, deployment = route if route is not None else ("", "", "")
-    m = _get()
-    tags = {"app": app, "deployment": deployment, "route": prefix}
-    m["requests"].inc(tags={**tags, "code": str(status)})
+    key = (route, status)
+    tags = _tags.get(key)
+    if tags is None:
+        prefix, app, deployment = route if route is not None else ("", "", "")
+        plain = {"app": app, "deployment": deployment, "route": prefix}
+        tags = ({**plain, "code": str(status)}, plain)
+        if len(_tags) < 4096:
+            _tags[key] = tags
+    m = _made or _get()
+    m["requests"].inc(tags=tags[0])
     if status >= 500:
-        m["errors"].inc(tags=tags)
-    m["latency"].observe(seconds, tags=tags)
+        m["errors"].inc(tags=tags[1])
+    m["latency"].observe(seconds, tags=tags[1])
+
+
+#: (route, status) -> the tags of its records, made once (the proxy records every request).
+_tags: dict[tuple[Any, int], tuple[dict[str, str], dict[str, str]]] = {}
 
 
 class ReplicaCounts:

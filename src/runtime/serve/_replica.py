@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _client, _http, _multiplex, _websocket
+from . import _client, _gc, _http, _multiplex, _websocket
 from ._context import ReplicaContext, RequestContext, current_replica, current_request
 from ._exceptions import (
     HTTPException,
@@ -35,6 +35,10 @@ from ._logging import ReplicaLogging
 
 _END = object()
 log = logging.getLogger(__name__)
+#: The most a batch of HTTP requests waits for its slower ones after its first answer.
+_BATCH_GRACE_S = 0.005
+#: How long the answer of a late request of a batch waits to be fetched.
+_LATE_KEEP_S = 60.0
 
 
 class ServeReplica:
@@ -60,10 +64,16 @@ class ServeReplica:
         self._obj: Any = None
         self._ongoing = 0
         self._total = 0
-        self._tasks: dict[str, asyncio.Future[Any]] = {}
+        #: Request id -> the task running its user code (the actor call's own task).
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        #: Requests :meth:`cancel_request` cancelled, until their user code has stopped.
+        self._cancelling: set[str] = set()
         self._contexts: dict[str, RequestContext] = {}
         self._streams: dict[str, AsyncIterator[Any] | Iterator[Any]] = {}
         self._sockets: dict[str, _websocket.Session] = {}
+        #: Requests of a batch that were still running when the batch answered, until the
+        #: proxy fetches their answers (``http_result``; dropped unfetched after a minute).
+        self._late: dict[str, asyncio.Task[bytes]] = {}
         self._idle: asyncio.Event | None = None
         self._initialized = False
         self._draining = False
@@ -85,9 +95,14 @@ class ServeReplica:
             )
             self._initialized = True
             _multiplex._listeners[self._ctx.replica_tag] = self._models_changed
+            _gc.freeze()  # the user's modules and model are long-lived: see _gc
         if has_user_config:
             await self.reconfigure(user_config)
-        return {"pid": os.getpid(), "replica_tag": self._ctx.replica_tag}
+        return {
+            "pid": os.getpid(),
+            "replica_tag": self._ctx.replica_tag,
+            "node_id": _client.node_id(),
+        }
 
     def _construct(self) -> Any:
         target, args, kwargs = cloudpickle.loads(self._blob)
@@ -208,22 +223,81 @@ class ServeReplica:
         headers: bytes,
         body: bytes,
         route_prefix: str,
+        model_id: str = "",
     ) -> bytes:
-        """Serve one HTTP request with the user's ``__call__``; returns the packed answer."""
-        request = _http.decode_request(method, path, query, headers, body, route_prefix)
+        """Serve one HTTP request with the user's ``__call__``; returns the packed answer.
+
+        ``headers``: the request's headers as the proxy packed them (decoded only if the
+        deployment reads them); ``model_id``: the multiplexed model the request names.
+        """
+        request = _http.Request.from_wire(method, path, query, headers, body, route_prefix)
         if self._logging is None:
-            return await self._handle_http(request_id, request)
+            return await self._handle_http(request_id, request, model_id)
         started = time.perf_counter()
-        answer = await self._handle_http(request_id, request)
+        answer = await self._handle_http(request_id, request, model_id)
         self._logging.access(method, path, _http.unpack_answer(answer)[0], started, request_id)
         return answer
 
-    async def _handle_http(self, request_id: str, request: _http.Request) -> bytes:
+    async def handle_http_batch(self, requests: list[list[Any]]) -> list[Any]:
+        """Serve several HTTP requests that one proxy sent together (each the arguments of
+        :meth:`handle_http`), each in a task of its own; answers in the same order.
+
+        An answer is the packed response, the exception :meth:`handle_http` raised (the
+        replica refused it, or it was cancelled), or None for a request still running when
+        the others were done: not to hold fast answers behind a slow one, the batch waits
+        after its first answer only half as long as that answer took (at most 5 ms), and
+        the proxy fetches a late answer with :meth:`http_result`.
+        """
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self.handle_http(*args)) for args in requests]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                grace = min(0.5 * (time.monotonic() - started), _BATCH_GRACE_S)
+                _, pending = await asyncio.wait(pending, timeout=grace)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        answers: list[Any] = []
+        for args, task in zip(requests, tasks, strict=True):
+            if task in pending:
+                request_id = args[0]
+                self._late[request_id] = task
+                task.add_done_callback(self._forget_late(request_id))
+                answers.append(None)
+            elif task.cancelled():
+                answers.append(RequestCancelledError(f"request {args[0]} was cancelled"))
+            else:
+                exc = task.exception()
+                answers.append(exc if exc is not None else task.result())
+        return answers
+
+    def _forget_late(self, request_id: str) -> Any:
+        def done(task: asyncio.Task[bytes]) -> None:
+            def forget() -> None:
+                if self._late.get(request_id) is task:
+                    del self._late[request_id]
+                    if not task.cancelled():
+                        task.exception()  # retrieved: no "never retrieved" warning
+
+            asyncio.get_running_loop().call_later(_LATE_KEEP_S, forget)
+
+        return done
+
+    async def http_result(self, request_id: str) -> bytes:
+        """The answer of a batched request that was still running when its batch answered."""
+        task = self._late.pop(request_id, None)
+        if task is None:
+            raise RequestCancelledError(f"request {request_id} has no answer here (any more)")
+        return await task
+
+    async def _handle_http(self, request_id: str, request: _http.Request, model_id: str) -> bytes:
         self._admit()
         self._begin()
         ended = False
         try:
-            model_id = request.headers.get(_multiplex.MODEL_ID_HEADER)
             if model_id:
                 self._contexts[request_id] = RequestContext(request_id, model_id=model_id)
             try:
@@ -330,7 +404,8 @@ class ServeReplica:
         """Cancel a request (and the handle calls it made); True if it was still running."""
         found = False
         task = self._tasks.get(request_id)
-        if task is not None and not task.done():
+        if task is not None and not task.done() and request_id not in self._cancelling:
+            self._cancelling.add(request_id)
             task.cancel()
             found = True
         gen = self._streams.get(request_id)
@@ -419,7 +494,7 @@ class ServeReplica:
         token = current_replica.set(self._ctx)
         try:
             if sync is None:
-                sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+                sync = _is_sync(fn)
             if not sync:
                 result = fn(*args, **kwargs)
             else:
@@ -441,26 +516,30 @@ class ServeReplica:
         kwargs: dict[str, Any],
         sync: bool | None = None,
     ) -> Any:
-        """Run user code in a task of its own, registered so that it can be cancelled."""
+        """Run user code in the call's own task (core runs each actor call in a task of its
+        own), registered so that :meth:`cancel_request` can cancel it: that cancellation
+        ends here as ``RequestCancelledError``, any other (``runtime.cancel``, shutdown)
+        goes on as ``CancelledError``. (A task per request just for this cost about a
+        quarter of a no-op request's time in the replica.)"""
         ctx = self._contexts.get(request_id)
         if ctx is None:
             ctx = self._contexts[request_id] = RequestContext(request_id)
-
-        async def body() -> Any:
-            current_request.set(ctx)
-            return await self._call_user(fn, args, kwargs, sync)
-
-        task = asyncio.ensure_future(body())
+        task = asyncio.current_task()
+        assert task is not None
         self._tasks[request_id] = task
+        token = current_request.set(ctx)
         try:
-            return await task
+            return await self._call_user(fn, args, kwargs, sync)
         except asyncio.CancelledError:
-            if task.cancelled() and not _current_cancelling():
+            if request_id in self._cancelling and task.cancelling() == 1:
+                task.uncancel()  # only cancel_request cancelled it: the call itself goes on
                 raise RequestCancelledError(f"request {request_id} was cancelled") from None
-            task.cancel()
             raise
         finally:
-            self._tasks.pop(request_id, None)
+            current_request.reset(token)
+            self._cancelling.discard(request_id)
+            if self._tasks.get(request_id) is task:
+                del self._tasks[request_id]
             if request_id not in self._streams:
                 self._contexts.pop(request_id, None)
 
@@ -493,9 +572,21 @@ def _inspect_takes_argument(fn: Any) -> bool:
     )
 
 
-def _current_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+def _is_sync(fn: Any) -> bool:
+    """Whether ``fn`` is a plain function (run on a thread), not a coroutine or async
+    generator function; known once per function, as :func:`_takes_argument`."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _IS_SYNC[key]
+    except (KeyError, TypeError):
+        pass
+    sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    with contextlib.suppress(TypeError):
+        _IS_SYNC[key] = sync
+    return sync
+
+
+_IS_SYNC: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def _is_generator(value: Any) -> bool:

@@ -45,13 +45,15 @@ _QUEUE_REPORT_PERIOD_S = 0.1
 class ReplicaSlot:
     """One replica as a router sees it: its handle and this router's requests in flight."""
 
-    __slots__ = ("alive", "backoff", "full_until", "handle", "ongoing", "tag")
+    __slots__ = ("alive", "backoff", "full_until", "handle", "local", "ongoing", "tag")
 
-    def __init__(self, tag: str, handle: Any) -> None:
+    def __init__(self, tag: str, handle: Any, local: bool = False) -> None:
         self.tag = tag
         self.handle = handle
         self.ongoing = 0
         self.alive = True
+        #: It runs on the router's own node (a proxy prefers those: no hop to another process).
+        self.local = local
         #: When the replica said it was full: skip it until this time.monotonic() (0: not).
         self.full_until = 0.0
         self.backoff = 0.0
@@ -63,11 +65,22 @@ class ReplicaSlot:
 class Router:
     """Routes the requests of one deployment that are made on one event loop."""
 
-    def __init__(self, app: str, deployment: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        app: str,
+        deployment: str,
+        loop: asyncio.AbstractEventLoop,
+        prefer_local: bool = False,
+    ) -> None:
         self.app = app
         self.deployment = deployment
         self.loop = loop
         self.replicas: list[ReplicaSlot] = []
+        #: Route to a replica on this router's node while one has room (proxies do, as Ray's
+        #: do): the request then stays in one process. ``_local``: those replicas.
+        self.prefer_local = prefer_local
+        self._node_id = _client.node_id() if prefer_local else ""
+        self._local: list[ReplicaSlot] = []
         self.max_ongoing = 5
         self.max_queued = 1000
         self.version = -1
@@ -109,11 +122,16 @@ class Router:
             if slot is not None:
                 slot.ongoing += 1
                 return slot
+        cap = self.max_ongoing
+        if self._local and not model_id:  # a model goes where it is, or spreads (below)
+            slot = self._local_with_room(cap)
+            if slot is not None:
+                slot.ongoing += 1
+                return slot
         reps = self.replicas
         n = len(reps)
         if n == 0:
             return None
-        cap = self.max_ongoing
         if n == 1:
             best = reps[0]
             if best.ongoing >= cap or (best.full_until and not _full_expired(best)):
@@ -127,6 +145,16 @@ class Router:
                     return None
                 best = found
         best.ongoing += 1
+        return best
+
+    def _local_with_room(self, cap: int) -> ReplicaSlot | None:
+        """The least busy replica on this node under ``cap`` (and not said to be full)."""
+        best = None
+        for r in self._local:
+            if r.ongoing >= cap or (r.full_until and not _full_expired(r)):
+                continue
+            if best is None or r.ongoing < best.ongoing:
+                best = r
         return best
 
     def _holder(self, model_id: str) -> ReplicaSlot | None:
@@ -287,6 +315,7 @@ class Router:
             return
         slot.alive = False
         self.replicas = [r for r in self.replicas if r is not slot]
+        self._local = [r for r in self._local if r is not slot]
         if is_replica_gone(exc):
             # Until the controller hears of it, its lists still name this replica.
             self._dead.append(slot.tag)
@@ -329,6 +358,7 @@ class Router:
                 "(it was deleted, or never deployed)"
             )
             self.replicas = []
+            self._local = []
             for fut in self._queue:
                 if not fut.done():
                     fut.set_exception(DeploymentUnavailableError(self._missing))
@@ -339,17 +369,20 @@ class Router:
             self.max_ongoing = info["max_ongoing_requests"]
             self.max_queued = info["max_queued_requests"]
             old = {r.tag: r for r in self.replicas}
+            nodes = info.get("nodes", {})
             new = []
             for tag, handle in info["replicas"]:
                 if tag in self._dead:
                     continue
                 slot = old.pop(tag, None)
                 if slot is None:
-                    slot = ReplicaSlot(tag, handle)
+                    local = self.prefer_local and nodes.get(tag) == self._node_id
+                    slot = ReplicaSlot(tag, handle, local)
                 new.append(slot)
             for gone in old.values():
                 gone.alive = False
             self.replicas = new
+            self._local = [r for r in new if r.local]
             models: dict[str, set[str]] = {}
             for tag, ids in info.get("models", {}).items():
                 for model_id in ids:
@@ -481,19 +514,22 @@ def is_replica_gone(exc: BaseException) -> bool:
 
 # --- one router per (loop, app, deployment) -------------------------------------------------
 
-_routers: dict[tuple[int, str, str], tuple[int, Router]] = {}
+_routers: dict[tuple[int, str, str, bool], tuple[int, Router]] = {}
 
 
-def get_router(app: str, deployment: str, loop: asyncio.AbstractEventLoop) -> Router:
-    """The router for this deployment on ``loop`` (call on ``loop``)."""
-    key = (id(loop), app, deployment)
+def get_router(
+    app: str, deployment: str, loop: asyncio.AbstractEventLoop, prefer_local: bool = False
+) -> Router:
+    """The router for this deployment on ``loop`` (call on ``loop``); ``prefer_local``: one
+    that sends requests to a replica on this node while one has room (the proxies' own)."""
+    key = (id(loop), app, deployment, prefer_local)
     entry = _routers.get(key)
     if entry is not None:
         gen, router = entry
         if gen == _client.generation and router.loop is loop and not loop.is_closed():
             return router
         router.close()
-    router = Router(app, deployment, loop)
+    router = Router(app, deployment, loop, prefer_local)
     _routers[key] = (_client.generation, router)
     return router
 
