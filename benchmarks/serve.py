@@ -61,6 +61,8 @@ import time
 import traceback
 from typing import Any
 
+from _bytecode import compile_runtime
+
 CONCURRENCY = (1, 16, 64, 256, 512, 1024)
 MODEL_IDS = ("m0", "m1", "m2", "m3")
 NUM_CPUS = 2
@@ -602,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         target, c, d = args.grpc_loadgen
         print(json.dumps(uvloop.run(_grpc_load(target, int(c), float(d)))))
         return 0
+    if args.only != "ray":
+        compile_runtime()  # as Ray's wheel is (see _bytecode)
     if args.only:
         res = measure(args.only, args.quick)
         if args.json:
