@@ -25,7 +25,9 @@ images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The iss
 
 Peak memory is reported as the peak of the summed RSS and of the largest single process;
 ``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and the
-command at the peak).
+command at the peak). CPU seconds are the user + system time of the same processes during
+the workload (``per_process_cpu_s`` in ``--json``): unlike wall time, they say how much work
+a workload took whatever else runs on the machine.
 ``--parquet-cache DIR`` generates the Parquet files there once and reuses them (delete the
 directory afterwards; the default is a temporary directory removed after the run).
 """
