@@ -1,4 +1,4 @@
-"""Warm memory for batch functions: numpy arrays of at least 1 MiB made while a batch
+"""Warm memory for batch functions: numpy arrays of at least 256 KiB made while a batch
 function runs come from a per-process cache of touched pages (a C allocator compiled on
 first use) and go back to it when they die; values are what numpy's own allocator gives."""
 

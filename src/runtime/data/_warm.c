@@ -15,7 +15,7 @@
 #define MAX_FREE 256
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static size_t big = (size_t)1 << 20;
+static size_t big = (size_t)256 << 10;
 static size_t retain = (size_t)1 << 30;
 
 /* Free mappings kept for reuse. */

@@ -44,7 +44,7 @@ from typing import Any, Final
 log = logging.getLogger("runtime.data")
 
 #: Arrays at least this big come from the cache.
-BIG: Final = 1 << 20
+BIG: Final = 256 << 10
 #: The most freed memory a process keeps for reuse.
 RETAIN: Final = 1 << 30
 #: Freed memory kept this long without a batch function running is given back.
