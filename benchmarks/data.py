@@ -25,7 +25,9 @@ images (240 MB) and 4M x 400k rows (``--quick``: 400 images, 1M x 100k). The iss
 
 Peak memory is reported as the peak of the summed RSS and of the largest single process;
 ``--json`` also gets every process's peak RSS (``per_process_mb``, keyed by pid and the
-command at the peak).
+command at the peak). CPU seconds are the user + system time of the same processes during
+the workload (``per_process_cpu_s`` in ``--json``): unlike wall time, they say how much work
+a workload took whatever else runs on the machine.
 ``--parquet-cache DIR`` generates the Parquet files there once and reuses them (delete the
 directory afterwards; the default is a temporary directory removed after the run).
 """
@@ -57,17 +59,25 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------ memory sampling
 
 
-def _tree_rss(root: int, each: dict[int, tuple[int, str]] | None = None) -> tuple[int, int]:
+def _tree_rss(
+    root: int,
+    each: dict[int, tuple[int, str]] | None = None,
+    cpu: dict[int, float] | None = None,
+) -> tuple[int, int]:
     """RSS bytes of ``root`` and all its descendants (from /proc): the sum, the largest;
     ``each`` (pid -> bytes, command at the peak) keeps the peak of every process (Ray's
-    workers rename themselves as they run tasks: one pid, several names)."""
+    workers rename themselves as they run tasks: one pid, several names); ``cpu`` (pid ->
+    seconds) gets each one's CPU time so far (user + system)."""
     children: dict[int, list[int]] = {}
+    ticks: dict[int, float] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            ticks[int(name)] = (int(fields[11]) + int(fields[12])) / _HZ
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(name))
@@ -81,9 +91,14 @@ def _tree_rss(root: int, each: dict[int, tuple[int, str]] | None = None) -> tupl
         except (OSError, IndexError, ValueError):
             continue
         total, largest = total + rss, max(largest, rss)
+        if cpu is not None and pid in ticks:
+            cpu[pid] = ticks[pid]
         if each is not None and rss > each.get(pid, (-1, ""))[0]:
             each[pid] = (rss, _command(pid))
     return total, largest
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _command(pid: int) -> str:
@@ -98,11 +113,17 @@ def _command(pid: int) -> str:
 
 class PeakMemory:
     """Samples the process tree's RSS in a thread while a workload runs: the peak of the sum
-    (``peak``), the peak of any one process (``largest``) and of each (``each``)."""
+    (``peak``), the peak of any one process (``largest``) and of each (``each``); and the CPU
+    seconds the tree spent meanwhile (``cpu_s``: user + system time of every process, less
+    what each had spent before; a process that exits between two samples loses its last
+    20 ms). CPU seconds say how much work a workload took whatever else runs on the machine,
+    where its wall time also counts the time it waited for a core."""
 
     def __init__(self) -> None:
         self.peak = self.largest = 0
         self.each: dict[int, tuple[int, str]] = {}
+        self.cpu_before: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,10 +133,15 @@ class PeakMemory:
             self._stop.wait(0.02)
 
     def _sample(self) -> None:
-        total, largest = _tree_rss(os.getpid(), self.each)
+        total, largest = _tree_rss(os.getpid(), self.each, self.cpu)
         self.peak, self.largest = max(self.peak, total), max(self.largest, largest)
 
+    @property
+    def cpu_s(self) -> float:
+        return sum(t - self.cpu_before.get(pid, 0.0) for pid, t in self.cpu.items())
+
     def __enter__(self) -> PeakMemory:
+        _tree_rss(os.getpid(), None, self.cpu_before)
         self._thread.start()
         return self
 
@@ -191,13 +217,20 @@ def run_half(  # noqa: PLR0917 - the sizes of each workload
             results[name] = {
                 "rate": unit_amount / elapsed, "unit": unit, "seconds": elapsed,
                 "peak_mb": mem.peak / 1e6, "largest_mb": mem.largest / 1e6, "check": check,
+                "cpu_s": mem.cpu_s,
                 "load": os.getloadavg()[0],
                 "per_process_mb": {
                     f"{pid} {cmd}": rss / 1e6 for pid, (rss, cmd) in sorted(mem.each.items())
                 },
+                "per_process_cpu_s": {
+                    f"{pid} {mem.each.get(pid, (0, '?'))[1]}": t - mem.cpu_before.get(pid, 0.0)
+                    for pid, t in sorted(mem.cpu.items())
+                    if t - mem.cpu_before.get(pid, 0.0) >= 0.05
+                },
             }  # fmt: skip
             log(
-                f"[{backend}] {name}: {elapsed:.2f} s, peak {mem.peak / 1e6:.0f} MB "
+                f"[{backend}] {name}: {elapsed:.2f} s, {mem.cpu_s:.1f} CPU s, "
+                f"peak {mem.peak / 1e6:.0f} MB "
                 f"(largest process {mem.largest / 1e6:.0f} MB), load average "
                 f"{os.getloadavg()[0]:.1f} at the end"
             )
@@ -322,6 +355,7 @@ def cached_parquet(directory: str, target_bytes: int) -> int:
     rows_per_file = 2_000_000
     files = max(1, target_bytes // (rows_per_file * 32))
     names = [os.path.join(directory, f"part_{i:03d}.parquet") for i in range(files)]
+    os.makedirs(directory, exist_ok=True)
     present = sorted(f for f in os.listdir(directory) if f.endswith(".parquet"))
     if present != sorted(os.path.basename(n) for n in names):
         for f in present:
@@ -359,14 +393,14 @@ def run_child(
 def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
     lines = [
         "| workload | runtime.data | Ray Data 2.60 | ratio | peak memory (ours / Ray) "
-        "| load (ours / Ray) |",
-        "|---|---|---|---|---|---|",
+        "| CPU s (ours / Ray) | load (ours / Ray) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, mine in ours.get("results", {}).items():
         theirs = (ray or {}).get("results", {}).get(name) if ray else None
         if "error" in mine:
             lines.append(
-                f"| {name} | error: {mine['error'].splitlines()[-1][:120]} | - | - | - | - |"
+                f"| {name} | error: {mine['error'].splitlines()[-1][:120]} | - | - | - | - | - |"
             )
             continue
         a = f"{mine['rate']:,.0f} {mine['unit']} ({mine['seconds']:.2f} s)"
@@ -381,7 +415,9 @@ def table(ours: dict[str, Any], ray: dict[str, Any] | None) -> str:
             ratio, mem = "-", f"{mine['peak_mb']:,.0f} MB / -"
         loads = [r.get("load") for r in (mine, theirs or {})]
         load = " / ".join("-" if x is None else f"{x:.1f}" for x in loads)
-        lines.append(f"| {name} | {a} | {b} | {ratio} | {mem} | {load} |")
+        cpus = [r.get("cpu_s") for r in (mine, theirs or {})]
+        cpu = " / ".join("-" if x is None else f"{x:.1f}" for x in cpus)
+        lines.append(f"| {name} | {a} | {b} | {ratio} | {mem} | {cpu} | {load} |")
     return "\n".join(lines)
 
 

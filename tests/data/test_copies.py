@@ -111,13 +111,16 @@ def test_in_place_batch_edits_in_a_pipeline_change_only_its_output(
         batch["a"] *= 2
         return batch
 
-    from_file = data.read_parquet(path).map_batches(double).map_batches(double)
+    writable = {"zero_copy_batch": False}  # Ray 2.60's default hands read-only views
+    from_file = data.read_parquet(path).map_batches(double, **writable)
+    from_file = from_file.map_batches(double, **writable)
     assert sorted(r["a"] for r in from_file.take_all()) == list(source * 4)
     from_memory = data.from_numpy(source).map_batches(lambda b: {"data": b["data"] * 1})
-    assert sorted(r["data"] for r in from_memory.map_batches(_double_data).take_all()) == list(
-        source * 2
-    )
+    doubled = from_memory.map_batches(_double_data, **writable)
+    assert sorted(r["data"] for r in doubled.take_all()) == list(source * 2)
     np.testing.assert_array_equal(source, np.arange(1000.0))  # the driver's array is intact
+    with pytest.raises(ValueError, match="read-only"):
+        data.read_parquet(path).map_batches(double).take_all()
 
 
 def _double_data(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -97,14 +97,25 @@ def test_map_batches_passes_fn_args_and_kwargs_to_a_function() -> None:
     assert sorted(r["v"] for r in ds.take_all()) == [1, 11, 21, 31, 41, 51]
 
 
-def test_zero_copy_batch_hands_read_only_views_and_default_hands_copies() -> None:
+def test_batches_are_read_only_views_by_default_and_writable_without_zero_copy() -> None:
     def writable(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"w": np.full(len(batch["id"]), batch["id"].flags.writeable)}
 
-    copied = data.range(8, override_num_blocks=1).map_batches(writable)
-    viewed = data.range(8, override_num_blocks=1).map_batches(writable, zero_copy_batch=True)
+    # Ray 2.60's defaults: zero_copy_batch=True, batch_size=None (whole blocks).
+    viewed = data.range(8, override_num_blocks=1).map_batches(writable)
+    copied = data.range(8, override_num_blocks=1).map_batches(writable, zero_copy_batch=False)
     assert all(r["w"] for r in copied.take_all())
     assert not any(r["w"] for r in viewed.take_all())
+
+
+def test_map_batches_hands_whole_blocks_by_default() -> None:
+    def sizes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"n": np.full(len(batch["id"]), len(batch["id"]))}
+
+    rows = data.range(3000, override_num_blocks=2).map_batches(sizes).take_all()
+    assert sorted({r["n"] for r in rows}) == [1500]
+    rows = data.range(3000, override_num_blocks=2).map_batches(sizes, batch_size=1000).take_all()
+    assert sorted({r["n"] for r in rows}) == [500, 1000]
 
 
 def test_a_constructor_that_raises_fails_the_dataset_naming_the_operator() -> None:

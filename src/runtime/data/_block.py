@@ -181,6 +181,14 @@ def _column_to_numpy(col: pa.ChunkedArray, pickled: bool) -> np.ndarray:
 
         return np.array([pickle.loads(v) for v in col.to_pylist()], dtype=object)
     typ = col.type
+    if col.num_chunks > 1 and _joinable(col):
+        # A batch across blocks: its pieces' views joined in numpy, in memory that the
+        # process touched before (see _warm) rather than fresh pages from Arrow's pool.
+        from ._warm import warm_arrays
+
+        parts = [_column_to_numpy(pa.chunked_array([c], typ), False) for c in col.chunks]
+        with warm_arrays():
+            return np.concatenate(parts)
     if is_tensor_type(typ):
         return tensor_to_numpy(col)
     if pa.types.is_fixed_size_list(typ):
@@ -197,6 +205,15 @@ def _column_to_numpy(col: pa.ChunkedArray, pickled: bool) -> np.ndarray:
         return col.to_numpy()
     except (pa.ArrowInvalid, NotImplementedError):
         return np.array(col.to_pylist(), dtype=object)
+
+
+def _joinable(col: pa.ChunkedArray) -> bool:
+    """Whether each chunk of ``col`` is a numpy view and joining the views gives what Arrow's
+    own conversion gives: numbers or fixed-shape tensors of them, without nulls."""
+    typ = col.type
+    if isinstance(typ, pa.FixedShapeTensorType):
+        typ = typ.value_type
+    return (pa.types.is_integer(typ) or pa.types.is_floating(typ)) and col.null_count == 0
 
 
 def to_numpy_batch(block: Block) -> dict[str, np.ndarray]:

@@ -196,10 +196,10 @@ class Dataset:
         self,
         fn: Any,
         *,
-        batch_size: int | str | None = "default",
+        batch_size: int | str | None = None,
         compute: ActorPoolStrategy | None = None,
         batch_format: str | None = "default",
-        zero_copy_batch: bool = False,
+        zero_copy_batch: bool = True,
         fn_args: tuple[Any, ...] | None = None,
         fn_kwargs: dict[str, Any] | None = None,
         fn_constructor_args: tuple[Any, ...] | None = None,
@@ -215,10 +215,13 @@ class Dataset:
             fn: ``batch -> batch`` (a dict of arrays, DataFrame or Table), or a class whose
                 instances are such callables: then it runs on an actor pool, each actor
                 constructing the class once (``fn_constructor_args``).
-            batch_size: rows per batch (default 1024 for functions and classes, as in Ray);
-                ``None``: whole blocks. A batch never spans two blocks, so it may be smaller.
+            batch_size: rows per batch; ``None`` (the default, as in Ray 2.60; ``"auto"``
+                and ``"default"`` mean the same): whole blocks. A batch never spans two
+                blocks, so it may be smaller.
             batch_format: "numpy" (default), "pandas" or "pyarrow".
-            zero_copy_batch: numpy batches are read-only views of the block (no copy).
+            zero_copy_batch: ``True`` (the default, as in Ray 2.60): numpy batches are views
+                of the block, read-only where it lies in the object store; ``False``: each
+                batch is writable, a copy where it must be.
             concurrency: pool size ``n`` or ``(min, max)`` for a class; for a function, the
                 most tasks in flight.
             num_cpus / num_gpus: resources per task or per pool actor.
@@ -227,8 +230,8 @@ class Dataset:
             TypeError: ``fn`` is not callable, or a class without ``__call__``.
         """
         fmt = B.check_batch_format(batch_format)
-        if batch_size == "default":
-            batch_size = 1024
+        if batch_size in ("default", "auto"):
+            batch_size = None
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
         is_class = self._check_udf(fn, "map_batches")

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _block as B
 from ._block import Block, BlockMetadata
+from ._warm import warm_arrays
 
 
 def _describe(value: Any, limit: int = 300) -> str:
@@ -167,7 +168,8 @@ class MapBatches(Transform):
 
     def _call(self, fn: Any, batch: Any, rows: int, start: int, index: int) -> Any:
         try:
-            return fn(batch, *self.fn_args, **self.fn_kwargs)
+            with warm_arrays():
+                return fn(batch, *self.fn_args, **self.fn_kwargs)
         except Exception as e:
             annotate(
                 e,
@@ -186,15 +188,16 @@ class MapBatches(Transform):
     def _numpy_batches(
         self, fn: Any, block: Block, index: int, size: int, env: dict[str, Any]
     ) -> Block:
-        """Numpy batches as views of one writable copy of the block; outputs joined per column.
+        """Numpy batches as views of one conversion of the block; outputs joined per column.
 
         Converting per batch costs Arrow calls per batch; one conversion per block and numpy
-        slicing keep small batches cheap. Batches are writable copies, as in Ray
-        (``zero_copy_batch=False``).
+        slicing keep small batches cheap. With ``zero_copy_batch`` (Ray 2.60's default)
+        batches are read-only views of the block wherever Arrow allows; without, they are
+        writable: views of a reader's own new table, else copies.
         """
         full = B.to_numpy_batch(block)
         if not self.zero_copy_batch:
-            full = writable_batch(block, full, env.get("private", False))
+            full = writable_batch(block, full, bool(env.get("private", False)))
         n = block.num_rows
         dicts: list[dict[str, Any]] = []
         outs: list[Block] = []
