@@ -66,9 +66,11 @@ class Stored:
 
 
 def close_writer(entry: Stored) -> None:
-    """Drop the writer's mapping of ``entry`` (never exported, so it always closes)."""
+    """Drop the writer's mapping of ``entry`` (handed to no reader; a view of it that a
+    connection still held, a stream's landing, keeps it until that view goes)."""
     if entry.wmem is not None:
-        entry.wmem.close()
+        with contextlib.suppress(BufferError):
+            entry.wmem.close()
         entry.wmem = None
 
 
