@@ -17,9 +17,9 @@ import contextlib
 import logging
 import mmap
 import os
-import sys
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import msgspec
@@ -37,7 +37,7 @@ from . import blob
 from . import serialization as ser
 from .copies import CopyDirectory
 from .host import ObjectHost
-from .landing import Landing, NoRoom, reserve
+from .landing import Landing, NoRoom, populate, reserve
 from .refs import PENDING, ObjectRef, OwnedObject, ReferenceTable
 
 #: A reader on another host fetches a stored object in chunks of this size,
@@ -52,8 +52,7 @@ _encode_int = msgspec.msgpack.Encoder().encode
 _decode_int = msgspec.msgpack.Decoder(int).decode
 log = logging.getLogger("runtime.objects")
 _NOTHING: Final = memoryview(b"")
-#: madvise(MADV_POPULATE_READ) (Linux; Python does not name it yet).
-_POPULATE_READ: Final = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform == "linux" else None)
+_prefault_pool: ThreadPoolExecutor | None = None
 #: (owner id, owner address) of an object being read; None: this process owns it.
 Owner = tuple[str, str] | None
 
@@ -479,15 +478,27 @@ class ObjectTransfer:
 
 
 def _prefault(data: memoryview, offset: int) -> None:
-    """Fill the page tables under ``data`` (bytes ``offset``.. of a mapping) in one call: the
-    seal and the socket then read it without a page fault per 4 KiB (which cost the holder
-    more than the seal itself). Linux 5.14+; elsewhere, or on any error, nothing."""
+    """Fill the page tables under a chunk about to be sent (bytes ``offset``.. of a
+    mapping), so the seal and the socket read it without a page fault per 4 KiB (which cost
+    the holder more than the seal): the first chunks of a stream here, in one call; the
+    chunk a reader will ask for next (the one ``CHUNKS_IN_FLIGHT`` chunks on, as it asks
+    for one more each time one comes) in a thread, ahead of its request."""
     mem = data.obj
-    if _POPULATE_READ is None or not isinstance(mem, mmap.mmap) or not data.nbytes:
+    n = data.nbytes
+    if not isinstance(mem, mmap.mmap) or not n:
         return
-    start = offset - offset % mmap.PAGESIZE
-    with contextlib.suppress(OSError, ValueError):
-        mem.madvise(_POPULATE_READ, start, offset + data.nbytes - start)
+    if offset < FIRST_CHUNK + CHUNKS_IN_FLIGHT * CHUNK:
+        populate(mem, offset, n)
+    ahead = offset + CHUNKS_IN_FLIGHT * n
+    if ahead < len(mem):
+        _prefaulter().submit(populate, mem, ahead, n)
+
+
+def _prefaulter() -> ThreadPoolExecutor:
+    global _prefault_pool
+    if _prefault_pool is None:
+        _prefault_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-prefault")
+    return _prefault_pool
 
 
 class _Stream:
