@@ -1,6 +1,6 @@
 """Reads of large objects from another host, end to end: the object lands in the reader's
-store byte for byte, and a stream cut midway (its holder killed) fails with a typed error
-and leaves nothing reserved in the reader's store.
+store byte for byte (under TLS too), and a stream cut midway (its holder killed) fails with
+a typed error and leaves nothing reserved in the reader's store.
 
 One machine: a node started with ``RUNTIME_HOST_ID`` set claims another host, so it
 streams objects over the mesh rather than mapping their files (tests/hosts does the same
@@ -9,9 +9,12 @@ across real network namespaces).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +30,8 @@ import runtime
 from runtime.core.api import session as _api
 from runtime.core.objects.store import shm_root
 from runtime.exceptions import ObjectLostError, OwnerDiedError
-from tests.conftest import local_mesh
+from tests.conftest import local_mesh, start_head, stop_process
+from tests.core.test_tls import make_certificates
 
 MB = 1 << 20
 pytestmark = pytest.mark.timeout(120)
@@ -149,3 +153,51 @@ def test_a_stream_cut_midway_fails_with_a_typed_error_and_leaves_nothing_reserve
     assert seen["store"]["used"] == 0 and seen["store"]["objects"] == 0, seen
     assert not glob.glob(landing)
     assert runtime.get(far_store.remote())["stats"]["used"] == 0
+
+
+TLS_DRIVER = """
+import hashlib, json
+import numpy as np
+import runtime
+from runtime.core.api.blocking import current_worker
+
+runtime.init(address={address!r}, token=bytes.fromhex({token!r}))
+
+@runtime.remote(num_cpus=0, resources={{"far": 1}})
+def read(refs):
+    arr = runtime.get(refs[0])
+    stats = current_worker().store.stats()
+    return hashlib.sha256(arr).hexdigest(), stats["objects"], stats["used"]
+
+for _ in range(600):  # until the far node has joined (bounded)
+    if runtime.cluster_resources().get("far"):
+        break
+    import time; time.sleep(0.05)
+arr = np.random.default_rng(3).integers(0, 255, 24 << 20, dtype=np.uint8)
+ref = runtime.put(arr)
+sha, objects, used = runtime.get(read.remote([ref]), timeout=60)
+print("RESULT", json.dumps([sha == hashlib.sha256(arr).hexdigest(), objects, used]))
+runtime.shutdown()
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_an_object_streams_to_another_host_under_tls_too(tmp_path: Path) -> None:
+    """Under TLS the frames carry no seals: chunks are read into their place all the same."""
+    tls = make_certificates(tmp_path)
+    flags = ("--tls-cert", tls["RUNTIME_TLS_CERT"], "--tls-key", tls["RUNTIME_TLS_KEY"],
+             "--tls-ca", tls["RUNTIME_TLS_CA"])  # fmt: skip
+    head = start_head(tmp_path, *flags, "--num-cpus", "0")
+    far = dataclasses.replace(head, env={**head.env, "RUNTIME_HOST_ID": "another-host"})
+    node = far.start_node(*flags, "--num-cpus", "1", "--resources", '{"far": 1}')
+    try:
+        code = TLS_DRIVER.format(address=head.address, token=head.token.hex())
+        out = subprocess.run([sys.executable, "-c", code], env={**head.env, **tls},
+                             capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+        same, objects, used = json.loads(line[7:])
+        assert same and objects == 1 and used > 24 * MB, line  # byte for byte, kept there
+    finally:
+        stop_process(node)
+        stop_process(head.proc)

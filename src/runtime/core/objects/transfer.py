@@ -84,8 +84,9 @@ class ObjectTransfer:
         #: Objects being streamed here now: a second reader waits for the same copy.
         self._fetching: dict[bytes, asyncio.Task[tuple[p.Value, list[Any]]]] = {}
         #: Chunk requests in flight whose payload has a place: id(request) -> (request,
-        #: where its payload goes). The connections' sink reads replies into those places.
-        self._sinking: dict[int, tuple[p.FetchObject, memoryview]] = {}
+        #: the connection it went on, where its payload goes). The connections' sink reads
+        #: their replies into those places.
+        self._sinking: dict[int, tuple[p.FetchObject, Connection, memoryview]] = {}
 
     def _alive(self, node_id: str) -> bool:
         return node_id not in self.dead_peers and node_id in self.host.view
@@ -329,7 +330,7 @@ class ObjectTransfer:
             if into is not None:
                 if stream.landing is not None:
                     await stream.landing.ready(offset + size)
-                self._sinking[id(msg)] = (msg, into)
+                self._sinking[id(msg)] = (msg, stream.conn, into)
             try:
                 async with asyncio.timeout(CHUNK_TIMEOUT_S):
                     reply, raw = await self.request(stream.conn, msg)
@@ -364,8 +365,8 @@ class ObjectTransfer:
         its place (the connection reads it there, then checks its seal); anything else, None."""
         if not self._sinking or not isinstance(msg, p.ObjectReply):
             return None
-        for request, into in self._sinking.values():
-            if request.rid == msg.rid:
+        for request, asked, into in self._sinking.values():
+            if request.rid == msg.rid and asked is conn:
                 value = msg.value
                 ok = isinstance(value, p.Value) and value.bufs == [size] == [into.nbytes]
                 return into if ok else None
