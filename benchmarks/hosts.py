@@ -9,6 +9,7 @@ driver), a node on h1 and a node on h2, each host with its own /dev/shm. Rows (m
 * raw socket: a Python sender on h1 streams SIZE bytes to a receiver on h2 that reads into a
   reused, pre-touched buffer: the ceiling of the bridge for one TCP stream (measured before
   and after the runtime's rows, so both see the same machine: the median of all of them);
+  and once more into fresh memory of SIZE bytes, as a reader that keeps its copy must;
 * a task on h2 reads an object made on h1 (`runtime.get` timed inside the task, so only the
   transfer counts), first read and a second read of the same object;
 * for scale, a task on h1 reads the same object on its own host (shared memory, no copy).
@@ -57,15 +58,17 @@ for _ in range(int(sys.argv[2])):
 """
 
 RECEIVER = f"""
-import socket, sys, time
-size, host = int(sys.argv[1]), sys.argv[2]
-buf = bytearray(b"y" * {CHUNK})
-view = memoryview(buf)
+import mmap, socket, sys, time
+size, host, fresh = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "fresh"
+if fresh:  # fresh memory of the whole size, as a copy that is kept needs
+    view = memoryview(mmap.mmap(-1, size))
+else:  # one reused, pre-touched buffer: the ceiling
+    view = memoryview(bytearray(b"y" * {CHUNK}))
 conn = socket.create_connection((host, {PORT}))
 start = time.perf_counter()
 got = 0
 while got < size:
-    n = conn.recv_into(view)
+    n = conn.recv_into(view[got:] if fresh else view)
     if not n:
         raise SystemExit("short read")
     got += n
@@ -204,15 +207,18 @@ def broadcast(args: argparse.Namespace) -> None:
     print(f"| Ray, published: 1 GiB to 50 nodes | 16.9 | {50 * (1 << 30) / 16.9 / 1e9:.2f} |")
 
 
-def raw_copies(h1: Any, h2: Any, size: int, runs: int) -> list[float]:
-    """Seconds of ``runs`` raw socket copies of ``size`` bytes from h1 to h2."""
+def raw_copies(h1: Any, h2: Any, size: int, runs: int, fresh: bool = False) -> list[float]:
+    """Seconds of ``runs`` raw socket copies of ``size`` bytes from h1 to h2 (``fresh``:
+    into fresh memory of the whole size rather than a reused buffer)."""
     sender = h1.spawn("sender", sys.executable, "-c", SENDER, str(size), str(runs))
     deadline = time.monotonic() + 30
     raw = []
     for _ in range(runs):
         while time.monotonic() < deadline:
             try:
-                raw.append(float(h2.run(sys.executable, "-c", RECEIVER, str(size), h1.ip)))
+                out = h2.run(sys.executable, "-c", RECEIVER, str(size), h1.ip,
+                             "fresh" if fresh else "reused")  # fmt: skip
+                raw.append(float(out))
                 break
             except RuntimeError:
                 time.sleep(0.2)  # the sender is not listening yet
@@ -252,6 +258,7 @@ def main() -> None:
     try:
         h0, h1, h2 = net.hosts
         raw = raw_copies(h1, h2, size, args.runs)  # raw TCP over the bridge, h1 -> h2
+        fresh = raw_copies(h1, h2, size, args.runs, fresh=True)
         # The runtime: head on h0, a node on h1 and one on h2, the driver on h0.
         token = os.urandom(32)
         for host in net.hosts:
@@ -279,6 +286,7 @@ def main() -> None:
     gib = size / (1 << 30)
     rows = [
         ("raw TCP socket h1 -> h2 (ceiling)", raw),
+        ("raw TCP socket h1 -> h2 into fresh memory", fresh),
         ("object made on h1, first read on h2", times["first"]),
         ("same object, second read on h2", times["second"]),
         ("same object, read on h1 (shared memory)", times["same_host"]),
