@@ -67,12 +67,12 @@ def populate(mem: mmap.mmap, start: int, length: int, *, write: bool = False) ->
     no page fault per 4 KiB. False, having done nothing, where that cannot be done."""
     if _madvise is None:
         return False
-    start -= start % mmap.PAGESIZE
-    length = min(length + mmap.PAGESIZE, len(mem) - start) if start < len(mem) else 0
     try:
         pointer = ctypes.c_char.from_buffer(mem)  # (holds the mapping open meanwhile)
-    except (TypeError, ValueError, BufferError):  # closed, or read-only
+    except (TypeError, ValueError, BufferError):  # closed (given back), or read-only
         return False
+    start -= start % mmap.PAGESIZE
+    length = min(length + mmap.PAGESIZE, len(mem) - start) if start < len(mem) else 0
     try:
         advice = _MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ
         return length > 0 and _madvise(ctypes.addressof(pointer) + start, length, advice) == 0
@@ -135,7 +135,7 @@ class Landing:
                 done += step
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                     loop.call_soon_threadsafe(self._progress, done, None)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             error = f"no room for {self.size} bytes in {os.path.dirname(self.path)}: {exc}"
         finally:
             os.close(self._fd)

@@ -212,8 +212,9 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(msg, p.HandshakeMessage):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
         assert self.sink is not None
-        dest = self.sink(self, msg, body_len - 4 - header_len)
-        if dest is None:
+        size = body_len - 4 - header_len
+        dest = self.sink(self, msg, size)
+        if dest is None or dest.nbytes != size:
             return False
         came = self._end - head_end
         dest[:came] = self._view[head_end : self._end]
