@@ -99,6 +99,7 @@ class Landing:
         #: Bytes from the start of the file whose pages are allocated.
         self.allocated = 0
         self._fd = -1
+        self._started = False
         self._error: str | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -119,6 +120,7 @@ class Landing:
         if self._fd < 0:
             self.allocated = self.size  # a spare: allocated and mapped already
             return
+        self._started = True  # (the thread closes the file)
         threading.Thread(
             target=self._allocate, args=(loop,), name="runtime-landing", daemon=True
         ).start()
@@ -200,6 +202,9 @@ class Landing:
         if self.done:
             return
         self.done = True
+        if not self._started and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self._unmap()
         self._unlink()
         with self.store._cond:

@@ -283,9 +283,7 @@ class ObjectTransfer:
         header = blob.peek(first)
         if header is not None and not header.refs and stream.total > first.nbytes:
             what = f"a copy of object {oid.hex()} read from node {loc.node_id}"
-            landing = await self.host.loop.run_in_executor(
-                None, reserve, self.store, oid, stream.total, what
-            )
+            landing = await self._reserve(oid, stream.total, what)
             if landing is not None:
                 try:
                     landing.start(self.host.loop)
@@ -302,6 +300,16 @@ class ObjectTransfer:
         await self._fill(stream, dest, first)
         value, bufs = blob.parse(dest, f"the copy of {oid.hex()} from {loc.node_id}")
         return False, value, bufs
+
+    async def _reserve(self, oid: bytes, size: int, what: str) -> Landing | None:
+        """A landing in this store (off the loop: reserving may spill); one made for a
+        stream cancelled meanwhile is given back."""
+        made = self.host.loop.run_in_executor(None, reserve, self.store, oid, size, what)
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(_give_back)
+            raise
 
     async def _fill(self, stream: _Stream, dest: memoryview, first: memoryview) -> None:
         """Fetch the rest of the object into ``dest`` after ``first`` (a few chunks in
@@ -512,6 +520,11 @@ class _Stream:
         self.total = -1
         self.landing: Landing | None = None
         self.sem = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+
+def _give_back(made: asyncio.Future[Landing | None]) -> None:
+    if not made.cancelled() and made.exception() is None and (landing := made.result()):
+        landing.abort()
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
