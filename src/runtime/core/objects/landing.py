@@ -24,60 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import mmap
 import os
-import sys
 import threading
 import time
-from collections.abc import Callable
 
 from ..common.exceptions import ObjectLostError, OutOfMemoryError
 from ..wire.protocol import Value
 from . import blob
-from .segments import Stored
+from .segments import Stored, populate
 from .store import SHM, SPILLED, ObjectStore
 
 #: The allocating thread's step (bytes).
 ALLOCATE_STEP = 16 << 20
-_MADV_POPULATE_WRITE = 23
-
-
-def _libc_madvise() -> Callable[[int, int, int], int] | None:
-    """libc's ``madvise`` (Linux), called through ctypes: the GIL is let go during the call
-    (Python's own ``mmap.madvise`` holds it, which would stall the event loop)."""
-    if sys.platform != "linux":
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_madvise = _libc_madvise()
-_MADV_POPULATE_READ = 22
-
-
-def populate(mem: mmap.mmap, start: int, length: int, *, write: bool = False) -> bool:
-    """Fill the page tables of ``mem``'s bytes [start, start + length) in one call, the GIL
-    let go meanwhile (Linux 5.14+): a reader (``write``: a writer) of those bytes then takes
-    no page fault per 4 KiB. False, having done nothing, where that cannot be done."""
-    if _madvise is None:
-        return False
-    try:
-        pointer = ctypes.c_char.from_buffer(mem)  # (holds the mapping open meanwhile)
-    except (TypeError, ValueError, BufferError):  # closed (given back), or read-only
-        return False
-    start -= start % mmap.PAGESIZE
-    length = min(length + mmap.PAGESIZE, len(mem) - start) if start < len(mem) else 0
-    try:
-        advice = _MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ
-        return length > 0 and _madvise(ctypes.addressof(pointer) + start, length, advice) == 0
-    finally:
-        del pointer
 
 
 class NoRoom(Exception):

@@ -37,8 +37,9 @@ from . import blob
 from . import serialization as ser
 from .copies import CopyDirectory
 from .host import ObjectHost
-from .landing import Landing, NoRoom, populate, reserve
+from .landing import Landing, NoRoom, reserve
 from .refs import PENDING, ObjectRef, OwnedObject, ReferenceTable
+from .segments import populate
 
 #: A reader on another host fetches a stored object in chunks of this size,
 CHUNK: Final = 8 << 20
