@@ -7,7 +7,9 @@ Three hosts on a private bridge (see tests/hosts/harness.py): the head on h0 (wi
 driver), a node on h1 and a node on h2, each host with its own /dev/shm. Rows (medians):
 
 * raw socket: a Python sender on h1 streams SIZE bytes to a receiver on h2 that reads into a
-  reused, pre-touched buffer: the ceiling of the bridge for one TCP stream;
+  reused, pre-touched buffer: the ceiling of the bridge for one TCP stream (measured before
+  and after the runtime's rows, so both see the same machine: the median of all of them);
+  and once more into fresh memory of SIZE bytes, as a reader that keeps its copy must;
 * a task on h2 reads an object made on h1 (`runtime.get` timed inside the task, so only the
   transfer counts), first read and a second read of the same object;
 * for scale, a task on h1 reads the same object on its own host (shared memory, no copy).
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,15 +58,17 @@ for _ in range(int(sys.argv[2])):
 """
 
 RECEIVER = f"""
-import socket, sys, time
-size, host = int(sys.argv[1]), sys.argv[2]
-buf = bytearray(b"y" * {CHUNK})
-view = memoryview(buf)
+import mmap, socket, sys, time
+size, host, fresh = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "fresh"
+if fresh:  # fresh memory of the whole size, as a copy that is kept needs
+    view = memoryview(mmap.mmap(-1, size))
+else:  # one reused, pre-touched buffer: the ceiling
+    view = memoryview(bytearray(b"y" * {CHUNK}))
 conn = socket.create_connection((host, {PORT}))
 start = time.perf_counter()
 got = 0
 while got < size:
-    n = conn.recv_into(view)
+    n = conn.recv_into(view[got:] if fresh else view)
     if not n:
         raise SystemExit("short read")
     got += n
@@ -202,6 +207,25 @@ def broadcast(args: argparse.Namespace) -> None:
     print(f"| Ray, published: 1 GiB to 50 nodes | 16.9 | {50 * (1 << 30) / 16.9 / 1e9:.2f} |")
 
 
+def raw_copies(h1: Any, h2: Any, size: int, runs: int, fresh: bool = False) -> list[float]:
+    """Seconds of ``runs`` raw socket copies of ``size`` bytes from h1 to h2 (``fresh``:
+    into fresh memory of the whole size rather than a reused buffer)."""
+    sender = h1.spawn("sender", sys.executable, "-c", SENDER, str(size), str(runs))
+    deadline = time.monotonic() + 30
+    raw = []
+    for _ in range(runs):
+        while time.monotonic() < deadline:
+            try:
+                out = h2.run(sys.executable, "-c", RECEIVER, str(size), h1.ip,
+                             "fresh" if fresh else "reused")  # fmt: skip
+                raw.append(float(out))
+                break
+            except RuntimeError:
+                time.sleep(0.2)  # the sender is not listening yet
+    sender.wait(30)
+    return raw
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -230,20 +254,11 @@ def main() -> None:
     except Unavailable as exc:
         print(f"skipped: {exc}")
         return
+    load = [os.getloadavg()[0]]
     try:
         h0, h1, h2 = net.hosts
-        # Raw TCP over the bridge, h1 -> h2.
-        sender = h1.spawn("sender", sys.executable, "-c", SENDER, str(size), str(args.runs))
-        deadline = time.monotonic() + 30
-        raw = []
-        for _ in range(args.runs):
-            while time.monotonic() < deadline:
-                try:
-                    raw.append(float(h2.run(sys.executable, "-c", RECEIVER, str(size), h1.ip)))
-                    break
-                except RuntimeError:
-                    time.sleep(0.2)  # the sender is not listening yet
-        sender.wait(30)
+        raw = raw_copies(h1, h2, size, args.runs)  # raw TCP over the bridge, h1 -> h2
+        fresh = raw_copies(h1, h2, size, args.runs, fresh=True)
         # The runtime: head on h0, a node on h1 and one on h2, the driver on h0.
         token = os.urandom(32)
         for host in net.hosts:
@@ -264,11 +279,14 @@ def main() -> None:
             timeout=900,
         )  # fmt: skip
         times = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+        raw += raw_copies(h1, h2, size, args.runs)  # and again, after
+        load.append(os.getloadavg()[0])
     finally:
         net.close()
     gib = size / (1 << 30)
     rows = [
         ("raw TCP socket h1 -> h2 (ceiling)", raw),
+        ("raw TCP socket h1 -> h2 into fresh memory", fresh),
         ("object made on h1, first read on h2", times["first"]),
         ("same object, second read on h2", times["second"]),
         ("same object, read on h1 (shared memory)", times["same_host"]),
@@ -278,6 +296,10 @@ def main() -> None:
     for name, values in rows:
         median = statistics.median(values)
         print(f"| {name} | {median:.3f} | {gib * (1 << 30) / median / 1e9:.2f} |")
+    ratio = statistics.median(times["first"]) / statistics.median(raw)
+    print(f"first read / raw socket: {ratio:.2f}; raw {sorted(round(x, 3) for x in raw)}, "
+          f"first reads {sorted(round(x, 3) for x in times['first'])}; "
+          f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pytest
 
 from runtime.core.common.exceptions import AuthenticationError
 from runtime.core.wire import protocol as p
-from runtime.core.wire.integrity import SEAL_MARK_SHA
+from runtime.core.wire.integrity import SEAL_MARK_BIG
 from runtime.core.wire.transport import Connection
 from tests.security import raw
 
@@ -62,7 +62,7 @@ def _recv_message(sock: socket.socket | raw.Sealed) -> tuple[p.Message, bytes]:
     while True:
         body_len, header_len = PREFIX.unpack(_recv_exactly(sock, 8))
         body = _recv_exactly(sock, body_len - 4)
-        if header_len < SEAL_MARK_SHA:
+        if header_len < SEAL_MARK_BIG:
             return p.decode(body[:header_len]), body[header_len:]
 
 

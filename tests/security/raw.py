@@ -10,7 +10,7 @@ import struct
 from types import TracebackType
 
 from runtime.core.wire import protocol as p
-from runtime.core.wire.integrity import SEAL_MARK, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
+from runtime.core.wire.integrity import SEAL_MARK, SEAL_MARK_BIG, SEAL_SIZE, Seals, derive_keys
 
 PREFIX = struct.Struct(">II")
 
@@ -37,7 +37,7 @@ def recv(sock: socket.socket | Sealed) -> p.Message:
     while True:
         body_len, header_len = PREFIX.unpack(_exactly(sock, 8))
         body = _exactly(sock, body_len - 4)
-        if header_len >= SEAL_MARK_SHA:
+        if header_len >= SEAL_MARK_BIG:
             if isinstance(sock, Sealed):
                 got, sock.got = sock.got, []
                 size = sum(len(g) for g in got)

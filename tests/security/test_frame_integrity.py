@@ -98,12 +98,12 @@ def test_sealed_writes_of_one_or_many_frames_are_answered(head: HeadProcess) -> 
 def test_big_writes_are_sealed_too_and_a_flipped_payload_byte_is_caught(
     head: HeadProcess,
 ) -> None:
-    """Writes of 64 KiB and more take HMAC-SHA256 (faster for bulk) instead of BLAKE2b."""
+    """Writes of 64 KiB and more take AES-GMAC (faster for bulk) instead of BLAKE2b."""
     payload = os.urandom(200_000)
     with raw.session(head.address, head.token) as sess:
         big = raw.frame(p.GetActor(1, "no such actor", "", wait=False), payload)
         write = sess.seal(big)
-        assert raw.PREFIX.unpack_from(write, len(big))[1] == 0xFFFFFFFE  # the SHA-256 mark
+        assert raw.PREFIX.unpack_from(write, len(big))[1] == 0xFFFFFFFE  # the AES-GMAC mark
         sess.send_unsealed(write)
         assert _reply(sess) == 1
         write = bytearray(sess.seal(big))

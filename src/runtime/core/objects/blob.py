@@ -139,6 +139,19 @@ def parse(view: memoryview, where: str) -> tuple[Value, list[memoryview]]:
     return value, bufs
 
 
+def peek(view: memoryview) -> Value | None:
+    """The value header of the blob that ``view`` begins, or None when ``view`` does not hold
+    all of it (raises ObjectLostError when it is no blob)."""
+    if view.nbytes < _PREFIX.size:
+        return None
+    magic, header_len = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ObjectLostError("a streamed object does not begin as a stored object (bad header)")
+    if _PREFIX.size + header_len > view.nbytes:
+        return None
+    return _decode_value(view[_PREFIX.size : _PREFIX.size + header_len])
+
+
 def map_file(path: str) -> mmap.mmap:
     """Map a blob file copy-on-write: the pages are the writer's and nothing is copied, but a
     write through code that ignores the read-only views (torch over a numpy batch) gets this

@@ -2,6 +2,12 @@
 the same host, streaming it in chunks from another host (and keeping a copy there, which
 the owner gives later readers: :mod:`.copies`), and answering those requests
 (``GetObject``, ``FetchObject``, ``ObjectCopied``, ``Unmapped``). A part of the object plane.
+
+A stream from another host is read straight into its copy's file in the reader's store (a
+:class:`~.landing.Landing`): the connection hands each chunk's payload to the file from the
+socket, and the holder sends views of its own mapping, so the bytes are copied once on
+each side, by the kernel. Every chunk must come within ``CHUNK_TIMEOUT_S``; a stream cut
+midway fails with :class:`ObjectLostError` and gives its reservation back.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import mmap
+import os
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import msgspec
@@ -29,15 +37,23 @@ from . import blob
 from . import serialization as ser
 from .copies import CopyDirectory
 from .host import ObjectHost
+from .landing import Landing, NoRoom, reserve
 from .refs import PENDING, ObjectRef, OwnedObject, ReferenceTable
+from .segments import populate
 
 #: A reader on another host fetches a stored object in chunks of this size,
 CHUNK: Final = 8 << 20
-#: with this many chunks in flight.
+#: with this many chunks in flight,
 CHUNKS_IN_FLIGHT: Final = 4
+#: after a first one of this size, which tells the object's size and header.
+FIRST_CHUNK: Final = 1 << 20
+#: A chunk that has not come within this long (seconds) fails the stream: the holder hangs.
+CHUNK_TIMEOUT_S: Final = float(os.environ.get("RUNTIME_OBJECT_CHUNK_TIMEOUT_S", "60"))
 _encode_int = msgspec.msgpack.Encoder().encode
 _decode_int = msgspec.msgpack.Decoder(int).decode
 log = logging.getLogger("runtime.objects")
+_NOTHING: Final = memoryview(b"")
+_prefault_pool: ThreadPoolExecutor | None = None
 #: (owner id, owner address) of an object being read; None: this process owns it.
 Owner = tuple[str, str] | None
 
@@ -68,6 +84,10 @@ class ObjectTransfer:
         self.served_bytes = 0
         #: Objects being streamed here now: a second reader waits for the same copy.
         self._fetching: dict[bytes, asyncio.Task[tuple[p.Value, list[Any]]]] = {}
+        #: Chunk requests in flight whose payload has a place: id(request) -> (request,
+        #: the connection it went on, where its payload goes). The connections' sink reads
+        #: their replies into those places.
+        self._sinking: dict[int, tuple[p.FetchObject, Connection, memoryview]] = {}
 
     def _alive(self, node_id: str) -> bool:
         return node_id not in self.dead_peers and node_id in self.host.view
@@ -141,8 +161,12 @@ class ObjectTransfer:
 
     async def _stream(self, loc: p.Located, oid: bytes, owner: Owner) -> tuple[p.Value, list[Any]]:
         try:
-            value, bufs = await self._fetch_chunks(loc, oid)
-            return await self._keep_copy(oid, value, bufs, loc, owner)
+            landed, value, bufs = await self._fetch_chunks(loc, oid)
+            if not landed:
+                return await self._keep_copy(oid, value, bufs, loc, owner)
+            kept = self.here(oid)
+            self._report_copy(oid, kept, owner)
+            return self.store.get(oid) or (value, bufs)
         finally:
             del self._fetching[oid]
 
@@ -243,32 +267,119 @@ class ObjectTransfer:
             raise ser.error_from_value(reply.error)
         return reply, raw
 
-    async def _fetch_chunks(self, loc: p.Located, oid: bytes) -> tuple[p.Value, list[Any]]:
-        """Stream a stored object from another node into one buffer of its size (a few
-        chunks in flight; the holder sends views of its mapping, nothing is copied twice)."""
+    async def _fetch_chunks(self, loc: p.Located, oid: bytes) -> tuple[bool, p.Value, list[Any]]:
+        """Stream a stored object from another node: (whether it landed in this store, its
+        value, its buffers). A first small chunk tells its size and header; the object then
+        lands in a file reserved in this store (else, when it holds refs or the store has no
+        room, in memory of its own), each chunk read into its place from the socket."""
+        try:
+            conn = await self.connect_peer(loc.node_id, loc.address)
+        except (OSError, ConnectionError, NodeDiedError) as exc:
+            raise ObjectLostError(
+                f"object {oid.hex()} was on node {loc.node_id}, which is unreachable: {exc}"
+            ) from None
+        conn.sink = self._sink
+        stream = _Stream(conn, loc, oid)
+        stream.total, first = await self._chunk(stream, 0, FIRST_CHUNK, None)
+        header = blob.peek(first)
+        if header is not None and not header.refs and stream.total > first.nbytes:
+            what = f"a copy of object {oid.hex()} read from node {loc.node_id}"
+            landing = await self._reserve(oid, stream.total, what)
+            if landing is not None:
+                try:
+                    landing.start(self.host.loop)
+                    stream.landing = landing
+                    await self._fill(stream, landing.view, first)
+                    _, value = landing.commit()
+                    return True, value, []
+                except NoRoom as exc:
+                    log.info("reading object %s into memory: %s", oid.hex(), exc)
+                finally:
+                    stream.landing = None
+                    landing.abort()  # (nothing, once committed)
+        dest = memoryview(mmap.mmap(-1, max(stream.total, 1)))
+        await self._fill(stream, dest, first)
+        value, bufs = blob.parse(dest, f"the copy of {oid.hex()} from {loc.node_id}")
+        return False, value, bufs
 
-        async def chunk(offset: int) -> tuple[int, memoryview]:
-            reply, raw = await self._ask_holder(loc, oid, p.FetchObject(0, oid, offset, CHUNK))
-            value = reply.value
-            if not isinstance(value, p.Value) or value.kind != ser.KIND_BLOB:
-                raise ObjectLostError(f"node {loc.node_id} sent a malformed chunk of {oid.hex()}")
-            bufs, _ = split_buffers(raw, value.bufs, 0)
-            return _decode_int(value.data), bufs[0]
+    async def _reserve(self, oid: bytes, size: int, what: str) -> Landing | None:
+        """A landing in this store (off the loop: reserving may spill); one made for a
+        stream cancelled meanwhile is given back."""
+        made = self.host.loop.run_in_executor(None, reserve, self.store, oid, size, what)
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(_give_back)
+            raise
 
-        total, first = await chunk(0)
-        dest = mmap.mmap(-1, max(total, 1))
+    async def _fill(self, stream: _Stream, dest: memoryview, first: memoryview) -> None:
+        """Fetch the rest of the object into ``dest`` after ``first`` (a few chunks in
+        flight, each read into its place); the first failure cancels the others."""
+        if stream.landing is not None:
+            await stream.landing.ready(first.nbytes)
         dest[: first.nbytes] = first
-        offsets = list(range(first.nbytes, total, CHUNK))
-        sem = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+        total = stream.total
+        try:
+            async with asyncio.TaskGroup() as chunks:
+                for offset in range(first.nbytes, total, CHUNK):
+                    place = dest[offset : min(total, offset + CHUNK)]
+                    chunks.create_task(self._chunk(stream, offset, place.nbytes, place))
+                    del place  # (a view of the mapping: it goes with its chunk)
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
 
-        async def fill(offset: int) -> None:
-            async with sem:
-                _, data = await chunk(offset)
-            dest[offset : offset + data.nbytes] = data
+    async def _chunk(
+        self, stream: _Stream, offset: int, size: int, into: memoryview | None
+    ) -> tuple[int, memoryview]:
+        """Ask for the ``size`` bytes at ``offset``: (the object's size, those bytes; or
+        nothing when ``into``, their place, was given: they were read there)."""
+        loc, oid = stream.loc, stream.oid
+        msg = p.FetchObject(0, oid, offset, size)
+        async with stream.sem:
+            if into is not None:
+                if stream.landing is not None:
+                    await stream.landing.ready(offset + size)
+                self._sinking[id(msg)] = (msg, stream.conn, into)
+            try:
+                async with asyncio.timeout(CHUNK_TIMEOUT_S):
+                    reply, raw = await self.request(stream.conn, msg)
+            except TimeoutError:
+                raise ObjectLostError(
+                    f"node {loc.node_id} sent no chunk of object {oid.hex()} within "
+                    f"{CHUNK_TIMEOUT_S:g} s (RUNTIME_OBJECT_CHUNK_TIMEOUT_S)"
+                ) from None
+            except (OSError, ConnectionError, NodeDiedError) as exc:
+                raise ObjectLostError(
+                    f"the stream of object {oid.hex()} from node {loc.node_id} was cut: {exc}"
+                ) from None
+            finally:
+                self._sinking.pop(id(msg), None)
+        if reply.error is not None:
+            raise ser.error_from_value(reply.error)
+        value = reply.value
+        if not isinstance(value, p.Value) or value.kind != ser.KIND_BLOB:
+            raise ObjectLostError(f"node {loc.node_id} sent a malformed chunk of {oid.hex()}")
+        data = split_buffers(raw, value.bufs, 0)[0][0]
+        total = _decode_int(value.data)
+        if into is None:
+            return total, data
+        if total != stream.total or data.nbytes != size:
+            raise ObjectLostError(f"node {loc.node_id} sent a short chunk of {oid.hex()}")
+        if data.obj is not into.obj:  # not read into its place (the sink had none)
+            into[:] = data
+        return total, _NOTHING
 
-        if offsets:
-            await asyncio.gather(*[fill(off) for off in offsets])
-        return blob.parse(memoryview(dest), f"the copy of {oid.hex()} from {loc.node_id}")
+    def _sink(self, conn: Connection, msg: p.Message, size: int) -> memoryview | None:
+        """Where the payload of a large frame goes: a chunk this process asked for goes to
+        its place (the connection reads it there, then checks its seal); anything else, None."""
+        if not self._sinking or not isinstance(msg, p.ObjectReply):
+            return None
+        for request, asked, into in self._sinking.values():
+            if request.rid == msg.rid and asked is conn:
+                value = msg.value
+                ok = isinstance(value, p.Value) and value.bufs == [size] == [into.nbytes]
+                return into if ok else None
+        return None
 
     async def serve_get_object(self, conn: Connection, msg: p.GetObject) -> None:
         entry = self.refs.owned.get(msg.object_id)
@@ -362,6 +473,7 @@ class ObjectTransfer:
             if part is not None:
                 total, data = part
                 self.served_bytes += data.nbytes
+                _prefault(data, max(msg.offset, 0))
                 value = p.Value(ser.KIND_BLOB, _encode_int(total), [data.nbytes])
                 conn.send(p.ObjectReply(msg.rid, value=value), [data])
                 return
@@ -373,6 +485,47 @@ class ObjectTransfer:
                 ),
             )
         )
+
+
+def _prefault(data: memoryview, offset: int) -> None:
+    """Fill the page tables under a chunk about to be sent (bytes ``offset``.. of a
+    mapping), so the seal and the socket read it without a page fault per 4 KiB (which cost
+    the holder more than the seal): the first chunks of a stream here, in one call; the
+    chunk a reader will ask for next (the one ``CHUNKS_IN_FLIGHT`` chunks on, as it asks
+    for one more each time one comes) in a thread, ahead of its request."""
+    mem = data.obj
+    n = data.nbytes
+    if not isinstance(mem, mmap.mmap) or not n:
+        return
+    if offset < FIRST_CHUNK + CHUNKS_IN_FLIGHT * CHUNK:
+        populate(mem, offset, n)
+    ahead = offset + CHUNKS_IN_FLIGHT * n
+    if ahead < len(mem):
+        _prefaulter().submit(populate, mem, ahead, n)
+
+
+def _prefaulter() -> ThreadPoolExecutor:
+    global _prefault_pool
+    if _prefault_pool is None:
+        _prefault_pool = ThreadPoolExecutor(1, thread_name_prefix="runtime-prefault")
+    return _prefault_pool
+
+
+class _Stream:
+    """One object being streamed here: from where, its size, where it lands."""
+
+    __slots__ = ("conn", "landing", "loc", "oid", "sem", "total")
+
+    def __init__(self, conn: Connection, loc: p.Located, oid: bytes) -> None:
+        self.conn, self.loc, self.oid = conn, loc, oid
+        self.total = -1
+        self.landing: Landing | None = None
+        self.sem = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+
+def _give_back(made: asyncio.Future[Landing | None]) -> None:
+    if not made.cancelled() and made.exception() is None and (landing := made.result()):
+        landing.abort()
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -26,8 +26,9 @@ from .groups import ReserveBundles as ReserveBundles  # noqa: PLC0414 (re-export
 from .groups import WaitPlacementGroup as WaitPlacementGroup  # noqa: PLC0414 (re-exported)
 from .msgbase import _Msg as _Msg  # noqa: PLC0414 (re-exported)
 
-#: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on.
-PROTOCOL_VERSION: Final = 3
+#: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on; 4: big
+#: writes are sealed with AES-GMAC instead of HMAC-SHA256.
+PROTOCOL_VERSION: Final = 4
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8

@@ -6,7 +6,8 @@ before allocating, authenticates the peer with an HMAC challenge-response over t
 cluster token before anything else, and coalesces writes adaptively: the first frame
 of a loop iteration goes out at once, the rest of that iteration in one write. Without TLS,
 every write after the handshake ends with a seal (:mod:`.integrity`) and no frame is handed
-on before its seal has checked.
+on before its seal has checked. A large frame whose payload has a home already (a chunk of an
+object being fetched: :attr:`Connection.sink`) is read straight into it, past its header.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Final
 from ..common.exceptions import AuthenticationError, ProtocolError
 from . import protocol as p
 from .admission import FAILED, HELLO, PROVEN, AdmissionControl, make_ticket
-from .integrity import BIG_WRITE, SEAL_BODY, SEAL_MARK_SHA, SEAL_SIZE, Seals, derive_keys
+from .integrity import BIG_WRITE, SEAL_BODY, SEAL_MARK_BIG, SEAL_SIZE, Seals, derive_keys
 from .logsafe import RateLimitedLog, safe_text
 
 log = logging.getLogger("runtime.transport")
@@ -44,6 +45,9 @@ Buffer = bytes | bytearray | memoryview
 Handler = Callable[["Connection", p.Message, memoryview], None]
 #: Called with (connection, error or None) once when the connection is closed.
 CloseHandler = Callable[["Connection", BaseException | None], None]
+#: Called with (connection, decoded header, payload bytes) when a large frame's header is in:
+#: a writable view of exactly that many bytes to read the payload into, or None.
+Sink = Callable[["Connection", p.Message, int], memoryview | None]
 
 
 def _mac(token: bytes, label: bytes, *parts: bytes) -> bytes:
@@ -70,8 +74,9 @@ class Connection(asyncio.BufferedProtocol):
         self._integrity = integrity
         self._tx: Seals | None = None
         self._rx: Seals | None = None
-        #: Frames read but not yet covered by a seal that checked.
-        self._unsealed: list[memoryview] = []
+        #: Frames read but not yet covered by a seal that checked (a sunk frame: its message
+        #: and its payload).
+        self._unsealed: list[memoryview | tuple[p.Message, memoryview]] = []
         #: The bytes those frames came in, as sent: the ones already moved out of the read
         #: buffer (``_held``, ``_held_size``), then the span of the read buffer from
         #: ``_span`` (-1: none) to the current frame. A seal hashes them in one pass.
@@ -93,8 +98,14 @@ class Connection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
-        self._big: bytearray | None = None
+        #: Where the rest of a large frame goes (a buffer of its own, or a sink's view).
+        self._big: memoryview | None = None
         self._big_pos = 0
+        #: The large frame being read into a sink's view: (its message, its bytes before the
+        #: payload, as sent: the seal covers them).
+        self._sunk: tuple[p.Message, bytes] | None = None
+        #: Gives large frames' payloads a home (the object transfer sets it): see ``Sink``.
+        self.sink: Sink | None = None
         self._batch: list[Buffer] = []
         self._flush_scheduled = False
         #: The frames of the batch sent after the handshake (and their bytes): _flush ends
@@ -132,7 +143,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._big is not None:
-            return memoryview(self._big)[self._big_pos :]
+            return self._big[self._big_pos :]
         if self._end == len(self._buf):
             self._compact()
         return self._view[self._end :]
@@ -141,15 +152,8 @@ class Connection(asyncio.BufferedProtocol):
         try:
             if self._big is not None:
                 self._big_pos += nbytes
-                if self._big_pos == len(self._big):
-                    big, self._big = self._big, None
-                    if self._rx is not None:
-                        frame = memoryview(big).toreadonly()
-                        self._unsealed.append(frame)
-                        self._held += (_U32.pack(len(big)), frame)
-                        self._held_size += 4 + len(big)
-                    else:
-                        self._dispatch(memoryview(big).toreadonly())
+                if self._big_pos == self._big.nbytes:
+                    self._big_done()
                 return
             self._end += nbytes
             self._parse()
@@ -173,6 +177,52 @@ class Connection(asyncio.BufferedProtocol):
 
     # --- reading -----------------------------------------------------------------------
 
+    def _big_done(self) -> None:
+        """A large frame is in: hand it on (or hold it for its seal)."""
+        big, self._big = self._big, None
+        sunk, self._sunk = self._sunk, None
+        assert big is not None
+        frame = big.toreadonly()
+        if sunk is not None:
+            msg, head = sunk
+            if self._rx is not None:
+                self._unsealed.append((msg, frame))
+                self._held += (head, frame)
+                self._held_size += len(head) + frame.nbytes
+            else:
+                self._on_message(self, msg, frame)
+        elif self._rx is not None:
+            self._unsealed.append(frame)
+            self._held += (_U32.pack(frame.nbytes), frame)
+            self._held_size += 4 + frame.nbytes
+        else:
+            self._dispatch(frame)
+
+    def _sink_into(self, body_len: int, header_len: int) -> bool | None:
+        """Read the large frame at ``_start`` straight into a sink's view, if the sink has one
+        for it: True if so, False if not, None while its header is not all in yet."""
+        head_end = self._start + 8 + header_len
+        if head_end > self._end:
+            if 8 + header_len > len(self._buf):
+                return False  # a header this large is no chunk of an object
+            if head_end > len(self._buf):
+                self._compact()
+            return None
+        msg = p.decode(self._view[self._start + 8 : head_end])
+        if isinstance(msg, p.HandshakeMessage):
+            raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
+        assert self.sink is not None
+        size = body_len - 4 - header_len
+        dest = self.sink(self, msg, size)
+        if dest is None or dest.nbytes != size:
+            return False
+        came = self._end - head_end
+        dest[:came] = self._view[head_end : self._end]
+        self._sunk = (msg, bytes(self._view[self._start : head_end]))
+        self._big, self._big_pos = dest, came
+        self._start = self._end = 0
+        return True
+
     def _compact(self) -> None:
         live = self._end - self._start
         if self._start:
@@ -182,7 +232,7 @@ class Connection(asyncio.BufferedProtocol):
     def _parse(self) -> None:
         while self._end - self._start >= p.PREFIX_SIZE:
             body_len, header_len = _PREFIX.unpack_from(self._buf, self._start)
-            if header_len >= SEAL_MARK_SHA and self._rx is not None:
+            if header_len >= SEAL_MARK_BIG and self._rx is not None:
                 if body_len != SEAL_BODY:
                     raise ProtocolError(f"a seal frame of {body_len} bytes")
                 if self._end - self._start < SEAL_SIZE:
@@ -211,7 +261,10 @@ class Connection(asyncio.BufferedProtocol):
                     )
                 frames, self._unsealed = self._unsealed, []
                 for frame in frames:
-                    self._dispatch(frame)
+                    if isinstance(frame, tuple):  # a sunk frame, its header decoded
+                        self._on_message(self, *frame)
+                    else:
+                        self._dispatch(frame)
                     if self.closed:
                         return
                 continue
@@ -226,11 +279,19 @@ class Connection(asyncio.BufferedProtocol):
             if have < total:
                 self._keep_unsealed()  # the small buffer is about to be reused or moved
                 if total > len(self._buf):
+                    if self.sink is not None and self.authenticated.done():
+                        sunk = self._sink_into(body_len, header_len)
+                        if sunk is None:
+                            return  # its header is not all in yet
+                        if sunk:
+                            if self._big_pos == self._big.nbytes:  # type: ignore[union-attr]
+                                self._big_done()  # (an empty payload)
+                            return
                     # A large frame gets a buffer of its own, filled straight from the socket.
                     big = bytearray(body_len)
                     chunk = have - 4
                     big[:chunk] = self._buf[self._start + 4 : self._end]
-                    self._big, self._big_pos = big, chunk
+                    self._big, self._big_pos = memoryview(big), chunk
                     self._start = self._end = 0
                 elif self._start + total > len(self._buf):
                     self._compact()
@@ -262,7 +323,8 @@ class Connection(asyncio.BufferedProtocol):
             self._span = -1
         if self._unsealed:
             self._unsealed = [
-                memoryview(bytes(f)) if f.obj is self._buf else f for f in self._unsealed
+                memoryview(bytes(f)) if isinstance(f, memoryview) and f.obj is self._buf else f
+                for f in self._unsealed
             ]
 
     def _dispatch(self, frame: memoryview) -> None:
@@ -485,6 +547,8 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.closed = True
+        # Let go of what was read and never handed on (views of a sink's buffer among them).
+        self._unsealed, self._held, self._big, self._sunk = [], [], None, None
         if self._hs_timer is not None:
             self._hs_timer.cancel()
         if self._admission is not None and not self._dialer:
