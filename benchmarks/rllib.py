@@ -43,6 +43,12 @@ then a bound)::
 
     .venv/bin/python benchmarks/rllib.py --workload sac --seeds 0,1,2 --budget 240
 
+Every run records the machine's 1-minute load average before and after each iteration
+(the ``load average`` rows: the machine is shared, and a run is read with its load) and the
+CPU seconds each side's whole process tree spent training (``tree_cpu_s``: our driver and
+node processes; Ray's driver, GCS, raylet and workers), to each target and in all: a cost
+that other programs' load does not inflate, beside the wall times.
+
 Ray RLlib needs ``gymnasium``, ``dm-tree`` and ``lz4`` besides ``ray``; the Ray child runs
 with ``RLLIB_BENCH_RAY_PYTHON`` (an interpreter of a separate environment with Ray, e.g.
 ``/work/rayenv/bin/python``; default: this one), and ``RLLIB_BENCH_PYTHONPATH`` is
@@ -179,6 +185,35 @@ def run_runtime(
     return out
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process, the children it reaped, and
+    every live descendant (our node processes; Ray's GCS, raylet and workers): a side's
+    cost that other programs' load on the machine does not inflate, unlike wall time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    times: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        # After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15).
+        parent[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+    me = os.getpid()
+    total = times.get(me, (0, 0))[1]  # children already reaped
+    for pid, (own, _) in times.items():
+        p = pid
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        if p == me:
+            total += own
+    return total / tick
+
+
 def train_until(
     name: str,
     train: Any,
@@ -193,20 +228,31 @@ def train_until(
     start = time.perf_counter()
     pending = sorted(targets)
     steps, mean = 0, math.nan
+    loads = [os.getloadavg()[0]]
+    cpu0 = tree_cpu_s()
     while pending and time.perf_counter() - start < budget_s:
         result = train()
         steps = int(steps_of(result))
         mean = float(mean_of(result))
         elapsed = time.perf_counter() - start
-        log(f"[{name}] {elapsed:6.1f} s  {steps:7d} steps  mean return {mean:6.1f}")
+        loads.append(os.getloadavg()[0])
+        log(
+            f"[{name}] {elapsed:6.1f} s  {steps:7d} steps  mean return {mean:6.1f}"
+            f"  (load {loads[-1]:.1f})"
+        )
         while pending and mean >= pending[0]:
             target = pending.pop(0)
             out[f"time_to_{target:g}_s"] = elapsed
             out[f"steps_to_{target:g}"] = steps
+            out[f"cpu_to_{target:g}_s"] = tree_cpu_s() - cpu0
     total = time.perf_counter() - start
     out["train_steps_per_s"] = steps / total if total else 0.0
     out["last_return"] = mean  # where it stood at the end (all targets or the budget)
     out["train_s"] = total
+    out["train_cpu_s"] = tree_cpu_s() - cpu0
+    # The machine's 1-minute load average at the start and after each iteration: a run is
+    # read with the load it ran under (the machine is shared).
+    out["load_min"], out["load_max"] = min(loads), max(loads)
     return out
 
 
@@ -596,12 +642,16 @@ def target_rows(what: str, targets: list[float], steps: str = "env steps") -> li
 END_ROWS = [
     ("mean return when stopped", "last_return", "", None),
     ("training time until stopped", "train_s", "s", None),
+    ("load average (1 min) during training, lowest", "load_min", "", None),
+    ("load average (1 min) during training, highest", "load_max", "", None),
 ]
 WORKLOAD_ROWS = {
     "appo": APPO_ROWS + END_ROWS,
     "sac": [
         ("build (start runners)", "build_s", "s", False),
         *target_rows("mean return", TARGETS["sac"]),
+        ("CPU time (all the side's processes) to mean return -250", "cpu_to_-250_s", "s", False),
+        ("CPU time (all the side's processes) until stopped", "train_cpu_s", "s", None),
         ("SAC end-to-end env steps/s", "train_steps_per_s", "steps/s", True),
         *END_ROWS,
     ],
@@ -652,6 +702,10 @@ def median_of(reports: list[dict[str, Any]], key: str, budget: float) -> tuple[f
     ran = [r for r in reports if r and "skipped" not in r]
     if not ran:
         return None, ""
+    if key.startswith("cpu_to_"):  # CPU seconds to a target: only where it was reached
+        values = [float(r[key]) for r in ran if r.get(key) is not None]
+        note = f" ({len(values)}/{len(ran)} reached)" if len(values) < len(ran) else ""
+        return (statistics.median(values), note) if values else (None, "")
     if key.startswith("time_to_"):
         values = [float(r.get(key, math.inf)) for r in ran]
         reached = sum(v < math.inf for v in values)

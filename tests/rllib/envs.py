@@ -175,3 +175,16 @@ class PointToTarget(gym.Env[np.ndarray, np.ndarray]):
         self.t += 1
         reward = -abs(self.pos - self.target)
         return self._obs(), reward, False, self.t >= self.length, {}
+
+
+def minigrid_image(env_config: dict[str, Any]) -> gym.Env[Any, Any]:
+    """A MiniGrid task (``env_config["id"]``, default ``MiniGrid-Empty-5x5-v0``) observed as
+    its image alone: the agent's 7x7 view, 3 channels (object, colour, state), uint8.
+
+    The ``minigrid`` package (its ``ImgObsWrapper``) is imported here, in the env runner, so
+    only the tests that train on it need it installed.
+    """
+    import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
+    from minigrid.wrappers import ImgObsWrapper
+
+    return ImgObsWrapper(gym.make(env_config.get("id", "MiniGrid-Empty-5x5-v0")))

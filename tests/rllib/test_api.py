@@ -72,7 +72,10 @@ def test_result_keys_and_columns_have_rays_names() -> None:
             "auto",
         ),
         (lambda c: c.evaluation(evaluation_config={"gamma": 0.5}), "gamma"),
-        (lambda c: c.learners(num_gpus_per_learner=1), "num_gpus_per_learner"),
+        (  # Ray's GPU learner in the driver (a GPU learner is a learner actor here)
+            lambda c: c.environment("CartPole-v1").learners(num_gpus_per_learner=1).validate(),
+            "num_gpus_per_learner",
+        ),
         (lambda c: c.learners(learner_class=object), "learner_class"),
         (lambda c: c.resources(num_gpus=1), "num_gpus"),
         (lambda c: c.environment(clip_rewards=True), "clip_rewards"),

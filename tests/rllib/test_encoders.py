@@ -1,5 +1,6 @@
 """Encoders: a CNN over image observations (``conv_filters``), the same in torch and in the
-runners' numpy policy, and PPO learning to read an image with it."""
+runners' numpy policy, and PPO learning to read an image with it: on a task written for the
+tests, and on MiniGrid's image observations (the ``minigrid`` package)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from runtime.rllib import DQNConfig, PPOConfig
 from runtime.rllib._learner import get_module_weights
 from runtime.rllib.ppo import ActorCritic
-from tests.rllib.envs import BrightSide
+from tests.rllib.envs import BrightSide, minigrid_image
 
 FILTERS = [[8, [3, 3], 1], [16, [2, 2], 2]]
 
@@ -65,5 +66,33 @@ def test_ppo_with_a_cnn_learns_to_read_the_image() -> None:
         image = np.zeros((6, 6, 1), np.float32)
         image[2, 5, 0] = 1.0
         assert algo.compute_single_action(image, explore=False) == 1
+    finally:
+        algo.stop()
+
+
+@pytest.mark.usefixtures("cluster")
+@pytest.mark.timeout(300)
+def test_ppo_with_a_cnn_learns_minigrid_from_its_image_observations() -> None:
+    pytest.importorskip("minigrid", reason="minigrid is not installed (the rllib extra has it)")
+    config = (
+        PPOConfig()
+        .environment(minigrid_image)  # MiniGrid-Empty-5x5-v0, 7x7x3 uint8 images, 7 actions
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=8)
+        .training(train_batch_size=1000, lr=3e-4, minibatch_size=100, num_epochs=8)
+        .rl_module(
+            model_config={"conv_filters": [[16, [2, 2], 1], [32, [2, 2], 1]], "fcnet_hiddens": [64]}
+        )
+        .debugging(seed=0)
+    )
+    algo = config.build()
+    try:
+        assert algo.observation_space.shape == (7, 7, 3)
+        means = []
+        for _ in range(25):
+            means.append(algo.train()["env_runners"]["episode_return_mean"])
+            if means[-1] >= 0.8:
+                break
+        # Random play: 0.18 (the goal reached in 36 % of episodes); the best: 0.955.
+        assert means[-1] >= 0.8, means
     finally:
         algo.stop()

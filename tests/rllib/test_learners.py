@@ -5,6 +5,7 @@ batch, stay in sync, and train PPO as one learner does (up to the order of rows)
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import runtime
+from runtime.exceptions import InfeasibleError
 from runtime.rllib import Algorithm, DQNConfig, PPOConfig
 from runtime.rllib._learner import TorchLearner, seeded_init
 from runtime.rllib._learner_group import LearnerGroup
@@ -129,10 +131,22 @@ def test_two_learners_train_an_lstm_on_sequences_split_between_them() -> None:
         algo.stop()
 
 
+@pytest.mark.timeout(60)
+def test_learner_gpus_on_a_cluster_without_any_raise_infeasible_at_once() -> None:
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=1)
+        .learners(num_learners=2, num_gpus_per_learner=1)
+    )
+    start = time.monotonic()
+    with pytest.raises(InfeasibleError, match=r"num_gpus_per_learner=1\).*cluster has 0"):
+        config.build()
+    assert time.monotonic() - start < 10  # no learner waits for a GPU that no node has
+
+
 def test_learner_actors_are_refused_where_they_are_not_implemented() -> None:
     with pytest.raises(NotImplementedError, match="num_learners"):
         DQNConfig().learners(num_learners=2)
-    with pytest.raises(NotImplementedError, match="num_gpus_per_learner"):
-        PPOConfig().learners(num_learners=2, num_gpus_per_learner=1)
     with pytest.raises(TypeError, match="num_learners"):
         PPOConfig().learners(num_learners=1.5)  # type: ignore[arg-type]

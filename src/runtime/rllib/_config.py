@@ -268,6 +268,7 @@ class AlgorithmConfig:
         self.num_learners = 0
         self.dataset_num_iters_per_learner: int | None = None
         self.num_cpus_per_learner: float | str = "auto"
+        self.num_gpus_per_learner: float = 0
         # evaluation
         self.evaluation_interval: int | None = None
         self.evaluation_duration = 10
@@ -378,12 +379,15 @@ class AlgorithmConfig:
     ) -> AlgorithmConfig:
         """Where the learner runs.
 
-        ``num_learners=0`` (Ray's default): one learner in the driver. ``num_learners=N``
-        (PPO): N learner actors (``num_cpus_per_learner`` each, "auto" = 1) split every
-        train batch and average their gradients over gloo before each step
-        (``_learner_group``); ``minibatch_size`` stays the size of the whole minibatch,
-        split among them. A GPU (``num_gpus_per_learner``) and Ray's other options raise
-        ``NotImplementedError`` naming them.
+        ``num_learners=0`` (Ray's default): one learner in the driver, on CPU.
+        ``num_learners=N`` (PPO): N learner actors (``num_cpus_per_learner`` each, "auto" =
+        1; ``num_gpus_per_learner`` GPUs each) split every train batch and average their
+        gradients before each step, over nccl when every learner has a whole GPU, gloo
+        otherwise (``_learner_group``); ``minibatch_size`` stays the size of the whole
+        minibatch, split among them. A learner with a GPU keeps its module there.
+        ``num_gpus_per_learner > 0`` with ``num_learners=0`` (Ray: the driver's learner on a
+        GPU) and Ray's other options raise ``NotImplementedError`` naming them; a cluster
+        with too few GPUs raises ``InfeasibleError`` at ``build()``.
         """
         self._refuse("learners", unsupported)
         if num_learners is not NotProvided:
@@ -395,11 +399,16 @@ class AlgorithmConfig:
                     "learner actors are implemented for PPO; here only num_learners=0 works"
                 )
             self.num_learners = num_learners
-        if num_gpus_per_learner is not NotProvided and num_gpus_per_learner:
-            raise NotImplementedError(
-                f"{type(self).__name__}.learners(num_gpus_per_learner="
-                f"{num_gpus_per_learner!r}): the learner runs on CPU here"
-            )
+        if num_gpus_per_learner is not NotProvided:
+            gpus = num_gpus_per_learner
+            if not isinstance(gpus, int | float) or isinstance(gpus, bool):
+                raise TypeError(f"num_gpus_per_learner must be a number, got {gpus!r}")
+            if not 0 <= gpus < float("inf") or (gpus > 1 and gpus != int(gpus)):
+                raise ValueError(
+                    "num_gpus_per_learner must be 0, a fraction of one GPU or a whole number "
+                    f"of GPUs, got {gpus!r}"
+                )
+            self.num_gpus_per_learner = gpus
         if num_cpus_per_learner is not NotProvided:
             self.num_cpus_per_learner = num_cpus_per_learner
         return self
@@ -732,6 +741,12 @@ class AlgorithmConfig:
         if not isinstance(self.env_config, dict):
             raise TypeError(f"env_config must be a dict, got {type(self.env_config).__name__}")
         _int_at_least("num_env_runners", self.num_env_runners, 0)
+        if self.num_gpus_per_learner and not self.num_learners:
+            raise NotImplementedError(
+                f"{type(self).__name__}.learners(num_gpus_per_learner="
+                f"{self.num_gpus_per_learner!r}) with num_learners=0: the driver's learner "
+                "runs on CPU here; a GPU learner is a learner actor: set num_learners >= 1"
+            )
         _int_at_least("num_envs_per_env_runner", self.num_envs_per_env_runner, 1)
         _int_at_least("train_batch_size", self.train_batch_size, 1)
         rfl = self.rollout_fragment_length

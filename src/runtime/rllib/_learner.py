@@ -169,10 +169,14 @@ class TorchLearner:
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self.step_count = 0
-        #: With ``.learners(num_learners=N)``: the gloo group whose ranks' gradients are
-        #: averaged before every step (``_learner_group``), and its size.
+        #: With ``.learners(num_learners=N)``: the process group (gloo, or nccl between GPU
+        #: learners) whose ranks' gradients are averaged before every step
+        #: (``_learner_group``), and its size.
         self.process_group: Any = None
         self.world_size = 1
+        #: A host buffer the gradient is all-reduced in when the group cannot take the
+        #: module's device (gloo with a GPU learner); None: in place.
+        self.host_grad: torch.Tensor | None = None
         self.slices: list[slice] = []
         offset = 0
         for p in self.params:
@@ -199,7 +203,12 @@ class TorchLearner:
         grad = self.flat_grad
         if self.process_group is not None:
             # Data-parallel: every learner takes the same step with the mean gradient.
-            self.process_group.allreduce([grad]).wait()
+            if self.host_grad is None:
+                self.process_group.allreduce([grad]).wait()
+            else:  # a GPU learner in a gloo group: the sum goes through a host copy
+                self.host_grad.copy_(grad)
+                self.process_group.allreduce([self.host_grad]).wait()
+                grad.copy_(self.host_grad)
             grad.div_(self.world_size)
         norm = torch.linalg.vector_norm(grad)
         if self.grad_clip is not None:
@@ -236,8 +245,8 @@ class TorchLearner:
             "optimizer": {
                 "adam": {
                     "step": self.step_count,
-                    "exp_avg": self.exp_avg.numpy().copy(),
-                    "exp_avg_sq": self.exp_avg_sq.numpy().copy(),
+                    "exp_avg": self.exp_avg.cpu().numpy().copy(),
+                    "exp_avg_sq": self.exp_avg_sq.cpu().numpy().copy(),
                 }
             },
         }

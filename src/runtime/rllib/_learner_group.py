@@ -6,20 +6,31 @@ GAE come from it). Each iteration it cuts the postprocessed batch into N equal s
 rows: steps, or sequences for an LSTM) and sends one to each learner actor, which runs the
 algorithm's update loop (PPO's ``run_epochs``) on it with ``minibatch_size / N`` rows per
 minibatch. Before each optimizer step every learner's ``TorchLearner`` all-reduces its flat
-gradient buffer over a gloo group of its own and divides by N, so all N take the same step
-from the same weights: the update is one learner's on the whole minibatch, up to the order
-of the rows. Rank 0's weights come back to the driver.
+gradient buffer over a process group of its own and divides by N, so all N take the same
+step from the same weights: the update is one learner's on the whole minibatch, up to the
+order of the rows. Rank 0's weights come back to the driver.
 
-The group is private (``torch.distributed.ProcessGroupGloo`` over a ``TCPStore`` that rank 0
+The group is private (a ``torch.distributed`` process group over a ``TCPStore`` that rank 0
 opens on its node's address), not torch's default process group, so learner actors may share
-a process with each other or with Train ranks. CPU only (gloo): ``num_gpus_per_learner`` is
-refused.
+a process with each other or with Train ranks.
+
+GPUs (``num_gpus_per_learner``): each learner actor asks for that many GPUs through the
+actor options (``num_gpus``) and runs in a process of its own (``dedicated_process``, so
+``CUDA_VISIBLE_DEVICES`` is its grant alone); its module, optimizer state and shards live
+on ``cuda:0`` of what it sees. The group is **nccl** when every learner holds at least one
+whole GPU (``learner_backend``), **gloo** otherwise: on CPU, and for fractional GPUs, where
+two learners may share a device (NCCL refuses two ranks on one device); a GPU learner in a
+gloo group all-reduces through a host copy of its gradient. A cluster with fewer GPUs than
+``num_learners * num_gpus_per_learner`` raises ``InfeasibleError`` before any actor starts;
+a learner granted a GPU that torch cannot see (a CPU build of torch, no driver) fails the
+build with a ``RuntimeError`` saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -28,27 +39,67 @@ import numpy as np
 
 import runtime
 
-__all__ = ["LearnerGroup", "LearnerWorker"]
+__all__ = ["LearnerGroup", "LearnerWorker", "learner_backend"]
 
 #: Bound on joining the group and on each collective.
 TIMEOUT_S = 120.0
 
 
-class LearnerWorker:
-    """One learner actor: a module copy, its ``TorchLearner``, a rank in the gloo group."""
+def learner_backend(num_gpus_per_learner: float) -> str:
+    """The ``torch.distributed`` backend of a learner group: nccl when every learner holds
+    at least one whole GPU, gloo otherwise (CPU learners, or fractions of a GPU that two
+    learners may share: NCCL refuses two ranks on one device)."""
+    return "nccl" if float(num_gpus_per_learner) >= 1.0 else "gloo"
 
-    def __init__(
-        self, build: bytes, lr: float, grad_clip: float | None, rank: int, world_size: int
+
+class LearnerWorker:
+    """One learner actor: a module copy on its device, its ``TorchLearner``, a rank in the
+    group (``backend``: "gloo" or "nccl", see ``learner_backend``)."""
+
+    def __init__(  # noqa: PLR0917 -- what one rank of the group is made of
+        self,
+        build: bytes,
+        lr: float,
+        grad_clip: float | None,
+        rank: int,
+        world_size: int,
+        num_gpus: float = 0.0,
+        backend: str = "gloo",
     ):
         import torch
 
         from runtime.rllib._learner import TorchLearner
 
         torch.set_num_threads(1)
-        self.module = pickle.loads(build)()
+        self.rank, self.world_size, self.backend = rank, world_size, backend
+        self.device = torch.device("cpu")
+        if num_gpus:
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"learner {rank} was granted GPU {runtime.get_gpu_ids()} "
+                    f"(num_gpus_per_learner={num_gpus}) but torch sees no CUDA device "
+                    f"(torch {torch.__version__}, torch.cuda.is_available() is False: a "
+                    "CPU build of torch, or no driver). Use num_gpus_per_learner=0 here"
+                )
+            # The process is this actor's alone (dedicated_process): CUDA_VISIBLE_DEVICES
+            # holds its grant, so its first GPU is cuda:0.
+            self.device = torch.device("cuda", 0)
+            torch.cuda.set_device(self.device)
+        self.module = pickle.loads(build)().to(self.device)
         self.learner = TorchLearner(self.module, lr, grad_clip)
-        self.rank, self.world_size = rank, world_size
+        if backend == "gloo" and self.device.type == "cuda":
+            self.learner.host_grad = torch.empty_like(self.learner.flat_grad, device="cpu")
         self.store: Any = None
+
+    def where(self) -> dict[str, Any]:
+        """Where this learner runs: its device, backend, GPU ids and process."""
+        return {
+            "device": str(self.device),
+            "backend": self.backend,
+            "gpu_ids": runtime.get_gpu_ids(),
+            "pid": os.getpid(),
+            "param_device": str(next(self.module.parameters()).device),
+        }
 
     def open_store(self) -> tuple[str, int]:
         """Rank 0: open the rendezvous store on this node's address; returns where it is."""
@@ -66,21 +117,41 @@ class LearnerWorker:
         return host, int(self.store.port)
 
     def join(self, host: str, port: int) -> int:
-        """Join the gloo group (blocks until every rank has); returns this rank."""
-        from torch.distributed import ProcessGroupGloo, TCPStore
+        """Join the group (blocks until every rank has); returns this rank."""
+        from torch.distributed import TCPStore
 
         timeout = datetime.timedelta(seconds=TIMEOUT_S)
         if self.store is None:
             self.store = TCPStore(host, port, self.world_size, False, timeout=timeout)
-        # torch's stubs do not list the options class the constructor takes.
-        options = ProcessGroupGloo._Options()  # type: ignore[attr-defined]
-        options._timeout = timeout
-        options._devices = [ProcessGroupGloo.create_device(hostname=host)]
-        self.learner.process_group = ProcessGroupGloo(
-            self.store, self.rank, self.world_size, options
-        )
+        if self.backend == "nccl":
+            self.learner.process_group = self._nccl_group(timeout)
+        else:
+            from torch.distributed import ProcessGroupGloo
+
+            # torch's stubs do not list the options class the constructor takes.
+            options = ProcessGroupGloo._Options()  # type: ignore[attr-defined]
+            options._timeout = timeout
+            options._devices = [ProcessGroupGloo.create_device(hostname=host)]
+            self.learner.process_group = ProcessGroupGloo(
+                self.store, self.rank, self.world_size, options
+            )
         self.learner.world_size = self.world_size
         return self.rank
+
+    def _nccl_group(self, timeout: datetime.timedelta) -> Any:
+        """An NCCL group over the store, on this learner's GPU."""
+        import torch.distributed as dist
+
+        if not dist.is_nccl_available():
+            raise RuntimeError(
+                f"learner {self.rank}: every learner has a GPU, so the group is nccl, but "
+                "this build of torch has no NCCL"
+            )
+        # Only CUDA builds of torch have the class; mypy sees the CPU build's stubs.
+        nccl: Any = getattr(dist, "ProcessGroupNCCL")  # noqa: B009
+        options = nccl.Options()
+        options._timeout = timeout
+        return nccl(self.store, self.rank, self.world_size, options)
 
     def run(
         self,
@@ -93,9 +164,9 @@ class LearnerWorker:
         import torch
 
         self.learner.set_lr(lr)
-        data = {k: torch.as_tensor(np.array(v)) for k, v in shard.items()}
+        data = {k: torch.as_tensor(np.array(v)).to(self.device) for k, v in shard.items()}
         out = fn(self.module, self.learner, data, **kwargs)
-        return out, (self.learner.get_weights() if self.rank == 0 else None)
+        return _on_host(out), (self.learner.get_weights() if self.rank == 0 else None)
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = self.learner.get_state()
@@ -108,6 +179,20 @@ class LearnerWorker:
         self.learner.set_weights(weights)
 
 
+def _on_host(value: Any) -> Any:
+    """``value`` with every tensor in it (tuples, lists, dicts) moved to the CPU: what a GPU
+    learner returns must unpickle in a driver without CUDA."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, tuple | list):
+        return type(value)(_on_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    return value
+
+
 def _node_address() -> str:
     """The address this learner's node process listens on (its host's, across hosts)."""
     me = runtime.get_runtime_context().get_node_id()
@@ -115,6 +200,22 @@ def _node_address() -> str:
         if node["NodeID"] == me:
             return str(node.get("NodeManagerAddress") or "127.0.0.1")
     return "127.0.0.1"
+
+
+def _check_gpus(num_learners: int, num_gpus: float) -> None:
+    """Raise ``InfeasibleError`` at once when the cluster has fewer GPUs than the learners
+    ask for (rather than leave learners waiting for GPUs that no node has)."""
+    from runtime.exceptions import InfeasibleError
+
+    have = float(runtime.cluster_resources().get("GPU", 0.0))
+    need = num_learners * num_gpus
+    if have + 1e-9 < need:
+        raise InfeasibleError(
+            f".learners(num_learners={num_learners}, num_gpus_per_learner={num_gpus:g}) "
+            f"needs {need:g} GPUs and the cluster has {have:g}: start nodes with GPUs "
+            "(runtime.init(num_gpus=...) or `python -m runtime.node --num-gpus N`) or set "
+            "num_gpus_per_learner=0"
+        )
 
 
 class LearnerGroup:
@@ -133,10 +234,19 @@ class LearnerGroup:
         self.num_learners = int(config.num_learners)
         cpus = config.num_cpus_per_learner
         num_cpus = 1.0 if cpus == "auto" else float(cpus)
-        cls = runtime.remote(LearnerWorker).options(num_cpus=num_cpus)
+        num_gpus = float(config.num_gpus_per_learner)
+        self.backend = learner_backend(num_gpus)
+        options: dict[str, Any] = {"num_cpus": num_cpus}
+        if num_gpus:
+            _check_gpus(self.num_learners, num_gpus)
+            # A process of its own: CUDA_VISIBLE_DEVICES is per process, and so is CUDA.
+            options |= {"num_gpus": num_gpus, "dedicated_process": ["torch"]}
+        cls = runtime.remote(LearnerWorker).options(**options)
         blob = cloudpickle.dumps(build)
         self.actors = [
-            cls.remote(blob, local.lr, local.grad_clip, rank, self.num_learners)
+            cls.remote(
+                blob, local.lr, local.grad_clip, rank, self.num_learners, num_gpus, self.backend
+            )
             for rank in range(self.num_learners)
         ]
         try:

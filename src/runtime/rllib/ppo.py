@@ -379,10 +379,11 @@ def run_epochs(
     size = len(data["advantages"])
     per_row = module.max_seq_len if module.recurrent else 1
     mb_size = min(max(1, minibatch_size // per_row), size)
-    totals = torch.zeros(len(_STAT_NAMES) + 1)
+    device = data["advantages"].device  # a learner actor's GPU, or the CPU
+    totals = torch.zeros(len(_STAT_NAMES) + 1, device=device)
     num_updates = 0
     for _epoch in range(config.num_epochs):
-        order = torch.from_numpy(rng.permutation(size))
+        order = torch.from_numpy(rng.permutation(size)).to(device)
         shuffled = {k: v[order] for k, v in data.items()}
         for start in range(0, size - mb_size + 1, mb_size):
             mb = {k: v[start : start + mb_size] for k, v in shuffled.items()}
