@@ -15,6 +15,11 @@ import pytest
 
 import runtime
 
+# Importing runtime.train has the nodes started afterwards import torch in their zygotes as
+# they start; in a test process that would cost every later init() seconds of CPU, whatever
+# it tests. The tests of that behaviour set it themselves.
+os.environ.setdefault("RUNTIME_ZYGOTE_PRELOAD", "")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_tmpdir(

@@ -44,11 +44,23 @@ log = logging.getLogger("runtime.processes")
 CHILD_KEYS = frozenset({"CUDA_VISIBLE_DEVICES", "RUNTIME_ACTOR_GPUS", "PYTHONUNBUFFERED"})
 #: The most a control message may hold (an environment is a few KB).
 MAX_MSG = 1 << 20
+#: Modules a node's zygote imports as soon as the node starts (comma-separated; unset or
+#: empty: the zygote starts at the node's first dedicated actor, as before).
+PRELOAD_ENV = "RUNTIME_ZYGOTE_PRELOAD"
 
 
 def enabled() -> bool:
     """Forking dedicated processes from a zygote is on (``RUNTIME_ZYGOTE``, default 1)."""
     return os.environ.get("RUNTIME_ZYGOTE", "1") not in ("0", "false", "no", "")
+
+
+def preload_at_start(env: dict[str, str] | None = None) -> list[str]:
+    """The modules ``RUNTIME_ZYGOTE_PRELOAD`` names (empty where forking is off)."""
+    if env is None:
+        env = dict(os.environ)
+    if env.get("RUNTIME_ZYGOTE", "1") in ("0", "false", "no", ""):
+        return []
+    return [m for m in (x.strip() for x in env.get(PRELOAD_ENV, "").split(",")) if m]
 
 
 def forkable(base: dict[str, str], env: dict[str, str] | None, cwd: str | None) -> bool:
@@ -121,10 +133,14 @@ class Zygote:
         self.dead = False
         self.stuck = False  # a request timed out: the zygote is asked nothing more
 
-    async def start(self, timeout: float) -> None:
+    async def start(self, timeout: float, preload: Sequence[str] = ()) -> None:
+        """Start the zygote and wait until it is ready to fork; it then imports ``preload``
+        in the background (a fork asked meanwhile waits for that)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [sys.executable, "-m", "runtime.core.tools.zygote_main", str(theirs.fileno())]
+            if preload:
+                cmd.append(",".join(preload))
             # From the loop's thread: the zygote's parent-death signal follows this thread.
             self.proc = subprocess.Popen(  # noqa: ASYNC220
                 cmd, pass_fds=(theirs.fileno(),), env=self.env, stdin=subprocess.DEVNULL
@@ -238,4 +254,14 @@ class Zygote:
         self._gone()
 
 
-__all__ = ["CHILD_KEYS", "MAX_MSG", "ForkedProcess", "Zygote", "ZygoteError", "enabled", "forkable"]
+__all__ = [
+    "CHILD_KEYS",
+    "MAX_MSG",
+    "PRELOAD_ENV",
+    "ForkedProcess",
+    "Zygote",
+    "ZygoteError",
+    "enabled",
+    "forkable",
+    "preload_at_start",
+]

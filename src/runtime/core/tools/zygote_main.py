@@ -1,8 +1,9 @@
-"""The zygote process (``python -m runtime.core.tools.zygote_main CONTROL_FD``): a warm
-process a node forks its dedicated processes from; see :mod:`runtime.core.execution.zygote`
-for the node's side and the why.
+"""The zygote process (``python -m runtime.core.tools.zygote_main CONTROL_FD [MODULES]``):
+a warm process a node forks its dedicated processes from; see
+:mod:`runtime.core.execution.zygote` for the node's side and the why.
 
-It imports what a node process needs (and, per request, the modules the request names), then
+It imports what a node process needs, says it is ready, imports ``MODULES`` (comma-separated,
+``RUNTIME_ZYGOTE_PRELOAD``) and, per request, the modules the request names; it
 answers each request on its control socket by forking: the child applies the request's
 environment and runs ``python -m runtime.node`` in-process. It reaps its children and reports
 each exit. No thread, no event loop: it must stay safe to fork.
@@ -61,8 +62,9 @@ def _preload(modules: Sequence[str], loaded: set[str]) -> None:
             traceback.print_exc()
 
 
-def serve(ctl: socket.socket) -> int:
-    """The zygote's loop: fork a child per request, report each child's exit."""
+def serve(ctl: socket.socket, warm: Sequence[str] = ()) -> int:
+    """The zygote's loop: fork a child per request, report each child's exit. ``warm``:
+    modules to import as soon as the node knows the zygote is ready."""
     die_with_parent()
     from . import node_main  # noqa: F401  (what every child needs, imported once)
 
@@ -76,6 +78,7 @@ def serve(ctl: socket.socket) -> int:
     sel.register(wake_r, selectors.EVENT_READ)
     loaded: set[str] = set()
     ctl.sendall(json.dumps({"ready": True}).encode())
+    _preload(warm, loaded)  # a request sent meanwhile waits in the socket
     while True:
         for key, _ in sel.select():
             if key.fileobj is ctl:
@@ -135,8 +138,9 @@ def _reap(ctl: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     ctl = socket.socket(fileno=int(args[0]))
+    warm = [m for m in args[1].split(",") if m] if len(args) > 1 else []
     try:
-        return serve(ctl)
+        return serve(ctl, warm)
     except KeyboardInterrupt:
         return 0
 
