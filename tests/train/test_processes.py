@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -186,14 +187,16 @@ class _SlowProbe:
 
 def test_dedicated_processes_of_a_placement_group_start_side_by_side(tmp_path, monkeypatch):
     # each of two node processes forks its actor from its own warm process, whose import of
-    # the named module takes 3 s; the second actor is created while the first one's process
-    # starts, and the head places it at once: the imports overlap (one after the other before:
-    # a slow start held up the placement of every other actor of the cluster)
+    # the named module waits (up to 30 s) until both imports started; the second actor is
+    # created while the first one's process starts, and the head places it at once: the
+    # imports overlap (before, the head awaited the first creation before placing the
+    # second: a slow start held up the placement of every other actor of the cluster)
     from runtime.util import PlacementGroupSchedulingStrategy, placement_group
 
     log = str(tmp_path / "probe.log")
     monkeypatch.setenv("SLOW_PROBE_LOG", log)
-    monkeypatch.setenv("SLOW_PROBE_S", "3")
+    monkeypatch.setenv("SLOW_PROBE_S", "30")
+    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "2")
     runtime.init(num_cpus=2)
     try:
         pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
@@ -241,6 +244,13 @@ def test_nodes_warm_their_zygote_at_start_with_the_modules_named_and_reap_it_on_
         assert imported_in in zygotes and pid not in zygotes
         # the head (no resources) and the actor's own process (a child) warm none
         assert set(_probe_log(log)["end"]) == zygotes
+        # a node killed outright takes its warm process with it
+        killed = sorted(zygotes)[0]
+        with open(f"/proc/{killed}/stat") as f:
+            node = int(f.read().rsplit(")", 1)[1].split()[1])
+        assert node != os.getpid()
+        os.kill(node, signal.SIGKILL)
+        assert _gone_soon(killed), f"the warm process {killed} outlives its killed node"
     finally:
         runtime.shutdown()
     for zygote in zygotes:

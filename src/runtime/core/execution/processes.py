@@ -110,7 +110,7 @@ class ChildProcesses:
         self._warming: asyncio.Task[Zygote | None] | None = None
         warm = preload_at_start(self.base_env)
         hosts_work = worker.slot > 0 or any(worker.resources.values())
-        if warm and hosts_work and self.role() == ("", ""):  # not the head, not a child
+        if warm and hosts_work and self.role()[0] in ("", "head-node"):  # not a child
             self._warming = worker.loop.create_task(self._started_zygote(warm))
 
     # --- what this process is -----------------------------------------------------------

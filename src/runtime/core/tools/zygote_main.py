@@ -19,10 +19,12 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from ..execution import zygote as _zygote
 from ..execution.zygote import MAX_MSG as _MAX_MSG
 from ..process.limits import die_with_parent
 
@@ -133,6 +135,36 @@ def _reap(ctl: socket.socket) -> None:
         code = os.waitstatus_to_exitcode(status)
         with contextlib.suppress(OSError):
             ctl.sendall(json.dumps({"exit": pid, "code": code}).encode())
+
+
+def fork_early(hosts_work: bool) -> bool:
+    """In a node process about to start its event loop: fork its zygote now, if
+    ``RUNTIME_ZYGOTE_PRELOAD`` names modules and the node hosts work (``hosts_work``), so it
+    imports them while the node starts, and shares the runtime's modules the node imported
+    (no interpreter to start, nothing imported twice). Only while this process has one
+    thread (forking is safe); the node's first zygote adopts it. True if it forked."""
+    warm = _zygote.preload_at_start()
+    if not warm or not hosts_work or threading.active_count() > 1:
+        return False
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the zygote: never back into the node's main
+        code = 1
+        try:
+            ours.close()
+            code = serve(theirs, warm)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    theirs.close()
+    _zygote.set_early(pid, ours)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
