@@ -19,7 +19,8 @@ The zygote is tied to its node: it reads EOF on its control socket when the node
 has the kernel's parent-death signal); its children have theirs tied to it, and read the
 node's parent pipe as any child does. It reaps its children and reports each exit
 (``{"exit": pid, "code": code}``) on the control socket, which the node reads on its loop.
-This module is the node's side; the zygote process is :mod:`runtime.core.tools.zygote_main`.
+This module is the node's side; the zygote process is :mod:`runtime.core.tools.zygote_main`
+(its work in :mod:`runtime.core.tools.zygote_server`).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class ForkedProcess:
 
 class EarlyZygote:
     """A zygote this node process forked before its event loop started (see
-    :func:`runtime.core.tools.zygote_main.fork_early`): what ``subprocess.Popen`` offers that
+    :func:`runtime.core.tools.zygote_server.fork_early`): what ``subprocess.Popen`` offers that
     :class:`Zygote` uses, for a child of this process known by its pid."""
 
     def __init__(self, pid: int) -> None:
@@ -156,7 +157,7 @@ _early: tuple[EarlyZygote, socket.socket] | None = None
 
 
 def set_early(pid: int, sock: socket.socket) -> None:
-    """Record the zygote forked early (by ``zygote_main.fork_early``), to be adopted."""
+    """Record the zygote forked early (by ``zygote_server.fork_early``), to be adopted."""
     global _early
     _early = (EarlyZygote(pid), sock)
 
