@@ -5,6 +5,10 @@ steps per rank per epoch), 2 CPU ranks with DDP over gloo, `epochs` epochs (5), 
 per epoch. Measured from the call of ``fit()``:
 
 - ``first step``: until rank 0 has finished its first optimizer step;
+- ``init() + fit() to first step``: the same from before the cluster's start (``runtime.init``
+  or ``ray.init``), what a script pays in all: nodes may start work of their own at init
+  (ours import torch in their zygotes once ``runtime.train`` is imported), so this row
+  shows what that moves out of ``fit()``;
 - ``fit total``: until ``fit()`` returns;
 - ``fit again``: a second ``fit()`` on the same cluster (both start fresh rank processes; ours
   are forked from each node's zygote, which imported torch during the first ``fit()``);
@@ -14,14 +18,18 @@ per epoch. Measured from the call of ``fit()``:
   features, 20 boosting rounds of depth-4 trees in one model (xgboost's collective),
   a report per round.
 
-The cluster start (``init``) is not counted. Ray runs in a child process inside a network
-namespace with only loopback up (`unshare -n`), with its dashboard and usage stats off.
+The cluster start (``init``) is not counted but in its own row. Each side runs in a fresh
+interpreter of its own (as a script would), ours first; Ray's inside a network namespace with
+only loopback up (`unshare -n`), with its dashboard and usage stats off. ``--repeat N`` runs
+both sides N times, alternating, and reports medians (the load average as each run began is
+printed with the table); ``--first-only`` runs only the first ``fit()``.
 
 Run::
 
     .venv/bin/python benchmarks/train.py            # 5 epochs, both systems
     .venv/bin/python benchmarks/train.py --quick    # 2 epochs
     .venv/bin/python benchmarks/train.py --only ours
+    .venv/bin/python benchmarks/train.py --first-only --repeat 3   # the first fit, medians
     .venv/bin/python benchmarks/train.py --ray-python /work/rayenv/bin/python
 
 Lightning and XGBoost rows run where ``lightning`` and ``xgboost`` import (on each side).
@@ -36,6 +44,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,28 +58,35 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def data_and_net() -> tuple[Any, Any, Any]:
+    """The workload of the torch loops, made in each rank: the synthetic 10-class rows as
+    tensors (the same on every rank and run) and a freshly seeded 64-64-10 MLP."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 64)).astype(np.float32)
+    w = rng.normal(size=(64, 10)).astype(np.float32)
+    y = (x @ w).argmax(1)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    return torch.tensor(x), torch.tensor(y), net
+
+
 def make_loop(lib: str) -> Any:
     """The per-rank loop, reporting through ``lib`` (``runtime.train`` or ``ray.train``)."""
 
     def loop(config: dict[str, Any]) -> None:
-        import numpy as np
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
         train = importlib.import_module(lib)
         torch_mod = importlib.import_module(lib + ".torch")
-        torch.set_num_threads(1)
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(4096, 64)).astype(np.float32)
-        w = rng.normal(size=(64, 10)).astype(np.float32)
-        y = (x @ w).argmax(1)
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
-        )
-        model = torch_mod.prepare_model(model)
+        x, y, net = data_and_net()
+        model = torch_mod.prepare_model(net)
         loader = torch_mod.prepare_data_loader(
-            DataLoader(TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=64, shuffle=True)
+            DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
         )
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         loss_fn = torch.nn.CrossEntropyLoss()
@@ -101,25 +117,17 @@ def make_lightning_loop(lib: str) -> Any:
 
     def loop(config: dict[str, Any]) -> None:
         import lightning as pl
-        import numpy as np
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
         train = importlib.import_module(lib)
         lit = importlib.import_module(lib + ".lightning")
-        torch.set_num_threads(1)
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(4096, 64)).astype(np.float32)
-        w = rng.normal(size=(64, 10)).astype(np.float32)
-        y = (x @ w).argmax(1)
-        torch.manual_seed(0)
+        x, y, net = data_and_net()
 
         class MLP(pl.LightningModule):
             def __init__(self) -> None:
                 super().__init__()
-                self.net = torch.nn.Sequential(
-                    torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
-                )
+                self.net = net
 
             def training_step(self, batch: Any, _i: int) -> Any:
                 loss = torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
@@ -144,9 +152,7 @@ def make_lightning_loop(lib: str) -> Any:
                         json.dump(metrics, f)
                 train.report(metrics)
 
-        loader = DataLoader(
-            TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=64, shuffle=True
-        )
+        loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
         trainer = pl.Trainer(
             max_epochs=config["epochs"],
             accelerator="cpu",
@@ -222,45 +228,6 @@ def _measured(key: str, storage: str, start: float, end: float) -> dict[str, flo
     }
 
 
-def run_ours(epochs: int) -> dict[str, Any]:
-    import runtime
-    from runtime import train
-    from runtime.train.torch import TorchTrainer
-
-    runtime.init(num_cpus=2)
-    out: dict[str, Any] = {"backend": "runtime"}
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as storage:
-        for key in ("", "again_"):
-            trainer = TorchTrainer(
-                make_loop("runtime.train"),
-                train_loop_config={"epochs": epochs, "stamp": os.path.join(storage, "stamp")},
-                scaling_config=train.ScalingConfig(num_workers=2),
-                run_config=train.RunConfig(storage_path=storage, verbose=0),
-            )
-            start = time.time()
-            result = trainer.fit()
-            end = time.time()
-            if result.error is not None:
-                raise result.error
-            out.update(_measured(key, storage, start, end))
-        extras = _extras(epochs, storage, "runtime.train")
-        for key, trainer_cls, loop, config in extras:
-            trainer = trainer_cls(
-                loop,
-                train_loop_config=config,
-                scaling_config=train.ScalingConfig(num_workers=2),
-                run_config=train.RunConfig(storage_path=storage, verbose=0),
-            )
-            start = time.time()
-            result = trainer.fit()
-            end = time.time()
-            if result.error is not None:
-                raise result.error
-            out.update(_measured(key, storage, start, end))
-    runtime.shutdown()
-    return out
-
-
 def _extras(epochs: int, storage: str, lib: str) -> list[tuple[str, Any, Any, dict[str, Any]]]:
     """The Lightning and XGBoost workloads that can run here: (key, trainer, loop, config)."""
     stamp = os.path.join(storage, "stamp")
@@ -280,33 +247,44 @@ def _extras(epochs: int, storage: str, lib: str) -> list[tuple[str, Any, Any, di
     return out
 
 
-def run_ray(epochs: int) -> dict[str, Any]:
-    import ray
-    from ray import train
-    from ray.train.torch import TorchTrainer
+def run_side(lib: str, epochs: int, first_only: bool) -> dict[str, Any]:
+    """Every workload on one side (``lib``: ``runtime.train`` or ``ray.train``), on a cluster
+    of 2 CPUs started here; ``first_only``: only the first ``fit()``."""
+    train = importlib.import_module(lib)
+    torch_mod = importlib.import_module(lib + ".torch")
+    if lib == "ray.train":
+        import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
-    out: dict[str, Any] = {"backend": "ray", "version": ray.__version__}
-    with tempfile.TemporaryDirectory(prefix="bench-ray-train-") as storage:
-        for key in ("", "again_"):
-            trainer = TorchTrainer(
-                make_loop("ray.train"),
-                train_loop_config={"epochs": epochs, "stamp": os.path.join(storage, "stamp")},
-                scaling_config=train.ScalingConfig(num_workers=2),
-                run_config=train.RunConfig(storage_path=storage),
-            )
-            start = time.time()
-            result = trainer.fit()
-            end = time.time()
-            if result.error is not None:
-                raise result.error
-            out.update(_measured(key, storage, start, end))
-        for key, trainer_cls, loop, config in _extras(epochs, storage, "ray.train"):
+        out: dict[str, Any] = {"backend": "ray", "version": ray.__version__}
+        start_cluster: Any = lambda: ray.init(num_cpus=2, include_dashboard=False)  # noqa: E731
+        stop_cluster: Any = ray.shutdown
+        quiet: dict[str, Any] = {}
+    else:
+        import runtime
+
+        out = {"backend": "runtime"}
+        start_cluster, stop_cluster, quiet = (
+            lambda: runtime.init(num_cpus=2),
+            runtime.shutdown,
+            {"verbose": 0},
+        )
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as storage:
+        stamp = os.path.join(storage, "stamp")
+        runs: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (key, torch_mod.TorchTrainer, make_loop(lib), {"epochs": epochs, "stamp": stamp})
+            for key in (("",) if first_only else ("", "again_"))
+        ]
+        if not first_only:
+            runs += _extras(epochs, storage, lib)
+        init_start = time.time()
+        start_cluster()
+        out["init"] = time.time() - init_start
+        for key, trainer_cls, loop, config in runs:
             trainer = trainer_cls(
                 loop,
                 train_loop_config=config,
                 scaling_config=train.ScalingConfig(num_workers=2),
-                run_config=train.RunConfig(storage_path=storage),
+                run_config=train.RunConfig(storage_path=storage, **quiet),
             )
             start = time.time()
             result = trainer.fit()
@@ -314,11 +292,13 @@ def run_ray(epochs: int) -> dict[str, Any]:
             if result.error is not None:
                 raise result.error
             out.update(_measured(key, storage, start, end))
-    ray.shutdown()
+            if key == "":  # from before the cluster's start: what a script pays in all
+                out["cold_first_step"] = out["first_step"] + start - init_start
+    stop_cluster()
     return out
 
 
-def run_ray_isolated(epochs: int, python: str) -> dict[str, Any]:
+def run_ray_isolated(epochs: int, python: str, first_only: bool) -> dict[str, Any]:
     probe = subprocess.run([python, "-c", "import ray"], capture_output=True, check=False)
     if probe.returncode != 0:
         return {"backend": "ray", "skipped": f"ray is not importable by {python}"}
@@ -331,7 +311,7 @@ def run_ray_isolated(epochs: int, python: str) -> dict[str, Any]:
         cmd = [
             *prefix, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
             python, os.path.abspath(__file__), "--only", "ray", "--json", path,
-            "--epochs", str(epochs),
+            "--epochs", str(epochs), *(["--first-only"] if first_only else []),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -351,8 +331,26 @@ def run_ray_isolated(epochs: int, python: str) -> dict[str, Any]:
         return {"backend": "ray", "skipped": f"the Ray child exited with {proc.returncode}"}
 
 
+def run_ours_isolated(epochs: int, first_only: bool) -> dict[str, Any]:
+    """Our side in a fresh interpreter (as a script runs it: nothing imported beforehand)."""
+    with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
+        path = os.path.join(tmp, "ours.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", "ours", "--json", path,
+               "--epochs", str(epochs), *(["--first-only"] if first_only else [])]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, env={**os.environ, CHILD_ENV: "1"}, timeout=600, check=False)
+        except subprocess.TimeoutExpired:
+            return {"backend": "runtime", "skipped": "our half ran past 600 s"}
+        if os.path.exists(path):
+            with open(path) as f:
+                report: dict[str, Any] = json.load(f)
+            return report
+        return {"backend": "runtime", "skipped": f"our child exited with {proc.returncode}"}
+
+
 ROWS = [
     ("first_step", "fit() to first training step"),
+    ("cold_first_step", "init() + fit() to first step"),
     ("total", "fit() total"),
     ("again_first_step", "2nd fit(): to first step"),
     ("again_total", "2nd fit(): total"),
@@ -363,17 +361,29 @@ ROWS = [
 ]
 
 
-def table(ours: dict[str, Any], ray: dict[str, Any], epochs: int) -> str:
+def median_of(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the runs that have it (the first run's other keys)."""
+    out = dict(reports[0])
+    for key, value in reports[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in reports if key in r)
+    return out
+
+
+def table(ours: dict[str, Any], ray: dict[str, Any], epochs: int, runs: int) -> str:
     lines = [
-        f"2 CPU ranks, MLP 64-64-10, 4096 rows, batch 64, {epochs} epochs",
+        f"2 CPU ranks, MLP 64-64-10, 4096 rows, batch 64, {epochs} epochs"
+        + (f"; medians of {runs} runs" if runs > 1 else ""),
         "| metric | runtime | Ray Train | Ray / runtime |",
         "|---|---|---|---|",
     ]
     for key, label in ROWS:
         a = ours.get(key)
         b = ray.get(key)
+        if a is None and b is None:
+            continue
         ratio = f"{b / a:.1f}x" if a and b else "-"
-        a_s = f"{a:.2f} s" if a is not None else "-"
+        a_s = f"{a:.2f} s" if a is not None else ours.get("skipped", "-")
         b_s = f"{b:.2f} s" if b is not None else ray.get("skipped", "-")
         lines.append(f"| {label} | {a_s} | {b_s} | {ratio} |")
     lines.append(
@@ -383,11 +393,17 @@ def table(ours: dict[str, Any], ray: dict[str, Any], epochs: int) -> str:
     return "\n".join(lines)
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs instead of 5")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--only", choices=("ours", "ray"), default=None)
+    parser.add_argument("--first-only", action="store_true", help="only the first fit()")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side (medians)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     default_ray = "/work/rayenv/bin/python"
     parser.add_argument(
@@ -397,19 +413,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 5)
-    if args.only == "ray" and os.environ.get(CHILD_ENV) == "1":
-        report = run_ray(epochs)
+    if args.only and os.environ.get(CHILD_ENV) == "1":
+        lib = "ray.train" if args.only == "ray" else "runtime.train"
+        report = run_side(lib, epochs, args.first_only)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(report, f)
         return 0
-    ours = run_ours(epochs) if args.only != "ray" else {}
-    skipped = {"skipped": "not run"}
-    ray = run_ray_isolated(epochs, args.ray_python) if args.only != "ours" else skipped
-    print(table(ours, ray, epochs))
+    mine: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for i in range(args.repeat):
+        # each side in a fresh process, one after the other, with the load when each began
+        if args.only != "ray":
+            load = _load()
+            mine.append({**run_ours_isolated(epochs, args.first_only), "load": load})
+            log(f"[runtime] run {i + 1}: {json.dumps(mine[-1])}")
+        if args.only != "ours":
+            load = _load()
+            theirs.append({**run_ray_isolated(epochs, args.ray_python, args.first_only),
+                           "load": load})  # fmt: skip
+            log(f"[ray] run {i + 1}: {json.dumps(theirs[-1])}")
+    ours = median_of(mine) if mine else {"skipped": "not run"}
+    ray = median_of(theirs) if theirs else {"skipped": "not run"}
+    print(table(ours, ray, epochs, args.repeat))
+    print("load average (1, 5, 15 min) as each run began: runtime "
+          f"{[r['load'] for r in mine]}, Ray {[r['load'] for r in theirs]}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runtime": ours, "ray": ray}, f, indent=2)
+            json.dump({"runtime": mine, "ray": theirs}, f, indent=2)
     return 0
 
 

@@ -16,6 +16,11 @@ import pytest
 
 import runtime
 
+# Importing runtime.train has the nodes started afterwards import torch in their zygotes as
+# they start; in a test process that would cost every later init() seconds of CPU, whatever
+# it tests. The tests of that behaviour set it themselves.
+os.environ.setdefault("RUNTIME_ZYGOTE_PRELOAD", "")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Byte-compile the package once, in the controlling process: with

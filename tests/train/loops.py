@@ -12,16 +12,22 @@ from typing import Any
 from runtime import train
 
 
+def _parent_and_cmdline(pid: int) -> tuple[int, bytes]:
+    with open(f"/proc/{pid}/stat") as f:
+        parent = int(f.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{parent}/cmdline", "rb") as f:
+        return parent, f.read()
+
+
 def node_pid() -> int:
     """The node process that started this rank's process: its parent, or the parent of the
-    node's zygote when the process was forked from it."""
-    parent = os.getppid()
-    with open(f"/proc/{parent}/cmdline", "rb") as f:
-        forked = b"runtime.core.tools.zygote_main" in f.read()
-    if not forked:
-        return parent
-    with open(f"/proc/{parent}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    node's zygote when the process was forked from it (a zygote started for the node runs
+    zygote_main; one the node forked as it started has the node's own command line)."""
+    parent, cmdline = _parent_and_cmdline(os.getpid())
+    grandparent, above = _parent_and_cmdline(parent)
+    if b"runtime.core.tools.zygote_main" in cmdline or cmdline == above:
+        return grandparent
+    return parent
 
 
 def make_model() -> Any:

@@ -75,3 +75,17 @@ def test_elastic_num_workers_is_validated() -> None:
         train.ScalingConfig(num_workers=(3, 1))
     with pytest.raises(TypeError, match="min, max"):
         train.ScalingConfig(num_workers=(1, 2, 3))  # type: ignore[arg-type]
+
+
+def test_a_group_sized_above_its_minimum_by_a_stale_view_starts_smaller_not_failing(mesh):
+    # the size came from a view that changed since (a node lost, or restarted and not back
+    # yet): placing that many is "not now" for an elastic group, but an error for a fixed one
+    import asyncio
+
+    from runtime.train._controller import _place
+    from runtime.train._errors import WorkerGroupError
+
+    too_many = train.ScalingConfig(num_workers=(2, 4)).sized(4)  # 3 one-CPU nodes
+    assert asyncio.run(_place(too_many, patience=5.0)) is None
+    with pytest.raises(WorkerGroupError, match="needs 4 ranks"):
+        asyncio.run(_place(too_many))

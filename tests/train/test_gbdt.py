@@ -186,3 +186,24 @@ def test_gbdt_trainers_reject_bad_input() -> None:
         XGBoostTrainer(
             label_column="y", num_boost_round=0, datasets={"train": runtime.data.range(3)}
         )
+
+
+def test_xgboost_ranks_wait_for_the_tracker_to_listen_instead_of_backing_off():
+    import socket
+    import time
+
+    from runtime.train.xgboost._trainer import _listening, _wait_for_tracker
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        assert _listening(port) is False  # bound, not listening yet
+        server.listen()
+        assert _listening(port) is True
+        start = time.monotonic()
+        _wait_for_tracker("127.0.0.1", port, 30.0)
+        assert time.monotonic() - start < 5.0
+    assert _listening(port) is False
+    start = time.monotonic()
+    _wait_for_tracker("127.0.0.1", port, 0.3)  # nobody listens: gives up at its bound
+    assert 0.3 <= time.monotonic() - start < 5.0

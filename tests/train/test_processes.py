@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -163,3 +164,114 @@ def test_ranks_are_forked_with_the_backend_and_the_frameworks_their_loop_imports
         "xgboost",
         "runtime.data",
     ]
+
+
+def _probe_log(path: str) -> dict[str, dict[int, float]]:
+    """``{"start"|"end": {pid: time}}`` from slow_probe's log."""
+    seen: dict[str, dict[int, float]] = {"start": {}, "end": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                what, pid, when = line.split()
+                seen[what][int(pid)] = float(when)
+    return seen
+
+
+@runtime.remote(num_cpus=1)
+class _SlowProbe:
+    def facts(self) -> tuple[int, int]:
+        from . import slow_probe
+
+        return os.getpid(), slow_probe.IMPORTED_IN
+
+
+def test_dedicated_processes_of_a_placement_group_start_side_by_side(tmp_path, monkeypatch):
+    # each of two node processes forks its actor from its own warm process, whose import of
+    # the named module waits (up to 30 s) until both imports started; the second actor is
+    # created while the first one's process starts, and the head places it at once: the
+    # imports overlap (before, the head awaited the first creation before placing the
+    # second: a slow start held up the placement of every other actor of the cluster)
+    from runtime.util import PlacementGroupSchedulingStrategy, placement_group
+
+    log = str(tmp_path / "probe.log")
+    monkeypatch.setenv("SLOW_PROBE_LOG", log)
+    monkeypatch.setenv("SLOW_PROBE_S", "30")
+    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "2")
+    runtime.init(num_cpus=2)
+    try:
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
+        runtime.get(pg.ready(), timeout=60)
+        actors = []
+        for i in range(2):
+            actors.append(
+                _SlowProbe.options(
+                    dedicated_process=["tests.train.slow_probe"],
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i),
+                ).remote()
+            )
+            # the second is created while the first one's process is being started
+            deadline = time.monotonic() + 60
+            while len(_probe_log(log)["start"]) < 1:
+                assert time.monotonic() < deadline, "the first actor's process did not start"
+                time.sleep(0.02)
+        facts = runtime.get([a.facts.remote() for a in actors], timeout=90)
+    finally:
+        runtime.shutdown()
+    seen = _probe_log(log)
+    zygotes = {imported_in for _, imported_in in facts}
+    assert len(zygotes) == 2, f"both actors were forked from one warm process: {facts}"
+    assert set(seen["end"]) == zygotes
+    assert max(seen["start"][z] for z in zygotes) < min(seen["end"][z] for z in zygotes), seen
+
+
+def test_nodes_warm_their_zygote_at_start_with_the_modules_named_and_reap_it_on_stop(
+    tmp_path, monkeypatch
+):
+    log = str(tmp_path / "probe.log")
+    monkeypatch.setenv("SLOW_PROBE_LOG", log)
+    monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "tests.train.slow_probe")
+    runtime.init(num_cpus=2)
+    try:
+        # no actor asked for anything: each node process's warm process imports the module
+        deadline = time.monotonic() + 60
+        while len(_probe_log(log)["end"]) < 2:
+            assert time.monotonic() < deadline, _probe_log(log)
+            time.sleep(0.05)
+        zygotes = set(_probe_log(log)["end"])
+        # a dedicated actor is forked from one of them, with the module imported already
+        actor = _SlowProbe.options(dedicated_process=True).remote()
+        pid, imported_in = runtime.get(actor.facts.remote(), timeout=60)
+        assert imported_in in zygotes and pid not in zygotes
+        # the head (no resources) and the actor's own process (a child) warm none
+        assert set(_probe_log(log)["end"]) == zygotes
+        # a node killed outright takes its warm process with it
+        killed = sorted(zygotes)[0]
+        with open(f"/proc/{killed}/stat") as f:
+            node = int(f.read().rsplit(")", 1)[1].split()[1])
+        assert node != os.getpid()
+        os.kill(node, signal.SIGKILL)
+        assert _gone_soon(killed), f"the warm process {killed} outlives its killed node"
+    finally:
+        runtime.shutdown()
+    for zygote in zygotes:
+        assert _gone_soon(zygote), f"the warm process {zygote} outlives its node"
+
+
+def test_importing_train_asks_the_nodes_started_later_to_import_torch_at_once():
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = (
+        "import os, sys, runtime.train\n"
+        "print(os.environ.get('RUNTIME_ZYGOTE_PRELOAD'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RUNTIME_ZYGOTE_PRELOAD"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    named, imported = got.stdout.decode().split()
+    assert named.split(",")[:2] == ["runtime.train", "torch"] and "torch._dynamo" in named
+    assert imported == "False"  # named for the nodes, not imported here
+    # set already (empty: off): left alone
+    env["RUNTIME_ZYGOTE_PRELOAD"] = ""
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    assert got.stdout.decode().split() == ["False"]

@@ -22,6 +22,7 @@ Example::
                           scaling_config=train.ScalingConfig(num_workers=2)).fit()
 """
 
+from runtime.train import _preload
 from runtime.train._backend import Backend, BackendConfig
 from runtime.train._callback import UserCallback
 from runtime.train._checkpoint import Checkpoint
@@ -37,6 +38,9 @@ from runtime.train._errors import TrainingFailedError, WorkerGroupError
 from runtime.train._result import Result
 from runtime.train._session import get_checkpoint, get_context, get_dataset_shard, report
 from runtime.train._trainer import DataParallelTrainer
+
+# nodes started after this import (runtime.init()'s) import torch in their zygotes at once
+_preload.warm_nodes_started_later()
 
 __all__ = [
     "Backend",

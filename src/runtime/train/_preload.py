@@ -12,6 +12,8 @@ after importing them.
 from __future__ import annotations
 
 import dis
+import importlib.util
+import os
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +32,29 @@ FRAMEWORKS = frozenset(
         "numpy",
     }
 )
+
+
+#: What a torch rank needs imported (DDP's constructor imports torch._dynamo: sympy, inductor,
+#: seconds); TorchConfig's preload_modules.
+TORCH_MODULES = (
+    "torch",
+    "torch.distributed",
+    "torch.nn.parallel",
+    "torch._dynamo",
+    "runtime.train.torch",
+)
+#: The core's variable naming the modules a node's zygote imports as soon as the node starts.
+PRELOAD_ENV = "RUNTIME_ZYGOTE_PRELOAD"
+
+
+def warm_nodes_started_later() -> None:
+    """Have the nodes this process starts from now on (``runtime.init()``'s local mesh, or
+    ``python -m runtime.node`` run from here) import torch in their zygotes as they start,
+    not at the first ``fit()``: ``RUNTIME_ZYGOTE_PRELOAD`` in this process's environment,
+    unless it is set already (empty: off) or torch is not installed."""
+    if PRELOAD_ENV in os.environ or importlib.util.find_spec("torch") is None:
+        return
+    os.environ[PRELOAD_ENV] = ",".join(("runtime.train", *TORCH_MODULES))
 
 
 def _codes(code: types.CodeType) -> Iterator[types.CodeType]:

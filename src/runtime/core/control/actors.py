@@ -65,6 +65,8 @@ class ActorDirectory:
         self.aliases: dict[bytes, bytes] = {}
         #: Actors waiting for a node with room, and since when.
         self.waiting = Waiting(self.worker.loop, head.warn)
+        #: Placement group actors being created now, each on its own (see place_alone).
+        self.placing: set[bytes] = set()
 
     def create(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
         known = self.actors.get(spec.actor_id)
@@ -150,6 +152,29 @@ class ActorDirectory:
         counts[node_id] = counts.get(node_id, 0) + 1
         self.waiting.done(spec.actor_id)
         return await self._create_on(record, node_id)
+
+    def place_alone(self, record: ActorRecord) -> bool:
+        """Place an actor of a placement group in a task of its own and return True (False
+        for any other actor). Its bundle fixes its node, so nothing is counted; and a slow
+        creation (a dedicated process importing torch, seconds) holds up no other actor: the
+        ranks of a Train group start side by side, not one after another."""
+        if in_group(record.spec.strategy)[0] is None:
+            return False
+        actor_id = record.spec.actor_id
+        if actor_id not in self.placing:  # else in flight: it comes back if it fails
+            self.placing.add(actor_id)
+            self.worker.spawn(self._place_alone(record))
+        return True
+
+    async def _place_alone(self, record: ActorRecord) -> None:
+        try:
+            placed = await self.try_place(record)
+        finally:
+            self.placing.discard(record.spec.actor_id)
+        if not placed and record.state == PENDING:
+            self.pending.append(record.spec.actor_id)  # retried when the head places again
+        elif placed and self.pending:
+            self.head.place_pending()
 
     def _wait(self, record: ActorRecord, feasible: bool) -> None:
         """No node has room for the actor now: it stays PENDING. A new actor that no live

@@ -354,7 +354,9 @@ class Head:
                     batch: list[ActorRecord] = []
                     while directory.pending and len(batch) < PLACE_TOGETHER:
                         record = directory.actors.get(directory.pending.popleft())
-                        if record is not None and record.state == PENDING:
+                        if record is None or record.state != PENDING:
+                            continue
+                        if not directory.place_alone(record):  # a group's: on its own
                             batch.append(record)
                     counts = directory.alive_counts()
                     placed = await asyncio.gather(*(directory.try_place(r, counts) for r in batch))

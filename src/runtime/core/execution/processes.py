@@ -32,7 +32,7 @@ from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire import protocol as p
 from ..wire.transport import Connection
 from .runtime_env import EnvManager, Prepared
-from .zygote import ForkedProcess, Zygote, ZygoteError, enabled, forkable
+from .zygote import ForkedProcess, Zygote, ZygoteError, enabled, forkable, preload_at_start
 
 log = logging.getLogger("runtime.processes")
 
@@ -60,6 +60,10 @@ class ProcessHost(Protocol):
     def state_dir(self) -> str | None: ...
     @property
     def labels(self) -> dict[str, str]: ...
+    @property
+    def resources(self) -> dict[str, float]: ...
+    @property
+    def slot(self) -> float: ...
     async def connect_address(self, address: str, peer_id: str | None = None) -> Connection: ...
     async def request(self, conn: Connection, msg: Any, buffers: Sequence[Any] = ()) -> Any: ...
 
@@ -100,8 +104,14 @@ class ChildProcesses:
         self._death_r = -1
         self._death_w = -1
         self._token_file: str | None = None
-        #: The warm process dedicated actors' processes are forked from (started on first use).
+        #: The warm process dedicated actors' processes are forked from (started on first use,
+        #: or with the node where RUNTIME_ZYGOTE_PRELOAD names modules to import at once).
         self._zygote: asyncio.Future[Zygote | None] | None = None
+        self._warming: asyncio.Task[Zygote | None] | None = None
+        warm = preload_at_start(self.base_env)
+        hosts_work = worker.slot > 0 or any(worker.resources.values())
+        if warm and hosts_work and self.role()[0] in ("", "head-node"):  # not a child
+            self._warming = worker.loop.create_task(self._started_zygote(warm))
 
     # --- what this process is -----------------------------------------------------------
 
@@ -209,12 +219,23 @@ class ChildProcesses:
     ) -> ForkedProcess | None:
         """A child forked from the zygote (started on first use), or None where that failed
         (the caller starts one afresh)."""
+        zygote = await self._started_zygote()
+        if zygote is None or zygote.dead:
+            return None
+        try:
+            return await zygote.fork(node_args, env, fds, preload, START_S)
+        except ZygoteError as exc:
+            log.warning("the zygote did not fork (starting a process afresh): %s", exc)
+            return None
+
+    async def _started_zygote(self, warm: Sequence[str] = ()) -> Zygote | None:
+        """The zygote, started now if it is not (importing ``warm`` once ready)."""
         if self._zygote is None:
             self._zygote = self.worker.loop.create_future()
             zygote: Zygote | None = Zygote(self.worker.loop, self.base_env)
             assert zygote is not None
             try:
-                await zygote.start(START_S)
+                await zygote.start(START_S, warm)
             except (OSError, ZygoteError, TimeoutError) as exc:
                 log.warning("no zygote (dedicated processes start afresh): %s", exc)
                 zygote = None
@@ -223,14 +244,7 @@ class ChildProcesses:
                 self._zygote = None
                 raise
             self._zygote.set_result(zygote)
-        zygote = await asyncio.shield(self._zygote)
-        if zygote is None or zygote.dead:
-            return None
-        try:
-            return await zygote.fork(node_args, env, fds, preload, START_S)
-        except ZygoteError as exc:
-            log.warning("the zygote did not fork (starting a process afresh): %s", exc)
-            return None
+        return await asyncio.shield(self._zygote)
 
     async def _read_ready(self, fd: int, child: Child) -> str:
         loop = self.worker.loop
@@ -372,6 +386,8 @@ class ChildProcesses:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._death_r = self._death_w = -1
+        if self._warming is not None:
+            self._warming.cancel()  # a zygote still starting is stopped by its start()
         zygote = self._zygote.result() if self._zygote and self._zygote.done() else None
         if zygote is not None:
             zygote.close()

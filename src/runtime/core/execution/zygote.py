@@ -19,7 +19,8 @@ The zygote is tied to its node: it reads EOF on its control socket when the node
 has the kernel's parent-death signal); its children have theirs tied to it, and read the
 node's parent pipe as any child does. It reaps its children and reports each exit
 (``{"exit": pid, "code": code}``) on the control socket, which the node reads on its loop.
-This module is the node's side; the zygote process is :mod:`runtime.core.tools.zygote_main`.
+This module is the node's side; the zygote process is :mod:`runtime.core.tools.zygote_main`
+(its work in :mod:`runtime.core.tools.zygote_server`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,11 +46,23 @@ log = logging.getLogger("runtime.processes")
 CHILD_KEYS = frozenset({"CUDA_VISIBLE_DEVICES", "RUNTIME_ACTOR_GPUS", "PYTHONUNBUFFERED"})
 #: The most a control message may hold (an environment is a few KB).
 MAX_MSG = 1 << 20
+#: Modules a node's zygote imports as soon as the node starts (comma-separated; unset or
+#: empty: the zygote starts at the node's first dedicated actor, as before).
+PRELOAD_ENV = "RUNTIME_ZYGOTE_PRELOAD"
 
 
 def enabled() -> bool:
     """Forking dedicated processes from a zygote is on (``RUNTIME_ZYGOTE``, default 1)."""
     return os.environ.get("RUNTIME_ZYGOTE", "1") not in ("0", "false", "no", "")
+
+
+def preload_at_start(env: dict[str, str] | None = None) -> list[str]:
+    """The modules ``RUNTIME_ZYGOTE_PRELOAD`` names (empty where forking is off)."""
+    if env is None:
+        env = dict(os.environ)
+    if env.get("RUNTIME_ZYGOTE", "1") in ("0", "false", "no", ""):
+        return []
+    return [m for m in (x.strip() for x in env.get(PRELOAD_ENV, "").split(",")) if m]
 
 
 def forkable(base: dict[str, str], env: dict[str, str] | None, cwd: str | None) -> bool:
@@ -102,6 +116,52 @@ class ForkedProcess:
                 log.exception("handling the exit of a forked process failed")
 
 
+class EarlyZygote:
+    """A zygote this node process forked before its event loop started (see
+    :func:`runtime.core.tools.zygote_server.fork_early`): what ``subprocess.Popen`` offers that
+    :class:`Zygote` uses, for a child of this process known by its pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.returncode = -signal.SIGKILL
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+
+#: The zygote forked before this process's loop started, with its control socket, until
+#: the node's first :class:`Zygote` adopts it.
+_early: tuple[EarlyZygote, socket.socket] | None = None
+
+
+def set_early(pid: int, sock: socket.socket) -> None:
+    """Record the zygote forked early (by ``zygote_server.fork_early``), to be adopted."""
+    global _early
+    _early = (EarlyZygote(pid), sock)
+
+
 class ZygoteError(RuntimeError):
     """The zygote did not start or did not fork (the caller starts the child itself)."""
 
@@ -112,7 +172,7 @@ class Zygote:
     def __init__(self, loop: asyncio.AbstractEventLoop, env: dict[str, str]) -> None:
         self.loop = loop
         self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | EarlyZygote | None = None
         self.sock: socket.socket | None = None
         self.children: dict[int, ForkedProcess] = {}
         self._replies: deque[asyncio.Future[dict[str, Any]]] = deque()
@@ -121,19 +181,18 @@ class Zygote:
         self.dead = False
         self.stuck = False  # a request timed out: the zygote is asked nothing more
 
-    async def start(self, timeout: float) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            cmd = [sys.executable, "-m", "runtime.core.tools.zygote_main", str(theirs.fileno())]
-            # From the loop's thread: the zygote's parent-death signal follows this thread.
-            self.proc = subprocess.Popen(  # noqa: ASYNC220
-                cmd, pass_fds=(theirs.fileno(),), env=self.env, stdin=subprocess.DEVNULL
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+    async def start(self, timeout: float, preload: Sequence[str] = ()) -> None:
+        """Start the zygote and wait until it is ready to fork; it then imports ``preload``
+        in the background (a fork asked meanwhile waits for that). A zygote this process
+        forked before its loop started (importing ``preload`` already) is adopted instead."""
+        global _early
+        early, _early = _early, None
+        if early is not None and early[0].poll() is None:
+            self.proc, ours = early
+        else:
+            if early is not None:
+                early[1].close()
+            ours = self._spawn(preload)
         self.sock = ours
         self._ready = self.loop.create_future()
         self._replies.append(self._ready)
@@ -144,6 +203,24 @@ class Zygote:
         except BaseException:
             self.close()
             raise
+
+    def _spawn(self, preload: Sequence[str]) -> socket.socket:
+        """Start a zygote process; our end of its control socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            cmd = [sys.executable, "-m", "runtime.core.tools.zygote_main", str(theirs.fileno())]
+            if preload:
+                cmd.append(",".join(preload))
+            # From the loop's thread: the zygote's parent-death signal follows this thread.
+            self.proc = subprocess.Popen(
+                cmd, pass_fds=(theirs.fileno(),), env=self.env, stdin=subprocess.DEVNULL
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
 
     async def fork(
         self,
@@ -238,4 +315,16 @@ class Zygote:
         self._gone()
 
 
-__all__ = ["CHILD_KEYS", "MAX_MSG", "ForkedProcess", "Zygote", "ZygoteError", "enabled", "forkable"]
+__all__ = [
+    "CHILD_KEYS",
+    "MAX_MSG",
+    "PRELOAD_ENV",
+    "EarlyZygote",
+    "ForkedProcess",
+    "Zygote",
+    "ZygoteError",
+    "enabled",
+    "forkable",
+    "preload_at_start",
+    "set_early",
+]

@@ -31,7 +31,7 @@ from ..scheduling.host import HostLedger
 from ..scheduling.scheduler import FOR_LABEL, ROLE_LABEL
 from ..wire.tls import TlsConfig
 from . import dashboard as dashboard_tool
-from . import lifecycle
+from . import lifecycle, zygote_server
 from .supervisor import is_loopback, node_token, supervise
 
 log = logging.getLogger("runtime.node")
@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RUNTIME_NODE_STATE_DIR"] = os.path.abspath(state_dir)
     if args.token_file:
         os.environ["RUNTIME_NODE_TOKEN_FILE"] = os.path.abspath(args.token_file)
+    # a node that hosts work forks its zygote now, before its loop (RUNTIME_ZYGOTE_PRELOAD)
+    ordinary = not args.role or args.role.startswith("head-node")
+    zygote_server.fork_early(ordinary and (share[2] > 0 or any(resources.values())), main)
     try:
         uvloop.run(_serve(args, token, resources, state_dir, share=share, labels=labels))
     except (OSError, RuntimeBaseError) as exc:

@@ -1,142 +1,24 @@
-"""The zygote process (``python -m runtime.core.tools.zygote_main CONTROL_FD``): a warm
-process a node forks its dedicated processes from; see :mod:`runtime.core.execution.zygote`
-for the node's side and the why.
-
-It imports what a node process needs (and, per request, the modules the request names), then
-answers each request on its control socket by forking: the child applies the request's
-environment and runs ``python -m runtime.node`` in-process. It reaps its children and reports
-each exit. No thread, no event loop: it must stay safe to fork.
+"""The zygote process (``python -m runtime.core.tools.zygote_main CONTROL_FD [MODULES]``): a
+warm process a node forks its dedicated processes from (see
+:mod:`runtime.core.execution.zygote` for the node's side and the why). It imports the node's
+modules, then serves requests on ``CONTROL_FD`` (:func:`~.zygote_server.serve`), importing
+``MODULES`` (comma-separated, ``RUNTIME_ZYGOTE_PRELOAD``) as soon as it said it is ready.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import json
-import os
-import selectors
-import signal
 import socket
 import sys
-import traceback
-from collections.abc import Sequence
-from typing import Any
 
-from ..execution.zygote import MAX_MSG as _MAX_MSG
-from ..process.limits import die_with_parent
-
-
-def _child(msg: dict[str, Any], fds: list[int]) -> int:
-    """In a forked child: become ``python -m runtime.node *argv`` with the asked environment."""
-    env = msg["env"]
-    os.environ.clear()
-    os.environ.update(env)
-    if env.get("PYTHONUNBUFFERED"):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.reconfigure(write_through=True)  # type: ignore[union-attr]
-    from ..scheduling import gpus
-    from . import node_main
-
-    # What the zygote's modules read from the environment when imported is the node's, and
-    # so the child's, but for the variables a child may set (CHILD_KEYS): read them again.
-    gpus._VISIBLE_AT_START = env.get("CUDA_VISIBLE_DEVICES")
-    argv = [*msg["argv"], "--parent-fd", str(fds[0]), "--ready-fd", str(fds[1])]
-    try:
-        return node_main.main(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-
-
-def _preload(modules: Sequence[str], loaded: set[str]) -> None:
-    for name in modules:
-        if name in loaded:
-            continue
-        loaded.add(name)
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:  # the child imports it again and fails there, saying why
-            print(f"zygote: could not preload {name}: {exc}", file=sys.stderr, flush=True)
-        except Exception:
-            traceback.print_exc()
-
-
-def serve(ctl: socket.socket) -> int:
-    """The zygote's loop: fork a child per request, report each child's exit."""
-    die_with_parent()
-    from . import node_main  # noqa: F401  (what every child needs, imported once)
-
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    sel = selectors.DefaultSelector()
-    sel.register(ctl, selectors.EVENT_READ)
-    sel.register(wake_r, selectors.EVENT_READ)
-    loaded: set[str] = set()
-    ctl.sendall(json.dumps({"ready": True}).encode())
-    while True:
-        for key, _ in sel.select():
-            if key.fileobj is ctl:
-                data, fds, _, _ = socket.recv_fds(ctl, _MAX_MSG, 4)
-                if not data:
-                    return 0  # the node is gone (its children follow us)
-                msg = json.loads(data)
-                _preload(msg.get("preload") or (), loaded)
-                if len(fds) != 2:
-                    for fd in fds:
-                        os.close(fd)
-                    ctl.sendall(json.dumps({"error": "expected two file descriptors"}).encode())
-                    continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    code = 1
-                    try:
-                        signal.set_wakeup_fd(-1)
-                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                        sel.close()
-                        ctl.close()
-                        os.close(wake_r)
-                        os.close(wake_w)
-                        code = _child(msg, fds)
-                    except BaseException:
-                        traceback.print_exc()
-                    finally:
-                        with contextlib.suppress(Exception):
-                            sys.stdout.flush()
-                            sys.stderr.flush()
-                        os._exit(code)
-                for fd in fds:
-                    os.close(fd)
-                ctl.sendall(json.dumps({"pid": pid}).encode())
-            else:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 512):
-                        pass
-                _reap(ctl)
-
-
-def _reap(ctl: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        with contextlib.suppress(OSError):
-            ctl.sendall(json.dumps({"exit": pid, "code": code}).encode())
+from . import node_main, zygote_server
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     ctl = socket.socket(fileno=int(args[0]))
+    warm = [m for m in args[1].split(",") if m] if len(args) > 1 else []
     try:
-        return serve(ctl)
+        return zygote_server.serve(ctl, node_main.main, warm)
     except KeyboardInterrupt:
         return 0
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from runtime.train._backend import Backend, BackendConfig
 from runtime.train._context import TrainContext
+from runtime.train._preload import TORCH_MODULES
 
 
 def _loopback_interface() -> str | None:
@@ -88,13 +89,7 @@ class TorchConfig(BackendConfig):
     backend: str | None = None
     timeout_s: float = 300.0
     # DDP's constructor imports torch._dynamo (sympy, inductor): seconds, once per node
-    preload_modules = (
-        "torch",
-        "torch.distributed",
-        "torch.nn.parallel",
-        "torch._dynamo",
-        "runtime.train.torch",
-    )
+    preload_modules = TORCH_MODULES
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "gloo", "nccl"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,44 @@ from runtime.train._context import TrainContext
 from runtime.train._gbdt import GBDTTrainer, RoundReporter, load_shards
 
 CHECKPOINT_NAME = "model.ubj"
+
+
+#: How long a rank waits for rank 0's tracker to listen before it tries to join anyway.
+_TRACKER_WAIT_S = 60.0
+
+
+def _listening(port: int) -> bool | None:
+    """Whether a socket of this host listens on ``port`` (from /proc/net/tcp and tcp6), or
+    None where neither can be read."""
+    readable = False
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            fields = row.split()
+            # "local_address rem_address st ...": 0A is LISTEN; the port is hex after ":"
+            if len(fields) > 3 and fields[3] == "0A":
+                with contextlib.suppress(ValueError):
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+    return False if readable else None
+
+
+def _wait_for_tracker(addr: str, port: int, timeout: float) -> None:
+    """On this host, wait until rank 0's tracker listens: xgboost retries a refused join only
+    after 1 s, then 2 s, ... (3-6 s lost on a first group whose rank 0 imports more slowly).
+    Elsewhere, or where the table cannot be read, xgboost's own retries do."""
+    if not (addr.startswith("127.") or addr == "localhost"):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _listening(port) is not False:
+            return
+        time.sleep(0.01)
 
 
 class _XGBoostBackend(Backend):
@@ -39,6 +78,8 @@ class _XGBoostBackend(Backend):
                 n_workers=context.world_size, host_ip=master_addr, port=master_port, sortby="task"
             )
             self._tracker.start()
+        else:
+            _wait_for_tracker(master_addr, master_port, min(_TRACKER_WAIT_S, self.config.timeout_s))
         collective.init(
             dmlc_tracker_uri=master_addr,
             dmlc_tracker_port=master_port,
