@@ -24,7 +24,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ..execution import zygote as _zygote
 from ..execution.zygote import MAX_MSG as _MAX_MSG
@@ -101,22 +101,17 @@ def serve(ctl: socket.socket, run_node: RunNode, warm: Sequence[str] = ()) -> in
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    code = 1
-                    try:
+
+                    def child(msg: Any = msg, fds: list[int] = fds) -> int:
                         signal.set_wakeup_fd(-1)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                         sel.close()
                         ctl.close()
                         os.close(wake_r)
                         os.close(wake_w)
-                        code = _child(msg, fds, run_node)
-                    except BaseException:
-                        traceback.print_exc()
-                    finally:
-                        with contextlib.suppress(Exception):
-                            sys.stdout.flush()
-                            sys.stderr.flush()
-                        os._exit(code)
+                        return _child(msg, fds, run_node)
+
+                    _forked(child)
                 for fd in fds:
                     os.close(fd)
                 ctl.sendall(json.dumps({"pid": pid}).encode())
@@ -125,6 +120,21 @@ def serve(ctl: socket.socket, run_node: RunNode, warm: Sequence[str] = ()) -> in
                     while os.read(wake_r, 512):
                         pass
                 _reap(ctl)
+
+
+def _forked(body: Callable[[], int]) -> NoReturn:
+    """In a child just forked: run ``body`` and end the process with its code (1 if it
+    raised), output flushed; never returns into the code that forked."""
+    code = 1
+    try:
+        code = body()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _reap(ctl: socket.socket) -> None:
@@ -154,17 +164,8 @@ def fork_early(hosts_work: bool, run_node: RunNode) -> bool:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the zygote: never back into the node's main
-        code = 1
-        try:
-            ours.close()
-            code = serve(theirs, run_node, warm)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        ours.close()
+        _forked(lambda: serve(theirs, run_node, warm))
     theirs.close()
     _zygote.set_early(pid, ours)
     return True
