@@ -274,6 +274,32 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def node_on_another_host(log_path: os.PathLike[str], timeout: float = 30.0) -> Iterator[None]:
+    """A node of the current local mesh that claims to be on another host
+    (``RUNTIME_HOST_ID``), with the resource ``far``: objects reach it as they would another
+    host, over the connection. Stopped on leaving."""
+    from runtime.core.api import session as _api
+
+    session = _api._session
+    assert session is not None and session.mesh is not None
+    env = dict(os.environ, RUNTIME_HOST_ID="another-host")
+    command = [sys.executable, "-m", "runtime.node", "--address", session.mesh.head_address]
+    command += ["--token-file", os.path.join(session.mesh.state_dir, "token")]
+    command += ["--num-cpus", "0", "--resources", '{"far": 1}']
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        until(
+            lambda: any(n["Alive"] and "far" in n["Resources"] for n in runtime.nodes()),
+            timeout,
+            lambda: "the node on another host did not join",
+        )
+        yield
+    finally:
+        stop_process(proc)
+
+
 @pytest.fixture
 def head(tmp_path: os.PathLike[str]) -> Iterator[HeadProcess]:
     """A standalone head with a host of 1 CPU (its node process), its own state dir and token

@@ -27,10 +27,9 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.core.api import session as _api
 from runtime.core.objects.store import shm_root
 from runtime.exceptions import ObjectLostError, OwnerDiedError
-from tests.conftest import local_mesh, start_head, stop_process
+from tests.conftest import local_mesh, node_on_another_host, start_head, stop_process
 from tests.core.test_tls import make_certificates
 
 MB = 1 << 20
@@ -48,42 +47,8 @@ def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
 @pytest.fixture
 def far_mesh(tmp_path: Path) -> Iterator[None]:
     """A mesh of one one-CPU node, and a node that claims another host (resource "far")."""
-    with local_mesh(tmp_path / "mesh", num_cpus=1):
-        session = _api._session
-        assert session is not None and session.mesh is not None
-        env = dict(os.environ, RUNTIME_HOST_ID="another-host")
-        with open(tmp_path / "far.log", "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "runtime.node",
-                    "--address",
-                    session.mesh.head_address,
-                    "--token-file",
-                    os.path.join(session.mesh.state_dir, "token"),
-                    "--num-cpus",
-                    "0",
-                    "--resources",
-                    '{"far": 1}',
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait(
-                lambda: any(n["Alive"] and "far" in n["Resources"] for n in runtime.nodes()),
-                "the far node joined",
-            )
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with local_mesh(tmp_path / "mesh", num_cpus=1), node_on_another_host(tmp_path / "far.log"):
+        yield
 
 
 @runtime.remote(num_cpus=0, resources={"far": 1})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,12 +19,11 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.core.api import session as _api
 from runtime.core.api import state as _state
 from runtime.core.api.blocking import current_worker
 from runtime.core.objects import blob
 from runtime.core.objects.store import shm_root
-from tests.conftest import cli_json, local_mesh
+from tests.conftest import cli_json, local_mesh, node_on_another_host
 
 MB = 1 << 20
 pytestmark = pytest.mark.timeout(90)
@@ -193,43 +190,8 @@ def test_list_objects_shows_what_pins_memory(probes: tuple[Any, Any]) -> None:
 @pytest.fixture
 def far_node(probes: tuple[Any, Any], tmp_path: Any) -> Iterator[None]:
     """A node of the same mesh that claims to be on another host (RUNTIME_HOST_ID)."""
-    session = _api._session
-    assert session is not None and session.mesh is not None
-    env = dict(os.environ, RUNTIME_HOST_ID="another-host")
-    log = open(tmp_path / "far.log", "wb")  # noqa: SIM115 - the child writes to it
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runtime.node",
-            "--address",
-            session.mesh.head_address,
-            "--token-file",
-            os.path.join(session.mesh.state_dir, "token"),
-            "--num-cpus",
-            "0",
-            "--resources",
-            '{"far": 1}',
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        wait_until(
-            lambda: any(n["Alive"] and "far" in n["Resources"] for n in runtime.nodes()),
-            "the far node joined",
-            30,
-        )
+    with node_on_another_host(tmp_path / "far.log"):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_another_host_streams_in_chunks_and_keeps_a_copy_in_its_own_store(
