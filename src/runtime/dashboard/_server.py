@@ -210,7 +210,9 @@ class Dashboard:
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self._served.add(id(request.protocol))
         if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
-            raise web.HTTPBadRequest(text="bad request target\n")
+            bad = web.Response(status=400, text="bad request target\n")
+            bad.force_close()  # a malformed request line: answered, then the connection ends
+            return bad
         refused = getattr(request.match_info, "http_exception", None)
         if isinstance(refused, web.HTTPMethodNotAllowed):
             raise refused  # says nothing of the cluster: answered before the credential
