@@ -65,57 +65,41 @@ async def wait_for_capacity(
 ) -> None:
     """Call ``place()`` once a node that can hold the task is in the view; ``fail(error)``
     when a new task's grace period ends first. Returns quietly if the task was cancelled."""
-    retrying = msg.attempt > 0
-    grace = None if retrying else infeasible_after()
+    grace = None if msg.attempt > 0 else infeasible_after()
     warn = warn_after()
     start = time.monotonic()
-    task.waiting = dict(msg.resources)  # its row says what it waits for (the autoscaler's)
-    try:
-        await _wait(
-            host, task, msg, error, place=place, fail=fail, grace=grace, warn=warn, start=start
-        )
-    finally:
-        task.waiting = None
-
-
-async def _wait(
-    host: CapacityHost,
-    task: PendingTask,
-    msg: p.SubmitTask,
-    error: RuntimeBaseError,
-    *,
-    place: Callable[[], None],
-    fail: Callable[[RuntimeBaseError], Any],
-    grace: float | None,
-    warn: float,
-    start: float,
-) -> None:
     strategy = msg.strategy
     labels = strategy[1] if strategy is not None and strategy[0] == "labels" else None
     warned = False
-    while host.tasks.get(msg.task_id) is task:
-        pinned = str(strategy[1]) if strategy is not None and strategy[0] == "node" else None
-        if (pinned is None or pinned in host.view) and can_hold(host.view, msg.resources, labels):
-            place()
-            return
-        waited = time.monotonic() - start
-        if grace is not None and waited >= grace:
-            fail(InfeasibleError(f"{error} (no such node joined within {grace:g} s)"))
-            return
-        if not warned and waited >= warn:
-            warned = True
-            log.warning(
-                "task %s has waited %.0f s for a node with %s: no live node can hold it; "
-                "start one with those resources",
-                msg.fn_name,
-                waited,
-                dict(msg.resources),
-            )
-        left = [t - waited for t in (grace, None if warned else warn) if t is not None]
-        changed = host.view_changed
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(left) if left else None):
-                await changed.wait()
+    task.waiting = dict(msg.resources)  # its row says what it waits for (the autoscaler's)
+    try:
+        while host.tasks.get(msg.task_id) is task:
+            pinned = str(strategy[1]) if strategy is not None and strategy[0] == "node" else None
+            if (pinned is None or pinned in host.view) and can_hold(
+                host.view, msg.resources, labels
+            ):
+                place()
+                return
+            waited = time.monotonic() - start
+            if grace is not None and waited >= grace:
+                fail(InfeasibleError(f"{error} (no such node joined within {grace:g} s)"))
+                return
+            if not warned and waited >= warn:
+                warned = True
+                log.warning(
+                    "task %s has waited %.0f s for a node with %s: no live node can hold it; "
+                    "start one with those resources",
+                    msg.fn_name,
+                    waited,
+                    dict(msg.resources),
+                )
+            left = [t - waited for t in (grace, None if warned else warn) if t is not None]
+            changed = host.view_changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left) if left else None):
+                    await changed.wait()
+    finally:
+        task.waiting = None
 
 
 __all__ = ["CapacityHost", "can_hold", "wait_for_capacity", "waits_for_capacity"]
