@@ -320,15 +320,7 @@ def run_ray_isolated(epochs: int, python: str, first_only: bool) -> dict[str, An
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         log(f"[ray] running in a loopback-only network namespace: {shlex.join(cmd)}")
-        try:
-            proc = subprocess.run(cmd, env=env, timeout=600, check=False)
-        except subprocess.TimeoutExpired:
-            return {"backend": "ray", "skipped": "the Ray half ran past 600 s"}
-        if os.path.exists(path):
-            with open(path) as f:
-                report: dict[str, Any] = json.load(f)
-            return report
-        return {"backend": "ray", "skipped": f"the Ray child exited with {proc.returncode}"}
+        return _child_report(cmd, env, path, "ray")
 
 
 def run_ours_isolated(epochs: int, first_only: bool) -> dict[str, Any]:
@@ -337,15 +329,20 @@ def run_ours_isolated(epochs: int, first_only: bool) -> dict[str, Any]:
         path = os.path.join(tmp, "ours.json")
         cmd = [sys.executable, os.path.abspath(__file__), "--only", "ours", "--json", path,
                "--epochs", str(epochs), *(["--first-only"] if first_only else [])]  # fmt: skip
-        try:
-            proc = subprocess.run(cmd, env={**os.environ, CHILD_ENV: "1"}, timeout=600, check=False)
-        except subprocess.TimeoutExpired:
-            return {"backend": "runtime", "skipped": "our half ran past 600 s"}
-        if os.path.exists(path):
-            with open(path) as f:
-                report: dict[str, Any] = json.load(f)
-            return report
-        return {"backend": "runtime", "skipped": f"our child exited with {proc.returncode}"}
+        return _child_report(cmd, {**os.environ, CHILD_ENV: "1"}, path, "runtime")
+
+
+def _child_report(cmd: list[str], env: dict[str, str], path: str, backend: str) -> dict[str, Any]:
+    """Run one half's child (600 s at most) and read the report it wrote to ``path``."""
+    try:
+        proc = subprocess.run(cmd, env=env, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        return {"backend": backend, "skipped": f"the {backend} half ran past 600 s"}
+    if os.path.exists(path):
+        with open(path) as f:
+            report: dict[str, Any] = json.load(f)
+        return report
+    return {"backend": backend, "skipped": f"the {backend} child exited with {proc.returncode}"}
 
 
 ROWS = [
