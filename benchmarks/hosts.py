@@ -165,7 +165,7 @@ def broadcast_driver(address: str, size: int, runs: int, readers: int, fanout: i
 
 
 def broadcast(args: argparse.Namespace) -> None:
-    from tests.hosts.harness import TOKEN_PATH, Cluster, Unavailable, make_network
+    from tests.hosts.harness import Unavailable, make_network
 
     size, n = args.size_mb << 20, args.broadcast
     logs = Path(tempfile.mkdtemp(prefix="bench-broadcast-"))
@@ -175,19 +175,7 @@ def broadcast(args: argparse.Namespace) -> None:
         print(f"skipped: {exc}")
         return
     try:
-        token = os.urandom(32)
-        for host in net.hosts:
-            host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
-        cluster = Cluster(net, token)
-        cluster.start_head()
-        store = str(2 * size + (256 << 20))
-        for host in net.hosts[1:]:
-            host.spawn(
-                "node",
-                *cluster.node_command(host, "--address", cluster.address, "--num-cpus", "1",
-                                      "--resources", json.dumps({host.name: 1}),
-                                      "--object-store-memory", store),
-            )  # fmt: skip
+        cluster = start_cluster(net, net.hosts[1:], 2 * size + (256 << 20))
         rows = []
         for label, fanout in (("copies serve as they appear (a tree)", 1),
                               ("every reader from h1 (no copies served)", 1 << 20)):  # fmt: skip
@@ -228,6 +216,26 @@ def raw_copies(h1: Any, h2: Any, size: int, runs: int, fresh: bool = False) -> l
     return raw
 
 
+def start_cluster(net: Any, nodes: list[Any], store_bytes: int) -> Any:
+    """The head on the first host (every host given the token) and a one-CPU node on each of
+    ``nodes``, named by a resource of its host's name, with a store of ``store_bytes``."""
+    from tests.hosts.harness import TOKEN_PATH, Cluster
+
+    token = os.urandom(32)
+    for host in net.hosts:
+        host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
+    cluster = Cluster(net, token)
+    cluster.start_head()
+    for host in nodes:
+        host.spawn(
+            "node",
+            *cluster.node_command(host, "--address", cluster.address, "--num-cpus", "1",
+                                  "--resources", json.dumps({host.name: 1}),
+                                  "--object-store-memory", str(store_bytes)),
+        )  # fmt: skip
+    return cluster
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -249,7 +257,7 @@ def main() -> None:
         print("RESULT " + json.dumps(driver(args.driver, size, args.runs)), flush=True)
         return
 
-    from tests.hosts.harness import TOKEN_PATH, Cluster, Unavailable, make_network
+    from tests.hosts.harness import Unavailable, make_network
 
     logs = Path(tempfile.mkdtemp(prefix="bench-hosts-"))
     try:
@@ -263,19 +271,7 @@ def main() -> None:
         raw = raw_copies(h1, h2, size, args.runs)  # raw TCP over the bridge, h1 -> h2
         fresh = raw_copies(h1, h2, size, args.runs, fresh=True)
         # The runtime: head on h0, a node on h1 and one on h2, the driver on h0.
-        token = os.urandom(32)
-        for host in net.hosts:
-            host.run("sh", "-c", f"umask 077 && cat > {TOKEN_PATH}", input=token.hex().encode())
-        cluster = Cluster(net, token)
-        cluster.start_head()
-        store = str(3 * size + (256 << 20))
-        for host in (h1, h2):
-            host.spawn(
-                "node",
-                *cluster.node_command(host, "--address", cluster.address, "--num-cpus", "1",
-                                      "--resources", json.dumps({host.name: 1}),
-                                      "--object-store-memory", store),
-            )  # fmt: skip
+        cluster = start_cluster(net, [h1, h2], 3 * size + (256 << 20))
         out = h0.run(
             sys.executable, str(Path(__file__).resolve()), "--driver", cluster.address,
             "--size-mb", str(args.size_mb), "--runs", str(args.runs),
