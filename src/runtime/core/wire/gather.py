@@ -1,0 +1,135 @@
+"""Messages to one peer gathered over one loop pass and sent as one frame.
+
+A pipelined caller sends thousands of calls in a row, and a node answers them as fast: one
+frame per call cost each side a frame's header, its parse, its decode call and its dispatch.
+A :class:`Gather` sends the first message of a loop pass to a connection at once (a lone call
+or answer waits for nothing: a blocked caller's round trip is what it was), holds the ones
+after it in the same pass, and at the end of the pass sends them as one frame (``wrap`` of the
+list: :class:`~.protocol.CallBatch`, :class:`~.protocol.SubmitBatch`,
+:class:`~.protocol.DoneBatch`) with the raw buffers of every message in order; the receiver
+(:mod:`runtime.core.process.dispatch`) hands each message on with its own buffers, as if it
+had come alone. The connection's write seal covers the frame, so one seal covers them all.
+
+Order: the messages a gather sends to one connection keep their order (the first goes at
+once, the rest follow in one frame, before anything the gather takes later). A message sent
+on the connection directly while some are held can overtake them: a sender whose message must
+not overtake (a cancel after its call, calls sent again after a reconnect) calls
+:meth:`Gather.flush` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from . import protocol as p
+from .transport import Connection
+
+
+class Link(Protocol):
+    """Where a gather sends: a :class:`~.transport.Connection` (or what stands for one)."""
+
+    closed: bool
+
+    def send(self, msg: Any, buffers: Sequence[Any] = ...) -> None: ...
+
+#: What the receiver gets for a message that has no raw buffers.
+NO_RAW = memoryview(b"")
+
+
+class Gather:
+    """Messages held per connection until the end of the loop pass (loop thread only)."""
+
+    __slots__ = ("_armed", "_held", "_loop", "_wrap")
+
+    def __init__(self, wrap: Callable[[list[Any]], p._Msg]) -> None:
+        self._wrap = wrap
+        #: conn -> (held messages, their raw buffers in order); an empty list: the pass's
+        #: first message to it went at once.
+        self._held: dict[Link, tuple[list[Any], list[Any]]] = {}
+        self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def send(self, conn: Link, msg: p._Msg, buffers: Sequence[Any] = ()) -> None:
+        """Send ``msg`` to ``conn`` now if it is the first this pass, else at its end."""
+        held = self._held.get(conn)
+        if held is not None:
+            held[0].append(msg)
+            if buffers:
+                held[1].extend(buffers)
+            return
+        if not self._armed:
+            loop = asyncio.get_running_loop()
+            self._loop, self._armed = loop, True
+            loop.call_soon(self.flush)
+        self._held[conn] = ([], [])
+        conn.send(msg, buffers)
+
+    def flush(self) -> None:
+        """Send what is held (the end of the pass, or a sender that must not overtake)."""
+        self._armed = False
+        held, self._held = self._held, {}
+        for conn, (msgs, buffers) in held.items():
+            if not msgs:
+                continue
+            if len(msgs) == 1:
+                conn.send(msgs[0], buffers)
+            else:
+                conn.send(self._wrap(msgs), buffers)
+
+    def reset(self) -> None:
+        """Forget what is held (its loop is gone)."""
+        self._held, self._armed, self._loop = {}, False, None
+
+
+class _Answers(threading.local):
+    gather: Gather | None = None
+
+
+_answers = _Answers()
+
+
+def send_answer(conn: Connection, done: p.TaskDone, buffers: Sequence[Any] = ()) -> None:
+    """Answer a task or actor call on ``conn``, gathered with the other answers of this loop
+    pass (one gather per loop thread: the node's executor and its hosted actors share it)."""
+    gather = _answers.gather
+    if gather is None:
+        gather = _answers.gather = Gather(_done_batch)
+    elif gather._armed and gather._loop is not None and gather._loop.is_closed():
+        gather.reset()  # armed by a loop that closed before its pass ended (a shutdown)
+    gather.send(conn, done, buffers)
+
+
+def _done_batch(done: list[p.TaskDone]) -> p.DoneBatch:
+    return p.DoneBatch(done)
+
+
+def buffers_size(value: p.Value | p.Located | None) -> int:
+    """The bytes of raw buffers that follow a frame's header for ``value``."""
+    if isinstance(value, p.Value) and value.bufs:
+        return sum(value.bufs)
+    return 0
+
+
+def unbatch(
+    items: Sequence[Any],
+    raw: memoryview,
+    size: Callable[[Any], int],
+    handle: Callable[[Any, memoryview], None],
+    conn: Connection,
+) -> None:
+    """Hand each message of a batch on with its own slice of the frame's raw buffers
+    (``size``: a message's bytes of them). A message whose sizes run past the frame gets what
+    is left: its own handler fails it (the others are not affected)."""
+    offset = 0
+    for item in items:
+        n = size(item)
+        if n:
+            handle(item, raw[offset : offset + n])
+            offset += n
+        else:
+            handle(item, NO_RAW)
+        if conn.closed:
+            return
