@@ -21,7 +21,7 @@ from ..objects.store import ObjectStore
 from ..submission.streaming import StreamState
 from ..submission.tasks import TaskSubmitter
 from ..wire import protocol as p
-from ..wire.gather import buffers_size, unbatch
+from ..wire.gather import NO_RAW, buffers_size, unbatch
 from ..wire.transport import Connection, split_buffers
 from .inspect import answer
 
@@ -171,15 +171,31 @@ class Dispatch:
 
     def _call_batch(self, conn: Connection, msg: p.CallBatch, raw: memoryview) -> None:
         on_call = self.table[p.CallActor]
-        unbatch(msg.calls, raw, _args_size, lambda m, r: on_call(conn, m, r), conn)
+        if raw.nbytes:
+            unbatch(msg.calls, raw, _args_size, lambda m, r: on_call(conn, m, r), conn)
+            return
+        for call in msg.calls:  # no call has raw buffers (the common case)
+            on_call(conn, call, NO_RAW)
+            if conn.closed:
+                return
 
     def _submit_batch(self, conn: Connection, msg: p.SubmitBatch, raw: memoryview) -> None:
         on_task = self.table[p.SubmitTask]
-        unbatch(msg.tasks, raw, _args_size, lambda m, r: on_task(conn, m, r), conn)
+        if raw.nbytes:
+            unbatch(msg.tasks, raw, _args_size, lambda m, r: on_task(conn, m, r), conn)
+            return
+        for task in msg.tasks:
+            on_task(conn, task, NO_RAW)
+            if conn.closed:
+                return
 
     def _done_batch(self, conn: Connection, msg: p.DoneBatch, raw: memoryview) -> None:
         on_done = self.table[p.TaskDone]
-        unbatch(msg.done, raw, _returns_size, lambda m, r: on_done(conn, m, r), conn)
+        if raw.nbytes:
+            unbatch(msg.done, raw, _returns_size, lambda m, r: on_done(conn, m, r), conn)
+            return
+        for done in msg.done:
+            on_done(conn, done, NO_RAW)
 
     def _get_object(self, conn: Connection, msg: p.GetObject, raw: memoryview) -> None:
         self.host.spawn(self.host.objects.transfer.serve_get_object(conn, msg))

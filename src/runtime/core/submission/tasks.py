@@ -122,8 +122,21 @@ class TaskSubmitter:
             return
         step, task = answer
         if step == DONE:
+            returns = msg.returns
+            oids = task.object_ids
+            if (
+                len(returns) == 1 == len(oids)
+                and type(value := returns[0]) is p.Value
+                and not value.bufs
+            ):
+                # One small value (most calls): kept until freed, without empty lists of its own.
+                value.bufs = NO_BUFFERS
+                if not value.refs:
+                    value.refs = NO_BUFFERS
+                self.resolve(oids[0], value, NO_BUFFERS)
+                return
             offset = 0
-            for oid, value in zip(task.object_ids, msg.returns, strict=False):
+            for oid, value in zip(oids, returns, strict=False):
                 if isinstance(value, p.Value) and value.bufs:
                     bufs, offset = split_buffers(raw, value.bufs, offset)
                     self.resolve(oid, value, bufs)

@@ -35,17 +35,25 @@ class Link(Protocol):
 
     def send(self, msg: Any, buffers: Sequence[Any] = ...) -> None: ...
 
+
 #: What the receiver gets for a message that has no raw buffers.
 NO_RAW = memoryview(b"")
+#: The most messages one frame carries: a longer run (calls queued while their actor was
+#: being located, sent at once when it is) goes in several frames.
+MAX_BATCH = 1024
 
 
 class Gather:
     """Messages held per connection until the end of the loop pass (loop thread only)."""
 
-    __slots__ = ("_armed", "_held", "_loop", "_wrap")
+    __slots__ = ("_armed", "_held", "_loop", "_wrap", "batches", "largest")
 
     def __init__(self, wrap: Callable[[list[Any]], p._Msg]) -> None:
         self._wrap = wrap
+        #: Frames sent with more than one message, and the most messages one carried (held
+        #: for one pass at most: the loop's inbox runs a bounded number of posts per pass).
+        self.batches = 0
+        self.largest = 0
         #: conn -> (held messages, their raw buffers in order); an empty list: the pass's
         #: first message to it went at once.
         self._held: dict[Link, tuple[list[Any], list[Any]]] = {}
@@ -56,9 +64,13 @@ class Gather:
         """Send ``msg`` to ``conn`` now if it is the first this pass, else at its end."""
         held = self._held.get(conn)
         if held is not None:
-            held[0].append(msg)
+            msgs = held[0]
+            msgs.append(msg)
             if buffers:
                 held[1].extend(buffers)
+            if len(msgs) >= MAX_BATCH:
+                self._held[conn] = ([], [])
+                self._send(conn, msgs, held[1])
             return
         if not self._armed:
             loop = asyncio.get_running_loop()
@@ -72,12 +84,17 @@ class Gather:
         self._armed = False
         held, self._held = self._held, {}
         for conn, (msgs, buffers) in held.items():
-            if not msgs:
-                continue
-            if len(msgs) == 1:
-                conn.send(msgs[0], buffers)
-            else:
-                conn.send(self._wrap(msgs), buffers)
+            if msgs:
+                self._send(conn, msgs, buffers)
+
+    def _send(self, conn: Link, msgs: list[Any], buffers: list[Any]) -> None:
+        n = len(msgs)
+        if n == 1:
+            conn.send(msgs[0], buffers)
+            return
+        self.batches += 1
+        self.largest = max(self.largest, n)
+        conn.send(self._wrap(msgs), buffers)
 
     def reset(self) -> None:
         """Forget what is held (its loop is gone)."""
