@@ -14,7 +14,7 @@ from runtime.core.common.threads import DRAIN_BATCH
 from runtime.core.objects.refs import current_worker
 from runtime.core.wire import gather as wire_gather
 from runtime.core.wire import protocol as p
-from runtime.core.wire.gather import MAX_BATCH, Gather
+from runtime.core.wire.gather import LINGER_MOST, LINGER_S, MAX_BATCH, Gather, Linger
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -72,6 +72,41 @@ def test_a_flush_sends_what_is_held_before_a_message_that_must_not_overtake_it()
         ]
         await asyncio.sleep(0)
         assert len(a.sent) == 3  # nothing left to send at the end of the pass
+
+    asyncio.run(main())
+
+
+def _done(i: int) -> p.TaskDone:
+    return p.TaskDone(bytes([i]) * 16, [p.Value(0, b"\x01")])
+
+
+def test_a_task_answer_with_nothing_under_way_after_it_goes_at_once_with_those_waiting():
+    async def main() -> None:
+        linger, a, b = Linger(), Link(), Link()
+        done = [_done(i) for i in range(4)]
+        linger.send(a, done[0], [], more=False)
+        assert a.sent == [(done[0], [])]  # alone and nothing under way: at once
+        linger.send(a, done[1], [b"x"], more=True)
+        linger.send(b, done[2], [], more=True)
+        assert len(a.sent) == 1 and b.sent == []  # both wait for what follows
+        linger.send(a, done[3], [], more=False)  # the last under way: all of a's go now
+        assert a.sent[1] == (p.DoneBatch([done[1], done[3]]), [b"x"])
+        assert b.sent == []
+        await asyncio.sleep(LINGER_S * 5)  # b's waits no longer than LINGER_S
+        assert b.sent == [(done[2], [])]
+        assert linger.batches == 1
+
+    asyncio.run(main())
+
+
+def test_task_answers_wait_together_for_at_most_linger_most():
+    async def main() -> None:
+        linger, a = Linger(), Link()
+        for i in range(LINGER_MOST + 1):
+            linger.send(a, _done(i), [], more=True)
+        assert [len(m.done) for m, _ in a.sent] == [LINGER_MOST]
+        await asyncio.sleep(LINGER_S * 5)
+        assert [m.task_id for m, _ in a.sent[1:]] == [_done(LINGER_MOST).task_id]
 
     asyncio.run(main())
 
@@ -181,6 +216,10 @@ def test_batched_tasks_each_get_their_own_result(cluster):
         i * i for i in range(1_000)
     ]
     assert current_worker().submitter.gather.batches > before
+    # and one at a time: each answered as soon as it ran (nothing waits with it)
+    assert [runtime.get(square.remote(i), timeout=10) for i in range(20)] == [
+        i * i for i in range(20)
+    ]
 
 
 def test_a_long_run_of_calls_goes_in_frames_of_at_most_max_batch():
