@@ -77,7 +77,11 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
     """
     table = worker.refs
     owned = table.owned
-    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
+    ctx = current_task.get()
+    # A task that holds resources lends them while it blocks (blocking() tells the executor):
+    # that is the slow path's. An actor method holds none: it waits here like a driver.
+    lends = ctx is not None and bool(ctx.demand) and worker.executor is not None
+    if not refs or lends or not all(r.id in owned for r in refs):
         return False
     if worker.inbox.on_loop():
         blocking(worker, _noop(), None)  # raises the "use await" error
