@@ -111,17 +111,20 @@ class ReferenceTable:
                 self._send(owner_id, owner_address, oid, 1)
 
     def remove_local(self, oid: bytes) -> None:
-        with self.lock:
-            n = self.local.get(oid, 0) - 1
+        with self.lock:  # once per ref dropped: a pipelined caller drops one per call
+            local = self.local
+            n = local.pop(oid, 0) - 1
             if n > 0:
-                self.local[oid] = n
+                local[oid] = n
                 return
-            self.local.pop(oid, None)
-            owner = self.borrowed.pop(oid, None)
-            if owner is not None:
-                self._send(owner[0], owner[1], oid, -1)
-            else:
-                self._maybe_free(oid)
+            if self.borrowed:
+                owner = self.borrowed.pop(oid, None)
+                if owner is not None:
+                    self._send(owner[0], owner[1], oid, -1)
+                    return
+            entry = self.owned.get(oid)
+            if entry is not None and entry.remote == 0:
+                self._free(oid, entry)
 
     # --- remote holders (owner side) and pins -----------------------------------------
 
@@ -177,6 +180,10 @@ class ReferenceTable:
         entry = self.owned.get(oid)
         if entry is None or entry.remote != 0 or self.local.get(oid, 0) > 0:
             return
+        self._free(oid, entry)
+
+    def _free(self, oid: bytes, entry: OwnedObject) -> None:
+        """Nothing holds ``entry`` any more, here or elsewhere (with the lock held)."""
         del self.owned[oid]
         actor_id = self.actor_tokens.pop(oid, None)
         if actor_id is not None:
