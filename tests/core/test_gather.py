@@ -89,11 +89,12 @@ def test_a_task_answer_with_nothing_under_way_after_it_goes_at_once_with_those_w
         linger.send(a, done[1], [b"x"], more=True)
         linger.send(b, done[2], [], more=True)
         assert len(a.sent) == 1 and b.sent == []  # both wait for what follows
-        linger.send(a, done[3], [], more=False)  # the last under way: all of a's go now
+        linger.send(a, done[3], [], more=False)  # the last under way: every answer goes now
         assert a.sent[1] == (p.DoneBatch([done[1], done[3]]), [b"x"])
-        assert b.sent == []
-        await asyncio.sleep(LINGER_S * 5)  # b's waits no longer than LINGER_S
         assert b.sent == [(done[2], [])]
+        linger.send(b, done[0], [], more=True)
+        await asyncio.sleep(LINGER_S * 5)  # and none waits longer than LINGER_S
+        assert b.sent[1] == (done[0], [])
         assert linger.batches == 1
 
     asyncio.run(main())

@@ -114,9 +114,9 @@ class Linger:
     :class:`Gather` never puts two in one frame. When more work is under way on the node
     (``more``), an answer waits, at most :data:`LINGER_S` and for at most
     :data:`LINGER_MOST` answers, for the ones that follow; an answer with nothing under way
-    after it goes at once, with any that wait for it. A caller waiting on one task at a time
-    is answered as before; a pipelined one gets its answers in frames of many, each up to a
-    millisecond later."""
+    after it goes at once, and so does every answer waiting (to any peer). A caller waiting
+    on one task at a time is answered as before; a pipelined one gets its answers in frames
+    of many, each up to a millisecond later."""
 
     __slots__ = ("_held", "_loop", "_timer", "batches")
 
@@ -129,7 +129,7 @@ class Linger:
     def send(self, conn: Link, done: p.TaskDone, buffers: Sequence[Any], more: bool) -> None:
         held = self._held.get(conn)
         if held is None:
-            if not more:
+            if not more and not self._held:
                 conn.send(done, buffers)
                 return
             held = self._held[conn] = ([], [])
@@ -137,7 +137,9 @@ class Linger:
         msgs.append(done)
         if buffers:
             held[1].extend(buffers)
-        if not more or len(msgs) >= LINGER_MOST:
+        if not more:  # nothing under way: every answer waiting goes now (a draining node
+            self.flush()  # may exit once its last task is answered)
+        elif len(msgs) >= LINGER_MOST:
             del self._held[conn]
             self._send(conn, msgs, held[1])
         elif self._timer is None:
