@@ -44,11 +44,15 @@ class Tally:
     #: Evicted after its own simulating process had not sent its beats for nearly the dead
     #: window (the simulator starved, not the head wrong): not a false death.
     silent_evictions: int = 0
+    #: Connections of joined members that closed with no eviction and no leave (by why).
+    lost: dict[str, int] = field(default_factory=dict)
     views: int = 0
     view_entries: int = 0
     whole_views: int = 0
     view_gaps: int = 0
     join_s: list[float] = field(default_factory=list)
+    #: Failed joins by where they stopped and why (e.g. ``reply: TimeoutError``).
+    join_failures: dict[str, int] = field(default_factory=dict)
 
 
 class _Member:
@@ -58,6 +62,7 @@ class _Member:
         self.conn: Connection | None = None
         self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
         self.leaving = False
+        self.evicted = False
         #: The view's version this member holds; with ``keep_view``, the view itself.
         self.view = MemberView()
         self.keep_view = False
@@ -87,6 +92,7 @@ class _Member:
             self.view_seen.set()
             self.view_seen = asyncio.Event()
         elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
+            self.evicted = True
             config = DetectorConfig.from_env()
             if time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
                 self.tally.false_deaths += 1  # it beat within the window: the head erred
@@ -100,6 +106,9 @@ class _Member:
 
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
         self.gone.set()
+        if self.reply.done() and not self.leaving and not self.evicted:
+            why = type(exc).__name__ if exc is not None else "closed"
+            self.tally.lost[why] = self.tally.lost.get(why, 0) + 1
         if not self.reply.done():
             self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
 
@@ -118,6 +127,7 @@ async def _join(
     member.keep_view = keep_view
     host, _, port = address.rpartition(":")
     t0 = time.perf_counter()
+    stage = "connect"
     try:
         async with asyncio.timeout(timeout):
             _, conn = await loop.create_connection(
@@ -132,7 +142,9 @@ async def _join(
                 int(port),
             )
             member.conn = conn
+            stage = "handshake"
             await conn.authenticated
+            stage = "reply"
             res = {"CPU": 1.0, "memory": 1e9}
             where = f"127.0.0.1:{10000 + hash(node_id) % 50000}"  # never dialled
             info = p.NodeInfo(
@@ -140,8 +152,10 @@ async def _join(
             )
             conn.send(p.RegisterNode(1, info))
             p.unwrap_reply(await member.reply)
-    except Exception:  # refused, timed out, closed: counted, the simulation goes on
+    except Exception as exc:  # refused, timed out, closed: counted, the simulation goes on
         tally.join_errors += 1
+        why = f"{stage}: {type(exc).__name__}"
+        tally.join_failures[why] = tally.join_failures.get(why, 0) + 1
         if member.conn is not None:
             member.conn.abort()
         return None
@@ -364,6 +378,10 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             total.view_entries += t.view_entries
             total.whole_views += t.whole_views
             total.view_gaps += t.view_gaps
+            for why, n in t.lost.items():
+                total.lost[why] = total.lost.get(why, 0) + n
+            for why, n in t.join_failures.items():
+                total.join_failures[why] = total.join_failures.get(why, 0) + n
         return {
             "members": members,
             "churn per s (joins and as many leaves)": churn,
@@ -379,8 +397,10 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "joins": total.joined,
             "leaves": total.left,
             "join errors": total.join_errors,
+            "failed joins by stage": total.join_failures,
             "false deaths": total.false_deaths,
             "evicted after its simulator stalled": total.silent_evictions,
+            "connections lost otherwise": total.lost,
             "views received": total.views,
             "view entries received": total.view_entries,
             "whole views received": total.whole_views,
