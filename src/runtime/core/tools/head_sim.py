@@ -5,7 +5,8 @@ through the real transport (:class:`~runtime.core.wire.transport.Connection`: th
 handshake, the framing), registers with ``RegisterNode``, beats (``Heartbeat``) at the
 configured interval, reports resources now and then, and reads the views the head pushes.
 Churn closes members and joins new ones at a steady rate. A member the head evicts while it
-is still beating is a false death. ``benchmarks/head_sim.py`` runs it and prints the head's
+is still beating is a false death; members made to stop beating (``stop``) must be declared
+dead within the dead window. ``benchmarks/head_sim.py`` runs it and prints the head's
 CPU and memory per member.
 """
 
@@ -16,6 +17,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -97,6 +99,11 @@ class Tally:
     whole_views: int = 0
     view_gaps: int = 0
     join_s: list[float] = field(default_factory=list)
+    #: Members made to stop beating (their connection kept open), and those of them the
+    #: head declared dead, with the seconds from their last beat to the news.
+    stopped: int = 0
+    stopped_dead: int = 0
+    detect_s: list[float] = field(default_factory=list)
     #: Failed joins by where they stopped and why (e.g. ``reply: TimeoutError``).
     join_failures: dict[str, int] = field(default_factory=dict)
 
@@ -109,6 +116,8 @@ class _Member:
         self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
         self.leaving = False
         self.evicted = False
+        #: Made to stop beating: its eviction is the detector's job done, not an error.
+        self.stopped = False
         #: The view's version this member holds; with ``keep_view``, the view itself.
         self.view = MemberView()
         self.keep_view = False
@@ -149,7 +158,10 @@ class _Member:
         elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
             self.evicted = True
             config = DetectorConfig.from_env()
-            if time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
+            if self.stopped:
+                self.tally.stopped_dead += 1
+                self.tally.detect_s.append(time.monotonic() - self.last_beat)
+            elif time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
                 self.tally.false_deaths += 1  # it beat within the window: the head erred
             else:
                 self.tally.silent_evictions += 1
@@ -166,6 +178,7 @@ class _Member:
             self.tally.lost[why] = self.tally.lost.get(why, 0) + 1
         if not self.reply.done():
             self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
+            self.reply.exception()  # retrieved: the join may have stopped waiting already
 
 
 async def _join(
@@ -231,6 +244,9 @@ class Plan:
     seconds: float
     churn: float
     report_every: float
+    #: Members that stop beating once all joined (kept connected): each must be declared
+    #: dead within the dead window (plus the head's own stalls).
+    stop: int = 0
 
 
 async def _simulate(plan: Plan) -> Tally:
@@ -239,6 +255,7 @@ async def _simulate(plan: Plan) -> Tally:
     tally = Tally()
     interval = DetectorConfig.from_env().interval
     members: list[_Member] = []
+    stopped: list[_Member] = []
     serial = 0
 
     def new_id() -> str:
@@ -260,16 +277,21 @@ async def _simulate(plan: Plan) -> Tally:
     joining: asyncio.Future[list[None]] | None = asyncio.ensure_future(
         asyncio.gather(*(join_one(ramp * i / count) for i in range(count)))
     )
-    stop = float("inf")
+    end = float("inf")
     seq = 0
     next_report = time.monotonic()
     churn_debt = 0.0
     joins: set[asyncio.Task[None]] = set()
-    while time.monotonic() < stop:
+    while time.monotonic() < end:
         tick = time.monotonic()
         if joining is not None and joining.done():
             joining = None
-            stop = tick + plan.seconds
+            end = tick + plan.seconds
+            for m in random.sample(members, min(plan.stop, len(members))):
+                members.remove(m)  # no beat, no report, no churn from now
+                m.stopped = True
+                stopped.append(m)
+            tally.stopped = len(stopped)
             print("joined", flush=True)  # this process's members are in: steady from now
         seq += 1
         for m in members:  # every member beats once an interval, on its own connection
@@ -296,7 +318,7 @@ async def _simulate(plan: Plan) -> Tally:
             task.add_done_callback(joins.discard)
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
     await asyncio.gather(*joins)  # the churn's last joins finish (each within its timeout)
-    for m in members:
+    for m in members + stopped:
         m.leaving = True
         if m.conn is not None:
             m.conn.close()
@@ -383,9 +405,11 @@ def _rss_mb(proc: psutil.Process) -> float:
 
 
 def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
-        report_every: float = 5.0, *, head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
+        report_every: float = 5.0, *, stop: int = 0,
+        head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``members`` simulated members in ``procs`` processes against a fresh head for
-    ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
+    ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second,
+    ``stop`` of them falling silent once joined (the detector must declare them dead)."""
     head = HeadSim.start(head_path)
     workers: list[subprocess.Popen[str]] = []
     try:
@@ -396,7 +420,16 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
-            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every)
+            Plan(
+                head.address,
+                head.token,
+                f"{i}",
+                n,
+                seconds,
+                churn / procs,
+                report_every,
+                stop // procs + (i < stop % procs),
+            )
             for i, n in enumerate(per)
         ]
         workers = [_start_simulator(plan) for plan in plans]
@@ -434,6 +467,9 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             total.view_entries += t.view_entries
             total.whole_views += t.whole_views
             total.view_gaps += t.view_gaps
+            total.stopped += t.stopped
+            total.stopped_dead += t.stopped_dead
+            total.detect_s += t.detect_s
             for why, n in t.lost.items():
                 total.lost[why] = total.lost.get(why, 0) + n
             for why, n in t.join_failures.items():
@@ -457,6 +493,13 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "false deaths": total.false_deaths,
             "evicted after its simulator stalled": total.silent_evictions,
             "connections lost otherwise": total.lost,
+            "stopped beating": total.stopped,
+            "of them declared dead": total.stopped_dead,
+            "their last beat to the news, longest (s)": max(total.detect_s, default=None),
+            "their last beat to the news, median (s)": (
+                statistics.median(total.detect_s) if total.detect_s else None
+            ),
+            "dead window (s)": DetectorConfig.from_env().dead_after,
             "views received": total.views,
             "view entries received": total.view_entries,
             "whole views received": total.whole_views,
