@@ -157,3 +157,41 @@ def test_a_head_stalled_with_its_members_evicts_none_that_beat_again_and_the_sil
         asyncio.run(scenario())
     finally:
         head.stop()
+
+
+def test_the_loop_lag_monitor_reports_a_block_wherever_it_falls_between_two_ticks():
+    import asyncio
+
+    from runtime.core.process.lag import LoopLagMonitor
+
+    threshold, block = 0.1, 0.5
+
+    async def scenario() -> list[float]:
+        monitor = LoopLagMonitor(asyncio.get_running_loop(), threshold)
+        ticked = asyncio.Event()
+        tick = monitor._tick
+
+        def ticks() -> None:
+            tick()
+            ticked.set()
+
+        monitor._tick = ticks  # type: ignore[method-assign]
+        monitor.start()
+        seen = []
+        try:
+            for phase in (0.0, 0.03, 0.06, 0.09):
+                ticked.clear()
+                await ticked.wait()  # just after a tick
+                await asyncio.sleep(phase)
+                monitor.worst = 0.0
+                time.sleep(block)  # noqa: ASYNC251 - the block under test
+                await asyncio.sleep(3 * threshold)  # the watchdog writes down how long
+                seen.append(monitor.worst)
+        finally:
+            monitor.stop()
+        return seen
+
+    worst = asyncio.run(scenario())
+    # Reported each time, as how late the block made the next tick (the block, less the
+    # rest of the tick's wait when it began).
+    assert all(block - threshold - 0.02 <= w for w in worst), worst
