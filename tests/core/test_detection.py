@@ -137,6 +137,9 @@ def test_a_head_stalled_with_its_members_evicts_none_that_beat_again_and_the_sil
                 time.sleep(stall)  # noqa: ASYNC251 - the stall under test
             finally:
                 os.kill(head.proc.pid, signal.SIGCONT)
+            # The members come back a little after the head: it judges them before any
+            # beat of theirs can have come.
+            time.sleep(5 * interval)  # noqa: ASYNC251
             async with asyncio.timeout(dead_after + stall + 10):
                 await stops.gone.wait()
             detected = time.monotonic() - stopped
