@@ -166,7 +166,11 @@ class Head:
             # could not read the beats sent meanwhile, nor could members beat if the whole
             # machine stalled. That time counts against no member (a real death is found
             # within the bound plus the head's own stalls).
-            detector.deafened(heartbeat_now() - due)
+            late = heartbeat_now() - due
+            detector.deafened(late)
+            if late >= detector.config.suspect_after:
+                log.info("the head could not run for %.1f s: not counted as any member's silence",
+                         late)  # fmt: skip
             # The loop runs due timers before it reads its sockets: read the heartbeats that
             # came during the stall before judging anyone.
             await asyncio.sleep(0)
