@@ -49,7 +49,9 @@ class _Entries(msgspec.Struct, array_like=True, tag=21):
     loads: msgspec.Raw
 
 
-_light = msgspec.msgpack.Decoder(_Entries | p.Reply | p.Shutdown)
+_light: msgspec.msgpack.Decoder[_Entries | p.Reply | p.Shutdown] = msgspec.msgpack.Decoder(
+    _Entries | p.Reply | p.Shutdown
+)
 
 
 def _count(raw: msgspec.Raw) -> int:
@@ -65,20 +67,12 @@ def _count(raw: msgspec.Raw) -> int:
     raise ValueError(f"not a msgpack array: {first:#x}")
 
 
-class _SimConnection(Connection):
-    """A member's connection that leaves the view entries encoded (see ``_Entries``)."""
-
-    def _dispatch(self, frame: memoryview) -> None:
-        if self.authenticated.done():
-            (header_len,) = struct.unpack_from(">I", frame, 0)
-            try:
-                msg = _light.decode(frame[4 : 4 + header_len])
-            except msgspec.ValidationError:  # not one of these: decoded as the runtime does
-                pass
-            else:
-                self._on_message(self, msg, frame[4 + header_len :])
-                return
-        super()._dispatch(frame)
+def _decode_light(header: memoryview) -> p.Message | _Entries:
+    """A member's decoder that leaves the view entries encoded (see ``_Entries``)."""
+    try:
+        return _light.decode(header)
+    except msgspec.ValidationError:  # not one of these: decoded as the runtime does
+        return p.decode(header)
 
 
 @dataclass
@@ -198,14 +192,14 @@ async def _join(
     stage = "connect"
     try:
         async with asyncio.timeout(timeout):
-            kind = Connection if keep_view else _SimConnection
             _, conn = await loop.create_connection(
-                lambda: kind(
+                lambda: Connection(
                     local_id=node_id,
                     token=token,
                     on_message=member.on_message,
                     on_close=member.on_close,
                     dialer=True,
+                    decode=p.decode if keep_view else _decode_light,
                 ),
                 host,
                 int(port),
