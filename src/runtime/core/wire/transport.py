@@ -68,8 +68,11 @@ class Connection(asyncio.BufferedProtocol):
         max_frame: int = p.MAX_FRAME_SIZE,
         admission: AdmissionControl | None = None,
         integrity: bool = True,
+        decode: Callable[[memoryview], Any] = p.decode,
     ) -> None:
         self.local_id = local_id
+        #: Decodes a message's header after the handshake (a simulator's may skip parts).
+        self._decode = decode
         #: Seal the frames after the handshake (off under TLS, which protects them already).
         self._integrity = integrity
         self._tx: Seals | None = None
@@ -337,7 +340,7 @@ class Connection(asyncio.BufferedProtocol):
         if not self.authenticated.done():
             self._handshake(p.decode(header, handshake=True))
             return
-        msg = p.decode(header)
+        msg = self._decode(header)
         if isinstance(msg, p.HandshakeMessage):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
         self._on_message(self, msg, raw)
