@@ -1,8 +1,9 @@
 """Running work on a node: tasks under the node's resource ledger, and hosted actors.
 
 ``async def`` functions and methods run on the node's loop; plain ``def`` ones run on threads
-(one thread per actor unless ``max_concurrency`` > 1), so a blocking call never stalls the
-loop. An actor runs the calls it receives in arrival order, which keeps every caller's order.
+(an actor's on the node's shared strand pool, one call at a time, unless it asked for threads
+of its own), so a blocking call never stalls the loop. An actor runs the calls it receives in
+arrival order, which keeps every caller's order.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..common.exceptions import (
     TaskCancelledError,
 )
 from ..common.metrics import TASKS_DONE, failed
+from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
@@ -77,6 +79,8 @@ class Executor:
         self.functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
         self.classes: dict[bytes, type] = {}
         self.pool = ThreadPool("runtime-task", 64)
+        #: The threads default sync actors share, one strand each (common.strands).
+        self.strands = StrandPool()
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
@@ -118,6 +122,7 @@ class Executor:
         self.children.close()
         self.hostwait.close()
         self.pool.shutdown()
+        self.strands.close()
         self.sched.ledger.close()
         for actor in list(self.actors.values()):
             actor.stop("the node is shutting down")

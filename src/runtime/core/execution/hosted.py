@@ -20,6 +20,7 @@ from ..common.exceptions import (
     PendingCallsLimitExceeded,
 )
 from ..common.metrics import CALLS_DONE, failed, observe_call
+from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..wire import protocol as p
@@ -61,6 +62,8 @@ class ActorSite(Protocol):
     def envs(self) -> EnvManager: ...
     @property
     def answers(self) -> Answers: ...
+    @property
+    def strands(self) -> StrandPool: ...
     def parse_args_now(self, job: Job) -> bool: ...
     async def resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
     def actor_stopped(self, actor: HostedActor, reason: str) -> None: ...
@@ -68,10 +71,11 @@ class ActorSite(Protocol):
 
 STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 
-#: Starts actors' threads. Each actor has a thread of its own (its calls run in order on it,
-#: always the same one), started by its constructor's submission; ``Thread.start`` waits
-#: until the new thread runs (0.1-0.4 ms here, longer on a crowded machine), which held the
-#: node's loop once per actor. A few starters take that wait off the loop, in parallel.
+#: Starts the threads of actors that have a thread of their own (``own_thread``, concurrency
+#: groups, ``max_concurrency`` > 1; the others are strands on the node's pool), started by
+#: its constructor's submission; ``Thread.start`` waits until the new thread runs (0.1-0.4
+#: ms here, longer on a crowded machine), which held the node's loop once per actor. A few
+#: starters take that wait off the loop, in parallel.
 _starters: tuple[int, ThreadPool] | None = None
 
 
@@ -100,7 +104,15 @@ class HostedActor:
         self.death: p.Value | None = None
         self.restarting = False
         self.is_async = spec.is_async
-        self.lane = Lane(spec.class_name, spec.max_concurrency, spec.is_async)
+        # A strand on the node's pool unless it asked for threads of its own: an explicit
+        # max_concurrency (1 included: thread affinity), or concurrency groups.
+        own = (
+            spec.own_thread
+            or spec.concurrency_groups
+            or (spec.max_concurrency > 1 and not spec.is_async)
+        )
+        strand = None if own else executor.strands.strand()
+        self.lane = Lane(spec.class_name, spec.max_concurrency, spec.is_async, strand)
         #: Concurrency groups: each has its own mailbox and limit (threads for sync methods).
         self.lanes: dict[str, Lane] = {
             group: Lane(f"{spec.class_name}-{group}", limit, spec.is_async)
@@ -127,7 +139,7 @@ class HostedActor:
         if self.spec.args.refs or self.spec.runtime_env:
             self.worker.spawn(self._resolve_then_construct())
         else:
-            start_thread_of(self.pool, partial(self._construct, None))
+            self._submit_construct(None)
 
     async def _resolve_then_construct(self) -> None:
         job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
@@ -146,7 +158,14 @@ class HostedActor:
         except BaseException as exc:
             self._constructed(None, task_error(exc, f"{self.spec.class_name}.__init__"))
             return
-        start_thread_of(self.pool, partial(self._construct, call_args))
+        self._submit_construct(call_args)
+
+    def _submit_construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+        fn = partial(self._construct, call_args)
+        if isinstance(self.pool, ThreadPool):  # its own thread: started off the loop
+            start_thread_of(self.pool, fn)
+        else:
+            self.pool.submit(fn)
 
     def _construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
         token = current_task.set(self.ctx)

@@ -206,6 +206,9 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
     #: else down. A list names modules that process finds imported (forked from a zygote).
     dedicated: bool | list[str] = False
+    #: A sync actor on a thread of its own (``max_concurrency=1`` given explicitly), not a
+    #: strand on its node's shared pool (execution.hosted).
+    own_thread: bool = False
 
 
 class CreateActor(_Msg, tag=23):
