@@ -3,10 +3,7 @@ the request that asks the head to place it (in the background, for an unnamed ac
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-
-import msgspec
 
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
@@ -87,24 +84,9 @@ def actor_spec(cls: Any, worker: Any, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
-    """Ask the head to place an unnamed actor (loop); its calls wait for the answer."""
-    state = worker.actor_state(spec.actor_id)
-    created: asyncio.Future[None] = worker.loop.create_future()
-    state.creating = created
-    state.args_refs = spec.args.refs
-
-    async def create() -> None:
-        try:
-            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
-            loc = msgspec.convert(raw, p.ActorLocation)
-            if loc.actor_id != spec.actor_id:
-                state.actor_id = loc.actor_id  # get_if_exists found another actor
-        except Exception as exc:
-            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
-        finally:
-            created.set_result(None)
-
-    worker.spawn(create())
+    """Ask the head to place an unnamed actor (loop), with the others created in this loop
+    pass; its calls wait until the head says where it runs."""
+    worker.creations.add(spec, get_if_exists)
 
 
 __all__ = ["actor_spec", "create_in_background"]

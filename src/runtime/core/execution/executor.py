@@ -20,7 +20,6 @@ from typing import Any
 from ..common.context import TaskContext
 from ..common.exceptions import (
     ActorDiedError,
-    ActorUnavailableError,
     InfeasibleError,
     RuntimeBaseError,
     TaskCancelledError,
@@ -51,7 +50,7 @@ from .calls import (
     spilled,
     task_error,
 )
-from .hosted import HostedActor
+from .hosted import HostedActor, create_many
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
 from .pools import EnvPools
@@ -105,9 +104,12 @@ class Executor:
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
         self._report_armed = False
+        #: CreateActors: create_actor for each of its specs (execution.hosted.create_many).
+        self.create_actors = partial(create_many, self.create_actor)
         #: Request type -> what it does here (on_control answers each).
         self._control: dict[type, Callable[[Any], object]] = {
             p.CreateActor: lambda msg: self.create_actor(msg.spec),
+            p.CreateActors: self.create_actors,
             p.KillActor: lambda msg: self.kill_actor(
                 msg.actor_id,
                 "the actor was killed with runtime.kill",
@@ -541,18 +543,7 @@ class Executor:
         start are answered "not here" (ActorUnavailableError) and their callers send again."""
         actor = self.actors.get(actor_id)
         if actor is not None:
-            if restarting:
-                actor.restarting = True
-                actor.death = ser.system_error_value(
-                    ActorUnavailableError, f"actor {actor.spec.class_name} is restarting"
-                )
-            elif actor.restarting:  # it asked for a restart (sys.exit()) and has none left
-                actor.restarting = False
-                actor.death = ser.system_error_value(
-                    ActorDiedError,
-                    f"actor {actor.spec.class_name} exited (sys.exit()) with no restarts left",
-                )
-            actor.stop(reason)
+            actor.kill(reason, restarting)
 
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
         if self.actors.pop(actor.spec.actor_id, None) is None:

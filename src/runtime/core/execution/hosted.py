@@ -9,11 +9,12 @@ import inspect
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.context import TaskContext, current_task
+from ..common.errors import error_item
 from ..common.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
@@ -465,6 +466,23 @@ class HostedActor:
 
     _reason = "it was stopped"
 
+    def kill(self, reason: str, restarting: bool) -> None:
+        """Stop it (runtime.kill, or the head); ``restarting``: it comes back elsewhere, so
+        calls that did not start are answered "not here" (ActorUnavailableError) and their
+        callers send them again."""
+        if restarting:
+            self.restarting = True
+            self.death = ser.system_error_value(
+                ActorUnavailableError, f"actor {self.spec.class_name} is restarting"
+            )
+        elif self.restarting:  # it asked for a restart (sys.exit()) and has none left
+            self.restarting = False
+            self.death = ser.system_error_value(
+                ActorDiedError,
+                f"actor {self.spec.class_name} exited (sys.exit()) with no restarts left",
+            )
+        self.stop(reason)
+
     def stop(self, reason: str) -> None:
         if self.state == DEAD:
             return
@@ -483,4 +501,34 @@ class HostedActor:
         self.executor.actor_stopped(self, reason if self.death is None else death_text(self.death))
 
 
-__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor"]
+def create_many(create: Callable[[p.ActorSpec], Any], msg: p.CreateActors) -> Any:
+    """``create`` (a node's ``create_actor``) for each spec of a CreateActors, their class
+    blobs once in ``msg.blobs``: one answer each, in order: None (started here), [node id,
+    address] (a process of its own started for it), or the error it raised (as
+    :func:`~..common.errors.error_item`). A coroutine when some answer has to be awaited."""
+    out: list[Any] = []
+    later: list[tuple[int, Awaitable[Any]]] = []
+    for spec in msg.specs:
+        try:
+            if not spec.cls_blob:
+                spec.cls_blob = msg.blobs[spec.cls_id]
+            started = create(spec)
+        except Exception as exc:
+            out.append(error_item(exc))
+            continue
+        if inspect.isawaitable(started):
+            later.append((len(out), started))
+        out.append(None)
+    if not later:
+        return out
+
+    async def finish() -> list[Any]:
+        done = await asyncio.gather(*(a for _, a in later), return_exceptions=True)
+        for (i, _), result in zip(later, done, strict=True):
+            out[i] = error_item(result) if isinstance(result, BaseException) else result
+        return out
+
+    return finish()
+
+
+__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor", "create_many"]

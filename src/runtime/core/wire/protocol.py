@@ -206,8 +206,7 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
     #: else down. A list names modules that process finds imported (forked from a zygote).
     dedicated: bool | list[str] = False
-    #: A sync actor on a thread of its own (``max_concurrency=1`` given explicitly), not a
-    #: strand on its node's shared pool (execution.hosted).
+    #: ``max_concurrency=1`` given: a thread of its own, not a strand (execution.hosted).
     own_thread: bool = False
 
 
@@ -217,6 +216,22 @@ class CreateActor(_Msg, tag=23):
     rid: int
     spec: ActorSpec
     get_if_exists: bool = False
+
+
+class CreateActors(_Msg, tag=38):
+    """CreateActor for many (control.actors): each class blob once, in ``blobs`` by class id
+    (a spec with an empty ``cls_blob`` takes its class's); a Reply with one item per spec."""
+
+    rid: int
+    specs: list[ActorSpec]
+    blobs: dict[bytes, bytes] = {}
+    get_if_exists: list[bool] = []
+
+
+class ActorsPlaced(_Msg, tag=39):
+    """Head -> the creator of these actors: they left PENDING (ALIVE, or DEAD)."""
+
+    locations: list[ActorLocation]
 
 
 class GetActor(_Msg, tag=24):
@@ -496,6 +511,8 @@ Message = (
     | ViewResync
     | ReportResources
     | CreateActor
+    | CreateActors
+    | ActorsPlaced
     | GetActor
     | KillActor
     | ActorGone

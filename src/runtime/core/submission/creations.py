@@ -1,0 +1,139 @@
+"""Actors this process creates, asked of the head together: the creations of one loop pass
+go in one :class:`~runtime.core.wire.protocol.CreateActors` request (each class's blob once),
+and the head tells this process where each one runs once it is placed
+(:class:`~runtime.core.wire.protocol.ActorsPlaced`), so its first calls go out without
+asking the head where the actor is.
+
+An actor's ``creating`` future (on its :class:`~.actor_state.ActorState`, awaited before its
+calls are sent) resolves when that answer comes: the actor is placed (its location is set),
+or failed, or the head's answer did not come within :data:`PLACED_WAIT_S` (then the calls ask
+the head, as for an actor created elsewhere). Every method runs on the worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+import msgspec
+
+from ..common.exceptions import ProtocolError
+from ..objects import serialization as ser
+from ..wire import protocol as p
+from .actor_state import ActorState
+
+#: Specs sent in one request at most (a frame stays well under a few MB).
+BATCH_MAX = 1000
+#: How long a creator waits for the head to say where a placed actor is before its calls
+#: ask the head themselves (the answer was lost with a connection, or the actor waits for
+#: resources).
+PLACED_WAIT_S = 10.0
+
+
+class CreationsHost(Protocol):
+    """What the creations need of the process's worker (the worker is one)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def actors(self) -> dict[bytes, ActorState]: ...
+    def actor_state(
+        self, actor_id: bytes, location: p.ActorLocation | None = None
+    ) -> ActorState: ...
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], name: str | None = None
+    ) -> asyncio.Task[Any]: ...
+    async def head_request(self, msg: Any) -> Any: ...
+
+
+class ActorCreations:
+    """The creations of this process not yet answered (a part of the worker, on its loop)."""
+
+    def __init__(self, host: CreationsHost) -> None:
+        self.host = host
+        self._batch: list[tuple[p.ActorSpec, bool]] = []
+        #: Actors created here and not placed yet: the future their calls wait on.
+        self.waiting: dict[bytes, asyncio.Future[None]] = {}
+
+    def add(self, spec: p.ActorSpec, get_if_exists: bool) -> None:
+        """Ask the head to create this actor (with the others of this loop pass)."""
+        state = self.host.actor_state(spec.actor_id)
+        created: asyncio.Future[None] = self.host.loop.create_future()
+        state.creating = created
+        state.args_refs = spec.args.refs
+        self.waiting[spec.actor_id] = created
+        if not self._batch:
+            self.host.loop.call_soon(self._flush)
+        self._batch.append((spec, get_if_exists))
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        for i in range(0, len(batch), BATCH_MAX):
+            self.host.spawn(self._send(batch[i : i + BATCH_MAX]))
+
+    async def _send(self, batch: list[tuple[p.ActorSpec, bool]]) -> None:
+        blobs: dict[bytes, bytes] = {}
+        for spec, _ in batch:
+            if spec.cls_id not in blobs:
+                blobs[spec.cls_id] = spec.cls_blob
+            spec.cls_blob = b""  # sent once, in blobs
+        msg = p.CreateActors(0, [s for s, _ in batch], blobs, [g for _, g in batch])
+        try:
+            answers = await self.host.head_request(msg)
+            if not isinstance(answers, list) or len(answers) != len(batch):
+                raise ProtocolError("the head's answer to CreateActors does not match")
+        except Exception as exc:
+            for spec, _ in batch:
+                self._failed(spec, exc)
+            return
+        pending = []
+        for (spec, _), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, dict):
+                try:
+                    p.unwrap_reply(
+                        p.Reply(0, error=str(answer.get("error")),
+                                error_type=str(answer.get("type")), code=int(answer.get("code", 0)))
+                    )  # fmt: skip
+                except Exception as exc:
+                    self._failed(spec, exc)
+                continue
+            loc = msgspec.convert(answer, p.ActorLocation)
+            if loc.actor_id != spec.actor_id:  # get_if_exists found another actor
+                self.host.actor_state(spec.actor_id).actor_id = loc.actor_id
+                self._done(spec.actor_id)
+            elif loc.state != "PENDING":
+                self._placed(loc)
+            else:
+                pending.append(spec.actor_id)
+        if pending:
+            self.host.loop.call_later(PLACED_WAIT_S, self._stop_waiting, pending)
+
+    def on_placed(self, msg: p.ActorsPlaced) -> None:
+        """The head says where actors created here now are."""
+        for loc in msg.locations:
+            self._placed(loc)
+
+    def _placed(self, loc: p.ActorLocation) -> None:
+        state = self.host.actors.get(loc.actor_id)
+        if state is not None and state.location is None and state.lost_restarts < 0:
+            state.location = loc
+        self._done(loc.actor_id)
+
+    def _failed(self, spec: p.ActorSpec, exc: BaseException) -> None:
+        self.host.actor_state(spec.actor_id).dead = ser.error_value(
+            exc, f"{spec.class_name}.remote"
+        )
+        self._done(spec.actor_id)
+
+    def _done(self, actor_id: bytes) -> None:
+        fut = self.waiting.pop(actor_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _stop_waiting(self, actor_ids: list[bytes]) -> None:
+        for actor_id in actor_ids:
+            self._done(actor_id)
+
+
+__all__ = ["BATCH_MAX", "PLACED_WAIT_S", "ActorCreations"]
