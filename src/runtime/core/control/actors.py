@@ -112,16 +112,11 @@ class ActorDirectory:
                     f"{len(bundles)} bundles"
                 )
             candidates = bundles if index < 0 else [bundles[index]]
-            feasible = any(fits(spec.resources, b) for b in candidates)
-        else:
-            _, feasible = pick_actor_node(
-                self.head.nodes.values(), spec.resources, {}, **affinity(spec)
-            )
-        if not feasible and group_id is not None:
-            raise InfeasibleError(
-                f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
-                "placement group bundle holds"
-            )
+            if not any(fits(spec.resources, b) for b in candidates):
+                raise InfeasibleError(
+                    f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
+                    "placement group bundle holds"
+                )
         # No live node can hold it at all: it waits a while for one to join (try_place).
         record = ActorRecord(spec)
         self.actors[spec.actor_id] = record
@@ -179,9 +174,11 @@ class ActorDirectory:
     async def place_all(self) -> None:
         """Place the pending actors, PLACE_TOGETHER at a time, until none can be (the head's
         placer; a resource report or a new node starts it again)."""
+        # Counted once per call (each placement adds itself), not per pass: 100,000 actors
+        # arriving while others are placed would make every pass walk all of them.
+        counts = self.alive_counts()
         while self.pending:
             made_progress = False
-            counts = self.alive_counts()  # once per pass: each placement adds itself
             for _ in range(0, len(self.pending), PLACE_TOGETHER):
                 batch: list[ActorRecord] = []
                 while self.pending and len(batch) < PLACE_TOGETHER:

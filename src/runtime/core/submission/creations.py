@@ -6,8 +6,9 @@ asking the head where the actor is.
 
 An actor's ``creating`` future (on its :class:`~.actor_state.ActorState`, awaited before its
 calls are sent) resolves when that answer comes: the actor is placed (its location is set),
-or failed, or the head's answer did not come within :data:`PLACED_WAIT_S` (then the calls ask
-the head, as for an actor created elsewhere). Every method runs on the worker's loop.
+or failed; or when the connection to the head that the request went on has closed (checked
+every :data:`PLACED_WAIT_S`): then the calls ask the head, as for an actor created
+elsewhere. Every method runs on the worker's loop.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import msgspec
 from ..common.exceptions import ProtocolError
 from ..objects import serialization as ser
 from ..wire import protocol as p
+from ..wire.transport import Connection
 from .actor_state import ActorState
 
 #: Specs sent in one request at most (a frame stays well under a few MB).
 BATCH_MAX = 1000
-#: How long a creator waits for the head to say where a placed actor is before its calls
-#: ask the head themselves (the answer was lost with a connection, or the actor waits for
-#: resources).
+#: How often a creator checks that the connection its placements come on is still open
+#: (when it closed, its waiting calls ask the head themselves).
 PLACED_WAIT_S = 10.0
 
 
@@ -45,6 +46,8 @@ class CreationsHost(Protocol):
         self, coro: Coroutine[Any, Any, Any], name: str | None = None
     ) -> asyncio.Task[Any]: ...
     async def head_request(self, msg: Any) -> Any: ...
+    @property
+    def head_conn(self) -> Connection | None: ...
 
 
 class ActorCreations:
@@ -107,7 +110,7 @@ class ActorCreations:
             else:
                 pending.append(spec.actor_id)
         if pending:
-            self.host.loop.call_later(PLACED_WAIT_S, self._stop_waiting, pending)
+            self.host.loop.call_later(PLACED_WAIT_S, self._check, pending, self.host.head_conn)
 
     def on_placed(self, msg: p.ActorsPlaced) -> None:
         """The head says where actors created here now are."""
@@ -131,8 +134,18 @@ class ActorCreations:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _stop_waiting(self, actor_ids: list[bytes]) -> None:
-        for actor_id in actor_ids:
+    def _check(self, actor_ids: list[bytes], conn: Connection | None) -> None:
+        """The head tells every placement (or death) of a new actor on the connection the
+        request went on: while that one is open, still waiting means still PENDING (100,000
+        actors take a while to place). Once it closed, a placement may have been lost with
+        it: the calls ask the head (GetActor waits while the actor is PENDING)."""
+        left = [a for a in actor_ids if a in self.waiting]
+        if not left:
+            return
+        if conn is self.host.head_conn and (conn is None or not conn.closed):
+            self.host.loop.call_later(PLACED_WAIT_S, self._check, left, conn)
+            return
+        for actor_id in left:
             self._done(actor_id)
 
 
