@@ -11,6 +11,7 @@ import pytest
 import runtime
 from runtime.core.api.blocking import current_worker
 from runtime.core.wire import protocol as p
+from runtime.exceptions import ActorDiedError
 from runtime.util import (
     PlacementGroupSchedulingStrategy,
     placement_group,
@@ -76,3 +77,12 @@ def test_an_actor_created_from_an_actor_is_placed_and_called_from_there() -> Non
 
     maker = Maker.remote()
     assert runtime.get(maker.make.remote(50), timeout=90) == list(range(50))
+
+
+def test_an_actor_killed_right_after_it_was_created_is_dead() -> None:
+    """The kill goes to the head after the creation it follows (same order as sent)."""
+    for i in range(10):
+        a = Echo.remote(i)
+        runtime.kill(a)
+        with pytest.raises(ActorDiedError):
+            runtime.get(a.who.remote(), timeout=30)

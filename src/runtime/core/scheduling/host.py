@@ -332,6 +332,8 @@ class HostLedger:
         its resources while blocked takes them back)."""
         if self.closed:  # the process is going: it takes nothing more
             return None
+        if not force and not any(amount > 0 for amount in demand.values()):
+            return []  # nothing to take (a num_cpus=0 actor): no lock shared with the host
         index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)
@@ -390,6 +392,8 @@ class HostLedger:
         """Give back what :meth:`take` granted (never past the host's total)."""
         if self.closed:  # closing gave back all this process held
             return
+        if not gpu_ids and not any(amount > 0 for amount in demand.values()):
+            return  # nothing to give back
         index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)

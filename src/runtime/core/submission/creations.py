@@ -1,5 +1,6 @@
 """Actors this process creates, asked of the head together: the creations of one loop pass
-go in one :class:`~runtime.core.wire.protocol.CreateActors` request (each class's blob once),
+(a driver's: at most the inbox's ``DRAIN_BATCH`` of them) go in one
+:class:`~runtime.core.wire.protocol.CreateActors` request (each class's blob once),
 and the head tells this process where each one runs once it is placed
 (:class:`~runtime.core.wire.protocol.ActorsPlaced`), so its first calls go out without
 asking the head where the actor is.
@@ -25,8 +26,6 @@ from ..wire import protocol as p
 from ..wire.transport import Connection
 from .actor_state import ActorState
 
-#: Specs sent in one request at most (a frame stays well under a few MB).
-BATCH_MAX = 1000
 #: How often a creator checks that the connection its placements come on is still open
 #: (when it closed, its waiting calls ask the head themselves).
 PLACED_WAIT_S = 10.0
@@ -67,15 +66,13 @@ class ActorCreations:
         state.args_refs = spec.args.refs
         self.waiting[spec.actor_id] = created
         if not self._batch:
-            self.host.loop.call_soon(self._flush)
+            # The request goes at this task's first step, queued now: after the creations
+            # of this loop pass, and before any later request about these actors (a kill).
+            self.host.spawn(self._send())
         self._batch.append((spec, get_if_exists))
 
-    def _flush(self) -> None:
+    async def _send(self) -> None:
         batch, self._batch = self._batch, []
-        for i in range(0, len(batch), BATCH_MAX):
-            self.host.spawn(self._send(batch[i : i + BATCH_MAX]))
-
-    async def _send(self, batch: list[tuple[p.ActorSpec, bool]]) -> None:
         blobs: dict[bytes, bytes] = {}
         for spec, _ in batch:
             if spec.cls_id not in blobs:
@@ -149,4 +146,4 @@ class ActorCreations:
             self._done(actor_id)
 
 
-__all__ = ["BATCH_MAX", "PLACED_WAIT_S", "ActorCreations"]
+__all__ = ["PLACED_WAIT_S", "ActorCreations"]
