@@ -154,8 +154,11 @@ class StrandPool:
         return start
 
     def start_threads(self, n: int) -> None:
-        if not self._watchdog_started:
-            self._watchdog_started = True
+        """Start ``n`` pool threads (counted by :meth:`dispatch` already), and the watchdog
+        with the first (no lock held)."""
+        with self.lock:
+            first, self._watchdog_started = not self._watchdog_started, True
+        if first:
             name = f"{self.name}-watchdog"
             threading.Thread(target=self._watchdog, name=name, daemon=True).start()
         for _ in range(n):
