@@ -18,6 +18,8 @@ from runtime.util import (
     remove_placement_group,
 )
 
+from ..conftest import until
+
 pytestmark = pytest.mark.usefixtures("cluster")
 
 
@@ -41,6 +43,7 @@ def _recording(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return await original(msg)
 
     monkeypatch.setattr(worker, "head_request", recording)
+    monkeypatch.setattr(worker.caller, "head_request", recording)  # bound once by the caller
     return sent
 
 
@@ -86,3 +89,22 @@ def test_an_actor_killed_right_after_it_was_created_is_dead() -> None:
         runtime.kill(a)
         with pytest.raises(ActorDiedError):
             runtime.get(a.who.remote(), timeout=30)
+
+
+def test_a_creator_that_hears_nothing_in_time_asks_the_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An actor that waits for resources past the creator's wait: its calls ask the head
+    where it is (GetActor, which waits while it is PENDING) and run once it is placed."""
+    from runtime.core.submission import creations
+
+    monkeypatch.setattr(creations, "PLACED_WAIT_S", 0.2)
+    monkeypatch.setattr(creations, "PLACED_CHECKS", 1)
+    sent = _recording(monkeypatch)
+    holder = Echo.options(resources={"custom": 2}).remote(1)
+    assert runtime.get(holder.who.remote(), timeout=30) == 1
+    waiter = Echo.options(resources={"custom": 2}).remote(2)  # no room until holder goes
+    answer = waiter.who.remote()
+    until(lambda: any(isinstance(m, p.GetActor) for m in sent), 20)  # it asks, not told
+    runtime.kill(holder)
+    assert runtime.get(answer, timeout=30) == 2

@@ -8,8 +8,8 @@ asking the head where the actor is.
 An actor's ``creating`` future (on its :class:`~.actor_state.ActorState`, awaited before its
 calls are sent) resolves when that answer comes: the actor is placed (its location is set),
 or failed; or when the connection to the head that the request went on has closed (checked
-every :data:`PLACED_WAIT_S`): then the calls ask the head, as for an actor created
-elsewhere. Every method runs on the worker's loop.
+every :data:`PLACED_WAIT_S`), or a minute passed: then the calls ask the head, as for an
+actor created elsewhere. Every method runs on the worker's loop.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from ..wire.transport import Connection
 from .actor_state import ActorState
 
 #: How often a creator checks that the connection its placements come on is still open
-#: (when it closed, its waiting calls ask the head themselves).
+#: (when it closed, its waiting calls ask the head themselves), and how many times at most
+#: before they ask anyway (a bound on waiting for a message that may never come).
 PLACED_WAIT_S = 10.0
+PLACED_CHECKS = 6
 
 
 class CreationsHost(Protocol):
@@ -107,7 +109,9 @@ class ActorCreations:
             else:
                 pending.append(spec.actor_id)
         if pending:
-            self.host.loop.call_later(PLACED_WAIT_S, self._check, pending, self.host.head_conn)
+            self.host.loop.call_later(
+                PLACED_WAIT_S, self._check, pending, self.host.head_conn, PLACED_CHECKS
+            )
 
     def on_placed(self, msg: p.ActorsPlaced) -> None:
         """The head says where actors created here now are."""
@@ -131,19 +135,20 @@ class ActorCreations:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _check(self, actor_ids: list[bytes], conn: Connection | None) -> None:
+    def _check(self, actor_ids: list[bytes], conn: Connection | None, checks: int) -> None:
         """The head tells every placement (or death) of a new actor on the connection the
         request went on: while that one is open, still waiting means still PENDING (100,000
-        actors take a while to place). Once it closed, a placement may have been lost with
-        it: the calls ask the head (GetActor waits while the actor is PENDING)."""
+        actors take a while to place). Once it closed (a placement may have been lost with
+        it), or after ``PLACED_CHECKS`` checks, the calls ask the head (GetActor waits while
+        the actor is PENDING)."""
         left = [a for a in actor_ids if a in self.waiting]
         if not left:
             return
-        if conn is self.host.head_conn and (conn is None or not conn.closed):
-            self.host.loop.call_later(PLACED_WAIT_S, self._check, left, conn)
+        if checks > 1 and conn is self.host.head_conn and (conn is None or not conn.closed):
+            self.host.loop.call_later(PLACED_WAIT_S, self._check, left, conn, checks - 1)
             return
         for actor_id in left:
             self._done(actor_id)
 
 
-__all__ = ["PLACED_WAIT_S", "ActorCreations"]
+__all__ = ["PLACED_CHECKS", "PLACED_WAIT_S", "ActorCreations"]
