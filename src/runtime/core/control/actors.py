@@ -51,6 +51,8 @@ MAX_ALIASES = 10_000
 #: How many pending actors the head places at once: each node they go to gets one
 #: CreateActors for its share, and creates them concurrently with the other nodes.
 PLACE_TOGETHER = 256
+#: How many such batches are out at once.
+PLACE_IN_FLIGHT = 4
 
 log = logging.getLogger("runtime.head")
 
@@ -172,13 +174,15 @@ class ActorDirectory:
         return await self._create_on(record, node_id)
 
     async def place_all(self) -> None:
-        """Place the pending actors, PLACE_TOGETHER at a time, until none can be (the head's
-        placer; a resource report or a new node starts it again)."""
+        """Place the pending actors, PLACE_TOGETHER at a time with up to PLACE_IN_FLIGHT
+        batches out at once (their nodes work while the head picks the next), until none
+        can be (the head's placer; a resource report or a new node starts it again)."""
         # Counted once per call (each placement adds itself), not per pass: 100,000 actors
         # arriving while others are placed would make every pass walk all of them.
         counts = self.alive_counts()
         while self.pending:
-            made_progress = False
+            progress: list[bool] = []
+            out: set[asyncio.Future[None]] = set()
             for _ in range(0, len(self.pending), PLACE_TOGETHER):
                 batch: list[ActorRecord] = []
                 while self.pending and len(batch) < PLACE_TOGETHER:
@@ -187,14 +191,27 @@ class ActorDirectory:
                         continue
                     if not self.place_alone(record):  # a group's: on its own
                         batch.append(record)
-                placed = await self.place_batch(batch, counts)
-                for record, ok in zip(batch, placed, strict=True):
-                    if ok:
-                        made_progress = True
-                    elif record.state == PENDING:
-                        self.pending.append(record.spec.actor_id)
-            if not made_progress:
+                if len(out) >= PLACE_IN_FLIGHT:
+                    done, out = await asyncio.wait(out, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        fut.result()
+                # Nodes are picked now, in order (each counts itself before the next).
+                out.add(asyncio.ensure_future(self._place_some(batch, counts, progress)))
+            if out:
+                for fut in (await asyncio.wait(out))[0]:
+                    fut.result()
+            if not progress:
                 return
+
+    async def _place_some(
+        self, batch: list[ActorRecord], counts: dict[str, int], progress: list[bool]
+    ) -> None:
+        placed = await self.place_batch(batch, counts)
+        for record, ok in zip(batch, placed, strict=True):
+            if ok:
+                progress.append(True)
+            elif record.state == PENDING:
+                self.pending.append(record.spec.actor_id)
 
     async def place_batch(self, batch: list[ActorRecord], counts: dict[str, int]) -> list[bool]:
         """Place actors (none of a placement group): pick each one's node in order (each counts
