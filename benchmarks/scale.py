@@ -9,8 +9,10 @@ Workloads (each in a fresh child process, so that memory figures start from a cl
 - ``percall``: sync actor round trips (``get(a.m.remote())`` in a loop), async actor calls
   from one driver (batches of 5,000, then one ``get``), the same on an ``async def`` method,
   n:n (2 client actors each calling both of 2 server actors), and trivial tasks in batches.
-- ``actors-1k``, ``actors-10k``: N actors (``num_cpus=0``) created and each called once,
-  from one driver: the rate, and the mesh's memory per actor (PSS delta / N).
+- ``actors-1k``, ``actors-10k``, ``actors-100k-2node``: N actors (``num_cpus=0``) created
+  and each called once, from one driver, on a mesh of a head and two node processes: the
+  rate, the CPU per actor of each role, and the memory per actor (PSS delta / N) of the mesh
+  and of each role.
 - ``tasks-100k``, ``tasks-1m``: N trivial tasks submitted from one driver and all gotten:
   the throughput, the driver's RSS at the end of submission per submitted task (its ref, its
   pending record, its result entry), the driver's peak RSS and the largest process's peak.
@@ -65,6 +67,7 @@ WORKLOADS = (
     "percall",
     "actors-1k",
     "actors-10k",
+    "actors-100k-2node",
     "tasks-100k",
     "tasks-1m",
     "nodes-100",
@@ -75,11 +78,13 @@ RAY_OUT_OF_REACH = {
     "account": "this runtime's accounting only",
     "actors-1k": "a Ray actor is a process: 1,000 processes are out of reach here",
     "actors-10k": "a Ray actor is a process: 10,000 processes are out of reach here",
+    "actors-100k-2node": "a Ray actor is a process: 100,000 processes are out of reach here",
     "tasks-1m": "~1k tasks/s here: a million would take ~15-30 minutes",
     "nodes-100": "one raylet per host: 100 nodes on one machine are out of reach here",
 }
 RAY_PYTHON = "/work/rayenv/bin/python"
 CHILD_TIMEOUT = {"floor": 60, "account": 120, "percall": 180, "actors-1k": 120, "actors-10k": 240}
+CHILD_TIMEOUT |= {"actors-100k-2node": 600}
 CHILD_TIMEOUT |= {"tasks-100k": 300, "tasks-1m": 600, "nodes-100": 300}
 
 
@@ -117,6 +122,21 @@ def tree() -> list[psutil.Process]:
 
 def tree_pss_mb() -> float:
     return sum(pss_kib(p.pid) for p in tree()) / 1024
+
+
+def role_of(p: psutil.Process) -> str:
+    """driver (this process), head, or nodes."""
+    if p.pid == os.getpid():
+        return "driver"
+    return "head" if "--head" in p.cmdline() else "nodes"
+
+
+def role_pss_kib() -> dict[str, int]:
+    out = {"driver": 0, "head": 0, "nodes": 0}
+    for p in tree():
+        with contextlib.suppress(psutil.Error):
+            out[role_of(p)] += pss_kib(p.pid)
+    return out
 
 
 def tree_cpu_s() -> dict[int, float]:
@@ -429,6 +449,7 @@ def run_actors(api: Any, backend: str, n: int) -> dict[str, Any]:
     warm = cls.remote()
     api.get(warm.small_value.remote())
     before = tree_pss_mb()
+    pss0 = role_pss_kib()
     cpu0 = tree_cpu_s()
     t0 = time.perf_counter()
     handles = [cls.remote() for _ in range(n)]
@@ -441,11 +462,10 @@ def run_actors(api: Any, backend: str, n: int) -> dict[str, Any]:
     roles: dict[str, float] = {"driver": 0.0, "head": 0.0, "nodes": 0.0}
     for p in tree():
         with contextlib.suppress(psutil.Error):
-            role = "driver" if p.pid == os.getpid() else "nodes"
-            role = "head" if "--head" in p.cmdline() else role
-            roles[role] += cpu1.get(p.pid, 0.0) - cpu0.get(p.pid, 0.0)
+            roles[role_of(p)] += cpu1.get(p.pid, 0.0) - cpu0.get(p.pid, 0.0)
     time.sleep(0.5)
     after = tree_pss_mb()
+    pss1 = role_pss_kib()
     out = {
         f"{n} actors created and called once (s)": t2 - t0,
         f"{n} actors: rate (actors/s)": n / (t2 - t0),
@@ -453,6 +473,12 @@ def run_actors(api: Any, backend: str, n: int) -> dict[str, Any]:
         f"{n} actors: CPU of all processes per actor (us)": cpu / n * 1e6,
         **{f"{n} actors: CPU of the {r} per actor (us)": s / n * 1e6 for r, s in roles.items()},
         f"{n} actors: mesh memory per actor (KB, PSS)": (after - before) * 1024 / n,
+        **{
+            f"{n} actors: memory of the {r} per actor (KB, PSS)": (pss1[r] - pss0[r]) / n
+            for r in pss1
+        },
+        f"{n} actors: largest process at the end (MB, PSS)": max(pss_kib(q.pid) for q in tree())
+        / 1024,
     }
     del handles
     api.shutdown()
@@ -548,7 +574,8 @@ def child(workload: str, backend: str, seconds: float) -> dict[str, Any]:
     if workload == "account":
         return run_account(api, seconds)
     if workload.startswith("actors-"):
-        return run_actors(api, backend, {"1k": 1000, "10k": 10000}[workload[7:]])
+        sizes = {"1k": 1000, "10k": 10_000, "100k-2node": 100_000}
+        return run_actors(api, backend, sizes[workload[7:]])
     if workload.startswith("tasks-"):
         return run_tasks(api, backend, {"100k": 100_000, "1m": 1_000_000}[workload[6:]])
     if workload == "nodes-100":

@@ -65,13 +65,13 @@ def test_creating_the_same_actor_twice_makes_one(cluster, monkeypatch):
 
     worker = current_worker()
     specs = []
-    original = _remote._create_in_background
+    original = _remote.create_in_background
 
     def recording(w, spec, get_if_exists):
         specs.append(spec)
         return original(w, spec, get_if_exists)
 
-    monkeypatch.setattr(_remote, "_create_in_background", recording)
+    monkeypatch.setattr(_remote, "create_in_background", recording)
     counter = Counter.remote()
     assert runtime.get(counter.incr.remote()) == 1
     before = len(_state.list_state("actors"))

@@ -71,6 +71,10 @@ EXAMPLES: list[p._Msg] = [
     p.ViewResync(7),
     p.ReportResources("n1", {"CPU": 0.5, "custom": 2.0}),
     p.CreateActor(3, _spec(), get_if_exists=True),
+    p.CreateActors(3, [_spec(), _spec()], {b"c" * 12: b"blob"}, [False, True]),
+    p.ActorsPlaced(
+        [p.ActorLocation(b"a" * 16, "n1", "127.0.0.1:1", "ALIVE", "C", None, "", 1, False)]
+    ),
     p.GetActor(4, "counter", "ns", actor_id=b"a" * 16, wait=True),
     p.KillActor(5, b"a" * 16, no_restart=False),
     p.ActorGone(b"a" * 16, "killed"),

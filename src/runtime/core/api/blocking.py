@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from ..common.context import current_task
 from ..common.exceptions import GetTimeoutError
+from ..common.strands import begin_blocking, end_blocking
 from ..objects import refs as _refs
 from ..process.worker import Worker
 
@@ -57,12 +58,14 @@ def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None
     if lend:
         worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
     fut = asyncio.run_coroutine_threadsafe(deadline(coro, timeout), worker.loop)
+    held = begin_blocking()  # on a strand's thread: the pool runs the others meanwhile
     try:
         return fut.result()
     except BaseException:
         fut.cancel()  # e.g. KeyboardInterrupt: leave no task behind on the loop
         raise
     finally:
+        end_blocking(held)
         if lend:
             worker.inbox.post(executor.take_back, ctx)  # type: ignore[union-attr]
 
@@ -92,7 +95,12 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
     with table.lock:  # the loop takes it before it calls the waiters
         if waiter.watch():
             return True
-    if not waiter.ready.acquire(timeout=-1 if timeout is None else timeout):
+    held = begin_blocking()
+    try:
+        got = waiter.ready.acquire(timeout=-1 if timeout is None else timeout)
+    finally:
+        end_blocking(held)
+    if not got:
         raise GetTimeoutError(f"the objects were not ready within {timeout} s")
     return True
 

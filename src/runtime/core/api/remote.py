@@ -6,7 +6,6 @@ the result refs, and hand one message to the worker's loop.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -19,7 +18,6 @@ import msgspec
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
-from ..process.worker import Worker
 from ..scheduling.scheduler import normalize
 from ..submission.pending import RetryPolicy
 from ..submission.streaming import DEFAULT_WINDOW
@@ -27,16 +25,15 @@ from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
 from .calling import prepare_call
+from .creation import _env_wire, actor_spec, create_in_background
 from .dynamic import DynamicReturns
 from .methods import check_call_options
 from .options import (
     ACTOR_OPTIONS,
     TASK_OPTIONS,
-    at_least,
     captured_bundle,
     check_options,
     concurrency_groups,
-    dedicated_option,
     default_num_returns,
     may_be_captured,
     num_returns_option,
@@ -50,18 +47,6 @@ if TYPE_CHECKING:  # the DAG nodes ``.bind()`` makes (runtime.dag, built on this
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-
-def _env_wire(owner: Any, worker: Any) -> Any:
-    """The runtime_env of a function or class as sent (the job's under its own), made once
-    per process: directories are zipped and shipped when first used."""
-    cached = owner._env_wire
-    if cached is not None and cached[0] is worker:
-        return cached[1]
-    env = renv.merge(worker.job_env, owner._env) if worker.job_env else owner._env
-    wire = renv.prepare(worker, env)
-    owner._env_wire = (worker, wire)
-    return wire
 
 
 class _Pickled:
@@ -219,13 +204,6 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         return f"RemoteFunction({self._name})"
 
 
-def _captured_strategy(options: dict[str, Any]) -> list[Any] | None:
-    """An actor created with no strategy inside a task whose placement group captures its
-    children goes to that group (any bundle)."""
-    captured = captured_bundle() if may_be_captured(options) else None
-    return None if captured is None else ["pg", captured[0], captured[1]]
-
-
 class ActorClass(_Pickled, Generic[T]):
     """A class whose instances live on the cluster: ``Cls.remote(*args) -> ActorHandle``."""
 
@@ -297,43 +275,7 @@ class ActorClass(_Pickled, Generic[T]):
         return checked
 
     def _spec(self, worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> p.ActorSpec:
-        o = self._options
-        resources, groups = self._checked()
-        lifetime = o.get("lifetime")
-        if lifetime not in (None, "detached", "non_detached"):
-            raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
-        max_conc = o.get("max_concurrency") or (1000 if self._is_async else 1)
-        if max_conc < 1:
-            raise ValueError("max_concurrency must be >= 1")
-        value = ser.serialize_inline(args, kwargs)
-        namespace = o.get("namespace")
-        if namespace is None:
-            namespace = worker.namespace
-        name = o.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError("an actor name must be a non-empty string")
-        return p.ActorSpec(
-            worker.new_id(),
-            self._cls.__name__,
-            self._cls_id,
-            self._pickled(),
-            value,
-            dict(resources),
-            worker.peer_id,
-            name,
-            namespace,
-            lifetime == "detached",
-            max_conc,
-            self._is_async,
-            strategy_option(o.get("scheduling_strategy"), o.get("label_selector"))
-            or _captured_strategy(o),
-            int(o.get("max_pending_calls", -1)),
-            at_least(o, "max_restarts", -1),
-            at_least(o, "max_task_retries", -1),
-            _env_wire(self, worker),
-            dict(groups),
-            dedicated_option(o.get("dedicated_process", False)),
-        )
+        return actor_spec(self, worker, args, kwargs)
 
     def __repr__(self) -> str:
         return f"ActorClass({self.__name__})"
@@ -539,29 +481,9 @@ def create_actor(
         loc = msgspec.convert(raw, p.ActorLocation)
         worker.inbox.post(worker.actor_state, loc.actor_id, loc if loc.state == "ALIVE" else None)
         return ActorHandle(loc.actor_id, spec.class_name, methods, loc)
-    worker.inbox.post(_create_in_background, worker, spec, get_if_exists)
+    worker.inbox.post(create_in_background, worker, spec, get_if_exists)
     # Unnamed and not detached: stopped when its last handle is gone (Ray's semantics).
     token = None
     if spec.name is None and not spec.detached:
         token = worker.new_actor_token(spec.actor_id)
     return ActorHandle(spec.actor_id, spec.class_name, methods, token=token)
-
-
-def _create_in_background(worker: Worker, spec: p.ActorSpec, get_if_exists: bool) -> None:
-    state = worker.actor_state(spec.actor_id)
-    created: asyncio.Future[None] = worker.loop.create_future()
-    state.creating = created
-    state.args_refs = spec.args.refs
-
-    async def create() -> None:
-        try:
-            raw = await worker.head_request(p.CreateActor(0, spec, get_if_exists))
-            loc = msgspec.convert(raw, p.ActorLocation)
-            if loc.actor_id != spec.actor_id:
-                state.actor_id = loc.actor_id  # get_if_exists found another actor
-        except Exception as exc:
-            state.dead = ser.error_value(exc, f"{spec.class_name}.remote")
-        finally:
-            created.set_result(None)
-
-    worker.spawn(create())

@@ -95,6 +95,12 @@ def error_code(cls: type[BaseException]) -> ErrorCode:
     return _CODES.get(cls, ErrorCode.UNKNOWN)
 
 
+def error_item(exc: BaseException) -> dict[str, object]:
+    """A failed item in the answer of a request for many (the others may have succeeded):
+    what a Reply's error fields carry, as a dict."""
+    return {"error": str(exc), "type": type(exc).__name__, "code": int(error_code(type(exc)))}
+
+
 def error_class(code: int) -> type[Exception] | None:
     """The class a code is raised as (None: unknown, or a code that is never raised)."""
     try:
@@ -103,4 +109,4 @@ def error_class(code: int) -> type[Exception] | None:
         return None
 
 
-__all__ = ["ErrorCode", "error_class", "error_code"]
+__all__ = ["ErrorCode", "error_class", "error_code", "error_item"]

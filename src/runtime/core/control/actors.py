@@ -18,7 +18,10 @@ import time
 from collections import deque
 from typing import Any
 
-from ..common.exceptions import ActorDiedError, InfeasibleError
+import msgspec
+
+from ..common.errors import ErrorCode, error_item
+from ..common.exceptions import ActorDiedError, InfeasibleError, RuntimeBaseError
 from ..objects.serialization import system_error_value
 from ..scheduling.scheduler import (
     fits,
@@ -45,6 +48,11 @@ from .waiting import Waiting
 
 #: Bound on the ids remembered as aliases of an existing named actor (oldest forgotten).
 MAX_ALIASES = 10_000
+#: How many pending actors the head places at once: each node they go to gets one
+#: CreateActors for its share, and creates them concurrently with the other nodes.
+PLACE_TOGETHER = 256
+#: How many such batches are out at once.
+PLACE_IN_FLIGHT = 4
 
 log = logging.getLogger("runtime.head")
 
@@ -67,6 +75,9 @@ class ActorDirectory:
         self.waiting = Waiting(self.worker.loop, head.warn)
         #: Placement group actors being created now, each on its own (see place_alone).
         self.placing: set[bytes] = set()
+        #: Locations of new actors that left PENDING, to tell their creators (by creator),
+        #: sent once per loop iteration (see _announce).
+        self._placed: dict[str, list[p.ActorLocation]] = {}
 
     def create(self, spec: p.ActorSpec, get_if_exists: bool) -> Any:
         known = self.actors.get(spec.actor_id)
@@ -103,16 +114,11 @@ class ActorDirectory:
                     f"{len(bundles)} bundles"
                 )
             candidates = bundles if index < 0 else [bundles[index]]
-            feasible = any(fits(spec.resources, b) for b in candidates)
-        else:
-            _, feasible = pick_actor_node(
-                self.head.nodes.values(), spec.resources, {}, **affinity(spec)
-            )
-        if not feasible and group_id is not None:
-            raise InfeasibleError(
-                f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
-                "placement group bundle holds"
-            )
+            if not any(fits(spec.resources, b) for b in candidates):
+                raise InfeasibleError(
+                    f"actor {spec.class_name} asks for {dict(spec.resources)}, more than its "
+                    "placement group bundle holds"
+                )
         # No live node can hold it at all: it waits a while for one to join (try_place).
         record = ActorRecord(spec)
         self.actors[spec.actor_id] = record
@@ -125,6 +131,20 @@ class ActorDirectory:
         self.pending.append(spec.actor_id)
         self.head.place_pending()
         return record.location()
+
+    def create_many(self, msg: p.CreateActors) -> list[Any]:
+        """CreateActors: :meth:`create` for each spec; its location, or the error it raised
+        (as :func:`~..common.errors.error_item`), in order."""
+        out: list[Any] = []
+        flags = msg.get_if_exists
+        for i, spec in enumerate(msg.specs):
+            try:
+                if not spec.cls_blob:  # its class's blob came once for all (shared here)
+                    spec.cls_blob = msg.blobs[spec.cls_id]
+                out.append(self.create(spec, i < len(flags) and flags[i]))
+            except (RuntimeBaseError, ValueError, KeyError, TypeError) as exc:
+                out.append(error_item(exc))
+        return out
 
     def alive_counts(self) -> dict[str, int]:
         """Live actors per node (what placement spreads by)."""
@@ -152,6 +172,106 @@ class ActorDirectory:
         counts[node_id] = counts.get(node_id, 0) + 1
         self.waiting.done(spec.actor_id)
         return await self._create_on(record, node_id)
+
+    async def place_all(self) -> None:
+        """Place the pending actors, PLACE_TOGETHER at a time with up to PLACE_IN_FLIGHT
+        batches out at once (their nodes work while the head picks the next), until none
+        can be (the head's placer; a resource report or a new node starts it again)."""
+        # Counted once per call (each placement adds itself), not per pass: 100,000 actors
+        # arriving while others are placed would make every pass walk all of them.
+        counts = self.alive_counts()
+        while self.pending:
+            progress: list[bool] = []
+            out: set[asyncio.Future[None]] = set()
+            for _ in range(0, len(self.pending), PLACE_TOGETHER):
+                batch: list[ActorRecord] = []
+                while self.pending and len(batch) < PLACE_TOGETHER:
+                    record = self.actors.get(self.pending.popleft())
+                    if record is None or record.state != PENDING:
+                        continue
+                    if not self.place_alone(record):  # a group's: on its own
+                        batch.append(record)
+                if len(out) >= PLACE_IN_FLIGHT:
+                    done, out = await asyncio.wait(out, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        fut.result()
+                # Nodes are picked now, in order (each counts itself before the next).
+                out.add(asyncio.ensure_future(self._place_some(batch, counts, progress)))
+            if out:
+                for fut in (await asyncio.wait(out))[0]:
+                    fut.result()
+            if not progress:
+                return
+
+    async def _place_some(
+        self, batch: list[ActorRecord], counts: dict[str, int], progress: list[bool]
+    ) -> None:
+        placed = await self.place_batch(batch, counts)
+        for record, ok in zip(batch, placed, strict=True):
+            if ok:
+                progress.append(True)
+            elif record.state == PENDING:
+                self.pending.append(record.spec.actor_id)
+
+    async def place_batch(self, batch: list[ActorRecord], counts: dict[str, int]) -> list[bool]:
+        """Place actors (none of a placement group): pick each one's node in order (each counts
+        itself, so spreading sees the ones before it), then one CreateActors per node, the
+        nodes concurrently. True for each placed (or dead for good)."""
+        by_node: dict[str, list[ActorRecord]] = {}
+        nodes = self.head.nodes.values()
+        for record in batch:
+            spec = record.spec
+            node_id, feasible = pick_actor_node(nodes, spec.resources, counts, **affinity(spec))
+            if node_id is None:
+                self._wait(record, feasible)
+                continue
+            counts[node_id] = counts.get(node_id, 0) + 1
+            self.waiting.done(spec.actor_id)
+            by_node.setdefault(node_id, []).append(record)
+        done: set[bytes] = set()
+        for placed in await asyncio.gather(
+            *(self._create_many_on(node_id, records) for node_id, records in by_node.items())
+        ):
+            done.update(placed)
+        return [r.spec.actor_id in done for r in batch]
+
+    async def _create_many_on(self, node_id: str, records: list[ActorRecord]) -> list[bytes]:
+        """Start ``records`` on one node with one request; the ids of those placed."""
+        info = self.head.nodes[node_id]
+        specs = [r.spec for r in records]
+        try:
+            if node_id == self.worker.peer_id:
+                assert self.worker.executor is not None
+                answers = self.worker.executor.create_actors(p.CreateActors(0, specs))
+                if inspect.isawaitable(answers):
+                    answers = await answers
+            else:
+                blobs: dict[bytes, bytes] = {}
+                for spec in specs:
+                    blobs.setdefault(spec.cls_id, spec.cls_blob)
+                light = [msgspec.structs.replace(s, cls_blob=b"") for s in specs]
+                conn = await self.worker.connect_peer(node_id, info.address)
+                reply = await self.worker.request(conn, p.CreateActors(0, light, blobs))
+                answers = p.unwrap_reply(reply)
+            if not isinstance(answers, list) or len(answers) != len(records):
+                raise ValueError("the node's answer to CreateActors does not match")
+        except Exception as exc:  # no room after all, or the node is gone: try again soon
+            log.debug("placing %d actors on %s failed: %s", len(records), node_id, exc)
+            self.worker.loop.call_later(RETRY_S, self.head.place_pending)
+            return []
+        placed = []
+        for record, answer in zip(records, answers, strict=True):
+            if isinstance(answer, dict):  # that one failed
+                if answer.get("code") == ErrorCode.ACTOR_DIED:  # its process failed
+                    self._failed(record, str(answer.get("error")))
+                    placed.append(record.spec.actor_id)
+                else:
+                    self.worker.loop.call_later(RETRY_S, self.head.place_pending)
+                continue
+            where = answer if isinstance(answer, list) else None
+            self._started(record, node_id, info.address, where)
+            placed.append(record.spec.actor_id)
+        return placed
 
     def place_alone(self, record: ActorRecord) -> bool:
         """Place an actor of a placement group in a task of its own and return True (False
@@ -226,11 +346,8 @@ class ActorDirectory:
             else:
                 conn = await self.worker.connect_peer(node_id, info.address)
                 where = p.unwrap_reply(await self.worker.request(conn, p.CreateActor(0, spec)))
-            if isinstance(where, list):  # in a process of its own the node started for it
-                node_id, address = str(where[0]), str(where[1])
         except ActorDiedError as exc:  # the node cannot start it at all (its process failed)
-            record.death_error = system_error_value(ActorDiedError, str(exc))
-            self.mark_dead(record, str(exc))
+            self._failed(record, str(exc))
             return True
         except Exception as exc:  # no room after all, or the node is gone
             # The view was stale; the node's next report corrects it. Try again shortly.
@@ -238,15 +355,45 @@ class ActorDirectory:
             if retry:
                 self.worker.loop.call_later(RETRY_S, self.head.place_pending)
             return False
+        self._started(record, node_id, address, where)
+        return True
+
+    def _failed(self, record: ActorRecord, why: str) -> None:
+        """Its node could not start it at all (the process for it failed): dead for good."""
+        record.death_error = system_error_value(ActorDiedError, why)
+        self.mark_dead(record, why)
+
+    def _started(self, record: ActorRecord, node_id: str, address: str, where: Any) -> None:
+        """Its node started it (``where``: [node id, address] of a process of its own)."""
+        if isinstance(where, list):
+            node_id, address = str(where[0]), str(where[1])
         if record.state != PENDING:  # killed while being placed
-            self.stop_on_node(node_id, spec.actor_id)
-            return True
+            self.stop_on_node(node_id, record.spec.actor_id)
+            return
         # The node reports what it has left (absolute figures); the view is not adjusted here,
         # as a report may already have overtaken this reply.
         record.state, record.node_id, record.address = ALIVE, node_id, address
         self._persist(record)
         self.wake(record)
-        return True
+        self._announce(record)
+
+    def _announce(self, record: ActorRecord) -> None:
+        """Tell a new actor's creator where it is now (its first placement, or its death
+        before one), with the others of this loop iteration: its calls need not ask."""
+        if record.num_restarts:
+            return
+        if not self._placed:
+            self.worker.loop.call_soon(self._send_placed)
+        self._placed.setdefault(record.spec.owner_id, []).append(record.location())
+
+    def _send_placed(self) -> None:
+        placed, self._placed = self._placed, {}
+        for owner, locations in placed.items():
+            msg = p.ActorsPlaced(locations)
+            if owner == self.worker.peer_id:
+                self.worker.creations.on_placed(msg)
+            elif (conn := self.worker.conns.get(owner)) is not None and not conn.closed:
+                conn.send(msg)
 
     async def _try_place_in_group(self, record: ActorRecord, group_id: bytes, index: int) -> bool:
         group = self.head.placement.groups.get(group_id)
@@ -319,7 +466,10 @@ class ActorDirectory:
         self.waiting.done(record.spec.actor_id)
         if record.state != DEAD:
             self.dead_order.append(record.spec.actor_id)
+        never_placed = record.state == PENDING
         record.state, record.death_cause = DEAD, reason
+        if never_placed:
+            self._announce(record)
         self._persist(record)
         s = record.spec
         if s.name and self.names.get((s.namespace, s.name)) == s.actor_id:

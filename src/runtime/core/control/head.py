@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime.head")
 
-#: How many pending actors the head places at once (their nodes create them concurrently).
-PLACE_TOGETHER = 64
-
 
 class Head:
     """Control-plane state plus the handlers that change it (on the head's loop)."""
@@ -82,6 +79,7 @@ class Head:
         self._requests: dict[type, Callable[[Any, Connection | None], Any]] = {
             p.RegisterNode: self._register,
             p.CreateActor: lambda msg, conn: directory.create(msg.spec, msg.get_if_exists),
+            p.CreateActors: lambda msg, conn: directory.create_many(msg),
             p.GetActor: lambda msg, conn: directory.get(
                 msg.name, msg.namespace, msg.actor_id, msg.wait, msg.after_restarts
             ),
@@ -360,28 +358,7 @@ class Head:
                     continue
                 if not await self.placement.try_place(group) and group.state == PENDING:
                     self.placement.pending.append(pg_id)
-            directory = self.directory
-            while directory.pending:
-                made_progress = False
-                for _ in range(0, len(directory.pending), PLACE_TOGETHER):
-                    # Up to PLACE_TOGETHER actors at once (their nodes create them
-                    # concurrently), in order; each counts itself before it awaits its node.
-                    batch: list[ActorRecord] = []
-                    while directory.pending and len(batch) < PLACE_TOGETHER:
-                        record = directory.actors.get(directory.pending.popleft())
-                        if record is None or record.state != PENDING:
-                            continue
-                        if not directory.place_alone(record):  # a group's: on its own
-                            batch.append(record)
-                    counts = directory.alive_counts()
-                    placed = await asyncio.gather(*(directory.try_place(r, counts) for r in batch))
-                    for record, ok in zip(batch, placed, strict=True):
-                        if ok:
-                            made_progress = True
-                        elif record.state == PENDING:
-                            directory.pending.append(record.spec.actor_id)
-                if not made_progress:
-                    return  # wait for a resource report or a new node
+            await self.directory.place_all()
         finally:
             self._placing = False
 

@@ -25,6 +25,7 @@ from ..common.exceptions import (
     RuntimeBaseError,
     TaskCancelledError,
 )
+from ..common.strands import Runner
 from ..common.threads import LoopInbox, ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef, ReferenceTable, return_id
@@ -445,9 +446,10 @@ class Lane:
 
     __slots__ = ("async_starting", "mailbox", "max_async", "pool", "running_async", "running_sync")
 
-    def __init__(self, name: str, limit: int, is_async: bool) -> None:
+    def __init__(self, name: str, limit: int, is_async: bool, pool: Runner | None = None) -> None:
         self.max_async = limit
-        self.pool = ThreadPool(f"actor-{name}", 1 if is_async else limit)
+        #: Its threads: a pool of its own, or a strand on the node's pool (one at a time).
+        self.pool: Runner = pool or ThreadPool(f"actor-{name}", 1 if is_async else limit)
         self.mailbox: deque[Job] = deque()
         self.running_async = 0
         self.running_sync = 0

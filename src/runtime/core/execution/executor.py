@@ -1,8 +1,9 @@
 """Running work on a node: tasks under the node's resource ledger, and hosted actors.
 
 ``async def`` functions and methods run on the node's loop; plain ``def`` ones run on threads
-(one thread per actor unless ``max_concurrency`` > 1), so a blocking call never stalls the
-loop. An actor runs the calls it receives in arrival order, which keeps every caller's order.
+(an actor's on the node's shared strand pool, one call at a time, unless it asked for threads
+of its own), so a blocking call never stalls the loop. An actor runs the calls it receives in
+arrival order, which keeps every caller's order.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any
 from ..common.context import TaskContext
 from ..common.exceptions import (
     ActorDiedError,
-    ActorUnavailableError,
     InfeasibleError,
     RuntimeBaseError,
     TaskCancelledError,
 )
 from ..common.metrics import TASKS_DONE, failed
+from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
@@ -50,7 +51,7 @@ from .calls import (
     spilled,
     task_error,
 )
-from .hosted import HostedActor
+from .hosted import HostedActor, create_many
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
 from .pools import EnvPools
@@ -78,6 +79,8 @@ class Executor:
         self.functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
         self.classes: dict[bytes, type] = {}
         self.pool = ThreadPool("runtime-task", 64)
+        #: The threads default sync actors share, one strand each (common.strands).
+        self.strands = StrandPool()
         self.waiting: dict[bytes, Job] = {}
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
@@ -102,9 +105,12 @@ class Executor:
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
         self._report_armed = False
+        #: CreateActors: create_actor for each of its specs (execution.hosted.create_many).
+        self.create_actors = partial(create_many, self.create_actor)
         #: Request type -> what it does here (on_control answers each).
         self._control: dict[type, Callable[[Any], object]] = {
             p.CreateActor: lambda msg: self.create_actor(msg.spec),
+            p.CreateActors: self.create_actors,
             p.KillActor: lambda msg: self.kill_actor(
                 msg.actor_id,
                 "the actor was killed with runtime.kill",
@@ -119,6 +125,7 @@ class Executor:
         self.children.close()
         self.hostwait.close()
         self.pool.shutdown()
+        self.strands.close()
         self.sched.ledger.close()
         for actor in list(self.actors.values()):
             actor.stop("the node is shutting down")
@@ -537,18 +544,7 @@ class Executor:
         start are answered "not here" (ActorUnavailableError) and their callers send again."""
         actor = self.actors.get(actor_id)
         if actor is not None:
-            if restarting:
-                actor.restarting = True
-                actor.death = ser.system_error_value(
-                    ActorUnavailableError, f"actor {actor.spec.class_name} is restarting"
-                )
-            elif actor.restarting:  # it asked for a restart (sys.exit()) and has none left
-                actor.restarting = False
-                actor.death = ser.system_error_value(
-                    ActorDiedError,
-                    f"actor {actor.spec.class_name} exited (sys.exit()) with no restarts left",
-                )
-            actor.stop(reason)
+            actor.kill(reason, restarting)
 
     def actor_stopped(self, actor: HostedActor, reason: str) -> None:
         if self.actors.pop(actor.spec.actor_id, None) is None:

@@ -9,17 +9,19 @@ import inspect
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.context import TaskContext, current_task
+from ..common.errors import error_item
 from ..common.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
     PendingCallsLimitExceeded,
 )
 from ..common.metrics import CALLS_DONE, failed, observe_call
+from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..wire import protocol as p
@@ -62,6 +64,8 @@ class ActorSite(Protocol):
     def envs(self) -> EnvManager: ...
     @property
     def answers(self) -> Answers: ...
+    @property
+    def strands(self) -> StrandPool: ...
     def parse_args_now(self, job: Job) -> bool: ...
     async def resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
     def actor_stopped(self, actor: HostedActor, reason: str) -> None: ...
@@ -69,10 +73,11 @@ class ActorSite(Protocol):
 
 STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 
-#: Starts actors' threads. Each actor has a thread of its own (its calls run in order on it,
-#: always the same one), started by its constructor's submission; ``Thread.start`` waits
-#: until the new thread runs (0.1-0.4 ms here, longer on a crowded machine), which held the
-#: node's loop once per actor. A few starters take that wait off the loop, in parallel.
+#: Starts the threads of actors that have a thread of their own (``own_thread``, concurrency
+#: groups, ``max_concurrency`` > 1; the others are strands on the node's pool), started by
+#: its constructor's submission; ``Thread.start`` waits until the new thread runs (0.1-0.4
+#: ms here, longer on a crowded machine), which held the node's loop once per actor. A few
+#: starters take that wait off the loop, in parallel.
 _starters: tuple[int, ThreadPool] | None = None
 
 
@@ -91,7 +96,31 @@ log = logging.getLogger("runtime.executor")
 class HostedActor:
     """One actor instance on this node with its mailboxes (one per concurrency group)."""
 
+    # 100,000 of them on a node: no __dict__ each (~1 KB, and one more object to collect).
+    __slots__ = (
+        "_reason",
+        "bundle",
+        "cls",
+        "cls_name",
+        "ctx",
+        "death",
+        "env",
+        "executor",
+        "exiting",
+        "instance",
+        "is_async",
+        "lane",
+        "lanes",
+        "method_kinds",
+        "pool",
+        "restarting",
+        "spec",
+        "state",
+        "worker",
+    )
+
     def __init__(self, executor: ActorSite, spec: p.ActorSpec, cls: type | None) -> None:
+        self._reason = "it was stopped"
         self.executor = executor
         self.worker = executor.worker
         self.spec = spec
@@ -101,7 +130,15 @@ class HostedActor:
         self.death: p.Value | None = None
         self.restarting = False
         self.is_async = spec.is_async
-        self.lane = Lane(spec.class_name, spec.max_concurrency, spec.is_async)
+        # A strand on the node's pool unless it asked for threads of its own: an explicit
+        # max_concurrency (1 included: thread affinity), or concurrency groups.
+        own = (
+            spec.own_thread
+            or spec.concurrency_groups
+            or (spec.max_concurrency > 1 and not spec.is_async)
+        )
+        strand = None if own else executor.strands.strand()
+        self.lane = Lane(spec.class_name, spec.max_concurrency, spec.is_async, strand)
         #: Concurrency groups: each has its own mailbox and limit (threads for sync methods).
         self.lanes: dict[str, Lane] = {
             group: Lane(f"{spec.class_name}-{group}", limit, spec.is_async)
@@ -128,7 +165,7 @@ class HostedActor:
         if self.spec.args.refs or self.spec.runtime_env:
             self.worker.spawn(self._resolve_then_construct())
         else:
-            start_thread_of(self.pool, partial(self._construct, None))
+            self._submit_construct(None)
 
     async def _resolve_then_construct(self) -> None:
         job = Job(None, b"", "__init__", self.spec.args, [], 1)  # type: ignore[arg-type]
@@ -147,7 +184,14 @@ class HostedActor:
         except BaseException as exc:
             self._constructed(None, task_error(exc, f"{self.spec.class_name}.__init__"))
             return
-        start_thread_of(self.pool, partial(self._construct, call_args))
+        self._submit_construct(call_args)
+
+    def _submit_construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+        fn = partial(self._construct, call_args)
+        if isinstance(self.pool, ThreadPool):  # its own thread: started off the loop
+            start_thread_of(self.pool, fn)
+        else:
+            self.pool.submit(fn)
 
     def _construct(self, call_args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
         token = current_task.set(self.ctx)
@@ -445,7 +489,22 @@ class HostedActor:
             ActorDiedError, f"actor {self.spec.class_name} is dead: {self._reason}{suffix}"
         )
 
-    _reason = "it was stopped"
+    def kill(self, reason: str, restarting: bool) -> None:
+        """Stop it (runtime.kill, or the head); ``restarting``: it comes back elsewhere, so
+        calls that did not start are answered "not here" (ActorUnavailableError) and their
+        callers send them again."""
+        if restarting:
+            self.restarting = True
+            self.death = ser.system_error_value(
+                ActorUnavailableError, f"actor {self.spec.class_name} is restarting"
+            )
+        elif self.restarting:  # it asked for a restart (sys.exit()) and has none left
+            self.restarting = False
+            self.death = ser.system_error_value(
+                ActorDiedError,
+                f"actor {self.spec.class_name} exited (sys.exit()) with no restarts left",
+            )
+        self.stop(reason)
 
     def stop(self, reason: str) -> None:
         if self.state == DEAD:
@@ -465,4 +524,34 @@ class HostedActor:
         self.executor.actor_stopped(self, reason if self.death is None else death_text(self.death))
 
 
-__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor"]
+def create_many(create: Callable[[p.ActorSpec], Any], msg: p.CreateActors) -> Any:
+    """``create`` (a node's ``create_actor``) for each spec of a CreateActors, their class
+    blobs once in ``msg.blobs``: one answer each, in order: None (started here), [node id,
+    address] (a process of its own started for it), or the error it raised (as
+    :func:`~..common.errors.error_item`). A coroutine when some answer has to be awaited."""
+    out: list[Any] = []
+    later: list[tuple[int, Awaitable[Any]]] = []
+    for spec in msg.specs:
+        try:
+            if not spec.cls_blob:
+                spec.cls_blob = msg.blobs[spec.cls_id]
+            started = create(spec)
+        except Exception as exc:
+            out.append(error_item(exc))
+            continue
+        if inspect.isawaitable(started):
+            later.append((len(out), started))
+        out.append(None)
+    if not later:
+        return out
+
+    async def finish() -> list[Any]:
+        done = await asyncio.gather(*(a for _, a in later), return_exceptions=True)
+        for (i, _), result in zip(later, done, strict=True):
+            out[i] = error_item(result) if isinstance(result, BaseException) else result
+        return out
+
+    return finish()
+
+
+__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor", "create_many"]

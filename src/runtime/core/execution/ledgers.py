@@ -102,8 +102,8 @@ def job_rows(jobs: dict[bytes, Job]) -> list[dict[str, Any]]:
 def answer_request(
     worker: ExecutionHost, conn: Connection, msg: Any, run: Callable[[Any], object]
 ) -> None:
-    """Run a request of the head and reply True (or what a coroutine it returned answers),
-    or the error it raised."""
+    """Run a request of the head and reply what it returned (True for None; what a
+    coroutine it returned answers), or the error it raised."""
     try:
         result = run(msg)
     except Exception as exc:
@@ -112,7 +112,7 @@ def answer_request(
     if inspect.isawaitable(result):
         worker.spawn(_answer_later(worker, conn, msg.rid, result))
     else:
-        worker.reply(conn, msg.rid, True)
+        worker.reply(conn, msg.rid, True if result is None else result)
 
 
 async def _answer_later(worker: ExecutionHost, conn: Connection, rid: int, result: Any) -> None:

@@ -18,6 +18,7 @@ from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
 from ..objects.refs import ReferenceTable, return_id
 from ..objects.store import ObjectStore
+from ..submission.creations import ActorCreations
 from ..submission.streaming import StreamState
 from ..submission.tasks import TaskSubmitter
 from ..wire import protocol as p
@@ -54,6 +55,8 @@ class DispatchHost(Protocol):
     def objects(self) -> ObjectPlane: ...
     @property
     def submitter(self) -> TaskSubmitter: ...
+    @property
+    def creations(self) -> ActorCreations: ...
     @property
     def rpcs(self) -> dict[int, asyncio.Future[Any]]: ...
     @property
@@ -125,6 +128,7 @@ class Dispatch:
                 conn, msg, host.set_view, host.view
             ),
             p.Shutdown: lambda conn, msg, raw: host.on_shutdown(msg.reason, msg.evicted),
+            p.ActorsPlaced: lambda conn, msg, raw: host.creations.on_placed(msg),
         }
         if host.head is None:
             self.table[p.LogLines] = self._log_lines
@@ -142,7 +146,7 @@ class Dispatch:
         if host.head is not None:
             host.head.on_message(conn, msg)
         elif host.executor is not None and isinstance(
-            msg, p.CreateActor | p.KillActor | p.ReserveBundles | p.ReleaseBundles
+            msg, p.CreateActor | p.CreateActors | p.KillActor | p.ReserveBundles | p.ReleaseBundles
         ):
             host.executor.on_control(conn, msg)
         else:

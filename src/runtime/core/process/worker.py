@@ -41,6 +41,7 @@ from ..objects.refs import (
 )
 from ..objects.store import ObjectStore
 from ..submission.actor_calls import ActorCaller
+from ..submission.creations import ActorCreations
 from ..submission.pending import (
     PendingTask,
     merge_task_rows,
@@ -189,6 +190,7 @@ class Worker:
         self.actor_state = self.caller.actor_state
         self.actor_killed = self.caller.actor_killed
         self.actor_out_of_scope = self.caller.actor_out_of_scope
+        self.creations = ActorCreations(self)  # actors created here, asked of the head together
         self.submitter = TaskSubmitter(self)
         self.submit_task = self.submitter.submit_task
         self.cancel_task = self.submitter.cancel_task

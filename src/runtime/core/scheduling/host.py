@@ -330,8 +330,8 @@ class HostLedger:
         asks for none), or None when it does not fit. ``long``: held by an actor or a bundle
         (counted as reserved). ``force``: take it even past what is free (a task that lent
         its resources while blocked takes them back)."""
-        if self.closed:  # the process is going: it takes nothing more
-            return None
+        if self.closed or not (force or any(a > 0 for a in demand.values())):
+            return None if self.closed else []  # going; or nothing to take: no host lock
         index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)
@@ -388,8 +388,8 @@ class HostLedger:
     def give(self, demand: Mapping[str, float], gpu_ids: list[int] | None = None, *,
              long: bool = False) -> None:  # fmt: skip
         """Give back what :meth:`take` granted (never past the host's total)."""
-        if self.closed:  # closing gave back all this process held
-            return
+        if self.closed or not (gpu_ids or any(a > 0 for a in demand.values())):
+            return  # closing gave back all this process held; or nothing to give back
         index, nums, fd, row = self.index, self._nums, self._fd, self._row
         if fd >= 0:
             _flock(fd, _LOCK_EX)

@@ -25,10 +25,15 @@ from .groups import RemovePlacementGroup as RemovePlacementGroup  # noqa: PLC041
 from .groups import ReserveBundles as ReserveBundles  # noqa: PLC0414 (re-exported)
 from .groups import WaitPlacementGroup as WaitPlacementGroup  # noqa: PLC0414 (re-exported)
 from .msgbase import _Msg as _Msg  # noqa: PLC0414 (re-exported)
+from .observe import Inspect as Inspect  # noqa: PLC0414 (re-exported)
+from .observe import ListObjects as ListObjects  # noqa: PLC0414 (re-exported)
+from .observe import ListTasks as ListTasks  # noqa: PLC0414 (re-exported)
+from .observe import ReadMetrics as ReadMetrics  # noqa: PLC0414 (re-exported)
 
 #: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on; 4: big
 #: writes are sealed with AES-GMAC instead of HMAC-SHA256; 5: calls, tasks and answers sent
-#: in one loop pass travel in one frame (CallBatch, SubmitBatch, DoneBatch).
+#: in one loop pass travel in one frame (CallBatch, SubmitBatch, DoneBatch), and actors are
+#: created in batches (CreateActors, ActorsPlaced).
 PROTOCOL_VERSION: Final = 5
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
@@ -212,6 +217,8 @@ class ActorSpec(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     #: In a node process of its own (``dedicated_process=True``): its crash takes nothing
     #: else down. A list names modules that process finds imported (forked from a zygote).
     dedicated: bool | list[str] = False
+    #: ``max_concurrency=1`` given: a thread of its own, not a strand (execution.hosted).
+    own_thread: bool = False
 
 
 class CreateActor(_Msg, tag=23):
@@ -220,6 +227,22 @@ class CreateActor(_Msg, tag=23):
     rid: int
     spec: ActorSpec
     get_if_exists: bool = False
+
+
+class CreateActors(_Msg, tag=38):
+    """CreateActor for many (control.actors): each class blob once, in ``blobs`` by class id
+    (a spec with an empty ``cls_blob`` takes its class's); a Reply with one item per spec."""
+
+    rid: int
+    specs: list[ActorSpec]
+    blobs: dict[bytes, bytes] = {}
+    get_if_exists: list[bool] = []
+
+
+class ActorsPlaced(_Msg, tag=39):
+    """Head -> the creator of these actors: they left PENDING (ALIVE, or DEAD)."""
+
+    locations: list[ActorLocation]
 
 
 class GetActor(_Msg, tag=24):
@@ -472,38 +495,10 @@ class FreeObjects(_Msg, tag=55):
     object_ids: list[bytes]
 
 
-class ListObjects(_Msg, tag=56):
-    """What pins memory here: owned, stored and borrowed objects (answered with a Reply)."""
-
-    rid: int
-
-
-class ListTasks(_Msg, tag=58):
-    """The tasks and actor calls this member runs or queues, and those it submitted and
-    waits on (answered with a Reply)."""
-
-    rid: int
-
-
-class ReadMetrics(_Msg, tag=90):
-    """This member's metrics snapshot, please (answered with a Reply: plain data)."""
-
-    rid: int
-
-
 class Unmapped(_Msg, tag=57):
     """To the node holding these objects: a reader on its host no longer maps their files."""
 
     object_ids: list[bytes]
-
-
-class Inspect(_Msg, tag=59):
-    """Observability: ask a member for what it keeps of ``what`` ("logs", "timeline",
-    "log_files", "stack"), with ``args`` narrowing it (answered with a Reply of a dict)."""
-
-    rid: int
-    what: str
-    args: dict[str, Any] = {}
 
 
 HandshakeMessage = Hello | Challenge | Proof | Welcome | Refused
@@ -519,6 +514,8 @@ Message = (
     | ViewResync
     | ReportResources
     | CreateActor
+    | CreateActors
+    | ActorsPlaced
     | GetActor
     | KillActor
     | ActorGone
