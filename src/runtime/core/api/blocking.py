@@ -14,6 +14,7 @@ from ..common.context import current_task
 from ..common.exceptions import GetTimeoutError
 from ..objects import refs as _refs
 from ..process.worker import Worker
+from ..submission.direct import blocked
 
 T = TypeVar("T")
 
@@ -82,6 +83,7 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
         return False
     if worker.inbox.on_loop():
         blocking(worker, _noop(), None)  # raises the "use await" error
+    blocked()  # this thread's next actor call may be written from here (submission.direct)
     ready = threading.Lock()
     ready.acquire()
     left = [0]

@@ -43,6 +43,11 @@ class LoopInbox:
             except RuntimeError:  # the loop is closed: nothing will run any more
                 self._armed = False
 
+    def quiet(self) -> bool:
+        """Nothing posted waits or runs: what a thread does now comes after all it posted
+        (the direct path of calls, ``wire.direct``)."""
+        return not self._armed and not self._items
+
     def throttle(self) -> None:
         """From a thread that posts many callbacks (``.remote()`` in a loop): wait while the
         loop has more than ``BACKLOG_MAX`` of them to run, so a fast producer neither grows

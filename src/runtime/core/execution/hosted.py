@@ -432,7 +432,8 @@ class HostedActor:
             failed("actor_call", job.name, job.task_id, done.error)
         observe_call((now_ns() - job.received_ns) / 1e9)
         self.executor.answers.remember(done, bufs)
-        job.conn.send(done, bufs)
+        if not job.answered:  # (the thread that ran it answered: calls.answer_now)
+            job.conn.send(done, bufs)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
 

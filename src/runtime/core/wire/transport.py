@@ -18,6 +18,7 @@ import hmac
 import logging
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -112,6 +113,11 @@ class Connection(asyncio.BufferedProtocol):
         #: the batch with their seal.
         self._seal_parts: list[Buffer] = []
         self._seal_size = 0
+        #: Every sealed write takes its seal's number and writes under ``wlock``; another
+        #: thread writes on ``wfd`` (:mod:`.direct`), and the loop writes ``rest`` first.
+        self.wlock = threading.Lock()
+        self.wfd = -1
+        self.rest: list[Buffer] | None = None
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
@@ -416,6 +422,8 @@ class Connection(asyncio.BufferedProtocol):
                 ids = (self._peer_nonce, self._nonce, self.peer_id, self.local_id)
                 recv_key, send_key = derive_keys(self._token, *ids)
             self._tx, self._rx = Seals(send_key), Seals(recv_key)
+            sock = self._transport.get_extra_info("socket") if self._transport else None
+            self.wfd = os.dup(sock.fileno()) if sock is not None else -1
         self.authenticated.set_result(self)
 
     def _host(self) -> str:
@@ -453,19 +461,22 @@ class Connection(asyncio.BufferedProtocol):
             transport = self._transport
             if transport is None:
                 return
-            if self._flush_scheduled:  # the seal goes after the batch, in _flush
-                self._batch.append(head)
-                self._batch.extend(buffers)
-                self._seal_parts.append(head)
-                self._seal_parts.extend(buffers)
-                self._seal_size += 4 + size
-                return
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-            if buffers or 4 + size >= BIG_WRITE:
-                transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
-            else:
-                transport.write(tx.sealed(head))
+            with self.wlock:
+                if self.rest is not None:
+                    self._write_rest(transport)
+                if self._flush_scheduled:  # the seal goes after the batch, in _flush
+                    self._batch.append(head)
+                    self._batch.extend(buffers)
+                    self._seal_parts.append(head)
+                    self._seal_parts.extend(buffers)
+                    self._seal_size += 4 + size
+                    return
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+                if buffers or 4 + size >= BIG_WRITE:
+                    transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
+                else:
+                    transport.write(tx.sealed(head))
             return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
@@ -487,18 +498,27 @@ class Connection(asyncio.BufferedProtocol):
             self._batch.append(data)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._batch = self._batch, []
-        if batch and self._transport is not None and not self.closed:
+        with self.wlock:
+            self._flush_scheduled = False
+            batch, self._batch = self._batch, []
+            transport = self._transport
+            if transport is None or self.closed:
+                return
+            if self.rest is not None:
+                self._write_rest(transport)
             if self._seal_parts:
                 assert self._tx is not None
                 parts, self._seal_parts = self._seal_parts, []
                 batch.append(self._tx.seal(parts, self._seal_size))
                 self._seal_size = 0
-            if len(batch) == 1:
-                self._transport.write(batch[0])
-            else:
-                self._transport.writelines(batch)
+            if batch:
+                transport.writelines(batch)
+
+    def _write_rest(self, transport: asyncio.Transport) -> None:
+        """What a write from another thread left unwritten, first (loop, under ``wlock``)."""
+        rest, self.rest = self.rest, None
+        if rest:
+            transport.writelines(rest)
 
     async def drain(self) -> None:
         """Wait until the peer has taken what was written (backpressure)."""
@@ -546,7 +566,11 @@ class Connection(asyncio.BufferedProtocol):
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
             return
-        self.closed = True
+        with self.wlock:  # no write from another thread is under way, and none comes now
+            self.closed = True
+            if self.wfd >= 0:
+                os.close(self.wfd)
+                self.wfd = -1
         # Let go of what was read and never handed on (views of a sink's buffer among them).
         self._unsealed, self._held, self._big, self._sunk = [], [], None, None
         if self._hs_timer is not None:
