@@ -31,6 +31,8 @@ from .integrity import BIG_WRITE
 from .transport import Buffer, Connection
 
 _PREFIX: Final = struct.Struct(">II")
+#: Writes made by this path in this process (observability, tests).
+WRITES = [0]
 
 
 def send_direct(
@@ -68,14 +70,13 @@ def send_direct(
             parts = [head, *buffers, tx.seal([head, *buffers], 4 + size)]
         else:
             parts = [tx.sealed(head)]
+        WRITES[0] += 1
+        fd = conn.wfd
         try:
-            written = (
-                os.write(conn.wfd, parts[0]) if len(parts) == 1 else os.writev(conn.wfd, parts)
-            )
+            written = os.write(fd, parts[0]) if len(parts) == 1 else os.writev(fd, parts)
         except OSError:  # full (EAGAIN), or the peer is gone: the loop's write meets it
             written = 0
-        total = sum(memoryview(b).nbytes for b in parts)
-        if written < total:
+        if written < sum(memoryview(b).nbytes for b in parts):
             conn.rest = _tail(parts, written)
             with contextlib.suppress(RuntimeError):  # (a closed loop: the connection is gone)
                 conn._loop.call_soon_threadsafe(conn._flush)
@@ -95,4 +96,4 @@ def _tail(parts: list[Buffer], written: int) -> list[Buffer]:
     return out
 
 
-__all__ = ["send_direct"]
+__all__ = ["WRITES", "send_direct"]
