@@ -13,7 +13,10 @@ import threading
 import pytest
 
 import runtime
+from runtime.core.api.state import list_state
 from runtime.core.wire import direct
+
+from ..conftest import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,3 +86,18 @@ def test_many_threads_calling_one_actor_each_get_their_answers_in_their_order(cl
     for t in range(threads):
         assert [i for (who, i) in seen if who == t] == list(range(calls))
     assert direct.WRITES[0] > before
+
+
+def test_the_bookkeeping_of_a_call_answered_directly_needs_no_later_call(cluster):
+    """The node lists a call as running until its bookkeeping (done after its answer went
+    out, without waking the loop for it) has run: within ``LATER_S``, with no other call."""
+    log = Log.remote()
+    runtime.get(log.add.remote(0))
+    writes = runtime.get(log.direct_writes.remote())
+    runtime.get(log.add.remote(1))
+
+    def running() -> list[dict[str, object]]:
+        return [r for r in list_state("tasks") if r["state"] == "RUNNING"]
+
+    until(lambda: not running(), timeout=10, why=lambda: str(running()))
+    assert runtime.get(log.direct_writes.remote()) > writes  # (the call was answered directly)

@@ -198,6 +198,7 @@ class HostedActor:
         self._pump()
 
     def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        self.worker.inbox.catch_up()  # the bookkeeping of calls answered already goes first
         if self.executor.answers.duplicate(conn, msg.task_id):
             return
         if self.state == DEAD:
@@ -328,7 +329,8 @@ class HostedActor:
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         if job.exit is not None:
             self.exiting = True
-        self.worker.inbox.post(self._sync_done, job, done, bufs)
+        inbox = self.worker.inbox  # (an answer out already: its bookkeeping wakes nobody)
+        (inbox.post_later if job.answered else inbox.post)(self._sync_done, job, done, bufs)
 
     def _sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         lane = job.lane or self.lane

@@ -498,10 +498,11 @@ class Connection(asyncio.BufferedProtocol):
             self._batch.append(data)
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._batch and self.rest is None:  # (a rest set later posts a _flush too)
+            return
         with self.wlock:
-            self._flush_scheduled = False
-            batch, self._batch = self._batch, []
-            transport = self._transport
+            batch, self._batch, transport = self._batch, [], self._transport
             if transport is None or self.closed:
                 return
             if self.rest is not None:
@@ -516,9 +517,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write_rest(self, transport: asyncio.Transport) -> None:
         """What a write from another thread left unwritten, first (loop, under ``wlock``)."""
-        rest, self.rest = self.rest, None
-        if rest:
-            transport.writelines(rest)
+        transport.writelines(self.rest or ())
+        self.rest = None
 
     async def drain(self) -> None:
         """Wait until the peer has taken what was written (backpressure)."""
