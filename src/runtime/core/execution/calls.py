@@ -296,7 +296,8 @@ def call_sync(
     """Run a plain function for ``job`` (on a thread) and serialize its answer; an actor
     call's answer goes out from this thread when it can (``answer_now``)."""
     done, bufs = _call_sync(worker, job, ctx, label)
-    if job.actor_id and job.stream is None and job.exit is None:
+    lane = job.lane  # (an actor call's; calls in a row keep the loop's coalesced writes)
+    if lane is not None and lane.running_sync <= 1 and not lane.mailbox:
         answer_now(worker, job, done, bufs)
     return done, bufs
 
@@ -310,10 +311,7 @@ def answer_now(worker: ExecutionHost, job: Job, done: p.TaskDone, bufs: list[Any
     queued (:func:`runtime.core.wire.direct.send_direct`). The loop still does the call's
     bookkeeping; ``job.answered`` tells it the answer is out. Not for a call that ends the
     actor (``job.exit``: the loop answers it) nor a stream (its items go through the loop)."""
-    lane = job.lane
-    if lane is not None and (lane.running_sync > 1 or lane.mailbox):
-        return  # calls in a row: the loop coalesces their answers into few writes
-    if worker.inbox.quiet():
+    if job.stream is None and job.exit is None and worker.inbox.quiet():
         job.answered = send_direct(job.conn, done, bufs)
 
 

@@ -55,12 +55,8 @@ def call_direct(
     keep: Any,
 ) -> bool:
     """Send an actor call from this (non-loop) thread if it can go out at once: True when it
-    was sent; False when it must be posted to the loop (``ActorCaller.call_actor``)."""
-    local = _thread.__dict__
-    calls = local.get("calls", 0)
-    local["calls"] = calls + 1
-    if calls:  # a call since this thread last blocked in get: pipelining, the loop coalesces
-        return False
+    was sent; False when it must be posted to the loop (``ActorCaller.call_actor``). For the
+    first call since the thread last blocked in get (``send_call`` counts)."""
     state = worker.caller.actors.get(msg.actor_id)
     if state is None or worker.inbox.on_loop():
         return False
@@ -97,7 +93,12 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
     """``.remote()`` on an actor method, from any thread: the call goes direct if it can,
     else to the loop (``ActorCaller.call_actor``; a thread posting many waits while the loop
     is far behind)."""
-    if stream is None and call_direct(worker, msg, buffers, object_ids, keep):
+    local = _thread.__dict__
+    calls = local.get("calls", 0)
+    local["calls"] = calls + 1
+    # Only the first call since this thread last blocked in get: a thread that makes many
+    # before it waits (pipelining) leaves them to the loop, which coalesces their writes.
+    if not calls and stream is None and call_direct(worker, msg, buffers, object_ids, keep):
         return
     worker.inbox.post(worker.caller.call_actor, msg, buffers, object_ids, stream, keep)
     worker.inbox.throttle()
