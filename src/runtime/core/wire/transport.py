@@ -423,7 +423,7 @@ class Connection(asyncio.BufferedProtocol):
                 recv_key, send_key = derive_keys(self._token, *ids)
             self._tx, self._rx = Seals(send_key), Seals(recv_key)
             sock = self._transport.get_extra_info("socket") if self._transport else None
-            self.wfd = os.dup(sock.fileno()) if sock is not None else -1
+            self.wfd = os.dup(sock.fileno()) if sock is not None and sock.fileno() >= 0 else -1
         self.authenticated.set_result(self)
 
     def _host(self) -> str:
