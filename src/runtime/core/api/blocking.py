@@ -59,6 +59,7 @@ def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None
     if lend:
         worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
     fut = asyncio.run_coroutine_threadsafe(deadline(coro, timeout), worker.loop)
+    blocked()  # (as in wait_owned)
     try:
         return fut.result()
     except BaseException:
@@ -83,7 +84,6 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
         return False
     if worker.inbox.on_loop():
         blocking(worker, _noop(), None)  # raises the "use await" error
-    blocked()  # this thread's next actor call may be written from here (submission.direct)
     ready = threading.Lock()
     ready.acquire()
     left = [0]
@@ -104,6 +104,7 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
             left[0] += 1
     if left[0] == 0:
         return True
+    blocked()  # it waits: its next actor call may be written from here (submission.direct)
     if not ready.acquire(timeout=-1 if timeout is None else timeout):
         raise GetTimeoutError(f"the objects were not ready within {timeout} s")
     return True

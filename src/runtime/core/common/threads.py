@@ -31,6 +31,9 @@ class LoopInbox:
         #: ``post_later``'s callbacks, and whether a tick will run them (within LATER_S).
         self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._tick = False
+        #: False from a drain until the loop pass after it: what the posts run may hold
+        #: messages until the end of their pass (coalesced writes, gathered frames).
+        self._settled = True
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.thread_id
@@ -74,9 +77,14 @@ class LoopInbox:
         self.catch_up()
 
     def quiet(self) -> bool:
-        """Nothing posted waits or runs: what a thread does now comes after all it posted
-        (the direct path of calls, ``wire.direct``)."""
-        return not self._armed and not self._items
+        """Nothing posted waits or runs, and the loop pass that ran the last posts is over
+        (what they held for the end of their pass is sent): what a thread does now comes
+        after all it posted (the direct path of calls, ``wire.direct``)."""
+        return self._settled and not self._armed and not self._items
+
+    def _settle(self) -> None:
+        if not self._armed and not self._items:
+            self._settled = True
 
     def throttle(self) -> None:
         """From a thread that posts many callbacks (``.remote()`` in a loop): wait while the
@@ -92,6 +100,7 @@ class LoopInbox:
     def _drain(self) -> None:
         # At most DRAIN_BATCH per pass, then the loop serves its sockets: a thread posting
         # faster than the loop runs its posts must not keep answers from being read.
+        self._settled = False
         if self._later:  # posted before what follows
             self.catch_up()
         items = self._items
@@ -102,6 +111,8 @@ class LoopInbox:
         if items:  # more came (or were left): run them on the next pass, after the sockets
             self._armed = True
             self.loop.call_soon(self._drain)
+        else:  # after what the posts scheduled for the end of this pass
+            self.loop.call_soon(self._settle)
 
 
 _STOP = object()
