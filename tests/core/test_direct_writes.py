@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import typing
 
@@ -54,6 +55,26 @@ def _frame(rid: int) -> tuple[p.Message, list[bytes]]:
     return p.ObjectReply(rid, value=p.Value(ser.KIND_BLOB, b"\x01", [size])), [_payload(rid, size)]
 
 
+async def _opened(conn: Connection) -> None:
+    """A connection carries no second descriptor until a thread asks to write on it: the
+    first ask goes to the loop, which dups the socket (one pass later)."""
+    assert conn.wfd == direct.NOT_YET
+    assert not await asyncio.to_thread(direct.send_direct, conn, p.Reply(0, value="ask"))
+    assert conn.wfd == direct.ASKED or conn.wfd >= 0  # (the loop may have run meanwhile)
+    await asyncio.sleep(0)
+    assert conn.wfd >= 0
+
+
+def _while_the_loop_waits(fn: typing.Callable[..., bool], *args: typing.Any) -> bool:
+    """``fn(*args)`` on another thread while the loop's thread waits for it (blocked: what
+    the loop scheduled for the end of its pass stays scheduled)."""
+    out: list[bool] = []
+    t = threading.Thread(target=lambda: out.append(fn(*args)))
+    t.start()
+    t.join(10)
+    return out[0]
+
+
 def _writer(conn: Connection, loop: asyncio.AbstractEventLoop, base: int, fell: list[int]) -> None:
     """FRAMES frames, direct when the connection lets it, else through the loop (waiting
     until the loop has sent it, so this thread's order holds, as the runtime's inbox does)."""
@@ -75,7 +96,8 @@ async def test_direct_writes_from_many_threads_racing_the_loop_never_interleave(
     listen, dial
 ) -> None:
     server, client = await _authenticated_pair(listen, dial)
-    assert client.conn is not None and client.conn.wfd >= 0
+    assert client.conn is not None
+    await _opened(client.conn)
     loop = asyncio.get_running_loop()
     before = direct.WRITES[0]
     fell = [[0] for _ in range(THREADS)]
@@ -119,9 +141,10 @@ async def test_a_direct_write_waits_for_what_the_loop_queued_and_the_loop_for_it
     server, client = await _authenticated_pair(listen, dial)
     conn = client.conn
     assert conn is not None
+    await _opened(conn)
     conn.send(p.Reply(1, value="first"))  # written at once; the loop's flush is scheduled
     conn.send(p.Reply(2, value="second"))  # batched until the flush: nothing may pass it
-    assert not await asyncio.to_thread(direct.send_direct, conn, p.Reply(3, value="x"))
+    assert not _while_the_loop_waits(direct.send_direct, conn, p.Reply(3, value="x"))
     await asyncio.sleep(0)  # the flush
     assert await asyncio.to_thread(direct.send_direct, conn, p.Reply(3, value="third"))
     # A write larger than the socket takes at once: the loop writes its rest before its own.
@@ -132,6 +155,11 @@ async def test_a_direct_write_waits_for_what_the_loop_queued_and_the_loop_for_it
     got = [await _next(server) for _ in range(5)]
     assert [m.rid for _, m, _ in got] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
     assert bytes(got[3][2]) == big
+    fd = conn.wfd  # the second descriptor goes with the connection
+    conn.abort()
+    assert conn.wfd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 async def test_a_byte_flipped_in_a_directly_written_frame_is_refused(listen, dial) -> None:
@@ -171,6 +199,7 @@ async def test_a_byte_flipped_in_a_directly_written_frame_is_refused(listen, dia
         client = await dial(via)
         assert client.conn is not None
         await asyncio.wait_for(client.conn.authenticated, 10)
+        await _opened(client.conn)
         server = listener.end
         assert await asyncio.to_thread(direct.send_direct, client.conn, p.Reply(1, value="ok"))
         _, msg, _ = await _next(server)

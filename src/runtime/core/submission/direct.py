@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from ..common.threads import LoopInbox
 from ..wire import protocol as p
-from ..wire.direct import send_direct
+from ..wire.direct import NEVER, send_direct
 from ..wire.transport import Connection
 from .actor_calls import ActorCaller
 from .pending import PendingTask
@@ -61,7 +61,7 @@ def call_direct(
     if state is None or worker.inbox.on_loop():
         return False
     conn = state.conn
-    if not isinstance(conn, Connection) or conn.wfd < 0 or not worker.inbox.quiet():
+    if not isinstance(conn, Connection) or conn.wfd == NEVER or not worker.inbox.quiet():
         return False
     loc = state.location
     if loc is None:

@@ -6,7 +6,7 @@ it to the actor's thread, the actor's thread handed the answer back to the node'
 the caller's loop handed the answer to the caller's thread. :func:`send_direct` lets the
 caller's thread write its call frame, and the actor's thread its answer, without the first
 and third of those: the thread seals the frame and writes it on ``Connection.wfd`` (a dup of
-the connection's socket) itself.
+the connection's socket, made by the loop at the first ask) itself.
 
 The guarantees of the loop's writes hold: under the connection's ``wlock`` (which every
 sealed write of the loop takes too) the frame takes its seal's sequence number and is
@@ -15,7 +15,7 @@ it is written only when nothing is queued before it (no batch of the loop's wait
 seal, nothing in the transport's buffers, no unwritten rest of another direct write), so it
 overtakes nothing. What the socket did not take at once (``rest``) is written by the loop
 before anything else it writes. Under TLS (no seals, the transport encrypts) and on a
-connection without a socket of its own there is no direct path: ``wfd`` is -1.
+connection without a socket of its own there is no direct path (``wfd`` is ``NEVER``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from .transport import Buffer, Connection
 _PREFIX: Final = struct.Struct(">II")
 #: Writes made by this path in this process (observability, tests).
 WRITES = [0]
+#: ``Connection.wfd`` before it is a descriptor: not asked for yet, asked for (the loop opens
+#: it), never (TLS, or no socket of its own).
+NOT_YET, ASKED, NEVER = -1, -2, -3
 
 
 def send_direct(
@@ -47,6 +50,8 @@ def send_direct(
     ``admit`` runs under the connection's ``wlock`` once the connection may be written: its
     False also leaves the message to the loop (the caller's path records its call there)."""
     if conn.wfd < 0:
+        if conn.wfd == NOT_YET:
+            _ask(conn)
         return False
     header = p.encode(msg)
     size = 4 + len(header)
@@ -83,6 +88,34 @@ def send_direct(
     return True
 
 
+def _ask(conn: Connection) -> None:
+    """The first direct write to ``conn``: the loop dups its socket (here, another thread
+    could dup a descriptor the loop has just closed, and its number reused)."""
+    with conn.wlock:
+        if conn.wfd != NOT_YET or conn.closed:
+            return
+        conn.wfd = ASKED
+    try:
+        conn._loop.call_soon_threadsafe(open_direct, conn)
+    except RuntimeError:  # the loop is closed: the connection goes with it
+        conn.wfd = NEVER
+
+
+def open_direct(conn: Connection) -> None:
+    """Let other threads write on ``conn`` (loop): a dup of its socket, closed with it. Only
+    sealed connections (not TLS) with a socket of their own; a connection carries a second
+    descriptor only once a thread has asked to write on it."""
+    transport = conn._transport
+    with conn.wlock:
+        if conn.wfd >= 0 or conn.closed:
+            return
+        sock = None
+        if transport is not None and not transport.is_closing():
+            sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        conn.wfd = os.dup(fd) if fd >= 0 and conn._tx is not None else NEVER
+
+
 def _tail(parts: list[Buffer], written: int) -> list[Buffer]:
     """What is left of ``parts`` after the first ``written`` bytes."""
     out: list[Buffer] = []
@@ -96,4 +129,4 @@ def _tail(parts: list[Buffer], written: int) -> list[Buffer]:
     return out
 
 
-__all__ = ["WRITES", "send_direct"]
+__all__ = ["ASKED", "NEVER", "NOT_YET", "WRITES", "open_direct", "send_direct"]

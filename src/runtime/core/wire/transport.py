@@ -114,7 +114,8 @@ class Connection(asyncio.BufferedProtocol):
         self._seal_parts: list[Buffer] = []
         self._seal_size = 0
         #: Every sealed write takes its seal's number and writes under ``wlock``; another
-        #: thread writes on ``wfd`` (:mod:`.direct`), and the loop writes ``rest`` first.
+        #: thread writes on ``wfd`` (:mod:`.direct`: opened at its first ask), and the loop
+        #: writes ``rest``, what such a write left, first.
         self.wlock = threading.Lock()
         self.wfd = -1
         self.rest: list[Buffer] | None = None
@@ -422,8 +423,6 @@ class Connection(asyncio.BufferedProtocol):
                 ids = (self._peer_nonce, self._nonce, self.peer_id, self.local_id)
                 recv_key, send_key = derive_keys(self._token, *ids)
             self._tx, self._rx = Seals(send_key), Seals(recv_key)
-            sock = self._transport.get_extra_info("socket") if self._transport else None
-            self.wfd = os.dup(sock.fileno()) if sock is not None and sock.fileno() >= 0 else -1
         self.authenticated.set_result(self)
 
     def _host(self) -> str:
