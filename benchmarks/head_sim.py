@@ -23,6 +23,9 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=4, help="simulating processes")
     ap.add_argument("--seconds", type=float, default=20.0, help="steady window after joining")
     ap.add_argument("--churn", type=float, default=100.0, help="leaves (and joins) a second")
+    ap.add_argument(
+        "--stop", type=int, default=20, help="members that stop beating once joined (detected?)"
+    )
     ap.add_argument("--report-every", type=float, default=5.0, help="s between a member's reports")
     ap.add_argument(
         "--head-pythonpath",
@@ -31,7 +34,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     out = head_sim.run(args.members, args.procs, args.seconds, args.churn, args.report_every,
-                       head_path=args.head_pythonpath)  # fmt: skip
+                       stop=args.stop, head_path=args.head_pythonpath)  # fmt: skip
     out["load average at the end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
     return 0

@@ -508,15 +508,28 @@ def run_nodes(api: Any, n: int, idle_s: float = 30.0) -> dict[str, Any]:
                 total += t.user + t.system
         return total
 
+    def wakeups() -> int:  # voluntary context switches of every thread: timers, beats
+        total = 0
+        for p in procs:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{p.pid}/task"):
+                    with open(f"/proc/{p.pid}/task/{tid}/status") as f:
+                        text = f.read()
+                    total += int(text.split("voluntary_ctxt_switches:")[1].split()[0])
+        return total
+
     started = cpu() + sum(psutil.Process().cpu_times()[:2])
     time.sleep(2)
-    c0, w0 = cpu(), time.perf_counter()
+    c0, w0, k0 = cpu(), time.perf_counter(), wakeups()
     time.sleep(idle_s)
-    idle = (cpu() - c0) / (time.perf_counter() - w0) * 100
+    wall = time.perf_counter() - w0
+    idle = (cpu() - c0) / wall * 100
+    woke = (wakeups() - k0) / wall / len(procs)
     out = {
         f"{n} node processes: ready (s)": ready,
         f"{n} node processes: CPU spent starting, all processes (s)": started,
         f"{n} node processes: idle CPU of the mesh (% of one core, {idle_s:g} s)": idle,
+        f"{n} node processes: idle wake-ups per process a second": woke,
         f"{n} node processes: mesh PSS (MB)": tree_pss_mb(),
         f"{n} node processes: processes": len(procs),
     }

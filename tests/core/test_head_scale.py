@@ -40,16 +40,22 @@ def test_a_host_of_many_processes_is_forked_from_one_and_every_process_serves_an
 
 
 @pytest.mark.timeout(120)
-def test_two_hundred_simulated_members_with_churn_join_beat_and_leave_without_a_false_death() -> (
-    None
-):
+def test_two_hundred_members_churning_see_no_false_death_and_the_silent_ones_die_in_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from runtime.core.tools import head_sim
 
-    out = head_sim.run(200, procs=2, seconds=4.0, churn=20.0)
+    dead_after, slack = 3.0, 5.0  # slack: the head checks every half beat, on a busy machine
+    monkeypatch.setenv("RUNTIME_HEARTBEAT_INTERVAL_S", "0.5")
+    monkeypatch.setenv("RUNTIME_SUSPECT_AFTER_S", "1.5")
+    monkeypatch.setenv("RUNTIME_DEAD_AFTER_S", str(dead_after))
+    out = head_sim.run(200, procs=2, seconds=dead_after + slack, churn=20.0, stop=4)
     assert out["join errors"] == 0
     assert out["false deaths"] == 0
-    assert out["evicted after its simulator stalled"] == 0  # nobody evicted at all
-    assert out["leaves"] >= 40  # churn ran: about 20 a second for 4 s
+    assert out["evicted after its simulator stalled"] == 0  # nobody else evicted at all
+    assert out["stopped beating"] == 4 and out["of them declared dead"] == 4
+    assert dead_after <= out["their last beat to the news, longest (s)"] < dead_after + slack
+    assert out["leaves"] >= 80  # churn ran: about 20 a second for 8 s
     assert out["joins"] == 200 + out["leaves"]
     assert out["views received"] > 0
 

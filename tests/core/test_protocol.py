@@ -85,6 +85,11 @@ EXAMPLES: list[p._Msg] = [
     p.CallActor(b"t" * 16, b"a" * 16, "incr", _value(), 2, "driver", "127.0.0.1:1"),
     p.TaskDone(b"t" * 16, [_value(1), p.Located("n2", "127.0.0.1:7001", 1 << 20)]),
     p.TaskDone(b"t" * 16, error=_value()),
+    p.CallBatch(
+        [p.CallActor(b"t" * 16, b"a" * 16, "incr", _value(i), 1, "d", "h:1") for i in (1, 2)]
+    ),
+    p.SubmitBatch([p.SubmitTask(b"t" * 16, b"f" * 16, "add", None, _value(), 1, {}, "d", "h:1")]),
+    p.DoneBatch([p.TaskDone(b"t" * 16, [_value(1)]), p.TaskDone(b"u" * 16, error=_value())]),
     p.StreamItem(b"t" * 16, 1, _value(1)),
     p.StreamItem(b"t" * 16, 2, p.Located("n2", "127.0.0.1:7001", 1 << 20)),
     p.StreamAck(b"t" * 16, 2),

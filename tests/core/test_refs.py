@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 from types import SimpleNamespace
@@ -332,3 +333,43 @@ def test_return_ids_are_the_task_id_and_the_index() -> None:
     assert return_id(b"task", 0) == b"task\x00\x00\x00\x00"
     assert return_id(b"task", 1) != return_id(b"task", 0)
     assert return_id(b"task", 258).endswith(b"\x00\x00\x01\x02")
+
+
+def _resolve(entry: OwnedObject) -> None:
+    """As the loop does: the state first, then the waiters it finds (taken under the lock)."""
+    entry.state = READY
+    waiters, entry.waiters = entry.waiters, None
+    for wake in waiters or ():
+        wake()
+
+
+def test_a_blocked_get_of_many_watches_one_pending_object_at_a_time() -> None:
+    async def main() -> None:
+        table = ReferenceTable(ME, lambda: None)
+        entries = [OwnedObject() for _ in range(5)]
+        entries[0].state = READY
+        waiter = _refs.AllReady(table, asyncio.get_running_loop(), entries)
+        with table.lock:
+            assert not waiter.watch()
+        assert [bool(e.waiters) for e in entries] == [False, True, False, False, False]
+        for i in (3, 2, 1):  # answered out of order, in one pass
+            _resolve(entries[i])
+        await asyncio.sleep(0)  # the end of the pass: it looks past them once
+        assert [bool(e.waiters) for e in entries] == [False, False, False, False, True]
+        assert waiter.ready.locked()
+        _resolve(entries[4])
+        await asyncio.sleep(0)
+        assert not waiter.ready.locked()  # all ready: the blocked thread goes on
+
+    asyncio.run(main())
+
+
+def test_a_blocked_get_whose_objects_are_all_ready_does_not_wait() -> None:
+    entries = [OwnedObject() for _ in range(3)]
+    for e in entries:
+        e.state = READY
+    table = ReferenceTable(ME, lambda: None)
+    waiter = _refs.AllReady(table, None, entries)  # type: ignore[arg-type]  # never wakes
+    with table.lock:
+        assert waiter.watch()
+    assert all(e.waiters is None for e in entries)

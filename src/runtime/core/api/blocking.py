@@ -6,7 +6,6 @@ Also the typed accessor of this process's worker for the API layer.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
@@ -80,32 +79,23 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
     """
     table = worker.refs
     owned = table.owned
-    if not refs or current_task.get() is not None or not all(r.id in owned for r in refs):
+    ctx = current_task.get()
+    # A task that holds resources lends them while it blocks (blocking() tells the executor):
+    # that is the slow path's. An actor method holds none: it waits here like a driver.
+    lends = ctx is not None and bool(ctx.demand) and worker.executor is not None
+    if not refs or lends or not all(r.id in owned for r in refs):
         return False
     if worker.inbox.on_loop():
         blocking(worker, _noop(), None)  # raises the "use await" error
-    ready = threading.Lock()
-    ready.acquire()
-    left = [0]
-
-    def one_ready() -> None:  # on the loop, once per waiter added below
-        left[0] -= 1
-        if left[0] == 0:
-            ready.release()
-
-    with table.lock:  # the loop takes it before it calls the waiters: `left` is set by then
-        for r in refs:
-            entry = owned.get(r.id)
-            if entry is None or entry.state == _refs.READY:
-                continue
-            if entry.waiters is None:
-                entry.waiters = []
-            entry.waiters.append(one_ready)
-            left[0] += 1
-    if left[0] == 0:
-        return True
+    # One pending entry watched at a time, not a waiter per entry (objects.refs.AllReady).
+    waiter = _refs.AllReady(
+        table, worker.loop, [e for r in refs if (e := owned.get(r.id)) is not None]
+    )
+    with table.lock:  # the loop takes it before it calls the waiters
+        if waiter.watch():
+            return True
     blocked()  # it waits: its next actor call may be written from here (submission.direct)
-    if not ready.acquire(timeout=-1 if timeout is None else timeout):
+    if not waiter.ready.acquire(timeout=-1 if timeout is None else timeout):
         raise GetTimeoutError(f"the objects were not ready within {timeout} s")
     return True
 

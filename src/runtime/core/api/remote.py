@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 import msgspec
 
-from ..common.context import current_task
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
-from ..objects.refs import NO_BUFFERS, ObjectRef, return_id
+from ..objects.refs import ObjectRef
 from ..process.worker import Worker
 from ..scheduling.scheduler import normalize
 from ..submission.direct import send_call
 from ..submission.pending import RetryPolicy
-from ..submission.streaming import DEFAULT_WINDOW, ObjectRefGenerator, StreamState
+from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
+from .calling import prepare_call
 from .dynamic import DynamicReturns
 from .methods import check_call_options
 from .options import (
@@ -53,29 +53,6 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-def _prepare_call(
-    worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
-) -> tuple[p.Value, list[memoryview], bytes, list[bytes], list[ObjectRef[Any]]]:
-    """Serialize a call in the caller's thread and make the refs to its results."""
-    value, buffers = ser.serialize_args(args, kwargs)
-    if not buffers:  # kept with the pending call (for a retry): share the empty lists
-        buffers = value.bufs = NO_BUFFERS
-    if not value.refs:
-        value.refs = NO_BUFFERS
-    if value.refs:
-        worker.refs.pin(value.refs)  # held until the callee has run
-    task_id = worker.new_id()
-    parent = current_task.get()
-    if parent is not None:  # cancelled with its parent (runtime.cancel(recursive=True))
-        children = parent.children
-        if len(children) >= 1024:
-            children[:] = [c for c in children if c in worker.tasks]
-        children.append(task_id)
-    last = max(num_returns, 0)
-    oids = [return_id(task_id, 0)] if last == 1 else [return_id(task_id, i) for i in range(last)]
-    return value, buffers, task_id, oids, [worker.new_owned(oid) for oid in oids]
-
-
 def _env_wire(owner: Any, worker: Any) -> Any:
     """The runtime_env of a function or class as sent (the job's under its own), made once
     per process: directories are zipped and shipped when first used."""
@@ -86,13 +63,6 @@ def _env_wire(owner: Any, worker: Any) -> Any:
     wire = renv.prepare(worker, env)
     owner._env_wire = (worker, wire)
     return wire
-
-
-def _results(worker: Any, task_id: bytes, n: int, refs: list[ObjectRef[Any]]) -> Any:
-    """What ``.remote()`` returns: one ref, a list of refs, or a stream (and its state)."""
-    if n == p.STREAMING:
-        return ObjectRefGenerator(StreamState(worker, task_id))
-    return refs[0] if n == 1 else refs
 
 
 class _Pickled:
@@ -212,7 +182,7 @@ class RemoteFunction(_Pickled, Generic[P, R]):
         worker = worker_or_init()
         self._pickled()  # fail here, in the caller, if the function cannot be pickled
         n = self._num_returns
-        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
+        value, buffers, task_id, oids, out = prepare_call(worker, args, kwargs, n)
         msg = p.SubmitTask(
             task_id,
             self._fn_id,
@@ -234,7 +204,6 @@ class RemoteFunction(_Pickled, Generic[P, R]):
                 msg.strategy = strategy
         elif self._may_be_captured and (captured := captured_bundle()) is not None:
             msg.bundle, msg.capture = captured, True
-        out = _results(worker, task_id, n, refs)
         if n == p.STREAMING:
             msg.stream_window = self._window
             worker.inbox.post(
@@ -496,11 +465,10 @@ class ActorMethod(Generic[P, R]):
         """Call the method; returns at once with a ref to its result."""
         worker = current_worker()
         n = self._num_returns
-        value, buffers, task_id, oids, refs = _prepare_call(worker, args, kwargs, n)
+        value, buffers, task_id, oids, out = prepare_call(worker, args, kwargs, n)
         msg = p.CallActor(
             task_id, self._actor_id, self._name, value, n, worker.peer_id, worker.address
         )
-        out = _results(worker, task_id, n, refs)
         stream = None
         if n == p.STREAMING:
             msg.stream_window = self._window

@@ -157,14 +157,25 @@ class Head:
 
     async def _watch(self) -> None:
         """Declare dead the nodes whose heartbeats stopped (a periodic check, by design)."""
-        period = self.detector.config.interval / 2
+        detector = self.detector
+        period = detector.config.interval / 2
         while True:
+            due = heartbeat_now() + period
             await asyncio.sleep(period)
-            # The loop runs due timers before it reads its sockets: after a stall (a busy or
-            # starved head), read the heartbeats that came meanwhile before judging anyone.
+            # Late: the head's loop could not run (starved of CPU, paused, or busy), so it
+            # could not read the beats sent meanwhile, nor could members beat if the whole
+            # machine stalled. That time counts against no member (a real death is found
+            # within the bound plus the head's own stalls).
+            late = heartbeat_now() - due
+            detector.deafened(late)
+            if late >= detector.config.suspect_after:
+                log.info("the head could not run for %.1f s: not counted as any member's silence",
+                         late)  # fmt: skip
+            # The loop runs due timers before it reads its sockets: read the heartbeats that
+            # came during the stall before judging anyone.
             await asyncio.sleep(0)
-            for node_id in self.detector.check(heartbeat_now()):
-                self.evict(node_id, f"no heartbeat for {self.detector.config.dead_after:g} s")
+            for node_id in detector.check(heartbeat_now()):
+                self.evict(node_id, f"no heartbeat for {detector.config.dead_after:g} s")
 
     def evict(self, node_id: str, why: str) -> None:
         """Declare a node dead: retire its id, tell it so, and recover what ran there."""
@@ -286,6 +297,10 @@ class Head:
         info = msg.info
         if info.node_id in self.retired:
             raise NodeRetiredError(f"node {info.node_id} was declared dead; join with a new id")
+        if conn is not None and conn.closed:
+            # It gave up (e.g. timed out) before this ran: its close found no member to
+            # drop, and a member added now would have no connection, only a death to come.
+            return False
         self.views.add(info)
         if not info.is_driver:
             self.detector.watch(info.node_id, heartbeat_now())

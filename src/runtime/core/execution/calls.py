@@ -212,13 +212,18 @@ class Answers:
         if done.error is not None:
             if not ser.is_application_error(done.error):
                 return  # "did not run / may have run" answers must not stick
-        elif sum(ser.total_size(v) for v in done.returns if isinstance(v, p.Value)) > (
-            ANSWER_KEEP_BYTES
-        ):
+        elif _returns_size(done.returns) > ANSWER_KEEP_BYTES:
             return
         self.answered[(done.task_id, attempt)] = done
         if len(self.answered) > MAX_ANSWERED:
             self.answered.popitem(last=False)
+
+
+def _returns_size(returns: list[p.Value | p.Located]) -> int:
+    if len(returns) == 1:  # most calls (no generator made per call)
+        value = returns[0]
+        return len(value.data) + sum(value.bufs) if isinstance(value, p.Value) else 0
+    return sum(ser.total_size(v) for v in returns if isinstance(v, p.Value))
 
 
 def encode_returns(
@@ -254,7 +259,8 @@ def encode_returns(
             out.append(worker.store_value(return_id(task_id, i), val, bufs))
         else:
             out.append(val)
-            buffers.extend(ser.own_buffers(bufs))
+            if bufs:  # most values have none: no list made and dropped per call
+                buffers.extend(ser.own_buffers(bufs))
     return out, buffers
 
 

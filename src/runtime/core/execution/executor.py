@@ -31,6 +31,7 @@ from ..objects.refs import ObjectRef
 from ..scheduling.host import HostLedger, HostScheduler, set_visible_devices
 from ..scheduling.scheduler import LocalScheduler, pick_bundle
 from ..wire import protocol as p
+from ..wire.gather import send_task_answer
 from ..wire.transport import Connection, split_buffers
 from .calls import (
     MAX_SPILLS,
@@ -300,7 +301,7 @@ class Executor:
         else:
             failed("task", job.name, job.task_id, done.error)
         self.answers.remember(done, bufs, job.attempt)
-        job.conn.send(done, bufs)
+        send_task_answer(job.conn, done, bufs, bool(self.jobs))  # may wait (wire.gather)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
         if not ctx.lent:

@@ -23,6 +23,7 @@ from ..common.metrics import CALLS_DONE, failed, observe_call
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..wire import protocol as p
+from ..wire.gather import send_answer
 from ..wire.transport import Connection, split_buffers
 from .events import now_ns
 from .runtime_env import EnvManager, Prepared
@@ -435,7 +436,7 @@ class HostedActor:
         observe_call((now_ns() - job.received_ns) / 1e9)
         self.executor.answers.remember(done, bufs)
         if not job.answered:  # (the thread that ran it answered: calls.answer_now)
-            job.conn.send(done, bufs)
+            send_answer(job.conn, done, bufs)  # gathered per loop pass (wire.gather)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
 

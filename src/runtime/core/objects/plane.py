@@ -25,6 +25,8 @@ from .host import ObjectHost
 from .refs import PENDING, READY, ObjectRef, OwnedObject, ReferenceTable
 from .transfer import ObjectTransfer
 
+_new_ref = object.__new__
+
 #: Values at least this big are kept in the object store and move on demand.
 STORE_MIN: Final = 100 * 1024
 #: An actor's handle token is the object ``actor id + this`` (no task id ends so).
@@ -138,7 +140,14 @@ class ObjectPlane:
         with table.lock:
             table.owned[object_id] = entry
             table.local[object_id] = table.local.get(object_id, 0) + 1
-        return ObjectRef.counted(object_id, self.peer_id, self.address, table)
+        ref: ObjectRef[Any] = _new_ref(ObjectRef)  # ObjectRef.counted, inline: once per call
+        ref.id, ref.owner_id, ref.owner_address, ref._table = (
+            object_id,
+            self.peer_id,
+            self.address,
+            table,
+        )
+        return ref
 
     def put(self, value: Any, *, counted: bool = True) -> ObjectRef[Any]:
         """Store ``value`` as an object owned by this process (any thread).

@@ -111,17 +111,20 @@ class ReferenceTable:
                 self._send(owner_id, owner_address, oid, 1)
 
     def remove_local(self, oid: bytes) -> None:
-        with self.lock:
-            n = self.local.get(oid, 0) - 1
+        with self.lock:  # once per ref dropped: a pipelined caller drops one per call
+            local = self.local
+            n = local.pop(oid, 0) - 1
             if n > 0:
-                self.local[oid] = n
+                local[oid] = n
                 return
-            self.local.pop(oid, None)
-            owner = self.borrowed.pop(oid, None)
-            if owner is not None:
-                self._send(owner[0], owner[1], oid, -1)
-            else:
-                self._maybe_free(oid)
+            if self.borrowed:
+                owner = self.borrowed.pop(oid, None)
+                if owner is not None:
+                    self._send(owner[0], owner[1], oid, -1)
+                    return
+            entry = self.owned.get(oid)
+            if entry is not None and entry.remote == 0:
+                self._free(oid, entry)
 
     # --- remote holders (owner side) and pins -----------------------------------------
 
@@ -177,6 +180,10 @@ class ReferenceTable:
         entry = self.owned.get(oid)
         if entry is None or entry.remote != 0 or self.local.get(oid, 0) > 0:
             return
+        self._free(oid, entry)
+
+    def _free(self, oid: bytes, entry: OwnedObject) -> None:
+        """Nothing holds ``entry`` any more, here or elsewhere (with the lock held)."""
         del self.owned[oid]
         actor_id = self.actor_tokens.pop(oid, None)
         if actor_id is not None:
@@ -211,6 +218,61 @@ class ReferenceTable:
         with self.lock:
             out, self.unreferenced = self.unreferenced, []
             return out
+
+
+class AllReady:
+    """A user's thread waiting until every one of many owned objects is ready (a blocking
+    ``get`` of a list), on one lock the loop releases.
+
+    It watches one pending object at a time: when that one is ready, the loop looks past it
+    once, at the end of that pass (by then a batch of answers has resolved many), for the
+    next still pending. A waiter per object (a list and a call each) cost a pipelined
+    caller about as much as the rest of its bookkeeping of the answer.
+    """
+
+    __slots__ = ("_at", "_entries", "_loop", "_table", "ready")
+
+    def __init__(
+        self, table: ReferenceTable, loop: asyncio.AbstractEventLoop, entries: list[OwnedObject]
+    ) -> None:
+        self._table = table
+        self._loop = loop
+        self._entries = entries
+        self._at = 0
+        #: Held until every entry is ready.
+        self.ready = threading.Lock()
+        self.ready.acquire()
+
+    def watch(self) -> bool:
+        """Watch the next pending entry (with the table's lock held); True when none is
+        left (``ready`` is then not released: nobody needs to wait)."""
+        entries, i, n = self._entries, self._at, len(self._entries)
+        wake = self._wake
+        while i < n:
+            entry = entries[i]
+            if entry.state != READY:
+                waiters = entry.waiters
+                if waiters is None:
+                    waiters = entry.waiters = []
+                waiters.append(wake)
+                if entry.state != READY:
+                    self._at = i
+                    return False
+                # Made ready while this thread looked (the loop sets the state before it
+                # takes the lock to call the waiters, and may have seen none): look on.
+                waiters.remove(wake)
+            i += 1
+        self._at = n
+        return True
+
+    def _wake(self) -> None:  # on the loop: the watched entry is ready
+        self._loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        with self._table.lock:
+            done = self.watch()
+        if done:
+            self.ready.release()
 
 
 class RefHost(Protocol):

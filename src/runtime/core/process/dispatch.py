@@ -21,6 +21,7 @@ from ..objects.store import ObjectStore
 from ..submission.streaming import StreamState
 from ..submission.tasks import TaskSubmitter
 from ..wire import protocol as p
+from ..wire.gather import NO_RAW, buffers_size, unbatch
 from ..wire.transport import Connection, split_buffers
 from .inspect import answer
 
@@ -98,6 +99,9 @@ class Dispatch:
                 if executor is not None
                 else host.submitter.on_task_done
             ),
+            p.CallBatch: self._call_batch,
+            p.SubmitBatch: self._submit_batch,
+            p.DoneBatch: self._done_batch,
             p.StreamItem: self._stream_item,
             p.StreamAck: self._stream_ack,
             p.CancelTask: self._cancel,
@@ -161,6 +165,37 @@ class Dispatch:
         else:
             error = ser.system_error_value(NodeDiedError, "a driver does not run tasks")
             conn.send(p.TaskDone(msg.task_id, error=error))
+
+    # Batches (``wire.gather``): each message is handed on as if it had come alone, with its
+    # own slice of the frame's raw buffers, in the order it was sent.
+
+    def _call_batch(self, conn: Connection, msg: p.CallBatch, raw: memoryview) -> None:
+        on_call = self.table[p.CallActor]
+        if raw.nbytes:
+            unbatch(msg.calls, raw, _args_size, lambda m, r: on_call(conn, m, r), conn)
+            return
+        for call in msg.calls:  # no call has raw buffers (the common case)
+            on_call(conn, call, NO_RAW)
+            if conn.closed:
+                return
+
+    def _submit_batch(self, conn: Connection, msg: p.SubmitBatch, raw: memoryview) -> None:
+        on_task = self.table[p.SubmitTask]
+        if raw.nbytes:
+            unbatch(msg.tasks, raw, _args_size, lambda m, r: on_task(conn, m, r), conn)
+            return
+        for task in msg.tasks:
+            on_task(conn, task, NO_RAW)
+            if conn.closed:
+                return
+
+    def _done_batch(self, conn: Connection, msg: p.DoneBatch, raw: memoryview) -> None:
+        on_done = self.table[p.TaskDone]
+        if raw.nbytes:
+            unbatch(msg.done, raw, _returns_size, lambda m, r: on_done(conn, m, r), conn)
+            return
+        for done in msg.done:
+            on_done(conn, done, NO_RAW)
 
     def _get_object(self, conn: Connection, msg: p.GetObject, raw: memoryview) -> None:
         self.host.spawn(self.host.objects.transfer.serve_get_object(conn, msg))
@@ -226,6 +261,15 @@ class Dispatch:
             self.host.head.on_message(conn, msg)
         elif self.host.is_driver:
             print_lines(msg)
+
+
+def _args_size(msg: p.CallActor | p.SubmitTask) -> int:
+    bufs = msg.args.bufs
+    return sum(bufs) if bufs else 0
+
+
+def _returns_size(msg: p.TaskDone) -> int:
+    return sum(map(buffers_size, msg.returns)) if msg.returns else 0
 
 
 __all__ = ["Dispatch", "DispatchHost", "Handler"]

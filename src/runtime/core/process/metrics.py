@@ -162,9 +162,10 @@ def _head(head: Head) -> list[dict[str, Any]]:
     actors = Counter(r.state for r in head.directory.actors.values())
     nodes = Counter("driver" if n.is_driver else "node" for n in head.nodes.values())
     now = heartbeat_now()
+    detector = head.detector
     beats = [
-        [{"peer": node_id}, max(0.0, now - seen)]
-        for node_id, seen in list(head.detector.last_seen.items())
+        [{"peer": node_id}, detector.silence(node_id, now) or 0.0]
+        for node_id in list(detector.last_seen)
     ]
     groups = Counter(rec.state for rec in head.placement.groups.values())
     return [

@@ -21,6 +21,7 @@ import msgspec
 from ..common.exceptions import ActorDiedError, NodeDiedError, RuntimeBaseError
 from ..objects.refs import ReferenceTable
 from ..wire import protocol as p
+from ..wire.gather import Gather, Link
 from ..wire.transport import Connection
 from .actor_state import DEAD, LOCATE, SEND, ActorState
 from .pending import PendingTask
@@ -64,6 +65,8 @@ class ActorCaller:
         self.head_request = host.head_request
         self.connect_peer = host.connect_peer
         self.resolve = host.resolve
+        #: The calls of one loop pass to one peer go in one frame (``wire.gather``).
+        self.gather = Gather(p.CallBatch)
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -93,7 +96,7 @@ class ActorCaller:
         if step == SEND and conn is not None:
             if stream is not None:
                 self.streams[msg.task_id] = stream
-            conn.send(msg, buffers)
+            self.send(conn, msg, buffers)
             return
         if step == DEAD:
             err = state.dead
@@ -107,6 +110,11 @@ class ActorCaller:
             self.streams[msg.task_id] = stream
         if step == LOCATE:
             self.spawn(self._resolve_actor(state))
+
+    def send(self, conn: Link, msg: p.CallActor, buffers: list[memoryview]) -> None:
+        """Send one call on the actor's connection (loop): gathered with the other calls of
+        this loop pass to the same peer, after them, in order."""
+        self.gather.send(conn, msg, buffers)
 
     def actor_out_of_scope(self, actor_id: bytes) -> None:
         """No handle of an actor this process created is left anywhere, and no call to it
@@ -147,8 +155,9 @@ class ActorCaller:
                 state.gave_up()  # every placement tried was unreachable (unless it is dead)
                 self.fail_queued(state)
                 return
+            self.gather.flush()  # calls held for this peer go before the ones queued here
             for msg, buffers in state.connected(conn, self.tasks):
-                conn.send(msg, buffers)
+                self.send(conn, msg, buffers)
         except (OSError, ConnectionError, RuntimeBaseError) as exc:
             reason = (
                 str(exc)

@@ -81,7 +81,7 @@ class ActorState:
         loc = self.location
         node_id = loc.node_id if loc is not None else ""
         tasks[msg.task_id] = PendingTask(
-            object_ids, node_id, msg.method, msg.actor_id, stream=stream, keep=keep
+            object_ids, node_id, msg.method, msg.actor_id, None, stream, keep
         )
         if connected and not self.queue:
             msg.actor_id = self.actor_id

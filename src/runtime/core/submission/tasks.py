@@ -25,6 +25,7 @@ from ..objects.refs import NO_BUFFERS, OwnedObject, ReferenceTable
 from ..scheduling.labels import matches
 from ..scheduling.scheduler import Placer, fits, pick_node, takes_work
 from ..wire import protocol as p
+from ..wire.gather import Gather
 from ..wire.transport import Connection, split_buffers
 from .actor_calls import ActorCaller
 from .book import (
@@ -99,6 +100,8 @@ class TaskSubmitter:
         self.book = TaskBook(
             self.tasks, self.load, self.group_nodes, self.caller.actors, self.refs.owned
         )
+        #: The tasks of one loop pass to one node go in one frame (``wire.gather``).
+        self.gather = Gather(p.SubmitBatch)
 
     def node_lost(self, peer: str, again: set[bytes]) -> None:
         """Tasks and actor calls on ``peer`` (which died) are retried or fail; ``again``: the
@@ -119,8 +122,21 @@ class TaskSubmitter:
             return
         step, task = answer
         if step == DONE:
+            returns = msg.returns
+            oids = task.object_ids
+            if (
+                len(returns) == 1 == len(oids)
+                and type(value := returns[0]) is p.Value
+                and not value.bufs
+            ):
+                # One small value (most calls): kept until freed, without empty lists of its own.
+                value.bufs = NO_BUFFERS
+                if not value.refs:
+                    value.refs = NO_BUFFERS
+                self.resolve(oids[0], value, NO_BUFFERS)
+                return
             offset = 0
-            for oid, value in zip(task.object_ids, msg.returns, strict=False):
+            for oid, value in zip(oids, returns, strict=False):
                 if isinstance(value, p.Value) and value.bufs:
                     bufs, offset = split_buffers(raw, value.bufs, offset)
                     self.resolve(oid, value, bufs)
@@ -185,6 +201,8 @@ class TaskSubmitter:
         if cancel is None:
             return False
         where, task = cancel
+        self.gather.flush()  # a call or task held for this pass goes before its cancel
+        self.caller.gather.flush()
         conn: Any = None
         if where == CANCEL_ACTOR:
             assert task.actor_id is not None
@@ -349,7 +367,7 @@ class TaskSubmitter:
         if msg.fn_id not in conn.known_functions:
             msg.fn_blob = fn_blob()
             conn.known_functions.add(msg.fn_id)
-        conn.send(msg, buffers)
+        self.gather.send(conn, msg, buffers)
 
     async def _send_task_later(
         self,

@@ -5,7 +5,8 @@ through the real transport (:class:`~runtime.core.wire.transport.Connection`: th
 handshake, the framing), registers with ``RegisterNode``, beats (``Heartbeat``) at the
 configured interval, reports resources now and then, and reads the views the head pushes.
 Churn closes members and joins new ones at a steady rate. A member the head evicts while it
-is still beating is a false death. ``benchmarks/head_sim.py`` runs it and prints the head's
+is still beating is a false death; members made to stop beating (``stop``) must be declared
+dead within the dead window. ``benchmarks/head_sim.py`` runs it and prints the head's
 CPU and memory per member.
 """
 
@@ -16,6 +17,8 @@ import json
 import os
 import random
 import socket
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -24,13 +27,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psutil
 
-from ..control.views import MemberView, merge
+from ..control.views import REFRESH, MemberView, merge
 from ..process import launcher
 from ..wire import protocol as p
 from ..wire.heartbeat import DetectorConfig
 from ..wire.transport import Connection
+
+
+class _Entries(msgspec.Struct, array_like=True, tag=21):
+    """A ``ClusterView`` read as the simulator reads it: its entries left encoded (a real
+    member decodes them, on its own machine; decoding 2,000 members' views took the
+    simulating processes most of their CPU and starved the head of this shared one)."""
+
+    nodes: msgspec.Raw
+    departed: list[str]
+    version: int
+    base: int
+    loads: msgspec.Raw
+
+
+_light: msgspec.msgpack.Decoder[_Entries | p.Reply | p.Shutdown] = msgspec.msgpack.Decoder(
+    _Entries | p.Reply | p.Shutdown
+)
+
+
+def _count(raw: msgspec.Raw) -> int:
+    """The length of an encoded msgpack array."""
+    data = memoryview(raw)
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC:
+        return int(struct.unpack_from(">H", data, 1)[0])
+    if first == 0xDD:
+        return int(struct.unpack_from(">I", data, 1)[0])
+    raise ValueError(f"not a msgpack array: {first:#x}")
+
+
+def _decode_light(header: memoryview) -> p.Message | _Entries:
+    """A member's decoder that leaves the view entries encoded (see ``_Entries``)."""
+    try:
+        return _light.decode(header)
+    except msgspec.ValidationError:  # not one of these: decoded as the runtime does
+        return p.decode(header)
 
 
 @dataclass
@@ -44,11 +86,20 @@ class Tally:
     #: Evicted after its own simulating process had not sent its beats for nearly the dead
     #: window (the simulator starved, not the head wrong): not a false death.
     silent_evictions: int = 0
+    #: Connections of joined members that closed with no eviction and no leave (by why).
+    lost: dict[str, int] = field(default_factory=dict)
     views: int = 0
     view_entries: int = 0
     whole_views: int = 0
     view_gaps: int = 0
     join_s: list[float] = field(default_factory=list)
+    #: Members made to stop beating (their connection kept open), and those of them the
+    #: head declared dead, with the seconds from their last beat to the news.
+    stopped: int = 0
+    stopped_dead: int = 0
+    detect_s: list[float] = field(default_factory=list)
+    #: Failed joins by where they stopped and why (e.g. ``reply: TimeoutError``).
+    join_failures: dict[str, int] = field(default_factory=dict)
 
 
 class _Member:
@@ -58,6 +109,9 @@ class _Member:
         self.conn: Connection | None = None
         self.reply: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
         self.leaving = False
+        self.evicted = False
+        #: Made to stop beating: its eviction is the detector's job done, not an error.
+        self.stopped = False
         #: The view's version this member holds; with ``keep_view``, the view itself.
         self.view = MemberView()
         self.keep_view = False
@@ -71,9 +125,18 @@ class _Member:
         #: When this member last sent a heartbeat (monotonic).
         self.last_beat = time.monotonic()
 
-    def on_message(self, conn: Connection, msg: p.Message, raw: memoryview) -> None:
+    def on_message(self, conn: Connection, msg: p.Message | _Entries, raw: memoryview) -> None:
         if isinstance(msg, p.Reply) and not self.reply.done():
             self.reply.set_result(msg)
+        elif isinstance(msg, _Entries):  # entries counted, not decoded
+            self.tally.views += 1
+            self.tally.view_entries += _count(msg.nodes) + _count(msg.loads)
+            if msg.base != REFRESH:
+                gaps = self.view.gaps
+                self.view.receive(conn, msg, self._apply, {})  # type: ignore[arg-type]
+                self.tally.view_gaps += self.view.gaps - gaps
+            self.view_seen.set()
+            self.view_seen = asyncio.Event()
         elif isinstance(msg, p.ClusterView):
             self.tally.views += 1
             self.tally.view_entries += len(msg.nodes)
@@ -87,21 +150,29 @@ class _Member:
             self.view_seen.set()
             self.view_seen = asyncio.Event()
         elif isinstance(msg, p.Shutdown) and msg.evicted and not self.leaving:
+            self.evicted = True
             config = DetectorConfig.from_env()
-            if time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
+            if self.stopped:
+                self.tally.stopped_dead += 1
+                self.tally.detect_s.append(time.monotonic() - self.last_beat)
+            elif time.monotonic() - self.last_beat < config.dead_after - 2 * config.interval:
                 self.tally.false_deaths += 1  # it beat within the window: the head erred
             else:
                 self.tally.silent_evictions += 1
 
     def _apply(self, nodes: list[p.NodeInfo], departed: Sequence[str], whole: bool) -> None:
         self.tally.whole_views += whole
-        if self.keep_view:
+        if self.keep_view:  # (else ``nodes`` is the entries encoded)
             self.nodes = merge(self.nodes, nodes, departed, whole)
 
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
         self.gone.set()
+        if self.reply.done() and not self.leaving and not self.evicted:
+            why = type(exc).__name__ if exc is not None else "closed"
+            self.tally.lost[why] = self.tally.lost.get(why, 0) + 1
         if not self.reply.done():
             self.reply.set_exception(ConnectionError(f"closed before the reply: {exc}"))
+            self.reply.exception()  # retrieved: the join may have stopped waiting already
 
 
 async def _join(
@@ -118,6 +189,7 @@ async def _join(
     member.keep_view = keep_view
     host, _, port = address.rpartition(":")
     t0 = time.perf_counter()
+    stage = "connect"
     try:
         async with asyncio.timeout(timeout):
             _, conn = await loop.create_connection(
@@ -127,12 +199,15 @@ async def _join(
                     on_message=member.on_message,
                     on_close=member.on_close,
                     dialer=True,
+                    decode=p.decode if keep_view else _decode_light,
                 ),
                 host,
                 int(port),
             )
             member.conn = conn
+            stage = "handshake"
             await conn.authenticated
+            stage = "reply"
             res = {"CPU": 1.0, "memory": 1e9}
             where = f"127.0.0.1:{10000 + hash(node_id) % 50000}"  # never dialled
             info = p.NodeInfo(
@@ -140,8 +215,10 @@ async def _join(
             )
             conn.send(p.RegisterNode(1, info))
             p.unwrap_reply(await member.reply)
-    except Exception:  # refused, timed out, closed: counted, the simulation goes on
+    except Exception as exc:  # refused, timed out, closed: counted, the simulation goes on
         tally.join_errors += 1
+        why = f"{stage}: {type(exc).__name__}"
+        tally.join_failures[why] = tally.join_failures.get(why, 0) + 1
         if member.conn is not None:
             member.conn.abort()
         return None
@@ -161,6 +238,9 @@ class Plan:
     seconds: float
     churn: float
     report_every: float
+    #: Members that stop beating once all joined (kept connected): each must be declared
+    #: dead within the dead window (plus the head's own stalls).
+    stop: int = 0
 
 
 async def _simulate(plan: Plan) -> Tally:
@@ -169,6 +249,7 @@ async def _simulate(plan: Plan) -> Tally:
     tally = Tally()
     interval = DetectorConfig.from_env().interval
     members: list[_Member] = []
+    stopped: list[_Member] = []
     serial = 0
 
     def new_id() -> str:
@@ -190,16 +271,21 @@ async def _simulate(plan: Plan) -> Tally:
     joining: asyncio.Future[list[None]] | None = asyncio.ensure_future(
         asyncio.gather(*(join_one(ramp * i / count) for i in range(count)))
     )
-    stop = float("inf")
+    end = float("inf")
     seq = 0
     next_report = time.monotonic()
     churn_debt = 0.0
     joins: set[asyncio.Task[None]] = set()
-    while time.monotonic() < stop:
+    while time.monotonic() < end:
         tick = time.monotonic()
         if joining is not None and joining.done():
             joining = None
-            stop = tick + plan.seconds
+            end = tick + plan.seconds
+            for m in random.sample(members, min(plan.stop, len(members))):
+                members.remove(m)  # no beat, no report, no churn from now
+                m.stopped = True
+                stopped.append(m)
+            tally.stopped = len(stopped)
             print("joined", flush=True)  # this process's members are in: steady from now
         seq += 1
         for m in members:  # every member beats once an interval, on its own connection
@@ -226,7 +312,7 @@ async def _simulate(plan: Plan) -> Tally:
             task.add_done_callback(joins.discard)
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
     await asyncio.gather(*joins)  # the churn's last joins finish (each within its timeout)
-    for m in members:
+    for m in members + stopped:
         m.leaving = True
         if m.conn is not None:
             m.conn.close()
@@ -313,9 +399,11 @@ def _rss_mb(proc: psutil.Process) -> float:
 
 
 def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
-        report_every: float = 5.0, *, head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
+        report_every: float = 5.0, *, stop: int = 0,
+        head_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``members`` simulated members in ``procs`` processes against a fresh head for
-    ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second."""
+    ``seconds`` after they joined, ``churn`` of them leaving and as many joining a second,
+    ``stop`` of them falling silent once joined (the detector must declare them dead)."""
     head = HeadSim.start(head_path)
     workers: list[subprocess.Popen[str]] = []
     try:
@@ -326,7 +414,16 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
         per = [members // procs + (i < members % procs) for i in range(procs)]
         t0 = time.perf_counter()
         plans = [
-            Plan(head.address, head.token, f"{i}", n, seconds, churn / procs, report_every)
+            Plan(
+                head.address,
+                head.token,
+                f"{i}",
+                n,
+                seconds,
+                churn / procs,
+                report_every,
+                stop // procs + (i < stop % procs),
+            )
             for i, n in enumerate(per)
         ]
         workers = [_start_simulator(plan) for plan in plans]
@@ -364,6 +461,13 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             total.view_entries += t.view_entries
             total.whole_views += t.whole_views
             total.view_gaps += t.view_gaps
+            total.stopped += t.stopped
+            total.stopped_dead += t.stopped_dead
+            total.detect_s += t.detect_s
+            for why, n in t.lost.items():
+                total.lost[why] = total.lost.get(why, 0) + n
+            for why, n in t.join_failures.items():
+                total.join_failures[why] = total.join_failures.get(why, 0) + n
         return {
             "members": members,
             "churn per s (joins and as many leaves)": churn,
@@ -379,8 +483,17 @@ def run(members: int, procs: int = 4, seconds: float = 20.0, churn: float = 0.0,
             "joins": total.joined,
             "leaves": total.left,
             "join errors": total.join_errors,
+            "failed joins by stage": total.join_failures,
             "false deaths": total.false_deaths,
             "evicted after its simulator stalled": total.silent_evictions,
+            "connections lost otherwise": total.lost,
+            "stopped beating": total.stopped,
+            "of them declared dead": total.stopped_dead,
+            "their last beat to the news, longest (s)": max(total.detect_s, default=None),
+            "their last beat to the news, median (s)": (
+                statistics.median(total.detect_s) if total.detect_s else None
+            ),
+            "dead window (s)": DetectorConfig.from_env().dead_after,
             "views received": total.views,
             "view entries received": total.view_entries,
             "whole views received": total.whole_views,

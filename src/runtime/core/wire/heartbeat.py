@@ -59,15 +59,36 @@ class DetectorConfig:
 
 
 class FailureDetector:
-    """The head's record of when each node was last heard from (plain state, no I/O)."""
+    """The head's record of when each node was last heard from (plain state, no I/O).
+
+    Silence is counted on the head's own clock, which stops while the head cannot listen:
+    ``deafened(s)`` takes out the seconds its loop was stalled (starved of CPU, paused, or
+    busy), during which beats may have been sent and not read, or not sent because the
+    whole machine stalled with it. A member is never judged on time the head itself was
+    not there; one that really stopped is declared dead ``dead_after`` seconds of the
+    head's listening after its last beat (the bound, plus the head's own stalls).
+    """
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
+        #: node id -> the head's clock (``now - deaf``) at its last beat.
         self.last_seen: dict[str, float] = {}
         self.suspects: set[str] = set()
+        #: Seconds the head could not listen, in all (taken out of everyone's silence).
+        self.deaf = 0.0
+
+    def deafened(self, seconds: float) -> None:
+        """The head's loop could not run for ``seconds``: they count against no one."""
+        if seconds > 0:
+            self.deaf += seconds
+
+    def silence(self, node_id: str, now: float) -> float | None:
+        """How long ``node_id`` has been silent, on the head's clock (None: not watched)."""
+        seen = self.last_seen.get(node_id)
+        return None if seen is None else max(0.0, now - self.deaf - seen)
 
     def watch(self, node_id: str, now: float) -> None:
-        self.last_seen[node_id] = now
+        self.last_seen[node_id] = now - self.deaf
 
     def forget(self, node_id: str) -> None:
         self.last_seen.pop(node_id, None)
@@ -77,7 +98,7 @@ class FailureDetector:
         """A heartbeat; False when the node is not (or no longer) watched."""
         if node_id not in self.last_seen:
             return False
-        self.last_seen[node_id] = now
+        self.last_seen[node_id] = now - self.deaf
         if node_id in self.suspects:
             self.suspects.discard(node_id)
             log.info("node %s is no longer suspect", node_id)
@@ -86,11 +107,13 @@ class FailureDetector:
     def check(self, now: float) -> list[str]:
         """Update the suspects; return the nodes to declare dead now."""
         dead = []
+        clock = now - self.deaf
+        suspect_after, dead_after = self.config.suspect_after, self.config.dead_after
         for node_id, seen in self.last_seen.items():
-            silent = now - seen
-            if silent >= self.config.dead_after:
+            silent = clock - seen
+            if silent >= dead_after:
                 dead.append(node_id)
-            elif silent >= self.config.suspect_after and node_id not in self.suspects:
+            elif silent >= suspect_after and node_id not in self.suspects:
                 self.suspects.add(node_id)
                 log.warning("node %s is suspect: silent for %.1f s", node_id, silent)
         for node_id in dead:

@@ -27,8 +27,9 @@ from .groups import WaitPlacementGroup as WaitPlacementGroup  # noqa: PLC0414 (r
 from .msgbase import _Msg as _Msg  # noqa: PLC0414 (re-exported)
 
 #: 3: frames after the handshake are sealed (see integrity.py) unless TLS is on; 4: big
-#: writes are sealed with AES-GMAC instead of HMAC-SHA256.
-PROTOCOL_VERSION: Final = 4
+#: writes are sealed with AES-GMAC instead of HMAC-SHA256; 5: calls, tasks and answers sent
+#: in one loop pass travel in one frame (CallBatch, SubmitBatch, DoneBatch).
+PROTOCOL_VERSION: Final = 5
 #: Largest frame a peer may send; checked before anything is allocated for it.
 MAX_FRAME_SIZE: Final = 1 << 31
 PREFIX_SIZE: Final = 8
@@ -37,7 +38,12 @@ PREFIX_SIZE: Final = 8
 # --- user values -------------------------------------------------------------------
 
 
-class Value(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=100):
+# ``gc=False`` on the structs made per call (a value, a call, a task, an answer): they hold
+# only bytes, numbers, strings and lists of those, so they are never part of a cycle, and the
+# collector need not track (and scan) the thousands of them a pipelined caller keeps alive.
+
+
+class Value(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=100, gc=False):
     """A serialized user value: ``kind`` says how ``data`` is encoded (see _serialization).
 
     ``bufs`` are the sizes of the value's out-of-band buffers that follow the header.
@@ -313,7 +319,7 @@ class ActorLocation(msgspec.Struct, array_like=True, forbid_unknown_fields=True)
 STREAMING = -1
 
 
-class SubmitTask(_Msg, tag=40):
+class SubmitTask(_Msg, tag=40, gc=False):
     """Run function ``fn_id`` (pickled in ``fn_blob`` the first time a peer sees it)."""
 
     task_id: bytes
@@ -341,7 +347,7 @@ class SubmitTask(_Msg, tag=40):
     capture: bool = False
 
 
-class CallActor(_Msg, tag=41):
+class CallActor(_Msg, tag=41, gc=False):
     task_id: bytes
     actor_id: bytes
     method: str
@@ -352,12 +358,32 @@ class CallActor(_Msg, tag=41):
     stream_window: int = 0
 
 
-class TaskDone(_Msg, tag=42):
+class TaskDone(_Msg, tag=42, gc=False):
     """The results of task ``task_id``: one entry per return, or an error for all."""
 
     task_id: bytes
     returns: list[Value | Located] = []
     error: Value | None = None
+
+
+class CallBatch(_Msg, tag=47, gc=False):
+    """Actor calls sent in one loop pass to one peer, in order (``wire.gather``); the raw
+    buffers of each call's arguments follow the header in the same order."""
+
+    calls: list[CallActor]
+
+
+class SubmitBatch(_Msg, tag=48, gc=False):
+    """Tasks sent in one loop pass to one peer, in order (as :class:`CallBatch`)."""
+
+    tasks: list[SubmitTask]
+
+
+class DoneBatch(_Msg, tag=49, gc=False):
+    """Answers sent in one loop pass to one peer, in order; the raw buffers of each answer's
+    returns follow the header in the same order."""
+
+    done: list[TaskDone]
 
 
 class StreamItem(_Msg, tag=43):
@@ -506,6 +532,9 @@ Message = (
     | SubmitTask
     | CallActor
     | TaskDone
+    | CallBatch
+    | SubmitBatch
+    | DoneBatch
     | StreamItem
     | StreamAck
     | LendResources

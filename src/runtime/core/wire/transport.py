@@ -69,8 +69,11 @@ class Connection(asyncio.BufferedProtocol):
         max_frame: int = p.MAX_FRAME_SIZE,
         admission: AdmissionControl | None = None,
         integrity: bool = True,
+        decode: Callable[[memoryview], Any] = p.decode,
     ) -> None:
         self.local_id = local_id
+        #: Decodes a message's header after the handshake (a simulator's may skip parts).
+        self._decode = decode
         #: Seal the frames after the handshake (off under TLS, which protects them already).
         self._integrity = integrity
         self._tx: Seals | None = None
@@ -113,9 +116,8 @@ class Connection(asyncio.BufferedProtocol):
         #: the batch with their seal.
         self._seal_parts: list[Buffer] = []
         self._seal_size = 0
-        #: Every sealed write takes its seal's number and writes under ``wlock``; another
-        #: thread writes on ``wfd`` (:mod:`.direct`: opened at its first ask), and the loop
-        #: writes ``rest``, what such a write left, first.
+        #: Every sealed write seals and writes under ``wlock``; other threads write on ``wfd``
+        #: (:mod:`.direct`), and the loop writes ``rest`` (what such a write left) first.
         self.wlock = threading.Lock()
         self.wfd = -1
         self.rest: list[Buffer] | None = None
@@ -344,7 +346,7 @@ class Connection(asyncio.BufferedProtocol):
         if not self.authenticated.done():
             self._handshake(p.decode(header, handshake=True))
             return
-        msg = p.decode(header)
+        msg = self._decode(header)
         if isinstance(msg, p.HandshakeMessage):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
         self._on_message(self, msg, raw)
