@@ -31,8 +31,8 @@ class LoopInbox:
         #: ``post_later``'s callbacks, and whether a tick will run them (within LATER_S).
         self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._tick = False
-        #: False from a drain until the loop pass after it: what the posts run may hold
-        #: messages until the end of their pass (coalesced writes, gathered frames).
+        #: False from a ``post_call`` until the loop pass after the drain that ran it: an
+        #: actor call posted may be held until the end of its pass (a gathered frame).
         self._settled = True
 
     def on_loop(self) -> bool:
@@ -44,6 +44,21 @@ class LoopInbox:
             fn(*args)
             return
         self._items.append((fn, args))
+        if not self._armed:
+            self._armed = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nothing will run any more
+                self._armed = False
+
+    def post_call(self, fn: Callable[..., object], *args: Any) -> None:
+        """``post`` for a call that the loop may hold until the end of its pass (an actor
+        call, gathered): ``quiet`` is False until that pass is over."""
+        if threading.get_ident() == self.thread_id:
+            fn(*args)
+            return
+        self._items.append((fn, args))
+        self._settled = False  # (after the append: a _settle now sees the item)
         if not self._armed:
             self._armed = True
             try:
@@ -77,8 +92,8 @@ class LoopInbox:
         self.catch_up()
 
     def quiet(self) -> bool:
-        """Nothing posted waits or runs, and the loop pass that ran the last posts is over
-        (what they held for the end of their pass is sent): what a thread does now comes
+        """Nothing posted waits or runs, and the loop pass that ran the last ``post_call`` is
+        over (what it held for the end of its pass is sent): what a thread does now comes
         after all it posted (the direct path of calls, ``wire.direct``)."""
         return self._settled and not self._armed and not self._items
 
@@ -100,7 +115,6 @@ class LoopInbox:
     def _drain(self) -> None:
         # At most DRAIN_BATCH per pass, then the loop serves its sockets: a thread posting
         # faster than the loop runs its posts must not keep answers from being read.
-        self._settled = False
         if self._later:  # posted before what follows
             self.catch_up()
         items = self._items
@@ -111,7 +125,7 @@ class LoopInbox:
         if items:  # more came (or were left): run them on the next pass, after the sockets
             self._armed = True
             self.loop.call_soon(self._drain)
-        else:  # after what the posts scheduled for the end of this pass
+        elif not self._settled:  # after what the calls scheduled for the end of this pass
             self.loop.call_soon(self._settle)
 
 

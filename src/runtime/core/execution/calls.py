@@ -175,7 +175,9 @@ class Job:
     #: When it arrived and when its ref arguments were fetched (monotonic ns; the timeline).
     received_ns: int = field(default_factory=now_ns)
     fetched_ns: int = 0
-    #: Its answer went out from the thread that ran it (``answer_now``): not sent again.
+    #: Its caller blocks on it (``CallActor.blocked``); its answer went out from the thread
+    #: that ran it (``answer_now``): not sent again.
+    blocked: bool = False
     answered: bool = False
 
     def mark_fetched(self) -> None:
@@ -302,8 +304,7 @@ def call_sync(
     """Run a plain function for ``job`` (on a thread) and serialize its answer; an actor
     call's answer goes out from this thread when it can (``answer_now``)."""
     done, bufs = _call_sync(worker, job, ctx, label)
-    lane = job.lane  # (an actor call's; calls in a row keep the loop's coalesced writes)
-    if lane is not None and lane.running_sync <= 1 and not lane.mailbox:
+    if job.blocked:  # (pipelined calls keep the loop's gathered answers)
         answer_now(worker, job, done, bufs)
     return done, bufs
 
@@ -311,8 +312,8 @@ def call_sync(
 def answer_now(worker: ExecutionHost, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
     """The callee's direct path: seal and write an actor call's answer from the thread that
     ran it, instead of handing it to the loop first (a thread wake-up, the GIL handed over
-    twice) when it is its actor's only call (a caller blocked on each call: calls in a row
-    keep the loop's coalesced writes), nothing posted to the loop waits to go before it (an
+    twice) when its caller blocks on it (``CallActor.blocked``: pipelined calls keep the
+    loop's gathered answers), nothing posted to the loop waits to go before it (an
     ``Unmapped`` of its arguments, an earlier call's answer) and the connection has nothing
     queued (:func:`runtime.core.wire.direct.send_direct`). The loop still does the call's
     bookkeeping; ``job.answered`` tells it the answer is out. Not for a call that ends the

@@ -229,6 +229,7 @@ class HostedActor:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
         job.actor_id = self.spec.actor_id
+        job.blocked = msg.blocked
         job.lane = lane
         lane.mailbox.append(job)
         if msg.args.refs and not self.executor.parse_args_now(job):

@@ -98,9 +98,11 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
     local["calls"] = calls + 1
     # Only the first call since this thread last blocked in get: a thread that makes many
     # before it waits (pipelining) leaves them to the loop, which coalesces their writes.
-    if not calls and stream is None and call_direct(worker, msg, buffers, object_ids, keep):
-        return
-    worker.inbox.post(worker.caller.call_actor, msg, buffers, object_ids, stream, keep)
+    if not calls and stream is None:
+        msg.blocked = True  # (the callee answers it from its thread: execution.calls)
+        if call_direct(worker, msg, buffers, object_ids, keep):
+            return
+    worker.inbox.post_call(worker.caller.call_actor, msg, buffers, object_ids, stream, keep)
     worker.inbox.throttle()
 
 
