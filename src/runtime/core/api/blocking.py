@@ -14,6 +14,7 @@ from ..common.exceptions import GetTimeoutError
 from ..common.strands import begin_blocking, end_blocking
 from ..objects import refs as _refs
 from ..process.worker import Worker
+from ..submission.direct import blocked
 
 T = TypeVar("T")
 
@@ -58,6 +59,7 @@ def blocking(worker: Worker, coro: Coroutine[Any, Any, T], timeout: float | None
     if lend:
         worker.inbox.post(executor.lend, ctx)  # type: ignore[union-attr]
     fut = asyncio.run_coroutine_threadsafe(deadline(coro, timeout), worker.loop)
+    blocked()  # (as in wait_owned)
     held = begin_blocking()  # on a strand's thread: the pool runs the others meanwhile
     try:
         return fut.result()
@@ -95,6 +97,7 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
     with table.lock:  # the loop takes it before it calls the waiters
         if waiter.watch():
             return True
+    blocked()  # it waits: its next actor call may be written from here (submission.direct)
     held = begin_blocking()
     try:
         got = waiter.ready.acquire(timeout=-1 if timeout is None else timeout)

@@ -19,6 +19,7 @@ from ..execution import runtime_env as renv
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import normalize
+from ..submission.direct import send_call
 from ..submission.pending import RetryPolicy
 from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
@@ -414,8 +415,7 @@ class ActorMethod(Generic[P, R]):
         if n == p.STREAMING:
             msg.stream_window = self._window
             stream = out._state
-        worker.inbox.post(worker.call_actor, msg, buffers, oids, stream, self._token)
-        worker.inbox.throttle()
+        send_call(worker, msg, buffers, oids, stream, self._token)  # direct, or via the loop
         return out  # type: ignore[no-any-return]
 
 

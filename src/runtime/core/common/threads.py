@@ -16,6 +16,8 @@ DRAIN_BATCH = 512
 #: A thread that posts finds no more than this many callbacks waiting for the loop: past it,
 #: ``throttle`` waits until the loop has taken them down to half (bounded memory).
 BACKLOG_MAX = 8192
+#: How long bookkeeping posted with ``LoopInbox.post_later`` may wait for the loop (seconds).
+LATER_S = 0.005
 
 
 class LoopInbox:
@@ -26,6 +28,12 @@ class LoopInbox:
         self._items: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._armed = False
         self.thread_id = -1  # set by the loop thread once it runs
+        #: ``post_later``'s callbacks, and whether a tick will run them (within LATER_S).
+        self._later: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._tick = False
+        #: False from a ``post_call`` until the loop pass after the drain that ran it: an
+        #: actor call posted may be held until the end of its pass (a gathered frame).
+        self._settled = True
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.thread_id
@@ -43,6 +51,56 @@ class LoopInbox:
             except RuntimeError:  # the loop is closed: nothing will run any more
                 self._armed = False
 
+    def post_call(self, fn: Callable[..., object], *args: Any) -> None:
+        """``post`` for a call that the loop may hold until the end of its pass (an actor
+        call, gathered): ``quiet`` is False until that pass is over."""
+        if threading.get_ident() == self.thread_id:
+            fn(*args)
+            return
+        self._items.append((fn, args))
+        self._settled = False  # (after the append: a _settle now sees the item)
+        if not self._armed:
+            self._armed = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nothing will run any more
+                self._armed = False
+
+    def post_later(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop within ``LATER_S``, before anything posted after it,
+        without a wake-up of its own while a tick is due: the bookkeeping of a call whose
+        answer is out already (``execution.calls.answer_now``). One wake-up arms the tick; the
+        loop also runs these first when it next takes an actor call (``catch_up``)."""
+        self._later.append((fn, args))
+        if not self._tick:
+            self._tick = True
+            self.post(self._arm)
+
+    def catch_up(self) -> None:
+        """Run what ``post_later`` left (loop)."""
+        later = self._later
+        while later:
+            fn, args = later.popleft()
+            fn(*args)
+
+    def _arm(self) -> None:
+        self.catch_up()
+        self.loop.call_later(LATER_S, self._tock)
+
+    def _tock(self) -> None:
+        self._tick = False  # (before the run: a post_later from now on arms the next tick)
+        self.catch_up()
+
+    def quiet(self) -> bool:
+        """Nothing posted waits or runs, and the loop pass that ran the last ``post_call`` is
+        over (what it held for the end of its pass is sent): what a thread does now comes
+        after all it posted (the direct path of calls, ``wire.direct``)."""
+        return self._settled and not self._armed and not self._items
+
+    def _settle(self) -> None:
+        if not self._armed and not self._items:
+            self._settled = True
+
     def throttle(self) -> None:
         """From a thread that posts many callbacks (``.remote()`` in a loop): wait while the
         loop has more than ``BACKLOG_MAX`` of them to run, so a fast producer neither grows
@@ -57,6 +115,8 @@ class LoopInbox:
     def _drain(self) -> None:
         # At most DRAIN_BATCH per pass, then the loop serves its sockets: a thread posting
         # faster than the loop runs its posts must not keep answers from being read.
+        if self._later:  # posted before what follows
+            self.catch_up()
         items = self._items
         for _ in range(min(len(items), DRAIN_BATCH)):
             fn, args = items.popleft()
@@ -65,6 +125,8 @@ class LoopInbox:
         if items:  # more came (or were left): run them on the next pass, after the sockets
             self._armed = True
             self.loop.call_soon(self._drain)
+        elif not self._settled:  # after what the calls scheduled for the end of this pass
+            self.loop.call_soon(self._settle)
 
 
 _STOP = object()

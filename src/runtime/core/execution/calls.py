@@ -30,6 +30,7 @@ from ..common.threads import LoopInbox, ThreadPool
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef, ReferenceTable, return_id
 from ..wire import protocol as p
+from ..wire.direct import send_direct
 from ..wire.transport import Connection
 from .events import now_ns, record
 from .runtime_env import EnvManager, Prepared
@@ -175,6 +176,10 @@ class Job:
     #: When it arrived and when its ref arguments were fetched (monotonic ns; the timeline).
     received_ns: int = field(default_factory=now_ns)
     fetched_ns: int = 0
+    #: Its caller blocks on it (``CallActor.blocked``); its answer went out from the thread
+    #: that ran it (``answer_now``): not sent again.
+    blocked: bool = False
+    answered: bool = False
 
     def mark_fetched(self) -> None:
         """Its ref arguments are here: the end of its "fetch" span on the timeline."""
@@ -297,7 +302,30 @@ def _take(gen: types.GeneratorType[Any, Any, Any], n: int) -> tuple[list[Any], p
 def call_sync(
     worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
 ) -> tuple[p.TaskDone, list[Any]]:
-    """Run a plain function for ``job`` (on a thread) and serialize its answer."""
+    """Run a plain function for ``job`` (on a thread) and serialize its answer; an actor
+    call's answer goes out from this thread when it can (``answer_now``)."""
+    done, bufs = _call_sync(worker, job, ctx, label)
+    if job.blocked:  # (pipelined calls keep the loop's gathered answers)
+        answer_now(worker, job, done, bufs)
+    return done, bufs
+
+
+def answer_now(worker: ExecutionHost, job: Job, done: p.TaskDone, bufs: list[Any]) -> None:
+    """The callee's direct path: seal and write an actor call's answer from the thread that
+    ran it, instead of handing it to the loop first (a thread wake-up, the GIL handed over
+    twice) when its caller blocks on it (``CallActor.blocked``: pipelined calls keep the
+    loop's gathered answers), nothing posted to the loop waits to go before it (an
+    ``Unmapped`` of its arguments, an earlier call's answer) and the connection has nothing
+    queued (:func:`runtime.core.wire.direct.send_direct`). The loop still does the call's
+    bookkeeping; ``job.answered`` tells it the answer is out. Not for a call that ends the
+    actor (``job.exit``: the loop answers it) nor a stream (its items go through the loop)."""
+    if job.stream is None and job.exit is None and worker.inbox.quiet():
+        job.answered = send_direct(job.conn, done, bufs)
+
+
+def _call_sync(
+    worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
+) -> tuple[p.TaskDone, list[Any]]:
     token = current_task.set(ctx)
     ctx.thread_id = tid = threading.get_ident()
     started, failed = now_ns(), False
@@ -502,6 +530,7 @@ __all__ = [
     "Lane",
     "NoRoomError",
     "StreamControl",
+    "answer_now",
     "call_async",
     "call_sync",
     "cancelled_before_run",

@@ -243,6 +243,7 @@ class HostedActor:
         self._pump()
 
     def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
+        self.worker.inbox.catch_up()  # the bookkeeping of calls answered already goes first
         if self.executor.answers.duplicate(conn, msg.task_id):
             return
         if self.state == DEAD:
@@ -272,6 +273,7 @@ class HostedActor:
             job.stream = StreamControl(msg.stream_window)
         self.executor.jobs[msg.task_id] = job
         job.actor_id = self.spec.actor_id
+        job.blocked = msg.blocked
         job.lane = lane
         lane.mailbox.append(job)
         if msg.args.refs and not self.executor.parse_args_now(job):
@@ -373,7 +375,8 @@ class HostedActor:
         done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
         if job.exit is not None:
             self.exiting = True
-        self.worker.inbox.post(self._sync_done, job, done, bufs)
+        inbox = self.worker.inbox  # (an answer out already: its bookkeeping wakes nobody)
+        (inbox.post_later if job.answered else inbox.post)(self._sync_done, job, done, bufs)
 
     def _sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         lane = job.lane or self.lane
@@ -477,7 +480,8 @@ class HostedActor:
             failed("actor_call", job.name, job.task_id, done.error)
         observe_call((now_ns() - job.received_ns) / 1e9)
         self.executor.answers.remember(done, bufs)
-        send_answer(job.conn, done, bufs)  # gathered per loop pass (wire.gather)
+        if not job.answered:  # (the thread that ran it answered: calls.answer_now)
+            send_answer(job.conn, done, bufs)  # gathered per loop pass (wire.gather)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
 

@@ -11,6 +11,7 @@ through :class:`CallerHost`. Every method runs on the worker's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -195,7 +196,10 @@ class ActorCaller:
     def actor_node_lost(self, state: ActorState, peer: str) -> set[bytes]:
         """The node hosting an actor we call died. Returns the calls that go again (once it
         restarts elsewhere); the others in flight fail."""
-        again = state.node_lost(peer, self.tasks)
+        # Under the write lock of the actor's connection: a call sent from another thread
+        # (submission.direct) is recorded before this or sees the connection gone.
+        with getattr(state.conn, "wlock", None) or contextlib.nullcontext():
+            again = state.node_lost(peer, self.tasks)
         if state.want_locate():
             self.spawn(self._resolve_actor(state))
         return again

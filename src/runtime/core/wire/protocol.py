@@ -379,6 +379,9 @@ class CallActor(_Msg, tag=41, gc=False):
     owner_id: str
     owner_address: str
     stream_window: int = 0
+    #: The caller's thread blocks on it (the first call since it last blocked): the callee
+    #: answers it from the thread that runs it (``execution.calls.answer_now``).
+    blocked: bool = False
 
 
 class TaskDone(_Msg, tag=42, gc=False):

@@ -18,6 +18,7 @@ import hmac
 import logging
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -115,6 +116,11 @@ class Connection(asyncio.BufferedProtocol):
         #: the batch with their seal.
         self._seal_parts: list[Buffer] = []
         self._seal_size = 0
+        #: Every sealed write seals and writes under ``wlock``; other threads write on ``wfd``
+        #: (:mod:`.direct`), and the loop writes ``rest`` (what such a write left) first.
+        self.wlock = threading.Lock()
+        self.wfd = -1
+        self.rest: list[Buffer] | None = None
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.authenticated: asyncio.Future[Connection] = self._loop.create_future()
@@ -456,19 +462,22 @@ class Connection(asyncio.BufferedProtocol):
             transport = self._transport
             if transport is None:
                 return
-            if self._flush_scheduled:  # the seal goes after the batch, in _flush
-                self._batch.append(head)
-                self._batch.extend(buffers)
-                self._seal_parts.append(head)
-                self._seal_parts.extend(buffers)
-                self._seal_size += 4 + size
-                return
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-            if buffers or 4 + size >= BIG_WRITE:
-                transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
-            else:
-                transport.write(tx.sealed(head))
+            with self.wlock:
+                if self.rest is not None:
+                    self._write_rest(transport)
+                if self._flush_scheduled:  # the seal goes after the batch, in _flush
+                    self._batch.append(head)
+                    self._batch.extend(buffers)
+                    self._seal_parts.append(head)
+                    self._seal_parts.extend(buffers)
+                    self._seal_size += 4 + size
+                    return
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+                if buffers or 4 + size >= BIG_WRITE:
+                    transport.writelines([head, *buffers, tx.seal([head, *buffers], 4 + size)])
+                else:
+                    transport.write(tx.sealed(head))
             return
         if buffers:
             size = 4 + len(header) + sum(memoryview(b).nbytes for b in buffers)
@@ -491,17 +500,26 @@ class Connection(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._batch = self._batch, []
-        if batch and self._transport is not None and not self.closed:
+        if not self._batch and self.rest is None:  # (a rest set later posts a _flush too)
+            return
+        with self.wlock:
+            batch, self._batch, transport = self._batch, [], self._transport
+            if transport is None or self.closed:
+                return
+            if self.rest is not None:
+                self._write_rest(transport)
             if self._seal_parts:
                 assert self._tx is not None
                 parts, self._seal_parts = self._seal_parts, []
                 batch.append(self._tx.seal(parts, self._seal_size))
                 self._seal_size = 0
-            if len(batch) == 1:
-                self._transport.write(batch[0])
-            else:
-                self._transport.writelines(batch)
+            if batch:
+                transport.writelines(batch)
+
+    def _write_rest(self, transport: asyncio.Transport) -> None:
+        """What a write from another thread left unwritten, first (loop, under ``wlock``)."""
+        transport.writelines(self.rest or ())
+        self.rest = None
 
     async def drain(self) -> None:
         """Wait until the peer has taken what was written (backpressure)."""
@@ -549,7 +567,11 @@ class Connection(asyncio.BufferedProtocol):
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
             return
-        self.closed = True
+        with self.wlock:  # no write from another thread is under way, and none comes now
+            self.closed = True
+            if self.wfd >= 0:
+                os.close(self.wfd)
+                self.wfd = -1
         # Let go of what was read and never handed on (views of a sink's buffer among them).
         self._unsealed, self._held, self._big, self._sunk = [], [], None, None
         if self._hs_timer is not None:
