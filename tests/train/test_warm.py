@@ -137,3 +137,40 @@ def test_the_main_script_s_imports_name_the_frameworks_its_nodes_warm(tmp_path):
     named = got.stdout.decode().strip()
     assert named.endswith(";xgboost,runtime.train.xgboost"), named
     assert "lightning" not in named
+
+
+def test_a_rank_waits_until_rank_0_s_store_listens_before_joining_and_gives_up_at_the_timeout():
+    # torch's store client, refused by a store not yet listening, tries again only after
+    # 0.3-0.7 s: a rank that starts first waits for the listener instead
+    import socket
+    import threading
+
+    pytest.importorskip("torch")
+    from runtime.train.torch._backend import _wait_until_listening
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    accepted = threading.Event()
+    listener = socket.socket()
+
+    def listen_later() -> None:
+        time.sleep(0.2)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        conn, _ = listener.accept()
+        accepted.set()
+        conn.close()
+
+    thread = threading.Thread(target=listen_later, daemon=True)
+    thread.start()
+    try:
+        _wait_until_listening("127.0.0.1", port, 30.0)
+        assert accepted.wait(10), "it returned before anything listened"
+    finally:
+        thread.join(10)
+        listener.close()
+    # nothing listens: it returns at its timeout (the join then fails with torch's error)
+    start = time.monotonic()
+    _wait_until_listening("127.0.0.1", port, 0.3)
+    assert 0.3 <= time.monotonic() - start < 30
