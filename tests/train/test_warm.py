@@ -54,6 +54,9 @@ def test_a_part_after_the_later_mark_is_warmed_apart_and_a_child_not_naming_it_n
     monkeypatch.setenv("SLOW_PROBE_S", "90")
     monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "3")
     monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "json;tests.train.slow_probe")
+    # helpers warm at the lowest priority for this long after a child starts (and their own
+    # start): here for the whole test
+    monkeypatch.setenv("RUNTIME_ZYGOTE_YIELD_S", "600")
     runtime.init(num_cpus=2)
     try:
         deadline = time.monotonic() + 60
@@ -61,7 +64,7 @@ def test_a_part_after_the_later_mark_is_warmed_apart_and_a_child_not_naming_it_n
             assert time.monotonic() < deadline, "the helpers did not start warming"
             time.sleep(0.05)
         helpers = set(_starts(log))
-        if os.geteuid() == 0:  # root may take its priority back: warming runs at the lowest
+        if os.geteuid() == 0:  # root may take its priority back: warming yields
             assert {_priority(h) for h in helpers} == {19}
         # a dedicated process that names nothing is forked by a zygote at once
         actor = _Facts.options(dedicated_process=True).remote()
@@ -89,6 +92,32 @@ def test_a_part_after_the_later_mark_is_warmed_apart_and_a_child_not_naming_it_n
         while os.path.exists(f"/proc/{helper}") and _state(helper) != "Z":
             assert time.monotonic() < deadline, f"the helper {helper} outlives its node"
             time.sleep(0.05)
+
+
+def test_helpers_warm_at_normal_priority_once_no_child_is_starting(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("changing a helper's priority back needs root (or RLIMIT_NICE)")
+    log = str(tmp_path / "probe.log")
+    monkeypatch.setenv("SLOW_PROBE_LOG", log)
+    monkeypatch.setenv("SLOW_PROBE_S", "60")
+    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "3")
+    monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "json;tests.train.slow_probe")
+    monkeypatch.setenv("RUNTIME_ZYGOTE_YIELD_S", "0.2")
+    runtime.init(num_cpus=2)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_starts(log)) < 2:
+            assert time.monotonic() < deadline, "the helpers did not start warming"
+            time.sleep(0.05)
+        helpers = set(_starts(log))
+        # still importing (the probe waits for a third start), at our priority again
+        while {_priority(h) for h in helpers} != {_priority(os.getpid())}:
+            assert time.monotonic() < deadline, {h: _priority(h) for h in helpers}
+            time.sleep(0.05)
+        with open(log, "a") as f:
+            f.write("start 0 0\n")
+    finally:
+        runtime.shutdown()
 
 
 def _state(pid: int) -> str:

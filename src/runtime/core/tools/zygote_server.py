@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -113,8 +114,13 @@ class _Server:
         self.requests = requests
         self.replies = replies
         self.run_node = run_node
-        #: the priority to give back before serving a request, while warming at the lowest
-        self.lowered_from: int | None = None
+        #: helpers sit at the lowest priority until then (monotonic; 0: they do not)
+        self.calm_until = 0.0
+        self.may_renice = _may_raise_priority_to(os.getpriority(os.PRIO_PROCESS, 0))
+        try:
+            self.yield_s = max(0.0, float(os.environ.get("RUNTIME_ZYGOTE_YIELD_S", YIELD_S)))
+        except ValueError:
+            self.yield_s = YIELD_S
         self.loaded: set[str] = set()
         #: the helpers warming the later parts: (their modules, our socket to them, pid)
         self.helpers: list[tuple[frozenset[str], socket.socket, int]] = []
@@ -134,7 +140,7 @@ class _Server:
                 for part in later:
                     self._start_helper(part)
                 later = ()
-            events = self.sel.select(0 if pending else None)
+            events = self.sel.select(0 if pending else self._calm_left())
             if not events and pending:  # nothing asked: warm the next module
                 _preload([pending.popleft()], self.loaded)
                 continue
@@ -158,8 +164,7 @@ class _Server:
         for modules, helper, pid in self.helpers:
             if modules.intersection(preload):
                 # a child waits on it: its import (under way, maybe) is no longer background work
-                with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0))
+                self._yield_to_starting_child(pid)
                 try:  # the helper forks it and answers the node itself
                     socket.send_fds(helper, [data], fds)
                 except OSError:  # the helper is gone: do it here
@@ -168,9 +173,7 @@ class _Server:
                 for fd in fds:
                     os.close(fd)
                 return True
-        if self.lowered_from is not None:  # a child waits: no longer in the background
-            os.setpriority(os.PRIO_PROCESS, 0, self.lowered_from)
-            self.lowered_from = None
+        self._yield_to_starting_child(None)
         _preload(preload, self.loaded)
         if len(fds) != 2:
             for fd in fds:
@@ -212,33 +215,47 @@ class _Server:
         def helper() -> int:
             ours.close()
             die_with_parent()
-            server = _Server(theirs, replies, run_node)
-            server.lowered_from = _lower_priority()
-            return server.run(part)
+            return _Server(theirs, replies, run_node).run(part)
 
         pid = self._fork(helper)
         replies.close()
         theirs.close()
         self.helpers.append((frozenset(part), ours, pid))
+        self._yield_to_starting_child(None)  # the group that asked for what we warmed starts
 
+    def _yield_to_starting_child(self, serving: int | None) -> None:
+        """A child starts (forked here, or by the helper ``serving``): the other helpers warm
+        at the lowest priority for :data:`YIELD_S`, so the child's start never competes with
+        background imports; ``serving`` gets the normal priority at once."""
+        if not self.may_renice or not self.helpers:
+            return
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        for _, _, pid in self.helpers:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, mine if pid == serving else _LOWEST)
+        self.calm_until = time.monotonic() + self.yield_s
 
-def _lower_priority() -> int | None:
-    """Take the lowest CPU priority (nice 19) for warming in the background, where this process
-    may take its priority back before it forks a child (root's CAP_SYS_NICE, or an RLIMIT_NICE
-    that allows it); the priority to give back, or None where it stays as it was (warming then
-    competes with the node's other work)."""
-    now = os.getpriority(os.PRIO_PROCESS, 0)
-    if now >= _LOWEST or not _may_raise_priority_to(now):
+    def _calm_left(self) -> float | None:
+        """Seconds until the helpers get their priority back (None: nothing to wait for)."""
+        if not self.calm_until:
+            return None
+        left = self.calm_until - time.monotonic()
+        if left > 0:
+            return left
+        self.calm_until = 0.0
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        for _, _, pid in self.helpers:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, mine)
         return None
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, _LOWEST)
-    except OSError:
-        return None
-    return now
 
 
-#: The lowest priority (the highest nice value).
+#: The lowest priority (the highest nice value), a helper's while a child starts.
 _LOWEST = 19
+#: How long helpers stay at the lowest priority after a child was forked (its start: a node
+#: joining, its actor set up, its framework's rendezvous: a few tenths of a second), unless
+#: ``RUNTIME_ZYGOTE_YIELD_S`` says otherwise.
+YIELD_S = 1.0
 #: CAP_SYS_NICE's bit in /proc/self/status's CapEff.
 _CAP_SYS_NICE = 23
 
