@@ -148,6 +148,8 @@ class _Server:
                 if key.fileobj is self.requests:
                     if not self._request():
                         return 0  # the node (or the zygote) is gone: our children follow us
+                elif isinstance(key.fileobj, socket.socket):  # a helper forked (or is gone)
+                    self._helper_said(key.fileobj)
                 else:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self.wake_r, 512):
@@ -163,12 +165,16 @@ class _Server:
         preload = msg.get("preload") or ()
         for modules, helper, pid in self.helpers:
             if modules.intersection(preload):
-                # a child waits on it: its import (under way, maybe) is no longer background work
+                # a child waits on it: its import (under way, maybe) is no longer background work;
+                # the others yield until the helper says it forked (then YIELD_S more)
                 self._yield_to_starting_child(pid)
+                self.calm_until = float("inf")
                 try:  # the helper forks it and answers the node itself
                     socket.send_fds(helper, [data], fds)
                 except OSError:  # the helper is gone: do it here
+                    self.sel.unregister(helper)
                     self.helpers.remove((modules, helper, pid))
+                    self.calm_until = time.monotonic()
                     break
                 for fd in fds:
                     os.close(fd)
@@ -184,7 +190,26 @@ class _Server:
         for fd in fds:
             os.close(fd)
         self.replies.sendall(json.dumps({"pid": pid}).encode())
+        if self.requests is not self.replies:  # a helper: tell the zygote the child is forked
+            with contextlib.suppress(OSError):
+                self.requests.sendall(json.dumps({"forked": pid}).encode())
         return True
+
+    def _helper_said(self, sock: socket.socket) -> None:
+        """A helper's message: it forked the child it was asked for (the other helpers yield
+        :data:`YIELD_S` more while it starts), or EOF: it is gone."""
+        try:
+            data = sock.recv(_MAX_MSG)
+        except OSError:
+            data = b""
+        if data:
+            if self.calm_until:
+                self.calm_until = max(self.calm_until, time.monotonic() + self.yield_s)
+            return
+        self.sel.unregister(sock)
+        self.helpers = [h for h in self.helpers if h[1] is not sock]
+        if self.calm_until == float("inf"):
+            self.calm_until = time.monotonic()
 
     def _fork(self, body: Callable[[], int]) -> int:
         """Fork a child that drops this loop's sockets, pipes and signal set-up, then runs
@@ -221,6 +246,7 @@ class _Server:
         replies.close()
         theirs.close()
         self.helpers.append((frozenset(part), ours, pid))
+        self.sel.register(ours, selectors.EVENT_READ)
         self._yield_to_starting_child(None)  # the group that asked for what we warmed starts
 
     def _yield_to_starting_child(self, serving: int | None) -> None:
@@ -233,13 +259,15 @@ class _Server:
         for _, _, pid in self.helpers:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, pid, mine if pid == serving else _LOWEST)
-        self.calm_until = time.monotonic() + self.yield_s
+        self.calm_until = max(self.calm_until, time.monotonic() + self.yield_s)
 
     def _calm_left(self) -> float | None:
         """Seconds until the helpers get their priority back (None: nothing to wait for)."""
         if not self.calm_until:
             return None
         left = self.calm_until - time.monotonic()
+        if left == float("inf"):  # until the serving helper says it forked
+            return None
         if left > 0:
             return left
         self.calm_until = 0.0
