@@ -168,7 +168,8 @@ class _Server:
                 # a child waits on it: its import (under way, maybe) is no longer background work;
                 # the others yield until the helper says it forked (then YIELD_S more)
                 self._yield_to_starting_child(pid)
-                self.calm_until = float("inf")
+                if self.may_renice:
+                    self.calm_until = float("inf")
                 try:  # the helper forks it and answers the node itself
                     socket.send_fds(helper, [data], fds)
                 except OSError:  # the helper is gone: do it here
