@@ -430,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
             theirs.append({**run_ray_isolated(epochs, args.ray_python, args.first_only),
                            "load": load})  # fmt: skip
             log(f"[ray] run {i + 1}: {json.dumps(theirs[-1])}")
+        if mine and theirs:  # this pair's ratios: both halves ran in the same minutes
+            pair = [
+                f"{key} {theirs[-1][key] / mine[-1][key]:.1f}x"
+                for key, _ in ROWS
+                if mine[-1].get(key) and theirs[-1].get(key)
+            ]
+            log(f"[pair] run {i + 1}, Ray / runtime: {', '.join(pair)}")
     ours = median_of(mine) if mine else {"skipped": "not run"}
     ray = median_of(theirs) if theirs else {"skipped": "not run"}
     print(table(ours, ray, epochs, args.repeat))

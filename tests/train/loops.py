@@ -21,12 +21,15 @@ def _parent_and_cmdline(pid: int) -> tuple[int, bytes]:
 
 def node_pid() -> int:
     """The node process that started this rank's process: its parent, or the parent of the
-    node's zygote when the process was forked from it (a zygote started for the node runs
-    zygote_main; one the node forked as it started has the node's own command line)."""
+    node's zygote when the process was forked from it or from one of its helpers (a zygote
+    started for the node runs zygote_main; one the node forked as it started, and its helpers,
+    have the node's own command line)."""
     parent, cmdline = _parent_and_cmdline(os.getpid())
-    grandparent, above = _parent_and_cmdline(parent)
-    if b"runtime.core.tools.zygote_main" in cmdline or cmdline == above:
-        return grandparent
+    for _ in range(2):  # the zygote, and a helper of it
+        grandparent, above = _parent_and_cmdline(parent)
+        if b"runtime.core.tools.zygote_main" not in cmdline and cmdline != above:
+            break
+        parent, cmdline = grandparent, above
     return parent
 
 

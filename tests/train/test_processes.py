@@ -155,12 +155,13 @@ def test_ranks_are_forked_with_the_backend_and_the_frameworks_their_loop_imports
         json.dumps(config)  # a module global that is no framework
 
     torch_mods = preload_modules(loop, TorchConfig.preload_modules, False)
-    assert torch_mods[:3] == ["runtime.train", "torch", "torch.distributed"]
+    assert torch_mods[:4] == ["runtime.train", "pyarrow.fs", "torch", "torch.distributed"]
     assert "torch._dynamo" in torch_mods
     assert "lightning" in torch_mods
     assert "mymodule" not in torch_mods and "json" not in torch_mods
     assert preload_modules(loops.process_facts, XGBoostConfig.preload_modules, True) == [
         "runtime.train",
+        "pyarrow.fs",
         "xgboost",
         "runtime.data",
     ]
@@ -269,7 +270,8 @@ def test_importing_train_asks_the_nodes_started_later_to_import_torch_at_once():
     env = {k: v for k, v in os.environ.items() if k != "RUNTIME_ZYGOTE_PRELOAD"}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
     named, imported = got.stdout.decode().split()
-    assert named.split(",")[:2] == ["runtime.train", "torch"] and "torch._dynamo" in named
+    assert named.split(",")[:3] == ["runtime.train", "pyarrow.fs", "torch"]
+    assert "torch._dynamo" in named and ";" not in named  # no framework: `-c` has no script
     assert imported == "False"  # named for the nodes, not imported here
     # set already (empty: off): left alone
     env["RUNTIME_ZYGOTE_PRELOAD"] = ""

@@ -49,6 +49,11 @@ MAX_MSG = 1 << 20
 #: Modules a node's zygote imports as soon as the node starts (comma-separated; unset or
 #: empty: the zygote starts at the node's first dedicated actor, as before).
 PRELOAD_ENV = "RUNTIME_ZYGOTE_PRELOAD"
+#: In ``RUNTIME_ZYGOTE_PRELOAD`` (and the lists built from it), the mark after which modules
+#: are warmed by a helper the zygote forks once it has imported those before it
+#: (``torch,torch._dynamo;lightning``): a request naming one of them is forked by the helper,
+#: the others never wait on their import.
+LATER = ";"
 
 
 def enabled() -> bool:
@@ -57,12 +62,14 @@ def enabled() -> bool:
 
 
 def preload_at_start(env: dict[str, str] | None = None) -> list[str]:
-    """The modules ``RUNTIME_ZYGOTE_PRELOAD`` names (empty where forking is off)."""
+    """The modules ``RUNTIME_ZYGOTE_PRELOAD`` names, with its :data:`LATER` mark (empty
+    where forking is off)."""
     if env is None:
         env = dict(os.environ)
     if env.get("RUNTIME_ZYGOTE", "1") in ("0", "false", "no", ""):
         return []
-    return [m for m in (x.strip() for x in env.get(PRELOAD_ENV, "").split(",")) if m]
+    named = env.get(PRELOAD_ENV, "").replace(LATER, f",{LATER},")
+    return [m for m in (x.strip() for x in named.split(",")) if m]
 
 
 def forkable(base: dict[str, str], env: dict[str, str] | None, cwd: str | None) -> bool:
@@ -317,6 +324,7 @@ class Zygote:
 
 __all__ = [
     "CHILD_KEYS",
+    "LATER",
     "MAX_MSG",
     "PRELOAD_ENV",
     "EarlyZygote",

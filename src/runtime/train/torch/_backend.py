@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 from runtime.train._backend import Backend, BackendConfig
@@ -21,6 +22,22 @@ def _loopback_interface() -> str | None:
         if name.startswith("lo"):
             return name
     return None
+
+
+def _wait_until_listening(addr: str, port: int, timeout_s: float) -> None:
+    """Until rank 0's rendezvous store accepts connections (or ``timeout_s``: the join then
+    fails with torch's own error). A rank that reaches the store before it listens is refused,
+    and torch's store client waits 0.3-0.7 s before it tries again: every group whose rank 0
+    started a few milliseconds after another rank paid that on its first step."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
 
 
 class TorchBackend(Backend):
@@ -58,6 +75,8 @@ class TorchBackend(Backend):
         os.environ["WORLD_SIZE"] = str(context.world_size)
         os.environ["LOCAL_RANK"] = str(context.local_rank)
         os.environ["LOCAL_WORLD_SIZE"] = str(context.local_world_size)
+        if context.world_rank != 0:
+            _wait_until_listening(master_addr, master_port, self.config.timeout_s)
         dist.init_process_group(
             backend,
             init_method=f"tcp://{master_addr}:{master_port}",
