@@ -50,6 +50,7 @@ from .calls import (
     spilled,
     task_error,
 )
+from .chain import followers, run_chain
 from .hosted import HostedActor
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
@@ -278,6 +279,8 @@ class Executor:
             set_visible_devices(ctx.gpu_ids)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
+        elif rest := followers(self, job):  # the tasks behind it run on its thread (chain)
+            self.pool.submit(partial(run_chain, self, job, ctx, rest))
         else:
             self.pool.submit(partial(self._run_sync, job, ctx))
 
@@ -294,7 +297,10 @@ class Executor:
         """The tasks and actor calls this node has (``runtime list tasks``)."""
         return job_rows(self.jobs)
 
-    def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
+    def _finish(
+        self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any], keep: bool = False
+    ) -> None:
+        """The task's answer (loop); ``keep``: its resources pass to the next of its chain."""
         self.jobs.pop(job.task_id, None)
         if done.error is None:
             TASKS_DONE[0] += 1
@@ -304,7 +310,7 @@ class Executor:
         send_task_answer(job.conn, done, bufs, bool(self.jobs))  # may wait (wire.gather)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
-        if not ctx.lent:
+        if not ctx.lent and not keep:
             self._release(job.demand, job.bundle, ctx.gpu_ids if job.bundle is None else None)
         if (
             ctx.gpu_ids
