@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     # a node that hosts work forks its zygote now, before its loop (RUNTIME_ZYGOTE_PRELOAD)
     ordinary = not args.role or args.role.startswith("head-node")
     zygote_server.fork_early(ordinary and (share[2] > 0 or any(resources.values())), main)
+    # What is loaded by now (the runtime's modules, functions, classes) lives as long as the
+    # process: out of the collector's generations, so its collections never walk it again
+    # (after the zygote's fork: that process leaves its own as they are).
+    gc.freeze()
     try:
         uvloop.run(_serve(args, token, resources, state_dir, share=share, labels=labels))
     except (OSError, RuntimeBaseError) as exc:
