@@ -132,3 +132,20 @@ def test_a_task_of_a_run_that_blocks_in_get_lends_its_cpu_to_its_child(one_cpu, 
     _cpu_back()
     # and the node still runs work after it
     assert runtime.get(stamp.remote(99), timeout=30)[0] == 99
+
+
+def test_tasks_that_arrive_while_a_run_is_under_way_join_it_in_order(one_cpu, tmp_path) -> None:
+    first, go = _gated(tmp_path, "first")  # runs alone (nothing queued): its run is empty
+    refs = [stamp.remote(i) for i in range(50)]  # each arrives to an empty queue: joins
+    cancelled = stamp.remote(50)
+    more = [stamp.remote(i) for i in range(51, 60)]
+    runtime.cancel(cancelled)
+    _open(go)
+    assert runtime.get(first, timeout=30) == "opened"
+    got = runtime.get(refs + more, timeout=60)
+    assert [i for i, _ in got] == [*range(50), *range(51, 60)]
+    stamps = [t for _, t in got]
+    assert stamps == sorted(stamps)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(cancelled, timeout=30)
+    _cpu_back()

@@ -50,7 +50,7 @@ from .calls import (
     spilled,
     task_error,
 )
-from .chain import followers, run_chain
+from .chain import Run, joined, run_chain, start_run
 from .hosted import HostedActor
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
@@ -80,6 +80,7 @@ class Executor:
         self.classes: dict[bytes, type] = {}
         self.pool = ThreadPool("runtime-task", 64)
         self.waiting: dict[bytes, Job] = {}
+        self.run: Run | None = None  # the last run of tasks started on a pool thread
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
         #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
@@ -255,7 +256,7 @@ class Executor:
         if granted:
             self._report()
             self._start(job)
-        else:
+        elif not joined(self, job):  # (joined: it runs after the run under way, chain.py)
             self.waiting[job.task_id] = job
             if job.bundle is None:
                 self.hostwait.arm()
@@ -279,8 +280,8 @@ class Executor:
             set_visible_devices(ctx.gpu_ids)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
-        elif rest := followers(self, job):  # the tasks behind it run on its thread (chain)
-            self.pool.submit(partial(run_chain, self, job, ctx, rest))
+        elif run := start_run(self, job):  # the tasks behind it run on its thread (chain)
+            self.pool.submit(partial(run_chain, self, job, ctx, run))
         else:
             self.pool.submit(partial(self._run_sync, job, ctx))
 
