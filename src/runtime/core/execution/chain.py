@@ -142,13 +142,16 @@ def run_chain(ex: ChainHost, first: Job, ctx: TaskContext, run: Run) -> None:
             if not more or stop:
                 run.closed = True
             nxt = jobs.popleft() if more and not stop else None
+            rest = list(jobs) if stop else []
+            if stop:  # (the run, kept as the executor's last, holds none of them)
+                jobs.clear()
         if nxt is not None:
             post(ex._finish, job, ctx, done, bufs, True)  # the next one keeps the resources
             job = nxt
             ctx = job.ctx = TaskContext(job.task_id, job.name, demand=job.demand)
             continue
-        if stop:
-            post(requeue, ex, list(jobs))
+        if rest:
+            post(requeue, ex, rest)
         post(ex._finish, job, ctx, done, bufs)
         return
 
