@@ -51,6 +51,7 @@ from .calls import (
     spilled,
     task_error,
 )
+from .chain import Run, joined, run_chain, start_run
 from .hosted import HostedActor, create_many
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
@@ -82,6 +83,7 @@ class Executor:
         #: The threads default sync actors share, one strand each (common.strands).
         self.strands = StrandPool()
         self.waiting: dict[bytes, Job] = {}
+        self.run: Run | None = None  # the last run of tasks started on a pool thread
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
         #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
@@ -261,7 +263,7 @@ class Executor:
         if granted:
             self._report()
             self._start(job)
-        else:
+        elif not joined(self, job):  # (joined: it runs after the run under way, chain.py)
             self.waiting[job.task_id] = job
             if job.bundle is None:
                 self.hostwait.arm()
@@ -285,6 +287,8 @@ class Executor:
             set_visible_devices(ctx.gpu_ids)
         if job.is_async:
             job.atask = self.worker.spawn(self._run_async(job, ctx))
+        elif run := start_run(self, job):  # the tasks behind it run on its thread (chain)
+            self.pool.submit(partial(run_chain, self, job, ctx, run))
         else:
             self.pool.submit(partial(self._run_sync, job, ctx))
 
@@ -301,7 +305,10 @@ class Executor:
         """The tasks and actor calls this node has (``runtime list tasks``)."""
         return job_rows(self.jobs)
 
-    def _finish(self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any]) -> None:
+    def _finish(
+        self, job: Job, ctx: TaskContext, done: p.TaskDone, bufs: list[Any], keep: bool = False
+    ) -> None:
+        """The task's answer (loop); ``keep``: its resources pass to the next of its chain."""
         self.jobs.pop(job.task_id, None)
         if done.error is None:
             TASKS_DONE[0] += 1
@@ -311,7 +318,7 @@ class Executor:
         send_task_answer(job.conn, done, bufs, bool(self.jobs))  # may wait (wire.gather)
         if job.args.refs:
             self.worker.refs.unpin(job.args.refs)
-        if not ctx.lent:
+        if not ctx.lent and not keep:
             self._release(job.demand, job.bundle, ctx.gpu_ids if job.bundle is None else None)
         if (
             ctx.gpu_ids

@@ -486,9 +486,9 @@ class HostScheduler:
         return used <= _EPS or used + cpu <= self.slot + _EPS
 
     def never_here(self, demand: Resources) -> bool:
-        """True when what actors and bundles hold (on the host, or of this process's share
-        of its CPUs) leaves no room for ``demand`` here, maybe for good."""
-        if not fits(demand, unreserved(self.total, self.ledger.reserved())):
+        """True when what actors and bundles hold (on the host, or of this process's share of
+        its CPUs) leaves no room here, maybe for good, for ``demand`` (feasible: ``request``)."""
+        if (held := self.ledger.reserved()) and not fits(demand, unreserved(self.total, held)):
             return True
         cpu, pinned = demand.get("CPU", 0.0), self.pinned.get("CPU", 0.0)
         return cpu > 0 and self.slot > 0 and pinned > 0 and pinned + cpu > self.slot + _EPS

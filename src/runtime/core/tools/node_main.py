@@ -297,8 +297,9 @@ async def _incarnations(
         labels.update({ROLE_LABEL: kind, FOR_LABEL: for_id})
     if args.head:  # the head hosts no user code: no task, actor or bundle lands on it
         labels[ROLE_LABEL] = "head"
-    # What the process made while starting lives as long as it: out of the cyclic collector's
-    # full passes (10,000 actors: 68 -> 47 us of node CPU per actor; docs/performance.md).
+    # What the process made while starting (the runtime's modules, functions, classes) lives as
+    # long as it: out of the cyclic collector's full passes (10,000 actors: 68 -> 47 us of node
+    # CPU per actor; docs/performance.md). After the zygote's fork: it keeps its own as they are.
     gc.freeze()
     while True:
         worker = Worker(
