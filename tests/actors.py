@@ -1,4 +1,5 @@
-"""Actors several test modules share (importable on the nodes: they get the driver's path)."""
+"""Actors and tasks several test modules share (importable on the nodes: they get the driver's
+path)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,24 @@ class Recorder:
 
     def history(self):
         return list(self.seen)
+
+
+@runtime.remote(num_cpus=0)
+class Echo:
+    """Says the number it was made with (many of them: no CPU each)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def who(self) -> int:
+        return self.n
+
+
+@runtime.remote
+def gate(started: str, go: str) -> str:
+    """Say it started (a file), then wait (bounded) until the test opens the gate (another)."""
+    open(started, "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return "opened"

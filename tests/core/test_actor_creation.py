@@ -18,18 +18,10 @@ from runtime.util import (
     remove_placement_group,
 )
 
+from ..actors import Echo
 from ..conftest import until
 
 pytestmark = pytest.mark.usefixtures("cluster")
-
-
-@runtime.remote(num_cpus=0)
-class Echo:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def who(self) -> int:
-        return self.n
 
 
 def _recording(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

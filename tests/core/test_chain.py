@@ -12,6 +12,7 @@ import pytest
 import runtime
 from runtime.exceptions import TaskCancelledError, TaskError
 
+from ..actors import gate
 from ..conftest import until
 
 pytestmark = pytest.mark.timeout(90)
@@ -24,16 +25,6 @@ def one_cpu():
         yield
     finally:
         runtime.shutdown()
-
-
-@runtime.remote
-def gate(started: str, go: str) -> str:
-    """Say it started, then wait (bounded) until the test opens the gate."""
-    open(started, "w").close()
-    deadline = time.monotonic() + 30
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return "opened"
 
 
 @runtime.remote

@@ -17,16 +17,9 @@ from runtime.core.objects import refs as _refs
 from runtime.core.submission.pending import TaskRetry, take_retry
 from runtime.core.wire import protocol as p
 
+from ..actors import Echo
+
 pytestmark = pytest.mark.usefixtures("cluster")
-
-
-@runtime.remote(num_cpus=0)
-class Echo:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def who(self) -> int:
-        return self.n
 
 
 @runtime.remote

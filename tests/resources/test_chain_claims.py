@@ -13,6 +13,7 @@ import pytest
 import runtime
 from runtime.util import NodeAffinitySchedulingStrategy
 
+from ..actors import gate
 from ..conftest import until, workers
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,15 +41,6 @@ def test_a_request_for_the_whole_host_is_not_starved_by_runs_of_small_tasks() ->
         until(lambda: runtime.available_resources().get("CPU") == 2.0)
     finally:
         runtime.shutdown()
-
-
-@runtime.remote
-def gate(started: str, go: str) -> str:
-    open(started, "w").close()
-    deadline = time.monotonic() + 30
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return "opened"
 
 
 def test_a_run_under_way_stops_for_another_process_s_claim_and_its_rest_run_after(

@@ -30,6 +30,28 @@ def _priority(pid: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, pid)
 
 
+def _warm_probe(tmp_path, monkeypatch, hang_s: str, yield_s: str) -> tuple[str, set[int]]:
+    """Start a mesh whose node zygotes import ``json``, then fork helpers that import the
+    probe, which waits for a third "start" line in its log (until the test writes it, the
+    helpers hang, at most ``hang_s``); the log and the helpers' pids once both warm."""
+    log = str(tmp_path / "probe.log")
+    monkeypatch.setenv("SLOW_PROBE_LOG", log)
+    monkeypatch.setenv("SLOW_PROBE_S", hang_s)
+    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "3")
+    monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "json;tests.train.slow_probe")
+    monkeypatch.setenv("RUNTIME_ZYGOTE_YIELD_S", yield_s)
+    runtime.init(num_cpus=2)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_starts(log)) < 2:
+            assert time.monotonic() < deadline, "the helpers did not start warming"
+            time.sleep(0.05)
+    except BaseException:
+        runtime.shutdown()
+        raise
+    return log, set(_starts(log))
+
+
 @runtime.remote(num_cpus=1)
 class _Facts:
     def facts(self) -> dict[str, object]:
@@ -47,23 +69,10 @@ class _Facts:
 def test_a_part_after_the_later_mark_is_warmed_apart_and_a_child_not_naming_it_never_waits(
     tmp_path, monkeypatch
 ):
-    # each node's zygote imports `json`, then forks a helper that imports the probe, which
-    # waits for a third "start" line in its log: until the test writes it, the helpers hang
-    log = str(tmp_path / "probe.log")
-    monkeypatch.setenv("SLOW_PROBE_LOG", log)
-    monkeypatch.setenv("SLOW_PROBE_S", "90")
-    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "3")
-    monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "json;tests.train.slow_probe")
     # helpers warm at the lowest priority for this long after a child starts (and their own
     # start): here for the whole test
-    monkeypatch.setenv("RUNTIME_ZYGOTE_YIELD_S", "600")
-    runtime.init(num_cpus=2)
+    log, helpers = _warm_probe(tmp_path, monkeypatch, hang_s="90", yield_s="600")
     try:
-        deadline = time.monotonic() + 60
-        while len(_starts(log)) < 2:
-            assert time.monotonic() < deadline, "the helpers did not start warming"
-            time.sleep(0.05)
-        helpers = set(_starts(log))
         if os.geteuid() == 0:  # root may take its priority back: warming yields
             assert {_priority(h) for h in helpers} == {19}
         # a dedicated process that names nothing is forked by a zygote at once
@@ -97,19 +106,9 @@ def test_a_part_after_the_later_mark_is_warmed_apart_and_a_child_not_naming_it_n
 def test_helpers_warm_at_normal_priority_once_no_child_is_starting(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("changing a helper's priority back needs root (or RLIMIT_NICE)")
-    log = str(tmp_path / "probe.log")
-    monkeypatch.setenv("SLOW_PROBE_LOG", log)
-    monkeypatch.setenv("SLOW_PROBE_S", "60")
-    monkeypatch.setenv("SLOW_PROBE_WAIT_FOR", "3")
-    monkeypatch.setenv("RUNTIME_ZYGOTE_PRELOAD", "json;tests.train.slow_probe")
-    monkeypatch.setenv("RUNTIME_ZYGOTE_YIELD_S", "0.2")
-    runtime.init(num_cpus=2)
+    log, helpers = _warm_probe(tmp_path, monkeypatch, hang_s="60", yield_s="0.2")
     try:
         deadline = time.monotonic() + 60
-        while len(_starts(log)) < 2:
-            assert time.monotonic() < deadline, "the helpers did not start warming"
-            time.sleep(0.05)
-        helpers = set(_starts(log))
         # still importing (the probe waits for a third start), at our priority again
         while {_priority(h) for h in helpers} != {_priority(os.getpid())}:
             assert time.monotonic() < deadline, {h: _priority(h) for h in helpers}

@@ -45,11 +45,14 @@ class LoopInbox:
             return
         self._items.append((fn, args))
         if not self._armed:
-            self._armed = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed: nothing will run any more
-                self._armed = False
+            self._arm_drain()
+
+    def _arm_drain(self) -> None:
+        self._armed = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nothing will run any more
+            self._armed = False
 
     def post_call(self, fn: Callable[..., object], *args: Any) -> None:
         """``post`` for a call that the loop may hold until the end of its pass (an actor
@@ -60,11 +63,7 @@ class LoopInbox:
         self._items.append((fn, args))
         self._settled = False  # (after the append: a _settle now sees the item)
         if not self._armed:
-            self._armed = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed: nothing will run any more
-                self._armed = False
+            self._arm_drain()
 
     def post_later(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop within ``LATER_S``, before anything posted after it,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.exceptions import ActorDiedError, NodeDiedError
@@ -174,32 +174,33 @@ class Dispatch:
     # own slice of the frame's raw buffers, in the order it was sent.
 
     def _call_batch(self, conn: Connection, msg: p.CallBatch, raw: memoryview) -> None:
-        on_call = self.table[p.CallActor]
-        if raw.nbytes:
-            unbatch(msg.calls, raw, _args_size, lambda m, r: on_call(conn, m, r), conn)
-            return
-        for call in msg.calls:  # no call has raw buffers (the common case)
-            on_call(conn, call, NO_RAW)
-            if conn.closed:
-                return
+        self._each(conn, msg.calls, raw, _args_size, self.table[p.CallActor], until_closed=True)
 
     def _submit_batch(self, conn: Connection, msg: p.SubmitBatch, raw: memoryview) -> None:
-        on_task = self.table[p.SubmitTask]
-        if raw.nbytes:
-            unbatch(msg.tasks, raw, _args_size, lambda m, r: on_task(conn, m, r), conn)
-            return
-        for task in msg.tasks:
-            on_task(conn, task, NO_RAW)
-            if conn.closed:
-                return
+        self._each(conn, msg.tasks, raw, _args_size, self.table[p.SubmitTask], until_closed=True)
 
     def _done_batch(self, conn: Connection, msg: p.DoneBatch, raw: memoryview) -> None:
-        on_done = self.table[p.TaskDone]
+        self._each(conn, msg.done, raw, _returns_size, self.table[p.TaskDone], until_closed=False)
+
+    @staticmethod
+    def _each(
+        conn: Connection,
+        items: Sequence[Any],
+        raw: memoryview,
+        size: Callable[[Any], int],
+        handle: Handler,
+        *,
+        until_closed: bool,
+    ) -> None:
+        """Hand each message of a batch to its handler as if it came alone (with its own slice
+        of the raw buffers); calls and tasks stop when the connection closes midway."""
         if raw.nbytes:
-            unbatch(msg.done, raw, _returns_size, lambda m, r: on_done(conn, m, r), conn)
+            unbatch(items, raw, size, lambda m, r: handle(conn, m, r), conn)
             return
-        for done in msg.done:
-            on_done(conn, done, NO_RAW)
+        for item in items:  # no message has raw buffers (the common case)
+            handle(conn, item, NO_RAW)
+            if until_closed and conn.closed:
+                return
 
     def _get_object(self, conn: Connection, msg: p.GetObject, raw: memoryview) -> None:
         self.host.spawn(self.host.objects.transfer.serve_get_object(conn, msg))
