@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
 import runtime
 from runtime.core.api.state import list_state
 from runtime.core.wire import direct
+from runtime.exceptions import ActorDiedError
+from runtime.util.state import list_actors
 
 from ..conftest import until
 
@@ -111,3 +114,37 @@ def test_the_bookkeeping_of_a_call_answered_directly_needs_no_later_call(cluster
     # Some of those calls were answered directly (the path is taken when the node's loop is
     # quiet; the first direct_writes call's answer may count one more).
     assert runtime.get(log.direct_writes.remote()) - before > 1
+
+
+@runtime.remote
+class Napper:
+    def ready(self) -> bool:
+        return True
+
+    def nap(self, started: str, go: str) -> str:
+        open(started, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return "finished"
+
+
+def test_a_call_running_when_its_actor_is_killed_answers_that_the_actor_died(cluster, tmp_path):
+    # The caller blocks on the call (it goes direct, answered from the actor's thread unless
+    # the actor is gone by then): the kill wins over the value, as on the loop's path.
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
+    napper = Napper.remote()
+    assert runtime.get(napper.ready.remote(), timeout=30)
+    ref = napper.nap.remote(started, go)
+
+    def kill_then_open() -> None:
+        until(lambda: os.path.exists(started), timeout=30)
+        runtime.kill(napper)
+        until(lambda: list_actors(filters=[("state", "=", "DEAD")]), timeout=30)
+        open(go, "w").close()
+
+    killer = threading.Thread(target=kill_then_open)
+    killer.start()
+    with pytest.raises(ActorDiedError):
+        runtime.get(ref, timeout=60)
+    killer.join(30)

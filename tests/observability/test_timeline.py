@@ -125,3 +125,24 @@ def test_overlapping_async_calls_and_queues_get_lanes_of_their_own():
     )
     (process,) = [e for e in trace if e["name"] == "process_name"]
     assert process["pid"] == 7 and process["args"]["name"] == f"node {'n' * 8} pid=7"
+
+
+def test_two_live_threads_of_one_name_get_a_track_each():
+    from runtime.core.api.timeline import chrome_trace
+
+    ms = 1_000_000  # ns
+    answer = {
+        "node_id": "n" * 16, "pid": 7, "role": "node", "offset_ns": 0,
+        # two actors of one class, each with a thread of its own: the same thread name
+        "threads": {"11": "actor-Worker-0", "12": "actor-Worker-0", "13": "runtime-task-0"},
+        "events": [
+            [0, 0, 0, 10 * ms, "a", 11, False, False, "01"],
+            [0, 0, 2 * ms, 5 * ms, "b", 12, False, False, "02"],  # at the same time as a
+            [0, 0, 1 * ms, 3 * ms, "c", 13, False, False, "03"],
+        ],
+    }  # fmt: skip
+    trace = chrome_trace([answer])
+    names = {e["tid"]: e["args"]["name"] for e in trace if e["name"] == "thread_name"}
+    track = {e["name"]: names[e["tid"]] for e in trace if e["ph"] == "X"}
+    assert track["a"] == "actor-Worker-0 (11)" and track["b"] == "actor-Worker-0 (12)"
+    assert track["c"] == "runtime-task-0"

@@ -79,6 +79,15 @@ def _meta(name: str, pid: int, tid: int, value: str) -> dict[str, Any]:
     return {"ph": "M", "name": name, "pid": pid, "tid": tid, "args": {"name": value}}
 
 
+def _thread_names(threads: dict[str, str]) -> dict[str, str]:
+    """A track name per thread id: its thread's name, with the id where two live threads share
+    a name (two actors of one class each with a thread of its own): one track each."""
+    seen: dict[str, int] = {}
+    for name in threads.values():
+        seen[name] = seen.get(name, 0) + 1
+    return {tid: name if seen[name] == 1 else f"{name} ({tid})" for tid, name in threads.items()}
+
+
 def chrome_trace(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chrome trace events ("X" spans in microseconds since the epoch, and "M" names) from
     the members' timeline answers."""
@@ -88,6 +97,7 @@ def chrome_trace(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         offset = int(a["offset_ns"])
         out.append(_meta("process_name", pid, 0, f"{a['role']} {a['node_id'][:8]} pid={pid}"))
         tracks = _Tracks(pid, out)
+        threads = _thread_names(a["threads"])
         spans: list[tuple[int, int, int, str, str, str, bool]] = []
         events = sorted(a["events"], key=lambda e: e[2])
         for received, fetched, started, ended, label, tid, on_loop, failed, task_id in events:
@@ -101,7 +111,7 @@ def chrome_trace(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if on_loop:
                 track = tracks.lane("event loop (async)", started, ended)
             else:
-                track = tracks.track(a["threads"].get(str(tid), f"thread {tid}"))
+                track = tracks.track(threads.get(str(tid), f"thread {tid}"))
             spans.append((started, ended, track, label, "run", task_id, failed))
         for start, end, tid, label, cat, task_id, failed in spans:
             out.append(

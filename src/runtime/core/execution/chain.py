@@ -156,6 +156,18 @@ def run_chain(ex: ChainHost, first: Job, ctx: TaskContext, run: Run) -> None:
         return
 
 
+def drop_peer(run: Run, peer: str) -> list[Job]:
+    """On the loop: the run's tasks not started yet whose caller went away leave it (as the
+    queued ones of that caller are dropped: ``Executor.peer_lost``); returns them."""
+    with run.lock:
+        gone = [job for job in run.jobs if job.conn.peer_id == peer]
+        if gone:
+            kept = [job for job in run.jobs if job.conn.peer_id != peer]
+            run.jobs.clear()
+            run.jobs.extend(kept)
+    return gone
+
+
 def requeue(ex: ChainHost, jobs: list[Job]) -> None:
     """On the loop: put back the tasks a run did not get to, at the front, in order."""
     queue = ex.sched.queue

@@ -51,7 +51,7 @@ from .calls import (
     spilled,
     task_error,
 )
-from .chain import Run, joined, run_chain, start_run
+from .chain import Run, drop_peer, joined, run_chain, start_run
 from .hosted import HostedActor, create_many
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
@@ -443,6 +443,8 @@ class Executor:
                     ledger.cancel(key)
                 del self.waiting[key]
                 self.jobs.pop(key, None)
+        for job in drop_peer(self.run, peer) if self.run is not None else ():
+            self.jobs.pop(job.task_id, None)
         for job in list(self.jobs.values()):
             if job.conn.peer_id == peer and job.stream is not None:
                 self.cancel(job.task_id, force=False, recursive=True)

@@ -516,9 +516,12 @@ class HostedActor:
         self.state = DEAD
         self._reason = reason
         lanes = self.all_lanes()
+        actor_id = self.spec.actor_id
         for job in list(self.executor.jobs.values()):  # running async calls stop now
             if job.lane in lanes and job.atask is not None and not job.atask.done():
                 job.atask.cancel()
+            if job.actor_id == actor_id:  # a sync one still running is answered by the loop,
+                job.blocked = False  # with the death (_finish), not from its thread
         for lane in lanes:
             mailbox, lane.mailbox = lane.mailbox, deque()
             for job in mailbox:
