@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +24,7 @@ from runtime.rllib.ppo import ActorCritic, run_epochs
 from tests.rllib.envs import RepeatAfterMe
 
 pytestmark = pytest.mark.usefixtures("cluster")
+T = TypeVar("T")
 
 
 def batch(size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -35,10 +38,21 @@ def batch(size: int, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.timeout(120)
-def test_two_learners_take_the_step_one_learner_takes_on_the_whole_batch() -> None:
+def against_one_learner(
+    check: Callable[[LearnerGroup, torch.Tensor], T],
+    *,
+    num_gpus: float = 0,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> T:
+    """Two learners (``num_gpus`` each) take 3 epochs on a 256-row batch, and one CPU learner
+    the same epochs on the whole batch (whole-batch minibatches: the order of rows then does
+    not matter); their weights must agree. ``check(group, totals)`` runs before the group
+    stops; its value is returned."""
     env = gym.make("CartPole-v1")
-    config = PPOConfig().training(num_epochs=3).learners(num_learners=2)
+    config = (
+        PPOConfig().training(num_epochs=3).learners(num_learners=2, num_gpus_per_learner=num_gpus)
+    )
     model = {"fcnet_hiddens": [16, 16], "fcnet_activation": "tanh"}
     build = functools.partial(
         seeded_init,
@@ -47,7 +61,6 @@ def test_two_learners_take_the_step_one_learner_takes_on_the_whole_batch() -> No
     )
     data = batch(256, seed=1)
     kwargs = {"config": config, "entropy_coeff": 0.01, "kl_coeff": 0.0}
-    # One learner, whole-batch minibatches (the order of rows then does not matter).
     single = TorchLearner(build(), lr=1e-2, grad_clip=0.5)
     single.run(run_epochs, data, rng=np.random.default_rng(0), minibatch_size=256, **kwargs)
 
@@ -60,14 +73,23 @@ def test_two_learners_take_the_step_one_learner_takes_on_the_whole_batch() -> No
         ours, theirs = group.get_weights(), single.get_weights()
         assert ours.keys() == theirs.keys()
         for key in ours:
-            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=rtol, atol=atol)
+        return check(group, totals)
+    finally:
+        group.stop()
+
+
+@pytest.mark.timeout(120)
+def test_two_learners_take_the_step_one_learner_takes_on_the_whole_batch() -> None:
+    def in_sync(group: LearnerGroup, totals: torch.Tensor) -> None:
         # Rank 1 holds the same weights as rank 0 (whose weights the driver took).
+        ours = group.get_weights()
         rank1 = runtime.get(group.actors[1].get_state.remote())["weights"]
         for key in ours:
             np.testing.assert_array_equal(rank1[key], ours[key])
         assert torch.isfinite(totals).all()
-    finally:
-        group.stop()
+
+    against_one_learner(in_sync)
 
 
 @pytest.mark.timeout(300)

@@ -10,22 +10,17 @@ learners on a real GPU skip with the reason when ``torch.cuda.is_available()`` i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 import runtime
 from runtime.exceptions import InfeasibleError
 from runtime.rllib import PPOConfig
-from runtime.rllib._learner import TorchLearner, seeded_init
 from runtime.rllib._learner_group import LearnerGroup, learner_backend
-from runtime.rllib.ppo import ActorCritic, run_epochs
 from tests.conftest import local_mesh
-from tests.rllib.test_learners import batch
+from tests.rllib.test_learners import against_one_learner
 
 CUDA = torch.cuda.is_available()
 NUM_CUDA = torch.cuda.device_count() if CUDA else 0
@@ -95,33 +90,13 @@ def test_learners_granted_gpus_that_torch_cannot_see_fail_the_build_saying_so(
 def equivalent_step(num_gpus: float) -> list[dict[str, object]]:
     """Two learners (``num_gpus`` each) take the step one CPU learner takes on the whole
     batch; returns where the two ran."""
-    env = gym.make("CartPole-v1")
-    config = (
-        PPOConfig().training(num_epochs=3).learners(num_learners=2, num_gpus_per_learner=num_gpus)
-    )
-    model = {"fcnet_hiddens": [16, 16], "fcnet_activation": "tanh"}
-    build = functools.partial(
-        seeded_init,
-        0,
-        functools.partial(ActorCritic, env.observation_space, env.action_space, model),
-    )
-    data = batch(256, seed=1)
-    kwargs = {"config": config, "entropy_coeff": 0.01, "kl_coeff": 0.0}
-    single = TorchLearner(build(), lr=1e-2, grad_clip=0.5)
-    single.run(run_epochs, data, rng=np.random.default_rng(0), minibatch_size=256, **kwargs)
-    group = LearnerGroup(TorchLearner(build(), lr=1e-2, grad_clip=0.5), build, config)
-    try:
-        totals, num_updates = group.run(
-            run_epochs, data, rng=np.random.default_rng(0), minibatch_size=256, **kwargs
-        )
-        assert num_updates == 3 and totals.device.type == "cpu"
-        ours, theirs = group.get_weights(), single.get_weights()
-        for key in ours:
-            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-3, atol=1e-5)
-        where: list[dict[str, object]] = runtime.get([a.where.remote() for a in group.actors])
-        return where
-    finally:
-        group.stop()
+
+    def where(group: LearnerGroup, totals: torch.Tensor) -> list[dict[str, object]]:
+        assert totals.device.type == "cpu"
+        out: list[dict[str, object]] = runtime.get([a.where.remote() for a in group.actors])
+        return out
+
+    return against_one_learner(where, num_gpus=num_gpus, rtol=1e-3, atol=1e-5)
 
 
 @needs_gpu
