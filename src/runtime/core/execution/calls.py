@@ -14,7 +14,7 @@ import logging
 import threading
 import traceback
 import types
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,6 +107,10 @@ class ExecutionHost(Protocol):
 log = logging.getLogger("runtime.executor")
 
 INLINE_MAX = 100 * 1024
+#: The arguments of a call with none, as the caller encodes them (``((), {})``).
+NO_ARGS: bytes = ser.serialize_args((), {})[0].data
+#: What a call with no runtime environment runs in (reentrant, shared).
+_NO_ENV = contextlib.nullcontext()
 MAX_TOMBSTONES = 10_000
 #: Answers of finished calls kept to answer a resent call (same task id) without running it.
 MAX_ANSWERED = 4096
@@ -187,13 +191,21 @@ class Job:
 
 
 class Answers:
-    """The answers of recent calls, by (task id, attempt): the idempotency of calls."""
+    """The answers of recent calls, by (task id, attempt): the idempotency of calls.
+
+    Kept in two generations of at most ``MAX_ANSWERED / 2`` each: when the newer one is
+    full it becomes the older one and the older one is dropped (an ``OrderedDict`` trimmed
+    one answer at a time cost ~2 us a call in place, most of it the trim). A key is the task
+    id for a first attempt (no tuple made per call), ``(task id, attempt)`` for a retry."""
+
+    __slots__ = ("jobs", "newer", "older")
 
     def __init__(self, jobs: dict[bytes, Job]) -> None:
         #: The node's calls received and not answered yet (shared with the executor).
         self.jobs = jobs
-        #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
-        self.answered: OrderedDict[tuple[bytes, int], p.TaskDone] = OrderedDict()
+        #: Small answers of recent calls (see duplicate()).
+        self.newer: dict[bytes | tuple[bytes, int], p.TaskDone] = {}
+        self.older: dict[bytes | tuple[bytes, int], p.TaskDone] = {}
 
     def duplicate(self, conn: Connection, task_id: bytes, attempt: int = 0) -> bool:
         """(task id, attempt) is the idempotency key of a call: a call sent again (its answer
@@ -202,11 +214,20 @@ class Answers:
         job = self.jobs.get(task_id)
         if job is not None and job.attempt == attempt:
             return True  # still running: its answer goes out when it finishes
-        answer = self.answered.get((task_id, attempt))
+        key = (task_id, attempt) if attempt else task_id
+        answer = self.newer.get(key) or self.older.get(key)
         if answer is None:
             return False
         conn.send(answer)
         return True
+
+    def get(self, task_id: bytes, attempt: int = 0) -> p.TaskDone | None:
+        """The answer kept for (task id, attempt), if any."""
+        key = (task_id, attempt) if attempt else task_id
+        return self.newer.get(key) or self.older.get(key)
+
+    def __len__(self) -> int:
+        return len(self.newer) + len(self.older)
 
     def remember(self, done: p.TaskDone, bufs: list[Any], attempt: int = 0) -> None:
         """Keep a small answer of a call that ran (a value, or the user's error)."""
@@ -217,9 +238,10 @@ class Answers:
                 return  # "did not run / may have run" answers must not stick
         elif _returns_size(done.returns) > ANSWER_KEEP_BYTES:
             return
-        self.answered[(done.task_id, attempt)] = done
-        if len(self.answered) > MAX_ANSWERED:
-            self.answered.popitem(last=False)
+        newer = self.newer
+        newer[(done.task_id, attempt) if attempt else done.task_id] = done
+        if len(newer) >= MAX_ANSWERED // 2:
+            self.older, self.newer = newer, {}
 
 
 def _returns_size(returns: list[p.Value | p.Located]) -> int:
@@ -233,38 +255,54 @@ def encode_returns(
     worker: ExecutionHost, task_id: bytes, result: Any, num_returns: int
 ) -> tuple[list[p.Value | p.Located], list[Any]]:
     """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
-    if num_returns == 1:
-        values = [result]
-    else:
-        failed: p.Value | None = None
-        if isinstance(result, types.GeneratorType):  # as in Ray: a generator of n items
-            result, failed = _take(result, num_returns)
-        if failed is not None:  # as in Ray: the items it made, then its error in the rest
-            result = list(result)
-            result += [_Failed(failed)] * (num_returns - len(result))
-        if not isinstance(result, tuple | list) or len(result) != num_returns:
-            size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
-            raise ValueError(
-                f"the task declared num_returns={num_returns} but returned "
-                f"{type(result).__name__}{size}"
-            )
-        values = list(result)
     out: list[p.Value | p.Located] = []
     buffers: list[Any] = []
-    for i, v in enumerate(values):
+    if num_returns == 1:
+        val, bufs = ser.serialize(result, copy=False)  # the store copies; inline are owned
+        if not bufs and not val.refs and len(val.data) < INLINE_MAX:
+            return [val], buffers  # most answers: one small value, no buffers, no refs
+        _place(worker, task_id, 0, val, bufs, out=out, buffers=buffers)
+        return out, buffers
+    failed: p.Value | None = None
+    if isinstance(result, types.GeneratorType):  # as in Ray: a generator of n items
+        result, failed = _take(result, num_returns)
+    if failed is not None:  # as in Ray: the items it made, then its error in the rest
+        result = list(result)
+        result += [_Failed(failed)] * (num_returns - len(result))
+    if not isinstance(result, tuple | list) or len(result) != num_returns:
+        size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
+        raise ValueError(
+            f"the task declared num_returns={num_returns} but returned "
+            f"{type(result).__name__}{size}"
+        )
+    for i, v in enumerate(result):
         if isinstance(v, _Failed):
             out.append(v.error)
             continue
         val, bufs = ser.serialize(v, copy=False)  # the store copies; inline ones are owned
-        if val.refs:
-            worker.refs.pin(val.refs)
-        if ser.total_size(val) >= INLINE_MAX:
-            out.append(worker.store_value(return_id(task_id, i), val, bufs))
-        else:
-            out.append(val)
-            if bufs:  # most values have none: no list made and dropped per call
-                buffers.extend(ser.own_buffers(bufs))
+        _place(worker, task_id, i, val, bufs, out=out, buffers=buffers)
     return out, buffers
+
+
+def _place(
+    worker: ExecutionHost,
+    task_id: bytes,
+    i: int,
+    val: p.Value,
+    bufs: list[memoryview],
+    *,
+    out: list[p.Value | p.Located],
+    buffers: list[Any],
+) -> None:
+    """Return ``i`` of a task: inline in the answer, or in this node's store when large."""
+    if val.refs:
+        worker.refs.pin(val.refs)
+    if ser.total_size(val) >= INLINE_MAX:
+        out.append(worker.store_value(return_id(task_id, i), val, bufs))
+    else:
+        out.append(val)
+        if bufs:  # most values have none: no list made and dropped per call
+            buffers.extend(ser.own_buffers(bufs))
 
 
 class _Failed:
@@ -332,9 +370,15 @@ def _call_sync(
     try:
         if job.cancelled:
             raise TaskCancelledError(f"{label} was cancelled before it started")
-        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        value = job.args
+        if job.call_args is not None:
+            args, kwargs = job.call_args
+        elif value.data == NO_ARGS and value.kind == ser.KIND_MSGPACK:  # most calls: a()
+            args, kwargs = (), {}
+        else:
+            args, kwargs = ser.deserialize_args(value, job.buffers)
         assert job.fn is not None
-        with env_applied(worker, job.env):
+        with _NO_ENV if job.env is None else env_applied(worker, job.env):
             result = job.fn(*args, **kwargs)
             if job.stream is not None:
                 stream_sync(worker, job, ctx, result, label)

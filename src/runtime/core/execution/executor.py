@@ -40,6 +40,7 @@ from .calls import (
     Answers,
     ExecutionHost,
     Job,
+    Lane,
     NoRoomError,
     StreamControl,
     call_async,
@@ -86,8 +87,9 @@ class Executor:
         self.run: Run | None = None  # the last run of tasks started on a pool thread
         #: Every task and actor call received and not answered yet (for cancel and acks).
         self.jobs: dict[bytes, Job] = {}
-        #: Small answers of recent calls, by (task id, attempt) (see duplicate()).
-        self.answers = Answers(self.jobs)
+        self.answers = Answers(self.jobs)  # recent small answers (idempotency)
+        #: While a CallBatch is handed in, the lanes to pump at its end (HostedActor.on_call).
+        self.pumps: list[tuple[HostedActor, Lane]] | None = None
         self.envs = EnvManager(worker)
         #: Node processes started here for actors that must not share this one's fate.
         self.children = ChildProcesses(worker)

@@ -29,6 +29,7 @@ from ..wire.gather import send_answer
 from ..wire.transport import Connection, split_buffers
 from .events import now_ns
 from .runtime_env import EnvManager, Prepared
+from .sync_runs import run_batch
 
 if TYPE_CHECKING:
     pass
@@ -66,6 +67,8 @@ class ActorSite(Protocol):
     def answers(self) -> Answers: ...
     @property
     def strands(self) -> StrandPool: ...
+    @property
+    def pumps(self) -> list[tuple[HostedActor, Lane]] | None: ...
     def parse_args_now(self, job: Job) -> bool: ...
     async def resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
     def actor_stopped(self, actor: HostedActor, reason: str) -> None: ...
@@ -263,11 +266,13 @@ class HostedActor:
                 )
             )
             return
-        try:
-            bufs, _ = split_buffers(raw, msg.args.bufs, 0)
-        except Exception as exc:
-            conn.send(p.TaskDone(msg.task_id, error=task_error(exc, msg.method)))
-            return
+        bufs: list[Any] = []
+        if msg.args.bufs:
+            try:
+                bufs, _ = split_buffers(raw, msg.args.bufs, 0)
+            except Exception as exc:
+                conn.send(p.TaskDone(msg.task_id, error=task_error(exc, msg.method)))
+                return
         job = Job(conn, msg.task_id, msg.method, msg.args, bufs, msg.num_returns)
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
@@ -280,7 +285,11 @@ class HostedActor:
             job.ready = False
             self.worker.spawn(self._resolve(job))
         elif len(lane.mailbox) == 1:
-            self._pump(lane)
+            pumps = self.executor.pumps
+            if pumps is None:
+                self._pump(lane)
+            else:  # a batch of calls: the lane is pumped at its end, once (pump_batch)
+                pumps.append((self, lane))
 
     def _lane_for(self, method: str) -> Lane:
         if not self.lanes or self.cls is None:
@@ -300,6 +309,10 @@ class HostedActor:
             job.fn = raiser(exc)
         job.ready = True
         self._pump(job.lane)
+
+    def pump(self, lane: Lane) -> None:
+        """Start what ``lane`` can start now (the end of a batch of calls: Dispatch)."""
+        self._pump(lane)
 
     def _pump(self, lane: Lane | None = None) -> None:
         if lane is None:  # every lane (the actor became alive)
@@ -335,22 +348,31 @@ class HostedActor:
                     continue
                 # One thread: hand it the whole run of ready sync calls at once.
                 batch = [job]
+                name, fn = "", job.fn  # calls of one method in a row: looked up once
                 while mailbox and mailbox[0].ready and not mailbox[0].is_async:
                     nxt = mailbox[0]
                     if nxt.fn is None:
-                        try:
-                            nxt.fn, nxt.is_async = self._method(nxt.name)
-                        except AttributeError as exc:
-                            nxt.fn = raiser(exc)
-                        if nxt.is_async:
-                            break
+                        if nxt.name == name:
+                            nxt.fn = fn
+                        else:
+                            try:
+                                nxt.fn, nxt.is_async = self._method(nxt.name)
+                            except AttributeError as exc:
+                                nxt.fn = raiser(exc)
+                                name = ""
+                            else:
+                                name, fn = nxt.name, nxt.fn
+                            if nxt.is_async:
+                                break
                     batch.append(mailbox.popleft())
                 lane.running_sync += len(batch)
                 lane.pool.submit(partial(self._run_sync_batch, batch))
 
     def _run_sync_batch(self, batch: list[Job]) -> None:
-        for job in batch:
-            self._run_sync(job)
+        if len(batch) == 1:
+            self._run_sync(batch[0])
+        else:
+            run_batch(self, batch)  # answers handed back to the loop in bulk (sync_runs)
 
     def _method(self, name: str) -> tuple[Callable[..., Any], bool]:
         fn = getattr(self.instance, name)
@@ -360,9 +382,15 @@ class HostedActor:
         return fn, kind
 
     def _run_sync(self, job: Job) -> None:
-        if self.exiting:  # an earlier call ended the actor: this one does not run
-            self.worker.inbox.post(self._sync_done, job, None, [])
-            return
+        done, bufs = self.call_one(job)
+        inbox = self.worker.inbox  # (an answer out already: its bookkeeping wakes nobody)
+        (inbox.post_later if job.answered else inbox.post)(self.sync_done, job, done, bufs)
+
+    def call_one(self, job: Job) -> tuple[p.TaskDone | None, list[Any]]:
+        """Run one sync call on this thread: its answer (None: it did not run, an earlier
+        call ended the actor) for ``sync_done`` on the loop."""
+        if self.exiting:
+            return None, []
         job.env = self.env
         ctx = job.ctx = TaskContext(
             job.task_id,
@@ -372,13 +400,13 @@ class HostedActor:
             actor_class=self.cls_name,
             bundle=self.bundle,
         )
-        done, bufs = call_sync(self.worker, job, ctx, f"{self.spec.class_name}.{job.name}")
+        done, bufs = call_sync(self.worker, job, ctx, f"{self.cls_name}.{job.name}")
         if job.exit is not None:
             self.exiting = True
-        inbox = self.worker.inbox  # (an answer out already: its bookkeeping wakes nobody)
-        (inbox.post_later if job.answered else inbox.post)(self._sync_done, job, done, bufs)
+        return done, bufs
 
-    def _sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
+    def sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
+        """Finish a sync call (loop): ``done`` None, it did not run."""
         lane = job.lane or self.lane
         lane.running_sync -= 1
         if done is None:  # did not run: the actor ended (or restarts: then it is resent)

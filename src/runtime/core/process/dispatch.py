@@ -29,7 +29,9 @@ from .inspect import answer
 if TYPE_CHECKING:  # imported when the worker makes them (a driver has neither)
     from ..control.head import Head
     from ..control.views import MemberView
+    from ..execution.calls import Lane
     from ..execution.executor import Executor
+    from ..execution.hosted import HostedActor
 
 log = logging.getLogger("runtime.worker")
 
@@ -174,7 +176,21 @@ class Dispatch:
     # own slice of the frame's raw buffers, in the order it was sent.
 
     def _call_batch(self, conn: Connection, msg: p.CallBatch, raw: memoryview) -> None:
-        self._each(conn, msg.calls, raw, _args_size, self.table[p.CallActor], until_closed=True)
+        executor = self.host.executor
+        if executor is None:
+            self._each(conn, msg.calls, raw, _args_size, self._call_actor, until_closed=True)
+            return
+        # The calls of a batch go into their actors' mailboxes first; each lane that got
+        # calls is then pumped once (one hand-off of the whole run to its thread, not one
+        # per call), in the order the lanes first got one.
+        pumps: list[tuple[HostedActor, Lane]] = []
+        executor.pumps = pumps
+        try:
+            self._each(conn, msg.calls, raw, _args_size, self.table[p.CallActor], until_closed=True)
+        finally:
+            executor.pumps = None
+            for actor, lane in pumps:
+                actor.pump(lane)
 
     def _submit_batch(self, conn: Connection, msg: p.SubmitBatch, raw: memoryview) -> None:
         self._each(conn, msg.tasks, raw, _args_size, self.table[p.SubmitTask], until_closed=True)

@@ -1,0 +1,71 @@
+"""A run of an actor's sync calls on its thread, their answers handed back to the loop in bulk.
+
+A lane with one thread (a default actor's strand, or ``max_concurrency=1``) gets each run of
+ready sync calls at once (``HostedActor._pump``: a batch of calls received in one frame is one
+run). Each call still finishes on the loop (``HostedActor.sync_done``: its job record, the
+kept answer, metrics, the answer gathered into the pass's frame), but a run of more than one
+call does not post each one to the loop's inbox on its own: the thread appends ``(job, answer,
+buffers)`` to the run's :class:`Back` and posts only when no take of it is pending, so the
+loop takes every answer made since its last take in one go (:func:`take_back`), in the order
+the calls ran. Nothing waits for the run to end: an answer is taken as soon as the loop gets
+to it, as with a post of its own. A run of one call (a caller that blocks on each) takes the
+path it took before (``HostedActor._run_sync``: its answer may go out from the thread).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol
+
+from ..wire import protocol as p
+from .calls import ExecutionHost, Job
+
+
+class SyncHost(Protocol):
+    """What a run needs of its actor (a ``HostedActor`` is one)."""
+
+    @property
+    def worker(self) -> ExecutionHost: ...
+    def call_one(self, job: Job) -> tuple[p.TaskDone | None, list[Any]]: ...
+    def sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None: ...
+
+
+#: Takes of answers by the loop, and the answers taken (this process; read by tests).
+TAKEN = [0, 0]
+
+
+class Back:
+    """The answers of one run not taken by the loop yet (thread -> loop)."""
+
+    __slots__ = ("items", "posted")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[Job, p.TaskDone | None, list[Any]]] = deque()
+        #: A take_back of it is posted and has not started: the thread need not post again.
+        self.posted = False
+
+
+def run_batch(actor: SyncHost, batch: list[Job]) -> None:
+    """Run ``batch`` in order on this thread (the lane's), handing answers back in bulk."""
+    back = Back()
+    items, post = back.items, actor.worker.inbox.post
+    for job in batch:
+        done, bufs = actor.call_one(job)
+        items.append((job, done, bufs))  # (before the check: a take started sees it)
+        if not back.posted:
+            back.posted = True
+            post(take_back, actor, back)
+
+
+def take_back(actor: SyncHost, back: Back) -> None:
+    """Finish the calls of ``back`` that are there now, in order (loop)."""
+    back.posted = False  # (before the count: what the thread appends from now is posted)
+    items, done = back.items, actor.sync_done
+    n = len(items)
+    TAKEN[0] += 1
+    TAKEN[1] += n
+    for _ in range(n):
+        done(*items.popleft())
+
+
+__all__ = ["TAKEN", "Back", "SyncHost", "run_batch", "take_back"]
