@@ -215,9 +215,11 @@ class Answers:
         if job is not None and job.attempt == attempt:
             return True  # still running: its answer goes out when it finishes
         key = (task_id, attempt) if attempt else task_id
-        answer = self.newer.get(key) or self.older.get(key)
+        answer = self.newer.get(key)
         if answer is None:
-            return False
+            answer = self.older.get(key)
+            if answer is None:
+                return False
         conn.send(answer)
         return True
 

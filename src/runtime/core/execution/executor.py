@@ -53,7 +53,8 @@ from .calls import (
     task_error,
 )
 from .chain import Run, drop_peer, joined, run_chain, start_run
-from .hosted import HostedActor, create_many
+from .creating import create_many
+from .hosted import HostedActor
 from .hostwait import HostWait
 from .ledgers import answer_request, free_bundles, job_rows, report_message, reserve_bundles
 from .pools import EnvPools
@@ -109,7 +110,7 @@ class Executor:
         #: Why recently dead actors died, so late calls get the real cause (bounded).
         self.tombstones: OrderedDict[bytes, p.Value] = OrderedDict()
         self._report_armed = False
-        #: CreateActors: create_actor for each of its specs (execution.hosted.create_many).
+        #: CreateActors: create_actor for each of its specs (execution.creating).
         self.create_actors = partial(create_many, self.create_actor)
         #: Request type -> what it does here (on_control answers each).
         self._control: dict[type, Callable[[Any], object]] = {

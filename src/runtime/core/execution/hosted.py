@@ -9,12 +9,11 @@ import inspect
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.context import TaskContext, current_task
-from ..common.errors import error_item
 from ..common.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
@@ -25,7 +24,7 @@ from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..wire import protocol as p
-from ..wire.gather import send_answer
+from ..wire.gather import answer_gather, send_answer
 from ..wire.transport import Connection, split_buffers
 from .events import now_ns
 from .runtime_env import EnvManager, Prepared
@@ -247,13 +246,14 @@ class HostedActor:
 
     def on_call(self, conn: Connection, msg: p.CallActor, raw: memoryview) -> None:
         self.worker.inbox.catch_up()  # the bookkeeping of calls answered already goes first
-        if self.executor.answers.duplicate(conn, msg.task_id):
+        executor = self.executor
+        if executor.answers.duplicate(conn, msg.task_id):
             return
         if self.state == DEAD:
             conn.send(p.TaskDone(msg.task_id, error=self._death_value()))
             return
         limit = self.spec.max_pending_calls
-        lane = self._lane_for(msg.method)
+        lane = self._lane_for(msg.method) if self.lanes else self.lane
         if limit >= 0 and len(lane.mailbox) >= limit:
             conn.send(
                 p.TaskDone(
@@ -276,19 +276,19 @@ class HostedActor:
         job = Job(conn, msg.task_id, msg.method, msg.args, bufs, msg.num_returns)
         if msg.num_returns == p.STREAMING:
             job.stream = StreamControl(msg.stream_window)
-        self.executor.jobs[msg.task_id] = job
-        job.actor_id = self.spec.actor_id
+        executor.jobs[msg.task_id] = job
+        job.actor_id = msg.actor_id
         job.blocked = msg.blocked
         job.lane = lane
         lane.mailbox.append(job)
-        if msg.args.refs and not self.executor.parse_args_now(job):
+        if msg.args.refs and not executor.parse_args_now(job):
             job.ready = False
             self.worker.spawn(self._resolve(job))
         elif len(lane.mailbox) == 1:
-            pumps = self.executor.pumps
+            pumps = executor.pumps
             if pumps is None:
                 self._pump(lane)
-            else:  # a batch of calls: the lane is pumped at its end, once (pump_batch)
+            else:  # a batch of calls: the lane is pumped once, at its end (Dispatch)
                 pumps.append((self, lane))
 
     def _lane_for(self, method: str) -> Lane:
@@ -320,15 +320,21 @@ class HostedActor:
                 self._pump(each)
             return
         mailbox = lane.mailbox
+        # The last method looked up here: a run of calls of one method looks it up once.
+        name, fn, kind = "", raiser, False
         while mailbox and self.state == ALIVE:
             job = mailbox[0]
             if not job.ready:
                 return
             if job.fn is None:
-                try:
-                    job.fn, job.is_async = self._method(job.name)
-                except AttributeError as exc:
-                    job.fn = raiser(exc)
+                if job.name == name:
+                    job.fn, job.is_async = fn, kind
+                else:
+                    try:
+                        job.fn, job.is_async = fn, kind = self._method(job.name)
+                        name = job.name
+                    except AttributeError as exc:
+                        job.fn, name = raiser(exc), ""
             if job.is_async:
                 # An async call starts after the sync calls before it have finished.
                 if lane.running_async >= lane.max_async or lane.running_sync:
@@ -348,22 +354,19 @@ class HostedActor:
                     continue
                 # One thread: hand it the whole run of ready sync calls at once.
                 batch = [job]
-                name, fn = "", job.fn  # calls of one method in a row: looked up once
                 while mailbox and mailbox[0].ready and not mailbox[0].is_async:
                     nxt = mailbox[0]
                     if nxt.fn is None:
                         if nxt.name == name:
-                            nxt.fn = fn
+                            nxt.fn, nxt.is_async = fn, kind
                         else:
                             try:
-                                nxt.fn, nxt.is_async = self._method(nxt.name)
+                                nxt.fn, nxt.is_async = fn, kind = self._method(nxt.name)
+                                name = nxt.name
                             except AttributeError as exc:
-                                nxt.fn = raiser(exc)
-                                name = ""
-                            else:
-                                name, fn = nxt.name, nxt.fn
-                            if nxt.is_async:
-                                break
+                                nxt.fn, name = raiser(exc), ""
+                        if nxt.is_async:
+                            break
                     batch.append(mailbox.popleft())
                 lane.running_sync += len(batch)
                 lane.pool.submit(partial(self._run_sync_batch, batch))
@@ -404,6 +407,39 @@ class HostedActor:
         if job.exit is not None:
             self.exiting = True
         return done, bufs
+
+    def sync_done_many(
+        self, items: deque[tuple[Job, p.TaskDone | None, list[Any]]], n: int
+    ) -> None:
+        """``sync_done`` for the first ``n`` of ``items`` (loop), in order: a call that ran and
+        returned, with no ref arguments, finished here with what a run shares looked up once
+        (``_finish`` does the same for one call); the others by ``sync_done``."""
+        jobs, remember, send = self.executor.jobs, self.executor.answers.remember, None
+        now, ok = now_ns(), 0
+        for _ in range(n):
+            job, done, bufs = items.popleft()
+            if (
+                done is None
+                or done.error is not None
+                or job.exit is not None
+                or job.args.refs
+                or self.state == DEAD
+            ):
+                self.sync_done(job, done, bufs)
+                continue
+            lane = job.lane or self.lane
+            lane.running_sync -= 1
+            jobs.pop(job.task_id, None)
+            ok += 1
+            observe_call((now - job.received_ns) / 1e9)
+            remember(done, bufs)
+            if not job.answered:  # (the thread that ran it answered: calls.answer_now)
+                if send is None:
+                    send = answer_gather().send
+                send(job.conn, done, bufs)  # gathered per loop pass (wire.gather)
+            if lane.mailbox and not lane.running_sync:
+                self._pump(lane)
+        CALLS_DONE[0] += ok
 
     def sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         """Finish a sync call (loop): ``done`` None, it did not run."""
@@ -559,34 +595,4 @@ class HostedActor:
         self.executor.actor_stopped(self, reason if self.death is None else death_text(self.death))
 
 
-def create_many(create: Callable[[p.ActorSpec], Any], msg: p.CreateActors) -> Any:
-    """``create`` (a node's ``create_actor``) for each spec of a CreateActors, their class
-    blobs once in ``msg.blobs``: one answer each, in order: None (started here), [node id,
-    address] (a process of its own started for it), or the error it raised (as
-    :func:`~..common.errors.error_item`). A coroutine when some answer has to be awaited."""
-    out: list[Any] = []
-    later: list[tuple[int, Awaitable[Any]]] = []
-    for spec in msg.specs:
-        try:
-            if not spec.cls_blob:
-                spec.cls_blob = msg.blobs[spec.cls_id]
-            started = create(spec)
-        except Exception as exc:
-            out.append(error_item(exc))
-            continue
-        if inspect.isawaitable(started):
-            later.append((len(out), started))
-        out.append(None)
-    if not later:
-        return out
-
-    async def finish() -> list[Any]:
-        done = await asyncio.gather(*(a for _, a in later), return_exceptions=True)
-        for (i, _), result in zip(later, done, strict=True):
-            out[i] = error_item(result) if isinstance(result, BaseException) else result
-        return out
-
-    return finish()
-
-
-__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor", "create_many"]
+__all__ = ["ALIVE", "DEAD", "STARTING", "ActorSite", "HostedActor"]

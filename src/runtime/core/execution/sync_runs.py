@@ -27,7 +27,9 @@ class SyncHost(Protocol):
     @property
     def worker(self) -> ExecutionHost: ...
     def call_one(self, job: Job) -> tuple[p.TaskDone | None, list[Any]]: ...
-    def sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None: ...
+    def sync_done_many(
+        self, items: deque[tuple[Job, p.TaskDone | None, list[Any]]], n: int
+    ) -> None: ...
 
 
 #: Takes of answers by the loop, and the answers taken (this process; read by tests).
@@ -60,12 +62,10 @@ def run_batch(actor: SyncHost, batch: list[Job]) -> None:
 def take_back(actor: SyncHost, back: Back) -> None:
     """Finish the calls of ``back`` that are there now, in order (loop)."""
     back.posted = False  # (before the count: what the thread appends from now is posted)
-    items, done = back.items, actor.sync_done
-    n = len(items)
+    n = len(back.items)
     TAKEN[0] += 1
     TAKEN[1] += n
-    for _ in range(n):
-        done(*items.popleft())
+    actor.sync_done_many(back.items, n)
 
 
 __all__ = ["TAKEN", "Back", "SyncHost", "run_batch", "take_back"]

@@ -176,12 +176,17 @@ _answers = _Answers()
 def send_answer(conn: Connection, done: p.TaskDone, buffers: Sequence[Any] = ()) -> None:
     """Answer a task or actor call on ``conn``, gathered with the other answers of this loop
     pass (one gather per loop thread: the node's executor and its hosted actors share it)."""
+    answer_gather().send(conn, done, buffers)
+
+
+def answer_gather() -> Gather:
+    """This loop thread's gather of answers (``send_answer``'s; for a run of answers)."""
     gather = _answers.gather
     if gather is None:
         gather = _answers.gather = Gather(_done_batch)
     elif gather._armed and gather._loop is not None and gather._loop.is_closed():
         gather.reset()  # armed by a loop that closed before its pass ended (a shutdown)
-    gather.send(conn, done, buffers)
+    return gather
 
 
 def send_task_answer(
