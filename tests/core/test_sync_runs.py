@@ -1,11 +1,14 @@
 """A pipelined caller's calls to a sync actor reach its thread as runs (one hand-off per batch
 of calls received, ``HostedActor.pump``) and their answers come back to the loop in bulk
 (``execution.sync_runs``): each caller's order, a call that fails alone in a run, a run that
-an ``exit_actor()`` ends midway, and the bound on the answers kept for resent calls."""
+an ``exit_actor()`` ends midway, and the bound on the answers kept for resent calls. An async
+actor's calls, each a task of the loop's own (not the worker's background set), are answered in
+order and with the actor's death when it is killed while they run."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -139,3 +142,44 @@ def test_an_answer_with_buffers_or_a_system_error_is_not_kept() -> None:
     died = p.TaskDone(os.urandom(16), error=system_error_value(ActorDiedError, "it died"))
     answers.remember(died, [])
     assert len(answers) == 0
+
+
+# --- async actors: each call a task of its own, cancelled when the actor stops ----------------
+
+
+@runtime.remote(num_cpus=0)
+class Waiter:
+    def __init__(self):
+        import asyncio
+
+        self.started = 0
+        self.forever = asyncio.Event()
+
+    async def wait(self, i):
+        self.started += 1
+        await self.forever.wait()
+        return i
+
+    async def quick(self, i):
+        return i
+
+    async def how_many_started(self):
+        return self.started
+
+
+def test_pipelined_calls_to_an_async_actor_each_answer_in_order(cluster):
+    w = Waiter.remote()
+    assert runtime.get([w.quick.remote(i) for i in range(3_000)], timeout=60) == list(range(3_000))
+
+
+def test_a_killed_async_actors_running_calls_are_answered_with_its_death(cluster):
+    w = Waiter.remote()
+    refs = [w.wait.remote(i) for i in range(200)]
+    deadline = time.monotonic() + 30
+    while runtime.get(w.how_many_started.remote(), timeout=30) < 200:
+        assert time.monotonic() < deadline, "the calls did not all start"
+        time.sleep(0.01)
+    runtime.kill(w)
+    for ref in refs:
+        with pytest.raises(exc.ActorDiedError):
+            runtime.get(ref, timeout=30)

@@ -319,7 +319,7 @@ class HostedActor:
             for each in self.all_lanes():
                 self._pump(each)
             return
-        mailbox = lane.mailbox
+        mailbox, create_task = lane.mailbox, self.worker.loop.create_task
         # The last method looked up here: a run of calls of one method looks it up once.
         name, fn, kind = "", raiser, False
         while mailbox and self.state == ALIVE:
@@ -342,7 +342,9 @@ class HostedActor:
                 mailbox.popleft()
                 lane.running_async += 1
                 lane.async_starting += 1
-                job.atask = self.worker.spawn(self._run_async(job))
+                # A task of its own, not the worker's background set: stop() cancels it (the
+                # executor stops every actor on close) and _run_async answers every failure.
+                job.atask = create_task(self._run_async(job))
             else:
                 # A sync call starts once the async calls before it have started.
                 if lane.async_starting:
