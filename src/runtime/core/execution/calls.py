@@ -372,13 +372,7 @@ def _call_sync(
     try:
         if job.cancelled:
             raise TaskCancelledError(f"{label} was cancelled before it started")
-        value = job.args
-        if job.call_args is not None:
-            args, kwargs = job.call_args
-        elif value.data == NO_ARGS and value.kind == ser.KIND_MSGPACK:  # most calls: a()
-            args, kwargs = (), {}
-        else:
-            args, kwargs = ser.deserialize_args(value, job.buffers)
+        args, kwargs = _call_args(job)
         assert job.fn is not None
         with _NO_ENV if job.env is None else env_applied(worker, job.env):
             result = job.fn(*args, **kwargs)
@@ -403,6 +397,15 @@ def _call_sync(
                 job.task_id))  # fmt: skip
 
 
+def _call_args(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if job.call_args is not None:
+        return job.call_args
+    value = job.args
+    if value.data == NO_ARGS and value.kind == ser.KIND_MSGPACK:  # most calls: a()
+        return (), {}
+    return ser.deserialize_args(value, job.buffers)
+
+
 async def call_async(
     worker: ExecutionHost, job: Job, ctx: TaskContext, label: str
 ) -> tuple[p.TaskDone, list[Any]]:
@@ -410,9 +413,9 @@ async def call_async(
     current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
     started, failed = now_ns(), False
     try:
-        args, kwargs = job.call_args or ser.deserialize_args(job.args, job.buffers)
+        args, kwargs = _call_args(job)
         assert job.fn is not None
-        with env_applied(worker, job.env):
+        with _NO_ENV if job.env is None else env_applied(worker, job.env):
             if job.stream is not None:
                 await stream_async(worker, job, job.fn(*args, **kwargs), label)
                 return p.TaskDone(job.task_id), []
