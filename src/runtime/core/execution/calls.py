@@ -193,10 +193,12 @@ class Job:
 class Answers:
     """The answers of recent calls, by (task id, attempt): the idempotency of calls.
 
-    Kept in two generations of at most ``MAX_ANSWERED / 2`` each: when the newer one is
-    full it becomes the older one and the older one is dropped (an ``OrderedDict`` trimmed
-    one answer at a time cost ~2 us a call in place, most of it the trim). A key is the task
-    id for a first attempt (no tuple made per call), ``(task id, attempt)`` for a retry."""
+    Kept in two generations of at most ``MAX_ANSWERED`` each: when the newer one is full it
+    becomes the older one and the older one is dropped, so each answer is kept for at least
+    the ``MAX_ANSWERED`` answers after it, and at most twice that are kept (an ``OrderedDict``
+    trimmed one answer at a time cost ~2 us a call in place, most of it the trim). A key is
+    the task id for a first attempt (no tuple made per call), ``(task id, attempt)`` for a
+    retry."""
 
     __slots__ = ("jobs", "newer", "older")
 
@@ -242,7 +244,7 @@ class Answers:
             return
         newer = self.newer
         newer[(done.task_id, attempt) if attempt else done.task_id] = done
-        if len(newer) >= MAX_ANSWERED // 2:
+        if len(newer) >= MAX_ANSWERED:
             self.older, self.newer = newer, {}
 
 
