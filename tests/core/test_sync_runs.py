@@ -70,6 +70,13 @@ def test_a_pipelined_callers_calls_run_in_order_and_come_back_in_bulk(cluster):
     assert [i for _, i in runtime.get(log.history.remote())] == list(range(n))
 
 
+def test_an_actor_with_a_thread_of_its_own_gets_runs_in_order_too(cluster):
+    log = Log.options(max_concurrency=1).remote()  # a thread of its own, not a strand
+    n = 3_000
+    assert runtime.get([log.add.remote("own", i) for i in range(n)], timeout=60) == list(range(n))
+    assert [i for _, i in runtime.get(log.history.remote())] == list(range(n))
+
+
 def test_calls_of_two_methods_interleaved_in_one_run_each_run_their_own(cluster):
     log = Log.remote()
     refs = [(log.add.remote("a", i) if i % 3 else log.other.remote(i)) for i in range(900)]
