@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import threading
-import traceback
-import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..common.context import TaskContext, current_task
 from ..common.exceptions import (
     NoRoomError,
-    RuntimeBaseError,
     TaskCancelledError,
 )
 from ..common.strands import Runner
@@ -33,6 +29,7 @@ from ..wire import protocol as p
 from ..wire.direct import send_direct
 from ..wire.transport import Connection
 from .events import now_ns, record
+from .returns import INLINE_MAX, encode_returns, task_error
 from .runtime_env import EnvManager, Prepared
 
 if TYPE_CHECKING:
@@ -106,7 +103,6 @@ class ExecutionHost(Protocol):
 
 log = logging.getLogger("runtime.executor")
 
-INLINE_MAX = 100 * 1024
 #: The arguments of a call with none, as the caller encodes them (``((), {})``).
 NO_ARGS: bytes = ser.serialize_args((), {})[0].data
 #: What a call with no runtime environment runs in (reentrant, shared).
@@ -253,92 +249,6 @@ def _returns_size(returns: list[p.Value | p.Located]) -> int:
         value = returns[0]
         return len(value.data) + sum(value.bufs) if isinstance(value, p.Value) else 0
     return sum(ser.total_size(v) for v in returns if isinstance(v, p.Value))
-
-
-def encode_returns(
-    worker: ExecutionHost, task_id: bytes, result: Any, num_returns: int
-) -> tuple[list[p.Value | p.Located], list[Any]]:
-    """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
-    out: list[p.Value | p.Located] = []
-    buffers: list[Any] = []
-    if num_returns == 1:
-        val, bufs = ser.serialize(result, copy=False)  # the store copies; inline are owned
-        if not bufs and not val.refs and len(val.data) < INLINE_MAX:
-            return [val], buffers  # most answers: one small value, no buffers, no refs
-        _place(worker, task_id, 0, val, bufs, out=out, buffers=buffers)
-        return out, buffers
-    failed: p.Value | None = None
-    if isinstance(result, types.GeneratorType):  # as in Ray: a generator of n items
-        result, failed = _take(result, num_returns)
-    if failed is not None:  # as in Ray: the items it made, then its error in the rest
-        result = list(result)
-        result += [_Failed(failed)] * (num_returns - len(result))
-    if not isinstance(result, tuple | list) or len(result) != num_returns:
-        size = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
-        raise ValueError(
-            f"the task declared num_returns={num_returns} but returned "
-            f"{type(result).__name__}{size}"
-        )
-    for i, v in enumerate(result):
-        if isinstance(v, _Failed):
-            out.append(v.error)
-            continue
-        val, bufs = ser.serialize(v, copy=False)  # the store copies; inline ones are owned
-        _place(worker, task_id, i, val, bufs, out=out, buffers=buffers)
-    return out, buffers
-
-
-def _place(
-    worker: ExecutionHost,
-    task_id: bytes,
-    i: int,
-    val: p.Value,
-    bufs: list[memoryview],
-    *,
-    out: list[p.Value | p.Located],
-    buffers: list[Any],
-) -> None:
-    """Return ``i`` of a task: inline in the answer, or in this node's store when large."""
-    if val.refs:
-        worker.refs.pin(val.refs)
-    if ser.total_size(val) >= INLINE_MAX:
-        out.append(worker.store_value(return_id(task_id, i), val, bufs))
-    else:
-        out.append(val)
-        if bufs:  # most values have none: no list made and dropped per call
-            buffers.extend(ser.own_buffers(bufs))
-
-
-class _Failed:
-    """A return a generator task did not make: it raised first (its error value)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: p.Value) -> None:
-        self.error = error
-
-
-def _take(gen: types.GeneratorType[Any, Any, Any], n: int) -> tuple[list[Any], p.Value | None]:
-    """The first ``n`` items of a generator task with ``num_returns=n``, and its error if it
-    raised before them (the returns it did not make hold it). As in Ray, what it does after
-    its n items (more items, an error) only goes to the log: its n results stand."""
-    items: list[Any] = []
-    try:
-        items.extend(itertools.islice(gen, n))
-    except Exception as exc:
-        return items, task_error(exc, getattr(gen, "__qualname__", "generator"))
-    if len(items) == n:
-        try:
-            next(gen)
-        except StopIteration:
-            pass
-        except Exception as exc:
-            log.error("a generator task raised after its num_returns=%d items: %r", n, exc)
-        else:
-            log.error("a generator task yielded more than its num_returns=%d items", n)
-        finally:
-            gen.close()
-    return items, None
 
 
 def call_sync(
@@ -511,13 +421,6 @@ async def stream_async(worker: ExecutionHost, job: Job, agen: Any, label: str) -
                 raise asyncio.CancelledError
     finally:
         await agen.aclose()
-
-
-def task_error(exc: BaseException, name: str) -> p.Value:
-    if isinstance(exc, RuntimeBaseError):
-        return ser.error_value(exc, name)
-    tb = "".join(traceback.format_exception(exc))
-    return ser.error_value(exc, name, tb=tb)
 
 
 class Lane:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +25,7 @@ from ..objects import serialization as ser
 from ..wire import protocol as p
 from ..wire.gather import answer_gather, send_answer
 from ..wire.transport import Connection, split_buffers
+from .creating import start_thread_of
 from .events import now_ns
 from .runtime_env import EnvManager, Prepared
 from .sync_runs import run_batch
@@ -74,23 +74,6 @@ class ActorSite(Protocol):
 
 
 STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
-
-#: Starts the threads of actors that have a thread of their own (``own_thread``, concurrency
-#: groups, ``max_concurrency`` > 1; the others are strands on the node's pool), started by
-#: its constructor's submission; ``Thread.start`` waits until the new thread runs (0.1-0.4
-#: ms here, longer on a crowded machine), which held the node's loop once per actor. A few
-#: starters take that wait off the loop, in parallel.
-_starters: tuple[int, ThreadPool] | None = None
-
-
-def start_thread_of(pool: ThreadPool, fn: Callable[[], None]) -> None:
-    """``pool.submit(fn)`` from a starter thread (made per process: a forked host's members
-    do not inherit its threads)."""
-    global _starters
-    if _starters is None or _starters[0] != os.getpid():
-        _starters = (os.getpid(), ThreadPool("runtime-actor-starter", 4))
-    _starters[1].submit(partial(pool.submit, fn))
-
 
 log = logging.getLogger("runtime.executor")
 
