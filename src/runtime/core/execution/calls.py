@@ -108,6 +108,8 @@ NO_ARGS: bytes = ser.serialize_args((), {})[0].data
 #: What a call with no runtime environment runs in (reentrant, shared).
 _NO_ENV = contextlib.nullcontext()
 MAX_TOMBSTONES = 10_000
+#: A hosted actor's states.
+STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 #: Answers of finished calls kept to answer a resent call (same task id) without running it.
 MAX_ANSWERED = 4096
 #: How often a task may be sent back to be placed elsewhere before it waits where it is.
@@ -325,6 +327,8 @@ async def call_async(
     current_task.set(ctx)  # this coroutine runs in a task of its own, with its own context
     started, failed = now_ns(), False
     try:
+        if job.cancelled:  # (while it waited in a run of calls: execution.async_runs)
+            raise TaskCancelledError(f"{label} was cancelled before it started")
         args, kwargs = _call_args(job)
         assert job.fn is not None
         with _NO_ENV if job.env is None else env_applied(worker, job.env):
@@ -426,7 +430,15 @@ async def stream_async(worker: ExecutionHost, job: Job, agen: Any, label: str) -
 class Lane:
     """A mailbox with its own concurrency: an actor's default one, or a concurrency group's."""
 
-    __slots__ = ("async_starting", "mailbox", "max_async", "pool", "running_async", "running_sync")
+    __slots__ = (
+        "async_starting",
+        "in_run",
+        "mailbox",
+        "max_async",
+        "pool",
+        "running_async",
+        "running_sync",
+    )
 
     def __init__(self, name: str, limit: int, is_async: bool, pool: Runner | None = None) -> None:
         self.max_async = limit
@@ -436,6 +448,9 @@ class Lane:
         self.running_async = 0
         self.running_sync = 0
         self.async_starting = 0
+        #: A run of its async calls is starting one (execution.async_runs): a call that ends
+        #: then does not pump the lane; the run does, once, at its end.
+        self.in_run = False
 
 
 def death_text(value: p.Value) -> str:
@@ -471,11 +486,14 @@ def raiser(exc: BaseException) -> Callable[..., Any]:
 
 
 __all__ = [
+    "ALIVE",
     "ANSWER_KEEP_BYTES",
+    "DEAD",
     "INLINE_MAX",
     "MAX_ANSWERED",
     "MAX_SPILLS",
     "MAX_TOMBSTONES",
+    "STARTING",
     "ActorExit",
     "Answers",
     "EnvSource",

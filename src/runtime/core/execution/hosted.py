@@ -23,8 +23,9 @@ from ..common.strands import StrandPool
 from ..common.threads import ThreadPool
 from ..objects import serialization as ser
 from ..wire import protocol as p
-from ..wire.gather import answer_gather, send_answer
+from ..wire.gather import send_answer
 from ..wire.transport import Connection, split_buffers
+from .async_runs import start as start_async_run
 from .creating import start_thread_of
 from .events import now_ns
 from .runtime_env import EnvManager, Prepared
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 
 from .calls import (
+    ALIVE,
+    DEAD,
+    STARTING,
     ActorExit,
     Answers,
     ExecutionHost,
@@ -72,8 +76,6 @@ class ActorSite(Protocol):
     async def resolve_args(self, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
     def actor_stopped(self, actor: HostedActor, reason: str) -> None: ...
 
-
-STARTING, ALIVE, DEAD = "STARTING", "ALIVE", "DEAD"
 
 log = logging.getLogger("runtime.executor")
 
@@ -302,7 +304,7 @@ class HostedActor:
             for each in self.all_lanes():
                 self._pump(each)
             return
-        mailbox, create_task = lane.mailbox, self.worker.loop.create_task
+        mailbox = lane.mailbox
         # The last method looked up here: a run of calls of one method looks it up once.
         name, fn, kind = "", raiser, False
         while mailbox and self.state == ALIVE:
@@ -322,12 +324,28 @@ class HostedActor:
                 # An async call starts after the sync calls before it have finished.
                 if lane.running_async >= lane.max_async or lane.running_sync:
                     return
-                mailbox.popleft()
-                lane.running_async += 1
-                lane.async_starting += 1
-                # A task of its own, not the worker's background set: stop() cancels it (the
-                # executor stops every actor on close) and _run_async answers every failure.
-                job.atask = create_task(self._run_async(job))
+                # The ready async calls up to the lane's limit: one task starts them in
+                # order (execution.async_runs); stop() cancels the one a call waits in.
+                run = deque((mailbox.popleft(),))
+                while mailbox and lane.running_async + len(run) < lane.max_async:
+                    nxt = mailbox[0]
+                    if not nxt.ready:
+                        break
+                    if nxt.fn is None:
+                        if nxt.name == name:
+                            nxt.fn, nxt.is_async = fn, kind
+                        else:
+                            try:
+                                nxt.fn, nxt.is_async = fn, kind = self._method(nxt.name)
+                                name = nxt.name
+                            except AttributeError as exc:
+                                nxt.fn, name = raiser(exc), ""
+                    if not nxt.is_async:
+                        break
+                    run.append(mailbox.popleft())
+                lane.running_async += len(run)
+                lane.async_starting += len(run)
+                start_async_run(self, lane, run)
             else:
                 # A sync call starts once the async calls before it have started.
                 if lane.async_starting:
@@ -393,39 +411,6 @@ class HostedActor:
             self.exiting = True
         return done, bufs
 
-    def sync_done_many(
-        self, items: deque[tuple[Job, p.TaskDone | None, list[Any]]], n: int
-    ) -> None:
-        """``sync_done`` for the first ``n`` of ``items`` (loop), in order: a call that ran and
-        returned, with no ref arguments, finished here with what a run shares looked up once
-        (``_finish`` does the same for one call); the others by ``sync_done``."""
-        jobs, remember, send = self.executor.jobs, self.executor.answers.remember, None
-        now, ok = now_ns(), 0
-        for _ in range(n):
-            job, done, bufs = items.popleft()
-            if (
-                done is None
-                or done.error is not None
-                or job.exit is not None
-                or job.args.refs
-                or self.state == DEAD
-            ):
-                self.sync_done(job, done, bufs)
-                continue
-            lane = job.lane or self.lane
-            lane.running_sync -= 1
-            jobs.pop(job.task_id, None)
-            ok += 1
-            observe_call((now - job.received_ns) / 1e9)
-            remember(done, bufs)
-            if not job.answered:  # (the thread that ran it answered: calls.answer_now)
-                if send is None:
-                    send = answer_gather().send
-                send(job.conn, done, bufs)  # gathered per loop pass (wire.gather)
-            if lane.mailbox and not lane.running_sync:
-                self._pump(lane)
-        CALLS_DONE[0] += ok
-
     def sync_done(self, job: Job, done: p.TaskDone | None, bufs: list[Any]) -> None:
         """Finish a sync call (loop): ``done`` None, it did not run."""
         lane = job.lane or self.lane
@@ -438,7 +423,19 @@ class HostedActor:
         if lane.mailbox and not lane.running_sync:
             self._pump(lane)
 
-    async def _run_async(self, job: Job) -> None:
+    def not_started(self, job: Job) -> bool:
+        """A call of an async run about to start finds the actor dead (loop): answered as a
+        queued call is (``stop``), it does not run."""
+        if self.state != DEAD:
+            return False
+        lane = job.lane or self.lane
+        lane.running_async -= 1
+        lane.async_starting -= 1
+        self.executor.jobs.pop(job.task_id, None)
+        job.conn.send(p.TaskDone(job.task_id, error=self._death_value()))
+        return True
+
+    async def run_async(self, job: Job) -> None:
         job.env = self.env
         ctx = job.ctx = TaskContext(
             job.task_id,
@@ -466,7 +463,7 @@ class HostedActor:
             job.atask = None  # this task ends by itself; stop() cancels the others
             done = self._exit(job, done)
         self._finish(job, done, bufs)
-        if lane.mailbox:
+        if lane.mailbox and not lane.in_run:  # (a run pumps once, at its end: async_runs)
             self._pump(lane)
 
     def _exit(self, job: Job, done: p.TaskDone) -> p.TaskDone:
