@@ -21,6 +21,7 @@ import uvloop
 from ..client import relay as client_relay
 from ..common.exceptions import AuthenticationError, RuntimeBaseError
 from ..common.private import private_dir
+from ..execution import collector
 from ..execution import logs as worker_logs
 from ..execution.logs import capture as capture_output
 from ..execution.processes import ChildProcesses
@@ -301,6 +302,7 @@ async def _incarnations(
     # long as it: out of the cyclic collector's full passes (10,000 actors: 68 -> 47 us of node
     # CPU per actor; docs/performance.md). After the zygote's fork: it keeps its own as they are.
     gc.freeze()
+    collector.tune()  # fewer collections of the calls in flight (execution.collector)
     while True:
         worker = Worker(
             role="head" if args.head else "node",
