@@ -105,6 +105,8 @@ log = logging.getLogger("runtime.executor")
 
 #: The arguments of a call with none, as the caller encodes them (``((), {})``).
 NO_ARGS: bytes = ser.serialize_args((), {})[0].data
+#: The raw buffers of a call with none (shared: only ever read, never appended to).
+NO_BUFS: list[Any] = []
 #: What a call with no runtime environment runs in (reentrant, shared).
 _NO_ENV = contextlib.nullcontext()
 MAX_TOMBSTONES = 10_000
@@ -288,11 +290,14 @@ def _call_sync(
             raise TaskCancelledError(f"{label} was cancelled before it started")
         args, kwargs = _call_args(job)
         assert job.fn is not None
-        with _NO_ENV if job.env is None else env_applied(worker, job.env):
+        if job.env is None and job.stream is None:  # most calls: no context manager entered
             result = job.fn(*args, **kwargs)
-            if job.stream is not None:
-                stream_sync(worker, job, ctx, result, label)
-                return p.TaskDone(job.task_id), []
+        else:
+            with _NO_ENV if job.env is None else env_applied(worker, job.env):
+                result = job.fn(*args, **kwargs)
+                if job.stream is not None:
+                    stream_sync(worker, job, ctx, result, label)
+                    return p.TaskDone(job.task_id), []
         # Let mapped arguments go before the answer is sent: their holders then hear that
         # the mapping is gone (Unmapped, posted first) before the answer, and can reuse it.
         job.call_args = None
@@ -493,6 +498,7 @@ __all__ = [
     "MAX_ANSWERED",
     "MAX_SPILLS",
     "MAX_TOMBSTONES",
+    "NO_BUFS",
     "STARTING",
     "ActorExit",
     "Answers",

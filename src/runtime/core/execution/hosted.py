@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 from .calls import (
     ALIVE,
     DEAD,
+    NO_BUFS,
     STARTING,
     ActorExit,
     Answers,
@@ -251,7 +252,7 @@ class HostedActor:
                 )
             )
             return
-        bufs: list[Any] = []
+        bufs: list[Any] = NO_BUFS  # (read only: one shared empty list, not one a call)
         if msg.args.bufs:
             try:
                 bufs, _ = split_buffers(raw, msg.args.bufs, 0)
@@ -398,14 +399,11 @@ class HostedActor:
         if self.exiting:
             return None, []
         job.env = self.env
+        # (positional: a third cheaper than by keyword; demand, lent, cancelled as defaults)
         ctx = job.ctx = TaskContext(
-            job.task_id,
-            job.name,
-            self.spec.actor_id,
-            self.spec.name,
-            actor_class=self.cls_name,
-            bundle=self.bundle,
-        )
+            job.task_id, job.name, self.spec.actor_id, self.spec.name, {}, self.cls_name,
+            False, False, self.bundle,
+        )  # fmt: skip
         done, bufs = call_sync(self.worker, job, ctx, f"{self.cls_name}.{job.name}")
         if job.exit is not None:
             self.exiting = True
@@ -442,9 +440,12 @@ class HostedActor:
             job.name,
             self.spec.actor_id,
             self.spec.name,
-            actor_class=self.cls_name,
-            bundle=self.bundle,
-        )
+            {},
+            self.cls_name,
+            False,
+            False,
+            self.bundle,
+        )  # (positional: as in call_one)
         lane = job.lane or self.lane
         lane.async_starting -= 1
         if not lane.async_starting and lane.mailbox:

@@ -35,14 +35,15 @@ def encode_returns(
     worker: ReturnsHost, task_id: bytes, result: Any, num_returns: int
 ) -> tuple[list[p.Value | p.Located], list[Any]]:
     """Serialize a task's result(s); large ones stay in this node's store (any thread)."""
-    out: list[p.Value | p.Located] = []
-    buffers: list[Any] = []
     if num_returns == 1:
         val, bufs = ser.serialize(result, copy=False)  # the store copies; inline are owned
         if not bufs and not val.refs and len(val.data) < INLINE_MAX:
-            return [val], buffers  # most answers: one small value, no buffers, no refs
+            return [val], bufs  # most answers: one small value, no buffers (an empty list)
+        out: list[p.Value | p.Located] = []
+        buffers: list[Any] = []
         _place(worker, task_id, 0, val, bufs, out=out, buffers=buffers)
         return out, buffers
+    out, buffers = [], []
     failed: p.Value | None = None
     if isinstance(result, types.GeneratorType):  # as in Ray: a generator of n items
         result, failed = _take(result, num_returns)
