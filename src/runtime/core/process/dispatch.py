@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..common.exceptions import ActorDiedError, NodeDiedError
+from ..execution.intake import take_calls
 from ..execution.logs import print_lines
 from ..objects import serialization as ser
 from ..objects.plane import ObjectPlane
@@ -186,7 +187,11 @@ class Dispatch:
         pumps: list[tuple[HostedActor, Lane]] = []
         executor.pumps = pumps
         try:
-            self._each(conn, msg.calls, raw, _args_size, self.table[p.CallActor], until_closed=True)
+            if raw.nbytes:
+                handle = self.table[p.CallActor]
+                self._each(conn, msg.calls, raw, _args_size, handle, until_closed=True)
+            else:  # (most batches: what an actor's calls share looked up once)
+                take_calls(executor, conn, msg.calls, pumps, self.table[p.CallActor])
         finally:
             executor.pumps = None
             for actor, lane in pumps:
