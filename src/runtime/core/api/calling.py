@@ -20,6 +20,9 @@ from ..wire import protocol as p
 
 #: ``return_id(task_id, 0)``'s suffix: the first (most often the only) result's id.
 _FIRST = return_id(b"", 0)
+#: The arguments of a call without any (``serialize_args((), {})``), with shared empty lists.
+_NO_ARGS = ser.serialize_args((), {})[0]
+_NO_ARGS.bufs = _NO_ARGS.refs = NO_BUFFERS
 #: How many child task ids a running task keeps for a recursive cancel before it drops the
 #: finished ones.
 _CHILDREN_MAX = 1024
@@ -31,13 +34,16 @@ def prepare_call(
     """Serialize a call in the caller's thread and make its results: (value, buffers, task
     id, result ids, what ``.remote()`` returns: one ref, a list of refs, or for a streaming
     call a generator whose state is ``out._state``)."""
-    value, buffers = ser.serialize_args(args, kwargs)
-    if not buffers:  # kept with the pending call (for a retry): share the empty lists
-        buffers = value.bufs = NO_BUFFERS
-    if value.refs:
-        worker.refs.pin(value.refs)  # held until the callee has run
-    else:
-        value.refs = NO_BUFFERS
+    if args or kwargs:
+        value, buffers = ser.serialize_args(args, kwargs)
+        if not buffers:  # kept with the pending call (for a retry): share the empty lists
+            buffers = value.bufs = NO_BUFFERS
+        if value.refs:
+            worker.refs.pin(value.refs)  # held until the callee has run
+        else:
+            value.refs = NO_BUFFERS
+    else:  # no arguments: one value shared by every such call, never mutated
+        value, buffers = _NO_ARGS, NO_BUFFERS
     task_id = worker.new_id()
     parent = current_task.get()
     if parent is not None:  # cancelled with its parent (runtime.cancel(recursive=True))

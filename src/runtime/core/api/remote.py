@@ -317,6 +317,9 @@ class ActorHandle(Generic[T]):
             if self._method_returns and name not in self._method_returns:
                 raise AttributeError(f"actor {self._class_name} has no method {name!r}")
             m = cache[name] = ActorMethod(self, name, self._method_returns.get(name, 1))
+        # Found as a plain attribute from now on (``handle.m.remote()`` once per call: the
+        # instance dict is read before this hook is called).
+        self.__dict__[name] = m
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -103,7 +103,6 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
         if call_direct(worker, msg, buffers, object_ids, keep):
             return
     worker.inbox.post_call(worker.caller.call_actor, msg, buffers, object_ids, stream, keep)
-    worker.inbox.throttle()
 
 
 def blocked() -> None:
