@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..objects import serialization as ser
 from ..wire import protocol as p
 
@@ -13,9 +15,15 @@ if TYPE_CHECKING:
     from .streaming import StreamState
 
 
-@dataclass(slots=True)
-class PendingTask:
-    """A task or actor call this process submitted and waits on."""
+class PendingTask(msgspec.Struct, gc=False, eq=False):
+    """A task or actor call this process submitted and waits on.
+
+    One per call in flight: a struct built in C and outside the cyclic collector
+    (``gc=False``), so a pipelined caller's thousands of pending calls add nothing to every
+    collection's walk. What it holds (the callee's handle token, a stream, a retry record)
+    leads back to it only through the worker's ``tasks``, which the worker empties when it
+    closes.
+    """
 
     object_ids: list[bytes]
     node_id: str
