@@ -10,6 +10,7 @@ empty list for both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..common.context import current_task
@@ -30,7 +31,7 @@ _CHILDREN_MAX = 1024
 
 def prepare_call(
     worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
-) -> tuple[p.Value, list[memoryview], bytes, list[bytes], Any]:
+) -> tuple[p.Value, list[memoryview], bytes, Sequence[bytes], Any]:
     """Serialize a call in the caller's thread and make its results: (value, buffers, task
     id, result ids, what ``.remote()`` returns: one ref, a list of refs, or for a streaming
     call a generator whose state is ``out._state``)."""
@@ -53,7 +54,7 @@ def prepare_call(
         children.append(task_id)
     if num_returns == 1:
         oid = task_id + _FIRST
-        return value, buffers, task_id, [oid], worker.new_owned(oid)
+        return value, buffers, task_id, (oid,), worker.new_owned(oid)
     if num_returns == p.STREAMING:
         return value, buffers, task_id, [], ObjectRefGenerator(StreamState(worker, task_id))
     oids = [return_id(task_id, i) for i in range(max(num_returns, 0))]

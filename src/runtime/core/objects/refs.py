@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -71,7 +71,7 @@ class OwnedObject(msgspec.Struct, gc=False, eq=False):
     remote: int = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
     waiters: list[Callable[[], None]] | None = None
     #: How to make a lost large result again: (the task's retry record, its return ids).
-    lineage: tuple[Any, list[bytes]] | None = None
+    lineage: tuple[Any, Sequence[bytes]] | None = None
     #: Where the user made it (``objects.sites``; only when recording is on).
     call_site: str = ""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -82,7 +82,7 @@ class ActorCaller:
         self,
         msg: p.CallActor,
         buffers: list[memoryview],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         stream: StreamState | None = None,
         keep: Any = None,
     ) -> None:

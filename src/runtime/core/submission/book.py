@@ -12,7 +12,7 @@ and resolves. ``tests/core/test_submission_state.py`` drives it with tables of e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..common.errors import ErrorCode
@@ -67,7 +67,7 @@ class TaskBook:
         msg: p.SubmitTask,
         buffers: list[memoryview],
         fn_blob: Callable[[], bytes],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         policy: RetryPolicy | None,
         stream: StreamState | None,
     ) -> PendingTask:

@@ -24,6 +24,7 @@ It goes direct only when nothing could be overtaken and nothing is left to decid
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..common.threads import LoopInbox
@@ -51,7 +52,7 @@ def call_direct(
     worker: DirectHost,
     msg: p.CallActor,
     buffers: list[memoryview],
-    object_ids: list[bytes],
+    object_ids: Sequence[bytes],
     keep: Any,
 ) -> bool:
     """Send an actor call from this (non-loop) thread if it can go out at once: True when it
@@ -86,7 +87,7 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
     worker: DirectHost,
     msg: p.CallActor,
     buffers: list[memoryview],
-    object_ids: list[bytes],
+    object_ids: Sequence[bytes],
     stream: StreamState | None,
     keep: Any,
 ) -> None:

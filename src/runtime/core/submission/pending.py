@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ class PendingTask(msgspec.Struct, gc=False, eq=False):
     closes.
     """
 
-    object_ids: list[bytes]
+    object_ids: Sequence[bytes]
     node_id: str
     name: str
     actor_id: bytes | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class TaskSubmitter:
         msg: p.SubmitTask,
         buffers: list[memoryview],
         fn_blob: Callable[[], bytes],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         policy: RetryPolicy | None = None,
         *,
         stream: StreamState | None = None,
