@@ -125,6 +125,13 @@ class ReferenceTable:
                     return
             entry = self.owned.get(oid)
             if entry is not None and entry.remote == 0:
+                if (
+                    entry.location is None
+                    and ((value := entry.value) is None or not value.refs)
+                    and oid not in self.actor_tokens
+                ):  # (what _free does then, inline: once per call's result)
+                    del self.owned[oid]
+                    return
                 self._free(oid, entry)
 
     # --- remote holders (owner side) and pins -----------------------------------------
