@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 import msgspec
 
+from ..common.context import current_task
 from ..execution import runtime_env as renv
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
@@ -25,7 +26,7 @@ from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
-from .calling import prepare_call
+from .calling import FIRST, add_child, call_args, prepare_call
 from .creation import _env_wire, actor_spec, create_in_background
 from .dynamic import DynamicReturns
 from .methods import check_call_options
@@ -410,6 +411,19 @@ class ActorMethod(Generic[P, R]):
         """Call the method; returns at once with a ref to its result."""
         worker = current_worker()
         n = self._num_returns
+        if n == 1:  # one result (nearly every call): prepare_call's path, inline
+            value, buffers = call_args(worker, args, kwargs)
+            task_id = worker.new_id()
+            parent = current_task.get()
+            if parent is not None:  # cancelled with its parent (runtime.cancel(recursive))
+                add_child(parent, worker, task_id)
+            oid = task_id + FIRST
+            ref = worker.new_owned(oid)
+            msg = p.CallActor(
+                task_id, self._actor_id, self._name, value, 1, worker.peer_id, worker.address
+            )
+            send_call(worker, msg, buffers, (oid,), None, self._token)
+            return ref
         value, buffers, task_id, oids, out = prepare_call(worker, args, kwargs, n)
         msg = p.CallActor(
             task_id, self._actor_id, self._name, value, n, worker.peer_id, worker.address
