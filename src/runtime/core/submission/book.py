@@ -141,6 +141,15 @@ class TaskBook:
                 state.retries_left.pop(task_id, None)
         return (DONE if error is None else FAILED), task
 
+    def call_done(self, task_id: bytes, actor_id: bytes) -> None:
+        """An actor call (not streaming) was answered with a value: what :meth:`answered`
+        does then, for the shell's path of a plain answer (it has checked the record)."""
+        del self.tasks[task_id]
+        state = self.actors.get(actor_id)
+        if state is not None and state.inflight:  # answered: it is not resent any more
+            state.inflight.pop(task_id, None)
+            state.retries_left.pop(task_id, None)
+
     def keeps_lineage(self, task: PendingTask, oid: bytes) -> None:
         """A result of ``task`` is stored on a node (``Located``): a retriable task can make
         it again if it is lost."""
