@@ -17,6 +17,7 @@ import msgspec
 
 from ..common.context import current_task
 from ..execution import runtime_env as renv
+from ..objects import refs as _refs
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import normalize
@@ -45,6 +46,8 @@ from .options import (
 
 if TYPE_CHECKING:  # the DAG nodes ``.bind()`` makes (runtime.dag, built on this API)
     from runtime.dag._node import ClassMethodNode, ClassNode, FunctionNode
+
+    from ..process.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -409,7 +412,7 @@ class ActorMethod(Generic[P, R]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""
-        worker = current_worker()
+        worker: Worker = _refs._worker or current_worker()  # type: ignore[assignment]  # (one read)
         n = self._num_returns
         if n == 1:  # one result (nearly every call): prepare_call's path, inline
             value, buffers = call_args(worker, args, kwargs)

@@ -50,10 +50,6 @@ def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(4, "big")
 
 
-def _no_buffers() -> list[Any]:
-    return NO_BUFFERS
-
-
 class OwnedObject(msgspec.Struct, gc=False, eq=False):
     """What the owner knows of one of its objects.
 
@@ -66,7 +62,8 @@ class OwnedObject(msgspec.Struct, gc=False, eq=False):
 
     state: int = PENDING
     value: Value | None = None  # inline value or error
-    buffers: list[Any] = msgspec.field(default_factory=_no_buffers)
+    #: (``()`` until it has a value: a default made without a call per object)
+    buffers: Sequence[Any] = ()
     location: Located | None = None  # where a large value lives
     remote: int = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
     waiters: list[Callable[[], None]] | None = None
