@@ -30,7 +30,6 @@ from .blocking import SLOW as _SLOW
 from .blocking import blocking as _blocking
 from .blocking import current_worker, set_auto_init, worker_or_init
 from .blocking import get_owned as _get_owned
-from .blocking import wait_owned as _wait_owned
 from .init_options import address_toward
 from .remote import ActorHandle
 
@@ -395,10 +394,9 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         found, value = worker.try_get_local(refs)
         if found:
             return value
-        if _wait_owned(worker, [refs], timeout):
-            found, value = worker.try_get_local(refs)
-            if found:
-                return value
+        values = _get_owned(worker, (refs,), timeout)
+        if values is not _SLOW:
+            return values[0]
         return _blocking(worker, worker.get_async(refs), timeout)
     if isinstance(refs, list | tuple):
         for r in refs:
