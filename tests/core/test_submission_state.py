@@ -143,6 +143,36 @@ def test_calls_are_kept_for_a_resend_only_when_the_actor_may_restart(
         assert state.inflight[msg.task_id][2] == 2  # the incarnation it went to
 
 
+@pytest.mark.parametrize("max_restarts", [0, 1, -1])
+@pytest.mark.parametrize("retries", [False, True])
+def test_a_plain_answer_leaves_the_book_as_the_general_path_does(
+    max_restarts: int, retries: bool
+) -> None:
+    """``TaskBook.call_done`` (the shell's path for an actor call's one small value) and
+    ``answered`` leave the same tables behind."""
+    books = []
+    for fast in (False, True):
+        state = ActorState(b"a", _location(max_restarts, num_restarts=0))
+        tasks: dict[bytes, PendingTask] = {}
+        book = TaskBook(tasks, {}, {}, {b"a": state}, {})
+        msgs = [_call(n) for n in range(3)]
+        for msg, bufs in msgs:
+            state.submit(tasks, msg, bufs, (msg.task_id + b"\0" * 4,), None, None, True)
+            if retries:
+                state.retries_left[msg.task_id] = 2
+        done = msgs[1][0].task_id
+        if fast:
+            book.call_done(done, b"a")
+        else:
+            task = tasks[done]
+            assert book.answered(done, None) == (DONE, task)
+        books.append((sorted(tasks), sorted(state.inflight), sorted(state.retries_left)))
+    assert books[0] == books[1]
+    assert done not in books[1][0] and done not in books[1][1]
+    if max_restarts != 0:  # (a call's tries are counted only while it may be resent)
+        assert done not in books[1][2] and len(books[1][1]) == 2
+
+
 # --- the state machines, fed events: tables of events and what each one makes happen --------
 #
 # ``Shell`` is the I/O shell reduced to a recorder: it turns each event of a table into the

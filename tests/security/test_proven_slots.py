@@ -153,3 +153,24 @@ def test_a_members_fresh_connection_goes_after_stalled_and_old_idle_ones() -> No
     assert not member.aborted
     assert all(c.aborted for c in idle + old)  # then the Hellos that never proved
     assert adm.opened("127.0.0.4", Conn()) is member  # only young ones are left: the oldest
+
+
+def test_a_just_accepted_connection_whose_hello_waits_unread_goes_after_silent_ones() -> None:
+    # A member's connection accepted in a burst of the flood's: its Hello is in the socket,
+    # but the loop has not read it yet. Admission looks into the socket before pushing out.
+    adm = AdmissionControl(max_pending=2, grace=30.0)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        member, silent = Conn(), Conn()
+        pairs[0][1].sendall(b"a Hello on its way")
+        assert adm.opened("127.0.0.1", member, pairs[0][0]) is None
+        assert adm.opened("127.0.0.1", silent, pairs[1][0]) is None
+        assert adm.opened("127.0.0.1", Conn(), pairs[2][0]) is silent  # not the oldest
+        pairs[2][1].sendall(b"another")
+        pairs[3][1].sendall(b"and another")
+        # Every young one holds unread bytes: the oldest goes, as without the look.
+        assert adm.opened("127.0.0.1", Conn(), pairs[3][0]) is member
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

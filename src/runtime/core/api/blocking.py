@@ -13,6 +13,7 @@ from ..common.context import current_task
 from ..common.exceptions import GetTimeoutError
 from ..common.strands import begin_blocking, end_blocking
 from ..objects import refs as _refs
+from ..objects import serialization as ser
 from ..process.worker import Worker
 from ..submission.direct import blocked
 
@@ -80,32 +81,70 @@ def wait_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: fl
     also takes to add or take waiters), instead of being posted to the loop: a blocked caller
     costs the loop no wake-up of its own, only the answer's.
     """
+    return _wait_entries(worker, refs, timeout) is not None
+
+
+#: What :func:`get_owned` returns when the slow path must be taken.
+SLOW: Any = object()
+
+
+def get_owned(worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: float | None) -> Any:
+    """A blocking get of refs this process owns, on the fast path (:func:`wait_owned`): their
+    values in order (the first error raises, as in Ray), or :data:`SLOW` when the slow path
+    must be taken (a ref owned elsewhere, a value not here)."""
+    entries = _wait_entries(worker, refs, timeout)
+    if entries is None:
+        return SLOW
+    values: list[Any] = []
+    decode = ser.msgpack_decode
+    for entry in entries:
+        value = entry.value
+        if value is None or entry.state != _refs.READY:  # stored elsewhere, or lost again
+            found, got = worker.try_get_local(refs[len(values)])
+            if not found:
+                return SLOW
+            values.append(got)
+        elif value.kind == ser.KIND_MSGPACK:  # (ser.deserialize, inline: once per value)
+            values.append(decode(value.data))
+        else:
+            values.append(ser.deserialize(value, entry.buffers))
+    return values
+
+
+def _wait_entries(
+    worker: Worker, refs: Sequence[_refs.ObjectRef[Any]], timeout: float | None
+) -> list[_refs.OwnedObject] | None:
     table = worker.refs
-    owned = table.owned
     ctx = current_task.get()
     # A task that holds resources lends them while it blocks (blocking() tells the executor):
     # that is the slow path's. An actor method holds none: it waits here like a driver.
     lends = ctx is not None and bool(ctx.demand) and worker.executor is not None
-    if not refs or lends or not all(r.id in owned for r in refs):
-        return False
+    if not refs or lends:
+        return None
+    get = table.owned.get
+    entries = [get(r.id) for r in refs]
+    if None in entries:  # (identity: an entry has no __eq__)
+        return None
     if worker.inbox.on_loop():
         blocking(worker, _noop(), None)  # raises the "use await" error
     # One pending entry watched at a time, not a waiter per entry (objects.refs.AllReady).
-    waiter = _refs.AllReady(
-        table, worker.loop, [e for r in refs if (e := owned.get(r.id)) is not None]
-    )
+    waiter = _refs.AllReady(table, worker.loop, entries)  # type: ignore[arg-type]
     with table.lock:  # the loop takes it before it calls the waiters
         if waiter.watch():
-            return True
+            return entries  # type: ignore[return-value]
     blocked()  # it waits: its next actor call may be written from here (submission.direct)
     held = begin_blocking()
+    got = False
     try:
         got = waiter.ready.acquire(timeout=-1 if timeout is None else timeout)
     finally:
         end_blocking(held)
+        if not got:  # (a timeout, or an interrupt)
+            with table.lock:
+                waiter.cancel()
     if not got:
         raise GetTimeoutError(f"the objects were not ready within {timeout} s")
-    return True
+    return entries  # type: ignore[return-value]
 
 
 async def _noop() -> None:
@@ -126,6 +165,7 @@ __all__ = [
     "blocking",
     "current_worker",
     "deadline",
+    "get_owned",
     "set_auto_init",
     "wait_owned",
     "worker_or_init",

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 import msgspec
 
+from ..common.context import current_task
 from ..execution import runtime_env as renv
+from ..objects import refs as _refs
 from ..objects import serialization as ser
 from ..objects.refs import ObjectRef
 from ..scheduling.scheduler import normalize
@@ -25,7 +27,7 @@ from ..submission.streaming import DEFAULT_WINDOW
 from ..wire import protocol as p
 from .blocking import blocking as _blocking
 from .blocking import current_worker, worker_or_init
-from .calling import prepare_call
+from .calling import FIRST, add_child, call_args, prepare_call
 from .creation import _env_wire, actor_spec, create_in_background
 from .dynamic import DynamicReturns
 from .methods import check_call_options
@@ -44,6 +46,8 @@ from .options import (
 
 if TYPE_CHECKING:  # the DAG nodes ``.bind()`` makes (runtime.dag, built on this API)
     from runtime.dag._node import ClassMethodNode, ClassNode, FunctionNode
+
+    from ..process.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -317,6 +321,9 @@ class ActorHandle(Generic[T]):
             if self._method_returns and name not in self._method_returns:
                 raise AttributeError(f"actor {self._class_name} has no method {name!r}")
             m = cache[name] = ActorMethod(self, name, self._method_returns.get(name, 1))
+        # Found as a plain attribute from now on (``handle.m.remote()`` once per call: the
+        # instance dict is read before this hook is called).
+        self.__dict__[name] = m
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -405,8 +412,21 @@ class ActorMethod(Generic[P, R]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method; returns at once with a ref to its result."""
-        worker = current_worker()
+        worker: Worker = _refs._worker or current_worker()  # type: ignore[assignment]  # (one read)
         n = self._num_returns
+        if n == 1:  # one result (nearly every call): prepare_call's path, inline
+            value, buffers = call_args(worker, args, kwargs)
+            task_id = worker.new_id()
+            parent = current_task.get()
+            if parent is not None:  # cancelled with its parent (runtime.cancel(recursive))
+                add_child(parent, worker, task_id)
+            oid = task_id + FIRST
+            ref = worker.new_owned(oid)
+            msg = p.CallActor(
+                task_id, self._actor_id, self._name, value, 1, worker.peer_id, worker.address
+            )
+            send_call(worker, msg, buffers, (oid,), None, self._token)
+            return ref
         value, buffers, task_id, oids, out = prepare_call(worker, args, kwargs, n)
         msg = p.CallActor(
             task_id, self._actor_id, self._name, value, n, worker.peer_id, worker.address

@@ -26,9 +26,10 @@ from ..process.worker import Worker
 from ..submission.streaming import ObjectRefGenerator
 from ..wire import protocol as p
 from . import init_options
+from .blocking import SLOW as _SLOW
 from .blocking import blocking as _blocking
 from .blocking import current_worker, set_auto_init, worker_or_init
-from .blocking import wait_owned as _wait_owned
+from .blocking import get_owned as _get_owned
 from .init_options import address_toward
 from .remote import ActorHandle
 
@@ -393,24 +394,17 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         found, value = worker.try_get_local(refs)
         if found:
             return value
-        if _wait_owned(worker, [refs], timeout):
-            found, value = worker.try_get_local(refs)
-            if found:
-                return value
+        values = _get_owned(worker, (refs,), timeout)
+        if values is not _SLOW:
+            return values[0]
         return _blocking(worker, worker.get_async(refs), timeout)
     if isinstance(refs, list | tuple):
         for r in refs:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"runtime.get takes ObjectRefs, got {type(r).__name__}")
-        if _wait_owned(worker, refs, timeout):
-            values = []
-            for r in refs:  # in order: the first error raises, like Ray
-                found, value = worker.try_get_local(r)
-                if not found:
-                    break
-                values.append(value)
-            else:
-                return values
+        values = _get_owned(worker, refs, timeout)  # in order: the first error raises
+        if values is not _SLOW:
+            return values
         return _blocking(worker, _gather(worker, list(refs)), timeout)
     raise TypeError(f"runtime.get takes an ObjectRef or a list of them, got {type(refs).__name__}")
 

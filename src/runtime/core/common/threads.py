@@ -56,14 +56,18 @@ class LoopInbox:
 
     def post_call(self, fn: Callable[..., object], *args: Any) -> None:
         """``post`` for a call that the loop may hold until the end of its pass (an actor
-        call, gathered): ``quiet`` is False until that pass is over."""
+        call, gathered): ``quiet`` is False until that pass is over. Throttles (below) a
+        thread that posts faster than the loop runs its posts."""
         if threading.get_ident() == self.thread_id:
             fn(*args)
             return
-        self._items.append((fn, args))
+        items = self._items
+        items.append((fn, args))
         self._settled = False  # (after the append: a _settle now sees the item)
         if not self._armed:
             self._arm_drain()
+        elif len(items) > BACKLOG_MAX:  # (throttle's check, inline: once per call)
+            self.throttle()
 
     def post_later(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop within ``LATER_S``, before anything posted after it,

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
 
 from ..common.threads import LoopInbox
 from ..wire.protocol import Located, Value
@@ -48,31 +50,27 @@ def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(4, "big")
 
 
-class OwnedObject:
-    """What the owner knows of one of its objects."""
+class OwnedObject(msgspec.Struct, gc=False, eq=False):
+    """What the owner knows of one of its objects.
 
-    __slots__ = (
-        "buffers",
-        "call_site",
-        "lineage",
-        "location",
-        "remote",
-        "state",
-        "value",
-        "waiters",
-    )
+    One per object a process owns, made for every call's result: a struct outside the
+    cyclic collector (``gc=False``), so a pipelined caller's thousands of pending results add
+    nothing to every collection's walk, and it is built in C. It must never be part of a
+    reference cycle: what it holds (values, a location, lineage, waiters) does not lead back
+    to it, and a waiter that gives up takes itself out (:meth:`AllReady.cancel`).
+    """
 
-    def __init__(self) -> None:
-        self.state = PENDING
-        self.value: Value | None = None  # inline value or error
-        self.buffers: list[Any] = NO_BUFFERS
-        self.location: Located | None = None  # where a large value lives
-        self.remote = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
-        self.waiters: list[Callable[[], None]] | None = None
-        #: How to make a lost large result again: (the task's retry record, its return ids).
-        self.lineage: tuple[Any, list[bytes]] | None = None
-        #: Where the user made it (``objects.sites``; only when recording is on).
-        self.call_site = ""
+    state: int = PENDING
+    value: Value | None = None  # inline value or error
+    #: (``()`` until it has a value: a default made without a call per object)
+    buffers: Sequence[Any] = ()
+    location: Located | None = None  # where a large value lives
+    remote: int = 0  # pins + borrowers elsewhere (below 0 while a +1 is on its way)
+    waiters: list[Callable[[], None]] | None = None
+    #: How to make a lost large result again: (the task's retry record, its return ids).
+    lineage: tuple[Any, Sequence[bytes]] | None = None
+    #: Where the user made it (``objects.sites``; only when recording is on).
+    call_site: str = ""
 
 
 class ReferenceTable:
@@ -124,6 +122,13 @@ class ReferenceTable:
                     return
             entry = self.owned.get(oid)
             if entry is not None and entry.remote == 0:
+                if (
+                    entry.location is None
+                    and ((value := entry.value) is None or not value.refs)
+                    and oid not in self.actor_tokens
+                ):  # (what _free does then, inline: once per call's result)
+                    del self.owned[oid]
+                    return
                 self._free(oid, entry)
 
     # --- remote holders (owner side) and pins -----------------------------------------
@@ -265,7 +270,22 @@ class AllReady:
         self._at = n
         return True
 
+    def cancel(self) -> None:
+        """The waiting thread gave up (a timeout, an interrupt): stop watching (with the
+        table's lock held), so that no entry keeps this waiter, nor it the entries."""
+        entries, at = self._entries, self._at
+        if at < len(entries):
+            waiters = entries[at].waiters
+            if waiters is not None and self._wake in waiters:
+                waiters.remove(self._wake)
+        self._entries = []
+        self._at = 0
+
     def _wake(self) -> None:  # on the loop: the watched entry is ready
+        if self._at == len(self._entries) - 1:  # the last one (a get of one ref): done
+            self._at += 1
+            self.ready.release()
+            return
         self._loop.call_soon(self._next)
 
     def _next(self) -> None:

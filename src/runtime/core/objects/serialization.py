@@ -170,6 +170,10 @@ def _pickle(value: Any, copy: bool = True) -> tuple[Value, list[memoryview]]:
     return Value(KIND_PICKLE, data, [b.nbytes for b in buffers], list(refs)), buffers
 
 
+#: A msgpack value's bytes to its object (``deserialize`` of a ``KIND_MSGPACK`` value).
+msgpack_decode: Final = _decode
+
+
 def deserialize(value: Value, buffers: Sequence[Any] = ()) -> Any:
     """Rebuild a user value; an error value is raised as its exception."""
     kind = value.kind

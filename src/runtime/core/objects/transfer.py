@@ -447,7 +447,7 @@ class ObjectTransfer:
         if item is None:
             entry = self.refs.owned.get(msg.object_id)
             if entry is not None and entry.value is not None:
-                item = (entry.value, entry.buffers)
+                item = (entry.value, list(entry.buffers))
         if item is None:
             conn.send(
                 p.ObjectReply(

@@ -309,6 +309,7 @@ class Worker:
         for oid, entry in owned:
             if entry.state == PENDING:
                 self.resolve(oid, gone, [])
+        self.tasks.clear()  # (records outside the cyclic collector: submission.pending)
         if current_worker_or_none() is self:
             set_worker(None)
         self.store.close()

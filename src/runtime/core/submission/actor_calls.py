@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -82,13 +82,15 @@ class ActorCaller:
         self,
         msg: p.CallActor,
         buffers: list[memoryview],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         stream: StreamState | None = None,
         keep: Any = None,
     ) -> None:
         """Send an actor call, keeping this caller's order (loop). ``keep``: the handle's
         token, held until the call is answered (the actor stays in scope meanwhile)."""
-        state = self.actor_state(msg.actor_id)
+        state = self.actors.get(msg.actor_id)
+        if state is None:
+            state = self.actor_state(msg.actor_id)
         conn = state.conn
         step = state.submit(
             self.tasks, msg, buffers, object_ids, stream, keep, conn is not None and not conn.closed
@@ -96,7 +98,7 @@ class ActorCaller:
         if step == SEND and conn is not None:
             if stream is not None:
                 self.streams[msg.task_id] = stream
-            self.send(conn, msg, buffers)
+            self.gather.send(conn, msg, buffers)  # (self.send, inline: once per call)
             return
         if step == DEAD:
             err = state.dead

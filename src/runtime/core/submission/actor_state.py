@@ -68,7 +68,7 @@ class ActorState:
         tasks: dict[bytes, PendingTask],
         msg: p.CallActor,
         buffers: list[memoryview],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         stream: StreamState | None,
         keep: Any,
         connected: bool,

@@ -12,7 +12,7 @@ and resolves. ``tests/core/test_submission_state.py`` drives it with tables of e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..common.errors import ErrorCode
@@ -67,7 +67,7 @@ class TaskBook:
         msg: p.SubmitTask,
         buffers: list[memoryview],
         fn_blob: Callable[[], bytes],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         policy: RetryPolicy | None,
         stream: StreamState | None,
     ) -> PendingTask:
@@ -140,6 +140,15 @@ class TaskBook:
                 state.inflight.pop(task_id, None)
                 state.retries_left.pop(task_id, None)
         return (DONE if error is None else FAILED), task
+
+    def call_done(self, task_id: bytes, actor_id: bytes) -> None:
+        """An actor call (not streaming) was answered with a value: what :meth:`answered`
+        does then, for the shell's path of a plain answer (it has checked the record)."""
+        del self.tasks[task_id]
+        state = self.actors.get(actor_id)
+        if state is not None and state.inflight:  # answered: it is not resent any more
+            state.inflight.pop(task_id, None)
+            state.retries_left.pop(task_id, None)
 
     def keeps_lineage(self, task: PendingTask, oid: bytes) -> None:
         """A result of ``task`` is stored on a node (``Located``): a retriable task can make

@@ -24,6 +24,7 @@ It goes direct only when nothing could be overtaken and nothing is left to decid
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..common.threads import LoopInbox
@@ -45,13 +46,15 @@ class DirectHost(Protocol):
     def caller(self) -> ActorCaller: ...
     @property
     def inbox(self) -> LoopInbox: ...
+    @property
+    def call_actor(self) -> Callable[..., None]: ...
 
 
 def call_direct(
     worker: DirectHost,
     msg: p.CallActor,
     buffers: list[memoryview],
-    object_ids: list[bytes],
+    object_ids: Sequence[bytes],
     keep: Any,
 ) -> bool:
     """Send an actor call from this (non-loop) thread if it can go out at once: True when it
@@ -86,7 +89,7 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
     worker: DirectHost,
     msg: p.CallActor,
     buffers: list[memoryview],
-    object_ids: list[bytes],
+    object_ids: Sequence[bytes],
     stream: StreamState | None,
     keep: Any,
 ) -> None:
@@ -102,8 +105,8 @@ def send_call(  # noqa: PLR0917 -- the hot path: one positional call per actor c
         msg.blocked = True  # (the callee answers it from its thread: execution.calls)
         if call_direct(worker, msg, buffers, object_ids, keep):
             return
-    worker.inbox.post_call(worker.caller.call_actor, msg, buffers, object_ids, stream, keep)
-    worker.inbox.throttle()
+    # (worker.call_actor: the caller's method bound once, not a bound method made per call)
+    worker.inbox.post_call(worker.call_actor, msg, buffers, object_ids, stream, keep)
 
 
 def blocked() -> None:

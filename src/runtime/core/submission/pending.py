@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..objects import serialization as ser
 from ..wire import protocol as p
@@ -13,11 +15,17 @@ if TYPE_CHECKING:
     from .streaming import StreamState
 
 
-@dataclass(slots=True)
-class PendingTask:
-    """A task or actor call this process submitted and waits on."""
+class PendingTask(msgspec.Struct, gc=False, eq=False):
+    """A task or actor call this process submitted and waits on.
 
-    object_ids: list[bytes]
+    One per call in flight: a struct built in C and outside the cyclic collector
+    (``gc=False``), so a pipelined caller's thousands of pending calls add nothing to every
+    collection's walk. What it holds (the callee's handle token, a stream, a retry record)
+    leads back to it only through the worker's ``tasks``, which the worker empties when it
+    closes.
+    """
+
+    object_ids: Sequence[bytes]
     node_id: str
     name: str
     actor_id: bytes | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -117,6 +117,23 @@ class TaskSubmitter:
 
     def on_task_done(self, conn: Connection | None, msg: p.TaskDone, raw: memoryview) -> None:
         """A task or actor call this process submitted was answered (``conn``: by whom)."""
+        returns = msg.returns
+        if msg.error is None and len(returns) == 1:
+            task = self.tasks.get(msg.task_id)
+            if (
+                task is not None
+                and task.actor_id is not None
+                and task.stream is None
+                and len(oids := task.object_ids) == 1
+                and type(value := returns[0]) is p.Value
+                and not value.bufs
+            ):  # an actor call's one small value (nearly every answer): inline
+                self.book.call_done(msg.task_id, task.actor_id)
+                value.bufs = NO_BUFFERS
+                if not value.refs:
+                    value.refs = NO_BUFFERS
+                self.resolve(oids[0], value, NO_BUFFERS)
+                return
         answer = self.book.answered(msg.task_id, msg.error)
         if answer is None:
             return
@@ -177,7 +194,7 @@ class TaskSubmitter:
         msg: p.SubmitTask,
         buffers: list[memoryview],
         fn_blob: Callable[[], bytes],
-        object_ids: list[bytes],
+        object_ids: Sequence[bytes],
         policy: RetryPolicy | None = None,
         *,
         stream: StreamState | None = None,

@@ -14,7 +14,8 @@ so a flood from many addresses cannot use up the descriptors members need). A ne
 over a bound pushes out, the oldest first: one that failed its proof; else one that has
 sent nothing for ``grace`` seconds; else one that sent a Hello without a ticket; else one
 that connected less than ``grace`` seconds ago and has sent nothing yet (a member's
-connection, accepted in a burst of the flood's, waits there for its Hello to be read).
+connection, accepted in a burst of the flood's, waits there for its Hello to be read), and of
+those first one whose socket holds no unread bytes.
 
 Hosts that fail the token check repeatedly are slowed down: after ``max_failures``
 failures within ``window`` seconds, each further *wrong proof* is answered only after
@@ -25,10 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import select
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 #: How far a pending connection got: nothing, a failed proof, a Hello, a Hello with a ticket.
 IDLE, FAILED, HELLO, PROVEN = 0, 1, 2, 3
@@ -37,6 +39,8 @@ TICKET_WINDOW: Final = 60.0
 _MAX_SEEN: Final = 1 << 16
 #: The order in which unproven connections are pushed out (-1: idle, connected just now).
 _RANK: Final = {FAILED: 0, IDLE: 1, HELLO: 2, -1: 3}
+#: How many just-connected sockets a push-out looks into for unread bytes (a syscall each).
+_PEEKS: Final = 16
 
 
 def make_ticket(token: bytes, nonce: bytes, peer_id: str, now: float | None = None) -> bytes:
@@ -58,8 +62,15 @@ class Pending(Protocol):
     def abort(self, exc: BaseException | None = None, *, flush: bool = False) -> None: ...
 
 
+def _unread(sock: Any) -> bool:
+    """Whether ``sock`` holds bytes not read yet (or its end: either way it is not idle)."""
+    fd = -1 if sock is None else sock.fileno()
+    return fd >= 0 and bool(select.select([fd], [], [], 0)[0])
+
+
 class AdmissionControl:
-    """Plain bookkeeping (no I/O): the transport asks it, and tells it what happened."""
+    """Bookkeeping (its only I/O: a look, without waiting, at whether a socket holds unread
+    bytes): the transport asks it, and tells it what happened."""
 
     def __init__(
         self,
@@ -84,6 +95,8 @@ class AdmissionControl:
         self._all: OrderedDict[int, tuple[str, Pending]] = OrderedDict()
         self._progress: dict[int, int] = {}
         self._opened_at: dict[int, float] = {}
+        #: Sockets of pending connections, where the transport gave them (``opened``).
+        self._socks: dict[int, Any] = {}
         self._unproven = 0
         self._failures: dict[str, deque[float]] = {}
         #: Tickets' nonces seen lately (nonce -> when), so that a ticket is good once.
@@ -94,9 +107,12 @@ class AdmissionControl:
         """How many pending connections hold no ticket."""
         return self._unproven
 
-    def opened(self, host: str, conn: Pending) -> Pending | None:
-        """A connection from ``host`` starts its handshake; returns one to push out, if any."""
+    def opened(self, host: str, conn: Pending, sock: Any = None) -> Pending | None:
+        """A connection from ``host`` starts its handshake; returns one to push out, if any.
+        ``sock`` (anything with ``fileno()``) lets a push-out see whether it holds unread bytes."""
         waiting = self._pending.setdefault(host, OrderedDict())
+        if sock is not None:
+            self._socks[id(conn)] = sock
         waiting[id(conn)] = conn
         self._all[id(conn)] = (host, conn)
         self._progress[id(conn)] = IDLE
@@ -130,9 +146,26 @@ class AdmissionControl:
                     break
         if best is None:
             return None
+        if level == _RANK[-1]:
+            best = self._youngest_silent(candidates, best, young)
         host, conn = self._all[best]
         self.settled(host, conn)
         return conn
+
+    def _youngest_silent(self, candidates: Iterable[int], first: int, young: float) -> int:
+        """Among connections that connected just now, the oldest whose socket holds no unread
+        bytes: one whose Hello came in but has not been read yet (the loop accepts a burst of
+        the flood's first) is not idle. Looks at up to ``_PEEKS`` of them, else ``first``."""
+        peeks = 0
+        for key in candidates:
+            if self._progress.get(key) != IDLE or self._opened_at[key] <= young:
+                continue
+            if not _unread(self._socks.get(key)):
+                return key
+            peeks += 1
+            if peeks >= _PEEKS:
+                break
+        return first
 
     def progressed(self, conn: Pending, level: int) -> None:
         """``conn`` sent a Hello (HELLO), one with a ticket (PROVEN), or failed its proof."""
@@ -175,6 +208,7 @@ class AdmissionControl:
             self._unproven -= 1
         self._all.pop(key, None)
         self._opened_at.pop(key, None)
+        self._socks.pop(key, None)
         waiting = self._pending.get(host)
         if waiting is not None:
             waiting.pop(key, None)

@@ -142,7 +142,7 @@ class Connection(asyncio.BufferedProtocol):
         if peer:
             self.peer_address = f"{peer[0]}:{peer[1]}"
         if self._admission is not None and not self._dialer:
-            pushed = self._admission.opened(self._host(), self)
+            pushed = self._admission.opened(self._host(), self, transport.get_extra_info("socket"))
             if pushed is not None:
                 pushed.abort(ProtocolError("too many connections waiting in the handshake"))
         self._hs_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
