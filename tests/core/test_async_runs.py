@@ -147,6 +147,18 @@ def test_a_call_that_cancels_its_own_task_leaves_the_next_ones_alone(cluster):
         assert runtime.get(refs, timeout=30) == [0, "cancelled itself", *range(10)]
 
 
+def test_cancelling_a_waiting_call_of_a_run_cancels_that_call_alone(cluster):
+    r = Runs.remote()
+    runtime.get(r.quick.remote(0), timeout=30)
+    refs = [r.quick.remote(1), r.sleeps.remote(2, 60), r.sleeps.remote(3, 0.5)]
+    refs += [r.quick.remote(i) for i in range(4, 20)]
+    assert runtime.get(refs[3:], timeout=30) == list(range(4, 20))
+    runtime.cancel(refs[1])
+    with pytest.raises(exc.TaskCancelledError):
+        runtime.get(refs[1], timeout=30)
+    assert runtime.get([refs[0], refs[2]], timeout=30) == [1, 3]
+
+
 def test_the_calls_of_a_run_after_exit_actor_are_answered_with_its_death(cluster):
     r = Runs.remote()
     refs = [r.leave_at.remote(i, 100) for i in range(300)]

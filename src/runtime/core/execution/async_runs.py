@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import types
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from .calls import Job, Lane
@@ -85,7 +84,7 @@ async def _run(actor: AsyncHost, lane: Lane, jobs: deque[Job]) -> None:
             lane.in_run = False
         if jobs:  # it waits: the calls after it start in a task of their own
             start(actor, lane, jobs)
-        await _rest(context, coro, waiting)
+        await _Rest(context, coro, waiting)
         return
     if jobs:
         start(actor, lane, jobs)
@@ -93,28 +92,56 @@ async def _run(actor: AsyncHost, lane: Lane, jobs: deque[Job]) -> None:
         actor.pump(lane)
 
 
-@types.coroutine
-def _rest(
-    context: contextvars.Context, coro: Coroutine[Any, Any, None], waiting: Any
-) -> Generator[Any, Any, None]:
-    """Go on with ``coro``, which yielded ``waiting`` to its task, each step in ``context``."""
-    run, send, throw = context.run, coro.send, coro.throw
-    while True:
-        try:
-            sent = yield waiting
-        except GeneratorExit:  # the task is dropped unfinished (the loop closes)
-            coro.close()
-            raise
-        except BaseException as exc:  # (a cancel, or the awaited future's failure)
-            try:
-                waiting = run(throw, exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = run(send, sent)
-            except StopIteration:
-                return
+class _Rest:
+    """What a run's task awaits to go on with a call that waits: ``coro`` yielded
+    ``waiting``; each later step of it runs in ``context``. It passes the task's resumptions
+    (a value, or an exception: a cancel) to the call as ``await`` would, and shows the call's
+    frame and what it awaits as a generator would (``gi_frame``, ``gi_yieldfrom``), so a
+    stack of the task (``process.inspect``) goes on down into the call."""
+
+    __slots__ = ("_context", "_coro", "_waiting")
+
+    def __init__(
+        self, context: contextvars.Context, coro: Coroutine[Any, Any, None], waiting: Any
+    ) -> None:
+        self._context, self._waiting = context, waiting
+        self._coro: Any = coro  # (a native coroutine: cr_frame, cr_await)
+
+    def __await__(self) -> _Rest:
+        return self
+
+    def __iter__(self) -> _Rest:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        waiting = self._waiting
+        if waiting is not _GONE:  # the first step: hand the task what the call yielded
+            self._waiting = _GONE
+            return waiting
+        return self._context.run(self._coro.send, value)
+
+    def throw(self, exc: Any, value: Any = None, tb: Any = None) -> Any:
+        self._waiting = _GONE
+        if not isinstance(exc, BaseException):
+            exc = exc() if value is None else value
+        return self._context.run(self._coro.throw, exc)
+
+    def close(self) -> None:  # the task is dropped unfinished (the loop closes)
+        self._coro.close()
+
+    @property
+    def gi_frame(self) -> Any:
+        return self._coro.cr_frame
+
+    @property
+    def gi_yieldfrom(self) -> Any:
+        return self._coro.cr_await
+
+
+_GONE = object()
 
 
 __all__ = ["STARTED", "AsyncHost", "start"]
