@@ -41,6 +41,12 @@ class Runs:
         self.var.set(i)
         return before
 
+    async def set_var_and_wait(self, i):
+        before = self.var.get()
+        self.var.set(i)
+        await asyncio.sleep(0.01)
+        return before, self.var.get() == i
+
     async def wait_for_event(self, i):
         await self.event.wait()
         return i
@@ -105,6 +111,16 @@ def test_pipelined_calls_that_do_not_wait_share_a_few_tasks(cluster):
 def test_each_call_of_a_run_has_a_context_of_its_own(cluster):
     r = Runs.remote()
     assert runtime.get([r.set_var.remote(i) for i in range(500)], timeout=60) == [None] * 500
+
+
+def test_calls_that_wait_each_keep_a_context_of_their_own_across_their_waits(cluster):
+    r = Runs.remote()
+    runtime.get(r.quick.remote(0), timeout=30)
+    refs = [r.quick.remote(1), r.set_var.remote(-1)]
+    refs += [r.set_var_and_wait.remote(i) for i in range(300)]
+    got = runtime.get(refs, timeout=60)
+    assert got[:2] == [1, None]
+    assert got[2:] == [(None, True)] * 300
 
 
 def test_calls_of_one_run_interleave_at_their_awaits(cluster):

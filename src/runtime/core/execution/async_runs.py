@@ -10,10 +10,11 @@ at once), so a run of the lane's ready calls is now started by one task (:func:`
 - it starts the calls in mailbox order, each in a context of its own (a copy of the run's,
   as a task of its own had: a context variable a call sets is not seen by the next);
 - a call that returns without waiting is finished there and the task starts the next one;
-- a call that waits (its first ``await`` of something not done yet) keeps the task: the
-  calls after it go to a new task (started by the loop as soon as this one yields, so they
-  interleave with it at its awaits, as before), and this task goes on running that call
-  alone, every step of it in the call's own context, until it ends.
+- a call that waits (its first ``await`` of something not done yet) keeps the task: each of
+  the calls after it gets a task of its own, as before (the loop starts them all in its next
+  pass, so they interleave with it at its awaits; one task for all of them would start one
+  call a pass when each waits), and this task goes on running that call alone, every step
+  of it in the call's own context, until it ends.
 
 So the task a call runs in (``asyncio.current_task()``, what ``asyncio.timeout()`` and a
 cancel act on) is its own from its first wait to its end: a timeout, ``runtime.cancel``
@@ -82,14 +83,28 @@ async def _run(actor: AsyncHost, lane: Lane, jobs: deque[Job]) -> None:
             raise
         finally:
             lane.in_run = False
-        if jobs:  # it waits: the calls after it start in a task of their own
-            start(actor, lane, jobs)
+        # It waits: the calls after it start in tasks of their own, each its own (the next
+        # loop pass starts them all, as it started a task per call: a lane whose calls wait
+        # does not start one call a pass), and this task goes on with this call alone.
+        create = actor.worker.loop.create_task
+        while jobs:
+            create(_one(actor, jobs.popleft()))
         await _Rest(context, coro, waiting)
         return
     if jobs:
         start(actor, lane, jobs)
     elif lane.mailbox:
         actor.pump(lane)
+
+
+async def _one(actor: AsyncHost, job: Job) -> None:
+    """One call in a task of its own (the calls after one that waited in a run)."""
+    STARTED[0] += 1
+    if actor.not_started(job):
+        return
+    STARTED[1] += 1
+    job.atask = asyncio.current_task()
+    await actor.run_async(job)
 
 
 class _Rest:
