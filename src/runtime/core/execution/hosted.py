@@ -346,7 +346,10 @@ class HostedActor:
                     run.append(mailbox.popleft())
                 lane.running_async += len(run)
                 lane.async_starting += len(run)
-                start_async_run(self, lane, run)
+                if len(run) == 1:  # a lone call (a blocked caller's): a task of its own
+                    job.atask = self.worker.loop.create_task(self.run_async(job))
+                else:
+                    start_async_run(self, lane, run)
             else:
                 # A sync call starts once the async calls before it have started.
                 if lane.async_starting:
