@@ -5,7 +5,8 @@ start each call as a task of its own (``loop.create_task``): on Python 3.11 that
 made, registered in asyncio's set of all tasks, its first step scheduled and run by the loop,
 its result set and the task dropped (~2 us a call, most of what an async actor's call cost
 more than a sync actor's). Most calls of a pipelined caller never wait (they return a value
-at once), so a run of the lane's ready calls is now started by one task (:func:`start`):
+at once), so a run of the lane's ready calls is now started by one task (:func:`start`; a
+call that arrives alone, a blocked caller's, is still a task of its own):
 
 - it starts the calls in mailbox order, each in a context of its own (a copy of the run's,
   as a task of its own had: a context variable a call sets is not seen by the next);
