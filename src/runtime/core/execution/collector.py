@@ -13,7 +13,8 @@ calls of a batch are mostly answered (and freed) before one runs: ~0.8 us a call
 What it costs: a reference cycle that becomes garbage is freed after at most :data:`YOUNG`
 further container allocations instead of 700 (then, like before, once the older generations'
 own thresholds come round). Objects freed by their reference count, which is nearly all of
-them, are freed at once as before. The driver is left alone: its collector is the program's.
+them, are freed at once as before. Every process ``node_main`` runs (nodes, and the head,
+the same program) sets it; the driver is left alone: its collector is the program's.
 """
 
 from __future__ import annotations
