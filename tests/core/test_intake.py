@@ -1,7 +1,8 @@
 """The calls of a batch are taken into their actors' mailboxes in one pass
 (``execution.intake``): each actor's calls in the order sent when one burst interleaves two
-actors, calls with ref arguments (the general path) in their place among plain ones, and an
-actor with a pending-call limit (the general path) still bounded."""
+actors, calls with ref arguments (the general path) in their place among plain ones, an
+actor with a pending-call limit (the general path) still bounded, and the answers of a run
+kept for resent calls (``sync_runs.finish_many``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class Log:
 
     def history(self):
         return list(self.seen)
+
+    def kept(self):
+        from runtime.core.objects.refs import current_worker
+
+        return len(current_worker().executor.answers)
 
 
 def test_one_burst_to_two_actors_keeps_each_actors_order(cluster):
@@ -56,3 +62,10 @@ def test_an_actor_with_a_pending_call_limit_still_refuses_past_it(cluster):
     assert refused > 0
     assert got == sorted(got)
     assert runtime.get(a.history.remote(), timeout=30) == got
+
+
+def test_the_answers_of_a_pipelined_run_are_kept_for_resent_calls(cluster):
+    a = Log.remote()
+    before = runtime.get(a.kept.remote(), timeout=30)
+    assert runtime.get([a.add.remote(i) for i in range(1_000)], timeout=60) == list(range(1_000))
+    assert runtime.get(a.kept.remote(), timeout=30) >= min(before + 1_000, 4_096)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ..common.metrics import CALLS_DONE, observe_call
 from ..wire import protocol as p
 from ..wire.gather import answer_gather
-from .calls import DEAD, Answers, ExecutionHost, Job, Lane
+from .calls import ANSWER_KEEP_BYTES, DEAD, MAX_ANSWERED, Answers, ExecutionHost, Job, Lane
 from .events import now_ns
 
 
@@ -93,7 +93,8 @@ def finish_many(
     returned, with no ref arguments, finished here with what a run shares looked up once
     (``HostedActor._finish`` does the same for one call); the others by
     ``HostedActor.sync_done``."""
-    jobs, remember, send = actor.executor.jobs, actor.executor.answers.remember, None
+    answers, send = actor.executor.answers, None
+    jobs, remember = actor.executor.jobs, answers.remember
     now, ok = now_ns(), 0
     for _ in range(n):
         job, done, bufs = items.popleft()
@@ -111,7 +112,20 @@ def finish_many(
         jobs.pop(job.task_id, None)
         ok += 1
         observe_call((now - job.received_ns) / 1e9)
-        remember(done, bufs)
+        returns = done.returns
+        if (
+            not bufs
+            and len(returns) == 1
+            and type(value := returns[0]) is p.Value
+            and not value.bufs
+            and len(value.data) <= ANSWER_KEEP_BYTES
+        ):  # most answers: Answers.remember's own steps for one small value, inline
+            newer = answers.newer
+            newer[done.task_id] = done  # (an actor call's first attempt: keyed by its id)
+            if len(newer) >= MAX_ANSWERED:
+                answers.older, answers.newer = newer, {}
+        else:
+            remember(done, bufs)
         if not job.answered:  # (the thread that ran it answered: calls.answer_now)
             if send is None:
                 send = answer_gather().send
