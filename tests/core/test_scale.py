@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import tracemalloc
 
 import pytest
 
 import runtime
-from runtime.core.common.threads import BACKLOG_MAX, DRAIN_BATCH, LoopInbox
+from runtime.core.common.threads import BACKLOG_MAX, DRAIN_BATCH, YIELD_MASK, LoopInbox
 from runtime.core.objects import refs as _refs
 from runtime.core.submission.pending import TaskRetry, take_retry
 from runtime.core.wire import protocol as p
@@ -147,3 +148,47 @@ def test_a_thread_posting_faster_than_the_loop_is_held_to_a_bounded_backlog() ->
     assert seen == list(range(total))  # in order, each once
     assert most <= BACKLOG_MAX + 1
     assert any(n < total for n in between)  # other callbacks ran before the backlog was done
+
+
+def test_a_thread_posting_calls_in_a_row_lets_the_loop_run_them_before_it_is_done() -> None:
+    """A driver making thousands of calls in a row holds the GIL; the loop, woken by the
+    first, would wait the switch interval for it (here made 10 s), and the node would sit
+    idle until the calls were all made. post_call lets go of the GIL every YIELD_MASK + 1
+    calls the loop has not run yet."""
+    loop = asyncio.new_event_loop()
+    inbox = LoopInbox(loop)
+    started = threading.Event()
+
+    def run() -> None:
+        inbox.thread_id = threading.get_ident()
+        loop.call_soon(started.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    posted = 0
+    ran_at: list[int] = []
+    total = 8 * (YIELD_MASK + 1)
+    done = threading.Event()
+
+    def step() -> None:
+        ran_at.append(posted)
+        if len(ran_at) == total:
+            done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    try:
+        for _ in range(total):
+            posted += 1
+            inbox.post_call(step)
+            sum(range(50))  # a call's own work, holding the GIL
+        end = posted
+    finally:
+        sys.setswitchinterval(interval)
+    assert done.wait(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    assert sum(1 for n in ran_at if n < end) >= total // 2, ran_at[:: YIELD_MASK + 1]

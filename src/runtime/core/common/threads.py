@@ -18,6 +18,11 @@ DRAIN_BATCH = 512
 BACKLOG_MAX = 8192
 #: How long bookkeeping posted with ``LoopInbox.post_later`` may wait for the loop (seconds).
 LATER_S = 0.005
+#: A thread that has posted a multiple of YIELD_MASK + 1 calls the loop has not run yet lets
+#: go of the GIL for a moment (``post_call``): the loop, woken by the first of them, waits
+#: for the GIL, and the interpreter would make it wait the switch interval (5 ms), so that a
+#: driver making thousands of calls in a row sent them in bursts while the node sat idle.
+YIELD_MASK = 255
 
 
 class LoopInbox:
@@ -57,7 +62,8 @@ class LoopInbox:
     def post_call(self, fn: Callable[..., object], *args: Any) -> None:
         """``post`` for a call that the loop may hold until the end of its pass (an actor
         call, gathered): ``quiet`` is False until that pass is over. Throttles (below) a
-        thread that posts faster than the loop runs its posts."""
+        thread that posts faster than the loop runs its posts, and lets the loop have the GIL
+        every YIELD_MASK + 1 calls that it has not run yet."""
         if threading.get_ident() == self.thread_id:
             fn(*args)
             return
@@ -68,6 +74,8 @@ class LoopInbox:
             self._arm_drain()
         elif len(items) > BACKLOG_MAX:  # (throttle's check, inline: once per call)
             self.throttle()
+        elif not len(items) & YIELD_MASK:  # the loop has not run these yet: let it take the
+            time.sleep(0)  # GIL now (it sends them while this thread goes on), not in 5 ms
 
     def post_later(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop within ``LATER_S``, before anything posted after it,
