@@ -112,18 +112,7 @@ def test_a_thread_posting_faster_than_the_loop_is_held_to_a_bounded_backlog() ->
     """The inbox runs at most DRAIN_BATCH posts per pass (the loop's other callbacks run in
     between), and a posting thread that calls throttle() never finds more than BACKLOG_MAX
     waiting."""
-    loop = asyncio.new_event_loop()
-    inbox = LoopInbox(loop)
-    started = threading.Event()
-
-    def run() -> None:
-        inbox.thread_id = threading.get_ident()
-        loop.call_soon(started.set)
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
+    loop, inbox, thread = _inbox_on_a_loop_thread()
     seen: list[int] = []
     between: list[int] = []
     done = threading.Event()
@@ -142,9 +131,7 @@ def test_a_thread_posting_faster_than_the_loop_is_held_to_a_bounded_backlog() ->
         inbox.throttle()
         most = max(most, len(inbox._items))
     assert done.wait(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    _stop(loop, thread)
     assert seen == list(range(total))  # in order, each once
     assert most <= BACKLOG_MAX + 1
     assert any(n < total for n in between)  # other callbacks ran before the backlog was done
@@ -155,18 +142,7 @@ def test_a_thread_posting_calls_in_a_row_lets_the_loop_run_them_before_it_is_don
     first, would wait the switch interval for it (here made 10 s), and the node would sit
     idle until the calls were all made. post_call lets go of the GIL every YIELD_MASK + 1
     calls the loop has not run yet."""
-    loop = asyncio.new_event_loop()
-    inbox = LoopInbox(loop)
-    started = threading.Event()
-
-    def run() -> None:
-        inbox.thread_id = threading.get_ident()
-        loop.call_soon(started.set)
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
+    loop, inbox, thread = _inbox_on_a_loop_thread()
     posted = 0
     ran_at: list[int] = []
     total = 8 * (YIELD_MASK + 1)
@@ -188,7 +164,28 @@ def test_a_thread_posting_calls_in_a_row_lets_the_loop_run_them_before_it_is_don
     finally:
         sys.setswitchinterval(interval)
     assert done.wait(30)
+    _stop(loop, thread)
+    assert sum(1 for n in ran_at if n < end) >= total // 2, ran_at[:: YIELD_MASK + 1]
+
+
+def _inbox_on_a_loop_thread() -> tuple[asyncio.AbstractEventLoop, LoopInbox, threading.Thread]:
+    """A LoopInbox whose loop runs on a thread of its own, as a worker's does."""
+    loop = asyncio.new_event_loop()
+    inbox = LoopInbox(loop)
+    started = threading.Event()
+
+    def run() -> None:
+        inbox.thread_id = threading.get_ident()
+        loop.call_soon(started.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    return loop, inbox, thread
+
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
-    assert sum(1 for n in ran_at if n < end) >= total // 2, ran_at[:: YIELD_MASK + 1]

@@ -300,27 +300,31 @@ class HostedActor:
         """Start what ``lane`` can start now (the end of a batch of calls: Dispatch)."""
         self._pump(lane)
 
+    def _bind(self, job: Job, memo: list[Any]) -> None:
+        """Give ``job`` its method. ``memo`` holds the name, function and kind looked up last:
+        a run of calls of one method looks it up once."""
+        if job.name == memo[0]:
+            job.fn, job.is_async = memo[1], memo[2]
+            return
+        try:
+            job.fn, job.is_async = memo[1], memo[2] = self._method(job.name)
+            memo[0] = job.name
+        except AttributeError as exc:
+            job.fn, memo[0] = raiser(exc), ""
+
     def _pump(self, lane: Lane | None = None) -> None:
         if lane is None:  # every lane (the actor became alive)
             for each in self.all_lanes():
                 self._pump(each)
             return
         mailbox = lane.mailbox
-        # The last method looked up here: a run of calls of one method looks it up once.
-        name, fn, kind = "", raiser, False
+        memo: list[Any] = ["", raiser, False]  # the method looked up last (_bind)
         while mailbox and self.state == ALIVE:
             job = mailbox[0]
             if not job.ready:
                 return
             if job.fn is None:
-                if job.name == name:
-                    job.fn, job.is_async = fn, kind
-                else:
-                    try:
-                        job.fn, job.is_async = fn, kind = self._method(job.name)
-                        name = job.name
-                    except AttributeError as exc:
-                        job.fn, name = raiser(exc), ""
+                self._bind(job, memo)
             if job.is_async:
                 # An async call starts after the sync calls before it have finished.
                 if lane.running_async >= lane.max_async or lane.running_sync:
@@ -333,14 +337,7 @@ class HostedActor:
                     if not nxt.ready:
                         break
                     if nxt.fn is None:
-                        if nxt.name == name:
-                            nxt.fn, nxt.is_async = fn, kind
-                        else:
-                            try:
-                                nxt.fn, nxt.is_async = fn, kind = self._method(nxt.name)
-                                name = nxt.name
-                            except AttributeError as exc:
-                                nxt.fn, name = raiser(exc), ""
+                        self._bind(nxt, memo)
                     if not nxt.is_async:
                         break
                     run.append(mailbox.popleft())
@@ -364,14 +361,7 @@ class HostedActor:
                 while mailbox and mailbox[0].ready and not mailbox[0].is_async:
                     nxt = mailbox[0]
                     if nxt.fn is None:
-                        if nxt.name == name:
-                            nxt.fn, nxt.is_async = fn, kind
-                        else:
-                            try:
-                                nxt.fn, nxt.is_async = fn, kind = self._method(nxt.name)
-                                name = nxt.name
-                            except AttributeError as exc:
-                                nxt.fn, name = raiser(exc), ""
+                        self._bind(nxt, memo)
                         if nxt.is_async:
                             break
                     batch.append(mailbox.popleft())
