@@ -30,6 +30,20 @@ class Recorder:
         return list(self.seen)
 
 
+class PairLog:
+    """Records (who, i) pairs in the order its calls ran (a base for a module's own log actor)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def add(self, who, i):
+        self.seen.append((who, i))
+        return i
+
+    def history(self):
+        return list(self.seen)
+
+
 @runtime.remote(num_cpus=0)
 class Echo:
     """Says the number it was made with (many of them: no CPU each)."""

@@ -16,6 +16,8 @@ from runtime.core.wire import gather as wire_gather
 from runtime.core.wire import protocol as p
 from runtime.core.wire.gather import LINGER_MOST, LINGER_S, MAX_BATCH, Gather, Linger
 
+from ..actors import PairLog
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -116,22 +118,12 @@ def test_task_answers_wait_together_for_at_most_linger_most():
 
 
 @runtime.remote(num_cpus=0)
-class Log:
-    def __init__(self):
-        self.seen = []
-
-    def add(self, who, i):
-        self.seen.append((who, i))
-        return i
-
+class Log(PairLog):
     def echo(self, x):
         return x
 
     def total(self, arr):
         return int(arr.sum()), arr * 2
-
-    def history(self):
-        return list(self.seen)
 
     async def answers_batched(self):
         gather = wire_gather._answers.gather  # this node's loop thread's answers

@@ -20,18 +20,13 @@ from runtime.core.execution.calls import MAX_ANSWERED, Answers, Job
 from runtime.core.objects.serialization import system_error_value
 from runtime.core.wire import protocol as p
 
+from ..actors import PairLog
+
 pytestmark = pytest.mark.timeout(90)
 
 
 @runtime.remote(num_cpus=0)
-class Log:
-    def __init__(self):
-        self.seen = []
-
-    def add(self, who, i):
-        self.seen.append((who, i))
-        return i
-
+class Log(PairLog):
     def other(self, i):
         self.seen.append(("other", i))
         return -i
@@ -48,9 +43,6 @@ class Log:
 
             exit_actor()
         return i
-
-    def history(self):
-        return list(self.seen)
 
     def taken(self):
         return list(sync_runs.TAKEN)
