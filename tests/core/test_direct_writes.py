@@ -15,7 +15,6 @@ import threading
 import typing
 
 import pytest
-import uvloop
 
 from runtime.core.common.exceptions import ProtocolError
 from runtime.core.objects import serialization as ser
@@ -27,11 +26,11 @@ from tests.core.test_protocol import (
     Dial,
     Listen,
     _authenticated_pair,
-    _links,
     _next,
     dial,
     links,
     listen,
+    run_on_uvloop,
 )
 
 __all__ = ["dial", "links", "listen"]  # fixtures, used by name
@@ -233,9 +232,4 @@ def test_direct_writes_behave_the_same_on_uvloop(
     scenario: typing.Callable[[Listen, Dial], typing.Awaitable[None]],
 ) -> None:
     """The nodes run uvloop, whose transport writes differently from asyncio's."""
-
-    async def main() -> None:
-        async with _links() as (listen, dial):
-            await scenario(listen, dial)
-
-    uvloop.run(main())
+    run_on_uvloop(scenario)

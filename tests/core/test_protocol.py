@@ -643,6 +643,11 @@ def test_the_transport_behaves_the_same_on_uvloop(
     scenario: typing.Callable[[Listen, Dial], typing.Awaitable[None]],
 ) -> None:
     """The nodes run uvloop, whose buffered-protocol path differs from asyncio's."""
+    run_on_uvloop(scenario)
+
+
+def run_on_uvloop(scenario: typing.Callable[[Listen, Dial], typing.Awaitable[None]]) -> None:
+    """Run one of the links scenarios on uvloop (the loop the nodes run)."""
 
     async def main() -> None:
         async with _links() as (listen, dial):
